@@ -1,0 +1,99 @@
+package lm
+
+import (
+	"errors"
+	"time"
+)
+
+// The Manager's public API (implemented in manager.go, lun.go, pair*.go):
+//
+//	func Open(db *metavol.DB, opts Options) (*Manager, error) // reopen volumes, recover pairs
+//	func (m *Manager) Close() error
+//	func (m *Manager) LUN(id string) (volume.Volume, error)    // the host I/O handle, stable across splits
+//
+//	func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error)
+//	func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error)
+//	func (m *Manager) DeleteLUN(name string) error              // refused while mapped or in a pair
+//
+//	func (m *Manager) CreatePair(req PairRequest) (PairStatus, error)
+//	func (m *Manager) Pairs() []PairStatus
+//	func (m *Manager) Pair(source string) (PairStatus, error)  // source LUN name
+//	func (m *Manager) Pause(source string) error
+//	func (m *Manager) Resume(source string) error
+//	func (m *Manager) Cancel(source string) error
+//	func (m *Manager) Set(source string, req SetRequest) (PairStatus, error)
+//	func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error)
+
+// CreateLUNRequest asks for a new LUN.
+type CreateLUNRequest struct {
+	Name      string
+	Size      int64  // bytes; 0 with Path = the file's or device's size
+	BlockSize uint32 // 512 (default) or 4096
+	Path      string // existing file or block device; "" = sparse file in the data dir
+}
+
+// PairRequest asks for a new migration pair. LUNs are named by name.
+type PairRequest struct {
+	Source, Target string
+	Speed          Speed // default SpeedMedium
+	MaxMBps        int64 // 0 = no absolute cap
+	AutoSplit      bool
+	Verify         bool
+}
+
+// SetRequest changes a running pair's throttle; nil fields stay.
+type SetRequest struct {
+	Speed   *Speed
+	MaxMBps *int64 // 0 removes the cap
+}
+
+// Speed is a named copy rate level.
+type Speed string
+
+const (
+	SpeedLow     Speed = "low"     // 10 MB/s
+	SpeedMedium  Speed = "medium"  // 50 MB/s
+	SpeedHigh    Speed = "high"    // 200 MB/s
+	SpeedHighest Speed = "highest" // unthrottled
+)
+
+// PairStatus is a pair as shown by `migration show`.
+type PairStatus struct {
+	ID           string    `json:"id"`
+	Source       string    `json:"source"` // LUN names
+	Target       string    `json:"target"`
+	State        string    `json:"state"`
+	Reason       string    `json:"reason"`
+	CopiedBytes  int64     `json:"copied_bytes"`
+	TotalBytes   int64     `json:"total_bytes"`
+	DCLBytes     int64     `json:"dcl_bytes"`
+	RateBps      int64     `json:"rate_bps"`
+	ETASeconds   int64     `json:"eta_seconds"`
+	Vehicle      string    `json:"vehicle"`
+	Speed        Speed     `json:"speed"`
+	MaxMBps      int64     `json:"max_mbps"`
+	AutoSplit    bool      `json:"auto_split"`
+	Verify       bool      `json:"verify"`
+	SplitPauseMS float64   `json:"split_pause_ms"`
+	Created      time.Time `json:"created"`
+}
+
+// SplitResult reports a (consistent) split.
+type SplitResult struct {
+	Pairs   []string      `json:"pairs"` // source LUN names
+	Pause   time.Duration `json:"-"`
+	PauseMS float64       `json:"pause_ms"`
+}
+
+// Sentinel errors (wrapped with the object's name; match with errors.Is).
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrInvalid      = errors.New("invalid argument")
+	ErrInPair       = errors.New("in a migration pair")
+	ErrMapped       = errors.New("mapped to a target")
+	ErrNotSynced    = errors.New("pair not synced")
+	ErrSplitTimeout = errors.New("split deferred: in-flight I/O did not drain within the pause budget")
+	ErrVerify       = errors.New("verify found a difference")
+	ErrState        = errors.New("not allowed in this state")
+)

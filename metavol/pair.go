@@ -1,0 +1,26 @@
+package metavol
+
+import "time"
+
+// Pair is the persisted record of one migration relation. Owned by package
+// lm (it may add fields); metavol only stores it.
+type Pair struct {
+	ID        string `json:"id"`
+	SourceLUN string `json:"source_lun"` // LUN ID
+	TargetLUN string `json:"target_lun"` // LUN ID
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
+	Speed     string `json:"speed"`
+	MaxMBps   int64  `json:"max_mbps"`
+	AutoSplit bool   `json:"auto_split"`
+	Verify    bool   `json:"verify"`
+	// Cursor is the persisted copy checkpoint: every byte below it was
+	// copied (or is marked in the DCL).
+	Cursor       int64     `json:"cursor"`
+	ChunkSize    int64     `json:"chunk_size"`
+	CopiedBytes  int64     `json:"copied_bytes"`
+	Vehicle      string    `json:"vehicle"`
+	SplitPauseNS int64     `json:"split_pause_ns"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
+}

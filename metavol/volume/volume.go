@@ -1,0 +1,33 @@
+package volume
+
+import "errors"
+
+// Volume is the one interface for everything in lmtgt that stores bytes: data
+// volumes (files, block devices), the LM router's per-LUN handle, and the
+// fault-injecting wrapper used in tests. Every method is safe for concurrent
+// use. Offsets and lengths are in bytes.
+type Volume interface {
+	// ReadAt reads len(p) bytes at off. Reading a hole or an unmapped range
+	// yields zeros. A read past Size is an error.
+	ReadAt(p []byte, off int64) (int, error)
+	// WriteAt writes len(p) bytes at off. A write past Size is an error.
+	WriteAt(p []byte, off int64) (int, error)
+	// Unmap deallocates [off, off+length); the range reads back as zeros.
+	Unmap(off, length int64) error
+	// Sync makes every completed write durable (fdatasync).
+	Sync() error
+	// Size is the volume's current size in bytes.
+	Size() int64
+	// Close releases the volume. It does not delete anything.
+	Close() error
+}
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrOutOfRange: an I/O reaches past the end of the volume.
+	ErrOutOfRange = errors.New("i/o out of range")
+	// ErrClosed: the volume was closed.
+	ErrClosed = errors.New("volume closed")
+	// ErrNotFound: the file or device does not exist.
+	ErrNotFound = errors.New("volume not found")
+)

@@ -1,0 +1,43 @@
+package target
+
+import (
+	"github.com/lmtgt/lmtgt/metavol/volume"
+	"github.com/lmtgt/lmtgt/target/iscsi"
+)
+
+// The Server's public API (implemented in server.go):
+//
+//	func New(opts Options) (*Server, error)
+//	func (s *Server) Apply(targets []Target) error // live: new LUNs raise REPORTED LUNS DATA HAS CHANGED
+//	func (s *Server) CapacityChanged(lunID string) // after a resize: CAPACITY DATA HAS CHANGED
+//	func (s *Server) Start() error                 // bind every portal
+//	func (s *Server) Addrs() []net.Addr
+//	func (s *Server) Shutdown(ctx context.Context) error
+
+// LUN is one logical unit exported at a LUN number.
+type LUN struct {
+	Number    uint64
+	ID        string // LUN ID (stable; keys reservations)
+	Name      string
+	NAA       [16]byte // NAA type 6 identifier for VPD 0x83
+	Serial    string   // VPD 0x80
+	BlockSize uint32
+	// Volume is the I/O handle (lm's router); its Size() is the capacity.
+	Volume volume.Volume
+}
+
+// Target is one iSCSI target.
+type Target struct {
+	IQN        string
+	LUNs       []LUN
+	AllowAll   bool
+	Initiators []string
+	CHAP       *iscsi.CHAP
+}
+
+// ReservationStore persists SCSI-3 persistent reservation state per LUN ID
+// (metavol implements it) so reservations survive a restart.
+type ReservationStore interface {
+	LoadReservations(lunID string) ([]byte, error) // nil, nil when none
+	SaveReservations(lunID string, state []byte) error
+}
