@@ -1,0 +1,330 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// Client talks to one lmtgt admin endpoint. Safe for concurrent use.
+type Client struct {
+	http  *http.Client
+	base  string // "http://lmtgt" for a unix socket, "http://host:port" for TCP
+	token string
+	addr  string
+}
+
+// Options configure a Client.
+type Options struct {
+	// Token is sent as "Authorization: Bearer TOKEN" when not empty.
+	Token string
+	// Timeout bounds one request (default 5 minutes: a split or a large
+	// create can take a while).
+	Timeout time.Duration
+}
+
+// New returns a client for addr: a unix socket path (anything that is not
+// "http://..." / "https://..." and has no host:port shape is a path), or a
+// TCP address "host:port" / "http://host:port".
+func New(addr string, opts Options) *Client {
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	c := &Client{token: opts.Token, addr: addr}
+	tr := &http.Transport{MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second}
+	switch {
+	case strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://"):
+		c.base = strings.TrimRight(addr, "/")
+	case isHostPort(addr):
+		c.base = "http://" + addr
+	default:
+		path := addr
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		c.base = "http://lmtgt"
+	}
+	c.http = &http.Client{Transport: tr, Timeout: opts.Timeout}
+	return c
+}
+
+// isHostPort reports whether s looks like "host:port" rather than a path.
+func isHostPort(s string) bool {
+	if strings.Contains(s, "/") {
+		return false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" {
+		return false
+	}
+	_ = host
+	for _, r := range port {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Addr is the address the client was made for.
+func (c *Client) Addr() string { return c.addr }
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Do sends one request with an optional JSON body and decodes a JSON
+// response into out (when not nil). Non-2xx responses come back as
+// *wire.Error. Connection failures name the address.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	return c.DoRaw(ctx, method, path, rd, out)
+}
+
+// DoRaw is Do with a raw request body (tests use it for malformed JSON).
+func (c *Client) DoRaw(ctx context.Context, method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("request %s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &ConnError{Addr: c.addr, Err: err}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read response of %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e := &wire.Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return e
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode response of %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// ConnError is a failure to reach the admin endpoint at all.
+type ConnError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnError) Error() string {
+	return fmt.Sprintf("admin %s: cannot reach lmtgt (is `lmtgt serve` running? use --admin or LMTGT_ADMIN): %v", e.Addr, e.Err)
+}
+
+func (e *ConnError) Unwrap() error { return e.Err }
+
+// StatusOf returns the HTTP status of an API error, or 0.
+func StatusOf(err error) int {
+	var e *wire.Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Health checks the server.
+func (c *Client) Health(ctx context.Context) (wire.Health, error) {
+	var h wire.Health
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/health", nil, &h)
+	return h, err
+}
+
+// CreateLUN creates a LUN.
+func (c *Client) CreateLUN(ctx context.Context, req wire.CreateLUN) (wire.LUN, error) {
+	var l wire.LUN
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/luns", req, &l)
+	return l, err
+}
+
+// LUNs lists every LUN.
+func (c *Client) LUNs(ctx context.Context) ([]wire.LUN, error) {
+	var l []wire.LUN
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/luns", nil, &l)
+	return l, err
+}
+
+// LUN shows one LUN by name.
+func (c *Client) LUN(ctx context.Context, name string) (wire.LUN, error) {
+	var l wire.LUN
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/luns/"+esc(name), nil, &l)
+	return l, err
+}
+
+// ResizeLUN grows a LUN to size bytes.
+func (c *Client) ResizeLUN(ctx context.Context, name string, size int64) (wire.LUN, error) {
+	var l wire.LUN
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/luns/"+esc(name)+"/resize", wire.ResizeLUN{Size: size}, &l)
+	return l, err
+}
+
+// DeleteLUN deletes a LUN (refused while mapped or in a pair).
+func (c *Client) DeleteLUN(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, wire.Version+"/luns/"+esc(name), nil, nil)
+}
+
+// CreateTarget creates a target.
+func (c *Client) CreateTarget(ctx context.Context, iqn string) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn}, &t)
+	return t, err
+}
+
+// Targets lists every target.
+func (c *Client) Targets(ctx context.Context) ([]wire.Target, error) {
+	var t []wire.Target
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/targets", nil, &t)
+	return t, err
+}
+
+// Target shows one target.
+func (c *Client) Target(ctx context.Context, iqn string) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/targets/"+esc(iqn), nil, &t)
+	return t, err
+}
+
+// DeleteTarget deletes a target; with force even when LUNs are mapped.
+func (c *Client) DeleteTarget(ctx context.Context, iqn string, force bool) error {
+	p := wire.Version + "/targets/" + esc(iqn)
+	if force {
+		p += "?force=true"
+	}
+	return c.Do(ctx, http.MethodDelete, p, nil, nil)
+}
+
+// Map exports a LUN (by name) on a target; number nil = lowest free.
+func (c *Client) Map(ctx context.Context, iqn, lun string, number *uint64) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", wire.MapLUN{LUN: lun, Number: number}, &t)
+	return t, err
+}
+
+// Unmap removes a LUN (by name) from a target.
+func (c *Client) Unmap(ctx context.Context, iqn, lun string) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), nil, &t)
+	return t, err
+}
+
+// Allow lets an initiator (or ALL) log in to a target.
+func (c *Client) Allow(ctx context.Context, iqn, initiator string) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/initiators", wire.Allow{Initiator: initiator}, &t)
+	return t, err
+}
+
+// Disallow removes an initiator (or ALL) from a target's ACL.
+func (c *Client) Disallow(ctx context.Context, iqn, initiator string) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/initiators/"+esc(initiator), nil, &t)
+	return t, err
+}
+
+// SetCHAP sets a target's CHAP credentials.
+func (c *Client) SetCHAP(ctx context.Context, iqn string, req wire.SetCHAP) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodPut, wire.Version+"/targets/"+esc(iqn)+"/chap", req, &t)
+	return t, err
+}
+
+// ClearCHAP turns CHAP off for a target.
+func (c *Client) ClearCHAP(ctx context.Context, iqn string) (wire.Target, error) {
+	var t wire.Target
+	err := c.Do(ctx, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/chap", nil, &t)
+	return t, err
+}
+
+// CreateMigration creates a migration pair.
+func (c *Client) CreateMigration(ctx context.Context, req wire.CreateMigration) (wire.Migration, error) {
+	var m wire.Migration
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/migrations", req, &m)
+	return m, err
+}
+
+// Migrations lists every pair.
+func (c *Client) Migrations(ctx context.Context) ([]wire.Migration, error) {
+	var m []wire.Migration
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/migrations", nil, &m)
+	return m, err
+}
+
+// Migration shows the pair whose source LUN is named source.
+func (c *Client) Migration(ctx context.Context, source string) (wire.Migration, error) {
+	var m wire.Migration
+	err := c.Do(ctx, http.MethodGet, wire.Version+"/migrations/"+esc(source), nil, &m)
+	return m, err
+}
+
+// PauseMigration pauses a pair.
+func (c *Client) PauseMigration(ctx context.Context, source string) (wire.Migration, error) {
+	return c.migrationAction(ctx, source, "pause")
+}
+
+// ResumeMigration resumes a pair.
+func (c *Client) ResumeMigration(ctx context.Context, source string) (wire.Migration, error) {
+	return c.migrationAction(ctx, source, "resume")
+}
+
+// CancelMigration cancels a pair.
+func (c *Client) CancelMigration(ctx context.Context, source string) (wire.Migration, error) {
+	return c.migrationAction(ctx, source, "cancel")
+}
+
+func (c *Client) migrationAction(ctx context.Context, source, action string) (wire.Migration, error) {
+	var m wire.Migration
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/migrations/"+esc(source)+"/"+action, nil, &m)
+	return m, err
+}
+
+// SetMigration changes a pair's throttle.
+func (c *Client) SetMigration(ctx context.Context, source string, req wire.SetMigration) (wire.Migration, error) {
+	var m wire.Migration
+	err := c.Do(ctx, http.MethodPatch, wire.Version+"/migrations/"+esc(source), req, &m)
+	return m, err
+}
+
+// Split splits one pair or several in one consistent split.
+func (c *Client) Split(ctx context.Context, sources []string, maxPause time.Duration) (wire.SplitResult, error) {
+	var r wire.SplitResult
+	req := wire.Split{Sources: sources}
+	if maxPause > 0 {
+		req.MaxPause = maxPause.String()
+	}
+	err := c.Do(ctx, http.MethodPost, wire.Version+"/migrations/split", req, &r)
+	return r, err
+}

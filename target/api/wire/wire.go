@@ -1,0 +1,197 @@
+package wire
+
+import (
+	"fmt"
+	"time"
+)
+
+// Version is the path prefix of every API route.
+const Version = "/v1"
+
+// AllInitiators is the initiator name that opens a target to every initiator.
+const AllInitiators = "ALL"
+
+// CreateLUN is the body of POST /v1/luns.
+type CreateLUN struct {
+	Name string `json:"name"`
+	// Size in bytes; 0 with Path means the file's or device's size.
+	Size int64 `json:"size"`
+	// BlockSize is 512 (default when 0) or 4096.
+	BlockSize uint32 `json:"block_size,omitempty"`
+	// Path names an existing file or block device, or a file to create
+	// sparse; empty means a sparse file in the data dir.
+	Path string `json:"path,omitempty"`
+}
+
+// ResizeLUN is the body of POST|PATCH /v1/luns/{name}/resize.
+type ResizeLUN struct {
+	Size int64 `json:"size"`
+}
+
+// LUN is a LUN as shown by GET /v1/luns[/{name}].
+type LUN struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Size       int64     `json:"size"`
+	BlockSize  uint32    `json:"block_size"`
+	NAA        string    `json:"naa"`
+	Serial     string    `json:"serial"`
+	Volume     string    `json:"volume"` // data volume ID
+	VolumePath string    `json:"volume_path,omitempty"`
+	VolumeKind string    `json:"volume_kind,omitempty"`
+	Owned      bool      `json:"volume_owned"`
+	Created    time.Time `json:"created"`
+	// Mappings lists where the LUN is exported.
+	Mappings []LUNMapping `json:"mappings"`
+	// Migration is set while the LUN is in a pair.
+	Migration *LUNMigration `json:"migration,omitempty"`
+}
+
+// LUNMapping is one export of a LUN: a target and a LUN number.
+type LUNMapping struct {
+	Target string `json:"target"`
+	LUN    uint64 `json:"lun"`
+}
+
+// LUNMigration is the LUN's role in a migration pair.
+type LUNMigration struct {
+	Role  string `json:"role"` // "source" or "target"
+	Pair  string `json:"pair"` // pair ID
+	Peer  string `json:"peer"` // the other LUN's name
+	State string `json:"state"`
+}
+
+// CreateTarget is the body of POST /v1/targets.
+type CreateTarget struct {
+	IQN string `json:"iqn"`
+}
+
+// Target is an iSCSI target as shown by GET /v1/targets[/{iqn}].
+type Target struct {
+	IQN        string      `json:"iqn"`
+	LUNs       []TargetLUN `json:"luns"`
+	AllowAll   bool        `json:"allow_all"`
+	Initiators []string    `json:"initiators"`
+	CHAP       *CHAPInfo   `json:"chap,omitempty"`
+	Created    time.Time   `json:"created"`
+	// Warnings carries advice about the change just made (for example a
+	// short CHAP secret); empty in listings.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// TargetLUN is one LUN number of a target.
+type TargetLUN struct {
+	LUN       uint64 `json:"lun"`
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	Size      int64  `json:"size"`
+	BlockSize uint32 `json:"block_size"`
+}
+
+// CHAPInfo shows a target's CHAP configuration without its secrets.
+type CHAPInfo struct {
+	User       string `json:"user"`
+	MutualUser string `json:"mutual_user,omitempty"`
+}
+
+// MapLUN is the body of POST /v1/targets/{iqn}/luns.
+type MapLUN struct {
+	// LUN is the LUN's name.
+	LUN string `json:"lun"`
+	// Number is the LUN number; nil means the lowest free number from 0.
+	Number *uint64 `json:"number,omitempty"`
+}
+
+// Allow is the body of POST /v1/targets/{iqn}/initiators.
+type Allow struct {
+	// Initiator is an initiator name, or ALL.
+	Initiator string `json:"initiator"`
+}
+
+// SetCHAP is the body of PUT /v1/targets/{iqn}/chap.
+type SetCHAP struct {
+	User         string `json:"user"`
+	Secret       string `json:"secret"`
+	MutualUser   string `json:"mutual_user,omitempty"`
+	MutualSecret string `json:"mutual_secret,omitempty"`
+}
+
+// CreateMigration is the body of POST /v1/migrations.
+type CreateMigration struct {
+	Source    string `json:"source"` // LUN names
+	Target    string `json:"target"`
+	Speed     string `json:"speed,omitempty"` // low|medium|high|highest
+	MaxMBps   int64  `json:"max_mbps,omitempty"`
+	AutoSplit bool   `json:"auto_split,omitempty"`
+	Verify    bool   `json:"verify,omitempty"`
+}
+
+// SetMigration is the body of PATCH /v1/migrations/{source}; nil fields stay.
+type SetMigration struct {
+	Speed   *string `json:"speed,omitempty"`
+	MaxMBps *int64  `json:"max_mbps,omitempty"` // 0 removes the cap
+}
+
+// Migration is a pair as shown by GET /v1/migrations[/{source}].
+type Migration struct {
+	ID           string    `json:"id"`
+	Source       string    `json:"source"`
+	Target       string    `json:"target"`
+	State        string    `json:"state"`
+	Reason       string    `json:"reason"`
+	CopiedBytes  int64     `json:"copied_bytes"`
+	TotalBytes   int64     `json:"total_bytes"`
+	DCLBytes     int64     `json:"dcl_bytes"`
+	RateBps      int64     `json:"rate_bps"`
+	ETASeconds   int64     `json:"eta_seconds"`
+	Vehicle      string    `json:"vehicle"`
+	Speed        string    `json:"speed"`
+	MaxMBps      int64     `json:"max_mbps"`
+	AutoSplit    bool      `json:"auto_split"`
+	Verify       bool      `json:"verify"`
+	SplitPauseMS float64   `json:"split_pause_ms"`
+	Created      time.Time `json:"created"`
+}
+
+// Split is the body of POST /v1/migrations/split.
+type Split struct {
+	Sources []string `json:"sources"`
+	// MaxPause is a Go duration ("100ms"); empty means 100ms.
+	MaxPause string `json:"max_pause,omitempty"`
+}
+
+// SplitResult reports a (consistent) split.
+type SplitResult struct {
+	Pairs   []string `json:"pairs"`
+	PauseMS float64  `json:"pause_ms"`
+}
+
+// Health is the body of GET /v1/health.
+type Health struct {
+	Status  string   `json:"status"`
+	Version string   `json:"version"`
+	Portals []string `json:"portals"`
+}
+
+// Error is every non-2xx response body. Message is the whole error text,
+// Object names what it is about ("lun demo", "target iqn...") and Reason is
+// the short cause ("mapped to a target").
+type Error struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+	Object  string `json:"object,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	switch {
+	case e.Object != "" && e.Reason != "":
+		return e.Object + ": " + e.Reason
+	case e.Reason != "":
+		return e.Reason
+	}
+	return fmt.Sprintf("HTTP status %d", e.Status)
+}
