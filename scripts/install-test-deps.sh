@@ -1,0 +1,38 @@
+#!/bin/bash
+# install-test-deps.sh - install (as root, Debian/Ubuntu) the programs the tests
+# use: libiscsi tools, qemu-img/qemu-io with the iSCSI driver, Linux tgt, fio,
+# and what scripts/vm-test.sh needs to build and boot a guest. Does nothing
+# when every command is already there, so it is cheap to run every time.
+set -euo pipefail
+
+PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux"
+# command -> package (qemu-block-extra: the iscsi block driver module of qemu-img)
+CHECKS="iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin
+iscsi-readcapacity16:libiscsi-bin qemu-img:qemu-utils qemu-io:qemu-utils qemu-nbd:qemu-utils
+tgtd:tgt tgtadm:tgt fio:fio qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
+cpio:cpio zstd:zstd socat:socat ip:iproute2 unshare:util-linux setsid:util-linux"
+
+missing=""
+for c in $CHECKS; do
+  command -v "${c%%:*}" >/dev/null 2>&1 || missing="$missing ${c#*:}"
+done
+# the iscsi block driver lives in a module package of its own
+if ! compgen -G "/usr/lib/*/qemu/block-iscsi.so" >/dev/null; then
+  missing="$missing qemu-block-extra"
+fi
+if [ -z "$missing" ]; then
+  echo "install-test-deps: all test tools present"
+  exit 0
+fi
+missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')
+echo "install-test-deps: missing packages: $missing"
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-test-deps: not root and no sudo; install as root: apt-get install -y $PKGS" >&2; exit 1
+  fi
+else SUDO=""; fi
+command -v apt-get >/dev/null || { echo "install-test-deps: no apt-get; install by hand: $PKGS" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PKGS
+echo "install-test-deps: installed $PKGS"
