@@ -1,6 +1,23 @@
 // Package volume is lmtgt's data volume I/O: sparse files, existing files and
 // raw block devices behind the one Volume interface (volume.go).
 //
-// It must never know about LUNs, pairs or badger: it stores bytes. It imports
-// the standard library (and golang.org/x/sys/unix) only.
+// A *File is opened with Create (a new sparse file; refuses an existing path
+// and syncs the parent directory) or Open (an existing file, or a block
+// device whose size is read from the device). I/O is positional
+// (pread/pwrite), bounds-checked against Size (ErrOutOfRange) and safe for
+// concurrent use. Unmap punches holes in files (FALLOC_FL_PUNCH_HOLE) and
+// zeroes block device ranges (BLKZEROOUT), so unmapped ranges always read as
+// zeros. Sync is fdatasync. NextData walks data extents (SEEK_DATA /
+// SEEK_HOLE) so copiers can skip holes. With Options.Direct the volume uses
+// O_DIRECT; unaligned requests are served through pooled aligned bounce
+// buffers (unaligned writes become a serialised read-modify-write), so
+// callers get correct results either way and full speed when they align.
+//
+// Faulty wraps any Volume to inject write/read failures and latency in tests
+// of the packages above; it never fakes success.
+//
+// It must never know about LUNs, pairs or badger: it stores bytes. It never
+// deletes a file or writes outside the range asked for, and never grows a
+// volume implicitly (only Resize does). It imports the standard library and
+// golang.org/x/sys/unix only.
 package volume

@@ -1,0 +1,170 @@
+package metavol
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/rs/zerolog"
+)
+
+// SchemaVersion is the version of the key layout and record encoding this
+// code writes. Open refuses a database with a higher version.
+const SchemaVersion = 1
+
+// schemaKey holds the schema version as a decimal string.
+var schemaKey = []byte("meta/schema")
+
+// Key prefixes. Package dcl keeps its keys under "dcl/" in the same DB.
+const (
+	prefixVolume  = "vol/"
+	prefixLUN     = "lun/"
+	prefixLUNName = "lunname/"
+	prefixTarget  = "tgt/"
+	prefixPair    = "pair/"
+	prefixResv    = "resv/"
+	prefixMeta    = "meta/"
+)
+
+// conflictRetries is how often Update re-runs fn after badger.ErrConflict.
+const conflictRetries = 8
+
+// Options for Open.
+type Options struct {
+	// Log receives badger's log lines (its info lines at debug level).
+	Log zerolog.Logger
+}
+
+// DB is the meta volume: one badger database. Safe for concurrent use.
+type DB struct {
+	dir string
+	bdb *badger.DB
+	log zerolog.Logger
+}
+
+// Open opens (creating if needed) the meta volume in dir. Writes are synced
+// (SyncWrites); memory use is kept small so several DBs fit on one box.
+func Open(dir string, opts Options) (*DB, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("meta volume: empty directory")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("meta volume %s: %w", dir, err)
+	}
+	log := opts.Log.With().Str("component", "metavol").Logger()
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{log: log.With().Str("sub", "badger").Logger()}).
+		WithNumVersionsToKeep(1).
+		WithCompression(options.None).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(4 << 20).
+		WithBaseLevelSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithMetricsEnabled(false)
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("meta volume %s: open badger: %w", dir, err)
+	}
+	db := &DB{dir: dir, bdb: bdb, log: log}
+	if err := db.checkSchema(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// checkSchema writes the schema version into a new DB and refuses a newer one.
+func (db *DB) checkSchema() error {
+	return db.bdb.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(schemaKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return txn.Set(schemaKey, []byte(strconv.Itoa(SchemaVersion)))
+		}
+		if err != nil {
+			return fmt.Errorf("meta volume %s: read schema version: %w", db.dir, err)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("meta volume %s: read schema version: %w", db.dir, err)
+		}
+		n, err := strconv.Atoi(string(v))
+		if err != nil {
+			return fmt.Errorf("meta volume %s: bad schema version %q", db.dir, v)
+		}
+		if n > SchemaVersion {
+			return fmt.Errorf("meta volume %s: schema version %d, this lmtgt supports up to %d (upgrade lmtgt): %w",
+				db.dir, n, SchemaVersion, ErrSchemaTooNew)
+		}
+		// n < SchemaVersion: migrations go here when there are any.
+		return nil
+	})
+}
+
+// Dir is the directory the DB lives in.
+func (db *DB) Dir() string { return db.dir }
+
+// Close flushes and closes the DB.
+func (db *DB) Close() error {
+	if err := db.bdb.Close(); err != nil {
+		return fmt.Errorf("meta volume %s: close: %w", db.dir, err)
+	}
+	return nil
+}
+
+// Badger is the underlying badger DB, for package dcl (keys under "dcl/").
+// Everything else goes through Update and View.
+func (db *DB) Badger() *badger.DB { return db.bdb }
+
+// Update runs fn in one read-write transaction and commits it synced: when
+// Update returns nil the change is durable. If fn returns an error nothing
+// is changed. On a write conflict with a concurrent Update, fn is run again
+// (up to a few times), so fn must have no effects outside tx.
+func (db *DB) Update(fn func(tx *Tx) error) error {
+	var err error
+	for range conflictRetries {
+		err = db.bdb.Update(func(txn *badger.Txn) error { return fn(&Tx{txn: txn}) })
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("meta volume: transaction kept conflicting after %d tries: %w", conflictRetries, err)
+}
+
+// View runs fn in a read-only transaction (a consistent snapshot).
+func (db *DB) View(fn func(tx *Tx) error) error {
+	return db.bdb.View(func(txn *badger.Txn) error { return fn(&Tx{txn: txn}) })
+}
+
+// LoadReservations returns the persistent reservation state saved for a
+// LUN ID, or nil, nil when there is none (target.ReservationStore).
+func (db *DB) LoadReservations(lunID string) ([]byte, error) {
+	var b []byte
+	err := db.View(func(tx *Tx) error {
+		var err error
+		b, err = tx.GetReservation(lunID)
+		return err
+	})
+	return b, err
+}
+
+// SaveReservations stores a LUN's persistent reservation state durably; an
+// empty state deletes it (target.ReservationStore).
+func (db *DB) SaveReservations(lunID string, state []byte) error {
+	return db.Update(func(tx *Tx) error {
+		if len(state) == 0 {
+			return tx.DeleteReservation(lunID)
+		}
+		return tx.PutReservation(lunID, state)
+	})
+}

@@ -1,0 +1,176 @@
+package volume
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Faulty wraps a Volume and injects failures, for tests of the packages
+// above (the DCL, dual-write, recovery). It passes every call through to
+// the inner volume until told otherwise; it never fakes success.
+//
+// "Writes" are WriteAt and Unmap (both change data). While writes fail,
+// Sync fails with the same error too (a device that rejects writes cannot
+// promise durability). A failed call does not reach the inner volume.
+type Faulty struct {
+	inner Volume
+
+	mu sync.Mutex // guards the fields below
+	// writeErr fails every write when set.
+	writeErr error
+	// readErr fails every read when set.
+	readErr error
+	// afterErr fails writes once writesLeft reaches zero; armed when
+	// afterErr != nil.
+	afterErr   error
+	writesLeft int
+	delay      time.Duration
+	reads      int64 // reads that reached the inner volume
+	writes     int64 // writes that reached the inner volume
+}
+
+var _ Volume = (*Faulty)(nil)
+
+// NewFaulty wraps v; it behaves exactly like v until a failure is armed.
+func NewFaulty(v Volume) *Faulty { return &Faulty{inner: v} }
+
+// Inner is the wrapped volume.
+func (f *Faulty) Inner() Volume { return f.inner }
+
+// FailWrites makes every write fail with err until Heal.
+func (f *Faulty) FailWrites(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writeErr = err
+}
+
+// FailReads makes every ReadAt fail with err until Heal.
+func (f *Faulty) FailReads(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readErr = err
+}
+
+// FailWritesAfter lets the next n writes through and fails the one after
+// them and every later one with err, until Heal. Writes are numbered from
+// 0 starting now: write number n and later fail. FailWritesAfter(0, err)
+// is FailWrites(err).
+func (f *Faulty) FailWritesAfter(n int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n <= 0 {
+		f.writeErr = err
+		return
+	}
+	f.afterErr = err
+	f.writesLeft = n
+}
+
+// Delay makes every call that does I/O (ReadAt, WriteAt, Unmap, Sync) wait
+// d before it proceeds; 0 removes the delay. Heal does not reset it.
+func (f *Faulty) Delay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
+}
+
+// Heal removes every armed failure; later calls pass through again.
+func (f *Faulty) Heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writeErr, f.readErr, f.afterErr, f.writesLeft = nil, nil, nil, 0
+}
+
+// Reads is how many ReadAt calls reached the inner volume.
+func (f *Faulty) Reads() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reads
+}
+
+// Writes is how many writes (WriteAt, Unmap) reached the inner volume.
+func (f *Faulty) Writes() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes
+}
+
+// admitWrite decides whether the next write may pass; it returns the delay
+// to apply and the injected error, if any.
+func (f *Faulty) admitWrite() (time.Duration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writeErr != nil {
+		return f.delay, f.writeErr
+	}
+	if f.afterErr != nil {
+		if f.writesLeft <= 0 {
+			f.writeErr = f.afterErr
+			f.afterErr = nil
+			return f.delay, f.writeErr
+		}
+		f.writesLeft--
+	}
+	f.writes++
+	return f.delay, nil
+}
+
+func wait(d time.Duration) {
+	if d > 0 {
+		time.Sleep(d) // injected latency, not a wait for a condition
+	}
+}
+
+// ReadAt passes through unless reads fail.
+func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	d, err := f.delay, f.readErr
+	if err == nil {
+		f.reads++
+	}
+	f.mu.Unlock()
+	wait(d)
+	if err != nil {
+		return 0, fmt.Errorf("faulty volume: read at %d: %w", off, err)
+	}
+	return f.inner.ReadAt(p, off)
+}
+
+// WriteAt passes through unless writes fail.
+func (f *Faulty) WriteAt(p []byte, off int64) (int, error) {
+	d, err := f.admitWrite()
+	wait(d)
+	if err != nil {
+		return 0, fmt.Errorf("faulty volume: write at %d: %w", off, err)
+	}
+	return f.inner.WriteAt(p, off)
+}
+
+// Unmap passes through unless writes fail.
+func (f *Faulty) Unmap(off, length int64) error {
+	d, err := f.admitWrite()
+	wait(d)
+	if err != nil {
+		return fmt.Errorf("faulty volume: unmap [%d, %d): %w", off, off+length, err)
+	}
+	return f.inner.Unmap(off, length)
+}
+
+// Sync passes through unless writes fail.
+func (f *Faulty) Sync() error {
+	f.mu.Lock()
+	d, err := f.delay, f.writeErr
+	f.mu.Unlock()
+	wait(d)
+	if err != nil {
+		return fmt.Errorf("faulty volume: sync: %w", err)
+	}
+	return f.inner.Sync()
+}
+
+// Size passes through.
+func (f *Faulty) Size() int64 { return f.inner.Size() }
+
+// Close passes through (failures armed do not affect it).
+func (f *Faulty) Close() error { return f.inner.Close() }
