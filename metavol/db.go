@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -43,6 +44,13 @@ type DB struct {
 	dir string
 	bdb *badger.DB
 	log zerolog.Logger
+
+	// updateMu serialises Update. Metadata changes are rare and tiny, and
+	// badger syncs once per commit anyway, so running them one at a time
+	// costs little and means Updates never conflict with each other
+	// (package dcl writes its own keys through Badger() and never touches
+	// ours). Never held during a View.
+	updateMu sync.Mutex
 }
 
 // Open opens (creating if needed) the meta volume in dir. Writes are synced
@@ -128,9 +136,13 @@ func (db *DB) Badger() *badger.DB { return db.bdb }
 
 // Update runs fn in one read-write transaction and commits it synced: when
 // Update returns nil the change is durable. If fn returns an error nothing
-// is changed. On a write conflict with a concurrent Update, fn is run again
-// (up to a few times), so fn must have no effects outside tx.
+// is changed. Updates run one at a time; should a commit still conflict
+// (with a writer using Badger() directly on the same keys), fn runs again,
+// so fn must have no effects outside tx. fn must not call Update (it would
+// deadlock).
 func (db *DB) Update(fn func(tx *Tx) error) error {
+	db.updateMu.Lock()
+	defer db.updateMu.Unlock()
 	var err error
 	for range conflictRetries {
 		err = db.bdb.Update(func(txn *badger.Txn) error { return fn(&Tx{txn: txn}) })

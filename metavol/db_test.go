@@ -308,11 +308,27 @@ func TestSchemaVersion(t *testing.T) {
 		t.Fatalf("open newer schema: %v", err)
 	}
 	t.Log(err)
-	// The refused open released the directory lock: an older schema opens.
-	db2, err := Open(dir, Options{})
-	if err == nil {
-		db2.Close()
-		t.Fatal("second open of newer schema succeeded")
+	// The refused open released badger's directory lock and changed nothing.
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("second open of newer schema: %v", err)
+	}
+}
+
+func TestSchemaWrittenOnCreate(t *testing.T) {
+	db, _ := openTestDB(t)
+	err := db.bdb.View(func(txn *badgerTxn) error {
+		item, err := txn.Get(schemaKey)
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		if string(v) != "1" {
+			return fmt.Errorf("schema %q", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -548,16 +548,15 @@ func (f *File) zeroDevice(off, length int64) error {
 	return nil
 }
 
-// writeZeros writes zeros over [off, off+length) (direct-safe).
+// writeZeros writes zeros over [off, off+length). The caller holds mu
+// shared and, with O_DIRECT, rmw exclusively if the range is unaligned
+// (Unmap does), since writeBounce then reads and rewrites edge blocks.
 func (f *File) writeZeros(off, length int64) error {
-	zero := alignedBuf(int(min(length+2*f.align, bounceSize)), max(f.align, 512))
+	zero := make([]byte, min(length, bounceSize))
 	for length > 0 {
 		n := min(length, bounceSize)
 		var err error
 		if f.direct {
-			// writeBounce handles unaligned edges; rmw is held shared by
-			// Unmap, which is enough for the aligned middle but not the
-			// edges, so do edges as their own aligned-span RMW.
 			_, err = f.writeBounce(zero[:n], off)
 		} else {
 			_, err = f.pwrite(zero[:n], off)
