@@ -119,12 +119,15 @@ tgt_setup() {
 }
 
 # tgt_stop CTL PID: tgtd ignores SIGTERM while it has targets: offline, drop
-# the target even with sessions, delete the system, and only then KILL.
+# every target even with sessions, delete the system, and only then KILL.
 tgt_stop() {
-  local ctl=$1 pid=$2
+  local ctl=$1 pid=$2 tid
   pid_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
   timeout 5 tgtadm -C "$ctl" --mode sys --op update --name State -v offline >/dev/null 2>&1
-  timeout 5 tgtadm -C "$ctl" --lld iscsi --mode target --op delete --tid 1 --force >/dev/null 2>&1
+  for tid in $(timeout 5 tgtadm -C "$ctl" --lld iscsi --mode target --op show 2>/dev/null |
+               sed -n 's/^Target \([0-9]*\):.*/\1/p'); do
+    timeout 5 tgtadm -C "$ctl" --lld iscsi --mode target --op delete --tid "$tid" --force >/dev/null 2>&1
+  done
   timeout 5 tgtadm -C "$ctl" --mode system --op delete >/dev/null 2>&1
   if ! wait_for "tgtd $pid to exit" 5 pid_dead "$pid"; then
     kill -KILL "$pid" 2>/dev/null
