@@ -3,6 +3,7 @@ package metavol
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"testing"
 	"time"
@@ -66,15 +67,15 @@ func TestCRUD(t *testing.T) {
 	})
 	err := db.View(func(tx *Tx) error {
 		v, err := tx.GetVolume(vol.ID)
-		if err != nil || v != vol {
+		if err != nil || !reflect.DeepEqual(v, vol) {
 			return fmt.Errorf("volume: %+v %v", v, err)
 		}
 		l, err := tx.GetLUN(lun.ID)
-		if err != nil || l != lun {
+		if err != nil || !reflect.DeepEqual(l, lun) {
 			return fmt.Errorf("lun: %+v %v", l, err)
 		}
 		l, err = tx.LUNByName("db1")
-		if err != nil || l != lun {
+		if err != nil || !reflect.DeepEqual(l, lun) {
 			return fmt.Errorf("lun by name: %+v %v", l, err)
 		}
 		g, err := tx.GetTarget(tgt.IQN)
@@ -82,7 +83,7 @@ func TestCRUD(t *testing.T) {
 			return fmt.Errorf("target: %+v %v", g, err)
 		}
 		p, err := tx.GetPair(pair.ID)
-		if err != nil || p != pair {
+		if err != nil || !reflect.DeepEqual(p, pair) {
 			return fmt.Errorf("pair: %+v %v", p, err)
 		}
 		r, err := tx.GetReservation(lun.ID)
@@ -270,7 +271,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 			return fmt.Errorf("luns after reopen: %d %v", len(ls), err)
 		}
 		for i, l := range ls {
-			if l != luns[i] {
+			if !reflect.DeepEqual(l, luns[i]) {
 				return fmt.Errorf("lun %d: %+v want %+v", i, l, luns[i])
 			}
 			if _, err := tx.GetVolume(l.VolumeID); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestFaulty(t *testing.T) {
@@ -72,4 +73,18 @@ func TestFaulty(t *testing.T) {
 	if _, err := f.ReadAt(p, 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("read after close: %v", err)
 	}
+}
+
+func TestFaultyDelay(t *testing.T) {
+	f := NewFaulty(create(t, 1<<20, Options{}))
+	const d = 20 * time.Millisecond
+	f.Delay(d)
+	start := time.Now()
+	if _, err := f.WriteAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < d {
+		t.Fatalf("write took %v with a %v delay", el, d)
+	}
+	f.Delay(0)
 }

@@ -83,6 +83,9 @@ func Create(path string, size int64, opts Options) (*File, error) {
 			return nil, fmt.Errorf("volume %s: already exists: %w", path, os.ErrExist)
 		}
 		if errors.Is(err, unix.EINVAL) && opts.Direct {
+			// The kernel may have created the file before refusing
+			// O_DIRECT; with O_EXCL it can only be ours: remove it.
+			os.Remove(path)
 			return nil, fmt.Errorf("volume %s: create with O_DIRECT: filesystem does not support direct I/O: %w", path, err)
 		}
 		return nil, fmt.Errorf("volume %s: create: %w", path, err)

@@ -383,3 +383,48 @@ func TestDirectUnaligned(t *testing.T) {
 		t.Fatal("final content differs")
 	}
 }
+
+// TestCloseDuringIO: Close waits for in-flight calls; every call either
+// completes or reports ErrClosed, never touches a reused descriptor.
+func TestCloseDuringIO(t *testing.T) {
+	f := create(t, 1<<20, Options{})
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 4)
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := make([]byte, 4096)
+			for i := 0; ; i++ {
+				var err error
+				if i%2 == 0 {
+					_, err = f.WriteAt(b, int64(w*4096))
+				} else {
+					_, err = f.ReadAt(b, int64(w*4096))
+				}
+				if i == 10 {
+					started <- struct{}{}
+				}
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-started
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
