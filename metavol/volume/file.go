@@ -419,10 +419,12 @@ func (f *File) preadUpTo(p []byte, off int64) (int, error) {
 		if err != nil {
 			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, off+int64(done), err)
 		}
-		if n == 0 {
+		done += n
+		if n == 0 || int64(n)&(f.align-1) != 0 {
+			// End of file (a direct read ends short only there; asking
+			// again at an unaligned offset would be refused).
 			break
 		}
-		done += n
 	}
 	return done, nil
 }
