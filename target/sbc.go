@@ -1,0 +1,530 @@
+package target
+
+import (
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/gostor/gotgt/pkg/api"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
+)
+
+// Block limits we advertise (VPD B0) and enforce.
+const (
+	maxCompareAndWriteBlocks = 255
+	maxUnmapDescriptors      = 256
+	maxUnmapBlocks           = 1 << 20 // per UNMAP descriptor
+	maxWriteSameBlocks       = 1 << 20 // per WRITE SAME (with or without UNMAP)
+	maxTransferBytes         = 1 << 24
+	optimalTransferBytes     = 1 << 20
+	unmapGranularityBytes    = 4096
+)
+
+// rwDecode returns the LBA and block count of a READ/WRITE-family CDB.
+func rwDecode(cdb []byte) (lba, n uint64) {
+	switch cdb[0] {
+	case 0x08, 0x0a: // 6-byte: 21-bit LBA, 0 blocks means 256
+		lba = uint64(cdb[1]&0x1f)<<16 | uint64(cdb[2])<<8 | uint64(cdb[3])
+		n = uint64(cdb[4])
+		if n == 0 {
+			n = 256
+		}
+	case 0x28, 0x2a, 0x2e, 0x2f, 0x34, 0x35, 0x41: // 10-byte
+		lba = uint64(be32(cdb[2:6]))
+		n = uint64(be16(cdb[7:9]))
+	case 0xa8, 0xaa, 0xae, 0xaf: // 12-byte
+		lba = uint64(be32(cdb[2:6]))
+		n = uint64(be32(cdb[6:10]))
+	case 0x89: // COMPARE AND WRITE
+		lba = be64(cdb[2:10])
+		n = uint64(cdb[13])
+	default: // 16-byte
+		lba = be64(cdb[2:10])
+		n = uint64(be32(cdb[10:14]))
+	}
+	return lba, n
+}
+
+// inRange checks [lba, lba+n) against the capacity; with n == 0 the LBA
+// itself must exist.
+func (st *luState) inRange(lba, n uint64) bool {
+	if n == 0 {
+		return lba < st.blocks
+	}
+	return lba < st.blocks && n <= st.blocks-lba
+}
+
+// ioError maps a volume error to sense.
+func ioError(cmd *api.SCSICommand, err error, write bool) api.SAMStat {
+	if errors.Is(err, volume.ErrOutOfRange) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	if write {
+		return checkCondition(cmd, keyMediumError, ascWriteError)
+	}
+	return checkCondition(cmd, keyMediumError, ascReadError)
+}
+
+// read serves READ(6/10/12/16) straight from the volume into the
+// transport's buffer.
+func (st *luState) read(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	if cdb[0] != 0x08 && cdb[1]&0xe0 != 0 { // RDPROTECT: no protection information
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba, n := rwDecode(cdb)
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	length := n << st.shift
+	buf := cmd.InSDBBuffer.Buffer
+	if uint64(len(buf)) > length {
+		buf = buf[:length]
+	}
+	if len(buf) == 0 {
+		return produced(cmd, 0)
+	}
+	st.dev.io.RLock()
+	_, err := st.vol.ReadAt(buf, int64(lba<<st.shift))
+	st.dev.io.RUnlock()
+	if err != nil && err != io.EOF {
+		return ioError(cmd, err, false)
+	}
+	return produced(cmd, len(buf))
+}
+
+// write serves WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16).
+func (st *luState) write(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	if cdb[0] != 0x0a && cdb[1]&0xe0 != 0 { // WRPROTECT
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba, n := rwDecode(cdb)
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	length := n << st.shift
+	data := cmd.OutSDBBuffer.Buffer
+	if uint64(len(data)) < length {
+		// The initiator sent less than the CDB asks to write (EDTL below the
+		// transfer length): write nothing (SPC/FCP-4 option b).
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInIU)
+	}
+	data = data[:length]
+	if len(data) == 0 {
+		return produced(cmd, 0)
+	}
+	st.dev.io.RLock()
+	_, err := st.vol.WriteAt(data, int64(lba<<st.shift))
+	st.dev.io.RUnlock()
+	if err != nil {
+		return ioError(cmd, err, true)
+	}
+	if fua(cdb) {
+		if err := st.vol.Sync(); err != nil {
+			return ioError(cmd, err, true)
+		}
+	}
+	return produced(cmd, 0)
+}
+
+// fua reports the Force Unit Access bit (WRITE AND VERIFY implies it:
+// the data must be on the medium before it is verified).
+func fua(cdb []byte) bool {
+	switch cdb[0] {
+	case 0x0a:
+		return false
+	case 0x2e, 0xae, 0x8e:
+		return true
+	}
+	return cdb[1]&0x08 != 0
+}
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// verify serves VERIFY(10/12/16): BYTCHK 00 checks the range, 01 compares
+// the data-out with the medium, 11 compares one block against each.
+func (st *luState) verify(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	if cdb[1]&0xe0 != 0 { // VRPROTECT
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba, n := rwDecode(cdb)
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	bytchk := (cdb[1] >> 1) & 0x03
+	if bytchk == 0 || n == 0 {
+		return produced(cmd, 0)
+	}
+	length := n << st.shift
+	want := cmd.OutSDBBuffer.Buffer
+	switch bytchk {
+	case 1:
+		if uint64(len(want)) < length {
+			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInIU)
+		}
+		want = want[:length]
+	case 3:
+		if len(want) < int(st.bs) {
+			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInIU)
+		}
+		want = want[:st.bs]
+	default:
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	chunk := *bp
+	off := int64(lba << st.shift)
+	st.dev.io.RLock()
+	defer st.dev.io.RUnlock()
+	for done := uint64(0); done < length; {
+		l := length - done
+		if l > uint64(len(chunk)) {
+			l = uint64(len(chunk))
+		}
+		got := chunk[:l]
+		if _, err := st.vol.ReadAt(got, off+int64(done)); err != nil && err != io.EOF {
+			return ioError(cmd, err, false)
+		}
+		for i := range got {
+			var w byte
+			if bytchk == 1 {
+				w = want[done+uint64(i)]
+			} else {
+				w = want[(done+uint64(i))%uint64(st.bs)]
+			}
+			if got[i] != w {
+				return checkConditionInfo(cmd, keyMiscompare, ascMiscompareDuringVerify, uint32(done+uint64(i)), true)
+			}
+		}
+		done += l
+	}
+	return produced(cmd, 0)
+}
+
+// prefetch serves PRE-FETCH(10/16): nothing to do beyond the range check.
+func (st *luState) prefetch(_ int, cmd *api.SCSICommand) api.SAMStat {
+	lba, n := rwDecode(cmd.SCB)
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	return produced(cmd, 0)
+}
+
+// syncCache serves SYNCHRONIZE CACHE(10/16): everything reaches stable
+// storage (the volume syncs as a whole).
+func (st *luState) syncCache(_ int, cmd *api.SCSICommand) api.SAMStat {
+	lba, n := rwDecode(cmd.SCB)
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	if err := st.vol.Sync(); err != nil {
+		return ioError(cmd, err, true)
+	}
+	return produced(cmd, 0)
+}
+
+// writeSame serves WRITE SAME(10/16): it writes the block to every LBA of
+// the range, or deallocates the range when UNMAP is set and the block
+// reads like deallocated blocks (zeros), or NDOB is set.
+func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	flags := cdb[1]
+	unmapBit := flags&0x08 != 0
+	ndob := cdb[0] == 0x93 && flags&0x01 != 0
+	if flags&0xe0 != 0 || flags&0x10 != 0 || flags&0x06 != 0 { // WRPROTECT, ANCHOR, PBDATA/LBDATA
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	if cdb[0] == 0x41 && flags&0x01 != 0 { // no NDOB in WRITE SAME(10)
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba, n := rwDecode(cdb)
+	if lba >= st.blocks {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	if n == 0 { // WSNZ=0: to the end of the medium
+		n = st.blocks - lba
+	}
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	var block []byte
+	if !ndob {
+		if len(cmd.OutSDBBuffer.Buffer) != int(st.bs) {
+			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		}
+		block = cmd.OutSDBBuffer.Buffer
+	}
+	off, length := int64(lba<<st.shift), int64(n<<st.shift)
+	deallocate := unmapBit && (ndob || isZero(block))
+	if n > maxWriteSameBlocks {
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	if deallocate {
+		st.dev.io.RLock()
+		err := st.vol.Unmap(off, length)
+		st.dev.io.RUnlock()
+		if err != nil {
+			return ioError(cmd, err, true)
+		}
+		return produced(cmd, 0)
+	}
+	if block == nil {
+		block = zero64[:0]
+	}
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	chunk := *bp
+	if len(block) == 0 {
+		clear(chunk)
+	} else {
+		for i := 0; i < len(chunk); i += len(block) {
+			copy(chunk[i:], block)
+		}
+	}
+	st.dev.io.RLock()
+	defer st.dev.io.RUnlock()
+	for done := int64(0); done < length; {
+		l := length - done
+		if l > int64(len(chunk)) {
+			l = int64(len(chunk))
+		}
+		if _, err := st.vol.WriteAt(chunk[:l], off+done); err != nil {
+			return ioError(cmd, err, true)
+		}
+		done += l
+	}
+	return produced(cmd, 0)
+}
+
+// unmap serves UNMAP: every descriptor is checked, then deallocated.
+func (st *luState) unmap(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	if cdb[1]&0x01 != 0 { // ANCHOR
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	plen := int(be16(cdb[7:9]))
+	if plen == 0 {
+		return produced(cmd, 0)
+	}
+	if plen < 8 {
+		return checkCondition(cmd, keyIllegalRequest, ascParameterListLength)
+	}
+	p := cmd.OutSDBBuffer.Buffer
+	if len(p) > plen {
+		p = p[:plen]
+	}
+	if len(p) < 8 {
+		return checkCondition(cmd, keyIllegalRequest, ascParameterListLength)
+	}
+	bdl := int(be16(p[2:4]))
+	if bdl > len(p)-8 {
+		bdl = (len(p) - 8)
+	}
+	bdl -= bdl % 16
+	descs := p[8 : 8+bdl]
+	if len(descs)/16 > maxUnmapDescriptors {
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInParams)
+	}
+	for i := 0; i < len(descs); i += 16 {
+		lba, n := be64(descs[i:]), uint64(be32(descs[i+8:]))
+		if n > maxUnmapBlocks {
+			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInParams)
+		}
+		if n > 0 && !st.inRange(lba, n) || n == 0 && lba > st.blocks {
+			return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		}
+	}
+	st.dev.io.RLock()
+	defer st.dev.io.RUnlock()
+	for i := 0; i < len(descs); i += 16 {
+		lba, n := be64(descs[i:]), uint64(be32(descs[i+8:]))
+		if n == 0 {
+			continue
+		}
+		if err := st.vol.Unmap(int64(lba<<st.shift), int64(n<<st.shift)); err != nil {
+			return ioError(cmd, err, true)
+		}
+	}
+	return produced(cmd, 0)
+}
+
+// compareAndWrite serves COMPARE AND WRITE atomically: it holds the LUN's
+// I/O lock exclusively, so no other write interleaves.
+func (st *luState) compareAndWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	if cdb[1]&0xe0 != 0 { // WRPROTECT
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba, n := rwDecode(cdb)
+	if n > maxCompareAndWriteBlocks {
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	if n == 0 {
+		return produced(cmd, 0)
+	}
+	length := int(n << st.shift)
+	data := cmd.OutSDBBuffer.Buffer
+	if len(data) != 2*length {
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	want, newData := data[:length], data[length:]
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	got := (*bp)[:length]
+	off := int64(lba << st.shift)
+
+	st.dev.io.Lock()
+	defer st.dev.io.Unlock()
+	if _, err := st.vol.ReadAt(got, off); err != nil && err != io.EOF {
+		return ioError(cmd, err, false)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return checkConditionInfo(cmd, keyMiscompare, ascMiscompareDuringVerify, uint32(i), true)
+		}
+	}
+	if _, err := st.vol.WriteAt(newData, off); err != nil {
+		return ioError(cmd, err, true)
+	}
+	if cdb[1]&0x08 != 0 {
+		if err := st.vol.Sync(); err != nil {
+			return ioError(cmd, err, true)
+		}
+	}
+	return produced(cmd, 0)
+}
+
+// readCapacity10 serves READ CAPACITY(10).
+func (st *luState) readCapacity10(_ int, cmd *api.SCSICommand) api.SAMStat {
+	var b [8]byte
+	last := st.blocks - 1
+	if last > 0xffffffff {
+		last = 0xffffffff
+	}
+	put32(b[0:], uint32(last))
+	put32(b[4:], st.bs)
+	return respond(cmd, b[:], len(b))
+}
+
+// serviceActionIn16 serves SERVICE ACTION IN(16): READ CAPACITY(16) and
+// GET LBA STATUS.
+func (st *luState) serviceActionIn16(_ int, cmd *api.SCSICommand) api.SAMStat {
+	switch cmd.SCB[1] & 0x1f {
+	case 0x10:
+		return st.readCapacity16(cmd)
+	case 0x12:
+		return st.getLBAStatus(cmd)
+	}
+	return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+}
+
+func (st *luState) readCapacity16(cmd *api.SCSICommand) api.SAMStat {
+	var b [32]byte
+	put64(b[0:], st.blocks-1)
+	put32(b[8:], st.bs)
+	if st.shift < 12 {
+		b[13] = byte(12 - st.shift) // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+	}
+	b[14] = 0x80 | 0x40 // LBPME: thin provisioned; LBPRZ: unmapped blocks read zeros
+	return respond(cmd, b[:], allocLength(cmd.SCB))
+}
+
+// dataFinder is what a volume offers to tell holes from data.
+type dataFinder interface {
+	NextData(off int64) (start, end int64, err error)
+}
+
+// getLBAStatus reports mapped and deallocated extents from the LBA on.
+func (st *luState) getLBAStatus(cmd *api.SCSICommand) api.SAMStat {
+	lba := be64(cmd.SCB[2:10])
+	alloc := allocLength(cmd.SCB)
+	if lba >= st.blocks {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	if alloc < 8 {
+		return respond(cmd, nil, 0)
+	}
+	maxDesc := (alloc - 8) / 16
+	if maxDesc > 64 {
+		maxDesc = 64
+	}
+	if maxDesc < 1 {
+		maxDesc = 1
+	}
+	type ext struct {
+		lba, n uint64
+		status byte
+	}
+	var exts []ext
+	add := func(start, end uint64, status byte) {
+		if end <= start {
+			return
+		}
+		if len(exts) > 0 && exts[len(exts)-1].status == status && exts[len(exts)-1].lba+exts[len(exts)-1].n == start {
+			exts[len(exts)-1].n += end - start
+			return
+		}
+		exts = append(exts, ext{start, end - start, status})
+	}
+	bsz := uint64(st.bs)
+	size := st.blocks
+	f, ok := st.vol.(dataFinder)
+	pos := lba
+	for pos < size && len(exts) < maxDesc {
+		if !ok {
+			add(pos, size, 0)
+			break
+		}
+		start, end, err := f.NextData(int64(pos * bsz))
+		if err == io.EOF || err == nil && uint64(start) >= size*bsz {
+			add(pos, size, 1)
+			break
+		}
+		if err != nil {
+			return ioError(cmd, err, false)
+		}
+		ds := uint64(start) / bsz // data starts in this block
+		de := (uint64(end) + bsz - 1) / bsz
+		if de > size {
+			de = size
+		}
+		if ds > pos {
+			add(pos, ds, 1)
+			pos = ds
+		}
+		if de <= pos {
+			de = pos + 1
+		}
+		add(pos, de, 0)
+		pos = de
+	}
+	if len(exts) > maxDesc {
+		exts = exts[:maxDesc]
+	}
+	out := make([]byte, 8+16*len(exts))
+	put32(out[0:], uint32(4+16*len(exts)))
+	for i, e := range exts {
+		d := out[8+16*i:]
+		put64(d[0:], e.lba)
+		n := e.n
+		if n > 0xffffffff {
+			n = 0xffffffff
+		}
+		put32(d[8:], uint32(n))
+		d[12] = e.status
+	}
+	return respond(cmd, out, alloc)
+}
+
+func put16(b []byte, v uint16) { b[0], b[1] = byte(v>>8), byte(v) }
+func put32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+func put64(b []byte, v uint64) { put32(b, uint32(v>>32)); put32(b[4:], uint32(v)) }
