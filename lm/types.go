@@ -39,6 +39,8 @@ type PairRequest struct {
 	MaxMBps        int64 // 0 = no absolute cap
 	AutoSplit      bool
 	Verify         bool
+	// Vehicle: "auto" (default), "generic" or "copy_file_range".
+	Vehicle string
 }
 
 // SetRequest changes a running pair's throttle; nil fields stay.
@@ -76,6 +78,17 @@ type PairStatus struct {
 	Verify       bool      `json:"verify"`
 	SplitPauseMS float64   `json:"split_pause_ms"`
 	Created      time.Time `json:"created"`
+
+	// CursorBytes is the in-memory copy cursor (CopiedBytes is the part of
+	// the LUN below it that is done). DataBytes: bytes transferred by the
+	// initial copy (holes and zero chunks are not transferred);
+	// RecopiedBytes: bytes transferred by DCL re-copies.
+	CursorBytes   int64 `json:"cursor_bytes"`
+	DataBytes     int64 `json:"data_bytes"`
+	RecopiedBytes int64 `json:"recopied_bytes"`
+	// SourceID and TargetID are the LUN IDs.
+	SourceID string `json:"source_id"`
+	TargetID string `json:"target_id"`
 }
 
 // SplitResult reports a (consistent) split.
@@ -96,4 +109,5 @@ var (
 	ErrSplitTimeout = errors.New("split deferred: in-flight I/O did not drain within the pause budget")
 	ErrVerify       = errors.New("verify found a difference")
 	ErrState        = errors.New("not allowed in this state")
+	ErrUnavailable  = errors.New("data volume unavailable")
 )

@@ -16,11 +16,21 @@ type Pair struct {
 	Verify    bool   `json:"verify"`
 	// Cursor is the persisted copy checkpoint: every byte below it was
 	// copied (or is marked in the DCL).
-	Cursor       int64     `json:"cursor"`
-	ChunkSize    int64     `json:"chunk_size"`
-	CopiedBytes  int64     `json:"copied_bytes"`
-	Vehicle      string    `json:"vehicle"`
-	SplitPauseNS int64     `json:"split_pause_ns"`
-	Created      time.Time `json:"created"`
-	Updated      time.Time `json:"updated"`
+	Cursor     int64 `json:"cursor"`
+	ChunkSize  int64 `json:"chunk_size"`
+	RegionSize int64 `json:"region_size"` // DCL region size
+	// CopiedBytes is the progress of the initial copy (the persisted
+	// cursor's view: bytes of the LUN processed, holes included).
+	CopiedBytes int64 `json:"copied_bytes"`
+	// DataBytes counts bytes actually transferred by the initial copy,
+	// RecopiedBytes those transferred by DCL re-copies.
+	DataBytes     int64 `json:"data_bytes"`
+	RecopiedBytes int64 `json:"recopied_bytes"`
+	// VehicleWanted is the requested transfer vehicle ("auto", "generic",
+	// "copy_file_range"); Vehicle the one that ran.
+	VehicleWanted string    `json:"vehicle_wanted,omitempty"`
+	Vehicle       string    `json:"vehicle"`
+	SplitPauseNS  int64     `json:"split_pause_ns"`
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
 }

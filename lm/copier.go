@@ -1,0 +1,521 @@
+package lm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// run is the pair's life as a sequence of steps driven by its state:
+// wait for a copy slot, copy, re-copy the DCL, sit in sync, retry after a
+// target failure. It returns when the pair reaches a final state or ctx
+// ends. Admin operations change the state (persisted) and wake it.
+func (p *pair) run(ctx context.Context) {
+	slot := false
+	release := func() {
+		if slot {
+			<-p.m.slots
+			slot = false
+		}
+	}
+	defer release()
+	idle := func() {
+		select {
+		case <-ctx.Done():
+		case <-p.wake:
+		}
+	}
+	for ctx.Err() == nil {
+		st := p.getState()
+		if st.Final() {
+			return
+		}
+		if f := p.fault.Load(); f != nil && (st == StateCopying || st == StateSynced) {
+			release()
+			if err := p.transition(StateInterrupted, "target failed: "+*f); err != nil {
+				p.zlog.Error().Err(err).Msg("cannot record the interruption; retrying")
+				p.sleep(ctx, p.m.opts.RetryMin)
+			}
+			continue
+		}
+		switch st {
+		case StateQueued, StateCopying:
+			if !slot {
+				select {
+				case p.m.slots <- struct{}{}:
+					slot = true
+				case <-ctx.Done():
+					return
+				case <-p.wake:
+					continue
+				}
+			}
+			if st == StateQueued {
+				if err := p.transition(StateCopying, "copy started"); err != nil {
+					p.zlog.Error().Err(err).Msg("cannot start the copy")
+					p.sleep(ctx, p.m.opts.RetryMin)
+				}
+				continue
+			}
+			err := p.copyAll(ctx)
+			switch {
+			case err == nil:
+				if err := p.transition(StateSynced, "in sync: copy done and DCL empty"); err != nil {
+					if !errors.Is(err, ErrState) {
+						p.zlog.Error().Err(err).Msg("cannot record sync")
+						p.sleep(ctx, p.m.opts.RetryMin)
+					}
+					continue
+				}
+				release()
+				if p.autoSplit() {
+					p.m.goAutoSplit(p)
+				}
+			case errors.Is(err, errStopped):
+				if p.getState() != StateCopying {
+					release()
+				}
+			default:
+				p.setFault(err.Error())
+			}
+		case StateSynced:
+			release()
+			if d, _, _ := p.log.Counts(); d > 0 && p.fault.Load() == nil {
+				if err := p.transition(StateCopying, "DCL not empty: re-copying"); err != nil {
+					p.sleep(ctx, p.m.opts.RetryMin)
+				}
+				continue
+			}
+			idle()
+		case StateInterrupted:
+			release()
+			p.retry(ctx)
+		default: // paused, splitting
+			release()
+			idle()
+		}
+	}
+}
+
+func (p *pair) autoSplit() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.rec.AutoSplit
+}
+
+// sleep waits d or until ctx ends or the pair is woken.
+func (p *pair) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-p.wake:
+	}
+}
+
+// retry is one step of an interrupted pair: wait with backoff, then probe
+// the target by re-copying one DCL region; on success the copy resumes.
+func (p *pair) retry(ctx context.Context) {
+	p.mu.Lock()
+	start := p.mu.retryStart
+	p.mu.retryAttempt++
+	n := p.mu.retryAttempt
+	p.mu.Unlock()
+	d := p.m.opts.RetryMin
+	for i := 1; i < n && d < p.m.opts.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, p.m.opts.RetryMax)
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return
+	case <-t.C:
+	}
+	if p.getState() != StateInterrupted {
+		return
+	}
+	err := p.probe(ctx)
+	if err == nil {
+		p.fault.Store(nil)
+		if err := p.transition(StateCopying, "target answers again: re-copying"); err != nil {
+			p.zlog.Error().Err(err).Msg("cannot resume after the interruption")
+		}
+		return
+	}
+	p.zlog.Debug().Err(err).Int("attempt", n).Msg("target still failing")
+	if time.Since(start) > p.m.opts.RetryBudget {
+		if err := p.transition(StateFaulty, fmt.Sprintf("gave up after %d retries over %v: %v", n, p.m.opts.RetryBudget, err)); err != nil {
+			p.zlog.Error().Err(err).Msg("cannot mark the pair faulty")
+		}
+	}
+}
+
+// probe checks whether the target works again: reopen missing volumes,
+// re-copy the first DCL region (or sync the target when there is none).
+func (p *pair) probe(ctx context.Context) error {
+	for _, d := range []*dataVol{p.srcVol, p.tgtVol} {
+		if err := p.m.openVolume(d); err != nil {
+			return err
+		}
+	}
+	if rs := p.log.Dirty(0, 1); len(rs) > 0 {
+		return p.recopyRegion(ctx, rs[0], false)
+	}
+	o, err := p.tgtVol.get()
+	if err != nil {
+		return err
+	}
+	return o.v.Sync()
+}
+
+// copyAll runs the initial copy from the cursor to the end, then
+// re-copies the DCL until it is empty. nil means the pair is in sync;
+// errStopped that the state changed, the pair was interrupted or ctx
+// ended.
+func (p *pair) copyAll(ctx context.Context) error {
+	p.copyMu.Lock()
+	defer p.copyMu.Unlock()
+	stop := func() bool {
+		return ctx.Err() != nil || p.getState() != StateCopying || p.fault.Load() != nil
+	}
+	if stop() {
+		return errStopped
+	}
+	p.chooseVehicle()
+	if p.done.Load() < p.size {
+		err := p.initialCopy(ctx, stop)
+		p.checkpoint(true)
+		if err != nil {
+			return err
+		}
+	}
+	return p.recopyDCL(ctx, stop)
+}
+
+// job is a range of the initial copy: a data chunk, or a run of whole
+// chunks that are holes in the source.
+type job struct {
+	start, end int64
+	hole       bool
+}
+
+// nextJob returns the job at pos (chunk aligned).
+func (p *pair) nextJob(pos int64) (job, error) {
+	end := min(pos+p.chunk, p.size)
+	o, err := p.srcVol.get()
+	if err != nil {
+		return job{}, err
+	}
+	ds, _, err := o.raw.NextData(pos)
+	if errors.Is(err, io.EOF) || (err == nil && ds >= p.size) {
+		return job{pos, p.size, true}, nil
+	}
+	if err != nil {
+		return job{}, fmt.Errorf("source: %w", err)
+	}
+	if h := ds / p.chunk * p.chunk; h > pos {
+		return job{pos, h, true}, nil
+	}
+	return job{pos, end, false}, nil
+}
+
+// initialCopy dispatches the jobs from the done cursor to the end to
+// InFlight workers. It stops dispatching when stop() says so and waits for
+// the jobs already dispatched, so that afterwards done == issued.
+func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
+	start := p.done.Load()
+	var (
+		cmu       sync.Mutex
+		completed = map[int64]int64{}
+	)
+	complete := func(j job) {
+		cmu.Lock()
+		completed[j.start] = j.end
+		d := p.done.Load()
+		for {
+			e, ok := completed[d]
+			if !ok {
+				break
+			}
+			delete(completed, d)
+			d = e
+		}
+		p.done.Store(d)
+		cmu.Unlock()
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for i := 0; i < p.m.opts.InFlight; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, p.chunk)
+			for j := range jobs {
+				if err := p.copyJob(ctx, j, buf); err == nil {
+					complete(j)
+				}
+			}
+		}()
+	}
+	pos := start
+	var derr error
+dispatch:
+	for pos < p.size && !stop() {
+		j, err := p.nextJob(pos)
+		if err != nil {
+			derr = err
+			p.setFault("copy: " + err.Error())
+			break
+		}
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			break dispatch
+		}
+		pos = j.end
+		p.checkpoint(false)
+	}
+	close(jobs)
+	wg.Wait()
+	if derr != nil || p.done.Load() < p.size {
+		return errStopped
+	}
+	return nil
+}
+
+// raiseIssued moves the in-memory cursor up to end (never down).
+func (p *pair) raiseIssued(end int64) {
+	for {
+		cur := p.issued.Load()
+		if end <= cur || p.issued.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
+
+// copyJob copies one job under the exclusive range lock. A failed copy
+// puts the job's regions in the DCL (so the job still counts as done) and
+// interrupts the pair; only an error here leaves the job not done.
+func (p *pair) copyJob(ctx context.Context, j job, buf []byte) error {
+	if !j.hole {
+		if err := p.bucket.wait(ctx, j.end-j.start); err != nil {
+			return err
+		}
+	}
+	r0, r1 := p.log.Span(j.start, j.end-j.start)
+	unlock := p.locks.lock(r0, r1)
+	defer unlock()
+	p.raiseIssued(j.end)
+	n, err := p.copyRange(j.start, j.end, j.hole, buf)
+	p.dataBytes.Add(n)
+	if err != nil {
+		if merr := p.log.MarkDCL(r0, r1); merr != nil {
+			p.setFault(merr.Error())
+			return merr
+		}
+		p.setFault("copy: " + err.Error())
+	}
+	return nil
+}
+
+// recopyDCL re-copies DCL regions until the DCL is empty.
+func (p *pair) recopyDCL(ctx context.Context, stop func() bool) error {
+	for {
+		if stop() {
+			return errStopped
+		}
+		rs := p.log.Dirty(0, 256)
+		if len(rs) == 0 {
+			return nil
+		}
+		for _, r := range rs {
+			if stop() {
+				return errStopped
+			}
+			if err := p.recopyRegion(ctx, r, true); err != nil {
+				return errStopped
+			}
+		}
+	}
+}
+
+// recopyRegion copies region r from source to target under the exclusive
+// range lock and takes it out of the DCL.
+func (p *pair) recopyRegion(ctx context.Context, r int64, throttle bool) error {
+	off := r * p.region
+	n := min(p.region, p.size-off)
+	if n <= 0 {
+		p.log.Cleaned(r)
+		return nil
+	}
+	if throttle {
+		if err := p.bucket.wait(ctx, n); err != nil {
+			return err
+		}
+	}
+	unlock := p.locks.lock(r, r)
+	defer unlock()
+	if !p.log.IsDirty(r) {
+		return nil
+	}
+	moved, err := p.copyRange(off, off+n, false, make([]byte, min(n, p.chunk)))
+	p.recopyBytes.Add(moved)
+	if err != nil {
+		p.setFault("re-copy: " + err.Error())
+		return err
+	}
+	p.log.Cleaned(r)
+	return nil
+}
+
+// chooseVehicle picks the transfer vehicle for this run of the copy.
+func (p *pair) chooseVehicle() {
+	p.mu.Lock()
+	wanted := p.mu.rec.VehicleWanted
+	p.mu.Unlock()
+	v := VehicleGeneric
+	if wanted != VehicleGeneric {
+		so, err1 := p.srcVol.get()
+		to, err2 := p.tgtVol.get()
+		if err1 == nil && err2 == nil && so.file != nil && to.file != nil &&
+			so.file.Kind() == "file" && to.file.Kind() == "file" {
+			var a, b unix.Stat_t
+			if unix.Fstat(int(so.file.Fd()), &a) == nil && unix.Fstat(int(to.file.Fd()), &b) == nil && a.Dev == b.Dev {
+				v = VehicleCopyFileRange
+			}
+		}
+		if wanted == VehicleCopyFileRange && v != VehicleCopyFileRange {
+			p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
+		}
+	}
+	p.vehicle.Store(&v)
+}
+
+// copyRange copies [start,end) from source to target: source holes and
+// all-zero pieces become holes on the target (Unmap), data is copied with
+// the vehicle. It returns the bytes transferred.
+func (p *pair) copyRange(start, end int64, hole bool, buf []byte) (int64, error) {
+	so, err := p.srcVol.get()
+	if err != nil {
+		return 0, fmt.Errorf("source: %w", err)
+	}
+	to, err := p.tgtVol.get()
+	if err != nil {
+		return 0, fmt.Errorf("target: %w", err)
+	}
+	if hole {
+		if err := to.v.Unmap(start, end-start); err != nil {
+			return 0, fmt.Errorf("target unmap [%d,%d): %w", start, end, err)
+		}
+		return 0, nil
+	}
+	var moved int64
+	off := start
+	for off < end {
+		ds, de, err := so.raw.NextData(off)
+		if errors.Is(err, io.EOF) {
+			ds, de = end, end
+		} else if err != nil {
+			return moved, fmt.Errorf("source: %w", err)
+		}
+		ds, de = min(ds, end), min(de, end)
+		if ds > off {
+			if err := to.v.Unmap(off, ds-off); err != nil {
+				return moved, fmt.Errorf("target unmap [%d,%d): %w", off, ds, err)
+			}
+		}
+		if ds >= end {
+			break
+		}
+		n, err := p.copyData(so, to, ds, de, buf)
+		moved += n
+		if err != nil {
+			return moved, err
+		}
+		off = de
+	}
+	return moved, nil
+}
+
+// copyData copies the data extent [start,end).
+func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, error) {
+	if v := p.vehicle.Load(); v != nil && *v == VehicleCopyFileRange && so.file != nil && to.file != nil {
+		n, err := copyFileRange(so, to, start, end)
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, errNoCFR) {
+			return n, err
+		}
+		g := VehicleGeneric
+		p.vehicle.Store(&g)
+		p.zlog.Warn().Err(err).Msg("copy_file_range unavailable: using the generic copy")
+		start += n
+	}
+	var moved int64
+	for off := start; off < end; {
+		n := min(int64(len(buf)), end-off)
+		b := buf[:n]
+		if _, err := so.v.ReadAt(b, off); err != nil {
+			return moved, fmt.Errorf("source read at %d: %w", off, err)
+		}
+		if isZero(b) {
+			if err := to.v.Unmap(off, n); err != nil {
+				return moved, fmt.Errorf("target unmap at %d: %w", off, err)
+			}
+		} else {
+			if _, err := to.v.WriteAt(b, off); err != nil {
+				return moved, fmt.Errorf("target write at %d: %w", off, err)
+			}
+			moved += n
+		}
+		off += n
+	}
+	return moved, nil
+}
+
+var errNoCFR = errors.New("copy_file_range not supported here")
+
+func copyFileRange(so, to *openVol, start, end int64) (int64, error) {
+	var moved int64
+	roff, woff := start, start
+	for roff < end {
+		n, err := unix.CopyFileRange(int(so.file.Fd()), &roff, int(to.file.Fd()), &woff, int(end-roff), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP {
+			return moved, fmt.Errorf("%w: %v", errNoCFR, err)
+		}
+		if err != nil {
+			return moved, fmt.Errorf("copy_file_range at %d: %w", roff, err)
+		}
+		if n == 0 {
+			return moved, fmt.Errorf("copy_file_range at %d: short copy", roff)
+		}
+		moved += int64(n)
+	}
+	return moved, nil
+}
+
+func isZero(b []byte) bool {
+	const z = 4096
+	var zero [z]byte
+	for len(b) > 0 {
+		n := min(len(b), z)
+		if !bytes.Equal(b[:n], zero[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}

@@ -1,0 +1,264 @@
+package lm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/metavol/volume"
+	"github.com/rs/zerolog"
+)
+
+const blk = 4096
+
+// env is a Manager on a real meta volume and real sparse files.
+type env struct {
+	t    testing.TB
+	dir  string
+	db   *metavol.DB
+	m    *Manager
+	opts Options
+	// faulty wrappers by volume ID (only with wrap=true)
+	fmu    sync.Mutex
+	faulty map[string]*volume.Faulty
+}
+
+func testLogger(t testing.TB) zerolog.Logger {
+	if os.Getenv("LM_TEST_LOG") != "" {
+		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+	}
+	return zerolog.Nop()
+}
+
+func newEnv(t testing.TB, opts Options, wrap bool) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), faulty: map[string]*volume.Faulty{}}
+	opts.DataDir = e.dir
+	opts.Log = testLogger(t)
+	if opts.RetryMin == 0 {
+		opts.RetryMin = 10 * time.Millisecond
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = 100 * time.Millisecond
+	}
+	if opts.ClearInterval == 0 {
+		opts.ClearInterval = 50 * time.Millisecond
+	}
+	if opts.CheckpointInterval == 0 {
+		opts.CheckpointInterval = 100 * time.Millisecond
+	}
+	if wrap {
+		opts.WrapVolume = func(id string, v volume.Volume) volume.Volume {
+			f := volume.NewFaulty(v)
+			e.fmu.Lock()
+			e.faulty[id] = f
+			e.fmu.Unlock()
+			return f
+		}
+	}
+	e.opts = opts
+	e.open()
+	t.Cleanup(func() { e.close() })
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	db, err := metavol.Open(filepath.Join(e.dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	m, err := Open(db, e.opts)
+	if err != nil {
+		db.Close()
+		e.t.Fatal(err)
+	}
+	e.db, e.m = db, m
+}
+
+func (e *env) close() {
+	if e.m != nil {
+		if err := e.m.Close(); err != nil {
+			e.t.Errorf("close manager: %v", err)
+		}
+		e.m = nil
+	}
+	if e.db != nil {
+		e.db.Close()
+		e.db = nil
+	}
+}
+
+func (e *env) reopen() {
+	e.t.Helper()
+	e.close()
+	e.open()
+}
+
+func (e *env) lun(name string, size int64) metavol.LUN {
+	e.t.Helper()
+	l, err := e.m.CreateLUN(CreateLUNRequest{Name: name, Size: size})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+func (e *env) handle(l metavol.LUN) volume.Volume {
+	e.t.Helper()
+	h, err := e.m.LUN(l.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return h
+}
+
+// faultyOf returns the fault injector of a LUN's current data volume.
+func (e *env) faultyOf(name string) *volume.Faulty {
+	e.t.Helper()
+	var l metavol.LUN
+	if err := e.db.View(func(tx *metavol.Tx) error {
+		var err error
+		l, err = tx.LUNByName(name)
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.fmu.Lock()
+	defer e.fmu.Unlock()
+	f := e.faulty[l.VolumeID]
+	if f == nil {
+		e.t.Fatalf("no fault injector for %s", name)
+	}
+	return f
+}
+
+// waitState waits until the pair of source is in state want.
+func (e *env) waitState(source string, want PairState, d time.Duration) PairStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	var st PairStatus
+	for {
+		var err error
+		st, err = e.m.Pair(source)
+		if err == nil && st.State == want.String() {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("pair %s: not %s within %v: last status %+v (err %v)", source, want, d, st, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pattern fills a block with (block, seq) so every write is recognisable.
+func pattern(b []byte, block int64, seq uint64) {
+	for i := 0; i+16 <= len(b); i += 16 {
+		binary.LittleEndian.PutUint64(b[i:], uint64(block))
+		binary.LittleEndian.PutUint64(b[i+8:], seq)
+	}
+}
+
+// fill writes data blocks to a volume: every stride-th block gets a pattern
+// (the rest stays a hole).
+func fill(t testing.TB, v volume.Volume, size int64, stride int64, seq uint64) map[int64]uint64 {
+	t.Helper()
+	model := map[int64]uint64{}
+	b := make([]byte, blk)
+	for bl := int64(0); bl*blk < size; bl += stride {
+		pattern(b, bl, seq)
+		if _, err := v.WriteAt(b, bl*blk); err != nil {
+			t.Fatal(err)
+		}
+		model[bl] = seq
+	}
+	return model
+}
+
+// checkModel compares a volume with the model (blocks not in it are zero).
+func checkModel(t testing.TB, what string, v volume.Volume, size int64, model map[int64]uint64) {
+	t.Helper()
+	b := make([]byte, blk)
+	want := make([]byte, blk)
+	bad := 0
+	for bl := int64(0); bl*blk < size; bl++ {
+		if _, err := v.ReadAt(b, bl*blk); err != nil {
+			t.Fatalf("%s: read block %d: %v", what, bl, err)
+		}
+		seq, ok := model[bl]
+		if ok {
+			pattern(want, bl, seq)
+		} else {
+			clear(want)
+		}
+		if !bytes.Equal(b, want) {
+			if bad < 5 {
+				t.Errorf("%s: block %d: got (block %d, seq %d), want seq %d (present=%v)", what, bl,
+					binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:]), seq, ok)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%s: %d blocks differ", what, bad)
+	}
+}
+
+// sameContent compares two volumes byte by byte over size.
+func sameContent(t testing.TB, what string, a, b volume.Volume, size int64) {
+	t.Helper()
+	x := make([]byte, 1<<20)
+	y := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(x)) {
+		n := min(int64(len(x)), size-off)
+		if _, err := a.ReadAt(x[:n], off); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.ReadAt(y[:n], off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(x[:n], y[:n]) {
+			for i := int64(0); i < n; i++ {
+				if x[i] != y[i] {
+					t.Fatalf("%s: differ at byte %d", what, off+i)
+				}
+			}
+		}
+	}
+}
+
+// rawVolume opens a LUN's current data volume file directly.
+func (e *env) rawVolume(name string) volume.Volume {
+	e.t.Helper()
+	var path string
+	if err := e.db.View(func(tx *metavol.Tx) error {
+		l, err := tx.LUNByName(name)
+		if err != nil {
+			return err
+		}
+		v, err := tx.GetVolume(l.VolumeID)
+		path = v.Path
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	f, err := volume.Open(path, volume.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return fmt.Sprint(err)
+}

@@ -1,0 +1,470 @@
+package lm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lmtgt/lmtgt/dcl"
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/metavol/volume"
+	"github.com/rs/zerolog"
+)
+
+// Options for Open. Zero values get the defaults in parentheses.
+type Options struct {
+	// DataDir holds the volumes lmtgt creates (DataDir/volumes/).
+	DataDir string
+	Log     zerolog.Logger
+	// MaxActive is how many pairs copy at once (2); the rest are queued.
+	MaxActive int
+
+	// ChunkSize of the copy (1 MiB) and RegionSize of the DCL (1 MiB);
+	// ChunkSize is rounded up to a multiple of RegionSize.
+	ChunkSize  int64
+	RegionSize int64
+	// InFlight chunks per pair (4).
+	InFlight int
+	// The copy checkpoint is persisted every CheckpointInterval (2s) or
+	// CheckpointBytes of progress (64 MiB), whichever comes first.
+	CheckpointInterval time.Duration
+	CheckpointBytes    int64
+	// RetryMin/RetryMax bound the backoff of an interrupted pair (200ms,
+	// 10s); after RetryBudget (1h) of failures it becomes faulty.
+	RetryMin, RetryMax time.Duration
+	RetryBudget        time.Duration
+	// ClearInterval of the DCL's lazy clearing (2s).
+	ClearInterval time.Duration
+	// DrainTimeout bounds the I/O drain when a pair is attached or
+	// detached (30s).
+	DrainTimeout time.Duration
+	// WrapVolume, if set, wraps every data volume the Manager opens (tests
+	// use it to inject faults). The copy_file_range vehicle is used only
+	// on unwrapped files.
+	WrapVolume func(volumeID string, v volume.Volume) volume.Volume
+}
+
+func (o *Options) fill() {
+	if o.MaxActive <= 0 {
+		o.MaxActive = 2
+	}
+	if o.RegionSize <= 0 {
+		o.RegionSize = 1 << 20
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = 1 << 20
+	}
+	if r := o.ChunkSize % o.RegionSize; r != 0 {
+		o.ChunkSize += o.RegionSize - r
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 4
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 2 * time.Second
+	}
+	if o.CheckpointBytes <= 0 {
+		o.CheckpointBytes = 64 << 20
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 200 * time.Millisecond
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 10 * time.Second
+	}
+	if o.RetryBudget <= 0 {
+		o.RetryBudget = time.Hour
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+}
+
+// Manager is the LM module. All methods are safe for concurrent use.
+//
+// Goroutines: the Manager owns one run goroutine per active pair (started
+// by CreatePair or Open, ended by the pair reaching a final state or by
+// Close) and the auto-split goroutines; the dcl.Store owns its committer
+// and clearer. Close cancels the pairs' context, waits for every Manager
+// goroutine, then closes the dcl.Store, then the data volumes.
+type Manager struct {
+	db    *metavol.DB
+	opts  Options
+	log   zerolog.Logger
+	dcl   *dcl.Store
+	slots chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// admin serialises the admin operations (LUN and pair changes,
+	// split). Taken before mu; never held by the host I/O path.
+	admin sync.Mutex
+
+	// mu guards the maps (not what the entries point at). Never held
+	// during I/O or a badger transaction.
+	mu struct {
+		sync.Mutex
+		luns   map[string]*lunEntry // by LUN ID
+		vols   map[string]*dataVol  // by volume ID
+		pairs  map[string]*pair     // active (attached) pairs by pair ID
+		closed bool
+	}
+}
+
+// dataVol is one data volume the Manager knows.
+type dataVol struct {
+	rec metavol.Volume
+	cur atomic.Pointer[openVol] // nil while the volume is unavailable
+	// why is the last open error, for status and logs.
+	why atomic.Pointer[string]
+}
+
+type openVol struct {
+	v    volume.Volume // what I/O goes to (maybe wrapped)
+	file *volume.File  // the unwrapped file, nil when wrapped
+	raw  *volume.File  // always the real file, for Close and Resize
+}
+
+func (d *dataVol) get() (*openVol, error) {
+	if o := d.cur.Load(); o != nil {
+		return o, nil
+	}
+	why := "not opened"
+	if w := d.why.Load(); w != nil {
+		why = *w
+	}
+	return nil, fmt.Errorf("data volume %s (%s): %s: %w", d.rec.ID, d.rec.Path, why, ErrUnavailable)
+}
+
+// open (re)opens the volume if it is not open.
+func (m *Manager) openVolume(d *dataVol) error {
+	if d.cur.Load() != nil {
+		return nil
+	}
+	f, err := volume.Open(d.rec.Path, volume.Options{})
+	if err != nil {
+		s := err.Error()
+		d.why.Store(&s)
+		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
+	}
+	ov := &openVol{v: f, file: f, raw: f}
+	if m.opts.WrapVolume != nil {
+		if w := m.opts.WrapVolume(d.rec.ID, f); w != nil && w != volume.Volume(f) {
+			ov.v, ov.file = w, nil
+		}
+	}
+	if !d.cur.CompareAndSwap(nil, ov) {
+		f.Close()
+	}
+	d.why.Store(nil)
+	return nil
+}
+
+// Open loads every data volume, LUN and pair from the meta volume,
+// re-marks every region found in the DCLs as dirty and resumes the pairs.
+// A missing data volume does not fail Open: its LUN's I/O fails and its
+// pair is interrupted with the reason.
+func Open(db *metavol.DB, opts Options) (*Manager, error) {
+	if db == nil {
+		return nil, fmt.Errorf("lm: nil meta volume: %w", ErrInvalid)
+	}
+	opts.fill()
+	m := &Manager{
+		db:    db,
+		opts:  opts,
+		log:   opts.Log.With().Str("component", "lm").Logger(),
+		slots: make(chan struct{}, opts.MaxActive),
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.mu.luns = map[string]*lunEntry{}
+	m.mu.vols = map[string]*dataVol{}
+	m.mu.pairs = map[string]*pair{}
+
+	var vols []metavol.Volume
+	var luns []metavol.LUN
+	var pairs []metavol.Pair
+	if err := db.View(func(tx *metavol.Tx) error {
+		var err error
+		if vols, err = tx.Volumes(); err != nil {
+			return err
+		}
+		if luns, err = tx.LUNs(); err != nil {
+			return err
+		}
+		pairs, err = tx.Pairs()
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("lm: load: %w", err)
+	}
+	for _, v := range vols {
+		d := &dataVol{rec: v}
+		if err := m.openVolume(d); err != nil {
+			m.log.Error().Err(err).Str("volume", v.ID).Str("path", v.Path).Msg("data volume unavailable")
+		}
+		m.mu.vols[v.ID] = d
+	}
+	for _, l := range luns {
+		e := m.newEntry(l)
+		m.mu.luns[l.ID] = e
+	}
+	m.dcl = dcl.Open(db.Badger(), dcl.Options{Log: opts.Log, ClearInterval: opts.ClearInterval})
+	if err := m.recover(pairs); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) newEntry(l metavol.LUN) *lunEntry {
+	e := &lunEntry{m: m, id: l.ID, name: l.Name, blockSize: l.BlockSize}
+	e.size.Store(l.Size)
+	e.vol = m.mu.vols[l.VolumeID]
+	if e.vol == nil {
+		d := &dataVol{rec: metavol.Volume{ID: l.VolumeID}}
+		s := "no volume record"
+		d.why.Store(&s)
+		e.vol = d
+	}
+	return e
+}
+
+// Close stops every pair (their state and checkpoint stay persisted) and
+// closes the data volumes. Host handles fail afterwards.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.mu.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.mu.closed = true
+	m.mu.Unlock()
+	// Stop the goroutines first (an auto-split may be waiting for admin).
+	m.cancel()
+	m.wg.Wait()
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	m.mu.Lock()
+	pairs := make([]*pair, 0, len(m.mu.pairs))
+	for _, p := range m.mu.pairs {
+		pairs = append(pairs, p)
+	}
+	m.mu.Unlock()
+	for _, p := range pairs {
+		p.checkpoint(true)
+	}
+	var first error
+	if m.dcl != nil {
+		first = m.dcl.Close()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.mu.luns {
+		e.gate.enter()
+		e.closed.Store(true)
+		e.gate.exit()
+	}
+	for _, d := range m.mu.vols {
+		if o := d.cur.Swap(nil); o != nil {
+			if err := o.raw.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func (m *Manager) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.closed
+}
+
+// LUN returns the host I/O handle of a LUN ID. The handle stays valid
+// across splits (it reads the route under the LUN's I/O gate); Close on it
+// does nothing.
+func (m *Manager) LUN(id string) (volume.Volume, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.mu.luns[id]
+	if e == nil {
+		return nil, fmt.Errorf("lun id %s: %w", id, ErrNotFound)
+	}
+	return e, nil
+}
+
+// LUNPair reports the pair a LUN ID belongs to (as source or target), or
+// ok=false. The admin API refuses to map a LUN that is the target of a pair.
+func (m *Manager) LUNPair(id string) (pairID string, source bool, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.mu.pairs {
+		if p.src.id == id {
+			return p.id, true, true
+		}
+		if p.tgt.id == id {
+			return p.id, false, true
+		}
+	}
+	return "", false, false
+}
+
+// lunEntry is one LUN's routing entry and its host I/O handle.
+type lunEntry struct {
+	m         *Manager
+	id        string
+	name      string
+	blockSize uint32
+	size      atomic.Int64
+	closed    atomic.Bool // deleted or Manager closed
+
+	gate gate
+	// The route: changed only while the gate is closed and drained.
+	vol      *dataVol
+	pair     *pair // the pair this LUN is the source of
+	targetOf *pair // the pair this LUN is the target of
+}
+
+var _ volume.Volume = (*lunEntry)(nil)
+
+func (e *lunEntry) check(op string, off, n int64) error {
+	if e.closed.Load() {
+		return fmt.Errorf("lun %s: %s: %w", e.name, op, volume.ErrClosed)
+	}
+	if off < 0 || n < 0 || off+n > e.size.Load() {
+		return fmt.Errorf("lun %s: %s [%d,+%d) past size %d: %w", e.name, op, off, n, e.size.Load(), volume.ErrOutOfRange)
+	}
+	return nil
+}
+
+func (e *lunEntry) ReadAt(p []byte, off int64) (int, error) {
+	if err := e.check("read", off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	e.gate.enter()
+	defer e.gate.exit()
+	if e.closed.Load() {
+		return 0, fmt.Errorf("lun %s: read: %w", e.name, volume.ErrClosed)
+	}
+	o, err := e.vol.get()
+	if err != nil {
+		return 0, fmt.Errorf("lun %s: read: %w", e.name, err)
+	}
+	return o.v.ReadAt(p, off)
+}
+
+func (e *lunEntry) WriteAt(p []byte, off int64) (int, error) {
+	if err := e.check("write", off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	e.gate.enter()
+	defer e.gate.exit()
+	if err := e.writable("write"); err != nil {
+		return 0, err
+	}
+	if e.pair != nil {
+		return e.pair.write(p, off)
+	}
+	o, err := e.vol.get()
+	if err != nil {
+		return 0, fmt.Errorf("lun %s: write: %w", e.name, err)
+	}
+	return o.v.WriteAt(p, off)
+}
+
+func (e *lunEntry) writable(op string) error {
+	if e.closed.Load() {
+		return fmt.Errorf("lun %s: %s: %w", e.name, op, volume.ErrClosed)
+	}
+	if e.targetOf != nil {
+		return fmt.Errorf("lun %s: %s refused: the LUN is the target of a migration: %w", e.name, op, ErrInPair)
+	}
+	return nil
+}
+
+func (e *lunEntry) Unmap(off, length int64) error {
+	if err := e.check("unmap", off, length); err != nil {
+		return err
+	}
+	if length == 0 {
+		return nil
+	}
+	e.gate.enter()
+	defer e.gate.exit()
+	if err := e.writable("unmap"); err != nil {
+		return err
+	}
+	if e.pair != nil {
+		return e.pair.unmap(off, length)
+	}
+	o, err := e.vol.get()
+	if err != nil {
+		return fmt.Errorf("lun %s: unmap: %w", e.name, err)
+	}
+	return o.v.Unmap(off, length)
+}
+
+func (e *lunEntry) Sync() error {
+	e.gate.enter()
+	defer e.gate.exit()
+	if e.closed.Load() {
+		return fmt.Errorf("lun %s: sync: %w", e.name, volume.ErrClosed)
+	}
+	if e.pair != nil {
+		return e.pair.sync()
+	}
+	o, err := e.vol.get()
+	if err != nil {
+		return fmt.Errorf("lun %s: sync: %w", e.name, err)
+	}
+	return o.v.Sync()
+}
+
+// Size is the LUN's size (which may be less than its data volume's).
+func (e *lunEntry) Size() int64 { return e.size.Load() }
+
+// Close does nothing: the handle belongs to the Manager.
+func (e *lunEntry) Close() error { return nil }
+
+// withGates closes the gates of the entries, waits for the drain (up to
+// the DrainTimeout), runs fn and reopens them.
+func (m *Manager) withGates(entries []*lunEntry, fn func() error) error {
+	gates := make([]*gate, len(entries))
+	for i, e := range entries {
+		gates[i] = &e.gate
+	}
+	if !closeGates(gates, m.opts.DrainTimeout) {
+		return fmt.Errorf("in-flight I/O did not drain within %v: %w", m.opts.DrainTimeout, ErrSplitTimeout)
+	}
+	defer func() {
+		for _, g := range gates {
+			g.open()
+		}
+	}()
+	return fn()
+}
+
+// volumePath is where an owned volume lives.
+func (m *Manager) volumePath(id string) string {
+	return filepath.Join(m.opts.DataDir, "volumes", id+".img")
+}
+
+func mapMetaErr(kind, name string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, metavol.ErrNotFound):
+		return fmt.Errorf("%s %s: %w", kind, name, ErrNotFound)
+	case errors.Is(err, metavol.ErrExists):
+		return fmt.Errorf("%s %s: %w", kind, name, ErrExists)
+	}
+	return fmt.Errorf("%s %s: %w", kind, name, err)
+}

@@ -1,0 +1,697 @@
+package lm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lmtgt/lmtgt/dcl"
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/rs/zerolog"
+)
+
+// Transfer vehicles.
+const (
+	VehicleAuto          = "auto"
+	VehicleGeneric       = "generic"
+	VehicleCopyFileRange = "copy_file_range"
+)
+
+// pair is one attached migration pair: its state, DCL, range lock, copy
+// cursor and run goroutine.
+type pair struct {
+	m      *Manager
+	id     string
+	src    *lunEntry
+	tgt    *lunEntry
+	srcVol *dataVol // fixed while the pair exists
+	tgtVol *dataVol
+	log    *dcl.Log
+	locks  rangeLock
+	size   int64 // bytes to copy: the source LUN's size
+	region int64
+	chunk  int64
+	bucket *bucket
+	zlog   zerolog.Logger
+
+	// issued is the in-memory copy cursor: every chunk below it has been
+	// copied or is being copied under the exclusive range lock. Host
+	// writes below it need a durable mark first.
+	issued atomic.Int64
+	// sourceOnly: paused, interrupted or faulty; writes go to the source
+	// only and mark the DCL.
+	sourceOnly atomic.Bool
+	// fault is the first target (or copy) failure not yet handled by the
+	// run goroutine.
+	fault atomic.Pointer[string]
+	state atomic.Int32 // mirror of mu.state for lock-free reads
+
+	// Counters (also persisted in the record at checkpoints).
+	done        atomic.Int64 // contiguous prefix finished by the initial copy
+	dataBytes   atomic.Int64
+	recopyBytes atomic.Int64
+	vehicle     atomic.Pointer[string]
+
+	wake   chan struct{} // run goroutine: something changed
+	stop   context.CancelFunc
+	exited chan struct{}
+	// copyMu is held by the run goroutine while it copies; Pause takes it
+	// to wait until the copy has stopped.
+	copyMu sync.Mutex
+
+	rate rateSampler
+
+	// mu guards the record and the state; held during the badger
+	// transaction that persists them (never on the host I/O path).
+	mu struct {
+		sync.Mutex
+		rec   metavol.Pair
+		state PairState
+		// lastCkpt is when and at what cursor the checkpoint was persisted.
+		lastCkptAt     time.Time
+		lastCkptCursor int64
+		retryStart     time.Time
+		retryAttempt   int
+	}
+}
+
+func (p *pair) getState() PairState { return PairState(p.state.Load()) }
+
+func (p *pair) name() string { return p.src.name }
+
+func (p *pair) wakeUp() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// transition moves the pair to state to, persisting it (with the reason)
+// before it takes effect.
+func (p *pair) transition(to PairState, reason string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.transitionLocked(to, reason)
+}
+
+func (p *pair) transitionLocked(to PairState, reason string) error {
+	from := p.mu.state
+	if err := checkTransition(p.name(), from, to); err != nil {
+		return err
+	}
+	rec := p.recordLocked()
+	rec.State = to.String()
+	rec.Reason = reason
+	if err := p.m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
+		return fmt.Errorf("pair %s: persist %s → %s: %w", p.name(), from, to, err)
+	}
+	p.applyLocked(rec, to)
+	p.zlog.Info().Str("from", from.String()).Str("to", to.String()).Str("reason", reason).Msg("pair state")
+	return nil
+}
+
+// applyLocked makes a persisted state take effect.
+func (p *pair) applyLocked(rec metavol.Pair, to PairState) {
+	if to == StateInterrupted && p.mu.state != StateInterrupted {
+		p.mu.retryStart = time.Now()
+		p.mu.retryAttempt = 0
+	}
+	p.mu.rec = rec
+	p.mu.state = to
+	p.state.Store(int32(to))
+	switch to {
+	case StatePaused, StateInterrupted, StateFaulty:
+		p.sourceOnly.Store(true)
+	case StateCopying, StateSynced, StateQueued:
+		p.sourceOnly.Store(p.fault.Load() != nil)
+	}
+	p.wakeUp()
+}
+
+// recordLocked is the record with the current counters.
+func (p *pair) recordLocked() metavol.Pair {
+	rec := p.mu.rec
+	rec.DataBytes = p.dataBytes.Load()
+	rec.RecopiedBytes = p.recopyBytes.Load()
+	if v := p.vehicle.Load(); v != nil {
+		rec.Vehicle = *v
+	}
+	rec.Updated = time.Now().UTC()
+	return rec
+}
+
+// checkpoint persists the copy cursor (after syncing the target, so that
+// everything below it is durable there) when it is due, or always if force.
+func (p *pair) checkpoint(force bool) {
+	done := p.done.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.state.Final() {
+		return
+	}
+	if !force && done-p.mu.lastCkptCursor < p.m.opts.CheckpointBytes &&
+		time.Since(p.mu.lastCkptAt) < p.m.opts.CheckpointInterval {
+		return
+	}
+	if o, err := p.tgtVol.get(); err == nil {
+		if err := o.v.Sync(); err != nil {
+			p.zlog.Warn().Err(err).Msg("checkpoint: target sync failed; cursor not advanced")
+			return
+		}
+	} else {
+		return
+	}
+	rec := p.recordLocked()
+	if done > rec.Cursor {
+		rec.Cursor = done
+		rec.CopiedBytes = done
+	}
+	if err := p.m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
+		p.zlog.Warn().Err(err).Msg("checkpoint not persisted")
+		return
+	}
+	p.mu.rec = rec
+	p.mu.lastCkptAt = time.Now()
+	p.mu.lastCkptCursor = done
+}
+
+// setFault records a target (or copy) failure: writes switch to the
+// source only at once, and the run goroutine moves the pair to
+// interrupted.
+func (p *pair) setFault(reason string) {
+	p.sourceOnly.Store(true)
+	if p.fault.CompareAndSwap(nil, &reason) {
+		p.zlog.Warn().Str("reason", reason).Msg("target failure")
+	}
+	p.wakeUp()
+}
+
+// CreatePair starts migrating the source LUN onto the target LUN.
+func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	if m.isClosed() {
+		return PairStatus{}, fmt.Errorf("pair %s: manager closed: %w", req.Source, ErrState)
+	}
+	if req.Source == "" || req.Target == "" {
+		return PairStatus{}, fmt.Errorf("pair: source and target LUN names are required: %w", ErrInvalid)
+	}
+	if req.Source == req.Target {
+		return PairStatus{}, fmt.Errorf("pair %s: source and target are the same LUN: %w", req.Source, ErrInvalid)
+	}
+	if req.Speed == "" {
+		req.Speed = SpeedMedium
+	}
+	if _, err := rateOf(req.Speed); err != nil {
+		return PairStatus{}, fmt.Errorf("pair %s: %w", req.Source, err)
+	}
+	if req.MaxMBps < 0 {
+		return PairStatus{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", req.Source, req.MaxMBps, ErrInvalid)
+	}
+	switch req.Vehicle {
+	case "":
+		req.Vehicle = VehicleAuto
+	case VehicleAuto, VehicleGeneric, VehicleCopyFileRange:
+	default:
+		return PairStatus{}, fmt.Errorf("pair %s: vehicle %q (want auto, generic or copy_file_range): %w", req.Source, req.Vehicle, ErrInvalid)
+	}
+	se, sl, err := m.entryByName(req.Source)
+	if err != nil {
+		return PairStatus{}, fmt.Errorf("source: %w", err)
+	}
+	te, tl, err := m.entryByName(req.Target)
+	if err != nil {
+		return PairStatus{}, fmt.Errorf("target: %w", err)
+	}
+	if tl.Size < sl.Size {
+		return PairStatus{}, fmt.Errorf("pair %s: target LUN %s (%d bytes) is smaller than the source (%d bytes): %w",
+			req.Source, req.Target, tl.Size, sl.Size, ErrInvalid)
+	}
+	if tl.BlockSize != sl.BlockSize {
+		return PairStatus{}, fmt.Errorf("pair %s: block sizes differ: source %d, target LUN %s %d: %w",
+			req.Source, sl.BlockSize, req.Target, tl.BlockSize, ErrInvalid)
+	}
+	for _, x := range []metavol.LUN{sl, tl} {
+		if p := m.pairOf(x.ID); p != nil {
+			return PairStatus{}, fmt.Errorf("pair %s: LUN %s is already in pair %s (%s → %s): %w",
+				req.Source, x.Name, p.id, p.src.name, p.tgt.name, ErrInPair)
+		}
+	}
+	if err := m.db.View(func(tx *metavol.Tx) error {
+		ts, err := tx.Targets()
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			for _, mp := range t.Mappings {
+				if mp.LUNID == tl.ID {
+					return fmt.Errorf("pair %s: target LUN %s is mapped to target %s as LUN %d: %w",
+						req.Source, req.Target, t.IQN, mp.LUN, ErrMapped)
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return PairStatus{}, err
+	}
+	for _, x := range []struct {
+		role string
+		e    *lunEntry
+	}{{"source", se}, {"target", te}} {
+		if err := m.openVolume(x.e.vol); err != nil {
+			return PairStatus{}, fmt.Errorf("pair %s: %s LUN %s: %w", req.Source, x.role, x.e.name, err)
+		}
+		if o, _ := x.e.vol.get(); o != nil && o.raw.Size() < sl.Size {
+			return PairStatus{}, fmt.Errorf("pair %s: %s LUN %s: data volume holds %d bytes, need %d: %w",
+				req.Source, x.role, x.e.name, o.raw.Size(), sl.Size, ErrUnavailable)
+		}
+	}
+
+	now := time.Now().UTC()
+	rec := metavol.Pair{
+		ID:            metavol.NewID(),
+		SourceLUN:     sl.ID,
+		TargetLUN:     tl.ID,
+		State:         StateQueued.String(),
+		Reason:        "created",
+		Speed:         string(req.Speed),
+		MaxMBps:       req.MaxMBps,
+		AutoSplit:     req.AutoSplit,
+		Verify:        req.Verify,
+		ChunkSize:     m.opts.ChunkSize,
+		RegionSize:    m.opts.RegionSize,
+		VehicleWanted: req.Vehicle,
+		Created:       now,
+		Updated:       now,
+	}
+	p, err := m.newPair(rec, se, te)
+	if err != nil {
+		return PairStatus{}, err
+	}
+	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
+		m.dcl.Drop(rec.ID)
+		return PairStatus{}, fmt.Errorf("pair %s: persist: %w", req.Source, err)
+	}
+	if err := m.attach(p); err != nil {
+		m.db.Update(func(tx *metavol.Tx) error { return tx.DeletePair(rec.ID) })
+		m.dcl.Drop(rec.ID)
+		return PairStatus{}, fmt.Errorf("pair %s: attach: %w", req.Source, err)
+	}
+	p.zlog.Info().Str("target", te.name).Str("speed", string(req.Speed)).Msg("pair created")
+	m.startPair(p)
+	return p.status(), nil
+}
+
+// newPair builds the runtime of a pair record (its DCL is opened/loaded).
+func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
+	st, err := ParseState(rec.State)
+	if err != nil {
+		return nil, fmt.Errorf("pair %s: %w", rec.ID, err)
+	}
+	if rec.RegionSize <= 0 {
+		rec.RegionSize = m.opts.RegionSize
+	}
+	if rec.ChunkSize <= 0 || rec.ChunkSize%rec.RegionSize != 0 {
+		rec.ChunkSize = m.opts.ChunkSize
+		if r := rec.ChunkSize % rec.RegionSize; r != 0 {
+			rec.ChunkSize += rec.RegionSize - r
+		}
+	}
+	p := &pair{
+		m:      m,
+		id:     rec.ID,
+		src:    se,
+		tgt:    te,
+		srcVol: se.vol,
+		tgtVol: te.vol,
+		size:   se.size.Load(),
+		chunk:  rec.ChunkSize,
+		bucket: newBucket(effectiveRate(Speed(rec.Speed), rec.MaxMBps)),
+		zlog:   m.log.With().Str("pair", rec.ID).Str("lun", se.name).Logger(),
+		wake:   make(chan struct{}, 1),
+		exited: make(chan struct{}),
+	}
+	flush := func() error {
+		var first error
+		for _, d := range []*dataVol{p.srcVol, p.tgtVol} {
+			o, err := d.get()
+			if err == nil {
+				err = o.v.Sync()
+			}
+			if err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	log, err := m.dcl.Open(rec.ID, p.size, rec.RegionSize, flush)
+	if err != nil {
+		return nil, fmt.Errorf("pair %s: %w", se.name, err)
+	}
+	p.log = log
+	p.region = log.RegionSize()
+	p.issued.Store(rec.Cursor)
+	p.done.Store(rec.Cursor)
+	p.dataBytes.Store(rec.DataBytes)
+	p.recopyBytes.Store(rec.RecopiedBytes)
+	if rec.Vehicle != "" {
+		v := rec.Vehicle
+		p.vehicle.Store(&v)
+	}
+	p.mu.rec = rec
+	p.mu.state = st
+	p.mu.lastCkptAt = time.Now()
+	p.mu.lastCkptCursor = rec.Cursor
+	p.state.Store(int32(st))
+	p.sourceOnly.Store(st == StatePaused || st == StateInterrupted || st == StateFaulty)
+	return p, nil
+}
+
+// attach routes the two LUNs through the pair: the gates close and drain
+// so that no write issued before the pair existed is still in flight when
+// the copier starts.
+func (m *Manager) attach(p *pair) error {
+	err := m.withGates([]*lunEntry{p.src, p.tgt}, func() error {
+		p.src.pair = p
+		p.tgt.targetOf = p
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.mu.pairs[p.id] = p
+	m.mu.Unlock()
+	return nil
+}
+
+// detach undoes attach.
+func (m *Manager) detach(p *pair) error {
+	err := m.withGates([]*lunEntry{p.src, p.tgt}, func() error {
+		if p.src.pair == p {
+			p.src.pair = nil
+		}
+		if p.tgt.targetOf == p {
+			p.tgt.targetOf = nil
+		}
+		return nil
+	})
+	m.mu.Lock()
+	delete(m.mu.pairs, p.id)
+	m.mu.Unlock()
+	return err
+}
+
+// startPair starts the pair's run goroutine (owned by the Manager).
+func (m *Manager) startPair(p *pair) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	p.stop = cancel
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(p.exited)
+		p.run(ctx)
+	}()
+}
+
+// stopRun stops the run goroutine and waits for it.
+func (p *pair) stopRun() {
+	if p.stop != nil {
+		p.stop()
+		<-p.exited
+	}
+}
+
+// activePair finds the active pair whose source LUN is named source.
+func (m *Manager) activePair(source string) (*pair, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.mu.pairs {
+		if p.src.name == source {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("migration of %s: %w", source, ErrNotFound)
+}
+
+// Pause stops the copy; host writes then go to the source only and are
+// recorded in the DCL. It returns once the copier has stopped.
+func (m *Manager) Pause(source string) error {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	p, err := m.activePair(source)
+	if err != nil {
+		return err
+	}
+	if err := p.transition(StatePaused, "paused by admin"); err != nil {
+		return err
+	}
+	p.copyMu.Lock()
+	p.copyMu.Unlock()
+	p.checkpoint(true)
+	return nil
+}
+
+// Resume continues a paused pair: the copy goes on from the cursor and
+// the DCL (what changed while paused) is re-copied.
+func (m *Manager) Resume(source string) error {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	p, err := m.activePair(source)
+	if err != nil {
+		return err
+	}
+	if p.getState() != StatePaused {
+		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", source, p.getState(), ErrState)
+	}
+	return p.transition(StateCopying, "resumed by admin")
+}
+
+// Cancel ends a pair: the copy stops, the target is left as it was, the
+// source untouched, the DCL dropped and the pair record deleted. A faulty
+// pair (final) is removed the same way.
+func (m *Manager) Cancel(source string) error {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	p, err := m.activePair(source)
+	if err != nil {
+		return err
+	}
+	if p.getState() != StateFaulty {
+		if err := p.transition(StateCancelled, "cancelled by admin"); err != nil {
+			return err
+		}
+	}
+	return m.removePair(p, true)
+}
+
+// removePair stops and detaches a pair in a final state and forgets it;
+// deleteRecord also deletes its record.
+func (m *Manager) removePair(p *pair, deleteRecord bool) error {
+	p.stopRun()
+	err := m.detach(p)
+	if derr := m.dcl.Drop(p.id); derr != nil && err == nil {
+		err = derr
+	}
+	if deleteRecord {
+		if derr := m.db.Update(func(tx *metavol.Tx) error { return tx.DeletePair(p.id) }); derr != nil && err == nil {
+			err = derr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("pair %s: %w", p.name(), err)
+	}
+	p.zlog.Info().Msg("pair removed")
+	return nil
+}
+
+// Set changes a pair's throttle while it runs.
+func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	p, err := m.activePair(source)
+	if err != nil {
+		return PairStatus{}, err
+	}
+	p.mu.Lock()
+	rec := p.recordLocked()
+	if req.Speed != nil {
+		if _, err := rateOf(*req.Speed); err != nil {
+			p.mu.Unlock()
+			return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
+		}
+		rec.Speed = string(*req.Speed)
+	}
+	if req.MaxMBps != nil {
+		if *req.MaxMBps < 0 {
+			p.mu.Unlock()
+			return PairStatus{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", source, *req.MaxMBps, ErrInvalid)
+		}
+		rec.MaxMBps = *req.MaxMBps
+	}
+	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
+		p.mu.Unlock()
+		return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
+	}
+	p.mu.rec = rec
+	p.bucket.setRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps))
+	p.mu.Unlock()
+	return p.status(), nil
+}
+
+// Pairs lists the active pairs and the finished (split) ones, by source
+// name then creation time.
+func (m *Manager) Pairs() []PairStatus {
+	m.mu.Lock()
+	active := make([]*pair, 0, len(m.mu.pairs))
+	for _, p := range m.mu.pairs {
+		active = append(active, p)
+	}
+	m.mu.Unlock()
+	seen := map[string]bool{}
+	var out []PairStatus
+	for _, p := range active {
+		out = append(out, p.status())
+		seen[p.id] = true
+	}
+	for _, r := range m.finishedRecords() {
+		if !seen[r.ID] {
+			out = append(out, m.recordStatus(r))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Source != out[j].Source {
+			return out[i].Source < out[j].Source
+		}
+		return out[i].Created.Before(out[j].Created)
+	})
+	return out
+}
+
+// Pair is the status of the migration of the LUN named source: the active
+// pair, else the latest finished one.
+func (m *Manager) Pair(source string) (PairStatus, error) {
+	if p, err := m.activePair(source); err == nil {
+		return p.status(), nil
+	}
+	var best *PairStatus
+	for _, r := range m.finishedRecords() {
+		st := m.recordStatus(r)
+		if st.Source == source && (best == nil || st.Created.After(best.Created)) {
+			best = &st
+		}
+	}
+	if best == nil {
+		return PairStatus{}, fmt.Errorf("migration of %s: %w", source, ErrNotFound)
+	}
+	return *best, nil
+}
+
+func (m *Manager) finishedRecords() []metavol.Pair {
+	var recs []metavol.Pair
+	m.db.View(func(tx *metavol.Tx) error {
+		all, err := tx.Pairs()
+		for _, r := range all {
+			if st, err := ParseState(r.State); err == nil && st.Final() {
+				recs = append(recs, r)
+			}
+		}
+		return err
+	})
+	return recs
+}
+
+func (m *Manager) lunName(id string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.mu.luns[id]; e != nil {
+		return e.name
+	}
+	return id
+}
+
+func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
+	return PairStatus{
+		ID:            r.ID,
+		Source:        m.lunName(r.SourceLUN),
+		Target:        m.lunName(r.TargetLUN),
+		SourceID:      r.SourceLUN,
+		TargetID:      r.TargetLUN,
+		State:         r.State,
+		Reason:        r.Reason,
+		CopiedBytes:   r.CopiedBytes,
+		CursorBytes:   r.Cursor,
+		DataBytes:     r.DataBytes,
+		RecopiedBytes: r.RecopiedBytes,
+		Vehicle:       r.Vehicle,
+		Speed:         Speed(r.Speed),
+		MaxMBps:       r.MaxMBps,
+		AutoSplit:     r.AutoSplit,
+		Verify:        r.Verify,
+		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
+		Created:       r.Created,
+	}
+}
+
+// status is the pair as shown by `migration show`.
+func (p *pair) status() PairStatus {
+	p.mu.Lock()
+	rec := p.recordLocked()
+	st := p.mu.state
+	p.mu.Unlock()
+	s := p.m.recordStatus(rec)
+	s.Source, s.Target = p.src.name, p.tgt.name
+	s.State = st.String()
+	if f := p.fault.Load(); f != nil && !st.Final() && st != StateInterrupted {
+		s.Reason = "target failed: " + *f
+	}
+	done := p.done.Load()
+	s.CopiedBytes = done
+	s.CursorBytes = p.issued.Load()
+	s.TotalBytes = p.size
+	d, _, _ := p.log.Counts()
+	s.DCLBytes = d * p.region
+	moved := p.dataBytes.Load() + p.recopyBytes.Load()
+	rate, progress := p.rate.sample(moved, done)
+	s.RateBps = int64(rate)
+	remaining := p.size - done + s.DCLBytes
+	if st == StateSynced {
+		remaining = s.DCLBytes
+	}
+	if progress > 0 && remaining > 0 {
+		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
+	}
+	return s
+}
+
+// rateSampler turns counters into rates over windows of at least a second.
+type rateSampler struct {
+	mu       sync.Mutex
+	t0       time.Time
+	moved0   int64
+	done0    int64
+	rate     float64 // bytes transferred per second
+	progress float64 // bytes of progress (done) per second
+}
+
+func (r *rateSampler) sample(moved, done int64) (rate, progress float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.t0.IsZero() {
+		r.t0, r.moved0, r.done0 = now, moved, done
+		return 0, 0
+	}
+	if dt := now.Sub(r.t0).Seconds(); dt >= 1 {
+		r.rate = float64(moved-r.moved0) / dt
+		r.progress = float64(max(done-r.done0, moved-r.moved0)) / dt
+		r.t0, r.moved0, r.done0 = now, moved, done
+	}
+	return r.rate, r.progress
+}
+
+var errStopped = errors.New("copy stopped")

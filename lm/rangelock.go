@@ -1,0 +1,66 @@
+package lm
+
+import (
+	"slices"
+	"sync"
+)
+
+// lockStripes is the number of reader/writer locks a pair's regions are
+// spread over (region r uses stripe r % lockStripes).
+const lockStripes = 256
+
+// rangeLock is a pair's region range lock (DESIGN §3a): host writes take it
+// shared for the regions they touch, the copier exclusive for the chunk it
+// copies. Regions share striped locks; every caller takes its stripes in
+// ascending order, so there is no deadlock, only (rare) false sharing.
+type rangeLock struct {
+	stripes [lockStripes]sync.RWMutex
+}
+
+// stripes returns the sorted distinct stripes of regions [first,last].
+func stripesOf(first, last int64, buf []int) []int {
+	if last-first+1 >= lockStripes {
+		buf = buf[:0]
+		for i := 0; i < lockStripes; i++ {
+			buf = append(buf, i)
+		}
+		return buf
+	}
+	buf = buf[:0]
+	for r := first; r <= last; r++ {
+		buf = append(buf, int(r%lockStripes))
+	}
+	slices.Sort(buf)
+	return slices.Compact(buf)
+}
+
+// rlock takes regions [first,last] shared and returns the unlock function.
+func (l *rangeLock) rlock(first, last int64) func() {
+	if first == last {
+		m := &l.stripes[first%lockStripes]
+		m.RLock()
+		return m.RUnlock
+	}
+	s := stripesOf(first, last, make([]int, 0, 8))
+	for _, i := range s {
+		l.stripes[i].RLock()
+	}
+	return func() {
+		for _, i := range s {
+			l.stripes[i].RUnlock()
+		}
+	}
+}
+
+// lock takes regions [first,last] exclusively and returns the unlock function.
+func (l *rangeLock) lock(first, last int64) func() {
+	s := stripesOf(first, last, make([]int, 0, 8))
+	for _, i := range s {
+		l.stripes[i].Lock()
+	}
+	return func() {
+		for _, i := range s {
+			l.stripes[i].Unlock()
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package lm
+
+import (
+	"github.com/lmtgt/lmtgt/metavol"
+)
+
+// recover attaches every pair found in the meta volume (DESIGN §7): the
+// DCL is loaded (every region found there will be re-copied), the copy
+// resumes from the persisted checkpoint, a split cut short by the restart
+// goes back to synced, and a pair whose data volume is missing is
+// interrupted with the reason. Cancelled pairs and stray DCLs are cleaned.
+func (m *Manager) recover(recs []metavol.Pair) error {
+	active := map[string]bool{}
+	var started []*pair
+	for _, rec := range recs {
+		st, err := ParseState(rec.State)
+		if err != nil {
+			m.log.Error().Err(err).Str("pair", rec.ID).Msg("pair record with an unknown state: ignored")
+			active[rec.ID] = true // keep its DCL
+			continue
+		}
+		switch st {
+		case StateCancelled:
+			if err := m.db.Update(func(tx *metavol.Tx) error { return tx.DeletePair(rec.ID) }); err != nil {
+				m.log.Warn().Err(err).Str("pair", rec.ID).Msg("could not delete a cancelled pair")
+			}
+			continue
+		case StateSplit:
+			continue
+		}
+		m.mu.Lock()
+		se, te := m.mu.luns[rec.SourceLUN], m.mu.luns[rec.TargetLUN]
+		m.mu.Unlock()
+		if se == nil || te == nil {
+			m.log.Error().Str("pair", rec.ID).Msg("pair refers to a LUN that does not exist: ignored")
+			active[rec.ID] = true
+			continue
+		}
+		p, err := m.newPair(rec, se, te)
+		if err != nil {
+			m.log.Error().Err(err).Str("pair", rec.ID).Msg("pair not resumed")
+			active[rec.ID] = true
+			continue
+		}
+		se.pair = p
+		te.targetOf = p
+		m.mu.Lock()
+		m.mu.pairs[p.id] = p
+		m.mu.Unlock()
+		active[p.id] = true
+
+		if st == StateSplitting {
+			if err := p.transition(StateSynced, "split cut short by a restart"); err != nil {
+				m.log.Error().Err(err).Str("pair", rec.ID).Msg("recovery")
+			}
+			st = StateSynced
+		}
+		var missing error
+		for _, d := range []*dataVol{p.srcVol, p.tgtVol} {
+			if _, err := d.get(); err != nil && missing == nil {
+				missing = err
+			}
+		}
+		if missing != nil {
+			if CanTransition(st, StateInterrupted) && st != StateInterrupted {
+				if err := p.transition(StateInterrupted, missing.Error()); err != nil {
+					m.log.Error().Err(err).Str("pair", rec.ID).Msg("recovery")
+				}
+			} else if !st.Final() {
+				p.setFault(missing.Error())
+			}
+		}
+		d, _, _ := p.log.Counts()
+		p.zlog.Info().Str("state", p.getState().String()).Int64("cursor", rec.Cursor).Int64("dcl_regions", d).Msg("pair recovered")
+		started = append(started, p)
+	}
+	if ids, err := m.dcl.PairIDs(); err == nil {
+		for _, id := range ids {
+			if !active[id] {
+				if err := m.dcl.Drop(id); err != nil {
+					m.log.Warn().Err(err).Str("pair", id).Msg("stray DCL not dropped")
+				}
+			}
+		}
+	}
+	for _, p := range started {
+		m.startPair(p)
+	}
+	return nil
+}

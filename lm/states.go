@@ -1,0 +1,106 @@
+package lm
+
+import "fmt"
+
+// PairState is the state of a migration pair (DESIGN §6).
+//
+// Allowed transitions (the table below is the only place they are decided):
+//
+//	queued      → copying      a copy slot became free
+//	copying     → synced       the cursor reached the end and the DCL is empty
+//	synced      → splitting    split started (gates about to close)
+//	splitting   → split        the volume IDs were swapped (final)
+//	splitting   → synced       split deferred (drain timeout) or refused after the drain
+//	splitting   → interrupted  a target write failed during the drain
+//	copying|synced → paused    admin pause
+//	paused      → copying      admin resume (re-copies only the DCL and what is above the cursor)
+//	copying|synced → interrupted  the target (or the copy's source read) failed
+//	interrupted → copying      the target answers again; re-copy
+//	interrupted → faulty       the retry budget is spent (final)
+//	synced      → copying      the DCL is not empty (after a restart or a late failure)
+//	any non-final → cancelled  admin cancel (final)
+//
+// split, cancelled and faulty are final: nothing leaves them.
+type PairState int
+
+// Pair states.
+const (
+	StateQueued PairState = iota
+	StateCopying
+	StateSynced
+	StatePaused
+	StateInterrupted
+	StateSplitting
+	StateSplit
+	StateCancelled
+	StateFaulty
+)
+
+var stateNames = [...]string{
+	StateQueued:      "queued",
+	StateCopying:     "copying",
+	StateSynced:      "synced",
+	StatePaused:      "paused",
+	StateInterrupted: "interrupted",
+	StateSplitting:   "splitting",
+	StateSplit:       "split",
+	StateCancelled:   "cancelled",
+	StateFaulty:      "faulty",
+}
+
+func (s PairState) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("PairState(%d)", int(s))
+}
+
+// ParseState is the inverse of String.
+func ParseState(s string) (PairState, error) {
+	for i, n := range stateNames {
+		if n == s {
+			return PairState(i), nil
+		}
+	}
+	return 0, fmt.Errorf("pair state %q: %w", s, ErrInvalid)
+}
+
+// Final reports whether nothing can leave the state.
+func (s PairState) Final() bool {
+	return s == StateSplit || s == StateCancelled || s == StateFaulty
+}
+
+// transitions lists every allowed move except "→ cancelled", which every
+// non-final state allows.
+var transitions = map[PairState][]PairState{
+	StateQueued:      {StateCopying},
+	StateCopying:     {StateSynced, StatePaused, StateInterrupted},
+	StateSynced:      {StateSplitting, StatePaused, StateInterrupted, StateCopying},
+	StatePaused:      {StateCopying},
+	StateInterrupted: {StateCopying, StateFaulty},
+	StateSplitting:   {StateSplit, StateSynced, StateInterrupted},
+}
+
+// CanTransition reports whether from → to is allowed.
+func CanTransition(from, to PairState) bool {
+	if from.Final() {
+		return false
+	}
+	if to == StateCancelled {
+		return true
+	}
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTransition returns a wrapped ErrState for a refused move.
+func checkTransition(pair string, from, to PairState) error {
+	if !CanTransition(from, to) {
+		return fmt.Errorf("pair %s: %s → %s: %w", pair, from, to, ErrState)
+	}
+	return nil
+}

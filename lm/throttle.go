@@ -1,0 +1,109 @@
+package lm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// rateOf returns the byte rate of a speed level, 0 = unlimited.
+func rateOf(s Speed) (int64, error) {
+	switch s {
+	case SpeedLow:
+		return 10_000_000, nil
+	case SpeedMedium, "":
+		return 50_000_000, nil
+	case SpeedHigh:
+		return 200_000_000, nil
+	case SpeedHighest:
+		return 0, nil
+	}
+	return 0, fmt.Errorf("speed %q (want low, medium, high or highest): %w", s, ErrInvalid)
+}
+
+// effectiveRate combines a speed level and an absolute cap in MB/s (0 = none).
+func effectiveRate(s Speed, maxMBps int64) int64 {
+	r, _ := rateOf(s)
+	if maxMBps > 0 {
+		c := maxMBps * 1_000_000
+		if r == 0 || c < r {
+			r = c
+		}
+	}
+	return r
+}
+
+// bucket is a token bucket of bytes whose rate can change while callers
+// wait. A rate of 0 means unlimited.
+type bucket struct {
+	mu struct {
+		sync.Mutex
+		rate   int64 // bytes/s, 0 = unlimited
+		tokens float64
+		last   time.Time
+	}
+	changed chan struct{} // closed and replaced when the rate changes
+}
+
+func newBucket(rate int64) *bucket {
+	b := &bucket{changed: make(chan struct{})}
+	b.mu.rate = rate
+	b.mu.last = time.Now()
+	return b
+}
+
+func (b *bucket) setRate(rate int64) {
+	b.mu.Lock()
+	b.mu.rate = rate
+	if b.mu.tokens < 0 {
+		b.mu.tokens = 0
+	}
+	b.mu.last = time.Now()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+func (b *bucket) rate() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.mu.rate
+}
+
+// wait takes n bytes worth of tokens, sleeping as long as the rate asks.
+// The burst is a tenth of a second of rate (at least n).
+func (b *bucket) wait(ctx context.Context, n int64) error {
+	for {
+		b.mu.Lock()
+		rate := b.mu.rate
+		if rate == 0 {
+			b.mu.Unlock()
+			return nil
+		}
+		now := time.Now()
+		b.mu.tokens += now.Sub(b.mu.last).Seconds() * float64(rate)
+		b.mu.last = now
+		burst := max(float64(rate)/10, float64(n))
+		if b.mu.tokens > burst {
+			b.mu.tokens = burst
+		}
+		if b.mu.tokens >= float64(n) {
+			b.mu.tokens -= float64(n)
+			b.mu.Unlock()
+			return nil
+		}
+		need := time.Duration((float64(n) - b.mu.tokens) / float64(rate) * float64(time.Second))
+		ch := b.changed
+		b.mu.Unlock()
+		t := time.NewTimer(need)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-ch:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package lm
+
+import (
+	"fmt"
+)
+
+// The host write path of a source LUN under migration (DESIGN §3). Called
+// by lunEntry inside the LUN's I/O gate.
+
+// lastBelow returns the last region of [.., r1] that starts below the
+// in-memory copy cursor, or -1. Those regions are copied already (or being
+// copied under the exclusive lock, which the caller's shared lock rules
+// out), so a write there needs a durable mark first; regions at or above
+// the cursor will be copied after this write.
+func (p *pair) lastBelow(r1 int64) int64 {
+	issued := p.issued.Load()
+	if issued <= 0 {
+		return -1
+	}
+	return min(r1, (issued-1)/p.region)
+}
+
+// markBelow puts the regions of [r0,r1] below the cursor in the DCL,
+// durably.
+func (p *pair) markBelow(r0, r1 int64) error {
+	if rb := p.lastBelow(r1); rb >= r0 {
+		if err := p.log.MarkDCL(r0, rb); err != nil {
+			return fmt.Errorf("lun %s: mark DCL: %w", p.src.name, err)
+		}
+	}
+	return nil
+}
+
+// legs runs fsrc on the source and ftgt on the target in parallel.
+func legs(fsrc, ftgt func() error) (serr, terr error) {
+	done := make(chan error, 1)
+	go func() { done <- ftgt() }()
+	serr = fsrc()
+	terr = <-done
+	return serr, terr
+}
+
+// dual applies one change (write or unmap) to the regions [off, off+n).
+func (p *pair) dual(op string, off, n int64, onSrc, onTgt func(v *openVol) error) error {
+	r0, r1 := p.log.Span(off, n)
+	unlock := p.locks.rlock(r0, r1)
+	defer unlock()
+	so, err := p.srcVol.get()
+	if err != nil {
+		return fmt.Errorf("lun %s: %s: source: %w", p.src.name, op, err)
+	}
+	if p.sourceOnly.Load() {
+		// Paused or interrupted: mark first, then write the source only.
+		if err := p.markBelow(r0, r1); err != nil {
+			return err
+		}
+		if err := onSrc(so); err != nil {
+			return fmt.Errorf("lun %s: %s to source: %w", p.src.name, op, err)
+		}
+		return nil
+	}
+	to, err := p.tgtVol.get()
+	if err != nil {
+		p.setFault(err.Error())
+		if err := p.markBelow(r0, r1); err != nil {
+			return err
+		}
+		if err := onSrc(so); err != nil {
+			return fmt.Errorf("lun %s: %s to source: %w", p.src.name, op, err)
+		}
+		return nil
+	}
+	rb := p.lastBelow(r1)
+	marked := rb >= r0
+	if marked {
+		if err := p.log.BeginWrite(r0, rb); err != nil {
+			return fmt.Errorf("lun %s: %s: intent mark: %w", p.src.name, op, err)
+		}
+	}
+	serr, terr := legs(func() error { return onSrc(so) }, func() error { return onTgt(to) })
+	differs := serr != nil || terr != nil
+	if marked {
+		p.log.EndWrite(r0, rb, differs)
+	}
+	if terr != nil {
+		p.setFault(fmt.Sprintf("%s at offset %d: %v", op, off, terr))
+	} else if differs {
+		p.wakeUp()
+	}
+	if serr != nil {
+		return fmt.Errorf("lun %s: %s to source: %w", p.src.name, op, serr)
+	}
+	return nil
+}
+
+func (p *pair) write(b []byte, off int64) (int, error) {
+	var n int
+	err := p.dual("write", off, int64(len(b)),
+		func(v *openVol) error {
+			var err error
+			n, err = v.v.WriteAt(b, off)
+			return err
+		},
+		func(v *openVol) error {
+			_, err := v.v.WriteAt(b, off)
+			return err
+		})
+	return n, err
+}
+
+func (p *pair) unmap(off, length int64) error {
+	f := func(v *openVol) error { return v.v.Unmap(off, length) }
+	return p.dual("unmap", off, length, f, f)
+}
+
+// sync makes completed writes durable on both legs (the marks already
+// are). A target failure interrupts the pair; only a source failure fails
+// the command.
+func (p *pair) sync() error {
+	so, err := p.srcVol.get()
+	if err != nil {
+		return fmt.Errorf("lun %s: sync: %w", p.src.name, err)
+	}
+	if p.sourceOnly.Load() {
+		return so.v.Sync()
+	}
+	to, err := p.tgtVol.get()
+	if err != nil {
+		p.setFault(err.Error())
+		return so.v.Sync()
+	}
+	serr, terr := legs(so.v.Sync, to.v.Sync)
+	if terr != nil {
+		p.setFault("sync: " + terr.Error())
+	}
+	if serr != nil {
+		return fmt.Errorf("lun %s: sync source: %w", p.src.name, serr)
+	}
+	return nil
+}
