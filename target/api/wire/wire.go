@@ -124,6 +124,8 @@ type CreateMigration struct {
 	MaxMBps   int64  `json:"max_mbps,omitempty"`
 	AutoSplit bool   `json:"auto_split,omitempty"`
 	Verify    bool   `json:"verify,omitempty"`
+	// Vehicle: "auto" (default), "generic" or "copy_file_range".
+	Vehicle string `json:"vehicle,omitempty"`
 }
 
 // SetMigration is the body of PATCH /v1/migrations/{source}; nil fields stay.
@@ -151,6 +153,14 @@ type Migration struct {
 	Verify       bool      `json:"verify"`
 	SplitPauseMS float64   `json:"split_pause_ms"`
 	Created      time.Time `json:"created"`
+	// CursorBytes is the copy cursor; DataBytes the bytes the initial copy
+	// transferred (holes and zero chunks are skipped); RecopiedBytes the
+	// bytes DCL re-copies transferred.
+	CursorBytes   int64  `json:"cursor_bytes"`
+	DataBytes     int64  `json:"data_bytes"`
+	RecopiedBytes int64  `json:"recopied_bytes"`
+	SourceID      string `json:"source_id,omitempty"`
+	TargetID      string `json:"target_id,omitempty"`
 }
 
 // Split is the body of POST /v1/migrations/split.

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/client"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// args1 returns the one positional argument a command needs.
+func args1(c *cli.Context, what string) (string, error) {
+	switch c.NArg() {
+	case 1:
+		return c.Args().First(), nil
+	case 0:
+		return "", usageErr("%s: missing %s (see lmtgt %s --help)", cmdName(c), what, cmdName(c))
+	}
+	return "", usageErr("%s: too many arguments %q, want only %s", cmdName(c), c.Args().Slice()[1:], what)
+}
+
+func args0(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageErr("%s: unexpected arguments %q", cmdName(c), c.Args().Slice())
+	}
+	return nil
+}
+
+func lunCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "lun",
+		Usage: "create, list, show, resize and delete LUNs",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a LUN (a sparse file in the data dir, or --path FILE|DEVICE)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "size", Usage: "size: 1GiB, 512MiB, 1G (binary), 1GB (decimal) or bytes; optional with --path of an existing file or device"},
+					&cli.StringFlag{Name: "path", Usage: "existing file or block device, or a file to create sparse"},
+					&cli.UintFlag{Name: "block-size", Value: 512, Usage: "logical block size: 512 or 4096"},
+					outputFlag,
+				},
+				Action: lunCreate,
+			},
+			{
+				Name:   "list",
+				Usage:  "list LUNs",
+				Flags:  []cli.Flag{outputFlag},
+				Action: lunList,
+			},
+			{
+				Name:      "show",
+				Usage:     "show a LUN: identity, data volume, mappings, migration",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    lunShow,
+			},
+			{
+				Name:      "resize",
+				Usage:     "grow a LUN (hosts get CAPACITY DATA HAS CHANGED)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "size", Usage: "new size (larger than the current one)"},
+					outputFlag,
+				},
+				Action: lunResize,
+			},
+			{
+				Name:      "delete",
+				Usage:     "delete a LUN (refused while mapped or in a migration pair); its volume file is removed if lmtgt created it",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    lunDelete,
+			},
+		},
+	}
+}
+
+func sizeFlag(c *cli.Context, required bool) (int64, error) {
+	s := c.String("size")
+	if s == "" {
+		if required {
+			return 0, usageErr("%s: --size is required (for example --size 1GiB)", cmdName(c))
+		}
+		return 0, nil
+	}
+	n, err := client.ParseSize(s)
+	if err != nil {
+		return 0, usageErr("--size: %v", err)
+	}
+	return n, nil
+}
+
+func lunCreate(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	size, err := sizeFlag(c, c.String("path") == "")
+	if err != nil {
+		return err
+	}
+	bs := c.Uint("block-size")
+	if bs != 512 && bs != 4096 {
+		return usageErr("--block-size %d: want 512 or 4096", bs)
+	}
+	path := c.String("path")
+	if path != "" {
+		// The daemon resolves paths from its own working directory.
+		if path, err = filepath.Abs(path); err != nil {
+			return usageErr("--path: %v", err)
+		}
+	}
+	cl := newClient(c)
+	l, err := cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path})
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, l)
+	}
+	fmt.Fprintf(c.App.Writer, "LUN %s created: %s, %d-byte blocks, volume %s\n", l.Name, sizeStr(l.Size), l.BlockSize, orDash(l.VolumePath))
+	return nil
+}
+
+func lunList(c *cli.Context) error {
+	if err := args0(c); err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	ls, err := newClient(c).LUNs(context.Background())
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, ls)
+	}
+	var rows [][]string
+	for _, l := range ls {
+		rows = append(rows, []string{l.Name, sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingStr(l.Mappings), migrationStr(l.Migration), orDash(l.VolumePath)})
+	}
+	table(c.App.Writer, []string{"NAME", "SIZE", "BLOCK", "MAPPED", "MIGRATION", "VOLUME"}, rows)
+	return nil
+}
+
+func mappingStr(ms []wire.LUNMapping) string {
+	if len(ms) == 0 {
+		return "-"
+	}
+	var s []string
+	for _, m := range ms {
+		s = append(s, fmt.Sprintf("%s/%d", m.Target, m.LUN))
+	}
+	return strings.Join(s, ",")
+}
+
+func migrationStr(m *wire.LUNMigration) string {
+	if m == nil {
+		return "-"
+	}
+	if m.Role == "source" {
+		return fmt.Sprintf("-> %s (%s)", m.Peer, m.State)
+	}
+	return fmt.Sprintf("<- %s (%s)", m.Peer, m.State)
+}
+
+func lunShow(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	l, err := newClient(c).LUN(context.Background(), name)
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, l)
+	}
+	printLUN(c, l)
+	return nil
+}
+
+func printLUN(c *cli.Context, l wire.LUN) {
+	fields(c.App.Writer, [][2]string{
+		{"name", l.Name},
+		{"id", l.ID},
+		{"size", fmt.Sprintf("%s (%d bytes, %d blocks)", sizeStr(l.Size), l.Size, l.Size/int64(max(l.BlockSize, 1)))},
+		{"block size", strconv.Itoa(int(l.BlockSize))},
+		{"naa", l.NAA},
+		{"serial", l.Serial},
+		{"volume", fmt.Sprintf("%s (%s, %s%s)", l.Volume, orDash(l.VolumePath), orDash(l.VolumeKind), map[bool]string{true: ", owned", false: ""}[l.Owned])},
+		{"mapped", mappingStr(l.Mappings)},
+		{"migration", migrationStr(l.Migration)},
+		{"created", l.Created.Local().Format("2006-01-02 15:04:05")},
+	})
+}
+
+func lunResize(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	size, err := sizeFlag(c, true)
+	if err != nil {
+		return err
+	}
+	l, err := newClient(c).ResizeLUN(context.Background(), name, size)
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, l)
+	}
+	fmt.Fprintf(c.App.Writer, "LUN %s is now %s (%d bytes)\n", l.Name, sizeStr(l.Size), l.Size)
+	return nil
+}
+
+func lunDelete(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	if err := newClient(c).DeleteLUN(context.Background(), name); err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, map[string]string{"deleted": name})
+	}
+	fmt.Fprintf(c.App.Writer, "LUN %s deleted\n", name)
+	return nil
+}

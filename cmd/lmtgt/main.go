@@ -1,0 +1,274 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/client"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// version is set at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+// Defaults of `lmtgt serve` (and of the client's --admin).
+const (
+	defaultDataDir = "./lmtgt-data"
+	defaultPortal  = "127.0.0.1:3260"
+	socketName     = "admin.sock"
+)
+
+// exitError carries the process exit code of a failed command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr is a usage error (exit code 2).
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// failed is an operation that failed (exit code 1).
+func failed(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: 1, err: err}
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(reorderArgs(app, args))
+	if err == nil {
+		return 0
+	}
+	code := 2 // errors from flag parsing and the framework are usage errors
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	fmt.Fprintln(stderr, "lmtgt: "+oneLine(err.Error()))
+	return code
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:    "lmtgt",
+		Usage:   "an iSCSI target server with live LUN migration",
+		Version: version,
+		Description: "`lmtgt serve` runs the daemon; every other command is a client of its admin API\n" +
+			"(HTTP+JSON on a unix socket: --admin or LMTGT_ADMIN). Add -o json for scripts.",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "admin",
+				Usage:   "admin API: a unix socket path, or host:port of a TCP listener (default: $LMTGT_DATA_DIR/admin.sock or ./lmtgt-data/admin.sock)",
+				EnvVars: []string{"LMTGT_ADMIN"},
+			},
+			&cli.StringFlag{
+				Name:    "admin-token",
+				Usage:   "bearer token for a TCP admin listener",
+				EnvVars: []string{"LMTGT_ADMIN_TOKEN"},
+			},
+		},
+		Commands: []*cli.Command{
+			serveCommand(),
+			lunCommand(),
+			targetCommand(),
+			migrationCommand(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usageErr("unknown command %q (see lmtgt --help)", c.Args().First())
+			}
+			cli.ShowAppHelp(c)
+			return usageErr("no command given")
+		},
+		ExitErrHandler:       func(*cli.Context, error) {}, // run decides exit codes
+		EnableBashCompletion: true,
+	}
+	setUsageErrors(app.Commands)
+	app.OnUsageError = onUsageError
+	return app
+}
+
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	name := "lmtgt"
+	if n := cmdName(c); n != "" {
+		name = "lmtgt " + n
+	}
+	return usageErr("%v (see %s --help)", err, name)
+}
+
+// cmdName is the full command path of c without the program name
+// ("lun create").
+func cmdName(c *cli.Context) string {
+	var names []string
+	for _, x := range c.Lineage() {
+		if x.Command != nil && x.Command.Name != "" && x.Command.Name != c.App.Name {
+			names = append([]string{x.Command.Name}, names...)
+		}
+	}
+	return strings.Join(names, " ")
+}
+
+// setUsageErrors makes every command report flag errors as usage errors,
+// and makes command groups refuse unknown subcommands.
+func setUsageErrors(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		cmd.OnUsageError = onUsageError
+		if len(cmd.Subcommands) > 0 && cmd.Action == nil {
+			group := cmd
+			cmd.Action = func(c *cli.Context) error {
+				if c.Args().Present() {
+					return usageErr("unknown command %q for lmtgt %s (see lmtgt %s --help)", c.Args().First(), group.Name, group.Name)
+				}
+				cli.ShowSubcommandHelp(c)
+				return usageErr("%s needs a subcommand", group.Name)
+			}
+		}
+		setUsageErrors(cmd.Subcommands)
+	}
+}
+
+// reorderArgs lets flags follow positional arguments (`lmtgt lun show NAME
+// -o json`): Go's flag package, which urfave/cli v2 uses, stops at the
+// first positional argument. The leaf command's flags are moved in front of
+// its positional arguments; "--" ends flag processing.
+func reorderArgs(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	// Global flags.
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+		takes := flagTakesValue(app.Flags, args[i])
+		out = append(out, args[i])
+		i++
+		if takes && i < len(args) {
+			out = append(out, args[i])
+			i++
+		}
+	}
+	// Command path.
+	cmds := app.Commands
+	var leaf *cli.Command
+	for i < len(args) {
+		var found *cli.Command
+		for _, c := range cmds {
+			if c.HasName(args[i]) {
+				found = c
+			}
+		}
+		if found == nil {
+			break
+		}
+		out = append(out, args[i])
+		i++
+		leaf = found
+		cmds = found.Subcommands
+		if len(cmds) == 0 {
+			break
+		}
+	}
+	if leaf == nil {
+		return append(out, args[i:]...)
+	}
+	var flags, pos []string
+	for i < len(args) {
+		a := args[i]
+		i++
+		switch {
+		case a == "--":
+			pos = append(pos, args[i:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags = append(flags, a)
+			if flagTakesValue(leaf.Flags, a) && i < len(args) {
+				flags = append(flags, args[i])
+				i++
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	out = append(out, flags...)
+	if len(pos) > 0 {
+		out = append(out, "--")
+		out = append(out, pos...)
+	}
+	return out
+}
+
+// flagTakesValue reports whether arg ("--name", "-n", without "=value")
+// names a flag that takes a separate value argument.
+func flagTakesValue(flags []cli.Flag, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			switch f.(type) {
+			case *cli.BoolFlag:
+				return false
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// adminAddr is the client's admin endpoint: --admin / LMTGT_ADMIN, else
+// the socket in $LMTGT_DATA_DIR or the default data dir.
+func adminAddr(c *cli.Context) string {
+	if a := c.String("admin"); a != "" {
+		return a
+	}
+	dir := os.Getenv("LMTGT_DATA_DIR")
+	if dir == "" {
+		dir = defaultDataDir
+	}
+	return filepath.Join(dir, socketName)
+}
+
+func newClient(c *cli.Context) *client.Client {
+	return client.New(adminAddr(c), client.Options{Token: c.String("admin-token")})
+}
+
+// apiFailed turns a client error into a one-line failure (exit code 1).
+func apiFailed(err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return failed(errors.New(we.Error()))
+	}
+	return failed(err)
+}

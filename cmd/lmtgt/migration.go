@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/client"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+func migrationCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "migration",
+		Usage: "move a LUN's data to another LUN's volume live, then split (cut over)",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "create",
+				Usage: "pair a source LUN with a target LUN and start the initial sync",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "source", Usage: "source LUN (hosts keep using it)"},
+					&cli.StringFlag{Name: "target", Usage: "target LUN: as large, same block size, not mapped"},
+					&cli.StringFlag{Name: "speed", Value: "medium", Usage: "copy rate: low (10 MB/s), medium (50), high (200), highest (unthrottled)"},
+					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute copy rate cap in MB/s (0: none)"},
+					&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as the pair is synced"},
+					&cli.BoolFlag{Name: "verify", Usage: "compare source and target before the split; refuse it on a difference"},
+					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
+					outputFlag,
+				},
+				Action: migrationCreate,
+			},
+			{
+				Name:   "list",
+				Usage:  "list migration pairs",
+				Flags:  []cli.Flag{outputFlag},
+				Action: migrationList,
+			},
+			{
+				Name:      "show",
+				Usage:     "show a pair: state, progress, rate, ETA, DCL, vehicle, last split pause",
+				ArgsUsage: "SRC",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "follow progress with a bar until synced (or split with --auto-split)"},
+					&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "refresh interval for --watch"},
+					outputFlag,
+				},
+				Action: migrationShow,
+			},
+			migrationAction("pause", "pause the copy; host writes go to the source and are logged in the DCL"),
+			migrationAction("resume", "resume a paused pair; only what changed is copied again"),
+			migrationAction("cancel", "end the pair without a split; the source is untouched"),
+			{
+				Name:      "set",
+				Usage:     "change a running pair's speed and/or cap (--max-mbps 0 removes the cap)",
+				ArgsUsage: "SRC",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
+					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
+					outputFlag,
+				},
+				Action: migrationSet,
+			},
+			{
+				Name:      "split",
+				Usage:     "cut over one or several synced pairs in one bounded I/O pause (consistent split)",
+				ArgsUsage: "SRC [SRC...]",
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "max-pause", Value: 100 * time.Millisecond, Usage: "longest host I/O pause; if draining takes longer nothing changes"},
+					outputFlag,
+				},
+				Action: migrationSplit,
+			},
+		},
+	}
+}
+
+func migrationAction(name, usage string) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "SRC",
+		Flags:     []cli.Flag{outputFlag},
+		Action: func(c *cli.Context) error {
+			src, err := args1(c, "SRC (the source LUN's name)")
+			if err != nil {
+				return err
+			}
+			asJSON, err := jsonOutput(c)
+			if err != nil {
+				return err
+			}
+			cl := newClient(c)
+			var m wire.Migration
+			switch name {
+			case "pause":
+				m, err = cl.PauseMigration(context.Background(), src)
+			case "resume":
+				m, err = cl.ResumeMigration(context.Background(), src)
+			case "cancel":
+				m, err = cl.CancelMigration(context.Background(), src)
+			}
+			if err != nil {
+				return apiFailed(err)
+			}
+			if asJSON {
+				return printJSON(c.App.Writer, m)
+			}
+			fmt.Fprintf(c.App.Writer, "migration %s: %s (state %s)\n", src, name, orDash(m.State))
+			return nil
+		},
+	}
+}
+
+func migrationCreate(c *cli.Context) error {
+	if err := args0(c); err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	if c.String("source") == "" || c.String("target") == "" {
+		return usageErr("migration create: --source and --target are required")
+	}
+	m, err := newClient(c).CreateMigration(context.Background(), wire.CreateMigration{
+		Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
+		MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
+		Vehicle: c.String("vehicle"),
+	})
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, m)
+	}
+	fmt.Fprintf(c.App.Writer, "migration %s -> %s created (pair %s, state %s); follow it with: lmtgt migration show %s --watch\n",
+		m.Source, m.Target, m.ID, m.State, m.Source)
+	return nil
+}
+
+func migrationList(c *cli.Context) error {
+	if err := args0(c); err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	ms, err := newClient(c).Migrations(context.Background())
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, ms)
+	}
+	var rows [][]string
+	for _, m := range ms {
+		rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.CopiedBytes, m.TotalBytes),
+			sizeStr(m.CopiedBytes) + "/" + sizeStr(m.TotalBytes), rateStr(m.RateBps), etaStr(m.ETASeconds),
+			sizeStr(m.DCLBytes), orDash(m.Vehicle)})
+	}
+	table(c.App.Writer, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "VEHICLE"}, rows)
+	return nil
+}
+
+func printMigration(c *cli.Context, m wire.Migration) {
+	limit := string(m.Speed)
+	if m.MaxMBps > 0 {
+		limit += fmt.Sprintf(", max %d MB/s", m.MaxMBps)
+	}
+	var opts []string
+	if m.AutoSplit {
+		opts = append(opts, "auto-split")
+	}
+	if m.Verify {
+		opts = append(opts, "verify")
+	}
+	pause := "-"
+	if m.SplitPauseMS > 0 {
+		pause = strconv.FormatFloat(m.SplitPauseMS, 'f', 2, 64) + " ms"
+	}
+	fields(c.App.Writer, [][2]string{
+		{"pair", m.ID},
+		{"source", m.Source},
+		{"target", m.Target},
+		{"state", m.State},
+		{"reason", orDash(m.Reason)},
+		{"copied", fmt.Sprintf("%s of %s (%s)", sizeStr(m.CopiedBytes), sizeStr(m.TotalBytes), percent(m.CopiedBytes, m.TotalBytes))},
+		{"rate", rateStr(m.RateBps)},
+		{"eta", etaStr(m.ETASeconds)},
+		{"dcl", sizeStr(m.DCLBytes)},
+		{"vehicle", orDash(m.Vehicle)},
+		{"speed", orDash(limit)},
+		{"options", orDash(strings.Join(opts, ", "))},
+		{"split pause", pause},
+		{"created", m.Created.Local().Format("2006-01-02 15:04:05")},
+	})
+}
+
+func migrationShow(c *cli.Context) error {
+	src, err := args1(c, "SRC (the source LUN's name)")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	cl := newClient(c)
+	if c.Bool("watch") {
+		return watchMigration(c, cl, src, asJSON)
+	}
+	m, err := cl.Migration(context.Background(), src)
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, m)
+	}
+	printMigration(c, m)
+	return nil
+}
+
+// watchDone reports whether --watch should stop at this state.
+func watchDone(m wire.Migration) bool {
+	switch m.State {
+	case "split", "cancelled", "faulty":
+		return true
+	case "synced":
+		return !m.AutoSplit
+	}
+	return false
+}
+
+// watchMigration polls the pair and draws a progress bar (a line per poll
+// when stdout is not a terminal, a JSON object per poll with -o json) until
+// the pair is synced (split with --auto-split), final, or gone.
+func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) error {
+	interval := c.Duration("interval")
+	if interval < 100*time.Millisecond {
+		return usageErr("--interval %v: at least 100ms", interval)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	tty := false
+	if f, ok := c.App.Writer.(*os.File); ok {
+		tty = isatty.IsTerminal(f.Fd())
+	}
+	w := c.App.Writer
+	seen := false
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		m, err := cl.Migration(ctx, src)
+		if err != nil {
+			if seen && client.StatusOf(err) == http.StatusNotFound {
+				if tty {
+					fmt.Fprintln(w)
+				}
+				fmt.Fprintf(w, "migration %s: pair gone (split or cancelled)\n", src)
+				return nil
+			}
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			if tty && seen {
+				fmt.Fprintln(w)
+			}
+			return apiFailed(err)
+		}
+		seen = true
+		switch {
+		case asJSON:
+			printJSON(w, m)
+		case tty:
+			fmt.Fprintf(w, "\r\033[K%s", progressLine(m))
+		default:
+			fmt.Fprintln(w, progressLine(m))
+		}
+		if watchDone(m) {
+			if tty && !asJSON {
+				fmt.Fprintln(w)
+			}
+			if m.State == "faulty" {
+				return failed(fmt.Errorf("migration %s: faulty: %s", src, orDash(m.Reason)))
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if tty && !asJSON {
+				fmt.Fprintln(w)
+			}
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func progressLine(m wire.Migration) string {
+	s := fmt.Sprintf("%s %6s %s/%s %s ETA %s %s", progressBar(m.CopiedBytes, m.TotalBytes, 30),
+		percent(m.CopiedBytes, m.TotalBytes), sizeStr(m.CopiedBytes), sizeStr(m.TotalBytes),
+		rateStr(m.RateBps), etaStr(m.ETASeconds), m.State)
+	if m.DCLBytes > 0 {
+		s += " dcl=" + sizeStr(m.DCLBytes)
+	}
+	if m.Reason != "" && m.State != "copying" && m.State != "synced" {
+		s += " (" + m.Reason + ")"
+	}
+	return s
+}
+
+func migrationSet(c *cli.Context) error {
+	src, err := args1(c, "SRC (the source LUN's name)")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	var req wire.SetMigration
+	if c.IsSet("speed") {
+		s := c.String("speed")
+		req.Speed = &s
+	}
+	if c.IsSet("max-mbps") {
+		n := c.Int64("max-mbps")
+		req.MaxMBps = &n
+	}
+	if req.Speed == nil && req.MaxMBps == nil {
+		return usageErr("migration set: give --speed and/or --max-mbps")
+	}
+	m, err := newClient(c).SetMigration(context.Background(), src, req)
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, m)
+	}
+	cap := "no cap"
+	if m.MaxMBps > 0 {
+		cap = fmt.Sprintf("max %d MB/s", m.MaxMBps)
+	}
+	fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, cap)
+	return nil
+}
+
+func migrationSplit(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usageErr("migration split: name at least one source LUN (usage: lmtgt migration split SRC [SRC...])")
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	r, err := newClient(c).Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, r)
+	}
+	fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
+	return nil
+}

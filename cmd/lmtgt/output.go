@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/client"
+)
+
+// outputFlag is the -o flag of every client command.
+var outputFlag = &cli.StringFlag{
+	Name:    "output",
+	Aliases: []string{"o"},
+	Value:   "table",
+	Usage:   "output format: table or json",
+}
+
+// jsonOutput reports whether -o json was asked, refusing unknown formats.
+func jsonOutput(c *cli.Context) (bool, error) {
+	switch f := c.String("output"); f {
+	case "table", "":
+		return false, nil
+	case "json":
+		return true, nil
+	default:
+		return false, usageErr("-o %q: want table or json", f)
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints rows aligned in columns.
+func table(w io.Writer, header []string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+// fields prints "key: value" lines aligned.
+func fields(w io.Writer, kv [][2]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	for _, p := range kv {
+		fmt.Fprintf(tw, "%s:\t%s\n", p[0], p[1])
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func sizeStr(n int64) string { return client.FormatSize(n) }
+
+func rateStr(bps int64) string {
+	if bps <= 0 {
+		return "-"
+	}
+	return client.FormatSize(bps) + "/s"
+}
+
+func etaStr(sec int64) string {
+	if sec <= 0 {
+		return "-"
+	}
+	d := time.Duration(sec) * time.Second
+	h := int(d.Hours())
+	m := int(d.Minutes()) % 60
+	s := int(d.Seconds()) % 60
+	if h > 0 {
+		return fmt.Sprintf("%d:%02d:%02d", h, m, s)
+	}
+	return fmt.Sprintf("%d:%02d", m, s)
+}
+
+func percent(done, total int64) string {
+	if total <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(done)/float64(total))
+}
+
+// progressBar draws "[#####.....]" of width cells for done/total.
+func progressBar(done, total int64, width int) string {
+	filled := 0
+	if total > 0 {
+		filled = int(float64(width) * float64(done) / float64(total))
+	}
+	filled = max(0, min(width, filled))
+	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]"
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/lm"
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/target"
+	"github.com/lmtgt/lmtgt/target/api"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// The demo `serve --demo` creates on an empty meta volume.
+const (
+	demoLUN    = "demo"
+	demoSize   = 1 << 30
+	demoTarget = "iqn.2026-11.org.lmtgt:demo"
+)
+
+// shutdownTimeout bounds each step of a clean shutdown.
+const shutdownTimeout = 15 * time.Second
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the daemon: iSCSI portal(s) and the admin API",
+		Description: "Opens the meta volume in DATA_DIR/meta, reopens every LUN, migration pair and target,\n" +
+			"serves the iSCSI portal(s) and the admin API, and prints one line\n" +
+			"`lmtgt serving portal=... admin=...` when ready. SIGTERM or SIGINT shut it down cleanly.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir, EnvVars: []string{"LMTGT_DATA_DIR"}, Usage: "meta volume and the volumes lmtgt creates"},
+			&cli.StringSliceFlag{Name: "portal", Value: cli.NewStringSlice(defaultPortal), EnvVars: []string{"LMTGT_PORTAL"}, Usage: "iSCSI portal host:port (repeatable; port 0 picks a free one)"},
+			&cli.StringFlag{Name: "admin", EnvVars: []string{"LMTGT_ADMIN"}, Usage: "admin API unix socket (default DATA_DIR/admin.sock)"},
+			&cli.StringFlag{Name: "admin-tcp", EnvVars: []string{"LMTGT_ADMIN_TCP"}, Usage: "also serve the admin API on this TCP host:port (needs --admin-token)"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"LMTGT_ADMIN_TOKEN"}, Usage: "bearer token the TCP admin listener requires"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LMTGT_LOG_LEVEL"}, Usage: "trace, debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
+			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session (0: transport default)"},
+			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
+			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
+		},
+		Action: serveAction,
+	}
+}
+
+// newLogger builds the process logger on w.
+func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Nop(), usageErr("--log-level %q: want trace, debug, info, warn or error", level)
+	}
+	switch format {
+	case "auto":
+		format = "json"
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			format = "console"
+		}
+	case "console", "json":
+	default:
+		return zerolog.Nop(), usageErr("--log-format %q: want console, json or auto", format)
+	}
+	out := w
+	if format == "console" {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func serveAction(c *cli.Context) error {
+	if err := args0(c); err != nil {
+		return err
+	}
+	log, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(c.String("data-dir"))
+	if err != nil {
+		return usageErr("--data-dir: %v", err)
+	}
+	// The command's own --admin, else the global one (same env var).
+	admin := c.String("admin")
+	if admin == "" {
+		admin = filepath.Join(dataDir, socketName)
+	}
+	if admin, err = filepath.Abs(admin); err != nil {
+		return usageErr("--admin: %v", err)
+	}
+	var portals []string
+	for _, p := range c.StringSlice("portal") {
+		for _, q := range strings.Split(p, ",") {
+			if q = strings.TrimSpace(q); q != "" {
+				portals = append(portals, q)
+			}
+		}
+	}
+	if len(portals) == 0 {
+		return usageErr("--portal: at least one host:port")
+	}
+	if c.String("admin-tcp") != "" && c.String("admin-token") == "" {
+		return usageErr("--admin-tcp needs --admin-token (or LMTGT_ADMIN_TOKEN)")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return failed(fmt.Errorf("data dir %s: %w", dataDir, err))
+	}
+	d := &daemon{
+		log:     log,
+		dataDir: dataDir,
+		admin:   admin,
+		portals: portals,
+		out:     c.App.Writer,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return failed(d.run(ctx, c))
+}
+
+// daemon is one `lmtgt serve`: it owns the meta volume, the LUN manager,
+// the iSCSI server and the admin API, opened in that order and closed in
+// the reverse order.
+type daemon struct {
+	log     zerolog.Logger
+	dataDir string
+	admin   string
+	portals []string
+	out     io.Writer
+
+	db   *metavol.DB
+	mgr  *lm.Manager
+	tsrv *target.Server
+	asrv *api.Server
+}
+
+func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
+	defer func() {
+		if cerr := d.close(); err == nil {
+			err = cerr
+		}
+	}()
+	log := d.log
+	log.Info().Str("version", version).Str("data_dir", d.dataDir).Msg("lmtgt starting")
+
+	d.db, err = metavol.Open(filepath.Join(d.dataDir, "meta"), metavol.Options{Log: log})
+	if err != nil {
+		return fmt.Errorf("open meta volume: %w", err)
+	}
+	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, Log: log, MaxActive: c.Int("max-active")})
+	if err != nil {
+		return fmt.Errorf("open LUNs and pairs: %w", err)
+	}
+	d.tsrv, err = target.New(target.Options{
+		Portals:      d.portals,
+		Log:          log,
+		Reservations: d.db,
+		QueueDepth:   c.Int("queue-depth"),
+	})
+	if err != nil {
+		return fmt.Errorf("iSCSI server: %w", err)
+	}
+	svc := api.NewService(d.db, d.mgr, d.tsrv, log.With().Str("component", "api").Logger())
+	if err := svc.ApplyAll(); err != nil {
+		return fmt.Errorf("apply targets from the meta volume: %w", err)
+	}
+	demo := false
+	if c.Bool("demo") {
+		if demo, err = makeDemo(svc); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	if err := d.tsrv.Start(); err != nil {
+		return fmt.Errorf("iSCSI portal: %w", err)
+	}
+	d.asrv, err = api.New(api.Options{
+		Service: svc,
+		Socket:  d.admin,
+		TCP:     c.String("admin-tcp"),
+		Token:   c.String("admin-token"),
+		Version: version,
+		Portals: d.portalAddrs,
+		Log:     log.With().Str("component", "api").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.asrv.Start(); err != nil {
+		return err
+	}
+
+	portals := strings.Join(d.portalAddrs(), ",")
+	if demo || c.Bool("demo") {
+		printDemo(d.out, d.portalAddrs()[0], d.admin, demo)
+	}
+	line := fmt.Sprintf("lmtgt serving portal=%s admin=%s", portals, d.admin)
+	if a := d.asrv.TCPAddr(); a != nil {
+		line += " admin-tcp=" + a.String()
+	}
+	fmt.Fprintln(d.out, line)
+	log.Info().Str("portal", portals).Str("admin", d.admin).Msg("lmtgt serving")
+
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("signal received: shutting down")
+	case err := <-d.asrv.Errors():
+		return err
+	}
+	return nil
+}
+
+// portalAddrs are the bound portal addresses (the real port for port 0).
+func (d *daemon) portalAddrs() []string {
+	var out []string
+	if d.tsrv != nil {
+		for _, a := range d.tsrv.Addrs() {
+			out = append(out, a.String())
+		}
+	}
+	if len(out) == 0 {
+		return d.portals
+	}
+	return out
+}
+
+// close stops everything that was started, in order: admin API, iSCSI
+// server (sessions end), LUN manager (copiers stop, checkpoints saved),
+// meta volume.
+func (d *daemon) close() error {
+	var errs []error
+	if d.asrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		errs = append(errs, wrapErr("admin api", d.asrv.Shutdown(ctx)))
+		cancel()
+	}
+	if d.tsrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		errs = append(errs, wrapErr("iSCSI server", d.tsrv.Shutdown(ctx)))
+		cancel()
+	}
+	if d.mgr != nil {
+		errs = append(errs, wrapErr("LUN manager", d.mgr.Close()))
+	}
+	if d.db != nil {
+		errs = append(errs, wrapErr("meta volume", d.db.Close()))
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		d.log.Error().Err(err).Msg("shutdown")
+	} else {
+		d.log.Info().Msg("lmtgt stopped")
+	}
+	return err
+}
+
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("close %s: %w", what, err)
+}
+
+// makeDemo creates the demo LUN and target on a meta volume with no LUNs,
+// through the same code path as the admin API. It reports whether it did.
+func makeDemo(svc *api.Service) (bool, error) {
+	luns, err := svc.LUNs()
+	if err != nil {
+		return false, err
+	}
+	if len(luns) > 0 {
+		return false, nil
+	}
+	if _, err := svc.CreateLUN(wire.CreateLUN{Name: demoLUN, Size: demoSize, BlockSize: 512}); err != nil {
+		return false, err
+	}
+	if _, err := svc.Target(demoTarget); err != nil {
+		if _, err := svc.CreateTarget(demoTarget); err != nil {
+			return false, err
+		}
+	}
+	zero := uint64(0)
+	if _, err := svc.Map(demoTarget, wire.MapLUN{LUN: demoLUN, Number: &zero}); err != nil {
+		return false, err
+	}
+	if _, err := svc.Allow(demoTarget, wire.AllInitiators); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func printDemo(w io.Writer, portal, admin string, created bool) {
+	if created {
+		fmt.Fprintf(w, "demo: created LUN %q (1 GiB) as LUN 0 of %s, open to every initiator\n", demoLUN, demoTarget)
+	} else {
+		fmt.Fprintln(w, "demo: the meta volume already has LUNs; nothing created")
+	}
+	fmt.Fprintf(w, "connect:\n  iscsi-ls -s iscsi://%s\n", portal)
+	fmt.Fprintf(w, "  qemu-io -f raw -t none -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' iscsi://%s/%s/0\n", portal, demoTarget)
+	fmt.Fprintf(w, "  LMTGT_ADMIN=%s lmtgt lun list\n", admin)
+}

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// argsN returns exactly the positional arguments named in what.
+func argsN(c *cli.Context, what ...string) ([]string, error) {
+	if c.NArg() < len(what) {
+		return nil, usageErr("%s: missing %s (usage: lmtgt %s %s)", cmdName(c), strings.Join(what[c.NArg():], " "), cmdName(c), strings.Join(what, " "))
+	}
+	if c.NArg() > len(what) {
+		return nil, usageErr("%s: too many arguments %q (usage: lmtgt %s %s)", cmdName(c), c.Args().Slice()[len(what):], cmdName(c), strings.Join(what, " "))
+	}
+	return c.Args().Slice(), nil
+}
+
+func targetCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "target",
+		Usage: "create and delete iSCSI targets, map LUNs, set ACLs and CHAP",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a target (no LUNs, no initiators allowed yet)",
+				ArgsUsage: "IQN",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    targetCreate,
+			},
+			{
+				Name:      "delete",
+				Usage:     "delete a target (refused while LUNs are mapped unless --force)",
+				ArgsUsage: "IQN",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "force", Usage: "delete even with LUNs mapped (drops its sessions)"},
+					outputFlag,
+				},
+				Action: targetDelete,
+			},
+			{
+				Name:   "list",
+				Usage:  "list targets",
+				Flags:  []cli.Flag{outputFlag},
+				Action: targetList,
+			},
+			{
+				Name:      "show",
+				Usage:     "show a target: LUNs, ACL, CHAP user",
+				ArgsUsage: "IQN",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    targetShow,
+			},
+			{
+				Name:      "map",
+				Usage:     "export a LUN on a target (live: hosts get REPORTED LUNS DATA HAS CHANGED)",
+				ArgsUsage: "IQN LUN-NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"},
+					outputFlag,
+				},
+				Action: targetMap,
+			},
+			{
+				Name:      "unmap",
+				Usage:     "remove a LUN from a target",
+				ArgsUsage: "IQN LUN-NAME",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    targetUnmap,
+			},
+			{
+				Name:      "allow",
+				Usage:     "let an initiator (or ALL initiators) log in",
+				ArgsUsage: "IQN INITIATOR-IQN|ALL",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    targetAllow,
+			},
+			{
+				Name:      "disallow",
+				Usage:     "remove an initiator (or ALL) from a target's ACL",
+				ArgsUsage: "IQN INITIATOR-IQN|ALL",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    targetDisallow,
+			},
+			{
+				Name:      "chap",
+				Usage:     "set CHAP (one-way, or mutual with --mutual-user/--mutual-secret); --off turns it off",
+				ArgsUsage: "IQN",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "user", Usage: "user name the initiator logs in with"},
+					&cli.StringFlag{Name: "secret", Usage: "initiator secret (12 to 16 characters recommended)"},
+					&cli.StringFlag{Name: "mutual-user", Usage: "user name the target answers with (mutual CHAP)"},
+					&cli.StringFlag{Name: "mutual-secret", Usage: "target secret (mutual CHAP; must differ from --secret)"},
+					&cli.BoolFlag{Name: "off", Usage: "turn CHAP off"},
+					outputFlag,
+				},
+				Action: targetCHAP,
+			},
+		},
+	}
+}
+
+func targetCreate(c *cli.Context) error {
+	iqn, err := args1(c, "IQN")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	t, err := newClient(c).CreateTarget(context.Background(), iqn)
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, t)
+	}
+	fmt.Fprintf(c.App.Writer, "target %s created (no initiator may log in yet: lmtgt target allow %s INITIATOR|ALL)\n", t.IQN, t.IQN)
+	return nil
+}
+
+func targetDelete(c *cli.Context) error {
+	iqn, err := args1(c, "IQN")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	if err := newClient(c).DeleteTarget(context.Background(), iqn, c.Bool("force")); err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, map[string]string{"deleted": iqn})
+	}
+	fmt.Fprintf(c.App.Writer, "target %s deleted\n", iqn)
+	return nil
+}
+
+func aclStr(t wire.Target) string {
+	var s []string
+	if t.AllowAll {
+		s = append(s, "ALL")
+	}
+	s = append(s, t.Initiators...)
+	if len(s) == 0 {
+		return "(none)"
+	}
+	return strings.Join(s, ",")
+}
+
+func chapStr(t wire.Target) string {
+	if t.CHAP == nil {
+		return "off"
+	}
+	if t.CHAP.MutualUser != "" {
+		return fmt.Sprintf("mutual (user %s, target user %s)", t.CHAP.User, t.CHAP.MutualUser)
+	}
+	return fmt.Sprintf("one-way (user %s)", t.CHAP.User)
+}
+
+func targetList(c *cli.Context) error {
+	if err := args0(c); err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	ts, err := newClient(c).Targets(context.Background())
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, ts)
+	}
+	var rows [][]string
+	for _, t := range ts {
+		var luns []string
+		for _, l := range t.LUNs {
+			luns = append(luns, fmt.Sprintf("%d:%s", l.LUN, l.Name))
+		}
+		rows = append(rows, []string{t.IQN, orDash(strings.Join(luns, ",")), aclStr(t), chapStr(t)})
+	}
+	table(c.App.Writer, []string{"IQN", "LUNS", "INITIATORS", "CHAP"}, rows)
+	return nil
+}
+
+func printTarget(c *cli.Context, t wire.Target) {
+	fields(c.App.Writer, [][2]string{
+		{"iqn", t.IQN},
+		{"initiators", aclStr(t)},
+		{"chap", chapStr(t)},
+		{"created", t.Created.Local().Format("2006-01-02 15:04:05")},
+	})
+	if len(t.LUNs) == 0 {
+		fmt.Fprintln(c.App.Writer, "luns:       (none)")
+		return
+	}
+	fmt.Fprintln(c.App.Writer)
+	var rows [][]string
+	for _, l := range t.LUNs {
+		rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), l.ID})
+	}
+	table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ID"}, rows)
+}
+
+func targetShow(c *cli.Context) error {
+	iqn, err := args1(c, "IQN")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	t, err := newClient(c).Target(context.Background(), iqn)
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, t)
+	}
+	printTarget(c, t)
+	return nil
+}
+
+// targetResult prints a changed target (JSON or a sentence) and its warnings.
+func targetResult(c *cli.Context, asJSON bool, t wire.Target, msg string) error {
+	for _, w := range t.Warnings {
+		fmt.Fprintln(c.App.ErrWriter, "lmtgt: warning: "+w)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, t)
+	}
+	fmt.Fprintln(c.App.Writer, msg)
+	return nil
+}
+
+func targetMap(c *cli.Context) error {
+	a, err := argsN(c, "IQN", "LUN-NAME")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	var number *uint64
+	if s := c.String("lun"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return usageErr("--lun %q: want a LUN number (0, 1, ...)", s)
+		}
+		number = &n
+	}
+	t, err := newClient(c).Map(context.Background(), a[0], a[1], number)
+	if err != nil {
+		return apiFailed(err)
+	}
+	n := "?"
+	for _, l := range t.LUNs {
+		if l.Name == a[1] {
+			n = strconv.FormatUint(l.LUN, 10)
+		}
+	}
+	return targetResult(c, asJSON, t, fmt.Sprintf("LUN %s mapped on %s at LUN %s", a[1], t.IQN, n))
+}
+
+func targetUnmap(c *cli.Context) error {
+	a, err := argsN(c, "IQN", "LUN-NAME")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	t, err := newClient(c).Unmap(context.Background(), a[0], a[1])
+	if err != nil {
+		return apiFailed(err)
+	}
+	return targetResult(c, asJSON, t, fmt.Sprintf("LUN %s unmapped from %s", a[1], t.IQN))
+}
+
+func targetAllow(c *cli.Context) error {
+	a, err := argsN(c, "IQN", "INITIATOR-IQN|ALL")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	t, err := newClient(c).Allow(context.Background(), a[0], a[1])
+	if err != nil {
+		return apiFailed(err)
+	}
+	return targetResult(c, asJSON, t, fmt.Sprintf("%s may log in to %s (initiators: %s)", a[1], t.IQN, aclStr(t)))
+}
+
+func targetDisallow(c *cli.Context) error {
+	a, err := argsN(c, "IQN", "INITIATOR-IQN|ALL")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	t, err := newClient(c).Disallow(context.Background(), a[0], a[1])
+	if err != nil {
+		return apiFailed(err)
+	}
+	return targetResult(c, asJSON, t, fmt.Sprintf("%s removed from %s (initiators: %s)", a[1], t.IQN, aclStr(t)))
+}
+
+func targetCHAP(c *cli.Context) error {
+	iqn, err := args1(c, "IQN")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	cl := newClient(c)
+	if c.Bool("off") {
+		if c.IsSet("user") || c.IsSet("secret") || c.IsSet("mutual-user") || c.IsSet("mutual-secret") {
+			return usageErr("--off takes no --user/--secret")
+		}
+		t, err := cl.ClearCHAP(context.Background(), iqn)
+		if err != nil {
+			return apiFailed(err)
+		}
+		return targetResult(c, asJSON, t, fmt.Sprintf("CHAP off for %s", t.IQN))
+	}
+	if c.String("user") == "" || c.String("secret") == "" {
+		return usageErr("target chap: --user and --secret are required (or --off)")
+	}
+	if (c.String("mutual-user") == "") != (c.String("mutual-secret") == "") {
+		return usageErr("target chap: mutual CHAP needs both --mutual-user and --mutual-secret")
+	}
+	t, err := cl.SetCHAP(context.Background(), iqn, wire.SetCHAP{
+		User: c.String("user"), Secret: c.String("secret"),
+		MutualUser: c.String("mutual-user"), MutualSecret: c.String("mutual-secret"),
+	})
+	if err != nil {
+		return apiFailed(err)
+	}
+	return targetResult(c, asJSON, t, fmt.Sprintf("CHAP for %s: %s", t.IQN, chapStr(t)))
+}

@@ -1,0 +1,12 @@
+// Package integration holds lmtgt's end-to-end tests: they build the real
+// binary once, start `lmtgt serve` on a free loopback port with a
+// temporary data dir, drive it with the CLI, and check what hosts see with
+// real initiators nobody here wrote: libiscsi's tools (iscsi-ls, iscsi-inq,
+// iscsi-readcapacity16) and QEMU (qemu-io, qemu-img). A test whose tool is
+// missing is skipped with the reason (scripts/install-test-deps.sh
+// installs them).
+//
+// The tests must never reach into the daemon's packages: everything goes
+// through the binary, its admin API and iSCSI, as an administrator and a
+// host would.
+package integration
