@@ -80,14 +80,27 @@ type Command struct {
 	DataOut []byte
 	// DataIn is a buffer of capacity ExpectedReadLength supplied by the
 	// transport; the backend fills DataIn[:n] and sets DataInLen = n.
-	DataIn             []byte
-	ExpectedReadLength uint32
+	DataIn              []byte
+	ExpectedReadLength  uint32
 	ExpectedWriteLength uint32
 
 	// Set by the backend.
 	Status    byte   // SAM status: 0x00 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT ...
 	Sense     []byte // fixed-format sense data when Status is CHECK CONDITION
 	DataInLen int    // bytes of DataIn produced (may be less than its capacity)
+
+	// Optional, set by the backend so residuals can be reported
+	// (RFC 7143 §11.4.5): TransferLength is the number of bytes the CDB
+	// asks to move in its data direction, independent of the expected
+	// length (for READ/WRITE: transfer length x block size; for commands
+	// with an allocation length: the bytes the command has to return, at
+	// most the allocation length). When HasTransferLength is false the
+	// transport assumes DataInLen (reads) or len(DataOut) (writes).
+	// A backend must never read or write beyond len(DataOut) / cap of
+	// DataIn: with EDTL < TransferLength it moves only EDTL bytes (and the
+	// transport reports the overflow).
+	TransferLength    uint32
+	HasTransferLength bool
 }
 
 // TMFunction is an RFC 7143 §11.5.1 task management function code.

@@ -1,0 +1,418 @@
+package iscsi
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// connState is where a connection is in its life (RFC 7143 §8.1, reduced
+// to what ERL 0 needs). Transitions: login -> fullFeature -> closing ->
+// closed, or login -> closing -> closed.
+type connState int32
+
+const (
+	stateLogin connState = iota
+	stateFullFeature
+	stateClosing
+	stateClosed
+)
+
+func (s connState) String() string {
+	switch s {
+	case stateLogin:
+		return "login"
+	case stateFullFeature:
+		return "full-feature"
+	case stateClosing:
+		return "closing"
+	case stateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("connState(%d)", int32(s))
+}
+
+// errors that end a connection on purpose.
+var (
+	errLoggedOut = errors.New("logged out")
+	errDraining  = errors.New("server draining")
+)
+
+// conn is one TCP connection and, after login, its session. The serve
+// goroutine owns it; command goroutines (execute) and the pinger are started
+// by serve and waited for before serve returns.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	log    zerolog.Logger
+	remote string
+
+	state     atomic.Int32 // connState
+	draining  atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{} // closed when serve has fully torn down
+
+	// Set during login, read-only in full feature phase.
+	p         params
+	lim       pduLimits
+	discovery bool
+	initiator string
+	target    string
+	isid      [6]byte
+	sess      *session
+	nexus     Nexus
+
+	lastRecv atomic.Int64 // unix nanos of the last PDU header received
+	tttGen   atomic.Uint32
+
+	// wmu serializes writes to nc; it guards the fields in w.
+	wmu sync.Mutex
+	w   struct {
+		statSN uint32
+		iov    net.Buffers
+		slots  []byte // per-PDU header/digest scratch
+		err    error  // first write error: later writes fail fast
+	}
+
+	// mu guards the command window and the task table. Lock order: wmu, mu.
+	mu struct {
+		sync.Mutex
+		expCmdSN uint32
+		maxCmdSN uint32 // highest MaxCmdSN advertised (never decreases)
+		inflight int    // tasks holding a CmdSN slot
+		tasks    map[uint32]*task
+		pingTTT  uint32
+		pingAt   int64 // unix nanos; 0 = no ping outstanding
+	}
+	// cmdWG counts command and task-management goroutines.
+	cmdWG sync.WaitGroup
+
+	// Reader-goroutine-only state.
+	pending  map[uint32]*queuedPDU // commands ahead of ExpCmdSN
+	textBuf  []byte                // text request continuation (C bit)
+	textResp []byte                // text response still to send
+	textTTT  uint32
+}
+
+// queuedPDU is a non-immediate PDU that arrived ahead of ExpCmdSN.
+type queuedPDU struct {
+	h    header
+	data []byte
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:    s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		remote: nc.RemoteAddr().String(),
+		done:   make(chan struct{}),
+	}
+	c.log = s.log.With().Str("remote", c.remote).Logger()
+	c.mu.tasks = make(map[uint32]*task)
+	c.p = defaultParams()
+	return c
+}
+
+func (c *conn) getState() connState  { return connState(c.state.Load()) }
+func (c *conn) setState(s connState) { c.state.Store(int32(s)) }
+
+// closeNow closes the socket; the serve goroutine then tears down.
+func (c *conn) closeNow() {
+	c.closeOnce.Do(func() { c.nc.Close() })
+}
+
+// drain asks the connection to stop reading new PDUs, finish running
+// commands and close.
+func (c *conn) drain() {
+	c.draining.Store(true)
+	if c.getState() != stateFullFeature {
+		c.closeNow()
+		return
+	}
+	c.nc.SetReadDeadline(time.Now())
+}
+
+// serve runs the connection: login, then the full feature phase. A panic
+// anywhere in it closes this connection only.
+func (c *conn) serve() {
+	defer c.srv.connDone(c)
+	defer close(c.done)
+	var stopPinger func()
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("connection panic; closing it")
+		}
+		if stopPinger != nil {
+			stopPinger()
+		}
+		c.teardown()
+	}()
+	err := c.login()
+	if err == nil {
+		c.setState(stateFullFeature)
+		if c.draining.Load() {
+			c.nc.SetReadDeadline(time.Now())
+		}
+		stopPinger = c.startPinger()
+		err = c.fullFeature()
+	}
+	switch {
+	case err == nil, errors.Is(err, errLoggedOut):
+		c.log.Debug().Msg("connection closed")
+	case c.draining.Load():
+		c.log.Debug().Err(err).Msg("connection drained")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.log.Debug().Err(err).Msg("connection closed by peer")
+	default:
+		c.log.Warn().Err(err).Msg("connection dropped")
+	}
+}
+
+// teardown finishes a connection: let running commands answer when
+// draining, close the socket, drop the rest, release the session.
+func (c *conn) teardown() {
+	c.setState(stateClosing)
+	if c.draining.Load() {
+		c.abortWaitingTasks()
+		c.cmdWG.Wait()
+	}
+	c.closeNow()
+	c.abortWaitingTasks()
+	c.mu.Lock()
+	for _, t := range c.mu.tasks {
+		t.aborted = true
+	}
+	c.mu.Unlock()
+	c.cmdWG.Wait()
+	c.pending = nil
+	if c.nexus != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					c.log.Error().Interface("panic", r).Msg("nexus close panic")
+				}
+			}()
+			c.nexus.Close()
+		}()
+	}
+	if c.sess != nil {
+		c.srv.release(c.sess)
+		c.log.Info().Uint16("tsih", c.sess.tsih).Msg("session closed")
+	}
+	c.setState(stateClosed)
+}
+
+// window returns ExpCmdSN and MaxCmdSN for an outgoing PDU. MaxCmdSN never
+// decreases: initiators ignore smaller values, so it is what they use.
+func (c *conn) windowLocked() (uint32, uint32) {
+	free := c.srv.opts.QueueDepth - c.mu.inflight
+	if free < 0 {
+		free = 0
+	}
+	m := c.mu.expCmdSN + uint32(free) - 1
+	if int32(m-c.mu.maxCmdSN) > 0 {
+		c.mu.maxCmdSN = m
+	}
+	return c.mu.expCmdSN, c.mu.maxCmdSN
+}
+
+// inWindowLocked reports whether sn lies in [ExpCmdSN, MaxCmdSN].
+func (c *conn) inWindowLocked(sn uint32) bool {
+	return int32(sn-c.mu.expCmdSN) >= 0 && int32(c.mu.maxCmdSN-sn) >= 0
+}
+
+// statMode says how an outgoing PDU carries StatSN.
+type statMode uint8
+
+const (
+	statNone statMode = iota // field reserved (Data-In without status)
+	statPeek                 // current StatSN, not advanced (R2T, NOP-In ping, Async)
+	statTake                 // this PDU carries a status: StatSN++
+)
+
+// outPDU is one PDU to send: a BHS and an optional data segment.
+type outPDU struct {
+	hdr  *[bhsLen]byte
+	data []byte
+	stat statMode
+}
+
+const slotLen = bhsLen + 2*digestLen // header, header digest, data digest
+
+// send writes PDUs to the connection in one writev, filling StatSN,
+// ExpCmdSN and MaxCmdSN. It is safe for concurrent use.
+func (c *conn) send(pdus ...outPDU) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.w.err != nil {
+		return c.w.err
+	}
+	need := len(pdus) * slotLen
+	if cap(c.w.slots) < need {
+		c.w.slots = make([]byte, need)
+	}
+	slots := c.w.slots[:need]
+	iov := c.w.iov[:0]
+	c.mu.Lock()
+	exp, maxSN := c.windowLocked()
+	c.mu.Unlock()
+	for i, p := range pdus {
+		slot := slots[i*slotLen : (i+1)*slotLen]
+		h := slot[:bhsLen]
+		copy(h, p.hdr[:])
+		dl := uint32(len(p.data))
+		h[5], h[6], h[7] = byte(dl>>16), byte(dl>>8), byte(dl)
+		op := h[0] & 0x3f
+		if op != opLoginResp {
+			switch p.stat {
+			case statPeek:
+				put32(h[24:], c.w.statSN)
+			case statTake:
+				put32(h[24:], c.w.statSN)
+				c.w.statSN++
+			}
+			put32(h[28:], exp)
+			put32(h[32:], maxSN)
+		}
+		iov = append(iov, h)
+		if c.lim.headerDigest {
+			d := slot[bhsLen : bhsLen+digestLen]
+			binary.LittleEndian.PutUint32(d, crc32c(h))
+			iov = append(iov, d)
+		}
+		if dl > 0 {
+			iov = append(iov, p.data)
+			pad := padLen(dl)
+			if pad > 0 {
+				iov = append(iov, zeroPad[:pad])
+			}
+			if c.lim.dataDigest {
+				d := slot[bhsLen+digestLen : slotLen]
+				sum := crc32c(p.data)
+				if pad > 0 {
+					sum = crc32Update(sum, zeroPad[:pad])
+				}
+				binary.LittleEndian.PutUint32(d, sum)
+				iov = append(iov, d)
+			}
+		}
+	}
+	c.w.iov = iov[:0]
+	bufs := iov
+	_, err := bufs.WriteTo(c.nc)
+	// drop references to caller data
+	for i := range iov {
+		iov[i] = nil
+	}
+	if err != nil {
+		c.w.err = fmt.Errorf("write: %w", err)
+		c.closeNow()
+		return c.w.err
+	}
+	return nil
+}
+
+func crc32Update(sum uint32, b []byte) uint32 {
+	return crc32.Update(sum, castagnoli, b)
+}
+
+// newTTT returns a target transfer tag (never 0xffffffff).
+func (c *conn) newTTT() uint32 {
+	for {
+		t := c.tttGen.Add(1)
+		if t != reservedTag {
+			return t
+		}
+	}
+}
+
+// reject sends a Reject PDU carrying the offending header.
+func (c *conn) reject(h *header, reason byte) error {
+	var b [bhsLen]byte
+	b[0] = opReject
+	b[1] = flagFinal
+	b[2] = reason
+	put32(b[16:], reservedTag)
+	hdr := h.b
+	c.log.Debug().Uint8("opcode", h.opcode()).Uint8("reason", reason).Msg("reject")
+	return c.send(outPDU{hdr: &b, data: hdr[:], stat: statTake})
+}
+
+// startPinger starts the NOP-In pinger; the returned func stops it and
+// waits for it.
+func (c *conn) startPinger() func() {
+	o := c.srv.opts
+	if o.NopInterval < 0 {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error().Interface("panic", r).Msg("pinger panic")
+				c.closeNow()
+			}
+		}()
+		tick := min(o.NopInterval, o.NopTimeout) / 4
+		tick = min(max(tick, 5*time.Millisecond), time.Second)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			now := time.Now().UnixNano()
+			last := c.lastRecv.Load()
+			c.mu.Lock()
+			at := c.mu.pingAt
+			if at != 0 && last > at {
+				c.mu.pingAt, at = 0, 0
+			}
+			c.mu.Unlock()
+			if at != 0 {
+				if time.Duration(now-at) > o.NopTimeout {
+					c.log.Warn().Dur("timeout", o.NopTimeout).Msg("initiator did not answer NOP-In; dropping connection")
+					c.closeNow()
+					return
+				}
+				continue
+			}
+			if time.Duration(now-last) < o.NopInterval {
+				continue
+			}
+			ttt := c.newTTT()
+			c.mu.Lock()
+			c.mu.pingTTT, c.mu.pingAt = ttt, now
+			c.mu.Unlock()
+			var b [bhsLen]byte
+			b[0] = opNopIn
+			b[1] = flagFinal
+			put32(b[16:], reservedTag)
+			put32(b[20:], ttt)
+			if c.send(outPDU{hdr: &b, stat: statPeek}) != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		wg.Wait()
+	}
+}

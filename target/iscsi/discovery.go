@@ -1,0 +1,117 @@
+package iscsi
+
+import (
+	"strings"
+)
+
+// maxTextRequest bounds a text request accumulated over C-bit PDUs.
+const maxTextRequest = 64 << 10
+
+// text answers a Text Request: SendTargets in discovery and normal
+// sessions; other keys are NotUnderstood. Long answers go out in pieces
+// (C bit, RFC 7143 §11.11) as the initiator asks for them.
+func (c *conn) text(h *header, data []byte, queued bool) error {
+	data, err := c.segment(h, data, queued)
+	if err != nil {
+		return err
+	}
+	itt := h.itt()
+	if ttt := h.ttt(); ttt != reservedTag {
+		if ttt != c.textTTT || c.textResp == nil {
+			return c.reject(h, rejectInvalidPDUField)
+		}
+		return c.sendTextChunk(h, itt)
+	}
+	c.textResp = nil
+	if h.flags()&flagContinue != 0 {
+		if len(c.textBuf)+len(data) > maxTextRequest {
+			c.textBuf = nil
+			return c.reject(h, rejectProtocolError)
+		}
+		c.textBuf = append(c.textBuf, data...)
+		c.textTTT = c.newTTT()
+		c.textResp = []byte{}
+		return c.sendText(h, itt, nil, 0, c.textTTT)
+	}
+	if len(c.textBuf) > 0 {
+		data = append(c.textBuf, data...)
+		c.textBuf = nil
+	}
+	keys, err := parseText(data)
+	if err != nil {
+		return c.reject(h, rejectProtocolError)
+	}
+	var out []kv
+	for _, k := range keys {
+		if k.Key != "SendTargets" {
+			out = append(out, kv{k.Key, "NotUnderstood"})
+			continue
+		}
+		out = append(out, c.sendTargets(k.Value)...)
+	}
+	c.textResp = encodeText(out)
+	c.textTTT = c.newTTT()
+	return c.sendTextChunk(h, itt)
+}
+
+// sendTargets builds the SendTargets answer for value (All, a target name,
+// or empty for the session's own target).
+func (c *conn) sendTargets(value string) []kv {
+	all := c.srv.opts.Backend.Targets(c.initiator)
+	var pick []TargetInfo
+	switch {
+	case value == "All":
+		pick = all
+	case value == "" && !c.discovery:
+		for _, t := range all {
+			if t.Name == c.target {
+				pick = append(pick, t)
+			}
+		}
+	case value != "" && strings.Contains(value, "."): // a target name (iqn./eui./naa.)
+		for _, t := range all {
+			if t.Name == value {
+				pick = append(pick, t)
+			}
+		}
+		if len(pick) == 0 {
+			return []kv{{"SendTargets", "Reject"}}
+		}
+	default:
+		return []kv{{"SendTargets", "Reject"}}
+	}
+	var out []kv
+	for _, t := range pick {
+		out = append(out, kv{"TargetName", t.Name})
+		if len(t.Portals) == 0 {
+			out = append(out, kv{"TargetAddress", c.portalFor()})
+		}
+		for _, p := range t.Portals {
+			out = append(out, kv{"TargetAddress", p})
+		}
+	}
+	return out
+}
+
+// sendTextChunk sends the next piece of c.textResp.
+func (c *conn) sendTextChunk(h *header, itt uint32) error {
+	n := min(len(c.textResp), int(c.p.MaxXmitDSL))
+	chunk := c.textResp[:n]
+	rest := c.textResp[n:]
+	if len(rest) == 0 {
+		c.textResp = nil
+		return c.sendText(h, itt, chunk, flagFinal, reservedTag)
+	}
+	c.textResp = rest
+	return c.sendText(h, itt, chunk, flagContinue, c.textTTT)
+}
+
+func (c *conn) sendText(h *header, itt uint32, data []byte, flags byte, ttt uint32) error {
+	var b [bhsLen]byte
+	b[0] = opTextResp
+	b[1] = flags
+	copy(b[8:16], h.b[8:16])
+	put32(b[16:], itt)
+	put32(b[20:], ttt)
+	return c.send(outPDU{hdr: &b, data: data, stat: statTake})
+}

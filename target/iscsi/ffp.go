@@ -1,0 +1,790 @@
+package iscsi
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// taskState is where a SCSI task is. Transitions: receiving -> running ->
+// responding -> done; receiving -> done (aborted or connection gone).
+type taskState uint8
+
+const (
+	taskReceiving  taskState = iota // waiting for Data-Out
+	taskRunning                     // in Nexus.Execute
+	taskResponding                  // response being written
+	taskDone
+)
+
+func (s taskState) String() string {
+	switch s {
+	case taskReceiving:
+		return "receiving"
+	case taskRunning:
+		return "running"
+	case taskResponding:
+		return "responding"
+	case taskDone:
+		return "done"
+	}
+	return fmt.Sprintf("taskState(%d)", uint8(s))
+}
+
+// dataSeq is one output data sequence: the unsolicited burst or one R2T.
+type dataSeq struct {
+	ttt       uint32
+	next, end uint32 // next expected offset, end offset
+	sn        uint32 // next expected DataSN
+}
+
+// task is one SCSI command of a connection. Fields up to state are owned by
+// the reader goroutine until the task runs; state and aborted are guarded
+// by conn.mu.
+type task struct {
+	itt      uint32
+	lunField [8]byte
+	lun      uint64
+	cdb      [16]byte
+	edtl     uint32
+	readLen  uint32
+	writeLen uint32
+	wbuf     *[]byte
+	received uint32
+	unsol    dataSeq
+	nextR2T  uint32
+	r2ts     []dataSeq
+	r2tSN    uint32
+	cmd      Command
+
+	state   taskState
+	aborted bool
+	done    chan struct{}
+}
+
+// fullFeature reads PDUs until the connection ends.
+func (c *conn) fullFeature() error {
+	c.pending = make(map[uint32]*queuedPDU)
+	var h header
+	for {
+		if c.draining.Load() {
+			return errDraining
+		}
+		if err := readHeader(c.br, &h, c.lim); err != nil {
+			if errors.Is(err, errPDU) && h.dataLen() > c.lim.maxData {
+				c.reject(&h, rejectProtocolError)
+			}
+			return err
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		var err error
+		switch op := h.opcode(); op {
+		case opSCSICmd, opNopOut, opTMFReq, opTextReq, opLogoutReq:
+			err = c.sequenced(&h)
+		case opDataOut:
+			err = c.dataOut(&h)
+		case opSNACKReq:
+			// ERL 0: no SNACK support.
+			if err = discardData(c.br, h.dataLen(), c.lim.dataDigest); err == nil {
+				err = c.reject(&h, rejectProtocolError)
+			}
+		default:
+			if err = discardData(c.br, h.dataLen(), c.lim.dataDigest); err == nil {
+				err = c.reject(&h, rejectNotSupported)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// sequenced applies CmdSN rules (RFC 7143 §4.2.2.1) to a command PDU:
+// immediate PDUs run now, the next expected CmdSN runs and advances
+// ExpCmdSN, later ones inside the window wait, the rest are ignored.
+func (c *conn) sequenced(h *header) error {
+	op := h.opcode()
+	if op == opNopOut && h.itt() == reservedTag {
+		return c.nopAnswer(h)
+	}
+	sn := h.cmdSN()
+	if h.immediate() {
+		if op == opSCSICmd {
+			c.mu.Lock()
+			c.mu.inflight++
+			c.mu.Unlock()
+		}
+		return c.dispatch(h, nil, false)
+	}
+	c.mu.Lock()
+	if sn == c.mu.expCmdSN {
+		c.mu.expCmdSN++
+		if op == opSCSICmd {
+			c.mu.inflight++
+		}
+		c.mu.Unlock()
+		if err := c.dispatch(h, nil, false); err != nil {
+			return err
+		}
+		return c.runPending()
+	}
+	inWin := c.inWindowLocked(sn)
+	exp := c.mu.expCmdSN
+	c.mu.Unlock()
+	if !inWin || len(c.pending) >= c.srv.opts.QueueDepth || c.pending[sn] != nil {
+		c.log.Debug().Uint32("cmdsn", sn).Uint32("exp_cmdsn", exp).Uint8("opcode", op).Msg("CmdSN outside the window: ignored")
+		return discardData(c.br, h.dataLen(), c.lim.dataDigest)
+	}
+	q := &queuedPDU{h: header{b: h.b, ahs: append([]byte(nil), h.ahs...)}}
+	q.data = make([]byte, h.dataLen())
+	if err := readData(c.br, q.data, c.lim.dataDigest); err != nil {
+		return err
+	}
+	c.pending[sn] = q
+	return nil
+}
+
+// runPending dispatches queued PDUs whose CmdSN has come up.
+func (c *conn) runPending() error {
+	for len(c.pending) > 0 {
+		c.mu.Lock()
+		sn := c.mu.expCmdSN
+		q := c.pending[sn]
+		if q == nil {
+			c.mu.Unlock()
+			return nil
+		}
+		delete(c.pending, sn)
+		c.mu.expCmdSN++
+		if q.h.opcode() == opSCSICmd {
+			c.mu.inflight++
+		}
+		c.mu.Unlock()
+		if err := c.dispatch(&q.h, q.data, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dispatch runs a sequenced PDU. queued says data holds its data segment
+// already; otherwise the handler reads it from the connection.
+func (c *conn) dispatch(h *header, data []byte, queued bool) error {
+	switch h.opcode() {
+	case opSCSICmd:
+		return c.scsiCommand(h, data, queued)
+	case opNopOut:
+		return c.nopOut(h, data, queued)
+	case opTMFReq:
+		return c.taskMgmt(h, queued)
+	case opTextReq:
+		return c.text(h, data, queued)
+	case opLogoutReq:
+		return c.logout(h, queued)
+	}
+	return fmt.Errorf("dispatch opcode 0x%02x: %w", h.opcode(), errPDU)
+}
+
+// segment returns the data segment of a small control PDU.
+func (c *conn) segment(h *header, data []byte, queued bool) ([]byte, error) {
+	if queued {
+		return data, nil
+	}
+	buf := make([]byte, h.dataLen())
+	if err := readData(c.br, buf, c.lim.dataDigest); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+func (c *conn) skip(h *header, queued bool) error {
+	if queued {
+		return nil
+	}
+	return discardData(c.br, h.dataLen(), c.lim.dataDigest)
+}
+
+// releaseSlot gives back a command window slot taken for a command that
+// never became a task.
+func (c *conn) releaseSlot() {
+	c.mu.Lock()
+	c.mu.inflight--
+	c.mu.Unlock()
+}
+
+// Sense data for errors the transport itself reports.
+func fixedSense(key, asc, ascq byte) []byte {
+	s := make([]byte, 18)
+	s[0] = 0x70
+	s[2] = key
+	s[7] = 10
+	s[12] = asc
+	s[13] = ascq
+	return s
+}
+
+// scsiCommand starts a SCSI command: it checks the PDU, stores immediate
+// data, and either runs the command or solicits the rest of its data.
+func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
+	rejectIt := func(reason byte, why string) error {
+		c.releaseSlot()
+		c.log.Debug().Uint32("itt", h.itt()).Str("why", why).Msg("SCSI command rejected")
+		if err := c.skip(h, queued); err != nil {
+			return err
+		}
+		return c.reject(h, reason)
+	}
+	if c.nexus == nil {
+		return rejectIt(rejectProtocolError, "SCSI command in a discovery session")
+	}
+	flags := h.flags()
+	rd, wr := flags&flagRead != 0, flags&flagWrite != 0
+	dl := h.dataLen()
+	edtl := h.edtl()
+	cdb, bidiRead, hasBidi, err := h.scsiCDB()
+	if err != nil {
+		return rejectIt(rejectInvalidPDUField, err.Error())
+	}
+	switch {
+	case dl > 0 && !wr:
+		return rejectIt(rejectProtocolError, "immediate data without W bit")
+	case dl > 0 && !c.p.ImmediateData:
+		return rejectIt(rejectProtocolError, "immediate data not negotiated")
+	case dl > edtl:
+		return rejectIt(rejectProtocolError, "immediate data beyond the expected length")
+	case dl > c.p.FirstBurst:
+		return rejectIt(rejectProtocolError, "immediate data beyond FirstBurstLength")
+	}
+	t := &task{itt: h.itt(), lunField: h.lunField(), edtl: edtl, done: make(chan struct{})}
+	t.lun = DecodeLUN(t.lunField)
+	if rd && !wr {
+		t.readLen = edtl
+	}
+	if wr {
+		t.writeLen = edtl
+		if rd && hasBidi {
+			t.readLen = bidiRead
+		}
+	}
+	if len(cdb) == 16 {
+		t.cdb = [16]byte(cdb)
+		t.cmd.CDB = t.cdb[:]
+	} else {
+		t.cmd.CDB = cdb
+	}
+	c.mu.Lock()
+	if old := c.mu.tasks[t.itt]; old != nil && old.state < taskResponding {
+		c.mu.Unlock()
+		return rejectIt(rejectTaskInProgress, "initiator task tag in use")
+	}
+	c.mu.Unlock()
+
+	if max(t.readLen, t.writeLen) > c.srv.opts.MaxTransferLength {
+		// Too big to buffer: fail the command without touching data.
+		if err := c.skip(h, queued); err != nil {
+			return err
+		}
+		t.state = taskRunning
+		c.mu.Lock()
+		c.mu.tasks[t.itt] = t
+		c.mu.Unlock()
+		t.cmd.Status = 0x02
+		t.cmd.Sense = fixedSense(0x05, 0x24, 0x00) // INVALID FIELD IN CDB
+		t.readLen, t.writeLen = 0, 0
+		c.cmdWG.Add(1)
+		go c.complete(t, false)
+		return nil
+	}
+	if t.writeLen > 0 {
+		t.wbuf = c.srv.pool.get(int(t.writeLen))
+	}
+	if dl > 0 {
+		dst := (*t.wbuf)[:dl]
+		if queued {
+			copy(dst, data)
+		} else if err := readData(c.br, dst, c.lim.dataDigest); err != nil {
+			c.srv.pool.put(t.wbuf)
+			c.releaseSlot()
+			return err
+		}
+	}
+	t.received = dl
+	// The unsolicited burst: immediate data plus, with InitialR2T=No and
+	// the F bit clear, Data-Out PDUs up to FirstBurstLength.
+	unsolEnd := dl
+	if wr && !c.p.InitialR2T && flags&flagFinal == 0 {
+		unsolEnd = max(min(c.p.FirstBurst, t.writeLen), dl)
+	}
+	t.unsol = dataSeq{ttt: reservedTag, next: dl, end: unsolEnd}
+	t.nextR2T = unsolEnd
+	c.mu.Lock()
+	c.mu.tasks[t.itt] = t
+	c.mu.Unlock()
+	if t.received >= t.writeLen {
+		c.run(t)
+		return nil
+	}
+	if t.unsol.next >= t.unsol.end {
+		return c.sendR2Ts(t)
+	}
+	return nil
+}
+
+// sendR2Ts solicits data up to MaxOutstandingR2T sequences of at most
+// MaxBurstLength each.
+func (c *conn) sendR2Ts(t *task) error {
+	for uint32(len(t.r2ts)) < c.p.MaxOutR2T && t.nextR2T < t.writeLen {
+		n := min(c.p.MaxBurst, t.writeLen-t.nextR2T)
+		seq := dataSeq{ttt: c.newTTT(), next: t.nextR2T, end: t.nextR2T + n}
+		t.r2ts = append(t.r2ts, seq)
+		var b [bhsLen]byte
+		b[0] = opR2T
+		b[1] = flagFinal
+		copy(b[8:16], t.lunField[:])
+		put32(b[16:], t.itt)
+		put32(b[20:], seq.ttt)
+		put32(b[36:], t.r2tSN)
+		put32(b[40:], seq.next)
+		put32(b[44:], n)
+		t.r2tSN++
+		t.nextR2T += n
+		if err := c.send(outPDU{hdr: &b, stat: statPeek}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dataOut stores one SCSI Data-Out PDU in its task's buffer after checking
+// it belongs to the current sequence (offset, length, DataSN, TTT).
+func (c *conn) dataOut(h *header) error {
+	dl := h.dataLen()
+	itt := h.itt()
+	c.mu.Lock()
+	t := c.mu.tasks[itt]
+	if t != nil && (t.state != taskReceiving || t.aborted) {
+		t = nil
+	}
+	c.mu.Unlock()
+	if t == nil {
+		// Late data for an aborted or finished task: drop it quietly.
+		c.log.Debug().Uint32("itt", itt).Msg("Data-Out for no waiting task: dropped")
+		return discardData(c.br, dl, c.lim.dataDigest)
+	}
+	ttt := h.ttt()
+	var seq *dataSeq
+	idx := -1
+	if ttt == reservedTag {
+		seq = &t.unsol
+	} else {
+		for i := range t.r2ts {
+			if t.r2ts[i].ttt == ttt {
+				seq, idx = &t.r2ts[i], i
+			}
+		}
+	}
+	off := h.bufferOffset()
+	var bad string
+	switch {
+	case seq == nil:
+		bad = "unknown target transfer tag"
+	case h.dataSN() != seq.sn:
+		bad = fmt.Sprintf("DataSN %d, expected %d", h.dataSN(), seq.sn)
+	case off != seq.next:
+		bad = fmt.Sprintf("buffer offset %d, expected %d", off, seq.next)
+	case uint64(off)+uint64(dl) > uint64(seq.end):
+		bad = fmt.Sprintf("data %d+%d beyond the sequence end %d", off, dl, seq.end)
+	}
+	if bad != "" {
+		// ERL 0: a broken data sequence cannot be recovered.
+		c.log.Warn().Uint32("itt", itt).Str("why", bad).Msg("bad Data-Out; dropping connection")
+		if err := discardData(c.br, dl, c.lim.dataDigest); err != nil {
+			return err
+		}
+		c.reject(h, rejectProtocolError)
+		return fmt.Errorf("data-out itt %#x: %s: %w", itt, bad, errPDU)
+	}
+	if err := readData(c.br, (*t.wbuf)[off:off+dl], c.lim.dataDigest); err != nil {
+		return err
+	}
+	seq.next += dl
+	seq.sn++
+	t.received += dl
+	complete := seq.next == seq.end
+	if h.final() && !complete {
+		if idx >= 0 {
+			c.reject(h, rejectProtocolError)
+			return fmt.Errorf("data-out itt %#x: F bit before the end of the R2T: %w", itt, errPDU)
+		}
+		// The initiator ended its unsolicited burst early: solicit the rest.
+		t.unsol.end = seq.next
+		t.nextR2T = seq.next
+		complete = true
+	}
+	if !complete {
+		return nil
+	}
+	if idx >= 0 {
+		t.r2ts = append(t.r2ts[:idx], t.r2ts[idx+1:]...)
+	}
+	if t.received >= t.writeLen {
+		c.run(t)
+		return nil
+	}
+	return c.sendR2Ts(t)
+}
+
+// run starts executing a task whose data is complete.
+func (c *conn) run(t *task) {
+	c.mu.Lock()
+	t.state = taskRunning
+	c.mu.Unlock()
+	c.cmdWG.Add(1)
+	go c.complete(t, true)
+}
+
+// complete executes t (when exec) and sends its response. It owns t from
+// now on.
+func (c *conn) complete(t *task, exec bool) {
+	defer c.cmdWG.Done()
+	cmd := &t.cmd
+	var rbuf *[]byte
+	if exec {
+		cmd.LUN = t.lun
+		cmd.Tag = t.itt
+		cmd.ExpectedReadLength = t.readLen
+		cmd.ExpectedWriteLength = t.writeLen
+		if t.wbuf != nil {
+			cmd.DataOut = (*t.wbuf)[:t.received]
+		}
+		if t.readLen > 0 {
+			rbuf = c.srv.pool.get(int(t.readLen))
+			cmd.DataIn = *rbuf
+		} else {
+			cmd.DataIn = []byte{}
+		}
+		c.execute(cmd)
+	}
+	n := min(max(cmd.DataInLen, 0), int(t.readLen))
+	c.mu.Lock()
+	aborted := t.aborted
+	c.mu.inflight--
+	t.state = taskResponding
+	c.mu.Unlock()
+	if !aborted {
+		var in []byte
+		if n > 0 {
+			in = cmd.DataIn[:n]
+		}
+		if err := c.respond(t, in); err != nil {
+			c.log.Debug().Err(err).Uint32("itt", t.itt).Msg("response not sent")
+		}
+	}
+	c.mu.Lock()
+	if c.mu.tasks[t.itt] == t {
+		delete(c.mu.tasks, t.itt)
+	}
+	t.state = taskDone
+	c.mu.Unlock()
+	if rbuf != nil {
+		c.srv.pool.put(rbuf)
+	}
+	if t.wbuf != nil {
+		c.srv.pool.put(t.wbuf)
+		t.wbuf = nil
+	}
+	cmd.DataIn, cmd.DataOut = nil, nil
+	close(t.done)
+}
+
+// execute calls the backend, turning a panic into CHECK CONDITION.
+func (c *conn) execute(cmd *Command) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error().Interface("panic", r).Hex("cdb", cmd.CDB).Msg("backend panic in Execute")
+			cmd.Status = 0x02
+			cmd.Sense = fixedSense(0x04, 0x44, 0x00) // HARDWARE ERROR, INTERNAL TARGET FAILURE
+			cmd.DataInLen = 0
+		}
+	}()
+	c.nexus.Execute(cmd)
+}
+
+// residual computes the SCSI Response residual flags (O 0x04, U 0x02) and
+// count from the expected length and what the command moved.
+func residual(t *task, dataIn int) (flags byte, count uint32) {
+	cmd := &t.cmd
+	edtl := int64(t.edtl)
+	read := t.readLen > 0 || (t.writeLen == 0 && dataIn > 0)
+	if t.writeLen == 0 && t.readLen == 0 && !cmd.HasTransferLength {
+		return 0, 0
+	}
+	var want int64
+	if read {
+		want = int64(dataIn)
+		if cmd.HasTransferLength && int64(cmd.TransferLength) > want {
+			want = int64(cmd.TransferLength)
+		}
+		switch {
+		case want > edtl:
+			return 0x04, uint32(want - edtl)
+		case int64(dataIn) < edtl:
+			return 0x02, uint32(edtl - int64(dataIn))
+		}
+		return 0, 0
+	}
+	want = int64(t.received)
+	if cmd.HasTransferLength {
+		want = int64(cmd.TransferLength)
+	}
+	switch {
+	case want > edtl:
+		return 0x04, uint32(want - edtl)
+	case want < edtl:
+		return 0x02, uint32(edtl - want)
+	}
+	return 0, 0
+}
+
+// respond sends Data-In (split at the initiator's MaxRecvDataSegmentLength
+// and MaxBurstLength) and the status, in the last Data-In when possible.
+func (c *conn) respond(t *task, in []byte) error {
+	cmd := &t.cmd
+	rflags, rcount := residual(t, len(in))
+	statusInData := len(in) > 0 && cmd.Status == 0 && len(cmd.Sense) == 0
+	seg := max(c.p.MaxXmitDSL, 512)
+	burst := max(c.p.MaxBurst, seg)
+	npdu := 0
+	if len(in) > 0 {
+		npdu = (len(in) + int(seg) - 1) / int(seg)
+		// bursts end early only if the burst is not a multiple of seg
+		npdu += len(in) / int(burst)
+	}
+	var stack [8]outPDU
+	var hstack [8][bhsLen]byte
+	pdus := stack[:0]
+	hdrs := hstack[:0]
+	if npdu+1 > len(stack) {
+		pdus = make([]outPDU, 0, npdu+1)
+		hdrs = make([][bhsLen]byte, 0, npdu+1)
+	}
+	var off, inBurst, dataSN uint32
+	total := uint32(len(in))
+	for off < total {
+		n := min(seg, total-off, burst-inBurst)
+		last := off+n == total
+		hdrs = append(hdrs, [bhsLen]byte{})
+		b := &hdrs[len(hdrs)-1]
+		b[0] = opDataIn
+		if last || inBurst+n == burst {
+			b[1] |= flagFinal
+		}
+		copy(b[8:16], t.lunField[:])
+		put32(b[16:], t.itt)
+		put32(b[20:], reservedTag)
+		put32(b[36:], dataSN)
+		put32(b[40:], off)
+		stat := statNone
+		if last && statusInData {
+			b[1] |= 0x01 | rflags
+			b[3] = cmd.Status
+			put32(b[44:], rcount)
+			stat = statTake
+		}
+		pdus = append(pdus, outPDU{hdr: b, data: in[off : off+n], stat: stat})
+		dataSN++
+		off += n
+		inBurst += n
+		if inBurst == burst {
+			inBurst = 0
+		}
+	}
+	if !statusInData {
+		hdrs = append(hdrs, [bhsLen]byte{})
+		b := &hdrs[len(hdrs)-1]
+		b[0] = opSCSIResp
+		b[1] = flagFinal | rflags
+		b[3] = cmd.Status
+		put32(b[16:], t.itt)
+		put32(b[36:], dataSN+t.r2tSN)
+		put32(b[44:], rcount)
+		var sense []byte
+		if len(cmd.Sense) > 0 {
+			sl := min(len(cmd.Sense), 0xffff, int(c.p.MaxXmitDSL)-2)
+			sense = make([]byte, 2+sl)
+			put16(sense, uint16(sl))
+			copy(sense[2:], cmd.Sense[:sl])
+		}
+		pdus = append(pdus, outPDU{hdr: b, data: sense, stat: statTake})
+	}
+	return c.send(pdus...)
+}
+
+// abortWaitingTasks drops every task still waiting for Data-Out. Reader
+// goroutine only (it owns those tasks' buffers).
+func (c *conn) abortWaitingTasks() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for itt, t := range c.mu.tasks {
+		if t.state == taskReceiving {
+			c.dropTaskLocked(itt, t)
+		}
+	}
+}
+
+func (c *conn) dropTaskLocked(itt uint32, t *task) {
+	t.aborted = true
+	delete(c.mu.tasks, itt)
+	c.mu.inflight--
+	t.state = taskDone
+	if t.wbuf != nil {
+		c.srv.pool.put(t.wbuf)
+		t.wbuf = nil
+	}
+	close(t.done)
+}
+
+// nopOut answers an initiator ping with a NOP-In echoing its data.
+func (c *conn) nopOut(h *header, data []byte, queued bool) error {
+	data, err := c.segment(h, data, queued)
+	if err != nil {
+		return err
+	}
+	var b [bhsLen]byte
+	b[0] = opNopIn
+	b[1] = flagFinal
+	copy(b[8:16], h.b[8:16])
+	put32(b[16:], h.itt())
+	put32(b[20:], reservedTag)
+	return c.send(outPDU{hdr: &b, data: data, stat: statTake})
+}
+
+// nopAnswer handles a NOP-Out with ITT 0xffffffff: the answer to a
+// target ping (or an initiator ping wanting no reply).
+func (c *conn) nopAnswer(h *header) error {
+	if err := discardData(c.br, h.dataLen(), c.lim.dataDigest); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if h.ttt() != reservedTag && h.ttt() == c.mu.pingTTT {
+		c.mu.pingAt = 0
+	}
+	if !h.immediate() && h.cmdSN() == c.mu.expCmdSN {
+		c.mu.expCmdSN++
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// taskMgmt handles a Task Management Function request. Affected tasks are
+// aborted (their responses suppressed); the answer goes out once running
+// ones have stopped.
+func (c *conn) taskMgmt(h *header, queued bool) error {
+	if err := c.skip(h, queued); err != nil {
+		return err
+	}
+	if c.nexus == nil {
+		return c.reject(h, rejectProtocolError)
+	}
+	fn := TMFunction(h.flags() & 0x7f)
+	lun := DecodeLUN(h.lunField())
+	itt := h.itt()
+	var victims []*task
+	resp := TMFComplete
+	c.mu.Lock()
+	switch fn {
+	case TMFAbortTask:
+		t := c.mu.tasks[h.u32(20)]
+		if t == nil || t.state >= taskResponding {
+			resp = TMFTaskNotExist
+		}
+		if t != nil {
+			victims = append(victims, t)
+		}
+	case TMFAbortTaskSet, TMFClearTaskSet, TMFLogicalUnitReset:
+		for _, t := range c.mu.tasks {
+			if t.lun == lun {
+				victims = append(victims, t)
+			}
+		}
+	case TMFTargetWarmReset, TMFTargetColdReset:
+		for _, t := range c.mu.tasks {
+			victims = append(victims, t)
+		}
+	case TMFTaskReassign:
+		resp = TMFReassignUnsupported
+	default:
+		resp = TMFNotSupported
+	}
+	for _, t := range victims {
+		if t.state == taskReceiving {
+			c.dropTaskLocked(t.itt, t)
+		} else if t.state == taskRunning {
+			t.aborted = true
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info().Uint8("function", uint8(fn)).Uint64("lun", lun).Int("tasks", len(victims)).Msg("task management")
+	if resp == TMFReassignUnsupported || resp == TMFNotSupported {
+		return c.sendTMFResp(itt, resp)
+	}
+	c.cmdWG.Add(1)
+	go func() {
+		defer c.cmdWG.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error().Interface("panic", r).Msg("task management panic")
+				c.closeNow()
+			}
+		}()
+		for _, t := range victims {
+			<-t.done
+		}
+		if resp == TMFComplete {
+			r := c.nexus.TaskManagement(fn, lun)
+			switch fn {
+			case TMFLogicalUnitReset, TMFTargetWarmReset, TMFTargetColdReset:
+				resp = r
+			}
+		}
+		c.sendTMFResp(itt, resp)
+		if fn == TMFTargetColdReset {
+			c.closeNow()
+		}
+	}()
+	return nil
+}
+
+func (c *conn) sendTMFResp(itt uint32, r TMFResponse) error {
+	var b [bhsLen]byte
+	b[0] = opTMFResp
+	b[1] = flagFinal
+	b[2] = byte(r)
+	put32(b[16:], itt)
+	return c.send(outPDU{hdr: &b, stat: statTake})
+}
+
+// logout ends the session or connection after running commands answer.
+func (c *conn) logout(h *header, queued bool) error {
+	if err := c.skip(h, queued); err != nil {
+		return err
+	}
+	reason := h.flags() & 0x7f
+	var b [bhsLen]byte
+	b[0] = opLogoutResp
+	b[1] = flagFinal
+	put32(b[16:], h.itt())
+	if reason > 1 {
+		// 2 = remove the connection for recovery: not at ERL 0.
+		b[2] = 2
+		return c.send(outPDU{hdr: &b, stat: statTake})
+	}
+	c.abortWaitingTasks()
+	c.cmdWG.Wait()
+	put16(b[40:], uint16(c.p.Time2Wait))
+	put16(b[42:], uint16(c.p.Time2Retain))
+	if err := c.send(outPDU{hdr: &b, stat: statTake}); err != nil {
+		return err
+	}
+	return errLoggedOut
+}
