@@ -63,7 +63,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{1, []string{"initiator host_1", "bad initiator name"}, []string{"target", "allow", iqn, "host_1"}},
 		{1, []string{"target " + iqn, "LUN(s) mapped", "--force"}, []string{"target", "delete", iqn}},
 		{1, []string{"lun spare", "not mapped"}, []string{"target", "unmap", iqn, "spare"}},
-		{1, []string{"migration nosuch", "not found"}, []string{"migration", "show", "nosuch"}},
+		{1, []string{"nosuch", "not found"}, []string{"migration", "show", "nosuch"}},
 		{1, []string{"migration good", "speed \"warp\""}, []string{"migration", "create", "--source", "good", "--target", "spare", "--speed", "warp"}},
 		// Usage errors: exit code 2.
 		{2, []string{"missing NAME"}, []string{"lun", "create"}},

@@ -199,7 +199,7 @@ func (d *Daemon) Start(portal string) {
 	cmd.Stderr = logf
 	pr, pw := io.Pipe()
 	d.stdout = &lockedBuffer{}
-	cmd.Stdout = io.MultiWriter(pw, d.stdout)
+	cmd.Stdout = io.MultiWriter(d.stdout, pw) // buffer first: the ready line may arrive with earlier lines
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("start %s: %v", lmtgtBin, err)
