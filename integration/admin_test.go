@@ -163,7 +163,7 @@ func TestAdminTCPToken(t *testing.T) {
 		}
 		cl.Close()
 	}
-	r := runCmd(t, "", nil, lmtgtBin, "--admin", d.AdminTCP, "lun", "list")
+	r := runCmd(t, "", nil, cliBin, "--admin", d.AdminTCP, "lun", "list")
 	if r.Code != 1 || !strings.Contains(r.Stderr, "missing bearer token") {
 		t.Errorf("CLI over TCP without a token: %s", r)
 	}
@@ -171,7 +171,7 @@ func TestAdminTCPToken(t *testing.T) {
 		t.Errorf("an unauthorized request created a LUN: %v", err)
 	}
 	// With the token it works, from the CLI too.
-	r = runCmd(t, "", []string{"LMTGT_ADMIN_TOKEN=tok-123-secret"}, lmtgtBin, "--admin", d.AdminTCP, "lun", "create", "viatcp", "--size", "1MiB")
+	r = runCmd(t, "", []string{"LMTGT_ADMIN_TOKEN=tok-123-secret"}, cliBin, "--admin", d.AdminTCP, "lun", "create", "viatcp", "--size", "1MiB")
 	if r.Code != 0 {
 		t.Fatalf("CLI over TCP with the token: %s", r)
 	}
@@ -202,7 +202,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 	}
 	d.OK("lun", "list")
 	// No daemon: the client says where it looked.
-	r = runCmd(t, "", nil, lmtgtBin, "--admin", filepath.Join(dir, "none.sock"), "lun", "list")
+	r = runCmd(t, "", nil, cliBin, "--admin", filepath.Join(dir, "none.sock"), "lun", "list")
 	if r.Code != 1 || !strings.Contains(r.Stderr, "none.sock") || !strings.Contains(r.Stderr, "lmtgt serve") {
 		t.Errorf("lun list without a daemon: %s", r)
 	}

@@ -20,8 +20,10 @@ import (
 	"github.com/lmtgt/lmtgt/target/api/client"
 )
 
-// lmtgtBin is the binary built by TestMain.
-var lmtgtBin string
+// lmtgtBin is the binary built by TestMain for `lmtgt serve` (with the
+// race detector when the tests run with -race); cliBin is the same program
+// built plainly for client commands, which start many times per test.
+var lmtgtBin, cliBin string
 
 // Deadlines. Generous: the machine is small and shared, and the daemon may
 // run under the race detector.
@@ -43,18 +45,33 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	lmtgtBin = filepath.Join(dir, "lmtgt")
-	args := []string{"build", "-o", lmtgtBin}
+	cliBin = lmtgtBin
 	if raceBuild {
+		cliBin = filepath.Join(dir, "lmtgt-cli")
+		if err := goBuild(cliBin, false); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := goBuild(lmtgtBin, raceBuild); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func goBuild(out string, race bool) error {
+	args := []string{"build", "-o", out}
+	if race {
 		args = append(args, "-race")
 	}
 	args = append(args, "github.com/lmtgt/lmtgt/cmd/lmtgt")
 	cmd := exec.Command("go", args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "integration: go build of cmd/lmtgt failed:", err)
-		return 1
+		return fmt.Errorf("integration: go build of cmd/lmtgt failed: %w", err)
 	}
-	return m.Run()
+	return nil
 }
 
 // needTools skips the test when an external tool is missing.
@@ -346,7 +363,7 @@ func tailFile(path string, n int) string {
 // Run runs `lmtgt ARGS` against this daemon's admin socket.
 func (d *Daemon) Run(args ...string) result {
 	d.t.Helper()
-	return runCmd(d.t, "", []string{"LMTGT_ADMIN=" + d.Admin}, lmtgtBin, args...)
+	return runCmd(d.t, "", []string{"LMTGT_ADMIN=" + d.Admin}, cliBin, args...)
 }
 
 // OK runs `lmtgt ARGS` and requires exit code 0.
