@@ -166,6 +166,19 @@ func checkConditionInfo(cmd *api.SCSICommand, key byte, code asc, info uint32, v
 	return api.SAMStatCheckCondition
 }
 
+// stateTransferLength marks cmd.TL as set by our handler: the number of
+// bytes the CDB itself asks to move (for residual reporting).
+const stateTransferLength api.SCSICommandState = 0x4c4d // "LM"
+
+// setTransferLength records the CDB's transfer length (bytes).
+func setTransferLength(cmd *api.SCSICommand, n uint64) {
+	if n > 0xffffffff {
+		n = 0xffffffff
+	}
+	cmd.TL = uint32(n)
+	cmd.State = stateTransferLength
+}
+
 // produced records n bytes of data-in (our convention: InSDBBuffer.Resid
 // carries the bytes produced; Execute turns it into DataInLen).
 func produced(cmd *api.SCSICommand, n int) api.SAMStat {
@@ -184,6 +197,7 @@ func respond(cmd *api.SCSICommand, data []byte, alloc int) api.SAMStat {
 	if len(data) > alloc {
 		data = data[:alloc]
 	}
+	setTransferLength(cmd, uint64(len(data)))
 	n := copy(cmd.InSDBBuffer.Buffer, data)
 	return produced(cmd, n)
 }

@@ -218,6 +218,9 @@ func (t *task) fill(c *iscsi.Command, n *nexus, tv *targetView, st *luState) {
 // finish turns gotgt's result into the transport's.
 func (n *nexus) finish(c *iscsi.Command, t *task, res api.SAMStat) {
 	c.Status = res.Stat
+	if t.cmd.State == stateTransferLength {
+		c.TransferLength, c.HasTransferLength = t.cmd.TL, true
+	}
 	switch res.Stat {
 	case statusGood, 0x04: // GOOD, CONDITION MET
 		l := int(t.in.Resid)

@@ -15,7 +15,7 @@ const (
 	maxCompareAndWriteBlocks = 255
 	maxUnmapDescriptors      = 256
 	maxUnmapBlocks           = 1 << 20 // per UNMAP descriptor
-	maxWriteSameBlocks       = 1 << 20 // per WRITE SAME (with or without UNMAP)
+	maxWriteSameBlocks       = 0xffff  // per WRITE SAME (with or without UNMAP)
 	maxTransferBytes         = 1 << 24
 	optimalTransferBytes     = 1 << 20
 	unmapGranularityBytes    = 4096
@@ -74,6 +74,7 @@ func (st *luState) read(_ int, cmd *api.SCSICommand) api.SAMStat {
 		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
+	setTransferLength(cmd, n<<st.shift)
 	if !st.inRange(lba, n) {
 		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
 	}
@@ -101,17 +102,18 @@ func (st *luState) write(_ int, cmd *api.SCSICommand) api.SAMStat {
 		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
+	setTransferLength(cmd, n<<st.shift)
 	if !st.inRange(lba, n) {
 		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
 	}
 	length := n << st.shift
 	data := cmd.OutSDBBuffer.Buffer
-	if uint64(len(data)) < length {
-		// The initiator sent less than the CDB asks to write (EDTL below the
-		// transfer length): write nothing (SPC/FCP-4 option b).
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInIU)
+	if uint64(len(data)) > length {
+		data = data[:length]
 	}
-	data = data[:length]
+	// With an expected length below the CDB's transfer length only the
+	// bytes the initiator sent are written (FCP-4 option a); the transport
+	// reports the overflow.
 	if len(data) == 0 {
 		return produced(cmd, 0)
 	}
@@ -228,8 +230,8 @@ func (st *luState) syncCache(_ int, cmd *api.SCSICommand) api.SAMStat {
 }
 
 // writeSame serves WRITE SAME(10/16): it writes the block to every LBA of
-// the range, or deallocates the range when UNMAP is set and the block
-// reads like deallocated blocks (zeros), or NDOB is set.
+// the range, or, with the UNMAP bit, deallocates the range (which then
+// reads zeros, LBPRZ) whatever the block holds, as Linux LIO does.
 func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
 	cdb := cmd.SCB
 	flags := cdb[1]
@@ -259,7 +261,7 @@ func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
 		block = cmd.OutSDBBuffer.Buffer
 	}
 	off, length := int64(lba<<st.shift), int64(n<<st.shift)
-	deallocate := unmapBit && (ndob || isZero(block))
+	deallocate := unmapBit
 	if n > maxWriteSameBlocks {
 		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
 	}
@@ -363,16 +365,17 @@ func (st *luState) compareAndWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
 	if n > maxCompareAndWriteBlocks {
 		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
 	}
+	length := int(n << st.shift)
+	setTransferLength(cmd, uint64(2*length))
 	if !st.inRange(lba, n) {
 		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
 	}
+	data := cmd.OutSDBBuffer.Buffer
+	if len(data) != 2*length { // also: 0 blocks with data (a 256-block request wrapped)
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
 	if n == 0 {
 		return produced(cmd, 0)
-	}
-	length := int(n << st.shift)
-	data := cmd.OutSDBBuffer.Buffer
-	if len(data) != 2*length {
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	want, newData := data[:length], data[length:]
 	bp := chunkPool.Get().(*[]byte)
@@ -430,7 +433,9 @@ func (st *luState) readCapacity16(cmd *api.SCSICommand) api.SAMStat {
 	put64(b[0:], st.blocks-1)
 	put32(b[8:], st.bs)
 	if st.shift < 12 {
-		b[13] = byte(12 - st.shift) // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+		// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 4 KiB physical
+		// blocks, the file systems' allocation unit.
+		b[13] = byte(12 - st.shift)
 	}
 	b[14] = 0x80 | 0x40 // LBPME: thin provisioned; LBPRZ: unmapped blocks read zeros
 	return respond(cmd, b[:], allocLength(cmd.SCB))

@@ -58,12 +58,22 @@ func TestReadHonoursExpectedLength(t *testing.T) {
 	if c.DataInLen != 512 || !bytes.Equal(data(c), p[:512]) {
 		t.Fatalf("DataInLen %d, want 512 bytes of the first block", c.DataInLen)
 	}
-	// A write whose Data-Out is shorter than the CDB asks writes nothing.
-	mustSense(t, exec(n, 0, cdb10(0x2a, 0, 2, 0), make([]byte, 200), 0), keyIllegalRequest, ascInvalidFieldInIU)
-	c = exec(n, 0, cdb10(0x28, 0, 2, 0), nil, 1024)
-	if !bytes.Equal(data(c), p) {
-		t.Fatalf("short write changed data: %s", hexdiff(data(c), p))
+	if !c.HasTransferLength || c.TransferLength != 1024 {
+		t.Fatalf("READ transfer length %d (%v), want 1024", c.TransferLength, c.HasTransferLength)
 	}
+	// A write whose Data-Out is shorter than the CDB asks writes only what
+	// was sent and reports the CDB's transfer length (overflow).
+	short := pattern(200, 50)
+	c = exec(n, 0, cdb10(0x2a, 0, 2, 0), short, 0)
+	mustGood(t, c)
+	if !c.HasTransferLength || c.TransferLength != 1024 {
+		t.Fatalf("WRITE transfer length %d (%v), want 1024", c.TransferLength, c.HasTransferLength)
+	}
+	c = exec(n, 0, cdb10(0x28, 0, 2, 0), nil, 1024)
+	if !bytes.Equal(data(c)[:200], short) || !bytes.Equal(data(c)[200:], p[200:]) {
+		t.Fatalf("short write: %s", hexdiff(data(c), append(append([]byte{}, short...), p[200:]...)))
+	}
+	copy(p, short)
 	// A longer Data-Out than the CDB's transfer length writes only the
 	// transfer length.
 	big := pattern(1024, 77)
@@ -96,7 +106,7 @@ func TestFUAAndSyncCacheReachVolumeSync(t *testing.T) {
 }
 
 func TestWriteSame(t *testing.T) {
-	s, v := oneLUN(t, 8<<20, 512)
+	s, v := oneLUN(t, 64<<20, 512)
 	n := openNexus(t, s, "iqn.test:a", 1)
 	blk := pattern(512, 5)
 	mustGood(t, exec(n, 0, cdb10(0x41, 100, 16, 0), blk, 0))
@@ -120,6 +130,9 @@ func TestWriteSame(t *testing.T) {
 	mustGood(t, exec(n, 0, cdb10(0x35, 0, 0, 0), nil, 0))
 	before := allocatedBytes(t, v.Path())
 	mustGood(t, exec(n, 0, cdb16(0x93, 0, 8192, 0x08), make([]byte, 512), 0))
+	if c := exec(n, 0, cdb16(0x93, 0, 8192, 0x08), make([]byte, 512), 0); c.TransferLength != 512 && c.HasTransferLength {
+		t.Fatalf("WRITE SAME transfer length %d", c.TransferLength)
+	}
 	after := allocatedBytes(t, v.Path())
 	if after > before-(4<<20)+(64<<10) {
 		t.Fatalf("WRITE SAME+UNMAP did not deallocate: %d -> %d bytes allocated", before, after)
@@ -136,12 +149,15 @@ func TestWriteSame(t *testing.T) {
 	if !isZero(data(c)) {
 		t.Fatal("NDOB WRITE SAME left data")
 	}
-	// UNMAP bit with non-zero data writes the data.
+	// UNMAP bit with non-zero data still deallocates (reads zeros).
+	mustGood(t, exec(n, 0, cdb16(0x8a, 60, 1, 0), blk, 0))
 	mustGood(t, exec(n, 0, cdb16(0x93, 60, 2, 0x08), blk, 0))
-	c = exec(n, 0, cdb10(0x28, 61, 1, 0), nil, 512)
-	if !bytes.Equal(data(c), blk) {
-		t.Fatal("WRITE SAME UNMAP with data did not write")
+	c = exec(n, 0, cdb10(0x28, 60, 2, 0), nil, 1024)
+	if !isZero(data(c)) {
+		t.Fatal("WRITE SAME UNMAP with data did not deallocate")
 	}
+	// Above MAXIMUM WRITE SAME LENGTH: refused.
+	mustSense(t, exec(n, 0, cdb16(0x93, 0, maxWriteSameBlocks+1, 0x08), blk, 0), keyIllegalRequest, ascInvalidFieldInCDB)
 }
 
 func TestUnmapDeallocatesAndReadsZeros(t *testing.T) {
