@@ -136,6 +136,7 @@ func (st *luState) install() {
 	set(st.writeSame, 0x41, 0x93)
 	set(st.unmap, 0x42)
 	set(st.compareAndWrite, 0x89)
+	set(st.orWrite, 0x8b) // ours: gotgt's ORWRITE dereferences a nil buffer
 	set(st.readCapacity10, 0x25)
 	set(st.serviceActionIn16, 0x9e)
 	set(st.inquiry, 0x12)
@@ -149,7 +150,7 @@ func (st *luState) install() {
 	set(st.persistentReserveIn, 0x5e)
 	set(st.persistentReserveOut, 0x5f)
 	set(st.maintenanceIn, 0xa3)
-	// ORWRITE(16) (0x8b) stays an invalid opcode: gotgt's crashes.
+	set(st.readDefectData, 0x37, 0xb7)
 }
 
 // ---- helpers shared by the handlers ----
@@ -177,6 +178,14 @@ func setTransferLength(cmd *api.SCSICommand, n uint64) {
 	}
 	cmd.TL = uint32(n)
 	cmd.State = stateTransferLength
+}
+
+// invalidCDBField reports INVALID FIELD IN CDB pointing at byte field.
+func invalidCDBField(cmd *api.SCSICommand, field uint16) api.SAMStat {
+	s := withFieldPointer(buildSense(keyIllegalRequest, ascInvalidFieldInCDB, 0, false), field)
+	cmd.SenseBuffer = &api.SenseBuffer{Buffer: s, Length: uint32(len(s))}
+	cmd.InSDBBuffer.Resid = 0
+	return api.SAMStatCheckCondition
 }
 
 // produced records n bytes of data-in (our convention: InSDBBuffer.Resid

@@ -404,6 +404,55 @@ func (st *luState) compareAndWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
 	return produced(cmd, 0)
 }
 
+// orWrite serves ORWRITE(16) (SBC-3 5.9): each block becomes the OR of
+// its content and the Data-Out, atomically (the LUN's I/O lock is held
+// exclusively, as for COMPARE AND WRITE).
+func (st *luState) orWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	if cdb[1]&0xe0 != 0 { // ORPROTECT
+		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+	}
+	lba, n := rwDecode(cdb)
+	length := n << st.shift
+	setTransferLength(cmd, length)
+	if !st.inRange(lba, n) {
+		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+	}
+	data := cmd.OutSDBBuffer.Buffer
+	if uint64(len(data)) > length {
+		data = data[:length]
+	}
+	if len(data) == 0 {
+		return produced(cmd, 0)
+	}
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	chunk := *bp
+	off := int64(lba << st.shift)
+	st.dev.io.Lock()
+	defer st.dev.io.Unlock()
+	for done := 0; done < len(data); {
+		l := min(len(data)-done, len(chunk))
+		cur := chunk[:l]
+		if _, err := st.vol.ReadAt(cur, off+int64(done)); err != nil && err != io.EOF {
+			return ioError(cmd, err, false)
+		}
+		for i := range cur {
+			cur[i] |= data[done+i]
+		}
+		if _, err := st.vol.WriteAt(cur, off+int64(done)); err != nil {
+			return ioError(cmd, err, true)
+		}
+		done += l
+	}
+	if cdb[1]&0x08 != 0 {
+		if err := st.vol.Sync(); err != nil {
+			return ioError(cmd, err, true)
+		}
+	}
+	return produced(cmd, 0)
+}
+
 // readCapacity10 serves READ CAPACITY(10).
 func (st *luState) readCapacity10(_ int, cmd *api.SCSICommand) api.SAMStat {
 	var b [8]byte

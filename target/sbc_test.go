@@ -325,8 +325,21 @@ func TestVerifyAndPrefetch(t *testing.T) {
 	mustSense(t, exec(n, 0, cdb10(0x2f, 4000, 2, 0), nil, 0), keyIllegalRequest, ascLBAOutOfRange)
 	mustGood(t, exec(n, 0, cdb10(0x34, 0, 8, 0), nil, 0))
 	mustSense(t, exec(n, 0, cdb16(0x90, 2048, 1, 0), nil, 0), keyIllegalRequest, ascLBAOutOfRange)
-	// ORWRITE is not offered.
-	mustSense(t, exec(n, 0, cdb16(0x8b, 0, 1, 0), make([]byte, 512), 0), keyIllegalRequest, ascInvalidOpcode)
+	// ORWRITE ORs the Data-Out into the blocks.
+	a, b := make([]byte, 1024), make([]byte, 1024)
+	for i := range a {
+		a[i], b[i] = 0xa5, 0x5a
+	}
+	mustGood(t, exec(n, 0, cdb10(0x2a, 100, 2, 0), make([]byte, 1024), 0))
+	mustGood(t, exec(n, 0, cdb16(0x8b, 100, 2, 0), a, 0))
+	mustGood(t, exec(n, 0, cdb16(0x8b, 100, 2, 0), b, 0))
+	c = exec(n, 0, cdb10(0x28, 100, 2, 0), nil, 1024)
+	for _, x := range data(c) {
+		if x != 0xff {
+			t.Fatalf("ORWRITE result %#x, want 0xff", x)
+		}
+	}
+	mustSense(t, exec(n, 0, cdb16(0x8b, 2048, 1, 0), a[:512], 0), keyIllegalRequest, ascLBAOutOfRange)
 }
 
 func TestPanicBecomesHardwareError(t *testing.T) {

@@ -75,6 +75,15 @@ func buildSense(key byte, code asc, info uint32, infoValid bool) []byte {
 	return b
 }
 
+// withFieldPointer adds sense-key-specific field pointer bytes (SPC-4
+// 4.5.2.4.2) to fixed-format sense: the CDB byte that is in error.
+func withFieldPointer(s []byte, cdbByte uint16) []byte {
+	s[15] = 0x80 | 0x40 // SKSV, C/D = CDB
+	s[16] = byte(cdbByte >> 8)
+	s[17] = byte(cdbByte)
+	return s
+}
+
 // senseKeyASC extracts the key and ASC/ASCQ from fixed or descriptor
 // format sense data; ok is false when the data is too short to tell.
 func senseKeyASC(s []byte) (key byte, code asc, ok bool) {

@@ -246,6 +246,17 @@ func (st *luState) formatUnit(_ int, cmd *api.SCSICommand) api.SAMStat {
 	return produced(cmd, 0)
 }
 
+// readDefectData serves READ DEFECT DATA(10/12): a file has no defects,
+// so the lists are empty (PLISTV/GLISTV echo what was asked for).
+func (st *luState) readDefectData(_ int, cmd *api.SCSICommand) api.SAMStat {
+	cdb := cmd.SCB
+	flags := cdb[2] & 0x1f
+	if cdb[0] == 0x37 {
+		return respond(cmd, []byte{0, flags, 0, 0}, int(be16(cdb[7:9])))
+	}
+	return respond(cmd, []byte{0, cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0}, int(be32(cdb[6:10])))
+}
+
 // opInfo describes one supported command for REPORT SUPPORTED OPERATION
 // CODES.
 type opInfo struct {
@@ -262,7 +273,7 @@ var supportedOps = []opInfo{
 	{op: 0x1a, cdbLen: 6}, {op: 0x1b, cdbLen: 6}, {op: 0x1d, cdbLen: 6},
 	{op: 0x1e, cdbLen: 6}, {op: 0x25, cdbLen: 10}, {op: 0x28, cdbLen: 10},
 	{op: 0x2a, cdbLen: 10}, {op: 0x2e, cdbLen: 10}, {op: 0x2f, cdbLen: 10},
-	{op: 0x34, cdbLen: 10}, {op: 0x35, cdbLen: 10}, {op: 0x41, cdbLen: 10},
+	{op: 0x34, cdbLen: 10}, {op: 0x37, cdbLen: 10}, {op: 0x35, cdbLen: 10}, {op: 0x41, cdbLen: 10},
 	{op: 0x42, cdbLen: 10}, {op: 0x55, cdbLen: 10}, {op: 0x56, cdbLen: 10},
 	{op: 0x57, cdbLen: 10}, {op: 0x5a, cdbLen: 10},
 	{op: 0x5e, sa: 0, hasSA: true, cdbLen: 10}, {op: 0x5e, sa: 1, hasSA: true, cdbLen: 10},
@@ -271,13 +282,13 @@ var supportedOps = []opInfo{
 	{op: 0x5f, sa: 2, hasSA: true, cdbLen: 10}, {op: 0x5f, sa: 3, hasSA: true, cdbLen: 10},
 	{op: 0x5f, sa: 4, hasSA: true, cdbLen: 10}, {op: 0x5f, sa: 5, hasSA: true, cdbLen: 10},
 	{op: 0x5f, sa: 6, hasSA: true, cdbLen: 10},
-	{op: 0x88, cdbLen: 16}, {op: 0x89, cdbLen: 16}, {op: 0x8a, cdbLen: 16},
+	{op: 0x88, cdbLen: 16}, {op: 0x89, cdbLen: 16}, {op: 0x8a, cdbLen: 16}, {op: 0x8b, cdbLen: 16},
 	{op: 0x8e, cdbLen: 16}, {op: 0x8f, cdbLen: 16}, {op: 0x90, cdbLen: 16},
 	{op: 0x91, cdbLen: 16}, {op: 0x93, cdbLen: 16},
 	{op: 0x9e, sa: 0x10, hasSA: true, cdbLen: 16}, {op: 0x9e, sa: 0x12, hasSA: true, cdbLen: 16},
 	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
 	{op: 0xa8, cdbLen: 12}, {op: 0xaa, cdbLen: 12}, {op: 0xae, cdbLen: 12},
-	{op: 0xaf, cdbLen: 12},
+	{op: 0xaf, cdbLen: 12}, {op: 0xb7, cdbLen: 12},
 }
 
 // maintenanceIn serves MAINTENANCE IN: REPORT SUPPORTED OPERATION CODES.
@@ -330,10 +341,10 @@ func (st *luState) maintenanceIn(_ int, cmd *api.SCSICommand) api.SAMStat {
 			}
 		}
 		if opts == 1 && anySA || opts == 2 && found != nil && !found.hasSA {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+			return invalidCDBField(cmd, 2)
 		}
 		if opts == 2 && found == nil && !anySA {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+			return invalidCDBField(cmd, 2)
 		}
 		out = make([]byte, 4)
 		if found == nil {
@@ -358,7 +369,7 @@ func (st *luState) maintenanceIn(_ int, cmd *api.SCSICommand) api.SAMStat {
 			}
 		}
 	default:
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return invalidCDBField(cmd, 2)
 	}
 	return respond(cmd, out, alloc)
 }
