@@ -151,6 +151,13 @@ func (st *luState) install() {
 	set(st.persistentReserveOut, 0x5f)
 	set(st.maintenanceIn, 0xa3)
 	set(st.readDefectData, 0x37, 0xb7)
+
+	// gotgt's luPerformCommand boxes the op-table entry into an interface
+	// on every call (a heap allocation per command); index the same
+	// per-LU table directly instead.
+	st.lu.PerformCommand = func(host int, cmd *api.SCSICommand) api.SAMStat {
+		return ops[cmd.SCB[0]].CommandPerformFunc(host, cmd)
+	}
 }
 
 // ---- helpers shared by the handlers ----
