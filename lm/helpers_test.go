@@ -31,7 +31,7 @@ type env struct {
 
 func testLogger(t testing.TB) zerolog.Logger {
 	if os.Getenv("LM_TEST_LOG") != "" {
-		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	}
 	return zerolog.Nop()
 }
@@ -262,3 +262,17 @@ func errString(err error) string {
 	}
 	return fmt.Sprint(err)
 }
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func renameFile(from, to string) error { return os.Rename(from, to) }
