@@ -209,7 +209,7 @@ func (c *conn) teardown() {
 	}
 	if c.sess != nil {
 		c.srv.release(c.sess)
-		c.log.Info().Uint16("tsih", c.sess.tsih).Msg("session closed")
+		c.log.Info().Msg("session closed")
 	}
 	c.setState(stateClosed)
 }

@@ -602,15 +602,14 @@ func TestOverlongDataOut(t *testing.T) {
 	i.write(&h, nil)
 	c.out = bytes.Repeat([]byte{'x'}, 1024)
 	i.dataOut(c, reservedTag, 0, 0, 1024, true)
-	for {
-		p, err := i.read()
-		if err != nil {
-			break // dropped: fine
-		}
-		if p.h.opcode() == opReject {
-			continue
-		}
+	p, err := i.expect(opReject)
+	if err != nil {
+		t.Fatalf("over-long Data-Out: %v", err)
 	}
+	if p.h.b[2] != rejectProtocolError {
+		t.Fatalf("reject reason %#x", p.h.b[2])
+	}
+	i.readBlocks(0, 1) // the session carries on
 	if got := fileBytes(t, b, 512, 1536); !bytes.Equal(got, bytes.Repeat([]byte{'a'}, 1536)) {
 		t.Fatal("data beyond EDTL reached the file")
 	}

@@ -396,13 +396,19 @@ func (c *conn) dataOut(h *header) error {
 		bad = fmt.Sprintf("data %d+%d beyond the sequence end %d", off, dl, seq.end)
 	}
 	if bad != "" {
-		// ERL 0: a broken data sequence cannot be recovered.
-		c.log.Warn().Uint32("itt", itt).Str("why", bad).Msg("bad Data-Out; dropping connection")
+		// ERL 0 cannot recover a broken data sequence: reject the PDU and
+		// drop the task (the initiator fails the command on the Reject);
+		// the connection and its other tasks carry on.
+		c.log.Warn().Uint32("itt", itt).Str("why", bad).Msg("bad Data-Out; task dropped")
 		if err := discardData(c.br, dl, c.lim.dataDigest); err != nil {
 			return err
 		}
-		c.reject(h, rejectProtocolError)
-		return fmt.Errorf("data-out itt %#x: %s: %w", itt, bad, errPDU)
+		c.mu.Lock()
+		if t.state == taskReceiving && c.mu.tasks[itt] == t {
+			c.dropTaskLocked(itt, t)
+		}
+		c.mu.Unlock()
+		return c.reject(h, rejectProtocolError)
 	}
 	if err := readData(c.br, (*t.wbuf)[off:off+dl], c.lim.dataDigest); err != nil {
 		return err
@@ -413,8 +419,13 @@ func (c *conn) dataOut(h *header) error {
 	complete := seq.next == seq.end
 	if h.final() && !complete {
 		if idx >= 0 {
-			c.reject(h, rejectProtocolError)
-			return fmt.Errorf("data-out itt %#x: F bit before the end of the R2T: %w", itt, errPDU)
+			c.log.Warn().Uint32("itt", itt).Msg("F bit before the end of an R2T sequence; task dropped")
+			c.mu.Lock()
+			if t.state == taskReceiving && c.mu.tasks[itt] == t {
+				c.dropTaskLocked(itt, t)
+			}
+			c.mu.Unlock()
+			return c.reject(h, rejectProtocolError)
 		}
 		// The initiator ended its unsolicited burst early: solicit the rest.
 		t.unsol.end = seq.next

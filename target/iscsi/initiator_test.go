@@ -323,13 +323,13 @@ func (i *ini) mustLogin(o loginOpts) {
 
 // icmd is one SCSI command driven by run.
 type icmd struct {
-	lun      uint64
-	cdb      []byte
-	read     bool
-	edtl     uint32
-	out      []byte // data to send (len may differ from edtl in tests)
-	noImm    bool   // send no immediate data
-	itt      uint32
+	lun   uint64
+	cdb   []byte
+	read  bool
+	edtl  uint32
+	out   []byte // data to send (len may differ from edtl in tests)
+	noImm bool   // send no immediate data
+	itt   uint32
 	// results
 	done      bool
 	status    byte

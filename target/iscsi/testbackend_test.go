@@ -238,6 +238,9 @@ func startServer(t testing.TB, b Backend, mod func(*Options)) *Server {
 		Backend: b,
 		Log:     zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 	}
+	if os.Getenv("LMTGT_TEST_DEBUG") != "" {
+		o.Log = o.Log.Level(zerolog.DebugLevel)
+	}
 	if mod != nil {
 		mod(&o)
 	}

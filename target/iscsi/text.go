@@ -234,7 +234,8 @@ func (n *negotiation) operational(req []kv, discovery bool) ([]kv, error) {
 		case "MaxRecvDataSegmentLength":
 			x, ok := parseNum(v, 512, 1<<24-1)
 			if !ok {
-				add(k, "Reject")
+				// Declarative: an invalid value leaves the default
+				// (8192); the key is still answered once, below.
 				continue
 			}
 			n.p.MaxXmitDSL = x

@@ -1,0 +1,142 @@
+package iscsi
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestGarbageIsolated sends garbage, half PDUs and protocol violations on
+// many connections while another session does I/O; that session must never
+// notice and the server must keep accepting logins.
+func TestGarbageIsolated(t *testing.T) {
+	b := newFileBackend(t, 4<<20)
+	s := startServer(t, b, func(o *Options) { o.LoginTimeout = 300 * time.Millisecond })
+	addr := addrOf(s)
+
+	good := dialIni(t, addr)
+	good.mustLogin(loginOpts{isid: [6]byte{0x80, 9, 9, 9, 9, 9}})
+	data := pattern(64<<10, 42)
+	good.writeBlocks(0, data)
+
+	stop := make(chan struct{})
+	var ioErr atomic.Value
+	var ios atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c := &icmd{cdb: read10(0, 128), read: true, edtl: 64 << 10}
+			if err := good.run(c); err != nil {
+				ioErr.Store(err)
+				return
+			}
+			if c.status != 0 || !bytes.Equal(c.in, data) {
+				ioErr.Store(io.ErrUnexpectedEOF)
+				return
+			}
+			ios.Add(1)
+		}
+	}()
+
+	raw := func(name string, payload []byte, expectClose bool) {
+		t.Helper()
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.Write(payload)
+		if expectClose {
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.Copy(io.Discard, nc); err != nil {
+				t.Errorf("%s: connection not closed by the target: %v", name, err)
+			}
+		}
+	}
+	var bhs [bhsLen]byte
+	raw("random bytes", pattern(4096, 7), true)
+	raw("half a BHS, then silence", pattern(20, 8), true)
+	bhs[0] = opLoginReq | flagImmed
+	setDataLen(&bhs, 0xffffff)
+	raw("login with an absurd data length", bhs[:], true)
+	bhs = [bhsLen]byte{}
+	bhs[0] = opSCSICmd
+	raw("SCSI command before login", bhs[:], true)
+	raw("nothing at all", nil, true)
+
+	// Violations after a valid login.
+	after := func(name string, payload []byte, wantReject bool) {
+		t.Helper()
+		i := dialIni(t, addr)
+		i.mustLogin(loginOpts{})
+		i.nc.Write(payload)
+		if wantReject {
+			p, err := i.expect(opReject)
+			if err != nil {
+				t.Errorf("%s: no Reject: %v", name, err)
+				return
+			}
+			// still usable after a Reject
+			i.readBlocks(0, 1)
+			_ = p
+			return
+		}
+		i.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			if _, err := i.read(); err != nil {
+				break
+			}
+		}
+	}
+	mk := func(op byte, dl uint32, ahsWords byte) []byte {
+		var h [bhsLen]byte
+		h[0] = op
+		h[1] = flagFinal
+		h[4] = ahsWords
+		setDataLen(&h, dl)
+		put32(h[16:], 0x777)
+		return h[:]
+	}
+	after("unknown opcode", mk(0x1f|flagImmed, 0, 0), true)
+	after("SNACK at ERL 0", mk(opSNACKReq, 0, 0), true)
+	after("Data-Out for no task", append(mk(opDataOut, 8, 0), make([]byte, 8)...), false)
+	after("segment over MaxRecvDataSegmentLength", mk(opNopOut|flagImmed, 1<<23, 0), false)
+	after("truncated header", mk(opSCSICmd, 0, 0)[:33], false)
+	after("bad AHS", append(mk(opSCSICmd|flagImmed, 0, 2), 0, 99, 1, 0, 0, 0, 0, 0), true)
+	after("immediate data without W bit", append(mk(opSCSICmd|flagImmed, 4, 0), 1, 2, 3, 4), true)
+	after("login during full feature phase", mk(opLoginReq|flagImmed, 0, 0), true)
+
+	// A login that never completes is dropped after LoginTimeout.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, nc); err != nil {
+		t.Errorf("idle login not dropped: %v", err)
+	}
+	nc.Close()
+
+	waitFor(t, "I/O on the good session", 10*time.Second, func() bool { return ios.Load() > 5 || ioErr.Load() != nil })
+	close(stop)
+	wg.Wait()
+	if err := ioErr.Load(); err != nil {
+		t.Fatalf("the good session broke: %v", err)
+	}
+	good.readBlocks(0, 1)
+	fresh := dialIni(t, addr)
+	fresh.mustLogin(loginOpts{})
+	fresh.readBlocks(0, 1)
+	waitFor(t, "garbage sessions released", 5*time.Second, func() bool { return s.sessionCount() == 2 })
+}
