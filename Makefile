@@ -1,0 +1,103 @@
+# lmtgt - make targets. `make run` and `make test` are the two commands of the
+# README; .ci/run calls `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+GO       ?= go
+BIN      ?= bin/lmtgt
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+
+# `go test -race ./...` limit (the whole of `make test` must stay under 90 min).
+TEST_TIMEOUT ?= 50m
+# Extra `go test` flags, e.g. TESTFLAGS='-run TestACL -v'.
+TESTFLAGS ?=
+# `make fuzz`: time per fuzz target.
+FUZZTIME ?= 20s
+# `make stress`: kill -9 rounds of the migration crash loop.
+STRESS_KILLS ?= 200
+
+# Defaults of `make run` (the same as lmtgt serve's own).
+DATA_DIR ?= ./lmtgt-data
+PORTAL   ?= 127.0.0.1:3260
+
+.PHONY: all build run test test-deps test-go test-conformance test-vm stress bench fuzz vet clean help
+
+all: build
+
+help:
+	@echo "make build        build $(BIN)"
+	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
+	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM test"
+	@echo "make vet          gofmt check and go vet"
+	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
+	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests"
+	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lmtgt
+
+run: build
+	$(BIN) serve --demo --data-dir $(DATA_DIR) --portal $(PORTAL)
+
+# Every step runs even when an earlier one failed (-k); make test fails if any did.
+test:
+	@$(MAKE) --no-print-directory -k test-deps test-go test-conformance test-vm
+
+test-deps:
+	@if [ -x scripts/install-test-deps.sh ]; then \
+		scripts/install-test-deps.sh; \
+	else \
+		echo "test-deps: scripts/install-test-deps.sh not there; tests needing missing tools will skip"; \
+	fi
+
+test-go:
+	@echo "== go test -race ./... (timeout $(TEST_TIMEOUT))"
+	@SECONDS=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...; rc=$$?; \
+		echo "== go test: exit $$rc after $${SECONDS}s"; exit $$rc
+
+test-conformance: build
+	@if [ -x scripts/conformance.sh ]; then \
+		echo "== scripts/conformance.sh"; SECONDS=0; \
+		scripts/conformance.sh --bin $(BIN); rc=$$?; \
+		echo "== conformance: exit $$rc after $${SECONDS}s"; exit $$rc; \
+	else \
+		echo "== skip: scripts/conformance.sh not there yet"; \
+	fi
+
+test-vm: build
+	@if [ -x scripts/vm-test.sh ]; then \
+		echo "== scripts/vm-test.sh"; SECONDS=0; \
+		scripts/vm-test.sh --bin $(BIN); rc=$$?; \
+		echo "== vm-test: exit $$rc after $${SECONDS}s"; exit $$rc; \
+	else \
+		echo "== skip: scripts/vm-test.sh not there yet"; \
+	fi
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Every `func FuzzXxx` in the tree, each for FUZZTIME.
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		pkg=$$(dirname $$f); \
+		for fn in $$(grep -oh '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+			echo "== fuzz $$pkg $$fn ($(FUZZTIME))"; \
+			$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+# Longer runs of what CI runs: the migration crash loop with many more
+# kill -9, the restart test, and the migration and DCL unit tests repeated.
+stress:
+	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
+		-run 'CrashLoop|Restart' -v ./integration/
+	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
+
+bench: build
+	@if [ -x scripts/bench ]; then scripts/bench -bin $(BIN) $(BENCHFLAGS); \
+	else echo "scripts/bench not there yet"; exit 1; fi
+
+clean:
+	rm -rf bin .work
