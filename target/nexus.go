@@ -142,6 +142,9 @@ func (n *nexus) Execute(c *iscsi.Command) {
 	}
 	op := c.CDB[0]
 	tv := n.srv.snap.Load().targets[n.info.Target]
+	if tv != nil && !tv.cfg.AllowAll && !tv.allow[n.info.Initiator] {
+		tv = nil // the ACL changed under the session: it sees no LUNs
+	}
 	var dev *lunDev
 	if tv != nil {
 		dev = tv.luns[c.LUN]

@@ -94,12 +94,19 @@ func TestACLAndLogin(t *testing.T) {
 	if got := s.Targets("iqn.test:ok"); len(got) != 2 {
 		t.Fatalf("discovery: %+v", got)
 	}
+	// Revoking access live: the open session sees no LUNs any more.
+	n := openNexus(t, s, "iqn.test:ok", 1)
+	mustGood(t, exec(n, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+	if err := s.Apply([]Target{{IQN: testIQN, Initiators: []string{"iqn.test:other"}, LUNs: []LUN{testLUN("A", 0, v, 512)}}}); err != nil {
+		t.Fatal(err)
+	}
+	mustSense(t, exec(n, 0, cdb10(0x28, 0, 1, 0), nil, 512), keyIllegalRequest, ascLUNNotSupported)
 }
 
 // acceptable: GOOD, a unit attention (capacity / LUN inventory changed) or,
 // for the LUN being mapped and unmapped, LOGICAL UNIT NOT SUPPORTED.
 func acceptable(c *iscsi.Command, lun uint64) bool {
-	if c.Status == statusGood {
+	if c.Status == statusGood || c.Status == statusReservationConflict { // churn nexus holds RESERVE(6)
 		return true
 	}
 	key, code, _ := senseKeyASC(c.Sense)
