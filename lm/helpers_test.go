@@ -276,3 +276,12 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 func renameFile(from, to string) error { return os.Rename(from, to) }
+
+func openRaw(t testing.TB, path string) *volume.File {
+	t.Helper()
+	f, err := volume.Open(path, volume.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

@@ -1,0 +1,300 @@
+package lm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/rs/zerolog"
+)
+
+const (
+	crashDirEnv   = "LM_CRASH_DIR"
+	crashRoundEnv = "LM_CRASH_ROUND"
+	crashSize     = 16 * mib
+	crashWriters  = 4
+)
+
+func crashOptions(dir string) Options {
+	return Options{
+		DataDir:            dir,
+		Log:                zerolog.Nop(),
+		ClearInterval:      20 * time.Millisecond,
+		CheckpointInterval: 50 * time.Millisecond,
+		CheckpointBytes:    2 * mib,
+		RetryMin:           10 * time.Millisecond,
+		RetryMax:           50 * time.Millisecond,
+	}
+}
+
+// TestCrashChild is the process TestCrashLoop kills: it runs migrations
+// (copy, dual-write, split, a new pair, ...) under host writes and logs
+// every acknowledged write, fsynced after the ack.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv(crashDirEnv)
+	if dir == "" {
+		t.Skip("only run as a child of TestCrashLoop")
+	}
+	round, _ := strconv.Atoi(os.Getenv(crashRoundEnv))
+	fail := func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, "crash child: "+f+"\n", a...)
+		os.Exit(2)
+	}
+	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	if err != nil {
+		fail("%v", err)
+	}
+	m, err := Open(db, crashOptions(dir))
+	if err != nil {
+		fail("%v", err)
+	}
+	var src metavol.LUN
+	db.View(func(tx *metavol.Tx) error { src, err = tx.LUNByName("src"); return nil })
+	if errors.Is(err, metavol.ErrNotFound) {
+		if src, err = m.CreateLUN(CreateLUNRequest{Name: "src", Size: crashSize}); err != nil {
+			fail("%v", err)
+		}
+		if _, err = m.CreateLUN(CreateLUNRequest{Name: "tgt", Size: crashSize}); err != nil {
+			fail("%v", err)
+		}
+		h, _ := m.LUN(src.ID)
+		b := make([]byte, blk)
+		for bl := int64(0); bl < crashSize/blk; bl += 2 {
+			pattern(b, bl, 1)
+			if _, err := h.WriteAt(b, bl*blk); err != nil {
+				fail("%v", err)
+			}
+		}
+		if err := h.Sync(); err != nil {
+			fail("%v", err)
+		}
+	} else if err != nil {
+		fail("%v", err)
+	}
+	h, err := m.LUN(src.ID)
+	if err != nil {
+		fail("%v", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "acked"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		fail("%v", err)
+	}
+	var logMu sync.Mutex
+	for i := 0; i < crashWriters; i++ {
+		go func(i int) {
+			rnd := rand.New(rand.NewSource(time.Now().UnixNano() + int64(i)))
+			b := make([]byte, blk)
+			seq := uint64(round+1)*1_000_000_000 + uint64(i)*10_000_000
+			for {
+				bl := rnd.Int63n(crashSize/blk/crashWriters)*crashWriters + int64(i)
+				seq++
+				pattern(b, bl, seq)
+				if _, err := h.WriteAt(b, bl*blk); err != nil {
+					fail("host write: %v", err)
+				}
+				logMu.Lock()
+				fmt.Fprintf(logf, "%d %d\n", bl, seq)
+				logf.Sync()
+				logMu.Unlock()
+			}
+		}(i)
+	}
+	// The controller: pair, wait for sync, split (sometimes), pair again.
+	rnd := rand.New(rand.NewSource(time.Now().UnixNano()))
+	for {
+		if _, err := m.Pair("src"); err != nil || isFinished(m) {
+			speed := []Speed{SpeedLow, SpeedMedium, SpeedHighest}[rnd.Intn(3)]
+			if _, err := m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: speed}); err != nil {
+				fail("create pair: %v", err)
+			}
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			st, err := m.Pair("src")
+			if err != nil {
+				fail("%v", err)
+			}
+			if st.State == "synced" {
+				break
+			}
+			if time.Now().After(deadline) {
+				fail("not synced: %+v", st)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if rnd.Intn(2) == 0 {
+			if _, err := m.Split([]string{"src"}, time.Second); err != nil && !errors.Is(err, ErrSplitTimeout) && !errors.Is(err, ErrNotSynced) {
+				fail("split: %v", err)
+			}
+		} else {
+			time.Sleep(time.Duration(rnd.Intn(100)) * time.Millisecond) // dual-write for a while
+		}
+	}
+}
+
+func isFinished(m *Manager) bool {
+	st, err := m.Pair("src")
+	if err != nil {
+		return true
+	}
+	s, _ := ParseState(st.State)
+	return s.Final()
+}
+
+func TestCrashLoop(t *testing.T) {
+	if os.Getenv(crashDirEnv) != "" {
+		t.Skip("child")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rounds := 10
+	if testing.Short() {
+		rounds = 4
+	}
+	acked := 0
+	for round := 0; round < rounds; round++ {
+		cmd := exec.Command(exe, "-test.run=^TestCrashChild$", "-test.v")
+		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		want := acked + 20 + rand.Intn(400)
+		deadline := time.Now().Add(60 * time.Second)
+		for countLines(filepath.Join(dir, "acked")) < want {
+			select {
+			case err := <-exited:
+				t.Fatalf("round %d: child exited early: %v\n%s", round, err, out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				<-exited
+				t.Fatalf("round %d: child too slow\n%s", round, out.String())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+		acked = countLines(filepath.Join(dir, "acked"))
+		crashCheck(t, dir, round)
+	}
+}
+
+// crashCheck reopens after a kill: every acknowledged write must be on the
+// source LUN; the pair must reach synced with the target equal to the
+// source.
+func crashCheck(t *testing.T, dir string, round int) {
+	t.Helper()
+	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	opts := crashOptions(dir)
+	opts.Log = testLogger(t)
+	m, err := Open(db, opts)
+	if err != nil {
+		t.Fatalf("round %d: reopen: %v", round, err)
+	}
+	defer m.Close()
+	var src metavol.LUN
+	if err := db.View(func(tx *metavol.Tx) error { src, err = tx.LUNByName("src"); return err }); err != nil {
+		t.Fatalf("round %d: %v", round, err)
+	}
+	h, _ := m.LUN(src.ID)
+	last := readAckedWrites(t, filepath.Join(dir, "acked"))
+	b := make([]byte, blk)
+	for bl, seq := range last {
+		if _, err := h.ReadAt(b, bl*blk); err != nil {
+			t.Fatal(err)
+		}
+		gotBl, gotSeq := leU64(b), leU64(b[8:])
+		if gotBl != uint64(bl) || gotSeq < seq {
+			t.Fatalf("round %d: block %d holds (block %d, seq %d), acknowledged seq %d is lost", round, bl, gotBl, gotSeq, seq)
+		}
+		for i := 0; i+16 <= blk; i += 16 {
+			if leU64(b[i:]) != gotBl || leU64(b[i+8:]) != gotSeq {
+				t.Fatalf("round %d: block %d is torn", round, bl)
+			}
+		}
+	}
+	st, err := m.Pair("src")
+	state := "none"
+	if err == nil {
+		state = st.State
+	}
+	if err == nil && st.State != "split" {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			st, _ = m.Pair("src")
+			if st.State == "synced" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: pair not synced after restart: %+v", round, st)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		var sp, tp string
+		db.View(func(tx *metavol.Tx) error {
+			for name, p := range map[string]*string{"src": &sp, "tgt": &tp} {
+				l, _ := tx.LUNByName(name)
+				v, _ := tx.GetVolume(l.VolumeID)
+				*p = v.Path
+			}
+			return nil
+		})
+		a, b := openRaw(t, sp), openRaw(t, tp)
+		sameContent(t, fmt.Sprintf("round %d: target == source", round), a, b, crashSize)
+		a.Close()
+		b.Close()
+	}
+	t.Logf("round %d: killed with pair %s; %d blocks with acknowledged writes all present; synced and equal", round, state, len(last))
+}
+
+func readAckedWrites(t *testing.T, p string) map[int64]uint64 {
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	last := map[int64]uint64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var bl int64
+		var seq uint64
+		if n, _ := fmt.Sscanf(sc.Text(), "%d %d", &bl, &seq); n != 2 {
+			continue // torn last line
+		}
+		if seq > last[bl] {
+			last[bl] = seq
+		}
+	}
+	return last
+}
+
+func countLines(p string) int {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\n")
+}
