@@ -27,3 +27,30 @@ func TestReadWriteDoNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkExecuteRead4K measures a 4 KiB READ(10) through Execute
+// (including the pread of a sparse file).
+func BenchmarkExecuteRead4K(b *testing.B) {
+	s, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := volumeForBench(b)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Apply([]Target{{IQN: testIQN, AllowAll: true, LUNs: []LUN{testLUN("B", 0, v, 512)}}}); err != nil {
+		b.Fatal(err)
+	}
+	nx, err := s.OpenNexus(iscsiNexusInfo())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := exec(nx, 0, cdb10(0x28, 8, 8, 0), nil, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.DataIn = c.DataIn[:0]
+		nx.Execute(c)
+	}
+}
