@@ -164,8 +164,12 @@ func migrationList(c *cli.Context) error {
 	}
 	var rows [][]string
 	for _, m := range ms {
+		copied := sizeStr(m.CopiedBytes)
+		if m.TotalBytes > 0 {
+			copied += "/" + sizeStr(m.TotalBytes)
+		}
 		rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.CopiedBytes, m.TotalBytes),
-			sizeStr(m.CopiedBytes) + "/" + sizeStr(m.TotalBytes), rateStr(m.RateBps), etaStr(m.ETASeconds),
+			copied, rateStr(m.RateBps), etaStr(m.ETASeconds),
 			sizeStr(m.DCLBytes), orDash(m.Vehicle)})
 	}
 	table(c.App.Writer, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "VEHICLE"}, rows)
