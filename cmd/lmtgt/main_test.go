@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestReorderArgs(t *testing.T) {
+	app := newApp(io.Discard, io.Discard)
+	cases := []struct{ in, want []string }{
+		{[]string{"lmtgt", "lun", "show", "db1", "-o", "json"}, []string{"lmtgt", "lun", "show", "-o", "json", "--", "db1"}},
+		{[]string{"lmtgt", "--admin", "/s", "lun", "show", "db1"}, []string{"lmtgt", "--admin", "/s", "lun", "show", "--", "db1"}},
+		{[]string{"lmtgt", "target", "map", "iqn.x", "l", "--lun", "3"}, []string{"lmtgt", "target", "map", "--lun", "3", "--", "iqn.x", "l"}},
+		{[]string{"lmtgt", "target", "delete", "iqn.x", "--force", "-o", "json"}, []string{"lmtgt", "target", "delete", "--force", "-o", "json", "--", "iqn.x"}},
+		{[]string{"lmtgt", "migration", "split", "a", "b", "--max-pause=50ms"}, []string{"lmtgt", "migration", "split", "--max-pause=50ms", "--", "a", "b"}},
+		{[]string{"lmtgt", "lun", "show", "--", "-weird"}, []string{"lmtgt", "lun", "show", "--", "-weird"}},
+		{[]string{"lmtgt", "lun", "list"}, []string{"lmtgt", "lun", "list"}},
+		{[]string{"lmtgt", "bogus", "x"}, []string{"lmtgt", "bogus", "x"}},
+	}
+	for _, c := range cases {
+		if got := reorderArgs(app, c.in); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("reorderArgs(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--version"}, 0, ""},
+		{[]string{"lun", "--help"}, 0, ""},
+		{[]string{}, 2, "no command"},
+		{[]string{"nope"}, 2, `unknown command "nope"`},
+		{[]string{"lun", "create"}, 2, "lun create: missing NAME"},
+		{[]string{"lun", "create", "x", "--size", "big"}, 2, "not a size"},
+		{[]string{"lun", "list", "-o", "xml"}, 2, `-o "xml"`},
+		{[]string{"lun", "list", "--what"}, 2, "flag provided but not defined"},
+		{[]string{"target", "chap", "iqn.x", "--user", "u"}, 2, "--secret"},
+		{[]string{"migration", "split"}, 2, "at least one source"},
+		{[]string{"migration", "set", "a"}, 2, "--speed and/or --max-mbps"},
+		{[]string{"--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
+		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
+		{[]string{"serve", "--log-level", "chatty"}, 2, "--log-level"},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)
+		if code != c.code {
+			t.Errorf("lmtgt %q: exit %d, want %d (stderr %q)", c.args, code, c.code, errb.String())
+		}
+		msg := errb.String()
+		if c.want != "" && !strings.Contains(msg, c.want) {
+			t.Errorf("lmtgt %q: stderr %q does not mention %q", c.args, msg, c.want)
+		}
+		if c.code != 0 && (strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "lmtgt: ")) {
+			t.Errorf("lmtgt %q: want one line \"lmtgt: ...\" on stderr, got %q", c.args, msg)
+		}
+	}
+}
+
+func TestProgress(t *testing.T) {
+	if got := progressBar(50, 100, 10); got != "[#####.....]" {
+		t.Errorf("progressBar = %q", got)
+	}
+	if got := progressBar(5, 0, 4); got != "[....]" {
+		t.Errorf("progressBar with no total = %q", got)
+	}
+	if got := etaStr(3725); got != "1:02:05" {
+		t.Errorf("etaStr = %q", got)
+	}
+	if got := etaStr(65); got != "1:05" {
+		t.Errorf("etaStr = %q", got)
+	}
+}
