@@ -157,6 +157,12 @@ func TestMigrationCrashLoop(t *testing.T) {
 		case "dual-write":
 			crash(i, phase, time.Duration(rng.Int63n(int64(300*time.Millisecond))), q, s)
 		case "split":
+			// The kill lands before, during or after the split: the delay
+			// is drawn over twice the time a CLI round trip takes here
+			// (a race-built binary starts much slower).
+			t0 := time.Now()
+			d.mig("ka")
+			span := 2*time.Since(t0) + 5*time.Millisecond
 			done := make(chan result, 1)
 			go func() { // owned here: ends with the CLI process
 				c := exec.Command(lmtgtBin, "migration", "split", "ka")
@@ -167,7 +173,7 @@ func TestMigrationCrashLoop(t *testing.T) {
 				done <- result{Stdout: out.String(), Stderr: errb.String(), Code: c.ProcessState.ExitCode()}
 				_ = err
 			}()
-			crash(i, phase, time.Duration(rng.Int63n(int64(40*time.Millisecond))), q, s)
+			crash(i, phase, time.Duration(rng.Int63n(int64(span))), q, s)
 			r := <-done
 			st, _, ok := d.migTry("ka")
 			la, lb := d.lun("ka"), d.lun("kb")
