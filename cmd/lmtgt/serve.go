@@ -138,10 +138,11 @@ type daemon struct {
 	portals []string
 	out     io.Writer
 
-	db   *metavol.DB
-	mgr  *lm.Manager
-	tsrv *target.Server
-	asrv *api.Server
+	db          *metavol.DB
+	mgr         *lm.Manager
+	tsrv        *target.Server
+	tsrvStarted bool
+	asrv        *api.Server
 }
 
 func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
@@ -183,6 +184,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err := d.tsrv.Start(); err != nil {
 		return fmt.Errorf("iSCSI portal: %w", err)
 	}
+	d.tsrvStarted = true
 	d.asrv, err = api.New(api.Options{
 		Service: svc,
 		Socket:  d.admin,
@@ -243,7 +245,7 @@ func (d *daemon) close() error {
 		errs = append(errs, wrapErr("admin api", d.asrv.Shutdown(ctx)))
 		cancel()
 	}
-	if d.tsrv != nil {
+	if d.tsrv != nil && d.tsrvStarted {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		errs = append(errs, wrapErr("iSCSI server", d.tsrv.Shutdown(ctx)))
 		cancel()
