@@ -297,3 +297,49 @@ func TestCHAP(t *testing.T) {
 	d.OK("target", "chap", iqn, "--off")
 	tool(t, "iscsi-inq", d.URL(iqn, 0))
 }
+
+// TestLiveChangesKeepSessions: while a host session does I/O on a LUN,
+// configuration changes around it (a LUN mapped and unmapped next to it,
+// other targets created, ACL and CHAP changes elsewhere, its own LUN grown)
+// are applied live without dropping or disturbing the session.
+func TestLiveChangesKeepSessions(t *testing.T) {
+	needTools(t, "qemu-io", "iscsi-ls", "iscsi-readcapacity16")
+	d := StartDaemon(t, "")
+	iqn := d.Export("live", "8MiB", 512)
+	url := d.URL(iqn, 0)
+	q := startQIO(t, "host", url)
+	step := 0
+	io := func(what string) {
+		t.Helper()
+		step++
+		off := int64(step%16) * (256 << 10)
+		pat := byte(0x30 + step)
+		if err := q.write(off, 256<<10, pat); err != nil {
+			t.Fatalf("after %s: write: %v", what, err)
+		}
+		if err := q.read(off, 256<<10, pat); err != nil {
+			t.Fatalf("after %s: read: %v", what, err)
+		}
+	}
+	io("start")
+	d.OK("lun", "create", "next", "--size", "4MiB")
+	d.OK("target", "map", iqn, "next")
+	io("map of a second LUN")
+	other := d.Export("other", "4MiB", 4096)
+	io("a new target")
+	d.OK("target", "chap", other, "--user", "u", "--secret", "othersecret12")
+	d.OK("target", "allow", iqn, "iqn.2026-11.org.lmtgt.test:someone")
+	io("CHAP and ACL changes")
+	d.OK("lun", "resize", "live", "--size", "16MiB")
+	io("a resize of the LUN in use")
+	if blocks, bs := readCapacity(t, url); blocks*bs != 16<<20 {
+		t.Errorf("after resize READ CAPACITY(16) says %d bytes", blocks*bs)
+	}
+	d.OK("target", "unmap", iqn, "next")
+	io("unmap of the second LUN")
+	d.OK("target", "delete", other, "--force")
+	io("delete of another target")
+	q.close()
+	d.noDrops(t)
+	qemuIOOK(t, url, fmt.Sprintf("read -P %d %d 256k", 0x30+step, int64(step%16)*(256<<10)))
+}
