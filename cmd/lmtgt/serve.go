@@ -92,7 +92,12 @@ func serveAction(c *cli.Context) error {
 		return usageErr("--data-dir: %v", err)
 	}
 	// The command's own --admin, else the global one (same env var).
-	admin := c.String("admin")
+	admin := ""
+	for _, x := range c.Lineage() {
+		if admin = x.String("admin"); admin != "" {
+			break
+		}
+	}
 	if admin == "" {
 		admin = filepath.Join(dataDir, socketName)
 	}
