@@ -48,11 +48,11 @@ pid_dead() { ! pid_alive "$1"; }
 stop_pid() {
   local pid=$1 secs=${2:-10}
   pid_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
-  kill -TERM "$pid" 2>/dev/null
+  kill -TERM "$pid" 2>/dev/null || true
   if wait_for "pid $pid to exit" "$secs" pid_dead "$pid"; then
     wait "$pid" 2>/dev/null; return 0
   fi
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 1
+  kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null; return 1
 }
 
 # ---------------------------------------------------------------- lmtgt
@@ -130,7 +130,7 @@ tgt_stop() {
   done
   timeout 5 tgtadm -C "$ctl" --mode system --op delete >/dev/null 2>&1
   if ! wait_for "tgtd $pid to exit" 5 pid_dead "$pid"; then
-    kill -KILL "$pid" 2>/dev/null
+    kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null
   return 0

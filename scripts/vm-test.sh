@@ -534,7 +534,7 @@ while :; do
     SEEN=$n
   fi
   pid_alive "$QEMU_PID" || break
-  if [ $((SECONDS-T_VM)) -ge "$TIMEOUT" ]; then log "VM time limit ${TIMEOUT}s reached"; VM_RC=124; stop_pid "$QEMU_PID" 5; break; fi
+  if [ $((SECONDS-T_VM)) -ge "$TIMEOUT" ]; then log "VM time limit ${TIMEOUT}s reached"; VM_RC=124; stop_pid "$QEMU_PID" 5 || true; break; fi
   sleep 0.2
 done
 wait "$QEMU_PID" 2>/dev/null || true; QEMU_PID=""
