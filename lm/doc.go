@@ -6,4 +6,40 @@
 //
 // It must never import package target or gotgt: hosts reach it only through
 // the volume.Volume handle returned by Manager.LUN.
+//
+// Where the files are: manager.go (Open, Close, the per-LUN router handle
+// and I/O gate use), lun.go (LUN create/resize/delete), pair.go (pair
+// runtime, admin operations, status), states.go (the state machine, the
+// only place transitions are decided), write.go (the host write path,
+// DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy, retry,
+// vehicles), split.go (split, verify, auto-split), recover.go (startup).
+//
+// Invariants:
+//   - The route of a LUN (data volume, pair) changes only while its I/O
+//     gate is closed and drained: pair attach/detach, split, delete.
+//   - Host writes take the pair's range lock shared; the copier takes it
+//     exclusive per chunk (or region) and raises the in-memory cursor
+//     while holding it. A write below that cursor is durably marked in the
+//     DCL (dcl.Log.BeginWrite) before it is issued to either leg.
+//   - The persisted checkpoint only moves after the target was synced, and
+//     never past a chunk that is neither copied nor in the DCL.
+//   - Every state change is persisted before it takes effect, except that
+//     writes switch to source-only (+DCL) at the first target failure,
+//     before the "interrupted" record is written (that is always safe).
+//
+// Decisions not spelled out in DESIGN.md:
+//   - synced → copying is allowed: after a restart (or a source write error
+//     in dual-write) the DCL is not empty and must be re-copied; splitting
+//     → synced/interrupted undoes a deferred or refused split.
+//   - A faulty pair stays attached (writes source-only + DCL) until Cancel,
+//     which removes it without a transition (faulty is final).
+//   - Cancel deletes the pair record; a split pair's record is kept (state
+//     "split", with the measured pause) so `migration show` can report it.
+//   - copy_file_range does not read the data, so it skips holes but copies
+//     allocated all-zero extents; the generic vehicle writes zero chunks as
+//     holes (Unmap). The status's Vehicle says which ran.
+//   - After a split the target LUN points at the old source volume; if that
+//     volume is smaller than the target LUN was, the target LUN's size
+//     becomes the source LUN's size.
+//   - The DCL region size is 1 MiB and the copy chunk a multiple of it.
 package lm

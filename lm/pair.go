@@ -625,6 +625,7 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 		Reason:        r.Reason,
 		CopiedBytes:   r.CopiedBytes,
 		CursorBytes:   r.Cursor,
+		TotalBytes:    r.Cursor, // final records: the copy covered the LUN
 		DataBytes:     r.DataBytes,
 		RecopiedBytes: r.RecopiedBytes,
 		Vehicle:       r.Vehicle,
