@@ -94,6 +94,9 @@ type conn struct {
 		tasks    map[uint32]*task
 		pingTTT  uint32
 		pingAt   int64 // unix nanos; 0 = no ping outstanding
+		// inlineBusy: the reader is running a command itself and cannot
+		// see ping answers; the pinger waits.
+		inlineBusy bool
 	}
 	// cmdWG counts command and task-management goroutines.
 	cmdWG sync.WaitGroup
@@ -385,7 +388,14 @@ func (c *conn) startPinger() func() {
 			if at != 0 && last > at {
 				c.mu.pingAt, at = 0, 0
 			}
+			busy := c.mu.inlineBusy
+			if busy && at != 0 {
+				c.mu.pingAt, at = now, now // restart the clock after the command
+			}
 			c.mu.Unlock()
+			if busy {
+				continue
+			}
 			if at != 0 {
 				if time.Duration(now-at) > o.NopTimeout {
 					c.log.Warn().Dur("timeout", o.NopTimeout).Msg("initiator did not answer NOP-In; dropping connection")

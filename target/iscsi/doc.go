@@ -4,6 +4,17 @@
 // digests. It hands SCSI commands to a Backend (backend.go) and knows nothing
 // of gotgt, LUN storage or migration.
 //
+// Shape: one goroutine per connection reads PDUs (serve -> login ->
+// fullFeature); a command whose data is complete runs on its own goroutine
+// (or, when it is the only one in flight, on the reader itself) and writes
+// its Data-In and status under the connection's write lock with one writev.
+// Data buffers come from a per-Server pool by size class. Error recovery
+// level 0, one connection per session.
+//
 // It must never let one connection's bad input reach another: every
-// connection goroutine recovers panics and closes only itself.
+// connection goroutine recovers panics and closes only itself; no length
+// field from the wire is trusted before it is checked against a negotiated
+// or fixed limit; it never writes more than the expected data transfer
+// length into a command's buffer; it never exits the process and never
+// listens on an address it was not given.
 package iscsi

@@ -228,6 +228,7 @@ func TestConcurrentExecution(t *testing.T) {
 		}
 	}
 	s := startServer(t, b, nil)
+	s.noInline = true // the first READ may otherwise run on the reader
 	i := dialIni(t, addrOf(s))
 	i.mustLogin(loginOpts{})
 	start := time.Now()
@@ -511,6 +512,7 @@ func TestTaskManagement(t *testing.T) {
 		}
 	}
 	s := startServer(t, b, nil)
+	s.noInline = true // keep the reader free while the READ is held
 	i := dialIni(t, addrOf(s))
 	i.mustLogin(loginOpts{})
 

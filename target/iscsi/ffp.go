@@ -445,13 +445,38 @@ func (c *conn) dataOut(h *header) error {
 	return c.sendR2Ts(t)
 }
 
-// run starts executing a task whose data is complete.
+// run starts executing a task whose data is complete. A READ or WRITE
+// that is the only command in flight runs on the reader goroutine itself:
+// no hand-off, which is what queue depth 1 latency is made of. Anything
+// else, or any command while others are in flight, gets its own goroutine
+// so commands of one session run concurrently.
 func (c *conn) run(t *task) {
 	c.mu.Lock()
 	t.state = taskRunning
+	inline := c.mu.inflight == 1 && c.br.Buffered() == 0 && !c.srv.noInline && isReadWrite(t.cdb[0])
+	if inline {
+		c.mu.inlineBusy = true
+	}
 	c.mu.Unlock()
 	c.cmdWG.Add(1)
+	if inline {
+		c.complete(t, true)
+		c.mu.Lock()
+		c.mu.inlineBusy = false
+		c.mu.Unlock()
+		return
+	}
 	go c.complete(t, true)
+}
+
+// isReadWrite reports READ/WRITE (6/10/12/16): the commands worth running
+// without a hand-off.
+func isReadWrite(op byte) bool {
+	switch op {
+	case 0x08, 0x28, 0xa8, 0x88, 0x0a, 0x2a, 0xaa, 0x8a:
+		return true
+	}
+	return false
 }
 
 // complete executes t (when exec) and sends its response. It owns t from
@@ -466,11 +491,11 @@ func (c *conn) complete(t *task, exec bool) {
 		cmd.ExpectedReadLength = t.readLen
 		cmd.ExpectedWriteLength = t.writeLen
 		if t.wbuf != nil {
-			cmd.DataOut = (*t.wbuf)[:t.received]
+			cmd.DataOut = (*t.wbuf)[:t.received:t.received]
 		}
 		if t.readLen > 0 {
 			rbuf = c.srv.pool.get(int(t.readLen))
-			cmd.DataIn = *rbuf
+			cmd.DataIn = (*rbuf)[:t.readLen:t.readLen]
 		} else {
 			cmd.DataIn = []byte{}
 		}
