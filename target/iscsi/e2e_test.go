@@ -698,3 +698,64 @@ func TestStartErrors(t *testing.T) {
 		t.Fatal("bad portal accepted")
 	}
 }
+
+func TestDiscoveryCHAPAndLongAnswer(t *testing.T) {
+	b := newFileBackend(t, 1<<20)
+	for k := 0; k < 200; k++ {
+		b.targets = append(b.targets, fmt.Sprintf("iqn.2024-01.org.lmtgt:many-%03d", k))
+	}
+	b.discChap = &CHAP{User: "disc", Secret: "discsecret12"}
+	s := startServer(t, b, nil)
+	bad := dialIni(t, addrOf(s))
+	r, err := bad.login(loginOpts{discovery: true, user: "disc", secret: "nope"})
+	if err != nil || r.status != statusAuthFailure {
+		t.Fatalf("discovery with a wrong secret: %#04x %v", r.status, err)
+	}
+	i := dialIni(t, addrOf(s))
+	keys := append(dropKey(defaultKeys(), "MaxRecvDataSegmentLength"), kv{"MaxRecvDataSegmentLength", "512"})
+	i.mustLogin(loginOpts{discovery: true, user: "disc", secret: "discsecret12", keys: keys})
+	// The answer is longer than 512 bytes: it comes in pieces (C bit), each
+	// fetched with an empty Text Request carrying the target's TTT.
+	var b0 [bhsLen]byte
+	b0[0] = opTextReq | flagImmed
+	b0[1] = flagFinal
+	put32(b0[16:], i.nextITT())
+	put32(b0[20:], reservedTag)
+	put32(b0[24:], i.cmdSN)
+	if err := i.write(&b0, encodeText([]kv{{"SendTargets", "All"}})); err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for pieces := 1; ; pieces++ {
+		p, err := i.expect(opTextResp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.data) > 512 {
+			t.Fatalf("text piece of %d bytes over 512", len(p.data))
+		}
+		all = append(all, p.data...)
+		if p.h.final() {
+			if pieces < 10 {
+				t.Fatalf("only %d pieces", pieces)
+			}
+			break
+		}
+		if p.h.flags()&flagContinue == 0 || p.h.ttt() == reservedTag {
+			t.Fatalf("non-final text piece: flags %#x ttt %#x", p.h.flags(), p.h.ttt())
+		}
+		var nb [bhsLen]byte
+		nb[0] = opTextReq | flagImmed
+		nb[1] = flagFinal
+		put32(nb[16:], p.h.itt())
+		put32(nb[20:], p.h.ttt())
+		put32(nb[24:], i.cmdSN)
+		if err := i.write(&nb, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := parseTextMulti(all)
+	if len(got["TargetName"]) != 201 || len(got["TargetAddress"]) != 201 {
+		t.Fatalf("%d targets, %d addresses", len(got["TargetName"]), len(got["TargetAddress"]))
+	}
+}
