@@ -449,3 +449,50 @@ func TestStaleSocketReplaced(t *testing.T) {
 		t.Fatalf("regular file at the socket path: %v", err)
 	}
 }
+
+// TestConcurrentChanges: parallel maps on one target get distinct LUN
+// numbers, and the live configuration ends equal to the meta volume's.
+func TestConcurrentChanges(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.cl.CreateTarget(ctx, tgt); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			name := "c" + string(rune('a'+i))
+			if _, err := e.cl.CreateLUN(ctx, wire.CreateLUN{Name: name, Size: 1 << 20}); err != nil {
+				errs <- err
+				return
+			}
+			_, err := e.cl.Map(ctx, tgt, name, nil)
+			if err == nil && i%3 == 0 {
+				_, err = e.cl.Allow(ctx, tgt, "iqn.2026-11.org.lmtgt.test:h"+name)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	tv, err := e.cl.Target(ctx, tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tv.LUNs) != n || len(tv.Initiators) != n/3 {
+		t.Fatalf("target after parallel changes: %d LUNs, %d initiators", len(tv.LUNs), len(tv.Initiators))
+	}
+	for i, l := range tv.LUNs {
+		if l.LUN != uint64(i) {
+			t.Fatalf("LUN numbers not 0..%d: %+v", n-1, tv.LUNs)
+		}
+	}
+	last := *e.exp.last.Load()
+	if len(last) != 1 || len(last[0].LUNs) != n || len(last[0].Initiators) != n/3 {
+		t.Fatalf("last Apply does not hold the final configuration: %+v", last)
+	}
+}
