@@ -11,6 +11,9 @@
 #   --expected FILE        expected passes (default scripts/conformance-expected.txt)
 #   --update-expected      rewrite the expected list from this run's passes
 #   --no-compare           do not compare with the expected list
+#   --multipath            pass the URL a second time as the multipath URL, so the
+#                          MultipathIO suite runs over two sessions (off by default:
+#                          the tgt baseline 171/10/49 is without it)
 #   --fails-md FILE        also write the failures (test + assertion lines) as markdown
 #                          (default: $CONFORMANCE_FAILS_MD if set)
 #   -h|--help
@@ -38,6 +41,7 @@ EXPECTED=$HERE/conformance-expected.txt
 UPDATE=0
 COMPARE=1
 FAILS_MD=${CONFORMANCE_FAILS_MD:-}
+MULTIPATH=0
 IQN=iqn.2026-11.org.lmtgt:conf
 INIT1=iqn.2026-11.org.lmtgt:conformance-init1
 INIT2=iqn.2026-11.org.lmtgt:conformance-init2
@@ -54,6 +58,7 @@ while [ $# -gt 0 ]; do
     --update-expected) UPDATE=1 ;;
     --no-compare) COMPARE=0 ;;
     --fails-md) FAILS_MD=$2; shift ;;
+    --multipath) MULTIPATH=1 ;;
     -h|--help) awk 'NR>1 && !/^#/{exit} NR>1{sub(/^# ?/,"");print}' "$0"; exit 0 ;;
     *) echo "conformance: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -132,6 +137,8 @@ else
   URL=iscsi://127.0.0.1:$PORT/$IQN/1
 fi
 
+MPURL=""
+[ "$MULTIPATH" = 1 ] && MPURL=$URL
 T0=$SECONDS
 start_target first || die "could not start $TARGET (log: $TLOG)"
 log "$TARGET on 127.0.0.1:$PORT, url $URL"
@@ -190,7 +197,7 @@ for s in "${SUITES[@]}"; do
   fi
   # run the suite; libiscsi spins forever once the target is gone, so stop it
   # 5 s after the target died instead of waiting for the time limit
-  timeout -k 5 "$SUITE_TIMEOUT" iscsi-test-cu -d -i "$INIT1" -I "$INIT2" -t "ALL.$s" "$URL" > "$slog" 2>&1 &
+  timeout -k 5 "$SUITE_TIMEOUT" iscsi-test-cu -d -i "$INIT1" -I "$INIT2" -t "ALL.$s" "$URL" ${MPURL:-} > "$slog" 2>&1 &
   tp=$!; dead_at=""
   while pid_alive "$tp"; do
     if [ -z "$dead_at" ] && ! target_alive; then dead_at=$SECONDS; fi
