@@ -81,8 +81,9 @@ type conn struct {
 	w   struct {
 		statSN uint32
 		iov    net.Buffers
-		slots  []byte // per-PDU header/digest scratch
-		err    error  // first write error: later writes fail fast
+		bufs   net.Buffers // consumed by WriteTo
+		slots  []byte      // per-PDU header/digest scratch
+		err    error       // first write error: later writes fail fast
 	}
 
 	// mu guards the command window and the task table. Lock order: wmu, mu.
@@ -247,7 +248,7 @@ const (
 
 // outPDU is one PDU to send: a BHS and an optional data segment.
 type outPDU struct {
-	hdr  *[bhsLen]byte
+	hdr  [bhsLen]byte
 	data []byte
 	stat statMode
 }
@@ -313,8 +314,9 @@ func (c *conn) send(pdus ...outPDU) error {
 		}
 	}
 	c.w.iov = iov[:0]
-	bufs := iov
-	_, err := bufs.WriteTo(c.nc)
+	c.w.bufs = iov
+	_, err := c.w.bufs.WriteTo(c.nc)
+	c.w.bufs = nil
 	// drop references to caller data
 	for i := range iov {
 		iov[i] = nil
@@ -348,9 +350,9 @@ func (c *conn) reject(h *header, reason byte) error {
 	b[1] = flagFinal
 	b[2] = reason
 	put32(b[16:], reservedTag)
-	hdr := h.b
+	hdr := append([]byte(nil), h.b[:]...)
 	c.log.Debug().Uint8("opcode", h.opcode()).Uint8("reason", reason).Msg("reject")
-	return c.send(outPDU{hdr: &b, data: hdr[:], stat: statTake})
+	return c.send(outPDU{hdr: b, data: hdr[:], stat: statTake})
 }
 
 // startPinger starts the NOP-In pinger; the returned func stops it and
@@ -416,7 +418,7 @@ func (c *conn) startPinger() func() {
 			b[1] = flagFinal
 			put32(b[16:], reservedTag)
 			put32(b[20:], ttt)
-			if c.send(outPDU{hdr: &b, stat: statPeek}) != nil {
+			if c.send(outPDU{hdr: b, stat: statPeek}) != nil {
 				return
 			}
 		}

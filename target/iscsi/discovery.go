@@ -113,5 +113,5 @@ func (c *conn) sendText(h *header, itt uint32, data []byte, flags byte, ttt uint
 	copy(b[8:16], h.b[8:16])
 	put32(b[16:], itt)
 	put32(b[20:], ttt)
-	return c.send(outPDU{hdr: &b, data: data, stat: statTake})
+	return c.send(outPDU{hdr: b, data: data, stat: statTake})
 }

@@ -348,7 +348,7 @@ func (c *conn) sendR2Ts(t *task) error {
 		put32(b[44:], n)
 		t.r2tSN++
 		t.nextR2T += n
-		if err := c.send(outPDU{hdr: &b, stat: statPeek}); err != nil {
+		if err := c.send(outPDU{hdr: b, stat: statPeek}); err != nil {
 			return err
 		}
 	}
@@ -497,7 +497,7 @@ func (c *conn) complete(t *task, exec bool) {
 			rbuf = c.srv.pool.get(int(t.readLen))
 			cmd.DataIn = (*rbuf)[:t.readLen:t.readLen]
 		} else {
-			cmd.DataIn = []byte{}
+			cmd.DataIn = t.cdb[:0:0] // empty, not nil, no allocation
 		}
 		c.execute(cmd)
 	}
@@ -597,20 +597,17 @@ func (c *conn) respond(t *task, in []byte) error {
 		npdu += len(in) / int(burst)
 	}
 	var stack [8]outPDU
-	var hstack [8][bhsLen]byte
 	pdus := stack[:0]
-	hdrs := hstack[:0]
 	if npdu+1 > len(stack) {
 		pdus = make([]outPDU, 0, npdu+1)
-		hdrs = make([][bhsLen]byte, 0, npdu+1)
 	}
 	var off, inBurst, dataSN uint32
 	total := uint32(len(in))
 	for off < total {
 		n := min(seg, total-off, burst-inBurst)
 		last := off+n == total
-		hdrs = append(hdrs, [bhsLen]byte{})
-		b := &hdrs[len(hdrs)-1]
+		pdus = append(pdus, outPDU{data: in[off : off+n]})
+		b := &pdus[len(pdus)-1].hdr
 		b[0] = opDataIn
 		if last || inBurst+n == burst {
 			b[1] |= flagFinal
@@ -627,7 +624,7 @@ func (c *conn) respond(t *task, in []byte) error {
 			put32(b[44:], rcount)
 			stat = statTake
 		}
-		pdus = append(pdus, outPDU{hdr: b, data: in[off : off+n], stat: stat})
+		pdus[len(pdus)-1].stat = stat
 		dataSN++
 		off += n
 		inBurst += n
@@ -636,8 +633,8 @@ func (c *conn) respond(t *task, in []byte) error {
 		}
 	}
 	if !statusInData {
-		hdrs = append(hdrs, [bhsLen]byte{})
-		b := &hdrs[len(hdrs)-1]
+		pdus = append(pdus, outPDU{stat: statTake})
+		b := &pdus[len(pdus)-1].hdr
 		b[0] = opSCSIResp
 		b[1] = flagFinal | rflags
 		b[3] = cmd.Status
@@ -651,7 +648,7 @@ func (c *conn) respond(t *task, in []byte) error {
 			put16(sense, uint16(sl))
 			copy(sense[2:], cmd.Sense[:sl])
 		}
-		pdus = append(pdus, outPDU{hdr: b, data: sense, stat: statTake})
+		pdus[len(pdus)-1].data = sense
 	}
 	return c.send(pdus...)
 }
@@ -692,7 +689,7 @@ func (c *conn) nopOut(h *header, data []byte, queued bool) error {
 	copy(b[8:16], h.b[8:16])
 	put32(b[16:], h.itt())
 	put32(b[20:], reservedTag)
-	return c.send(outPDU{hdr: &b, data: data, stat: statTake})
+	return c.send(outPDU{hdr: b, data: data, stat: statTake})
 }
 
 // nopAnswer handles a NOP-Out with ITT 0xffffffff: the answer to a
@@ -797,7 +794,7 @@ func (c *conn) sendTMFResp(itt uint32, r TMFResponse) error {
 	b[1] = flagFinal
 	b[2] = byte(r)
 	put32(b[16:], itt)
-	return c.send(outPDU{hdr: &b, stat: statTake})
+	return c.send(outPDU{hdr: b, stat: statTake})
 }
 
 // logout ends the session or connection after running commands answer.
@@ -813,13 +810,13 @@ func (c *conn) logout(h *header, queued bool) error {
 	if reason > 1 {
 		// 2 = remove the connection for recovery: not at ERL 0.
 		b[2] = 2
-		return c.send(outPDU{hdr: &b, stat: statTake})
+		return c.send(outPDU{hdr: b, stat: statTake})
 	}
 	c.abortWaitingTasks()
 	c.cmdWG.Wait()
 	put16(b[40:], uint16(c.p.Time2Wait))
 	put16(b[42:], uint16(c.p.Time2Retain))
-	if err := c.send(outPDU{hdr: &b, stat: statTake}); err != nil {
+	if err := c.send(outPDU{hdr: b, stat: statTake}); err != nil {
 		return err
 	}
 	return errLoggedOut

@@ -438,7 +438,7 @@ func (c *conn) sendLoginResp(lp *loginPhase, req *header, flags byte, keys []kv,
 	}
 	saved := c.lim
 	c.lim = pduLimits{}
-	err := c.send(outPDU{hdr: &b, data: data, stat: statNone})
+	err := c.send(outPDU{hdr: b, data: data, stat: statNone})
 	c.lim = saved
 	return err
 }
