@@ -486,9 +486,20 @@ func (st *luState) readCapacity16(cmd *api.SCSICommand) api.SAMStat {
 		// blocks, the file systems' allocation unit.
 		b[13] = byte(12 - st.shift)
 	}
-	b[14] = 0x80 | 0x40 // LBPME: thin provisioned; LBPRZ: unmapped blocks read zeros
+	b[14] = 0x80 // LBPME: thin provisioned
+	if st.advertiseLBPRZ() {
+		b[14] |= 0x40 // LBPRZ: unmapped blocks read zeros
+	}
 	return respond(cmd, b[:], allocLength(cmd.SCB))
 }
+
+// advertiseLBPRZ says whether READ CAPACITY(16) and VPD B2 claim LBPRZ.
+// Unmapped blocks always read back as zeros, but QEMU 7.2 (Debian 12)
+// aborts on reads of a 4096-byte-block LUN that claims LBPRZ (its
+// iscsi_co_readv asks block status for BDRV_REQUEST_MAX_BYTES, which is not
+// a multiple of 4096, and asserts alignment). Not claiming it is always
+// allowed (a weaker promise), so 4096-byte LUNs leave it out.
+func (st *luState) advertiseLBPRZ() bool { return st.bs < 4096 }
 
 // dataFinder is what a volume offers to tell holes from data.
 type dataFinder interface {

@@ -33,10 +33,14 @@ func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
 		put16(b[0:], 1) // MEDIUM ROTATION RATE: non-rotating medium
 		page = vpdPage(0xb1, b)
 	case 0xb2:
+		flags := byte(0x80 | 0x40 | 0x20) // LBPU, LBPWS, LBPWS10
+		if st.advertiseLBPRZ() {
+			flags |= 0x04 // LBPRZ
+		}
 		page = vpdPage(0xb2, []byte{
-			0,                         // THRESHOLD EXPONENT
-			0x80 | 0x40 | 0x20 | 0x04, // LBPU, LBPWS, LBPWS10, LBPRZ
-			0x02,                      // PROVISIONING TYPE: thin
+			0,     // THRESHOLD EXPONENT
+			flags, // see advertiseLBPRZ
+			0x02,  // PROVISIONING TYPE: thin
 			0,
 		})
 	default:
