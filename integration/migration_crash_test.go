@@ -158,11 +158,11 @@ func TestMigrationCrashLoop(t *testing.T) {
 			crash(i, phase, time.Duration(rng.Int63n(int64(300*time.Millisecond))), q, s)
 		case "split":
 			// The kill lands before, during or after the split: the delay
-			// is drawn over twice the time a CLI round trip takes here
+			// is drawn over three times a CLI round trip here
 			// (a race-built binary starts much slower).
 			t0 := time.Now()
 			d.mig("ka")
-			span := 2*time.Since(t0) + 5*time.Millisecond
+			span := 3*time.Since(t0) + 5*time.Millisecond
 			done := make(chan result, 1)
 			go func() { // owned here: ends with the CLI process
 				c := exec.Command(lmtgtBin, "migration", "split", "ka")
