@@ -168,7 +168,7 @@ func (p *pair) probe(ctx context.Context) error {
 		}
 	}
 	if rs := p.log.Dirty(0, 1); len(rs) > 0 {
-		return p.recopyRegion(ctx, rs[0], false)
+		return p.recopyRegion(ctx, rs[0], nil)
 	}
 	o, err := p.tgtVol.get()
 	if err != nil {
@@ -223,6 +223,14 @@ func (p *pair) nextJob(pos int64) (job, error) {
 		return job{}, fmt.Errorf("source: %w", err)
 	}
 	if h := ds / p.chunk * p.chunk; h > pos {
+		// A hole job never spans a chunk finished in an earlier run.
+		p.cmu.Lock()
+		for s := range p.completed {
+			if s > pos && s < h {
+				h = s
+			}
+		}
+		p.cmu.Unlock()
 		return job{pos, h, true}, nil
 	}
 	return job{pos, end, false}, nil
@@ -233,24 +241,27 @@ func (p *pair) nextJob(pos int64) (job, error) {
 // the jobs already dispatched, so that afterwards done == issued.
 func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 	start := p.done.Load()
-	var (
-		cmu       sync.Mutex
-		completed = map[int64]int64{}
-	)
 	complete := func(j job) {
-		cmu.Lock()
-		completed[j.start] = j.end
+		p.cmu.Lock()
+		p.completed[j.start] = j.end
 		d := p.done.Load()
 		for {
-			e, ok := completed[d]
+			e, ok := p.completed[d]
 			if !ok {
 				break
 			}
-			delete(completed, d)
+			delete(p.completed, d)
 			d = e
 		}
 		p.done.Store(d)
-		cmu.Unlock()
+		p.cmu.Unlock()
+	}
+	// skip returns the end of a job finished in an earlier run at pos.
+	skip := func(pos int64) (int64, bool) {
+		p.cmu.Lock()
+		defer p.cmu.Unlock()
+		e, ok := p.completed[pos]
+		return e, ok
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
@@ -260,7 +271,7 @@ func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 			defer wg.Done()
 			buf := make([]byte, p.chunk)
 			for j := range jobs {
-				if err := p.copyJob(ctx, j, buf); err == nil {
+				if err := p.copyJob(ctx, j, buf, stop); err == nil {
 					complete(j)
 				}
 			}
@@ -270,6 +281,10 @@ func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 	var derr error
 dispatch:
 	for pos < p.size && !stop() {
+		if e, ok := skip(pos); ok {
+			pos = e
+			continue
+		}
 		j, err := p.nextJob(pos)
 		if err != nil {
 			derr = err
@@ -305,9 +320,9 @@ func (p *pair) raiseIssued(end int64) {
 // copyJob copies one job under the exclusive range lock. A failed copy
 // puts the job's regions in the DCL (so the job still counts as done) and
 // interrupts the pair; only an error here leaves the job not done.
-func (p *pair) copyJob(ctx context.Context, j job, buf []byte) error {
+func (p *pair) copyJob(ctx context.Context, j job, buf []byte, stop func() bool) error {
 	if !j.hole {
-		if err := p.bucket.wait(ctx, j.end-j.start); err != nil {
+		if err := p.bucket.wait(ctx, j.end-j.start, stop); err != nil {
 			return err
 		}
 	}
@@ -341,7 +356,7 @@ func (p *pair) recopyDCL(ctx context.Context, stop func() bool) error {
 			if stop() {
 				return errStopped
 			}
-			if err := p.recopyRegion(ctx, r, true); err != nil {
+			if err := p.recopyRegion(ctx, r, stop); err != nil {
 				return errStopped
 			}
 		}
@@ -350,15 +365,15 @@ func (p *pair) recopyDCL(ctx context.Context, stop func() bool) error {
 
 // recopyRegion copies region r from source to target under the exclusive
 // range lock and takes it out of the DCL.
-func (p *pair) recopyRegion(ctx context.Context, r int64, throttle bool) error {
+func (p *pair) recopyRegion(ctx context.Context, r int64, stop func() bool) error {
 	off := r * p.region
 	n := min(p.region, p.size-off)
 	if n <= 0 {
 		p.log.Cleaned(r)
 		return nil
 	}
-	if throttle {
-		if err := p.bucket.wait(ctx, n); err != nil {
+	if stop != nil {
+		if err := p.bucket.wait(ctx, n, stop); err != nil {
 			return err
 		}
 	}

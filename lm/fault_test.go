@@ -165,8 +165,17 @@ func TestPauseResumeCopiesNothingTwice(t *testing.T) {
 		st, _ := e.m.Pair("src")
 		return st.CopiedBytes >= 8*mib
 	})
+	// Throttle hard: pause must not wait for the throttle.
+	one := int64(1)
+	if _, err := e.m.Set("src", SetRequest{MaxMBps: &one}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
 	if err := e.m.Pause("src"); err != nil {
 		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Fatalf("pause of a copy throttled to 1 MB/s took %v", d)
 	}
 	st1, _ := e.m.Pair("src")
 	if st1.State != "paused" {
@@ -224,7 +233,7 @@ func TestConsistentSplitOf8(t *testing.T) {
 		name := "s" + string(rune('0'+i))
 		l := e.lun(name, size)
 		e.lun("t"+string(rune('0'+i)), size)
-		fills[i] = fill(t, e.handle(l), size, 7, 1)
+		fills[i] = fill(t, e.handle(l), size, 1, 1)
 		writers[i] = &writer{model: map[int64]uint64{}}
 		srcs = append(srcs, l)
 		names = append(names, name)

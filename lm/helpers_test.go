@@ -165,18 +165,22 @@ func pattern(b []byte, block int64, seq uint64) {
 	}
 }
 
-// fill writes data blocks to a volume: every stride-th block gets a pattern
-// (the rest stays a hole).
+// fill writes data to a volume in runs of 16 blocks: every stride-th run
+// gets patterns, the rest stays a hole. (Runs, not single blocks: badly
+// fragmented files take seconds to delete on a busy disk.)
 func fill(t testing.TB, v volume.Volume, size int64, stride int64, seq uint64) map[int64]uint64 {
 	t.Helper()
+	const run = 16
 	model := map[int64]uint64{}
-	b := make([]byte, blk)
-	for bl := int64(0); bl*blk < size; bl += stride {
-		pattern(b, bl, seq)
-		if _, err := v.WriteAt(b, bl*blk); err != nil {
+	b := make([]byte, run*blk)
+	for r := int64(0); r*run*blk < size; r += stride {
+		for i := int64(0); i < run; i++ {
+			pattern(b[i*blk:(i+1)*blk], r*run+i, seq)
+			model[r*run+i] = seq
+		}
+		if _, err := v.WriteAt(b, r*run*blk); err != nil {
 			t.Fatal(err)
 		}
-		model[bl] = seq
 	}
 	return model
 }

@@ -65,6 +65,12 @@ type pair struct {
 
 	rate rateSampler
 
+	// cmu guards completed: initial-copy jobs finished above the done
+	// cursor (start → end), kept across pause/resume so that nothing is
+	// copied twice.
+	cmu       sync.Mutex
+	completed map[int64]int64
+
 	// mu guards the record and the state; held during the badger
 	// transaction that persists them (never on the host I/O path).
 	mu struct {
@@ -322,18 +328,19 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 		}
 	}
 	p := &pair{
-		m:      m,
-		id:     rec.ID,
-		src:    se,
-		tgt:    te,
-		srcVol: se.vol,
-		tgtVol: te.vol,
-		size:   se.size.Load(),
-		chunk:  rec.ChunkSize,
-		bucket: newBucket(effectiveRate(Speed(rec.Speed), rec.MaxMBps)),
-		zlog:   m.log.With().Str("pair", rec.ID).Str("lun", se.name).Logger(),
-		wake:   make(chan struct{}, 1),
-		exited: make(chan struct{}),
+		m:         m,
+		id:        rec.ID,
+		src:       se,
+		tgt:       te,
+		srcVol:    se.vol,
+		tgtVol:    te.vol,
+		size:      se.size.Load(),
+		chunk:     rec.ChunkSize,
+		bucket:    newBucket(effectiveRate(Speed(rec.Speed), rec.MaxMBps)),
+		zlog:      m.log.With().Str("pair", rec.ID).Str("lun", se.name).Logger(),
+		wake:      make(chan struct{}, 1),
+		exited:    make(chan struct{}),
+		completed: map[int64]int64{},
 	}
 	flush := func() error {
 		var first error

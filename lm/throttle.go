@@ -2,6 +2,7 @@ package lm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -71,9 +72,16 @@ func (b *bucket) rate() int64 {
 	return b.mu.rate
 }
 
+// errThrottleStopped: wait gave up because stop said so.
+var errThrottleStopped = errors.New("throttle wait abandoned")
+
+// throttlePoll is how often a waiting caller re-checks its stop condition.
+const throttlePoll = 20 * time.Millisecond
+
 // wait takes n bytes worth of tokens, sleeping as long as the rate asks.
-// The burst is a tenth of a second of rate (at least n).
-func (b *bucket) wait(ctx context.Context, n int64) error {
+// The burst is a tenth of a second of rate (at least n). It gives up (and
+// takes nothing) when ctx ends or stop, if not nil, returns true.
+func (b *bucket) wait(ctx context.Context, n int64, stop func() bool) error {
 	for {
 		b.mu.Lock()
 		rate := b.mu.rate
@@ -96,6 +104,12 @@ func (b *bucket) wait(ctx context.Context, n int64) error {
 		need := time.Duration((float64(n) - b.mu.tokens) / float64(rate) * float64(time.Second))
 		ch := b.changed
 		b.mu.Unlock()
+		if stop != nil {
+			if stop() {
+				return errThrottleStopped
+			}
+			need = min(need, throttlePoll)
+		}
 		t := time.NewTimer(need)
 		select {
 		case <-ctx.Done():
