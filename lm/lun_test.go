@@ -1,7 +1,9 @@
 package lm
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -126,4 +128,27 @@ func TestLUNLifecycle(t *testing.T) {
 		t.Fatalf("delete twice: %v", err)
 	}
 	_ = time.Second
+}
+
+// TestLUNNextData: the router handle reports the data extents of the LUN's
+// current volume (GET LBA STATUS relies on it).
+func TestLUNNextData(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	v := e.handle(e.lun("nd", 8<<20))
+	nd, ok := v.(interface {
+		NextData(off int64) (int64, int64, error)
+	})
+	if !ok {
+		t.Fatalf("LUN handle %T has no NextData", v)
+	}
+	if _, err := v.WriteAt(bytes.Repeat([]byte{7}, 1<<20), 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	start, end, err := nd.NextData(0)
+	if err != nil || start > 4<<20 || end < 5<<20 || end > 8<<20 {
+		t.Fatalf("NextData(0) = [%d,%d) %v, want an extent covering [4 MiB, 5 MiB)", start, end, err)
+	}
+	if _, _, err := nd.NextData(6 << 20); !errors.Is(err, io.EOF) {
+		t.Fatalf("NextData past the last data: err %v, want io.EOF", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -430,6 +431,31 @@ func (e *lunEntry) Sync() error {
 
 // Size is the LUN's size (which may be less than its data volume's).
 func (e *lunEntry) Size() int64 { return e.size.Load() }
+
+// NextData returns [start, end) of the next data extent at or after off in
+// the LUN's current data volume (io.EOF when none), so that GET LBA STATUS
+// tells hosts the truth about deallocated ranges. Extents are clamped to
+// the LUN's size.
+func (e *lunEntry) NextData(off int64) (start, end int64, err error) {
+	e.gate.enter()
+	defer e.gate.exit()
+	if e.closed.Load() {
+		return 0, 0, fmt.Errorf("lun %s: next data: %w", e.name, volume.ErrClosed)
+	}
+	o, err := e.vol.get()
+	if err != nil {
+		return 0, 0, fmt.Errorf("lun %s: next data: %w", e.name, err)
+	}
+	size := e.size.Load()
+	start, end, err = o.raw.NextData(off)
+	if err != nil {
+		return 0, 0, err
+	}
+	if start >= size {
+		return 0, 0, io.EOF
+	}
+	return start, min(end, size), nil
+}
 
 // Close does nothing: the handle belongs to the Manager.
 func (e *lunEntry) Close() error { return nil }
