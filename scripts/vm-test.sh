@@ -352,7 +352,8 @@ sc_reconnect() {
   step "reconnect: waiting for fio (the target is killed and restarted meanwhile)"
   wait $FIO; rc=$?
   cat /tmp/fio-reconnect.txt | grep -E "WRITE:|READ:|err=|verify"
-  dmesg | grep -E 'connection[0-9:]+ |session recovery|detected conn' | tail -n 5
+  dmesg | grep -E 'connection[0-9:]+ |session recovery|detected conn' | tail -n 3
+  grep -E 'after recovery|reopen|Kernel reported iSCSI connection' /tmp/iscsid.log | tail -n 3
   [ $rc = 0 ] || { cat /tmp/fio-reconnect.txt; bad "fio across the target restart exited $rc"; return 1; }
   [ "$(dmesg | grep -c 'conn error')" -gt "$(cat /tmp/connerr.before)" ] ||
     { bad "the session saw no connection error: the target was not killed during I/O"; return 1; }
