@@ -202,7 +202,8 @@ func (p *pair) copyAll(ctx context.Context) error {
 }
 
 // job is a range of the initial copy: a data chunk, or a run of whole
-// chunks that are holes in the source.
+// chunks that were holes in the source when the job was made (hole: no
+// throttle; copyRange looks at the source's extents again under the lock).
 type job struct {
 	start, end int64
 	hole       bool
@@ -271,6 +272,9 @@ func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 			defer wg.Done()
 			buf := make([]byte, p.chunk)
 			for j := range jobs {
+				if h := p.m.hooks.beforeJob; h != nil {
+					h(p, j)
+				}
 				if err := p.copyJob(ctx, j, buf, stop); err == nil {
 					complete(j)
 				}
@@ -293,6 +297,9 @@ dispatch:
 		}
 		select {
 		case jobs <- j:
+			if h := p.m.hooks.dispatched; h != nil {
+				h(p, j)
+			}
 		case <-ctx.Done():
 			break dispatch
 		}
@@ -330,7 +337,7 @@ func (p *pair) copyJob(ctx context.Context, j job, buf []byte, stop func() bool)
 	unlock := p.locks.lock(r0, r1)
 	defer unlock()
 	p.raiseIssued(j.end)
-	n, err := p.copyRange(j.start, j.end, j.hole, buf)
+	n, err := p.copyRange(j.start, j.end, buf)
 	p.dataBytes.Add(n)
 	if err != nil {
 		if merr := p.log.MarkDCL(r0, r1); merr != nil {
@@ -382,7 +389,7 @@ func (p *pair) recopyRegion(ctx context.Context, r int64, stop func() bool) erro
 	if !p.log.IsDirty(r) {
 		return nil
 	}
-	moved, err := p.copyRange(off, off+n, false, make([]byte, min(n, p.chunk)))
+	moved, err := p.copyRange(off, off+n, make([]byte, min(n, p.chunk)))
 	p.recopyBytes.Add(moved)
 	if err != nil {
 		p.setFault("re-copy: " + err.Error())
@@ -417,8 +424,10 @@ func (p *pair) chooseVehicle() {
 
 // copyRange copies [start,end) from source to target: source holes and
 // all-zero pieces become holes on the target (Unmap), data is copied with
-// the vehicle. It returns the bytes transferred.
-func (p *pair) copyRange(start, end int64, hole bool, buf []byte) (int64, error) {
+// the vehicle. It returns the bytes transferred. The caller holds the
+// range lock exclusively; the source's extents are looked up here, under
+// it: a hole seen before the lock may hold a host write by now.
+func (p *pair) copyRange(start, end int64, buf []byte) (int64, error) {
 	so, err := p.srcVol.get()
 	if err != nil {
 		return 0, fmt.Errorf("source: %w", err)
@@ -426,12 +435,6 @@ func (p *pair) copyRange(start, end int64, hole bool, buf []byte) (int64, error)
 	to, err := p.tgtVol.get()
 	if err != nil {
 		return 0, fmt.Errorf("target: %w", err)
-	}
-	if hole {
-		if err := to.v.Unmap(start, end-start); err != nil {
-			return 0, fmt.Errorf("target unmap [%d,%d): %w", start, end, err)
-		}
-		return 0, nil
 	}
 	var moved int64
 	off := start

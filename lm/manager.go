@@ -103,6 +103,10 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// hooks are test seams, nil in production. Set them before the
+	// pairs start (CreatePair or Open); they are read without locks.
+	hooks hooks
+
 	// admin serialises the admin operations (LUN and pair changes,
 	// split). Taken before mu; never held by the host I/O path.
 	admin sync.Mutex
@@ -116,6 +120,15 @@ type Manager struct {
 		pairs  map[string]*pair     // active (attached) pairs by pair ID
 		closed bool
 	}
+}
+
+// hooks let tests interleave host I/O with the copier at fixed points.
+type hooks struct {
+	// beforeJob runs in a copy worker before it waits for the throttle
+	// and takes the range lock of job j.
+	beforeJob func(p *pair, j job)
+	// dispatched runs in the dispatcher after job j went to a worker.
+	dispatched func(p *pair, j job)
 }
 
 // dataVol is one data volume the Manager knows.
