@@ -257,10 +257,16 @@ func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 		p.done.Store(d)
 		p.cmu.Unlock()
 	}
-	// skip returns the end of a job finished in an earlier run at pos.
+	// skip returns where to go on from pos when pos is done already: below
+	// the done cursor (a worker may have merged the jobs finished in an
+	// earlier run into it since the last look), or a job finished in an
+	// earlier run.
 	skip := func(pos int64) (int64, bool) {
 		p.cmu.Lock()
 		defer p.cmu.Unlock()
+		if d := p.done.Load(); pos < d {
+			return d, true
+		}
 		e, ok := p.completed[pos]
 		return e, ok
 	}
