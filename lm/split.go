@@ -110,6 +110,22 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		}
 	}
 
+	// The swap makes each target the source LUN's data: what the copier
+	// and the DCL re-copies wrote there must be on disk first, or a power
+	// loss after the swap takes back data the host had synced on the
+	// source. The copier is idle while splitting, so this is done before
+	// the pause; host writes after it are durable when the host syncs.
+	for _, p := range ps {
+		serr, terr := p.syncLegs(true)
+		if terr != nil {
+			p.setFault("sync before the split: " + terr.Error())
+		}
+		if err := errors.Join(serr, terr); err != nil {
+			back("split refused: sync failed: " + err.Error())
+			return SplitResult{}, fmt.Errorf("split: pair %s: sync before the swap: %w: %w", p.name(), err, ErrNotSynced)
+		}
+	}
+
 	var gates []*gate
 	for _, p := range ps {
 		gates = append(gates, &p.src.gate, &p.tgt.gate)

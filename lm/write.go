@@ -117,19 +117,7 @@ func (p *pair) unmap(off, length int64) error {
 // are). A target failure interrupts the pair; only a source failure fails
 // the command.
 func (p *pair) sync() error {
-	so, err := p.srcVol.get()
-	if err != nil {
-		return fmt.Errorf("lun %s: sync: %w", p.src.name, err)
-	}
-	if p.sourceOnly.Load() {
-		return so.v.Sync()
-	}
-	to, err := p.tgtVol.get()
-	if err != nil {
-		p.setFault(err.Error())
-		return so.v.Sync()
-	}
-	serr, terr := legs(so.v.Sync, to.v.Sync)
+	serr, terr := p.syncLegs(!p.sourceOnly.Load())
 	if terr != nil {
 		p.setFault("sync: " + terr.Error())
 	}
@@ -137,4 +125,29 @@ func (p *pair) sync() error {
 		return fmt.Errorf("lun %s: sync source: %w", p.src.name, serr)
 	}
 	return nil
+}
+
+// syncLegs syncs the source and, if target, the target, in parallel. An
+// unavailable volume is an error of its leg.
+func (p *pair) syncLegs(target bool) (serr, terr error) {
+	so, serr := p.srcVol.get()
+	var to *openVol
+	if target {
+		to, terr = p.tgtVol.get()
+	}
+	switch {
+	case so != nil && to != nil:
+		serr, terr = legs(so.v.Sync, to.v.Sync)
+	case so != nil:
+		serr = so.v.Sync()
+	case to != nil:
+		terr = to.v.Sync()
+	}
+	if serr != nil {
+		serr = fmt.Errorf("source: %w", serr)
+	}
+	if terr != nil {
+		terr = fmt.Errorf("target: %w", terr)
+	}
+	return serr, terr
 }

@@ -1,0 +1,135 @@
+package lm
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/metavol/volume"
+)
+
+// trackVol counts completed changes and the changes a successful Sync
+// covered, and can fail the next Sync.
+type trackVol struct {
+	volume.Volume
+	mu       sync.Mutex
+	changes  int64 // completed writes and unmaps
+	synced   int64 // changes covered by a successful Sync
+	failNext error
+}
+
+func (v *trackVol) changed() {
+	v.mu.Lock()
+	v.changes++
+	v.mu.Unlock()
+}
+
+func (v *trackVol) WriteAt(b []byte, off int64) (int, error) {
+	n, err := v.Volume.WriteAt(b, off)
+	v.changed()
+	return n, err
+}
+
+func (v *trackVol) Unmap(off, n int64) error {
+	err := v.Volume.Unmap(off, n)
+	v.changed()
+	return err
+}
+
+func (v *trackVol) Sync() error {
+	v.mu.Lock()
+	c, fail := v.changes, v.failNext
+	v.failNext = nil
+	v.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	err := v.Volume.Sync()
+	if err == nil {
+		v.mu.Lock()
+		v.synced = max(v.synced, c)
+		v.mu.Unlock()
+	}
+	return err
+}
+
+// unsynced is the number of changes no successful Sync covered.
+func (v *trackVol) unsynced() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changes - v.synced
+}
+
+func (v *trackVol) failSync(err error) {
+	v.mu.Lock()
+	v.failNext = err
+	v.mu.Unlock()
+}
+
+// newTrackEnv is an env whose data volumes are trackVols.
+func newTrackEnv(t *testing.T, opts Options) (*env, func(name string) *trackVol) {
+	var mu sync.Mutex
+	vols := map[string]*trackVol{}
+	opts.WrapVolume = func(id string, v volume.Volume) volume.Volume {
+		tv := &trackVol{Volume: v}
+		mu.Lock()
+		vols[id] = tv
+		mu.Unlock()
+		return tv
+	}
+	e := newEnv(t, opts, false)
+	return e, func(name string) *trackVol {
+		t.Helper()
+		var id string
+		if err := e.db.View(func(tx *metavol.Tx) error {
+			l, err := tx.LUNByName(name)
+			id = l.VolumeID
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if vols[id] == nil {
+			t.Fatalf("no tracked volume for LUN %s", name)
+		}
+		return vols[id]
+	}
+}
+
+// The split makes the target the source LUN's data: what the DCL
+// re-copy wrote there must be synced before the swap.
+func TestSplitSyncsTargetFirst(t *testing.T) {
+	e, vol := newTrackEnv(t, Options{ClearInterval: -1})
+	size := int64(4 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	h := e.handle(l)
+	if err := e.m.Pause("src"); err != nil {
+		t.Fatal(err)
+	}
+	for bl := int64(0); bl < size/blk; bl += 97 {
+		if err := writeBlock(h, bl, 5); err != nil {
+			t.Fatal(err)
+		}
+		model[bl] = 5
+	}
+	if err := h.Sync(); err != nil { // the host made its writes durable
+		t.Fatal(err)
+	}
+	if err := e.m.Resume("src"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSynced, 10*time.Second)
+	tv := vol("tgt")
+	if tv.unsynced() == 0 {
+		t.Fatal("test setup: the re-copy left nothing unsynced on the target")
+	}
+	if _, err := e.m.Split([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := tv.unsynced(); n != 0 {
+		t.Fatalf("the split swapped in a target with %d changes not synced", n)
+	}
+	checkModel(t, "source LUN after the split", h, size, model)
+}
