@@ -242,7 +242,7 @@ awk '$1=="pass"{print $2}' "$RESULTS" | sort > "$OUT/passed.txt"
 {
   echo "# iscsi-test-cu failures against $TARGET"
   echo
-  echo "Generated $(date '+%F %T') by scripts/conformance.sh (commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))."
+  echo "Generated $(date '+%F %T') by scripts/conformance.sh (commit ${CONFORMANCE_COMMIT:-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)})."
   echo "Result: $NP passed, $NF failed, $NS skipped, $NE errors; $RESTARTS target restarts; $((SECONDS-T0))s."
   echo "Reproduce one suite: scripts/conformance.sh --suites '^Suite\$' (logs in $OUT)."
   echo
