@@ -633,6 +633,20 @@ func (l *Log) MarkDCL(first, last int64) error {
 	return l.wait(waits)
 }
 
+// MarkedToDCL puts every marked region in the DCL: after a failed sync of
+// a leg, writes that completed there may not be on its disk. The marks are
+// already durable (or queued for the writes still beginning), so nothing
+// is committed.
+func (l *Log) MarkedToDCL() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for w, x := range l.mu.marked {
+		add := x &^ l.mu.dcl[w]
+		l.mu.dcl[w] |= x
+		l.mu.ndcl += int64(bits.OnesCount64(add))
+	}
+}
+
 // IsDirty reports whether region r is in the DCL.
 func (l *Log) IsDirty(r int64) bool {
 	l.mu.Lock()

@@ -397,3 +397,30 @@ func readAcked(t *testing.T, p string) []int64 {
 	}
 	return out
 }
+
+func TestMarkedToDCL(t *testing.T) {
+	db := openBadger(t, t.TempDir())
+	defer db.Close()
+	s := Open(db, Options{ClearInterval: -1})
+	defer s.Close()
+	l, err := s.Open("p", 300<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []int64{1, 64, 200} {
+		must(t, l.BeginWrite(r, r))
+		l.EndWrite(r, r, false)
+	}
+	must(t, l.MarkDCL(64, 65))
+	l.MarkedToDCL()
+	if d, m, _ := l.Counts(); d != 4 || m != 4 {
+		t.Fatalf("dcl=%d marked=%d, want 4,4", d, m)
+	}
+	if got := l.Dirty(0, 10); fmt.Sprint(got) != "[1 64 65 200]" {
+		t.Fatalf("dirty %v", got)
+	}
+	must(t, l.ClearNow())
+	if _, m, _ := l.Counts(); m != 4 {
+		t.Fatalf("a clear took %d regions of the DCL", 4-m)
+	}
+}

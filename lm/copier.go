@@ -170,11 +170,8 @@ func (p *pair) probe(ctx context.Context) error {
 	if rs := p.log.Dirty(0, 1); len(rs) > 0 {
 		return p.recopyRegion(ctx, rs[0], nil)
 	}
-	o, err := p.tgtVol.get()
-	if err != nil {
-		return err
-	}
-	return o.v.Sync()
+	_, terr := p.syncLegs(false, false, true)
+	return terr
 }
 
 // copyAll runs the initial copy from the cursor to the end, then

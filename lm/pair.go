@@ -42,6 +42,10 @@ type pair struct {
 	// copied or is being copied under the exclusive range lock. Host
 	// writes below it need a durable mark first.
 	issued atomic.Int64
+	// ckpt mirrors the persisted copy checkpoint (mu.rec.Cursor).
+	ckpt atomic.Int64
+	// syncMu orders the syncs of the legs (see syncLegs).
+	syncMu sync.RWMutex
 	// sourceOnly: paused, interrupted or faulty; writes go to the source
 	// only and mark the DCL.
 	sourceOnly atomic.Bool
@@ -150,8 +154,9 @@ func (p *pair) recordLocked() metavol.Pair {
 	return rec
 }
 
-// checkpoint persists the copy cursor (after syncing the target, so that
-// everything below it is durable there) when it is due, or always if force.
+// checkpoint persists the copy cursor (after syncing both legs, so that
+// everything below it is durable on the target and the source data it
+// was copied from is durable too) when it is due, or always if force.
 func (p *pair) checkpoint(force bool) {
 	done := p.done.Load()
 	p.mu.Lock()
@@ -163,12 +168,11 @@ func (p *pair) checkpoint(force bool) {
 		time.Since(p.mu.lastCkptAt) < p.m.opts.CheckpointInterval {
 		return
 	}
-	if o, err := p.tgtVol.get(); err == nil {
-		if err := o.v.Sync(); err != nil {
-			p.zlog.Warn().Err(err).Msg("checkpoint: target sync failed; cursor not advanced")
-			return
+	if serr, terr := p.syncLegs(true, true, true); serr != nil || terr != nil {
+		if terr != nil {
+			p.setFault("checkpoint: " + terr.Error())
 		}
-	} else {
+		p.zlog.Warn().Err(errors.Join(serr, terr)).Msg("checkpoint: sync failed; cursor not advanced")
 		return
 	}
 	rec := p.recordLocked()
@@ -181,6 +185,7 @@ func (p *pair) checkpoint(force bool) {
 		return
 	}
 	p.mu.rec = rec
+	p.ckpt.Store(rec.Cursor)
 	p.mu.lastCkptAt = time.Now()
 	p.mu.lastCkptCursor = done
 }
@@ -343,17 +348,8 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 		completed: map[int64]int64{},
 	}
 	flush := func() error {
-		var first error
-		for _, d := range []*dataVol{p.srcVol, p.tgtVol} {
-			o, err := d.get()
-			if err == nil {
-				err = o.v.Sync()
-			}
-			if err != nil && first == nil {
-				first = err
-			}
-		}
-		return first
+		serr, terr := p.syncLegs(true, true, true)
+		return errors.Join(serr, terr)
 	}
 	log, err := m.dcl.Open(rec.ID, p.size, rec.RegionSize, flush)
 	if err != nil {
@@ -362,6 +358,7 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 	p.log = log
 	p.region = log.RegionSize()
 	p.issued.Store(rec.Cursor)
+	p.ckpt.Store(rec.Cursor)
 	p.done.Store(rec.Cursor)
 	p.dataBytes.Store(rec.DataBytes)
 	p.recopyBytes.Store(rec.RecopiedBytes)

@@ -116,11 +116,8 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	// source. The copier is idle while splitting, so this is done before
 	// the pause; host writes after it are durable when the host syncs.
 	for _, p := range ps {
-		serr, terr := p.syncLegs(true)
-		if terr != nil {
-			p.setFault("sync before the split: " + terr.Error())
-		}
-		if err := errors.Join(serr, terr); err != nil {
+		if _, err := p.syncLegs(true, false, true); err != nil {
+			p.setFault("sync before the split: " + err.Error())
 			back("split refused: sync failed: " + err.Error())
 			return SplitResult{}, fmt.Errorf("split: pair %s: sync before the swap: %w: %w", p.name(), err, ErrNotSynced)
 		}

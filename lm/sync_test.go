@@ -133,3 +133,54 @@ func TestSplitSyncsTargetFirst(t *testing.T) {
 	}
 	checkModel(t, "source LUN after the split", h, size, model)
 }
+
+// After a failed sync of the target, writes that completed there may not
+// be on its disk even if the next sync succeeds: their regions must be
+// re-copied, not lazily cleared.
+func TestFailedTargetSyncRecopies(t *testing.T) {
+	e, vol := newTrackEnv(t, Options{})
+	size := int64(4 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	h := e.handle(l)
+	for bl := int64(0); bl < size/blk; bl += 300 {
+		if err := writeBlock(h, bl, 6); err != nil {
+			t.Fatal(err)
+		}
+		model[bl] = 6
+	}
+	vol("tgt").failSync(errInjected)
+	if err := h.Sync(); err != nil {
+		t.Fatalf("a target failure must not fail the host's sync: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the written regions re-copied", func() bool {
+		st, _ := e.m.Pair("src")
+		return st.RecopiedBytes > 0
+	})
+	e.waitState("src", StateSynced, 10*time.Second)
+	checkModel(t, "target", e.rawVolume("tgt"), size, model)
+}
+
+// A failed sync at a checkpoint does not let a later checkpoint pass over
+// what the copier wrote since the last one.
+func TestFailedCheckpointSyncRecopies(t *testing.T) {
+	e, vol := newTrackEnv(t, Options{CheckpointBytes: 2 * mib, CheckpointInterval: time.Hour, InFlight: 1})
+	size := int64(8 * mib)
+	l := e.lun("src", size)
+	e.lun("tgt", size)
+	model := fill(t, e.handle(l), size, 1, 1)
+	var once sync.Once
+	e.m.hooks.beforeJob = func(p *pair, j job) {
+		if j.start == 3*mib {
+			// Chunks 0-2 are copied; the next checkpoint's sync fails.
+			once.Do(func() { vol("tgt").failSync(errInjected) })
+		}
+	}
+	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitState("src", StateSynced, 10*time.Second)
+	if st.RecopiedBytes == 0 {
+		t.Fatalf("nothing re-copied after a failed checkpoint sync: %+v", st)
+	}
+	checkModel(t, "target", e.rawVolume("tgt"), size, model)
+}

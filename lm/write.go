@@ -1,6 +1,7 @@
 package lm
 
 import (
+	"errors"
 	"fmt"
 )
 
@@ -117,7 +118,7 @@ func (p *pair) unmap(off, length int64) error {
 // are). A target failure interrupts the pair; only a source failure fails
 // the command.
 func (p *pair) sync() error {
-	serr, terr := p.syncLegs(!p.sourceOnly.Load())
+	serr, terr := p.syncLegs(false, true, !p.sourceOnly.Load())
 	if terr != nil {
 		p.setFault("sync: " + terr.Error())
 	}
@@ -127,21 +128,42 @@ func (p *pair) sync() error {
 	return nil
 }
 
-// syncLegs syncs the source and, if target, the target, in parallel. An
-// unavailable volume is an error of its leg.
-func (p *pair) syncLegs(target bool) (serr, terr error) {
-	so, serr := p.srcVol.get()
-	var to *openVol
+// syncLegs syncs the legs asked for, in parallel. An unavailable volume is
+// an error of its leg.
+//
+// Syncs whose success lets metadata say that the target holds what the
+// source holds (the checkpoint, the lazy clear, the split) pass
+// exclusive; host syncs share syncMu. A failed sync is handled before
+// syncMu is released: after a failed writeback the kernel may drop the
+// pages and report success to the next fsync, so everything that may not
+// be on the failed leg's disk goes into the DCL before any later sync can
+// let a checkpoint or a clear be persisted over it.
+func (p *pair) syncLegs(exclusive, source, target bool) (serr, terr error) {
+	if exclusive {
+		p.syncMu.Lock()
+		defer p.syncMu.Unlock()
+	} else {
+		p.syncMu.RLock()
+		defer p.syncMu.RUnlock()
+	}
+	var so, to *openVol
+	if source {
+		so, serr = p.srcVol.get()
+	}
 	if target {
 		to, terr = p.tgtVol.get()
 	}
+	var sfail, tfail bool // a Sync itself failed (not just unavailable)
 	switch {
 	case so != nil && to != nil:
 		serr, terr = legs(so.v.Sync, to.v.Sync)
+		sfail, tfail = serr != nil, terr != nil
 	case so != nil:
 		serr = so.v.Sync()
+		sfail = serr != nil
 	case to != nil:
 		terr = to.v.Sync()
+		tfail = terr != nil
 	}
 	if serr != nil {
 		serr = fmt.Errorf("source: %w", serr)
@@ -149,5 +171,30 @@ func (p *pair) syncLegs(target bool) (serr, terr error) {
 	if terr != nil {
 		terr = fmt.Errorf("target: %w", terr)
 	}
+	if sfail || tfail {
+		p.syncFailed(errors.Join(serr, terr), tfail)
+	}
 	return serr, terr
+}
+
+// syncFailed puts in the DCL everything that may be missing from a leg's
+// disk after a failed sync: every marked region (writes below the cursor
+// since their marks were last cleared) and what the copier wrote above
+// the persisted checkpoint. A target failure also interrupts the pair.
+// The caller holds syncMu.
+func (p *pair) syncFailed(err error, target bool) {
+	p.zlog.Warn().Err(err).Msg("sync failed: marked regions and the copy above the checkpoint go to the DCL")
+	p.log.MarkedToDCL()
+	if ck, is := p.ckpt.Load(), p.issued.Load(); is > ck {
+		r0, r1 := p.log.Span(ck, is-ck)
+		if merr := p.log.MarkDCL(r0, r1); merr != nil {
+			p.zlog.Error().Err(merr).Msg("sync failed and the DCL could not record it")
+			p.setFault("DCL: " + merr.Error())
+		}
+	}
+	if target {
+		p.setFault("sync: " + err.Error())
+	} else {
+		p.wakeUp()
+	}
 }
