@@ -34,21 +34,27 @@ func stripesOf(first, last int64, buf []int) []int {
 	return slices.Compact(buf)
 }
 
-// rlock takes regions [first,last] shared and returns the unlock function.
-func (l *rangeLock) rlock(first, last int64) func() {
+// rlock takes regions [first,last] shared; runlock releases them. (No
+// closure: this is the host write path.)
+func (l *rangeLock) rlock(first, last int64) {
 	if first == last {
-		m := &l.stripes[first%lockStripes]
-		m.RLock()
-		return m.RUnlock
+		l.stripes[first%lockStripes].RLock()
+		return
 	}
-	s := stripesOf(first, last, make([]int, 0, 8))
-	for _, i := range s {
+	var buf [8]int
+	for _, i := range stripesOf(first, last, buf[:0]) {
 		l.stripes[i].RLock()
 	}
-	return func() {
-		for _, i := range s {
-			l.stripes[i].RUnlock()
-		}
+}
+
+func (l *rangeLock) runlock(first, last int64) {
+	if first == last {
+		l.stripes[first%lockStripes].RUnlock()
+		return
+	}
+	var buf [8]int
+	for _, i := range stripesOf(first, last, buf[:0]) {
+		l.stripes[i].RUnlock()
 	}
 }
 
