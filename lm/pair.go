@@ -393,7 +393,8 @@ func (m *Manager) attach(p *pair) error {
 	return nil
 }
 
-// detach undoes attach.
+// detach undoes attach. If the I/O does not drain, the pair stays
+// attached (and listed) and the error says so.
 func (m *Manager) detach(p *pair) error {
 	err := m.withGates([]*lunEntry{p.src, p.tgt}, func() error {
 		if p.src.pair == p {
@@ -404,10 +405,13 @@ func (m *Manager) detach(p *pair) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	delete(m.mu.pairs, p.id)
 	m.mu.Unlock()
-	return err
+	return nil
 }
 
 // startPair starts the pair's run goroutine (owned by the Manager).
@@ -485,7 +489,7 @@ func (m *Manager) Cancel(source string) error {
 	if err != nil {
 		return err
 	}
-	if p.getState() != StateFaulty {
+	if st := p.getState(); st != StateFaulty && st != StateCancelled {
 		if err := p.transition(StateCancelled, "cancelled by admin"); err != nil {
 			return err
 		}
@@ -494,11 +498,16 @@ func (m *Manager) Cancel(source string) error {
 }
 
 // removePair stops and detaches a pair in a final state and forgets it;
-// deleteRecord also deletes its record.
+// deleteRecord also deletes its record. If the host I/O does not drain,
+// the pair stays attached (its writes still dual-written and marked) so
+// that the cancel can be repeated.
 func (m *Manager) removePair(p *pair, deleteRecord bool) error {
 	p.stopRun()
-	err := m.detach(p)
-	if derr := m.dcl.Drop(p.id); derr != nil && err == nil {
+	if err := m.detach(p); err != nil {
+		return fmt.Errorf("pair %s: detach: %w (cancel again later)", p.name(), err)
+	}
+	var err error
+	if derr := m.dcl.Drop(p.id); derr != nil {
 		err = derr
 	}
 	if deleteRecord {
