@@ -416,6 +416,13 @@ func (m *Manager) detach(p *pair) error {
 
 // startPair starts the pair's run goroutine (owned by the Manager).
 func (m *Manager) startPair(p *pair) {
+	// Close marks the Manager closed under mu before it waits for its
+	// goroutines: a goroutine is either counted before that or not started.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.closed {
+		return
+	}
 	ctx, cancel := context.WithCancel(m.ctx)
 	p.stop = cancel
 	m.wg.Add(1)

@@ -202,6 +202,9 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		back("split failed: " + err.Error())
 		return SplitResult{}, fmt.Errorf("split of %s: swap: %w", names(ps), err)
 	}
+	if h := m.hooks.splitCommitted; h != nil {
+		h()
+	}
 	for i, p := range ps {
 		p.src.vol, p.tgt.vol = p.tgtVol, p.srcVol
 		p.src.pair = nil
@@ -315,6 +318,11 @@ func (p *pair) verify() error {
 // goAutoSplit splits a pair created with AutoSplit once it is synced,
 // retrying a deferred split with backoff while the pair stays synced.
 func (m *Manager) goAutoSplit(p *pair) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.closed {
+		return
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
