@@ -129,6 +129,9 @@ type hooks struct {
 	beforeJob func(p *pair, j job)
 	// dispatched runs in the dispatcher after job j went to a worker.
 	dispatched func(p *pair, j job)
+	// splitCommitted runs in Split after the swap is committed, before the
+	// in-memory routes change (the gates are closed).
+	splitCommitted func()
 }
 
 // dataVol is one data volume the Manager knows.
