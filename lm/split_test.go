@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,4 +156,77 @@ func TestSplitCrashAfterCommit(t *testing.T) {
 	}
 	model[5] = 9
 	checkModel(t, "source LUN after a write", sh, size, model)
+}
+
+// A target write that fails while the split drains the I/O refuses the
+// split: the pair is interrupted, resyncs, and splits later.
+func TestSplitTargetFailsDuringDrain(t *testing.T) {
+	e := newEnv(t, Options{}, true)
+	size := int64(4 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	h := e.handle(l)
+	fs, ft := e.faultyOf("src"), e.faultyOf("tgt")
+	before := fs.Writes()
+	fs.Delay(200 * time.Millisecond)
+	ft.FailWritesAfter(0, errInjected) // the next target write fails
+	done := make(chan error, 1)
+	go func() { done <- writeBlock(h, 7, 3) }()
+	model[7] = 3
+	waitFor(t, 5*time.Second, "write in flight", func() bool { return fs.Writes() > before })
+	_, err := e.m.Split([]string{"src"}, 2*time.Second)
+	if !errors.Is(err, ErrNotSynced) {
+		t.Fatalf("split with a target write failing in the drain: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("host write with a failing target: %v", err)
+	}
+	if st, _ := e.m.Pair("src"); st.State != "interrupted" {
+		t.Fatalf("after the refused split: %+v", st)
+	}
+	var after metavol.LUN
+	e.db.View(func(tx *metavol.Tx) error { after, _ = tx.GetLUN(l.ID); return nil })
+	if after.VolumeID != l.VolumeID {
+		t.Fatal("volume IDs changed by a refused split")
+	}
+	fs.Delay(0)
+	ft.Heal()
+	e.waitState("src", StateSynced, 10*time.Second)
+	if _, err := e.m.Split([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, "source LUN after the split", h, size, model)
+}
+
+// A pair found in "splitting" after a restart (the split's transaction
+// never ran) is synced again and splits.
+func TestRecoverSplitting(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	size := int64(2 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	st, _ := e.m.Pair("src")
+	// Keep the DB open; edit the record as a crash mid-split leaves it.
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.Update(func(tx *metavol.Tx) error {
+		p, err := tx.GetPair(st.ID)
+		if err != nil {
+			return err
+		}
+		p.State = StateSplitting.String()
+		return tx.PutPair(p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.m = nil
+	e.close()
+	e.open()
+	got := e.waitState("src", StateSynced, 5*time.Second)
+	if !strings.Contains(got.Reason, "restart") {
+		t.Fatalf("reason %q", got.Reason)
+	}
+	if _, err := e.m.Split([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, "source LUN after the split", e.handle(l), size, model)
 }
