@@ -22,7 +22,7 @@ import (
 const (
 	crashDirEnv   = "LM_CRASH_DIR"
 	crashRoundEnv = "LM_CRASH_ROUND"
-	crashSize     = 16 * mib
+	crashSize     = 8 * mib
 	crashWriters  = 4
 )
 
@@ -119,7 +119,7 @@ func TestCrashChild(t *testing.T) {
 	rnd := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for {
 		if _, err := m.Pair("src"); err != nil || isFinished(m) {
-			speed := []Speed{SpeedLow, SpeedMedium, SpeedHighest}[rnd.Intn(3)]
+			speed := []Speed{SpeedMedium, SpeedHigh, SpeedHighest}[rnd.Intn(3)]
 			if _, err := m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: speed}); err != nil {
 				fail("create pair: %v", err)
 			}

@@ -76,7 +76,7 @@ func TestSourceFailure(t *testing.T) {
 
 func TestTargetFailureInterruptAndHeal(t *testing.T) {
 	e := newEnv(t, Options{}, true)
-	size := int64(16 * mib)
+	size := int64(8 * mib)
 	l, model := syncedPair(t, e, "src", "tgt", size)
 	h := e.handle(l)
 	ft := e.faultyOf("tgt")
@@ -152,18 +152,18 @@ func TestRetryBudgetFaulty(t *testing.T) {
 
 func TestPauseResumeCopiesNothingTwice(t *testing.T) {
 	e := newEnv(t, Options{}, false)
-	size := int64(32 * mib)
+	size := int64(16 * mib)
 	l := e.lun("src", size)
 	e.lun("tgt", size)
 	h := e.handle(l)
-	model := fill(t, h, size, 2, 1) // 16 MiB of data
+	model := fill(t, h, size, 2, 1) // 8 MiB of data
 	dataAlloc := int64(len(model)) * blk
 	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedLow, MaxMBps: 30}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "copy half way", func() bool {
 		st, _ := e.m.Pair("src")
-		return st.CopiedBytes >= 8*mib
+		return st.CopiedBytes >= 4*mib
 	})
 	// Throttle hard: pause must not wait for the throttle.
 	one := int64(1)
@@ -224,7 +224,7 @@ func TestPauseResumeCopiesNothingTwice(t *testing.T) {
 func TestConsistentSplitOf8(t *testing.T) {
 	e := newEnv(t, Options{MaxActive: 3}, false)
 	const n = 8
-	size := int64(4 * mib)
+	size := int64(2 * mib)
 	var srcs []metavol.LUN
 	var names []string
 	writers := make([]*writer, n)
@@ -477,7 +477,7 @@ func TestAutoSplitAndQueue(t *testing.T) {
 
 func TestRestartResumes(t *testing.T) {
 	e := newEnv(t, Options{}, false)
-	size := int64(32 * mib)
+	size := int64(16 * mib)
 	l := e.lun("src", size)
 	e.lun("tgt", size)
 	model := fill(t, e.handle(l), size, 2, 1)
@@ -486,7 +486,7 @@ func TestRestartResumes(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "copy started", func() bool {
 		st, _ := e.m.Pair("src")
-		return st.CopiedBytes >= 4*mib
+		return st.CopiedBytes >= 2*mib
 	})
 	for i := int64(0); i < 30; i++ {
 		bl := i * 211 % (size / blk)
@@ -497,7 +497,7 @@ func TestRestartResumes(t *testing.T) {
 	}
 	e.reopen()
 	st, err := e.m.Pair("src")
-	if err != nil || (st.State != "copying" && st.State != "synced") || st.CopiedBytes < 4*mib {
+	if err != nil || (st.State != "copying" && st.State != "synced") || st.CopiedBytes < 2*mib {
 		t.Fatalf("after restart %+v %v", st, err)
 	}
 	hi := SpeedHighest

@@ -242,7 +242,7 @@ func hostWriters(t *testing.T, h interface {
 
 func TestMigrateUnderWrites(t *testing.T) {
 	e := newEnv(t, Options{InFlight: 3}, false)
-	size := int64(32 * mib)
+	size := int64(16 * mib)
 	src := e.lun("src", size)
 	e.lun("tgt", size)
 	h := e.handle(src)
@@ -257,7 +257,7 @@ func TestMigrateUnderWrites(t *testing.T) {
 	// Raise the speed live.
 	waitFor(t, 20*time.Second, "copy progress under writes", func() bool {
 		st, _ := e.m.Pair("src")
-		return st.CopiedBytes >= 8*mib
+		return st.CopiedBytes >= 4*mib
 	})
 	hi := SpeedHighest
 	zero := int64(0)
