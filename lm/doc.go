@@ -21,8 +21,14 @@
 //     exclusive per chunk (or region) and raises the in-memory cursor
 //     while holding it. A write below that cursor is durably marked in the
 //     DCL (dcl.Log.BeginWrite) before it is issued to either leg.
-//   - The persisted checkpoint only moves after the target was synced, and
-//     never past a chunk that is neither copied nor in the DCL.
+//   - Every copy path (initial copy, DCL re-copy, probe, verify) reads the
+//     source and changes the target under the exclusive range lock, and
+//     looks up the source's holes there too: a hole seen before the lock
+//     may hold a host write by now.
+//   - The persisted checkpoint only moves after both legs were synced, and
+//     never past a chunk that is neither copied nor in the DCL. The split
+//     syncs each target before the transaction that makes it the source
+//     LUN's data.
 //   - Every state change is persisted before it takes effect, except that
 //     writes switch to source-only (+DCL) at the first target failure,
 //     before the "interrupted" record is written (that is always safe).
