@@ -59,10 +59,6 @@ func TestMigrationTargetFull(t *testing.T) {
 	}
 	q.close()
 
-	qh := startQIO(t, "host", url)
-	// The host writes into the holes, where the full target has no room.
-	s := runStream("host", 4, []*qio{qh}, holes, 0)
-	defer s.stop()
 	d.OK("migration", "create", "--source", "fa", "--target", "fb", "--speed", "highest")
 	st := d.waitMig("fa", stateTimeout, "interrupted")
 	t.Logf("target full: %s", st)
@@ -70,6 +66,13 @@ func TestMigrationTargetFull(t *testing.T) {
 		t.Errorf("interrupted pair gives no reason: %s", st)
 	}
 	dcl0 := st.DCLBytes
+	// Only now the host writes into the holes, where the full target has
+	// no room: holes below the copy cursor are not in the DCL yet (started
+	// earlier, a slow copy could let the host fill every hole first, and
+	// the DCL would have nothing left to grow by).
+	qh := startQIO(t, "host", url)
+	s := runStream("host", 4, []*qio{qh}, holes, 0)
+	defer s.stop()
 	s.waitAcked(t, 30, "while the target is full")
 	var st1 migStatus
 	waitFor(t, stateTimeout, "the DCL grows while the host writes to a full target", func() (bool, string) {
