@@ -102,58 +102,41 @@ func lunCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	size, err := sizeFlag(c, c.String("path") == "")
-	if err != nil {
-		return err
-	}
-	bs := c.Uint("block-size")
-	if bs != 512 && bs != 4096 {
-		return usageErr("--block-size %d: want 512 or 4096", bs)
-	}
-	path := c.String("path")
-	if path != "" {
-		// The daemon resolves paths from its own working directory.
-		if path, err = filepath.Abs(path); err != nil {
-			return usageErr("--path: %v", err)
+	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		size, err := sizeFlag(c, c.String("path") == "")
+		if err != nil {
+			return wire.LUN{}, err
 		}
-	}
-	cl := newClient(c)
-	l, err := cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path})
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, l)
-	}
-	fmt.Fprintf(c.App.Writer, "LUN %s created: %s, %d-byte blocks, volume %s\n", l.Name, sizeStr(l.Size), l.BlockSize, orDash(l.VolumePath))
-	return nil
+		bs := c.Uint("block-size")
+		if bs != 512 && bs != 4096 {
+			return wire.LUN{}, usageErr("--block-size %d: want 512 or 4096", bs)
+		}
+		path := c.String("path")
+		if path != "" {
+			// The daemon resolves paths from its own working directory.
+			if path, err = filepath.Abs(path); err != nil {
+				return wire.LUN{}, usageErr("--path: %v", err)
+			}
+		}
+		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path})
+	}, func(l wire.LUN) {
+		fmt.Fprintf(c.App.Writer, "LUN %s created: %s, %d-byte blocks, volume %s\n", l.Name, sizeStr(l.Size), l.BlockSize, orDash(l.VolumePath))
+	})
 }
 
 func lunList(c *cli.Context) error {
 	if err := args0(c); err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	ls, err := newClient(c).LUNs(context.Background())
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, ls)
-	}
-	var rows [][]string
-	for _, l := range ls {
-		rows = append(rows, []string{l.Name, sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingStr(l.Mappings), migrationStr(l.Migration), orDash(l.VolumePath)})
-	}
-	table(c.App.Writer, []string{"NAME", "SIZE", "BLOCK", "MAPPED", "MIGRATION", "VOLUME"}, rows)
-	return nil
+	return request(c, func(cl *client.Client) ([]wire.LUN, error) {
+		return cl.LUNs(context.Background())
+	}, func(ls []wire.LUN) {
+		var rows [][]string
+		for _, l := range ls {
+			rows = append(rows, []string{l.Name, sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingStr(l.Mappings), migrationStr(l.Migration), orDash(l.VolumePath)})
+		}
+		table(c.App.Writer, []string{"NAME", "SIZE", "BLOCK", "MAPPED", "MIGRATION", "VOLUME"}, rows)
+	})
 }
 
 func mappingStr(ms []wire.LUNMapping) string {
@@ -182,19 +165,9 @@ func lunShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	l, err := newClient(c).LUN(context.Background(), name)
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, l)
-	}
-	printLUN(c, l)
-	return nil
+	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		return cl.LUN(context.Background(), name)
+	}, func(l wire.LUN) { printLUN(c, l) })
 }
 
 func printLUN(c *cli.Context, l wire.LUN) {
@@ -217,23 +190,15 @@ func lunResize(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	size, err := sizeFlag(c, true)
-	if err != nil {
-		return err
-	}
-	l, err := newClient(c).ResizeLUN(context.Background(), name, size)
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, l)
-	}
-	fmt.Fprintf(c.App.Writer, "LUN %s is now %s (%d bytes)\n", l.Name, sizeStr(l.Size), l.Size)
-	return nil
+	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		size, err := sizeFlag(c, true)
+		if err != nil {
+			return wire.LUN{}, err
+		}
+		return cl.ResizeLUN(context.Background(), name, size)
+	}, func(l wire.LUN) {
+		fmt.Fprintf(c.App.Writer, "LUN %s is now %s (%d bytes)\n", l.Name, sizeStr(l.Size), l.Size)
+	})
 }
 
 func lunDelete(c *cli.Context) error {
@@ -241,16 +206,7 @@ func lunDelete(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	if err := newClient(c).DeleteLUN(context.Background(), name); err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, map[string]string{"deleted": name})
-	}
-	fmt.Fprintf(c.App.Writer, "LUN %s deleted\n", name)
-	return nil
+	return request(c, func(cl *client.Client) (map[string]string, error) {
+		return deleted(name), cl.DeleteLUN(context.Background(), name)
+	}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "LUN %s deleted\n", name) })
 }

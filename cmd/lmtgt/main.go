@@ -264,6 +264,29 @@ func newClient(c *cli.Context) *client.Client {
 	return client.New(adminAddr(c), client.Options{Token: c.String("admin-token")})
 }
 
+// request checks -o, runs one admin API call and prints its result: as
+// JSON with -o json, else with text. An error from call is reported with
+// apiFailed; a usage error it returns (a flag checked before anything is
+// sent) keeps its exit code 2.
+func request[T any](c *cli.Context, call func(cl *client.Client) (T, error), text func(v T)) error {
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	v, err := call(newClient(c))
+	if err != nil {
+		return apiFailed(err)
+	}
+	if asJSON {
+		return printJSON(c.App.Writer, v)
+	}
+	text(v)
+	return nil
+}
+
+// deleted is what a delete command prints with -o json.
+func deleted(name string) map[string]string { return map[string]string{"deleted": name} }
+
 // apiFailed turns a client error into a one-line failure (exit code 1).
 func apiFailed(err error) error {
 	var we *wire.Error

@@ -55,9 +55,9 @@ func migrationCommand() *cli.Command {
 				},
 				Action: migrationShow,
 			},
-			migrationAction("pause", "pause the copy; host writes go to the source and are logged in the DCL"),
-			migrationAction("resume", "resume a paused pair; only what changed is copied again"),
-			migrationAction("cancel", "end the pair without a split; the source is untouched"),
+			migrationAction("pause", "pause the copy; host writes go to the source and are logged in the DCL", (*client.Client).PauseMigration),
+			migrationAction("resume", "resume a paused pair; only what changed is copied again", (*client.Client).ResumeMigration),
+			migrationAction("cancel", "end the pair without a split; the source is untouched", (*client.Client).CancelMigration),
 			{
 				Name:      "set",
 				Usage:     "change a running pair's speed and/or cap (--max-mbps 0 removes the cap)",
@@ -83,7 +83,8 @@ func migrationCommand() *cli.Command {
 	}
 }
 
-func migrationAction(name, usage string) *cli.Command {
+// migrationAction is the subcommand "name SRC" that makes one call on a pair.
+func migrationAction(name, usage string, call func(*client.Client, context.Context, string) (wire.Migration, error)) *cli.Command {
 	return &cli.Command{
 		Name:      name,
 		Usage:     usage,
@@ -94,28 +95,11 @@ func migrationAction(name, usage string) *cli.Command {
 			if err != nil {
 				return err
 			}
-			asJSON, err := jsonOutput(c)
-			if err != nil {
-				return err
-			}
-			cl := newClient(c)
-			var m wire.Migration
-			switch name {
-			case "pause":
-				m, err = cl.PauseMigration(context.Background(), src)
-			case "resume":
-				m, err = cl.ResumeMigration(context.Background(), src)
-			case "cancel":
-				m, err = cl.CancelMigration(context.Background(), src)
-			}
-			if err != nil {
-				return apiFailed(err)
-			}
-			if asJSON {
-				return printJSON(c.App.Writer, m)
-			}
-			fmt.Fprintf(c.App.Writer, "migration %s: %s (state %s)\n", src, name, orDash(m.State))
-			return nil
+			return request(c, func(cl *client.Client) (wire.Migration, error) {
+				return call(cl, context.Background(), src)
+			}, func(m wire.Migration) {
+				fmt.Fprintf(c.App.Writer, "migration %s: %s (state %s)\n", src, name, orDash(m.State))
+			})
 		},
 	}
 }
@@ -124,56 +108,40 @@ func migrationCreate(c *cli.Context) error {
 	if err := args0(c); err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	if c.String("source") == "" || c.String("target") == "" {
-		return usageErr("migration create: --source and --target are required")
-	}
-	m, err := newClient(c).CreateMigration(context.Background(), wire.CreateMigration{
-		Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
-		MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
-		Vehicle: c.String("vehicle"),
+	return request(c, func(cl *client.Client) (wire.Migration, error) {
+		if c.String("source") == "" || c.String("target") == "" {
+			return wire.Migration{}, usageErr("migration create: --source and --target are required")
+		}
+		return cl.CreateMigration(context.Background(), wire.CreateMigration{
+			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
+			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
+			Vehicle: c.String("vehicle"),
+		})
+	}, func(m wire.Migration) {
+		fmt.Fprintf(c.App.Writer, "migration %s -> %s created (pair %s, state %s); follow it with: lmtgt migration show %s --watch\n",
+			m.Source, m.Target, m.ID, m.State, m.Source)
 	})
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, m)
-	}
-	fmt.Fprintf(c.App.Writer, "migration %s -> %s created (pair %s, state %s); follow it with: lmtgt migration show %s --watch\n",
-		m.Source, m.Target, m.ID, m.State, m.Source)
-	return nil
 }
 
 func migrationList(c *cli.Context) error {
 	if err := args0(c); err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	ms, err := newClient(c).Migrations(context.Background())
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, ms)
-	}
-	var rows [][]string
-	for _, m := range ms {
-		copied := sizeStr(m.CopiedBytes)
-		if m.TotalBytes > 0 {
-			copied += "/" + sizeStr(m.TotalBytes)
+	return request(c, func(cl *client.Client) ([]wire.Migration, error) {
+		return cl.Migrations(context.Background())
+	}, func(ms []wire.Migration) {
+		var rows [][]string
+		for _, m := range ms {
+			copied := sizeStr(m.CopiedBytes)
+			if m.TotalBytes > 0 {
+				copied += "/" + sizeStr(m.TotalBytes)
+			}
+			rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.CopiedBytes, m.TotalBytes),
+				copied, rateStr(m.RateBps), etaStr(m.ETASeconds),
+				sizeStr(m.DCLBytes), orDash(m.Vehicle)})
 		}
-		rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.CopiedBytes, m.TotalBytes),
-			copied, rateStr(m.RateBps), etaStr(m.ETASeconds),
-			sizeStr(m.DCLBytes), orDash(m.Vehicle)})
-	}
-	table(c.App.Writer, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "VEHICLE"}, rows)
-	return nil
+		table(c.App.Writer, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "VEHICLE"}, rows)
+	})
 }
 
 func printMigration(c *cli.Context, m wire.Migration) {
@@ -215,23 +183,16 @@ func migrationShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	cl := newClient(c)
 	if c.Bool("watch") {
-		return watchMigration(c, cl, src, asJSON)
+		asJSON, err := jsonOutput(c)
+		if err != nil {
+			return err
+		}
+		return watchMigration(c, newClient(c), src, asJSON)
 	}
-	m, err := cl.Migration(context.Background(), src)
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, m)
-	}
-	printMigration(c, m)
-	return nil
+	return request(c, func(cl *client.Client) (wire.Migration, error) {
+		return cl.Migration(context.Background(), src)
+	}, func(m wire.Migration) { printMigration(c, m) })
 }
 
 // watchDone reports whether --watch should stop at this state.
@@ -328,52 +289,36 @@ func migrationSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	var req wire.SetMigration
-	if c.IsSet("speed") {
-		s := c.String("speed")
-		req.Speed = &s
-	}
-	if c.IsSet("max-mbps") {
-		n := c.Int64("max-mbps")
-		req.MaxMBps = &n
-	}
-	if req.Speed == nil && req.MaxMBps == nil {
-		return usageErr("migration set: give --speed and/or --max-mbps")
-	}
-	m, err := newClient(c).SetMigration(context.Background(), src, req)
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, m)
-	}
-	cap := "no cap"
-	if m.MaxMBps > 0 {
-		cap = fmt.Sprintf("max %d MB/s", m.MaxMBps)
-	}
-	fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, cap)
-	return nil
+	return request(c, func(cl *client.Client) (wire.Migration, error) {
+		var req wire.SetMigration
+		if c.IsSet("speed") {
+			s := c.String("speed")
+			req.Speed = &s
+		}
+		if c.IsSet("max-mbps") {
+			n := c.Int64("max-mbps")
+			req.MaxMBps = &n
+		}
+		if req.Speed == nil && req.MaxMBps == nil {
+			return wire.Migration{}, usageErr("migration set: give --speed and/or --max-mbps")
+		}
+		return cl.SetMigration(context.Background(), src, req)
+	}, func(m wire.Migration) {
+		cap := "no cap"
+		if m.MaxMBps > 0 {
+			cap = fmt.Sprintf("max %d MB/s", m.MaxMBps)
+		}
+		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, cap)
+	})
 }
 
 func migrationSplit(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageErr("migration split: name at least one source LUN (usage: lmtgt migration split SRC [SRC...])")
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	r, err := newClient(c).Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, r)
-	}
-	fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
-	return nil
+	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
+		return cl.Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
+	}, func(r wire.SplitResult) {
+		fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
+	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/lmtgt/lmtgt/target/api/client"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
 
@@ -57,37 +58,55 @@ func targetCommand() *cli.Command {
 				Flags:     []cli.Flag{outputFlag},
 				Action:    targetShow,
 			},
-			{
-				Name:      "map",
-				Usage:     "export a LUN on a target (live: hosts get REPORTED LUNS DATA HAS CHANGED)",
-				ArgsUsage: "IQN LUN-NAME",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"},
-					outputFlag,
+			targetChange{
+				Name:  "map",
+				Usage: "export a LUN on a target (live: hosts get REPORTED LUNS DATA HAS CHANGED)",
+				Arg:   "LUN-NAME",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"}},
+				Call:  mapLUN,
+				Done: func(lun string, t wire.Target) string {
+					n := "?"
+					for _, l := range t.LUNs {
+						if l.Name == lun {
+							n = strconv.FormatUint(l.LUN, 10)
+						}
+					}
+					return fmt.Sprintf("LUN %s mapped on %s at LUN %s", lun, t.IQN, n)
 				},
-				Action: targetMap,
-			},
-			{
-				Name:      "unmap",
-				Usage:     "remove a LUN from a target",
-				ArgsUsage: "IQN LUN-NAME",
-				Flags:     []cli.Flag{outputFlag},
-				Action:    targetUnmap,
-			},
-			{
-				Name:      "allow",
-				Usage:     "let an initiator (or ALL initiators) log in",
-				ArgsUsage: "IQN INITIATOR-IQN|ALL",
-				Flags:     []cli.Flag{outputFlag},
-				Action:    targetAllow,
-			},
-			{
-				Name:      "disallow",
-				Usage:     "remove an initiator (or ALL) from a target's ACL",
-				ArgsUsage: "IQN INITIATOR-IQN|ALL",
-				Flags:     []cli.Flag{outputFlag},
-				Action:    targetDisallow,
-			},
+			}.command(),
+			targetChange{
+				Name:  "unmap",
+				Usage: "remove a LUN from a target",
+				Arg:   "LUN-NAME",
+				Call: func(_ *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
+					return cl.Unmap(context.Background(), iqn, lun)
+				},
+				Done: func(lun string, t wire.Target) string {
+					return fmt.Sprintf("LUN %s unmapped from %s", lun, t.IQN)
+				},
+			}.command(),
+			targetChange{
+				Name:  "allow",
+				Usage: "let an initiator (or ALL initiators) log in",
+				Arg:   "INITIATOR-IQN|ALL",
+				Call: func(_ *cli.Context, cl *client.Client, iqn, initiator string) (wire.Target, error) {
+					return cl.Allow(context.Background(), iqn, initiator)
+				},
+				Done: func(initiator string, t wire.Target) string {
+					return fmt.Sprintf("%s may log in to %s (initiators: %s)", initiator, t.IQN, aclStr(t))
+				},
+			}.command(),
+			targetChange{
+				Name:  "disallow",
+				Usage: "remove an initiator (or ALL) from a target's ACL",
+				Arg:   "INITIATOR-IQN|ALL",
+				Call: func(_ *cli.Context, cl *client.Client, iqn, initiator string) (wire.Target, error) {
+					return cl.Disallow(context.Background(), iqn, initiator)
+				},
+				Done: func(initiator string, t wire.Target) string {
+					return fmt.Sprintf("%s removed from %s (initiators: %s)", initiator, t.IQN, aclStr(t))
+				},
+			}.command(),
 			{
 				Name:      "chap",
 				Usage:     "set CHAP (one-way, or mutual with --mutual-user/--mutual-secret); --off turns it off",
@@ -111,19 +130,11 @@ func targetCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	t, err := newClient(c).CreateTarget(context.Background(), iqn)
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, t)
-	}
-	fmt.Fprintf(c.App.Writer, "target %s created (no initiator may log in yet: lmtgt target allow %s INITIATOR|ALL)\n", t.IQN, t.IQN)
-	return nil
+	return request(c, func(cl *client.Client) (wire.Target, error) {
+		return cl.CreateTarget(context.Background(), iqn)
+	}, func(t wire.Target) {
+		fmt.Fprintf(c.App.Writer, "target %s created (no initiator may log in yet: lmtgt target allow %s INITIATOR|ALL)\n", t.IQN, t.IQN)
+	})
 }
 
 func targetDelete(c *cli.Context) error {
@@ -131,18 +142,9 @@ func targetDelete(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	if err := newClient(c).DeleteTarget(context.Background(), iqn, c.Bool("force")); err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, map[string]string{"deleted": iqn})
-	}
-	fmt.Fprintf(c.App.Writer, "target %s deleted\n", iqn)
-	return nil
+	return request(c, func(cl *client.Client) (map[string]string, error) {
+		return deleted(iqn), cl.DeleteTarget(context.Background(), iqn, c.Bool("force"))
+	}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "target %s deleted\n", iqn) })
 }
 
 func aclStr(t wire.Target) string {
@@ -171,27 +173,19 @@ func targetList(c *cli.Context) error {
 	if err := args0(c); err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	ts, err := newClient(c).Targets(context.Background())
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, ts)
-	}
-	var rows [][]string
-	for _, t := range ts {
-		var luns []string
-		for _, l := range t.LUNs {
-			luns = append(luns, fmt.Sprintf("%d:%s", l.LUN, l.Name))
+	return request(c, func(cl *client.Client) ([]wire.Target, error) {
+		return cl.Targets(context.Background())
+	}, func(ts []wire.Target) {
+		var rows [][]string
+		for _, t := range ts {
+			var luns []string
+			for _, l := range t.LUNs {
+				luns = append(luns, fmt.Sprintf("%d:%s", l.LUN, l.Name))
+			}
+			rows = append(rows, []string{t.IQN, orDash(strings.Join(luns, ",")), aclStr(t), chapStr(t)})
 		}
-		rows = append(rows, []string{t.IQN, orDash(strings.Join(luns, ",")), aclStr(t), chapStr(t)})
-	}
-	table(c.App.Writer, []string{"IQN", "LUNS", "INITIATORS", "CHAP"}, rows)
-	return nil
+		table(c.App.Writer, []string{"IQN", "LUNS", "INITIATORS", "CHAP"}, rows)
+	})
 }
 
 func printTarget(c *cli.Context, t wire.Target) {
@@ -218,19 +212,9 @@ func targetShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	t, err := newClient(c).Target(context.Background(), iqn)
-	if err != nil {
-		return apiFailed(err)
-	}
-	if asJSON {
-		return printJSON(c.App.Writer, t)
-	}
-	printTarget(c, t)
-	return nil
+	return request(c, func(cl *client.Client) (wire.Target, error) {
+		return cl.Target(context.Background(), iqn)
+	}, func(t wire.Target) { printTarget(c, t) })
 }
 
 // targetResult prints a changed target (JSON or a sentence) and its warnings.
@@ -245,82 +229,52 @@ func targetResult(c *cli.Context, asJSON bool, t wire.Target, msg string) error 
 	return nil
 }
 
-func targetMap(c *cli.Context) error {
-	a, err := argsN(c, "IQN", "LUN-NAME")
-	if err != nil {
-		return err
+// targetChange is a subcommand "IQN ARG" that changes a target with one
+// API call and prints the changed target: as JSON, or the sentence Done
+// makes; warnings go to stderr either way.
+type targetChange struct {
+	Name, Usage string
+	Arg         string     // the second positional argument, as ArgsUsage shows it
+	Flags       []cli.Flag // besides -o
+	Call        func(c *cli.Context, cl *client.Client, iqn, arg string) (wire.Target, error)
+	Done        func(arg string, t wire.Target) string
+}
+
+func (tc targetChange) command() *cli.Command {
+	return &cli.Command{
+		Name:      tc.Name,
+		Usage:     tc.Usage,
+		ArgsUsage: "IQN " + tc.Arg,
+		Flags:     append(tc.Flags, outputFlag),
+		Action: func(c *cli.Context) error {
+			a, err := argsN(c, "IQN", tc.Arg)
+			if err != nil {
+				return err
+			}
+			asJSON, err := jsonOutput(c)
+			if err != nil {
+				return err
+			}
+			t, err := tc.Call(c, newClient(c), a[0], a[1])
+			if err != nil {
+				return apiFailed(err) // a usage error from Call keeps exit code 2
+			}
+			return targetResult(c, asJSON, t, tc.Done(a[1], t))
+		},
 	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
+}
+
+// mapLUN maps a LUN at --lun, or at the lowest free number.
+func mapLUN(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
 	var number *uint64
 	if s := c.String("lun"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return usageErr("--lun %q: want a LUN number (0, 1, ...)", s)
+			return wire.Target{}, usageErr("--lun %q: want a LUN number (0, 1, ...)", s)
 		}
 		number = &n
 	}
-	t, err := newClient(c).Map(context.Background(), a[0], a[1], number)
-	if err != nil {
-		return apiFailed(err)
-	}
-	n := "?"
-	for _, l := range t.LUNs {
-		if l.Name == a[1] {
-			n = strconv.FormatUint(l.LUN, 10)
-		}
-	}
-	return targetResult(c, asJSON, t, fmt.Sprintf("LUN %s mapped on %s at LUN %s", a[1], t.IQN, n))
-}
-
-func targetUnmap(c *cli.Context) error {
-	a, err := argsN(c, "IQN", "LUN-NAME")
-	if err != nil {
-		return err
-	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	t, err := newClient(c).Unmap(context.Background(), a[0], a[1])
-	if err != nil {
-		return apiFailed(err)
-	}
-	return targetResult(c, asJSON, t, fmt.Sprintf("LUN %s unmapped from %s", a[1], t.IQN))
-}
-
-func targetAllow(c *cli.Context) error {
-	a, err := argsN(c, "IQN", "INITIATOR-IQN|ALL")
-	if err != nil {
-		return err
-	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	t, err := newClient(c).Allow(context.Background(), a[0], a[1])
-	if err != nil {
-		return apiFailed(err)
-	}
-	return targetResult(c, asJSON, t, fmt.Sprintf("%s may log in to %s (initiators: %s)", a[1], t.IQN, aclStr(t)))
-}
-
-func targetDisallow(c *cli.Context) error {
-	a, err := argsN(c, "IQN", "INITIATOR-IQN|ALL")
-	if err != nil {
-		return err
-	}
-	asJSON, err := jsonOutput(c)
-	if err != nil {
-		return err
-	}
-	t, err := newClient(c).Disallow(context.Background(), a[0], a[1])
-	if err != nil {
-		return apiFailed(err)
-	}
-	return targetResult(c, asJSON, t, fmt.Sprintf("%s removed from %s (initiators: %s)", a[1], t.IQN, aclStr(t)))
+	return cl.Map(context.Background(), iqn, lun, number)
 }
 
 func targetCHAP(c *cli.Context) error {

@@ -301,6 +301,19 @@ func decode(w http.ResponseWriter, r *http.Request, v any) *wire.Error {
 	return nil
 }
 
+// withBody decodes the request body into a T (see decode) and passes it to
+// h; a body that does not decode is answered with its error.
+func withBody[T any](h func(w http.ResponseWriter, r *http.Request, req T)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req T
+		if e := decode(w, r, &req); e != nil {
+			writeError(w, e)
+			return
+		}
+		h(w, r, req)
+	}
+}
+
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	s.mux = m
@@ -316,15 +329,10 @@ func (s *Server) routes() {
 	})
 
 	// LUNs.
-	m.HandleFunc("POST "+v+"/luns", func(w http.ResponseWriter, r *http.Request) {
-		var req wire.CreateLUN
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
+	m.HandleFunc("POST "+v+"/luns", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateLUN) {
 		l, err := svc.CreateLUN(req)
 		reply(w, http.StatusCreated, l, err, lunObject(req.Name))
-	})
+	}))
 	m.HandleFunc("GET "+v+"/luns", func(w http.ResponseWriter, r *http.Request) {
 		l, err := svc.LUNs()
 		reply(w, http.StatusOK, l, err, "luns")
@@ -334,16 +342,11 @@ func (s *Server) routes() {
 		l, err := svc.LUN(name)
 		reply(w, http.StatusOK, l, err, lunObject(name))
 	})
-	resize := func(w http.ResponseWriter, r *http.Request) {
+	resize := withBody(func(w http.ResponseWriter, r *http.Request, req wire.ResizeLUN) {
 		name := r.PathValue("name")
-		var req wire.ResizeLUN
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
 		l, err := svc.ResizeLUN(name, req.Size)
 		reply(w, http.StatusOK, l, err, lunObject(name))
-	}
+	})
 	m.HandleFunc("POST "+v+"/luns/{name}/resize", resize)
 	m.HandleFunc("PATCH "+v+"/luns/{name}/resize", resize)
 	m.HandleFunc("DELETE "+v+"/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -352,15 +355,10 @@ func (s *Server) routes() {
 	})
 
 	// Targets.
-	m.HandleFunc("POST "+v+"/targets", func(w http.ResponseWriter, r *http.Request) {
-		var req wire.CreateTarget
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
+	m.HandleFunc("POST "+v+"/targets", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateTarget) {
 		t, err := svc.CreateTarget(req.IQN)
 		reply(w, http.StatusCreated, t, err, targetObject(req.IQN))
-	})
+	}))
 	m.HandleFunc("GET "+v+"/targets", func(w http.ResponseWriter, r *http.Request) {
 		t, err := svc.Targets()
 		reply(w, http.StatusOK, t, err, "targets")
@@ -383,46 +381,31 @@ func (s *Server) routes() {
 		}
 		reply(w, 0, nil, svc.DeleteTarget(iqn, force), targetObject(iqn))
 	})
-	m.HandleFunc("POST "+v+"/targets/{iqn}/luns", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("POST "+v+"/targets/{iqn}/luns", withBody(func(w http.ResponseWriter, r *http.Request, req wire.MapLUN) {
 		iqn := r.PathValue("iqn")
-		var req wire.MapLUN
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
 		t, err := svc.Map(iqn, req)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	})
+	}))
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.Unmap(iqn, r.PathValue("name"))
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	})
-	m.HandleFunc("POST "+v+"/targets/{iqn}/initiators", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("POST "+v+"/targets/{iqn}/initiators", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Allow) {
 		iqn := r.PathValue("iqn")
-		var req wire.Allow
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
 		t, err := svc.Allow(iqn, req.Initiator)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	})
+	}))
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}/initiators/{name}", func(w http.ResponseWriter, r *http.Request) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.Disallow(iqn, r.PathValue("name"))
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	})
-	m.HandleFunc("PUT "+v+"/targets/{iqn}/chap", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("PUT "+v+"/targets/{iqn}/chap", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetCHAP) {
 		iqn := r.PathValue("iqn")
-		var req wire.SetCHAP
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
 		t, err := svc.SetCHAP(iqn, req)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	})
+	}))
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}/chap", func(w http.ResponseWriter, r *http.Request) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.ClearCHAP(iqn)
@@ -430,42 +413,27 @@ func (s *Server) routes() {
 	})
 
 	// Migrations.
-	m.HandleFunc("POST "+v+"/migrations", func(w http.ResponseWriter, r *http.Request) {
-		var req wire.CreateMigration
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
+	m.HandleFunc("POST "+v+"/migrations", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateMigration) {
 		p, err := svc.CreateMigration(req)
 		reply(w, http.StatusCreated, p, err, pairObject(req.Source))
-	})
+	}))
 	m.HandleFunc("GET "+v+"/migrations", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, svc.Migrations())
 	})
-	m.HandleFunc("POST "+v+"/migrations/split", func(w http.ResponseWriter, r *http.Request) {
-		var req wire.Split
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
+	m.HandleFunc("POST "+v+"/migrations/split", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Split) {
 		res, err := svc.Split(req)
 		reply(w, http.StatusOK, res, err, pairObject(strings.Join(req.Sources, ",")))
-	})
+	}))
 	m.HandleFunc("GET "+v+"/migrations/{source}", func(w http.ResponseWriter, r *http.Request) {
 		src := r.PathValue("source")
 		p, err := svc.Migration(src)
 		reply(w, http.StatusOK, p, err, pairObject(src))
 	})
-	m.HandleFunc("PATCH "+v+"/migrations/{source}", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("PATCH "+v+"/migrations/{source}", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetMigration) {
 		src := r.PathValue("source")
-		var req wire.SetMigration
-		if e := decode(w, r, &req); e != nil {
-			writeError(w, e)
-			return
-		}
 		p, err := svc.SetMigration(src, req)
 		reply(w, http.StatusOK, p, err, pairObject(src))
-	})
+	}))
 	m.HandleFunc("POST "+v+"/migrations/{source}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		src := r.PathValue("source")
 		p, err := svc.MigrationAction(src, r.PathValue("action"))

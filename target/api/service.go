@@ -77,6 +77,37 @@ func pairHoldsLUN(state string) bool {
 	return state != "split" && state != "cancelled"
 }
 
+// orNotFound turns metavol.ErrNotFound into a 404 about obj; other errors
+// pass unchanged.
+func orNotFound(err error, obj string) error {
+	if errors.Is(err, metavol.ErrNotFound) {
+		return notFound(obj, "not found")
+	}
+	return err
+}
+
+// oneOrAll returns the record key names (a 404 about obj if there is none),
+// or every record when key is "".
+func oneOrAll[T any](key string, get func(string) (T, error), all func() ([]T, error), obj string) ([]T, error) {
+	if key == "" {
+		return all()
+	}
+	r, err := get(key)
+	if err != nil {
+		return nil, orNotFound(err, obj)
+	}
+	return []T{r}, nil
+}
+
+// only returns the one view of a lookup by name (oneOrAll with a key).
+func only[T any](views []T, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return views[0], nil
+}
+
 // ---- LUNs ----
 
 func lunObject(name string) string { return "lun " + name }
@@ -153,33 +184,15 @@ func checkPath(path string, size int64) error {
 func (s *Service) LUNs() ([]wire.LUN, error) { return s.lunViews("") }
 
 // LUN shows one LUN by name.
-func (s *Service) LUN(name string) (wire.LUN, error) {
-	v, err := s.lunViews(name)
-	if err != nil {
-		return wire.LUN{}, err
-	}
-	return v[0], nil
-}
+func (s *Service) LUN(name string) (wire.LUN, error) { return only(s.lunViews(name)) }
 
 // lunViews builds the LUN views (all when name is "") from one snapshot.
 func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 	var out []wire.LUN
 	err := s.db.View(func(tx *metavol.Tx) error {
-		var luns []metavol.LUN
-		if name != "" {
-			l, err := tx.LUNByName(name)
-			if err != nil {
-				if errors.Is(err, metavol.ErrNotFound) {
-					return notFound(lunObject(name), "not found")
-				}
-				return err
-			}
-			luns = []metavol.LUN{l}
-		} else {
-			var err error
-			if luns, err = tx.LUNs(); err != nil {
-				return err
-			}
+		luns, err := oneOrAll(name, tx.LUNByName, tx.LUNs, lunObject(name))
+		if err != nil {
+			return err
 		}
 		targets, err := tx.Targets()
 		if err != nil {
@@ -309,32 +322,14 @@ func targetObject(iqn string) string { return "target " + iqn }
 func (s *Service) Targets() ([]wire.Target, error) { return s.targetViews("") }
 
 // Target shows one target.
-func (s *Service) Target(iqn string) (wire.Target, error) {
-	v, err := s.targetViews(iqn)
-	if err != nil {
-		return wire.Target{}, err
-	}
-	return v[0], nil
-}
+func (s *Service) Target(iqn string) (wire.Target, error) { return only(s.targetViews(iqn)) }
 
 func (s *Service) targetViews(iqn string) ([]wire.Target, error) {
 	var out []wire.Target
 	err := s.db.View(func(tx *metavol.Tx) error {
-		var recs []metavol.Target
-		if iqn != "" {
-			t, err := tx.GetTarget(iqn)
-			if err != nil {
-				if errors.Is(err, metavol.ErrNotFound) {
-					return notFound(targetObject(iqn), "not found")
-				}
-				return err
-			}
-			recs = []metavol.Target{t}
-		} else {
-			var err error
-			if recs, err = tx.Targets(); err != nil {
-				return err
-			}
+		recs, err := oneOrAll(iqn, tx.GetTarget, tx.Targets, targetObject(iqn))
+		if err != nil {
+			return err
 		}
 		for _, t := range recs {
 			out = append(out, targetView(tx, t))
@@ -390,9 +385,8 @@ func (s *Service) CreateTarget(iqn string) (wire.Target, error) {
 	if err != nil {
 		return wire.Target{}, toWire(err, obj)
 	}
-	if err := s.applyLocked(); err != nil {
-		s.rollbackLocked(obj, func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) })
-		return wire.Target{}, apiErr(500, obj, "apply failed, change rolled back: %v", err)
+	if err := s.applyOrUndoLocked(obj, func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }); err != nil {
+		return wire.Target{}, err
 	}
 	s.log.Info().Str("target", iqn).Msg("target created")
 	return s.Target(iqn)
@@ -408,10 +402,7 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 	err := s.db.Update(func(tx *metavol.Tx) error {
 		t, err := tx.GetTarget(iqn)
 		if err != nil {
-			if errors.Is(err, metavol.ErrNotFound) {
-				return notFound(obj, "not found")
-			}
-			return err
+			return orNotFound(err, obj)
 		}
 		if len(t.Mappings) > 0 && !force {
 			return conflict(obj, "has %d LUN(s) mapped: unmap them first, or delete with --force", len(t.Mappings))
@@ -422,9 +413,8 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 	if err != nil {
 		return toWire(err, obj)
 	}
-	if err := s.applyLocked(); err != nil {
-		s.rollbackLocked(obj, func(tx *metavol.Tx) error { return tx.PutTarget(old) })
-		return apiErr(500, obj, "apply failed, change rolled back: %v", err)
+	if err := s.applyOrUndoLocked(obj, func(tx *metavol.Tx) error { return tx.PutTarget(old) }); err != nil {
+		return err
 	}
 	s.log.Info().Str("target", iqn).Msg("target deleted")
 	return nil
@@ -440,10 +430,7 @@ func (s *Service) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 	err := s.db.Update(func(tx *metavol.Tx) error {
 		t, err := tx.GetTarget(iqn)
 		if err != nil {
-			if errors.Is(err, metavol.ErrNotFound) {
-				return notFound(obj, "not found")
-			}
-			return err
+			return orNotFound(err, obj)
 		}
 		old = t
 		nt := t
@@ -461,23 +448,26 @@ func (s *Service) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 	if err != nil {
 		return wire.Target{}, toWire(err, obj)
 	}
-	if err := s.applyLocked(); err != nil {
-		s.rollbackLocked(obj, func(tx *metavol.Tx) error { return tx.PutTarget(old) })
-		return wire.Target{}, apiErr(500, obj, "apply failed, change rolled back: %v", err)
+	if err := s.applyOrUndoLocked(obj, func(tx *metavol.Tx) error { return tx.PutTarget(old) }); err != nil {
+		return wire.Target{}, err
 	}
 	return s.Target(iqn)
 }
 
-// rollbackLocked undoes a persisted change whose Apply failed, and applies
-// the restored configuration again.
-func (s *Service) rollbackLocked(obj string, undo func(tx *metavol.Tx) error) {
-	if err := s.db.Update(undo); err != nil {
-		s.log.Error().Err(err).Str("object", obj).Msg("rollback after a failed apply failed: meta volume and live configuration differ until restart")
-		return
+// applyOrUndoLocked applies a persisted change live. If that fails it
+// undoes the change in the meta volume, applies the restored configuration
+// again, and returns a 500 about obj.
+func (s *Service) applyOrUndoLocked(obj string, undo func(tx *metavol.Tx) error) error {
+	err := s.applyLocked()
+	if err == nil {
+		return nil
 	}
-	if err := s.applyLocked(); err != nil {
-		s.log.Error().Err(err).Str("object", obj).Msg("re-apply after rollback failed")
+	if uerr := s.db.Update(undo); uerr != nil {
+		s.log.Error().Err(uerr).Str("object", obj).Msg("rollback after a failed apply failed: meta volume and live configuration differ until restart")
+	} else if aerr := s.applyLocked(); aerr != nil {
+		s.log.Error().Err(aerr).Str("object", obj).Msg("re-apply after rollback failed")
 	}
+	return apiErr(500, obj, "apply failed, change rolled back: %v", err)
 }
 
 // ApplyAll builds every target from the meta volume and applies it live.
@@ -516,10 +506,7 @@ func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
 	v, err := s.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
 		l, err := tx.LUNByName(req.LUN)
 		if err != nil {
-			if errors.Is(err, metavol.ErrNotFound) {
-				return notFound(lunObject(req.LUN), "not found")
-			}
-			return err
+			return orNotFound(err, lunObject(req.LUN))
 		}
 		pairs, err := tx.Pairs()
 		if err != nil {
@@ -563,10 +550,7 @@ func (s *Service) Unmap(iqn, lunName string) (wire.Target, error) {
 	v, err := s.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
 		l, err := tx.LUNByName(lunName)
 		if err != nil {
-			if errors.Is(err, metavol.ErrNotFound) {
-				return notFound(lunObject(lunName), "not found")
-			}
-			return err
+			return orNotFound(err, lunObject(lunName))
 		}
 		i := slices.IndexFunc(t.Mappings, func(m metavol.Mapping) bool { return m.LUNID == l.ID })
 		if i < 0 {

@@ -157,39 +157,36 @@ func StatusOf(err error) int {
 
 func esc(s string) string { return url.PathEscape(s) }
 
+// call sends one request (see Do) and returns the response decoded as a T.
+func call[T any](ctx context.Context, c *Client, method, path string, body any) (T, error) {
+	var v T
+	err := c.Do(ctx, method, path, body, &v)
+	return v, err
+}
+
 // Health checks the server.
 func (c *Client) Health(ctx context.Context) (wire.Health, error) {
-	var h wire.Health
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/health", nil, &h)
-	return h, err
+	return call[wire.Health](ctx, c, http.MethodGet, wire.Version+"/health", nil)
 }
 
 // CreateLUN creates a LUN.
 func (c *Client) CreateLUN(ctx context.Context, req wire.CreateLUN) (wire.LUN, error) {
-	var l wire.LUN
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/luns", req, &l)
-	return l, err
+	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns", req)
 }
 
 // LUNs lists every LUN.
 func (c *Client) LUNs(ctx context.Context) ([]wire.LUN, error) {
-	var l []wire.LUN
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/luns", nil, &l)
-	return l, err
+	return call[[]wire.LUN](ctx, c, http.MethodGet, wire.Version+"/luns", nil)
 }
 
 // LUN shows one LUN by name.
 func (c *Client) LUN(ctx context.Context, name string) (wire.LUN, error) {
-	var l wire.LUN
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/luns/"+esc(name), nil, &l)
-	return l, err
+	return call[wire.LUN](ctx, c, http.MethodGet, wire.Version+"/luns/"+esc(name), nil)
 }
 
 // ResizeLUN grows a LUN to size bytes.
 func (c *Client) ResizeLUN(ctx context.Context, name string, size int64) (wire.LUN, error) {
-	var l wire.LUN
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/luns/"+esc(name)+"/resize", wire.ResizeLUN{Size: size}, &l)
-	return l, err
+	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns/"+esc(name)+"/resize", wire.ResizeLUN{Size: size})
 }
 
 // DeleteLUN deletes a LUN (refused while mapped or in a pair).
@@ -199,23 +196,17 @@ func (c *Client) DeleteLUN(ctx context.Context, name string) error {
 
 // CreateTarget creates a target.
 func (c *Client) CreateTarget(ctx context.Context, iqn string) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn}, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn})
 }
 
 // Targets lists every target.
 func (c *Client) Targets(ctx context.Context) ([]wire.Target, error) {
-	var t []wire.Target
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/targets", nil, &t)
-	return t, err
+	return call[[]wire.Target](ctx, c, http.MethodGet, wire.Version+"/targets", nil)
 }
 
 // Target shows one target.
 func (c *Client) Target(ctx context.Context, iqn string) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/targets/"+esc(iqn), nil, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodGet, wire.Version+"/targets/"+esc(iqn), nil)
 }
 
 // DeleteTarget deletes a target; with force even when LUNs are mapped.
@@ -229,65 +220,47 @@ func (c *Client) DeleteTarget(ctx context.Context, iqn string, force bool) error
 
 // Map exports a LUN (by name) on a target; number nil = lowest free.
 func (c *Client) Map(ctx context.Context, iqn, lun string, number *uint64) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", wire.MapLUN{LUN: lun, Number: number}, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", wire.MapLUN{LUN: lun, Number: number})
 }
 
 // Unmap removes a LUN (by name) from a target.
 func (c *Client) Unmap(ctx context.Context, iqn, lun string) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), nil, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), nil)
 }
 
 // Allow lets an initiator (or ALL) log in to a target.
 func (c *Client) Allow(ctx context.Context, iqn, initiator string) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/initiators", wire.Allow{Initiator: initiator}, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/initiators", wire.Allow{Initiator: initiator})
 }
 
 // Disallow removes an initiator (or ALL) from a target's ACL.
 func (c *Client) Disallow(ctx context.Context, iqn, initiator string) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/initiators/"+esc(initiator), nil, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/initiators/"+esc(initiator), nil)
 }
 
 // SetCHAP sets a target's CHAP credentials.
 func (c *Client) SetCHAP(ctx context.Context, iqn string, req wire.SetCHAP) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodPut, wire.Version+"/targets/"+esc(iqn)+"/chap", req, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodPut, wire.Version+"/targets/"+esc(iqn)+"/chap", req)
 }
 
 // ClearCHAP turns CHAP off for a target.
 func (c *Client) ClearCHAP(ctx context.Context, iqn string) (wire.Target, error) {
-	var t wire.Target
-	err := c.Do(ctx, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/chap", nil, &t)
-	return t, err
+	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/chap", nil)
 }
 
 // CreateMigration creates a migration pair.
 func (c *Client) CreateMigration(ctx context.Context, req wire.CreateMigration) (wire.Migration, error) {
-	var m wire.Migration
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/migrations", req, &m)
-	return m, err
+	return call[wire.Migration](ctx, c, http.MethodPost, wire.Version+"/migrations", req)
 }
 
 // Migrations lists every pair.
 func (c *Client) Migrations(ctx context.Context) ([]wire.Migration, error) {
-	var m []wire.Migration
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/migrations", nil, &m)
-	return m, err
+	return call[[]wire.Migration](ctx, c, http.MethodGet, wire.Version+"/migrations", nil)
 }
 
 // Migration shows the pair whose source LUN is named source.
 func (c *Client) Migration(ctx context.Context, source string) (wire.Migration, error) {
-	var m wire.Migration
-	err := c.Do(ctx, http.MethodGet, wire.Version+"/migrations/"+esc(source), nil, &m)
-	return m, err
+	return call[wire.Migration](ctx, c, http.MethodGet, wire.Version+"/migrations/"+esc(source), nil)
 }
 
 // PauseMigration pauses a pair.
@@ -306,25 +279,19 @@ func (c *Client) CancelMigration(ctx context.Context, source string) (wire.Migra
 }
 
 func (c *Client) migrationAction(ctx context.Context, source, action string) (wire.Migration, error) {
-	var m wire.Migration
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/migrations/"+esc(source)+"/"+action, nil, &m)
-	return m, err
+	return call[wire.Migration](ctx, c, http.MethodPost, wire.Version+"/migrations/"+esc(source)+"/"+action, nil)
 }
 
 // SetMigration changes a pair's throttle.
 func (c *Client) SetMigration(ctx context.Context, source string, req wire.SetMigration) (wire.Migration, error) {
-	var m wire.Migration
-	err := c.Do(ctx, http.MethodPatch, wire.Version+"/migrations/"+esc(source), req, &m)
-	return m, err
+	return call[wire.Migration](ctx, c, http.MethodPatch, wire.Version+"/migrations/"+esc(source), req)
 }
 
 // Split splits one pair or several in one consistent split.
 func (c *Client) Split(ctx context.Context, sources []string, maxPause time.Duration) (wire.SplitResult, error) {
-	var r wire.SplitResult
 	req := wire.Split{Sources: sources}
 	if maxPause > 0 {
 		req.MaxPause = maxPause.String()
 	}
-	err := c.Do(ctx, http.MethodPost, wire.Version+"/migrations/split", req, &r)
-	return r, err
+	return call[wire.SplitResult](ctx, c, http.MethodPost, wire.Version+"/migrations/split", req)
 }
