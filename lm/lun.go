@@ -26,7 +26,8 @@ func ValidLUNName(name string) error {
 
 // CreateLUN makes a new LUN: a new sparse file under DataDir/volumes when
 // Path is empty, else the existing file or block device at Path (Size 0 =
-// its size), or a new sparse file at Path if nothing is there.
+// its size), or a new sparse file at Path if nothing is there. Direct opens
+// the data volume with O_DIRECT, now and at every later open.
 func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
@@ -83,7 +84,8 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	}
 
 	now := time.Now().UTC()
-	vrec := metavol.Volume{ID: metavol.NewID(), Created: now}
+	vrec := metavol.Volume{ID: metavol.NewID(), Direct: req.Direct, Created: now}
+	vopts := volume.Options{Direct: req.Direct}
 	var f *volume.File
 	created := false
 	switch {
@@ -93,7 +95,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		if err := os.MkdirAll(filepath.Dir(vrec.Path), 0o700); err != nil {
 			return metavol.LUN{}, fmt.Errorf("lun %s: data dir: %w", req.Name, err)
 		}
-		f, err = volume.Create(vrec.Path, req.Size, volume.Options{})
+		f, err = volume.Create(vrec.Path, req.Size, vopts)
 		created = true
 	default:
 		vrec.Path = path
@@ -104,10 +106,10 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, err)
 			}
-			f, err = volume.Create(path, req.Size, volume.Options{})
+			f, err = volume.Create(path, req.Size, vopts)
 			created = true
 		} else {
-			f, err = volume.Open(path, volume.Options{})
+			f, err = volume.Open(path, vopts)
 		}
 	}
 	if err != nil {
@@ -162,7 +164,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	m.mu.vols[vrec.ID] = d
 	m.mu.luns[lrec.ID] = m.newEntry(lrec)
 	m.mu.Unlock()
-	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Msg("LUN created")
+	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Bool("direct", vrec.Direct).Msg("LUN created")
 	return lrec, nil
 }
 

@@ -164,7 +164,7 @@ func (m *Manager) openVolume(d *dataVol) error {
 	if d.cur.Load() != nil {
 		return nil
 	}
-	f, err := volume.Open(d.rec.Path, volume.Options{})
+	f, err := volume.Open(d.rec.Path, volume.Options{Direct: d.rec.Direct})
 	if err != nil {
 		s := err.Error()
 		d.why.Store(&s)

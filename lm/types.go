@@ -30,6 +30,9 @@ type CreateLUNRequest struct {
 	Size      int64  // bytes; 0 with Path = the file's or device's size
 	BlockSize uint32 // 512 (default) or 4096
 	Path      string // existing file or block device; "" = sparse file in the data dir
+	// Direct opens the data volume with O_DIRECT (bypassing the page
+	// cache); kept in the volume record, so every later open does too.
+	Direct bool
 }
 
 // PairRequest asks for a new migration pair. LUNs are named by name.

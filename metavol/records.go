@@ -11,7 +11,10 @@ type Volume struct {
 	Size int64  `json:"size"`
 	// Owned volumes were created by lmtgt in the data dir and are deleted
 	// with their LUN; others (existing files, devices) are only forgotten.
-	Owned   bool      `json:"owned"`
+	Owned bool `json:"owned"`
+	// Direct volumes are opened with O_DIRECT (no page cache). Records
+	// written before the field existed read as false.
+	Direct  bool      `json:"direct,omitempty"`
 	Created time.Time `json:"created"`
 }
 

@@ -44,6 +44,7 @@ func lunCommand() *cli.Command {
 					&cli.StringFlag{Name: "size", Usage: "size: 1GiB, 512MiB, 1G (binary), 1GB (decimal) or bytes; optional with --path of an existing file or device"},
 					&cli.StringFlag{Name: "path", Usage: "existing file or block device, or a file to create sparse"},
 					&cli.UintFlag{Name: "block-size", Value: 512, Usage: "logical block size: 512 or 4096"},
+					&cli.BoolFlag{Name: "direct", Usage: "open the data volume with O_DIRECT (bypass the page cache)"},
 					outputFlag,
 				},
 				Action: lunCreate,
@@ -118,9 +119,13 @@ func lunCreate(c *cli.Context) error {
 				return wire.LUN{}, usageErr("--path: %v", err)
 			}
 		}
-		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path})
+		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct")})
 	}, func(l wire.LUN) {
-		fmt.Fprintf(c.App.Writer, "LUN %s created: %s, %d-byte blocks, volume %s\n", l.Name, sizeStr(l.Size), l.BlockSize, orDash(l.VolumePath))
+		direct := ""
+		if l.DirectIO {
+			direct = " (O_DIRECT)"
+		}
+		fmt.Fprintf(c.App.Writer, "LUN %s created: %s, %d-byte blocks, volume %s%s\n", l.Name, sizeStr(l.Size), l.BlockSize, orDash(l.VolumePath), direct)
 	})
 }
 
@@ -179,6 +184,7 @@ func printLUN(c *cli.Context, l wire.LUN) {
 		{"naa", l.NAA},
 		{"serial", l.Serial},
 		{"volume", fmt.Sprintf("%s (%s, %s%s)", l.Volume, orDash(l.VolumePath), orDash(l.VolumeKind), map[bool]string{true: ", owned", false: ""}[l.Owned])},
+		{"direct io", map[bool]string{true: "yes", false: "no"}[l.DirectIO]},
 		{"mapped", mappingStr(l.Mappings)},
 		{"migration", migrationStr(l.Migration)},
 		{"created", l.Created.Local().Format("2006-01-02 15:04:05")},

@@ -17,6 +17,7 @@ func TestReorderArgs(t *testing.T) {
 		{[]string{"lmtgt", "target", "map", "iqn.x", "l", "--lun", "3"}, []string{"lmtgt", "target", "map", "--lun", "3", "--", "iqn.x", "l"}},
 		{[]string{"lmtgt", "target", "delete", "iqn.x", "--force", "-o", "json"}, []string{"lmtgt", "target", "delete", "--force", "-o", "json", "--", "iqn.x"}},
 		{[]string{"lmtgt", "migration", "split", "a", "b", "--max-pause=50ms"}, []string{"lmtgt", "migration", "split", "--max-pause=50ms", "--", "a", "b"}},
+		{[]string{"lmtgt", "lun", "create", "d", "--direct", "--size", "1GiB"}, []string{"lmtgt", "lun", "create", "--direct", "--size", "1GiB", "--", "d"}},
 		{[]string{"lmtgt", "lun", "show", "--", "-weird"}, []string{"lmtgt", "lun", "show", "--", "-weird"}},
 		{[]string{"lmtgt", "lun", "list"}, []string{"lmtgt", "lun", "list"}},
 		{[]string{"lmtgt", "bogus", "x"}, []string{"lmtgt", "bogus", "x"}},

@@ -130,8 +130,11 @@ func TestLUNsTargetsAndBuild(t *testing.T) {
 		a.Volume == "" || !a.Owned || a.VolumeKind != "file" || !strings.HasPrefix(a.VolumePath, e.dir) {
 		t.Fatalf("created LUN: %+v", a)
 	}
-	if _, err := cl.CreateLUN(ctx, wire.CreateLUN{Name: "b", Size: 8 << 20, BlockSize: 4096}); err != nil {
-		t.Fatal(err)
+	if a.DirectIO {
+		t.Fatalf("LUN without direct: %+v", a)
+	}
+	if b, err := cl.CreateLUN(ctx, wire.CreateLUN{Name: "b", Size: 8 << 20, BlockSize: 4096, Direct: true}); err != nil || !b.DirectIO {
+		t.Fatalf("LUN with direct: %+v %v", b, err)
 	}
 	_, err = cl.CreateLUN(ctx, wire.CreateLUN{Name: "a", Size: 4 << 20})
 	wantStatus(t, err, 409, "exists")

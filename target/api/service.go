@@ -146,11 +146,11 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 			return wire.LUN{}, invalid(obj, "%v", err)
 		}
 	}
-	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path})
+	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path, Direct: req.Direct})
 	if err != nil {
 		return wire.LUN{}, toWire(err, obj)
 	}
-	s.log.Info().Str("lun", l.Name).Str("id", l.ID).Int64("size", l.Size).Msg("LUN created")
+	s.log.Info().Str("lun", l.Name).Str("id", l.ID).Int64("size", l.Size).Bool("direct", req.Direct).Msg("LUN created")
 	return s.LUN(l.Name)
 }
 
@@ -225,7 +225,7 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 				Mappings: []wire.LUNMapping{},
 			}
 			if vol, err := tx.GetVolume(l.VolumeID); err == nil {
-				v.VolumePath, v.VolumeKind, v.Owned = vol.Path, vol.Kind, vol.Owned
+				v.VolumePath, v.VolumeKind, v.Owned, v.DirectIO = vol.Path, vol.Kind, vol.Owned, vol.Direct
 			}
 			for _, t := range targets {
 				for _, m := range t.Mappings {

@@ -21,6 +21,9 @@ type CreateLUN struct {
 	// Path names an existing file or block device, or a file to create
 	// sparse; empty means a sparse file in the data dir.
 	Path string `json:"path,omitempty"`
+	// Direct opens the data volume with O_DIRECT (bypassing the page
+	// cache); the volume keeps the setting for its life.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // ResizeLUN is the body of POST|PATCH /v1/luns/{name}/resize.
@@ -40,6 +43,7 @@ type LUN struct {
 	VolumePath string    `json:"volume_path,omitempty"`
 	VolumeKind string    `json:"volume_kind,omitempty"`
 	Owned      bool      `json:"volume_owned"`
+	DirectIO   bool      `json:"direct_io"` // the data volume is opened with O_DIRECT
 	Created    time.Time `json:"created"`
 	// Mappings lists where the LUN is exported.
 	Mappings []LUNMapping `json:"mappings"`
