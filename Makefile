@@ -59,7 +59,7 @@ test-go:
 test-conformance: build
 	@if [ -x scripts/conformance.sh ]; then \
 		echo "== scripts/conformance.sh"; SECONDS=0; \
-		scripts/conformance.sh --bin $(BIN); rc=$$?; \
+		scripts/conformance.sh --multipath --bin $(BIN); rc=$$?; \
 		echo "== conformance: exit $$rc after $${SECONDS}s"; exit $$rc; \
 	else \
 		echo "== skip: scripts/conformance.sh not there yet"; \

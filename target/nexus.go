@@ -340,11 +340,13 @@ func (n *nexus) TaskManagement(fn iscsi.TMFunction, lun uint64) iscsi.TMFRespons
 }
 
 // resetLU performs a logical unit reset of d: SPC-2 reservations are
-// released and the other nexuses get a unit attention. Persistent
-// reservations survive resets.
+// released and every nexus of d, the one that asked included, gets a
+// BUS DEVICE RESET FUNCTION OCCURRED unit attention (SAM-5 6.3.3; libiscsi's
+// MultipathIO.Reset checks every path). Persistent reservations survive
+// resets.
 func (n *nexus) resetLU(d *lunDev) {
 	d.res.resetSPC2()
-	n.srv.raiseUA(d, ascPowerOnReset, n)
+	n.srv.raiseUA(d, ascBusDeviceReset, nil)
 }
 
 // Close ends the nexus: SPC-2 reservations it holds are released.

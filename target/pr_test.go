@@ -196,8 +196,10 @@ func TestSPC2ReserveRelease(t *testing.T) {
 	if r := a.TaskManagement(iscsi.TMFLogicalUnitReset, 0); r != iscsi.TMFComplete {
 		t.Fatalf("LUN reset: %d", r)
 	}
-	mustSense(t, exec(b2, 0, reserve6, nil, 0), keyUnitAttention, ascPowerOnReset)
+	mustSense(t, exec(b2, 0, reserve6, nil, 0), keyUnitAttention, ascBusDeviceReset)
 	mustGood(t, exec(b2, 0, reserve6, nil, 0))
+	// The nexus that asked for the reset gets the unit attention too.
+	mustSense(t, exec(a, 0, cdb10(0x25, 0, 0, 0), nil, 8), keyUnitAttention, ascBusDeviceReset)
 	// With a PR registration, RESERVE(6) conflicts.
 	mustGood(t, exec(b2, 0, release6, nil, 0))
 	mustGood(t, prout(a, 0x06, 0, 0, 1))

@@ -39,7 +39,6 @@ const (
 	ascLUNNotSupported          asc = 0x2500
 	ascInvalidFieldInParams     asc = 0x2600
 	ascInvalidReleaseOfPR       asc = 0x2604
-	ascPowerOnReset             asc = 0x2900
 	ascBusDeviceReset           asc = 0x2903
 	ascNexusLoss                asc = 0x2907
 	ascModeParametersChanged    asc = 0x2a01
