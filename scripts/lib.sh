@@ -146,3 +146,9 @@ tgt_ctl_port() {
   done
   return 1
 }
+
+# json_field KEY: the value of the top-level KEY in the indented JSON that
+# lmtgt's `-o json` prints on stdin (strings without quotes); no jq needed.
+json_field() {
+  sed -n -e "s/^  \"$1\": *\"\(.*\)\",\{0,1\}\$/\1/p" -e "s/^  \"$1\": *\([^\",]*\),\{0,1\}\$/\1/p" | head -n 1
+}

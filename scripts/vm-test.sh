@@ -16,13 +16,24 @@
 #              the guest asks the host (console line VMTEST-HOST-ACTION) to
 #              kill -9 the target and start it again on the same data dir; the
 #              session must come back and fio's verify must pass
+#   migrate    (lmtgt only) login to a 256 MiB LUN the host filled with random
+#              data; fio randwrite 4k+64k with crc32c verify (backlog and final
+#              pass) running; the guest asks the host (VMTEST-HOST-ACTION
+#              migrate) to `migration create` to a second LUN, wait for synced
+#              and `migration split`; the host answers by creating a marker
+#              target the guest sees in a SendTargets discovery. fio must pass
+#              with no I/O error in the kernel log, VPD 0x80/0x83 (re-read with
+#              a rescan) must not change, the tail fio never wrote must keep
+#              its md5; then dd+md5 and logout. After the VM the host checks
+#              that the LUN's volume is the former target's and the pair split.
 # The target and the VM run in a private network namespace (unshare --net), so
 # nothing else on the host is reachable or disturbed.
 #
 # Usage: scripts/vm-test.sh [options]
 #   --target lmtgt|tgt   target under test (default lmtgt; tgt proves the harness)
 #   --bin PATH           lmtgt binary (default: go build into the run dir)
-#   --scenarios LIST     comma-separated subset of plain,chap,mutual,reconnect
+#   --scenarios LIST     comma-separated subset of plain,chap,mutual,reconnect,migrate
+#                        (default all; migrate only with --target lmtgt)
 #   --build-only         build (or check) the cached guest and exit
 #   --rebuild            rebuild the guest even when cached
 #   --timeout S          wall-clock limit for the VM (default 900)
@@ -47,7 +58,7 @@ GUEST_RECIPE=1   # bump when the guest build changes
 
 TARGET=lmtgt
 BIN=""
-SCENARIOS=plain,chap,mutual,reconnect
+SCENARIOS=""
 BUILD_ONLY=0
 REBUILD=0
 TIMEOUT=900
@@ -71,8 +82,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$TARGET" in lmtgt|tgt) ;; *) echo "vm-test: --target must be lmtgt or tgt" >&2; exit 2 ;; esac
+if [ -z "$SCENARIOS" ]; then
+  SCENARIOS=plain,chap,mutual,reconnect
+  [ "$TARGET" = lmtgt ] && SCENARIOS=$SCENARIOS,migrate   # tgt has no migration
+fi
 for s in ${SCENARIOS//,/ }; do
-  case "$s" in plain|chap|mutual|reconnect) ;; *) echo "vm-test: unknown scenario $s" >&2; exit 2 ;; esac
+  case "$s" in plain|chap|mutual|reconnect|migrate) ;; *) echo "vm-test: unknown scenario $s" >&2; exit 2 ;; esac
+  [ "$s" = migrate ] && [ "$TARGET" != lmtgt ] && { echo "vm-test: the migrate scenario needs --target lmtgt" >&2; exit 2; }
 done
 
 log() { echo "[vm-test $(ts)] $*" >&2; }
@@ -198,7 +214,7 @@ guest_script() {
   cat <<'EOF'
 #!/bin/sh
 # runs in the guest; /test.env: PORTAL SCENARIOS IQN_PLAIN IQN_CHAP IQN_MUTUAL
-# CHAP_USER CHAP_SECRET MUTUAL_USER MUTUAL_SECRET TGT_USER TGT_SECRET
+# IQN_MIGRATE MIGRATE_DONE CHAP_USER CHAP_SECRET MUTUAL_USER MUTUAL_SECRET TGT_USER TGT_SECRET
 up() { cut -d' ' -f1 /proc/uptime; }
 step() { echo "VMTEST-STEP [$(up)s] $*"; }
 WHY=""
@@ -363,6 +379,68 @@ sc_reconnect() {
   step "reconnect: logout"; logout "$IQN_PLAIN"
 }
 
+vpd_save() {  # DIR: the identity pages the kernel holds for $DEV, read again from the target
+  S=/sys/block/${DEV#/dev/}/device
+  echo 1 > $S/rescan || { bad "rescan of $DEV"; return 1; }
+  mkdir -p "$1" && cat $S/vpd_pg80 > "$1/pg80" && cat $S/vpd_pg83 > "$1/pg83" ||
+    { bad "cannot read vpd_pg80/vpd_pg83 of $DEV"; return 1; }
+  echo "VPD 0x80 serial [$(tail -c +5 "$1/pg80")], 0x83 md5 $(md5sum < "$1/pg83" | cut -d' ' -f1)"
+}
+tail_md5() {  # md5 of the last 32 MiB, which fio never writes (the host filled it before the VM)
+  dd if="$DEV" bs=1M skip=$(( $(blockdev --getsize64 "$DEV") / 1048576 - 32 )) count=32 iflag=direct 2>/dev/null |
+    md5sum | cut -d' ' -f1
+}
+sc_migrate() {
+  node_new "$IQN_MIGRATE" || return 1
+  step "migrate: login"; login "$IQN_MIGRATE" && wait_disk || return 1
+  IOERR0=$(dmesg | grep -ci "i/o error")
+  step "migrate: identity pages and the md5 of the untouched tail before the migration"
+  vpd_save /tmp/vpd.before || return 1
+  TAIL_A=$(tail_md5); echo "tail md5 $TAIL_A"
+  step "migrate: fio randwrite 4k+64k with crc32c verify (backlog and final pass) in the background"
+  fio --name=migrate --filename="$DEV" --ioengine=libaio --direct=1 --rw=randwrite --bssplit=4k/50:64k/50 \
+      --size=64M --iodepth=8 --rate=3m --verify=crc32c --do_verify=1 --verify_fatal=1 \
+      --verify_backlog=256 > /tmp/fio-migrate.txt 2>&1 &
+  FIO=$!
+  W0=$(awk '{print $5}' /sys/block/${DEV#/dev/}/stat); i=0
+  while [ "$(awk '{print $5}' /sys/block/${DEV#/dev/}/stat)" -le $((W0 + 64)) ]; do
+    i=$((i+1)); [ $i -gt 300 ] && { kill $FIO; bad "fio did not start writing"; return 1; }; sleep 0.1
+  done
+  echo "VMTEST-HOST-ACTION: migrate"
+  step "migrate: the host migrates the LUN and splits while fio runs; waiting for its marker target"
+  # the host answers by creating the target $MIGRATE_DONE-ok (or -fail); the
+  # guest sees it in a SendTargets discovery, the channel it already has
+  M=""; i=0
+  while [ -z "$M" ]; do
+    M=$(iscsiadm -m discovery -t sendtargets -p "$PORTAL" -o nonpersistent 2>/dev/null |
+        sed -n "s/.* \($MIGRATE_DONE-[a-z]*\)\$/\1/p" | head -n1)
+    [ -n "$M" ] && break
+    i=$((i+1)); [ $i -gt 240 ] && { kill $FIO; bad "no answer from the host 240 s after the migrate request"; return 1; }
+    sleep 1
+  done
+  if kill -0 $FIO 2>/dev/null; then RUNNING=yes; else RUNNING=no; fi
+  step "migrate: host says ${M##*-}; fio still running: $RUNNING"
+  [ "$M" = "$MIGRATE_DONE-ok" ] || { kill $FIO; bad "the host's migration or split failed (see the host log)"; return 1; }
+  [ $RUNNING = yes ] || { bad "fio ended before the split: it did not run through the migration"; return 1; }
+  step "migrate: identity pages after the split (read again from the target)"
+  vpd_save /tmp/vpd.after || return 1
+  cmp /tmp/vpd.before/pg80 /tmp/vpd.after/pg80 || { bad "VPD 0x80 changed across the split"; return 1; }
+  cmp /tmp/vpd.before/pg83 /tmp/vpd.after/pg83 || { bad "VPD 0x83 changed across the split"; return 1; }
+  step "migrate: waiting for fio to finish its verify"
+  wait $FIO; rc=$?
+  grep -E "WRITE:|READ:|err=|verify|bad" /tmp/fio-migrate.txt
+  [ $rc = 0 ] || { cat /tmp/fio-migrate.txt; bad "fio through the migration exited $rc"; return 1; }
+  grep -q "err= 0" /tmp/fio-migrate.txt || { cat /tmp/fio-migrate.txt; bad "fio reports errors"; return 1; }
+  echo "fio verify passed"
+  IOERR=$(( $(dmesg | grep -ci "i/o error") - IOERR0 ))
+  [ $IOERR = 0 ] || { dmesg | grep -i "i/o error" | tail -n 5; bad "$IOERR new I/O error lines in the kernel log"; return 1; }
+  echo "kernel log: no I/O error on $DEV"
+  TAIL_B=$(tail_md5); echo "tail md5 after the split $TAIL_B"
+  [ "$TAIL_A" = "$TAIL_B" ] || { bad "the untouched tail changed across the migration"; return 1; }
+  step "migrate: dd md5"; dd_md5 || return 1
+  step "migrate: logout"; logout "$IQN_MIGRATE"
+}
+
 FAILED=0
 for s in $(echo "$SCENARIOS" | tr ',' ' '); do
   WHY=""; T=$(up)
@@ -419,6 +497,10 @@ PORT=$(free_port)
 IQN_PLAIN=iqn.2026-11.org.lmtgt:vm-plain
 IQN_CHAP=iqn.2026-11.org.lmtgt:vm-chap
 IQN_MUTUAL=iqn.2026-11.org.lmtgt:vm-mutual
+IQN_MIGRATE=iqn.2026-11.org.lmtgt:vm-migrate
+MIGRATE_DONE=iqn.2026-11.org.lmtgt:vm-migrate-done   # + -ok or -fail: the host's answer
+MIG_SRC=vmmig MIG_DST=vmmig-new MIG_SIZE_MB=256
+MIG_MBPS=${VMTEST_MIGRATE_MBPS:-48}   # copy cap: a few seconds for MIG_SIZE_MB of data
 CHAP_USER=vmuser CHAP_SECRET=vm-chap-secret-1
 MUTUAL_USER=vmuser2 MUTUAL_SECRET=vm-chap-secret-2
 TGT_USER=vmtarget TGT_SECRET=vm-target-secret-3
@@ -454,7 +536,14 @@ configure_lmtgt() {
   lmtgt_setup "$BIN" "$IQN_MUTUAL" vmmutual 256MiB &&
   lmtgt_cli "$BIN" target chap "$IQN_CHAP" --user "$CHAP_USER" --secret "$CHAP_SECRET" &&
   lmtgt_cli "$BIN" target chap "$IQN_MUTUAL" --user "$MUTUAL_USER" --secret "$MUTUAL_SECRET" \
-    --mutual-user "$TGT_USER" --mutual-secret "$TGT_SECRET"
+    --mutual-user "$TGT_USER" --mutual-secret "$TGT_SECRET" || return 1
+  case ",$SCENARIOS," in *,migrate,*) ;; *) return 0 ;; esac
+  # the migration source is full of random data (so the copy has work to do
+  # and the guest can check the part fio never writes); the target is a new
+  # sparse file on the same filesystem, unmapped
+  head -c "${MIG_SIZE_MB}M" /dev/urandom > "$DATA/$MIG_SRC.img" &&
+  lmtgt_setup "$BIN" "$IQN_MIGRATE" "$MIG_SRC" "${MIG_SIZE_MB}MiB" --path "$DATA/$MIG_SRC.img" &&
+  lmtgt_cli "$BIN" lun create "$MIG_DST" --size "${MIG_SIZE_MB}MiB" --path "$DATA/$MIG_DST.img"
 }
 start_target() {  # first|restart
   echo "==== $(date '+%F %T') start ($1)" >> "$TLOG"
@@ -486,6 +575,7 @@ GUEST_PORTAL=10.0.2.2:$PORT
 mkdir -p "$RUN_DIR/overlay"
 guest_script > "$RUN_DIR/overlay/test.sh"
 { for v in PORTAL=$GUEST_PORTAL SCENARIOS=$SCENARIOS IQN_PLAIN=$IQN_PLAIN IQN_CHAP=$IQN_CHAP IQN_MUTUAL=$IQN_MUTUAL \
+           IQN_MIGRATE=$IQN_MIGRATE MIGRATE_DONE=$MIGRATE_DONE \
            CHAP_USER=$CHAP_USER CHAP_SECRET=$CHAP_SECRET MUTUAL_USER=$MUTUAL_USER MUTUAL_SECRET=$MUTUAL_SECRET \
            TGT_USER=$TGT_USER TGT_SECRET=$TGT_SECRET; do echo "$v"; done; } > "$RUN_DIR/overlay/test.env"
 { cat "$GUEST_DIR/initrd-base.cpio.zst"
@@ -508,6 +598,55 @@ kill_restart() {
   fi
 }
 
+# migrate the guest's LUN while its fio runs, wait for synced, split (the
+# guest asked); answer with the marker target MIGRATE_DONE-ok or -fail
+mcli() { "$BIN" --admin "$LMTGT_ADMIN_SOCK" "$@"; }
+host_vpd() {  # PAGE: the LUN's VPD page as the host's libiscsi reads it on the portal
+  command -v iscsi-inq >/dev/null || { echo "(no iscsi-inq)"; return 0; }
+  iscsi-inq -e 1 -c "$1" "iscsi://127.0.0.1:$PORT/$IQN_MIGRATE/0" 2>&1
+}
+migrate_action() {
+  local s0 s1 p0 p1 j st out try t0 t_sync="" deadline marker
+  log "HOST ACTION: migrate $MIG_SRC -> $MIG_DST (--speed high --max-mbps $MIG_MBPS) while the guest runs fio"
+  s0=$(host_vpd 128 | sed -n 's/^Unit Serial Number:\[\(.*\)\]$/\1/p'); p0=$(host_vpd 131 | md5sum | cut -c1-32)
+  t0=$SECONDS
+  if ! lmtgt_cli "$BIN" migration create --source "$MIG_SRC" --target "$MIG_DST" --speed high \
+         --max-mbps "$MIG_MBPS" >&2; then
+    MIG_FAIL="migration create failed"
+  else
+    deadline=$((SECONDS + 120))
+    while :; do
+      j=$(mcli migration show "$MIG_SRC" -o json 2>&1); st=$(echo "$j" | json_field state)
+      case "$st" in
+        synced) t_sync=$((SECONDS - t0)); break ;;
+        faulty|cancelled|split) MIG_FAIL="pair $st: $(echo "$j" | json_field reason)"; break ;;
+      esac
+      [ "$SECONDS" -ge "$deadline" ] && { MIG_FAIL="pair not synced 120 s after create (state ${st:-?}: $j)"; break; }
+      sleep 0.2
+    done
+  fi
+  if [ -z "$MIG_FAIL" ]; then
+    log "pair synced after ${t_sync}s: $(echo "$j" | tr -d '\n' | tr -s ' ' | cut -c1-400)"
+    for try in 1 2 3 4 5; do   # "split deferred": in-flight I/O took longer than --max-pause; retry
+      echo "+ lmtgt migration split $MIG_SRC -o json" >&2
+      if out=$(mcli migration split "$MIG_SRC" -o json 2>&1); then MIG_PAUSE=$(echo "$out" | json_field pause_ms); break; fi
+      log "split: $out"
+      case "$out" in *deferred*) ;; *) MIG_FAIL="split failed: $out"; break ;; esac
+    done
+    [ -z "$MIG_FAIL" ] && [ -z "$MIG_PAUSE" ] && MIG_FAIL="split deferred 5 times"
+  fi
+  s1=$(host_vpd 128 | sed -n 's/^Unit Serial Number:\[\(.*\)\]$/\1/p'); p1=$(host_vpd 131 | md5sum | cut -c1-32)
+  echo "VMTEST-HOST: migrate: synced after ${t_sync:-?}s, split pause ${MIG_PAUSE:-?} ms (try ${try:-0}); VPD 0x80 serial [$s0] -> [$s1], 0x83 md5 $p0 -> $p1"
+  if [ -z "$MIG_FAIL" ]; then
+    [ "$s0" = "$s1" ] || MIG_FAIL="VPD 0x80 serial changed across the split: [$s0] -> [$s1]"
+    [ "$p0" = "$p1" ] || MIG_FAIL="${MIG_FAIL:+$MIG_FAIL; }VPD 0x83 changed across the split"
+  fi
+  [ -n "$MIG_FAIL" ] && log "migrate FAILED: $MIG_FAIL"
+  if [ -z "$MIG_FAIL" ]; then marker=$MIGRATE_DONE-ok; else marker=$MIGRATE_DONE-fail; fi
+  { mcli target create "$marker" && mcli target allow "$marker" ALL; } >&2 ||
+    log "could not create the marker target $marker: the guest will time out"
+}
+
 # kvm only when it can boot a stock kernel (a PVM-only /dev/kvm hangs)
 ACCEL=tcg
 if [ -r /dev/kvm ] && [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then ACCEL=kvm; fi
@@ -524,14 +663,18 @@ qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$VM_MEM" -smp "$VM_SMP" \
   > "$RUN_DIR/qemu.stderr" 2>&1 &
 QEMU_PID=$!
 # follow the console: echo it, and do what the guest asks for
-ACTED=0; RESTART_FAILED=0; SEEN=0; VM_RC=0
+ACTED=0; RESTART_FAILED=0; MIG_ACTED=0; MIG_FAIL=""; MIG_PAUSE=""; SEEN=0; VM_RC=0
 while :; do
   n=$(wc -l < "$CONSOLE")
   if [ "$n" -gt "$SEEN" ]; then
     sed -n "$((SEEN+1)),${n}p" "$CONSOLE" | tr -d '\r' | sed 's/^/  guest| /' >&2
-    if [ "$ACTED" = 0 ] && sed -n "$((SEEN+1)),${n}p" "$CONSOLE" | grep -q '^VMTEST-HOST-ACTION: kill-restart'; then
-      ACTED=1; kill_restart
-    fi
+    for a in $(sed -n "$((SEEN+1)),${n}p" "$CONSOLE" | tr -d '\r' | sed -n 's/^VMTEST-HOST-ACTION: \([a-z-]*\).*/\1/p'); do
+      case "$a" in
+        kill-restart) [ "$ACTED" = 0 ] && { ACTED=1; kill_restart; } ;;
+        migrate) [ "$MIG_ACTED" = 0 ] && [ "$TARGET" = lmtgt ] && { MIG_ACTED=1; migrate_action; } ;;
+        *) log "the guest asked for an unknown host action: $a" ;;
+      esac
+    done
     SEEN=$n
   fi
   pid_alive "$QEMU_PID" || break
@@ -548,6 +691,23 @@ STATUS=0
 tr -d '\r' < "$CONSOLE" | grep '^VMTEST-RESULT: [a-z]* ' || true
 case ",$SCENARIOS," in
   *,reconnect,*) if [ "$ACTED" = 0 ]; then echo "VMTEST-RESULT: FAIL (the guest never asked for the kill -9)"; STATUS=1; fi ;;
+esac
+case ",$SCENARIOS," in
+  *,migrate,*)
+    if [ "$MIG_ACTED" = 0 ]; then echo "VMTEST-RESULT: FAIL (the guest never asked for the migration)"; STATUS=1
+    else
+      [ -n "$MIG_FAIL" ] && { echo "VMTEST-RESULT: FAIL (migrate, host side: $MIG_FAIL)"; STATUS=1; }
+      if pid_alive "$LMTGT_PID"; then
+        vp=$(mcli lun show "$MIG_SRC" -o json | json_field volume_path)
+        st=$(mcli migration show "$MIG_SRC" -o json | json_field state)
+        pause=$(mcli migration show "$MIG_SRC" -o json | json_field split_pause_ms)
+        echo "VMTEST-HOST: migrate: after the VM lun $MIG_SRC has volume $vp, the pair is ${st:-?}, split pause ${pause:-?} ms"
+        if [ "$vp" != "$DATA/$MIG_DST.img" ] && ! [ "$vp" -ef "$DATA/$MIG_DST.img" ]; then
+          echo "VMTEST-RESULT: FAIL (migrate: lun $MIG_SRC volume is $vp, not the former target's $DATA/$MIG_DST.img)"; STATUS=1
+        fi
+        [ "$st" = split ] || { echo "VMTEST-RESULT: FAIL (migrate: pair state ${st:-?}, not split)"; STATUS=1; }
+      fi
+    fi ;;
 esac
 [ "$RESTART_FAILED" = 1 ] && { echo "VMTEST-RESULT: FAIL ($TARGET did not restart after kill -9)"; STATUS=1; }
 if [ "$TARGET" = lmtgt ]; then
