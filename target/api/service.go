@@ -747,9 +747,22 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 	case "resume":
 		err = s.lm.Resume(source)
 	case "cancel":
+		// The cancelled pair's record is deleted, and the source may have
+		// an older, split pair on record: answer with the pair that was
+		// cancelled, not whatever lm.Pair finds afterwards.
+		before, berr := s.lm.Pair(source)
 		s.mu.Lock()
 		err = s.lm.Cancel(source)
 		s.mu.Unlock()
+		if err == nil {
+			s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
+			if berr != nil {
+				return wire.Migration{Source: source, State: lm.StateCancelled.String()}, nil
+			}
+			before.State, before.Reason = lm.StateCancelled.String(), "cancelled by admin"
+			before.RateBps, before.ETASeconds = 0, 0
+			return migrationView(before), nil
+		}
 	default:
 		return wire.Migration{}, notFound(obj, "no action %q (pause, resume, cancel)", action)
 	}
@@ -759,8 +772,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 	s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
 	p, err := s.lm.Pair(source)
 	if err != nil {
-		// A cancelled pair may be gone already.
-		return wire.Migration{Source: source, State: map[string]string{"cancel": "cancelled"}[action]}, nil
+		return wire.Migration{}, toWire(err, obj)
 	}
 	return migrationView(p), nil
 }
