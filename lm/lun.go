@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"syscall"
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -72,9 +73,13 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		if err != nil {
 			return err
 		}
+		fi, _ := os.Stat(path) // nil when the file is still to be created
 		for _, v := range vols {
 			if v.Path == path {
 				return fmt.Errorf("lun %s: path %s is already data volume %s: %w", req.Name, path, v.ID, ErrExists)
+			}
+			if fi != nil && sameData(fi, v.Path) {
+				return fmt.Errorf("lun %s: path %s is the same file or device as data volume %s (%s): %w", req.Name, path, v.ID, v.Path, ErrExists)
 			}
 		}
 		return nil
@@ -311,4 +316,23 @@ func (m *Manager) DeleteLUN(name string) error {
 	}
 	m.log.Info().Str("lun", name).Str("id", l.ID).Msg("LUN deleted")
 	return nil
+}
+
+// sameData reports whether fi (a stat of a new --path) names the bytes of
+// the existing volume at path: the same file through a symbolic or hard
+// link, or the same block device through another device node.
+func sameData(fi os.FileInfo, path string) bool {
+	vi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	if os.SameFile(fi, vi) {
+		return true
+	}
+	if fi.Mode()&os.ModeDevice == 0 || vi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 || vi.Mode()&os.ModeCharDevice != 0 {
+		return false
+	}
+	a, ok1 := fi.Sys().(*syscall.Stat_t)
+	b, ok2 := vi.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && a.Rdev == b.Rdev
 }
