@@ -196,7 +196,10 @@ func reorderArgs(app *cli.App, args []string) []string {
 			break
 		}
 	}
-	if leaf == nil {
+	if leaf == nil || len(leaf.Subcommands) > 0 {
+		// No command, or a group followed by an unknown subcommand: leave
+		// the rest as it is, so the error names the unknown word rather
+		// than a flag meant for the command the user mistyped.
 		return append(out, args[i:]...)
 	}
 	var flags, pos []string

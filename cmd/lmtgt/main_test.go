@@ -16,11 +16,11 @@ func TestReorderArgs(t *testing.T) {
 		{[]string{"lmtgt", "--admin", "/s", "lun", "show", "db1"}, []string{"lmtgt", "--admin", "/s", "lun", "show", "--", "db1"}},
 		{[]string{"lmtgt", "target", "map", "iqn.x", "l", "--lun", "3"}, []string{"lmtgt", "target", "map", "--lun", "3", "--", "iqn.x", "l"}},
 		{[]string{"lmtgt", "target", "delete", "iqn.x", "--force", "-o", "json"}, []string{"lmtgt", "target", "delete", "--force", "-o", "json", "--", "iqn.x"}},
-		{[]string{"lmtgt", "migration", "split", "a", "b", "--max-pause=50ms"}, []string{"lmtgt", "migration", "split", "--max-pause=50ms", "--", "a", "b"}},
 		{[]string{"lmtgt", "lun", "create", "d", "--direct", "--size", "1GiB"}, []string{"lmtgt", "lun", "create", "--direct", "--size", "1GiB", "--", "d"}},
 		{[]string{"lmtgt", "lun", "show", "--", "-weird"}, []string{"lmtgt", "lun", "show", "--", "-weird"}},
 		{[]string{"lmtgt", "lun", "list"}, []string{"lmtgt", "lun", "list"}},
 		{[]string{"lmtgt", "bogus", "x"}, []string{"lmtgt", "bogus", "x"}},
+		{[]string{"lmtgt", "lun", "creat", "x", "--size", "1M"}, []string{"lmtgt", "lun", "creat", "x", "--size", "1M"}},
 	}
 	for _, c := range cases {
 		if got := reorderArgs(app, c.in); !reflect.DeepEqual(got, c.want) {
@@ -46,6 +46,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"lun", "list", "--what"}, 2, "flag provided but not defined"},
 		{[]string{"target", "chap", "iqn.x", "--user", "u"}, 2, "--secret"},
 		{[]string{"migration", "split"}, 2, "at least one source"},
+		{[]string{"lun", "creat", "x", "--size", "1M"}, 2, `unknown command "creat" for lmtgt lun`},
 		{[]string{"migration", "set", "a"}, 2, "--speed and/or --max-mbps"},
 		{[]string{"--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
 		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
