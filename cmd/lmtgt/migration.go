@@ -316,6 +316,9 @@ func migrationSplit(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageErr("migration split: name at least one source LUN (usage: lmtgt migration split SRC [SRC...])")
 	}
+	if d := c.Duration("max-pause"); d < time.Millisecond || d > time.Minute {
+		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
+	}
 	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
 		return cl.Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
 	}, func(r wire.SplitResult) {

@@ -499,3 +499,12 @@ func TestConcurrentChanges(t *testing.T) {
 		t.Fatalf("last Apply does not hold the final configuration: %+v", last)
 	}
 }
+
+// A max pause outside 1ms..1m is refused, never replaced by the default.
+func TestSplitMaxPauseRange(t *testing.T) {
+	e := newEnv(t)
+	for _, d := range []time.Duration{-time.Second, time.Nanosecond, 999 * time.Microsecond, 2 * time.Minute} {
+		_, err := e.cl.Split(context.Background(), []string{"src"}, d)
+		wantStatus(t, err, 400, "want a duration between 1ms and 1m")
+	}
+}

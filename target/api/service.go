@@ -820,7 +820,7 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	pause := DefaultMaxPause
 	if req.MaxPause != "" {
 		d, err := time.ParseDuration(req.MaxPause)
-		if err != nil || d <= 0 || d > time.Minute {
+		if err != nil || d < time.Millisecond || d > time.Minute {
 			return wire.SplitResult{}, invalid(obj, "max pause %q: want a duration between 1ms and 1m (for example 100ms)", req.MaxPause)
 		}
 		pause = d

@@ -290,7 +290,7 @@ func (c *Client) SetMigration(ctx context.Context, source string, req wire.SetMi
 // Split splits one pair or several in one consistent split.
 func (c *Client) Split(ctx context.Context, sources []string, maxPause time.Duration) (wire.SplitResult, error) {
 	req := wire.Split{Sources: sources}
-	if maxPause > 0 {
+	if maxPause != 0 { // 0: the daemon's default; a negative one is refused there
 		req.MaxPause = maxPause.String()
 	}
 	return call[wire.SplitResult](ctx, c, http.MethodPost, wire.Version+"/migrations/split", req)
