@@ -500,6 +500,58 @@ func TestConcurrentChanges(t *testing.T) {
 	}
 }
 
+// Pause, resume, cancel, set and split of a source whose pair has ended
+// (split or cancelled) name that state instead of "not found", which would
+// contradict `migration show`.
+func TestActionsOnEndedPair(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, n := range []string{"src", "dst"} {
+		if _, err := e.cl.CreateLUN(ctx, wire.CreateLUN{Name: n, Size: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.cl.CreateMigration(ctx, wire.CreateMigration{Source: "src", Target: "dst", Speed: "highest"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m, err := e.cl.Migration(ctx, "src")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.State == "synced" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pair not synced within 20s: %+v", m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := e.cl.Split(ctx, []string{"src"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := e.cl.Migration(ctx, "src"); err != nil || m.State != "split" {
+		t.Fatalf("after the split: %+v %v", m, err)
+	}
+	_, err := e.cl.PauseMigration(ctx, "src")
+	wantStatus(t, err, 409, "pair src → dst is split (a final state)")
+	_, err = e.cl.ResumeMigration(ctx, "src")
+	wantStatus(t, err, 409, "is split")
+	_, err = e.cl.CancelMigration(ctx, "src")
+	wantStatus(t, err, 409, "is split")
+	sp := "low"
+	_, err = e.cl.SetMigration(ctx, "src", wire.SetMigration{Speed: &sp})
+	wantStatus(t, err, 409, "is split")
+	_, err = e.cl.Split(ctx, []string{"src"}, 0)
+	wantStatus(t, err, 409, "is split")
+	// A LUN that never was a source is still not found.
+	_, err = e.cl.PauseMigration(ctx, "dst")
+	wantStatus(t, err, 404, "not found")
+	_, err = e.cl.Split(ctx, []string{"nope"}, 0)
+	wantStatus(t, err, 404, "not found")
+}
+
 // A max pause outside 1ms..1m is refused, never replaced by the default.
 func TestSplitMaxPauseRange(t *testing.T) {
 	e := newEnv(t)

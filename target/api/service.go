@@ -767,7 +767,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 		return wire.Migration{}, notFound(obj, "no action %q (pause, resume, cancel)", action)
 	}
 	if err != nil {
-		return wire.Migration{}, toWire(err, obj)
+		return wire.Migration{}, toWire(s.ended(err, source), obj)
 	}
 	s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
 	p, err := s.lm.Pair(source)
@@ -775,6 +775,27 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 		return wire.Migration{}, toWire(err, obj)
 	}
 	return migrationView(p), nil
+}
+
+// ended explains a "not found" from an action on a pair: lm acts only on
+// active pairs, but `migration show` still shows a source's last finished
+// pair, so "not found" would contradict it. The first named source whose
+// pair has ended (or is unknown) decides.
+func (s *Service) ended(err error, sources ...string) error {
+	if !errors.Is(err, lm.ErrNotFound) {
+		return err
+	}
+	for _, src := range sources {
+		p, perr := s.lm.Pair(src)
+		if perr != nil {
+			return err
+		}
+		st, _ := lm.ParseState(p.State)
+		if st.Final() {
+			return conflict(pairObject(src), "pair %s → %s is %s (a final state): no migration in progress; start a new one with migration create", p.Source, p.Target, p.State)
+		}
+	}
+	return err
 }
 
 // SetMigration changes a pair's speed level and/or absolute cap.
@@ -799,7 +820,7 @@ func (s *Service) SetMigration(source string, req wire.SetMigration) (wire.Migra
 	}
 	p, err := s.lm.Set(source, sr)
 	if err != nil {
-		return wire.Migration{}, toWire(err, obj)
+		return wire.Migration{}, toWire(s.ended(err, source), obj)
 	}
 	return migrationView(p), nil
 }
@@ -827,7 +848,7 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	}
 	r, err := s.lm.Split(req.Sources, pause)
 	if err != nil {
-		return wire.SplitResult{}, toWire(err, obj)
+		return wire.SplitResult{}, toWire(s.ended(err, req.Sources...), obj)
 	}
 	pm := r.PauseMS
 	if pm == 0 && r.Pause != 0 {
