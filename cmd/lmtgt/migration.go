@@ -221,28 +221,41 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 		tty = isatty.IsTerminal(f.Fd())
 	}
 	w := c.App.Writer
-	seen := false
+	seen := "" // ID of the pair being watched
+	// A cancelled pair's record is deleted (split ones stay), so once the
+	// watched pair is cancelled the source shows either nothing or an older,
+	// split pair of the same source: neither is the watched pair's end.
+	cancelled := func() error {
+		if tty && !asJSON {
+			fmt.Fprintln(w)
+		}
+		if asJSON {
+			printJSON(w, wire.Migration{ID: seen, Source: src, State: "cancelled"})
+		} else {
+			fmt.Fprintf(w, "migration %s: pair %s cancelled\n", src, seen)
+		}
+		return nil
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		m, err := cl.Migration(ctx, src)
+		if err == nil && seen != "" && m.ID != seen {
+			return cancelled()
+		}
 		if err != nil {
-			if seen && client.StatusOf(err) == http.StatusNotFound {
-				if tty {
-					fmt.Fprintln(w)
-				}
-				fmt.Fprintf(w, "migration %s: pair gone (split or cancelled)\n", src)
-				return nil
+			if seen != "" && client.StatusOf(err) == http.StatusNotFound {
+				return cancelled()
 			}
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
-			if tty && seen {
+			if tty && seen != "" {
 				fmt.Fprintln(w)
 			}
 			return apiFailed(err)
 		}
-		seen = true
+		seen = m.ID
 		switch {
 		case asJSON:
 			printJSON(w, m)
