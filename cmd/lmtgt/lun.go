@@ -95,6 +95,11 @@ func sizeFlag(c *cli.Context, required bool) (int64, error) {
 	if err != nil {
 		return 0, usageErr("--size: %v", err)
 	}
+	if n == 0 {
+		// 0 means "not given" on the wire: say it is too small here rather
+		// than have the daemon ask for a size the user did give.
+		return 0, usageErr("--size %s: a LUN needs at least one block", s)
+	}
 	return n, nil
 }
 

@@ -43,6 +43,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"nope"}, 2, `unknown command "nope"`},
 		{[]string{"lun", "create"}, 2, "lun create: missing NAME"},
 		{[]string{"lun", "create", "x", "--size", "big"}, 2, "not a size"},
+		{[]string{"lun", "create", "x", "--size", "0"}, 2, "--size 0: a LUN needs at least one block"},
+		{[]string{"lun", "resize", "x", "--size", "0B"}, 2, "--size 0B: a LUN needs at least one block"},
 		{[]string{"lun", "list", "-o", "xml"}, 2, `-o "xml"`},
 		{[]string{"lun", "list", "--what"}, 2, "flag provided but not defined"},
 		{[]string{"target", "chap", "iqn.x", "--user", "u"}, 2, "--secret"},
