@@ -232,11 +232,11 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 	}
 	se, sl, err := m.entryByName(req.Source)
 	if err != nil {
-		return PairStatus{}, fmt.Errorf("source: %w", err)
+		return PairStatus{}, fmt.Errorf("pair %s: source %w", req.Source, err)
 	}
 	te, tl, err := m.entryByName(req.Target)
 	if err != nil {
-		return PairStatus{}, fmt.Errorf("target: %w", err)
+		return PairStatus{}, fmt.Errorf("pair %s: target %w", req.Source, err)
 	}
 	if tl.Size < sl.Size {
 		return PairStatus{}, fmt.Errorf("pair %s: target LUN %s (%d bytes) is smaller than the source (%d bytes): %w",
