@@ -30,8 +30,9 @@ type lunDev struct {
 	st  atomic.Pointer[luState]
 	// io orders data access: reads and writes hold it shared, COMPARE AND
 	// WRITE exclusively (atomic against every other write).
-	io  sync.RWMutex
-	res *reservations
+	io    sync.RWMutex
+	res   *reservations
+	stats lunCounters // stats.go
 }
 
 // luState is an immutable view of a LUN's configuration with its gotgt

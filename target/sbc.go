@@ -92,6 +92,7 @@ func (st *luState) read(_ int, cmd *api.SCSICommand) api.SAMStat {
 	if err != nil && err != io.EOF {
 		return ioError(cmd, err, false)
 	}
+	st.dev.stats.read(len(buf))
 	return produced(cmd, len(buf))
 }
 
@@ -128,6 +129,7 @@ func (st *luState) write(_ int, cmd *api.SCSICommand) api.SAMStat {
 			return ioError(cmd, err, true)
 		}
 	}
+	st.dev.stats.write(int64(len(data)))
 	return produced(cmd, 0)
 }
 
@@ -226,6 +228,7 @@ func (st *luState) syncCache(_ int, cmd *api.SCSICommand) api.SAMStat {
 	if err := st.vol.Sync(); err != nil {
 		return ioError(cmd, err, true)
 	}
+	st.dev.stats.syncs.Add(1)
 	return produced(cmd, 0)
 }
 
@@ -272,6 +275,7 @@ func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
 		if err != nil {
 			return ioError(cmd, err, true)
 		}
+		st.dev.stats.unmaps.Add(1)
 		return produced(cmd, 0)
 	}
 	if block == nil {
@@ -299,6 +303,7 @@ func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
 		}
 		done += l
 	}
+	st.dev.stats.write(length)
 	return produced(cmd, 0)
 }
 
@@ -351,6 +356,7 @@ func (st *luState) unmap(_ int, cmd *api.SCSICommand) api.SAMStat {
 			return ioError(cmd, err, true)
 		}
 	}
+	st.dev.stats.unmaps.Add(1)
 	return produced(cmd, 0)
 }
 
@@ -401,6 +407,7 @@ func (st *luState) compareAndWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
 			return ioError(cmd, err, true)
 		}
 	}
+	st.dev.stats.write(int64(length))
 	return produced(cmd, 0)
 }
 
@@ -450,6 +457,7 @@ func (st *luState) orWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
 			return ioError(cmd, err, true)
 		}
 	}
+	st.dev.stats.write(int64(len(data)))
 	return produced(cmd, 0)
 }
 

@@ -165,6 +165,7 @@ func (c *conn) serve() {
 	}()
 	err := c.login()
 	if err == nil {
+		c.srv.logins.loggedIn(c.discovery)
 		c.setState(stateFullFeature)
 		if c.draining.Load() {
 			c.nc.SetReadDeadline(time.Now())

@@ -103,6 +103,7 @@ func (c *conn) login() error {
 		if err != nil {
 			var le *loginError
 			if errors.As(err, &le) {
+				c.srv.logins.failures.Add(1)
 				c.log.Info().Str("initiator", c.initiator).Str("target", c.target).
 					Str("status", fmt.Sprintf("0x%04x", le.status)).Err(le.err).Msg("login refused")
 				c.sendLoginResp(lp, &h, 0, nil, le.status)

@@ -110,6 +110,8 @@ type Server struct {
 		byISID    map[sessionKey]*session // for reinstatement
 		nextTSIH  uint16
 	}
+	// logins counts login phases (sessions.go).
+	logins loginCounters
 	// noInline makes every command run on its own goroutine (tests).
 	noInline bool
 	// wg counts accept loops and connection goroutines.
