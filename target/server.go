@@ -88,9 +88,31 @@ func New(opts Options) (*Server, error) {
 // raise REPORTED LUNS DATA HAS CHANGED on the existing nexuses of the
 // target; unmapped LUNs answer LOGICAL UNIT NOT SUPPORTED from then on.
 // Persistent reservations of a LUN are loaded when it first appears.
+// Sessions logged in to a target that is no longer in the configuration
+// are ended (their running commands answer first).
 func (s *Server) Apply(targets []Target) error {
-	if err := validate(targets); err != nil {
+	gone, err := s.apply(targets)
+	if err != nil {
 		return err
+	}
+	s.transport.mu.Lock()
+	ts := s.transport.srv
+	s.transport.mu.Unlock()
+	if ts == nil {
+		return nil
+	}
+	for _, iqn := range gone {
+		if n := ts.CloseTargetSessions(iqn); n > 0 {
+			s.log.Info().Str("target", iqn).Int("sessions", n).Msg("target removed: sessions closed")
+		}
+	}
+	return nil
+}
+
+// apply is Apply's configuration swap; it returns the IQNs removed.
+func (s *Server) apply(targets []Target) (gone []string, err error) {
+	if err := validate(targets); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -102,7 +124,7 @@ func (s *Server) Apply(targets []Target) error {
 		for _, l := range t.LUNs {
 			if devs[l.ID] != nil {
 				if err := devs[l.ID].sameConfig(l); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			}
@@ -110,13 +132,13 @@ func (s *Server) Apply(targets []Target) error {
 			if d == nil {
 				nd, err := newLunDev(s, l)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				d = nd
 				created = append(created, d)
 			} else if d.needsRebuild(l) {
 				if err := d.rebuild(l, d.cur().vol != l.Volume); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			devs[l.ID] = d
@@ -164,6 +186,12 @@ func (s *Server) Apply(targets []Target) error {
 		s.log.Info().Str("lun", d.id).Msg("logical unit online")
 	}
 
+	for iqn := range old.targets {
+		if snap.targets[iqn] == nil {
+			gone = append(gone, iqn)
+		}
+	}
+
 	// REPORTED LUNS DATA HAS CHANGED for every existing nexus of a target
 	// whose LUN inventory changed.
 	for n := range s.nexuses {
@@ -176,7 +204,7 @@ func (s *Server) Apply(targets []Target) error {
 			n.addUA(nt.luns[num].id, ascReportedLUNsDataChanged)
 		}
 	}
-	return nil
+	return gone, nil
 }
 
 func lunSetChanged(a, b *targetView) bool {

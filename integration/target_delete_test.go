@@ -1,0 +1,55 @@
+package integration
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTargetDeleteClosesSessions: `target delete --force` ends the sessions
+// logged in to that target (the initiator's connection closes); a session of
+// another target is left alone.
+func TestTargetDeleteClosesSessions(t *testing.T) {
+	d := StartDaemon(t, "")
+	gone := d.Export("del1", "8MiB", 512)
+	kept := d.Export("del2", "8MiB", 512)
+	login := func(iqn string, isid byte) (rcLoginResp, interface {
+		io.Reader
+		SetReadDeadline(time.Time) error
+		Close() error
+	}) {
+		keys := []string{"InitiatorName=iqn.2026-11.org.lmtgt.test:del-host", "TargetName=" + iqn, "SessionType=Normal", "AuthMethod=None"}
+		r, c := rcLogin(t, d.Portal, [6]byte{0x80, 0, 0, 0, 0, isid}, 0, rcTransit|rcCSGSecurity|rcNSGFFP, keys...)
+		t.Cleanup(func() { c.Close() })
+		if r.opcode != rcOpLoginResp || r.class != 0 {
+			t.Fatalf("login to %s: opcode %#x status %d/%#x", iqn, r.opcode, r.class, r.detail)
+		}
+		return r, c
+	}
+	_, cg := login(gone, 1)
+	_, ck := login(kept, 2)
+
+	d.OK("target", "delete", gone, "--force")
+
+	cg.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [48]byte
+	if _, err := io.ReadFull(cg, b[:]); err != io.EOF && err != io.ErrUnexpectedEOF && !isConnReset(err) {
+		t.Fatalf("session of the deleted target %s: read gave %v, want the connection closed", gone, err)
+	}
+	// The other target's session is still open: nothing arrives, the read
+	// times out.
+	ck.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := io.ReadFull(ck, b[:1]); !isTimeout(err) {
+		t.Fatalf("session of %s after deleting %s: read gave %v, want it still open (timeout)", kept, gone, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
