@@ -9,7 +9,8 @@
 // typed methods per record kind (Get/Put/Delete and a list); records are
 // JSON under the key prefixes "vol/", "lun/", "tgt/", "pair/", "resv/" and
 // "meta/", and "lunname/" is the LUN name index kept by PutLUN/DeleteLUN, so
-// LUN names are unique (ErrExists). Missing records give ErrNotFound wrapped
+// LUN names are unique (ErrExists). Migration sessions live under "sess/"
+// (session.go: records under "sess/id/", the name index under "sess/name/"). Missing records give ErrNotFound wrapped
 // with the object's kind and name. "meta/schema" holds SchemaVersion; Open
 // refuses a newer one (ErrSchemaTooNew). badger's log goes to zerolog.
 //
