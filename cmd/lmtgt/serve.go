@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/lmtgt/lmtgt/target"
 	"github.com/lmtgt/lmtgt/target/api"
 	"github.com/lmtgt/lmtgt/target/api/wire"
+	"github.com/lmtgt/lmtgt/target/metrics"
 )
 
 // The demo `serve --demo` creates on an empty meta volume.
@@ -50,6 +52,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
 			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session (0: transport default)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
+			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
 		},
 		Action: serveAction,
@@ -115,6 +118,11 @@ func serveAction(c *cli.Context) error {
 	if len(portals) == 0 {
 		return usageErr("--portal: at least one host:port")
 	}
+	if m := c.String("metrics"); m != "" {
+		if _, _, err := net.SplitHostPort(m); err != nil {
+			return usageErr("--metrics %q: want host:port", m)
+		}
+	}
 	if c.String("admin-tcp") != "" && c.String("admin-token") == "" {
 		return usageErr("--admin-tcp needs --admin-token (or LMTGT_ADMIN_TOKEN)")
 	}
@@ -148,6 +156,7 @@ type daemon struct {
 	tsrv        *target.Server
 	tsrvStarted bool
 	asrv        *api.Server
+	msrv        *metrics.Server
 }
 
 func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
@@ -186,6 +195,13 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}
+	if addr := c.String("metrics"); addr != "" {
+		d.msrv, err = metrics.Listen(addr, &metrics.Collector{Version: version, DB: d.db, Manager: d.mgr, Target: d.tsrv},
+			log.With().Str("component", "metrics").Logger())
+		if err != nil {
+			return err
+		}
+	}
 	if err := d.tsrv.Start(); err != nil {
 		return fmt.Errorf("iSCSI portal: %w", err)
 	}
@@ -214,6 +230,9 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if a := d.asrv.TCPAddr(); a != nil {
 		line += " admin-tcp=" + a.String()
 	}
+	if d.msrv != nil {
+		line += " metrics=" + d.msrv.Addr().String()
+	}
 	fmt.Fprintln(d.out, line)
 	log.Info().Str("portal", portals).Str("admin", d.admin).Msg("lmtgt serving")
 
@@ -240,11 +259,16 @@ func (d *daemon) portalAddrs() []string {
 	return out
 }
 
-// close stops everything that was started, in order: admin API, iSCSI
-// server (sessions end), LUN manager (copiers stop, checkpoints saved),
-// meta volume.
+// close stops everything that was started, in order: metrics listener,
+// admin API, iSCSI server (sessions end), LUN manager (copiers stop,
+// checkpoints saved), meta volume.
 func (d *daemon) close() error {
 	var errs []error
+	if d.msrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		errs = append(errs, wrapErr("metrics listener", d.msrv.Shutdown(ctx)))
+		cancel()
+	}
 	if d.asrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		errs = append(errs, wrapErr("admin api", d.asrv.Shutdown(ctx)))
