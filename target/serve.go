@@ -63,3 +63,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return ts.Shutdown(ctx)
 }
+
+// Sessions lists the normal sessions logged in now (nil before Start).
+func (s *Server) Sessions() []iscsi.SessionInfo {
+	s.transport.mu.Lock()
+	ts := s.transport.srv
+	s.transport.mu.Unlock()
+	if ts == nil {
+		return nil
+	}
+	var out []iscsi.SessionInfo
+	for _, si := range ts.Sessions() {
+		if !si.Discovery {
+			out = append(out, si)
+		}
+	}
+	return out
+}

@@ -197,14 +197,37 @@ func printTarget(c *cli.Context, t wire.Target) {
 	})
 	if len(t.LUNs) == 0 {
 		fmt.Fprintln(c.App.Writer, "luns:       (none)")
+	} else {
+		fmt.Fprintln(c.App.Writer)
+		var rows [][]string
+		for _, l := range t.LUNs {
+			rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), l.ID})
+		}
+		table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ID"}, rows)
+	}
+	if len(t.Sessions) == 0 {
+		fmt.Fprintln(c.App.Writer, "sessions:   (none)")
 		return
 	}
 	fmt.Fprintln(c.App.Writer)
 	var rows [][]string
-	for _, l := range t.LUNs {
-		rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), l.ID})
+	for _, ss := range t.Sessions {
+		rows = append(rows, []string{ss.Initiator, ss.Remote, ss.ISID, strconv.Itoa(int(ss.TSIH)), digestStr(ss)})
 	}
-	table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ID"}, rows)
+	table(c.App.Writer, []string{"INITIATOR", "REMOTE", "ISID", "TSIH", "DIGESTS"}, rows)
+}
+
+// digestStr names the CRC32C digests a session negotiated.
+func digestStr(s wire.Session) string {
+	switch {
+	case s.HeaderDigest && s.DataDigest:
+		return "header,data"
+	case s.HeaderDigest:
+		return "header"
+	case s.DataDigest:
+		return "data"
+	}
+	return "-"
 }
 
 func targetShow(c *cli.Context) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/lmtgt/lmtgt/metavol/volume"
 	"github.com/lmtgt/lmtgt/target"
 	"github.com/lmtgt/lmtgt/target/api/wire"
+	"github.com/lmtgt/lmtgt/target/iscsi"
 )
 
 // MaxLUNNumber is the highest LUN number a mapping may use (SAM flat
@@ -48,6 +49,7 @@ type Manager interface {
 type Exporter interface {
 	Apply(targets []target.Target) error
 	CapacityChanged(lunID string)
+	Sessions() []iscsi.SessionInfo
 }
 
 // Service is the admin operations behind the HTTP handlers; `serve --demo`
@@ -322,7 +324,22 @@ func targetObject(iqn string) string { return "target " + iqn }
 func (s *Service) Targets() ([]wire.Target, error) { return s.targetViews("") }
 
 // Target shows one target.
-func (s *Service) Target(iqn string) (wire.Target, error) { return only(s.targetViews(iqn)) }
+func (s *Service) Target(iqn string) (wire.Target, error) {
+	t, err := only(s.targetViews(iqn))
+	if err != nil || s.exp == nil {
+		return t, err
+	}
+	for _, si := range s.exp.Sessions() {
+		if si.Target == iqn {
+			t.Sessions = append(t.Sessions, wire.Session{
+				Initiator: si.Initiator, ISID: si.ISID, TSIH: si.TSIH, Remote: si.Remote,
+				HeaderDigest: si.HeaderDigest, DataDigest: si.DataDigest,
+			})
+		}
+	}
+	sort.Slice(t.Sessions, func(i, j int) bool { return t.Sessions[i].TSIH < t.Sessions[j].TSIH })
+	return t, nil
+}
 
 func (s *Service) targetViews(iqn string) ([]wire.Target, error) {
 	var out []wire.Target

@@ -78,9 +78,21 @@ type Target struct {
 	Initiators []string    `json:"initiators"`
 	CHAP       *CHAPInfo   `json:"chap,omitempty"`
 	Created    time.Time   `json:"created"`
+	// Sessions logged in to the target now (in `target show`).
+	Sessions []Session `json:"sessions,omitempty"`
 	// Warnings carries advice about the change just made (for example a
 	// short CHAP secret); empty in listings.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Session is one iSCSI session logged in to a target.
+type Session struct {
+	Initiator    string `json:"initiator"`
+	ISID         string `json:"isid"`
+	TSIH         uint16 `json:"tsih"`
+	Remote       string `json:"remote"`
+	HeaderDigest bool   `json:"header_digest"`
+	DataDigest   bool   `json:"data_digest"`
 }
 
 // TargetLUN is one LUN number of a target.

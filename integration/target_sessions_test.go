@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,3 +54,47 @@ func isTimeout(err error) bool {
 }
 
 func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// TestTargetShowSessions: `target show` lists the sessions logged in now,
+// with the initiator and its address, and forgets them after logout.
+func TestTargetShowSessions(t *testing.T) {
+	d := StartDaemon(t, "")
+	iqn := d.Export("ss1", "8MiB", 512)
+	var v struct {
+		Sessions []struct {
+			Initiator string `json:"initiator"`
+			Remote    string `json:"remote"`
+			TSIH      uint16 `json:"tsih"`
+		} `json:"sessions"`
+	}
+	d.JSON(&v, "target", "show", iqn)
+	if len(v.Sessions) != 0 {
+		t.Fatalf("target show before any login: sessions %+v", v.Sessions)
+	}
+	host := "iqn.2026-11.org.lmtgt.test:show-host"
+	keys := []string{"InitiatorName=" + host, "TargetName=" + iqn, "SessionType=Normal", "AuthMethod=None"}
+	r, c := rcLogin(t, d.Portal, [6]byte{0x80, 0, 0, 0, 0, 9}, 0, rcTransit|rcCSGSecurity|rcNSGFFP, keys...)
+	if r.class != 0 {
+		t.Fatalf("login: status %d/%#x", r.class, r.detail)
+	}
+	d.JSON(&v, "target", "show", iqn)
+	if len(v.Sessions) != 1 || v.Sessions[0].Initiator != host || v.Sessions[0].TSIH != r.tsih || v.Sessions[0].Remote == "" {
+		t.Fatalf("target show with one session (TSIH %d): %+v", r.tsih, v.Sessions)
+	}
+	if out := d.OK("target", "show", iqn); !strings.Contains(out, host) {
+		t.Fatalf("target show (table) does not list the session of %s:\n%s", host, out)
+	}
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v.Sessions = nil // an absent "sessions" leaves the field as it was
+		d.JSON(&v, "target", "show", iqn)
+		if len(v.Sessions) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("target show 10 s after the connection closed: sessions %+v", v.Sessions)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
