@@ -12,7 +12,9 @@
 // runtime, admin operations, status), states.go (the state machine, the
 // only place transitions are decided), write.go (the host write path,
 // DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy, retry,
-// vehicles), split.go (split, verify, auto-split), recover.go (startup).
+// vehicles), split.go (split, verify, auto-split), recover.go (startup),
+// session.go (migration sessions: groups of pairs driven together through
+// the pair operations, their aggregated state, MaxActive and auto-split).
 //
 // Invariants:
 //   - The route of a LUN (data volume, pair) changes only while its I/O

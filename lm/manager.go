@@ -120,6 +120,9 @@ type Manager struct {
 		pairs  map[string]*pair     // active (attached) pairs by pair ID
 		closed bool
 	}
+
+	// sess holds the migration sessions (session.go).
+	sess sessionSet
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -202,6 +205,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	m.mu.luns = map[string]*lunEntry{}
 	m.mu.vols = map[string]*dataVol{}
 	m.mu.pairs = map[string]*pair{}
+	m.sess.init()
 
 	var vols []metavol.Volume
 	var luns []metavol.LUN
@@ -232,6 +236,10 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}
 	m.dcl = dcl.Open(db.Badger(), dcl.Options{Log: opts.Log, ClearInterval: opts.ClearInterval})
 	if err := m.recover(pairs); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.loadSessions(); err != nil {
 		m.Close()
 		return nil, err
 	}

@@ -140,6 +140,7 @@ func (p *pair) applyLocked(rec metavol.Pair, to PairState) {
 		p.sourceOnly.Store(p.fault.Load() != nil)
 	}
 	p.wakeUp()
+	p.m.sess.changed() // wakes the session runners
 }
 
 // recordLocked is the record with the current counters.
@@ -203,6 +204,13 @@ func (p *pair) setFault(reason string) {
 
 // CreatePair starts migrating the source LUN onto the target LUN.
 func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
+	return m.createPair(req, "")
+}
+
+// createPair is CreatePair; a non-empty held creates the pair paused with
+// that reason instead of queued (a session's pair waiting for a copy slot
+// of its session, resumed by the session with Resume).
+func (m *Manager) createPair(req PairRequest, held string) (PairStatus, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
@@ -298,6 +306,9 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 		VehicleWanted: req.Vehicle,
 		Created:       now,
 		Updated:       now,
+	}
+	if held != "" {
+		rec.State, rec.Reason = StatePaused.String(), held
 	}
 	p, err := m.newPair(rec, se, te)
 	if err != nil {

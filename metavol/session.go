@@ -37,6 +37,9 @@ type Session struct {
 	// Paused: the admin paused the session (its pairs stay paused until
 	// the session is resumed).
 	Paused bool `json:"paused,omitempty"`
+	// Held lists the pairs the session keeps paused until one of its copy
+	// slots (MaxActive) is free.
+	Held []string `json:"held,omitempty"`
 	// Final is "" while the session runs, else "split" or "cancelled".
 	Final   string    `json:"final,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
