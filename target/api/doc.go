@@ -25,6 +25,12 @@
 //	POST   /v1/migrations/{src}/pause|resume|cancel
 //	PATCH  /v1/migrations/{src}                   change speed / cap
 //	POST   /v1/migrations/split                   split one or several pairs
+//	POST   /v1/sessions                           create a migration session (all its pairs)
+//	GET    /v1/sessions, /v1/sessions/{name}      list, show (aggregated state, a row per pair)
+//	POST   /v1/sessions/{name}/pause|resume|cancel
+//	PATCH  /v1/sessions/{name} (or POST .../set)  change speed / cap of every pair
+//	POST   /v1/sessions/{name}/split              one consistent split of all its pairs
+//	DELETE /v1/sessions/{name}                    forget a split or cancelled session
 //
 // Errors are {"error": ..., "object": ..., "reason": ...} with 400 (invalid
 // input, malformed JSON), 401 (TCP without the token), 404 (unknown object),

@@ -440,6 +440,8 @@ func (s *Server) routes() {
 		reply(w, http.StatusOK, p, err, pairObject(src))
 	})
 
+	s.sessionRoutes(m) // sessions.go
+
 	// Everything else: JSON 404, or 405 when the path exists with other methods.
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string

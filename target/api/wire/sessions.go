@@ -1,0 +1,52 @@
+package wire
+
+import "time"
+
+// SessionPair names one pair of a session to create (LUN names).
+type SessionPair struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
+}
+
+// CreateSession is the body of POST /v1/sessions.
+type CreateSession struct {
+	Name    string        `json:"name"`
+	Pairs   []SessionPair `json:"pairs"`
+	Speed   string        `json:"speed,omitempty"` // low|medium|high|highest
+	MaxMBps int64         `json:"max_mbps,omitempty"`
+	// MaxActive is how many of the session's pairs copy at once (0: all).
+	MaxActive int  `json:"max_active,omitempty"`
+	AutoSplit bool `json:"auto_split,omitempty"`
+	Verify    bool `json:"verify,omitempty"`
+}
+
+// SplitSession is the body of POST /v1/sessions/{name}/split (optional).
+type SplitSession struct {
+	// MaxPause is a Go duration ("100ms"); empty means 100ms.
+	MaxPause string `json:"max_pause,omitempty"`
+}
+
+// MigrationSession is a migration session as shown by GET
+// /v1/sessions[/{name}]: its aggregated state and progress, and its pairs.
+// (Session is an iSCSI session.)
+type MigrationSession struct {
+	ID           string         `json:"id"`
+	Name         string         `json:"name"`
+	State        string         `json:"state"` // scheduled|copying|synced|paused|partially-faulty|split|cancelled
+	Reason       string         `json:"reason"`
+	Speed        string         `json:"speed"`
+	MaxMBps      int64          `json:"max_mbps"`
+	MaxActive    int            `json:"max_active"`
+	AutoSplit    bool           `json:"auto_split"`
+	Verify       bool           `json:"verify"`
+	Paused       bool           `json:"paused"`
+	CopiedBytes  int64          `json:"copied_bytes"`
+	TotalBytes   int64          `json:"total_bytes"`
+	DCLBytes     int64          `json:"dcl_bytes"`
+	RateBps      int64          `json:"rate_bps"`
+	ETASeconds   int64          `json:"eta_seconds"`
+	SplitPauseMS float64        `json:"split_pause_ms"`
+	Counts       map[string]int `json:"counts"` // pairs per pair state
+	Pairs        []Migration    `json:"pairs"`
+	Created      time.Time      `json:"created"`
+}
