@@ -100,6 +100,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			lunCommand(),
 			targetCommand(),
 			migrationCommand(),
+			sessionCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {

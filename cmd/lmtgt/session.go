@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/client"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+func sessionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "session",
+		Usage: "migrate a group of LUNs together: started, throttled, paused, resumed, cancelled and split as one",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a session and all its pairs (all or nothing) and start the initial sync",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "pair", Usage: "SRC:DST, a source LUN and its target LUN (repeat for every pair)"},
+					&cli.StringFlag{Name: "speed", Value: "medium", Usage: "copy rate of every pair: low (10 MB/s), medium (50), high (200), highest (unthrottled)"},
+					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute copy rate cap of every pair in MB/s (0: none)"},
+					&cli.IntFlag{Name: "max-active", Usage: "pairs of the session copying at once, the others wait (0: all)"},
+					&cli.BoolFlag{Name: "auto-split", Usage: "split all the pairs in one consistent split as soon as every pair is synced"},
+					&cli.BoolFlag{Name: "verify", Usage: "compare sources and targets before the split; refuse it on a difference"},
+					outputFlag,
+				},
+				Action: sessionCreate,
+			},
+			{
+				Name:   "list",
+				Usage:  "list migration sessions",
+				Flags:  []cli.Flag{outputFlag},
+				Action: sessionList,
+			},
+			{
+				Name:      "show",
+				Usage:     "show a session: aggregated state and progress, and a row per pair",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "follow progress until synced (split with --auto-split), cancelled or faulty"},
+					&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "refresh interval for --watch"},
+					outputFlag,
+				},
+				Action: sessionShow,
+			},
+			sessionAction("pause", "pause every pair; host writes go to the sources and are logged in the DCLs", (*client.Client).PauseSession),
+			sessionAction("resume", "resume a paused session (max-active pairs at a time)", (*client.Client).ResumeSession),
+			sessionAction("cancel", "cancel every pair without a split; the sources are untouched", (*client.Client).CancelSession),
+			{
+				Name:      "set",
+				Usage:     "change the speed and/or cap of every pair (--max-mbps 0 removes the cap)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
+					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
+					outputFlag,
+				},
+				Action: sessionSet,
+			},
+			{
+				Name:      "split",
+				Usage:     "cut over every pair of a synced session in one bounded I/O pause (consistent split)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "max-pause", Value: 100 * time.Millisecond, Usage: "longest host I/O pause; if draining takes longer nothing changes"},
+					outputFlag,
+				},
+				Action: sessionSplit,
+			},
+			{
+				Name:      "delete",
+				Usage:     "forget a split or cancelled session (its split pairs stay in migration list)",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{outputFlag},
+				Action: func(c *cli.Context) error {
+					name, err := args1(c, "NAME (the session's name)")
+					if err != nil {
+						return err
+					}
+					return request(c, func(cl *client.Client) (map[string]string, error) {
+						return deleted(name), cl.DeleteSession(context.Background(), name)
+					}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "session %s deleted\n", name) })
+				},
+			},
+		},
+	}
+}
+
+// sessionAction is the subcommand "name NAME" that makes one call on a session.
+func sessionAction(name, usage string, call func(*client.Client, context.Context, string) (wire.MigrationSession, error)) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "NAME",
+		Flags:     []cli.Flag{outputFlag},
+		Action: func(c *cli.Context) error {
+			sess, err := args1(c, "NAME (the session's name)")
+			if err != nil {
+				return err
+			}
+			return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
+				return call(cl, context.Background(), sess)
+			}, func(s wire.MigrationSession) {
+				fmt.Fprintf(c.App.Writer, "session %s: %s (state %s)\n", sess, name, orDash(s.State))
+			})
+		},
+	}
+}
+
+// parsePairs turns --pair SRC:DST values into pairs.
+func parsePairs(vals []string) ([]wire.SessionPair, error) {
+	var out []wire.SessionPair
+	for _, v := range vals {
+		src, dst, ok := strings.Cut(v, ":")
+		if !ok || src == "" || dst == "" || strings.Contains(dst, ":") {
+			return nil, usageErr("--pair %q: want SRC:DST (source LUN name, colon, target LUN name)", v)
+		}
+		out = append(out, wire.SessionPair{Source: src, Target: dst})
+	}
+	if len(out) == 0 {
+		return nil, usageErr("session create: give at least one --pair SRC:DST")
+	}
+	return out, nil
+}
+
+func sessionCreate(c *cli.Context) error {
+	name, err := args1(c, "NAME (the session's name)")
+	if err != nil {
+		return err
+	}
+	pairs, err := parsePairs(c.StringSlice("pair"))
+	if err != nil {
+		return err
+	}
+	if c.Int("max-active") < 0 {
+		return usageErr("--max-active %d: want 0 (all pairs at once) or more", c.Int("max-active"))
+	}
+	return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
+		return cl.CreateSession(context.Background(), wire.CreateSession{
+			Name: name, Pairs: pairs, Speed: c.String("speed"), MaxMBps: c.Int64("max-mbps"),
+			MaxActive: c.Int("max-active"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
+		})
+	}, func(s wire.MigrationSession) {
+		fmt.Fprintf(c.App.Writer, "session %s created with %d pairs (state %s); follow it with: lmtgt session show %s --watch\n",
+			s.Name, len(s.Pairs), s.State, s.Name)
+	})
+}
+
+func sessionList(c *cli.Context) error {
+	if err := args0(c); err != nil {
+		return err
+	}
+	return request(c, func(cl *client.Client) ([]wire.MigrationSession, error) {
+		return cl.Sessions(context.Background())
+	}, func(ss []wire.MigrationSession) {
+		var rows [][]string
+		for _, s := range ss {
+			rows = append(rows, []string{s.Name, s.State, strconv.Itoa(len(s.Pairs)), percent(s.CopiedBytes, s.TotalBytes),
+				sizeStr(s.CopiedBytes) + "/" + sizeStr(s.TotalBytes), rateStr(s.RateBps), etaStr(s.ETASeconds),
+				sizeStr(s.DCLBytes), sessionOptions(s)})
+		}
+		table(c.App.Writer, []string{"NAME", "STATE", "PAIRS", "DONE", "COPIED", "RATE", "ETA", "DCL", "OPTIONS"}, rows)
+	})
+}
+
+func sessionOptions(s wire.MigrationSession) string {
+	opts := []string{s.Speed}
+	if s.MaxMBps > 0 {
+		opts = append(opts, fmt.Sprintf("max %d MB/s", s.MaxMBps))
+	}
+	if s.MaxActive > 0 {
+		opts = append(opts, fmt.Sprintf("max-active %d", s.MaxActive))
+	}
+	if s.AutoSplit {
+		opts = append(opts, "auto-split")
+	}
+	if s.Verify {
+		opts = append(opts, "verify")
+	}
+	return strings.Join(opts, ", ")
+}
+
+// sessionLines renders a session: its fields, then a row per pair.
+func sessionLines(s wire.MigrationSession) string {
+	var b strings.Builder
+	pause := "-"
+	if s.SplitPauseMS > 0 {
+		pause = strconv.FormatFloat(s.SplitPauseMS, 'f', 2, 64) + " ms"
+	}
+	fields(&b, [][2]string{
+		{"session", s.Name},
+		{"state", s.State},
+		{"reason", orDash(s.Reason)},
+		{"progress", sessionProgress(s)},
+		{"dcl", sizeStr(s.DCLBytes)},
+		{"options", sessionOptions(s)},
+		{"split pause", pause},
+		{"created", s.Created.Local().Format("2006-01-02 15:04:05")},
+	})
+	fmt.Fprintln(&b)
+	var rows [][]string
+	for _, p := range s.Pairs {
+		rows = append(rows, []string{p.Source, p.Target, p.State, percent(p.CopiedBytes, p.TotalBytes),
+			sizeStr(p.CopiedBytes) + "/" + sizeStr(p.TotalBytes), rateStr(p.RateBps), etaStr(p.ETASeconds),
+			sizeStr(p.DCLBytes), orDash(p.Reason)})
+	}
+	table(&b, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "REASON"}, rows)
+	return b.String()
+}
+
+func sessionProgress(s wire.MigrationSession) string {
+	return fmt.Sprintf("%s %6s %s/%s %s ETA %s", progressBar(s.CopiedBytes, s.TotalBytes, 30),
+		percent(s.CopiedBytes, s.TotalBytes), sizeStr(s.CopiedBytes), sizeStr(s.TotalBytes),
+		rateStr(s.RateBps), etaStr(s.ETASeconds))
+}
+
+func sessionShow(c *cli.Context) error {
+	name, err := args1(c, "NAME (the session's name)")
+	if err != nil {
+		return err
+	}
+	if c.Bool("watch") {
+		asJSON, err := jsonOutput(c)
+		if err != nil {
+			return err
+		}
+		return watchSession(c, newClient(c), name, asJSON)
+	}
+	return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
+		return cl.MigrationSession(context.Background(), name)
+	}, func(s wire.MigrationSession) { fmt.Fprint(c.App.Writer, sessionLines(s)) })
+}
+
+// sessionWatchDone reports whether --watch should stop, and with what error.
+func sessionWatchDone(s wire.MigrationSession) (bool, error) {
+	switch {
+	case s.State == "split" || s.State == "cancelled":
+		return true, nil
+	case s.Counts["faulty"] > 0:
+		return true, fmt.Errorf("session %s: %d pair(s) faulty (see lmtgt session show %s)", s.Name, s.Counts["faulty"], s.Name)
+	case s.State == "synced":
+		return !s.AutoSplit, nil
+	}
+	return false, nil
+}
+
+// watchSession polls the session until it is synced (split with
+// --auto-split), final or has a faulty pair: on a terminal the whole view
+// is redrawn in place, else one progress line per poll (a JSON object per
+// poll with -o json).
+func watchSession(c *cli.Context, cl *client.Client, name string, asJSON bool) error {
+	interval := c.Duration("interval")
+	if interval < 100*time.Millisecond {
+		return usageErr("--interval %v: at least 100ms", interval)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	tty := false
+	if f, ok := c.App.Writer.(*os.File); ok {
+		tty = isatty.IsTerminal(f.Fd())
+	}
+	w := c.App.Writer
+	drawn := 0 // lines drawn last time (terminal)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		s, err := cl.MigrationSession(ctx, name)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return apiFailed(err)
+		}
+		switch {
+		case asJSON:
+			printJSON(w, s)
+		case tty:
+			if drawn > 0 {
+				fmt.Fprintf(w, "\033[%dA", drawn)
+			}
+			lines := strings.Split(strings.TrimSuffix(sessionLines(s), "\n"), "\n")
+			for _, l := range lines {
+				fmt.Fprintf(w, "\r\033[K%s\n", l)
+			}
+			drawn = len(lines)
+		default:
+			fmt.Fprintf(w, "%s %s\n", sessionProgress(s), s.State)
+		}
+		if done, err := sessionWatchDone(s); done {
+			return failed(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func sessionSet(c *cli.Context) error {
+	name, err := args1(c, "NAME (the session's name)")
+	if err != nil {
+		return err
+	}
+	return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
+		var req wire.SetMigration
+		if c.IsSet("speed") {
+			s := c.String("speed")
+			req.Speed = &s
+		}
+		if c.IsSet("max-mbps") {
+			n := c.Int64("max-mbps")
+			req.MaxMBps = &n
+		}
+		if req.Speed == nil && req.MaxMBps == nil {
+			return wire.MigrationSession{}, usageErr("session set: give --speed and/or --max-mbps")
+		}
+		return cl.SetSession(context.Background(), name, req)
+	}, func(s wire.MigrationSession) {
+		cap := "no cap"
+		if s.MaxMBps > 0 {
+			cap = fmt.Sprintf("max %d MB/s", s.MaxMBps)
+		}
+		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair)\n", name, s.Speed, cap)
+	})
+}
+
+func sessionSplit(c *cli.Context) error {
+	name, err := args1(c, "NAME (the session's name)")
+	if err != nil {
+		return err
+	}
+	if d := c.Duration("max-pause"); d < time.Millisecond || d > time.Minute {
+		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
+	}
+	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
+		return cl.SplitSession(context.Background(), name, c.Duration("max-pause"))
+	}, func(r wire.SplitResult) {
+		fmt.Fprintf(c.App.Writer, "session %s split (%s): host I/O paused %.2f ms\n", name, strings.Join(r.Pairs, ", "), r.PauseMS)
+	})
+}
