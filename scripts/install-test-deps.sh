@@ -34,5 +34,5 @@ else SUDO=""; fi
 command -v apt-get >/dev/null || { echo "install-test-deps: no apt-get; install by hand: $PKGS" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PKGS
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $PKGS
 echo "install-test-deps: installed $PKGS"
