@@ -5,12 +5,12 @@
 # when every command is already there, so it is cheap to run every time.
 set -euo pipefail
 
-PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux"
+PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux"
 # command -> package (qemu-block-extra: the iscsi block driver module of qemu-img)
 CHECKS="iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin
 iscsi-readcapacity16:libiscsi-bin qemu-img:qemu-utils qemu-io:qemu-utils qemu-nbd:qemu-utils
 tgtd:tgt tgtadm:tgt fio:fio qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
-cpio:cpio zstd:zstd socat:socat ip:iproute2 unshare:util-linux setsid:util-linux"
+cpio:cpio zstd:zstd jq:jq socat:socat ip:iproute2 unshare:util-linux setsid:util-linux"
 
 missing=""
 for c in $CHECKS; do
