@@ -48,12 +48,8 @@ func migrationCommand() *cli.Command {
 				Name:      "show",
 				Usage:     "show a pair: state, progress, rate, ETA, DCL, vehicle, last split pause",
 				ArgsUsage: "SRC",
-				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "follow progress with a bar until synced (or split with --auto-split)"},
-					&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "refresh interval for --watch"},
-					outputFlag,
-				},
-				Action: migrationShow,
+				Flags:     watchFlags("follow progress with a bar until synced (or split with --auto-split)"),
+				Action:    migrationShow,
 			},
 			migrationAction("pause", "pause the copy; host writes go to the source and are logged in the DCL", (*client.Client).PauseMigration),
 			migrationAction("resume", "resume a paused pair; only what changed is copied again", (*client.Client).ResumeMigration),
@@ -62,22 +58,15 @@ func migrationCommand() *cli.Command {
 				Name:      "set",
 				Usage:     "change a running pair's speed and/or cap (--max-mbps 0 removes the cap)",
 				ArgsUsage: "SRC",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
-					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
-					outputFlag,
-				},
-				Action: migrationSet,
+				Flags:     throttleFlags(),
+				Action:    migrationSet,
 			},
 			{
 				Name:      "split",
 				Usage:     "cut over one or several synced pairs in one bounded I/O pause (consistent split)",
 				ArgsUsage: "SRC [SRC...]",
-				Flags: []cli.Flag{
-					&cli.DurationFlag{Name: "max-pause", Value: 100 * time.Millisecond, Usage: "longest host I/O pause; if draining takes longer nothing changes"},
-					outputFlag,
-				},
-				Action: migrationSplit,
+				Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
+				Action:    migrationSplit,
 			},
 		},
 	}
@@ -85,23 +74,8 @@ func migrationCommand() *cli.Command {
 
 // migrationAction is the subcommand "name SRC" that makes one call on a pair.
 func migrationAction(name, usage string, call func(*client.Client, context.Context, string) (wire.Migration, error)) *cli.Command {
-	return &cli.Command{
-		Name:      name,
-		Usage:     usage,
-		ArgsUsage: "SRC",
-		Flags:     []cli.Flag{outputFlag},
-		Action: func(c *cli.Context) error {
-			src, err := args1(c, "SRC (the source LUN's name)")
-			if err != nil {
-				return err
-			}
-			return request(c, func(cl *client.Client) (wire.Migration, error) {
-				return call(cl, context.Background(), src)
-			}, func(m wire.Migration) {
-				fmt.Fprintf(c.App.Writer, "migration %s: %s (state %s)\n", src, name, orDash(m.State))
-			})
-		},
-	}
+	return stateAction(name, usage, "SRC", "SRC (the source LUN's name)", "migration", call,
+		func(m wire.Migration) string { return m.State })
 }
 
 func migrationCreate(c *cli.Context) error {
@@ -303,25 +277,13 @@ func migrationSet(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.Migration, error) {
-		var req wire.SetMigration
-		if c.IsSet("speed") {
-			s := c.String("speed")
-			req.Speed = &s
-		}
-		if c.IsSet("max-mbps") {
-			n := c.Int64("max-mbps")
-			req.MaxMBps = &n
-		}
-		if req.Speed == nil && req.MaxMBps == nil {
-			return wire.Migration{}, usageErr("migration set: give --speed and/or --max-mbps")
+		req, err := throttleRequest(c, "migration set")
+		if err != nil {
+			return wire.Migration{}, err
 		}
 		return cl.SetMigration(context.Background(), src, req)
 	}, func(m wire.Migration) {
-		cap := "no cap"
-		if m.MaxMBps > 0 {
-			cap = fmt.Sprintf("max %d MB/s", m.MaxMBps)
-		}
-		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, cap)
+		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, capStr(m.MaxMBps))
 	})
 }
 
@@ -329,12 +291,90 @@ func migrationSplit(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageErr("migration split: name at least one source LUN (usage: lmtgt migration split SRC [SRC...])")
 	}
-	if d := c.Duration("max-pause"); d < time.Millisecond || d > time.Minute {
-		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
+	if err := checkMaxPause(c); err != nil {
+		return err
 	}
 	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
 		return cl.Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
 	}, func(r wire.SplitResult) {
 		fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
 	})
+}
+
+// stateAction is a subcommand that names one object (a pair by its source,
+// a session), calls the API and prints "NOUN ARG: ACTION (state STATE)".
+func stateAction[T any](name, usage, argsUsage, argName, noun string, call func(*client.Client, context.Context, string) (T, error), state func(T) string) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: argsUsage,
+		Flags:     []cli.Flag{outputFlag},
+		Action: func(c *cli.Context) error {
+			arg, err := args1(c, argName)
+			if err != nil {
+				return err
+			}
+			return request(c, func(cl *client.Client) (T, error) {
+				return call(cl, context.Background(), arg)
+			}, func(v T) {
+				fmt.Fprintf(c.App.Writer, "%s %s: %s (state %s)\n", noun, arg, name, orDash(state(v)))
+			})
+		},
+	}
+}
+
+// watchFlags are the flags of `show` for pairs and sessions.
+func watchFlags(usage string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: usage},
+		&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "refresh interval for --watch"},
+		outputFlag,
+	}
+}
+
+// throttleFlags are the flags of `set` for pairs and sessions.
+func throttleFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
+		&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
+		outputFlag,
+	}
+}
+
+// throttleRequest reads throttleFlags; cmd names the command in the error.
+func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
+	var req wire.SetMigration
+	if c.IsSet("speed") {
+		s := c.String("speed")
+		req.Speed = &s
+	}
+	if c.IsSet("max-mbps") {
+		n := c.Int64("max-mbps")
+		req.MaxMBps = &n
+	}
+	if req.Speed == nil && req.MaxMBps == nil {
+		return req, usageErr("%s: give --speed and/or --max-mbps", cmd)
+	}
+	return req, nil
+}
+
+// capStr describes an absolute copy cap.
+func capStr(maxMBps int64) string {
+	if maxMBps > 0 {
+		return fmt.Sprintf("max %d MB/s", maxMBps)
+	}
+	return "no cap"
+}
+
+// maxPauseFlag is the split's pause budget, for pairs and sessions.
+func maxPauseFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "max-pause", Value: 100 * time.Millisecond, Usage: "longest host I/O pause; if draining takes longer nothing changes"}
+}
+
+// checkMaxPause refuses a pause budget outside what the daemon accepts.
+func checkMaxPause(c *cli.Context) error {
+	if d := c.Duration("max-pause"); d < time.Millisecond || d > time.Minute {
+		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
+	}
+	return nil
 }

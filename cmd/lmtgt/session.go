@@ -47,12 +47,8 @@ func sessionCommand() *cli.Command {
 				Name:      "show",
 				Usage:     "show a session: aggregated state and progress, and a row per pair",
 				ArgsUsage: "NAME",
-				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "follow progress until synced (split with --auto-split), cancelled or faulty"},
-					&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "refresh interval for --watch"},
-					outputFlag,
-				},
-				Action: sessionShow,
+				Flags:     watchFlags("follow progress until synced (split with --auto-split), cancelled or faulty"),
+				Action:    sessionShow,
 			},
 			sessionAction("pause", "pause every pair; host writes go to the sources and are logged in the DCLs", (*client.Client).PauseSession),
 			sessionAction("resume", "resume a paused session (max-active pairs at a time)", (*client.Client).ResumeSession),
@@ -61,22 +57,15 @@ func sessionCommand() *cli.Command {
 				Name:      "set",
 				Usage:     "change the speed and/or cap of every pair (--max-mbps 0 removes the cap)",
 				ArgsUsage: "NAME",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
-					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
-					outputFlag,
-				},
-				Action: sessionSet,
+				Flags:     throttleFlags(),
+				Action:    sessionSet,
 			},
 			{
 				Name:      "split",
 				Usage:     "cut over every pair of a synced session in one bounded I/O pause (consistent split)",
 				ArgsUsage: "NAME",
-				Flags: []cli.Flag{
-					&cli.DurationFlag{Name: "max-pause", Value: 100 * time.Millisecond, Usage: "longest host I/O pause; if draining takes longer nothing changes"},
-					outputFlag,
-				},
-				Action: sessionSplit,
+				Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
+				Action:    sessionSplit,
 			},
 			{
 				Name:      "delete",
@@ -99,23 +88,8 @@ func sessionCommand() *cli.Command {
 
 // sessionAction is the subcommand "name NAME" that makes one call on a session.
 func sessionAction(name, usage string, call func(*client.Client, context.Context, string) (wire.MigrationSession, error)) *cli.Command {
-	return &cli.Command{
-		Name:      name,
-		Usage:     usage,
-		ArgsUsage: "NAME",
-		Flags:     []cli.Flag{outputFlag},
-		Action: func(c *cli.Context) error {
-			sess, err := args1(c, "NAME (the session's name)")
-			if err != nil {
-				return err
-			}
-			return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
-				return call(cl, context.Background(), sess)
-			}, func(s wire.MigrationSession) {
-				fmt.Fprintf(c.App.Writer, "session %s: %s (state %s)\n", sess, name, orDash(s.State))
-			})
-		},
-	}
+	return stateAction(name, usage, "NAME", "NAME (the session's name)", "session", call,
+		func(s wire.MigrationSession) string { return s.State })
 }
 
 // parsePairs turns --pair SRC:DST values into pairs.
@@ -314,25 +288,13 @@ func sessionSet(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
-		var req wire.SetMigration
-		if c.IsSet("speed") {
-			s := c.String("speed")
-			req.Speed = &s
-		}
-		if c.IsSet("max-mbps") {
-			n := c.Int64("max-mbps")
-			req.MaxMBps = &n
-		}
-		if req.Speed == nil && req.MaxMBps == nil {
-			return wire.MigrationSession{}, usageErr("session set: give --speed and/or --max-mbps")
+		req, err := throttleRequest(c, "session set")
+		if err != nil {
+			return wire.MigrationSession{}, err
 		}
 		return cl.SetSession(context.Background(), name, req)
 	}, func(s wire.MigrationSession) {
-		cap := "no cap"
-		if s.MaxMBps > 0 {
-			cap = fmt.Sprintf("max %d MB/s", s.MaxMBps)
-		}
-		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair)\n", name, s.Speed, cap)
+		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair)\n", name, s.Speed, capStr(s.MaxMBps))
 	})
 }
 
@@ -341,8 +303,8 @@ func sessionSplit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if d := c.Duration("max-pause"); d < time.Millisecond || d > time.Minute {
-		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
+	if err := checkMaxPause(c); err != nil {
+		return err
 	}
 	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
 		return cl.SplitSession(context.Background(), name, c.Duration("max-pause"))
