@@ -21,7 +21,7 @@ STRESS_KILLS ?= 200
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run test test-deps test-go test-conformance test-vm stress bench fuzz vet clean help
+.PHONY: all build run test test-deps test-tidy test-go test-conformance test-vm stress bench fuzz vet clean help
 
 all: build
 
@@ -30,6 +30,7 @@ help:
 	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
 	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM test"
 	@echo "make vet          gofmt check and go vet"
+	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
 	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
@@ -42,7 +43,7 @@ run: build
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-go test-conformance test-vm
+	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-conformance test-vm
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -50,6 +51,13 @@ test-deps:
 	else \
 		echo "test-deps: scripts/install-test-deps.sh not there; tests needing missing tools will skip"; \
 	fi
+
+# go.mod and go.sum must be what `go mod tidy` makes of them.
+test-tidy:
+	@echo "== go mod tidy -diff"
+	@out=$$($(GO) mod tidy -diff 2>&1); rc=$$?; \
+		if [ $$rc -ne 0 ]; then echo "go mod tidy would change go.mod/go.sum:"; echo "$$out" | head -40; exit 1; fi; \
+		echo "== go.mod and go.sum are tidy"
 
 test-go:
 	@echo "== go test -race ./... (timeout $(TEST_TIMEOUT))"
