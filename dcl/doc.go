@@ -20,7 +20,7 @@
 // The pages are stored through metavol's typed DCL methods (Tx.PutDCLPage,
 // Tx.DCLPages, Tx.GetDCLInfo/PutDCLInfo, Tx.DeleteDCL): keys under
 // "dcl/<pairID>/", one "meta" key with the region size and one key per
-// bitmap page. dcl never touches badger itself.
+// bitmap page. dcl never touches the database itself.
 //
 // A failed group commit (metavol.ErrFull on a full meta filesystem, an I/O
 // error) fails every mark waiting on it; the pages stay queued and the

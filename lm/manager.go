@@ -112,7 +112,7 @@ type Manager struct {
 	admin sync.Mutex
 
 	// mu guards the maps (not what the entries point at). Never held
-	// during I/O or a badger transaction.
+	// during I/O or a meta volume transaction.
 	mu struct {
 		sync.Mutex
 		luns   map[string]*lunEntry // by LUN ID

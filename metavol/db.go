@@ -156,7 +156,7 @@ func (db *DB) Dir() string { return db.dir }
 // close: on a full filesystem the space reserve is released first
 // (space.go).
 func (db *DB) Close() error {
-	_ = db.checkSpace()
+	_ = db.guardSpace(true)
 	if err := db.bdb.Close(); err != nil {
 		return fmt.Errorf("meta volume %s: close: %w", db.dir, db.mapErr(err))
 	}

@@ -263,3 +263,32 @@ func TestFullFilesystem(t *testing.T) {
 		t.Fatal("child did not finish the scenario")
 	}
 }
+
+// TestFullRefusesWithReason: the free-space check without root (the
+// FreeSpace seam): below the margin every commit fails with ErrFull and
+// the numbers, reads work, and commits work again when space is back.
+func TestFullRefusesWithReason(t *testing.T) {
+	var free uint64 = 1 << 40
+	dir := t.TempDir()
+	db, err := Open(dir, Options{Log: zerolog.Nop(), FreeSpace: func() (uint64, error) { return free, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	free = 1 << 20
+	err = db.Update(func(tx *Tx) error { return tx.PutMeta("x", []byte("1")) })
+	want := fmt.Sprintf("meta volume %s: filesystem full (%d bytes free, %d needed)", dir, free, db.margin())
+	if !errors.Is(err, ErrFull) || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	if err := db.UpdateDCL(func(tx *Tx) error { return tx.PutDCLPage("p", 0, []byte{1}) }); !errors.Is(err, ErrFull) {
+		t.Fatalf("DCL commit: got %v, want ErrFull", err)
+	}
+	if err := db.View(func(tx *Tx) error { _, err := tx.LUNs(); return err }); err != nil {
+		t.Fatalf("read while full: %v", err)
+	}
+	free = 1 << 40
+	if err := db.Update(func(tx *Tx) error { return tx.PutMeta("x", []byte("1")) }); err != nil {
+		t.Fatalf("commit after space is back: %v", err)
+	}
+}

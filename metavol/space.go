@@ -106,8 +106,11 @@ func (db *DB) freeBytes() (uint64, error) {
 
 // checkSpace is called before every commit (and before badger is opened):
 // ErrFull if the filesystem has less free space than margin. A refusal
-// releases the reserve; room for the reserve and the margin makes it again.
-func (db *DB) checkSpace() error {
+// releases the reserve; room for the reserve and the margin makes it again
+// (unless closing: Close only releases).
+func (db *DB) checkSpace() error { return db.guardSpace(false) }
+
+func (db *DB) guardSpace(closing bool) error {
 	free, err := db.freeBytes()
 	if err != nil {
 		return err
@@ -128,7 +131,7 @@ func (db *DB) checkSpace() error {
 		}
 		return fmt.Errorf("meta volume %s: %w (%d bytes free, %d needed)", db.dir, ErrFull, free, need)
 	}
-	if !g.mu.held && free >= need+reserveSize {
+	if !closing && !g.mu.held && free >= need+reserveSize {
 		if err := g.make(); err != nil {
 			db.log.Warn().Err(err).Msg("cannot make the space reserve")
 		} else {
