@@ -52,10 +52,31 @@ func (db *DB) mapErr(err error) error {
 		sentinel = ErrTooBig
 	case errors.Is(err, syscall.ENOSPC):
 		sentinel = ErrFull
-	case errors.Is(err, badger.ErrReadOnlyTxn):
-		return fmt.Errorf("meta volume %s: write in a read-only transaction", db.dir)
+	case isBadgerErr(err):
+		// Any other badger error: keep the text, drop the chain.
+		return fmt.Errorf("meta volume %s: %s", db.dir, err.Error())
 	default:
 		return err
 	}
 	return fmt.Errorf("meta volume %s: %w (%s)", db.dir, sentinel, err.Error())
+}
+
+// badgerErrs are badger's exported errors (none may leave this package).
+var badgerErrs = []error{
+	badger.ErrValueLogSize, badger.ErrKeyNotFound, badger.ErrReadOnlyTxn, badger.ErrDiscardedTxn,
+	badger.ErrEmptyKey, badger.ErrInvalidKey, badger.ErrBannedKey, badger.ErrThresholdZero,
+	badger.ErrNoRewrite, badger.ErrRejected, badger.ErrInvalidRequest, badger.ErrManagedTxn,
+	badger.ErrNamespaceMode, badger.ErrInvalidDump, badger.ErrZeroBandwidth, badger.ErrWindowsNotSupported,
+	badger.ErrTruncateNeeded, badger.ErrNilCallback, badger.ErrEncryptionKeyMismatch,
+	badger.ErrInvalidDataKeyID, badger.ErrInvalidEncryptionKey, badger.ErrGCInMemoryMode,
+	badger.ErrGCInReadOnlyMode,
+}
+
+func isBadgerErr(err error) bool {
+	for _, b := range badgerErrs {
+		if errors.Is(err, b) {
+			return true
+		}
+	}
+	return false
 }
