@@ -2,17 +2,15 @@ package dcl
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/bits"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/rs/zerolog"
 )
 
@@ -48,11 +46,16 @@ type Options struct {
 }
 
 // Store owns the committer and clearer goroutines of every Log kept in one
-// badger DB. Shutdown order: Close stops the clearer, then commits what is
-// pending, then stops the committer.
+// meta volume. Shutdown order: Close refuses new marks, stops the clearer,
+// commits what is pending, then stops the committer; every later mark
+// fails with ErrClosed.
 type Store struct {
-	db  *badger.DB
+	db  *metavol.DB
 	log zerolog.Logger
+
+	// closed is set (under mu) by Close; the fast check of BeginWrite and
+	// MarkDCL. queuePageLocked checks mu.closed itself.
+	closed atomic.Bool
 
 	// commitMu is held while a batch is written, and by Drop while it
 	// deletes keys, so a dropped log's pages are never written after the
@@ -88,8 +91,15 @@ func newBatch() *batch {
 	return &batch{pages: make(map[pageRef]struct{}), done: make(chan struct{})}
 }
 
+// closedBatch is a commit that has already failed with ErrClosed.
+func closedBatch() *batch {
+	b := &batch{done: make(chan struct{}), err: ErrClosed}
+	close(b.done)
+	return b
+}
+
 // Open starts a store on db. The caller keeps db open until Close returns.
-func Open(db *badger.DB, opts Options) *Store {
+func Open(db *metavol.DB, opts Options) *Store {
 	s := &Store{
 		db:   db,
 		log:  opts.Log.With().Str("component", "dcl").Logger(),
@@ -120,18 +130,41 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.mu.closed = true
+	s.closed.Store(true)
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
 	return nil
 }
 
+// Retry delays of the committer after a failed commit (a full meta
+// filesystem, an I/O error): the pages stay queued and are retried after
+// the delay, or at once when a writer needs them.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 2 * time.Second
+)
+
 func (s *Store) committer() {
 	defer s.wg.Done()
+	retry := time.NewTimer(retryMin)
+	retry.Stop()
+	defer retry.Stop()
+	delay := time.Duration(0)
+	commit := func() {
+		if s.commitOnce() == nil {
+			delay = 0
+			return
+		}
+		delay = min(max(2*delay, retryMin), retryMax)
+		retry.Reset(delay)
+	}
 	for {
 		select {
 		case <-s.kick:
-			s.commitOnce()
+			commit()
+		case <-retry.C:
+			commit()
 		case <-s.stop:
 			s.commitOnce()
 			// Release anyone who queued after the last commit.
@@ -155,31 +188,36 @@ func (s *Store) kickCommitter() {
 	}
 }
 
-// commitOnce writes the pending batch in one synced transaction.
-func (s *Store) commitOnce() {
+// commitOnce writes the pending batch in one synced transaction. On error
+// the pages stay queued for the next commit.
+func (s *Store) commitOnce() error {
 	s.mu.Lock()
 	b := s.mu.next
 	if len(b.pages) == 0 {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	s.mu.next = newBatch()
 	s.mu.Unlock()
 
 	s.commitMu.Lock()
-	type kv struct{ k, v []byte }
+	type kv struct {
+		id   string
+		page int
+		v    []byte
+	}
 	var kvs []kv
 	for ref := range b.pages {
 		l := ref.l
 		l.mu.Lock()
 		if !l.mu.closed {
-			kvs = append(kvs, kv{l.pageKey(ref.page), l.pageBytesLocked(ref.page)})
+			kvs = append(kvs, kv{l.id, ref.page, l.pageBytesLocked(ref.page)})
 		}
 		l.mu.Unlock()
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.UpdateDCL(func(tx *metavol.Tx) error {
 		for _, e := range kvs {
-			if err := txn.Set(e.k, e.v); err != nil {
+			if err := tx.PutDCLPage(e.id, e.page, e.v); err != nil {
 				return err
 			}
 		}
@@ -206,9 +244,7 @@ func (s *Store) commitOnce() {
 	}
 	b.err = err
 	close(b.done)
-	if err != nil {
-		s.kickCommitter()
-	}
+	return err
 }
 
 func (s *Store) clearer(iv time.Duration) {
@@ -239,38 +275,17 @@ func (s *Store) logList() []*Log {
 	return out
 }
 
-type meta struct {
-	RegionSize int64 `json:"region_size"`
-	Size       int64 `json:"size"`
-}
-
-func prefix(pairID string) string { return "dcl/" + pairID + "/" }
-
 // PairIDs lists the pairs that have DCL keys on disk.
 func (s *Store) PairIDs() ([]string, error) {
-	seen := map[string]bool{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.PrefetchValues = false
-		o.Prefix = []byte("dcl/")
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			rest := strings.TrimPrefix(string(it.Item().Key()), "dcl/")
-			if i := strings.IndexByte(rest, '/'); i > 0 {
-				seen[rest[:i]] = true
-			}
-		}
-		return nil
+	var ids []string
+	err := s.db.View(func(tx *metavol.Tx) error {
+		var err error
+		ids, err = tx.DCLPairIDs()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dcl: list: %w", err)
 	}
-	ids := make([]string, 0, len(seen))
-	for id := range seen {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
 	return ids, nil
 }
 
@@ -300,38 +315,21 @@ func (s *Store) Open(pairID string, size, regionSize int64, flush func() error) 
 	}
 	s.mu.Unlock()
 
-	var m meta
-	var pages = map[int][]byte{}
+	var m metavol.DCLInfo
+	var pages map[int][]byte
 	found := false
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(prefix(pairID) + "meta"))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+	err := s.db.View(func(tx *metavol.Tx) error {
+		var err error
+		m, err = tx.GetDCLInfo(pairID)
+		if errors.Is(err, metavol.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
 		found = true
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err != nil {
-			return err
-		}
-		o := badger.DefaultIteratorOptions
-		o.Prefix = []byte(prefix(pairID) + "p/")
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := string(it.Item().Key())
-			n, err := strconv.ParseInt(strings.TrimPrefix(k, prefix(pairID)+"p/"), 16, 64)
-			if err != nil {
-				return fmt.Errorf("bad page key %q", k)
-			}
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			pages[int(n)] = v
-		}
-		return nil
+		pages, err = tx.DCLPages(pairID)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dcl %s: load: %w", pairID, err)
@@ -339,10 +337,9 @@ func (s *Store) Open(pairID string, size, regionSize int64, flush func() error) 
 	if found && m.RegionSize > 0 {
 		regionSize = m.RegionSize
 	} else {
-		m = meta{RegionSize: regionSize, Size: size}
-		b, _ := json.Marshal(m)
-		if err := s.db.Update(func(txn *badger.Txn) error {
-			return txn.Set([]byte(prefix(pairID)+"meta"), b)
+		m = metavol.DCLInfo{RegionSize: regionSize, Size: size}
+		if err := s.db.UpdateDCL(func(tx *metavol.Tx) error {
+			return tx.PutDCLInfo(pairID, m)
 		}); err != nil {
 			return nil, fmt.Errorf("dcl %s: create: %w", pairID, err)
 		}
@@ -407,28 +404,7 @@ func (s *Store) Drop(pairID string) error {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	var keys [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.PrefetchValues = false
-		o.Prefix = []byte(prefix(pairID))
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err == nil {
-		err = s.db.Update(func(txn *badger.Txn) error {
-			for _, k := range keys {
-				if err := txn.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
+	err := s.db.UpdateDCL(func(tx *metavol.Tx) error { return tx.DeleteDCL(pairID) })
 	if err != nil {
 		return fmt.Errorf("dcl %s: drop: %w", pairID, err)
 	}
@@ -481,10 +457,6 @@ func (l *Log) Span(off, n int64) (first, last int64) {
 	return first, last
 }
 
-func (l *Log) pageKey(p int) []byte {
-	return []byte(fmt.Sprintf("%sp/%08x", prefix(l.id), p))
-}
-
 func (l *Log) pageBytesLocked(p int) []byte {
 	lo := p * pageWords
 	hi := lo + pageWords
@@ -498,10 +470,16 @@ func (l *Log) pageBytesLocked(p int) []byte {
 	return out
 }
 
-// queuePageLocked puts page p into the next group commit and returns it.
+// queuePageLocked puts page p into the next group commit and returns it;
+// after Store.Close a commit that failed with ErrClosed (the committer is
+// gone: nothing would ever complete a new batch).
 func (l *Log) queuePageLocked(p int) *batch {
 	s := l.s
 	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return closedBatch()
+	}
 	b := s.mu.next
 	b.pages[pageRef{l, p}] = struct{}{}
 	s.mu.Unlock()
@@ -582,7 +560,7 @@ func (l *Log) BeginWrite(first, last int64) error {
 		return err
 	}
 	l.mu.Lock()
-	if l.mu.closed {
+	if l.mu.closed || l.s.closed.Load() {
 		l.mu.Unlock()
 		return fmt.Errorf("dcl %s: %w", l.id, ErrClosed)
 	}
@@ -624,7 +602,7 @@ func (l *Log) MarkDCL(first, last int64) error {
 		return err
 	}
 	l.mu.Lock()
-	if l.mu.closed {
+	if l.mu.closed || l.s.closed.Load() {
 		l.mu.Unlock()
 		return fmt.Errorf("dcl %s: %w", l.id, ErrClosed)
 	}

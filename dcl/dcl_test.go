@@ -14,23 +14,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/rs/zerolog"
 )
 
-func openBadger(t testing.TB, dir string) *badger.DB {
+func openMeta(t testing.TB, dir string) *metavol.DB {
 	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(dir).WithSyncWrites(true).WithLogger(nil).
-		WithMemTableSize(8 << 20).WithValueLogFileSize(16 << 20).WithNumCompactors(2))
+	db, err := metavol.Open(dir, metavol.Options{Log: zerolog.Nop()})
 	if err != nil {
-		t.Fatalf("open badger %s: %v", dir, err)
+		t.Fatalf("open meta volume %s: %v", dir, err)
 	}
 	return db
 }
 
 func TestMarkLoadDrop(t *testing.T) {
 	dir := t.TempDir()
-	db := openBadger(t, dir)
+	db := openMeta(t, dir)
 	s := Open(db, Options{ClearInterval: -1})
 	// 100 GiB at 1 MiB regions: several pages.
 	size := int64(100 << 30)
@@ -64,7 +63,7 @@ func TestMarkLoadDrop(t *testing.T) {
 	s.Close()
 	db.Close()
 
-	db = openBadger(t, dir)
+	db = openMeta(t, dir)
 	defer db.Close()
 	s = Open(db, Options{ClearInterval: -1})
 	defer s.Close()
@@ -102,7 +101,7 @@ func TestMarkLoadDrop(t *testing.T) {
 }
 
 func TestLazyClear(t *testing.T) {
-	db := openBadger(t, t.TempDir())
+	db := openMeta(t, t.TempDir())
 	defer db.Close()
 	s := Open(db, Options{ClearInterval: -1})
 	defer s.Close()
@@ -156,7 +155,7 @@ func must(t *testing.T, err error) {
 // marked regions make no commits.
 func TestConcurrentMarkers(t *testing.T) {
 	dir := t.TempDir()
-	db := openBadger(t, dir)
+	db := openMeta(t, dir)
 	s := Open(db, Options{ClearInterval: 5 * time.Millisecond})
 	l, err := s.Open("p", 1<<30, 0, nil)
 	if err != nil {
@@ -196,7 +195,7 @@ func TestConcurrentMarkers(t *testing.T) {
 	wg.Wait()
 	s.Close()
 	db.Close()
-	db = openBadger(t, dir)
+	db = openMeta(t, dir)
 	defer db.Close()
 	s = Open(db, Options{ClearInterval: -1})
 	defer s.Close()
@@ -219,7 +218,7 @@ func (l *Log) isMarked(r int64) bool {
 
 // TestGroupCommit: marks of many writers share commits.
 func TestGroupCommit(t *testing.T) {
-	db := openBadger(t, t.TempDir())
+	db := openMeta(t, t.TempDir())
 	defer db.Close()
 	s := Open(db, Options{ClearInterval: -1})
 	defer s.Close()
@@ -265,7 +264,7 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("only run as a child of TestCrashKill")
 	}
-	db, err := badger.Open(badger.DefaultOptions(filepath.Join(dir, "db")).WithSyncWrites(true).WithLogger(nil))
+	db, err := metavol.Open(filepath.Join(dir, "db"), metavol.Options{Log: zerolog.Nop()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -351,7 +350,7 @@ func TestCrashKill(t *testing.T) {
 		cmd.Wait()
 
 		acked := readAcked(t, filepath.Join(dir, "acked"))
-		db := openBadger(t, filepath.Join(dir, "db"))
+		db := openMeta(t, filepath.Join(dir, "db"))
 		s := Open(db, Options{ClearInterval: -1})
 		l, err := s.Open("crash", 4<<30, 0, nil)
 		if err != nil {
@@ -399,7 +398,7 @@ func readAcked(t *testing.T, p string) []int64 {
 }
 
 func TestMarkedToDCL(t *testing.T) {
-	db := openBadger(t, t.TempDir())
+	db := openMeta(t, t.TempDir())
 	defer db.Close()
 	s := Open(db, Options{ClearInterval: -1})
 	defer s.Close()

@@ -1,7 +1,8 @@
 // Package dcl keeps the data change log and write-intent marks of migration
 // pairs: an in-memory dirty-region bitmap per pair whose clean->dirty
 // transitions are made durable by one group-commit goroutine (a few bitmap
-// pages per synced badger transaction), and cleared lazily.
+// pages per synced meta volume transaction, metavol.DB.UpdateDCL), and
+// cleared lazily.
 //
 // On disk a set bit means "the target may differ from the source in this
 // region". In memory a Log keeps three things apart:
@@ -16,8 +17,20 @@
 // touched during a whole clear interval; the owner's Flush callback (sync of
 // both data volumes) runs before the cleared pages are written.
 //
-// Keys live under "dcl/<pairID>/" in the meta volume's badger DB: one "meta"
-// key with the region size and one key per bitmap page.
+// The pages are stored through metavol's typed DCL methods (Tx.PutDCLPage,
+// Tx.DCLPages, Tx.GetDCLInfo/PutDCLInfo, Tx.DeleteDCL): keys under
+// "dcl/<pairID>/", one "meta" key with the region size and one key per
+// bitmap page. dcl never touches the database itself.
+//
+// A failed group commit (metavol.ErrFull on a full meta filesystem, an I/O
+// error) fails every mark waiting on it; the pages stay queued and the
+// committer retries them with a backoff (50 ms to 2 s) or when the next
+// writer needs them, so marks work again once the cause is gone.
+//
+// After Store.Close every mark (BeginWrite, MarkDCL), even on a region that
+// is already durably marked, fails at once with ErrClosed wrapped with the
+// pair's ID: the committer is gone, and a mark queued then would wait
+// forever.
 //
 // It must never clear a bit early: a clear that races a new write leaves the
 // bit set. It does no data I/O itself.

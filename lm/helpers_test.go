@@ -24,6 +24,10 @@ type env struct {
 	db   *metavol.DB
 	m    *Manager
 	opts Options
+	// meta: where the meta volume lives (default dir/meta) and its
+	// options (newEnvMeta).
+	metaDir  string
+	metaOpts metavol.Options
 	// faulty wrappers by volume ID (only with wrap=true)
 	fmu    sync.Mutex
 	faulty map[string]*volume.Faulty
@@ -38,7 +42,17 @@ func testLogger(t testing.TB) zerolog.Logger {
 
 func newEnv(t testing.TB, opts Options, wrap bool) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), faulty: map[string]*volume.Faulty{}}
+	return newEnvMeta(t, opts, wrap, "", metavol.Options{})
+}
+
+// newEnvMeta is newEnv with the meta volume in metaDir (if not empty) and
+// opened with metaOpts (its seams: BeforeCommit, FreeSpace).
+func newEnvMeta(t testing.TB, opts Options, wrap bool, metaDir string, metaOpts metavol.Options) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), faulty: map[string]*volume.Faulty{}, metaDir: metaDir, metaOpts: metaOpts}
+	if e.metaDir == "" {
+		e.metaDir = filepath.Join(e.dir, "meta")
+	}
 	opts.DataDir = e.dir
 	opts.Log = testLogger(t)
 	if opts.RetryMin == 0 {
@@ -70,7 +84,9 @@ func newEnv(t testing.TB, opts Options, wrap bool) *env {
 
 func (e *env) open() {
 	e.t.Helper()
-	db, err := metavol.Open(filepath.Join(e.dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	mo := e.metaOpts
+	mo.Log = zerolog.Nop()
+	db, err := metavol.Open(e.metaDir, mo)
 	if err != nil {
 		e.t.Fatal(err)
 	}

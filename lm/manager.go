@@ -112,7 +112,7 @@ type Manager struct {
 	admin sync.Mutex
 
 	// mu guards the maps (not what the entries point at). Never held
-	// during I/O or a badger transaction.
+	// during I/O or a meta volume transaction.
 	mu struct {
 		sync.Mutex
 		luns   map[string]*lunEntry // by LUN ID
@@ -234,7 +234,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		e := m.newEntry(l)
 		m.mu.luns[l.ID] = e
 	}
-	m.dcl = dcl.Open(db.Badger(), dcl.Options{Log: opts.Log, ClearInterval: opts.ClearInterval})
+	m.dcl = dcl.Open(db, dcl.Options{Log: opts.Log, ClearInterval: opts.ClearInterval})
 	if err := m.recover(pairs); err != nil {
 		m.Close()
 		return nil, err

@@ -75,7 +75,7 @@ type pair struct {
 	cmu       sync.Mutex
 	completed map[int64]int64
 
-	// mu guards the record and the state; held during the badger
+	// mu guards the record and the state; held during the meta volume
 	// transaction that persists them (never on the host I/O path).
 	mu struct {
 		sync.Mutex

@@ -3,6 +3,8 @@ package lm
 import (
 	"errors"
 	"fmt"
+
+	"github.com/lmtgt/lmtgt/dcl"
 )
 
 // The host write path of a source LUN under migration (DESIGN §3). Called
@@ -118,6 +120,13 @@ func (p *pair) dual(c *change) (int, error) {
 	marked := rb >= r0
 	if marked {
 		if err := p.log.BeginWrite(r0, rb); err != nil {
+			// Nothing was written. The DCL cannot take marks (a full
+			// meta filesystem, an I/O error): stop writing the target,
+			// so the pair goes interrupted and resumes by itself
+			// once marks and its state can be written again.
+			if !errors.Is(err, dcl.ErrClosed) {
+				p.setFault("DCL mark: " + err.Error())
+			}
 			return 0, fmt.Errorf("lun %s: %s: intent mark: %w", p.src.name, c.op(), err)
 		}
 	}

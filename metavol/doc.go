@@ -1,7 +1,9 @@
 // Package metavol is lmtgt's meta volume: one badger database in the data dir
 // holding data volume, LUN, target, pair and reservation records, plus the
-// keys package dcl keeps there (under "dcl/", written through Badger()). The
-// LUN -> data volume mapping lives only here.
+// data change logs of package dcl (dcl.go: typed DCL page methods under
+// "dcl/", committed through UpdateDCL). The LUN -> data volume mapping lives
+// only here. It is the only package that imports badger: badger's errors are
+// mapped to ErrConflict, ErrClosed, ErrFull and ErrTooBig (errors.go).
 //
 // Every change is one DB.Update: a badger transaction committed with
 // SyncWrites, so it is durable when Update returns, and all or nothing if fn
@@ -13,6 +15,16 @@
 // (session.go: records under "sess/id/", the name index under "sess/name/"). Missing records give ErrNotFound wrapped
 // with the object's kind and name. "meta/schema" holds SchemaVersion; Open
 // refuses a newer one (ErrSchemaTooNew). badger's log goes to zerolog.
+//
+// Every commit first checks the free space of the filesystem (space.go):
+// badger writes through mmapped sparse files and dies of SIGBUS when a page
+// cannot be allocated, so below a margin that covers what one commit can
+// make badger write (its batch, a memtable flush, the compaction that may
+// follow) commits fail with ErrFull ("meta volume DIR: filesystem full (N
+// bytes free, M needed)") and nothing is written. A reserve file is released
+// on the first refusal and before Close. Reads work on a full filesystem;
+// commits work again once space is freed. Options.BeforeCommit is a test
+// seam called before every commit (an error fails it).
 //
 // NewID, NewNAA and NewSerial make record IDs and SCSI identities; DB
 // implements target.ReservationStore (LoadReservations/SaveReservations)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
@@ -55,7 +54,8 @@ var sentinels = []struct {
 	{volume.ErrOutOfRange, http.StatusBadRequest},
 	{lm.ErrNotFound, http.StatusNotFound},
 	{metavol.ErrNotFound, http.StatusNotFound},
-	{badger.ErrConflict, http.StatusConflict},
+	{metavol.ErrConflict, http.StatusConflict},
+	{metavol.ErrFull, http.StatusInsufficientStorage},
 }
 
 // toWire turns any error into an error response about object. Errors that

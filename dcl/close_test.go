@@ -1,0 +1,152 @@
+package dcl
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// callWithin runs f and fails the test if it does not return within d (a
+// hang: a mark queued into a commit that never runs).
+func callWithin(t *testing.T, d time.Duration, what string, f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s after Close did not return within %v", what, d)
+		return nil
+	}
+}
+
+// TestMarkAfterClose: marks after Store.Close fail at once with ErrClosed
+// naming the pair, whether the region needs a commit or is already marked
+// (finding 5: they used to wait forever for a committer that had exited).
+func TestMarkAfterClose(t *testing.T) {
+	db := openMeta(t, t.TempDir())
+	defer db.Close()
+	s := Open(db, Options{ClearInterval: -1})
+	l, err := s.Open("p-closed", 64<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, l.MarkDCL(0, 0)) // durable: a later write there costs no I/O
+	must(t, s.Close())
+
+	for _, c := range []struct {
+		what string
+		f    func() error
+	}{
+		{"BeginWrite on a new region", func() error { return l.BeginWrite(7, 9) }},
+		{"BeginWrite on a marked region", func() error { return l.BeginWrite(0, 0) }},
+		{"MarkDCL on a new region", func() error { return l.MarkDCL(20, 20) }},
+		{"MarkDCL on a marked region", func() error { return l.MarkDCL(0, 0) }},
+	} {
+		err := callWithin(t, 10*time.Second, c.what, c.f)
+		if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "p-closed") {
+			t.Errorf("%s after Close: got %v, want ErrClosed naming the pair", c.what, err)
+		}
+	}
+	if _, err := s.Open("p2", 1<<20, 0, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Open after Close: got %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseConcurrentWithMarks: Close while writers mark: every mark
+// returns (nil before Close, ErrClosed after), none hangs, and what was
+// acknowledged is on disk. Run with -race.
+func TestCloseConcurrentWithMarks(t *testing.T) {
+	dir := t.TempDir()
+	db := openMeta(t, dir)
+	s := Open(db, Options{ClearInterval: time.Millisecond})
+	l, err := s.Open("p", 1<<30, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 8
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var acked []int64
+	stop := make(chan struct{})
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(0); ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := (i*writers + int64(w)) % l.Len()
+				var err error
+				if i%2 == 0 {
+					if err = l.BeginWrite(r, r); err == nil {
+						l.EndWrite(r, r, false)
+					}
+				} else {
+					err = l.MarkDCL(r, r)
+				}
+				switch {
+				case err == nil:
+					if i%2 == 1 {
+						mu.Lock()
+						acked = append(acked, r)
+						mu.Unlock()
+					}
+				case errors.Is(err, ErrClosed):
+					return
+				default:
+					t.Errorf("mark: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	// Let the writers run until some marks are acknowledged.
+	waitFor(t, 10*time.Second, "marks before Close", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) > 100
+	})
+	must(t, s.Close())
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		close(stop)
+		t.Fatal("writers still blocked 20s after Close")
+	}
+	close(stop)
+	must(t, db.Close())
+
+	db = openMeta(t, dir)
+	defer db.Close()
+	s = Open(db, Options{ClearInterval: -1})
+	defer s.Close()
+	l, err = s.Open("p", 1<<30, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range acked {
+		if !l.IsDirty(r) {
+			t.Fatalf("acknowledged DCL mark of region %d lost", r)
+		}
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

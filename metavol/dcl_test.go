@@ -1,0 +1,117 @@
+package metavol
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+// TestDCLKeyLayout: the typed DCL methods read keys written in the layout
+// package dcl used before it went through metavol ("dcl/<pair>/meta" as
+// JSON, "dcl/<pair>/p/%08x" pages), so existing data dirs open; and they
+// write the same layout.
+func TestDCLKeyLayout(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	page := bytes.Repeat([]byte{0xa5}, 4096)
+	if err := db.bdb.Update(func(txn *badgerTxn) error {
+		if err := txn.Set([]byte("dcl/p1/meta"), []byte(`{"region_size":1048576,"size":107374182400}`)); err != nil {
+			return err
+		}
+		if err := txn.Set([]byte("dcl/p1/p/00000002"), page); err != nil {
+			return err
+		}
+		return txn.Set([]byte("dcl/p2/meta"), []byte(`{"region_size":65536,"size":1048576}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(tx *Tx) error {
+		in, err := tx.GetDCLInfo("p1")
+		if err != nil {
+			return err
+		}
+		if in != (DCLInfo{RegionSize: 1 << 20, Size: 100 << 30}) {
+			t.Errorf("info %+v", in)
+		}
+		pages, err := tx.DCLPages("p1")
+		if err != nil {
+			return err
+		}
+		if len(pages) != 1 || !bytes.Equal(pages[2], page) {
+			t.Errorf("pages %v", len(pages))
+		}
+		ids, err := tx.DCLPairIDs()
+		if err != nil {
+			return err
+		}
+		if len(ids) != 2 || ids[0] != "p1" || ids[1] != "p2" {
+			t.Errorf("pair ids %v", ids)
+		}
+		if _, err := tx.GetDCLInfo("p3"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("missing info: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.UpdateDCL(func(tx *Tx) error { return tx.PutDCLPage("p2", 0x1f, page) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.bdb.View(func(txn *badgerTxn) error {
+		_, err := txn.Get([]byte("dcl/p2/p/0000001f"))
+		return err
+	}); err != nil {
+		t.Fatalf("page key layout: %v", err)
+	}
+	if err := db.UpdateDCL(func(tx *Tx) error { return tx.DeleteDCL("p1") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.View(func(tx *Tx) error {
+		ids, err := tx.DCLPairIDs()
+		if err == nil && (len(ids) != 1 || ids[0] != "p2") {
+			t.Errorf("after delete: %v", ids)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBeforeCommitSeam: an error from Options.BeforeCommit fails the
+// commit with nothing written; badger's conflict comes back as ErrConflict.
+func TestBeforeCommitSeam(t *testing.T) {
+	fail := errors.New("injected")
+	var on bool
+	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop(), BeforeCommit: func() error {
+		if on {
+			return fail
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	on = true
+	if err := db.Update(func(tx *Tx) error { return tx.PutMeta("x", []byte("1")) }); !errors.Is(err, fail) {
+		t.Fatalf("update: %v", err)
+	}
+	if err := db.UpdateDCL(func(tx *Tx) error { return tx.PutDCLPage("p", 0, []byte{1}) }); !errors.Is(err, fail) {
+		t.Fatalf("update dcl: %v", err)
+	}
+	on = false
+	if err := db.View(func(tx *Tx) error {
+		if b, err := tx.GetMeta("x"); err != nil || b != nil {
+			t.Errorf("failed commit wrote: %q %v", b, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
