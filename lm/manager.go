@@ -141,6 +141,9 @@ type hooks struct {
 	// splitCommitted runs in Split after the swap is committed, before the
 	// in-memory routes change (the gates are closed).
 	splitCommitted func()
+	// createStep runs at the steps of createPairs ("pair k ready",
+	// "committed", "undo"); an error fails that step.
+	createStep func(step string) error
 }
 
 // dataVol is one data volume the Manager knows.
