@@ -49,8 +49,8 @@ type pair struct {
 	// sourceOnly: paused, interrupted or faulty; writes go to the source
 	// only and mark the DCL.
 	sourceOnly atomic.Bool
-	// fault is the first target (or copy) failure not yet handled by the
-	// run goroutine.
+	// fault is the reason of the first failure ("target failed: ...",
+	// "source read error: ...") not yet handled by the run goroutine.
 	fault atomic.Pointer[string]
 	state atomic.Int32 // mirror of mu.state for lock-free reads
 
@@ -191,13 +191,24 @@ func (p *pair) checkpoint(force bool) {
 	p.mu.lastCkptCursor = done
 }
 
-// setFault records a target (or copy) failure: writes switch to the
-// source only at once, and the run goroutine moves the pair to
-// interrupted.
-func (p *pair) setFault(reason string) {
+// setFault records a target failure: writes switch to the source only at
+// once, and the run goroutine moves the pair to interrupted with the
+// reason "target failed: " + reason.
+func (p *pair) setFault(reason string) { p.fault1("target failed: " + reason) }
+
+// setSourceFault records a failure of the source leg of the copy (a
+// source read error): handled like a target failure (interrupted, the
+// range stays in the DCL, retried with backoff, faulty after RetryBudget)
+// but reported as "source read error: " + reason. Host writes go to the
+// source only meanwhile, which is always safe.
+func (p *pair) setSourceFault(reason string) { p.fault1("source read error: " + reason) }
+
+// fault1 keeps the first fault (its full reason) until the run goroutine
+// handles it.
+func (p *pair) fault1(reason string) {
 	p.sourceOnly.Store(true)
 	if p.fault.CompareAndSwap(nil, &reason) {
-		p.zlog.Warn().Str("reason", reason).Msg("target failure")
+		p.zlog.Warn().Str("reason", reason).Msg("pair fault")
 	}
 	p.wakeUp()
 }
@@ -798,7 +809,7 @@ func (p *pair) status() PairStatus {
 	s.Source, s.Target = p.src.name, p.tgt.name
 	s.State = st.String()
 	if f := p.fault.Load(); f != nil && !st.Final() && st != StateInterrupted {
-		s.Reason = "target failed: " + *f
+		s.Reason = *f
 	}
 	done := p.done.Load()
 	s.CopiedBytes = done
