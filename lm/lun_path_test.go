@@ -3,12 +3,16 @@ package lm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/lmtgt/lmtgt/metavol"
+	"golang.org/x/sys/unix"
 )
 
 // Two LUNs on one file would each write the other's data: a --path that
@@ -227,5 +231,77 @@ func TestOpenRefusesVolumeInMetaDir(t *testing.T) {
 	after, _ := os.ReadFile(vlog)
 	if len(after) < len(before) || !bytes.Equal(after[:512], before[:512]) {
 		t.Fatal("the meta volume's file was written")
+	}
+}
+
+// The block device holding the data dir is never a LUN (not even with
+// Force: the meta volume lives on it); without Force a mounted block
+// device is refused too.
+func TestCreateLUNRefusesDataDirDevice(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	var st syscall.Stat_t
+	if err := syscall.Stat(e.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	dev := uint64(st.Dev)
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", unix.Major(dev), unix.Minor(dev)))
+	name := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "DEVNAME="); ok {
+			name = "/dev/" + v
+		}
+	}
+	if err != nil || name == "" {
+		t.Skipf("the data dir's filesystem has no block device here (%v)", err)
+	}
+	if fi, err := os.Stat(name); err != nil || fi.Mode()&os.ModeDevice == 0 {
+		t.Skipf("%s: %v", name, err)
+	}
+	_, err = e.m.CreateLUN(CreateLUNRequest{Name: "disk", Path: name, Force: true})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "lun disk: --path "+name+" is the block device holding ") {
+		t.Fatalf("CreateLUN(%s, force) = %v", name, err)
+	}
+}
+
+// A block device holding a mounted filesystem is refused without Force
+// (a loop device with ext4, mounted).
+func TestCreateLUNRefusesMountedDevice(t *testing.T) {
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s: %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil || os.Truncate(img, 16<<20) != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+
+	e := newEnv(t, Options{}, false)
+	_, err = e.m.CreateLUN(CreateLUNRequest{Name: "m", Path: dev})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "lun m: --path "+dev+" holds the filesystem mounted at "+mnt) ||
+		!strings.Contains(err.Error(), "--force") {
+		t.Fatalf("CreateLUN(mounted %s) = %v", dev, err)
+	}
+	if err := exec.Command("umount", mnt).Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreateLUN(CreateLUNRequest{Name: "m", Path: dev}); err != nil {
+		t.Fatalf("CreateLUN(%s) once unmounted: %v", dev, err)
 	}
 }
