@@ -39,9 +39,11 @@
 //     transaction written while the gates of its LUNs are closed, together
 //     with its routes; the meta volume and the attached pairs never differ
 //     (createPairs).
-//   - A data volume is never a file inside the data dir that lmtgt did not
-//     create there as a volume, nor a file of the meta volume or the admin
-//     socket (lun.go checkLUNPath, volumeAllowed).
+//   - A new data volume is never a file inside the data dir that lmtgt
+//     does not create there as a volume, nor a file another LUN, the meta
+//     volume or the admin socket uses (lun.go checkLUNPath); no volume
+//     record naming a file of the meta volume or the admin socket is ever
+//     opened (volumeAllowed).
 //
 // Decisions not spelled out in DESIGN.md:
 //   - synced → copying is allowed: after a restart (or a source write error

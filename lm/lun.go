@@ -53,7 +53,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if req.Size%int64(bs) != 0 {
 		return metavol.LUN{}, fmt.Errorf("lun %s: size %d is not a multiple of the block size %d: %w", req.Name, req.Size, bs, ErrInvalid)
 	}
-	// Name and path must be free, and the path allowed (pathRules).
+	// Name and path must be free, and the path allowed (checkLUNPath).
 	var path string
 	if req.Path != "" {
 		p, err := filepath.Abs(req.Path)
@@ -389,16 +389,18 @@ func (m *Manager) checkLUNPath(name, path string, force bool, vols []metavol.Vol
 	return nil
 }
 
-// volumeAllowed is rule 1 of checkLUNPath for a volume record about to be
-// opened (at startup or a reopen): a record written before the rule
-// existed, or edited, that names a file inside the data dir lmtgt did not
-// create as a volume, or a file of the meta volume, is never opened.
+// volumeAllowed is the part of rule 1 of checkLUNPath that protects
+// lmtgt's own files, for a volume record about to be opened (at startup or
+// a reopen): a record written before the rule existed (or edited) that
+// names a file of the meta volume or the admin socket, or the same file
+// through any link, is never opened. (Other files inside the data dir that
+// older versions accepted stay usable: they harm nothing.)
 func (m *Manager) volumeAllowed(rec metavol.Volume) error {
 	if rec.Owned && m.opts.DataDir != "" && rec.Path == m.volumePath(rec.ID) {
 		return nil
 	}
-	for _, c := range []string{filepath.Clean(rec.Path), resolvePath(rec.Path)} {
-		if err := m.reservedPathRule(c); err != nil {
+	for _, c := range uniq(filepath.Clean(rec.Path), resolvePath(rec.Path)) {
+		if err := m.ownFileRule(c); err != nil {
 			return fmt.Errorf("path %s %w: not opened", rec.Path, err)
 		}
 	}
@@ -416,6 +418,23 @@ func (m *Manager) volumeAllowed(rec metavol.Volume) error {
 // volume directory or the data dir, or equal to the admin socket. The
 // error reads after "--path P".
 func (m *Manager) reservedPathRule(c string) error {
+	if err := m.ownFileRule(c); err != nil {
+		return err
+	}
+	if dd := m.opts.DataDir; dd != "" {
+		abs, _ := filepath.Abs(dd)
+		for _, d := range uniq(abs, resolvePath(abs)) {
+			if within(c, d) {
+				return fmt.Errorf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one): %w", d, ErrInvalid)
+			}
+		}
+	}
+	return nil
+}
+
+// ownFileRule refuses a path (cleaned or resolved) inside the meta volume
+// directory or equal to the admin socket.
+func (m *Manager) ownFileRule(c string) error {
 	if dir := m.db.Dir(); dir != "" {
 		for _, d := range uniq(filepath.Clean(dir), resolvePath(dir)) {
 			if within(c, d) {
@@ -427,14 +446,6 @@ func (m *Manager) reservedPathRule(c string) error {
 		for _, d := range uniq(filepath.Clean(s), resolvePath(s)) {
 			if c == d {
 				return fmt.Errorf("is the admin API socket: %w", ErrInvalid)
-			}
-		}
-	}
-	if dd := m.opts.DataDir; dd != "" {
-		abs, _ := filepath.Abs(dd)
-		for _, d := range uniq(abs, resolvePath(abs)) {
-			if within(c, d) {
-				return fmt.Errorf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one): %w", d, ErrInvalid)
 			}
 		}
 	}
