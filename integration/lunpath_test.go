@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"syscall"
 	"testing"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
@@ -79,11 +81,24 @@ func TestLUNPathRefusesLmtgtFiles(t *testing.T) {
 // now refused naming the LUN and the condition, and nothing changes.
 func TestLUNFileTooLarge(t *testing.T) {
 	d := StartDaemon(t, "")
+	// Only filesystems with a size limit below 100 PiB (ext4: 16 TiB)
+	// give EFBIG; xfs, btrfs and tmpfs take any size.
+	probe := filepath.Join(d.DataDir, "efbig-probe")
+	f, err := os.Create(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	terr := f.Truncate(100 << 50)
+	f.Close()
+	os.Remove(probe)
+	if !errors.Is(terr, syscall.EFBIG) {
+		t.Skipf("the data dir's filesystem takes a 100 PiB file (%v): no EFBIG to test", terr)
+	}
 	d.OK("lun", "create", "small", "--size", "1MiB")
 	before := d.snapshot()
 	d.Fail(1, []string{"lun big", "file too large for the filesystem"}, "lun", "create", "big", "--size", "100PiB")
 	d.Fail(1, []string{"lun small", "file too large for the filesystem"}, "lun", "resize", "small", "--size", "100PiB")
-	_, err := d.Client().CreateLUN(t.Context(), wire.CreateLUN{Name: "big", Size: 100 << 50})
+	_, err = d.Client().CreateLUN(t.Context(), wire.CreateLUN{Name: "big", Size: 100 << 50})
 	var we *wire.Error
 	if !asWire(err, &we) || we.Status != 400 || we.Object != "lun big" || we.Reason != "file too large for the filesystem" {
 		t.Fatalf("API: %v (%+v), want 400 about lun big", err, we)
