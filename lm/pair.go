@@ -194,18 +194,18 @@ func (p *pair) checkpoint(force bool) {
 // setFault records a target failure: writes switch to the source only at
 // once, and the run goroutine moves the pair to interrupted with the
 // reason "target failed: " + reason.
-func (p *pair) setFault(reason string) { p.fault1("target failed: " + reason) }
+func (p *pair) setFault(reason string) { p.recordFault("target failed: " + reason) }
 
 // setSourceFault records a failure of the source leg of the copy (a
 // source read error): handled like a target failure (interrupted, the
 // range stays in the DCL, retried with backoff, faulty after RetryBudget)
 // but reported as "source read error: " + reason. Host writes go to the
 // source only meanwhile, which is always safe.
-func (p *pair) setSourceFault(reason string) { p.fault1("source read error: " + reason) }
+func (p *pair) setSourceFault(reason string) { p.recordFault("source read error: " + reason) }
 
-// fault1 keeps the first fault (its full reason) until the run goroutine
+// recordFault keeps the first fault (its full reason) until the run goroutine
 // handles it.
-func (p *pair) fault1(reason string) {
+func (p *pair) recordFault(reason string) {
 	p.sourceOnly.Store(true)
 	if p.fault.CompareAndSwap(nil, &reason) {
 		p.zlog.Warn().Str("reason", reason).Msg("pair fault")
@@ -213,7 +213,9 @@ func (p *pair) fault1(reason string) {
 	p.wakeUp()
 }
 
-// CreatePair starts migrating the source LUN onto the target LUN.
+// CreatePair starts migrating the source LUN onto the target LUN. Nothing
+// changes when it fails, except in the one case createPairs describes (a
+// status and an error: the pair exists).
 func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
