@@ -38,7 +38,7 @@ func (p *pair) run(ctx context.Context) {
 		}
 		if f := p.fault.Load(); f != nil && (st == StateCopying || st == StateSynced) {
 			release()
-			if err := p.transition(StateInterrupted, "target failed: "+*f); err != nil {
+			if err := p.transition(StateInterrupted, *f); err != nil {
 				p.zlog.Error().Err(err).Msg("cannot record the interruption; retrying")
 				p.sleep(ctx, p.m.opts.RetryMin)
 			}
@@ -82,7 +82,7 @@ func (p *pair) run(ctx context.Context) {
 					release()
 				}
 			default:
-				p.setFault(err.Error())
+				p.copyFault("copy", err)
 			}
 		case StateSynced:
 			release()
@@ -211,14 +211,14 @@ func (p *pair) nextJob(pos int64) (job, error) {
 	end := min(pos+p.chunk, p.size)
 	o, err := p.srcVol.get()
 	if err != nil {
-		return job{}, err
+		return job{}, sourceErr{err}
 	}
 	ds, _, err := o.raw.NextData(pos)
 	if errors.Is(err, io.EOF) || (err == nil && ds >= p.size) {
 		return job{pos, p.size, true}, nil
 	}
 	if err != nil {
-		return job{}, fmt.Errorf("source: %w", err)
+		return job{}, sourceErr{fmt.Errorf("source: %w", err)}
 	}
 	if h := ds / p.chunk * p.chunk; h > pos {
 		// A hole job never spans a chunk finished in an earlier run.
@@ -295,7 +295,7 @@ dispatch:
 		j, err := p.nextJob(pos)
 		if err != nil {
 			derr = err
-			p.setFault("copy: " + err.Error())
+			p.copyFault("copy", err)
 			break
 		}
 		select {
@@ -347,7 +347,7 @@ func (p *pair) copyJob(ctx context.Context, j job, buf []byte, stop func() bool)
 			p.setFault(merr.Error())
 			return merr
 		}
-		p.setFault("copy: " + err.Error())
+		p.copyFault("copy", err)
 	}
 	return nil
 }
@@ -395,7 +395,7 @@ func (p *pair) recopyRegion(ctx context.Context, r int64, stop func() bool) erro
 	moved, err := p.copyRange(off, off+n, make([]byte, min(n, p.chunk)))
 	p.recopyBytes.Add(moved)
 	if err != nil {
-		p.setFault("re-copy: " + err.Error())
+		p.copyFault("re-copy", err)
 		return err
 	}
 	p.log.Cleaned(r)
@@ -433,7 +433,7 @@ func (p *pair) chooseVehicle() {
 func (p *pair) copyRange(start, end int64, buf []byte) (int64, error) {
 	so, err := p.srcVol.get()
 	if err != nil {
-		return 0, fmt.Errorf("source: %w", err)
+		return 0, sourceErr{fmt.Errorf("source: %w", err)}
 	}
 	to, err := p.tgtVol.get()
 	if err != nil {
@@ -446,7 +446,7 @@ func (p *pair) copyRange(start, end int64, buf []byte) (int64, error) {
 		if errors.Is(err, io.EOF) {
 			ds, de = end, end
 		} else if err != nil {
-			return moved, fmt.Errorf("source: %w", err)
+			return moved, sourceErr{fmt.Errorf("source: %w", err)}
 		}
 		ds, de = min(ds, end), min(de, end)
 		if ds > off {
@@ -487,7 +487,7 @@ func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, e
 		n := min(int64(len(buf)), end-off)
 		b := buf[:n]
 		if _, err := so.v.ReadAt(b, off); err != nil {
-			return moved, fmt.Errorf("source read at %d: %w", off, err)
+			return moved, sourceErr{fmt.Errorf("source read at %d: %w", off, err)}
 		}
 		if isZero(b) {
 			if err := to.v.Unmap(off, n); err != nil {
@@ -502,6 +502,25 @@ func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, e
 		off += n
 	}
 	return moved, nil
+}
+
+// sourceErr is an error of the source leg in the copy path (reading the
+// source, looking up its extents, opening it): the pair reports it as a
+// source error, not as a failure of the target.
+type sourceErr struct{ error }
+
+func (e sourceErr) Unwrap() error { return e.error }
+
+// copyFault records a copy failure of what ("copy", "re-copy") as a
+// source or a target failure (see pair.setFault). copy_file_range errors
+// cannot tell the legs apart and count as the target's.
+func (p *pair) copyFault(what string, err error) {
+	var se sourceErr
+	if errors.As(err, &se) {
+		p.setSourceFault(what + ": " + err.Error())
+		return
+	}
+	p.setFault(what + ": " + err.Error())
 }
 
 var errNoCFR = errors.New("copy_file_range not supported here")

@@ -32,8 +32,18 @@
 //     syncs each target before the transaction that makes it the source
 //     LUN's data.
 //   - Every state change is persisted before it takes effect, except that
-//     writes switch to source-only (+DCL) at the first target failure,
-//     before the "interrupted" record is written (that is always safe).
+//     writes switch to source-only (+DCL) at the first target (or copy
+//     source) failure, before the "interrupted" record is written (that
+//     is always safe).
+//   - A pair is created (alone or with its session) by one meta volume
+//     transaction written while the gates of its LUNs are closed, together
+//     with its routes; the meta volume and the attached pairs never differ
+//     (createPairs).
+//   - A new data volume is never a file inside the data dir that lmtgt
+//     does not create there as a volume, nor a file another LUN, the meta
+//     volume or the admin socket uses (lun.go checkLUNPath); no volume
+//     record naming a file of the meta volume or the admin socket is ever
+//     opened (volumeAllowed).
 //
 // Decisions not spelled out in DESIGN.md:
 //   - synced → copying is allowed: after a restart (or a source write error

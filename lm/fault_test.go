@@ -545,3 +545,32 @@ func TestRestartResumes(t *testing.T) {
 	checkModel(t, "source", e.handle(l), size, model)
 	sameContent(t, "target == source", e.rawVolume("src"), e.rawVolume("tgt"), size)
 }
+
+// Issue 7, finding 7: a source read error of the copy was reported as
+// "target failed". It is now a source error: the pair goes interrupted
+// with the reason "source read error: ...", retries (each probe reads the
+// source again) and copies on once the source reads again.
+func TestSourceReadErrorIsTheSources(t *testing.T) {
+	e := newEnv(t, Options{}, true)
+	size := int64(8 * mib)
+	src := e.lun("src", size)
+	e.lun("tgt", size)
+	model := fill(t, e.handle(src), size, 1, 1)
+	e.faultyOf("src").FailReads(syscall.EIO)
+	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest, Vehicle: VehicleGeneric}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitState("src", StateInterrupted, 10*time.Second)
+	if !strings.HasPrefix(st.Reason, "source read error: copy: source read at ") || !strings.Contains(st.Reason, "input/output error") ||
+		strings.Contains(st.Reason, "target") {
+		t.Fatalf("reason %q, want a source read error", st.Reason)
+	}
+	var rec metavol.Pair
+	e.db.View(func(tx *metavol.Tx) error { rec, _ = tx.GetPair(st.ID); return nil })
+	if rec.State != StateInterrupted.String() || rec.Reason != st.Reason {
+		t.Fatalf("persisted %s %q, want interrupted %q", rec.State, rec.Reason, st.Reason)
+	}
+	e.faultyOf("src").Heal()
+	e.waitState("src", StateSynced, 20*time.Second)
+	checkModel(t, "target", e.rawVolume("tgt"), size, model)
+}

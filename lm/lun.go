@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
+	"golang.org/x/sys/unix"
 )
 
 // LUN names: a letter or digit, then letters, digits, '.', '_' or '-', at
@@ -51,7 +53,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if req.Size%int64(bs) != 0 {
 		return metavol.LUN{}, fmt.Errorf("lun %s: size %d is not a multiple of the block size %d: %w", req.Name, req.Size, bs, ErrInvalid)
 	}
-	// Name and path must be free.
+	// Name and path must be free, and the path allowed (checkLUNPath).
 	var path string
 	if req.Path != "" {
 		p, err := filepath.Abs(req.Path)
@@ -60,6 +62,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		}
 		path = p
 	}
+	var vols []metavol.Volume
 	err := m.db.View(func(tx *metavol.Tx) error {
 		if _, err := tx.LUNByName(req.Name); err == nil {
 			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
@@ -69,23 +72,17 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		if path == "" {
 			return nil
 		}
-		vols, err := tx.Volumes()
-		if err != nil {
-			return err
-		}
-		fi, _ := os.Stat(path) // nil when the file is still to be created
-		for _, v := range vols {
-			if v.Path == path {
-				return fmt.Errorf("lun %s: path %s is already data volume %s: %w", req.Name, path, v.ID, ErrExists)
-			}
-			if fi != nil && sameData(fi, v.Path) {
-				return fmt.Errorf("lun %s: path %s is the same file or device as data volume %s (%s): %w", req.Name, path, v.ID, v.Path, ErrExists)
-			}
-		}
-		return nil
+		var err error
+		vols, err = tx.Volumes()
+		return err
 	})
 	if err != nil {
 		return metavol.LUN{}, err
+	}
+	if path != "" {
+		if err := m.checkLUNPath(req.Name, path, req.Force, vols); err != nil {
+			return metavol.LUN{}, err
+		}
 	}
 
 	now := time.Now().UTC()
@@ -118,7 +115,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		}
 	}
 	if err != nil {
-		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, err)
+		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, tooLarge(req.Size, err))
 	}
 	fail := func(err error) (metavol.LUN, error) {
 		f.Close()
@@ -233,7 +230,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	vrec := e.vol.rec
 	if o.raw.Size() < size {
 		if err := o.raw.Resize(size); err != nil {
-			return l, fmt.Errorf("lun %s: %w", name, err)
+			return l, fmt.Errorf("lun %s: %w", name, tooLarge(size, err))
 		}
 	}
 	vrec.Size = o.raw.Size()
@@ -318,9 +315,228 @@ func (m *Manager) DeleteLUN(name string) error {
 	return nil
 }
 
+// DefaultSystemDirs are the locations a LUN's path may not be in (itself
+// or where its symbolic links lead) unless the request says Force: the
+// operating system's programs, libraries, configuration and boot files,
+// the kernel's pseudo filesystems, runtime state and the package
+// databases. /dev is handled apart (systemPathRule).
+func DefaultSystemDirs() []string {
+	return []string{
+		"/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+		"/proc", "/run", "/sbin", "/sys", "/usr",
+		"/var/lib/apt", "/var/lib/dpkg", "/var/lib/rpm", "/var/lib/systemd",
+	}
+}
+
+// checkLUNPath applies the path rules to a new LUN's path (absolute, not
+// necessarily existing), in this order; the first that refuses names the
+// path and the condition:
+//
+//  1. Never (not even with Force): the meta volume directory, anything
+//     else inside the data dir (lmtgt keeps there only the volumes it
+//     creates itself, DataDir/volumes/<id>.img), the admin socket, and
+//     anything that is the same file or device as one of these or as
+//     another LUN's data volume (sameData): through a symbolic link, a
+//     hard link or another device node; nor the block device (or the disk
+//     holding the partition) that holds the data dir.
+//  2. Unless Force: a system location (SystemDirs, default
+//     DefaultSystemDirs), anything in /dev but a block device or a file
+//     under /dev/shm, and a block device that holds a mounted filesystem.
+//
+// Both the path as given and the path with every symbolic link resolved
+// are checked (the path as given first, then whether it is the same file
+// as one in use, then the resolved path).
+func (m *Manager) checkLUNPath(name, path string, force bool, vols []metavol.Volume) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		fi = nil // still to be created (or unreadable: Open says why)
+	}
+	paths := []string{filepath.Clean(path)}
+	if r := resolvePath(path); r != paths[0] {
+		paths = append(paths, r)
+	}
+	if err := m.reservedPathRule(paths[0]); err != nil {
+		return fmt.Errorf("lun %s: --path %s %w", name, path, err)
+	}
+	if fi != nil {
+		for _, u := range m.inUse(vols) {
+			if sameData(fi, u.path) {
+				return fmt.Errorf("lun %s: --path %s is the same file or device as %s: %w", name, path, u.what, ErrExists)
+			}
+		}
+		if fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
+			if err := m.holdsDataDir(fi); err != nil {
+				return fmt.Errorf("lun %s: --path %s %w", name, path, err)
+			}
+		}
+	}
+	for _, v := range vols {
+		if v.Path == path {
+			return fmt.Errorf("lun %s: --path %s is already data volume %s: %w", name, path, v.ID, ErrExists)
+		}
+	}
+	if err := m.reservedPathRule(paths[len(paths)-1]); err != nil {
+		return fmt.Errorf("lun %s: --path %s %w", name, path, err)
+	}
+	if force {
+		return nil
+	}
+	for _, c := range paths {
+		if err := m.systemPathRule(c, fi); err != nil {
+			return fmt.Errorf("lun %s: --path %s %w (give --force to use it anyway)", name, path, err)
+		}
+	}
+	return nil
+}
+
+// volumeAllowed is the part of rule 1 of checkLUNPath that protects
+// lmtgt's own files, for a volume record about to be opened (at startup or
+// a reopen): a record written before the rule existed (or edited) that
+// names a file of the meta volume or the admin socket, or the same file
+// through any link, is never opened. (Other files inside the data dir that
+// older versions accepted stay usable: they harm nothing.)
+func (m *Manager) volumeAllowed(rec metavol.Volume) error {
+	if rec.Owned && m.opts.DataDir != "" && rec.Path == m.volumePath(rec.ID) {
+		return nil
+	}
+	for _, c := range uniq(filepath.Clean(rec.Path), resolvePath(rec.Path)) {
+		if err := m.ownFileRule(c); err != nil {
+			return fmt.Errorf("path %s %w: not opened", rec.Path, err)
+		}
+	}
+	if fi, err := os.Stat(rec.Path); err == nil {
+		for _, u := range m.inUse(nil) {
+			if sameData(fi, u.path) {
+				return fmt.Errorf("path %s is the same file or device as %s: not opened: %w", rec.Path, u.what, ErrExists)
+			}
+		}
+	}
+	return nil
+}
+
+// reservedPathRule refuses a path (cleaned or resolved) inside the meta
+// volume directory or the data dir, or equal to the admin socket. The
+// error reads after "--path P".
+func (m *Manager) reservedPathRule(c string) error {
+	if err := m.ownFileRule(c); err != nil {
+		return err
+	}
+	if dd := m.opts.DataDir; dd != "" {
+		abs, _ := filepath.Abs(dd)
+		for _, d := range uniq(abs, resolvePath(abs)) {
+			if within(c, d) {
+				return fmt.Errorf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one): %w", d, ErrInvalid)
+			}
+		}
+	}
+	return nil
+}
+
+// ownFileRule refuses a path (cleaned or resolved) inside the meta volume
+// directory or equal to the admin socket.
+func (m *Manager) ownFileRule(c string) error {
+	if dir := m.db.Dir(); dir != "" {
+		for _, d := range uniq(filepath.Clean(dir), resolvePath(dir)) {
+			if within(c, d) {
+				return fmt.Errorf("is inside the meta volume directory %s: %w", d, ErrInvalid)
+			}
+		}
+	}
+	if s := m.opts.AdminSocket; s != "" {
+		for _, d := range uniq(filepath.Clean(s), resolvePath(s)) {
+			if c == d {
+				return fmt.Errorf("is the admin API socket: %w", ErrInvalid)
+			}
+		}
+	}
+	return nil
+}
+
+// used is a file lmtgt already uses, and what for.
+type used struct{ path, what string }
+
+// inUse lists the files whose bytes lmtgt uses: the data volumes, the
+// meta volume's files and the admin socket.
+func (m *Manager) inUse(vols []metavol.Volume) []used {
+	var out []used
+	for _, v := range vols {
+		out = append(out, used{v.Path, fmt.Sprintf("data volume %s (%s)", v.ID, v.Path)})
+	}
+	if dir := m.db.Dir(); dir != "" {
+		if es, err := os.ReadDir(dir); err == nil {
+			for _, e := range es {
+				p := filepath.Join(dir, e.Name())
+				out = append(out, used{p, "the meta volume's file " + p})
+			}
+		}
+	}
+	if s := m.opts.AdminSocket; s != "" {
+		out = append(out, used{s, "the admin API socket " + s})
+	}
+	return out
+}
+
+// holdsDataDir refuses a block device that holds the data dir or the meta
+// volume directory: the device of their filesystem, or the whole disk of
+// that partition.
+func (m *Manager) holdsDataDir(fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	for _, d := range uniq(m.db.Dir(), m.opts.DataDir) {
+		if d == "" {
+			continue
+		}
+		var ds syscall.Stat_t
+		if syscall.Stat(d, &ds) != nil {
+			continue
+		}
+		for _, h := range blockHolders(uint64(ds.Dev)) {
+			if h == uint64(st.Rdev) {
+				return fmt.Errorf("is the block device holding %s: %w", d, ErrInvalid)
+			}
+		}
+	}
+	return nil
+}
+
+// systemPathRule refuses (unless Force) a path (cleaned or resolved) in a
+// system location, in /dev but neither a block device nor under /dev/shm,
+// or a block device holding a mounted filesystem.
+func (m *Manager) systemPathRule(c string, fi os.FileInfo) error {
+	dirs := m.opts.SystemDirs
+	if dirs == nil {
+		dirs = DefaultSystemDirs()
+	}
+	for _, d := range dirs {
+		if within(c, filepath.Clean(d)) {
+			return fmt.Errorf("is in the system location %s: %w", d, ErrInvalid)
+		}
+	}
+	block := fi != nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+	if within(c, "/dev") && !within(c, "/dev/shm") && !block {
+		return fmt.Errorf("is in /dev but not a block device: %w", ErrInvalid)
+	}
+	if block {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		for _, mt := range mounts() {
+			for _, h := range blockHolders(mt.dev) {
+				if h == uint64(st.Rdev) {
+					return fmt.Errorf("holds the filesystem mounted at %s: %w", mt.dir, ErrInvalid)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // sameData reports whether fi (a stat of a new --path) names the bytes of
-// the existing volume at path: the same file through a symbolic or hard
-// link, or the same block device through another device node.
+// the file at path: the same file through a symbolic or hard link, or the
+// same block device through another device node.
 func sameData(fi os.FileInfo, path string) bool {
 	vi, err := os.Stat(path)
 	if err != nil {
@@ -335,4 +551,90 @@ func sameData(fi os.FileInfo, path string) bool {
 	a, ok1 := fi.Sys().(*syscall.Stat_t)
 	b, ok2 := vi.Sys().(*syscall.Stat_t)
 	return ok1 && ok2 && a.Rdev == b.Rdev
+}
+
+// resolvePath is p (absolute) with every symbolic link resolved; for a
+// path that does not exist yet, its deepest existing parent is resolved.
+func resolvePath(p string) string {
+	p = filepath.Clean(p)
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	dir := filepath.Dir(p)
+	if dir == p {
+		return p
+	}
+	return filepath.Join(resolvePath(dir), filepath.Base(p))
+}
+
+// within reports whether path p is dir or inside it (both clean).
+func within(p, dir string) bool {
+	if dir == "/" {
+		return true
+	}
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+func uniq(a, b string) []string {
+	if a == b {
+		return []string{a}
+	}
+	return []string{a, b}
+}
+
+// blockHolders is the block device dev and, for a partition, the disk
+// that holds it (from /sys/dev/block).
+func blockHolders(dev uint64) []uint64 {
+	out := []uint64{dev}
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev))
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err != nil {
+		return out
+	}
+	real, err := filepath.EvalSymlinks(sys)
+	if err != nil {
+		return out
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(real), "dev"))
+	if err != nil {
+		return out
+	}
+	var maj, min uint32
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &maj, &min); err == nil {
+		out = append(out, unix.Mkdev(maj, min))
+	}
+	return out
+}
+
+type mount struct {
+	dev uint64
+	dir string
+}
+
+// mounts lists the mounted filesystems' devices (/proc/self/mountinfo).
+func mounts() []mount {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []mount
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		var maj, min uint32
+		if _, err := fmt.Sscanf(f[2], "%d:%d", &maj, &min); err != nil || maj == 0 {
+			continue // 0: no device (tmpfs, proc, overlay ...)
+		}
+		out = append(out, mount{unix.Mkdev(maj, min), f[4]})
+	}
+	return out
+}
+
+// tooLarge turns EFBIG (a size the filesystem cannot hold) into ErrTooLarge.
+func tooLarge(size int64, err error) error {
+	if errors.Is(err, syscall.EFBIG) {
+		return fmt.Errorf("size %d bytes: %w (%v)", size, ErrTooLarge, err)
+	}
+	return err
 }

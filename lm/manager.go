@@ -47,6 +47,12 @@ type Options struct {
 	// use it to inject faults). The copy_file_range vehicle is used only
 	// on unwrapped files.
 	WrapVolume func(volumeID string, v volume.Volume) volume.Volume
+	// AdminSocket is the admin API's socket: no LUN may use it (lun.go,
+	// checkLUNPath).
+	AdminSocket string
+	// SystemDirs are refused as LUN paths without Force (nil:
+	// DefaultSystemDirs).
+	SystemDirs []string
 }
 
 func (o *Options) fill() {
@@ -135,6 +141,9 @@ type hooks struct {
 	// splitCommitted runs in Split after the swap is committed, before the
 	// in-memory routes change (the gates are closed).
 	splitCommitted func()
+	// createStep runs at the steps of createPairs ("pair k ready",
+	// "committed", "undo"); an error fails that step.
+	createStep func(step string) error
 }
 
 // dataVol is one data volume the Manager knows.
@@ -166,6 +175,11 @@ func (d *dataVol) get() (*openVol, error) {
 func (m *Manager) openVolume(d *dataVol) error {
 	if d.cur.Load() != nil {
 		return nil
+	}
+	if err := m.volumeAllowed(d.rec); err != nil {
+		s := err.Error()
+		d.why.Store(&s)
+		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
 	f, err := volume.Open(d.rec.Path, volume.Options{Direct: d.rec.Direct})
 	if err != nil {

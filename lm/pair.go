@@ -49,8 +49,8 @@ type pair struct {
 	// sourceOnly: paused, interrupted or faulty; writes go to the source
 	// only and mark the DCL.
 	sourceOnly atomic.Bool
-	// fault is the first target (or copy) failure not yet handled by the
-	// run goroutine.
+	// fault is the reason of the first failure ("target failed: ...",
+	// "source read error: ...") not yet handled by the run goroutine.
 	fault atomic.Pointer[string]
 	state atomic.Int32 // mirror of mu.state for lock-free reads
 
@@ -191,72 +191,103 @@ func (p *pair) checkpoint(force bool) {
 	p.mu.lastCkptCursor = done
 }
 
-// setFault records a target (or copy) failure: writes switch to the
-// source only at once, and the run goroutine moves the pair to
-// interrupted.
-func (p *pair) setFault(reason string) {
+// setFault records a target failure: writes switch to the source only at
+// once, and the run goroutine moves the pair to interrupted with the
+// reason "target failed: " + reason.
+func (p *pair) setFault(reason string) { p.recordFault("target failed: " + reason) }
+
+// setSourceFault records a failure of the source leg of the copy (a
+// source read error): handled like a target failure (interrupted, the
+// range stays in the DCL, retried with backoff, faulty after RetryBudget)
+// but reported as "source read error: " + reason. Host writes go to the
+// source only meanwhile, which is always safe.
+func (p *pair) setSourceFault(reason string) { p.recordFault("source read error: " + reason) }
+
+// recordFault keeps the first fault (its full reason) until the run goroutine
+// handles it.
+func (p *pair) recordFault(reason string) {
 	p.sourceOnly.Store(true)
 	if p.fault.CompareAndSwap(nil, &reason) {
-		p.zlog.Warn().Str("reason", reason).Msg("target failure")
+		p.zlog.Warn().Str("reason", reason).Msg("pair fault")
 	}
 	p.wakeUp()
 }
 
-// CreatePair starts migrating the source LUN onto the target LUN.
+// CreatePair starts migrating the source LUN onto the target LUN. Nothing
+// changes when it fails, except in the one case createPairs describes (a
+// status and an error: the pair exists).
 func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
-	return m.createPair(req, "")
-}
-
-// createPair is CreatePair; a non-empty held creates the pair paused with
-// that reason instead of queued (a session's pair waiting for a copy slot
-// of its session, resumed by the session with Resume).
-func (m *Manager) createPair(req PairRequest, held string) (PairStatus, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	pl, err := m.planPair(req, "")
+	if err != nil {
+		return PairStatus{}, err
+	}
+	ps, err := m.createPairs("pair "+req.Source, []pairPlan{pl}, nil)
+	if ps == nil {
+		return PairStatus{}, err
+	}
+	p := ps[0]
+	p.zlog.Info().Str("target", p.tgt.name).Str("speed", string(req.Speed)).Msg("pair created")
+	m.startPair(p)
+	return p.status(), err
+}
+
+// pairPlan is a checked pair request: its record and LUNs.
+type pairPlan struct {
+	rec    metavol.Pair
+	se, te *lunEntry
+}
+
+// planPair checks a pair request and builds its record; nothing changes.
+// A non-empty held makes the pair paused with that reason instead of
+// queued (a session's pair waiting for a copy slot of its session,
+// resumed by the session with Resume). Called with admin held.
+func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 	if m.isClosed() {
-		return PairStatus{}, fmt.Errorf("pair %s: manager closed: %w", req.Source, ErrState)
+		return pairPlan{}, fmt.Errorf("pair %s: manager closed: %w", req.Source, ErrState)
 	}
 	if req.Source == "" || req.Target == "" {
-		return PairStatus{}, fmt.Errorf("pair: source and target LUN names are required: %w", ErrInvalid)
+		return pairPlan{}, fmt.Errorf("pair: source and target LUN names are required: %w", ErrInvalid)
 	}
 	if req.Source == req.Target {
-		return PairStatus{}, fmt.Errorf("pair %s: source and target are the same LUN: %w", req.Source, ErrInvalid)
+		return pairPlan{}, fmt.Errorf("pair %s: source and target are the same LUN: %w", req.Source, ErrInvalid)
 	}
 	if req.Speed == "" {
 		req.Speed = SpeedMedium
 	}
 	if _, err := rateOf(req.Speed); err != nil {
-		return PairStatus{}, fmt.Errorf("pair %s: %w", req.Source, err)
+		return pairPlan{}, fmt.Errorf("pair %s: %w", req.Source, err)
 	}
 	if req.MaxMBps < 0 {
-		return PairStatus{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", req.Source, req.MaxMBps, ErrInvalid)
+		return pairPlan{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", req.Source, req.MaxMBps, ErrInvalid)
 	}
 	switch req.Vehicle {
 	case "":
 		req.Vehicle = VehicleAuto
 	case VehicleAuto, VehicleGeneric, VehicleCopyFileRange:
 	default:
-		return PairStatus{}, fmt.Errorf("pair %s: vehicle %q (want auto, generic or copy_file_range): %w", req.Source, req.Vehicle, ErrInvalid)
+		return pairPlan{}, fmt.Errorf("pair %s: vehicle %q (want auto, generic or copy_file_range): %w", req.Source, req.Vehicle, ErrInvalid)
 	}
 	se, sl, err := m.entryByName(req.Source)
 	if err != nil {
-		return PairStatus{}, fmt.Errorf("pair %s: source %w", req.Source, err)
+		return pairPlan{}, fmt.Errorf("pair %s: source %w", req.Source, err)
 	}
 	te, tl, err := m.entryByName(req.Target)
 	if err != nil {
-		return PairStatus{}, fmt.Errorf("pair %s: target %w", req.Source, err)
+		return pairPlan{}, fmt.Errorf("pair %s: target %w", req.Source, err)
 	}
 	if tl.Size < sl.Size {
-		return PairStatus{}, fmt.Errorf("pair %s: target LUN %s (%d bytes) is smaller than the source (%d bytes): %w",
+		return pairPlan{}, fmt.Errorf("pair %s: target LUN %s (%d bytes) is smaller than the source (%d bytes): %w",
 			req.Source, req.Target, tl.Size, sl.Size, ErrInvalid)
 	}
 	if tl.BlockSize != sl.BlockSize {
-		return PairStatus{}, fmt.Errorf("pair %s: block sizes differ: source %d, target LUN %s %d: %w",
+		return pairPlan{}, fmt.Errorf("pair %s: block sizes differ: source %d, target LUN %s %d: %w",
 			req.Source, sl.BlockSize, req.Target, tl.BlockSize, ErrInvalid)
 	}
 	for _, x := range []metavol.LUN{sl, tl} {
 		if p := m.pairOf(x.ID); p != nil {
-			return PairStatus{}, fmt.Errorf("pair %s: LUN %s is already in pair %s (%s → %s): %w",
+			return pairPlan{}, fmt.Errorf("pair %s: LUN %s is already in pair %s (%s → %s): %w",
 				req.Source, x.Name, p.id, p.src.name, p.tgt.name, ErrInPair)
 		}
 	}
@@ -275,17 +306,17 @@ func (m *Manager) createPair(req PairRequest, held string) (PairStatus, error) {
 		}
 		return nil
 	}); err != nil {
-		return PairStatus{}, err
+		return pairPlan{}, err
 	}
 	for _, x := range []struct {
 		role string
 		e    *lunEntry
 	}{{"source", se}, {"target", te}} {
 		if err := m.openVolume(x.e.vol); err != nil {
-			return PairStatus{}, fmt.Errorf("pair %s: %s LUN %s: %w", req.Source, x.role, x.e.name, err)
+			return pairPlan{}, fmt.Errorf("pair %s: %s LUN %s: %w", req.Source, x.role, x.e.name, err)
 		}
 		if o, _ := x.e.vol.get(); o != nil && o.raw.Size() < sl.Size {
-			return PairStatus{}, fmt.Errorf("pair %s: %s LUN %s: data volume holds %d bytes, need %d: %w",
+			return pairPlan{}, fmt.Errorf("pair %s: %s LUN %s: data volume holds %d bytes, need %d: %w",
 				req.Source, x.role, x.e.name, o.raw.Size(), sl.Size, ErrUnavailable)
 		}
 	}
@@ -310,22 +341,141 @@ func (m *Manager) createPair(req PairRequest, held string) (PairStatus, error) {
 	if held != "" {
 		rec.State, rec.Reason = StatePaused.String(), held
 	}
-	p, err := m.newPair(rec, se, te)
+	return pairPlan{rec: rec, se: se, te: te}, nil
+}
+
+// createPairs makes planned pairs real, all or nothing, also across a
+// crash: their DCLs are opened, then, with the I/O gates of all their
+// LUNs closed and drained, every pair record (and the session record, if
+// any) is written in one meta volume transaction and the routes change.
+// A drain that times out or a refused transaction changes nothing.
+//
+// A transaction that reports an error may still have been written (a
+// failed sync after the write): the records are then deleted; if that
+// fails too and the records are still there, the memory follows the meta
+// volume: the pairs are attached and returned with an error that says so
+// (they show in `migration list` and can be cancelled; they come back at
+// a restart like any pair), never a hidden record that returns later.
+//
+// The caller starts the returned pairs (and the session's runner). Called
+// with admin held.
+func (m *Manager) createPairs(what string, plans []pairPlan, sess *metavol.Session) ([]*pair, error) {
+	ps := make([]*pair, 0, len(plans))
+	drop := func() {
+		for _, p := range ps {
+			m.dcl.Drop(p.id)
+		}
+	}
+	for i, pl := range plans {
+		p, err := m.newPair(pl.rec, pl.se, pl.te)
+		if err != nil {
+			drop()
+			return nil, err
+		}
+		ps = append(ps, p)
+		if err := m.createStep(fmt.Sprintf("pair %d ready", i+1)); err != nil {
+			drop()
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	entries := make([]*lunEntry, 0, 2*len(ps))
+	for _, p := range ps {
+		entries = append(entries, p.src, p.tgt)
+	}
+	var kept error
+	err := m.withGates(entries, func() error {
+		err := m.db.Update(func(tx *metavol.Tx) error {
+			for _, p := range ps {
+				if err := tx.PutPair(p.mu.rec); err != nil {
+					return err
+				}
+			}
+			if sess != nil {
+				return tx.PutSession(*sess)
+			}
+			return nil
+		})
+		if err == nil {
+			err = m.createStep("committed")
+		}
+		if err != nil {
+			cerr := m.undoCreate(ps, sess)
+			if cerr == nil {
+				return fmt.Errorf("%s: persist: %w", what, err)
+			}
+			if !m.createVisible(ps, sess) {
+				return fmt.Errorf("%s: persist: %w (removing what it may have written failed too: %v)", what, err, cerr)
+			}
+			kept = fmt.Errorf("%s: the meta volume reported an error (%w) but holds the records, which could not be removed (%v): "+
+				"the pair(s) exist and run; cancel them if unwanted", what, err, cerr)
+			m.log.Error().Err(kept).Msg("pair create")
+		}
+		for _, p := range ps {
+			p.src.pair = p
+			p.tgt.targetOf = p
+		}
+		return nil
+	})
 	if err != nil {
-		return PairStatus{}, err
+		drop()
+		if errors.Is(err, ErrSplitTimeout) { // from the drain: nothing was written
+			err = fmt.Errorf("%s: attach: %w", what, err)
+		}
+		return nil, err
 	}
-	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
-		m.dcl.Drop(rec.ID)
-		return PairStatus{}, fmt.Errorf("pair %s: persist: %w", req.Source, err)
+	m.mu.Lock()
+	for _, p := range ps {
+		m.mu.pairs[p.id] = p
 	}
-	if err := m.attach(p); err != nil {
-		m.db.Update(func(tx *metavol.Tx) error { return tx.DeletePair(rec.ID) })
-		m.dcl.Drop(rec.ID)
-		return PairStatus{}, fmt.Errorf("pair %s: attach: %w", req.Source, err)
+	m.mu.Unlock()
+	return ps, kept
+}
+
+// undoCreate deletes the records a failed createPairs may have written.
+func (m *Manager) undoCreate(ps []*pair, sess *metavol.Session) error {
+	var err error
+	for range 3 {
+		if err = m.createStep("undo"); err != nil {
+			continue
+		}
+		err = m.db.Update(func(tx *metavol.Tx) error {
+			for _, p := range ps {
+				if err := tx.DeletePair(p.id); err != nil && !errors.Is(err, metavol.ErrNotFound) {
+					return err
+				}
+			}
+			if sess != nil {
+				if err := tx.DeleteSession(sess.ID); err != nil && !errors.Is(err, metavol.ErrNotFound) {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			return nil
+		}
 	}
-	p.zlog.Info().Str("target", te.name).Str("speed", string(req.Speed)).Msg("pair created")
-	m.startPair(p)
-	return p.status(), nil
+	return err
+}
+
+// createVisible reports whether the meta volume holds the records of a
+// failed createPairs (or cannot say).
+func (m *Manager) createVisible(ps []*pair, sess *metavol.Session) bool {
+	found := true
+	m.db.View(func(tx *metavol.Tx) error {
+		_, err := tx.GetPair(ps[0].id)
+		found = !errors.Is(err, metavol.ErrNotFound)
+		return nil
+	})
+	return found
+}
+
+// createStep is the test hook of createPairs (nil in production).
+func (m *Manager) createStep(step string) error {
+	if h := m.hooks.createStep; h != nil {
+		return h(step)
+	}
+	return nil
 }
 
 // newPair builds the runtime of a pair record (its DCL is opened/loaded).
@@ -386,25 +536,7 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 	return p, nil
 }
 
-// attach routes the two LUNs through the pair: the gates close and drain
-// so that no write issued before the pair existed is still in flight when
-// the copier starts.
-func (m *Manager) attach(p *pair) error {
-	err := m.withGates([]*lunEntry{p.src, p.tgt}, func() error {
-		p.src.pair = p
-		p.tgt.targetOf = p
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.mu.pairs[p.id] = p
-	m.mu.Unlock()
-	return nil
-}
-
-// detach undoes attach. If the I/O does not drain, the pair stays
+// detach takes the pair out of its LUNs' routes (createPairs put it there). If the I/O does not drain, the pair stays
 // attached (and listed) and the error says so.
 func (m *Manager) detach(p *pair) error {
 	err := m.withGates([]*lunEntry{p.src, p.tgt}, func() error {
@@ -679,7 +811,7 @@ func (p *pair) status() PairStatus {
 	s.Source, s.Target = p.src.name, p.tgt.name
 	s.State = st.String()
 	if f := p.fault.Load(); f != nil && !st.Final() && st != StateInterrupted {
-		s.Reason = "target failed: " + *f
+		s.Reason = *f
 	}
 	done := p.done.Load()
 	s.CopiedBytes = done

@@ -35,9 +35,10 @@ import (
 //     stops auto-split and shows as the session's reason.
 //   - A cancelled pair's record is deleted by Manager.Cancel, so a pair of
 //     the session that has no record any more reads as cancelled.
-//   - CreateSession creates the pairs before the session record: a crash
-//     in between leaves ordinary pairs (held ones paused) that `migration
-//     cancel|resume` handle.
+//   - CreateSession is all or nothing, also across a crash: every pair
+//     record (held ones paused) and the session record are written in one
+//     meta volume transaction, with the I/O gates of all the LUNs closed
+//     (Manager.createPairs); before it nothing exists, after it all does.
 
 // SessionState is a session's global state, aggregated from its pairs.
 type SessionState int
@@ -313,8 +314,8 @@ func (m *Manager) pairStatusByID(id, source, target string) PairStatus {
 	return PairStatus{ID: id, Source: source, Target: target, State: StateCancelled.String(), Reason: "pair removed (cancelled)"}
 }
 
-// CreateSession creates a session and all its pairs, all or nothing: if a
-// pair is refused, the pairs already created are cancelled and the error
+// CreateSession creates a session and all its pairs, all or nothing (also
+// across a crash): if a pair is refused nothing is created and the error
 // names the refused pair and why.
 func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	if m.isClosed() {
@@ -362,54 +363,48 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		MaxActive: req.MaxActive, AutoSplit: req.AutoSplit, Verify: req.Verify,
 		Created: now, Updated: now,
 	}
-	var created []PairStatus
-	undo := func() string {
-		var failed []string
-		for _, p := range created {
-			if err := m.Cancel(p.Source); err != nil {
-				failed = append(failed, err.Error())
-			}
-		}
-		switch {
-		case len(failed) > 0:
-			return fmt.Sprintf("; cancelling the %d pair(s) created before it failed: %v", len(created), failed)
-		case len(created) > 0:
-			return fmt.Sprintf("; the %d pair(s) created before it were cancelled", len(created))
-		}
-		return ""
-	}
+	m.admin.Lock()
+	plans := make([]pairPlan, 0, len(req.Pairs))
 	for i, pr := range req.Pairs {
 		held := ""
 		if req.MaxActive > 0 && i >= req.MaxActive {
 			held = fmt.Sprintf("waiting for a copy slot of session %s (max active %d)", req.Name, req.MaxActive)
 		}
-		st, err := m.createPair(PairRequest{
+		pl, err := m.planPair(PairRequest{
 			Source: pr.Source, Target: pr.Target, Speed: req.Speed, MaxMBps: req.MaxMBps,
 			Verify: req.Verify, Vehicle: pr.Vehicle,
 		}, held)
 		if err != nil {
-			return SessionStatus{}, fmt.Errorf("session %s: pair %d (%s → %s) refused: %w%s", req.Name, i+1, pr.Source, pr.Target, err, undo())
+			m.admin.Unlock()
+			return SessionStatus{}, fmt.Errorf("session %s: pair %d (%s → %s) refused: %w", req.Name, i+1, pr.Source, pr.Target, err)
 		}
-		created = append(created, st)
-		rec.PairIDs = append(rec.PairIDs, st.ID)
+		plans = append(plans, pl)
+		rec.PairIDs = append(rec.PairIDs, pl.rec.ID)
 		rec.Sources = append(rec.Sources, pr.Source)
 		rec.Targets = append(rec.Targets, pr.Target)
 		if held != "" {
-			rec.Held = append(rec.Held, st.ID)
+			rec.Held = append(rec.Held, pl.rec.ID)
 		}
 	}
-	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutSession(rec) }); err != nil {
-		err = mapMetaErr("session", req.Name, err)
-		return SessionStatus{}, fmt.Errorf("%w%s", err, undo())
+	ps, err := m.createPairs("session "+req.Name, plans, &rec)
+	m.admin.Unlock()
+	if ps == nil {
+		if errors.Is(err, metavol.ErrExists) {
+			return SessionStatus{}, fmt.Errorf("session %s: %w (%w)", req.Name, ErrExists, err)
+		}
+		return SessionStatus{}, err
 	}
 	s := &session{m: m, rec: rec}
 	m.sess.mu.Lock()
 	m.sess.byName[rec.Name] = s
 	m.sess.mu.Unlock()
+	for _, p := range ps {
+		m.startPair(p)
+	}
 	m.log.Info().Str("session", rec.Name).Int("pairs", len(rec.PairIDs)).Int("max_active", rec.MaxActive).
 		Bool("auto_split", rec.AutoSplit).Msg("session created")
 	m.startSession(s)
-	return s.status(), nil
+	return s.status(), err
 }
 
 // loadSessions loads the sessions (after the pairs) and starts the

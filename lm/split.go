@@ -102,7 +102,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			to := StateSynced
 			r := reason
 			if f := p.fault.Load(); f != nil {
-				to, r = StateInterrupted, "target failed: "+*f
+				to, r = StateInterrupted, *f
 			}
 			if err := p.transitionLocked(to, r); err != nil {
 				p.zlog.Error().Err(err).Msg("split: cannot leave splitting")
@@ -149,7 +149,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		if f := p.fault.Load(); f != nil {
 			openGates()
 			back("")
-			return SplitResult{}, fmt.Errorf("split: pair %s: target failed during the drain: %s: %w", p.name(), *f, ErrNotSynced)
+			return SplitResult{}, fmt.Errorf("split: pair %s: during the drain: %s: %w", p.name(), *f, ErrNotSynced)
 		}
 		if d, _, _ := p.log.Counts(); d > 0 {
 			openGates()
@@ -269,7 +269,7 @@ func (p *pair) splittable() error {
 		return fmt.Errorf("split: pair %s (%s → %s) is %s (%s): %w", p.name(), p.src.name, p.tgt.name, st, reason, ErrNotSynced)
 	}
 	if f := p.fault.Load(); f != nil {
-		return fmt.Errorf("split: pair %s: target failed: %s: %w", p.name(), *f, ErrNotSynced)
+		return fmt.Errorf("split: pair %s: %s: %w", p.name(), *f, ErrNotSynced)
 	}
 	if d, _, _ := p.log.Counts(); d > 0 {
 		return fmt.Errorf("split: pair %s: %d regions still to re-copy: %w", p.name(), d, ErrNotSynced)

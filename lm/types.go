@@ -33,6 +33,9 @@ type CreateLUNRequest struct {
 	// Direct opens the data volume with O_DIRECT (bypassing the page
 	// cache); kept in the volume record, so every later open does too.
 	Direct bool
+	// Force allows a Path in a system location (Options.SystemDirs, /dev
+	// but a block device, a mounted block device); never one lmtgt uses.
+	Force bool
 }
 
 // PairRequest asks for a new migration pair. LUNs are named by name.
@@ -113,4 +116,5 @@ var (
 	ErrVerify       = errors.New("verify found a difference")
 	ErrState        = errors.New("not allowed in this state")
 	ErrUnavailable  = errors.New("data volume unavailable")
+	ErrTooLarge     = errors.New("file too large for the filesystem")
 )

@@ -548,7 +548,9 @@ configure_lmtgt() {
 start_target() {  # first|restart
   echo "==== $(date '+%F %T') start ($1)" >> "$TLOG"
   if [ "$TARGET" = lmtgt ]; then
-    lmtgt_start "$BIN" "$DATA" "$PORT" "$TLOG" || return 1
+    # lmtgt's data dir is a subdirectory: the migration images below sit
+    # beside it (lmtgt refuses a --path inside its data dir)
+    lmtgt_start "$BIN" "$DATA/lmtgt" "$PORT" "$TLOG" || return 1
     if [ "$1" = first ]; then configure_lmtgt >>"$RUN_DIR/setup.log" 2>&1 || { cat "$RUN_DIR/setup.log" >&2; return 1; }; fi
   else   # tgt keeps no configuration: set it up again after every start
     CTL=$(tgt_ctl_port)
@@ -564,7 +566,7 @@ cleanup() {
   else
     [ -n "$TGTD_PID" ] && tgt_stop "$CTL" "$TGTD_PID"
   fi
-  rm -f "$RUN_DIR/initrd.img" "$DATA"/*.img "$DATA"/volumes/* 2>/dev/null
+  rm -f "$RUN_DIR/initrd.img" "$DATA"/*.img "$DATA"/lmtgt/volumes/* 2>/dev/null
 }
 trap cleanup EXIT
 

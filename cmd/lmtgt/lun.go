@@ -45,6 +45,7 @@ func lunCommand() *cli.Command {
 					&cli.StringFlag{Name: "path", Usage: "existing file or block device, or a file to create sparse"},
 					&cli.UintFlag{Name: "block-size", Value: 512, Usage: "logical block size: 512 or 4096"},
 					&cli.BoolFlag{Name: "direct", Usage: "open the data volume with O_DIRECT (bypass the page cache)"},
+					&cli.BoolFlag{Name: "force", Usage: "allow a --path in a system location (/etc, /usr, /boot, /proc, /sys, /run, ...), a mounted block device or a non-block file in /dev"},
 					outputFlag,
 				},
 				Action: lunCreate,
@@ -124,7 +125,7 @@ func lunCreate(c *cli.Context) error {
 				return wire.LUN{}, usageErr("--path: %v", err)
 			}
 		}
-		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct")})
+		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct"), Force: c.Bool("force")})
 	}, func(l wire.LUN) {
 		direct := ""
 		if l.DirectIO {

@@ -172,7 +172,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
-	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, Log: log, MaxActive: c.Int("max-active")})
+	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active")})
 	if err != nil {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
 	}

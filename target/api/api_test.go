@@ -144,8 +144,11 @@ func TestLUNsTargetsAndBuild(t *testing.T) {
 	wantStatus(t, err, 400, "may not contain")
 	_, err = cl.CreateLUN(ctx, wire.CreateLUN{Name: "c", Size: 4 << 20, Path: "relative.img"})
 	wantStatus(t, err, 400, "not absolute")
+	// --path: never inside the data dir (lm's path rules, 400).
+	_, err = cl.CreateLUN(ctx, wire.CreateLUN{Name: "ext", Size: 2 << 20, Path: filepath.Join(e.dir, "ext.img")})
+	wantStatus(t, err, 400, "is inside the data directory")
 	// --path: a file created sparse where asked, not owned.
-	p := filepath.Join(e.dir, "ext.img")
+	p := filepath.Join(t.TempDir(), "ext.img")
 	ext, err := cl.CreateLUN(ctx, wire.CreateLUN{Name: "ext", Size: 2 << 20, Path: p})
 	if err != nil || ext.VolumePath != p || ext.Owned {
 		t.Fatalf("LUN on --path: %+v %v", ext, err)

@@ -47,6 +47,7 @@ var sentinels = []struct {
 	{lm.ErrState, http.StatusConflict},
 	{lm.ErrUnavailable, http.StatusServiceUnavailable},
 	{lm.ErrExists, http.StatusConflict},
+	{lm.ErrTooLarge, http.StatusBadRequest}, // EFBIG: a size the filesystem cannot hold
 	{metavol.ErrExists, http.StatusConflict},
 	{lm.ErrInvalid, http.StatusBadRequest},
 	{metavol.ErrInvalid, http.StatusBadRequest},

@@ -148,7 +148,7 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 			return wire.LUN{}, invalid(obj, "%v", err)
 		}
 	}
-	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path, Direct: req.Direct})
+	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path, Direct: req.Direct, Force: req.Force})
 	if err != nil {
 		return wire.LUN{}, toWire(err, obj)
 	}

@@ -24,6 +24,11 @@ type CreateLUN struct {
 	// Direct opens the data volume with O_DIRECT (bypassing the page
 	// cache); the volume keeps the setting for its life.
 	Direct bool `json:"direct,omitempty"`
+	// Force allows a Path in a system location (/etc, /usr, /boot, /proc,
+	// /sys, /run ...), a mounted block device or a non-block file in /dev;
+	// never a file lmtgt itself uses (its data dir, meta volume, admin
+	// socket, another LUN's volume).
+	Force bool `json:"force,omitempty"`
 }
 
 // ResizeLUN is the body of POST|PATCH /v1/luns/{name}/resize.
