@@ -14,8 +14,8 @@ import (
 
 var errMetaInjected = errors.New("injected meta volume commit failure")
 
-// within runs f and fails the test if it does not return within d.
-func within[T any](t *testing.T, d time.Duration, what string, f func() (T, error)) (T, error) {
+// returnsWithin runs f and fails the test if it does not return within d.
+func returnsWithin[T any](t *testing.T, d time.Duration, what string, f func() (T, error)) (T, error) {
 	t.Helper()
 	type res struct {
 		v   T
@@ -91,7 +91,7 @@ func metaErrorsRun(t *testing.T, k int64) bool {
 
 	// Create the pair; a refused create changes nothing and is retried.
 	for {
-		_, err := within(t, time.Minute, "create pair", func() (PairStatus, error) {
+		_, err := returnsWithin(t, time.Minute, "create pair", func() (PairStatus, error) {
 			return e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest})
 		})
 		if err == nil {
@@ -139,7 +139,7 @@ func metaErrorsRun(t *testing.T, k int64) bool {
 	// The split: all or nothing; a failed one leaves the pair, which
 	// splits later.
 	for {
-		_, err := within(t, time.Minute, "split", func() (SplitResult, error) {
+		_, err := returnsWithin(t, time.Minute, "split", func() (SplitResult, error) {
 			return e.m.Split([]string{"src"}, 0)
 		})
 		if err == nil {
@@ -159,7 +159,7 @@ func metaErrorsRun(t *testing.T, k int64) bool {
 	}
 	checkLoose(t, "source LUN after the split", e.handle(src), size, model, loose)
 	armed.Store(false)
-	_, _ = within(t, time.Minute, "restart", func() (struct{}, error) { e.reopen(); return struct{}{}, nil })
+	_, _ = returnsWithin(t, time.Minute, "restart", func() (struct{}, error) { e.reopen(); return struct{}{}, nil })
 	checkLoose(t, "source LUN after the split and a restart", e.handle(src), size, model, loose)
 	return n.Load() >= k
 }
