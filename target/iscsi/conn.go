@@ -92,6 +92,9 @@ type conn struct {
 		expCmdSN uint32
 		maxCmdSN uint32 // highest MaxCmdSN advertised (never decreases)
 		inflight int    // tasks holding a CmdSN slot
+		// immediate counts the immediate SCSI tasks among them
+		// (bounded by maxImmediate).
+		immediate int
 		tasks    map[uint32]*task
 		pingTTT  uint32
 		pingAt   int64 // unix nanos; 0 = no ping outstanding
