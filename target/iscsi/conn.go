@@ -95,9 +95,9 @@ type conn struct {
 		// immediate counts the immediate SCSI tasks among them
 		// (bounded by maxImmediate).
 		immediate int
-		tasks    map[uint32]*task
-		pingTTT  uint32
-		pingAt   int64 // unix nanos; 0 = no ping outstanding
+		tasks     map[uint32]*task
+		pingTTT   uint32
+		pingAt    int64 // unix nanos; 0 = no ping outstanding
 		// inlineBusy: the reader is running a command itself and cannot
 		// see ping answers; the pinger waits.
 		inlineBusy bool
