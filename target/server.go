@@ -24,6 +24,9 @@ type Options struct {
 	Reservations ReservationStore
 	// QueueDepth is the per-session command window (transport default when 0).
 	QueueDepth int
+	// MaxWriteBuffer caps write buffers reserved by outstanding commands
+	// across all sessions (transport default when 0).
+	MaxWriteBuffer int64
 }
 
 // Errors returned by Apply.
