@@ -13,7 +13,7 @@ const (
 	statusSuccess         = 0x0000
 	statusInitiatorError  = 0x0200
 	statusAuthFailure     = 0x0201
-	statusNotAuthorized   = 0x0202
+	statusNotAuthorized   = 0x0202 // never sent: a refused initiator gets statusNotFound
 	statusNotFound        = 0x0203
 	statusUnsupportedVer  = 0x0205
 	statusMissingParam    = 0x0207
@@ -278,7 +278,9 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 		case errors.Is(err, ErrTargetNotFound):
 			return nil, refuse(statusNotFound, "target %s: %v", tn, err)
 		case errors.Is(err, ErrNotAuthorized):
-			return nil, refuse(statusNotAuthorized, "initiator %s to %s: %v", name, tn, err)
+			// The same answer as an unknown target: an initiator the ACL
+			// refuses cannot tell which IQNs exist (docs/design.md).
+			return nil, refuse(statusNotFound, "initiator %s to %s: %v", name, tn, err)
 		case err != nil:
 			return nil, refuse(statusTargetError, "target %s: %v", tn, err)
 		}
