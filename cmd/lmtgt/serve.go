@@ -49,7 +49,8 @@ func serveCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "portal", Value: cli.NewStringSlice(defaultPortal), EnvVars: []string{"LMTGT_PORTAL"}, Usage: "iSCSI portal host:port (repeatable; port 0 picks a free one)"},
 			&cli.StringFlag{Name: "admin", EnvVars: []string{"LMTGT_ADMIN"}, Usage: "admin API unix socket (default DATA_DIR/admin.sock)"},
 			&cli.StringFlag{Name: "admin-tcp", EnvVars: []string{"LMTGT_ADMIN_TCP"}, Usage: "also serve the admin API on this TCP host:port (needs --admin-token)"},
-			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"LMTGT_ADMIN_TOKEN"}, Usage: "bearer token the TCP admin listener requires"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"LMTGT_ADMIN_TOKEN"}, Usage: "bearer token the TCP admin listener requires (shows in ps: prefer --admin-token-file, or - to read it from stdin)"},
+			&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"LMTGT_ADMIN_TOKEN_FILE"}, Usage: "read the admin TCP bearer token from this file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LMTGT_LOG_LEVEL"}, Usage: "trace, debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
 			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session (0: transport default)"},
@@ -130,14 +131,19 @@ func serveAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("admin-tcp") != "" && c.String("admin-token") == "" {
-		return usageErr("--admin-tcp needs --admin-token (or LMTGT_ADMIN_TOKEN)")
+	token, err := adminToken(c)
+	if err != nil {
+		return err
+	}
+	if c.String("admin-tcp") != "" && token == "" {
+		return usageErr("--admin-tcp needs --admin-token-file or --admin-token (or LMTGT_ADMIN_TOKEN_FILE, LMTGT_ADMIN_TOKEN)")
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return failed(fmt.Errorf("data dir %s: %w", dataDir, err))
 	}
 	d := &daemon{
 		maxWB:   maxWB,
+		token:   token,
 		log:     log,
 		dataDir: dataDir,
 		admin:   admin,
@@ -154,7 +160,8 @@ func serveAction(c *cli.Context) error {
 // the reverse order.
 type daemon struct {
 	log     zerolog.Logger
-	maxWB   int64 // --max-write-buffer
+	maxWB   int64  // --max-write-buffer
+	token   string // admin TCP bearer token
 	dataDir string
 	admin   string
 	portals []string
@@ -220,7 +227,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		Service: svc,
 		Socket:  d.admin,
 		TCP:     c.String("admin-tcp"),
-		Token:   c.String("admin-token"),
+		Token:   d.token,
 		Version: version,
 		Portals: d.portalAddrs,
 		Log:     log.With().Str("component", "api").Logger(),
