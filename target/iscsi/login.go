@@ -316,6 +316,12 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 		if !found {
 			return nil, refuse(statusAuthFailure, "AuthMethod=%.64s does not offer %s", m, want)
 		}
+		if want == "CHAP" {
+			if locked, until := c.srv.authLimit.locked(c.remote, c.initiator); locked {
+				return nil, refuse(statusAuthFailure, "too many failed CHAP logins from %s or as %s: refused until %s",
+					c.remote, c.initiator, until.Format(time.RFC3339))
+			}
+		}
 		resp = append(resp, kv{"AuthMethod", want})
 		if want == "None" {
 			lp.authDone = true
@@ -326,10 +332,12 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 	if lp.chap != nil && lp.chap.state != chapDone {
 		r, err := lp.chap.step(keys)
 		if err != nil {
+			c.srv.authLimit.failed(c.remote, c.initiator)
 			return nil, &loginError{status: statusAuthFailure, err: err}
 		}
 		resp = append(resp, r...)
 		if lp.chap.state == chapDone {
+			c.srv.authLimit.succeeded(c.remote, c.initiator)
 			lp.authDone = true
 		}
 	}

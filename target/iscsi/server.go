@@ -54,6 +54,10 @@ type Options struct {
 	// Time2Wait / Time2Retain the target offers (defaults 2 / 0 s: at
 	// ErrorRecoveryLevel 0 a session ends with its connection).
 	DefaultTime2Wait, DefaultTime2Retain uint32
+
+	// now is the clock of the CHAP failure limiter (tests; default
+	// time.Now).
+	now func() time.Time
 }
 
 // DefaultMaxTransferLength is the default Options.MaxTransferLength. A
@@ -113,6 +117,8 @@ type Server struct {
 	pool *bufPool
 	// budget caps write buffers across sessions (budget.go).
 	budget *writeBudget
+	// authLimit counts failed CHAP logins (authlimit.go).
+	authLimit *authLimiter
 
 	mu struct {
 		sync.Mutex
@@ -160,6 +166,7 @@ func NewServer(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Log.With().Str("component", "iscsi").Logger()}
 	s.pool = newBufPool(int(opts.MaxTransferLength))
 	s.budget = newWriteBudget(opts.MaxWriteBuffer, int64(opts.MaxTransferLength))
+	s.authLimit = newAuthLimiter(opts.now)
 	s.mu.conns = make(map[*conn]struct{})
 	s.mu.sessions = make(map[uint16]*session)
 	s.mu.byISID = make(map[sessionKey]*session)
