@@ -5,12 +5,13 @@ import (
 	"sync"
 )
 
-// writeBudget bounds the bytes of write buffers reserved by outstanding
+// writeBudget bounds the bytes of data buffers reserved by outstanding
 // SCSI commands across one Server (Options.MaxWriteBuffer). A write
 // command reserves its whole expected length before its buffer is
 // allocated and gives it back when the buffer is freed (command answered,
-// aborted or its connection gone). No buffer is ever allocated past the
-// cap.
+// aborted or its connection gone); a read reserves its Data-In buffer
+// before it runs (TASK SET FULL when there is no space; see complete). No
+// buffer is ever allocated past the cap.
 //
 // Rules (docs/design.md "Command window and write buffer cap"):
 //   - One session may hold at most perConn bytes (half the cap, at least

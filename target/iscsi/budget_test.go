@@ -159,6 +159,14 @@ func TestWriteFloodBounded(t *testing.T) {
 	if full.status != 0x28 {
 		t.Fatalf("write with immediate data and no buffer space: status %#x, want TASK SET FULL", full.status)
 	}
+	// Nor is there room for a READ's Data-In.
+	rd := &icmd{cdb: read10(0, 8), read: true, edtl: 4096}
+	if err := cc.run(rd); err != nil {
+		t.Fatal(err)
+	}
+	if rd.status != 0x28 || len(rd.in) != 0 {
+		t.Fatalf("read with no buffer space: status %#x, %d bytes, want TASK SET FULL", rd.status, len(rd.in))
+	}
 	// Immediate commands are bounded: maxImmediate park, the next is rejected.
 	for k := 0; k <= maxImmediate; k++ {
 		c := &icmd{cdb: write10(uint32(k), 1), edtl: 512, noImm: true}
@@ -228,6 +236,13 @@ func TestWriteFloodBounded(t *testing.T) {
 		return s.budget.heldBy(ccConn) == maxImmediate*512
 	})
 	waitR2Ts(cc, maxImmediate)
+	rd = &icmd{cdb: read10(0, 8), read: true, edtl: 4096}
+	if err := cc.run(rd); err != nil {
+		t.Fatal(err)
+	}
+	if rd.status != 0 || len(rd.in) != 4096 {
+		t.Fatalf("read once there is room: status %#x, %d bytes", rd.status, len(rd.in))
+	}
 	st = s.budget.stats()
 	if st.Peak > limit || st.Used > limit {
 		t.Fatalf("write buffer reservations %+v passed the cap %d", st, limit)

@@ -572,6 +572,18 @@ func (c *conn) complete(t *task, exec bool) {
 	defer c.cmdWG.Done()
 	cmd := &t.cmd
 	var rbuf *[]byte
+	var rres int64 // budget held for the Data-In buffer
+	if exec && t.readLen > 0 {
+		if c.srv.budget.reserve(c, t, int64(t.readLen), false) {
+			rres = int64(t.readLen)
+		} else {
+			// No room for its Data-In under the buffer cap: not run.
+			c.log.Debug().Uint32("itt", t.itt).Msg("no buffer space for Data-In: TASK SET FULL")
+			exec = false
+			cmd.Status = 0x28 // TASK SET FULL
+			t.readLen, t.writeLen = 0, 0
+		}
+	}
 	if exec {
 		cmd.LUN = t.lun
 		cmd.Tag = t.itt
@@ -611,6 +623,9 @@ func (c *conn) complete(t *task, exec bool) {
 	c.mu.Unlock()
 	if rbuf != nil {
 		c.srv.pool.put(rbuf)
+	}
+	if rres > 0 {
+		c.srv.budget.release(c, rres)
 	}
 	if t.wbuf != nil {
 		c.srv.pool.put(t.wbuf)

@@ -44,8 +44,8 @@ type Options struct {
 	// CONDITION, ILLEGAL REQUEST, INVALID FIELD IN CDB. It bounds the
 	// memory one command may pin.
 	MaxTransferLength uint32
-	// MaxWriteBuffer caps the bytes of write buffers reserved by
-	// outstanding commands across all sessions (default
+	// MaxWriteBuffer caps the bytes of data buffers (write data, Data-In
+	// of reads) reserved by outstanding commands across all sessions (default
 	// DefaultMaxWriteBuffer; at least MaxTransferLength). One session may
 	// hold at most half of it. See budget.go.
 	MaxWriteBuffer int64
