@@ -27,11 +27,12 @@ func (s *Server) Start() error {
 		return errors.New("target server already started")
 	}
 	ts, err := iscsi.NewServer(iscsi.Options{
-		Portals:    s.opts.Portals,
-		Backend:    s,
-		Log:        s.opts.Log,
-		QueueDepth: s.opts.QueueDepth,
-		TPGT:       tpgt,
+		Portals:        s.opts.Portals,
+		Backend:        s,
+		Log:            s.opts.Log,
+		QueueDepth:     s.opts.QueueDepth,
+		MaxWriteBuffer: s.opts.MaxWriteBuffer,
+		TPGT:           tpgt,
 	})
 	if err != nil {
 		return fmt.Errorf("iscsi transport: %w", err)

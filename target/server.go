@@ -24,6 +24,9 @@ type Options struct {
 	Reservations ReservationStore
 	// QueueDepth is the per-session command window (transport default when 0).
 	QueueDepth int
+	// MaxWriteBuffer caps write buffers reserved by outstanding commands
+	// across all sessions (transport default when 0).
+	MaxWriteBuffer int64
 }
 
 // Errors returned by Apply.
@@ -52,6 +55,9 @@ type Server struct {
 	nexuses map[*nexus]struct{}
 
 	transport transportState // serve.go
+
+	// discoveryCHAP is the CHAP discovery sessions need (nil: none).
+	discoveryCHAP atomic.Pointer[iscsi.CHAP]
 }
 
 // snapshot is an immutable view of the configuration.
@@ -353,8 +359,26 @@ func (s *Server) Login(target, initiator string) (iscsi.Auth, error) {
 	return iscsi.Auth{}, nil
 }
 
-// DiscoveryAuth: discovery sessions need no authentication.
-func (s *Server) DiscoveryAuth(string) iscsi.Auth { return iscsi.Auth{} }
+// DiscoveryAuth returns what discovery (SendTargets) sessions must
+// authenticate with: CHAP when SetDiscoveryCHAP set it, else nothing (the
+// default: discovery lists only the targets the initiator's ACL allows).
+func (s *Server) DiscoveryAuth(string) iscsi.Auth {
+	if c := s.discoveryCHAP.Load(); c != nil {
+		cc := *c
+		return iscsi.Auth{CHAP: &cc}
+	}
+	return iscsi.Auth{}
+}
+
+// SetDiscoveryCHAP sets (nil: clears) the CHAP credentials discovery
+// sessions need. Sessions already logged in are not affected.
+func (s *Server) SetDiscoveryCHAP(c *iscsi.CHAP) {
+	if c != nil {
+		cc := *c
+		c = &cc
+	}
+	s.discoveryCHAP.Store(c)
+}
 
 // OpenNexus creates the SCSI side of a session in full feature phase.
 func (s *Server) OpenNexus(info iscsi.NexusInfo) (iscsi.Nexus, error) {

@@ -91,14 +91,20 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			&cli.StringFlag{
 				Name:    "admin-token",
-				Usage:   "bearer token for a TCP admin listener",
+				Usage:   "bearer token for a TCP admin listener (shows in ps; prefer --admin-token-file, or - to read it from stdin)",
 				EnvVars: []string{"LMTGT_ADMIN_TOKEN"},
+			},
+			&cli.StringFlag{
+				Name:    "admin-token-file",
+				Usage:   "read the bearer token from this file",
+				EnvVars: []string{"LMTGT_ADMIN_TOKEN_FILE"},
 			},
 		},
 		Commands: []*cli.Command{
 			serveCommand(),
 			lunCommand(),
 			targetCommand(),
+			discoveryCommand(),
 			migrationCommand(),
 			sessionCommand(),
 		},
@@ -264,8 +270,12 @@ func adminAddr(c *cli.Context) string {
 	return filepath.Join(dir, socketName)
 }
 
-func newClient(c *cli.Context) *client.Client {
-	return client.New(adminAddr(c), client.Options{Token: c.String("admin-token")})
+func newClient(c *cli.Context) (*client.Client, error) {
+	tok, err := adminToken(c)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(adminAddr(c), client.Options{Token: tok}), nil
 }
 
 // request checks -o, runs one admin API call and prints its result: as
@@ -277,7 +287,11 @@ func request[T any](c *cli.Context, call func(cl *client.Client) (T, error), tex
 	if err != nil {
 		return err
 	}
-	v, err := call(newClient(c))
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	v, err := call(cl)
 	if err != nil {
 		return apiFailed(err)
 	}

@@ -48,6 +48,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"lun", "list", "-o", "xml"}, 2, `-o "xml"`},
 		{[]string{"lun", "list", "--what"}, 2, "flag provided but not defined"},
 		{[]string{"target", "chap", "iqn.x", "--user", "u"}, 2, "--secret"},
+		{[]string{"target", "chap", "iqn.x", "--user", "u", "--secret", "s", "--secret-file", "/f"}, 2, "--secret and --secret-file: give one"},
+		{[]string{"target", "chap", "iqn.x", "--user", "u", "--secret-file", "/nonexistent/f"}, 2, "--secret-file: open /nonexistent/f"},
+		{[]string{"discovery", "chap", "--user", "u"}, 2, "discovery chap: --user and --secret"},
+		{[]string{"discovery", "chap", "--disable", "--secret", "x"}, 2, "--disable takes no --secret"},
+		{[]string{"--admin-token-file", "/nonexistent/t", "lun", "list"}, 2, "--admin-token-file: open /nonexistent/t"},
+		{[]string{"serve", "--max-write-buffer", "1MiB"}, 2, "--max-write-buffer 1MiB: at least 16 MiB"},
 		{[]string{"migration", "split"}, 2, "at least one source"},
 		{[]string{"lun", "creat", "x", "--size", "1M"}, 2, `unknown command "creat" for lmtgt lun`},
 		{[]string{"--admin", sock, "migration", "split", "a", "--max-pause", "0"}, 2, "--max-pause 0s: want a duration between 1ms and 1m"},
@@ -86,5 +92,21 @@ func TestProgress(t *testing.T) {
 	}
 	if got := etaStr(65); got != "1:05" {
 		t.Errorf("etaStr = %q", got)
+	}
+}
+
+func TestDefaultWriteBuffer(t *testing.T) {
+	for _, c := range []struct{ mem, want int64 }{
+		{0, 64 << 20},         // unknown
+		{256 << 20, 64 << 20}, // small machine: the floor
+		{8 << 30, 1 << 30},    // 1/8
+		{64 << 30, 4 << 30},   // the ceiling
+	} {
+		if got := defaultWriteBuffer(c.mem); got != c.want {
+			t.Errorf("defaultWriteBuffer(%d) = %d, want %d", c.mem, got, c.want)
+		}
+	}
+	if n, err := maxWriteBuffer(""); err != nil || n < 64<<20 || n > 4<<30 {
+		t.Errorf("default --max-write-buffer %d, %v", n, err)
 	}
 }

@@ -162,7 +162,11 @@ func migrationShow(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		return watchMigration(c, newClient(c), src, asJSON)
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		return watchMigration(c, cl, src, asJSON)
 	}
 	return request(c, func(cl *client.Client) (wire.Migration, error) {
 		return cl.Migration(context.Background(), src)

@@ -21,7 +21,9 @@ import (
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/target"
 	"github.com/lmtgt/lmtgt/target/api"
+	"github.com/lmtgt/lmtgt/target/api/client"
 	"github.com/lmtgt/lmtgt/target/api/wire"
+	"github.com/lmtgt/lmtgt/target/iscsi"
 	"github.com/lmtgt/lmtgt/target/metrics"
 )
 
@@ -47,10 +49,12 @@ func serveCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "portal", Value: cli.NewStringSlice(defaultPortal), EnvVars: []string{"LMTGT_PORTAL"}, Usage: "iSCSI portal host:port (repeatable; port 0 picks a free one)"},
 			&cli.StringFlag{Name: "admin", EnvVars: []string{"LMTGT_ADMIN"}, Usage: "admin API unix socket (default DATA_DIR/admin.sock)"},
 			&cli.StringFlag{Name: "admin-tcp", EnvVars: []string{"LMTGT_ADMIN_TCP"}, Usage: "also serve the admin API on this TCP host:port (needs --admin-token)"},
-			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"LMTGT_ADMIN_TOKEN"}, Usage: "bearer token the TCP admin listener requires"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"LMTGT_ADMIN_TOKEN"}, Usage: "bearer token the TCP admin listener requires (shows in ps: prefer --admin-token-file, or - to read it from stdin)"},
+			&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"LMTGT_ADMIN_TOKEN_FILE"}, Usage: "read the admin TCP bearer token from this file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LMTGT_LOG_LEVEL"}, Usage: "trace, debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
 			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session (0: transport default)"},
+			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
@@ -123,13 +127,23 @@ func serveAction(c *cli.Context) error {
 			return usageErr("--metrics %q: want host:port", m)
 		}
 	}
-	if c.String("admin-tcp") != "" && c.String("admin-token") == "" {
-		return usageErr("--admin-tcp needs --admin-token (or LMTGT_ADMIN_TOKEN)")
+	maxWB, err := maxWriteBuffer(c.String("max-write-buffer"))
+	if err != nil {
+		return err
+	}
+	token, err := adminToken(c)
+	if err != nil {
+		return err
+	}
+	if c.String("admin-tcp") != "" && token == "" {
+		return usageErr("--admin-tcp needs --admin-token-file or --admin-token (or LMTGT_ADMIN_TOKEN_FILE, LMTGT_ADMIN_TOKEN)")
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return failed(fmt.Errorf("data dir %s: %w", dataDir, err))
 	}
 	d := &daemon{
+		maxWB:   maxWB,
+		token:   token,
 		log:     log,
 		dataDir: dataDir,
 		admin:   admin,
@@ -146,6 +160,8 @@ func serveAction(c *cli.Context) error {
 // the reverse order.
 type daemon struct {
 	log     zerolog.Logger
+	maxWB   int64  // --max-write-buffer
+	token   string // admin TCP bearer token
 	dataDir string
 	admin   string
 	portals []string
@@ -177,10 +193,11 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
 	}
 	d.tsrv, err = target.New(target.Options{
-		Portals:      d.portals,
-		Log:          log,
-		Reservations: d.db,
-		QueueDepth:   c.Int("queue-depth"),
+		Portals:        d.portals,
+		Log:            log,
+		Reservations:   d.db,
+		QueueDepth:     c.Int("queue-depth"),
+		MaxWriteBuffer: d.maxWB,
 	})
 	if err != nil {
 		return fmt.Errorf("iSCSI server: %w", err)
@@ -210,7 +227,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		Service: svc,
 		Socket:  d.admin,
 		TCP:     c.String("admin-tcp"),
-		Token:   c.String("admin-token"),
+		Token:   d.token,
 		Version: version,
 		Portals: d.portalAddrs,
 		Log:     log.With().Str("component", "api").Logger(),
@@ -338,4 +355,44 @@ func printDemo(w io.Writer, portal, admin string, created bool) {
 	fmt.Fprintf(w, "connect:\n  iscsi-ls -s iscsi://%s\n", portal)
 	fmt.Fprintf(w, "  qemu-io -f raw -t none -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' iscsi://%s/%s/0\n", portal, demoTarget)
 	fmt.Fprintf(w, "  LMTGT_ADMIN=%s lmtgt lun list\n", admin)
+}
+
+// Bounds of the default --max-write-buffer (1/8 of physical memory).
+const (
+	minDefaultWriteBuffer = 64 << 20
+	maxDefaultWriteBuffer = 4 << 30
+	// minWriteBuffer is the transport's largest command (16 MiB): a
+	// smaller cap could never buffer one.
+	minWriteBuffer = iscsi.DefaultMaxTransferLength
+)
+
+// maxWriteBuffer parses --max-write-buffer; empty picks the default, a
+// share of physical memory (docs/design.md).
+func maxWriteBuffer(s string) (int64, error) {
+	if s == "" {
+		return defaultWriteBuffer(physicalMemory()), nil
+	}
+	n, err := client.ParseSize(s)
+	if err != nil {
+		return 0, usageErr("--max-write-buffer: %v", err)
+	}
+	if n < minWriteBuffer {
+		return 0, usageErr("--max-write-buffer %s: at least %s (one command of the largest size)", s, sizeStr(minWriteBuffer))
+	}
+	return n, nil
+}
+
+// defaultWriteBuffer is 1/8 of mem within [64 MiB, 4 GiB] (64 MiB when mem
+// is unknown).
+func defaultWriteBuffer(mem int64) int64 {
+	return min(max(mem/8, minDefaultWriteBuffer), maxDefaultWriteBuffer)
+}
+
+// physicalMemory returns the machine's RAM in bytes, 0 if unknown.
+func physicalMemory() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
 }

@@ -209,7 +209,11 @@ func sessionShow(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		return watchSession(c, newClient(c), name, asJSON)
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		return watchSession(c, cl, name, asJSON)
 	}
 	return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
 		return cl.MigrationSession(context.Background(), name)

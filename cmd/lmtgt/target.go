@@ -113,9 +113,11 @@ func targetCommand() *cli.Command {
 				ArgsUsage: "IQN",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "user", Usage: "user name the initiator logs in with"},
-					&cli.StringFlag{Name: "secret", Usage: "initiator secret (12 to 16 characters recommended)"},
+					&cli.StringFlag{Name: "secret", Usage: "initiator secret (12 to 16 characters recommended; shows in ps: prefer --secret-file, or - to read it from stdin)"},
+					&cli.StringFlag{Name: "secret-file", Usage: "read the initiator secret from this file"},
 					&cli.StringFlag{Name: "mutual-user", Usage: "user name the target answers with (mutual CHAP)"},
-					&cli.StringFlag{Name: "mutual-secret", Usage: "target secret (mutual CHAP; must differ from --secret)"},
+					&cli.StringFlag{Name: "mutual-secret", Usage: "target secret (mutual CHAP; must differ from --secret; - reads stdin)"},
+					&cli.StringFlag{Name: "mutual-secret-file", Usage: "read the target secret from this file"},
 					&cli.BoolFlag{Name: "off", Usage: "turn CHAP off"},
 					outputFlag,
 				},
@@ -278,7 +280,11 @@ func (tc targetChange) command() *cli.Command {
 			if err != nil {
 				return err
 			}
-			t, err := tc.Call(c, newClient(c), a[0], a[1])
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			t, err := tc.Call(c, cl, a[0], a[1])
 			if err != nil {
 				return apiFailed(err) // a usage error from Call keeps exit code 2
 			}
@@ -309,10 +315,14 @@ func targetCHAP(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cl := newClient(c)
 	if c.Bool("off") {
-		if c.IsSet("user") || c.IsSet("secret") || c.IsSet("mutual-user") || c.IsSet("mutual-secret") {
+		if c.IsSet("user") || c.IsSet("secret") || c.IsSet("mutual-user") || c.IsSet("mutual-secret") ||
+			c.IsSet("secret-file") || c.IsSet("mutual-secret-file") {
 			return usageErr("--off takes no --user/--secret")
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
 		}
 		t, err := cl.ClearCHAP(context.Background(), iqn)
 		if err != nil {
@@ -320,18 +330,38 @@ func targetCHAP(c *cli.Context) error {
 		}
 		return targetResult(c, asJSON, t, fmt.Sprintf("CHAP off for %s", t.IQN))
 	}
-	if c.String("user") == "" || c.String("secret") == "" {
-		return usageErr("target chap: --user and --secret are required (or --off)")
+	set, err := chapFlags(c, "target chap", "--off")
+	if err != nil {
+		return err
 	}
-	if (c.String("mutual-user") == "") != (c.String("mutual-secret") == "") {
-		return usageErr("target chap: mutual CHAP needs both --mutual-user and --mutual-secret")
+	cl, err := newClient(c)
+	if err != nil {
+		return err
 	}
-	t, err := cl.SetCHAP(context.Background(), iqn, wire.SetCHAP{
-		User: c.String("user"), Secret: c.String("secret"),
-		MutualUser: c.String("mutual-user"), MutualSecret: c.String("mutual-secret"),
-	})
+	t, err := cl.SetCHAP(context.Background(), iqn, set)
 	if err != nil {
 		return apiFailed(err)
 	}
 	return targetResult(c, asJSON, t, fmt.Sprintf("CHAP for %s: %s", t.IQN, chapStr(t)))
+}
+
+// chapFlags reads --user, --secret[-file], --mutual-user and
+// --mutual-secret[-file] of a CHAP command (cmd names it in errors).
+func chapFlags(c *cli.Context, cmd, off string) (wire.SetCHAP, error) {
+	r := &secretReader{c: c}
+	secret, err := r.get("secret")
+	if err != nil {
+		return wire.SetCHAP{}, err
+	}
+	mutual, err := r.get("mutual-secret")
+	if err != nil {
+		return wire.SetCHAP{}, err
+	}
+	if c.String("user") == "" || secret == "" {
+		return wire.SetCHAP{}, usageErr("%s: --user and --secret (or --secret-file) are required (or %s)", cmd, off)
+	}
+	if (c.String("mutual-user") == "") != (mutual == "") {
+		return wire.SetCHAP{}, usageErr("%s: mutual CHAP needs both --mutual-user and --mutual-secret", cmd)
+	}
+	return wire.SetCHAP{User: c.String("user"), Secret: secret, MutualUser: c.String("mutual-user"), MutualSecret: mutual}, nil
 }

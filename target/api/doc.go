@@ -20,6 +20,9 @@
 //	DELETE /v1/targets/{iqn}/initiators/{name}    remove an initiator or ALL
 //	PUT    /v1/targets/{iqn}/chap                 set CHAP (one-way or mutual)
 //	DELETE /v1/targets/{iqn}/chap                 turn CHAP off
+//	GET    /v1/discovery                          how discovery sessions authenticate
+//	PUT    /v1/discovery/chap                     require CHAP on discovery sessions
+//	DELETE /v1/discovery/chap                     discovery without authentication (default)
 //	POST   /v1/migrations                         create a pair
 //	GET    /v1/migrations, /v1/migrations/{src}   list, show
 //	POST   /v1/migrations/{src}/pause|resume|cancel

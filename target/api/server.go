@@ -412,6 +412,20 @@ func (s *Server) routes() {
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	})
 
+	// Discovery sessions.
+	m.HandleFunc("GET "+v+"/discovery", func(w http.ResponseWriter, r *http.Request) {
+		d, err := svc.Discovery()
+		reply(w, http.StatusOK, d, err, discoveryObject)
+	})
+	m.HandleFunc("PUT "+v+"/discovery/chap", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetCHAP) {
+		d, err := svc.SetDiscoveryCHAP(req)
+		reply(w, http.StatusOK, d, err, discoveryObject)
+	}))
+	m.HandleFunc("DELETE "+v+"/discovery/chap", func(w http.ResponseWriter, r *http.Request) {
+		d, err := svc.ClearDiscoveryCHAP()
+		reply(w, http.StatusOK, d, err, discoveryObject)
+	})
+
 	// Migrations.
 	m.HandleFunc("POST "+v+"/migrations", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateMigration) {
 		p, err := svc.CreateMigration(req)

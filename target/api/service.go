@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,6 +51,7 @@ type Exporter interface {
 	Apply(targets []target.Target) error
 	CapacityChanged(lunID string)
 	Sessions() []iscsi.SessionInfo
+	SetDiscoveryCHAP(c *iscsi.CHAP)
 }
 
 // Service is the admin operations behind the HTTP handlers; `serve --demo`
@@ -505,7 +507,19 @@ func (s *Service) applyLocked() error {
 	for _, e := range skipped {
 		s.log.Error().Err(e).Msg("LUN left out of its target")
 	}
-	return s.exp.Apply(targets)
+	dc, err := s.discoveryCHAP()
+	if err != nil {
+		return err
+	}
+	if err := s.exp.Apply(targets); err != nil {
+		return err
+	}
+	var ic *iscsi.CHAP
+	if dc != nil {
+		ic = &iscsi.CHAP{User: dc.User, Secret: dc.Secret, MutualUser: dc.MutualUser, MutualSecret: dc.MutualSecret}
+	}
+	s.exp.SetDiscoveryCHAP(ic)
+	return nil
 }
 
 // Map exports a LUN on a target at a LUN number (the lowest free one when
@@ -630,25 +644,11 @@ func (s *Service) Disallow(iqn, initiator string) (wire.Target, error) {
 // accepted with a warning in the response.
 func (s *Service) SetCHAP(iqn string, req wire.SetCHAP) (wire.Target, error) {
 	obj := targetObject(iqn)
-	if err := validateCHAPPart("initiator", req.User, req.Secret); err != nil {
-		return wire.Target{}, invalid(obj, "chap: %v", err)
+	warnings, err := validateCHAP(obj, req)
+	if err != nil {
+		return wire.Target{}, err
 	}
 	mutual := req.MutualUser != "" || req.MutualSecret != ""
-	var warnings []string
-	if len(req.Secret) < MinRecommendedSecret {
-		warnings = append(warnings, fmt.Sprintf("the CHAP secret has %d characters; RFC 7143 wants at least %d (96 bits) and some initiators refuse shorter ones", len(req.Secret), MinRecommendedSecret))
-	}
-	if mutual {
-		if err := validateCHAPPart("mutual", req.MutualUser, req.MutualSecret); err != nil {
-			return wire.Target{}, invalid(obj, "chap: %v (mutual CHAP needs both --mutual-user and --mutual-secret)", err)
-		}
-		if req.MutualSecret == req.Secret {
-			return wire.Target{}, invalid(obj, "chap: the mutual secret must differ from the initiator secret (RFC 7143 §12.1.3)")
-		}
-		if len(req.MutualSecret) < MinRecommendedSecret {
-			warnings = append(warnings, fmt.Sprintf("the mutual CHAP secret has %d characters; RFC 7143 wants at least %d", len(req.MutualSecret), MinRecommendedSecret))
-		}
-	}
 	v, err := s.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
 		t.CHAP = &metavol.CHAP{User: req.User, Secret: req.Secret}
 		if mutual {
@@ -662,6 +662,124 @@ func (s *Service) SetCHAP(iqn string, req wire.SetCHAP) (wire.Target, error) {
 	s.log.Info().Str("target", iqn).Str("user", req.User).Bool("mutual", mutual).Msg("CHAP set")
 	v.Warnings = warnings
 	return v, nil
+}
+
+// validateCHAP checks a CHAP request for obj and returns the warnings
+// about short secrets.
+func validateCHAP(obj string, req wire.SetCHAP) ([]string, error) {
+	if err := validateCHAPPart("initiator", req.User, req.Secret); err != nil {
+		return nil, invalid(obj, "chap: %v", err)
+	}
+	var warnings []string
+	if len(req.Secret) < MinRecommendedSecret {
+		warnings = append(warnings, fmt.Sprintf("the CHAP secret has %d characters; RFC 7143 wants at least %d (96 bits) and some initiators refuse shorter ones", len(req.Secret), MinRecommendedSecret))
+	}
+	if req.MutualUser != "" || req.MutualSecret != "" {
+		if err := validateCHAPPart("mutual", req.MutualUser, req.MutualSecret); err != nil {
+			return nil, invalid(obj, "chap: %v (mutual CHAP needs both --mutual-user and --mutual-secret)", err)
+		}
+		if req.MutualSecret == req.Secret {
+			return nil, invalid(obj, "chap: the mutual secret must differ from the initiator secret (RFC 7143 §12.1.3)")
+		}
+		if len(req.MutualSecret) < MinRecommendedSecret {
+			warnings = append(warnings, fmt.Sprintf("the mutual CHAP secret has %d characters; RFC 7143 wants at least %d", len(req.MutualSecret), MinRecommendedSecret))
+		}
+	}
+	return warnings, nil
+}
+
+// ---- discovery ----
+
+// discoveryCHAPKey names the meta volume value holding the discovery CHAP
+// credentials (a metavol.CHAP as JSON; absent: no discovery auth).
+const discoveryCHAPKey = "discovery-chap"
+
+const discoveryObject = "discovery"
+
+// discoveryCHAP reads the discovery CHAP credentials (nil: none).
+func (s *Service) discoveryCHAP() (*metavol.CHAP, error) {
+	var c *metavol.CHAP
+	err := s.db.View(func(tx *metavol.Tx) error {
+		b, err := tx.GetMeta(discoveryCHAPKey)
+		if err != nil || b == nil {
+			return err
+		}
+		c = new(metavol.CHAP)
+		if err := json.Unmarshal(b, c); err != nil {
+			return fmt.Errorf("meta %s: %w", discoveryCHAPKey, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("discovery CHAP: %w", err)
+	}
+	return c, nil
+}
+
+// Discovery shows how discovery sessions authenticate (never the secrets).
+func (s *Service) Discovery() (wire.Discovery, error) {
+	c, err := s.discoveryCHAP()
+	if err != nil {
+		return wire.Discovery{}, toWire(err, discoveryObject)
+	}
+	var v wire.Discovery
+	if c != nil {
+		v.CHAP = &wire.CHAPInfo{User: c.User, MutualUser: c.MutualUser}
+	}
+	return v, nil
+}
+
+// SetDiscoveryCHAP makes discovery (SendTargets) sessions authenticate
+// with CHAP, one-way or mutual.
+func (s *Service) SetDiscoveryCHAP(req wire.SetCHAP) (wire.Discovery, error) {
+	warnings, err := validateCHAP(discoveryObject, req)
+	if err != nil {
+		return wire.Discovery{}, err
+	}
+	b, err := json.Marshal(metavol.CHAP{User: req.User, Secret: req.Secret, MutualUser: req.MutualUser, MutualSecret: req.MutualSecret})
+	if err != nil {
+		return wire.Discovery{}, apiErr(500, discoveryObject, "encode: %v", err)
+	}
+	if err := s.changeDiscovery(func(tx *metavol.Tx) error { return tx.PutMeta(discoveryCHAPKey, b) }); err != nil {
+		return wire.Discovery{}, err
+	}
+	s.log.Info().Str("user", req.User).Bool("mutual", req.MutualUser != "").Msg("discovery CHAP set")
+	v, err := s.Discovery()
+	v.Warnings = warnings
+	return v, err
+}
+
+// ClearDiscoveryCHAP lets discovery sessions in without authentication.
+func (s *Service) ClearDiscoveryCHAP() (wire.Discovery, error) {
+	if err := s.changeDiscovery(func(tx *metavol.Tx) error { return tx.DeleteMeta(discoveryCHAPKey) }); err != nil {
+		return wire.Discovery{}, err
+	}
+	s.log.Info().Msg("discovery CHAP off")
+	return s.Discovery()
+}
+
+// changeDiscovery persists a discovery change and applies it live, rolling
+// it back if that fails.
+func (s *Service) changeDiscovery(fn func(tx *metavol.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var old []byte
+	err := s.db.Update(func(tx *metavol.Tx) error {
+		var err error
+		if old, err = tx.GetMeta(discoveryCHAPKey); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+	if err != nil {
+		return toWire(err, discoveryObject)
+	}
+	return s.applyOrUndoLocked(discoveryObject, func(tx *metavol.Tx) error {
+		if old == nil {
+			return tx.DeleteMeta(discoveryCHAPKey)
+		}
+		return tx.PutMeta(discoveryCHAPKey, old)
+	})
 }
 
 // ClearCHAP turns CHAP off.

@@ -11,8 +11,9 @@ type Backend interface {
 	// discovery (ACL applied).
 	Targets(initiator string) []TargetInfo
 	// Login authorizes a normal-session login of initiator to target and
-	// returns how to authenticate it. Errors: ErrTargetNotFound (status
-	// 0x0203), ErrNotAuthorized (0x0202), anything else 0x0300.
+	// returns how to authenticate it. Errors: ErrTargetNotFound and
+	// ErrNotAuthorized (both answered 0x0203 "not found", so an outsider
+	// cannot tell them apart), anything else 0x0300.
 	Login(target, initiator string) (Auth, error)
 	// DiscoveryAuth returns the authentication required for discovery
 	// sessions (AuthMethod None when Auth.CHAP is nil).

@@ -92,9 +92,12 @@ type conn struct {
 		expCmdSN uint32
 		maxCmdSN uint32 // highest MaxCmdSN advertised (never decreases)
 		inflight int    // tasks holding a CmdSN slot
-		tasks    map[uint32]*task
-		pingTTT  uint32
-		pingAt   int64 // unix nanos; 0 = no ping outstanding
+		// immediate counts the immediate SCSI tasks among them
+		// (bounded by maxImmediate).
+		immediate int
+		tasks     map[uint32]*task
+		pingTTT   uint32
+		pingAt    int64 // unix nanos; 0 = no ping outstanding
 		// inlineBusy: the reader is running a command itself and cannot
 		// see ping answers; the pinger waits.
 		inlineBusy bool

@@ -11,6 +11,13 @@
 // Data buffers come from a per-Server pool by size class. Error recovery
 // level 0, one connection per session.
 //
+// Bounds: the CmdSN window is enforced for every non-immediate PDU and
+// immediate SCSI commands are capped per session (ffp.go); write buffers
+// are reserved from one server-wide budget before they are allocated
+// (budget.go), so no set of sessions can make it buffer more than
+// Options.MaxWriteBuffer of write data; failed CHAP logins are rate limited
+// per address and initiator name (authlimit.go).
+//
 // It must never let one connection's bad input reach another: every
 // connection goroutine recovers panics and closes only itself; no length
 // field from the wire is trusted before it is checked against a negotiated

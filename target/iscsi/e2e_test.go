@@ -359,7 +359,9 @@ func TestLoginRefusals(t *testing.T) {
 		status uint16
 	}{
 		{"unknown target", loginOpts{target: "iqn.2024-01.org.lmtgt:nope"}, statusNotFound},
-		{"not in ACL", loginOpts{target: testIQN, initiator: "iqn.2024-01.org.lmtgt:intruder"}, statusNotAuthorized},
+		// A refused initiator gets the same status as an unknown IQN: it
+		// cannot enumerate targets.
+		{"not in ACL", loginOpts{target: testIQN, initiator: "iqn.2024-01.org.lmtgt:intruder"}, statusNotFound},
 		{"unknown TSIH", loginOpts{target: testIQN, tsih: 4242}, statusNoSession},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

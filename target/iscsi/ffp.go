@@ -50,6 +50,8 @@ type task struct {
 	readLen  uint32
 	writeLen uint32
 	wbuf     *[]byte
+	reserved int64 // write budget bytes held (budget.go); set under conn.mu
+	imm      bool  // immediate command: counts against maxImmediate
 	received uint32
 	unsol    dataSeq
 	nextR2T  uint32
@@ -99,9 +101,18 @@ func (c *conn) fullFeature() error {
 	}
 }
 
-// sequenced applies CmdSN rules (RFC 7143 §4.2.2.1) to a command PDU:
-// immediate PDUs run now, the next expected CmdSN runs and advances
-// ExpCmdSN, later ones inside the window wait, the rest are ignored.
+// maxImmediate bounds the immediate SCSI commands one session may have
+// outstanding. RFC 7143 §3.2.2.1 asks a target to take at least one; more
+// are answered with a Reject, reason "too many immediate commands".
+const maxImmediate = 8
+
+// sequenced applies CmdSN rules (RFC 7143 §3.2.2.1, §4.2.2.1) to a command
+// PDU: immediate PDUs run now (SCSI commands up to maxImmediate at once),
+// the next expected CmdSN runs and advances ExpCmdSN when it lies inside
+// [ExpCmdSN, MaxCmdSN], later ones inside the window wait, and every
+// non-immediate PDU outside the window is silently ignored. MaxCmdSN only
+// moves as commands complete (windowLocked), so the window bounds the
+// commands outstanding.
 func (c *conn) sequenced(h *header) error {
 	op := h.opcode()
 	if op == opNopOut && h.itt() == reservedTag {
@@ -111,13 +122,23 @@ func (c *conn) sequenced(h *header) error {
 	if h.immediate() {
 		if op == opSCSICmd {
 			c.mu.Lock()
+			if c.mu.immediate >= maxImmediate {
+				c.mu.Unlock()
+				c.log.Debug().Uint32("itt", h.itt()).Msg("too many immediate commands: rejected")
+				if err := discardData(c.br, h.dataLen(), c.lim.dataDigest); err != nil {
+					return err
+				}
+				return c.reject(h, rejectImmediateCmd)
+			}
 			c.mu.inflight++
+			c.mu.immediate++
 			c.mu.Unlock()
 		}
 		return c.dispatch(h, nil, false)
 	}
 	c.mu.Lock()
-	if sn == c.mu.expCmdSN {
+	c.windowLocked() // MaxCmdSN as it stands now
+	if sn == c.mu.expCmdSN && c.inWindowLocked(sn) {
 		c.mu.expCmdSN++
 		if op == opSCSICmd {
 			c.mu.inflight++
@@ -206,10 +227,19 @@ func (c *conn) skip(h *header, queued bool) error {
 
 // releaseSlot gives back a command window slot taken for a command that
 // never became a task.
-func (c *conn) releaseSlot() {
+func (c *conn) releaseSlot(h *header) {
 	c.mu.Lock()
-	c.mu.inflight--
+	c.slotDoneLocked(h.immediate())
 	c.mu.Unlock()
+}
+
+// slotDoneLocked gives back the slot of a command that no longer counts as
+// outstanding.
+func (c *conn) slotDoneLocked(imm bool) {
+	c.mu.inflight--
+	if imm {
+		c.mu.immediate--
+	}
 }
 
 // Sense data for errors the transport itself reports.
@@ -227,7 +257,7 @@ func fixedSense(key, asc, ascq byte) []byte {
 // data, and either runs the command or solicits the rest of its data.
 func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	rejectIt := func(reason byte, why string) error {
-		c.releaseSlot()
+		c.releaseSlot(h)
 		c.log.Debug().Uint32("itt", h.itt()).Str("why", why).Msg("SCSI command rejected")
 		if err := c.skip(h, queued); err != nil {
 			return err
@@ -255,7 +285,7 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	case dl > c.p.FirstBurst:
 		return rejectIt(rejectProtocolError, "immediate data beyond FirstBurstLength")
 	}
-	t := &task{itt: h.itt(), lunField: h.lunField(), edtl: edtl, done: make(chan struct{})}
+	t := &task{itt: h.itt(), lunField: h.lunField(), edtl: edtl, imm: h.immediate(), done: make(chan struct{})}
 	t.lun = DecodeLUN(t.lunField)
 	if rd && !wr {
 		t.readLen = edtl
@@ -295,20 +325,6 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 		go c.complete(t, false)
 		return nil
 	}
-	if t.writeLen > 0 {
-		t.wbuf = c.srv.pool.get(int(t.writeLen))
-	}
-	if dl > 0 {
-		dst := (*t.wbuf)[:dl]
-		if queued {
-			copy(dst, data)
-		} else if err := readData(c.br, dst, c.lim.dataDigest); err != nil {
-			c.srv.pool.put(t.wbuf)
-			c.releaseSlot()
-			return err
-		}
-	}
-	t.received = dl
 	// The unsolicited burst: immediate data plus, with InitialR2T=No and
 	// the F bit clear, Data-Out PDUs up to FirstBurstLength.
 	unsolEnd := dl
@@ -317,6 +333,55 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	}
 	t.unsol = dataSeq{ttt: reservedTag, next: dl, end: unsolEnd}
 	t.nextR2T = unsolEnd
+	if t.writeLen > 0 {
+		// Buffer space first (budget.go): nothing is allocated past the
+		// server's write buffer cap.
+		n := int64(t.writeLen)
+		park := unsolEnd == 0
+		if park {
+			c.mu.Lock()
+			c.mu.tasks[t.itt] = t
+			c.mu.Unlock()
+		}
+		if !c.srv.budget.reserve(c, t, n, park) {
+			if park {
+				// Parked: no R2T until granted (c.granted).
+				c.log.Debug().Uint32("itt", t.itt).Msg("write waits for buffer space")
+				return nil
+			}
+			// Its unsolicited data is on the wire and has nowhere to go.
+			c.log.Debug().Uint32("itt", t.itt).Msg("no write buffer space: TASK SET FULL")
+			if err := c.skip(h, queued); err != nil {
+				c.releaseSlot(h)
+				return err
+			}
+			t.state = taskRunning
+			c.mu.Lock()
+			c.mu.tasks[t.itt] = t
+			c.mu.Unlock()
+			t.cmd.Status = 0x28 // TASK SET FULL
+			t.readLen, t.writeLen = 0, 0
+			c.cmdWG.Add(1)
+			go c.complete(t, false)
+			return nil
+		}
+		buf := c.srv.pool.get(int(t.writeLen))
+		c.mu.Lock()
+		t.wbuf, t.reserved = buf, n
+		c.mu.Unlock()
+	}
+	if dl > 0 {
+		dst := (*t.wbuf)[:dl]
+		if queued {
+			copy(dst, data)
+		} else if err := readData(c.br, dst, c.lim.dataDigest); err != nil {
+			c.srv.pool.put(t.wbuf)
+			c.srv.budget.release(c, t.reserved)
+			c.releaseSlot(h)
+			return err
+		}
+	}
+	t.received = dl
 	c.mu.Lock()
 	c.mu.tasks[t.itt] = t
 	c.mu.Unlock()
@@ -333,6 +398,16 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 // sendR2Ts solicits data up to MaxOutstandingR2T sequences of at most
 // MaxBurstLength each.
 func (c *conn) sendR2Ts(t *task) error {
+	pdus := c.nextR2Ts(t)
+	if len(pdus) == 0 {
+		return nil
+	}
+	return c.send(pdus...)
+}
+
+// nextR2Ts opens the next R2T sequences of t and returns their PDUs.
+func (c *conn) nextR2Ts(t *task) []outPDU {
+	var pdus []outPDU
 	for uint32(len(t.r2ts)) < c.p.MaxOutR2T && t.nextR2T < t.writeLen {
 		n := min(c.p.MaxBurst, t.writeLen-t.nextR2T)
 		seq := dataSeq{ttt: c.newTTT(), next: t.nextR2T, end: t.nextR2T + n}
@@ -348,11 +423,9 @@ func (c *conn) sendR2Ts(t *task) error {
 		put32(b[44:], n)
 		t.r2tSN++
 		t.nextR2T += n
-		if err := c.send(outPDU{hdr: b, stat: statPeek}); err != nil {
-			return err
-		}
+		pdus = append(pdus, outPDU{hdr: b, stat: statPeek})
 	}
-	return nil
+	return pdus
 }
 
 // dataOut stores one SCSI Data-Out PDU in its task's buffer after checking
@@ -365,7 +438,21 @@ func (c *conn) dataOut(h *header) error {
 	if t != nil && (t.state != taskReceiving || t.aborted) {
 		t = nil
 	}
+	parked := t != nil && t.wbuf == nil
 	c.mu.Unlock()
+	if parked {
+		// No R2T went out yet: data now breaks the sequence.
+		c.log.Warn().Uint32("itt", itt).Msg("Data-Out for a write still waiting for buffer space; task dropped")
+		if err := discardData(c.br, dl, c.lim.dataDigest); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if t.state == taskReceiving && c.mu.tasks[itt] == t {
+			c.dropTaskLocked(itt, t)
+		}
+		c.mu.Unlock()
+		return c.reject(h, rejectProtocolError)
+	}
 	if t == nil {
 		// Late data for an aborted or finished task: drop it quietly.
 		c.log.Debug().Uint32("itt", itt).Msg("Data-Out for no waiting task: dropped")
@@ -485,6 +572,18 @@ func (c *conn) complete(t *task, exec bool) {
 	defer c.cmdWG.Done()
 	cmd := &t.cmd
 	var rbuf *[]byte
+	var rres int64 // budget held for the Data-In buffer
+	if exec && t.readLen > 0 {
+		if c.srv.budget.reserve(c, t, int64(t.readLen), false) {
+			rres = int64(t.readLen)
+		} else {
+			// No room for its Data-In under the buffer cap: not run.
+			c.log.Debug().Uint32("itt", t.itt).Msg("no buffer space for Data-In: TASK SET FULL")
+			exec = false
+			cmd.Status = 0x28 // TASK SET FULL
+			t.readLen, t.writeLen = 0, 0
+		}
+	}
 	if exec {
 		cmd.LUN = t.lun
 		cmd.Tag = t.itt
@@ -504,7 +603,7 @@ func (c *conn) complete(t *task, exec bool) {
 	n := min(max(cmd.DataInLen, 0), int(t.readLen))
 	c.mu.Lock()
 	aborted := t.aborted
-	c.mu.inflight--
+	c.slotDoneLocked(t.imm)
 	t.state = taskResponding
 	c.mu.Unlock()
 	if !aborted {
@@ -525,9 +624,16 @@ func (c *conn) complete(t *task, exec bool) {
 	if rbuf != nil {
 		c.srv.pool.put(rbuf)
 	}
+	if rres > 0 {
+		c.srv.budget.release(c, rres)
+	}
 	if t.wbuf != nil {
 		c.srv.pool.put(t.wbuf)
 		t.wbuf = nil
+	}
+	if t.reserved > 0 {
+		c.srv.budget.release(c, t.reserved)
+		t.reserved = 0
 	}
 	cmd.DataIn, cmd.DataOut = nil, nil
 	close(t.done)
@@ -668,11 +774,17 @@ func (c *conn) abortWaitingTasks() {
 func (c *conn) dropTaskLocked(itt uint32, t *task) {
 	t.aborted = true
 	delete(c.mu.tasks, itt)
-	c.mu.inflight--
+	c.slotDoneLocked(t.imm)
 	t.state = taskDone
 	if t.wbuf != nil {
 		c.srv.pool.put(t.wbuf)
 		t.wbuf = nil
+	}
+	if t.reserved > 0 {
+		c.srv.budget.release(c, t.reserved)
+		t.reserved = 0
+	} else {
+		c.srv.budget.cancel(t)
 	}
 	close(t.done)
 }

@@ -36,6 +36,7 @@ type ini struct {
 	immediateData bool
 	resp          map[string]string // final negotiated keys seen
 	nopIns        int               // target pings answered
+	r2ts, other   []*inPDU          // set aside by nopSkipping
 	answerPings   bool
 }
 

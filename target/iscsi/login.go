@@ -13,7 +13,7 @@ const (
 	statusSuccess         = 0x0000
 	statusInitiatorError  = 0x0200
 	statusAuthFailure     = 0x0201
-	statusNotAuthorized   = 0x0202
+	statusNotAuthorized   = 0x0202 // never sent: a refused initiator gets statusNotFound
 	statusNotFound        = 0x0203
 	statusUnsupportedVer  = 0x0205
 	statusMissingParam    = 0x0207
@@ -278,7 +278,9 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 		case errors.Is(err, ErrTargetNotFound):
 			return nil, refuse(statusNotFound, "target %s: %v", tn, err)
 		case errors.Is(err, ErrNotAuthorized):
-			return nil, refuse(statusNotAuthorized, "initiator %s to %s: %v", name, tn, err)
+			// The same answer as an unknown target: an initiator the ACL
+			// refuses cannot tell which IQNs exist (docs/design.md).
+			return nil, refuse(statusNotFound, "initiator %s to %s: %v", name, tn, err)
 		case err != nil:
 			return nil, refuse(statusTargetError, "target %s: %v", tn, err)
 		}
@@ -314,6 +316,12 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 		if !found {
 			return nil, refuse(statusAuthFailure, "AuthMethod=%.64s does not offer %s", m, want)
 		}
+		if want == "CHAP" {
+			if locked, until := c.srv.authLimit.locked(c.remote, c.initiator); locked {
+				return nil, refuse(statusAuthFailure, "too many failed CHAP logins from %s or as %s: refused until %s",
+					c.remote, c.initiator, until.Format(time.RFC3339))
+			}
+		}
 		resp = append(resp, kv{"AuthMethod", want})
 		if want == "None" {
 			lp.authDone = true
@@ -324,10 +332,12 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 	if lp.chap != nil && lp.chap.state != chapDone {
 		r, err := lp.chap.step(keys)
 		if err != nil {
+			c.srv.authLimit.failed(c.remote, c.initiator)
 			return nil, &loginError{status: statusAuthFailure, err: err}
 		}
 		resp = append(resp, r...)
 		if lp.chap.state == chapDone {
+			c.srv.authLimit.succeeded(c.remote, c.initiator)
 			lp.authDone = true
 		}
 	}

@@ -44,16 +44,29 @@ type Options struct {
 	// CONDITION, ILLEGAL REQUEST, INVALID FIELD IN CDB. It bounds the
 	// memory one command may pin.
 	MaxTransferLength uint32
+	// MaxWriteBuffer caps the bytes of data buffers (write data, Data-In
+	// of reads) reserved by outstanding commands across all sessions (default
+	// DefaultMaxWriteBuffer; at least MaxTransferLength). One session may
+	// hold at most half of it. See budget.go.
+	MaxWriteBuffer int64
 	// LoginTimeout bounds the whole login phase (default 15s).
 	LoginTimeout time.Duration
 	// Time2Wait / Time2Retain the target offers (defaults 2 / 0 s: at
 	// ErrorRecoveryLevel 0 a session ends with its connection).
 	DefaultTime2Wait, DefaultTime2Retain uint32
+
+	// now is the clock of the CHAP failure limiter (tests; default
+	// time.Now).
+	now func() time.Time
 }
 
 // DefaultMaxTransferLength is the default Options.MaxTransferLength. A
 // backend should not advertise a larger MAXIMUM TRANSFER LENGTH (VPD B0).
 const DefaultMaxTransferLength = 16 << 20
+
+// DefaultMaxWriteBuffer is the default Options.MaxWriteBuffer. lmtgt serve
+// passes its own default, a share of physical memory.
+const DefaultMaxWriteBuffer = 256 << 20
 
 func (o *Options) setDefaults() {
 	if o.QueueDepth <= 0 {
@@ -86,6 +99,9 @@ func (o *Options) setDefaults() {
 	if o.MaxTransferLength == 0 {
 		o.MaxTransferLength = DefaultMaxTransferLength
 	}
+	if o.MaxWriteBuffer == 0 {
+		o.MaxWriteBuffer = max(DefaultMaxWriteBuffer, int64(o.MaxTransferLength))
+	}
 	if o.LoginTimeout <= 0 {
 		o.LoginTimeout = 15 * time.Second
 	}
@@ -99,6 +115,10 @@ type Server struct {
 	opts Options
 	log  zerolog.Logger
 	pool *bufPool
+	// budget caps write buffers across sessions (budget.go).
+	budget *writeBudget
+	// authLimit counts failed CHAP logins (authlimit.go).
+	authLimit *authLimiter
 
 	mu struct {
 		sync.Mutex
@@ -139,8 +159,14 @@ func NewServer(opts Options) (*Server, error) {
 		}
 	}
 	opts.setDefaults()
+	if opts.MaxWriteBuffer < int64(opts.MaxTransferLength) {
+		return nil, fmt.Errorf("iscsi: MaxWriteBuffer %d is below MaxTransferLength %d: one command could never get its buffer",
+			opts.MaxWriteBuffer, opts.MaxTransferLength)
+	}
 	s := &Server{opts: opts, log: opts.Log.With().Str("component", "iscsi").Logger()}
 	s.pool = newBufPool(int(opts.MaxTransferLength))
+	s.budget = newWriteBudget(opts.MaxWriteBuffer, int64(opts.MaxTransferLength))
+	s.authLimit = newAuthLimiter(opts.now)
 	s.mu.conns = make(map[*conn]struct{})
 	s.mu.sessions = make(map[uint16]*session)
 	s.mu.byISID = make(map[sessionKey]*session)

@@ -243,6 +243,21 @@ func (c *Client) SetCHAP(ctx context.Context, iqn string, req wire.SetCHAP) (wir
 	return call[wire.Target](ctx, c, http.MethodPut, wire.Version+"/targets/"+esc(iqn)+"/chap", req)
 }
 
+// Discovery shows how discovery sessions authenticate.
+func (c *Client) Discovery(ctx context.Context) (wire.Discovery, error) {
+	return call[wire.Discovery](ctx, c, http.MethodGet, wire.Version+"/discovery", nil)
+}
+
+// SetDiscoveryCHAP requires CHAP on discovery sessions.
+func (c *Client) SetDiscoveryCHAP(ctx context.Context, req wire.SetCHAP) (wire.Discovery, error) {
+	return call[wire.Discovery](ctx, c, http.MethodPut, wire.Version+"/discovery/chap", req)
+}
+
+// ClearDiscoveryCHAP lets discovery sessions in without authentication.
+func (c *Client) ClearDiscoveryCHAP(ctx context.Context) (wire.Discovery, error) {
+	return call[wire.Discovery](ctx, c, http.MethodDelete, wire.Version+"/discovery/chap", nil)
+}
+
 // ClearCHAP turns CHAP off for a target.
 func (c *Client) ClearCHAP(ctx context.Context, iqn string) (wire.Target, error) {
 	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/chap", nil)

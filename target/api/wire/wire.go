@@ -115,6 +115,13 @@ type CHAPInfo struct {
 	MutualUser string `json:"mutual_user,omitempty"`
 }
 
+// Discovery is how discovery (SendTargets) sessions authenticate
+// (GET /v1/discovery). CHAP nil: no authentication (the default).
+type Discovery struct {
+	CHAP     *CHAPInfo `json:"chap,omitempty"`
+	Warnings []string  `json:"warnings,omitempty"`
+}
+
 // MapLUN is the body of POST /v1/targets/{iqn}/luns.
 type MapLUN struct {
 	// LUN is the LUN's name.

@@ -1,0 +1,138 @@
+package iscsi
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// Failed CHAP logins are rate limited per source address and per
+// initiator name (docs/design.md "CHAP guessing"): after authAddrLimit
+// failures from one address, or authNameLimit for one initiator name,
+// within authFailWindow, every CHAP login from that address or with that
+// name is refused (status 0x0201, as a wrong secret, without looking at the
+// response) for authLockout. A successful CHAP login clears its address and
+// name. The per-name limit is higher so that guessing from one address
+// cannot lock a name out for its owner on another address as quickly,
+// while guessing spread over many addresses still meets a limit.
+const (
+	authFailWindow = time.Minute
+	authAddrLimit  = 5
+	authNameLimit  = 20
+	authLockout    = 30 * time.Second
+	// authTableMax bounds the tracking table; when full, expired entries
+	// go first, then the least recently failed.
+	authTableMax = 4096
+)
+
+// authLimiter counts failed CHAP logins. Safe for concurrent use.
+type authLimiter struct {
+	now func() time.Time
+	mu  struct {
+		sync.Mutex
+		entries map[string]*authEntry
+	}
+}
+
+// authEntry is the failure record of one address or initiator name.
+type authEntry struct {
+	failures int
+	first    time.Time // start of the counting window
+	last     time.Time // last failure
+	until    time.Time // refused until (zero: not locked out)
+}
+
+func newAuthLimiter(now func() time.Time) *authLimiter {
+	if now == nil {
+		now = time.Now
+	}
+	l := &authLimiter{now: now}
+	l.mu.entries = make(map[string]*authEntry)
+	return l
+}
+
+func addrKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	return "addr " + host
+}
+
+func nameKey(initiator string) string { return "name " + initiator }
+
+// locked reports whether CHAP logins from remote or as initiator are
+// refused now, and until when.
+func (l *authLimiter) locked(remote, initiator string) (bool, time.Time) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range [...]string{addrKey(remote), nameKey(initiator)} {
+		if e := l.mu.entries[k]; e != nil && now.Before(e.until) {
+			return true, e.until
+		}
+	}
+	return false, time.Time{}
+}
+
+// failed records a failed CHAP login.
+func (l *authLimiter) failed(remote, initiator string) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.failLocked(addrKey(remote), authAddrLimit, now)
+	l.failLocked(nameKey(initiator), authNameLimit, now)
+}
+
+func (l *authLimiter) failLocked(key string, limit int, now time.Time) {
+	e := l.mu.entries[key]
+	if e == nil {
+		if len(l.mu.entries) >= authTableMax {
+			l.evictLocked(now)
+		}
+		e = &authEntry{first: now}
+		l.mu.entries[key] = e
+	}
+	if now.Sub(e.first) > authFailWindow {
+		e.failures, e.first = 0, now
+	}
+	e.failures++
+	e.last = now
+	if e.failures >= limit {
+		e.until = now.Add(authLockout)
+		e.failures, e.first = 0, now
+	}
+}
+
+// evictLocked makes room: entries neither locked out nor in a live window
+// go; if none, the least recently failed one.
+func (l *authLimiter) evictLocked(now time.Time) {
+	var oldest string
+	var oldestAt time.Time
+	for k, e := range l.mu.entries {
+		if !now.Before(e.until) && now.Sub(e.first) > authFailWindow {
+			delete(l.mu.entries, k)
+			continue
+		}
+		if oldest == "" || e.last.Before(oldestAt) {
+			oldest, oldestAt = k, e.last
+		}
+	}
+	if len(l.mu.entries) >= authTableMax {
+		delete(l.mu.entries, oldest)
+	}
+}
+
+// succeeded clears the records of a successful CHAP login.
+func (l *authLimiter) succeeded(remote, initiator string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.mu.entries, addrKey(remote))
+	delete(l.mu.entries, nameKey(initiator))
+}
+
+func (l *authLimiter) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.mu.entries)
+}
