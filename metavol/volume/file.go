@@ -28,6 +28,11 @@ type Options struct {
 	// aligned range (serialised against other writes, so slower). Callers
 	// that want speed align to the LUN block size.
 	Direct bool
+	// MinSize, if positive, is the size the volume is known to have (its
+	// record): Open fails with ErrShrunk when the file or device is
+	// smaller, so a volume truncated while lmtgt was stopped is never
+	// served with zeros where its data was.
+	MinSize int64
 }
 
 // File is a data volume backed by a regular file or a raw block device. All
@@ -159,6 +164,10 @@ func Open(path string, opts Options) (*File, error) {
 			return nil, fmt.Errorf("volume %s: fstat: %w", path, err)
 		}
 		size = st.Size
+	}
+	if opts.MinSize > 0 && size < opts.MinSize {
+		unix.Close(fd)
+		return nil, fmt.Errorf("volume %s: holds %d bytes, the volume had %d: %w", path, size, opts.MinSize, ErrShrunk)
 	}
 	return newFile(path, fd, kind, size, opts)
 }
@@ -341,8 +350,10 @@ func (f *File) pread(p []byte, off int64) (int, error) {
 			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, off+int64(done), err)
 		}
 		if n == 0 {
-			// The file is shorter than our size (truncated behind our back).
-			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, off+int64(done), io.ErrUnexpectedEOF)
+			// The file is shorter than our size (truncated behind our
+			// back): an error, never zeros.
+			return done, fmt.Errorf("volume %s: read at %d: the file ends before the volume's size %d: %w (%w)",
+				f.path, off+int64(done), f.size.Load(), ErrShrunk, io.ErrUnexpectedEOF)
 		}
 		done += n
 	}
@@ -401,7 +412,8 @@ func (f *File) readBounce(p []byte, off int64) (int, error) {
 		}
 		need := cur - start
 		if int64(got) <= need {
-			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, cur, io.ErrUnexpectedEOF)
+			return done, fmt.Errorf("volume %s: read at %d: the file ends before the volume's size %d: %w (%w)",
+				f.path, cur, f.size.Load(), ErrShrunk, io.ErrUnexpectedEOF)
 		}
 		done += copy(p[done:], buf[need:got])
 	}
