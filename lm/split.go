@@ -52,6 +52,14 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			return SplitResult{}, err
 		}
 	}
+	// A leg truncated, deleted or replaced underneath lmtgt would hand the
+	// host zeros after the swap: check both legs of every pair now (cheap:
+	// an fstat and a stat each) and again inside the pause.
+	for _, p := range ps {
+		if err := p.verifyLegs(); err != nil {
+			return SplitResult{}, err
+		}
+	}
 	for _, p := range ps {
 		if p.wantsVerify() {
 			if err := p.verify(); err != nil {
@@ -155,6 +163,11 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			openGates()
 			back("split refused: the DCL is not empty after the drain")
 			return SplitResult{}, fmt.Errorf("split: pair %s: DCL holds %d regions after the drain: %w", p.name(), d, ErrNotSynced)
+		}
+		if err := p.verifyLegs(); err != nil {
+			openGates()
+			back("split refused: " + err.Error())
+			return SplitResult{}, err
 		}
 	}
 
