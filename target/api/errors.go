@@ -46,6 +46,7 @@ var sentinels = []struct {
 	{lm.ErrSplitTimeout, http.StatusConflict},
 	{lm.ErrVerify, http.StatusConflict},
 	{lm.ErrState, http.StatusConflict},
+	{lm.ErrOffline, http.StatusConflict}, // an offline LUN (it names the reason)
 	{lm.ErrUnavailable, http.StatusServiceUnavailable},
 	{lm.ErrExists, http.StatusConflict},
 	{metavol.ErrExists, http.StatusConflict},
