@@ -537,6 +537,9 @@ func (e *lunEntry) NextData(off int64) (start, end int64, err error) {
 	size := e.size.Load()
 	start, end, err = o.raw.NextData(off)
 	if err != nil {
+		if err != io.EOF {
+			e.m.ioFailed(e.vol, err)
+		}
 		return 0, 0, err
 	}
 	if start >= size {

@@ -2,6 +2,7 @@ package lm
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -352,6 +353,21 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	if _, err := e.handle(a).ReadAt(b, 0); !errors.Is(err, ErrOffline) {
 		t.Fatalf("read after restart: %v, want ErrOffline", err)
 	}
+
+	// GET LBA STATUS asks NextData: "no data past the new end" would make
+	// the host read zeros without reading (qemu does). It fails instead.
+	g := e.lun("g", size)
+	fill(t, e.handle(g), size, 1, 3)
+	if err := os.Truncate(volumePath(t, e, "g"), size/4); err != nil {
+		t.Fatal(err)
+	}
+	nd := e.handle(g).(interface {
+		NextData(off int64) (int64, int64, error)
+	})
+	if s, en, err := nd.NextData(size / 2); err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("NextData past the new end: [%d,%d) %v, want an error", s, en, err)
+	}
+	wantOffline(t, e.m, g, "shrank")
 
 	// The periodic check, before any I/O: the first write past the new
 	// end would otherwise extend the file and leave holes where data was.

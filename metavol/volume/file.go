@@ -654,6 +654,17 @@ func (f *File) NextData(off int64) (start, end int64, err error) {
 	if f.kind == KindBlock {
 		return off, size, nil
 	}
+	// A file truncated behind our back has no data past its new end, and
+	// SEEK_DATA would say so: callers (GET LBA STATUS) would then tell the
+	// host "deallocated, reads as zeros" where its data was. Refuse
+	// instead (one fstat; this is not on the read/write path).
+	var st unix.Stat_t
+	if err := fstatRetry(f.fd, &st); err != nil {
+		return 0, 0, fmt.Errorf("volume %s: next data: fstat: %w", f.path, err)
+	}
+	if st.Size < size {
+		return 0, 0, fmt.Errorf("volume %s: next data at %d: the file holds %d bytes, the volume %d: %w", f.path, off, st.Size, size, ErrShrunk)
+	}
 	start, err = seekRetry(f.fd, off, unix.SEEK_DATA)
 	if err == unix.ENXIO {
 		return 0, 0, io.EOF

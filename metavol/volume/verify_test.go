@@ -48,6 +48,10 @@ func TestVerifyTruncatedAndShortRead(t *testing.T) {
 		if got := readBack(t, f, 0, 4096); !bytes.Equal(got, data[:4096]) {
 			t.Fatalf("direct=%v: data below the new end changed", direct)
 		}
+		// Nothing may say "no data here" about the lost range either.
+		if _, _, err := f.NextData(2 << 20); !errors.Is(err, ErrShrunk) {
+			t.Fatalf("direct=%v: NextData past the new end: %v, want ErrShrunk", direct, err)
+		}
 		for _, c := range []struct{ off, n int64 }{
 			{2 << 20, 4096},      // wholly past the new end
 			{1<<20 - 4096, 8192}, // straddles it
