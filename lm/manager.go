@@ -124,9 +124,9 @@ type Manager struct {
 	// during I/O or a badger transaction.
 	mu struct {
 		sync.Mutex
-		luns   map[string]*lunEntry // by LUN ID
-		vols   map[string]*dataVol  // by volume ID
-		pairs  map[string]*pair     // active (attached) pairs by pair ID
+		luns  map[string]*lunEntry // by LUN ID
+		vols  map[string]*dataVol  // by volume ID
+		pairs map[string]*pair     // active (attached) pairs by pair ID
 		// unloaded: pair records that could not be loaded at startup
 		// (offline.go); they fence their LUNs until cancelled.
 		unloaded map[string]*unloadedPair
