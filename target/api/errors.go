@@ -46,8 +46,8 @@ var sentinels = []struct {
 	{lm.ErrSplitTimeout, http.StatusConflict},
 	{lm.ErrVerify, http.StatusConflict},
 	{lm.ErrState, http.StatusConflict},
-	{lm.ErrOffline, http.StatusConflict}, // an offline LUN (it names the reason)
 	{lm.ErrUnavailable, http.StatusServiceUnavailable},
+	{lm.ErrOffline, http.StatusConflict}, // fenced by a pair that could not be loaded (the message names it)
 	{lm.ErrExists, http.StatusConflict},
 	{metavol.ErrExists, http.StatusConflict},
 	{lm.ErrInvalid, http.StatusBadRequest},
