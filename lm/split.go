@@ -274,6 +274,11 @@ func names(ps []*pair) string {
 
 // splittable says why the pair cannot be split now, or nil.
 func (p *pair) splittable() error {
+	for _, e := range []*lunEntry{p.src, p.tgt} {
+		if err := e.fenced("split"); err != nil {
+			return fmt.Errorf("split: pair %s: %w", p.name(), err)
+		}
+	}
 	st := p.getState()
 	if st != StateSynced {
 		p.mu.Lock()
