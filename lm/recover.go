@@ -52,13 +52,6 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 			active[rec.ID] = true
 			continue
 		}
-		if se.fence.Load() != nil || te.fence.Load() != nil {
-			// Another pair naming one of these LUNs could not be loaded
-			// (two pairs on one LUN: the earlier bug let that happen).
-			m.unloadable(rec, "a LUN of the pair is offline (another pair naming it could not be loaded)")
-			active[rec.ID] = true
-			continue
-		}
 		p, err := m.newPair(rec, se, te)
 		if err != nil {
 			m.unloadable(rec, err.Error())
