@@ -39,7 +39,8 @@
 //     plainly: its writes would go untracked. Only the Manager decides it
 //     (unloadable, volumeLost); the host path checks it inside the gate.
 //   - The split verifies both data volumes of every pair (identity and
-//     size) before the pause and again after the drain, before the swap.
+//     size) before the pause and again after the drain, before the swap;
+//     a checkpoint is persisted only after both legs verified too.
 //   - Every state change is persisted before it takes effect, except that
 //     writes switch to source-only (+DCL) at the first target failure,
 //     before the "interrupted" record is written (that is always safe).

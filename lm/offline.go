@@ -308,15 +308,15 @@ func (m *Manager) VerifyVolumes() {
 }
 
 // verifyLegs checks both data volumes of a pair (before and inside the
-// split's pause): a leg that shrank, vanished or was replaced refuses the
-// split, naming why.
-func (p *pair) verifyLegs() error {
+// split's pause, before a checkpoint): a leg that shrank, vanished or was
+// replaced refuses the operation, naming why.
+func (p *pair) verifyLegs(op string) error {
 	for _, leg := range []struct {
 		role string
 		d    *dataVol
 	}{{"source", p.srcVol}, {"target", p.tgtVol}} {
 		if err := p.m.verifyVolume(leg.d); err != nil {
-			return fmt.Errorf("split: pair %s: %s data volume: %w: %w", p.name(), leg.role, err, ErrNotSynced)
+			return fmt.Errorf("%s: pair %s: %s data volume: %w: %w", op, p.name(), leg.role, err, ErrNotSynced)
 		}
 	}
 	return nil

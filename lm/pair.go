@@ -176,6 +176,10 @@ func (p *pair) checkpoint(force bool) {
 		p.zlog.Warn().Err(errors.Join(serr, terr)).Msg("checkpoint: sync failed; cursor not advanced")
 		return
 	}
+	if err := p.verifyLegs("checkpoint"); err != nil {
+		p.zlog.Warn().Err(err).Msg("checkpoint: cursor not advanced")
+		return
+	}
 	rec := p.recordLocked()
 	if done > rec.Cursor {
 		rec.Cursor = done

@@ -56,7 +56,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	// host zeros after the swap: check both legs of every pair now (cheap:
 	// an fstat and a stat each) and again inside the pause.
 	for _, p := range ps {
-		if err := p.verifyLegs(); err != nil {
+		if err := p.verifyLegs("split"); err != nil {
 			return SplitResult{}, err
 		}
 	}
@@ -164,7 +164,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			back("split refused: the DCL is not empty after the drain")
 			return SplitResult{}, fmt.Errorf("split: pair %s: DCL holds %d regions after the drain: %w", p.name(), d, ErrNotSynced)
 		}
-		if err := p.verifyLegs(); err != nil {
+		if err := p.verifyLegs("split"); err != nil {
 			openGates()
 			back("split refused: " + err.Error())
 			return SplitResult{}, err
