@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -144,4 +146,39 @@ func TestOpenMinSize(t *testing.T) {
 		t.Fatalf("open without MinSize: %v", err)
 	}
 	g.Close()
+}
+
+// A block device: whole and the same device verifies; a device that shrank
+// (the loop device's backing file truncated, then the loop re-read with
+// losetup --set-capacity) is reported shrunk.
+func TestVerifyBlockDevice(t *testing.T) {
+	dev := loopDevice(t, 8<<20)
+	f, err := Open(dev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Verify(); err != nil {
+		t.Fatalf("a whole device: %v", err)
+	}
+	back := loopBacking(t, dev)
+	if err := os.Truncate(back, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("losetup", "--set-capacity", dev).CombinedOutput(); err != nil {
+		t.Skipf("losetup --set-capacity: %v: %s", err, out)
+	}
+	if err := f.Verify(); !errors.Is(err, ErrShrunk) {
+		t.Fatalf("a device that shrank: %v, want ErrShrunk", err)
+	}
+}
+
+// loopBacking is the backing file of a loop device.
+func loopBacking(t *testing.T, dev string) string {
+	t.Helper()
+	b, err := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/loop/backing_file")
+	if err != nil {
+		t.Skipf("backing file of %s: %v", dev, err)
+	}
+	return strings.TrimSpace(string(b))
 }
