@@ -147,6 +147,9 @@ type hooks struct {
 	// splitCommitted runs in Split after the swap is committed, before the
 	// in-memory routes change (the gates are closed).
 	splitCommitted func()
+	// splitDrained runs in Split once the gates are closed and drained,
+	// before the checks made inside the pause.
+	splitDrained func()
 }
 
 // dataVol is one data volume the Manager knows.

@@ -413,3 +413,35 @@ func TestVanishedAndReplacedVolume(t *testing.T) {
 	}
 	_ = volume.ErrVanished
 }
+
+// The check made inside the split's pause: a target truncated after the
+// check before the pause (here: once the gates are drained) still refuses
+// the split, and nothing was swapped.
+func TestTruncatedTargetInsideThePause(t *testing.T) {
+	e := newEnv(t, Options{VerifyInterval: -1}, false)
+	const size = 4 << 20
+	src, _, model, _ := offlinePair(e, size)
+	path := volumePath(t, e, "dst")
+	e.m.hooks.splitDrained = func() {
+		if err := os.Truncate(path, size/2); err != nil {
+			t.Error(err)
+		}
+	}
+	_, err := e.m.Split([]string{"src"}, 10*time.Second)
+	if !errors.Is(err, ErrNotSynced) || !strings.Contains(err.Error(), "shrank") {
+		t.Fatalf("split with the target truncated inside the pause: %v, want refused (shrank)", err)
+	}
+	e.waitState("src", StateInterrupted, 30*time.Second)
+	var l metavol.LUN
+	if err := e.db.View(func(tx *metavol.Tx) error {
+		var err error
+		l, err = tx.GetLUN(src.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if l.VolumeID == dstVolumeID(t, e) {
+		t.Fatal("the source LUN was switched to the truncated volume")
+	}
+	checkModel(t, "source", e.handle(src), size, model)
+}

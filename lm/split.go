@@ -151,6 +151,9 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	}
 	defer openGates()
 
+	if h := m.hooks.splitDrained; h != nil {
+		h()
+	}
 	// Drained: no write is in flight. A failure during the drain shows in
 	// the fault or the DCL.
 	for _, p := range ps {
