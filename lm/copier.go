@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 // run is the pair's life as a sequence of steps driven by its state:
@@ -507,6 +509,13 @@ func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, e
 var errNoCFR = errors.New("copy_file_range not supported here")
 
 func copyFileRange(so, to *openVol, start, end int64) (int64, error) {
+	// Like File.WriteAt's tail check: a copy reaching the end of a target
+	// truncated behind our back would give it back its full size.
+	if end >= to.file.Size() {
+		if err := to.file.Verify(); volume.Lost(err) {
+			return 0, fmt.Errorf("copy_file_range: target: %w", err)
+		}
+	}
 	var moved int64
 	roff, woff := start, start
 	for roff < end {

@@ -445,3 +445,25 @@ func TestTruncatedTargetInsideThePause(t *testing.T) {
 	}
 	checkModel(t, "source", e.handle(src), size, model)
 }
+
+// Without any check in between, a host write at the end of a truncated
+// plain LUN would give the file back its full size, holes where the data
+// was, and nothing could tell afterwards. The write is refused and the
+// LUN goes offline.
+func TestTailWriteOfTruncatedLUN(t *testing.T) {
+	e := newEnv(t, Options{VerifyInterval: -1}, false)
+	const size = 4 << 20
+	a := e.lun("a", size)
+	fill(t, e.handle(a), size, 1, 1)
+	path := volumePath(t, e, "a")
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.handle(a).WriteAt(make([]byte, blk), size-blk); err == nil {
+		t.Fatal("a write at the end of a truncated LUN was acknowledged")
+	}
+	wantOffline(t, e.m, a, "shrank")
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Fatalf("the truncated file was extended: %v %v", fi.Size(), err)
+	}
+}

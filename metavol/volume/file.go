@@ -320,6 +320,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.checkRange("write", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if err := f.checkTail(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	if !f.direct {
 		return f.pwrite(p, off)
 	}
@@ -336,6 +339,30 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	f.rmw.Lock()
 	defer f.rmw.Unlock()
 	return f.writeBounce(p, off)
+}
+
+// checkTail guards the writes that could give a file truncated behind our
+// back its full size again (a write ending in the last alignment block,
+// or a direct write whose last block is trimmed back to Size): once the
+// size is restored, holes where the data was could no longer be told from
+// data by Verify. One fstat, on those writes only.
+func (f *File) checkTail(off, n int64) error {
+	if f.kind != KindFile || n == 0 || off+n <= f.size.Load()-f.align {
+		return nil
+	}
+	return f.notShrunk()
+}
+
+// notShrunk fails with ErrShrunk when the file is smaller than Size.
+func (f *File) notShrunk() error {
+	var st unix.Stat_t
+	if err := fstatRetry(f.fd, &st); err != nil {
+		return fmt.Errorf("volume %s: fstat: %w", f.path, err)
+	}
+	if size := f.size.Load(); st.Size < size {
+		return fmt.Errorf("volume %s: the file holds %d bytes, the volume %d: %w", f.path, st.Size, size, ErrShrunk)
+	}
+	return nil
 }
 
 // pread reads exactly len(p) bytes at off.
@@ -624,6 +651,11 @@ func (f *File) Resize(size int64) error {
 	}
 	if size == cur {
 		return nil
+	}
+	// Growing a file truncated behind our back would give it back its
+	// size with holes where the data was: refuse.
+	if err := f.notShrunk(); err != nil {
+		return err
 	}
 	if err := unix.Ftruncate(f.fd, size); err != nil {
 		return fmt.Errorf("volume %s: resize to %d: %w", f.path, size, err)

@@ -182,3 +182,41 @@ func loopBacking(t *testing.T, dev string) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// A write at the very end of a truncated file would give it back its full
+// size (holes where the data was), after which nothing could tell: it is
+// refused. So is growing it with Resize. Writes elsewhere may extend it,
+// but never to its full size, so Verify still sees it shrunk.
+func TestTailWriteOfTruncatedFile(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		const size = 4 << 20
+		f := create(t, size, Options{Direct: direct})
+		if _, err := f.WriteAt(pattern(2, size), 0); err != nil {
+			t.Fatal(err)
+		}
+		// A tail write of a whole file works.
+		if _, err := f.WriteAt(pattern(3, 4096), size-4096); err != nil {
+			t.Fatalf("direct=%v: tail write: %v", direct, err)
+		}
+		if err := os.Truncate(f.Path(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(pattern(4, 4096), 1<<20); err != nil {
+			t.Fatalf("direct=%v: a write in the middle: %v", direct, err)
+		}
+		for _, c := range []struct{ off, n int64 }{{size - 4096, 4096}, {size - 100, 100}} {
+			if _, err := f.WriteAt(make([]byte, c.n), c.off); !errors.Is(err, ErrShrunk) {
+				t.Fatalf("direct=%v: tail write [%d,+%d) to a truncated file: %v, want ErrShrunk", direct, c.off, c.n, err)
+			}
+		}
+		if fi, err := os.Stat(f.Path()); err != nil || fi.Size() >= size {
+			t.Fatalf("direct=%v: the truncated file regained its size: %d %v", direct, fi.Size(), err)
+		}
+		if err := f.Verify(); !errors.Is(err, ErrShrunk) {
+			t.Fatalf("direct=%v: Verify: %v, want ErrShrunk", direct, err)
+		}
+		if err := f.Resize(2 * size); !errors.Is(err, ErrShrunk) {
+			t.Fatalf("direct=%v: Resize of a truncated file: %v, want ErrShrunk", direct, err)
+		}
+	}
+}
