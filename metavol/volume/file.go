@@ -523,6 +523,9 @@ func (f *File) Unmap(off, length int64) error {
 	if length == 0 {
 		return nil
 	}
+	if err := f.checkTail(off, length); err != nil { // zeros may be written (no hole punching)
+		return err
+	}
 	if f.direct {
 		// A concurrent read-modify-write must not write back stale bytes
 		// over the freshly zeroed range; and if zeroing has to write
