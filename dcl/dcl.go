@@ -359,6 +359,11 @@ func (s *Store) Open(pairID string, size, regionSize int64, flush func() error) 
 	l.mu.inflight = make(map[int64]int32)
 	l.mu.pending = make(map[int]*batch)
 	for p, v := range pages {
+		// A page of another length was not written by this code: the
+		// DCL cannot be trusted, and the pair must not load with it.
+		if len(v)%8 != 0 || len(v) > pageWords*8 {
+			return nil, fmt.Errorf("dcl %s: load: page %d has %d bytes (want a multiple of 8, at most %d): corrupt", pairID, p, len(v), pageWords*8)
+		}
 		for i := 0; i+8 <= len(v); i += 8 {
 			w := int64(p)*pageWords + int64(i/8)
 			if w >= words {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 // run is the pair's life as a sequence of steps driven by its state:
@@ -526,6 +528,13 @@ func (p *pair) copyFault(what string, err error) {
 var errNoCFR = errors.New("copy_file_range not supported here")
 
 func copyFileRange(so, to *openVol, start, end int64) (int64, error) {
+	// Like File.WriteAt's tail check: a copy reaching the end of a target
+	// truncated behind our back would give it back its full size.
+	if end >= to.file.Size() {
+		if err := to.file.Verify(); volume.Lost(err) {
+			return 0, fmt.Errorf("copy_file_range: target: %w", err)
+		}
+	}
 	var moved int64
 	roff, woff := start, start
 	for roff < end {

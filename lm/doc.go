@@ -31,6 +31,16 @@
 //     never past a chunk that is neither copied nor in the DCL. The split
 //     syncs each target before the transaction that makes it the source
 //     LUN's data.
+//   - A LUN is served only while lmtgt can track and trust it (offline.go):
+//     a LUN named by a pair record that could not be loaded, or whose data
+//     volume is unavailable or shrank, vanished or was replaced underneath
+//     lmtgt, fails every host command with ErrOffline (= volume.ErrOffline,
+//     SCSI NOT READY). Never skip a pair record and serve its source
+//     plainly: its writes would go untracked. Only the Manager decides it
+//     (unloadable, volumeLost); the host path checks it inside the gate.
+//   - The split verifies both data volumes of every pair (identity and
+//     size) before the pause and again after the drain, before the swap;
+//     a checkpoint is persisted only after both legs verified too.
 //   - Every state change is persisted before it takes effect, except that
 //     writes switch to source-only (+DCL) at the first target (or copy
 //     source) failure, before the "interrupted" record is written (that
@@ -51,6 +61,15 @@
 //     → synced/interrupted undoes a deferred or refused split.
 //   - A faulty pair stays attached (writes source-only + DCL) until Cancel,
 //     which removes it without a transition (faulty is final).
+//   - A pair record that cannot be loaded (unknown state, a missing LUN, an
+//     unreadable DCL) fences both its LUNs rather than loading it with a
+//     full DCL: nothing is written, one rule for every cause, a restart
+//     retries; Cancel (by source name, source LUN ID or pair ID) deletes
+//     the record and DCL and brings the LUNs online. A lost data volume is
+//     sticky until a restart (openVolume refuses it), so a probe that
+//     rewrites one region cannot make a pair "sync" over lost data.
+//     Volumes are checked every Options.VerifyInterval (2s), on I/O errors,
+//     at open (against the recorded size) and at the split.
 //   - Cancel deletes the pair record; a split pair's record is kept (state
 //     "split", with the measured pause) so `migration show` can report it.
 //   - copy_file_range does not read the data, so it skips holes but copies

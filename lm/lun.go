@@ -211,6 +211,9 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	if err != nil {
 		return l, err
 	}
+	if err := m.refuseOffline("resize", l); err != nil {
+		return l, err
+	}
 	if p := m.pairOf(l.ID); p != nil {
 		return l, fmt.Errorf("lun %s: resize refused: pair %s: %w", name, p.id, ErrInPair)
 	}
@@ -257,6 +260,9 @@ func (m *Manager) DeleteLUN(name string) error {
 	defer m.admin.Unlock()
 	e, l, err := m.entryByName(name)
 	if err != nil {
+		return err
+	}
+	if err := m.refuseOffline("delete", l); err != nil {
 		return err
 	}
 	if p := m.pairOf(l.ID); p != nil {

@@ -43,6 +43,12 @@ type Options struct {
 	// DrainTimeout bounds the I/O drain when a pair is attached or
 	// detached (30s).
 	DrainTimeout time.Duration
+	// VerifyInterval is how often every open data volume's identity and
+	// size are checked (volume.File.Verify: an fstat and a stat each) so
+	// that a file truncated, deleted or replaced underneath lmtgt takes its
+	// LUN offline (2s); negative disables the periodic check (the checks
+	// on I/O errors and before a split remain).
+	VerifyInterval time.Duration
 	// WrapVolume, if set, wraps every data volume the Manager opens (tests
 	// use it to inject faults). The copy_file_range vehicle is used only
 	// on unwrapped files.
@@ -89,6 +95,9 @@ func (o *Options) fill() {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 30 * time.Second
 	}
+	if o.VerifyInterval == 0 {
+		o.VerifyInterval = 2 * time.Second
+	}
 }
 
 // Manager is the LM module. All methods are safe for concurrent use.
@@ -121,10 +130,13 @@ type Manager struct {
 	// during I/O or a meta volume transaction.
 	mu struct {
 		sync.Mutex
-		luns   map[string]*lunEntry // by LUN ID
-		vols   map[string]*dataVol  // by volume ID
-		pairs  map[string]*pair     // active (attached) pairs by pair ID
-		closed bool
+		luns  map[string]*lunEntry // by LUN ID
+		vols  map[string]*dataVol  // by volume ID
+		pairs map[string]*pair     // active (attached) pairs by pair ID
+		// unloaded: pair records that could not be loaded at startup
+		// (offline.go); they fence their LUNs until cancelled.
+		unloaded map[string]*unloadedPair
+		closed   bool
 	}
 
 	// sess holds the migration sessions (session.go).
@@ -144,6 +156,9 @@ type hooks struct {
 	// createStep runs at the steps of createPairs ("pair k ready",
 	// "committed", "undo"); an error fails that step.
 	createStep func(step string) error
+	// splitDrained runs in Split once the gates are closed and drained,
+	// before the checks made inside the pause.
+	splitDrained func()
 }
 
 // dataVol is one data volume the Manager knows.
@@ -152,6 +167,10 @@ type dataVol struct {
 	cur atomic.Pointer[openVol] // nil while the volume is unavailable
 	// why is the last open error, for status and logs.
 	why atomic.Pointer[string]
+	// lost is set (once, sticky until a restart) when the volume shrank,
+	// vanished or was replaced underneath lmtgt (offline.go); get fails
+	// from then on.
+	lost atomic.Pointer[string]
 }
 
 type openVol struct {
@@ -160,7 +179,12 @@ type openVol struct {
 	raw  *volume.File  // always the real file, for Close and Resize
 }
 
+// get returns the open volume. A volume that is not open, or is lost, is
+// unavailable, and its LUN offline (the error wraps both).
 func (d *dataVol) get() (*openVol, error) {
+	if l := d.lost.Load(); l != nil {
+		return nil, fmt.Errorf("data volume %s (%s) lost: %s: %w: %w", d.rec.ID, d.rec.Path, *l, ErrUnavailable, ErrOffline)
+	}
 	if o := d.cur.Load(); o != nil {
 		return o, nil
 	}
@@ -168,11 +192,14 @@ func (d *dataVol) get() (*openVol, error) {
 	if w := d.why.Load(); w != nil {
 		why = *w
 	}
-	return nil, fmt.Errorf("data volume %s (%s): %s: %w", d.rec.ID, d.rec.Path, why, ErrUnavailable)
+	return nil, fmt.Errorf("data volume %s (%s): %s: %w: %w", d.rec.ID, d.rec.Path, why, ErrUnavailable, ErrOffline)
 }
 
 // open (re)opens the volume if it is not open.
 func (m *Manager) openVolume(d *dataVol) error {
+	if l := d.lost.Load(); l != nil {
+		return fmt.Errorf("data volume %s: lost: %s (restore it and restart lmtgt): %w", d.rec.ID, *l, ErrUnavailable)
+	}
 	if d.cur.Load() != nil {
 		return nil
 	}
@@ -181,7 +208,8 @@ func (m *Manager) openVolume(d *dataVol) error {
 		d.why.Store(&s)
 		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
-	f, err := volume.Open(d.rec.Path, volume.Options{Direct: d.rec.Direct})
+	// MinSize: a file truncated while it was closed is not served.
+	f, err := volume.Open(d.rec.Path, volume.Options{Direct: d.rec.Direct, MinSize: d.rec.Size})
 	if err != nil {
 		s := err.Error()
 		d.why.Store(&s)
@@ -219,6 +247,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	m.mu.luns = map[string]*lunEntry{}
 	m.mu.vols = map[string]*dataVol{}
 	m.mu.pairs = map[string]*pair{}
+	m.mu.unloaded = map[string]*unloadedPair{}
 	m.sess.init()
 
 	var vols []metavol.Volume
@@ -256,6 +285,13 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	if err := m.loadSessions(); err != nil {
 		m.Close()
 		return nil, err
+	}
+	if opts.VerifyInterval > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.verifyLoop()
+		}()
 	}
 	return m, nil
 }
@@ -361,6 +397,9 @@ type lunEntry struct {
 	blockSize uint32
 	size      atomic.Int64
 	closed    atomic.Bool // deleted or Manager closed
+	// fence is the unloaded pair that keeps this LUN offline, or nil
+	// (offline.go; set by the Manager under m.mu).
+	fence atomic.Pointer[unloadedPair]
 
 	gate gate
 	// The route: changed only while the gate is closed and drained.
@@ -390,11 +429,18 @@ func (e *lunEntry) ReadAt(p []byte, off int64) (int, error) {
 	if e.closed.Load() {
 		return 0, fmt.Errorf("lun %s: read: %w", e.name, volume.ErrClosed)
 	}
+	if err := e.fenced("read"); err != nil {
+		return 0, err
+	}
 	o, err := e.vol.get()
 	if err != nil {
 		return 0, fmt.Errorf("lun %s: read: %w", e.name, err)
 	}
-	return o.v.ReadAt(p, off)
+	n, err := o.v.ReadAt(p, off)
+	if err != nil {
+		e.m.ioFailed(e.vol, err)
+	}
+	return n, err
 }
 
 func (e *lunEntry) WriteAt(p []byte, off int64) (int, error) {
@@ -416,12 +462,19 @@ func (e *lunEntry) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("lun %s: write: %w", e.name, err)
 	}
-	return o.v.WriteAt(p, off)
+	n, err := o.v.WriteAt(p, off)
+	if err != nil {
+		e.m.ioFailed(e.vol, err)
+	}
+	return n, err
 }
 
 func (e *lunEntry) writable(op string) error {
 	if e.closed.Load() {
 		return fmt.Errorf("lun %s: %s: %w", e.name, op, volume.ErrClosed)
+	}
+	if err := e.fenced(op); err != nil {
+		return err
 	}
 	if e.targetOf != nil {
 		return fmt.Errorf("lun %s: %s refused: the LUN is the target of a migration: %w", e.name, op, ErrInPair)
@@ -448,7 +501,11 @@ func (e *lunEntry) Unmap(off, length int64) error {
 	if err != nil {
 		return fmt.Errorf("lun %s: unmap: %w", e.name, err)
 	}
-	return o.v.Unmap(off, length)
+	if err := o.v.Unmap(off, length); err != nil {
+		e.m.ioFailed(e.vol, err)
+		return err
+	}
+	return nil
 }
 
 func (e *lunEntry) Sync() error {
@@ -457,6 +514,9 @@ func (e *lunEntry) Sync() error {
 	if e.closed.Load() {
 		return fmt.Errorf("lun %s: sync: %w", e.name, volume.ErrClosed)
 	}
+	if err := e.fenced("sync"); err != nil {
+		return err
+	}
 	if e.pair != nil {
 		return e.pair.sync()
 	}
@@ -464,7 +524,11 @@ func (e *lunEntry) Sync() error {
 	if err != nil {
 		return fmt.Errorf("lun %s: sync: %w", e.name, err)
 	}
-	return o.v.Sync()
+	if err := o.v.Sync(); err != nil {
+		e.m.ioFailed(e.vol, err)
+		return err
+	}
+	return nil
 }
 
 // Size is the LUN's size (which may be less than its data volume's).
@@ -480,6 +544,9 @@ func (e *lunEntry) NextData(off int64) (start, end int64, err error) {
 	if e.closed.Load() {
 		return 0, 0, fmt.Errorf("lun %s: next data: %w", e.name, volume.ErrClosed)
 	}
+	if err := e.fenced("next data"); err != nil {
+		return 0, 0, err
+	}
 	o, err := e.vol.get()
 	if err != nil {
 		return 0, 0, fmt.Errorf("lun %s: next data: %w", e.name, err)
@@ -487,12 +554,29 @@ func (e *lunEntry) NextData(off int64) (start, end int64, err error) {
 	size := e.size.Load()
 	start, end, err = o.raw.NextData(off)
 	if err != nil {
+		if err != io.EOF {
+			e.m.ioFailed(e.vol, err)
+		}
 		return 0, 0, err
 	}
 	if start >= size {
 		return 0, 0, io.EOF
 	}
 	return start, min(end, size), nil
+}
+
+// Offline returns why the LUN does not serve host I/O now (wrapping
+// ErrOffline), or nil; the SCSI front end answers TEST UNIT READY with it.
+func (e *lunEntry) Offline() error {
+	e.gate.enter()
+	defer e.gate.exit()
+	if err := e.fenced("test unit ready"); err != nil {
+		return err
+	}
+	if _, err := e.vol.get(); err != nil {
+		return fmt.Errorf("lun %s: %w", e.name, err)
+	}
+	return nil
 }
 
 // Close does nothing: the handle belongs to the Manager.

@@ -176,6 +176,10 @@ func (p *pair) checkpoint(force bool) {
 		p.zlog.Warn().Err(errors.Join(serr, terr)).Msg("checkpoint: sync failed; cursor not advanced")
 		return
 	}
+	if err := p.verifyLegs("checkpoint"); err != nil {
+		p.zlog.Warn().Err(err).Msg("checkpoint: cursor not advanced")
+		return
+	}
 	rec := p.recordLocked()
 	if done > rec.Cursor {
 		rec.Cursor = done
@@ -286,6 +290,9 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 			req.Source, sl.BlockSize, req.Target, tl.BlockSize, ErrInvalid)
 	}
 	for _, x := range []metavol.LUN{sl, tl} {
+		if err := m.refuseOffline("pair create", x); err != nil {
+			return pairPlan{}, fmt.Errorf("pair %s: %w", req.Source, err)
+		}
 		if p := m.pairOf(x.ID); p != nil {
 			return pairPlan{}, fmt.Errorf("pair %s: LUN %s is already in pair %s (%s → %s): %w",
 				req.Source, x.Name, p.id, p.src.name, p.tgt.name, ErrInPair)
@@ -593,6 +600,9 @@ func (m *Manager) activePair(source string) (*pair, error) {
 			return p, nil
 		}
 	}
+	if u := m.unloadedLocked(source); u != nil {
+		return nil, fmt.Errorf("migration of %s: %s: %w", source, u.reason(), ErrOffline)
+	}
 	return nil, fmt.Errorf("migration of %s: %w", source, ErrNotFound)
 }
 
@@ -631,11 +641,15 @@ func (m *Manager) Resume(source string) error {
 
 // Cancel ends a pair: the copy stops, the target is left as it was, the
 // source untouched, the DCL dropped and the pair record deleted. A faulty
-// pair (final) is removed the same way.
+// pair (final) is removed the same way, and so is a pair that could not
+// be loaded (its LUNs come back online).
 func (m *Manager) Cancel(source string) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	p, err := m.activePair(source)
+	if errors.Is(err, ErrOffline) {
+		return m.cancelUnloaded(source)
+	}
 	if err != nil {
 		return err
 	}
@@ -721,6 +735,7 @@ func (m *Manager) Pairs() []PairStatus {
 		out = append(out, p.status())
 		seen[p.id] = true
 	}
+	out = append(out, m.unloadedStatuses()...)
 	for _, r := range m.finishedRecords() {
 		if !seen[r.ID] {
 			out = append(out, m.recordStatus(r))
@@ -740,6 +755,12 @@ func (m *Manager) Pairs() []PairStatus {
 func (m *Manager) Pair(source string) (PairStatus, error) {
 	if p, err := m.activePair(source); err == nil {
 		return p.status(), nil
+	}
+	m.mu.Lock()
+	u := m.unloadedLocked(source)
+	m.mu.Unlock()
+	if u != nil {
+		return m.unloadedStatus(u), nil
 	}
 	var best *PairStatus
 	for _, r := range m.finishedRecords() {

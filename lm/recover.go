@@ -1,6 +1,8 @@
 package lm
 
 import (
+	"fmt"
+
 	"github.com/lmtgt/lmtgt/metavol"
 )
 
@@ -9,13 +11,20 @@ import (
 // resumes from the persisted checkpoint, a split cut short by the restart
 // goes back to synced, and a pair whose data volume is missing is
 // interrupted with the reason. Cancelled pairs and stray DCLs are cleaned.
+//
+// A pair record that cannot be loaded (an unknown state, a LUN it names is
+// missing, its DCL fails to load) is never skipped silently: its record and
+// DCL are kept and the LUNs it names are offline (offline.go) until it
+// loads at a later start or the admin cancels it. Serving its source
+// plainly would stop tracking writes that the pair, loaded again later,
+// would then miss at the split.
 func (m *Manager) recover(recs []metavol.Pair) error {
 	active := map[string]bool{}
 	var started []*pair
 	for _, rec := range recs {
 		st, err := ParseState(rec.State)
 		if err != nil {
-			m.log.Error().Err(err).Str("pair", rec.ID).Msg("pair record with an unknown state: ignored")
+			m.unloadable(rec, fmt.Sprintf("unknown state %q (written by another lmtgt version?)", rec.State))
 			active[rec.ID] = true // keep its DCL
 			continue
 		}
@@ -32,13 +41,20 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 		se, te := m.mu.luns[rec.SourceLUN], m.mu.luns[rec.TargetLUN]
 		m.mu.Unlock()
 		if se == nil || te == nil {
-			m.log.Error().Str("pair", rec.ID).Msg("pair refers to a LUN that does not exist: ignored")
+			var missing []string
+			if se == nil {
+				missing = append(missing, "source LUN "+rec.SourceLUN)
+			}
+			if te == nil {
+				missing = append(missing, "target LUN "+rec.TargetLUN)
+			}
+			m.unloadable(rec, fmt.Sprintf("%s does not exist", joinAnd(missing)))
 			active[rec.ID] = true
 			continue
 		}
 		p, err := m.newPair(rec, se, te)
 		if err != nil {
-			m.log.Error().Err(err).Str("pair", rec.ID).Msg("pair not resumed")
+			m.unloadable(rec, err.Error())
 			active[rec.ID] = true
 			continue
 		}
@@ -87,4 +103,14 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 		m.startPair(p)
 	}
 	return nil
+}
+
+func joinAnd(s []string) string {
+	switch len(s) {
+	case 0:
+		return ""
+	case 1:
+		return s[0]
+	}
+	return s[0] + " and " + s[1]
 }

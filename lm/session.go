@@ -302,6 +302,12 @@ func (m *Manager) pairStatusByID(id, source, target string) PairStatus {
 	if p != nil {
 		return p.status()
 	}
+	m.mu.Lock()
+	u := m.mu.unloaded[id]
+	m.mu.Unlock()
+	if u != nil {
+		return m.unloadedStatus(u) // counts as faulty in the session's state
+	}
 	var rec metavol.Pair
 	err := m.db.View(func(tx *metavol.Tx) error {
 		var err error

@@ -52,6 +52,14 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			return SplitResult{}, err
 		}
 	}
+	// A leg truncated, deleted or replaced underneath lmtgt would hand the
+	// host zeros after the swap: check both legs of every pair now (cheap:
+	// an fstat and a stat each) and again inside the pause.
+	for _, p := range ps {
+		if err := p.verifyLegs("split"); err != nil {
+			return SplitResult{}, err
+		}
+	}
 	for _, p := range ps {
 		if p.wantsVerify() {
 			if err := p.verify(); err != nil {
@@ -143,6 +151,9 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	}
 	defer openGates()
 
+	if h := m.hooks.splitDrained; h != nil {
+		h()
+	}
 	// Drained: no write is in flight. A failure during the drain shows in
 	// the fault or the DCL.
 	for _, p := range ps {
@@ -155,6 +166,11 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			openGates()
 			back("split refused: the DCL is not empty after the drain")
 			return SplitResult{}, fmt.Errorf("split: pair %s: DCL holds %d regions after the drain: %w", p.name(), d, ErrNotSynced)
+		}
+		if err := p.verifyLegs("split"); err != nil {
+			openGates()
+			back("split refused: " + err.Error())
+			return SplitResult{}, err
 		}
 	}
 
@@ -261,6 +277,11 @@ func names(ps []*pair) string {
 
 // splittable says why the pair cannot be split now, or nil.
 func (p *pair) splittable() error {
+	for _, e := range []*lunEntry{p.src, p.tgt} {
+		if err := e.fenced("split"); err != nil {
+			return fmt.Errorf("split: pair %s: %w", p.name(), err)
+		}
+	}
 	st := p.getState()
 	if st != StateSynced {
 		p.mu.Lock()

@@ -2,7 +2,10 @@ package lm
 
 import (
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 // The Manager's public API (implemented in manager.go, lun.go, pair*.go):
@@ -117,4 +120,36 @@ var (
 	ErrState        = errors.New("not allowed in this state")
 	ErrUnavailable  = errors.New("data volume unavailable")
 	ErrTooLarge     = errors.New("file too large for the filesystem")
+	// ErrOffline: the LUN does not serve host I/O (offline.go): a pair
+	// naming it could not be loaded, or its data volume is unavailable or
+	// was lost. The same sentinel as volume.ErrOffline, so the SCSI front
+	// end answers NOT READY without importing lm.
+	ErrOffline = volume.ErrOffline
 )
+
+// LUNState says whether a LUN serves host I/O.
+type LUNState int
+
+// LUN states.
+const (
+	LUNOnline LUNState = iota
+	// LUNOffline: host I/O fails with ErrOffline (SCSI NOT READY, manual
+	// intervention required); LUNStatus.Reason says why and what to do.
+	LUNOffline
+)
+
+func (s LUNState) String() string {
+	switch s {
+	case LUNOnline:
+		return "online"
+	case LUNOffline:
+		return "offline"
+	}
+	return fmt.Sprintf("LUNState(%d)", int(s))
+}
+
+// LUNStatus is a LUN's serving state, as `lun show` reports it.
+type LUNStatus struct {
+	State  LUNState
+	Reason string // why it is offline; "" when online
+}

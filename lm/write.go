@@ -112,6 +112,7 @@ func (p *pair) dual(c *change) (int, error) {
 		}
 		n, err := c.apply(so)
 		if err != nil {
+			p.m.ioFailed(p.srcVol, err)
 			return n, fmt.Errorf("lun %s: %s to source: %w", p.src.name, c.op(), err)
 		}
 		return n, nil
@@ -132,6 +133,10 @@ func (p *pair) dual(c *change) (int, error) {
 	}
 	n, serr, terr := c.both(so, to)
 	differs := serr != nil || terr != nil
+	if differs {
+		p.m.ioFailed(p.srcVol, serr)
+		p.m.ioFailed(p.tgtVol, terr)
+	}
 	if marked {
 		p.log.EndWrite(r0, rb, differs)
 	}

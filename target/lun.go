@@ -123,7 +123,7 @@ func (st *luState) install() {
 		ops[i] = scsi.NewSCSIDeviceOperation(illegal, nil, 0)
 	}
 	// gotgt's own emulation, kept where it is right.
-	set(wrapNoData(scsi.SPCTestUnit), 0x00)
+	set(st.testUnitReady, 0x00) // gotgt's, or NOT READY while offline
 	set(wrapNoData(scsi.SBCModeSelect), 0x15, 0x55)
 	set(wrapNoData(scsi.SPCSendDiagnostics), 0x1d)
 	set(st.gotgtDataIn(scsi.SBCModeSense, modeSenseLen), 0x1a, 0x5a)

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/gostor/gotgt/pkg/api"
+	"github.com/gostor/gotgt/pkg/scsi"
 
 	"github.com/lmtgt/lmtgt/metavol/volume"
 )
@@ -55,8 +56,15 @@ func (st *luState) inRange(lba, n uint64) bool {
 	return lba < st.blocks && n <= st.blocks-lba
 }
 
-// ioError maps a volume error to sense.
+// ioError maps a volume error to sense. An offline LUN (its migration
+// state could not be loaded, or its data volume is unavailable or was
+// lost underneath lmtgt) answers NOT READY, "logical unit not ready,
+// manual intervention required": the host must see an error, and one
+// that says the admin has to act, never data.
 func ioError(cmd *api.SCSICommand, err error, write bool) api.SAMStat {
+	if errors.Is(err, volume.ErrOffline) {
+		return checkCondition(cmd, keyNotReady, ascNotReadyManual)
+	}
 	if errors.Is(err, volume.ErrOutOfRange) {
 		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
 	}
@@ -64,6 +72,21 @@ func ioError(cmd *api.SCSICommand, err error, write bool) api.SAMStat {
 		return checkCondition(cmd, keyMediumError, ascWriteError)
 	}
 	return checkCondition(cmd, keyMediumError, ascReadError)
+}
+
+// offliner is implemented by a LUN handle that can be offline (lm's
+// router); TEST UNIT READY asks it.
+type offliner interface{ Offline() error }
+
+// testUnitReady serves TEST UNIT READY: GOOD, or NOT READY (manual
+// intervention required) while the LUN is offline.
+func (st *luState) testUnitReady(host int, cmd *api.SCSICommand) api.SAMStat {
+	if o, ok := st.vol.(offliner); ok {
+		if err := o.Offline(); errors.Is(err, volume.ErrOffline) {
+			return checkCondition(cmd, keyNotReady, ascNotReadyManual)
+		}
+	}
+	return wrapNoData(scsi.SPCTestUnit)(host, cmd)
 }
 
 // read serves READ(6/10/12/16) straight from the volume into the

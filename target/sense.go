@@ -29,6 +29,7 @@ type asc uint16
 
 const (
 	ascNone                     asc = 0x0000
+	ascNotReadyManual           asc = 0x0403 // logical unit not ready, manual intervention required
 	ascWriteError               asc = 0x0c00
 	ascReadError                asc = 0x1100
 	ascMiscompareDuringVerify   asc = 0x1d00

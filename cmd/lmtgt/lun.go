@@ -144,9 +144,9 @@ func lunList(c *cli.Context) error {
 	}, func(ls []wire.LUN) {
 		var rows [][]string
 		for _, l := range ls {
-			rows = append(rows, []string{l.Name, sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingStr(l.Mappings), migrationStr(l.Migration), orDash(l.VolumePath)})
+			rows = append(rows, []string{l.Name, sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingStr(l.Mappings), migrationStr(l.Migration), orDash(l.VolumePath), orDash(l.State)})
 		}
-		table(c.App.Writer, []string{"NAME", "SIZE", "BLOCK", "MAPPED", "MIGRATION", "VOLUME"}, rows)
+		table(c.App.Writer, []string{"NAME", "SIZE", "BLOCK", "MAPPED", "MIGRATION", "VOLUME", "STATE"}, rows)
 	})
 }
 
@@ -193,8 +193,17 @@ func printLUN(c *cli.Context, l wire.LUN) {
 		{"direct io", map[bool]string{true: "yes", false: "no"}[l.DirectIO]},
 		{"mapped", mappingStr(l.Mappings)},
 		{"migration", migrationStr(l.Migration)},
+		{"state", stateStr(l)},
 		{"created", l.Created.Local().Format("2006-01-02 15:04:05")},
 	})
+}
+
+// stateStr is "online", or "OFFLINE: why" (loud: host I/O fails).
+func stateStr(l wire.LUN) string {
+	if l.State == "offline" {
+		return "OFFLINE: " + strings.TrimPrefix(l.Offline, "offline: ")
+	}
+	return orDash(l.State)
 }
 
 func lunResize(c *cli.Context) error {

@@ -13,6 +13,16 @@
 // buffers (unaligned writes become a serialised read-modify-write), so
 // callers get correct results either way and full speed when they align.
 //
+// Verify (verify.go) checks that a File is still what was opened and
+// whole: not unlinked, its path naming the same file or device, not
+// smaller than Size (ErrVanished, ErrReplaced, ErrShrunk). A read that
+// finds the file shorter than Size, NextData on such a file, a write
+// reaching its last block and Resize fail with ErrShrunk rather than
+// return zeros, report holes, or give a truncated file its size back;
+// Open with Options.MinSize refuses a file smaller than its recorded size.
+// ErrOffline is the sentinel the layers above use for a logical unit
+// that must not be served (the SCSI front end answers NOT READY).
+//
 // Faulty wraps any Volume to inject write/read failures and latency in tests
 // of the packages above; it never fakes success.
 //

@@ -28,6 +28,11 @@ type Options struct {
 	// aligned range (serialised against other writes, so slower). Callers
 	// that want speed align to the LUN block size.
 	Direct bool
+	// MinSize, if positive, is the size the volume is known to have (its
+	// record): Open fails with ErrShrunk when the file or device is
+	// smaller, so a volume truncated while lmtgt was stopped is never
+	// served with zeros where its data was.
+	MinSize int64
 }
 
 // File is a data volume backed by a regular file or a raw block device. All
@@ -159,6 +164,10 @@ func Open(path string, opts Options) (*File, error) {
 			return nil, fmt.Errorf("volume %s: fstat: %w", path, err)
 		}
 		size = st.Size
+	}
+	if opts.MinSize > 0 && size < opts.MinSize {
+		unix.Close(fd)
+		return nil, fmt.Errorf("volume %s: holds %d bytes, the volume had %d: %w", path, size, opts.MinSize, ErrShrunk)
 	}
 	return newFile(path, fd, kind, size, opts)
 }
@@ -311,6 +320,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.checkRange("write", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if err := f.checkTail(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	if !f.direct {
 		return f.pwrite(p, off)
 	}
@@ -329,6 +341,30 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return f.writeBounce(p, off)
 }
 
+// checkTail guards the writes that could give a file truncated behind our
+// back its full size again (a write ending in the last alignment block,
+// or a direct write whose last block is trimmed back to Size): once the
+// size is restored, holes where the data was could no longer be told from
+// data by Verify. One fstat, on those writes only.
+func (f *File) checkTail(off, n int64) error {
+	if f.kind != KindFile || n == 0 || off+n <= f.size.Load()-f.align {
+		return nil
+	}
+	return f.notShrunk()
+}
+
+// notShrunk fails with ErrShrunk when the file is smaller than Size.
+func (f *File) notShrunk() error {
+	var st unix.Stat_t
+	if err := fstatRetry(f.fd, &st); err != nil {
+		return fmt.Errorf("volume %s: fstat: %w", f.path, err)
+	}
+	if size := f.size.Load(); st.Size < size {
+		return fmt.Errorf("volume %s: the file holds %d bytes, the volume %d: %w", f.path, st.Size, size, ErrShrunk)
+	}
+	return nil
+}
+
 // pread reads exactly len(p) bytes at off.
 func (f *File) pread(p []byte, off int64) (int, error) {
 	done := 0
@@ -341,8 +377,10 @@ func (f *File) pread(p []byte, off int64) (int, error) {
 			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, off+int64(done), err)
 		}
 		if n == 0 {
-			// The file is shorter than our size (truncated behind our back).
-			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, off+int64(done), io.ErrUnexpectedEOF)
+			// The file is shorter than our size (truncated behind our
+			// back): an error, never zeros.
+			return done, fmt.Errorf("volume %s: read at %d: the file ends before the volume's size %d: %w (%w)",
+				f.path, off+int64(done), f.size.Load(), ErrShrunk, io.ErrUnexpectedEOF)
 		}
 		done += n
 	}
@@ -401,7 +439,8 @@ func (f *File) readBounce(p []byte, off int64) (int, error) {
 		}
 		need := cur - start
 		if int64(got) <= need {
-			return done, fmt.Errorf("volume %s: read at %d: %w", f.path, cur, io.ErrUnexpectedEOF)
+			return done, fmt.Errorf("volume %s: read at %d: the file ends before the volume's size %d: %w (%w)",
+				f.path, cur, f.size.Load(), ErrShrunk, io.ErrUnexpectedEOF)
 		}
 		done += copy(p[done:], buf[need:got])
 	}
@@ -483,6 +522,9 @@ func (f *File) Unmap(off, length int64) error {
 	}
 	if length == 0 {
 		return nil
+	}
+	if err := f.checkTail(off, length); err != nil { // zeros may be written (no hole punching)
+		return err
 	}
 	if f.direct {
 		// A concurrent read-modify-write must not write back stale bytes
@@ -613,6 +655,11 @@ func (f *File) Resize(size int64) error {
 	if size == cur {
 		return nil
 	}
+	// Growing a file truncated behind our back would give it back its
+	// size with holes where the data was: refuse.
+	if err := f.notShrunk(); err != nil {
+		return err
+	}
 	if err := unix.Ftruncate(f.fd, size); err != nil {
 		return fmt.Errorf("volume %s: resize to %d: %w", f.path, size, err)
 	}
@@ -641,6 +688,17 @@ func (f *File) NextData(off int64) (start, end int64, err error) {
 	}
 	if f.kind == KindBlock {
 		return off, size, nil
+	}
+	// A file truncated behind our back has no data past its new end, and
+	// SEEK_DATA would say so: callers (GET LBA STATUS) would then tell the
+	// host "deallocated, reads as zeros" where its data was. Refuse
+	// instead (one fstat; this is not on the read/write path).
+	var st unix.Stat_t
+	if err := fstatRetry(f.fd, &st); err != nil {
+		return 0, 0, fmt.Errorf("volume %s: next data: fstat: %w", f.path, err)
+	}
+	if st.Size < size {
+		return 0, 0, fmt.Errorf("volume %s: next data at %d: the file holds %d bytes, the volume %d: %w", f.path, off, st.Size, size, ErrShrunk)
 	}
 	start, err = seekRetry(f.fd, off, unix.SEEK_DATA)
 	if err == unix.ENXIO {

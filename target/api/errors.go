@@ -46,6 +46,7 @@ var sentinels = []struct {
 	{lm.ErrVerify, http.StatusConflict},
 	{lm.ErrState, http.StatusConflict},
 	{lm.ErrUnavailable, http.StatusServiceUnavailable},
+	{lm.ErrOffline, http.StatusConflict}, // fenced by a pair that could not be loaded (the message names it)
 	{lm.ErrExists, http.StatusConflict},
 	{lm.ErrTooLarge, http.StatusBadRequest}, // EFBIG: a size the filesystem cannot hold
 	{metavol.ErrExists, http.StatusConflict},

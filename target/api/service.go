@@ -44,6 +44,7 @@ type Manager interface {
 	Cancel(source string) error
 	Set(source string, req lm.SetRequest) (lm.PairStatus, error)
 	Split(sources []string, maxPause time.Duration) (lm.SplitResult, error)
+	LUNStatus(id string) lm.LUNStatus
 }
 
 // Exporter is what the API needs from the iSCSI side (*target.Server).
@@ -255,6 +256,10 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 	})
 	if err != nil {
 		return nil, toWire(err, lunObject(name))
+	}
+	for i := range out {
+		st := s.lm.LUNStatus(out[i].ID)
+		out[i].State, out[i].Offline = st.State.String(), st.Reason
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if out == nil {

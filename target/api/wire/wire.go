@@ -54,6 +54,13 @@ type LUN struct {
 	Mappings []LUNMapping `json:"mappings"`
 	// Migration is set while the LUN is in a pair.
 	Migration *LUNMigration `json:"migration,omitempty"`
+	// State is "online" or "offline": an offline LUN fails every host
+	// command with NOT READY (manual intervention required) because a
+	// pair naming it could not be loaded, or its data volume is missing or
+	// shrank, vanished or was replaced underneath lmtgt.
+	State string `json:"state"`
+	// Offline says why the LUN is offline and what to do; "" when online.
+	Offline string `json:"offline,omitempty"`
 }
 
 // LUNMapping is one export of a LUN: a target and a LUN number.
