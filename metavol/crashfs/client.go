@@ -29,6 +29,17 @@ type Options struct {
 	// kernel had written them back.
 	PartialWriteback bool  `json:"partial_writeback,omitempty"`
 	Seed             int64 `json:"seed,omitempty"`
+	// OrderedMetadata models a file system with an ordered metadata
+	// journal (ext4 data=ordered, xfs): any fsync or fdatasync, of a file
+	// or a directory, commits the journal, so every create, mkdir, rename
+	// and unlink done before it becomes durable (every directory's
+	// entries), and every size change by truncate or fallocate (cut bytes
+	// gone, added bytes zero). Data written with write(2) or through a
+	// mapping, and the size it grows a file to, still need the file's own
+	// fsync (delayed allocation).
+	// Without it (the default) the model is strict POSIX: entries need an
+	// fsync of their directory.
+	OrderedMetadata bool `json:"ordered_metadata,omitempty"`
 	// FailAfterCut: after the cut every op fails with EIO. By default the
 	// mount keeps working after the cut (so the program under test can be
 	// closed cleanly) and nothing it does reaches the image.

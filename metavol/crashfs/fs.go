@@ -88,6 +88,13 @@ type node struct {
 	durSize int64
 	hasDur  bool
 
+	// Size changes by truncate or fallocate since the last fsync: metadata
+	// an OrderedMetadata journal commit makes durable (the lowest size
+	// reached, then the last one).
+	metaDirty bool
+	metaMin   int64
+	metaSize  int64
+
 	links   int    // current names: 0 or 1 (no hard links)
 	nlookup uint64 // the kernel's references
 }
@@ -187,6 +194,9 @@ func (f *fsys) importDirLocked(path string, d *node) error {
 			}
 			err = copySparse(src, n.live, 0, fi.Size())
 			if err == nil {
+				err = n.live.Truncate(fi.Size())
+			}
+			if err == nil {
 				err = f.writeDurableLocked(n, src, fi.Size())
 			}
 			src.Close()
@@ -246,7 +256,18 @@ func (f *fsys) syncFileLocked(n *node) error {
 	}
 	n.dirty = nil
 	n.durSize, n.hasDur = n.size, true
+	n.metaDirty = false
 	return nil
+}
+
+// noteSizeChange records an explicit size change (truncate, fallocate)
+// from n.size to size.
+func (n *node) noteSizeChange(size int64) {
+	if !n.metaDirty {
+		n.metaDirty, n.metaMin = true, n.size
+	}
+	n.metaMin = min(n.metaMin, size)
+	n.metaSize = size
 }
 
 // partialWritebackLocked writes back a random half of the unsynced pages
@@ -452,6 +473,7 @@ func (f *fsys) truncateLocked(n *node, size int64) fuse.Status {
 		return errnoStatus(err)
 	}
 	n.dirty = addExtent(n.dirty, min(size, n.size), max(size, n.size))
+	n.noteSizeChange(size)
 	n.size = size
 	return fuse.OK
 }
@@ -700,6 +722,7 @@ func (f *fsys) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	n.dirty = addExtent(n.dirty, off, end)
 	if in.Mode&unix.FALLOC_FL_KEEP_SIZE == 0 && end > n.size {
 		n.dirty = addExtent(n.dirty, n.size, end)
+		n.noteSizeChange(end)
 		n.size = end
 	}
 	return fuse.OK
@@ -718,6 +741,9 @@ func (f *fsys) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if !f.durableLocked() {
 		return fuse.OK
 	}
+	if err := f.commitJournalLocked(); err != nil {
+		return errnoStatus(err)
+	}
 	if n.dir {
 		f.syncDirLocked(n)
 		return fuse.OK
@@ -726,6 +752,41 @@ func (f *fsys) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 		return errnoStatus(err)
 	}
 	return fuse.OK
+}
+
+// commitJournalLocked: with OrderedMetadata an fsync commits the journal:
+// every directory's entries and every explicit size change (the bytes a
+// truncate cut off are gone, those it added read as zeros; data written
+// since the file's last fsync is not committed).
+func (f *fsys) commitJournalLocked() error {
+	if !f.opts.OrderedMetadata {
+		return nil
+	}
+	for _, n := range f.mu.nodes {
+		if n.dir {
+			f.syncDirLocked(n)
+			continue
+		}
+		if !n.metaDirty {
+			continue
+		}
+		d, err := os.OpenFile(n.durPath, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		err = d.Truncate(min(n.durSize, n.metaMin))
+		if err == nil {
+			err = d.Truncate(n.metaSize)
+		}
+		if cerr := d.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		n.durSize, n.hasDur, n.metaDirty = n.metaSize, true, false
+	}
+	return nil
 }
 
 func (f *fsys) syncDirLocked(d *node) {
@@ -746,6 +807,9 @@ func (f *fsys) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 		return st
 	}
 	if f.durableLocked() {
+		if err := f.commitJournalLocked(); err != nil {
+			return errnoStatus(err)
+		}
 		f.syncDirLocked(d)
 	}
 	return fuse.OK

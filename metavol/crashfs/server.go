@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -53,6 +54,7 @@ type mounted struct {
 	srv     *fuse.Server
 	backing string
 	mnt     string
+	store   string
 	served  chan struct{} // closed when Serve returns
 	down    bool
 }
@@ -119,7 +121,7 @@ func mount(req request) (*mounted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s on %s: %w", mountFailed, req.Mnt, err)
 	}
-	m := &mounted{f: f, srv: srv, backing: req.Backing, mnt: req.Mnt, served: make(chan struct{})}
+	m := &mounted{f: f, srv: srv, backing: req.Backing, mnt: req.Mnt, store: req.Store, served: make(chan struct{})}
 	go func() {
 		defer close(m.served)
 		srv.Serve()
@@ -157,6 +159,16 @@ func handle(m *mounted, op string) error {
 		}
 		if err := m.f.writeImage(m.backing); err != nil {
 			return fmt.Errorf("crashfs %s: write image to %s: %w", m.mnt, m.backing, err)
+		}
+		// The live and durable copies are not needed any more.
+		ents, err := os.ReadDir(m.store)
+		if err != nil {
+			return fmt.Errorf("crashfs %s: %w", m.mnt, err)
+		}
+		for _, e := range ents {
+			if err := os.Remove(filepath.Join(m.store, e.Name())); err != nil {
+				return fmt.Errorf("crashfs %s: %w", m.mnt, err)
+			}
 		}
 		return nil
 	}
