@@ -69,7 +69,7 @@ func blob(name string, n int) []byte {
 }
 
 type plRun struct {
-	t    *testing.T
+	t       *testing.T
 	rng     *rand.Rand
 	seed    uint64
 	ordered bool // crashfs.Options.OrderedMetadata
