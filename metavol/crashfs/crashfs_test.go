@@ -309,3 +309,41 @@ func TestPartialWriteback(t *testing.T) {
 		t.Fatalf("%d of %d unsynced pages kept, want some but not all", kept, pages)
 	}
 }
+
+// TestOrderedMetadata: with OrderedMetadata any fsync commits every
+// directory's entries and truncates, but not unsynced data.
+func TestOrderedMetadata(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		backing := t.TempDir()
+		fs, mnt := crashfs.Mount(t, backing, crashfs.Options{OrderedMetadata: ordered})
+		if err := os.Mkdir(filepath.Join(mnt, "d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(filepath.Join(mnt, "d/sized"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(8192); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("unsynced"), 100); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		writeFile(t, filepath.Join(mnt, "other"), []byte("x"), true) // the fsync: a journal commit
+		fs.Crash()
+		b, err := os.ReadFile(filepath.Join(backing, "d/sized"))
+		if !ordered {
+			if !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("strict: d/sized must be gone, got %d bytes, %v", len(b), err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(b, make([]byte, 8192)) {
+			t.Fatalf("ordered: d/sized must hold 8192 zeros (entry and size committed, data not): %d bytes, %v", len(b), err)
+		}
+		if _, err := os.Stat(filepath.Join(backing, "other")); err != nil {
+			t.Fatalf("ordered: the fsynced file's own entry: %v", err)
+		}
+	}
+}
