@@ -18,6 +18,13 @@
 //     across directories) is fsynced; a created file whose data was synced
 //     but whose directory was not is gone after a crash.
 //
+// That is the default, strict POSIX model. Options.OrderedMetadata models
+// a file system with an ordered metadata journal (ext4 data=ordered, xfs):
+// any fsync or fdatasync commits the journal, so every entry change and
+// every truncate/fallocate size change made before it becomes durable
+// (bytes cut off are gone, bytes added read as zeros), but not data
+// written since the file's own last fsync (delayed allocation).
+//
 // Writes, truncates and fallocates change only the live content until the
 // next fsync of that file. Nothing else is ever written back in the
 // background, except with Options.PartialWriteback: at the cut a seeded
