@@ -35,7 +35,8 @@ const (
 	plRegionSize    = 1 << 20
 	plRegions       = plPairSize / plRegionSize
 	plStepsPerRound = 24
-	plBigEvery      = 6 // every plBigEvery-th iteration writes large values (memtable flush, value log)
+	plBigEvery      = 6  // every plBigEvery-th iteration writes large values (memtable flush, value log)
+	plBigSteps      = 40 // steps of a round with large values (~20 MiB: more than a memtable)
 )
 
 // plModel is what the acknowledged commits promise.
@@ -102,16 +103,20 @@ func (p *plRun) round(fs *crashfs.FS, m *plModel, round int, big bool) {
 	}
 	m.pairOpen = true
 
-	for step := 0; step < plStepsPerRound; step++ {
+	steps := plStepsPerRound
+	if big {
+		steps = plBigSteps
+	}
+	for step := 0; step < steps; step++ {
 		m.seq++
 		var err error
 		var ack func()
 		switch op := p.rng.IntN(11); {
-		case big && op < 3:
-			// Half above badger's value threshold (value log), half below
-			// (memtable): enough of them fill a memtable and flush it.
+		case big && op < 8:
+			// Some above badger's value threshold (value log), most below
+			// (memtable): a round of them fills a memtable and flushes it.
 			name := fmt.Sprintf("blob-%d", m.seq)
-			n := 600 << 10
+			n := 700 << 10
 			if op == 0 {
 				n = 1200 << 10
 			}

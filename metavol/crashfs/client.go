@@ -171,7 +171,14 @@ func (s *Server) do(req request) (response, error) {
 // is skipped if the kernel refuses the mount.
 func (s *Server) Mount(t testing.TB, backing string, opts Options) *FS {
 	t.Helper()
-	mnt := t.TempDir()
+	return s.MountAt(t, backing, t.TempDir(), opts)
+}
+
+// MountAt is Mount on a given empty directory: a program that records
+// absolute paths finds its files again after a crash when each mount of
+// the same backing directory uses the same mountpoint.
+func (s *Server) MountAt(t testing.TB, backing, mnt string, opts Options) *FS {
+	t.Helper()
 	store := t.TempDir()
 	r, err := s.do(request{Op: "mount", Backing: backing, Mnt: mnt, Store: store, Opts: opts})
 	if err != nil {
