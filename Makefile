@@ -18,6 +18,8 @@ FUZZTIME ?= 20s
 STRESS_KILLS ?= 200
 # `make stress`: power cuts of the meta volume on crashfs (dcl TestMetaPowerLoss).
 STRESS_CRASHPOINTS ?= 3000
+# `make stress`: power cuts of a migration with its data dir on crashfs (lm TestPowerLossMigration).
+STRESS_LM_POWERCUTS ?= 100
 
 # Defaults of `make run` (the same as lmtgt serve's own).
 DATA_DIR ?= ./lmtgt-data
@@ -34,7 +36,8 @@ help:
 	@echo "make vet          gofmt check and go vet"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
 	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
-	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume (crashfs)"
+	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume and"
+	@echo "                  STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) of a migration (crashfs)"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
 
 build:
@@ -99,6 +102,8 @@ stress:
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
 	LMTGT_STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) $(GO) test -race -count=1 -timeout 120m \
 		-run 'TestMetaPowerLoss$$' -v ./dcl/
+	LMTGT_STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) $(GO) test -race -count=1 -timeout 120m \
+		-run 'TestPowerLossMigration$$' -v ./lm/
 
 bench: build
 	@if [ -x scripts/bench ]; then scripts/bench -bin $(BIN) $(BENCHFLAGS); \

@@ -35,7 +35,7 @@ const (
 	plRegionSize    = 1 << 20
 	plRegions       = plPairSize / plRegionSize
 	plStepsPerRound = 24
-	plBigEvery      = 6  // every plBigEvery-th iteration writes large values (memtable flush, value log)
+	plBigEvery      = 15 // every plBigEvery-th iteration writes large values (memtable flush, value log)
 	plBigSteps      = 40 // steps of a round with large values (~20 MiB: more than a memtable)
 )
 
@@ -314,6 +314,18 @@ func (p *plRun) dir(base string) string {
 	return dir
 }
 
+// plBase is where the backing directories go: tmpfs when there is one
+// (the image is opened directly there, and a real disk's fsync latency
+// would dominate the run), else t.TempDir().
+func plBase(t *testing.T) string {
+	base, err := os.MkdirTemp("/dev/shm", "lmtgt-powerloss-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	return base
+}
+
 func plSeed(t *testing.T) uint64 {
 	if s := os.Getenv("LMTGT_CRASHFS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -389,7 +401,7 @@ func runPowerLoss(t *testing.T, ordered bool) {
 	t.Logf("seed %d (LMTGT_CRASHFS_SEED=%d replays it; the kernel's writeback timing may still differ)", seed, seed)
 	p := &plRun{t: t, rng: rand.New(rand.NewPCG(seed, 1)), seed: seed, ordered: ordered}
 	srv := crashfs.StartServer(t)
-	base := t.TempDir()
+	base := plBase(t)
 
 	// Calibrate: how many file system ops does one round take, empty and
 	// after a previous round, small and big? The crash points are drawn

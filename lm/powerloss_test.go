@@ -303,6 +303,17 @@ func (p *plLM) workload(fs *crashfs.FS, db *metavol.DB, m *Manager, maxWrites in
 	return writes.Load()
 }
 
+// plBackingDir is the backing directory: on tmpfs when there is one (a
+// real disk's fsync latency would dominate the run), else t.TempDir().
+func plBackingDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("/dev/shm", "lmtgt-powerloss-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // TestPowerLossMigration: see the comment at the top.
 func TestPowerLossMigration(t *testing.T) {
 	cuts := plCuts
@@ -323,7 +334,7 @@ func TestPowerLossMigration(t *testing.T) {
 	}
 	t.Logf("seed %d", seed)
 	p := &plLM{
-		t: t, srv: crashfs.StartServer(t), back: t.TempDir(), mnt: t.TempDir(),
+		t: t, srv: crashfs.StartServer(t), back: plBackingDir(t), mnt: t.TempDir(),
 		rng:  rand.New(rand.NewPCG(seed, 2)),
 		host: &plHost{written: map[int64]map[uint64]bool{}, promised: map[int64]uint64{}},
 	}
