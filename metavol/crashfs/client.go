@@ -18,6 +18,9 @@ import (
 // unmount waits up to serveWait there.
 const callTimeout = 2 * time.Minute
 
+// stopWait bounds each step of stopping a server at the end of a test.
+const stopWait = 10 * time.Second
+
 // Options of one mount.
 type Options struct {
 	// CrashAtOp > 0 cuts the power just before op number CrashAtOp (1 is
@@ -110,11 +113,18 @@ func StartServer(t testing.TB) *Server {
 		s.loop(stdin, stdout)
 	}()
 	t.Cleanup(func() {
+		// The loop closes stdin when it ends: the server unmounts what is
+		// left and exits. A server stuck in a request is killed.
 		close(s.stop)
-		<-loopDone // closes stdin: the server unmounts what is left and exits
+		select {
+		case <-loopDone:
+		case <-time.After(stopWait):
+			_ = cmd.Process.Kill()
+			<-loopDone
+		}
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(stopWait):
 			_ = cmd.Process.Kill()
 			<-exited
 		}

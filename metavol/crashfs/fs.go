@@ -345,7 +345,7 @@ func (f *fsys) cutLocked() error {
 	return nil
 }
 
-// durable reports whether fsyncs still change the image.
+// durableLocked reports whether fsyncs still change the image.
 func (f *fsys) durableLocked() bool { return f.mu.state == Running }
 
 func (f *fsys) nodeLocked(id uint64) (*node, fuse.Status) {
