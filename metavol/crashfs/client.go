@@ -43,6 +43,10 @@ type Options struct {
 	// Without it (the default) the model is strict POSIX: entries need an
 	// fsync of their directory.
 	OrderedMetadata bool `json:"ordered_metadata,omitempty"`
+	// BackgroundCommits (with OrderedMetadata) also commits the journal
+	// before a seeded random eighth of the ops, as the journal's commit
+	// timer or another program's fsync would.
+	BackgroundCommits bool `json:"background_commits,omitempty"`
 	// FailAfterCut: after the cut every op fails with EIO. By default the
 	// mount keeps working after the cut (so the program under test can be
 	// closed cleanly) and nothing it does reaches the image.

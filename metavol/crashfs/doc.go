@@ -23,7 +23,9 @@
 // any fsync or fdatasync commits the journal, so every entry change and
 // every truncate/fallocate size change made before it becomes durable
 // (bytes cut off are gone, bytes added read as zeros), but not data
-// written since the file's own last fsync (delayed allocation).
+// written since the file's own last fsync (delayed allocation). With
+// Options.BackgroundCommits the journal also commits before a seeded
+// random eighth of the ops (the commit timer, another program's fsync).
 //
 // Writes, truncates and fallocates change only the live content until the
 // next fsync of that file. Nothing else is ever written back in the

@@ -321,6 +321,11 @@ func (f *fsys) stepLocked() fuse.Status {
 		return fuse.OK
 	}
 	f.mu.ops++
+	if f.opts.BackgroundCommits && f.mu.rng.IntN(8) == 0 {
+		if err := f.commitJournalLocked(); err != nil {
+			return fuse.EIO
+		}
+	}
 	if f.opts.CrashAtOp > 0 && f.mu.ops >= f.opts.CrashAtOp {
 		if err := f.cutLocked(); err != nil {
 			return fuse.EIO
