@@ -27,8 +27,9 @@
 // Options.BackgroundCommits the journal also commits before a seeded
 // random eighth of the ops (the commit timer, another program's fsync).
 //
-// Writes, truncates and fallocates change only the live content until the
-// next fsync of that file. Nothing else is ever written back in the
+// Data written with write(2) or through a mapping changes only the live
+// content until the next fsync of that file (so do truncates and
+// fallocates in the strict model). Nothing is ever written back in the
 // background, except with Options.PartialWriteback: at the cut a seeded
 // random half of the unsynced 4 KiB pages that lie within a file's durable
 // size are kept (a partial writeback; size changes never are).
