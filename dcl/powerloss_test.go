@@ -28,7 +28,7 @@ import (
 // ciCrashPoints); LMTGT_CRASHFS_SEED replays a run.
 
 const (
-	ciCrashPoints   = 120
+	ciCrashPoints   = 100
 	roundsPerIter   = 3
 	plPairID        = "pair1"
 	plPairSize      = 1 << 30
