@@ -16,6 +16,10 @@ TESTFLAGS ?=
 FUZZTIME ?= 20s
 # `make stress`: kill -9 rounds of the migration crash loop.
 STRESS_KILLS ?= 200
+# `make stress`: power cuts of the meta volume on crashfs (dcl TestMetaPowerLoss).
+STRESS_CRASHPOINTS ?= 3000
+# `make stress`: power cuts of a migration with its data dir on crashfs (lm TestPowerLossMigration).
+STRESS_LM_POWERCUTS ?= 100
 
 # Defaults of `make run` (the same as lmtgt serve's own).
 DATA_DIR ?= ./lmtgt-data
@@ -32,7 +36,9 @@ help:
 	@echo "make vet          gofmt check and go vet"
 	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
-	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests"
+	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
+	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume and"
+	@echo "                  STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) of a migration (crashfs)"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
 
 build:
@@ -102,6 +108,10 @@ stress:
 	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
+	LMTGT_STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) $(GO) test -race -count=1 -timeout 120m \
+		-run 'TestMetaPowerLoss$$' -v ./dcl/
+	LMTGT_STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) $(GO) test -race -count=1 -timeout 120m \
+		-run 'TestPowerLossMigration$$' -v ./lm/
 
 bench: build
 	@if [ -x scripts/bench ]; then scripts/bench -bin $(BIN) $(BENCHFLAGS); \
