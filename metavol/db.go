@@ -3,7 +3,6 @@ package metavol
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 
@@ -73,10 +72,15 @@ func Open(dir string, opts Options) (*DB, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("meta volume: empty directory")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := makeDirDurable(dir); err != nil {
 		return nil, fmt.Errorf("meta volume %s: %w", dir, err)
 	}
 	log := opts.Log.With().Str("component", "metavol").Logger()
+	if removed, err := removeEmptyLogs(dir); err != nil {
+		return nil, fmt.Errorf("meta volume %s: %w", dir, err)
+	} else if len(removed) > 0 {
+		log.Warn().Strs("files", removed).Msg("removed empty log files a power cut left behind")
+	}
 	db := &DB{dir: dir, log: log, opts: opts}
 	// badger creates and writes its files on open (a new memtable log, a
 	// value log header, the MANIFEST): refuse before it can fault.
