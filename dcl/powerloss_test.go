@@ -354,12 +354,9 @@ const findingsEnv = "LMTGT_CRASHFS_FINDINGS"
 // random moments too (ext4's commit timer, another program's fsync): a
 // commit between badger's creat and ftruncate of a new memtable or value
 // log leaves a zero-length file after the cut, and badger v4.9.6 refuses
-// to open ("Create a new file"; metavol TestEmptyLogFileAfterPowerCut).
-// Run with LMTGT_CRASHFS_FINDINGS=1.
+// to open it ("Create a new file"); metavol.Open removes such files
+// (metavol TestEmptyLogFileAfterPowerCut).
 func TestMetaPowerLossJournalTimer(t *testing.T) {
-	if os.Getenv(findingsEnv) != "1" {
-		t.Skip("badger refuses to open with an empty log file (see the comment); " + findingsEnv + "=1 reproduces it")
-	}
 	runPowerLoss(t, plFSModel{ordered: true, background: true})
 }
 
@@ -379,15 +376,11 @@ func TestMetaPowerLossStrictPOSIX(t *testing.T) {
 	runPowerLoss(t, plFSModel{})
 }
 
-// TestMetaDirCreatedDurably: metavol.Open creates its directory
-// (MkdirAll) and does not fsync the parent, so on strict POSIX semantics a
-// cut after commits returned can lose the whole meta volume. ext4 and xfs
-// commit the mkdir with the first fsync inside the new directory. Run with
-// LMTGT_CRASHFS_FINDINGS=1.
+// TestMetaDirCreatedDurably: metavol.Open creates its directory and must
+// fsync the parent, or on strict POSIX semantics a cut after commits
+// returned can lose the whole meta volume (ext4 and xfs commit the mkdir
+// with the first fsync inside the new directory anyway).
 func TestMetaDirCreatedDurably(t *testing.T) {
-	if os.Getenv(findingsEnv) != "1" {
-		t.Skip("metavol.Open does not fsync the parent of the directory it creates; " + findingsEnv + "=1 reproduces it")
-	}
 	backing := t.TempDir()
 	fs, mnt := crashfs.Mount(t, backing, crashfs.Options{})
 	db, err := metavol.Open(filepath.Join(mnt, "meta"), metavol.Options{Log: zerolog.Nop()})
