@@ -82,6 +82,15 @@ type world struct {
 	// hist[i][block]: written by exactly one writer, read by the checks
 	// when no writer runs.
 	hist [][]blockHist
+	// syncErrs[i] counts the failed syncs of source LUN i: the writers
+	// of a LUN are threads of one host, and a sync error seen by any of
+	// them makes every write not yet covered by a successful sync
+	// uncertain (it may be among what a failed writeback lost; the error
+	// is reported once per LUN, as Linux reports it once per file).
+	// The host issues one sync of a LUN at a time (syncMu[i]), so that
+	// the error is seen before the next sync's result is judged.
+	syncErrs []atomic.Int64
+	syncMu   []sync.Mutex
 
 	// The current life.
 	set *volume.CrashSet
@@ -90,6 +99,11 @@ type world struct {
 	// wrap, if set, wraps the crashable volume of every data volume
 	// (error loops put a Faulty there).
 	wrap func(id string, v volume.Volume) volume.Volume
+	// writeBudget bounds the writes of each writer per life (0: none),
+	// so that error loops have a bounded number of steps.
+	writeBudget int
+	// label names the current run in failures.
+	label string
 }
 
 func plOptions() Options {
@@ -145,6 +159,8 @@ func newWorld(t *testing.T, seed int64, wrap func(id string, v volume.Volume) vo
 		}
 		w.hist = append(w.hist, hist)
 	}
+	w.syncErrs = make([]atomic.Int64, plSources)
+	w.syncMu = make([]sync.Mutex, plSources)
 	return w
 }
 
@@ -325,21 +341,31 @@ func (w *world) checkLUN(what string, i int, h volume.Volume) {
 // stopped and checked).
 func (w *world) life(final bool) {
 	w.t.Helper()
+	if w.writeBudget > 0 {
+		// Bounded writers: let them write during the copy and
+		// dual-write, not before the pairs exist.
+		if err := w.ensurePairs(); err != nil {
+			w.t.Fatalf("%s: %v", w.label, err)
+		}
+	}
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var wg, budgetSpent sync.WaitGroup
 	for i := range w.src {
 		h := w.handle(w.src[i])
 		for k := 0; k < plWriters; k++ {
 			wg.Add(1)
+			budgetSpent.Add(1)
 			seed := w.rnd.Int63()
 			go func() {
 				defer wg.Done()
-				w.writer(h, i, k, seed, stop)
+				w.writer(h, i, k, seed, stop, budgetSpent.Done)
 			}()
 		}
 	}
 	var once sync.Once
 	stopWriters := func() {
+		// Bounded writers write their whole budget first.
+		budgetSpent.Wait()
 		once.Do(func() { close(stop) })
 		wg.Wait()
 	}
@@ -359,25 +385,50 @@ func (w *world) life(final bool) {
 // writer writes blocks it owns (block%plWriters == k) in s(i) and syncs
 // every few writes, recording the acknowledgements, until stop or an
 // error (the power cut). It ends with a successful sync when stopped.
-func (w *world) writer(h volume.Volume, i, k int, seed int64, stop chan struct{}) {
+func (w *world) writer(h volume.Volume, i, k int, seed int64, stop chan struct{}, spent func()) {
+	var once sync.Once
+	defer once.Do(spent)
 	rnd := rand.New(rand.NewSource(seed))
 	b := make([]byte, blk)
-	var pending []int64 // blocks written since the last sync started
+	type write struct {
+		bl    int64
+		op    int   // its index in hist[bl].ops
+		epoch int64 // syncErrs[i] when the write completed
+	}
+	var pending []write // written since the last sync started
 	hist := w.hist[i]
+	errs := &w.syncErrs[i]
 	syncNow := func() bool {
+		w.syncMu[i].Lock()
+		defer w.syncMu[i].Unlock()
+		e0 := errs.Load()
 		if err := h.Sync(); err != nil {
+			// Like a careful host (PostgreSQL since 2018): what was
+			// written before a failed sync may be gone even if a later
+			// sync succeeds; only a rewrite makes it durable again.
+			errs.Add(1)
+			pending = pending[:0]
 			return false
 		}
-		for _, bl := range pending {
-			hist[bl].acked = len(hist[bl].ops) - 1
+		if errs.Load() == e0 {
+			for _, p := range pending {
+				if p.epoch == e0 && p.op > hist[p.bl].acked {
+					hist[p.bl].acked = p.op
+				}
+			}
 		}
 		pending = pending[:0]
 		return true
 	}
-	for {
+	for n := 0; ; n++ {
+		if w.writeBudget > 0 && n >= w.writeBudget {
+			once.Do(spent)
+			<-stop
+		}
 		select {
 		case <-stop:
-			for n := 0; n < 100 && !syncNow(); n++ {
+			if len(pending) > 0 {
+				syncNow()
 			}
 			return
 		default:
@@ -395,11 +446,28 @@ func (w *world) writer(h volume.Volume, i, k int, seed int64, stop chan struct{}
 			// never acknowledged. Try again later.
 			continue
 		}
-		pending = append(pending, bl)
+		pending = append(pending, write{bl, len(hist[bl].ops) - 1, errs.Load()})
 		if rnd.Intn(4) == 0 && !syncNow() && w.set.Crashed() {
 			return
 		}
 	}
+}
+
+// ensurePairs creates the pairs s(i)→t(i) that are not there.
+func (w *world) ensurePairs() error {
+	for i := range w.src {
+		name := w.src[i].Name
+		if st, err := w.m.Pair(name); err == nil {
+			if s, _ := ParseState(st.State); !s.Final() {
+				continue
+			}
+		}
+		if _, err := w.m.CreatePair(PairRequest{Source: name, Target: w.tgt[i].Name, Speed: SpeedHighest}); err != nil {
+			st, perr := w.m.Pair(name)
+			return fmt.Errorf("create pair %s: %w (status %+v, %v)", name, err, st, perr)
+		}
+	}
+	return nil
 }
 
 // controller: pairs s(i)→t(i), waits for both synced, splits both in one
@@ -410,25 +478,20 @@ func (w *world) controller(final bool, stopWriters func()) error {
 	for i := range w.src {
 		names[i] = w.src[i].Name
 	}
+	deadline := time.Now().Add(60 * time.Second) // no hang
 	for {
 		if w.set.Crashed() {
 			return nil
 		}
-		for i := range w.src {
-			if st, err := w.m.Pair(names[i]); err == nil {
-				if s, _ := ParseState(st.State); !s.Final() {
-					continue
-				}
+		if err := w.ensurePairs(); err != nil {
+			if w.set.Crashed() {
+				return nil
 			}
-			if _, err := w.m.CreatePair(PairRequest{Source: names[i], Target: w.tgt[i].Name, Speed: SpeedHighest}); err != nil {
-				if w.set.Crashed() {
-					return nil
-				}
-				st, perr := w.m.Pair(names[i])
-				return fmt.Errorf("create pair %s: %w (status %+v, %v)", names[i], err, st, perr)
-			}
+			return err
 		}
-		deadline := time.Now().Add(60 * time.Second)
+		if !final {
+			deadline = time.Now().Add(60 * time.Second)
+		}
 		for synced := false; !synced; {
 			synced = true
 			for i := range w.src {
@@ -452,23 +515,25 @@ func (w *world) controller(final bool, stopWriters func()) error {
 			stopWriters()
 		}
 		_, err := w.m.Split(names, plMaxPause)
-		if err != nil && !final && (errors.Is(err, ErrSplitTimeout) || errors.Is(err, ErrNotSynced)) {
-			continue
-		}
 		if err != nil {
 			if w.set.Crashed() {
 				return nil
 			}
-			if final {
+			if final && !errors.Is(err, ErrSplitTimeout) && !errors.Is(err, ErrNotSynced) {
 				return fmt.Errorf("split: %w", err)
 			}
-			continue // e.g. the target sync before the split failed: the pairs are interrupted and retry
+			if time.Now().After(deadline) {
+				return fmt.Errorf("split still refused after 60s: %w", err)
+			}
+			// Deferred, or refused (a failure since the pairs were
+			// synced: they re-copy and get synced again): again.
+			continue
 		}
 		if final {
-			w.checkSplits("final split")
+			w.checkSplits("final split " + w.label)
 			for i := range w.src {
-				sameContent(w.t, fmt.Sprintf("after the split: s%d == t%d", i, i), w.handle(w.src[i]), w.handle(w.tgt[i]), plLUNSize)
-				w.checkLUN("final split", i, w.handle(w.src[i]))
+				w.checkLUN("final split "+w.label, i, w.handle(w.src[i]))
+				sameContent(w.t, fmt.Sprintf("%s: after the split: s%d == t%d", w.label, i, i), w.handle(w.src[i]), w.handle(w.tgt[i]), plLUNSize)
 			}
 			return nil
 		}

@@ -37,12 +37,13 @@ type Faulty struct {
 	// The one-shot failures: write (sync) number oneWrite (oneSync),
 	// counted in nWrites (nSyncs) from 0 since it was armed, fails with
 	// oneWriteErr (oneSyncErr); armed when the error is set.
-	oneWrite, nWrites   int64
-	oneWriteErr         error
-	oneSync, nSyncs     int64
-	oneSyncErr          error
-	syncs               int64 // syncs that reached the inner volume
-	injectedSyncFailure int64 // syncs failed by injection
+	oneWrite, nWrites    int64
+	oneWriteErr          error
+	oneSync, nSyncs      int64
+	oneSyncErr           error
+	syncs                int64 // syncs that reached the inner volume
+	injectedSyncFailure  int64 // syncs failed by injection
+	injectedWriteFailure int64 // writes failed by injection
 }
 
 // unsyncedDropper is a volume that can lose its unsynced data (Crashable).
@@ -127,6 +128,14 @@ func (f *Faulty) Syncs() int64 {
 	return f.syncs
 }
 
+// InjectedWriteFailures is how many writes (WriteAt, Unmap) failed by
+// injection.
+func (f *Faulty) InjectedWriteFailures() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.injectedWriteFailure
+}
+
 // InjectedSyncFailures is how many Syncs failed by injection.
 func (f *Faulty) InjectedSyncFailures() int64 {
 	f.mu.Lock()
@@ -154,6 +163,7 @@ func (f *Faulty) admitWrite() (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.writeErr != nil {
+		f.injectedWriteFailure++
 		return f.delay, f.writeErr
 	}
 	if f.oneWriteErr != nil {
@@ -162,6 +172,7 @@ func (f *Faulty) admitWrite() (time.Duration, error) {
 		if n == f.oneWrite {
 			err := f.oneWriteErr
 			f.oneWriteErr = nil
+			f.injectedWriteFailure++
 			return f.delay, err
 		}
 	}
@@ -169,6 +180,7 @@ func (f *Faulty) admitWrite() (time.Duration, error) {
 		if f.writesLeft <= 0 {
 			f.writeErr = f.afterErr
 			f.afterErr = nil
+			f.injectedWriteFailure++
 			return f.delay, f.writeErr
 		}
 		f.writesLeft--
