@@ -56,6 +56,7 @@ type pair struct {
 	// checkpoint's, the lazy clear's); the next host sync reports it
 	// (write.go).
 	srcSyncErr atomic.Pointer[string]
+
 	state atomic.Int32 // mirror of mu.state for lock-free reads
 
 	// Counters (also persisted in the record at checkpoints).
