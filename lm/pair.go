@@ -46,17 +46,16 @@ type pair struct {
 	ckpt atomic.Int64
 	// syncMu orders the syncs of the legs (see syncLegs).
 	syncMu sync.RWMutex
+	// srcSyncErr: a sync of the source that was not a host's failed (the
+	// checkpoint's, the lazy clear's); the next host sync reports it
+	// (write.go).
+	srcSyncErr atomic.Pointer[string]
 	// sourceOnly: paused, interrupted or faulty; writes go to the source
 	// only and mark the DCL.
 	sourceOnly atomic.Bool
 	// fault is the first target (or copy) failure not yet handled by the
 	// run goroutine.
 	fault atomic.Pointer[string]
-	// srcSyncErr: a sync of the source that was not a host's failed (the
-	// checkpoint's, the lazy clear's); the next host sync reports it
-	// (write.go).
-	srcSyncErr atomic.Pointer[string]
-
 	state atomic.Int32 // mirror of mu.state for lock-free reads
 
 	// Counters (also persisted in the record at checkpoints).

@@ -18,7 +18,7 @@ import (
 // restart, retries for RetryBudget like any interrupted pair. It used to
 // go faulty (final) at its first failed probe: the budget was counted
 // from the zero time, as the retry start is only set by a transition to
-// interrupted (found by TestPowerLoss: pairs interrupted by the power cut
+// interrupted (found by TestVolumePowerLoss: pairs interrupted by the power cut
 // went faulty in the next life).
 func TestRecoveredInterruptedPairKeepsRetrying(t *testing.T) {
 	e := newEnv(t, Options{RetryMin: 5 * time.Millisecond, RetryMax: 5 * time.Millisecond}, true)
@@ -84,7 +84,7 @@ func TestRecoveredInterruptedPairKeepsRetrying(t *testing.T) {
 // later sync (the host cannot know what the failed writeback lost).
 func TestVolumeErrorAtEveryStep(t *testing.T) {
 	budget := 15 // host writes per writer and run
-	if os.Getenv("LMTGT_STRESS_CRASHPOINTS") != "" {
+	if os.Getenv("LMTGT_STRESS_VOLUME_CRASHPOINTS") != "" {
 		budget = 60
 	}
 	boom := fmt.Errorf("injected: %w", syscall.EIO)
@@ -99,7 +99,7 @@ func TestVolumeErrorAtEveryStep(t *testing.T) {
 	}
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
-	w := newWorld(t, seed, wrap)
+	w := newCVWorld(t, seed, wrap)
 	w.writeBudget = budget
 	w.kill(false)
 	runs := 0
