@@ -64,7 +64,7 @@
 //     succeed (after a failed writeback the kernel may report success on
 //     the next fsync with the pages gone). A failed sync of the source that
 //     no host issued (the checkpoint's, the lazy clear's) fails the next
-//     host sync of the LUN with EIO, once: the host must hear that writes
+//     host sync of the LUN with that error, once: the host must hear that writes
 //     it completed may be gone (they cannot be re-copied from anywhere).
 //   - A pair recovered already interrupted gets its full RetryBudget from
 //     the restart.

@@ -49,7 +49,7 @@ type pair struct {
 	// srcSyncErr: a sync of the source that was not a host's failed (the
 	// checkpoint's, the lazy clear's); the next host sync reports it
 	// (write.go).
-	srcSyncErr atomic.Pointer[string]
+	srcSyncErr atomic.Pointer[error]
 	// sourceOnly: paused, interrupted or faulty; writes go to the source
 	// only and mark the DCL.
 	sourceOnly atomic.Bool

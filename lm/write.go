@@ -3,7 +3,6 @@ package lm
 import (
 	"errors"
 	"fmt"
-	"syscall"
 )
 
 // The host write path of a source LUN under migration (DESIGN §3). Called
@@ -160,8 +159,8 @@ func (p *pair) sync() error {
 		return fmt.Errorf("lun %s: sync source: %w", p.src.name, serr)
 	}
 	if earlier != nil {
-		return fmt.Errorf("lun %s: sync source: an earlier sync of the source failed (%s): data written before it may be lost: %w",
-			p.src.name, *earlier, syscall.EIO)
+		return fmt.Errorf("lun %s: sync source: an earlier sync of the source failed, data written before it may be lost: %w",
+			p.src.name, *earlier)
 	}
 	return nil
 }
@@ -216,8 +215,7 @@ func (p *pair) syncLegs(exclusive, source, target bool) (serr, terr error) {
 		// Not a host's sync: the host must still hear of it, as the
 		// writes it completed before may be gone from the source and
 		// its next sync would succeed without them.
-		msg := serr.Error()
-		p.srcSyncErr.Store(&msg)
+		p.srcSyncErr.Store(&serr)
 	}
 	return serr, terr
 }
