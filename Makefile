@@ -102,11 +102,17 @@ fuzz:
 		done; \
 	done
 
+# `make stress`: power cuts of the crashable data volume test (lm
+# TestVolumePowerLoss; it also runs TestVolumeErrorAtEveryStep longer).
+STRESS_VOLUME_CRASHPOINTS ?= 5000
+
 # Longer runs of what CI runs: the migration crash loop with many more
 # kill -9, the restart test, and the migration and DCL unit tests repeated.
 stress:
 	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
+	LMTGT_STRESS_VOLUME_CRASHPOINTS=$(STRESS_VOLUME_CRASHPOINTS) $(GO) test -race -count=1 -timeout 180m \
+		-run 'TestVolumePowerLoss$$|TestVolumeErrorAtEveryStep$$' -v ./lm/
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
 	LMTGT_STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) $(GO) test -race -count=1 -timeout 120m \
 		-run 'TestMetaPowerLoss$$' -v ./dcl/

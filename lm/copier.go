@@ -126,6 +126,11 @@ func (p *pair) sleep(ctx context.Context, d time.Duration) {
 // the target by re-copying one DCL region; on success the copy resumes.
 func (p *pair) retry(ctx context.Context) {
 	p.mu.Lock()
+	if p.mu.retryStart.IsZero() {
+		// Recovered already interrupted: the budget starts now, not at
+		// the zero time (which made the first failed probe "faulty").
+		p.mu.retryStart = time.Now()
+	}
 	start := p.mu.retryStart
 	p.mu.retryAttempt++
 	n := p.mu.retryAttempt

@@ -91,5 +91,13 @@
 //     failed sync of either leg puts every marked region and the copy
 //     above the persisted checkpoint in the DCL before any later sync can
 //     succeed (after a failed writeback the kernel may report success on
-//     the next fsync with the pages gone).
+//     the next fsync with the pages gone). A failed sync of the source that
+//     no host issued (the checkpoint's, the lazy clear's) fails the next
+//     host sync of the LUN with that error, once: the host must hear that writes
+//     it completed may be gone (they cannot be re-copied from anywhere).
+//   - A pair recovered already interrupted gets its full RetryBudget from
+//     the restart.
+//
+// How durability is tested: docs/design.md §9 (crash points on crashable
+// data volumes, error at every step of the volume writes and syncs).
 package lm

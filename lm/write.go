@@ -168,8 +168,13 @@ func (p *pair) sync() error {
 	if terr != nil {
 		p.setFault("sync: " + terr.Error())
 	}
+	earlier := p.srcSyncErr.Swap(nil)
 	if serr != nil {
 		return fmt.Errorf("lun %s: sync source: %w", p.src.name, serr)
+	}
+	if earlier != nil {
+		return fmt.Errorf("lun %s: sync source: an earlier sync of the source failed, data written before it may be lost: %w",
+			p.src.name, *earlier)
 	}
 	return nil
 }
@@ -219,6 +224,12 @@ func (p *pair) syncLegs(exclusive, source, target bool) (serr, terr error) {
 	}
 	if sfail || tfail {
 		p.syncFailed(errors.Join(serr, terr), tfail)
+	}
+	if sfail && exclusive {
+		// Not a host's sync: the host must still hear of it, as the
+		// writes it completed before may be gone from the source and
+		// its next sync would succeed without them.
+		p.srcSyncErr.Store(&serr)
 	}
 	return serr, terr
 }

@@ -24,7 +24,14 @@
 // that must not be served (the SCSI front end answers NOT READY).
 //
 // Faulty wraps any Volume to inject write/read failures and latency in tests
-// of the packages above; it never fakes success.
+// of the packages above; it never fakes success. It can fail exactly the
+// k-th write or sync (error-at-every-step loops).
+//
+// CrashSet and Crashable (crash.go) are for power-loss tests of the packages
+// above: volumes of one CrashSet lose everything not covered by a Sync at one
+// instant (CrashSet.Crash, or the k-th write/unmap/sync), leaving their real
+// files holding exactly a durable image (all unsynced pages lost, or a
+// seeded random subset), and fail every call afterwards.
 //
 // It must never know about LUNs, pairs or badger: it stores bytes. It never
 // deletes a file or writes outside the range asked for, and never grows a

@@ -13,6 +13,12 @@ import (
 // "Writes" are WriteAt and Unmap (both change data). While writes fail,
 // Sync fails with the same error too (a device that rejects writes cannot
 // promise durability). A failed call does not reach the inner volume.
+//
+// FailWriteNumber and FailSyncNumber fail one call only (the k-th), for
+// error-at-every-step loops. A Sync failed by injection also loses the
+// data written since the inner volume's last Sync when the inner volume
+// can (a Crashable: DropUnsynced), as a kernel does after a failed
+// writeback: the next fsync succeeds without those pages.
 type Faulty struct {
 	inner Volume
 
@@ -28,6 +34,21 @@ type Faulty struct {
 	delay      time.Duration
 	reads      int64 // reads that reached the inner volume
 	writes     int64 // writes that reached the inner volume
+	// The one-shot failures: write (sync) number oneWrite (oneSync),
+	// counted in nWrites (nSyncs) from 0 since it was armed, fails with
+	// oneWriteErr (oneSyncErr); armed when the error is set.
+	oneWrite, nWrites    int64
+	oneWriteErr          error
+	oneSync, nSyncs      int64
+	oneSyncErr           error
+	syncs                int64 // syncs that reached the inner volume
+	injectedSyncFailure  int64 // syncs failed by injection
+	injectedWriteFailure int64 // writes failed by injection
+}
+
+// unsyncedDropper is a volume that can lose its unsynced data (Crashable).
+type unsyncedDropper interface {
+	DropUnsynced() error
 }
 
 var _ Volume = (*Faulty)(nil)
@@ -75,11 +96,51 @@ func (f *Faulty) Delay(d time.Duration) {
 	f.delay = d
 }
 
+// FailWriteNumber fails the write (WriteAt or Unmap) numbered k, counted
+// from 0 starting now, with err; the writes before and after it pass.
+func (f *Faulty) FailWriteNumber(k int64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.oneWrite, f.nWrites, f.oneWriteErr = k, 0, err
+}
+
+// FailSyncNumber fails the Sync numbered k, counted from 0 starting now,
+// with err (and makes the inner volume lose its unsynced data if it can);
+// the syncs before and after it pass.
+func (f *Faulty) FailSyncNumber(k int64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.oneSync, f.nSyncs, f.oneSyncErr = k, 0, err
+}
+
 // Heal removes every armed failure; later calls pass through again.
 func (f *Faulty) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writeErr, f.readErr, f.afterErr, f.writesLeft = nil, nil, nil, 0
+	f.oneWriteErr, f.oneSyncErr = nil, nil
+}
+
+// Syncs is how many Sync calls reached the inner volume.
+func (f *Faulty) Syncs() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.syncs
+}
+
+// InjectedWriteFailures is how many writes (WriteAt, Unmap) failed by
+// injection.
+func (f *Faulty) InjectedWriteFailures() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.injectedWriteFailure
+}
+
+// InjectedSyncFailures is how many Syncs failed by injection.
+func (f *Faulty) InjectedSyncFailures() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.injectedSyncFailure
 }
 
 // Reads is how many ReadAt calls reached the inner volume.
@@ -102,12 +163,24 @@ func (f *Faulty) admitWrite() (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.writeErr != nil {
+		f.injectedWriteFailure++
 		return f.delay, f.writeErr
+	}
+	if f.oneWriteErr != nil {
+		n := f.nWrites
+		f.nWrites++
+		if n == f.oneWrite {
+			err := f.oneWriteErr
+			f.oneWriteErr = nil
+			f.injectedWriteFailure++
+			return f.delay, err
+		}
 	}
 	if f.afterErr != nil {
 		if f.writesLeft <= 0 {
 			f.writeErr = f.afterErr
 			f.afterErr = nil
+			f.injectedWriteFailure++
 			return f.delay, f.writeErr
 		}
 		f.writesLeft--
@@ -157,13 +230,33 @@ func (f *Faulty) Unmap(off, length int64) error {
 	return f.inner.Unmap(off, length)
 }
 
-// Sync passes through unless writes fail.
+// Sync passes through unless writes fail or this is the Sync armed by
+// FailSyncNumber.
 func (f *Faulty) Sync() error {
 	f.mu.Lock()
 	d, err := f.delay, f.writeErr
+	drop := false
+	if err == nil && f.oneSyncErr != nil {
+		n := f.nSyncs
+		f.nSyncs++
+		if n == f.oneSync {
+			err, drop = f.oneSyncErr, true
+			f.oneSyncErr = nil
+		}
+	}
+	if err == nil {
+		f.syncs++
+	} else {
+		f.injectedSyncFailure++
+	}
 	f.mu.Unlock()
 	wait(d)
 	if err != nil {
+		if d, ok := f.inner.(unsyncedDropper); ok && drop {
+			if derr := d.DropUnsynced(); derr != nil {
+				return fmt.Errorf("faulty volume: sync: %w (and losing the unsynced data failed: %v)", err, derr)
+			}
+		}
 		return fmt.Errorf("faulty volume: sync: %w", err)
 	}
 	return f.inner.Sync()

@@ -1,0 +1,595 @@
+package lm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/metavol/volume"
+	"github.com/rs/zerolog"
+)
+
+// Power-loss tests on crashable data volumes (issue 7, layer (a) for the
+// data volumes): the data volumes are volume.Crashable (one CrashSet: every
+// data volume loses its unsynced writes at the same instant), the meta
+// volume is real badger treated as after kill -9 (every commit is synced,
+// so every commit made survives). The meta volume's own power loss is
+// tested on metavol/crashfs (TestPowerLossMigration, dcl's
+// TestMetaPowerLoss); the VM power cut is in scripts/.
+//
+// A world (cvWorld) is two source LUNs migrated onto two target LUNs again and again
+// (create pairs, copy, dual-write, checkpoints, consistent split of both,
+// pairs again) under host writers that record every write and which of
+// them are acknowledged durable (a Sync that started after the write
+// completed returned success). A chain of lives: each life opens a
+// Manager on the files the last crash left (recovery runs), carries on,
+// and is cut at a random volume operation; after each crash the world is
+// reopened and checked; the last life finishes a migration and split
+// without a crash and checks everything.
+
+const (
+	cvLUNSize  = 512 << 10
+	cvRegion   = 64 << 10
+	cvBlocks   = cvLUNSize / blk
+	cvWriters  = 2 // per source LUN
+	cvSources  = 2
+	cvMaxPause = 2 * time.Second
+)
+
+// cvCrashPoints is the number of crash points of TestVolumePowerLoss:
+// LMTGT_STRESS_VOLUME_CRASHPOINTS (make stress) or the CI default.
+func cvCrashPoints(t *testing.T, ci int) int {
+	if s := os.Getenv("LMTGT_STRESS_VOLUME_CRASHPOINTS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("LMTGT_STRESS_VOLUME_CRASHPOINTS=%q: want a positive number", s)
+		}
+		return n
+	}
+	if testing.Short() {
+		return ci / 4
+	}
+	return ci
+}
+
+// cvBlockHist is what one block may hold: ops[i] is the seq of the i-th
+// write to it (0: zeros); ops[acked:] may be on the LUN, nothing older.
+type cvBlockHist struct {
+	ops   []uint64
+	acked int
+}
+
+// cvWorld is the state of a chain of lives, kept by the test.
+type cvWorld struct {
+	t    *testing.T
+	dir  string
+	rnd  *rand.Rand
+	opts Options
+	seq  atomic.Uint64
+
+	src, tgt []metavol.LUN // by index; IDs never change
+	// volA/volB: the two data volumes of pair i; src[i] is on volA[i]
+	// until an odd number of splits.
+	volA, volB []string
+	// hist[i][block]: written by exactly one writer, read by the checks
+	// when no writer runs.
+	hist [][]cvBlockHist
+	// syncErrs[i] counts the failed syncs of source LUN i: the writers
+	// of a LUN are threads of one host, and a sync error seen by any of
+	// them makes every write not yet covered by a successful sync
+	// uncertain (it may be among what a failed writeback lost; the error
+	// is reported once per LUN, as Linux reports it once per file).
+	// The host issues one sync of a LUN at a time (syncMu[i]), so that
+	// the error is seen before the next sync's result is judged.
+	syncErrs []atomic.Int64
+	syncMu   []sync.Mutex
+
+	// The current life.
+	set *volume.CrashSet
+	db  *metavol.DB
+	m   *Manager
+	// wrap, if set, wraps the crashable volume of every data volume
+	// (error loops put a Faulty there).
+	wrap func(id string, v volume.Volume) volume.Volume
+	// writeBudget bounds the writes of each writer per life (0: none),
+	// so that error loops have a bounded number of steps.
+	writeBudget int
+	// label names the current run in failures.
+	label string
+}
+
+func cvOptions() Options {
+	return Options{
+		Log:                zerolog.Nop(),
+		RegionSize:         cvRegion,
+		ChunkSize:          cvRegion,
+		InFlight:           2,
+		CheckpointInterval: 10 * time.Millisecond,
+		CheckpointBytes:    2 * cvRegion,
+		ClearInterval:      10 * time.Millisecond,
+		RetryMin:           2 * time.Millisecond,
+		RetryMax:           20 * time.Millisecond,
+		DrainTimeout:       5 * time.Second,
+	}
+}
+
+// newCVWorld creates the LUNs (sources half filled, synced) on a Manager
+// whose volumes are crashable but not armed.
+func newCVWorld(t *testing.T, seed int64, wrap func(id string, v volume.Volume) volume.Volume) *cvWorld {
+	w := &cvWorld{t: t, dir: t.TempDir(), rnd: rand.New(rand.NewSource(seed)), opts: cvOptions(), wrap: wrap}
+	w.opts.DataDir = w.dir
+	w.opts.Log = testLogger(t)
+	w.seq.Store(1)
+	w.open(volume.CrashOptions{})
+	for i := 0; i < cvSources; i++ {
+		s, err := w.m.CreateLUN(CreateLUNRequest{Name: fmt.Sprintf("s%d", i), Size: cvLUNSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg, err := w.m.CreateLUN(CreateLUNRequest{Name: fmt.Sprintf("t%d", i), Size: cvLUNSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.src, w.tgt = append(w.src, s), append(w.tgt, tg)
+		w.volA, w.volB = append(w.volA, s.VolumeID), append(w.volB, tg.VolumeID)
+		h := w.handle(s)
+		hist := make([]cvBlockHist, cvBlocks)
+		b := make([]byte, blk)
+		for bl := int64(0); bl < cvBlocks; bl++ {
+			hist[bl].ops = []uint64{0}
+			if bl%8 < 4 { // data in runs, holes between (and a hole in the last chunks)
+				continue
+			}
+			pattern(b, bl, 1)
+			if _, err := h.WriteAt(b, bl*blk); err != nil {
+				t.Fatal(err)
+			}
+			hist[bl].ops = []uint64{1}
+		}
+		if err := h.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		w.hist = append(w.hist, hist)
+	}
+	w.syncErrs = make([]atomic.Int64, cvSources)
+	w.syncMu = make([]sync.Mutex, cvSources)
+	return w
+}
+
+// open starts a life: a CrashSet, the meta volume, a Manager (recovery).
+func (w *cvWorld) open(co volume.CrashOptions) {
+	w.t.Helper()
+	set := volume.NewCrashSet(co)
+	w.set = set
+	opts := w.opts
+	opts.WrapVolume = func(id string, v volume.Volume) volume.Volume {
+		var c volume.Volume = set.Wrap(v)
+		if w.wrap != nil {
+			c = w.wrap(id, c)
+		}
+		return c
+	}
+	if w.db == nil {
+		db, err := metavol.Open(filepath.Join(w.dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		w.db = db
+	}
+	m, err := Open(w.db, opts)
+	if err != nil {
+		w.t.Fatalf("reopen after a crash: %v", err)
+	}
+	w.m = m
+}
+
+// kill ends a life abruptly after the power cut: the Manager is stopped
+// (its goroutines exit with errors, as every data volume fails), its
+// errors ignored; the meta volume keeps what it committed, as after kill
+// -9 (badger syncs every commit). Between lives of one world the meta
+// volume stays open (what is committed is what a kill -9 leaves; badger's
+// own crash recovery is not what this tests, and reopening it each time
+// would cost most of the run); closeDB closes it (and the next life
+// reopens it from its files).
+func (w *cvWorld) kill(closeDB bool) {
+	w.t.Helper()
+	done := make(chan struct{})
+	go func() {
+		w.m.Close() // errors expected: the volumes lost power
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		w.t.Fatal("Manager.Close hangs after a power cut")
+	}
+	w.m = nil
+	if closeDB {
+		w.db.Close()
+		w.db = nil
+	}
+	if err := w.set.Err(); err != nil {
+		w.t.Fatalf("writing the durable images back: %v", err)
+	}
+}
+
+func (w *cvWorld) handle(l metavol.LUN) volume.Volume {
+	w.t.Helper()
+	h, err := w.m.LUN(l.ID)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return h
+}
+
+// check verifies, on a freshly opened life, that every source LUN holds
+// for every block an acknowledged write or a later one, and that the
+// consistent splits were all or nothing.
+func (w *cvWorld) check(what string) (swapped bool) {
+	w.t.Helper()
+	swapped = w.checkSplits(what)
+	for i, l := range w.src {
+		w.checkLUN(what, i, w.handle(l))
+	}
+	return swapped
+}
+
+// checkSplits: both sources are on their volB or both on their volA (the
+// split of both was one transaction), and each target on the other one.
+func (w *cvWorld) checkSplits(what string) (swapped bool) {
+	w.t.Helper()
+	var sw []bool
+	if err := w.db.View(func(tx *metavol.Tx) error {
+		for i := range w.src {
+			s, err := tx.GetLUN(w.src[i].ID)
+			if err != nil {
+				return err
+			}
+			tg, err := tx.GetLUN(w.tgt[i].ID)
+			if err != nil {
+				return err
+			}
+			switch {
+			case s.VolumeID == w.volA[i] && tg.VolumeID == w.volB[i]:
+				sw = append(sw, false)
+			case s.VolumeID == w.volB[i] && tg.VolumeID == w.volA[i]:
+				sw = append(sw, true)
+			default:
+				return fmt.Errorf("pair %d: source on %s, target on %s: not the pair's volumes %s/%s",
+					i, s.VolumeID, tg.VolumeID, w.volA[i], w.volB[i])
+			}
+		}
+		return nil
+	}); err != nil {
+		w.t.Fatalf("%s: %v", what, err)
+	}
+	for i := range sw {
+		if sw[i] != sw[0] {
+			w.t.Fatalf("%s: consistent split not all or nothing: pair 0 swapped=%v, pair %d swapped=%v", what, sw[0], i, sw[i])
+		}
+	}
+	return sw[0]
+}
+
+// decode returns the seq a block holds (0 for zeros) or an error if it is
+// not a whole write of this block.
+func cvDecode(b []byte, bl int64) (uint64, error) {
+	if cvAllZero(b) {
+		return 0, nil
+	}
+	gotBl, seq := binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:])
+	for i := 0; i+16 <= len(b); i += 16 {
+		if binary.LittleEndian.Uint64(b[i:]) != gotBl || binary.LittleEndian.Uint64(b[i+8:]) != seq {
+			return 0, fmt.Errorf("torn or foreign data")
+		}
+	}
+	if gotBl != uint64(bl) {
+		return 0, fmt.Errorf("data of block %d", gotBl)
+	}
+	return seq, nil
+}
+
+func cvAllZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *cvWorld) checkLUN(what string, i int, h volume.Volume) {
+	w.t.Helper()
+	b := make([]byte, blk)
+	for bl := int64(0); bl < cvBlocks; bl++ {
+		if _, err := h.ReadAt(b, bl*blk); err != nil {
+			w.t.Fatalf("%s: s%d: read block %d: %v", what, i, bl, err)
+		}
+		hb := &w.hist[i][bl]
+		seq, err := cvDecode(b, bl)
+		if err != nil {
+			w.t.Fatalf("%s: s%d block %d: %v (acknowledged seq %d)", what, i, bl, err, hb.ops[hb.acked])
+		}
+		ok := false
+		for _, s := range hb.ops[hb.acked:] {
+			ok = ok || s == seq
+		}
+		if !ok {
+			w.t.Fatalf("%s: s%d block %d holds seq %d: the acknowledged write (seq %d) is lost; writes to it since: %v",
+				what, i, bl, seq, hb.ops[hb.acked], hb.ops[hb.acked:])
+		}
+		// The block holds ops[j]: anything older can never come back.
+		for j := hb.acked; j < len(hb.ops); j++ {
+			if hb.ops[j] == seq {
+				hb.ops, hb.acked = append([]uint64(nil), hb.ops[j:]...), 0
+				break
+			}
+		}
+	}
+}
+
+// life runs host writers and the migration controller until the power
+// goes (or, with final, until one migration is split with the writers
+// stopped and checked).
+func (w *cvWorld) life(final bool) {
+	w.t.Helper()
+	if w.writeBudget > 0 {
+		// Bounded writers: let them write during the copy and
+		// dual-write, not before the pairs exist.
+		if err := w.ensurePairs(); err != nil {
+			w.t.Fatalf("%s: %v", w.label, err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg, budgetSpent sync.WaitGroup
+	for i := range w.src {
+		h := w.handle(w.src[i])
+		for k := 0; k < cvWriters; k++ {
+			wg.Add(1)
+			budgetSpent.Add(1)
+			seed := w.rnd.Int63()
+			go func() {
+				defer wg.Done()
+				w.writer(h, i, k, seed, stop, budgetSpent.Done)
+			}()
+		}
+	}
+	var once sync.Once
+	stopWriters := func() {
+		// Bounded writers write their whole budget first.
+		budgetSpent.Wait()
+		once.Do(func() { close(stop) })
+		wg.Wait()
+	}
+	err := w.controller(final, stopWriters)
+	stopWriters()
+	if !final {
+		if !w.set.Crashed() {
+			w.t.Fatalf("controller ended without a crash: %v", err)
+		}
+		return
+	}
+	if err != nil {
+		w.t.Fatalf("final life: %v", err)
+	}
+}
+
+// writer writes blocks it owns (block%cvWriters == k) in s(i) and syncs
+// every few writes, recording the acknowledgements, until stop or an
+// error (the power cut). It ends with a successful sync when stopped.
+func (w *cvWorld) writer(h volume.Volume, i, k int, seed int64, stop chan struct{}, spent func()) {
+	var once sync.Once
+	defer once.Do(spent)
+	if w.writeBudget == 0 {
+		once.Do(spent) // unbounded: stops when told
+	}
+	rnd := rand.New(rand.NewSource(seed))
+	b := make([]byte, blk)
+	type write struct {
+		bl    int64
+		op    int   // its index in hist[bl].ops
+		epoch int64 // syncErrs[i] when the write completed
+	}
+	var pending []write // written since the last sync started
+	hist := w.hist[i]
+	errs := &w.syncErrs[i]
+	syncNow := func() bool {
+		w.syncMu[i].Lock()
+		defer w.syncMu[i].Unlock()
+		e0 := errs.Load()
+		if err := h.Sync(); err != nil {
+			// Like a careful host (PostgreSQL since 2018): what was
+			// written before a failed sync may be gone even if a later
+			// sync succeeds; only a rewrite makes it durable again.
+			errs.Add(1)
+			pending = pending[:0]
+			return false
+		}
+		if errs.Load() == e0 {
+			for _, p := range pending {
+				if p.epoch == e0 && p.op > hist[p.bl].acked {
+					hist[p.bl].acked = p.op
+				}
+			}
+		}
+		pending = pending[:0]
+		return true
+	}
+	for n := 0; ; n++ {
+		if w.writeBudget > 0 && n >= w.writeBudget {
+			once.Do(spent)
+			<-stop
+		}
+		select {
+		case <-stop:
+			if len(pending) > 0 {
+				syncNow()
+			}
+			return
+		default:
+		}
+		bl := rnd.Int63n(cvBlocks/cvWriters)*cvWriters + int64(k)
+		seq := w.seq.Add(1)
+		pattern(b, bl, seq)
+		hist[bl].ops = append(hist[bl].ops, seq)
+		if _, err := h.WriteAt(b, bl*blk); err != nil {
+			if errors.Is(err, volume.ErrCrashed) || w.set.Crashed() {
+				return
+			}
+			// An injected write error: the write may or may not
+			// have reached a leg; it stays a possible content but is
+			// never acknowledged. Try again later.
+			continue
+		}
+		pending = append(pending, write{bl, len(hist[bl].ops) - 1, errs.Load()})
+		if rnd.Intn(4) == 0 && !syncNow() && w.set.Crashed() {
+			return
+		}
+	}
+}
+
+// ensurePairs creates the pairs s(i)→t(i) that are not there.
+func (w *cvWorld) ensurePairs() error {
+	for i := range w.src {
+		name := w.src[i].Name
+		if st, err := w.m.Pair(name); err == nil {
+			if s, _ := ParseState(st.State); !s.Final() {
+				continue
+			}
+		}
+		if _, err := w.m.CreatePair(PairRequest{Source: name, Target: w.tgt[i].Name, Speed: SpeedHighest}); err != nil {
+			st, perr := w.m.Pair(name)
+			return fmt.Errorf("create pair %s: %w (status %+v, %v)", name, err, st, perr)
+		}
+	}
+	return nil
+}
+
+// controller: pairs s(i)→t(i), waits for both synced, splits both in one
+// consistent split, again. With final it stops the writers before the
+// split and checks the result; else it runs until the power is cut.
+func (w *cvWorld) controller(final bool, stopWriters func()) error {
+	names := make([]string, len(w.src))
+	for i := range w.src {
+		names[i] = w.src[i].Name
+	}
+	deadline := time.Now().Add(60 * time.Second) // no hang
+	for {
+		if w.set.Crashed() {
+			return nil
+		}
+		if err := w.ensurePairs(); err != nil {
+			if w.set.Crashed() {
+				return nil
+			}
+			return err
+		}
+		if !final {
+			deadline = time.Now().Add(60 * time.Second)
+		}
+		for synced := false; !synced; {
+			synced = true
+			for i := range w.src {
+				st, err := w.m.Pair(names[i])
+				if err != nil {
+					return fmt.Errorf("pair %s: %w", names[i], err)
+				}
+				synced = synced && st.State == StateSynced.String()
+				if !synced && time.Now().After(deadline) {
+					return fmt.Errorf("pair %s not synced within 60s: %+v", names[i], st)
+				}
+			}
+			if w.set.Crashed() {
+				return nil
+			}
+			if !synced {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if final {
+			stopWriters()
+		}
+		_, err := w.m.Split(names, cvMaxPause)
+		if err != nil {
+			if w.set.Crashed() {
+				return nil
+			}
+			if final && !errors.Is(err, ErrSplitTimeout) && !errors.Is(err, ErrNotSynced) {
+				return fmt.Errorf("split: %w", err)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("split still refused after 60s: %w", err)
+			}
+			// Deferred, or refused (a failure since the pairs were
+			// synced: they re-copy and get synced again): again.
+			continue
+		}
+		if final {
+			w.checkSplits("final split " + w.label)
+			for i := range w.src {
+				w.checkLUN("final split "+w.label, i, w.handle(w.src[i]))
+				sameContent(w.t, fmt.Sprintf("%s: after the split: s%d == t%d", w.label, i, i), w.handle(w.src[i]), w.handle(w.tgt[i]), cvLUNSize)
+			}
+			return nil
+		}
+	}
+}
+
+// TestVolumePowerLoss cuts the power of every data volume at once at random
+// volume operations (writes, unmaps and syncs of all volumes counted
+// together) during copies, dual-write, checkpoints, consistent splits and
+// the recovery after the previous cut; after each cut it reopens and
+// checks that no acknowledged write is lost and that every consistent
+// split was all or nothing; at the end a migration is finished and split
+// and the LUNs compared.
+func TestVolumePowerLoss(t *testing.T) {
+	points := cvCrashPoints(t, 400)
+	chain := 50 // crash points per world (a world ages: DCL, records)
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d, %d crash points", seed, points)
+	rnd := rand.New(rand.NewSource(seed))
+	var ops, crashes, splits int64
+	for done := 0; done < points; {
+		ws := rnd.Int63()
+		w := newCVWorld(t, ws, nil)
+		w.kill(true) // nothing armed: a clean stop
+		n := min(chain, points-done)
+		prev := false
+		for c := 0; c < n; c++ {
+			co := volume.CrashOptions{Partial: rnd.Intn(2) == 0, Seed: rnd.Int63()}
+			w.open(co)
+			swapped := w.check(fmt.Sprintf("cvWorld %d after crash %d", ws, c))
+			if c > 0 && swapped != prev {
+				splits++
+			}
+			prev = swapped
+			// Half the cuts early in the life (recovery, the copy's
+			// start), half anywhere up to past a whole cycle (a full
+			// migration and split take some 700-1500 operations).
+			k := rnd.Int63n(1500)
+			if rnd.Intn(2) == 0 {
+				k = rnd.Int63n(400)
+			}
+			w.set.CrashAt(k)
+			w.life(false)
+			ops += w.set.Ops()
+			crashes++
+			w.kill(c%10 == 9)
+		}
+		w.open(volume.CrashOptions{})
+		w.check(fmt.Sprintf("cvWorld %d final (after reopen)", ws))
+		w.life(true)
+		w.kill(true)
+		done += n
+	}
+	t.Logf("%d crash points over %d volume operations; %d lives changed the split state", crashes, ops, splits)
+}

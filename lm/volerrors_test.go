@@ -1,0 +1,179 @@
+package lm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/metavol/volume"
+)
+
+// TestRecoveredInterruptedPairKeepsRetrying: a pair that was interrupted
+// when the daemon stopped, and whose target is still unavailable after the
+// restart, retries for RetryBudget like any interrupted pair. It used to
+// go faulty (final) at its first failed probe: the budget was counted
+// from the zero time, as the retry start is only set by a transition to
+// interrupted (found by TestVolumePowerLoss: pairs interrupted by the power cut
+// went faulty in the next life).
+func TestRecoveredInterruptedPairKeepsRetrying(t *testing.T) {
+	e := newEnv(t, Options{RetryMin: 5 * time.Millisecond, RetryMax: 5 * time.Millisecond}, true)
+	size := int64(2 * mib)
+	l, _ := syncedPair(t, e, "src", "tgt", size)
+	e.faultyOf("tgt").FailWrites(syscall.EIO)
+	if err := writeBlock(e.handle(l), 3, 99); err != nil {
+		t.Fatalf("host write with a failing target: %v", err)
+	}
+	e.waitState("src", StateInterrupted, 10*time.Second)
+	var path string
+	if err := e.db.View(func(tx *metavol.Tx) error {
+		tl, err := tx.LUNByName("tgt")
+		if err != nil {
+			return err
+		}
+		v, err := tx.GetVolume(tl.VolumeID)
+		path = v.Path
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	// The target is still away when the daemon comes back.
+	if err := renameFile(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	e.open()
+	p, err := e.m.activePair("src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.mu.retryAttempt
+	}
+	waitFor(t, 20*time.Second, "three retries or a final state", func() bool {
+		return attempts() >= 3 || p.getState().Final()
+	})
+	if st := p.getState(); st != StateInterrupted {
+		p.mu.Lock()
+		reason := p.mu.rec.Reason
+		p.mu.Unlock()
+		t.Fatalf("after %d failed probes since the restart the pair is %s (%s), want interrupted (retry budget %v)",
+			attempts(), st, reason, e.m.opts.RetryBudget)
+	}
+	if err := renameFile(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSynced, 20*time.Second)
+}
+
+// TestVolumeErrorAtEveryStep fails the k-th write (WriteAt or Unmap) and,
+// separately, the k-th sync of one data volume (the source's, then the
+// target's) during a migration and consistent split, for every k until the
+// run has fewer such operations (pebble's TestErrors style). A failed sync
+// also loses what was written since the volume's last sync, as after a
+// failed writeback. After each run: the split was done (all pairs, no
+// hang), each source equals its target, every acknowledged write is there,
+// and after a power cut and a restart it still is and the split holds.
+// Writes before a failed host sync are not counted as acknowledged by a
+// later sync (the host cannot know what the failed writeback lost).
+func TestVolumeErrorAtEveryStep(t *testing.T) {
+	budget := 15 // host writes per writer and run
+	if os.Getenv("LMTGT_STRESS_VOLUME_CRASHPOINTS") != "" {
+		budget = 60
+	}
+	boom := fmt.Errorf("injected: %w", syscall.EIO)
+	var fmu sync.Mutex
+	faulty := map[string]*volume.Faulty{}
+	wrap := func(id string, v volume.Volume) volume.Volume {
+		f := volume.NewFaulty(v)
+		fmu.Lock()
+		faulty[id] = f
+		fmu.Unlock()
+		return f
+	}
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	w := newCVWorld(t, seed, wrap)
+	w.writeBudget = budget
+	w.kill(false)
+	runs := 0
+	for _, leg := range []string{"source", "target"} {
+		for _, kind := range []string{"write", "sync"} {
+			k := int64(0)
+			for ; ; k++ {
+				what := fmt.Sprintf("%s %s %d", leg, kind, k)
+				w.label = what
+				w.open(volume.CrashOptions{})
+				// The volume that is s0's source (or target) in
+				// this run: the pairs go back and forth.
+				vol := w.volA[0]
+				if w.checkSplits(what) != (leg == "target") {
+					vol = w.volB[0]
+				}
+				fmu.Lock()
+				f := faulty[vol]
+				fmu.Unlock()
+				if kind == "write" {
+					f.FailWriteNumber(k, boom)
+				} else {
+					f.FailSyncNumber(k, boom)
+				}
+				before := w.checkSplits(what)
+				w.life(true)
+				fired := f.InjectedWriteFailures()+f.InjectedSyncFailures() > 0
+				if w.checkSplits(what) == before {
+					t.Fatalf("%s: the final split did not switch the LUNs", what)
+				}
+				// Power cut after the split, restart: still there.
+				if err := w.set.Crash(); err != nil {
+					t.Fatal(err)
+				}
+				w.kill(false)
+				w.open(volume.CrashOptions{})
+				w.check(what + ": after a power cut following the split")
+				w.kill(runs%20 == 19)
+				runs++
+				if !fired {
+					break
+				}
+			}
+			t.Logf("%s %s: failed each of the first %d", leg, kind, k)
+		}
+	}
+	t.Logf("%d runs", runs)
+}
+
+// TestSourceSyncFailureReachesTheHost: when a sync of the source that the
+// host did not issue fails (the lazy clear's, the checkpoint's), the
+// host's next sync fails too. It used to succeed: after a failed
+// writeback the kernel drops the pages and the next fsync succeeds, so
+// the host took writes that were gone for durable (found by
+// TestVolumeErrorAtEveryStep).
+func TestSourceSyncFailureReachesTheHost(t *testing.T) {
+	e := newEnv(t, Options{}, true)
+	l, _ := syncedPair(t, e, "src", "tgt", 4*mib)
+	h := e.handle(l)
+	fs := e.faultyOf("src")
+	if err := writeBlock(h, 5, 500); err != nil {
+		t.Fatal(err)
+	}
+	// The next sync of the source fails: the lazy clear's (the write
+	// put an intent mark; the clearer syncs both legs before clearing).
+	fs.FailSyncNumber(0, syscall.EIO)
+	waitFor(t, 20*time.Second, "the clearer's sync of the source", func() bool { return fs.InjectedSyncFailures() == 1 })
+	if err := h.Sync(); err == nil {
+		t.Fatal("host sync succeeded after a failed sync of the source: the write before it may be lost")
+	} else if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("host sync: %v, want EIO", err)
+	}
+	// Reported once: later syncs succeed.
+	if err := h.Sync(); err != nil {
+		t.Fatalf("second host sync: %v", err)
+	}
+}
