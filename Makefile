@@ -25,7 +25,7 @@ STRESS_LM_POWERCUTS ?= 100
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run test test-deps test-tidy test-go test-conformance test-vm stress bench fuzz vet clean help
+.PHONY: all build run test test-deps test-tidy test-go test-crash test-crash test-conformance test-vm stress bench fuzz vet clean help
 
 all: build
 
@@ -34,6 +34,7 @@ help:
 	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
 	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM test"
 	@echo "make vet          gofmt check and go vet"
+	@echo "make test-crash   thousands of power-loss crash points (data volumes, meta volume)"
 	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
 	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
@@ -49,7 +50,7 @@ run: build
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-conformance test-vm
+	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -69,6 +70,19 @@ test-go:
 	@echo "== go test -race ./... (timeout $(TEST_TIMEOUT))"
 	@SECONDS=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...; rc=$$?; \
 		echo "== go test: exit $$rc after $${SECONDS}s"; exit $$rc
+
+# Power-loss crash points beyond what `go test -race` runs (thousands, so
+# without the race detector): crashable data volumes under a migration
+# (lm) and the meta volume on the crashable FUSE directory (dcl).
+CI_VOLUME_CRASHPOINTS ?= 2000
+CI_META_CRASHPOINTS   ?= 1000
+test-crash:
+	@echo "== power-loss crash points: $(CI_VOLUME_CRASHPOINTS) data volume, $(CI_META_CRASHPOINTS) meta volume"
+	@SECONDS=0; LMTGT_STRESS_VOLUME_CRASHPOINTS=$(CI_VOLUME_CRASHPOINTS) $(GO) test -count=1 -timeout 20m \
+		-run 'TestVolumePowerLoss$$' ./lm/ && \
+	LMTGT_STRESS_CRASHPOINTS=$(CI_META_CRASHPOINTS) $(GO) test -count=1 -timeout 20m \
+		-run 'TestMetaPowerLoss$$' ./dcl/; rc=$$?; \
+		echo "== power-loss crash points: exit $$rc after $${SECONDS}s"; exit $$rc
 
 test-conformance: build
 	@if [ -x scripts/conformance.sh ]; then \
