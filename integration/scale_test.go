@@ -590,20 +590,29 @@ func TestScale64Sessions(t *testing.T) {
 		}
 	}
 	for i := range n {
-		var blocks [][2]int
+		var blocks [][2]int // LUN 0 of the stream's one qemu-io
 		for b := range nblocks {
-			blocks = append(blocks, [2]int{i, b})
+			blocks = append(blocks, [2]int{0, b})
 		}
 		ss[i] = runStream(srcs[i], int64(i), qs[i:i+1], blocks, 201)
 		defer ss[i].stop()
 	}
 	for i := range n {
-		if _, err := cl.CreateMigration(ctx, wire.CreateMigration{Source: srcs[i], Target: fmt.Sprintf("g%02d", i), Speed: "high"}); err != nil {
+		if _, err := cl.CreateMigration(ctx, wire.CreateMigration{Source: srcs[i], Target: fmt.Sprintf("g%02d", i), MaxMBps: 8}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The hosts write while the pairs copy: at most 4 copying at a time.
-	maxCopying := 0
+	// The hosts write while the pairs copy (8 MB/s each, so 4 MiB takes
+	// half a second): at most 4 copying at a time, the others queued.
+	totalAcked := func() int {
+		n := 0
+		for _, s := range ss {
+			n += s.acked()
+		}
+		return n
+	}
+	maxCopying, maxQueued := 0, 0
+	firstAcked, lastAcked := -1, -1 // acknowledged writes when pairs were first and last seen copying
 	waitFor(t, 5*time.Minute, "all 64 pairs synced", func() (bool, string) {
 		ms, err := cl.Migrations(ctx)
 		if err != nil {
@@ -617,6 +626,14 @@ func TestScale64Sessions(t *testing.T) {
 			count[m.State]++
 		}
 		maxCopying = max(maxCopying, count["copying"])
+		maxQueued = max(maxQueued, count["queued"])
+		if count["copying"] > 0 {
+			a := totalAcked()
+			if firstAcked < 0 {
+				firstAcked = a
+			}
+			lastAcked = a
+		}
 		for _, s := range ss {
 			if err := s.firstErr(); err != nil {
 				t.Fatalf("host write failed while the pairs copy: %v", err)
@@ -627,11 +644,11 @@ func TestScale64Sessions(t *testing.T) {
 	if maxCopying > 4 {
 		t.Errorf("%d pairs copying at once with --max-active 4", maxCopying)
 	}
-	acked := 0
-	for _, s := range ss {
-		acked += s.acked()
+	if maxQueued == 0 || lastAcked-firstAcked <= 0 {
+		t.Errorf("the test did not do what it says: at most %d pairs queued seen, %d host writes acknowledged while pairs were seen copying", maxQueued, lastAcked-firstAcked)
 	}
-	t.Logf("64 pairs synced while 64 sessions wrote %d blocks (at most %d copying at once seen)", acked, maxCopying)
+	t.Logf("64 pairs synced; the 64 sessions wrote %d blocks, %d while pairs were seen copying (at most %d copying and %d queued at once)",
+		totalAcked(), lastAcked-firstAcked, maxCopying, maxQueued)
 	for _, s := range ss {
 		s.waitAcked(t, 3, "in dual-write")
 	}
@@ -651,7 +668,7 @@ func TestScale64Sessions(t *testing.T) {
 			t.Fatal(err)
 		}
 		qs[i].close()
-		apply(want, ws)
+		apply(want[i:i+1], ws)
 	}
 	for i := range n {
 		compareRef(t, srcs[i]+" after the split", d.URL(iqn, i), want[i], size)
