@@ -16,6 +16,8 @@ TESTFLAGS ?=
 FUZZTIME ?= 20s
 # `make stress`: kill -9 rounds of the migration crash loop.
 STRESS_KILLS ?= 200
+# `make stress`: kill -9 rounds of the 2048-pair consistent split.
+STRESS_SCALE_KILLS ?= 12
 
 # Defaults of `make run` (the same as lmtgt serve's own).
 DATA_DIR ?= ./lmtgt-data
@@ -31,7 +33,7 @@ help:
 	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM test"
 	@echo "make vet          gofmt check and go vet"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
-	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests"
+	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, STRESS_SCALE_KILLS=$(STRESS_SCALE_KILLS) kills of a 2048-pair split, repeated unit tests"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
 
 build:
@@ -93,6 +95,8 @@ fuzz:
 stress:
 	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
+	LMTGT_SCALE_KILLS=$(STRESS_SCALE_KILLS) $(GO) test -race -count=1 -timeout 60m \
+		-run 'TestScale' -v ./integration/
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
 
 bench: build

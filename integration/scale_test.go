@@ -17,6 +17,7 @@ import (
 	"math/rand"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -368,7 +369,7 @@ func (s *scaleSet) checkHostData(t testing.TB, base []image, h *scaleHost, ws []
 // waits: the split holds every pair's lock) and kill at a random delay
 // after that. The rounds go on until one kill landed inside the split
 // (the restarted daemon logs every pair "split cut short by a restart")
-// and at least kills were tried; a kill after the commit counts as
+// and at least two kills (LMTGT_SCALE_KILLS under make stress) were tried; a kill after the commit counts as
 // "after" (new pairs are created for the next round), one before the
 // splitting state was persisted as "before".
 func TestScaleKillDuringSplit2048(t *testing.T) {
@@ -386,7 +387,15 @@ func TestScaleKillDuringSplit2048(t *testing.T) {
 		model[i] = make(image, scaleLUNSize/mBlock)
 	}
 	outcomes := map[string]int{}
-	const minRounds, maxRounds = 2, 8
+	minRounds := 2
+	if v := os.Getenv("LMTGT_SCALE_KILLS"); v != "" { // make stress
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("LMTGT_SCALE_KILLS=%q: want a positive number", v)
+		}
+		minRounds = n
+	}
+	maxRounds := minRounds + 6
 	// The delay after the split was seen holding its pairs is adapted:
 	// a kill before the splitting state was durable lengthens it, one
 	// after the commit shortens it.
@@ -443,6 +452,10 @@ func TestScaleKillDuringSplit2048(t *testing.T) {
 			}
 			s.swapVols()
 		case 0:
+			// Pairs whose DCL held marks of the writes in flight at the
+			// kill re-copy them first.
+			s.waitAll(t, syncTimeout, "synced")
+			ps = s.pairs(t)
 			for _, src := range s.src {
 				m, ok := ps[src]
 				if !ok || m.State != "synced" {
