@@ -199,8 +199,9 @@ func (s *scaleSet) waitAll(t testing.TB, timeout time.Duration, want string) {
 	})
 }
 
-// swapped says for each pair whether its LUNs now have each other's
-// volumes (split) or their own (not split); anything else fails.
+// splitCount counts the pairs whose LUNs now have each other's volumes
+// (split); the others must have their own (not split): anything else
+// fails the test.
 func (s *scaleSet) splitCount(t testing.TB) int {
 	t.Helper()
 	luns, err := s.cl.LUNs(context.Background())
@@ -234,8 +235,8 @@ func (s *scaleSet) swapVols() {
 	}
 }
 
-// host is one serial qemu-io host writing round-robin over the exported
-// sources (its writes wait for each other, so the targets of a
+// scaleHost is one serial host (one qemu-io per LUN) writing at random
+// over the exported sources (its writes wait for each other, so the targets of a
 // consistent split must hold one prefix of them).
 type scaleHost struct {
 	qs     []*qio
