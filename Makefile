@@ -20,6 +20,8 @@ STRESS_KILLS ?= 200
 STRESS_CRASHPOINTS ?= 3000
 # `make stress`: power cuts of a migration with its data dir on crashfs (lm TestPowerLossMigration).
 STRESS_LM_POWERCUTS ?= 100
+# `make stress`: kill -9 rounds of the 2048-pair consistent split.
+STRESS_SCALE_KILLS ?= 12
 
 # Defaults of `make run` (the same as lmtgt serve's own).
 DATA_DIR ?= ./lmtgt-data
@@ -40,6 +42,7 @@ help:
 	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
 	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume and"
 	@echo "                  STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) of a migration (crashfs)"
+	@echo "                  and STRESS_SCALE_KILLS=$(STRESS_SCALE_KILLS) kills of a 2048-pair split"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
 
 build:
@@ -127,6 +130,8 @@ stress:
 		-run 'CrashLoop|Restart' -v ./integration/
 	LMTGT_STRESS_VOLUME_CRASHPOINTS=$(STRESS_VOLUME_CRASHPOINTS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'TestVolumePowerLoss$$|TestVolumeErrorAtEveryStep$$' -v ./lm/
+	LMTGT_SCALE_KILLS=$(STRESS_SCALE_KILLS) $(GO) test -race -count=1 -timeout 60m \
+		-run 'TestScale' -v ./integration/
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
 	LMTGT_STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) $(GO) test -race -count=1 -timeout 120m \
 		-run 'TestMetaPowerLoss$$' -v ./dcl/
