@@ -52,15 +52,15 @@ func (s SessionState) String() string {
 
 // Stats are counters a Client keeps (for tests and status output).
 type Stats struct {
-	Logins     int64 // successful logins (the first one included)
-	Reissued   int64 // commands sent again after a reconnect or an abort
-	Aborts     int64 // ABORT TASK requests sent
-	NopsIn     int64 // target pings answered
-	NopsOut    int64 // our pings sent
-	ConnDrops  int64 // connections dropped (lost or on purpose)
-	Expired    int64 // commands failed by the replacement timeout
-	TimedOut   int64 // commands failed after MaxAttempts
-	MaxInFlite int64 // most commands in flight at once
+	Logins      int64 // successful logins (the first one included)
+	Reissued    int64 // commands sent again after a reconnect or an abort
+	Aborts      int64 // ABORT TASK requests sent
+	NopsIn      int64 // target pings answered
+	NopsOut     int64 // our pings sent
+	ConnDrops   int64 // connections dropped (lost or on purpose)
+	Expired     int64 // commands failed by the replacement timeout
+	TimedOut    int64 // commands failed after MaxAttempts
+	MaxInFlight int64 // most commands in flight at once
 }
 
 // task is one SCSI command from submission to completion. The fields below
@@ -159,7 +159,7 @@ func (c *Client) Stats() Stats {
 	s := &c.stats
 	return Stats{Logins: s.logins.Load(), Reissued: s.reissued.Load(), Aborts: s.aborts.Load(),
 		NopsIn: s.nopsIn.Load(), NopsOut: s.nopsOut.Load(), ConnDrops: s.drops.Load(),
-		Expired: s.expired.Load(), TimedOut: s.timedOut.Load(), MaxInFlite: s.maxInFlight.Load()}
+		Expired: s.expired.Load(), TimedOut: s.timedOut.Load(), MaxInFlight: s.maxInFlight.Load()}
 }
 
 // Close logs out and ends the session; commands still queued fail with

@@ -330,8 +330,8 @@ func TestTgtDigestsSmallBursts(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkBacking(t, g.backing, want)
-			if s := v.Client().Stats(); s.MaxInFlite < 2 {
-				t.Fatalf("never more than %d command in flight", s.MaxInFlite)
+			if s := v.Client().Stats(); s.MaxInFlight < 2 {
+				t.Fatalf("never more than %d command in flight", s.MaxInFlight)
 			}
 		})
 	}
