@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -146,7 +145,7 @@ func (c Config) String() string {
 func (c Config) URL() string {
 	u := "iscsi://"
 	if c.CHAPUser != "" {
-		u += url.PathEscape(c.CHAPUser) + "%" + url.PathEscape(c.CHAPSecret) + "@"
+		u += c.CHAPUser + "%" + c.CHAPSecret + "@"
 	}
 	return u + c.Portal + "/" + c.Target + "/" + strconv.FormatUint(c.LUN, 10)
 }
@@ -157,9 +156,8 @@ func Redact(u string) string {
 	if !ok {
 		return u
 	}
-	at := strings.IndexByte(rest, '@')
-	slash := strings.IndexByte(rest, '/')
-	if at < 0 || (slash >= 0 && slash < at) {
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
 		return u
 	}
 	user, _, _ := strings.Cut(rest[:at], "%")
@@ -173,26 +171,22 @@ func ParseURL(s string) (Config, error) {
 	var c Config
 	rest, ok := strings.CutPrefix(s, "iscsi://")
 	if !ok {
-		return c, fmt.Errorf("parse %s: not an iscsi:// URL", Redact(s))
+		return Config{}, fmt.Errorf("parse %s: not an iscsi:// URL", Redact(s))
 	}
+	// The secret may hold any character but NUL ('%', '@' and '/' too):
+	// the credentials end at the last '@' (IQNs and LUNs have none), the
+	// user at the first '%'. No percent-decoding, as in libiscsi.
 	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
 		cred := rest[:at]
 		rest = rest[at+1:]
-		user, secret, _ := strings.Cut(cred, "%")
-		var err error
-		if c.CHAPUser, err = url.PathUnescape(user); err != nil {
-			return c, fmt.Errorf("parse %s: user: %w", Redact(s), err)
-		}
-		if c.CHAPSecret, err = url.PathUnescape(secret); err != nil {
-			return c, fmt.Errorf("parse %s: bad escape in the secret", Redact(s))
-		}
+		c.CHAPUser, c.CHAPSecret, _ = strings.Cut(cred, "%")
 		if c.CHAPUser == "" || c.CHAPSecret == "" {
-			return c, fmt.Errorf("parse %s: CHAP needs USER%%SECRET", Redact(s))
+			return Config{}, fmt.Errorf("parse %s: CHAP needs USER%%SECRET", Redact(s))
 		}
 	}
 	host, path, ok := strings.Cut(rest, "/")
 	if !ok || host == "" {
-		return c, fmt.Errorf("parse %s: want iscsi://HOST[:PORT]/IQN/LUN", Redact(s))
+		return Config{}, fmt.Errorf("parse %s: want iscsi://HOST[:PORT]/IQN/LUN", Redact(s))
 	}
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		host = net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(DefaultPort))
@@ -200,12 +194,12 @@ func ParseURL(s string) (Config, error) {
 	c.Portal = host
 	iqn, lun, ok := strings.Cut(path, "/")
 	if !ok || iqn == "" || lun == "" || strings.Contains(lun, "/") {
-		return c, fmt.Errorf("parse %s: want iscsi://HOST[:PORT]/IQN/LUN", Redact(s))
+		return Config{}, fmt.Errorf("parse %s: want iscsi://HOST[:PORT]/IQN/LUN", Redact(s))
 	}
 	c.Target = iqn
 	n, err := strconv.ParseUint(lun, 10, 64)
 	if err != nil || n > 0x3fff {
-		return c, fmt.Errorf("parse %s: lun %q is not a number in 0..16383", Redact(s), lun)
+		return Config{}, fmt.Errorf("parse %s: lun %q is not a number in 0..16383", Redact(s), lun)
 	}
 	c.LUN = n
 	return c, nil
