@@ -63,6 +63,13 @@ func TestInitiatorLmtgtLoginVariants(t *testing.T) {
 		t.Fatal("backing file differs from what the initiator wrote")
 	}
 
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer dcancel()
+	found, err := iscsivol.Discover(dctx, iscsivol.Config{Portal: d.Portal})
+	if err != nil || len(found) != 1 || found[0].Name != iqn {
+		t.Fatalf("SendTargets on lmtgt: %+v %v", found, err)
+	}
+
 	d.OK("target", "chap", iqn, "--user", "ini-user", "--secret", "ini-secret-1234",
 		"--mutual-user", "tgt-user", "--mutual-secret", "tgt-secret-5678")
 	one := openRemote(t, chapURL(d, "ini-user", "ini-secret-1234", iqn), iscsivol.Config{})

@@ -393,3 +393,16 @@ func TestTgtNopIn(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func TestTgtDiscovery(t *testing.T) {
+	g := startTgt(t, tgtOpts{size: 8 << 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ts, err := Discover(ctx, Config{Portal: g.portal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 1 || ts[0].Name != g.iqn || len(ts[0].Addresses) == 0 || !strings.HasPrefix(ts[0].Addresses[0], g.portal) {
+		t.Fatalf("SendTargets: %+v", ts)
+	}
+}
