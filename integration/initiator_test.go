@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -271,4 +272,52 @@ func TestInitiatorReplacementTimeout(t *testing.T) {
 	if _, err := v.ReadAt(buf, 0); err != nil || buf[4095] != 7 {
 		t.Fatalf("read after the target came back: %v", err)
 	}
+}
+
+// TestInitiatorLmtgtHolesUnmap: NextData (GET LBA STATUS) finds the written
+// extents of a sparse LUN and skips the holes; Unmap leaves zeros.
+func TestInitiatorLmtgtHolesUnmap(t *testing.T) {
+	d := StartDaemon(t, "")
+	iqn := d.Export("holes", "8M", 512)
+	v := openRemote(t, d.URL(iqn, 0), iscsivol.Config{})
+	blk := bytes.Repeat([]byte{0x5a}, 4096)
+	for _, off := range []int64{1 << 20, 5 << 20} {
+		if _, err := v.WriteAt(blk, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var extents [][2]int64
+	for off := int64(0); ; {
+		s, e, err := v.NextData(off)
+		if err == io.EOF {
+			break
+		}
+		if err != nil || e <= s || s < off {
+			t.Fatalf("NextData(%d) = %d, %d, %v", off, s, e, err)
+		}
+		extents = append(extents, [2]int64{s, e})
+		off = e
+	}
+	covered := func(x int64) bool {
+		for _, ex := range extents {
+			if x >= ex[0] && x < ex[1] {
+				return true
+			}
+		}
+		return false
+	}
+	if !covered(1<<20) || !covered(5<<20+4095) {
+		t.Fatalf("data extents %v miss a written block", extents)
+	}
+	if covered(3<<20) || covered(7<<20) {
+		t.Fatalf("data extents %v include a hole (unmap mode %s)", extents, v.UnmapMode())
+	}
+	if err := v.Unmap(1<<20, 4096); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	if _, err := v.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, make([]byte, 4096)) {
+		t.Fatalf("after unmap (%s): %v", v.UnmapMode(), err)
+	}
+	t.Logf("extents %v, unmap mode %s", extents, v.UnmapMode())
 }

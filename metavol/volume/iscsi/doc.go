@@ -75,7 +75,9 @@
 // LBPME and LBPRZ, VPD B2 LBPU, VPD B0 limits), else WRITE SAME(16) of a
 // zero block, and falls back to plain writes of zeros when the target
 // refuses that. Sync is SYNCHRONIZE CACHE(16) (10 when 16 is refused).
-// Size comes from READ CAPACITY(16) at open. Close logs out.
+// Size comes from READ CAPACITY(16) at open. Close logs out. NextData
+// (the volume.File contract) asks GET LBA STATUS on thin-provisioned LUNs so
+// a copier can skip deallocated ranges; elsewhere everything is data.
 //
 // URLs: iscsi://[USER[%SECRET]@]HOST[:PORT]/IQN/LUN (the libiscsi form) is
 // parsed by ParseURL only; Config.String and Redact never show the secret.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,9 @@ type Volume struct {
 	maxUnmapBlocks uint32
 	maxUnmapDescs  uint32
 	unmap          atomic.Int32 // unmapMode; falls back when the target refuses
+	// lbaStatus: the LUN is thin provisioned (LBPME) and GET LBA STATUS has
+	// not been refused, so NextData can skip deallocated ranges.
+	lbaStatus atomic.Bool
 	rmw            sync.Mutex   // serialises unaligned (read-modify-write) writes
 	closed         atomic.Bool
 }
@@ -134,6 +138,7 @@ func (v *Volume) probe() error {
 			lbprz = lbprz || b2[5]&0x04 != 0
 		}
 	}
+	v.lbaStatus.Store(lbpme)
 	mode := unmapWriteSame
 	if lbpme && lbpu && lbprz && v.maxUnmapBlocks > 0 && v.maxUnmapDescs > 0 {
 		mode = unmapSCSI
@@ -419,4 +424,82 @@ func (v *Volume) Close() error {
 		return nil
 	}
 	return v.c.Close()
+}
+
+// NextData returns [start, end), the first extent at or after off that may
+// hold data, clipped to Size, or io.EOF when none does (the same contract
+// as volume.File.NextData), so a copier can skip holes. It asks GET LBA
+// STATUS when the LUN is thin provisioned; otherwise (or when the target
+// refuses the command) the whole rest of the volume counts as data.
+func (v *Volume) NextData(off int64) (start, end int64, err error) {
+	if v.closed.Load() {
+		return 0, 0, fmt.Errorf("remote volume %s: %w", v.name, volume.ErrClosed)
+	}
+	if off < 0 {
+		return 0, 0, fmt.Errorf("remote volume %s: next data at negative offset %d: %w", v.name, off, volume.ErrOutOfRange)
+	}
+	if off >= v.size {
+		return 0, 0, io.EOF
+	}
+	if !v.lbaStatus.Load() {
+		return off, v.size, nil
+	}
+	const descs = 64
+	buf := make([]byte, 8+16*descs)
+	lba := uint64(off / v.blockSize)
+	last := uint64(v.size / v.blockSize)
+	for lba < last {
+		cdb := make([]byte, 16)
+		cdb[0], cdb[1] = 0x9e, 0x12 // SERVICE ACTION IN(16): GET LBA STATUS
+		binary.BigEndian.PutUint64(cdb[2:], lba)
+		binary.BigEndian.PutUint32(cdb[10:], uint32(len(buf)))
+		clear(buf)
+		_, err := v.c.exec(Command{CDB: cdb, Data: buf, Read: true})
+		if IsInvalidOpcode(err) {
+			v.lbaStatus.Store(false)
+			return off, v.size, nil
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("remote volume %s: get lba status at %d: %w", v.name, lba, err)
+		}
+		n := min((int(binary.BigEndian.Uint32(buf[0:4]))-4)/16, descs)
+		if n <= 0 {
+			return off, v.size, nil
+		}
+		var dStart, dEnd uint64
+		found := false
+		next := lba
+		for i := range n {
+			d := buf[8+16*i:]
+			s, cnt, st := binary.BigEndian.Uint64(d[0:8]), uint64(binary.BigEndian.Uint32(d[8:12])), d[12]&0x0f
+			e := s + cnt
+			if cnt == 0 || e <= lba {
+				continue
+			}
+			s = max(s, lba)
+			next = max(next, e)
+			if st == 1 { // deallocated
+				if found {
+					break
+				}
+				continue
+			}
+			if !found {
+				dStart, dEnd, found = s, e, true
+			} else if s == dEnd {
+				dEnd = e
+			} else {
+				break
+			}
+		}
+		if found {
+			start = max(off, int64(dStart)*v.blockSize)
+			return start, min(int64(dEnd)*v.blockSize, v.size), nil
+		}
+		if next <= lba {
+			return off, v.size, nil // no progress: do not loop
+		}
+		lba = next
+	}
+	return 0, 0, io.EOF
 }
