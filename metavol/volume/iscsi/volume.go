@@ -48,8 +48,8 @@ type Volume struct {
 	// lbaStatus: the LUN is thin provisioned (LBPME) and GET LBA STATUS has
 	// not been refused, so NextData can skip deallocated ranges.
 	lbaStatus atomic.Bool
-	rmw            sync.Mutex   // serialises unaligned (read-modify-write) writes
-	closed         atomic.Bool
+	rmw       sync.Mutex // serialises unaligned (read-modify-write) writes
+	closed    atomic.Bool
 }
 
 var _ volume.Volume = (*Volume)(nil)
