@@ -248,7 +248,14 @@ func TestInitiatorReplacementTimeout(t *testing.T) {
 	portal := d.Portal
 	d.Kill()
 	killed := time.Now()
-	_, err := v.ReadAt(buf, 0)
+	errc := make(chan error, 1)
+	go func() { _, err := v.ReadAt(buf, 0); errc <- err }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(timeout + 30*time.Second):
+		t.Fatalf("read with the target gone still waiting after %v", timeout+30*time.Second)
+	}
 	elapsed := time.Since(killed)
 	if !errors.Is(err, iscsivol.ErrSessionDown) {
 		t.Fatalf("read with the target gone: %v, want ErrSessionDown", err)

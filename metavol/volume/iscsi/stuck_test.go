@@ -191,7 +191,22 @@ func dialStuck(t *testing.T, s *stuckTarget, cfg Config) *Client {
 func readLBA(t *testing.T, c *Client, lba uint64) {
 	t.Helper()
 	buf := make([]byte, 4096)
-	r, err := c.exec(Command{CDB: cdbRW16(opRead16, lba, 8), Data: buf, Read: true})
+	type result struct {
+		r   Response
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := c.exec(Command{CDB: cdbRW16(opRead16, lba, 8), Data: buf, Read: true})
+		done <- result{r, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("read lba %d still stuck after 30s: %+v", lba, c.Stats())
+	}
+	r, err := res.r, res.err
 	if err != nil || r.Status != 0 {
 		t.Fatalf("read lba %d: %v (status %d)", lba, err, r.Status)
 	}
