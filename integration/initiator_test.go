@@ -328,3 +328,23 @@ func TestInitiatorLmtgtHolesUnmap(t *testing.T) {
 	}
 	t.Logf("extents %v, unmap mode %s", extents, v.UnmapMode())
 }
+
+// TestInitiatorLmtgtCmdSNWindow: with lmtgt's window at 8 (--queue-depth)
+// and 64 callers, the initiator sends only inside [ExpCmdSN, MaxCmdSN]:
+// lmtgt logs and ignores a command outside it (which would then hang and be
+// aborted). Its own count of commands in flight may exceed 8 by the answers
+// still on their way to it, so the test checks the target's side.
+func TestInitiatorLmtgtCmdSNWindow(t *testing.T) {
+	d := StartDaemon(t, "", "--queue-depth", "8")
+	iqn := d.Export("window", "8M", 512)
+	v := openRemote(t, d.URL(iqn, 0), iscsivol.Config{QueueDepth: 512, CommandTimeout: 5 * time.Second})
+	want := make([]byte, 8<<20)
+	hammerRemote(t, v, want, 64, 10)
+	st := v.Client().Stats()
+	if st.Aborts != 0 || st.ConnDrops != 0 || st.MaxInFlight < 8 {
+		t.Fatalf("window 8: %+v", st)
+	}
+	if hits := d.logHas("CmdSN outside the window"); len(hits) > 0 {
+		t.Fatalf("commands sent outside the window: %d, first %s", len(hits), hits[0])
+	}
+}
