@@ -240,7 +240,16 @@ func TestInitiatorReplacementTimeout(t *testing.T) {
 	iqn := d.Export("gone", "8M", 512)
 	const timeout = 2 * time.Second
 	v := openRemote(t, d.URL(iqn, 0), iscsivol.Config{ReplacementTimeout: timeout,
-		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
+		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		NopInterval: 200 * time.Millisecond, NopTimeout: 5 * time.Second})
+	// idle: our NOP-Out pings are answered and the session stays
+	waitFor(t, 20*time.Second, "two pings answered", func() (bool, string) {
+		st := v.Client().Stats()
+		return st.NopsOut >= 2 && v.Client().State() == iscsivol.StateUp, fmt.Sprintf("%+v", st)
+	})
+	if st := v.Client().Stats(); st.ConnDrops != 0 {
+		t.Fatalf("session dropped while idle: %+v", st)
+	}
 	buf := make([]byte, 4096)
 	if _, err := v.WriteAt(bytes.Repeat([]byte{7}, 4096), 0); err != nil {
 		t.Fatal(err)

@@ -371,14 +371,16 @@ func TestTgtLargeIOUnmap(t *testing.T) {
 	}
 }
 
-// TestTgtNopIn: tgt pings every second (nop_interval); the client answers,
-// so the session stays up and I/O keeps working.
+// TestTgtNopIn: tgt pings every second (nop_interval) and the client
+// answers; the client pings the idle target too (NopInterval) and tgt
+// answers; the session stays up and I/O keeps working.
 func TestTgtNopIn(t *testing.T) {
 	g := startTgt(t, tgtOpts{size: 8 << 20, params: map[string]string{"nop_interval": "1", "nop_count": "3"}})
 	cfg := fastCfg()
+	cfg.NopInterval, cfg.NopTimeout = 300*time.Millisecond, 5*time.Second
 	v := openT(t, g.url("", ""), cfg)
 	deadline := time.Now().Add(20 * time.Second)
-	for v.Client().Stats().NopsIn < 2 {
+	for st := v.Client().Stats(); st.NopsIn < 2 || st.NopsOut < 2; st = v.Client().Stats() {
 		if time.Now().After(deadline) {
 			t.Fatalf("no target NOP-In answered within 20s: %+v", v.Client().Stats())
 		}
