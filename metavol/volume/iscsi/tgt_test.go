@@ -65,12 +65,21 @@ func startTgt(t testing.TB, o tgtOpts) *tgt {
 	f.Truncate(o.size)
 	f.Close()
 	// the control port is a small number (tgtd refuses large ones): derive
-	// it from the free TCP port, spread over 1000..9999
-	_, port, _ := net.SplitHostPort(g.portal)
-	var pn int
-	fmt.Sscan(port, &pn)
-	g.ctl = fmt.Sprint(1000 + pn%9000)
-	g.start()
+	// it from the free TCP port, spread over 1000..9999; another tgtd (of a
+	// parallel test) may hold it, so try a few
+	for attempt := 0; ; attempt++ {
+		_, port, _ := net.SplitHostPort(g.portal)
+		var pn int
+		fmt.Sscan(port, &pn)
+		g.ctl = fmt.Sprint(1000 + pn%9000)
+		if g.tryStart() {
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("tgtd did not start on 5 control/portal ports (last %s, %s)", g.ctl, g.portal)
+		}
+		g.portal = freePort(t)
+	}
 	t.Cleanup(g.stop)
 	g.adm("--op", "new", "--mode", "target", "--tid", "1", "-T", g.iqn)
 	g.adm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", g.backing)
@@ -89,25 +98,34 @@ func startTgt(t testing.TB, o tgtOpts) *tgt {
 	return g
 }
 
+// start starts tgtd again on the same control port and portal.
 func (g *tgt) start() {
+	if !g.tryStart() {
+		g.t.Fatalf("tgtd exited at start (control port %s, portal %s)", g.ctl, g.portal)
+	}
+}
+
+// tryStart starts tgtd and waits until it answers; false if it exited.
+func (g *tgt) tryStart() bool {
 	g.cmd = exec.Command("tgtd", "-f", "-C", g.ctl, "--iscsi", "portal="+g.portal)
-	g.cmd.Stdout, g.cmd.Stderr = nil, nil
 	if err := g.cmd.Start(); err != nil {
 		g.t.Fatalf("start tgtd: %v", err)
 	}
-	g.exited = make(chan struct{})
-	go func() { g.cmd.Wait(); close(g.exited) }()
+	exited := make(chan struct{})
+	g.exited = exited
+	cmd := g.cmd
+	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if exec.Command("tgtadm", "-C", g.ctl, "--op", "show", "--mode", "sys").Run() == nil {
 			if c, err := net.Dial("tcp", g.portal); err == nil {
 				c.Close()
-				return
+				return true
 			}
 		}
 		select {
-		case <-g.exited:
-			g.t.Fatalf("tgtd exited at start (control port %s, portal %s)", g.ctl, g.portal)
+		case <-exited:
+			return false
 		default:
 		}
 		if time.Now().After(deadline) {
