@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // connOf returns the server side of initiator i's connection.
@@ -57,14 +59,14 @@ func floodWrites(t *testing.T, i *ini, n int, size uint32) []*icmd {
 // nopSkipping pings the target and waits for the answer, setting aside
 // the R2Ts that arrive meanwhile in i.r2ts.
 func (i *ini) nopSkipping() error {
-	var b [bhsLen]byte
-	b[0] = opNopOut | flagImmed
-	b[1] = flagFinal
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpNopOut | pdu.FlagImmed
+	b[1] = pdu.FlagFinal
 	itt := i.nextITT()
-	put32(b[16:], itt)
-	put32(b[20:], reservedTag)
-	put32(b[24:], i.cmdSN)
-	put32(b[28:], i.expStatSN)
+	pdu.Put32(b[16:], itt)
+	pdu.Put32(b[20:], pdu.ReservedTag)
+	pdu.Put32(b[24:], i.cmdSN)
+	pdu.Put32(b[28:], i.expStatSN)
 	if err := i.write(&b, nil); err != nil {
 		return err
 	}
@@ -74,13 +76,13 @@ func (i *ini) nopSkipping() error {
 			return err
 		}
 		switch {
-		case p.h.opcode() == opNopIn && p.h.itt() == itt:
+		case p.h.Opcode() == pdu.OpNopIn && p.h.ITT() == itt:
 			return nil
-		case p.h.opcode() == opNopIn:
+		case p.h.Opcode() == pdu.OpNopIn:
 			if err := i.answerNop(p); err != nil {
 				return err
 			}
-		case p.h.opcode() == opR2T:
+		case p.h.Opcode() == pdu.OpR2T:
 			i.r2ts = append(i.r2ts, p)
 		default:
 			i.other = append(i.other, p)
@@ -111,7 +113,7 @@ func TestWriteFloodBounded(t *testing.T) {
 	if st := s.budget.stats(); st.PerSession != limit/2 {
 		t.Fatalf("per-session share %d, want %d", st.PerSession, limit/2)
 	}
-	keys := []kv{{"InitialR2T", "Yes"}, {"ImmediateData", "Yes"}, {"MaxOutstandingR2T", "1"}, {"MaxBurstLength", "1048576"}}
+	keys := []kv{{Key: "InitialR2T", Value: "Yes"}, {Key: "ImmediateData", Value: "Yes"}, {Key: "MaxOutstandingR2T", Value: "1"}, {Key: "MaxBurstLength", Value: "1048576"}}
 
 	a := dialIni(t, addrOf(s))
 	a.mustLogin(loginOpts{keys: keys, isid: [6]byte{0x80, 0, 0, 0, 0, 1}})
@@ -171,18 +173,18 @@ func TestWriteFloodBounded(t *testing.T) {
 	for k := 0; k <= maxImmediate; k++ {
 		c := &icmd{cdb: write10(uint32(k), 1), edtl: 512, noImm: true}
 		c.itt = cc.nextITT()
-		var h [bhsLen]byte
-		h[0] = opSCSICmd | flagImmed
-		h[1] = flagFinal | flagWrite | 1
-		put32(h[16:], c.itt)
-		put32(h[20:], c.edtl)
-		put32(h[24:], cc.cmdSN)
+		var h [pdu.BHSLen]byte
+		h[0] = pdu.OpSCSICmd | pdu.FlagImmed
+		h[1] = pdu.FlagFinal | pdu.FlagWrite | 1
+		pdu.Put32(h[16:], c.itt)
+		pdu.Put32(h[20:], c.edtl)
+		pdu.Put32(h[24:], cc.cmdSN)
 		copy(h[32:], c.cdb)
 		if err := cc.write(&h, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if p, err := cc.expect(opReject); err != nil || p.h.b[2] != rejectImmediateCmd {
+	if p, err := cc.expect(pdu.OpReject); err != nil || p.h.B[2] != pdu.RejectImmediateCmd {
 		t.Fatalf("immediate command over the bound: %v (%+v)", err, p)
 	}
 	ccConn := connOf(t, s, cc)
@@ -196,17 +198,17 @@ func TestWriteFloodBounded(t *testing.T) {
 	var first *icmd
 	var firstOff int64
 	for k, c := range cmdsA {
-		if c.itt == r.h.itt() {
+		if c.itt == r.h.ITT() {
 			first, firstOff = c, int64(k)*size
 		}
 	}
 	if first == nil {
-		t.Fatalf("R2T for unknown itt %#x", r.h.itt())
+		t.Fatalf("R2T for unknown itt %#x", r.h.ITT())
 	}
 	first.out = bytes.Repeat([]byte{'a'}, size)
-	for sent, sn := uint32(0), uint32(0); sent < r.h.u32(44); sn++ {
-		n := min(r.h.u32(44)-sent, a.targetMRDSL)
-		if err := a.dataOut(first, r.h.ttt(), sn, r.h.u32(40)+sent, n, sent+n == r.h.u32(44)); err != nil {
+	for sent, sn := uint32(0), uint32(0); sent < r.h.U32(44); sn++ {
+		n := min(r.h.U32(44)-sent, a.targetMRDSL)
+		if err := a.dataOut(first, r.h.TTT(), sn, r.h.U32(40)+sent, n, sent+n == r.h.U32(44)); err != nil {
 			t.Fatal(err)
 		}
 		sent += n
@@ -216,12 +218,12 @@ func TestWriteFloodBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.h.opcode() == opR2T {
+		if p.h.Opcode() == pdu.OpR2T {
 			a.r2ts = append(a.r2ts, p)
 			continue
 		}
-		if p.h.opcode() != opSCSIResp || p.h.itt() != first.itt || p.h.b[3] != 0 {
-			t.Fatalf("want GOOD for itt %#x, got opcode %#x itt %#x status %#x", first.itt, p.h.opcode(), p.h.itt(), p.h.b[3])
+		if p.h.Opcode() != pdu.OpSCSIResp || p.h.ITT() != first.itt || p.h.B[3] != 0 {
+			t.Fatalf("want GOOD for itt %#x, got opcode %#x itt %#x status %#x", first.itt, p.h.Opcode(), p.h.ITT(), p.h.B[3])
 		}
 		break
 	}

@@ -1,19 +1,15 @@
 package iscsi
 
 import (
-	"crypto/md5"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-)
 
-// chapMD5 is CHAP_A=5 (RFC 1994 MD5), the only algorithm offered.
-const chapMD5 = "5"
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
+)
 
 // chapChallengeLen is the length of the challenges this target sends.
 const chapChallengeLen = 16
@@ -21,45 +17,15 @@ const chapChallengeLen = 16
 // errAuth is any CHAP failure; the login answers 0x0201.
 var errAuth = errors.New("authentication failed")
 
-// chapResponse computes MD5(id || secret || challenge) (RFC 1994 §4.1).
-func chapResponse(id byte, secret string, challenge []byte) [md5.Size]byte {
-	h := md5.New()
-	h.Write([]byte{id})
-	h.Write([]byte(secret))
-	h.Write(challenge)
-	var out [md5.Size]byte
-	copy(out[:], h.Sum(nil))
-	return out
-}
-
-// decodeCHAPBinary decodes a CHAP binary value: 0x/0X hex or 0b/0B base64
-// (RFC 7143 §6.1 binary-value).
+// decodeCHAPBinary decodes a CHAP binary value (pdu.DecodeCHAPBinary); a
+// malformed value is an authentication failure.
 func decodeCHAPBinary(v string) ([]byte, error) {
-	if len(v) < 3 {
-		return nil, fmt.Errorf("chap value %q too short: %w", v, errAuth)
+	b, err := pdu.DecodeCHAPBinary(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errAuth)
 	}
-	switch v[:2] {
-	case "0x", "0X":
-		s := v[2:]
-		if len(s)%2 == 1 {
-			s = "0" + s
-		}
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("chap hex value: %w", errAuth)
-		}
-		return b, nil
-	case "0b", "0B":
-		b, err := base64.StdEncoding.DecodeString(v[2:])
-		if err != nil {
-			return nil, fmt.Errorf("chap base64 value: %w", errAuth)
-		}
-		return b, nil
-	}
-	return nil, fmt.Errorf("chap value %.20q is neither hex nor base64: %w", v, errAuth)
+	return b, nil
 }
-
-func encodeHex(b []byte) string { return "0x" + hex.EncodeToString(b) }
 
 // chapState is where a CHAP exchange is.
 type chapState uint8
@@ -98,13 +64,13 @@ type chapAuth struct {
 func (a *chapAuth) step(req []kv) ([]kv, error) {
 	switch a.state {
 	case chapWaitAlg:
-		v, ok := lookup(req, "CHAP_A")
+		v, ok := pdu.Lookup(req, "CHAP_A")
 		if !ok {
 			return nil, nil // nothing yet; wait
 		}
 		found := false
 		for _, alg := range strings.Split(v, ",") {
-			if alg == chapMD5 {
+			if alg == pdu.CHAPMD5 {
 				found = true
 			}
 		}
@@ -119,13 +85,13 @@ func (a *chapAuth) step(req []kv) ([]kv, error) {
 		a.challenge = append([]byte(nil), rnd[1:]...)
 		a.state = chapWaitResp
 		return []kv{
-			{"CHAP_A", chapMD5},
-			{"CHAP_I", strconv.Itoa(int(a.id))},
-			{"CHAP_C", encodeHex(a.challenge)},
+			{Key: "CHAP_A", Value: pdu.CHAPMD5},
+			{Key: "CHAP_I", Value: strconv.Itoa(int(a.id))},
+			{Key: "CHAP_C", Value: pdu.EncodeHex(a.challenge)},
 		}, nil
 	case chapWaitResp:
-		name, okN := lookup(req, "CHAP_N")
-		r, okR := lookup(req, "CHAP_R")
+		name, okN := pdu.Lookup(req, "CHAP_N")
+		r, okR := pdu.Lookup(req, "CHAP_R")
 		if !okN || !okR {
 			return nil, fmt.Errorf("CHAP_N/CHAP_R missing: %w", errAuth)
 		}
@@ -133,13 +99,13 @@ func (a *chapAuth) step(req []kv) ([]kv, error) {
 		if err != nil {
 			return nil, err
 		}
-		want := chapResponse(a.id, a.cred.Secret, a.challenge)
+		want := pdu.CHAPResponse(a.id, a.cred.Secret, a.challenge)
 		userOK := subtle.ConstantTimeCompare([]byte(name), []byte(a.cred.User)) == 1
 		if !userOK || subtle.ConstantTimeCompare(got, want[:]) != 1 {
 			return nil, fmt.Errorf("CHAP_N=%.64s: wrong user or secret: %w", name, errAuth)
 		}
-		iID, okI := lookup(req, "CHAP_I")
-		iC, okC := lookup(req, "CHAP_C")
+		iID, okI := pdu.Lookup(req, "CHAP_I")
+		iC, okC := pdu.Lookup(req, "CHAP_C")
 		if !okI && !okC {
 			a.state = chapDone
 			return nil, nil
@@ -165,9 +131,9 @@ func (a *chapAuth) step(req []kv) ([]kv, error) {
 		if subtle.ConstantTimeCompare(ch, a.challenge) == 1 {
 			return nil, fmt.Errorf("initiator reflected the target's challenge: %w", errAuth)
 		}
-		resp := chapResponse(byte(id), a.cred.MutualSecret, ch)
+		resp := pdu.CHAPResponse(byte(id), a.cred.MutualSecret, ch)
 		a.state = chapDone
-		return []kv{{"CHAP_N", a.cred.MutualUser}, {"CHAP_R", encodeHex(resp[:])}}, nil
+		return []kv{{Key: "CHAP_N", Value: a.cred.MutualUser}, {Key: "CHAP_R", Value: pdu.EncodeHex(resp[:])}}, nil
 	}
 	return nil, nil
 }

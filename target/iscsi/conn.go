@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"runtime/debug"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // connState is where a connection is in its life (RFC 7143 §8.1, reduced
@@ -65,7 +66,7 @@ type conn struct {
 
 	// Set during login, read-only in full feature phase.
 	p         params
-	lim       pduLimits
+	lim       pdu.Limits
 	discovery bool
 	initiator string
 	target    string
@@ -252,12 +253,12 @@ const (
 
 // outPDU is one PDU to send: a BHS and an optional data segment.
 type outPDU struct {
-	hdr  [bhsLen]byte
+	hdr  [pdu.BHSLen]byte
 	data []byte
 	stat statMode
 }
 
-const slotLen = bhsLen + 2*digestLen // header, header digest, data digest
+const slotLen = pdu.BHSLen + 2*pdu.DigestLen // header, header digest, data digest
 
 // send writes PDUs to the connection in one writev, filling StatSN,
 // ExpCmdSN and MaxCmdSN. It is safe for concurrent use.
@@ -278,37 +279,37 @@ func (c *conn) send(pdus ...outPDU) error {
 	c.mu.Unlock()
 	for i, p := range pdus {
 		slot := slots[i*slotLen : (i+1)*slotLen]
-		h := slot[:bhsLen]
+		h := slot[:pdu.BHSLen]
 		copy(h, p.hdr[:])
 		dl := uint32(len(p.data))
 		h[5], h[6], h[7] = byte(dl>>16), byte(dl>>8), byte(dl)
 		op := h[0] & 0x3f
-		if op != opLoginResp {
+		if op != pdu.OpLoginResp {
 			switch p.stat {
 			case statPeek:
-				put32(h[24:], c.w.statSN)
+				pdu.Put32(h[24:], c.w.statSN)
 			case statTake:
-				put32(h[24:], c.w.statSN)
+				pdu.Put32(h[24:], c.w.statSN)
 				c.w.statSN++
 			}
-			put32(h[28:], exp)
-			put32(h[32:], maxSN)
+			pdu.Put32(h[28:], exp)
+			pdu.Put32(h[32:], maxSN)
 		}
 		iov = append(iov, h)
-		if c.lim.headerDigest {
-			d := slot[bhsLen : bhsLen+digestLen]
-			binary.LittleEndian.PutUint32(d, crc32c(h))
+		if c.lim.HeaderDigest {
+			d := slot[pdu.BHSLen : pdu.BHSLen+pdu.DigestLen]
+			binary.LittleEndian.PutUint32(d, pdu.CRC32C(h))
 			iov = append(iov, d)
 		}
 		if dl > 0 {
 			iov = append(iov, p.data)
-			pad := padLen(dl)
+			pad := pdu.PadLen(dl)
 			if pad > 0 {
 				iov = append(iov, zeroPad[:pad])
 			}
-			if c.lim.dataDigest {
-				d := slot[bhsLen+digestLen : slotLen]
-				sum := crc32c(p.data)
+			if c.lim.DataDigest {
+				d := slot[pdu.BHSLen+pdu.DigestLen : slotLen]
+				sum := pdu.CRC32C(p.data)
 				if pad > 0 {
 					sum = crc32Update(sum, zeroPad[:pad])
 				}
@@ -334,14 +335,14 @@ func (c *conn) send(pdus ...outPDU) error {
 }
 
 func crc32Update(sum uint32, b []byte) uint32 {
-	return crc32.Update(sum, castagnoli, b)
+	return pdu.CRC32CUpdate(sum, b)
 }
 
 // newTTT returns a target transfer tag (never 0xffffffff).
 func (c *conn) newTTT() uint32 {
 	for {
 		t := c.tttGen.Add(1)
-		if t != reservedTag {
+		if t != pdu.ReservedTag {
 			return t
 		}
 	}
@@ -349,13 +350,13 @@ func (c *conn) newTTT() uint32 {
 
 // reject sends a Reject PDU carrying the offending header.
 func (c *conn) reject(h *header, reason byte) error {
-	var b [bhsLen]byte
-	b[0] = opReject
-	b[1] = flagFinal
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpReject
+	b[1] = pdu.FlagFinal
 	b[2] = reason
-	put32(b[16:], reservedTag)
-	hdr := append([]byte(nil), h.b[:]...)
-	c.log.Debug().Uint8("opcode", h.opcode()).Uint8("reason", reason).Msg("reject")
+	pdu.Put32(b[16:], pdu.ReservedTag)
+	hdr := append([]byte(nil), h.B[:]...)
+	c.log.Debug().Uint8("opcode", h.Opcode()).Uint8("reason", reason).Msg("reject")
 	return c.send(outPDU{hdr: b, data: hdr[:], stat: statTake})
 }
 
@@ -417,11 +418,11 @@ func (c *conn) startPinger() func() {
 			c.mu.Lock()
 			c.mu.pingTTT, c.mu.pingAt = ttt, now
 			c.mu.Unlock()
-			var b [bhsLen]byte
-			b[0] = opNopIn
-			b[1] = flagFinal
-			put32(b[16:], reservedTag)
-			put32(b[20:], ttt)
+			var b [pdu.BHSLen]byte
+			b[0] = pdu.OpNopIn
+			b[1] = pdu.FlagFinal
+			pdu.Put32(b[16:], pdu.ReservedTag)
+			pdu.Put32(b[20:], ttt)
 			if c.send(outPDU{hdr: b, stat: statPeek}) != nil {
 				return
 			}

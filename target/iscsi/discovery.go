@@ -2,6 +2,8 @@ package iscsi
 
 import (
 	"strings"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // maxTextRequest bounds a text request accumulated over C-bit PDUs.
@@ -15,18 +17,18 @@ func (c *conn) text(h *header, data []byte, queued bool) error {
 	if err != nil {
 		return err
 	}
-	itt := h.itt()
-	if ttt := h.ttt(); ttt != reservedTag {
+	itt := h.ITT()
+	if ttt := h.TTT(); ttt != pdu.ReservedTag {
 		if ttt != c.textTTT || c.textResp == nil {
-			return c.reject(h, rejectInvalidPDUField)
+			return c.reject(h, pdu.RejectInvalidPDUField)
 		}
 		return c.sendTextChunk(h, itt)
 	}
 	c.textResp = nil
-	if h.flags()&flagContinue != 0 {
+	if h.Flags()&pdu.FlagContinue != 0 {
 		if len(c.textBuf)+len(data) > maxTextRequest {
 			c.textBuf = nil
-			return c.reject(h, rejectProtocolError)
+			return c.reject(h, pdu.RejectProtocolError)
 		}
 		c.textBuf = append(c.textBuf, data...)
 		c.textTTT = c.newTTT()
@@ -37,19 +39,19 @@ func (c *conn) text(h *header, data []byte, queued bool) error {
 		data = append(c.textBuf, data...)
 		c.textBuf = nil
 	}
-	keys, err := parseText(data)
+	keys, err := pdu.ParseText(data)
 	if err != nil {
-		return c.reject(h, rejectProtocolError)
+		return c.reject(h, pdu.RejectProtocolError)
 	}
 	var out []kv
 	for _, k := range keys {
 		if k.Key != "SendTargets" {
-			out = append(out, kv{k.Key, "NotUnderstood"})
+			out = append(out, kv{Key: k.Key, Value: "NotUnderstood"})
 			continue
 		}
 		out = append(out, c.sendTargets(k.Value)...)
 	}
-	c.textResp = encodeText(out)
+	c.textResp = pdu.EncodeText(out)
 	c.textTTT = c.newTTT()
 	return c.sendTextChunk(h, itt)
 }
@@ -75,19 +77,19 @@ func (c *conn) sendTargets(value string) []kv {
 			}
 		}
 		if len(pick) == 0 {
-			return []kv{{"SendTargets", "Reject"}}
+			return []kv{{Key: "SendTargets", Value: "Reject"}}
 		}
 	default:
-		return []kv{{"SendTargets", "Reject"}}
+		return []kv{{Key: "SendTargets", Value: "Reject"}}
 	}
 	var out []kv
 	for _, t := range pick {
-		out = append(out, kv{"TargetName", t.Name})
+		out = append(out, kv{Key: "TargetName", Value: t.Name})
 		if len(t.Portals) == 0 {
-			out = append(out, kv{"TargetAddress", c.portalFor()})
+			out = append(out, kv{Key: "TargetAddress", Value: c.portalFor()})
 		}
 		for _, p := range t.Portals {
-			out = append(out, kv{"TargetAddress", p})
+			out = append(out, kv{Key: "TargetAddress", Value: p})
 		}
 	}
 	return out
@@ -100,18 +102,18 @@ func (c *conn) sendTextChunk(h *header, itt uint32) error {
 	rest := c.textResp[n:]
 	if len(rest) == 0 {
 		c.textResp = nil
-		return c.sendText(h, itt, chunk, flagFinal, reservedTag)
+		return c.sendText(h, itt, chunk, pdu.FlagFinal, pdu.ReservedTag)
 	}
 	c.textResp = rest
-	return c.sendText(h, itt, chunk, flagContinue, c.textTTT)
+	return c.sendText(h, itt, chunk, pdu.FlagContinue, c.textTTT)
 }
 
 func (c *conn) sendText(h *header, itt uint32, data []byte, flags byte, ttt uint32) error {
-	var b [bhsLen]byte
-	b[0] = opTextResp
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpTextResp
 	b[1] = flags
-	copy(b[8:16], h.b[8:16])
-	put32(b[16:], itt)
-	put32(b[20:], ttt)
+	copy(b[8:16], h.B[8:16])
+	pdu.Put32(b[16:], itt)
+	pdu.Put32(b[20:], ttt)
 	return c.send(outPDU{hdr: b, data: data, stat: statTake})
 }

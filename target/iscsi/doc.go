@@ -4,6 +4,11 @@
 // digests. It hands SCSI commands to a Backend (backend.go) and knows nothing
 // of gotgt, LUN storage or migration.
 //
+// The PDU codec (opcodes, header accessors, reading headers and data with
+// digests and limits, AHS, text keys, CHAP helpers) is
+// metavol/volume/iscsi/pdu, shared with lmtgt's initiator; this package
+// imports it and the standard library only.
+//
 // Shape: one goroutine per connection reads PDUs (serve -> login ->
 // fullFeature); a command whose data is complete runs on its own goroutine
 // (or, when it is the only one in flight, on the reader itself) and writes

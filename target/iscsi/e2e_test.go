@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 func pattern(n int, seed uint64) []byte {
@@ -80,9 +82,9 @@ func TestDataOutModes(t *testing.T) {
 				name := fmt.Sprintf("R2T=%s,Imm=%s,MRDSL=%s,FB=%s,MB=%s,OR2T=%s", initialR2T, imm, burst.mrdsl, burst.first, burst.max, burst.r2t)
 				t.Run(name, func(t *testing.T) {
 					i := dialIni(t, addrOf(s))
-					keys := []kv{{"InitialR2T", initialR2T}, {"ImmediateData", imm},
-						{"FirstBurstLength", burst.first}, {"MaxBurstLength", burst.max},
-						{"MaxOutstandingR2T", burst.r2t}, {"MaxRecvDataSegmentLength", "8192"}}
+					keys := []kv{{Key: "InitialR2T", Value: initialR2T}, {Key: "ImmediateData", Value: imm},
+						{Key: "FirstBurstLength", Value: burst.first}, {Key: "MaxBurstLength", Value: burst.max},
+						{Key: "MaxOutstandingR2T", Value: burst.r2t}, {Key: "MaxRecvDataSegmentLength", Value: "8192"}}
 					i.mustLogin(loginOpts{keys: keys})
 					// the target's declared MRDSL limits what we send; cap it further
 					mr := uint32(0)
@@ -110,7 +112,7 @@ func TestDataInSplit(t *testing.T) {
 	s := startServer(t, b, nil)
 	i := dialIni(t, addrOf(s))
 	keys := append(dropKey(dropKey(defaultKeys(), "MaxRecvDataSegmentLength"), "MaxBurstLength"),
-		kv{"MaxRecvDataSegmentLength", "4096"}, kv{"MaxBurstLength", "16384"})
+		kv{Key: "MaxRecvDataSegmentLength", Value: "4096"}, kv{Key: "MaxBurstLength", Value: "16384"})
 	i.mustLogin(loginOpts{keys: keys})
 	data := pattern(100<<10+512, 3)
 	i.writeBlocks(0, data)
@@ -252,10 +254,10 @@ func TestNopOutConsumesCmdSN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(p.data) != "nopping\x00" || p.h.itt() != i.itt {
-		t.Fatalf("NOP-In data %q itt %#x", p.data, p.h.itt())
+	if string(p.data) != "nopping\x00" || p.h.ITT() != i.itt {
+		t.Fatalf("NOP-In data %q itt %#x", p.data, p.h.ITT())
 	}
-	if exp := p.h.u32(28); exp != before+1 {
+	if exp := p.h.U32(28); exp != before+1 {
 		t.Fatalf("ExpCmdSN %d after non-immediate NOP-Out with CmdSN %d", exp, before)
 	}
 	if _, err := i.nop(true, nil); err != nil {
@@ -282,8 +284,8 @@ func TestTargetPing(t *testing.T) {
 			if err != nil {
 				t.Fatalf("connection dropped although pings were answered: %v", err)
 			}
-			if p.h.opcode() != opNopIn || p.h.itt() != reservedTag {
-				t.Fatalf("unexpected opcode %#x", p.h.opcode())
+			if p.h.Opcode() != pdu.OpNopIn || p.h.ITT() != pdu.ReservedTag {
+				t.Fatalf("unexpected opcode %#x", p.h.Opcode())
 			}
 			i.answerNop(p)
 		}
@@ -377,7 +379,7 @@ func TestLoginRefusals(t *testing.T) {
 	}
 	t.Run("missing InitiatorName", func(t *testing.T) {
 		i := dialIni(t, addrOf(s))
-		p, err := i.loginPDU(0, 1, true, []kv{{"TargetName", testIQN}, {"AuthMethod", "None"}})
+		p, err := i.loginPDU(0, 1, true, []kv{{Key: "TargetName", Value: testIQN}, {Key: "AuthMethod", Value: "None"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,7 +436,7 @@ func TestDiscovery(t *testing.T) {
 	s := startServer(t, b, func(o *Options) { o.TPGT = 7 })
 	i := dialIni(t, addrOf(s))
 	i.mustLogin(loginOpts{discovery: true})
-	got, err := i.text([]kv{{"SendTargets", "All"}})
+	got, err := i.text([]kv{{Key: "SendTargets", Value: "All"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +447,7 @@ func TestDiscovery(t *testing.T) {
 	if len(got["TargetAddress"]) != 2 || got["TargetAddress"][0] != want {
 		t.Fatalf("addresses %v, want %s", got["TargetAddress"], want)
 	}
-	for _, bad := range []kv{{"SendTargetsPlease", "All"}, {"SendTargets", "Alle"}, {"sENDtARGETS", "aLL"}} {
+	for _, bad := range []kv{{Key: "SendTargetsPlease", Value: "All"}, {Key: "SendTargets", Value: "Alle"}, {Key: "sENDtARGETS", Value: "aLL"}} {
 		got, err := i.text([]kv{bad})
 		if err != nil {
 			t.Fatal(err)
@@ -464,7 +466,7 @@ func TestDiscovery(t *testing.T) {
 	// SendTargets inside a normal session.
 	n := dialIni(t, addrOf(s))
 	n.mustLogin(loginOpts{})
-	got, err = n.text([]kv{{"SendTargets", "All"}})
+	got, err = n.text([]kv{{Key: "SendTargets", Value: "All"}})
 	if err != nil || len(got["TargetName"]) != 2 {
 		t.Fatalf("SendTargets in a normal session: %v %v", got, err)
 	}
@@ -485,16 +487,16 @@ func TestDigests(t *testing.T) {
 		t.Fatal("read back differs")
 	}
 	// A corrupt data digest drops the connection.
-	var h [bhsLen]byte
-	h[0] = opNopOut | flagImmed
-	h[1] = flagFinal
-	put32(h[16:], 77)
-	put32(h[20:], reservedTag)
+	var h [pdu.BHSLen]byte
+	h[0] = pdu.OpNopOut | pdu.FlagImmed
+	h[1] = pdu.FlagFinal
+	pdu.Put32(h[16:], 77)
+	pdu.Put32(h[20:], pdu.ReservedTag)
 	i.dd = false
 	buf := []byte("ping")
-	setDataLen(&h, 4)
+	pdu.SetDataLen(&h, 4)
 	raw := append(append([]byte(nil), h[:]...), 0, 0, 0, 0)
-	binary.LittleEndian.PutUint32(raw[48:], crc32c(h[:]))
+	binary.LittleEndian.PutUint32(raw[48:], pdu.CRC32C(h[:]))
 	raw = append(raw, buf...)
 	raw = append(raw, 1, 2, 3, 4) // wrong data digest
 	i.nc.Write(raw)
@@ -537,12 +539,12 @@ func TestTaskManagement(t *testing.T) {
 		t.Fatalf("abort of unknown task: %d %v", resp, err)
 	}
 	for _, fn := range []TMFunction{TMFAbortTaskSet, TMFClearTaskSet, TMFLogicalUnitReset, TMFTargetWarmReset} {
-		resp, err = i.tmf(fn, 0, reservedTag, 0)
+		resp, err = i.tmf(fn, 0, pdu.ReservedTag, 0)
 		if err != nil || resp != byte(TMFComplete) {
 			t.Fatalf("TMF %d: %d %v", fn, resp, err)
 		}
 	}
-	resp, err = i.tmf(TMFClearACA, 0, reservedTag, 0)
+	resp, err = i.tmf(TMFClearACA, 0, pdu.ReservedTag, 0)
 	if err != nil || resp != byte(TMFNotSupported) {
 		t.Fatalf("CLEAR ACA: %d %v", resp, err)
 	}
@@ -555,7 +557,7 @@ func TestTaskManagement(t *testing.T) {
 	if len(log) < 5 || log[0] != TMFAbortTask || log[3] != TMFLogicalUnitReset {
 		t.Fatalf("backend saw TMFs %v", log)
 	}
-	resp, err = i.tmf(TMFTargetColdReset, 0, reservedTag, 0)
+	resp, err = i.tmf(TMFTargetColdReset, 0, pdu.ReservedTag, 0)
 	if err != nil || resp != byte(TMFComplete) {
 		t.Fatalf("cold reset: %d %v", resp, err)
 	}
@@ -568,12 +570,12 @@ func TestAbortWaitingForData(t *testing.T) {
 	b := newFileBackend(t, 1<<20)
 	s := startServer(t, b, nil)
 	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{keys: []kv{{"InitialR2T", "Yes"}, {"ImmediateData", "No"}}})
+	i.mustLogin(loginOpts{keys: []kv{{Key: "InitialR2T", Value: "Yes"}, {Key: "ImmediateData", Value: "No"}}})
 	c := &icmd{cdb: write10(0, 8), edtl: 4096, out: make([]byte, 4096)}
 	if err := i.sendCmd(c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := i.expect(opR2T); err != nil {
+	if _, err := i.expect(pdu.OpR2T); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := i.tmf(TMFAbortTask, 0, c.itt, 0)
@@ -591,27 +593,27 @@ func TestOverlongDataOut(t *testing.T) {
 	b := newFileBackend(t, 1<<20)
 	s := startServer(t, b, nil)
 	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{keys: []kv{{"InitialR2T", "No"}, {"ImmediateData", "No"}}})
+	i.mustLogin(loginOpts{keys: []kv{{Key: "InitialR2T", Value: "No"}, {Key: "ImmediateData", Value: "No"}}})
 	i.writeBlocks(0, bytes.Repeat([]byte{'a'}, 2048))
 	// EDTL 512 but the initiator pushes 1024 bytes of unsolicited data.
 	c := &icmd{cdb: write10(0, 1), edtl: 512, noImm: true, itt: i.nextITT()}
-	var h [bhsLen]byte
-	h[0] = opSCSICmd
-	h[1] = flagWrite | 1
-	put32(h[16:], c.itt)
-	put32(h[20:], 512)
-	put32(h[24:], i.cmdSN)
+	var h [pdu.BHSLen]byte
+	h[0] = pdu.OpSCSICmd
+	h[1] = pdu.FlagWrite | 1
+	pdu.Put32(h[16:], c.itt)
+	pdu.Put32(h[20:], 512)
+	pdu.Put32(h[24:], i.cmdSN)
 	i.cmdSN++
 	copy(h[32:], c.cdb)
 	i.write(&h, nil)
 	c.out = bytes.Repeat([]byte{'x'}, 1024)
-	i.dataOut(c, reservedTag, 0, 0, 1024, true)
-	p, err := i.expect(opReject)
+	i.dataOut(c, pdu.ReservedTag, 0, 0, 1024, true)
+	p, err := i.expect(pdu.OpReject)
 	if err != nil {
 		t.Fatalf("over-long Data-Out: %v", err)
 	}
-	if p.h.b[2] != rejectProtocolError {
-		t.Fatalf("reject reason %#x", p.h.b[2])
+	if p.h.B[2] != pdu.RejectProtocolError {
+		t.Fatalf("reject reason %#x", p.h.B[2])
 	}
 	i.readBlocks(0, 1) // the session carries on
 	if got := fileBytes(t, b, 512, 1536); !bytes.Equal(got, bytes.Repeat([]byte{'a'}, 1536)) {
@@ -672,8 +674,8 @@ func TestShutdownDrains(t *testing.T) {
 	if err := i.run(); err != nil {
 		t.Fatal(err)
 	}
-	p, err := i.expect(opDataIn)
-	if err != nil || p.h.itt() != c.itt {
+	p, err := i.expect(pdu.OpDataIn)
+	if err != nil || p.h.ITT() != c.itt {
 		t.Fatalf("in-flight command not answered during shutdown: %v", err)
 	}
 	if err := <-done; err != nil {
@@ -714,22 +716,22 @@ func TestDiscoveryCHAPAndLongAnswer(t *testing.T) {
 		t.Fatalf("discovery with a wrong secret: %#04x %v", r.status, err)
 	}
 	i := dialIni(t, addrOf(s))
-	keys := append(dropKey(defaultKeys(), "MaxRecvDataSegmentLength"), kv{"MaxRecvDataSegmentLength", "512"})
+	keys := append(dropKey(defaultKeys(), "MaxRecvDataSegmentLength"), kv{Key: "MaxRecvDataSegmentLength", Value: "512"})
 	i.mustLogin(loginOpts{discovery: true, user: "disc", secret: "discsecret12", keys: keys})
 	// The answer is longer than 512 bytes: it comes in pieces (C bit), each
 	// fetched with an empty Text Request carrying the target's TTT.
-	var b0 [bhsLen]byte
-	b0[0] = opTextReq | flagImmed
-	b0[1] = flagFinal
-	put32(b0[16:], i.nextITT())
-	put32(b0[20:], reservedTag)
-	put32(b0[24:], i.cmdSN)
-	if err := i.write(&b0, encodeText([]kv{{"SendTargets", "All"}})); err != nil {
+	var b0 [pdu.BHSLen]byte
+	b0[0] = pdu.OpTextReq | pdu.FlagImmed
+	b0[1] = pdu.FlagFinal
+	pdu.Put32(b0[16:], i.nextITT())
+	pdu.Put32(b0[20:], pdu.ReservedTag)
+	pdu.Put32(b0[24:], i.cmdSN)
+	if err := i.write(&b0, pdu.EncodeText([]kv{{Key: "SendTargets", Value: "All"}})); err != nil {
 		t.Fatal(err)
 	}
 	var all []byte
 	for pieces := 1; ; pieces++ {
-		p, err := i.expect(opTextResp)
+		p, err := i.expect(pdu.OpTextResp)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -737,21 +739,21 @@ func TestDiscoveryCHAPAndLongAnswer(t *testing.T) {
 			t.Fatalf("text piece of %d bytes over 512", len(p.data))
 		}
 		all = append(all, p.data...)
-		if p.h.final() {
+		if p.h.Final() {
 			if pieces < 10 {
 				t.Fatalf("only %d pieces", pieces)
 			}
 			break
 		}
-		if p.h.flags()&flagContinue == 0 || p.h.ttt() == reservedTag {
-			t.Fatalf("non-final text piece: flags %#x ttt %#x", p.h.flags(), p.h.ttt())
+		if p.h.Flags()&pdu.FlagContinue == 0 || p.h.TTT() == pdu.ReservedTag {
+			t.Fatalf("non-final text piece: flags %#x ttt %#x", p.h.Flags(), p.h.TTT())
 		}
-		var nb [bhsLen]byte
-		nb[0] = opTextReq | flagImmed
-		nb[1] = flagFinal
-		put32(nb[16:], p.h.itt())
-		put32(nb[20:], p.h.ttt())
-		put32(nb[24:], i.cmdSN)
+		var nb [pdu.BHSLen]byte
+		nb[0] = pdu.OpTextReq | pdu.FlagImmed
+		nb[1] = pdu.FlagFinal
+		pdu.Put32(nb[16:], p.h.ITT())
+		pdu.Put32(nb[20:], p.h.TTT())
+		pdu.Put32(nb[24:], i.cmdSN)
 		if err := i.write(&nb, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // taskState is where a SCSI task is. Transitions: receiving -> running ->
@@ -72,27 +74,27 @@ func (c *conn) fullFeature() error {
 		if c.draining.Load() {
 			return errDraining
 		}
-		if err := readHeader(c.br, &h, c.lim); err != nil {
-			if errors.Is(err, errPDU) && h.dataLen() > c.lim.maxData {
-				c.reject(&h, rejectProtocolError)
+		if err := pdu.ReadHeader(c.br, &h, c.lim); err != nil {
+			if errors.Is(err, pdu.ErrPDU) && h.DataLen() > c.lim.MaxData {
+				c.reject(&h, pdu.RejectProtocolError)
 			}
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
 		var err error
-		switch op := h.opcode(); op {
-		case opSCSICmd, opNopOut, opTMFReq, opTextReq, opLogoutReq:
+		switch op := h.Opcode(); op {
+		case pdu.OpSCSICmd, pdu.OpNopOut, pdu.OpTMFReq, pdu.OpTextReq, pdu.OpLogoutReq:
 			err = c.sequenced(&h)
-		case opDataOut:
+		case pdu.OpDataOut:
 			err = c.dataOut(&h)
-		case opSNACKReq:
+		case pdu.OpSNACKReq:
 			// ERL 0: no SNACK support.
-			if err = discardData(c.br, h.dataLen(), c.lim.dataDigest); err == nil {
-				err = c.reject(&h, rejectProtocolError)
+			if err = pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest); err == nil {
+				err = c.reject(&h, pdu.RejectProtocolError)
 			}
 		default:
-			if err = discardData(c.br, h.dataLen(), c.lim.dataDigest); err == nil {
-				err = c.reject(&h, rejectNotSupported)
+			if err = pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest); err == nil {
+				err = c.reject(&h, pdu.RejectNotSupported)
 			}
 		}
 		if err != nil {
@@ -114,21 +116,21 @@ const maxImmediate = 8
 // moves as commands complete (windowLocked), so the window bounds the
 // commands outstanding.
 func (c *conn) sequenced(h *header) error {
-	op := h.opcode()
-	if op == opNopOut && h.itt() == reservedTag {
+	op := h.Opcode()
+	if op == pdu.OpNopOut && h.ITT() == pdu.ReservedTag {
 		return c.nopAnswer(h)
 	}
-	sn := h.cmdSN()
-	if h.immediate() {
-		if op == opSCSICmd {
+	sn := h.CmdSN()
+	if h.Immediate() {
+		if op == pdu.OpSCSICmd {
 			c.mu.Lock()
 			if c.mu.immediate >= maxImmediate {
 				c.mu.Unlock()
-				c.log.Debug().Uint32("itt", h.itt()).Msg("too many immediate commands: rejected")
-				if err := discardData(c.br, h.dataLen(), c.lim.dataDigest); err != nil {
+				c.log.Debug().Uint32("itt", h.ITT()).Msg("too many immediate commands: rejected")
+				if err := pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest); err != nil {
 					return err
 				}
-				return c.reject(h, rejectImmediateCmd)
+				return c.reject(h, pdu.RejectImmediateCmd)
 			}
 			c.mu.inflight++
 			c.mu.immediate++
@@ -140,7 +142,7 @@ func (c *conn) sequenced(h *header) error {
 	c.windowLocked() // MaxCmdSN as it stands now
 	if sn == c.mu.expCmdSN && c.inWindowLocked(sn) {
 		c.mu.expCmdSN++
-		if op == opSCSICmd {
+		if op == pdu.OpSCSICmd {
 			c.mu.inflight++
 		}
 		c.mu.Unlock()
@@ -154,11 +156,11 @@ func (c *conn) sequenced(h *header) error {
 	c.mu.Unlock()
 	if !inWin || len(c.pending) >= c.srv.opts.QueueDepth || c.pending[sn] != nil {
 		c.log.Debug().Uint32("cmdsn", sn).Uint32("exp_cmdsn", exp).Uint8("opcode", op).Msg("CmdSN outside the window: ignored")
-		return discardData(c.br, h.dataLen(), c.lim.dataDigest)
+		return pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest)
 	}
-	q := &queuedPDU{h: header{b: h.b, ahs: append([]byte(nil), h.ahs...)}}
-	q.data = make([]byte, h.dataLen())
-	if err := readData(c.br, q.data, c.lim.dataDigest); err != nil {
+	q := &queuedPDU{h: header{B: h.B, AHS: append([]byte(nil), h.AHS...)}}
+	q.data = make([]byte, h.DataLen())
+	if err := pdu.ReadData(c.br, q.data, c.lim.DataDigest); err != nil {
 		return err
 	}
 	c.pending[sn] = q
@@ -177,7 +179,7 @@ func (c *conn) runPending() error {
 		}
 		delete(c.pending, sn)
 		c.mu.expCmdSN++
-		if q.h.opcode() == opSCSICmd {
+		if q.h.Opcode() == pdu.OpSCSICmd {
 			c.mu.inflight++
 		}
 		c.mu.Unlock()
@@ -191,19 +193,19 @@ func (c *conn) runPending() error {
 // dispatch runs a sequenced PDU. queued says data holds its data segment
 // already; otherwise the handler reads it from the connection.
 func (c *conn) dispatch(h *header, data []byte, queued bool) error {
-	switch h.opcode() {
-	case opSCSICmd:
+	switch h.Opcode() {
+	case pdu.OpSCSICmd:
 		return c.scsiCommand(h, data, queued)
-	case opNopOut:
+	case pdu.OpNopOut:
 		return c.nopOut(h, data, queued)
-	case opTMFReq:
+	case pdu.OpTMFReq:
 		return c.taskMgmt(h, queued)
-	case opTextReq:
+	case pdu.OpTextReq:
 		return c.text(h, data, queued)
-	case opLogoutReq:
+	case pdu.OpLogoutReq:
 		return c.logout(h, queued)
 	}
-	return fmt.Errorf("dispatch opcode 0x%02x: %w", h.opcode(), errPDU)
+	return fmt.Errorf("dispatch opcode 0x%02x: %w", h.Opcode(), pdu.ErrPDU)
 }
 
 // segment returns the data segment of a small control PDU.
@@ -211,8 +213,8 @@ func (c *conn) segment(h *header, data []byte, queued bool) ([]byte, error) {
 	if queued {
 		return data, nil
 	}
-	buf := make([]byte, h.dataLen())
-	if err := readData(c.br, buf, c.lim.dataDigest); err != nil {
+	buf := make([]byte, h.DataLen())
+	if err := pdu.ReadData(c.br, buf, c.lim.DataDigest); err != nil {
 		return nil, err
 	}
 	return buf, nil
@@ -222,14 +224,14 @@ func (c *conn) skip(h *header, queued bool) error {
 	if queued {
 		return nil
 	}
-	return discardData(c.br, h.dataLen(), c.lim.dataDigest)
+	return pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest)
 }
 
 // releaseSlot gives back a command window slot taken for a command that
 // never became a task.
 func (c *conn) releaseSlot(h *header) {
 	c.mu.Lock()
-	c.slotDoneLocked(h.immediate())
+	c.slotDoneLocked(h.Immediate())
 	c.mu.Unlock()
 }
 
@@ -258,34 +260,34 @@ func fixedSense(key, asc, ascq byte) []byte {
 func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	rejectIt := func(reason byte, why string) error {
 		c.releaseSlot(h)
-		c.log.Debug().Uint32("itt", h.itt()).Str("why", why).Msg("SCSI command rejected")
+		c.log.Debug().Uint32("itt", h.ITT()).Str("why", why).Msg("SCSI command rejected")
 		if err := c.skip(h, queued); err != nil {
 			return err
 		}
 		return c.reject(h, reason)
 	}
 	if c.nexus == nil {
-		return rejectIt(rejectProtocolError, "SCSI command in a discovery session")
+		return rejectIt(pdu.RejectProtocolError, "SCSI command in a discovery session")
 	}
-	flags := h.flags()
-	rd, wr := flags&flagRead != 0, flags&flagWrite != 0
-	dl := h.dataLen()
-	edtl := h.edtl()
-	cdb, bidiRead, hasBidi, err := h.scsiCDB()
+	flags := h.Flags()
+	rd, wr := flags&pdu.FlagRead != 0, flags&pdu.FlagWrite != 0
+	dl := h.DataLen()
+	edtl := h.EDTL()
+	cdb, bidiRead, hasBidi, err := h.SCSICDB()
 	if err != nil {
-		return rejectIt(rejectInvalidPDUField, err.Error())
+		return rejectIt(pdu.RejectInvalidPDUField, err.Error())
 	}
 	switch {
 	case dl > 0 && !wr:
-		return rejectIt(rejectProtocolError, "immediate data without W bit")
+		return rejectIt(pdu.RejectProtocolError, "immediate data without W bit")
 	case dl > 0 && !c.p.ImmediateData:
-		return rejectIt(rejectProtocolError, "immediate data not negotiated")
+		return rejectIt(pdu.RejectProtocolError, "immediate data not negotiated")
 	case dl > edtl:
-		return rejectIt(rejectProtocolError, "immediate data beyond the expected length")
+		return rejectIt(pdu.RejectProtocolError, "immediate data beyond the expected length")
 	case dl > c.p.FirstBurst:
-		return rejectIt(rejectProtocolError, "immediate data beyond FirstBurstLength")
+		return rejectIt(pdu.RejectProtocolError, "immediate data beyond FirstBurstLength")
 	}
-	t := &task{itt: h.itt(), lunField: h.lunField(), edtl: edtl, imm: h.immediate(), done: make(chan struct{})}
+	t := &task{itt: h.ITT(), lunField: h.LUNField(), edtl: edtl, imm: h.Immediate(), done: make(chan struct{})}
 	t.lun = DecodeLUN(t.lunField)
 	if rd && !wr {
 		t.readLen = edtl
@@ -305,7 +307,7 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	c.mu.Lock()
 	if old := c.mu.tasks[t.itt]; old != nil && old.state < taskResponding {
 		c.mu.Unlock()
-		return rejectIt(rejectTaskInProgress, "initiator task tag in use")
+		return rejectIt(pdu.RejectTaskInProgress, "initiator task tag in use")
 	}
 	c.mu.Unlock()
 
@@ -328,10 +330,10 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	// The unsolicited burst: immediate data plus, with InitialR2T=No and
 	// the F bit clear, Data-Out PDUs up to FirstBurstLength.
 	unsolEnd := dl
-	if wr && !c.p.InitialR2T && flags&flagFinal == 0 {
+	if wr && !c.p.InitialR2T && flags&pdu.FlagFinal == 0 {
 		unsolEnd = max(min(c.p.FirstBurst, t.writeLen), dl)
 	}
-	t.unsol = dataSeq{ttt: reservedTag, next: dl, end: unsolEnd}
+	t.unsol = dataSeq{ttt: pdu.ReservedTag, next: dl, end: unsolEnd}
 	t.nextR2T = unsolEnd
 	if t.writeLen > 0 {
 		// Buffer space first (budget.go): nothing is allocated past the
@@ -374,7 +376,7 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 		dst := (*t.wbuf)[:dl]
 		if queued {
 			copy(dst, data)
-		} else if err := readData(c.br, dst, c.lim.dataDigest); err != nil {
+		} else if err := pdu.ReadData(c.br, dst, c.lim.DataDigest); err != nil {
 			c.srv.pool.put(t.wbuf)
 			c.srv.budget.release(c, t.reserved)
 			c.releaseSlot(h)
@@ -412,15 +414,15 @@ func (c *conn) nextR2Ts(t *task) []outPDU {
 		n := min(c.p.MaxBurst, t.writeLen-t.nextR2T)
 		seq := dataSeq{ttt: c.newTTT(), next: t.nextR2T, end: t.nextR2T + n}
 		t.r2ts = append(t.r2ts, seq)
-		var b [bhsLen]byte
-		b[0] = opR2T
-		b[1] = flagFinal
+		var b [pdu.BHSLen]byte
+		b[0] = pdu.OpR2T
+		b[1] = pdu.FlagFinal
 		copy(b[8:16], t.lunField[:])
-		put32(b[16:], t.itt)
-		put32(b[20:], seq.ttt)
-		put32(b[36:], t.r2tSN)
-		put32(b[40:], seq.next)
-		put32(b[44:], n)
+		pdu.Put32(b[16:], t.itt)
+		pdu.Put32(b[20:], seq.ttt)
+		pdu.Put32(b[36:], t.r2tSN)
+		pdu.Put32(b[40:], seq.next)
+		pdu.Put32(b[44:], n)
 		t.r2tSN++
 		t.nextR2T += n
 		pdus = append(pdus, outPDU{hdr: b, stat: statPeek})
@@ -431,8 +433,8 @@ func (c *conn) nextR2Ts(t *task) []outPDU {
 // dataOut stores one SCSI Data-Out PDU in its task's buffer after checking
 // it belongs to the current sequence (offset, length, DataSN, TTT).
 func (c *conn) dataOut(h *header) error {
-	dl := h.dataLen()
-	itt := h.itt()
+	dl := h.DataLen()
+	itt := h.ITT()
 	c.mu.Lock()
 	t := c.mu.tasks[itt]
 	if t != nil && (t.state != taskReceiving || t.aborted) {
@@ -443,7 +445,7 @@ func (c *conn) dataOut(h *header) error {
 	if parked {
 		// No R2T went out yet: data now breaks the sequence.
 		c.log.Warn().Uint32("itt", itt).Msg("Data-Out for a write still waiting for buffer space; task dropped")
-		if err := discardData(c.br, dl, c.lim.dataDigest); err != nil {
+		if err := pdu.DiscardData(c.br, dl, c.lim.DataDigest); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -451,17 +453,17 @@ func (c *conn) dataOut(h *header) error {
 			c.dropTaskLocked(itt, t)
 		}
 		c.mu.Unlock()
-		return c.reject(h, rejectProtocolError)
+		return c.reject(h, pdu.RejectProtocolError)
 	}
 	if t == nil {
 		// Late data for an aborted or finished task: drop it quietly.
 		c.log.Debug().Uint32("itt", itt).Msg("Data-Out for no waiting task: dropped")
-		return discardData(c.br, dl, c.lim.dataDigest)
+		return pdu.DiscardData(c.br, dl, c.lim.DataDigest)
 	}
-	ttt := h.ttt()
+	ttt := h.TTT()
 	var seq *dataSeq
 	idx := -1
-	if ttt == reservedTag {
+	if ttt == pdu.ReservedTag {
 		seq = &t.unsol
 	} else {
 		for i := range t.r2ts {
@@ -470,13 +472,13 @@ func (c *conn) dataOut(h *header) error {
 			}
 		}
 	}
-	off := h.bufferOffset()
+	off := h.BufferOffset()
 	var bad string
 	switch {
 	case seq == nil:
 		bad = "unknown target transfer tag"
-	case h.dataSN() != seq.sn:
-		bad = fmt.Sprintf("DataSN %d, expected %d", h.dataSN(), seq.sn)
+	case h.DataSN() != seq.sn:
+		bad = fmt.Sprintf("DataSN %d, expected %d", h.DataSN(), seq.sn)
 	case off != seq.next:
 		bad = fmt.Sprintf("buffer offset %d, expected %d", off, seq.next)
 	case uint64(off)+uint64(dl) > uint64(seq.end):
@@ -487,7 +489,7 @@ func (c *conn) dataOut(h *header) error {
 		// drop the task (the initiator fails the command on the Reject);
 		// the connection and its other tasks carry on.
 		c.log.Warn().Uint32("itt", itt).Str("why", bad).Msg("bad Data-Out; task dropped")
-		if err := discardData(c.br, dl, c.lim.dataDigest); err != nil {
+		if err := pdu.DiscardData(c.br, dl, c.lim.DataDigest); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -495,16 +497,16 @@ func (c *conn) dataOut(h *header) error {
 			c.dropTaskLocked(itt, t)
 		}
 		c.mu.Unlock()
-		return c.reject(h, rejectProtocolError)
+		return c.reject(h, pdu.RejectProtocolError)
 	}
-	if err := readData(c.br, (*t.wbuf)[off:off+dl], c.lim.dataDigest); err != nil {
+	if err := pdu.ReadData(c.br, (*t.wbuf)[off:off+dl], c.lim.DataDigest); err != nil {
 		return err
 	}
 	seq.next += dl
 	seq.sn++
 	t.received += dl
 	complete := seq.next == seq.end
-	if h.final() && !complete {
+	if h.Final() && !complete {
 		if idx >= 0 {
 			c.log.Warn().Uint32("itt", itt).Msg("F bit before the end of an R2T sequence; task dropped")
 			c.mu.Lock()
@@ -512,7 +514,7 @@ func (c *conn) dataOut(h *header) error {
 				c.dropTaskLocked(itt, t)
 			}
 			c.mu.Unlock()
-			return c.reject(h, rejectProtocolError)
+			return c.reject(h, pdu.RejectProtocolError)
 		}
 		// The initiator ended its unsolicited burst early: solicit the rest.
 		t.unsol.end = seq.next
@@ -714,20 +716,20 @@ func (c *conn) respond(t *task, in []byte) error {
 		last := off+n == total
 		pdus = append(pdus, outPDU{data: in[off : off+n]})
 		b := &pdus[len(pdus)-1].hdr
-		b[0] = opDataIn
+		b[0] = pdu.OpDataIn
 		if last || inBurst+n == burst {
-			b[1] |= flagFinal
+			b[1] |= pdu.FlagFinal
 		}
 		copy(b[8:16], t.lunField[:])
-		put32(b[16:], t.itt)
-		put32(b[20:], reservedTag)
-		put32(b[36:], dataSN)
-		put32(b[40:], off)
+		pdu.Put32(b[16:], t.itt)
+		pdu.Put32(b[20:], pdu.ReservedTag)
+		pdu.Put32(b[36:], dataSN)
+		pdu.Put32(b[40:], off)
 		stat := statNone
 		if last && statusInData {
 			b[1] |= 0x01 | rflags
 			b[3] = cmd.Status
-			put32(b[44:], rcount)
+			pdu.Put32(b[44:], rcount)
 			stat = statTake
 		}
 		pdus[len(pdus)-1].stat = stat
@@ -741,17 +743,17 @@ func (c *conn) respond(t *task, in []byte) error {
 	if !statusInData {
 		pdus = append(pdus, outPDU{stat: statTake})
 		b := &pdus[len(pdus)-1].hdr
-		b[0] = opSCSIResp
-		b[1] = flagFinal | rflags
+		b[0] = pdu.OpSCSIResp
+		b[1] = pdu.FlagFinal | rflags
 		b[3] = cmd.Status
-		put32(b[16:], t.itt)
-		put32(b[36:], dataSN+t.r2tSN)
-		put32(b[44:], rcount)
+		pdu.Put32(b[16:], t.itt)
+		pdu.Put32(b[36:], dataSN+t.r2tSN)
+		pdu.Put32(b[44:], rcount)
 		var sense []byte
 		if len(cmd.Sense) > 0 {
 			sl := min(len(cmd.Sense), 0xffff, int(c.p.MaxXmitDSL)-2)
 			sense = make([]byte, 2+sl)
-			put16(sense, uint16(sl))
+			pdu.Put16(sense, uint16(sl))
 			copy(sense[2:], cmd.Sense[:sl])
 		}
 		pdus[len(pdus)-1].data = sense
@@ -795,26 +797,26 @@ func (c *conn) nopOut(h *header, data []byte, queued bool) error {
 	if err != nil {
 		return err
 	}
-	var b [bhsLen]byte
-	b[0] = opNopIn
-	b[1] = flagFinal
-	copy(b[8:16], h.b[8:16])
-	put32(b[16:], h.itt())
-	put32(b[20:], reservedTag)
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpNopIn
+	b[1] = pdu.FlagFinal
+	copy(b[8:16], h.B[8:16])
+	pdu.Put32(b[16:], h.ITT())
+	pdu.Put32(b[20:], pdu.ReservedTag)
 	return c.send(outPDU{hdr: b, data: data, stat: statTake})
 }
 
 // nopAnswer handles a NOP-Out with ITT 0xffffffff: the answer to a
 // target ping (or an initiator ping wanting no reply).
 func (c *conn) nopAnswer(h *header) error {
-	if err := discardData(c.br, h.dataLen(), c.lim.dataDigest); err != nil {
+	if err := pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	if h.ttt() != reservedTag && h.ttt() == c.mu.pingTTT {
+	if h.TTT() != pdu.ReservedTag && h.TTT() == c.mu.pingTTT {
 		c.mu.pingAt = 0
 	}
-	if !h.immediate() && h.cmdSN() == c.mu.expCmdSN {
+	if !h.Immediate() && h.CmdSN() == c.mu.expCmdSN {
 		c.mu.expCmdSN++
 	}
 	c.mu.Unlock()
@@ -829,17 +831,17 @@ func (c *conn) taskMgmt(h *header, queued bool) error {
 		return err
 	}
 	if c.nexus == nil {
-		return c.reject(h, rejectProtocolError)
+		return c.reject(h, pdu.RejectProtocolError)
 	}
-	fn := TMFunction(h.flags() & 0x7f)
-	lun := DecodeLUN(h.lunField())
-	itt := h.itt()
+	fn := TMFunction(h.Flags() & 0x7f)
+	lun := DecodeLUN(h.LUNField())
+	itt := h.ITT()
 	var victims []*task
 	resp := TMFComplete
 	c.mu.Lock()
 	switch fn {
 	case TMFAbortTask:
-		t := c.mu.tasks[h.u32(20)]
+		t := c.mu.tasks[h.U32(20)]
 		if t == nil || t.state >= taskResponding {
 			resp = TMFTaskNotExist
 		}
@@ -901,11 +903,11 @@ func (c *conn) taskMgmt(h *header, queued bool) error {
 }
 
 func (c *conn) sendTMFResp(itt uint32, r TMFResponse) error {
-	var b [bhsLen]byte
-	b[0] = opTMFResp
-	b[1] = flagFinal
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpTMFResp
+	b[1] = pdu.FlagFinal
 	b[2] = byte(r)
-	put32(b[16:], itt)
+	pdu.Put32(b[16:], itt)
 	return c.send(outPDU{hdr: b, stat: statTake})
 }
 
@@ -914,11 +916,11 @@ func (c *conn) logout(h *header, queued bool) error {
 	if err := c.skip(h, queued); err != nil {
 		return err
 	}
-	reason := h.flags() & 0x7f
-	var b [bhsLen]byte
-	b[0] = opLogoutResp
-	b[1] = flagFinal
-	put32(b[16:], h.itt())
+	reason := h.Flags() & 0x7f
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpLogoutResp
+	b[1] = pdu.FlagFinal
+	pdu.Put32(b[16:], h.ITT())
 	if reason > 1 {
 		// 2 = remove the connection for recovery: not at ERL 0.
 		b[2] = 2
@@ -926,8 +928,8 @@ func (c *conn) logout(h *header, queued bool) error {
 	}
 	c.abortWaitingTasks()
 	c.cmdWG.Wait()
-	put16(b[40:], uint16(c.p.Time2Wait))
-	put16(b[42:], uint16(c.p.Time2Retain))
+	pdu.Put16(b[40:], uint16(c.p.Time2Wait))
+	pdu.Put16(b[42:], uint16(c.p.Time2Retain))
 	if err := c.send(outPDU{hdr: b, stat: statTake}); err != nil {
 		return err
 	}

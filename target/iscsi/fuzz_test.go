@@ -3,45 +3,47 @@ package iscsi
 import (
 	"bytes"
 	"testing"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // FuzzParsePDU feeds arbitrary bytes to the PDU reader as one stream: BHS,
 // AHS (extended CDB, bidirectional length), digests and data segments. It
 // must never panic, never allocate beyond the limits and always stop.
 func FuzzParsePDU(f *testing.F) {
-	var b [bhsLen]byte
-	b[0] = opSCSICmd
-	b[1] = flagFinal | flagWrite
-	setDataLen(&b, 4)
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpSCSICmd
+	b[1] = pdu.FlagFinal | pdu.FlagWrite
+	pdu.SetDataLen(&b, 4)
 	f.Add(append(append([]byte{}, b[:]...), 1, 2, 3, 4))
 	b[4] = 5
-	ext := append([]byte{0, 17, ahsExtendedCDB, 0}, bytes.Repeat([]byte{7}, 16)...)
+	ext := append([]byte{0, 17, pdu.AHSExtendedCDB, 0}, bytes.Repeat([]byte{7}, 16)...)
 	f.Add(append(append(append([]byte{}, b[:]...), ext...), 1, 2, 3, 4))
 	f.Add(bytes.Repeat([]byte{0xff}, 100))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		digests := len(in) > 0 && in[0]&0x80 != 0
-		lim := pduLimits{headerDigest: digests, dataDigest: digests, maxData: 8192}
+		lim := pdu.Limits{HeaderDigest: digests, DataDigest: digests, MaxData: 8192}
 		r := bytes.NewReader(in)
 		var h header
 		for pdus := 0; pdus < 64; pdus++ {
-			if err := readHeader(r, &h, lim); err != nil {
+			if err := pdu.ReadHeader(r, &h, lim); err != nil {
 				return
 			}
-			if len(h.ahs) > maxAHSBytes || h.dataLen() > lim.maxData {
-				t.Fatalf("limits not enforced: ahs %d data %d", len(h.ahs), h.dataLen())
+			if len(h.AHS) > pdu.MaxAHSBytes || h.DataLen() > lim.MaxData {
+				t.Fatalf("limits not enforced: ahs %d data %d", len(h.AHS), h.DataLen())
 			}
-			cdb, _, _, err := h.scsiCDB()
+			cdb, _, _, err := h.SCSICDB()
 			if err == nil && len(cdb) < 16 {
 				t.Fatalf("cdb of %d bytes", len(cdb))
 			}
-			_ = DecodeLUN(h.lunField())
-			data := make([]byte, h.dataLen())
-			if err := readData(r, data, lim.dataDigest); err != nil {
+			_ = DecodeLUN(h.LUNField())
+			data := make([]byte, h.DataLen())
+			if err := pdu.ReadData(r, data, lim.DataDigest); err != nil {
 				return
 			}
-			if h.opcode() == opLoginReq || h.opcode() == opTextReq {
-				parseText(data)
+			if h.Opcode() == pdu.OpLoginReq || h.Opcode() == pdu.OpTextReq {
+				pdu.ParseText(data)
 			}
 		}
 	})
@@ -57,7 +59,7 @@ func FuzzLoginNegotiation(f *testing.F) {
 	f.Add([]byte("X=1\x00X=2\x00"))
 	f.Add([]byte("MaxBurstLength=0x200\x00FirstBurstLength=99999999\x00MaxOutstandingR2T=0\x00"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		keys, err := parseText(in)
+		keys, err := pdu.ParseText(in)
 		if err != nil {
 			return
 		}
@@ -81,7 +83,7 @@ func FuzzLoginNegotiation(f *testing.F) {
 				p.ERL != 0 || p.MaxConnections != 1 || !p.DataPDUInOrder || !p.DataSeqInOrder {
 				t.Fatalf("negotiated %+v from %q", p, in)
 			}
-			if len(encodeText(resp)) == 0 {
+			if len(pdu.EncodeText(resp)) == 0 {
 				t.Fatal("no response text")
 			}
 		}

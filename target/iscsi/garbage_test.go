@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // TestGarbageIsolated sends garbage, half PDUs and protocol violations on
@@ -68,14 +70,14 @@ func TestGarbageIsolated(t *testing.T) {
 			}
 		}
 	}
-	var bhs [bhsLen]byte
+	var bhs [pdu.BHSLen]byte
 	raw("random bytes", pattern(4096, 7), true)
 	raw("half a BHS, then silence", pattern(20, 8), true)
-	bhs[0] = opLoginReq | flagImmed
-	setDataLen(&bhs, 0xffffff)
+	bhs[0] = pdu.OpLoginReq | pdu.FlagImmed
+	pdu.SetDataLen(&bhs, 0xffffff)
 	raw("login with an absurd data length", bhs[:], true)
-	bhs = [bhsLen]byte{}
-	bhs[0] = opSCSICmd
+	bhs = [pdu.BHSLen]byte{}
+	bhs[0] = pdu.OpSCSICmd
 	raw("SCSI command before login", bhs[:], true)
 	raw("nothing at all", nil, true)
 
@@ -86,7 +88,7 @@ func TestGarbageIsolated(t *testing.T) {
 		i.mustLogin(loginOpts{})
 		i.nc.Write(payload)
 		if wantReject {
-			p, err := i.expect(opReject)
+			p, err := i.expect(pdu.OpReject)
 			if err != nil {
 				t.Errorf("%s: no Reject: %v", name, err)
 				return
@@ -104,22 +106,22 @@ func TestGarbageIsolated(t *testing.T) {
 		}
 	}
 	mk := func(op byte, dl uint32, ahsWords byte) []byte {
-		var h [bhsLen]byte
+		var h [pdu.BHSLen]byte
 		h[0] = op
-		h[1] = flagFinal
+		h[1] = pdu.FlagFinal
 		h[4] = ahsWords
-		setDataLen(&h, dl)
-		put32(h[16:], 0x777)
+		pdu.SetDataLen(&h, dl)
+		pdu.Put32(h[16:], 0x777)
 		return h[:]
 	}
-	after("unknown opcode", mk(0x1f|flagImmed, 0, 0), true)
-	after("SNACK at ERL 0", mk(opSNACKReq, 0, 0), true)
-	after("Data-Out for no task", append(mk(opDataOut, 8, 0), make([]byte, 8)...), false)
-	after("segment over MaxRecvDataSegmentLength", mk(opNopOut|flagImmed, 1<<23, 0), false)
-	after("truncated header", mk(opSCSICmd, 0, 0)[:33], false)
-	after("bad AHS", append(mk(opSCSICmd|flagImmed, 0, 2), 0, 99, 1, 0, 0, 0, 0, 0), true)
-	after("immediate data without W bit", append(mk(opSCSICmd|flagImmed, 4, 0), 1, 2, 3, 4), true)
-	after("login during full feature phase", mk(opLoginReq|flagImmed, 0, 0), true)
+	after("unknown opcode", mk(0x1f|pdu.FlagImmed, 0, 0), true)
+	after("SNACK at ERL 0", mk(pdu.OpSNACKReq, 0, 0), true)
+	after("Data-Out for no task", append(mk(pdu.OpDataOut, 8, 0), make([]byte, 8)...), false)
+	after("segment over MaxRecvDataSegmentLength", mk(pdu.OpNopOut|pdu.FlagImmed, 1<<23, 0), false)
+	after("truncated header", mk(pdu.OpSCSICmd, 0, 0)[:33], false)
+	after("bad AHS", append(mk(pdu.OpSCSICmd|pdu.FlagImmed, 0, 2), 0, 99, 1, 0, 0, 0, 0, 0), true)
+	after("immediate data without W bit", append(mk(pdu.OpSCSICmd|pdu.FlagImmed, 4, 0), 1, 2, 3, 4), true)
+	after("login during full feature phase", mk(pdu.OpLoginReq|pdu.FlagImmed, 0, 0), true)
 
 	// A login that never completes is dropped after LoginTimeout.
 	nc, err := net.Dial("tcp", addr)

@@ -5,12 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // ini is a small test initiator: enough of RFC 7143 to drive the target
@@ -57,14 +58,14 @@ type loginOpts struct {
 
 func defaultKeys() []kv {
 	return []kv{
-		{"HeaderDigest", "None"}, {"DataDigest", "None"},
-		{"MaxRecvDataSegmentLength", "262144"},
-		{"InitialR2T", "No"}, {"ImmediateData", "Yes"},
-		{"MaxBurstLength", "1048576"}, {"FirstBurstLength", "262144"},
-		{"MaxOutstandingR2T", "1"}, {"MaxConnections", "1"},
-		{"ErrorRecoveryLevel", "0"}, {"DefaultTime2Wait", "2"},
-		{"DefaultTime2Retain", "0"}, {"DataPDUInOrder", "Yes"},
-		{"DataSequenceInOrder", "Yes"},
+		{Key: "HeaderDigest", Value: "None"}, {Key: "DataDigest", Value: "None"},
+		{Key: "MaxRecvDataSegmentLength", Value: "262144"},
+		{Key: "InitialR2T", Value: "No"}, {Key: "ImmediateData", Value: "Yes"},
+		{Key: "MaxBurstLength", Value: "1048576"}, {Key: "FirstBurstLength", Value: "262144"},
+		{Key: "MaxOutstandingR2T", Value: "1"}, {Key: "MaxConnections", Value: "1"},
+		{Key: "ErrorRecoveryLevel", Value: "0"}, {Key: "DefaultTime2Wait", Value: "2"},
+		{Key: "DefaultTime2Retain", Value: "0"}, {Key: "DataPDUInOrder", Value: "Yes"},
+		{Key: "DataSequenceInOrder", Value: "Yes"},
 	}
 }
 
@@ -85,18 +86,18 @@ type inPDU struct {
 	data []byte
 }
 
-func (i *ini) write(b *[bhsLen]byte, data []byte) error {
-	setDataLen(b, uint32(len(data)))
+func (i *ini) write(b *[pdu.BHSLen]byte, data []byte) error {
+	pdu.SetDataLen(b, uint32(len(data)))
 	buf := append([]byte(nil), b[:]...)
 	if i.hd {
-		buf = binary.LittleEndian.AppendUint32(buf, crc32c(b[:]))
+		buf = binary.LittleEndian.AppendUint32(buf, pdu.CRC32C(b[:]))
 	}
 	if len(data) > 0 {
 		buf = append(buf, data...)
-		pad := padLen(uint32(len(data)))
+		pad := pdu.PadLen(uint32(len(data)))
 		buf = append(buf, zeroPad[:pad]...)
 		if i.dd {
-			sum := crc32.Update(crc32c(data), castagnoli, zeroPad[:pad])
+			sum := pdu.CRC32CUpdate(pdu.CRC32C(data), zeroPad[:pad])
 			buf = binary.LittleEndian.AppendUint32(buf, sum)
 		}
 	}
@@ -106,24 +107,24 @@ func (i *ini) write(b *[bhsLen]byte, data []byte) error {
 
 func (i *ini) read() (*inPDU, error) {
 	p := &inPDU{}
-	if err := readHeader(i.br, &p.h, pduLimits{headerDigest: i.hd, maxData: 1 << 24}); err != nil {
+	if err := pdu.ReadHeader(i.br, &p.h, pdu.Limits{HeaderDigest: i.hd, MaxData: 1 << 24}); err != nil {
 		return nil, err
 	}
-	p.data = make([]byte, p.h.dataLen())
-	if err := readData(i.br, p.data, i.dd); err != nil {
+	p.data = make([]byte, p.h.DataLen())
+	if err := pdu.ReadData(i.br, p.data, i.dd); err != nil {
 		return nil, err
 	}
-	if p.h.opcode() != opLoginResp && p.h.opcode() != opDataIn && p.h.opcode() != opR2T {
+	if p.h.Opcode() != pdu.OpLoginResp && p.h.Opcode() != pdu.OpDataIn && p.h.Opcode() != pdu.OpR2T {
 		// StatSN-bearing PDUs
-		if sn := p.h.u32(24); int32(sn+1-i.expStatSN) > 0 {
+		if sn := p.h.U32(24); int32(sn+1-i.expStatSN) > 0 {
 			i.expStatSN = sn + 1
 		}
 	}
-	if p.h.opcode() == opDataIn && p.h.flags()&0x01 != 0 {
-		i.expStatSN = p.h.u32(24) + 1
+	if p.h.Opcode() == pdu.OpDataIn && p.h.Flags()&0x01 != 0 {
+		i.expStatSN = p.h.U32(24) + 1
 	}
-	if p.h.opcode() != opLoginResp {
-		if m := p.h.u32(32); int32(m-i.maxCmdSN) > 0 {
+	if p.h.Opcode() != pdu.OpLoginResp {
+		if m := p.h.U32(32); int32(m-i.maxCmdSN) > 0 {
 			i.maxCmdSN = m
 		}
 	}
@@ -139,33 +140,33 @@ type loginResult struct {
 }
 
 func (i *ini) loginPDU(csg, nsg int, transit bool, keys []kv) (*inPDU, error) {
-	var b [bhsLen]byte
-	b[0] = opLoginReq | flagImmed
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpLoginReq | pdu.FlagImmed
 	b[1] = byte(csg<<2) | byte(nsg)
 	if transit {
-		b[1] |= flagFinal
+		b[1] |= pdu.FlagFinal
 	}
 	copy(b[8:14], i.isid[:])
-	put16(b[14:], i.tsih)
-	put32(b[16:], i.nextITT())
-	put32(b[24:], i.cmdSN)
-	put32(b[28:], i.expStatSN)
-	if err := i.write(&b, encodeText(keys)); err != nil {
+	pdu.Put16(b[14:], i.tsih)
+	pdu.Put32(b[16:], i.nextITT())
+	pdu.Put32(b[24:], i.cmdSN)
+	pdu.Put32(b[28:], i.expStatSN)
+	if err := i.write(&b, pdu.EncodeText(keys)); err != nil {
 		return nil, err
 	}
 	p, err := i.read()
 	if err != nil {
 		return nil, err
 	}
-	if p.h.opcode() != opLoginResp {
-		return nil, fmt.Errorf("got opcode %#x during login", p.h.opcode())
+	if p.h.Opcode() != pdu.OpLoginResp {
+		return nil, fmt.Errorf("got opcode %#x during login", p.h.Opcode())
 	}
-	i.expStatSN = p.h.u32(24) + 1
-	i.maxCmdSN = p.h.u32(32)
+	i.expStatSN = p.h.U32(24) + 1
+	i.maxCmdSN = p.h.U32(32)
 	return p, nil
 }
 
-func status(p *inPDU) uint16 { return uint16(p.h.b[36])<<8 | uint16(p.h.b[37]) }
+func status(p *inPDU) uint16 { return uint16(p.h.B[36])<<8 | uint16(p.h.B[37]) }
 
 // login performs a whole login. A refused login returns its status.
 func (i *ini) login(o loginOpts) (loginResult, error) {
@@ -177,11 +178,11 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 	if o.initiator == "" {
 		o.initiator = "iqn.2024-01.org.lmtgt:ini"
 	}
-	lead := []kv{{"InitiatorName", o.initiator}}
+	lead := []kv{{Key: "InitiatorName", Value: o.initiator}}
 	if o.discovery {
-		lead = append(lead, kv{"SessionType", "Discovery"})
+		lead = append(lead, kv{Key: "SessionType", Value: "Discovery"})
 	} else {
-		lead = append(lead, kv{"SessionType", "Normal"}, kv{"TargetName", o.target})
+		lead = append(lead, kv{Key: "SessionType", Value: "Normal"}, kv{Key: "TargetName", Value: o.target})
 	}
 	auth := "None"
 	if o.user != "" {
@@ -193,7 +194,7 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 	}
 	res := loginResult{keys: map[string]string{}}
 	collect := func(p *inPDU) error {
-		kvs, err := parseText(p.data)
+		kvs, err := pdu.ParseText(p.data)
 		if err != nil {
 			return err
 		}
@@ -202,7 +203,7 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 		}
 		return nil
 	}
-	p, err := i.loginPDU(0, next, true, append(lead, kv{"AuthMethod", auth}))
+	p, err := i.loginPDU(0, next, true, append(lead, kv{Key: "AuthMethod", Value: auth}))
 	if err != nil {
 		return res, err
 	}
@@ -213,7 +214,7 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 		return res, err
 	}
 	if res.keys["AuthMethod"] == "CHAP" {
-		if p, err = i.loginPDU(0, next, false, []kv{{"CHAP_A", "7,5"}}); err != nil {
+		if p, err = i.loginPDU(0, next, false, []kv{{Key: "CHAP_A", Value: "7,5"}}); err != nil {
 			return res, err
 		}
 		if res.status = status(p); res.status != 0 {
@@ -227,11 +228,11 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 		if err != nil {
 			return res, err
 		}
-		r := chapResponse(byte(id), o.secret, ch)
-		keys := []kv{{"CHAP_N", o.user}, {"CHAP_R", encodeHex(r[:])}}
+		r := pdu.CHAPResponse(byte(id), o.secret, ch)
+		keys := []kv{{Key: "CHAP_N", Value: o.user}, {Key: "CHAP_R", Value: pdu.EncodeHex(r[:])}}
 		myCh := []byte("0123456789abcdef")
 		if o.mutualUser != "" {
-			keys = append(keys, kv{"CHAP_I", "77"}, kv{"CHAP_C", encodeHex(myCh)})
+			keys = append(keys, kv{Key: "CHAP_I", Value: "77"}, kv{Key: "CHAP_C", Value: pdu.EncodeHex(myCh)})
 		}
 		if p, err = i.loginPDU(0, next, true, keys); err != nil {
 			return res, err
@@ -243,14 +244,14 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 			return res, err
 		}
 		if o.mutualUser != "" {
-			want := chapResponse(77, o.mutualSec, myCh)
+			want := pdu.CHAPResponse(77, o.mutualSec, myCh)
 			got, err := decodeCHAPBinary(res.keys["CHAP_R"])
 			if err != nil || res.keys["CHAP_N"] != o.mutualUser || string(got) != string(want[:]) {
 				return res, fmt.Errorf("target failed mutual CHAP: N=%q", res.keys["CHAP_N"])
 			}
 		}
 	}
-	for p.h.flags()&flagFinal == 0 {
+	for p.h.Flags()&pdu.FlagFinal == 0 {
 		// target did not transit yet: ask again
 		if p, err = i.loginPDU(0, next, true, nil); err != nil {
 			return res, err
@@ -269,10 +270,10 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 		}
 		if o.digest {
 			keys = append(dropKey(dropKey(append([]kv(nil), keys...), "HeaderDigest"), "DataDigest"),
-				kv{"HeaderDigest", "CRC32C,None"}, kv{"DataDigest", "CRC32C,None"})
+				kv{Key: "HeaderDigest", Value: "CRC32C,None"}, kv{Key: "DataDigest", Value: "CRC32C,None"})
 		}
 		p, err = i.loginPDU(1, 3, true, keys)
-		for err == nil && status(p) == 0 && p.h.flags()&flagFinal == 0 {
+		for err == nil && status(p) == 0 && p.h.Flags()&pdu.FlagFinal == 0 {
 			if err = collect(p); err != nil {
 				return res, err
 			}
@@ -288,8 +289,8 @@ func (i *ini) login(o loginOpts) (loginResult, error) {
 			return res, err
 		}
 	}
-	i.tsih = p.h.u16(14)
-	i.cmdSN = p.h.u32(28)
+	i.tsih = p.h.U16(14)
+	i.cmdSN = p.h.U32(28)
 	i.resp = res.keys
 	num := func(k string, def uint32) uint32 {
 		if v, ok := res.keys[k]; ok {
@@ -346,22 +347,22 @@ type icmd struct {
 
 func (i *ini) sendCmd(c *icmd) error {
 	c.itt = i.nextITT()
-	var b [bhsLen]byte
-	b[0] = opSCSICmd
-	b[1] = flagFinal | 0x01 // simple
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpSCSICmd
+	b[1] = pdu.FlagFinal | 0x01 // simple
 	if c.read {
-		b[1] |= flagRead
+		b[1] |= pdu.FlagRead
 	}
 	if len(c.out) > 0 || (!c.read && c.edtl > 0) {
-		b[1] |= flagWrite
+		b[1] |= pdu.FlagWrite
 	}
 	lf := EncodeLUN(c.lun)
 	copy(b[8:16], lf[:])
-	put32(b[16:], c.itt)
-	put32(b[20:], c.edtl)
-	put32(b[24:], i.cmdSN)
+	pdu.Put32(b[16:], c.itt)
+	pdu.Put32(b[20:], c.edtl)
+	pdu.Put32(b[24:], i.cmdSN)
 	i.cmdSN++
-	put32(b[28:], i.expStatSN)
+	pdu.Put32(b[28:], i.expStatSN)
 	copy(b[32:48], c.cdb)
 	var imm []byte
 	limit := min(uint32(len(c.out)), c.edtl)
@@ -373,7 +374,7 @@ func (i *ini) sendCmd(c *icmd) error {
 		unsol = min(limit, i.firstBurst)
 	}
 	if uint32(len(imm)) < unsol {
-		b[1] &^= flagFinal
+		b[1] &^= pdu.FlagFinal
 	}
 	if err := i.write(&b, imm); err != nil {
 		return err
@@ -383,7 +384,7 @@ func (i *ini) sendCmd(c *icmd) error {
 	var sn uint32
 	for c.nextOut < unsol {
 		n := min(unsol-c.nextOut, i.targetMRDSL)
-		if err := i.dataOut(c, reservedTag, sn, c.nextOut, n, c.nextOut+n == unsol); err != nil {
+		if err := i.dataOut(c, pdu.ReservedTag, sn, c.nextOut, n, c.nextOut+n == unsol); err != nil {
 			return err
 		}
 		sn++
@@ -393,18 +394,18 @@ func (i *ini) sendCmd(c *icmd) error {
 }
 
 func (i *ini) dataOut(c *icmd, ttt, sn, off, n uint32, final bool) error {
-	var b [bhsLen]byte
-	b[0] = opDataOut
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpDataOut
 	if final {
-		b[1] = flagFinal
+		b[1] = pdu.FlagFinal
 	}
 	lf := EncodeLUN(c.lun)
 	copy(b[8:16], lf[:])
-	put32(b[16:], c.itt)
-	put32(b[20:], ttt)
-	put32(b[28:], i.expStatSN)
-	put32(b[36:], sn)
-	put32(b[40:], off)
+	pdu.Put32(b[16:], c.itt)
+	pdu.Put32(b[20:], ttt)
+	pdu.Put32(b[28:], i.expStatSN)
+	pdu.Put32(b[36:], sn)
+	pdu.Put32(b[40:], off)
 	data := make([]byte, n)
 	if int(off) < len(c.out) {
 		copy(data, c.out[off:])
@@ -429,81 +430,81 @@ func (i *ini) run(cmds ...*icmd) error {
 		if err != nil {
 			return err
 		}
-		switch p.h.opcode() {
-		case opNopIn:
+		switch p.h.Opcode() {
+		case pdu.OpNopIn:
 			if err := i.answerNop(p); err != nil {
 				return err
 			}
-		case opR2T:
-			c := byITT[p.h.itt()]
+		case pdu.OpR2T:
+			c := byITT[p.h.ITT()]
 			if c == nil {
-				return fmt.Errorf("R2T for unknown itt %#x", p.h.itt())
+				return fmt.Errorf("R2T for unknown itt %#x", p.h.ITT())
 			}
-			off, want := p.h.u32(40), p.h.u32(44)
+			off, want := p.h.U32(40), p.h.U32(44)
 			var sn uint32
 			for sent := uint32(0); sent < want; sn++ {
 				n := min(want-sent, i.targetMRDSL)
-				if err := i.dataOut(c, p.h.ttt(), sn, off+sent, n, sent+n == want); err != nil {
+				if err := i.dataOut(c, p.h.TTT(), sn, off+sent, n, sent+n == want); err != nil {
 					return err
 				}
 				sent += n
 			}
-		case opDataIn:
-			c := byITT[p.h.itt()]
+		case pdu.OpDataIn:
+			c := byITT[p.h.ITT()]
 			if c == nil {
-				return fmt.Errorf("Data-In for unknown itt %#x", p.h.itt())
+				return fmt.Errorf("Data-In for unknown itt %#x", p.h.ITT())
 			}
-			if p.h.u32(36) != uint32(c.dataInPDU) {
-				return fmt.Errorf("DataSN %d, want %d", p.h.u32(36), c.dataInPDU)
+			if p.h.U32(36) != uint32(c.dataInPDU) {
+				return fmt.Errorf("DataSN %d, want %d", p.h.U32(36), c.dataInPDU)
 			}
-			if int(p.h.u32(40)) != len(c.in) {
-				return fmt.Errorf("Data-In offset %d, want %d", p.h.u32(40), len(c.in))
+			if int(p.h.U32(40)) != len(c.in) {
+				return fmt.Errorf("Data-In offset %d, want %d", p.h.U32(40), len(c.in))
 			}
 			c.dataInPDU++
 			c.maxSeg = max(c.maxSeg, len(p.data))
 			c.in = append(c.in, p.data...)
-			if p.h.flags()&0x01 != 0 {
+			if p.h.Flags()&0x01 != 0 {
 				c.done, c.sInData = true, true
-				c.status = p.h.b[3]
-				c.resFlags = p.h.flags() & 0x06
-				c.residual = p.h.u32(44)
+				c.status = p.h.B[3]
+				c.resFlags = p.h.Flags() & 0x06
+				c.residual = p.h.U32(44)
 				left--
 			}
-		case opSCSIResp:
-			c := byITT[p.h.itt()]
+		case pdu.OpSCSIResp:
+			c := byITT[p.h.ITT()]
 			if c == nil {
-				return fmt.Errorf("response for unknown itt %#x", p.h.itt())
+				return fmt.Errorf("response for unknown itt %#x", p.h.ITT())
 			}
 			c.done = true
-			c.status = p.h.b[3]
-			c.resFlags = p.h.flags() & 0x06
-			c.residual = p.h.u32(44)
+			c.status = p.h.B[3]
+			c.resFlags = p.h.Flags() & 0x06
+			c.residual = p.h.U32(44)
 			if len(p.data) >= 2 {
 				sl := int(binary.BigEndian.Uint16(p.data))
 				c.sense = p.data[2 : 2+min(sl, len(p.data)-2)]
 			}
 			left--
-		case opReject:
-			return fmt.Errorf("reject reason %#x", p.h.b[2])
+		case pdu.OpReject:
+			return fmt.Errorf("reject reason %#x", p.h.B[2])
 		default:
-			return fmt.Errorf("unexpected opcode %#x", p.h.opcode())
+			return fmt.Errorf("unexpected opcode %#x", p.h.Opcode())
 		}
 	}
 	return nil
 }
 
 func (i *ini) answerNop(p *inPDU) error {
-	if p.h.ttt() == reservedTag || !i.answerPings {
+	if p.h.TTT() == pdu.ReservedTag || !i.answerPings {
 		return nil
 	}
 	i.nopIns++
-	var b [bhsLen]byte
-	b[0] = opNopOut | flagImmed
-	b[1] = flagFinal
-	put32(b[16:], reservedTag)
-	put32(b[20:], p.h.ttt())
-	put32(b[24:], i.cmdSN)
-	put32(b[28:], i.expStatSN)
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpNopOut | pdu.FlagImmed
+	b[1] = pdu.FlagFinal
+	pdu.Put32(b[16:], pdu.ReservedTag)
+	pdu.Put32(b[20:], p.h.TTT())
+	pdu.Put32(b[24:], i.cmdSN)
+	pdu.Put32(b[28:], i.expStatSN)
 	return i.write(&b, nil)
 }
 
@@ -514,14 +515,14 @@ func (i *ini) expect(op uint8) (*inPDU, error) {
 		if err != nil {
 			return nil, err
 		}
-		if p.h.opcode() == opNopIn && p.h.itt() == reservedTag {
+		if p.h.Opcode() == pdu.OpNopIn && p.h.ITT() == pdu.ReservedTag {
 			if err := i.answerNop(p); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		if p.h.opcode() != op {
-			return p, fmt.Errorf("got opcode %#x, want %#x", p.h.opcode(), op)
+		if p.h.Opcode() != op {
+			return p, fmt.Errorf("got opcode %#x, want %#x", p.h.Opcode(), op)
 		}
 		return p, nil
 	}
@@ -529,37 +530,37 @@ func (i *ini) expect(op uint8) (*inPDU, error) {
 
 // nop sends a NOP-Out (immediate or not) and waits for the NOP-In.
 func (i *ini) nop(immediate bool, data []byte) (*inPDU, error) {
-	var b [bhsLen]byte
-	b[0] = opNopOut
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpNopOut
 	if immediate {
-		b[0] |= flagImmed
+		b[0] |= pdu.FlagImmed
 	}
-	b[1] = flagFinal
-	put32(b[16:], i.nextITT())
-	put32(b[20:], reservedTag)
-	put32(b[24:], i.cmdSN)
+	b[1] = pdu.FlagFinal
+	pdu.Put32(b[16:], i.nextITT())
+	pdu.Put32(b[20:], pdu.ReservedTag)
+	pdu.Put32(b[24:], i.cmdSN)
 	if !immediate {
 		i.cmdSN++
 	}
-	put32(b[28:], i.expStatSN)
+	pdu.Put32(b[28:], i.expStatSN)
 	if err := i.write(&b, data); err != nil {
 		return nil, err
 	}
-	return i.expect(opNopIn)
+	return i.expect(pdu.OpNopIn)
 }
 
 func (i *ini) text(keys []kv) (map[string][]string, error) {
-	var b [bhsLen]byte
-	b[0] = opTextReq | flagImmed
-	b[1] = flagFinal
-	put32(b[16:], i.nextITT())
-	put32(b[20:], reservedTag)
-	put32(b[24:], i.cmdSN)
-	put32(b[28:], i.expStatSN)
-	if err := i.write(&b, encodeText(keys)); err != nil {
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpTextReq | pdu.FlagImmed
+	b[1] = pdu.FlagFinal
+	pdu.Put32(b[16:], i.nextITT())
+	pdu.Put32(b[20:], pdu.ReservedTag)
+	pdu.Put32(b[24:], i.cmdSN)
+	pdu.Put32(b[28:], i.expStatSN)
+	if err := i.write(&b, pdu.EncodeText(keys)); err != nil {
 		return nil, err
 	}
-	p, err := i.expect(opTextResp)
+	p, err := i.expect(pdu.OpTextResp)
 	if err != nil {
 		return nil, err
 	}
@@ -596,42 +597,42 @@ func splitNUL(b []byte) []string {
 }
 
 func (i *ini) tmf(fn TMFunction, lun uint64, ref uint32, refCmdSN uint32) (byte, error) {
-	var b [bhsLen]byte
-	b[0] = opTMFReq | flagImmed
-	b[1] = flagFinal | byte(fn)
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpTMFReq | pdu.FlagImmed
+	b[1] = pdu.FlagFinal | byte(fn)
 	lf := EncodeLUN(lun)
 	copy(b[8:16], lf[:])
-	put32(b[16:], i.nextITT())
-	put32(b[20:], ref)
-	put32(b[24:], i.cmdSN)
-	put32(b[28:], i.expStatSN)
-	put32(b[32:], refCmdSN)
+	pdu.Put32(b[16:], i.nextITT())
+	pdu.Put32(b[20:], ref)
+	pdu.Put32(b[24:], i.cmdSN)
+	pdu.Put32(b[28:], i.expStatSN)
+	pdu.Put32(b[32:], refCmdSN)
 	if err := i.write(&b, nil); err != nil {
 		return 0, err
 	}
-	p, err := i.expect(opTMFResp)
+	p, err := i.expect(pdu.OpTMFResp)
 	if err != nil {
 		return 0, err
 	}
-	return p.h.b[2], nil
+	return p.h.B[2], nil
 }
 
 func (i *ini) logout() error {
-	var b [bhsLen]byte
-	b[0] = opLogoutReq | flagImmed
-	b[1] = flagFinal
-	put32(b[16:], i.nextITT())
-	put32(b[24:], i.cmdSN)
-	put32(b[28:], i.expStatSN)
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpLogoutReq | pdu.FlagImmed
+	b[1] = pdu.FlagFinal
+	pdu.Put32(b[16:], i.nextITT())
+	pdu.Put32(b[24:], i.cmdSN)
+	pdu.Put32(b[28:], i.expStatSN)
 	if err := i.write(&b, nil); err != nil {
 		return err
 	}
-	p, err := i.expect(opLogoutResp)
+	p, err := i.expect(pdu.OpLogoutResp)
 	if err != nil {
 		return err
 	}
-	if p.h.b[2] != 0 {
-		return fmt.Errorf("logout response %d", p.h.b[2])
+	if p.h.B[2] != 0 {
+		return fmt.Errorf("logout response %d", p.h.B[2])
 	}
 	// the target closes the connection
 	if _, err := i.br.ReadByte(); !errors.Is(err, io.EOF) {

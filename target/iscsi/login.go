@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 // Login status (RFC 7143 §11.13.5), class<<8 | detail.
@@ -80,23 +82,23 @@ func (c *conn) login() error {
 			Time2Retain:      o.DefaultTime2Retain,
 		},
 	}
-	lim := pduLimits{maxData: maxLoginData}
+	lim := pdu.Limits{MaxData: maxLoginData}
 	var h header
 	for {
-		if err := readHeader(c.br, &h, lim); err != nil {
+		if err := pdu.ReadHeader(c.br, &h, lim); err != nil {
 			return fmt.Errorf("login: %w", err)
 		}
-		if h.opcode() != opLoginReq {
+		if h.Opcode() != pdu.OpLoginReq {
 			// RFC 7143 §6: anything else before login completes is a
 			// protocol error; the connection is dropped.
-			return fmt.Errorf("login: opcode 0x%02x before login completed: %w", h.opcode(), errPDU)
+			return fmt.Errorf("login: opcode 0x%02x before login completed: %w", h.Opcode(), pdu.ErrPDU)
 		}
-		n := h.dataLen()
+		n := h.DataLen()
 		if uint32(len(lp.textAccum))+n > maxLoginData {
-			return fmt.Errorf("login: text over %d bytes: %w", maxLoginData, errPDU)
+			return fmt.Errorf("login: text over %d bytes: %w", maxLoginData, pdu.ErrPDU)
 		}
 		data := make([]byte, n)
-		if err := readData(c.br, data, false); err != nil {
+		if err := pdu.ReadData(c.br, data, false); err != nil {
 			return fmt.Errorf("login: data: %w", err)
 		}
 		done, err := c.loginStep(lp, &h, data)
@@ -120,31 +122,31 @@ func (c *conn) login() error {
 // loginStep handles one login request; done reports the move to full
 // feature phase (the final response has been sent).
 func (c *conn) loginStep(lp *loginPhase, h *header, data []byte) (bool, error) {
-	flags := h.flags()
-	transit := flags&flagFinal != 0
-	cont := flags&flagContinue != 0
+	flags := h.Flags()
+	transit := flags&pdu.FlagFinal != 0
+	cont := flags&pdu.FlagContinue != 0
 	csg := int(flags>>2) & 3
 	nsg := int(flags) & 3
 	if lp.first {
 		lp.first = false
-		copy(lp.isid[:], h.b[8:14])
-		lp.tsih = h.u16(14)
-		lp.itt = h.itt()
-		lp.cid = h.u16(20)
-		lp.cmdSN = h.cmdSN()
+		copy(lp.isid[:], h.B[8:14])
+		lp.tsih = h.U16(14)
+		lp.itt = h.ITT()
+		lp.cid = h.U16(20)
+		lp.cmdSN = h.CmdSN()
 		c.wmu.Lock()
-		c.w.statSN = h.expStatSN()
+		c.w.statSN = h.ExpStatSN()
 		c.wmu.Unlock()
-		if h.b[3] > 0 { // VersionMin
-			return false, refuse(statusUnsupportedVer, "version min %d", h.b[3])
+		if h.B[3] > 0 { // VersionMin
+			return false, refuse(statusUnsupportedVer, "version min %d", h.B[3])
 		}
 		lp.stage = csg
 	} else {
-		if copyISID(h) != lp.isid || h.u16(14) != lp.tsih {
+		if copyISID(h) != lp.isid || h.U16(14) != lp.tsih {
 			return false, refuse(statusInitiatorError, "ISID/TSIH changed during login")
 		}
-		lp.itt = h.itt()
-		lp.cmdSN = h.cmdSN()
+		lp.itt = h.ITT()
+		lp.cmdSN = h.CmdSN()
 	}
 	if cont {
 		if transit {
@@ -157,7 +159,7 @@ func (c *conn) loginStep(lp *loginPhase, h *header, data []byte) (bool, error) {
 		data = append(lp.textAccum, data...)
 		lp.textAccum = nil
 	}
-	keys, err := parseText(data)
+	keys, err := pdu.ParseText(data)
 	if err != nil {
 		return false, refuse(statusInitiatorError, "login text: %v", err)
 	}
@@ -182,7 +184,7 @@ func (c *conn) loginStep(lp *loginPhase, h *header, data []byte) (bool, error) {
 	}
 	if !c.discovery && !lp.sentTPGT {
 		lp.sentTPGT = true
-		resp = append(resp, kv{"TargetPortalGroupTag", strconv.Itoa(int(c.srv.opts.TPGT))})
+		resp = append(resp, kv{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(c.srv.opts.TPGT))})
 	}
 
 	if csg == loginStageSecurity {
@@ -227,12 +229,12 @@ func (c *conn) loginStep(lp *loginPhase, h *header, data []byte) (bool, error) {
 	return false, c.sendLoginResp(lp, h, flagsFor(csg, nsg, tOK), resp, statusSuccess)
 }
 
-func copyISID(h *header) [6]byte { return [6]byte(h.b[8:14]) }
+func copyISID(h *header) [6]byte { return [6]byte(h.B[8:14]) }
 
 func flagsFor(csg, nsg int, transit bool) byte {
 	f := byte(csg << 2)
 	if transit {
-		f |= flagFinal | byte(nsg)
+		f |= pdu.FlagFinal | byte(nsg)
 	}
 	return f
 }
@@ -259,16 +261,16 @@ func dropKey(pairs []kv, key string) []kv {
 // loginLeading handles the keys of the first login request: who is
 // logging in to what, and how it must authenticate.
 func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
-	name, ok := lookup(keys, "InitiatorName")
+	name, ok := pdu.Lookup(keys, "InitiatorName")
 	if !ok || name == "" {
 		return nil, refuse(statusMissingParam, "no InitiatorName")
 	}
 	c.initiator = name
 	c.isid = lp.isid
-	st, _ := lookup(keys, "SessionType")
+	st, _ := pdu.Lookup(keys, "SessionType")
 	switch st {
 	case "", "Normal":
-		tn, ok := lookup(keys, "TargetName")
+		tn, ok := pdu.Lookup(keys, "TargetName")
 		if !ok || tn == "" {
 			return nil, refuse(statusMissingParam, "no TargetName")
 		}
@@ -301,7 +303,7 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 // loginSecurity runs the security negotiation stage (AuthMethod, CHAP).
 func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 	var resp []kv
-	if m, ok := lookup(keys, "AuthMethod"); ok && !lp.authSeen {
+	if m, ok := pdu.Lookup(keys, "AuthMethod"); ok && !lp.authSeen {
 		lp.authSeen = true
 		want := "None"
 		if lp.auth.CHAP != nil {
@@ -322,7 +324,7 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 					c.remote, c.initiator, until.Format(time.RFC3339))
 			}
 		}
-		resp = append(resp, kv{"AuthMethod", want})
+		resp = append(resp, kv{Key: "AuthMethod", Value: want})
 		if want == "None" {
 			lp.authDone = true
 		} else {
@@ -401,7 +403,7 @@ func (c *conn) enterFFP(lp *loginPhase) error {
 	if !lp.neg.declaredMRDSL {
 		c.p.MaxRecvDSL = 8192
 	}
-	c.lim = pduLimits{headerDigest: c.p.HeaderDigest, dataDigest: c.p.DataDigest, maxData: c.p.MaxRecvDSL}
+	c.lim = pdu.Limits{HeaderDigest: c.p.HeaderDigest, DataDigest: c.p.DataDigest, MaxData: c.p.MaxRecvDSL}
 	lp.tsih = ss.tsih
 	c.mu.Lock()
 	c.mu.expCmdSN = lp.cmdSN
@@ -421,34 +423,34 @@ func (c *conn) enterFFP(lp *loginPhase) error {
 // sendLoginResp writes one login response. Login responses are written
 // before digests apply (digests start after the final login response).
 func (c *conn) sendLoginResp(lp *loginPhase, req *header, flags byte, keys []kv, status uint16) error {
-	var b [bhsLen]byte
-	b[0] = opLoginResp
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpLoginResp
 	if status == statusSuccess {
 		b[1] = flags
 	} else {
-		b[1] = byte(int(req.flags()>>2)&3) << 2
+		b[1] = byte(int(req.Flags()>>2)&3) << 2
 	}
-	copy(b[8:14], req.b[8:14])
-	if status == statusSuccess && flags&flagFinal != 0 && flags&3 == loginStageFFP {
-		put16(b[14:], lp.tsih)
+	copy(b[8:14], req.B[8:14])
+	if status == statusSuccess && flags&pdu.FlagFinal != 0 && flags&3 == loginStageFFP {
+		pdu.Put16(b[14:], lp.tsih)
 	} else {
-		put16(b[14:], req.u16(14))
+		pdu.Put16(b[14:], req.U16(14))
 	}
-	put32(b[16:], req.itt())
+	pdu.Put32(b[16:], req.ITT())
 	c.wmu.Lock()
-	put32(b[24:], c.w.statSN)
+	pdu.Put32(b[24:], c.w.statSN)
 	c.w.statSN++
 	c.wmu.Unlock()
-	put32(b[28:], req.cmdSN())
-	put32(b[32:], req.cmdSN()+uint32(c.srv.opts.QueueDepth)-1)
+	pdu.Put32(b[28:], req.CmdSN())
+	pdu.Put32(b[32:], req.CmdSN()+uint32(c.srv.opts.QueueDepth)-1)
 	b[36] = byte(status >> 8)
 	b[37] = byte(status)
 	var data []byte
 	if status == statusSuccess {
-		data = encodeText(keys)
+		data = pdu.EncodeText(keys)
 	}
 	saved := c.lim
-	c.lim = pduLimits{}
+	c.lim = pdu.Limits{}
 	err := c.send(outPDU{hdr: b, data: data, stat: statNone})
 	c.lim = saved
 	return err

@@ -1,92 +1,10 @@
 package iscsi
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 )
-
-// kv is one text key=value pair (RFC 7143 §6.1).
-type kv struct {
-	Key, Value string
-}
-
-// Limits on text keys (RFC 7143 §6.1: keys up to 63 bytes, values up to 255
-// bytes except a few that may reach 8192).
-const (
-	maxKeyLen   = 63
-	maxValueLen = 8192
-	maxTextKeys = 256
-)
-
-var errText = errors.New("malformed text")
-
-// parseText splits a text data segment into key=value pairs. Trailing NULs
-// and padding are ignored; duplicate keys, missing '=', over-long keys or
-// values and too many keys are errors.
-func parseText(b []byte) ([]kv, error) {
-	var out []kv
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, 0)
-		var item []byte
-		if i < 0 {
-			item, b = b, nil
-		} else {
-			item, b = b[:i], b[i+1:]
-		}
-		if len(item) == 0 {
-			continue
-		}
-		eq := bytes.IndexByte(item, '=')
-		if eq <= 0 {
-			return nil, fmt.Errorf("text item %.40q without key=value: %w", item, errText)
-		}
-		if eq > maxKeyLen {
-			return nil, fmt.Errorf("text key %.40q too long: %w", item[:eq], errText)
-		}
-		if len(item)-eq-1 > maxValueLen {
-			return nil, fmt.Errorf("text value of %s too long (%d bytes): %w", item[:eq], len(item)-eq-1, errText)
-		}
-		k := string(item[:eq])
-		for _, p := range out {
-			if p.Key == k {
-				return nil, fmt.Errorf("text key %s repeated: %w", k, errText)
-			}
-		}
-		if len(out) >= maxTextKeys {
-			return nil, fmt.Errorf("more than %d text keys: %w", maxTextKeys, errText)
-		}
-		out = append(out, kv{Key: k, Value: string(item[eq+1:])})
-	}
-	return out, nil
-}
-
-// encodeText renders pairs as key=value\0 ...
-func encodeText(pairs []kv) []byte {
-	n := 0
-	for _, p := range pairs {
-		n += len(p.Key) + len(p.Value) + 2
-	}
-	out := make([]byte, 0, n)
-	for _, p := range pairs {
-		out = append(out, p.Key...)
-		out = append(out, '=')
-		out = append(out, p.Value...)
-		out = append(out, 0)
-	}
-	return out
-}
-
-func lookup(pairs []kv, key string) (string, bool) {
-	for _, p := range pairs {
-		if p.Key == key {
-			return p.Value, true
-		}
-	}
-	return "", false
-}
 
 // params are the operational parameters of one connection/session after
 // login (RFC 7143 §13). Defaults are the RFC defaults.
@@ -206,7 +124,7 @@ func parseBool(v string) (bool, bool) {
 // Reject. discovery restricts the keys that make sense.
 func (n *negotiation) operational(req []kv, discovery bool) ([]kv, error) {
 	var resp []kv
-	add := func(k, v string) { resp = append(resp, kv{k, v}) }
+	add := func(k, v string) { resp = append(resp, kv{Key: k, Value: v}) }
 	for _, p := range req {
 		k, v := p.Key, p.Value
 		if securityKeys[k] || leadingKeys[k] {

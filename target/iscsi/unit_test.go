@@ -7,21 +7,23 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
 func TestCRC32CVectors(t *testing.T) {
-	if got := crc32c([]byte("123456789")); got != 0xe3069283 {
+	if got := pdu.CRC32C([]byte("123456789")); got != 0xe3069283 {
 		t.Fatalf("crc32c check value %#x", got)
 	}
 	// RFC 7143 Appendix B.4: 32 bytes of zeros give bytes aa 36 91 8a on
 	// the wire.
 	var d [4]byte
-	binary.LittleEndian.PutUint32(d[:], crc32c(make([]byte, 32)))
+	binary.LittleEndian.PutUint32(d[:], pdu.CRC32C(make([]byte, 32)))
 	if d != [4]byte{0xaa, 0x36, 0x91, 0x8a} {
 		t.Fatalf("zeros digest % x", d)
 	}
 	ff := bytes.Repeat([]byte{0xff}, 32)
-	binary.LittleEndian.PutUint32(d[:], crc32c(ff))
+	binary.LittleEndian.PutUint32(d[:], pdu.CRC32C(ff))
 	if d != [4]byte{0x43, 0xab, 0xa8, 0x62} {
 		t.Fatalf("ones digest % x", d)
 	}
@@ -33,12 +35,12 @@ func TestCHAPResponseVectors(t *testing.T) {
 	for i := range ch {
 		ch[i] = byte(i)
 	}
-	r := chapResponse(1, "secret", ch)
+	r := pdu.CHAPResponse(1, "secret", ch)
 	if hex.EncodeToString(r[:]) != "740e86463bda3a4d7017d6e0fba0699d" {
 		t.Fatalf("chap response %x", r)
 	}
 	ch2, _ := hex.DecodeString("00112233445566778899aabbccddeeff")
-	r = chapResponse(0xab, "alicesecret12", ch2)
+	r = pdu.CHAPResponse(0xab, "alicesecret12", ch2)
 	if hex.EncodeToString(r[:]) != "5fef9d7aa65e1a0a9d883b2a5238cec9" {
 		t.Fatalf("chap response %x", r)
 	}
@@ -63,11 +65,11 @@ func TestCHAPResponseVectors(t *testing.T) {
 
 func TestCHAPExchange(t *testing.T) {
 	a := &chapAuth{cred: CHAP{User: "u", Secret: "s3cret", MutualUser: "t", MutualSecret: "tsecret"}, state: chapWaitAlg}
-	if _, err := a.step([]kv{{"CHAP_A", "6,7"}}); !errors.Is(err, errAuth) {
+	if _, err := a.step([]kv{{Key: "CHAP_A", Value: "6,7"}}); !errors.Is(err, errAuth) {
 		t.Fatalf("no MD5 offered: %v", err)
 	}
 	a.state = chapWaitAlg
-	resp, err := a.step([]kv{{"CHAP_A", "7,5"}})
+	resp, err := a.step([]kv{{Key: "CHAP_A", Value: "7,5"}})
 	if err != nil || a.state != chapWaitResp {
 		t.Fatal(err, a.state)
 	}
@@ -78,18 +80,18 @@ func TestCHAPExchange(t *testing.T) {
 	if m["CHAP_A"] != "5" || !strings.HasPrefix(m["CHAP_C"], "0x") || len(m["CHAP_C"]) != 2+2*chapChallengeLen {
 		t.Fatalf("challenge %v", m)
 	}
-	good := chapResponse(a.id, "s3cret", a.challenge)
+	good := pdu.CHAPResponse(a.id, "s3cret", a.challenge)
 	// reflecting our own challenge back is refused
-	_, err = a.step([]kv{{"CHAP_N", "u"}, {"CHAP_R", encodeHex(good[:])}, {"CHAP_I", "3"}, {"CHAP_C", m["CHAP_C"]}})
+	_, err = a.step([]kv{{Key: "CHAP_N", Value: "u"}, {Key: "CHAP_R", Value: pdu.EncodeHex(good[:])}, {Key: "CHAP_I", Value: "3"}, {Key: "CHAP_C", Value: m["CHAP_C"]}})
 	if !errors.Is(err, errAuth) {
 		t.Fatalf("reflection accepted: %v", err)
 	}
-	resp, err = a.step([]kv{{"CHAP_N", "u"}, {"CHAP_R", encodeHex(good[:])}, {"CHAP_I", "3"}, {"CHAP_C", "0x01020304"}})
+	resp, err = a.step([]kv{{Key: "CHAP_N", Value: "u"}, {Key: "CHAP_R", Value: pdu.EncodeHex(good[:])}, {Key: "CHAP_I", Value: "3"}, {Key: "CHAP_C", Value: "0x01020304"}})
 	if err != nil || a.state != chapDone {
 		t.Fatal(err)
 	}
-	want := chapResponse(3, "tsecret", []byte{1, 2, 3, 4})
-	if resp[0] != (kv{"CHAP_N", "t"}) || resp[1] != (kv{"CHAP_R", encodeHex(want[:])}) {
+	want := pdu.CHAPResponse(3, "tsecret", []byte{1, 2, 3, 4})
+	if resp[0] != (kv{Key: "CHAP_N", Value: "t"}) || resp[1] != (kv{Key: "CHAP_R", Value: pdu.EncodeHex(want[:])}) {
 		t.Fatalf("mutual answer %v", resp)
 	}
 	if chapState(9).String() == "" || chapDone.String() != "done" {
@@ -128,16 +130,16 @@ func TestLUNCoding(t *testing.T) {
 }
 
 func TestTextParse(t *testing.T) {
-	kvs, err := parseText([]byte("A=1\x00B=two\x00\x00\x00"))
-	if err != nil || len(kvs) != 2 || kvs[1] != (kv{"B", "two"}) {
+	kvs, err := pdu.ParseText([]byte("A=1\x00B=two\x00\x00\x00"))
+	if err != nil || len(kvs) != 2 || kvs[1] != (kv{Key: "B", Value: "two"}) {
 		t.Fatal(kvs, err)
 	}
-	for _, bad := range []string{"A=1\x00A=2\x00", "noequals\x00", "=v\x00", strings.Repeat("k", 64) + "=v\x00", "K=" + strings.Repeat("v", maxValueLen+1)} {
-		if _, err := parseText([]byte(bad)); !errors.Is(err, errText) {
+	for _, bad := range []string{"A=1\x00A=2\x00", "noequals\x00", "=v\x00", strings.Repeat("k", 64) + "=v\x00", "K=" + strings.Repeat("v", pdu.MaxValueLen+1)} {
+		if _, err := pdu.ParseText([]byte(bad)); !errors.Is(err, pdu.ErrText) {
 			t.Errorf("%.30q accepted", bad)
 		}
 	}
-	if got := encodeText([]kv{{"A", "1"}, {"B", ""}}); string(got) != "A=1\x00B=\x00" {
+	if got := pdu.EncodeText([]kv{{Key: "A", Value: "1"}, {Key: "B", Value: ""}}); string(got) != "A=1\x00B=\x00" {
 		t.Fatalf("encode %q", got)
 	}
 }
@@ -150,13 +152,13 @@ func testOffer() offer {
 func TestNegotiation(t *testing.T) {
 	n := &negotiation{p: defaultParams(), off: testOffer()}
 	resp, err := n.operational([]kv{
-		{"HeaderDigest", "CRC32C,None"}, {"DataDigest", "None,CRC32C"},
-		{"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "16776192"},
-		{"FirstBurstLength", "8192"}, {"InitialR2T", "No"}, {"ImmediateData", "Yes"},
-		{"MaxOutstandingR2T", "32"}, {"ErrorRecoveryLevel", "2"}, {"MaxConnections", "8"},
-		{"DefaultTime2Wait", "0"}, {"DefaultTime2Retain", "20"}, {"DataPDUInOrder", "No"},
-		{"DataSequenceInOrder", "No"}, {"IFMarker", "No"}, {"OFMarkInt", "1~65535"},
-		{"X-com.example.Foo", "1"}, {"MaxBurstLength2", "1"}, {"InitiatorName", "iqn.x"},
+		{Key: "HeaderDigest", Value: "CRC32C,None"}, {Key: "DataDigest", Value: "None,CRC32C"},
+		{Key: "MaxRecvDataSegmentLength", Value: "65536"}, {Key: "MaxBurstLength", Value: "16776192"},
+		{Key: "FirstBurstLength", Value: "8192"}, {Key: "InitialR2T", Value: "No"}, {Key: "ImmediateData", Value: "Yes"},
+		{Key: "MaxOutstandingR2T", Value: "32"}, {Key: "ErrorRecoveryLevel", Value: "2"}, {Key: "MaxConnections", Value: "8"},
+		{Key: "DefaultTime2Wait", Value: "0"}, {Key: "DefaultTime2Retain", Value: "20"}, {Key: "DataPDUInOrder", Value: "No"},
+		{Key: "DataSequenceInOrder", Value: "No"}, {Key: "IFMarker", Value: "No"}, {Key: "OFMarkInt", Value: "1~65535"},
+		{Key: "X-com.example.Foo", Value: "1"}, {Key: "MaxBurstLength2", Value: "1"}, {Key: "InitiatorName", Value: "iqn.x"},
 	}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -191,8 +193,8 @@ func TestNegotiation(t *testing.T) {
 	}
 	// bad values are rejected, not fatal
 	n2 := &negotiation{p: defaultParams(), off: testOffer()}
-	resp, _ = n2.operational([]kv{{"MaxRecvDataSegmentLength", "100"}, {"InitialR2T", "maybe"},
-		{"HeaderDigest", "MD5"}, {"MaxBurstLength", "0x100000"}}, false)
+	resp, _ = n2.operational([]kv{{Key: "MaxRecvDataSegmentLength", Value: "100"}, {Key: "InitialR2T", Value: "maybe"},
+		{Key: "HeaderDigest", Value: "MD5"}, {Key: "MaxBurstLength", Value: "0x100000"}}, false)
 	m = map[string]string{}
 	for _, p := range resp {
 		m[p.Key] = p.Value
@@ -205,7 +207,7 @@ func TestNegotiation(t *testing.T) {
 	}
 	// FirstBurstLength never exceeds MaxBurstLength
 	n3 := &negotiation{p: defaultParams(), off: testOffer()}
-	n3.operational([]kv{{"MaxBurstLength", "4096"}, {"FirstBurstLength", "65536"}}, false)
+	n3.operational([]kv{{Key: "MaxBurstLength", Value: "4096"}, {Key: "FirstBurstLength", Value: "65536"}}, false)
 	if n3.p.FirstBurst != 4096 {
 		t.Fatalf("first burst %d over max burst 4096", n3.p.FirstBurst)
 	}
@@ -213,69 +215,69 @@ func TestNegotiation(t *testing.T) {
 	off := testOffer()
 	off.AllowDigest, off.AllowUnsolicited = false, false
 	n4 := &negotiation{p: defaultParams(), off: off}
-	resp, _ = n4.operational([]kv{{"HeaderDigest", "CRC32C"}, {"InitialR2T", "No"}, {"ImmediateData", "Yes"}}, false)
+	resp, _ = n4.operational([]kv{{Key: "HeaderDigest", Value: "CRC32C"}, {Key: "InitialR2T", Value: "No"}, {Key: "ImmediateData", Value: "Yes"}}, false)
 	if resp[0].Value != "Reject" || resp[1].Value != "Yes" || resp[2].Value != "No" {
 		t.Fatalf("answers %v", resp)
 	}
 }
 
 func TestPDUFraming(t *testing.T) {
-	var b [bhsLen]byte
-	b[0] = opSCSICmd | flagImmed
-	b[1] = flagFinal | flagWrite
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpSCSICmd | pdu.FlagImmed
+	b[1] = pdu.FlagFinal | pdu.FlagWrite
 	b[4] = 2 // 8 bytes of AHS
-	setDataLen(&b, 5)
-	put32(b[16:], 0x1234)
+	pdu.SetDataLen(&b, 5)
+	pdu.Put32(b[16:], 0x1234)
 	copy(b[32:], []byte{0x2a, 0, 0, 0, 0, 1, 0, 0, 1, 0})
-	ahs := []byte{0, 5, ahsBidiReadLen, 0, 0, 0, 0x10, 0}
+	ahs := []byte{0, 5, pdu.AHSBidiReadLen, 0, 0, 0, 0x10, 0}
 	var wire bytes.Buffer
 	wire.Write(b[:])
 	wire.Write(ahs)
-	hd := crc32Update(crc32c(b[:]), ahs)
+	hd := crc32Update(pdu.CRC32C(b[:]), ahs)
 	binary.Write(&wire, binary.LittleEndian, hd)
 	wire.Write([]byte("hello\x00\x00\x00"))
-	binary.Write(&wire, binary.LittleEndian, crc32c([]byte("hello\x00\x00\x00")))
+	binary.Write(&wire, binary.LittleEndian, pdu.CRC32C([]byte("hello\x00\x00\x00")))
 	var h header
 	r := bytes.NewReader(wire.Bytes())
-	if err := readHeader(r, &h, pduLimits{headerDigest: true, dataDigest: true, maxData: 8192}); err != nil {
+	if err := pdu.ReadHeader(r, &h, pdu.Limits{HeaderDigest: true, DataDigest: true, MaxData: 8192}); err != nil {
 		t.Fatal(err)
 	}
-	if h.opcode() != opSCSICmd || !h.immediate() || h.itt() != 0x1234 || h.dataLen() != 5 {
-		t.Fatalf("header fields op %#x imm %v itt %#x len %d", h.opcode(), h.immediate(), h.itt(), h.dataLen())
+	if h.Opcode() != pdu.OpSCSICmd || !h.Immediate() || h.ITT() != 0x1234 || h.DataLen() != 5 {
+		t.Fatalf("header fields op %#x imm %v itt %#x len %d", h.Opcode(), h.Immediate(), h.ITT(), h.DataLen())
 	}
-	cdb, bidi, has, err := h.scsiCDB()
+	cdb, bidi, has, err := h.SCSICDB()
 	if err != nil || !has || bidi != 0x1000 || cdb[0] != 0x2a {
 		t.Fatalf("cdb %x bidi %d %v %v", cdb, bidi, has, err)
 	}
 	data := make([]byte, 5)
-	if err := readData(r, data, true); err != nil || string(data) != "hello" {
+	if err := pdu.ReadData(r, data, true); err != nil || string(data) != "hello" {
 		t.Fatalf("data %q %v", data, err)
 	}
 	// a flipped header bit fails the header digest
 	bad := append([]byte(nil), wire.Bytes()...)
 	bad[17] ^= 1
-	if err := readHeader(bytes.NewReader(bad), &h, pduLimits{headerDigest: true, maxData: 8192}); !errors.Is(err, errPDU) {
+	if err := pdu.ReadHeader(bytes.NewReader(bad), &h, pdu.Limits{HeaderDigest: true, MaxData: 8192}); !errors.Is(err, pdu.ErrPDU) {
 		t.Fatalf("corrupt header: %v", err)
 	}
 	// segment longer than negotiated
-	if err := readHeader(bytes.NewReader(wire.Bytes()), &h, pduLimits{headerDigest: true, maxData: 4}); !errors.Is(err, errPDU) {
+	if err := pdu.ReadHeader(bytes.NewReader(wire.Bytes()), &h, pdu.Limits{HeaderDigest: true, MaxData: 4}); !errors.Is(err, pdu.ErrPDU) {
 		t.Fatalf("long segment: %v", err)
 	}
 	// truncated header
-	if err := readHeader(bytes.NewReader(wire.Bytes()[:30]), &h, pduLimits{}); err == nil {
+	if err := pdu.ReadHeader(bytes.NewReader(wire.Bytes()[:30]), &h, pdu.Limits{}); err == nil {
 		t.Fatal("truncated header accepted")
 	}
 	// extended CDB AHS
 	var e header
-	e.b[4] = 5
-	e.ahs = []byte{0, 17, ahsExtendedCDB, 0}
-	e.ahs = append(e.ahs, bytes.Repeat([]byte{0xee}, 16)...)
-	cdb, _, _, err = e.scsiCDB()
+	e.B[4] = 5
+	e.AHS = []byte{0, 17, pdu.AHSExtendedCDB, 0}
+	e.AHS = append(e.AHS, bytes.Repeat([]byte{0xee}, 16)...)
+	cdb, _, _, err = e.SCSICDB()
 	if err != nil || len(cdb) != 32 || cdb[31] != 0xee {
 		t.Fatalf("extended cdb %x %v", cdb, err)
 	}
 	for _, raw := range [][]byte{{0, 0, 1, 0}, {0, 200, 1, 0}, {0, 1}} {
-		if _, err := parseAHS(raw); err == nil {
+		if _, err := pdu.ParseAHS(raw); err == nil {
 			t.Errorf("AHS % x accepted", raw)
 		}
 	}
