@@ -16,22 +16,26 @@ TESTFLAGS ?=
 FUZZTIME ?= 20s
 # `make stress`: kill -9 rounds of the migration crash loop.
 STRESS_KILLS ?= 200
+# Power cuts of scripts/vm-powercut.sh: in `make test`, and in `make stress`.
+POWERCUTS ?= 10
+STRESS_POWERCUTS ?= 50
 
 # Defaults of `make run` (the same as lmtgt serve's own).
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run test test-deps test-go test-conformance test-vm stress bench fuzz vet clean help
+.PHONY: all build run test test-deps test-go test-conformance test-vm test-powercut stress bench fuzz vet clean help
 
 all: build
 
 help:
 	@echo "make build        build $(BIN)"
 	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
-	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM test"
+	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM tests"
+	@echo "make test-powercut power cuts of lmtgt inside a VM (POWERCUTS=$(POWERCUTS))"
 	@echo "make vet          gofmt check and go vet"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
-	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests"
+	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests, STRESS_POWERCUTS=$(STRESS_POWERCUTS) VM power cuts"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
 
 build:
@@ -42,7 +46,7 @@ run: build
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-go test-conformance test-vm
+	@$(MAKE) --no-print-directory -k test-deps test-go test-conformance test-vm test-powercut
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -74,6 +78,17 @@ test-vm: build
 		echo "== skip: scripts/vm-test.sh not there yet"; \
 	fi
 
+# lmtgt inside the VM, its disk power-cut POWERCUTS times during copy,
+# dual-write and split; SEED=N replays a run.
+test-powercut:
+	@if [ -x scripts/vm-powercut.sh ]; then \
+		echo "== scripts/vm-powercut.sh ($(POWERCUTS) cuts)"; SECONDS=0; \
+		POWERCUTS=$(POWERCUTS) scripts/vm-powercut.sh; rc=$$?; \
+		echo "== vm-powercut: exit $$rc after $${SECONDS}s"; exit $$rc; \
+	else \
+		echo "== skip: scripts/vm-powercut.sh not there yet"; \
+	fi
+
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -89,11 +104,13 @@ fuzz:
 	done
 
 # Longer runs of what CI runs: the migration crash loop with many more
-# kill -9, the restart test, and the migration and DCL unit tests repeated.
+# kill -9, the restart test, the migration and DCL unit tests repeated, and
+# STRESS_POWERCUTS power cuts of the VM.
 stress:
 	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...
+	POWERCUTS=$(STRESS_POWERCUTS) scripts/vm-powercut.sh
 
 bench: build
 	@if [ -x scripts/bench ]; then scripts/bench -bin $(BIN) $(BENCHFLAGS); \

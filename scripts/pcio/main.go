@@ -500,6 +500,7 @@ func check(st, image []byte, l *journalLog) (report, []byte) {
 	var rep report
 	ns := len(st)
 	next := make([]byte, ns)
+	from := make([]int, ns) // seq of the write a sector holds (0: its starting byte)
 	hist := map[int][]*write{}
 	for _, w := range l.writes {
 		rep.issued++
@@ -554,6 +555,7 @@ func check(st, image []byte, l *journalLog) (report, []byte) {
 		for i := max(d, 0); i < len(h) && !ok; i++ {
 			if h[i].pat == v {
 				ok = true
+				from[s] = h[i].seq
 				if i > d && d >= 0 {
 					rep.newerThanDurable++
 				}
@@ -576,7 +578,7 @@ func check(st, image []byte, l *journalLog) (report, []byte) {
 	}
 	for b := 0; b < ns/blockSectors; b++ {
 		for s := b * blockSectors; s < (b+1)*blockSectors-1; s++ {
-			if next[s] != next[s+1] && len(hist[s]) > 0 {
+			if from[s] != from[s+1] {
 				rep.torn++
 				break
 			}

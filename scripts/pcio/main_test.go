@@ -115,8 +115,14 @@ func TestUnflushedMayBeMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep, _ := check(st, img, l); rep.lost != 0 || rep.garbage != 0 {
-		t.Fatalf("no durable write: lost %d garbage %d: %v", rep.lost, rep.garbage, rep.problems)
+	if rep, _ := check(st, img, l); rep.lost != 0 || rep.garbage != 0 || rep.torn != 0 {
+		t.Fatalf("no durable write: lost %d garbage %d torn %d: %v", rep.lost, rep.garbage, rep.torn, rep.problems)
+	}
+	// Half of write 1 landed: allowed (not durable), counted as torn.
+	half := bytes.Clone(img)
+	copy(half, bytes.Repeat([]byte{9}, 4*sectorSize))
+	if rep, _ := check(st, half, l); rep.lost != 0 || rep.garbage != 0 || rep.torn != 1 {
+		t.Fatalf("half of write 1: lost %d garbage %d torn %d, want 0 0 1: %v", rep.lost, rep.garbage, rep.torn, rep.problems)
 	}
 	// Once the flush returned, both are durable and missing.
 	l, _ = parseJournal(strings.NewReader(strings.Replace(j, "9 true", "9 false", 1) + "F 2\nD 2\n"))
