@@ -587,7 +587,7 @@ func check(st, image []byte, l *journalLog) (report, []byte) {
 	return rep, next
 }
 
-// describe lists a sector's writes: seq:pattern plus a (acknowledged) d
+// describe lists a sector's writes: seq:pattern/flags, a (acknowledged) d
 // (durable) f (FUA) e (failed).
 func describe(h []*write, l *journalLog) string {
 	if len(h) == 0 {
@@ -608,7 +608,7 @@ func describe(h []*write, l *journalLog) string {
 		if w.failed {
 			flags += "e"
 		}
-		parts = append(parts, fmt.Sprintf("%d:%#02x%s", w.seq, w.pat, flags))
+		parts = append(parts, fmt.Sprintf("%d:%#02x/%s", w.seq, w.pat, flags))
 	}
 	if len(parts) > 8 {
 		parts = append(parts[:3], append([]string{"..."}, parts[len(parts)-4:]...)...)
