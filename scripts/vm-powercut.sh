@@ -382,7 +382,7 @@ for i in $(seq 1 "$CUTS"); do
 done
 cut
 hits=""; for p in "${!HITS[@]}"; do hits="$hits $p=${HITS[$p]}"; done
-log "phases at the cuts:$hits; $PASSED of $CUTS cuts passed in $((SECONDS - T0))s"
+log "phases at the cuts (a recovery round cuts twice: in copy, then in recovery):$hits; $PASSED of $CUTS rounds passed in $((SECONDS - T0))s"
 if [ -n "$FAILED" ]; then
   echo "VMTEST-RESULT: FAIL (power cut: $FAILED; seed $SEED; rerun with SEED=$SEED; logs in $RUN_DIR)"; exit 1
 fi
