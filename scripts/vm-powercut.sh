@@ -36,9 +36,9 @@
 #   - migration create src -> dst (--max-mbps MBPS, vehicle auto or generic);
 #   - copy: cut at a random time while the pair is copying;
 #     dual: wait for synced, cut 0-2 s later (host writes go to both legs);
-#     split: wait for synced, start `migration split`, then either cut 0 to
-#     1.5 times the longest split seen later ("split" if it had not
-#     returned), or wait for it to return and cut 0-300 ms later
+#     split: wait for synced, start `migration split`, then (alternately)
+#     cut 0 to 1.5 times the longest split seen later ("split" if it had
+#     not returned), or wait for it to return and cut 0-300 ms later
 #     ("split-acked": the split must be there after the reboot);
 #     recovery: as copy, then a second cut 0-2 s after the rebooted lmtgt
 #     serves (while it recovers the pair and resumes the copy);
@@ -264,7 +264,7 @@ dump "$RUN_DIR/dump0.img" && "$PCIO" check -state "$STATE" -image "$RUN_DIR/dump
 RANDOM=$SEED
 PHASES=(copy dual split recovery)
 declare -A HITS=()
-PASSED=0
+PASSED=0 SPLITS=0
 COPY_S=$(( LUN_MB / MBPS ))
 [ "$COPY_S" -ge 1 ] || COPY_S=1
 for i in $(seq 1 "$CUTS"); do
@@ -303,7 +303,8 @@ for i in $(seq 1 "$CUTS"); do
       ts0=$(date +%s%N)
       ( cli migration split src --max-pause 2s > "$SL" 2>&1; echo "rc=$? ms=$(( ($(date +%s%N) - ts0) / 1000000 ))" >> "$SL" ) &
       SPLIT_PID=$!
-      if [ $((RANDOM % 2)) = 0 ]; then
+      SPLITS=$((SPLITS + 1))
+      if [ $((SPLITS % 2)) = 1 ]; then
         # while the split runs: 0 to 1.5 times the longest split seen
         d=$(( RANDOM % (SPLIT_WINDOW * 3 / 2 + 1) ))
         sleep $((d / 1000)).$(printf '%03d' $((d % 1000)))
