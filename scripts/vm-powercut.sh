@@ -37,8 +37,8 @@
 #   - copy: cut at a random time while the pair is copying;
 #     dual: wait for synced, cut 0-2 s later (host writes go to both legs);
 #     split: wait for synced, start `migration split`, then (alternately)
-#     cut 0 to 1.5 times the longest split seen later ("split" if it had
-#     not returned), or wait for it to return and cut 0-300 ms later
+#     cut 0 to 1.5 times the last split's wall time later ("split" if it
+#     had not returned), or wait for it to return and cut 0-300 ms later
 #     ("split-acked": the split must be there after the reboot);
 #     recovery: as copy, then a second cut 0-2 s after the rebooted lmtgt
 #     serves (while it recovers the pair and resumes the copy);
@@ -56,7 +56,7 @@
 # Usage: scripts/vm-powercut.sh [--cuts N] [--seed S] [--keep] [--timeout S]
 # Env: POWERCUTS (cuts, default 10), SEED, CACHE_DIR (guest cache, default
 #      scripts/cache), LUN_MB (64), MBPS (copy cap, 16), SPLIT_WINDOW (ms,
-#      400: the longest split assumed before one was measured), VM_MEM (1024), VM_SMP (2), VMTEST_RUNS (REPO/.work/vm-powercut).
+#      400: the split's wall time assumed before one was measured), VM_MEM (1024), VM_SMP (2), VMTEST_RUNS (REPO/.work/vm-powercut).
 # Exit 0 when every cut passed, 1 on a failed check, 2 on a harness problem.
 set -euo pipefail
 
@@ -274,6 +274,7 @@ for i in $(seq 1 "$CUTS"); do
   veh=auto; [ $((RANDOM % 2)) = 0 ] && veh=generic
   J=$RUN_DIR/cut$i.journal
   VS=$(vol src); VD=$(vol dst)
+  [ -n "$VS" ] && [ -n "$VD" ] && [ "$VS" != "$VD" ] || { FAILED="cut $i: cannot read the volumes of src and dst ($VS, $VD)"; break; }
   "$PCIO" write -url "$URL" -state "$STATE" -journal "$J" -seed $((SEED * 1000 + i)) \
     > "$RUN_DIR/cut$i.writer.log" 2>&1 &
   WRITER_PID=$!
@@ -305,7 +306,7 @@ for i in $(seq 1 "$CUTS"); do
       SPLIT_PID=$!
       SPLITS=$((SPLITS + 1))
       if [ $((SPLITS % 2)) = 1 ]; then
-        # while the split runs: 0 to 1.5 times the longest split seen
+        # while the split runs: 0 to 1.5 times the last split's wall time
         d=$(( RANDOM % (SPLIT_WINDOW * 3 / 2 + 1) ))
         sleep $((d / 1000)).$(printf '%03d' $((d % 1000)))
       else
@@ -318,7 +319,7 @@ for i in $(seq 1 "$CUTS"); do
       if grep -q '^rc=0' "$SL"; then
         split_acked=1; phase=split-acked
         ms=$(sed -n 's/^rc=0 ms=//p' "$SL")
-        [ "${ms:-0}" -gt "$SPLIT_WINDOW" ] && SPLIT_WINDOW=$ms
+        [ -n "$ms" ] && SPLIT_WINDOW=$ms
       else phase=split; fi ;;
   esac
   at_ms=$(( ($(date +%s%N) - tcreate) / 1000000 ))
