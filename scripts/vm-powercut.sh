@@ -37,7 +37,7 @@
 #   - copy: cut at a random time while the pair is copying;
 #     dual: wait for synced, cut 0-2 s later (host writes go to both legs);
 #     split: wait for synced, start `migration split`, then (alternately)
-#     cut 0 to 1.5 times the last split's wall time later ("split" if it
+#     cut 0 to 3/4 of the last split's wall time later ("split" if it
 #     had not returned), or wait for it to return and cut 0-300 ms later
 #     ("split-acked": the split must be there after the reboot);
 #     recovery: as copy, then a second cut 0-2 s after the rebooted lmtgt
@@ -306,8 +306,8 @@ for i in $(seq 1 "$CUTS"); do
       SPLIT_PID=$!
       SPLITS=$((SPLITS + 1))
       if [ $((SPLITS % 2)) = 1 ]; then
-        # while the split runs: 0 to 1.5 times the last split's wall time
-        d=$(( RANDOM % (SPLIT_WINDOW * 3 / 2 + 1) ))
+        # while the split runs: 0 to 3/4 of the last split's wall time
+        d=$(( RANDOM % (SPLIT_WINDOW * 3 / 4 + 1) ))
         sleep $((d / 1000)).$(printf '%03d' $((d % 1000)))
       else
         # after the split returned: it was acknowledged, it must survive
@@ -316,6 +316,7 @@ for i in $(seq 1 "$CUTS"); do
         d=$(( RANDOM % 300 ))
         sleep 0.$(printf '%03d' "$d")
       fi
+      ms=""
       if grep -q '^rc=0' "$SL"; then
         split_acked=1; phase=split-acked
         ms=$(sed -n 's/^rc=0 ms=//p' "$SL")
@@ -324,7 +325,8 @@ for i in $(seq 1 "$CUTS"); do
   esac
   at_ms=$(( ($(date +%s%N) - tcreate) / 1000000 ))
   cut
-  HITS[${phase%%+*}]=$(( ${HITS[${phase%%+*}]:-0} + 1 ))
+  HITS[$phase]=$(( ${HITS[$phase]:-0} + 1 ))
+  [ "$aim" = split ] && phase="$phase (${d}ms after the split command; it took ${ms:-?}ms)" && ms=""
   tb=$SECONDS
   if ! boot; then FAILED="cut $i: the guest did not come back (console $CONSOLE)"; break; fi
   if [ "$aim" = recovery ]; then
