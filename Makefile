@@ -22,19 +22,23 @@ STRESS_CRASHPOINTS ?= 3000
 STRESS_LM_POWERCUTS ?= 100
 # `make stress`: kill -9 rounds of the 2048-pair consistent split.
 STRESS_SCALE_KILLS ?= 12
+# Power cuts of scripts/vm-powercut.sh: in `make test`, and in `make stress`.
+POWERCUTS ?= 10
+STRESS_POWERCUTS ?= 50
 
 # Defaults of `make run` (the same as lmtgt serve's own).
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run test test-deps test-tidy test-go test-crash test-crash test-conformance test-vm stress bench fuzz vet clean help
+.PHONY: all build run test test-deps test-tidy test-go test-crash test-conformance test-vm test-powercut stress bench fuzz vet clean help
 
 all: build
 
 help:
 	@echo "make build        build $(BIN)"
 	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
-	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM test"
+	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM tests"
+	@echo "make test-powercut power cuts of lmtgt inside a VM (POWERCUTS=$(POWERCUTS))"
 	@echo "make vet          gofmt check and go vet"
 	@echo "make test-crash   thousands of power-loss crash points (data volumes, meta volume)"
 	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
@@ -42,7 +46,8 @@ help:
 	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
 	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume and"
 	@echo "                  STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) of a migration (crashfs)"
-	@echo "                  and STRESS_SCALE_KILLS=$(STRESS_SCALE_KILLS) kills of a 2048-pair split"
+	@echo "                  and STRESS_SCALE_KILLS=$(STRESS_SCALE_KILLS) kills of a 2048-pair split,"
+	@echo "                  STRESS_POWERCUTS=$(STRESS_POWERCUTS) VM power cuts"
 	@echo "make bench        scripts/bench (lmtgt vs Linux tgt vs raw file)"
 
 build:
@@ -53,7 +58,7 @@ run: build
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm
+	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm test-powercut
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -105,6 +110,17 @@ test-vm: build
 		echo "== skip: scripts/vm-test.sh not there yet"; \
 	fi
 
+# lmtgt inside the VM, its disk power-cut POWERCUTS times during copy,
+# dual-write and split; SEED=N replays a run.
+test-powercut:
+	@if [ -x scripts/vm-powercut.sh ]; then \
+		echo "== scripts/vm-powercut.sh ($(POWERCUTS) cuts)"; SECONDS=0; \
+		POWERCUTS=$(POWERCUTS) scripts/vm-powercut.sh; rc=$$?; \
+		echo "== vm-powercut: exit $$rc after $${SECONDS}s"; exit $$rc; \
+	else \
+		echo "== skip: scripts/vm-powercut.sh not there yet"; \
+	fi
+
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -124,7 +140,8 @@ fuzz:
 STRESS_VOLUME_CRASHPOINTS ?= 5000
 
 # Longer runs of what CI runs: the migration crash loop with many more
-# kill -9, the restart test, and the migration and DCL unit tests repeated.
+# kill -9, the restart test, the migration and DCL unit tests repeated, and
+# STRESS_POWERCUTS power cuts of the VM.
 stress:
 	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
@@ -137,6 +154,7 @@ stress:
 		-run 'TestMetaPowerLoss$$' -v ./dcl/
 	LMTGT_STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) $(GO) test -race -count=1 -timeout 120m \
 		-run 'TestPowerLossMigration$$' -v ./lm/
+	POWERCUTS=$(STRESS_POWERCUTS) scripts/vm-powercut.sh
 
 bench: build
 	@if [ -x scripts/bench ]; then scripts/bench -bin $(BIN) $(BENCHFLAGS); \

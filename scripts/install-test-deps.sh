@@ -1,16 +1,17 @@
 #!/bin/bash
 # install-test-deps.sh - install (as root, Debian/Ubuntu) the programs the tests
 # use: libiscsi tools, qemu-img/qemu-io with the iSCSI driver, Linux tgt, fio,
-# and what scripts/vm-test.sh needs to build and boot a guest. Does nothing
+# and what scripts/vm-test.sh needs to build and boot a guest (and
+# scripts/vm-powercut.sh to make its ext4 data disk: e2fsprogs). Does nothing
 # when every command is already there, so it is cheap to run every time.
 set -euo pipefail
 
-PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux"
+PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux e2fsprogs"
 # command -> package (qemu-block-extra: the iscsi block driver module of qemu-img)
 CHECKS="iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin
 iscsi-readcapacity16:libiscsi-bin qemu-img:qemu-utils qemu-io:qemu-utils qemu-nbd:qemu-utils
 tgtd:tgt tgtadm:tgt fio:fio qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
-cpio:cpio zstd:zstd jq:jq socat:socat ip:iproute2 unshare:util-linux setsid:util-linux"
+cpio:cpio zstd:zstd jq:jq socat:socat ip:iproute2 unshare:util-linux setsid:util-linux mke2fs:e2fsprogs"
 
 missing=""
 for c in $CHECKS; do

@@ -53,7 +53,7 @@ GUEST_DIR=$CACHE_DIR/guest
 SUITE=bookworm
 KERNEL_META=linux-image-cloud-amd64
 GUEST_PKGS="open-iscsi,fio,e2fsprogs,kmod,busybox"
-GUEST_MODULES="virtio_pci virtio_net iscsi_tcp sd_mod crc32c_generic"
+GUEST_MODULES="virtio_pci virtio_net iscsi_tcp sd_mod crc32c_generic virtio_blk ext4"
 GUEST_RECIPE=1   # bump when the guest build changes
 
 TARGET=lmtgt
