@@ -57,9 +57,11 @@ type Store struct {
 	// MarkDCL. queuePageLocked checks mu.closed itself.
 	closed atomic.Bool
 
-	// commitMu is held while a batch is written, and by Drop while it
-	// deletes keys, so a dropped log's pages are never written after the
-	// delete.
+	// commitMu is held while a batch is written, and by Drop and Forget
+	// while they delete keys, so a dropped log's pages are never written
+	// after the delete. It is the one lock held across a meta volume
+	// commit in this package (it serialises them); Log.mu and Store.mu are
+	// never held across I/O.
 	commitMu sync.Mutex
 
 	mu struct {
@@ -412,6 +414,38 @@ func (s *Store) Drop(pairID string) error {
 	err := s.db.UpdateDCL(func(tx *metavol.Tx) error { return tx.DeleteDCL(pairID) })
 	if err != nil {
 		return fmt.Errorf("dcl %s: drop: %w", pairID, err)
+	}
+	return nil
+}
+
+// Forget runs commit, the caller's meta volume transaction that deletes
+// the DCL keys of pairIDs (metavol.Tx.DeleteDCLs) together with what makes
+// them obsolete (the split's swap, the cancel's record delete), while no
+// group commit runs; if commit succeeds the logs are closed and forgotten
+// without deleting again: none of their pages is written after commit.
+// If commit fails nothing changes. The logs must have no write beginning
+// (the caller holds their LUNs' gates closed or the pairs detached).
+// commit must not wait for a DCL mark.
+func (s *Store) Forget(pairIDs []string, commit func() error) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if err := commit(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	ls := make([]*Log, 0, len(pairIDs))
+	for _, id := range pairIDs {
+		if l := s.mu.logs[id]; l != nil {
+			ls = append(ls, l)
+			delete(s.mu.logs, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.mu.Lock()
+		l.mu.closed = true
+		l.mu.pending = map[int]*batch{}
+		l.mu.Unlock()
 	}
 	return nil
 }

@@ -91,22 +91,36 @@ func (tx *Tx) DCLPages(pairID string) (map[int][]byte, error) {
 }
 
 // DeleteDCL deletes a pair's DCL header and pages; none is not an error.
-func (tx *Tx) DeleteDCL(pairID string) error {
-	if err := needPairID(pairID); err != nil {
-		return err
+func (tx *Tx) DeleteDCL(pairID string) error { return tx.DeleteDCLs([]string{pairID}) }
+
+// DeleteDCLs deletes the DCL header and pages of every pair named, with
+// one iterator for all of them (a consistent split deletes thousands in
+// its one transaction); none is not an error.
+func (tx *Tx) DeleteDCLs(pairIDs []string) error {
+	pres := make([]string, 0, len(pairIDs))
+	for _, id := range pairIDs {
+		if err := needPairID(id); err != nil {
+			return err
+		}
+		pres = append(pres, dclPrefix(id))
 	}
+	slices.Sort(pres)
 	o := badger.DefaultIteratorOptions
 	o.PrefetchValues = false
-	o.Prefix = []byte(dclPrefix(pairID))
+	o.Prefix = []byte(prefixDCL)
 	it := tx.txn.NewIterator(o)
 	var keys [][]byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+	for _, pre := range pres {
+		p := []byte(pre)
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
 	}
 	it.Close()
 	for _, k := range keys {
 		if err := tx.txn.Delete(k); err != nil {
-			return fmt.Errorf("dcl %q: delete: %w", pairID, err)
+			id := strings.SplitN(strings.TrimPrefix(string(k), prefixDCL), "/", 2)[0]
+			return fmt.Errorf("dcl %q: delete: %w", id, err)
 		}
 	}
 	return nil

@@ -115,3 +115,51 @@ func TestBeforeCommitSeam(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeleteDCLs: one call deletes the header and pages of every pair
+// named, and nothing of a pair whose ID only starts like one of them.
+func TestDeleteDCLs(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ids := []string{"p1", "p10", "p2", "p3"}
+	if err := db.UpdateDCL(func(tx *Tx) error {
+		for _, id := range ids {
+			if err := tx.PutDCLInfo(id, DCLInfo{RegionSize: 1 << 20, Size: 1 << 30}); err != nil {
+				return err
+			}
+			for pg := range 3 {
+				if err := tx.PutDCLPage(id, pg, []byte{1, 2, 3, 4, 5, 6, 7, 8}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.DeleteDCLs([]string{"p3", "p1", "p9"}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.View(func(tx *Tx) error {
+		got, err := tx.DCLPairIDs()
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || got[0] != "p10" || got[1] != "p2" {
+			t.Errorf("after deleting p1, p3: DCLs of %v, want [p10 p2]", got)
+		}
+		pages, err := tx.DCLPages("p10")
+		if err == nil && len(pages) != 3 {
+			t.Errorf("p10 has %d pages, want 3", len(pages))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.DeleteDCLs([]string{"a/b"}) }); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad pair id: %v, want ErrInvalid", err)
+	}
+}
