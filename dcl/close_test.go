@@ -182,7 +182,7 @@ func TestForget(t *testing.T) {
 	}
 
 	fail := errors.New("injected")
-	if err := s.Forget([]string{"p-split"}, func() error { return fail }); !errors.Is(err, fail) {
+	if _, err := s.Forget([]string{"p-split"}, func() ([]string, error) { return nil, fail }); !errors.Is(err, fail) {
 		t.Fatalf("Forget with a failing commit: %v", err)
 	}
 	must(t, l.MarkDCL(4, 4)) // still open
@@ -194,9 +194,18 @@ func TestForget(t *testing.T) {
 	l.mu.Lock()
 	l.queuePageLocked(0)
 	l.mu.Unlock()
-	must(t, s.Forget([]string{"p-split"}, func() error {
-		return db.Update(func(tx *metavol.Tx) error { return tx.DeleteDCLs([]string{"p-split"}) })
-	}))
+	rest, err := s.Forget([]string{"p-split"}, func() (rest []string, err error) {
+		err = db.Update(func(tx *metavol.Tx) error {
+			var err error
+			rest, err = tx.DeleteDCLs([]string{"p-split"})
+			return err
+		})
+		return rest, err
+	})
+	must(t, err)
+	if len(rest) != 0 {
+		t.Fatalf("a 2-page DCL did not fit in one transaction: rest %v", rest)
+	}
 	if got := keys(); len(got) != 1 || got[0] != "p-other" {
 		t.Fatalf("right after Forget: DCLs of %v, want [p-other]", got)
 	}
@@ -211,4 +220,31 @@ func TestForget(t *testing.T) {
 	if _, err := s.Open("p-split", 64<<20, 0, nil); err != nil {
 		t.Errorf("Open after Forget (the log is no longer open): %v", err)
 	}
+}
+
+// Pages whose header is gone (left by a split whose transaction had no
+// room for them) are garbage: a log opened under that ID starts clean and
+// deletes them.
+func TestOpenIgnoresHeaderlessPages(t *testing.T) {
+	db := openMeta(t, t.TempDir())
+	defer db.Close()
+	must(t, db.UpdateDCL(func(tx *metavol.Tx) error {
+		return tx.PutDCLPage("p-gone", 0, []byte{0xff, 0, 0, 0, 0, 0, 0, 0})
+	}))
+	s := Open(db, Options{ClearInterval: -1})
+	defer s.Close()
+	l, err := s.Open("p-gone", 64<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, marked, _ := l.Counts(); d != 0 || marked != 0 {
+		t.Fatalf("a log opened over headerless pages: %d in the DCL, %d marked, want 0", d, marked)
+	}
+	must(t, db.View(func(tx *metavol.Tx) error {
+		pages, err := tx.DCLPages("p-gone")
+		if err == nil && len(pages) != 0 {
+			t.Errorf("the headerless pages are still there: %d", len(pages))
+		}
+		return err
+	}))
 }

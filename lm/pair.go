@@ -696,16 +696,23 @@ func (m *Manager) removePair(p *pair) error {
 	if err := m.detach(p); err != nil {
 		return fmt.Errorf("pair %s: detach: %w (cancel again later)", p.name(), err)
 	}
-	err := m.dcl.Forget([]string{p.id}, func() error {
-		return m.db.Update(func(tx *metavol.Tx) error {
-			if err := tx.DeleteDCL(p.id); err != nil {
+	garbage, err := m.dcl.Forget([]string{p.id}, func() (rest []string, err error) {
+		err = m.db.Update(func(tx *metavol.Tx) error {
+			var err error
+			if rest, err = tx.DeleteDCLs([]string{p.id}); err != nil {
 				return err
 			}
 			return tx.DeletePair(p.id)
 		})
+		return rest, err
 	})
 	if err != nil {
 		return fmt.Errorf("pair %s: %w", p.name(), err)
+	}
+	if len(garbage) > 0 {
+		if err := m.dcl.Purge(garbage); err != nil {
+			p.zlog.Warn().Err(err).Msg("cancel: DCL pages left (swept at the next start)")
+		}
 	}
 	p.zlog.Info().Msg("pair removed")
 	return nil

@@ -209,15 +209,19 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	}
 
 	// One transaction: swap the data volume IDs, mark the pairs split,
-	// delete their DCLs (DESIGN §5 steps 3-4); dcl forgets the logs
-	// without a second delete.
-	err = m.dcl.Forget(ids, func() error {
-		return m.db.Update(func(tx *metavol.Tx) error {
+	// delete their DCLs (DESIGN §5 steps 3-4: every header, and the pages
+	// the transaction has room for); dcl forgets the logs without a
+	// second delete.
+	garbage, err := m.dcl.Forget(ids, func() (rest []string, err error) {
+		err = m.db.Update(func(tx *metavol.Tx) error {
 			if err := tx.Apply(&sw.batch); err != nil {
 				return err
 			}
-			return tx.DeleteDCLs(ids)
+			var err error
+			rest, err = tx.DeleteDCLs(ids)
+			return err
 		})
+		return rest, err
 	})
 	if err != nil {
 		openGates()
@@ -261,6 +265,13 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		m.log.Warn().Err(err).Msg("split: could not record the measured pause")
 	}
 	releaseAll()
+	if len(garbage) > 0 {
+		// DCL pages the swap transaction had no room for: their headers
+		// went with the swap, so they are garbage (never loaded).
+		if err := m.dcl.Purge(garbage); err != nil {
+			m.log.Warn().Err(err).Msg("split: DCL pages left (swept at the next start)")
+		}
+	}
 	for _, p := range ps {
 		if p.stop != nil {
 			p.stop()
