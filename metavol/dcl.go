@@ -120,26 +120,35 @@ func (tx *Tx) DeleteDCLs(pairIDs []string) (rest []string, err error) {
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	// The page keys are collected before anything is deleted.
+	type page struct {
+		pair int
+		key  []byte
+	}
+	var keys []page
+	o := badger.DefaultIteratorOptions
+	o.PrefetchValues = false
+	o.Prefix = []byte(prefixDCL)
+	it := tx.txn.NewIterator(o)
+	for i, id := range ids {
+		p := []byte(dclPrefix(id) + "p/")
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			keys = append(keys, page{i, it.Item().KeyCopy(nil)})
+		}
+	}
+	it.Close()
 	for _, id := range ids {
 		if err := tx.txn.Delete([]byte(dclPrefix(id) + "meta")); err != nil {
 			return nil, fmt.Errorf("dcl %q: delete: %w", id, err)
 		}
 	}
-	o := badger.DefaultIteratorOptions
-	o.PrefetchValues = false
-	o.Prefix = []byte(prefixDCL)
-	it := tx.txn.NewIterator(o)
-	defer it.Close()
-	for i, id := range ids {
-		p := []byte(dclPrefix(id) + "p/")
-		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-			err := tx.txn.Delete(it.Item().KeyCopy(nil))
-			if errors.Is(err, badger.ErrTxnTooBig) {
-				return ids[i:], nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("dcl %q: delete: %w", id, err)
-			}
+	for _, k := range keys {
+		err := tx.txn.Delete(k.key)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return ids[k.pair:], nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dcl %q: delete: %w", ids[k.pair], err)
 		}
 	}
 	return nil, nil
