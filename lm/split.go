@@ -19,8 +19,10 @@ const DefaultMaxPause = 100 * time.Millisecond
 // compared region by region first; then every source and target LUN's I/O
 // gate closes, in-flight I/O drains within maxPause (else everything is
 // left as it was and ErrSplitTimeout is returned), and one meta volume
-// transaction swaps the data volume IDs of every pair's LUNs and marks the
-// pairs split. The pause is measured and recorded on every pair.
+// transaction swaps the data volume IDs of every pair's LUNs, marks the
+// pairs split and deletes their DCLs. The pause is measured and recorded
+// on every pair. Inside the pause only the drain, a cheap re-check, that
+// transaction (prepared before) and the route swap run (doc.go).
 func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
@@ -189,7 +191,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	}
 	// Drained: no write is in flight. A failure during the drain shows in
 	// the fault or the DCL; a leg truncated or deleted since the check
-	// before the pause shows in an fstat (volume.File.VerifySize).
+	// before the pause shows in an fstat (volume.File.VerifyOpen).
 	for _, p := range ps {
 		if f := p.fault.Load(); f != nil {
 			openGates()
