@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
 )
 
 // callWithin runs f and fails the test if it does not return within d (a
@@ -149,4 +151,100 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestForget: the caller's transaction deletes the keys; Forget closes the
+// log without deleting again, and a page queued before it (a lazy clear
+// not yet committed) is never written after the delete. A failed commit
+// changes nothing.
+func TestForget(t *testing.T) {
+	db := openMeta(t, t.TempDir())
+	defer db.Close()
+	s := Open(db, Options{ClearInterval: -1})
+	defer s.Close()
+	l, err := s.Open("p-split", 64<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.Open("p-other", 64<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, l.MarkDCL(3, 3))
+	must(t, other.MarkDCL(1, 1))
+	keys := func() []string {
+		t.Helper()
+		ids, err := s.PairIDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+
+	fail := errors.New("injected")
+	if _, err := s.Forget([]string{"p-split"}, func() ([]string, error) { return nil, fail }); !errors.Is(err, fail) {
+		t.Fatalf("Forget with a failing commit: %v", err)
+	}
+	must(t, l.MarkDCL(4, 4)) // still open
+	if got := keys(); len(got) != 2 {
+		t.Fatalf("after a failed Forget: DCLs of %v, want both", got)
+	}
+
+	// A page of the log queued for the next group commit, not yet written.
+	l.mu.Lock()
+	l.queuePageLocked(0)
+	l.mu.Unlock()
+	rest, err := s.Forget([]string{"p-split"}, func() (rest []string, err error) {
+		err = db.Update(func(tx *metavol.Tx) error {
+			var err error
+			rest, err = tx.DeleteDCLs([]string{"p-split"})
+			return err
+		})
+		return rest, err
+	})
+	must(t, err)
+	if len(rest) != 0 {
+		t.Fatalf("a 2-page DCL did not fit in one transaction: rest %v", rest)
+	}
+	if got := keys(); len(got) != 1 || got[0] != "p-other" {
+		t.Fatalf("right after Forget: DCLs of %v, want [p-other]", got)
+	}
+	must(t, s.commitOnce()) // the queued page: skipped
+	must(t, other.MarkDCL(9, 9))
+	if got := keys(); len(got) != 1 || got[0] != "p-other" {
+		t.Fatalf("after the next group commits: DCLs of %v, want [p-other]", got)
+	}
+	if err := l.MarkDCL(5, 5); !errors.Is(err, ErrClosed) {
+		t.Errorf("mark after Forget: %v, want ErrClosed", err)
+	}
+	if _, err := s.Open("p-split", 64<<20, 0, nil); err != nil {
+		t.Errorf("Open after Forget (the log is no longer open): %v", err)
+	}
+}
+
+// Pages whose header is gone (left by a split whose transaction had no
+// room for them) are garbage: a log opened under that ID starts clean and
+// deletes them.
+func TestOpenIgnoresHeaderlessPages(t *testing.T) {
+	db := openMeta(t, t.TempDir())
+	defer db.Close()
+	must(t, db.UpdateDCL(func(tx *metavol.Tx) error {
+		return tx.PutDCLPage("p-gone", 0, []byte{0xff, 0, 0, 0, 0, 0, 0, 0})
+	}))
+	s := Open(db, Options{ClearInterval: -1})
+	defer s.Close()
+	l, err := s.Open("p-gone", 64<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, marked, _ := l.Counts(); d != 0 || marked != 0 {
+		t.Fatalf("a log opened over headerless pages: %d in the DCL, %d marked, want 0", d, marked)
+	}
+	must(t, db.View(func(tx *metavol.Tx) error {
+		pages, err := tx.DCLPages("p-gone")
+		if err == nil && len(pages) != 0 {
+			t.Errorf("the headerless pages are still there: %d", len(pages))
+		}
+		return err
+	}))
 }

@@ -57,9 +57,11 @@ type Store struct {
 	// MarkDCL. queuePageLocked checks mu.closed itself.
 	closed atomic.Bool
 
-	// commitMu is held while a batch is written, and by Drop while it
-	// deletes keys, so a dropped log's pages are never written after the
-	// delete.
+	// commitMu is held while a batch is written, and by Drop and Forget
+	// while they delete keys, so a dropped log's pages are never written
+	// after the delete. It is the one lock held across a meta volume
+	// commit in this package (it serialises them); Log.mu and Store.mu are
+	// never held across I/O.
 	commitMu sync.Mutex
 
 	mu struct {
@@ -338,7 +340,12 @@ func (s *Store) Open(pairID string, size, regionSize int64, flush func() error) 
 		regionSize = m.RegionSize
 	} else {
 		m = metavol.DCLInfo{RegionSize: regionSize, Size: size}
+		// Pages without a header are garbage (metavol.Tx.DeleteDCLs):
+		// never let a new header adopt them.
 		if err := s.db.UpdateDCL(func(tx *metavol.Tx) error {
+			if err := tx.DeleteDCL(pairID); err != nil {
+				return err
+			}
 			return tx.PutDCLInfo(pairID, m)
 		}); err != nil {
 			return nil, fmt.Errorf("dcl %s: create: %w", pairID, err)
@@ -409,11 +416,75 @@ func (s *Store) Drop(pairID string) error {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	err := s.db.UpdateDCL(func(tx *metavol.Tx) error { return tx.DeleteDCL(pairID) })
-	if err != nil {
+	if err := s.purgeLocked([]string{pairID}); err != nil {
 		return fmt.Errorf("dcl %s: drop: %w", pairID, err)
 	}
 	return nil
+}
+
+// purgeLocked deletes the DCL keys of the pairs, in as many transactions
+// as they need. commitMu is held.
+func (s *Store) purgeLocked(pairIDs []string) error {
+	for todo := pairIDs; len(todo) > 0; {
+		var rest []string
+		if err := s.db.UpdateDCL(func(tx *metavol.Tx) error {
+			var err error
+			rest, err = tx.DeleteDCLs(todo)
+			return err
+		}); err != nil {
+			return err
+		}
+		todo = rest
+	}
+	return nil
+}
+
+// Purge deletes what is left of forgotten DCLs (the rest Forget
+// returned): pages whose header is gone, garbage that is never loaded.
+// The next start sweeps them too if this fails.
+func (s *Store) Purge(pairIDs []string) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if err := s.purgeLocked(pairIDs); err != nil {
+		return fmt.Errorf("dcl: purge the pages of %d forgotten logs: %w", len(pairIDs), err)
+	}
+	return nil
+}
+
+// Forget runs commit, the caller's meta volume transaction that deletes
+// the DCLs of pairIDs (metavol.Tx.DeleteDCLs) together with what makes
+// them obsolete (the split's swap, the cancel's record delete), while no
+// group commit runs; if commit succeeds the logs are closed and forgotten
+// without deleting again: none of their pages is written after commit.
+// commit returns DeleteDCLs's rest (pairs whose headers are gone but not
+// all their pages: the transaction was full), which Forget returns for
+// Purge, to be called when the caller can afford it. If commit fails
+// nothing changes. The logs must have no write beginning (the caller
+// holds their LUNs' gates closed or the pairs detached). commit must not
+// wait for a DCL mark.
+func (s *Store) Forget(pairIDs []string, commit func() (rest []string, err error)) ([]string, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	rest, err := commit()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	ls := make([]*Log, 0, len(pairIDs))
+	for _, id := range pairIDs {
+		if l := s.mu.logs[id]; l != nil {
+			ls = append(ls, l)
+			delete(s.mu.logs, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.mu.Lock()
+		l.mu.closed = true
+		l.mu.pending = map[int]*batch{}
+		l.mu.Unlock()
+	}
+	return rest, nil
 }
 
 // Log is the dirty-region bitmap of one pair. Safe for concurrent use.

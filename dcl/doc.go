@@ -20,7 +20,17 @@
 // The pages are stored through metavol's typed DCL methods (Tx.PutDCLPage,
 // Tx.DCLPages, Tx.GetDCLInfo/PutDCLInfo, Tx.DeleteDCL): keys under
 // "dcl/<pairID>/", one "meta" key with the region size and one key per
-// bitmap page. dcl never touches the database itself.
+// bitmap page. dcl never touches the database itself. The "meta" key is
+// what makes a DCL exist: pages without it are garbage, never loaded, and
+// deleted before a new header is written under that ID.
+//
+// A pair's DCL ends in the meta volume transaction that ends the pair (the
+// split's swap, the cancel's record delete): Store.Forget runs the
+// caller's transaction, which deletes the keys (Tx.DeleteDCLs), with no
+// group commit in flight, and then closes and forgets the logs without a
+// second delete; Store.Purge deletes the pages that transaction had no
+// room for. Store.Drop (its own transaction) is for DCLs that end alone
+// (a pair creation undone, a stray DCL at startup).
 //
 // A failed group commit (metavol.ErrFull on a full meta filesystem, an I/O
 // error) fails every mark waiting on it; the pages stay queued and the

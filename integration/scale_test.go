@@ -391,7 +391,7 @@ func (s *scaleSet) checkHostData(t testing.TB, base []image, h *scaleHost, ws []
 // at a random delay after the split request; later rounds watch for the
 // split holding its pairs (while it runs, from persisting the pairs as
 // splitting until the swap is committed, `migration show` of one of them
-// waits: the split holds every pair's lock) and kill at a random delay
+// answers at once with the state splitting) and kill at a random delay
 // after that. The rounds go on until one kill landed inside the split
 // (the restarted daemon logs every pair "split cut short by a restart")
 // and at least two kills (LMTGT_SCALE_KILLS under make stress) were tried; a kill after the commit counts as
@@ -548,8 +548,8 @@ func TestScaleKillDuringSplit2048(t *testing.T) {
 }
 
 // waitSplitHolds returns true once `migration show` of the first source
-// does not answer within 1 s (the split holds the pairs' locks), false
-// if the split request ended first.
+// shows it splitting (the split persisted its pairs as splitting and runs:
+// its syncs, its pause), false if the split request ended first.
 func (s *scaleSet) waitSplitHolds(t testing.TB, done <-chan struct{}) bool {
 	t.Helper()
 	deadline := time.Now().Add(cmdTimeout)
@@ -559,17 +559,18 @@ func (s *scaleSet) waitSplitHolds(t testing.TB, done <-chan struct{}) bool {
 			return false
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := s.cl.Migration(ctx, s.src[0])
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		m, err := s.cl.Migration(ctx, s.src[0])
 		cancel()
-		if ctx.Err() != nil {
-			return true
-		}
 		if err != nil {
 			t.Fatalf("migration show %s during the split: %v", s.src[0], err)
 		}
+		if m.State == "splitting" {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
 	}
-	t.Fatalf("the split neither held its pairs nor ended within %v", cmdTimeout)
+	t.Fatalf("the split neither showed its pairs splitting nor ended within %v", cmdTimeout)
 	return false
 }
 

@@ -39,8 +39,27 @@
 //     plainly: its writes would go untracked. Only the Manager decides it
 //     (unloadable, volumeLost); the host path checks it inside the gate.
 //   - The split verifies both data volumes of every pair (identity and
-//     size) before the pause and again after the drain, before the swap;
-//     a checkpoint is persisted only after both legs verified too.
+//     size) before it starts, again after its syncs just before the pause,
+//     and inside the pause after the drain, before the swap (there one
+//     fstat per leg: truncated or deleted); a checkpoint is persisted only
+//     after both legs verified too.
+//   - The DCL of a pair is deleted in the meta volume transaction that
+//     ends the pair: the split's swap, the cancel's record delete
+//     (dcl.Store.Forget runs that transaction with no DCL group commit in
+//     flight and then forgets the logs). There is no state "swapped (or
+//     cancelled) but DCL still there" to recover from.
+//   - What the split does with host I/O held (the pause) is only: the
+//     drain, a re-check of each pair's fault and DCL count and of its
+//     open files, one transaction of records prepared and encoded before
+//     the pause (metavol.Batch) plus the DCL deletes, and the route swap.
+//     Target syncs, record reads, path checks and allocations come before
+//     it; recording the measured pause and stopping the run goroutines
+//     (all signalled at once) after it. No sync is needed inside: the
+//     copier is idle from the splitting transition, so the sync before the
+//     pause covers every copy write; a host write after it reaches both
+//     legs' page caches and is durable once the host syncs (a host sync
+//     syncs both legs before the swap, the new source after it; a
+//     writeback error is reported by the next fsync of the file).
 //   - Every state change is persisted before it takes effect, except that
 //     writes switch to source-only (+DCL) at the first target (or copy
 //     source) failure, before the "interrupted" record is written (that
@@ -54,6 +73,25 @@
 //     volume or the admin socket uses (lun.go checkLUNPath); no volume
 //     record naming a file of the meta volume or the admin socket is ever
 //     opened (volumeAllowed).
+//
+// Locks, in the order they are taken (never the other way round):
+//
+//	Manager.admin → pair.persist → gate (closed by the split) → pair.mu → dcl Log.mu → dcl Store.mu
+//	pair.persist → pair.syncMu (exclusive: the split's and the checkpoint's syncs, never with a gate closed)
+//	host I/O: gate (entered) → range lock or pair.syncMu (shared: host syncs) → dcl Log.mu
+//	pair.mu → sessionSet.mu (applyLocked wakes the session runners)
+//
+// Manager.mu is taken alone (maps of LUNs, volumes, pairs), never while
+// waiting for another of these. pair.persist serialises the writers of a
+// pair's record (transition, checkpoint, Set, Split) and is the only pair
+// lock held across I/O: the meta volume commit that persists a change,
+// the split's target syncs and its pause. pair.mu guards the record and
+// state in memory and is never held across I/O, so status reads
+// (`migration show/list`, metrics) answer at once, also during a split.
+// The split holds persist of every pair it splits until the pause is over
+// and releases it before it waits for the run goroutines (which may wait
+// for persist). The host path takes only the gate, the range lock and the
+// DCL (BeginWrite), never a pair's persist or mu.
 //
 // Decisions not spelled out in DESIGN.md:
 //   - synced → copying is allowed: after a restart (or a source write error
@@ -70,8 +108,12 @@
 //     rewrites one region cannot make a pair "sync" over lost data.
 //     Volumes are checked every Options.VerifyInterval (2s), on I/O errors,
 //     at open (against the recorded size) and at the split.
-//   - Cancel deletes the pair record; a split pair's record is kept (state
-//     "split", with the measured pause) so `migration show` can report it.
+//   - Cancel deletes the pair record (with its DCL, in one transaction); a
+//     split pair's record is kept (state "split", with the measured pause)
+//     so `migration show` can report it. The split's transaction writes
+//     the record with a pause of 0 (encoded before the pause); the next
+//     transaction, right after the gates reopen, records the measured
+//     pause (a crash between the two leaves 0).
 //   - copy_file_range does not read the data, so it skips holes but copies
 //     allocated all-zero extents; the generic vehicle writes zero chunks as
 //     holes (Unmap). The status's Vehicle says which ran.

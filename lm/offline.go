@@ -321,3 +321,35 @@ func (p *pair) verifyLegs(op string) error {
 	}
 	return nil
 }
+
+// recheckLegs is the check of both legs made inside the split's pause,
+// right after verifyLegs before it: one fstat per leg
+// (volume.File.VerifyOpen) sees a leg truncated or deleted since; a path
+// renamed over in between is left to the next periodic check (the open
+// file, which lmtgt keeps using, still holds the data).
+func (p *pair) recheckLegs(op string) error {
+	for _, leg := range []struct {
+		role string
+		d    *dataVol
+	}{{"source", p.srcVol}, {"target", p.tgtVol}} {
+		err := func() error {
+			o, err := leg.d.get()
+			if err != nil {
+				return err
+			}
+			if err := o.raw.VerifyOpen(); err != nil {
+				if volume.Lost(err) {
+					p.m.volumeLost(leg.d, err)
+					_, gerr := leg.d.get()
+					return gerr
+				}
+				return fmt.Errorf("data volume %s: %w", leg.d.rec.ID, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			return fmt.Errorf("%s: pair %s: %s data volume: %w: %w", op, p.name(), leg.role, err, ErrNotSynced)
+		}
+	}
+	return nil
+}

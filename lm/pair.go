@@ -79,8 +79,16 @@ type pair struct {
 	cmu       sync.Mutex
 	completed map[int64]int64
 
-	// mu guards the record and the state; held during the meta volume
-	// transaction that persists them (never on the host I/O path).
+	// persist serialises the changes of the record and the state: held
+	// from reading the record to applying what was committed, across the
+	// meta volume commit (and the split's syncs and pause). Only writers
+	// of the record take it (transition, checkpoint, Set, Split); status
+	// reads and the host path never do. Lock order: doc.go.
+	persist sync.Mutex
+
+	// mu guards the record and the state in memory. Never held across
+	// I/O (a sync, a commit) nor on the host I/O path: status reads take
+	// it, so they answer at once even during a split.
 	mu struct {
 		sync.Mutex
 		rec   metavol.Pair
@@ -107,23 +115,31 @@ func (p *pair) wakeUp() {
 // transition moves the pair to state to, persisting it (with the reason)
 // before it takes effect.
 func (p *pair) transition(to PairState, reason string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.transitionLocked(to, reason)
+	p.persist.Lock()
+	defer p.persist.Unlock()
+	return p.transitionPersisting(to, reason)
 }
 
-func (p *pair) transitionLocked(to PairState, reason string) error {
+// transitionPersisting is transition with persist held: mu is taken only
+// to read the record and to apply the committed one, never across the
+// commit.
+func (p *pair) transitionPersisting(to PairState, reason string) error {
+	p.mu.Lock()
 	from := p.mu.state
 	if err := checkTransition(p.name(), from, to); err != nil {
+		p.mu.Unlock()
 		return err
 	}
 	rec := p.recordLocked()
+	p.mu.Unlock()
 	rec.State = to.String()
 	rec.Reason = reason
 	if err := p.m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
 		return fmt.Errorf("pair %s: persist %s → %s: %w", p.name(), from, to, err)
 	}
+	p.mu.Lock()
 	p.applyLocked(rec, to)
+	p.mu.Unlock()
 	p.zlog.Info().Str("from", from.String()).Str("to", to.String()).Str("reason", reason).Msg("pair state")
 	return nil
 }
@@ -164,13 +180,13 @@ func (p *pair) recordLocked() metavol.Pair {
 // was copied from is durable too) when it is due, or always if force.
 func (p *pair) checkpoint(force bool) {
 	done := p.done.Load()
+	p.persist.Lock()
+	defer p.persist.Unlock()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.state.Final() {
-		return
-	}
-	if !force && done-p.mu.lastCkptCursor < p.m.opts.CheckpointBytes &&
-		time.Since(p.mu.lastCkptAt) < p.m.opts.CheckpointInterval {
+	skip := p.mu.state.Final() || (!force && done-p.mu.lastCkptCursor < p.m.opts.CheckpointBytes &&
+		time.Since(p.mu.lastCkptAt) < p.m.opts.CheckpointInterval)
+	p.mu.Unlock()
+	if skip {
 		return
 	}
 	if serr, terr := p.syncLegs(true, true, true); serr != nil || terr != nil {
@@ -184,7 +200,9 @@ func (p *pair) checkpoint(force bool) {
 		p.zlog.Warn().Err(err).Msg("checkpoint: cursor not advanced")
 		return
 	}
+	p.mu.Lock()
 	rec := p.recordLocked()
+	p.mu.Unlock()
 	if done > rec.Cursor {
 		rec.Cursor = done
 		rec.CopiedBytes = done
@@ -193,10 +211,12 @@ func (p *pair) checkpoint(force bool) {
 		p.zlog.Warn().Err(err).Msg("checkpoint not persisted")
 		return
 	}
+	p.mu.Lock()
 	p.mu.rec = rec
-	p.ckpt.Store(rec.Cursor)
 	p.mu.lastCkptAt = time.Now()
 	p.mu.lastCkptCursor = done
+	p.mu.Unlock()
+	p.ckpt.Store(rec.Cursor)
 }
 
 // setFault records a target failure: writes switch to the source only at
@@ -662,29 +682,37 @@ func (m *Manager) Cancel(source string) error {
 			return err
 		}
 	}
-	return m.removePair(p, true)
+	return m.removePair(p)
 }
 
-// removePair stops and detaches a pair in a final state and forgets it;
-// deleteRecord also deletes its record. If the host I/O does not drain,
-// the pair stays attached (its writes still dual-written and marked) so
-// that the cancel can be repeated.
-func (m *Manager) removePair(p *pair, deleteRecord bool) error {
+// removePair stops and detaches a pair in a final state and forgets it:
+// its record is deleted in the transaction that deletes its DCL (DESIGN §5 step 3: never one without the other). If the host
+// I/O does not drain, the pair stays attached (its writes still
+// dual-written and marked) so that the cancel can be repeated. If that
+// transaction fails, the record (cancelled) and the DCL stay, and the
+// next start deletes both.
+func (m *Manager) removePair(p *pair) error {
 	p.stopRun()
 	if err := m.detach(p); err != nil {
 		return fmt.Errorf("pair %s: detach: %w (cancel again later)", p.name(), err)
 	}
-	var err error
-	if derr := m.dcl.Drop(p.id); derr != nil {
-		err = derr
-	}
-	if deleteRecord {
-		if derr := m.db.Update(func(tx *metavol.Tx) error { return tx.DeletePair(p.id) }); derr != nil && err == nil {
-			err = derr
-		}
-	}
+	garbage, err := m.dcl.Forget([]string{p.id}, func() (rest []string, err error) {
+		err = m.db.Update(func(tx *metavol.Tx) error {
+			var err error
+			if rest, err = tx.DeleteDCLs([]string{p.id}); err != nil {
+				return err
+			}
+			return tx.DeletePair(p.id)
+		})
+		return rest, err
+	})
 	if err != nil {
 		return fmt.Errorf("pair %s: %w", p.name(), err)
+	}
+	if len(garbage) > 0 {
+		if err := m.dcl.Purge(garbage); err != nil {
+			p.zlog.Warn().Err(err).Msg("cancel: DCL pages left (swept at the next start)")
+		}
 	}
 	p.zlog.Info().Msg("pair removed")
 	return nil
@@ -698,29 +726,30 @@ func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
 	if err != nil {
 		return PairStatus{}, err
 	}
+	p.persist.Lock()
+	defer p.persist.Unlock()
 	p.mu.Lock()
 	rec := p.recordLocked()
+	p.mu.Unlock()
 	if req.Speed != nil {
 		if _, err := rateOf(*req.Speed); err != nil {
-			p.mu.Unlock()
 			return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
 		}
 		rec.Speed = string(*req.Speed)
 	}
 	if req.MaxMBps != nil {
 		if *req.MaxMBps < 0 {
-			p.mu.Unlock()
 			return PairStatus{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", source, *req.MaxMBps, ErrInvalid)
 		}
 		rec.MaxMBps = *req.MaxMBps
 	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
-		p.mu.Unlock()
 		return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
 	}
+	p.mu.Lock()
 	p.mu.rec = rec
-	p.bucket.setRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps))
 	p.mu.Unlock()
+	p.bucket.setRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps))
 	return p.status(), nil
 }
 

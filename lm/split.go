@@ -19,8 +19,10 @@ const DefaultMaxPause = 100 * time.Millisecond
 // compared region by region first; then every source and target LUN's I/O
 // gate closes, in-flight I/O drains within maxPause (else everything is
 // left as it was and ErrSplitTimeout is returned), and one meta volume
-// transaction swaps the data volume IDs of every pair's LUNs and marks the
-// pairs split. The pause is measured and recorded on every pair.
+// transaction swaps the data volume IDs of every pair's LUNs, marks the
+// pairs split and deletes their DCLs. The pause is measured and recorded
+// on every pair. Inside the pause only the drain, a cheap re-check, that
+// transaction (prepared before) and the route swap run (doc.go).
 func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
@@ -54,7 +56,8 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	}
 	// A leg truncated, deleted or replaced underneath lmtgt would hand the
 	// host zeros after the swap: check both legs of every pair now (cheap:
-	// an fstat and a stat each) and again inside the pause.
+	// an fstat and a stat each), again just before the pause and, with
+	// an fstat, inside it.
 	for _, p := range ps {
 		if err := p.verifyLegs("split"); err != nil {
 			return SplitResult{}, err
@@ -68,26 +71,35 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		}
 	}
 
-	// Every pair → splitting, in one transaction, before the gates close.
+	// Every pair's persist lock, held to the end: no other change of a
+	// pair record interleaves with the split (the run goroutine's
+	// transitions wait, then find the pair split or back in synced). No
+	// pair's mu is held across a sync or a commit, so `migration show`
+	// answers at once (state splitting) while the split runs.
 	for _, p := range ps {
-		p.mu.Lock()
+		p.persist.Lock()
 	}
-	locked := true
-	unlockAll := func() {
-		if locked {
+	persisting := true
+	releaseAll := func() {
+		if persisting {
 			for _, p := range ps {
-				p.mu.Unlock()
+				p.persist.Unlock()
 			}
-			locked = false
+			persisting = false
 		}
 	}
-	defer unlockAll()
+	defer releaseAll()
+
+	// Every pair → splitting, in one transaction, before the gates close.
 	recs := make([]metavol.Pair, len(ps))
 	for i, p := range ps {
-		if err := checkTransition(p.name(), p.mu.state, StateSplitting); err != nil {
+		p.mu.Lock()
+		err := checkTransition(p.name(), p.mu.state, StateSplitting)
+		recs[i] = p.recordLocked()
+		p.mu.Unlock()
+		if err != nil {
 			return SplitResult{}, fmt.Errorf("split: %w", err)
 		}
-		recs[i] = p.recordLocked()
 		recs[i].State = StateSplitting.String()
 		recs[i].Reason = "split started"
 	}
@@ -102,27 +114,21 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		return SplitResult{}, fmt.Errorf("split: persist splitting: %w", err)
 	}
 	for i, p := range ps {
+		p.mu.Lock()
 		p.applyLocked(recs[i], StateSplitting)
+		p.mu.Unlock()
 	}
 	// back returns every pair to synced (or interrupted) with a reason.
-	back := func(reason string) {
-		for _, p := range ps {
-			to := StateSynced
-			r := reason
-			if f := p.fault.Load(); f != nil {
-				to, r = StateInterrupted, *f
-			}
-			if err := p.transitionLocked(to, r); err != nil {
-				p.zlog.Error().Err(err).Msg("split: cannot leave splitting")
-			}
-		}
-	}
+	back := func(reason string) { m.leaveSplitting(ps, reason) }
 
 	// The swap makes each target the source LUN's data: what the copier
 	// and the DCL re-copies wrote there must be on disk first, or a power
 	// loss after the swap takes back data the host had synced on the
 	// source. The copier is idle while splitting, so this is done before
-	// the pause; host writes after it are durable when the host syncs.
+	// the pause. Host writes after it need no sync by the split: they
+	// reach both legs' page caches, and a host SYNCHRONIZE CACHE syncs
+	// both legs before the swap and the new source after it (a writeback
+	// error after this sync is reported by the next fsync of the file).
 	for _, p := range ps {
 		if _, err := p.syncLegs(true, false, true); err != nil {
 			p.setFault("sync before the split: " + err.Error())
@@ -131,10 +137,39 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		}
 	}
 
-	var gates []*gate
-	for _, p := range ps {
-		gates = append(gates, &p.src.gate, &p.tgt.gate)
+	// Everything the pause needs is prepared before it: the swapped LUN
+	// records and the split pair records, encoded (the measured pause is
+	// recorded right after it), the gates and the DCLs to delete.
+	for i, p := range ps {
+		p.mu.Lock()
+		recs[i] = p.recordLocked()
+		p.mu.Unlock()
+		recs[i].State = StateSplit.String()
+		recs[i].Reason = "split"
+		recs[i].Cursor, recs[i].CopiedBytes = p.size, p.size
 	}
+	sw, err := m.prepareSwap(ps, recs)
+	if err != nil {
+		back("split refused: " + err.Error())
+		return SplitResult{}, fmt.Errorf("split of %s: %w", names(ps), err)
+	}
+	// The full check of both legs (path and open file) again, now that
+	// the syncs are done: inside the pause only the open files are
+	// re-checked.
+	for _, p := range ps {
+		if err := p.verifyLegs("split"); err != nil {
+			back("split refused: " + err.Error())
+			return SplitResult{}, err
+		}
+	}
+	gates := make([]*gate, 0, 2*len(ps))
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		gates = append(gates, &p.src.gate, &p.tgt.gate)
+		ids[i] = p.id
+	}
+
+	// The pause: drain, a cheap re-check, one transaction, the route swap.
 	t0 := time.Now()
 	if !closeGates(gates, maxPause) {
 		back(fmt.Sprintf("split deferred: in-flight I/O did not drain within %v", maxPause))
@@ -155,7 +190,8 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		h()
 	}
 	// Drained: no write is in flight. A failure during the drain shows in
-	// the fault or the DCL.
+	// the fault or the DCL; a leg truncated or deleted since the check
+	// before the pause shows in an fstat (volume.File.VerifyOpen).
 	for _, p := range ps {
 		if f := p.fault.Load(); f != nil {
 			openGates()
@@ -167,51 +203,27 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 			back("split refused: the DCL is not empty after the drain")
 			return SplitResult{}, fmt.Errorf("split: pair %s: DCL holds %d regions after the drain: %w", p.name(), d, ErrNotSynced)
 		}
-		if err := p.verifyLegs("split"); err != nil {
+		if err := p.recheckLegs("split"); err != nil {
 			openGates()
 			back("split refused: " + err.Error())
 			return SplitResult{}, err
 		}
 	}
 
-	// One transaction: swap the data volume IDs, mark the pairs split.
-	newSrcSize := make([]int64, len(ps))
-	newTgtSize := make([]int64, len(ps))
-	for i, p := range ps {
-		recs[i] = p.recordLocked()
-		recs[i].State = StateSplit.String()
-		recs[i].Reason = "split"
-		recs[i].Cursor, recs[i].CopiedBytes = p.size, p.size
-	}
-	err := m.db.Update(func(tx *metavol.Tx) error {
-		for i, p := range ps {
-			sl, err := tx.GetLUN(p.src.id)
-			if err != nil {
+	// One transaction: swap the data volume IDs, mark the pairs split,
+	// delete their DCLs (DESIGN §5 steps 3-4: every header, and the pages
+	// the transaction has room for); dcl forgets the logs without a
+	// second delete.
+	garbage, err := m.dcl.Forget(ids, func() (rest []string, err error) {
+		err = m.db.Update(func(tx *metavol.Tx) error {
+			if err := tx.Apply(&sw.batch); err != nil {
 				return err
 			}
-			tl, err := tx.GetLUN(p.tgt.id)
-			if err != nil {
-				return err
-			}
-			sl.VolumeID, tl.VolumeID = tl.VolumeID, sl.VolumeID
-			// The target LUN now holds the old source's data volume,
-			// which may be smaller than the target LUN was.
-			if o, err := p.srcVol.get(); err == nil && o.raw.Size() < tl.Size {
-				tl.Size = sl.Size
-			}
-			newSrcSize[i], newTgtSize[i] = sl.Size, tl.Size
-			if err := tx.PutLUN(sl); err != nil {
-				return err
-			}
-			if err := tx.PutLUN(tl); err != nil {
-				return err
-			}
-			recs[i].SplitPauseNS = int64(time.Since(t0))
-			if err := tx.PutPair(recs[i]); err != nil {
-				return err
-			}
-		}
-		return nil
+			var err error
+			rest, err = tx.DeleteDCLs(ids)
+			return err
+		})
+		return rest, err
 	})
 	if err != nil {
 		openGates()
@@ -225,14 +237,17 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		p.src.vol, p.tgt.vol = p.tgtVol, p.srcVol
 		p.src.pair = nil
 		p.tgt.targetOf = nil
-		p.src.size.Store(newSrcSize[i])
-		p.tgt.size.Store(newTgtSize[i])
+		p.src.size.Store(sw.srcSize[i])
+		p.tgt.size.Store(sw.tgtSize[i])
+		p.mu.Lock()
 		p.applyLocked(recs[i], StateSplit)
+		p.mu.Unlock()
 	}
 	openGates()
 	pause := time.Since(t0)
-	unlockAll()
 
+	// After the pause, batched: the measured pause in one transaction,
+	// every run goroutine told to stop at once, then waited for.
 	res := SplitResult{Pause: pause, PauseMS: float64(pause) / 1e6}
 	for i, p := range ps {
 		res.Pairs = append(res.Pairs, p.name())
@@ -251,17 +266,120 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	}); err != nil {
 		m.log.Warn().Err(err).Msg("split: could not record the measured pause")
 	}
-	for _, p := range ps {
-		p.stopRun()
-		if err := m.dcl.Drop(p.id); err != nil {
-			p.zlog.Warn().Err(err).Msg("split: DCL not dropped (dropped at the next start)")
+	releaseAll()
+	if len(garbage) > 0 {
+		// DCL pages the swap transaction had no room for: their headers
+		// went with the swap, so they are garbage (never loaded).
+		if err := m.dcl.Purge(garbage); err != nil {
+			m.log.Warn().Err(err).Msg("split: DCL pages left (swept at the next start)")
 		}
-		m.mu.Lock()
+	}
+	for _, p := range ps {
+		if p.stop != nil {
+			p.stop()
+		}
+	}
+	for _, p := range ps {
+		if p.stop != nil {
+			<-p.exited
+		}
+	}
+	m.mu.Lock()
+	for _, p := range ps {
 		delete(m.mu.pairs, p.id)
-		m.mu.Unlock()
+	}
+	m.mu.Unlock()
+	for _, p := range ps {
 		p.zlog.Info().Dur("pause", pause).Msg("pair split")
 	}
 	return res, nil
+}
+
+// swapPlan is the meta volume side of a split, prepared before the pause:
+// the LUN records with their data volume IDs swapped and the pairs'
+// records, encoded, and the LUNs' new sizes.
+type swapPlan struct {
+	batch            metavol.Batch
+	srcSize, tgtSize []int64
+}
+
+// prepareSwap reads the LUN records of every pair, swaps their data volume
+// IDs and encodes them with the pairs' split records. Called with admin
+// held: nothing else writes LUN records until the swap.
+func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair) (*swapPlan, error) {
+	sw := &swapPlan{srcSize: make([]int64, len(ps)), tgtSize: make([]int64, len(ps))}
+	err := m.db.View(func(tx *metavol.Tx) error {
+		for i, p := range ps {
+			sl, err := tx.GetLUN(p.src.id)
+			if err != nil {
+				return err
+			}
+			tl, err := tx.GetLUN(p.tgt.id)
+			if err != nil {
+				return err
+			}
+			sl.VolumeID, tl.VolumeID = tl.VolumeID, sl.VolumeID
+			// The target LUN now holds the old source's data volume,
+			// which may be smaller than the target LUN was.
+			if o, err := p.srcVol.get(); err == nil && o.raw.Size() < tl.Size {
+				tl.Size = sl.Size
+			}
+			sw.srcSize[i], sw.tgtSize[i] = sl.Size, tl.Size
+			if err := sw.batch.ReplaceLUN(sl); err != nil {
+				return err
+			}
+			if err := sw.batch.ReplaceLUN(tl); err != nil {
+				return err
+			}
+			if err := sw.batch.PutPair(recs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return sw, err
+}
+
+// leaveSplitting returns every pair to synced (or interrupted, with its
+// fault) in one transaction: a deferred or refused split. Called with
+// every pair's persist lock held. reason "" keeps the fault as the reason.
+func (m *Manager) leaveSplitting(ps []*pair, reason string) {
+	recs := make([]metavol.Pair, 0, len(ps))
+	tos := make([]PairState, 0, len(ps))
+	var moved []*pair
+	for _, p := range ps {
+		to, r := StateSynced, reason
+		if f := p.fault.Load(); f != nil {
+			to, r = StateInterrupted, *f
+		}
+		p.mu.Lock()
+		err := checkTransition(p.name(), p.mu.state, to)
+		rec := p.recordLocked()
+		p.mu.Unlock()
+		if err != nil {
+			p.zlog.Error().Err(err).Msg("split: cannot leave splitting")
+			continue
+		}
+		rec.State, rec.Reason = to.String(), r
+		recs, tos, moved = append(recs, rec), append(tos, to), append(moved, p)
+	}
+	if err := m.db.Update(func(tx *metavol.Tx) error {
+		for _, r := range recs {
+			if err := tx.PutPair(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		m.log.Error().Err(err).Str("pairs", names(moved)).Msg("split: cannot leave splitting")
+		return
+	}
+	for i, p := range moved {
+		p.mu.Lock()
+		p.applyLocked(recs[i], tos[i])
+		p.mu.Unlock()
+		p.zlog.Info().Str("from", StateSplitting.String()).Str("to", tos[i].String()).Str("reason", recs[i].Reason).Msg("pair state")
+	}
 }
 
 func names(ps []*pair) string {

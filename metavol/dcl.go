@@ -1,6 +1,7 @@
 package metavol
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -91,25 +92,66 @@ func (tx *Tx) DCLPages(pairID string) (map[int][]byte, error) {
 }
 
 // DeleteDCL deletes a pair's DCL header and pages; none is not an error.
+// A DCL too big for one transaction fails with ErrTooBig (see DeleteDCLs).
 func (tx *Tx) DeleteDCL(pairID string) error {
-	if err := needPairID(pairID); err != nil {
-		return err
+	rest, err := tx.DeleteDCLs([]string{pairID})
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("dcl %q: delete: more pages than one transaction takes: %w", pairID, ErrTooBig)
 	}
-	o := badger.DefaultIteratorOptions
-	o.PrefetchValues = false
-	o.Prefix = []byte(dclPrefix(pairID))
-	it := tx.txn.NewIterator(o)
-	var keys [][]byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
-	}
-	it.Close()
-	for _, k := range keys {
-		if err := tx.txn.Delete(k); err != nil {
-			return fmt.Errorf("dcl %q: delete: %w", pairID, err)
+	return err
+}
+
+// DeleteDCLs deletes the DCL of every pair named, with one iterator for
+// all of them (a consistent split deletes thousands in its one
+// transaction): first every header, which is what makes a DCL exist (a
+// page without its header is never loaded, and dcl.Store.Open deletes
+// such pages before it writes a new header), then the pages, as many as
+// the transaction takes (badger limits one transaction to 15% of the
+// memtable). rest names the pairs whose pages were not all deleted: their
+// DCLs are gone, their pages are garbage for DeleteDCLs in later
+// transactions (or for the stray-DCL sweep at the next start). A header
+// that does not fit fails the transaction with ErrTooBig.
+func (tx *Tx) DeleteDCLs(pairIDs []string) (rest []string, err error) {
+	ids := slices.Clone(pairIDs)
+	for _, id := range ids {
+		if err := needPairID(id); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	// The page keys are collected before anything is deleted.
+	type page struct {
+		pair int
+		key  []byte
+	}
+	var keys []page
+	o := badger.DefaultIteratorOptions
+	o.PrefetchValues = false
+	o.Prefix = []byte(prefixDCL)
+	it := tx.txn.NewIterator(o)
+	for i, id := range ids {
+		p := []byte(dclPrefix(id) + "p/")
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			keys = append(keys, page{i, it.Item().KeyCopy(nil)})
+		}
+	}
+	it.Close()
+	for _, id := range ids {
+		if err := tx.txn.Delete([]byte(dclPrefix(id) + "meta")); err != nil {
+			return nil, fmt.Errorf("dcl %q: delete: %w", id, err)
+		}
+	}
+	for _, k := range keys {
+		err := tx.txn.Delete(k.key)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return ids[k.pair:], nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dcl %q: delete: %w", ids[k.pair], err)
+		}
+	}
+	return nil, nil
 }
 
 // DCLPairIDs lists the pairs that have DCL keys, sorted.

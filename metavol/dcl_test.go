@@ -115,3 +115,135 @@ func TestBeforeCommitSeam(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeleteDCLs: one call deletes the header and pages of every pair
+// named, and nothing of a pair whose ID only starts like one of them.
+func TestDeleteDCLs(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ids := []string{"p1", "p10", "p2", "p3"}
+	if err := db.UpdateDCL(func(tx *Tx) error {
+		for _, id := range ids {
+			if err := tx.PutDCLInfo(id, DCLInfo{RegionSize: 1 << 20, Size: 1 << 30}); err != nil {
+				return err
+			}
+			for pg := range 3 {
+				if err := tx.PutDCLPage(id, pg, []byte{1, 2, 3, 4, 5, 6, 7, 8}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var rest []string
+	if err := db.Update(func(tx *Tx) error {
+		var err error
+		rest, err = tx.DeleteDCLs([]string{"p3", "p1", "p9", "p1"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 0 {
+		t.Fatalf("rest %v, want none", rest)
+	}
+	if err := db.View(func(tx *Tx) error {
+		got, err := tx.DCLPairIDs()
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || got[0] != "p10" || got[1] != "p2" {
+			t.Errorf("after deleting p1, p3: DCLs of %v, want [p10 p2]", got)
+		}
+		pages, err := tx.DCLPages("p10")
+		if err == nil && len(pages) != 3 {
+			t.Errorf("p10 has %d pages, want 3", len(pages))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *Tx) error { _, err := tx.DeleteDCLs([]string{"a/b"}); return err }); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad pair id: %v, want ErrInvalid", err)
+	}
+}
+
+// TestDeleteDCLsTooBig: DCLs with more pages than one transaction takes
+// lose every header in it and as many pages as fit; rest names the pairs
+// with pages left, and later transactions delete them. A DCL whose pages
+// have no header is never loaded (GetDCLInfo: ErrNotFound).
+func TestDeleteDCLsTooBig(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const pages = 40000 // ~2.4 MB of delete entries: more than one transaction
+	for _, id := range []string{"big", "small"} {
+		if err := db.UpdateDCL(func(tx *Tx) error { return tx.PutDCLInfo(id, DCLInfo{RegionSize: 1 << 20, Size: 1 << 40}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for lo := 0; lo < pages; lo += 10000 {
+		if err := db.UpdateDCL(func(tx *Tx) error {
+			for pg := lo; pg < lo+10000; pg++ {
+				if err := tx.PutDCLPage("big", pg, []byte{0, 0, 0, 0, 0, 0, 0, 1}); err != nil {
+					return err
+				}
+			}
+			return tx.PutDCLPage("small", lo, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.DeleteDCL("big") }); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("DeleteDCL of %d pages: %v, want ErrTooBig", pages, err)
+	}
+	var rest []string
+	if err := db.Update(func(tx *Tx) error {
+		var err error
+		rest, err = tx.DeleteDCLs([]string{"small", "big"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) == 0 || rest[0] != "big" {
+		t.Fatalf("rest %v, want big first", rest)
+	}
+	if err := db.View(func(tx *Tx) error {
+		for _, id := range []string{"big", "small"} {
+			if _, err := tx.GetDCLInfo(id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("header of %s after the first transaction: %v, want ErrNotFound", id, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; len(rest) > 0; n++ {
+		if n > 10 {
+			t.Fatalf("pages still left after %d transactions: %v", n, rest)
+		}
+		todo := rest
+		if err := db.Update(func(tx *Tx) error {
+			var err error
+			rest, err = tx.DeleteDCLs(todo)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.View(func(tx *Tx) error {
+		ids, err := tx.DCLPairIDs()
+		if err == nil && len(ids) != 0 {
+			t.Errorf("keys left of %v", ids)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -37,6 +37,37 @@ func Lost(err error) bool {
 	return errors.Is(err, ErrShrunk) || errors.Is(err, ErrVanished) || errors.Is(err, ErrReplaced)
 }
 
+// VerifyOpen is the part of Verify that needs no path lookup: the open
+// file still has a link and is not smaller than Size (a block device: its
+// size). One fstat (an ioctl for a block device); it does not see a path
+// that now names another file. The split uses it inside its pause, after
+// a full Verify just before.
+func (f *File) VerifyOpen() error {
+	if err := f.rlock(); err != nil {
+		return err
+	}
+	defer f.mu.RUnlock()
+	size := f.size.Load()
+	if f.kind == KindBlock {
+		var sz uint64
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(f.fd), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&sz))); e == 0 && int64(sz) < size {
+			return fmt.Errorf("volume %s: the device holds %d bytes, the volume %d: %w", f.path, sz, size, ErrShrunk)
+		}
+		return nil
+	}
+	var fst unix.Stat_t
+	if err := fstatRetry(f.fd, &fst); err != nil {
+		return fmt.Errorf("volume %s: verify: fstat: %w", f.path, err)
+	}
+	if fst.Nlink == 0 {
+		return fmt.Errorf("volume %s: the open file was deleted (no link left): %w", f.path, ErrVanished)
+	}
+	if fst.Size < size {
+		return fmt.Errorf("volume %s: the file holds %d bytes, the volume %d: %w", f.path, fst.Size, size, ErrShrunk)
+	}
+	return nil
+}
+
 // Verify checks that the volume is still whole and still what was opened:
 // the open file has not been unlinked, its path names the same file (same
 // device and inode; the same device number for a block device), and the

@@ -220,3 +220,37 @@ func TestTailWriteOfTruncatedFile(t *testing.T) {
 		}
 	}
 }
+
+// VerifyOpen sees a truncation and an unlink with one fstat; a grown file
+// is whole; a closed volume fails.
+func TestVerifyOpen(t *testing.T) {
+	f := create(t, 4<<20, Options{})
+	if err := f.VerifyOpen(); err != nil {
+		t.Fatalf("a fresh volume: %v", err)
+	}
+	if err := os.Truncate(f.Path(), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.VerifyOpen(); err != nil {
+		t.Fatalf("a grown file: %v", err)
+	}
+	if err := os.Truncate(f.Path(), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.VerifyOpen(); !errors.Is(err, ErrShrunk) {
+		t.Fatalf("after truncation: %v, want ErrShrunk", err)
+	}
+	g := create(t, 1<<20, Options{})
+	if err := os.Remove(g.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.VerifyOpen(); !errors.Is(err, ErrVanished) {
+		t.Fatalf("after unlink: %v, want ErrVanished", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.VerifyOpen(); err == nil {
+		t.Fatal("VerifyOpen of a closed volume succeeded")
+	}
+}
