@@ -114,8 +114,9 @@ type conn struct {
 
 // queuedPDU is a non-immediate PDU that arrived ahead of ExpCmdSN.
 type queuedPDU struct {
-	h    header
-	data []byte
+	h        header
+	data     []byte
+	reserved int64 // write buffer budget held for data
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -204,6 +205,11 @@ func (c *conn) teardown() {
 	}
 	c.mu.Unlock()
 	c.cmdWG.Wait()
+	for _, q := range c.pending {
+		if q.reserved > 0 {
+			c.srv.budget.release(c, q.reserved)
+		}
+	}
 	c.pending = nil
 	if c.nexus != nil {
 		func() {

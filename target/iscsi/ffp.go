@@ -156,9 +156,19 @@ func (c *conn) sequenced(h *header) error {
 		c.log.Debug().Uint32("cmdsn", sn).Uint32("exp_cmdsn", exp).Uint8("opcode", op).Msg("CmdSN outside the window: ignored")
 		return discardData(c.br, h.dataLen(), c.lim.dataDigest)
 	}
-	q := &queuedPDU{h: header{b: h.b, ahs: append([]byte(nil), h.ahs...)}}
+	// A waiting PDU's data is buffered too: it counts against the write
+	// buffer budget like a write's (dropped like an out-of-window PDU when
+	// there is no space), or sessions queueing a window of data-carrying
+	// PDUs each could buffer window x MaxRecvDataSegmentLength past the cap.
+	n := int64(h.dataLen())
+	if n > 0 && !c.srv.budget.reserve(c, nil, n, false) {
+		c.log.Debug().Uint32("cmdsn", sn).Uint32("exp_cmdsn", exp).Uint8("opcode", op).Msg("no buffer space for a PDU ahead of ExpCmdSN: ignored")
+		return discardData(c.br, h.dataLen(), c.lim.dataDigest)
+	}
+	q := &queuedPDU{h: header{b: h.b, ahs: append([]byte(nil), h.ahs...)}, reserved: n}
 	q.data = make([]byte, h.dataLen())
 	if err := readData(c.br, q.data, c.lim.dataDigest); err != nil {
+		c.srv.budget.release(c, n)
 		return err
 	}
 	c.pending[sn] = q
@@ -176,6 +186,9 @@ func (c *conn) runPending() error {
 			return nil
 		}
 		delete(c.pending, sn)
+		if q.reserved > 0 {
+			c.srv.budget.release(c, q.reserved)
+		}
 		c.mu.expCmdSN++
 		if q.h.opcode() == opSCSICmd {
 			c.mu.inflight++
