@@ -529,4 +529,10 @@ func TestSyncAfterReplacedVolumeFails(t *testing.T) {
 	if err := h.Sync(); err == nil {
 		t.Fatal("pair: sync reported the write durable; the source's file was replaced")
 	}
+	// The pair is interrupted by its source, and says so (it used to read
+	// "target failed: source data volume lost").
+	st := e.waitState("src", StateInterrupted, 30*time.Second)
+	if !strings.HasPrefix(st.Reason, "source data volume lost") {
+		t.Fatalf("interrupted reason %q, want it to start with the source's loss", st.Reason)
+	}
 }
