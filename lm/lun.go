@@ -384,6 +384,9 @@ func (m *Manager) checkLUNPath(name, path string, force bool, vols []metavol.Vol
 	if err := m.reservedPathRule(paths[len(paths)-1]); err != nil {
 		return fmt.Errorf("lun %s: --path %s %w", name, path, err)
 	}
+	if err := m.sameDirRule(path, true); err != nil {
+		return fmt.Errorf("lun %s: --path %s %w", name, path, err)
+	}
 	if force {
 		return nil
 	}
@@ -409,6 +412,9 @@ func (m *Manager) volumeAllowed(rec metavol.Volume) error {
 		if err := m.ownFileRule(c); err != nil {
 			return fmt.Errorf("path %s %w: not opened", rec.Path, err)
 		}
+	}
+	if err := m.sameDirRule(rec.Path, false); err != nil {
+		return fmt.Errorf("path %s %w: not opened", rec.Path, err)
 	}
 	if fi, err := os.Stat(rec.Path); err == nil {
 		for _, u := range m.inUse(nil) {
@@ -436,6 +442,40 @@ func (m *Manager) reservedPathRule(c string) error {
 		}
 	}
 	return nil
+}
+
+// sameDirRule is rule 1 by device and inode rather than by name: p (or
+// one of its existing parents) is the meta volume directory or, when
+// dataDir is set, the data dir, reached through a name the path rules
+// cannot see (a bind mount). Checked after them, so that their more
+// precise refusals come first.
+func (m *Manager) sameDirRule(p string, dataDir bool) error {
+	if dir := m.db.Dir(); dir != "" && inDir(p, dir) {
+		return fmt.Errorf("is inside the meta volume directory %s (through another mount of it): %w", dir, ErrInvalid)
+	}
+	if dd := m.opts.DataDir; dataDir && dd != "" && inDir(p, dd) {
+		return fmt.Errorf("is inside the data directory %s (through another mount of it), which holds only the volumes lmtgt creates itself (omit --path for one): %w", dd, ErrInvalid)
+	}
+	return nil
+}
+
+// inDir reports whether p (clean, absolute) or one of its existing
+// parents is the directory dir itself by device and inode: the same
+// directory reached through another name a path comparison cannot see (a
+// bind mount of the data dir or of the meta volume directory).
+func inDir(p, dir string) bool {
+	di, err := os.Stat(dir)
+	if err != nil || !di.IsDir() {
+		return false
+	}
+	for a := p; ; a = filepath.Dir(a) {
+		if fi, err := os.Stat(a); err == nil && fi.IsDir() && os.SameFile(fi, di) {
+			return true
+		}
+		if a == filepath.Dir(a) {
+			return false
+		}
+	}
 }
 
 // ownFileRule refuses a path (cleaned or resolved) inside the meta volume

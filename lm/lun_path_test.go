@@ -305,3 +305,57 @@ func TestCreateLUNRefusesMountedDevice(t *testing.T) {
 		t.Fatalf("CreateLUN(%s) once unmounted: %v", dev, err)
 	}
 }
+
+// bindMount mounts dir again at a new directory (skips the test where
+// mounts are not allowed) and unmounts it at the end.
+func bindMount(t *testing.T, dir string) string {
+	t.Helper()
+	at := t.TempDir()
+	if err := syscall.Mount(dir, at, "", syscall.MS_BIND, ""); err != nil {
+		t.Skipf("bind mount %s: %v (needs root)", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(at, 0); err != nil {
+			t.Errorf("unmount %s: %v", at, err)
+		}
+	})
+	return at
+}
+
+// A bind mount of the data dir reaches the meta volume directory under a
+// name no path comparison sees: `--path BIND/meta/00002.mem` created a
+// file there that badger took for its next memtable, and a host write to
+// that LUN kept the daemon from ever starting again (found by the attack
+// pass on issue 7). Every new path inside the data dir or the meta volume
+// directory by device and inode is refused, with or without Force.
+func TestCreateLUNRefusesDataDirThroughBindMount(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	bind := bindMount(t, e.m.opts.DataDir)
+	metaRel, err := filepath.Rel(e.m.opts.DataDir, e.m.db.Dir())
+	if err != nil || strings.HasPrefix(metaRel, "..") {
+		t.Skipf("meta dir %s not inside the data dir %s", e.m.db.Dir(), e.m.opts.DataDir)
+	}
+	cases := map[string]string{
+		filepath.Join(bind, metaRel, "00002.mem"):   "is inside the meta volume directory",
+		filepath.Join(bind, metaRel, "000002.vlog"): "is inside the meta volume directory",
+		filepath.Join(bind, "new.img"):              "is inside the data directory",
+		bind:                                        "is inside the data directory",
+	}
+	for p, want := range cases {
+		for _, force := range []bool{false, true} {
+			_, err := e.m.CreateLUN(CreateLUNRequest{Name: "evil", Path: p, Size: 1 << 20, Force: force})
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("CreateLUN(%s, force %v) = %v, want %q", p, force, err, want)
+			}
+		}
+	}
+	es, _ := os.ReadDir(e.m.db.Dir())
+	for _, x := range es {
+		if x.Name() == "00002.mem" || x.Name() == "000002.vlog" {
+			t.Fatalf("a refused create left %s in the meta volume directory", x.Name())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.m.opts.DataDir, "new.img")); err == nil {
+		t.Fatal("a refused create left new.img in the data dir")
+	}
+}

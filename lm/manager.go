@@ -517,8 +517,24 @@ func (e *lunEntry) Sync() error {
 	if err := e.fenced("sync"); err != nil {
 		return err
 	}
-	if e.pair != nil {
-		return e.pair.sync()
+	// A successful sync promises the host that its writes are in the
+	// volume: after the fsync, the file must still be the one at the
+	// volume's path with its size (volume.File.Verify). Writes made
+	// between a file's replacement (or unlink) underneath lmtgt and the
+	// periodic check went to the old inode; the flush that would call
+	// them durable fails instead, and the LUN goes offline. (A check that
+	// itself failed, say a stat error, does not fail the flush.)
+	if p := e.pair; p != nil {
+		if err := p.sync(); err != nil {
+			return err
+		}
+		if !p.sourceOnly.Load() {
+			e.m.verifyVolume(p.tgtVol) // a lost target interrupts the pair
+		}
+		if err := e.m.verifyVolume(p.srcVol); err != nil && p.srcVol.lost.Load() != nil {
+			return fmt.Errorf("lun %s: sync: %w", e.name, err)
+		}
+		return nil
 	}
 	o, err := e.vol.get()
 	if err != nil {
@@ -527,6 +543,9 @@ func (e *lunEntry) Sync() error {
 	if err := o.v.Sync(); err != nil {
 		e.m.ioFailed(e.vol, err)
 		return err
+	}
+	if err := e.m.verifyVolume(e.vol); err != nil && e.vol.lost.Load() != nil {
+		return fmt.Errorf("lun %s: sync: %w", e.name, err)
 	}
 	return nil
 }

@@ -233,7 +233,7 @@ func (m *Manager) volumeLost(d *dataVol, err error) {
 			p.setFault("target data volume lost: " + s)
 		}
 		if p.srcVol == d {
-			p.setFault("source data volume lost: " + s)
+			p.recordFault("source data volume lost: " + s) // not "target failed"
 		}
 	}
 }

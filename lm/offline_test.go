@@ -1,6 +1,7 @@
 package lm
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -474,5 +475,64 @@ func TestTailWriteOfTruncatedLUN(t *testing.T) {
 	wantOffline(t, e.m, a, "shrank")
 	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
 		t.Fatalf("the truncated file was extended: %v %v", fi.Size(), err)
+	}
+}
+
+// A file replaced (or unlinked) underneath lmtgt: host writes made before
+// the periodic check notices go to the old inode, and used to be called
+// durable by the next SYNCHRONIZE CACHE; after a restart they were gone
+// (found by the attack pass on issue 7: qemu-io's write and flush
+// succeeded, the data was not in the file). The sync now checks the
+// volume after the fsync and fails, taking the LUN offline; on a pair it
+// is the source that must hold the host's data.
+func TestSyncAfterReplacedVolumeFails(t *testing.T) {
+	e := newEnv(t, Options{VerifyInterval: -1}, false)
+	const size = 1 << 20
+	for _, how := range []string{"replaced", "unlinked"} {
+		a := e.lun("a-"+how, size)
+		p := volumePath(t, e, "a-"+how)
+		if how == "replaced" {
+			if err := os.WriteFile(p+".new", make([]byte, size), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(p+".new", p); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		h := e.handle(a)
+		if _, err := h.WriteAt(bytes.Repeat([]byte{7}, blk), 0); err != nil {
+			t.Fatalf("%s: write before the check: %v", how, err)
+		}
+		if err := h.Sync(); err == nil {
+			t.Fatalf("%s: sync reported the write durable; it went to the old inode", how)
+		}
+		if st := e.m.LUNStatus(a.ID); st.State != LUNOffline {
+			t.Fatalf("%s: LUN state %v after the failed sync, want offline", how, st.State)
+		}
+	}
+
+	// A pair's source replaced: the host's sync fails too.
+	src, _, _, _ := offlinePair(e, size)
+	p := volumePath(t, e, "src")
+	if err := os.WriteFile(p+".new", make([]byte, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p+".new", p); err != nil {
+		t.Fatal(err)
+	}
+	h := e.handle(src)
+	if _, err := h.WriteAt(bytes.Repeat([]byte{8}, blk), 0); err != nil {
+		t.Fatalf("pair: write before the check: %v", err)
+	}
+	if err := h.Sync(); err == nil {
+		t.Fatal("pair: sync reported the write durable; the source's file was replaced")
+	}
+	// The pair is interrupted by its source, and says so (it used to read
+	// "target failed: source data volume lost").
+	st := e.waitState("src", StateInterrupted, 30*time.Second)
+	if !strings.HasPrefix(st.Reason, "source data volume lost") {
+		t.Fatalf("interrupted reason %q, want it to start with the source's loss", st.Reason)
 	}
 }

@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"bytes"
+	"net"
 	"testing"
 	"time"
 
@@ -248,5 +249,65 @@ func TestWriteFloodBounded(t *testing.T) {
 	st = s.budget.stats()
 	if st.Peak > limit || st.Used > limit {
 		t.Fatalf("write buffer reservations %+v passed the cap %d", st, limit)
+	}
+}
+
+// TestStalledReaderDropped (found by the attack pass on issue 7): two
+// sessions sending READs and never reading their socket kept their
+// Data-In buffers reserved forever (the send blocked, and the pinger
+// behind it on the write lock), so every other session's READ got TASK
+// SET FULL until they went away. A send that cannot finish within
+// NopTimeout now drops the connection and frees its buffers.
+func TestStalledReaderDropped(t *testing.T) {
+	const (
+		size  = 1 << 20
+		limit = 4 << 20
+	)
+	b := newFileBackend(t, 64<<20)
+	s := startServer(t, b, func(o *Options) {
+		o.QueueDepth = 16
+		o.MaxTransferLength = size
+		o.MaxWriteBuffer = limit
+		o.NopInterval = 200 * time.Millisecond
+		o.NopTimeout = time.Second
+	})
+	var stalled []*conn
+	for k := byte(1); k <= 2; k++ {
+		i := dialIni(t, addrOf(s))
+		i.mustLogin(loginOpts{isid: [6]byte{0x80, 0, 0, 0, 0, k}})
+		c := connOf(t, s, i)
+		stalled = append(stalled, c)
+		// Small socket buffers on both ends, so that 1 MiB of Data-In
+		// cannot hide in the kernel.
+		i.nc.(*net.TCPConn).SetReadBuffer(4096)
+		c.nc.(*net.TCPConn).SetWriteBuffer(4096)
+		for n := 0; n < 16; n++ {
+			c := &icmd{cdb: read10(uint32(n)*(size/512), size/512), read: true, edtl: size}
+			if err := i.sendCmd(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// i never reads again.
+	}
+	open := func(c *conn) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		_, ok := s.mu.conns[c]
+		return ok
+	}
+	// Each stalled session is dropped (before the fix it kept its
+	// connection and its reserved Data-In buffers forever) and the whole
+	// budget comes back.
+	waitFor(t, "the stalled sessions to be dropped and their buffers freed", time.Minute, func() bool {
+		return !open(stalled[0]) && !open(stalled[1]) && s.budget.stats().Used == 0
+	})
+	ok := dialIni(t, addrOf(s))
+	ok.mustLogin(loginOpts{isid: [6]byte{0x80, 0, 0, 0, 0, 9}})
+	rd := &icmd{cdb: read10(0, 8), read: true, edtl: 4096}
+	if err := ok.run(rd); err != nil {
+		t.Fatal(err)
+	}
+	if rd.status != 0 || len(rd.in) != 4096 {
+		t.Fatalf("read after the stalled sessions were dropped: status %#x, %d bytes", rd.status, len(rd.in))
 	}
 }

@@ -115,8 +115,9 @@ type conn struct {
 
 // queuedPDU is a non-immediate PDU that arrived ahead of ExpCmdSN.
 type queuedPDU struct {
-	h    header
-	data []byte
+	h        header
+	data     []byte
+	reserved int64 // write buffer budget held for data
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -205,6 +206,11 @@ func (c *conn) teardown() {
 	}
 	c.mu.Unlock()
 	c.cmdWG.Wait()
+	for _, q := range c.pending {
+		if q.reserved > 0 {
+			c.srv.budget.release(c, q.reserved)
+		}
+	}
 	c.pending = nil
 	if c.nexus != nil {
 		func() {
@@ -320,6 +326,13 @@ func (c *conn) send(pdus ...outPDU) error {
 	}
 	c.w.iov = iov[:0]
 	c.w.bufs = iov
+	// An initiator that stops reading its socket would block this send,
+	// and with it the pinger (it waits for wmu), forever, while the
+	// command keeps its Data-In buffer reserved: a few such sessions hold
+	// the whole write buffer cap and every other session's commands get
+	// TASK SET FULL. Taking longer than a ping may go unanswered is a
+	// dead initiator: the connection is dropped and its buffers freed.
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.NopTimeout))
 	_, err := c.w.bufs.WriteTo(c.nc)
 	c.w.bufs = nil
 	// drop references to caller data

@@ -57,7 +57,8 @@ func (c *conn) text(h *header, data []byte, queued bool) error {
 }
 
 // sendTargets builds the SendTargets answer for value (All, a target name,
-// or empty for the session's own target).
+// or empty for the session's own target). In a normal session only the
+// session's own target is ever named.
 func (c *conn) sendTargets(value string) []kv {
 	all := c.srv.opts.Backend.Targets(c.initiator)
 	var pick []TargetInfo
@@ -81,6 +82,21 @@ func (c *conn) sendTargets(value string) []kv {
 		}
 	default:
 		return []kv{{Key: "SendTargets", Value: "Reject"}}
+	}
+	if !c.discovery {
+		// A normal session answers only about its own target (RFC 7143
+		// appendix C): listing the others would let anyone with access to
+		// one target skip the discovery session's authentication.
+		own := pick[:0:0]
+		for _, t := range pick {
+			if t.Name == c.target {
+				own = append(own, t)
+			}
+		}
+		if len(own) == 0 {
+			return []kv{{Key: "SendTargets", Value: "Reject"}}
+		}
+		pick = own
 	}
 	var out []kv
 	for _, t := range pick {

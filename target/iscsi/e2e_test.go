@@ -463,12 +463,21 @@ func TestDiscovery(t *testing.T) {
 	if err := i.logout(); err != nil {
 		t.Fatal(err)
 	}
-	// SendTargets inside a normal session.
+	// SendTargets inside a normal session names only the session's own
+	// target (RFC 7143 appendix C): listing the others let anyone with
+	// access to one target skip discovery authentication (found by the
+	// attack pass on issue 7).
 	n := dialIni(t, addrOf(s))
 	n.mustLogin(loginOpts{})
-	got, err = n.text([]kv{{Key: "SendTargets", Value: "All"}})
-	if err != nil || len(got["TargetName"]) != 2 {
-		t.Fatalf("SendTargets in a normal session: %v %v", got, err)
+	for _, v := range []string{"All", ""} {
+		got, err = n.text([]kv{{Key: "SendTargets", Value: v}})
+		if err != nil || len(got["TargetName"]) != 1 || got["TargetName"][0] != testIQN {
+			t.Fatalf("SendTargets=%s in a normal session: %v %v", v, got, err)
+		}
+	}
+	got, err = n.text([]kv{{Key: "SendTargets", Value: "iqn.2024-01.org.lmtgt:second"}})
+	if err != nil || len(got["TargetName"]) != 0 || len(got["SendTargets"]) != 1 || got["SendTargets"][0] != "Reject" {
+		t.Fatalf("SendTargets=<another target> in a normal session: %v %v", got, err)
 	}
 }
 

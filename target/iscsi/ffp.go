@@ -158,9 +158,19 @@ func (c *conn) sequenced(h *header) error {
 		c.log.Debug().Uint32("cmdsn", sn).Uint32("exp_cmdsn", exp).Uint8("opcode", op).Msg("CmdSN outside the window: ignored")
 		return pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest)
 	}
-	q := &queuedPDU{h: header{B: h.B, AHS: append([]byte(nil), h.AHS...)}}
+	// A waiting PDU's data is buffered too: it counts against the write
+	// buffer budget like a write's (dropped like an out-of-window PDU when
+	// there is no space), or sessions queueing a window of data-carrying
+	// PDUs each could buffer window x MaxRecvDataSegmentLength past the cap.
+	n := int64(h.DataLen())
+	if n > 0 && !c.srv.budget.reserve(c, nil, n, false) {
+		c.log.Debug().Uint32("cmdsn", sn).Uint32("exp_cmdsn", exp).Uint8("opcode", op).Msg("no buffer space for a PDU ahead of ExpCmdSN: ignored")
+		return pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest)
+	}
+	q := &queuedPDU{h: header{B: h.B, AHS: append([]byte(nil), h.AHS...)}, reserved: n}
 	q.data = make([]byte, h.DataLen())
 	if err := pdu.ReadData(c.br, q.data, c.lim.DataDigest); err != nil {
+		c.srv.budget.release(c, n)
 		return err
 	}
 	c.pending[sn] = q
@@ -178,6 +188,9 @@ func (c *conn) runPending() error {
 			return nil
 		}
 		delete(c.pending, sn)
+		if q.reserved > 0 {
+			c.srv.budget.release(c, q.reserved)
+		}
 		c.mu.expCmdSN++
 		if q.h.Opcode() == pdu.OpSCSICmd {
 			c.mu.inflight++

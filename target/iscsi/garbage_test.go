@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -145,4 +146,47 @@ func TestGarbageIsolated(t *testing.T) {
 	fresh.mustLogin(loginOpts{})
 	fresh.readBlocks(0, 1)
 	waitFor(t, "garbage sessions released", 5*time.Second, func() bool { return s.sessionCount() == 2 })
+}
+
+// TestMaxConnections (found by the attack pass on issue 7): connections
+// were not bounded, so an outsider opening enough of them (half logins
+// cycled every LoginTimeout, or idle discovery sessions) took every file
+// descriptor: the admin API's and the portal's accepts failed with EMFILE
+// and the meta volume could not open a file. Past MaxConnections a new
+// connection is closed at once; one that ends makes room.
+func TestMaxConnections(t *testing.T) {
+	b := newFileBackend(t, 1<<20)
+	s := startServer(t, b, func(o *Options) { o.MaxConnections = 3 })
+	var idle []net.Conn
+	for k := 0; k < 3; k++ {
+		nc, err := net.Dial("tcp", addrOf(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		idle = append(idle, nc)
+	}
+	count := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.mu.conns)
+	}
+	waitFor(t, "3 connections served", 10*time.Second, func() bool { return count() == 3 })
+	extra, err := net.Dial("tcp", addrOf(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second)) // under LoginTimeout (15s)
+	if n, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection past MaxConnections: read %d bytes, %v; want it closed", n, err)
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d connections served, want 3", n)
+	}
+	idle[0].Close()
+	waitFor(t, "the closed connection to end", 10*time.Second, func() bool { return count() == 2 })
+	i := dialIni(t, addrOf(s))
+	i.mustLogin(loginOpts{})
+	i.readBlocks(0, 1)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -51,6 +52,12 @@ type Options struct {
 	MaxWriteBuffer int64
 	// LoginTimeout bounds the whole login phase (default 15s).
 	LoginTimeout time.Duration
+	// MaxConnections caps the connections served at once, logins in
+	// progress included; more are closed as soon as they are accepted
+	// (default defaultMaxConnections: a quarter of the open-file limit,
+	// 64..4096), so that connections from outside cannot take every file
+	// descriptor the meta volume, the data volumes and the admin API need.
+	MaxConnections int
 	// Time2Wait / Time2Retain the target offers (defaults 2 / 0 s: at
 	// ErrorRecoveryLevel 0 a session ends with its connection).
 	DefaultTime2Wait, DefaultTime2Retain uint32
@@ -105,9 +112,22 @@ func (o *Options) setDefaults() {
 	if o.LoginTimeout <= 0 {
 		o.LoginTimeout = 15 * time.Second
 	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = defaultMaxConnections()
+	}
 	if o.DefaultTime2Wait == 0 {
 		o.DefaultTime2Wait = 2
 	}
+}
+
+// defaultMaxConnections is a quarter of the open-file limit, within
+// 64..4096.
+func defaultMaxConnections() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 1024
+	}
+	return int(min(max(rl.Cur/4, 64), 4096))
 }
 
 // Server is the iSCSI transport: portals, sessions and connections.
@@ -126,6 +146,7 @@ type Server struct {
 		closing   bool
 		listeners []net.Listener
 		conns     map[*conn]struct{}
+		full      bool                    // MaxConnections reached (logged once until below)
 		sessions  map[uint16]*session     // by TSIH
 		byISID    map[sessionKey]*session // for reinstatement
 		nextTSIH  uint16
@@ -232,13 +253,23 @@ func (s *Server) acceptLoop(l net.Listener) {
 			continue
 		}
 		backoff = 0
-		c := newConn(s, nc)
 		s.mu.Lock()
 		if s.mu.closing {
 			s.mu.Unlock()
 			nc.Close()
 			continue
 		}
+		if len(s.mu.conns) >= s.opts.MaxConnections {
+			first := !s.mu.full
+			s.mu.full = true
+			s.mu.Unlock()
+			nc.Close()
+			if first {
+				s.log.Warn().Int("max", s.opts.MaxConnections).Msg("connection limit reached: new connections are closed until some end")
+			}
+			continue
+		}
+		c := newConn(s, nc)
 		s.mu.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -249,6 +280,9 @@ func (s *Server) acceptLoop(l net.Listener) {
 func (s *Server) connDone(c *conn) {
 	s.mu.Lock()
 	delete(s.mu.conns, c)
+	if len(s.mu.conns) < s.opts.MaxConnections {
+		s.mu.full = false
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
