@@ -40,7 +40,7 @@ func (p *pair) run(ctx context.Context) {
 		}
 		if f := p.fault.Load(); f != nil && (st == StateCopying || st == StateSynced) {
 			release()
-			if err := p.transition(StateInterrupted, *f); err != nil {
+			if err := p.transitionFrom(st, StateInterrupted, *f); err != nil && !errors.Is(err, ErrState) {
 				p.zlog.Error().Err(err).Msg("cannot record the interruption; retrying")
 				p.sleep(ctx, p.m.opts.RetryMin)
 			}
@@ -59,7 +59,7 @@ func (p *pair) run(ctx context.Context) {
 				}
 			}
 			if st == StateQueued {
-				if err := p.transition(StateCopying, "copy started"); err != nil {
+				if err := p.transitionFrom(StateQueued, StateCopying, "copy started"); err != nil && !errors.Is(err, ErrState) {
 					p.zlog.Error().Err(err).Msg("cannot start the copy")
 					p.sleep(ctx, p.m.opts.RetryMin)
 				}
@@ -68,7 +68,7 @@ func (p *pair) run(ctx context.Context) {
 			err := p.copyAll(ctx)
 			switch {
 			case err == nil:
-				if err := p.transition(StateSynced, "in sync: copy done and DCL empty"); err != nil {
+				if err := p.transitionFrom(StateCopying, StateSynced, "in sync: copy done and DCL empty"); err != nil {
 					if !errors.Is(err, ErrState) {
 						p.zlog.Error().Err(err).Msg("cannot record sync")
 						p.sleep(ctx, p.m.opts.RetryMin)
@@ -89,7 +89,7 @@ func (p *pair) run(ctx context.Context) {
 		case StateSynced:
 			release()
 			if d, _, _ := p.log.Counts(); d > 0 && p.fault.Load() == nil {
-				if err := p.transition(StateCopying, "DCL not empty: re-copying"); err != nil {
+				if err := p.transitionFrom(StateSynced, StateCopying, "DCL not empty: re-copying"); err != nil && !errors.Is(err, ErrState) {
 					p.sleep(ctx, p.m.opts.RetryMin)
 				}
 				continue
@@ -153,7 +153,7 @@ func (p *pair) retry(ctx context.Context) {
 	err := p.probe(ctx)
 	if err == nil {
 		p.fault.Store(nil)
-		if err := p.transition(StateCopying, "target answers again: re-copying"); err != nil {
+		if err := p.transitionFrom(StateInterrupted, StateCopying, "target answers again: re-copying"); err != nil && !errors.Is(err, ErrState) {
 			p.zlog.Error().Err(err).Msg("cannot resume after the interruption")
 		}
 		return

@@ -120,6 +120,20 @@ func (p *pair) transition(to PairState, reason string) error {
 	return p.transitionPersisting(to, reason)
 }
 
+// transitionFrom is transition for the run goroutine, which decides on a
+// state it read earlier: it takes effect only if the pair is still in
+// from (an admin's pause between the read and the transition must not be
+// undone by the copier's queued → copying or synced → copying), and
+// otherwise returns ErrState and changes nothing.
+func (p *pair) transitionFrom(from, to PairState, reason string) error {
+	p.persist.Lock()
+	defer p.persist.Unlock()
+	if cur := p.getState(); cur != from {
+		return fmt.Errorf("pair %s: %s → %s: the pair is %s now: %w", p.name(), from, to, cur, ErrState)
+	}
+	return p.transitionPersisting(to, reason)
+}
+
 // transitionPersisting is transition with persist held: mu is taken only
 // to read the record and to apply the committed one, never across the
 // commit.

@@ -717,7 +717,7 @@ func (m *Manager) PauseSession(name string) (SessionStatus, error) {
 		}
 		var errs []error
 		for _, p := range ps {
-			if p.state == StateCopying || p.state == StateSynced {
+			if p.state == StateQueued || p.state == StateCopying || p.state == StateSynced {
 				if err := m.Pause(p.st.Source); err != nil && !errors.Is(err, ErrState) {
 					errs = append(errs, err)
 				}

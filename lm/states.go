@@ -12,7 +12,7 @@ import "fmt"
 //	splitting   → split        the volume IDs were swapped (final)
 //	splitting   → synced       split deferred (drain timeout) or refused after the drain
 //	splitting   → interrupted  a target write failed during the drain
-//	copying|synced → paused    admin pause
+//	queued|copying|synced → paused  admin pause (a session's pause too)
 //	paused      → copying      admin resume (re-copies only the DCL and what is above the cursor)
 //	copying|synced → interrupted  the target (or the copy's source read) failed
 //	interrupted → copying      the target answers again; re-copy
@@ -73,7 +73,7 @@ func (s PairState) Final() bool {
 // transitions lists every allowed move except "→ cancelled", which every
 // non-final state allows.
 var transitions = map[PairState][]PairState{
-	StateQueued:      {StateCopying},
+	StateQueued:      {StateCopying, StatePaused},
 	StateCopying:     {StateSynced, StatePaused, StateInterrupted},
 	StateSynced:      {StateSplitting, StatePaused, StateInterrupted, StateCopying},
 	StatePaused:      {StateCopying},

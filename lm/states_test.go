@@ -15,6 +15,7 @@ func TestTransitions(t *testing.T) {
 		{StateSplitting, StateSplit}:       true,
 		{StateSplitting, StateSynced}:      true,
 		{StateSplitting, StateInterrupted}: true,
+		{StateQueued, StatePaused}:         true,
 		{StateCopying, StatePaused}:        true,
 		{StateSynced, StatePaused}:         true,
 		{StatePaused, StateCopying}:        true,
