@@ -13,6 +13,7 @@ import (
 	"github.com/lmtgt/lmtgt/dcl"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
+	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
 	"github.com/rs/zerolog"
 )
 
@@ -56,6 +57,10 @@ type Options struct {
 	// AdminSocket is the admin API's socket: no LUN may use it (lun.go,
 	// checkLUNPath).
 	AdminSocket string
+	// RemoteReplacementTimeout is how long I/O to a remote (iSCSI) data
+	// volume waits for a lost session to come back before it fails (0:
+	// the initiator's default, 30 s).
+	RemoteReplacementTimeout time.Duration
 	// SystemDirs are refused as LUN paths without Force (nil:
 	// DefaultSystemDirs).
 	SystemDirs []string
@@ -175,8 +180,46 @@ type dataVol struct {
 
 type openVol struct {
 	v    volume.Volume // what I/O goes to (maybe wrapped)
-	file *volume.File  // the unwrapped file, nil when wrapped
-	raw  *volume.File  // always the real file, for Close and Resize
+	file *volume.File  // the unwrapped file, nil when wrapped or remote
+	raw  backing       // always the real volume, for Close, Size and NextData
+	// local is the real file or device (Verify, Resize); nil for a remote
+	// volume, whose loss is its initiator's replacement timeout error.
+	local *volume.File
+	// remote is the real remote volume (session state); nil for a file.
+	remote *iscsivol.Volume
+}
+
+// backing is what every real data volume kind implements.
+type backing interface {
+	volume.Volume
+	NextData(off int64) (start, end int64, err error)
+}
+
+var (
+	_ backing = (*volume.File)(nil)
+	_ backing = (*iscsivol.Volume)(nil)
+)
+
+// fileVol wraps an open file (maybe in WrapVolume) as an openVol.
+func (m *Manager) fileVol(id string, f *volume.File) *openVol {
+	ov := &openVol{v: f, file: f, raw: f, local: f}
+	if m.opts.WrapVolume != nil {
+		if w := m.opts.WrapVolume(id, f); w != nil && w != volume.Volume(f) {
+			ov.v, ov.file = w, nil
+		}
+	}
+	return ov
+}
+
+// remoteVol wraps an open remote volume (maybe in WrapVolume).
+func (m *Manager) remoteVol(id string, r *iscsivol.Volume) *openVol {
+	ov := &openVol{v: r, raw: r, remote: r}
+	if m.opts.WrapVolume != nil {
+		if w := m.opts.WrapVolume(id, r); w != nil {
+			ov.v = w
+		}
+	}
+	return ov
 }
 
 // get returns the open volume. A volume that is not open, or is lost, is
@@ -203,6 +246,9 @@ func (m *Manager) openVolume(d *dataVol) error {
 	if d.cur.Load() != nil {
 		return nil
 	}
+	if d.rec.Kind == metavol.VolumeKindISCSI {
+		return m.openRemote(d)
+	}
 	if err := m.volumeAllowed(d.rec); err != nil {
 		s := err.Error()
 		d.why.Store(&s)
@@ -215,13 +261,7 @@ func (m *Manager) openVolume(d *dataVol) error {
 		d.why.Store(&s)
 		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
-	ov := &openVol{v: f, file: f, raw: f}
-	if m.opts.WrapVolume != nil {
-		if w := m.opts.WrapVolume(d.rec.ID, f); w != nil && w != volume.Volume(f) {
-			ov.v, ov.file = w, nil
-		}
-	}
-	if !d.cur.CompareAndSwap(nil, ov) {
+	if !d.cur.CompareAndSwap(nil, m.fileVol(d.rec.ID, f)) {
 		f.Close()
 	}
 	d.why.Store(nil)
