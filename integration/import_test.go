@@ -177,3 +177,106 @@ func TestImportTgtOwn(t *testing.T) {
 	// The same external LUN cannot be imported twice.
 	d.Fail(1, []string{old.url(), "already"}, "lun", "import", "again", "--from", old.url())
 }
+
+// TestImportLiveMigration: the live import. tgt's LUN, holding data, is
+// imported (adopt), a host writes through lmtgt while the LUN migrates
+// onto a local file and splits: every acknowledged write is on the LUN,
+// its identity (tgt's) never changed, the old array holds the LUN as it
+// was at the split, and a restart keeps the adopted identity.
+func TestImportLiveMigration(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img", "iscsi-inq")
+	const size = 32 << 20
+	const nblocks = size / mBlock
+	old := startOldArray(t, size, "", "")
+
+	// Data already on the old array.
+	base := []image{make(image, nblocks)}
+	q0 := startQIO(t, "prefill", old.url())
+	prefill(t, q0, base[0], 0, nblocks*3/4, 0x11)
+	q0.close()
+
+	d := StartDaemon(t, "")
+	d.OK("lun", "import", "imp", "--from", old.url())
+	d.OK("lun", "create", "loc", "--size", "32MiB")
+	iqn := testIQN("imp")
+	d.OK("target", "create", iqn)
+	d.OK("target", "map", iqn, "imp")
+	d.OK("target", "allow", iqn, "ALL")
+	url := d.URL(iqn, 0)
+	vpd80, vpd83 := vpd(t, url, 128), vpd(t, url, 131)
+	if a, b := luDesignators(t, url), luDesignators(t, old.url()); a != b {
+		t.Fatalf("imported LUN does not present tgt's designators:\n%s\n%s", a, b)
+	}
+	imp0 := d.lun("imp")
+
+	var all [][2]int
+	for b := 0; b < nblocks; b++ {
+		all = append(all, [2]int{0, b})
+	}
+	q1 := startQIO(t, "host", url)
+	s1 := runStream("host", 7, []*qio{q1}, all, 0)
+	defer s1.stop()
+	s1.waitAcked(t, 20, "before the pair is created")
+
+	r := d.Run("migration", "create", "--source", "imp", "--target", "loc", "--speed", "highest")
+	if r.Code != 0 {
+		t.Fatalf("migration create: %s", r)
+	}
+	if !strings.Contains(r.Stderr, "WARNING") || !strings.Contains(r.Stderr, old.url()) || !strings.Contains(r.Stderr, "LOST") {
+		t.Fatalf("migration create with an imported source: no bypass warning on stderr: %s", r)
+	}
+	if len(d.logHas("does not fence the old array")) == 0 {
+		t.Fatal("no bypass warning in the daemon log")
+	}
+	d.waitMig("imp", syncTimeout, "synced")
+	s1.waitAcked(t, 40, "in dual-write")
+
+	from := time.Now()
+	var sr splitView
+	d.JSON(&sr, "migration", "split", "imp")
+	to := time.Now()
+	t.Logf("split: pause %.3f ms", sr.PauseMS)
+	s1.waitAcked(t, 20, "after the split")
+	w := s1.stop()
+	if err := s1.firstErr(); err != nil {
+		t.Fatal(err)
+	}
+	q1.close()
+	t.Logf("host writes: %d, all acknowledged", len(w))
+
+	want := cloneImages(base)
+	apply(want, w)
+	compareRef(t, "imported LUN after the split", url, want[0], size)
+	if v := vpd(t, url, 128); v != vpd80 {
+		t.Errorf("VPD 0x80 changed by the split:\nbefore:\n%s\nafter:\n%s", vpd80, v)
+	}
+	if v := vpd(t, url, 131); v != vpd83 {
+		t.Errorf("VPD 0x83 changed by the split:\nbefore:\n%s\nafter:\n%s", vpd83, v)
+	}
+	var imp, loc wire.LUN
+	d.JSON(&imp, "lun", "show", "imp")
+	d.JSON(&loc, "lun", "show", "loc")
+	if imp.Identity != "adopted" || imp.Remote != nil || imp.VolumeKind != "file" || imp.Serial != imp0.Serial {
+		t.Errorf("after the split imp = identity %q remote %+v kind %q serial %q: want adopted, on a local file", imp.Identity, imp.Remote, imp.VolumeKind, imp.Serial)
+	}
+	if loc.Remote == nil || loc.Remote.URL != old.url() || loc.Identity != "own" {
+		t.Errorf("after the split loc = remote %+v identity %q: want the old array's LUN, own identity", loc.Remote, loc.Identity)
+	}
+	// The old array holds the LUN as it was at the split (a cut of the
+	// host's writes).
+	if _, err := cutOf(base, []image{readImage(t, old.url())}, all, w, from, to); err != nil {
+		t.Fatalf("the old array is not the LUN at the split: %v", err)
+	}
+
+	d.Restart(false)
+	compareRef(t, "imported LUN after a restart", url, want[0], size)
+	if v := vpd(t, url, 131); v != vpd83 {
+		t.Errorf("VPD 0x83 changed by the restart:\nbefore:\n%s\nafter:\n%s", vpd83, v)
+	}
+	// Retire the old array's LUN: delete logs out, deletes nothing there.
+	d.OK("lun", "delete", "loc")
+	if st, err := os.Stat(old.backing); err != nil || st.Size() != size {
+		t.Fatalf("tgt's backing file after lun delete: %v %v", st, err)
+	}
+	d.noDrops(t)
+}
