@@ -280,3 +280,32 @@ func TestImportLiveMigration(t *testing.T) {
 	}
 	d.noDrops(t)
 }
+
+// TestImportRemoteDownAtStart: lmtgt starts while the old array is down.
+// The imported LUN is offline and lun show says the remote is not open;
+// when the array comes back the LUN comes online by itself, with its data.
+func TestImportRemoteDownAtStart(t *testing.T) {
+	needTools(t, "qemu-io")
+	old := startOldArray(t, 16<<20, "", "")
+	d := StartDaemon(t, "")
+	d.OK("lun", "import", "imp", "--from", old.url())
+	d.Export("other", "1MiB", 512)
+	d.OK("target", "map", testIQN("other"), "imp")
+	url := d.URL(testIQN("other"), 1)
+	qemuIOOK(t, url, "write -P 0x42 0 64k")
+
+	d.Stop()
+	old.stop()
+	d.Start(d.Portal)
+	var l wire.LUN
+	d.JSON(&l, "lun", "show", "imp")
+	if l.State != "offline" || l.Remote == nil || l.Remote.Session != "not open" {
+		t.Fatalf("with the old array down: state %q remote %+v, want offline and not open", l.State, l.Remote)
+	}
+	old.restart()
+	waitFor(t, 60*time.Second, "the imported LUN back online", func() (bool, string) {
+		d.JSON(&l, "lun", "show", "imp")
+		return l.State == "online" && l.Remote != nil && l.Remote.Session == "up", l.State + " " + l.Offline
+	})
+	qemuIOOK(t, url, "read -P 0x42 0 64k")
+}

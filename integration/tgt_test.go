@@ -22,6 +22,8 @@ type oldArray struct {
 	portal  string
 	iqn     string
 	backing string
+	user    string
+	secret  string
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
@@ -62,6 +64,24 @@ func startOldArray(t testing.TB, size int64, user, secret string) *oldArray {
 		}
 	}
 	t.Cleanup(g.stop)
+	g.user, g.secret = user, secret
+	g.configure()
+	return g
+}
+
+// restart starts a stopped tgtd again on the same ports, with the same
+// target, LUN and account (tgtd keeps its configuration in memory only).
+func (g *oldArray) restart() {
+	g.t.Helper()
+	if !g.tryStart() {
+		g.t.Fatalf("tgtd exited at restart (control port %s, portal %s)", g.ctl, g.portal)
+	}
+	g.configure()
+}
+
+func (g *oldArray) configure() {
+	g.t.Helper()
+	user, secret := g.user, g.secret
 	g.adm("--op", "new", "--mode", "target", "--tid", "1", "-T", g.iqn)
 	g.adm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", g.backing)
 	g.adm("--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
@@ -69,7 +89,6 @@ func startOldArray(t testing.TB, size int64, user, secret string) *oldArray {
 		g.adm("--op", "new", "--mode", "account", "--user", user, "--password", secret)
 		g.adm("--op", "bind", "--mode", "account", "--tid", "1", "--user", user)
 	}
-	return g
 }
 
 func (g *oldArray) tryStart() bool {

@@ -94,6 +94,57 @@ func (m *Manager) openRemote(d *dataVol) error {
 	return nil
 }
 
+// reopenRemote keeps trying to open a remote volume that could not be
+// opened at startup (its array down or unreachable), with backoff from
+// RetryMin to RetryMax, until it opens or the Manager closes. Until then
+// its LUN is offline and a pair with a leg on it is interrupted; both
+// recover by themselves once it opens. The goroutine is the Manager's
+// (m.wg, ended by Close through m.ctx).
+func (m *Manager) reopenRemote(d *dataVol) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		delay := m.opts.RetryMin
+		for {
+			t := time.NewTimer(delay)
+			select {
+			case <-m.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if !m.known(d) {
+				return // its LUN was deleted
+			}
+			err := m.openRemote(d)
+			if err == nil && !m.known(d) {
+				// Deleted while we logged in: DeleteLUN may have swapped
+				// before our open; log out here.
+				if o := d.cur.Swap(nil); o != nil {
+					o.raw.Close()
+				}
+				return
+			}
+			if err == nil {
+				m.log.Info().Str("volume", d.rec.ID).Str("remote", d.rec.Remote.URL()).Msg("remote data volume opened")
+				return
+			}
+			if m.ctx.Err() != nil {
+				return
+			}
+			m.log.Debug().Err(err).Str("volume", d.rec.ID).Msg("remote data volume still unavailable")
+			delay = min(delay*2, m.opts.RetryMax)
+		}
+	}()
+}
+
+// known reports whether d is still one of the Manager's data volumes.
+func (m *Manager) known(d *dataVol) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.vols[d.rec.ID] == d
+}
+
 // ImportLUN creates a LUN whose data volume is a LUN on another iSCSI
 // target. Its size and block size are the external LUN's. With
 // IdentityAdopt the LUN presents the external LUN's standard INQUIRY

@@ -226,7 +226,7 @@ func (m *Manager) remoteVol(id string, r *iscsivol.Volume) *openVol {
 // unavailable, and its LUN offline (the error wraps both).
 func (d *dataVol) get() (*openVol, error) {
 	if l := d.lost.Load(); l != nil {
-		return nil, fmt.Errorf("data volume %s (%s) lost: %s: %w: %w", d.rec.ID, d.rec.Path, *l, ErrUnavailable, ErrOffline)
+		return nil, fmt.Errorf("data volume %s (%s) lost: %s: %w: %w", d.rec.ID, d.where(), *l, ErrUnavailable, ErrOffline)
 	}
 	if o := d.cur.Load(); o != nil {
 		return o, nil
@@ -235,7 +235,15 @@ func (d *dataVol) get() (*openVol, error) {
 	if w := d.why.Load(); w != nil {
 		why = *w
 	}
-	return nil, fmt.Errorf("data volume %s (%s): %s: %w: %w", d.rec.ID, d.rec.Path, why, ErrUnavailable, ErrOffline)
+	return nil, fmt.Errorf("data volume %s (%s): %s: %w: %w", d.rec.ID, d.where(), why, ErrUnavailable, ErrOffline)
+}
+
+// where names the volume's bytes: its path, or its remote URL (no secret).
+func (d *dataVol) where() string {
+	if d.rec.Remote != nil {
+		return d.rec.Remote.URL()
+	}
+	return d.rec.Path
 }
 
 // open (re)opens the volume if it is not open.
@@ -306,12 +314,19 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("lm: load: %w", err)
 	}
+	var reopen []*dataVol
 	for _, v := range vols {
 		d := &dataVol{rec: v}
 		if err := m.openVolume(d); err != nil {
 			m.log.Error().Err(err).Str("volume", v.ID).Str("path", v.Path).Msg("data volume unavailable")
+			if v.Kind == metavol.VolumeKindISCSI {
+				reopen = append(reopen, d)
+			}
 		}
 		m.mu.vols[v.ID] = d
+	}
+	for _, d := range reopen {
+		m.reopenRemote(d) // import.go: the other array may come back
 	}
 	for _, l := range luns {
 		e := m.newEntry(l)
