@@ -142,7 +142,14 @@ func TestImportTgtAdopt(t *testing.T) {
 
 	// Delete: logs out, leaves tgt's data alone.
 	d.OK("target", "unmap", iqn, "imp")
+	if s := old.initiators(); !strings.Contains(s, "lmtgt") {
+		t.Fatalf("tgt shows no session of lmtgt's initiator before delete: %q", s)
+	}
 	d.OK("lun", "delete", "imp")
+	waitFor(t, 30*time.Second, "lmtgt's session on tgt gone after lun delete", func() (bool, string) {
+		s := old.initiators()
+		return !strings.Contains(s, "lmtgt"), s
+	})
 	qemuIOOK(t, oldURL, "read -P 0xa5 0 1536", "read -P 0x44 8M 64k")
 	if st, err := os.Stat(old.backing); err != nil || st.Size() != 64<<20 {
 		t.Fatalf("tgt's backing file after lun delete: %v %v", st, err)

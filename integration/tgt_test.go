@@ -153,3 +153,20 @@ func (g *oldArray) url() string { return fmt.Sprintf("iscsi://%s/%s/1", g.portal
 func (g *oldArray) chapURL(user, secret string) string {
 	return fmt.Sprintf("iscsi://%s%%%s@%s/%s/1", user, secret, g.portal, g.iqn)
 }
+
+// initiators lists the initiator names with a session on the target
+// (tgtadm --op show --mode conn).
+func (g *oldArray) initiators() string {
+	g.t.Helper()
+	out, err := exec.Command("tgtadm", "-C", g.ctl, "--lld", "iscsi", "--op", "show", "--mode", "conn", "--tid", "1").CombinedOutput()
+	if err != nil {
+		g.t.Fatalf("tgtadm show conn: %v: %s", err, out)
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if n, ok := strings.CutPrefix(strings.TrimSpace(l), "Initiator: "); ok {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ",")
+}
