@@ -316,3 +316,59 @@ func TestImportRemoteDownAtStart(t *testing.T) {
 	})
 	qemuIOOK(t, url, "read -P 0x42 0 64k")
 }
+
+// TestExportOntoRemote: the live export. A local LUN with data migrates
+// onto an imported LUN (--identity own) under host writes and splits: the
+// LUN keeps its own identity, its data now lives on tgt's LUN, and every
+// acknowledged write is there.
+func TestExportOntoRemote(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img", "iscsi-inq")
+	const size = 16 << 20
+	const nblocks = size / mBlock
+	old := startOldArray(t, size, "", "")
+	d := StartDaemon(t, "")
+	iqn := d.Export("src", "16MiB", 512)
+	url := d.URL(iqn, 0)
+	d.OK("lun", "import", "far", "--from", old.url(), "--identity", "own")
+	vpd80, vpd83 := vpd(t, url, 128), vpd(t, url, 131)
+
+	base := []image{make(image, nblocks)}
+	q0 := startQIO(t, "prefill", url)
+	prefill(t, q0, base[0], 0, nblocks/2, 0x21)
+	q0.close()
+	var all [][2]int
+	for b := 0; b < nblocks; b++ {
+		all = append(all, [2]int{0, b})
+	}
+	q1 := startQIO(t, "host", url)
+	s1 := runStream("host", 11, []*qio{q1}, all, 0)
+	defer s1.stop()
+	s1.waitAcked(t, 10, "before the pair is created")
+	d.OK("migration", "create", "--source", "src", "--target", "far", "--speed", "highest")
+	d.waitMig("src", syncTimeout, "synced")
+	s1.waitAcked(t, 30, "in dual-write")
+	d.OK("migration", "split", "src")
+	s1.waitAcked(t, 10, "after the split")
+	w := s1.stop()
+	if err := s1.firstErr(); err != nil {
+		t.Fatal(err)
+	}
+	q1.close()
+
+	want := cloneImages(base)
+	apply(want, w)
+	compareRef(t, "exported LUN through lmtgt", url, want[0], size)
+	compareRef(t, "exported LUN read directly from tgt", old.url(), want[0], size)
+	if v := vpd(t, url, 128); v != vpd80 {
+		t.Errorf("VPD 0x80 changed by the export:\n%s\n%s", vpd80, v)
+	}
+	if v := vpd(t, url, 131); v != vpd83 {
+		t.Errorf("VPD 0x83 changed by the export:\n%s\n%s", vpd83, v)
+	}
+	var l wire.LUN
+	d.JSON(&l, "lun", "show", "src")
+	if l.Remote == nil || l.Remote.URL != old.url() || l.Remote.Session != "up" || l.Identity != "own" {
+		t.Fatalf("after the export src = remote %+v identity %q", l.Remote, l.Identity)
+	}
+	d.noDrops(t)
+}
