@@ -136,7 +136,7 @@ func TestImportTgtAdopt(t *testing.T) {
 	qemuIOOK(t, lmURL, "read -P 0xa5 0 1536", "read -P 0x5a 40M 64k", "write -P 0x44 8M 64k")
 	qemuIOOK(t, oldURL, "read -P 0x44 8M 64k")
 
-	if lines := d.logHas(secret); len(lines) > 0 {
+	if lines := d.logHas(secret, wrong); len(lines) > 0 {
 		t.Fatalf("the daemon logged the CHAP secret:\n%s", strings.Join(lines, "\n"))
 	}
 
