@@ -39,7 +39,7 @@ func (e *env) directOf(name string) (open, rec bool) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return o.raw.Direct(), v.Direct
+	return o.local.Direct(), v.Direct
 }
 
 func TestDirectLUN(t *testing.T) {
@@ -177,7 +177,7 @@ func (e *env) alignOf(l metavol.LUN) int64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return o.raw.Alignment()
+	return o.local.Alignment()
 }
 
 // TestDirectOddTail: a 512-byte-block LUN whose size is not a multiple of

@@ -14,7 +14,9 @@
 // DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy, retry,
 // vehicles), split.go (split, verify, auto-split), recover.go (startup),
 // session.go (migration sessions: groups of pairs driven together through
-// the pair operations, their aggregated state, MaxActive and auto-split).
+// the pair operations, their aggregated state, MaxActive and auto-split),
+// import.go (data volumes on another iSCSI target: lun import, their
+// credentials, adopted identity, reopen after a failed start).
 //
 // Invariants:
 //   - The route of a LUN (data volume, pair) changes only while its I/O
@@ -38,8 +40,12 @@
 //     SCSI NOT READY). Never skip a pair record and serve its source
 //     plainly: its writes would go untracked. Only the Manager decides it
 //     (unloadable, volumeLost); the host path checks it inside the gate.
+//   - A remote (iscsi) data volume's CHAP secret leaves its record only
+//     into the initiator's Config (import.go remoteConfig); logs, errors
+//     and status name it by Remote.URL, which has none.
 //   - The split verifies both data volumes of every pair (identity and
-//     size) before it starts, again after its syncs just before the pause,
+//     size; files only: a remote volume's loss is its replacement timeout)
+//     before it starts, again after its syncs just before the pause,
 //     and inside the pause after the drain, before the swap (there one
 //     fstat per leg: truncated or deleted); a checkpoint is persisted only
 //     after both legs verified too.

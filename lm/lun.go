@@ -155,13 +155,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return fail(mapMetaErr("lun", req.Name, err))
 	}
 	d := &dataVol{rec: vrec}
-	ov := &openVol{v: f, file: f, raw: f}
-	if m.opts.WrapVolume != nil {
-		if w := m.opts.WrapVolume(vrec.ID, f); w != nil && w != volume.Volume(f) {
-			ov.v, ov.file = w, nil
-		}
-	}
-	d.cur.Store(ov)
+	d.cur.Store(m.fileVol(vrec.ID, f))
 	m.mu.Lock()
 	m.mu.vols[vrec.ID] = d
 	m.mu.luns[lrec.ID] = m.newEntry(lrec)
@@ -232,7 +226,10 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	}
 	vrec := e.vol.rec
 	if o.raw.Size() < size {
-		if err := o.raw.Resize(size); err != nil {
+		if o.local == nil {
+			return l, fmt.Errorf("lun %s: size %d is larger than its remote data volume %s (%d bytes); grow it there first: %w", name, size, vrec.Remote.URL(), o.raw.Size(), ErrInvalid)
+		}
+		if err := o.local.Resize(size); err != nil {
 			return l, fmt.Errorf("lun %s: %w", name, tooLarge(size, err))
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/lmtgt/lmtgt/dcl"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
+	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
 	"github.com/rs/zerolog"
 )
 
@@ -56,6 +57,10 @@ type Options struct {
 	// AdminSocket is the admin API's socket: no LUN may use it (lun.go,
 	// checkLUNPath).
 	AdminSocket string
+	// RemoteReplacementTimeout is how long I/O to a remote (iSCSI) data
+	// volume waits for a lost session to come back before it fails (0:
+	// the initiator's default, 30 s).
+	RemoteReplacementTimeout time.Duration
 	// SystemDirs are refused as LUN paths without Force (nil:
 	// DefaultSystemDirs).
 	SystemDirs []string
@@ -175,15 +180,53 @@ type dataVol struct {
 
 type openVol struct {
 	v    volume.Volume // what I/O goes to (maybe wrapped)
-	file *volume.File  // the unwrapped file, nil when wrapped
-	raw  *volume.File  // always the real file, for Close and Resize
+	file *volume.File  // the unwrapped file, nil when wrapped or remote
+	raw  backing       // always the real volume, for Close, Size and NextData
+	// local is the real file or device (Verify, Resize); nil for a remote
+	// volume, whose loss is its initiator's replacement timeout error.
+	local *volume.File
+	// remote is the real remote volume (session state); nil for a file.
+	remote *iscsivol.Volume
+}
+
+// backing is what every real data volume kind implements.
+type backing interface {
+	volume.Volume
+	NextData(off int64) (start, end int64, err error)
+}
+
+var (
+	_ backing = (*volume.File)(nil)
+	_ backing = (*iscsivol.Volume)(nil)
+)
+
+// fileVol wraps an open file (maybe in WrapVolume) as an openVol.
+func (m *Manager) fileVol(id string, f *volume.File) *openVol {
+	ov := &openVol{v: f, file: f, raw: f, local: f}
+	if m.opts.WrapVolume != nil {
+		if w := m.opts.WrapVolume(id, f); w != nil && w != volume.Volume(f) {
+			ov.v, ov.file = w, nil
+		}
+	}
+	return ov
+}
+
+// remoteVol wraps an open remote volume (maybe in WrapVolume).
+func (m *Manager) remoteVol(id string, r *iscsivol.Volume) *openVol {
+	ov := &openVol{v: r, raw: r, remote: r}
+	if m.opts.WrapVolume != nil {
+		if w := m.opts.WrapVolume(id, r); w != nil {
+			ov.v = w
+		}
+	}
+	return ov
 }
 
 // get returns the open volume. A volume that is not open, or is lost, is
 // unavailable, and its LUN offline (the error wraps both).
 func (d *dataVol) get() (*openVol, error) {
 	if l := d.lost.Load(); l != nil {
-		return nil, fmt.Errorf("data volume %s (%s) lost: %s: %w: %w", d.rec.ID, d.rec.Path, *l, ErrUnavailable, ErrOffline)
+		return nil, fmt.Errorf("data volume %s (%s) lost: %s: %w: %w", d.rec.ID, d.where(), *l, ErrUnavailable, ErrOffline)
 	}
 	if o := d.cur.Load(); o != nil {
 		return o, nil
@@ -192,7 +235,15 @@ func (d *dataVol) get() (*openVol, error) {
 	if w := d.why.Load(); w != nil {
 		why = *w
 	}
-	return nil, fmt.Errorf("data volume %s (%s): %s: %w: %w", d.rec.ID, d.rec.Path, why, ErrUnavailable, ErrOffline)
+	return nil, fmt.Errorf("data volume %s (%s): %s: %w: %w", d.rec.ID, d.where(), why, ErrUnavailable, ErrOffline)
+}
+
+// where names the volume's bytes: its path, or its remote URL (no secret).
+func (d *dataVol) where() string {
+	if d.rec.Remote != nil {
+		return d.rec.Remote.URL()
+	}
+	return d.rec.Path
 }
 
 // open (re)opens the volume if it is not open.
@@ -202,6 +253,9 @@ func (m *Manager) openVolume(d *dataVol) error {
 	}
 	if d.cur.Load() != nil {
 		return nil
+	}
+	if d.rec.Kind == metavol.VolumeKindISCSI {
+		return m.openRemote(d)
 	}
 	if err := m.volumeAllowed(d.rec); err != nil {
 		s := err.Error()
@@ -215,13 +269,7 @@ func (m *Manager) openVolume(d *dataVol) error {
 		d.why.Store(&s)
 		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
-	ov := &openVol{v: f, file: f, raw: f}
-	if m.opts.WrapVolume != nil {
-		if w := m.opts.WrapVolume(d.rec.ID, f); w != nil && w != volume.Volume(f) {
-			ov.v, ov.file = w, nil
-		}
-	}
-	if !d.cur.CompareAndSwap(nil, ov) {
+	if !d.cur.CompareAndSwap(nil, m.fileVol(d.rec.ID, f)) {
 		f.Close()
 	}
 	d.why.Store(nil)
@@ -266,12 +314,19 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("lm: load: %w", err)
 	}
+	var reopen []*dataVol
 	for _, v := range vols {
 		d := &dataVol{rec: v}
 		if err := m.openVolume(d); err != nil {
 			m.log.Error().Err(err).Str("volume", v.ID).Str("path", v.Path).Msg("data volume unavailable")
+			if v.Kind == metavol.VolumeKindISCSI {
+				reopen = append(reopen, d)
+			}
 		}
 		m.mu.vols[v.ID] = d
+	}
+	for _, d := range reopen {
+		m.reopenRemote(d) // import.go: the other array may come back
 	}
 	for _, l := range luns {
 		e := m.newEntry(l)

@@ -246,7 +246,10 @@ func (m *Manager) verifyVolume(d *dataVol) error {
 	if err != nil {
 		return err
 	}
-	if err := o.raw.Verify(); err != nil {
+	if o.local == nil {
+		return nil // remote: its loss is the initiator's replacement timeout error
+	}
+	if err := o.local.Verify(); err != nil {
 		if volume.Lost(err) {
 			m.volumeLost(d, err)
 			_, gerr := d.get()
@@ -337,7 +340,10 @@ func (p *pair) recheckLegs(op string) error {
 			if err != nil {
 				return err
 			}
-			if err := o.raw.VerifyOpen(); err != nil {
+			if o.local == nil {
+				return nil // remote: its loss is its replacement timeout
+			}
+			if err := o.local.VerifyOpen(); err != nil {
 				if volume.Lost(err) {
 					p.m.volumeLost(leg.d, err)
 					_, gerr := leg.d.get()

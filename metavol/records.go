@@ -1,14 +1,21 @@
 package metavol
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Volume is a data volume record: where the bytes of one LUN live.
 type Volume struct {
 	ID   string `json:"id"`
 	Path string `json:"path"`
-	// Kind is "file" or "block".
+	// Kind is "file", "block" or "iscsi" (a LUN on another iSCSI
+	// target, reached through lmtgt's initiator). Records written before
+	// the field existed read as a local file or device.
 	Kind string `json:"kind"`
-	Size int64  `json:"size"`
+	// Remote is set for Kind "iscsi" (Path is then empty).
+	Remote *Remote `json:"remote,omitempty"`
+	Size   int64   `json:"size"`
 	// Owned volumes were created by lmtgt in the data dir and are deleted
 	// with their LUN; others (existing files, devices) are only forgotten.
 	Owned bool `json:"owned"`
@@ -18,18 +25,57 @@ type Volume struct {
 	Created time.Time `json:"created"`
 }
 
+// VolumeKindISCSI is the Kind of a data volume on another iSCSI target.
+const VolumeKindISCSI = "iscsi"
+
+// Remote says where a remote data volume is and how to log in to it. The
+// CHAP secrets live only here, in the meta volume: never print them (use
+// URL, which has none).
+type Remote struct {
+	Portal       string `json:"portal"` // host:port
+	Target       string `json:"target"` // IQN
+	LUN          uint64 `json:"lun"`
+	CHAPUser     string `json:"chap_user,omitempty"`
+	CHAPSecret   string `json:"chap_secret,omitempty"`
+	MutualUser   string `json:"mutual_user,omitempty"`
+	MutualSecret string `json:"mutual_secret,omitempty"`
+}
+
+// URL is iscsi://HOST:PORT/IQN/LUN, without user or secret.
+func (r Remote) URL() string {
+	return "iscsi://" + r.Portal + "/" + r.Target + "/" + strconv.FormatUint(r.LUN, 10)
+}
+
+// Identity is a SCSI identity a LUN adopted from an external LUN (lun
+// import --identity adopt). It belongs to the LUN ID, like NAA and Serial,
+// and never moves in a split. The LUN's Serial holds the adopted VPD 0x80
+// serial.
+type Identity struct {
+	Vendor   string `json:"vendor"`   // standard INQUIRY T10 vendor (8)
+	Product  string `json:"product"`  // product identification (16)
+	Revision string `json:"revision"` // product revision level (4)
+	// Designators are the external LUN's VPD 0x83 designation descriptors
+	// whose association is the logical unit (NAA, T10, EUI-64, ...), each
+	// with its 4-byte header, in the external LUN's order.
+	Designators []byte `json:"designators"`
+}
+
 // LUN is what a host sees. Its identity (NAA, Serial) belongs to the LUN ID
 // and never moves; VolumeID is the only link to the bytes and changes only
 // in a split.
 type LUN struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Size      int64     `json:"size"`
-	BlockSize uint32    `json:"block_size"`
-	NAA       string    `json:"naa"`    // 32 hex digits: NAA type 6, 16 bytes
-	Serial    string    `json:"serial"` // VPD 0x80 unit serial number
-	VolumeID  string    `json:"volume"`
-	Created   time.Time `json:"created"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Size      int64  `json:"size"`
+	BlockSize uint32 `json:"block_size"`
+	NAA       string `json:"naa"`    // 32 hex digits: NAA type 6, 16 bytes
+	Serial    string `json:"serial"` // VPD 0x80 unit serial number
+	VolumeID  string `json:"volume"`
+	// Adopted is set when the LUN presents an external LUN's identity
+	// (vendor, product, revision, VPD 0x83 LU designators) instead of
+	// lmtgt's own; NAA is then unused.
+	Adopted *Identity `json:"adopted,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Mapping exposes a LUN at a LUN number of a target.

@@ -16,11 +16,14 @@ import (
 
 // LUN is one logical unit exported at a LUN number.
 type LUN struct {
-	Number    uint64
-	ID        string // LUN ID (stable; keys reservations)
-	Name      string
-	NAA       [16]byte // NAA type 6 identifier for VPD 0x83
-	Serial    string   // VPD 0x80
+	Number uint64
+	ID     string // LUN ID (stable; keys reservations)
+	Name   string
+	NAA    [16]byte // NAA type 6 identifier for VPD 0x83
+	Serial string   // VPD 0x80
+	// Adopted, when set, replaces lmtgt's INQUIRY vendor/product/revision
+	// and VPD 0x83 logical-unit designators (identity.go).
+	Adopted   *Identity
 	BlockSize uint32
 	// Volume is the I/O handle (lm's router); its Size() is the capacity.
 	Volume volume.Volume

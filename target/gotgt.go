@@ -85,7 +85,7 @@ func gotgtDeviceID(lunID string) uint64 {
 
 // newGotgtLU creates a gotgt logical unit served by our backing store over
 // vol. The LU's op table is per LU; install overrides before serving.
-func newGotgtLU(lunID string, vol volume.Volume, blockShift uint) (*api.SCSILu, error) {
+func newGotgtLU(lunID string, vol volume.Volume, blockShift uint, id presented) (*api.SCSILu, error) {
 	glue.mu.Lock()
 	glue.next = &lunStore{vol: vol}
 	lu, err := scsi.NewSCSILu(&config.BackendStorage{
@@ -100,9 +100,9 @@ func newGotgtLU(lunID string, vol volume.Volume, blockShift uint) (*api.SCSILu, 
 	if err != nil {
 		return nil, fmt.Errorf("lun %s: gotgt logical unit: %w", lunID, err)
 	}
-	lu.Attrs.VendorID = vendorID
-	lu.Attrs.ProductID = productID
-	lu.Attrs.ProductRev = productRev
+	lu.Attrs.VendorID = id.vendor // identityOf: lmtgt's own or adopted
+	lu.Attrs.ProductID = id.product
+	lu.Attrs.ProductRev = id.revision
 	lu.Attrs.Lbppbe = 0
 	if blockShift < 12 {
 		lu.Attrs.Lbppbe = int(12 - blockShift) // 4 KiB physical blocks

@@ -45,6 +45,7 @@ type luState struct {
 	bs     uint32
 	blocks uint64
 	lu     *api.SCSILu
+	id     presented // identityOf(cfg)
 }
 
 func newLunDev(s *Server, l LUN) (*lunDev, error) {
@@ -66,14 +67,14 @@ func (d *lunDev) cur() *luState { return d.st.Load() }
 func (d *lunDev) needsRebuild(l LUN) bool {
 	c := d.cur().cfg
 	return c.Volume != l.Volume || blockSizeOf(c) != blockSizeOf(l) ||
-		c.NAA != l.NAA || c.Serial != l.Serial || c.Name != l.Name
+		c.NAA != l.NAA || c.Serial != l.Serial || c.Name != l.Name || !c.Adopted.equal(l.Adopted)
 }
 
 // sameConfig checks that a LUN ID mapped twice in one Apply is described
 // the same way both times.
 func (d *lunDev) sameConfig(l LUN) error {
 	c := d.cur().cfg
-	if c.Volume != l.Volume || blockSizeOf(c) != blockSizeOf(l) || c.NAA != l.NAA || c.Serial != l.Serial {
+	if c.Volume != l.Volume || blockSizeOf(c) != blockSizeOf(l) || c.NAA != l.NAA || c.Serial != l.Serial || !c.Adopted.equal(l.Adopted) {
 		return fmt.Errorf("%w: lun %s mapped twice with different settings", ErrInvalidConfig, l.ID)
 	}
 	return nil
@@ -97,11 +98,12 @@ func (d *lunDev) rebuild(l LUN, _ bool) error {
 	if size < int64(bs) {
 		return fmt.Errorf("%w: lun %s: volume of %d bytes is smaller than one block", ErrInvalidConfig, l.ID, size)
 	}
-	lu, err := newGotgtLU(l.ID, l.Volume, shift)
+	id := identityOf(l)
+	lu, err := newGotgtLU(l.ID, l.Volume, shift, id)
 	if err != nil {
 		return err
 	}
-	st := &luState{dev: d, cfg: l, vol: l.Volume, shift: shift, bs: bs, blocks: uint64(size) >> shift, lu: lu}
+	st := &luState{dev: d, cfg: l, vol: l.Volume, shift: shift, bs: bs, blocks: uint64(size) >> shift, lu: lu, id: id}
 	st.install()
 	d.st.Store(st)
 	return nil

@@ -23,7 +23,7 @@ func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
 	case 0x00:
 		page = vpdPage(0x00, []byte{0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2})
 	case 0x80:
-		page = vpdPage(0x80, []byte(st.serial()))
+		page = vpdPage(0x80, []byte(st.id.serial))
 	case 0x83:
 		page = vpdPage(0x83, st.deviceIdentification(cmd.Target.Name))
 	case 0xb0:
@@ -95,29 +95,16 @@ func vpdPage(code byte, body []byte) []byte {
 	return b
 }
 
-func (st *luState) serial() string {
-	if st.cfg.Serial != "" {
-		return st.cfg.Serial
-	}
-	return st.cfg.ID
-}
-
-// deviceIdentification builds the VPD 0x83 designators: the LUN's NAA
-// (type 6, registered extended), a T10 vendor ID, the relative target port
-// and the SCSI names of the target port and the target device.
+// deviceIdentification builds the VPD 0x83 designators: the LUN's
+// logical-unit designators (identityOf: its own NAA and T10 vendor ID, or
+// the adopted ones), then the relative target port and the SCSI names of
+// the target port and the target device.
 func (st *luState) deviceIdentification(targetName string) []byte {
-	var b []byte
+	b := append([]byte(nil), st.id.luDesignators...)
 	desc := func(proto, codeSet, assocType byte, id []byte) {
 		b = append(b, proto<<4|codeSet, assocType, 0, byte(len(id)))
 		b = append(b, id...)
 	}
-	naa := st.cfg.NAA
-	if naa == ([16]byte{}) {
-		naa = fallbackNAA(st.cfg.ID)
-	}
-	desc(0, 1, 0x03, naa[:]) // binary, LU, NAA
-	t10 := append(padded(vendorID, 8), []byte(st.serial())...)
-	desc(0, 2, 0x01, t10) // ASCII, LU, T10 vendor ID
 	var rel [4]byte
 	put16(rel[2:], relTargetPortID)
 	desc(5, 1, 0x80|0x10|0x04, rel[:]) // iSCSI, PIV, target port, relative port

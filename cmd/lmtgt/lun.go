@@ -51,6 +51,23 @@ func lunCommand() *cli.Command {
 				Action: lunCreate,
 			},
 			{
+				Name:      "import",
+				Usage:     "create a LUN whose data lives on a LUN of another iSCSI target (another array, Linux tgt, LIO, another lmtgt)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "from", Usage: "the external LUN: iscsi://HOST[:PORT]/IQN/LUN (no credentials in the URL)"},
+					&cli.StringFlag{Name: "chap-user", Usage: "CHAP user for the login to the other target"},
+					&cli.StringFlag{Name: "chap-secret", Usage: "CHAP secret (shows in ps: prefer --chap-secret-file, or - to read it from stdin)"},
+					&cli.StringFlag{Name: "chap-secret-file", Usage: "read the CHAP secret from this file"},
+					&cli.StringFlag{Name: "mutual-user", Usage: "mutual CHAP: the name the other target must answer with"},
+					&cli.StringFlag{Name: "mutual-secret", Usage: "mutual CHAP: the other target's secret (- reads stdin)"},
+					&cli.StringFlag{Name: "mutual-secret-file", Usage: "read the mutual CHAP secret from this file"},
+					&cli.StringFlag{Name: "identity", Value: "adopt", Usage: "adopt: present the external LUN's identity (INQUIRY vendor/product/revision, serial, VPD 0x83 designators); own: lmtgt's generated identity"},
+					outputFlag,
+				},
+				Action: lunImport,
+			},
+			{
 				Name:   "list",
 				Usage:  "list LUNs",
 				Flags:  []cli.Flag{outputFlag},
@@ -135,6 +152,38 @@ func lunCreate(c *cli.Context) error {
 	})
 }
 
+func lunImport(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		if c.String("from") == "" {
+			return wire.LUN{}, usageErr("lun import: --from iscsi://HOST[:PORT]/IQN/LUN is required")
+		}
+		r := &secretReader{c: c}
+		secret, err := r.get("chap-secret")
+		if err != nil {
+			return wire.LUN{}, err
+		}
+		mutual, err := r.get("mutual-secret")
+		if err != nil {
+			return wire.LUN{}, err
+		}
+		if (c.String("chap-user") == "") != (secret == "") {
+			return wire.LUN{}, usageErr("lun import: CHAP needs both --chap-user and --chap-secret-file (or --chap-secret)")
+		}
+		return cl.ImportLUN(context.Background(), wire.ImportLUN{
+			Name: name, From: c.String("from"), Identity: c.String("identity"),
+			CHAPUser: c.String("chap-user"), CHAPSecret: secret,
+			MutualUser: c.String("mutual-user"), MutualSecret: mutual,
+		})
+	}, func(l wire.LUN) {
+		fmt.Fprintf(c.App.Writer, "LUN %s imported: %s, %d-byte blocks, data on %s (session %s), identity %s\n",
+			l.Name, sizeStr(l.Size), l.BlockSize, l.Remote.URL, l.Remote.Session, l.Identity)
+	})
+}
+
 func lunList(c *cli.Context) error {
 	if err := args0(c); err != nil {
 		return err
@@ -187,15 +236,45 @@ func printLUN(c *cli.Context, l wire.LUN) {
 		{"id", l.ID},
 		{"size", fmt.Sprintf("%s (%d bytes, %d blocks)", sizeStr(l.Size), l.Size, l.Size/int64(max(l.BlockSize, 1)))},
 		{"block size", strconv.Itoa(int(l.BlockSize))},
-		{"naa", l.NAA},
+		{"identity", identityStr(l)},
+		{"naa", naaStr(l)},
 		{"serial", l.Serial},
 		{"volume", fmt.Sprintf("%s (%s, %s%s)", l.Volume, orDash(l.VolumePath), orDash(l.VolumeKind), map[bool]string{true: ", owned", false: ""}[l.Owned])},
+		{"remote", remoteStr(l.Remote)},
 		{"direct io", map[bool]string{true: "yes", false: "no"}[l.DirectIO]},
 		{"mapped", mappingStr(l.Mappings)},
 		{"migration", migrationStr(l.Migration)},
 		{"state", stateStr(l)},
 		{"created", l.Created.Local().Format("2006-01-02 15:04:05")},
 	})
+}
+
+// identityStr says whose identity the LUN presents.
+func identityStr(l wire.LUN) string {
+	if l.Identity == "adopted" {
+		return fmt.Sprintf("adopted (%s %s)", l.Vendor, l.Product)
+	}
+	return orDash(l.Identity)
+}
+
+// naaStr is the LUN's own NAA, which an adopted identity does not show.
+func naaStr(l wire.LUN) string {
+	if l.Identity == "adopted" {
+		return "- (adopted VPD 0x83 designators)"
+	}
+	return l.NAA
+}
+
+// remoteStr is where a remote data volume is and whether its path is up.
+func remoteStr(r *wire.LUNRemote) string {
+	if r == nil {
+		return "-"
+	}
+	s := r.URL + ", path " + r.Session
+	if r.CHAPUser != "" {
+		s += ", CHAP user " + r.CHAPUser
+	}
+	return s
 }
 
 // stateStr is "online", or "OFFLINE: why" (loud: host I/O fails).

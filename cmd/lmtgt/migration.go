@@ -86,11 +86,15 @@ func migrationCreate(c *cli.Context) error {
 		if c.String("source") == "" || c.String("target") == "" {
 			return wire.Migration{}, usageErr("migration create: --source and --target are required")
 		}
-		return cl.CreateMigration(context.Background(), wire.CreateMigration{
+		m, err := cl.CreateMigration(context.Background(), wire.CreateMigration{
 			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
 			Vehicle: c.String("vehicle"),
 		})
+		for _, w := range m.Warnings {
+			fmt.Fprintln(c.App.ErrWriter, w)
+		}
+		return m, err
 	}, func(m wire.Migration) {
 		fmt.Fprintf(c.App.Writer, "migration %s -> %s created (pair %s, state %s); follow it with: lmtgt migration show %s --watch\n",
 			m.Source, m.Target, m.ID, m.State, m.Source)

@@ -80,6 +80,7 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 				Name:      l.Name,
 				NAA:       naa,
 				Serial:    l.Serial,
+				Adopted:   adopted(l.Adopted),
 				BlockSize: l.BlockSize,
 				Volume:    v,
 			})
@@ -89,6 +90,14 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].IQN < targets[j].IQN })
 	return targets, skipped, nil
+}
+
+// adopted converts a LUN record's adopted identity for the target.
+func adopted(a *metavol.Identity) *target.Identity {
+	if a == nil {
+		return nil
+	}
+	return &target.Identity{Vendor: a.Vendor, Product: a.Product, Revision: a.Revision, Designators: a.Designators}
 }
 
 // parseNAA decodes the 32 hex digits of a LUN's NAA identifier.

@@ -333,6 +333,10 @@ func (s *Server) routes() {
 		l, err := svc.CreateLUN(req)
 		reply(w, http.StatusCreated, l, err, lunObject(req.Name))
 	}))
+	m.HandleFunc("POST "+v+"/luns/import", withBody(func(w http.ResponseWriter, r *http.Request, req wire.ImportLUN) {
+		l, err := svc.ImportLUN(req)
+		reply(w, http.StatusCreated, l, err, lunObject(req.Name))
+	}))
 	m.HandleFunc("GET "+v+"/luns", func(w http.ResponseWriter, r *http.Request) {
 		l, err := svc.LUNs()
 		reply(w, http.StatusOK, l, err, "luns")

@@ -18,6 +18,7 @@ import (
 	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
+	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
 	"github.com/lmtgt/lmtgt/target"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 	"github.com/lmtgt/lmtgt/target/iscsi"
@@ -34,6 +35,8 @@ const DefaultMaxPause = 100 * time.Millisecond
 type Manager interface {
 	LUN(id string) (volume.Volume, error)
 	CreateLUN(req lm.CreateLUNRequest) (metavol.LUN, error)
+	ImportLUN(req lm.ImportLUNRequest) (metavol.LUN, error)
+	RemoteState(lunID string) string
 	ResizeLUN(name string, size int64) (metavol.LUN, error)
 	DeleteLUN(name string) error
 	CreatePair(req lm.PairRequest) (lm.PairStatus, error)
@@ -159,6 +162,46 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	return s.LUN(l.Name)
 }
 
+// ImportLUN creates a LUN whose data volume is a LUN on another iSCSI
+// target (lm.ImportLUN). The URL must not carry credentials (they would
+// end up in shell history and process lists): they come in the CHAP
+// fields. No error or log line names a secret.
+func (s *Service) ImportLUN(req wire.ImportLUN) (wire.LUN, error) {
+	obj := lunObject(req.Name)
+	if req.Name == "" {
+		return wire.LUN{}, invalid("lun", "a name is required")
+	}
+	if req.From == "" {
+		return wire.LUN{}, invalid(obj, "--from iscsi://HOST[:PORT]/IQN/LUN is required")
+	}
+	u, err := iscsivol.ParseURL(req.From)
+	if err != nil {
+		return wire.LUN{}, invalid(obj, "%v", err)
+	}
+	if u.CHAPUser != "" {
+		return wire.LUN{}, invalid(obj, "%s: give CHAP credentials with --chap-user and --chap-secret-file, not in the URL", iscsivol.Redact(req.From))
+	}
+	if (req.CHAPUser == "") != (req.CHAPSecret == "") {
+		return wire.LUN{}, invalid(obj, "CHAP needs both a user and a secret")
+	}
+	if (req.MutualUser == "") != (req.MutualSecret == "") || (req.MutualUser != "" && req.CHAPUser == "") {
+		return wire.LUN{}, invalid(obj, "mutual CHAP needs a mutual user and secret, and one-way CHAP too")
+	}
+	switch req.Identity {
+	case "", lm.IdentityAdopt, lm.IdentityOwn:
+	default:
+		return wire.LUN{}, invalid(obj, "identity %q: want %s or %s", req.Identity, lm.IdentityAdopt, lm.IdentityOwn)
+	}
+	l, err := s.lm.ImportLUN(lm.ImportLUNRequest{Name: req.Name, Identity: req.Identity, Remote: metavol.Remote{
+		Portal: u.Portal, Target: u.Target, LUN: u.LUN,
+		CHAPUser: req.CHAPUser, CHAPSecret: req.CHAPSecret, MutualUser: req.MutualUser, MutualSecret: req.MutualSecret,
+	}})
+	if err != nil {
+		return wire.LUN{}, toWire(err, obj)
+	}
+	return s.LUN(l.Name)
+}
+
 // checkPath refuses a --path that cannot work before lm sees it: relative
 // paths (the daemon's working directory is not the client's), devices that
 // do not exist (lmtgt never creates files under /dev), files that do not
@@ -231,6 +274,14 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 			}
 			if vol, err := tx.GetVolume(l.VolumeID); err == nil {
 				v.VolumePath, v.VolumeKind, v.Owned, v.DirectIO = vol.Path, vol.Kind, vol.Owned, vol.Direct
+				if vol.Remote != nil {
+					v.VolumePath = vol.Remote.URL()
+					v.Remote = &wire.LUNRemote{URL: vol.Remote.URL(), CHAPUser: vol.Remote.CHAPUser}
+				}
+			}
+			v.Identity = "own"
+			if a := l.Adopted; a != nil {
+				v.Identity, v.Vendor, v.Product = "adopted", a.Vendor, a.Product
 			}
 			for _, t := range targets {
 				for _, m := range t.Mappings {
@@ -260,6 +311,9 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 	for i := range out {
 		st := s.lm.LUNStatus(out[i].ID)
 		out[i].State, out[i].Offline = st.State.String(), st.Reason
+		if out[i].Remote != nil {
+			out[i].Remote.Session = s.lm.RemoteState(out[i].ID)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if out == nil {
@@ -854,7 +908,41 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 		return wire.Migration{}, toWire(err, obj)
 	}
 	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
-	return migrationView(p), nil
+	v := migrationView(p)
+	if url := s.remoteURL(req.Source); url != "" {
+		w := bypassWarning(req.Source, url)
+		s.log.Warn().Str("source", req.Source).Str("remote", url).Str("pair", p.ID).Msg(w)
+		v.Warnings = append(v.Warnings, w)
+	}
+	return v, nil
+}
+
+// bypassWarning is the warning of a migration whose source is imported
+// from another array: until lmtgt fences the old path (not built yet),
+// a host write that reaches the old array directly escapes the DCL and is
+// lost at the split (docs/design.md "Importing a LUN from another array").
+func bypassWarning(lun, url string) string {
+	return fmt.Sprintf("WARNING: source LUN %s is imported from %s. lmtgt does not fence the old array's path yet: "+
+		"until the split, no host may use any path to %s other than through lmtgt. "+
+		"A write that reaches the old array directly is NOT tracked and is LOST at the split.", lun, url, url)
+}
+
+// remoteURL is the URL (no secret) of a LUN's data volume when it is
+// remote, else "".
+func (s *Service) remoteURL(name string) string {
+	var url string
+	_ = s.db.View(func(tx *metavol.Tx) error {
+		l, err := tx.LUNByName(name)
+		if err != nil {
+			return err
+		}
+		v, err := tx.GetVolume(l.VolumeID)
+		if err == nil && v.Remote != nil {
+			url = v.Remote.URL()
+		}
+		return nil
+	})
+	return url
 }
 
 // Migrations lists every pair, sorted by source name.

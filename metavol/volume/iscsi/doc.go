@@ -79,6 +79,10 @@
 // (the volume.File contract) asks GET LBA STATUS on thin-provisioned LUNs so
 // a copier can skip deallocated ranges; elsewhere everything is data.
 //
+// Identity (identity.go) reads the LUN's standard INQUIRY vendor/product/
+// revision, VPD 0x80 serial and the logical-unit designators of VPD 0x83,
+// for `lun import --identity adopt`.
+//
 // URLs: iscsi://[USER[%SECRET]@]HOST[:PORT]/IQN/LUN (the libiscsi form) is
 // parsed by ParseURL only; Config.String and Redact never show the secret.
 //

@@ -174,6 +174,11 @@ func (c *Client) CreateLUN(ctx context.Context, req wire.CreateLUN) (wire.LUN, e
 	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns", req)
 }
 
+// ImportLUN creates a LUN on a LUN of another iSCSI target.
+func (c *Client) ImportLUN(ctx context.Context, req wire.ImportLUN) (wire.LUN, error) {
+	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns/import", req)
+}
+
 // LUNs lists every LUN.
 func (c *Client) LUNs(ctx context.Context) ([]wire.LUN, error) {
 	return call[[]wire.LUN](ctx, c, http.MethodGet, wire.Version+"/luns", nil)

@@ -31,6 +31,24 @@ type CreateLUN struct {
 	Force bool `json:"force,omitempty"`
 }
 
+// ImportLUN is the body of POST /v1/luns/import: a LUN whose data volume
+// is a LUN on another iSCSI target.
+type ImportLUN struct {
+	Name string `json:"name"`
+	// From is iscsi://HOST[:PORT]/IQN/LUN, without credentials.
+	From string `json:"from"`
+	// CHAP credentials for the login to the other target (one-way, or
+	// mutual with MutualUser/MutualSecret). Stored in the meta volume,
+	// never shown.
+	CHAPUser     string `json:"chap_user,omitempty"`
+	CHAPSecret   string `json:"chap_secret,omitempty"`
+	MutualUser   string `json:"mutual_user,omitempty"`
+	MutualSecret string `json:"mutual_secret,omitempty"`
+	// Identity is "adopt" (default: present the external LUN's identity)
+	// or "own" (lmtgt's generated one).
+	Identity string `json:"identity,omitempty"`
+}
+
 // ResizeLUN is the body of POST|PATCH /v1/luns/{name}/resize.
 type ResizeLUN struct {
 	Size int64 `json:"size"`
@@ -38,18 +56,25 @@ type ResizeLUN struct {
 
 // LUN is a LUN as shown by GET /v1/luns[/{name}].
 type LUN struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Size       int64     `json:"size"`
-	BlockSize  uint32    `json:"block_size"`
-	NAA        string    `json:"naa"`
-	Serial     string    `json:"serial"`
-	Volume     string    `json:"volume"` // data volume ID
-	VolumePath string    `json:"volume_path,omitempty"`
-	VolumeKind string    `json:"volume_kind,omitempty"`
-	Owned      bool      `json:"volume_owned"`
-	DirectIO   bool      `json:"direct_io"` // the data volume is opened with O_DIRECT
-	Created    time.Time `json:"created"`
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Size       int64  `json:"size"`
+	BlockSize  uint32 `json:"block_size"`
+	NAA        string `json:"naa"`
+	Serial     string `json:"serial"`
+	Volume     string `json:"volume"` // data volume ID
+	VolumePath string `json:"volume_path,omitempty"`
+	VolumeKind string `json:"volume_kind,omitempty"`
+	Owned      bool   `json:"volume_owned"`
+	DirectIO   bool   `json:"direct_io"` // the data volume is opened with O_DIRECT
+	// Remote is set when the data volume is a LUN on another iSCSI target.
+	Remote *LUNRemote `json:"remote,omitempty"`
+	// Identity is "own" (lmtgt's generated NAA and serial) or "adopted"
+	// (the identity of the external LUN it was imported from).
+	Identity string    `json:"identity"`
+	Vendor   string    `json:"vendor,omitempty"`  // adopted INQUIRY vendor
+	Product  string    `json:"product,omitempty"` // adopted INQUIRY product
+	Created  time.Time `json:"created"`
 	// Mappings lists where the LUN is exported.
 	Mappings []LUNMapping `json:"mappings"`
 	// Migration is set while the LUN is in a pair.
@@ -61,6 +86,16 @@ type LUN struct {
 	State string `json:"state"`
 	// Offline says why the LUN is offline and what to do; "" when online.
 	Offline string `json:"offline,omitempty"`
+}
+
+// LUNRemote says where a remote data volume is (never its secrets).
+type LUNRemote struct {
+	URL      string `json:"url"` // iscsi://HOST:PORT/IQN/LUN
+	CHAPUser string `json:"chap_user,omitempty"`
+	// Session is the initiator's session state: "up", "connecting" (lost,
+	// I/O waits for the replacement timeout), "down" (I/O fails),
+	// "closed" or "not open".
+	Session string `json:"session"`
 }
 
 // LUNMapping is one export of a LUN: a target and a LUN number.
@@ -171,6 +206,9 @@ type SetMigration struct {
 
 // Migration is a pair as shown by GET /v1/migrations[/{source}].
 type Migration struct {
+	// Warnings are given by create only (for example the bypass warning
+	// of a source imported from another array).
+	Warnings     []string  `json:"warnings,omitempty"`
 	ID           string    `json:"id"`
 	Source       string    `json:"source"`
 	Target       string    `json:"target"`

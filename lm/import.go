@@ -1,0 +1,278 @@
+package lm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
+)
+
+// Imported LUNs (docs/design.md "Importing a LUN from another array"). A
+// data volume of Kind "iscsi" is a LUN on another iSCSI target, reached
+// through lmtgt's own initiator (metavol/volume/iscsi). Its record holds
+// the portal, target, LUN and CHAP credentials; the credentials are used
+// only here (remoteConfig) and never appear in a log line, an error or a
+// status (Remote.URL has none; the initiator redacts its own names).
+//
+// A remote volume is never Verify'd (that is for files); its loss is the
+// initiator's replacement timeout, after which I/O fails and the LUN's
+// pair goes interrupted like any failing leg. Deleting the LUN logs out;
+// nothing on the remote array is ever deleted or changed by lmtgt but the
+// data hosts write.
+
+// RemoteOpenTimeout bounds the login and probe of a remote data volume.
+const RemoteOpenTimeout = 30 * time.Second
+
+// Identity modes of ImportLUN.
+const (
+	IdentityAdopt = "adopt" // present the external LUN's identity
+	IdentityOwn   = "own"   // present lmtgt's own generated identity
+)
+
+// ImportLUNRequest asks for a LUN whose data volume is a LUN on another
+// iSCSI target.
+type ImportLUNRequest struct {
+	Name   string
+	Remote metavol.Remote
+	// Identity is IdentityAdopt (default) or IdentityOwn.
+	Identity string
+}
+
+// remoteConfig is the initiator configuration of a remote volume record.
+func (m *Manager) remoteConfig(r metavol.Remote) iscsivol.Config {
+	return iscsivol.Config{
+		Portal: r.Portal, Target: r.Target, LUN: r.LUN,
+		CHAPUser: r.CHAPUser, CHAPSecret: r.CHAPSecret,
+		MutualUser: r.MutualUser, MutualSecret: r.MutualSecret,
+		ReplacementTimeout: m.opts.RemoteReplacementTimeout,
+	}
+}
+
+// dialRemote logs in to a remote volume. Its errors name the URL without
+// any secret.
+func (m *Manager) dialRemote(volID string, r metavol.Remote) (*iscsivol.Volume, error) {
+	ctx, cancel := context.WithTimeout(m.ctx, RemoteOpenTimeout)
+	defer cancel()
+	log := slog.New(zerolog.NewSlogHandler(m.log.With().Str("volume", volID).Logger()))
+	v, err := iscsivol.OpenConfig(ctx, m.remoteConfig(r), log)
+	if err != nil {
+		if errors.Is(err, iscsivol.ErrAuth) {
+			return nil, fmt.Errorf("remote %s: login refused (check the CHAP user and secret): %w", r.URL(), err)
+		}
+		return nil, fmt.Errorf("remote %s: %w", r.URL(), err)
+	}
+	return v, nil
+}
+
+// openRemote opens a remote data volume (openVolume for Kind "iscsi").
+func (m *Manager) openRemote(d *dataVol) error {
+	if d.rec.Remote == nil {
+		s := "remote volume record without a remote"
+		d.why.Store(&s)
+		return fmt.Errorf("data volume %s: %s: %w", d.rec.ID, s, ErrUnavailable)
+	}
+	r, err := m.dialRemote(d.rec.ID, *d.rec.Remote)
+	if err == nil && r.Size() < d.rec.Size {
+		r.Close()
+		err = fmt.Errorf("remote %s: %d bytes, smaller than the %d recorded", d.rec.Remote.URL(), r.Size(), d.rec.Size)
+	}
+	if err != nil {
+		s := err.Error()
+		d.why.Store(&s)
+		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
+	}
+	if !d.cur.CompareAndSwap(nil, m.remoteVol(d.rec.ID, r)) {
+		r.Close()
+	}
+	d.why.Store(nil)
+	return nil
+}
+
+// reopenRemote keeps trying to open a remote volume that could not be
+// opened at startup (its array down or unreachable), with backoff from
+// RetryMin to RetryMax, until it opens or the Manager closes. Until then
+// its LUN is offline and a pair with a leg on it is interrupted; both
+// recover by themselves once it opens. The goroutine is the Manager's
+// (m.wg, ended by Close through m.ctx).
+func (m *Manager) reopenRemote(d *dataVol) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		delay := m.opts.RetryMin
+		for {
+			t := time.NewTimer(delay)
+			select {
+			case <-m.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if !m.known(d) {
+				return // its LUN was deleted
+			}
+			err := m.openRemote(d)
+			if err == nil && !m.known(d) {
+				// Deleted while we logged in: DeleteLUN may have swapped
+				// before our open; log out here.
+				if o := d.cur.Swap(nil); o != nil {
+					o.raw.Close()
+				}
+				return
+			}
+			if err == nil {
+				m.log.Info().Str("volume", d.rec.ID).Str("remote", d.rec.Remote.URL()).Msg("remote data volume opened")
+				return
+			}
+			if m.ctx.Err() != nil {
+				return
+			}
+			m.log.Debug().Err(err).Str("volume", d.rec.ID).Msg("remote data volume still unavailable")
+			delay = min(delay*2, m.opts.RetryMax)
+		}
+	}()
+}
+
+// known reports whether d is still one of the Manager's data volumes.
+func (m *Manager) known(d *dataVol) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.vols[d.rec.ID] == d
+}
+
+// ImportLUN creates a LUN whose data volume is a LUN on another iSCSI
+// target. Its size and block size are the external LUN's. With
+// IdentityAdopt the LUN presents the external LUN's standard INQUIRY
+// vendor/product/revision, VPD 0x80 serial and VPD 0x83 logical-unit
+// designators, read once now and kept on the LUN record.
+func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	if m.isClosed() {
+		return metavol.LUN{}, fmt.Errorf("lun %s: manager closed: %w", req.Name, ErrState)
+	}
+	if err := ValidLUNName(req.Name); err != nil {
+		return metavol.LUN{}, err
+	}
+	mode := req.Identity
+	if mode == "" {
+		mode = IdentityAdopt
+	}
+	if mode != IdentityAdopt && mode != IdentityOwn {
+		return metavol.LUN{}, fmt.Errorf("lun %s: identity %q (want %s or %s): %w", req.Name, req.Identity, IdentityAdopt, IdentityOwn, ErrInvalid)
+	}
+	r := req.Remote
+	if r.Portal == "" || r.Target == "" {
+		return metavol.LUN{}, fmt.Errorf("lun %s: remote needs a portal and a target name: %w", req.Name, ErrInvalid)
+	}
+	if (r.CHAPUser == "") != (r.CHAPSecret == "") {
+		return metavol.LUN{}, fmt.Errorf("lun %s: CHAP needs both a user and a secret: %w", req.Name, ErrInvalid)
+	}
+	err := m.db.View(func(tx *metavol.Tx) error {
+		if _, err := tx.LUNByName(req.Name); err == nil {
+			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
+		} else if !errors.Is(err, metavol.ErrNotFound) {
+			return err
+		}
+		vols, err := tx.Volumes()
+		if err != nil {
+			return err
+		}
+		for _, v := range vols {
+			if v.Remote != nil && v.Remote.URL() == r.URL() {
+				return fmt.Errorf("lun %s: %s is already data volume %s: %w", req.Name, r.URL(), v.ID, ErrExists)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return metavol.LUN{}, err
+	}
+	now := time.Now().UTC()
+	vrec := metavol.Volume{ID: metavol.NewID(), Kind: metavol.VolumeKindISCSI, Remote: &r, Created: now}
+	rv, err := m.dialRemote(vrec.ID, r)
+	if err != nil {
+		why := ErrUnavailable
+		if errors.Is(err, iscsivol.ErrAuth) {
+			why = ErrInvalid // the credentials given are wrong
+		}
+		return metavol.LUN{}, fmt.Errorf("lun %s: %w: %w", req.Name, err, why)
+	}
+	fail := func(err error) (metavol.LUN, error) {
+		rv.Close()
+		return metavol.LUN{}, err
+	}
+	bs := rv.BlockSize()
+	if bs != 512 && bs != 4096 {
+		return fail(fmt.Errorf("lun %s: remote %s has %d-byte blocks (lmtgt serves 512 or 4096): %w", req.Name, r.URL(), bs, ErrInvalid))
+	}
+	vrec.Size = rv.Size()
+	lrec := metavol.LUN{
+		ID:        metavol.NewID(),
+		Name:      req.Name,
+		Size:      rv.Size(),
+		BlockSize: uint32(bs),
+		NAA:       metavol.NewNAA(),
+		Serial:    metavol.NewSerial(),
+		VolumeID:  vrec.ID,
+		Created:   now,
+	}
+	if mode == IdentityAdopt {
+		id, err := rv.Identity()
+		if err != nil {
+			return fail(fmt.Errorf("lun %s: %w", req.Name, err))
+		}
+		if len(id.Designators) == 0 {
+			return fail(fmt.Errorf("lun %s: remote %s has no logical-unit designator in VPD 0x83 to adopt (use --identity own): %w", req.Name, r.URL(), ErrInvalid))
+		}
+		if id.Serial != "" {
+			lrec.Serial = id.Serial
+		}
+		lrec.Adopted = &metavol.Identity{Vendor: id.Vendor, Product: id.Product, Revision: id.Revision, Designators: id.Designators}
+	}
+	if err := m.db.Update(func(tx *metavol.Tx) error {
+		if err := tx.PutVolume(vrec); err != nil {
+			return err
+		}
+		return tx.PutLUN(lrec)
+	}); err != nil {
+		return fail(mapMetaErr("lun", req.Name, err))
+	}
+	d := &dataVol{rec: vrec}
+	d.cur.Store(m.remoteVol(vrec.ID, rv))
+	m.mu.Lock()
+	m.mu.vols[vrec.ID] = d
+	m.mu.luns[lrec.ID] = m.newEntry(lrec)
+	m.mu.Unlock()
+	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
+		Str("identity", mode).Msg("LUN imported")
+	return lrec, nil
+}
+
+// RemoteState is the initiator session state of a LUN's data volume when
+// it is remote: "up", "connecting", "down", "closed" or "not open"; ""
+// for a local volume.
+func (m *Manager) RemoteState(lunID string) string {
+	m.mu.Lock()
+	e := m.mu.luns[lunID]
+	m.mu.Unlock()
+	if e == nil {
+		return ""
+	}
+	e.gate.enter()
+	d := e.vol
+	e.gate.exit()
+	if d == nil || d.rec.Kind != metavol.VolumeKindISCSI {
+		return ""
+	}
+	o := d.cur.Load()
+	if o == nil || o.remote == nil {
+		return "not open"
+	}
+	return o.remote.Client().State().String()
+}
