@@ -252,23 +252,6 @@ func TestUnloadablePairMissingLUN(t *testing.T) {
 	}
 }
 
-func volumePath(t testing.TB, e *env, name string) string {
-	t.Helper()
-	var path string
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		l, err := tx.LUNByName(name)
-		if err != nil {
-			return err
-		}
-		v, err := tx.GetVolume(l.VolumeID)
-		path = v.Path
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // Finding 6 (unit): the target of a synced pair truncated underneath
 // lmtgt used to stay synced and split, handing the host zeros. Now the
 // split is refused naming the reason, the pair is interrupted, the target
@@ -277,7 +260,7 @@ func TestTruncatedTargetRefusesSplit(t *testing.T) {
 	e := newEnv(t, Options{VerifyInterval: -1}, false)
 	const size = 8 << 20
 	src, dst, model, _ := offlinePair(e, size)
-	if err := os.Truncate(volumePath(t, e, "dst"), 0); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "dst"), 0); err != nil {
 		t.Fatal(err)
 	}
 	_, err := e.m.Split([]string{"src"}, time.Second)
@@ -335,7 +318,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	const size = 4 << 20
 	a := e.lun("a", size)
 	fill(t, e.handle(a), size, 1, 1)
-	if err := os.Truncate(volumePath(t, e, "a"), size/2); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "a"), size/2); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, blk)
@@ -349,7 +332,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	if _, err := e.handle(a).WriteAt(b, size-blk); !errors.Is(err, ErrOffline) {
 		t.Fatalf("write to an offline LUN: %v, want ErrOffline", err)
 	}
-	if fi, err := os.Stat(volumePath(t, e, "a")); err != nil || fi.Size() != size/2 {
+	if fi, err := os.Stat(volumePath(t, e.db, "a")); err != nil || fi.Size() != size/2 {
 		t.Fatalf("the truncated file was written to: %v %v", fi.Size(), err)
 	}
 	// Resize cannot bring it back silently either.
@@ -367,7 +350,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	// the host read zeros without reading (qemu does). It fails instead.
 	g := e.lun("g", size)
 	fill(t, e.handle(g), size, 1, 3)
-	if err := os.Truncate(volumePath(t, e, "g"), size/4); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "g"), size/4); err != nil {
 		t.Fatal(err)
 	}
 	nd := e.handle(g).(interface {
@@ -382,7 +365,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	// end would otherwise extend the file and leave holes where data was.
 	c := e.lun("c", size)
 	fill(t, e.handle(c), size, 1, 2)
-	if err := os.Truncate(volumePath(t, e, "c"), 0); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "c"), 0); err != nil {
 		t.Fatal(err)
 	}
 	e.m.VerifyVolumes()
@@ -398,7 +381,7 @@ func TestVanishedAndReplacedVolume(t *testing.T) {
 	e := newEnv(t, Options{VerifyInterval: 10 * time.Millisecond}, false)
 	const size = 1 << 20
 	a, c := e.lun("a", size), e.lun("c", size)
-	pa, pc := volumePath(t, e, "a"), volumePath(t, e, "c")
+	pa, pc := volumePath(t, e.db, "a"), volumePath(t, e.db, "c")
 	if err := os.Remove(pa); err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +413,7 @@ func TestTruncatedTargetInsideThePause(t *testing.T) {
 	e := newEnv(t, Options{VerifyInterval: -1}, false)
 	const size = 4 << 20
 	src, _, model, _ := offlinePair(e, size)
-	path := volumePath(t, e, "dst")
+	path := volumePath(t, e.db, "dst")
 	e.m.hooks.splitDrained = func() {
 		if err := os.Truncate(path, size/2); err != nil {
 			t.Error(err)
@@ -464,7 +447,7 @@ func TestTailWriteOfTruncatedLUN(t *testing.T) {
 	const size = 4 << 20
 	a := e.lun("a", size)
 	fill(t, e.handle(a), size, 1, 1)
-	path := volumePath(t, e, "a")
+	path := volumePath(t, e.db, "a")
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}

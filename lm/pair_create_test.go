@@ -129,32 +129,29 @@ func TestCreatePairFailureLeavesNothingHidden(t *testing.T) {
 	e.checkNoPair("drain timeout", "tgt")
 	e.lun("tgt", 2*mib)
 
-	// 2. A step before the commit fails.
-	e.m.hooks.createStep = func(step string) error {
-		if step == "pair 1 ready" {
-			return errors.New("injected")
+	// failAt makes step fail with msg: CreatePair fails with want and
+	// leaves nothing behind (the target LUN is then created again).
+	failAt := func(what, step, msg, want string) {
+		t.Helper()
+		e.m.hooks.createStep = func(s string) error {
+			if s == step {
+				return errors.New(msg)
+			}
+			return nil
 		}
-		return nil
+		if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt"}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CreatePair with %s = %v", what, err)
+		}
+		e.checkNoPair(what, "tgt")
+		e.lun("tgt", 2*mib)
 	}
-	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt"}); err == nil || !strings.Contains(err.Error(), "injected") {
-		t.Fatalf("CreatePair failing before the commit = %v", err)
-	}
-	e.checkNoPair("failure before the commit", "tgt")
-	e.lun("tgt", 2*mib)
+
+	// 2. A step before the commit fails.
+	failAt("a failure before the commit", "pair 1 ready", "injected", "injected")
 
 	// 3. The commit reports an error though it wrote the record (a failed
 	// sync after the write): the record is deleted.
-	e.m.hooks.createStep = func(step string) error {
-		if step == "committed" {
-			return errors.New("injected commit error")
-		}
-		return nil
-	}
-	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt"}); err == nil || !strings.Contains(err.Error(), "pair src: persist: injected commit error") {
-		t.Fatalf("CreatePair with a commit error = %v", err)
-	}
-	e.checkNoPair("commit error", "tgt")
-	e.lun("tgt", 2*mib)
+	failAt("a commit error", "committed", "injected commit error", "pair src: persist: injected commit error")
 
 	// 4. ... and the record cannot be deleted either: the pair exists,
 	// visible and running, and the error says so; cancel removes it.
