@@ -138,14 +138,7 @@ func (e *env) handle(l metavol.LUN) volume.Volume {
 // faultyOf returns the fault injector of a LUN's current data volume.
 func (e *env) faultyOf(name string) *volume.Faulty {
 	e.t.Helper()
-	var l metavol.LUN
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		var err error
-		l, err = tx.LUNByName(name)
-		return err
-	}); err != nil {
-		e.t.Fatal(err)
-	}
+	l := lunRecord(e.t, e.db, name)
 	e.fmu.Lock()
 	defer e.fmu.Unlock()
 	f := e.faulty[l.VolumeID]
@@ -254,6 +247,20 @@ func sameContent(t testing.TB, what string, a, b volume.Volume, size int64) {
 			}
 		}
 	}
+}
+
+// lunRecord is the record of LUN name.
+func lunRecord(t testing.TB, db *metavol.DB, name string) metavol.LUN {
+	t.Helper()
+	var l metavol.LUN
+	if err := db.View(func(tx *metavol.Tx) error {
+		var err error
+		l, err = tx.LUNByName(name)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // volumePath is the path of the data volume LUN name is on.
