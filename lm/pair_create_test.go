@@ -187,14 +187,7 @@ func TestSessionCreateCrashChild(t *testing.T) {
 		t.Skip("only run as a child of TestSessionCreateCrash")
 	}
 	dir, step, _ := strings.Cut(v, "|")
-	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(db, crashOptions(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m := openCrashDir(t, dir)
 	die := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
 	m.hooks.createStep = func(s string) error {
 		if s == step {
@@ -206,6 +199,21 @@ func TestSessionCreateCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	die() // "after": the create returned
+}
+
+// openCrashDir opens the meta volume and the Manager (crashOptions) of a
+// crash test's data dir.
+func openCrashDir(t testing.TB, dir string) (*metavol.DB, *Manager) {
+	t.Helper()
+	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(db, crashOptions(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, m
 }
 
 func sessCrashRequest() SessionRequest {
@@ -232,17 +240,7 @@ func TestSessionCreateCrash(t *testing.T) {
 	steps := []string{"pair 1 ready", "pair 2 ready", "pair 3 ready", "pair 4 ready", "committed", "after"}
 	for _, step := range steps {
 		dir := t.TempDir()
-		open := func() (*metavol.DB, *Manager) {
-			db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := Open(db, crashOptions(dir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return db, m
-		}
+		open := func() (*metavol.DB, *Manager) { return openCrashDir(t, dir) }
 		db, m := open()
 		for i := range 4 {
 			for _, n := range []string{"s", "t"} {

@@ -45,18 +45,6 @@ type plHost struct {
 	seq      uint64
 }
 
-func plOptions(dir string) Options {
-	return Options{
-		DataDir:            dir,
-		Log:                zerolog.Nop(),
-		ClearInterval:      20 * time.Millisecond,
-		CheckpointInterval: 50 * time.Millisecond,
-		CheckpointBytes:    2 * mib,
-		RetryMin:           10 * time.Millisecond,
-		RetryMax:           50 * time.Millisecond,
-	}
-}
-
 type plLM struct {
 	t    *testing.T
 	srv  *crashfs.Server
@@ -78,7 +66,7 @@ func (p *plLM) open(opts crashfs.Options) (fs *crashfs.FS, db *metavol.DB, m *Ma
 		}
 		t.Fatalf("open the meta volume after a power cut: %v", err)
 	}
-	m, err = Open(db, plOptions(p.mnt))
+	m, err = Open(db, crashOptions(p.mnt))
 	if err != nil {
 		db.Close()
 		if fs.IsCut() {
