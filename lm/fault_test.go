@@ -377,9 +377,7 @@ func TestSplitTimeoutLeavesEverything(t *testing.T) {
 	if st.State != "synced" || !strings.Contains(st.Reason, "deferred") {
 		t.Fatalf("after deferred split: %+v", st)
 	}
-	var after metavol.LUN
-	e.db.View(func(tx *metavol.Tx) error { after, _ = tx.GetLUN(l.ID); return nil })
-	if after.VolumeID != l.VolumeID {
+	if after := lunRecord(t, e.db, l.Name); after.VolumeID != l.VolumeID {
 		t.Fatal("volume IDs changed by a deferred split")
 	}
 	// Host I/O goes on during and after the refused split.

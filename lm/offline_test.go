@@ -424,15 +424,7 @@ func TestTruncatedTargetInsideThePause(t *testing.T) {
 		t.Fatalf("split with the target truncated inside the pause: %v, want refused (shrank)", err)
 	}
 	e.waitState("src", StateInterrupted, 30*time.Second)
-	var l metavol.LUN
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		var err error
-		l, err = tx.GetLUN(src.ID)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if l.VolumeID == dstVolumeID(t, e) {
+	if l := lunRecord(t, e.db, src.Name); l.VolumeID == dstVolumeID(t, e) {
 		t.Fatal("the source LUN was switched to the truncated volume")
 	}
 	checkModel(t, "source", e.handle(src), size, model)

@@ -179,9 +179,7 @@ func TestSplitTargetFailsDuringDrain(t *testing.T) {
 	if st, _ := e.m.Pair("src"); st.State != "interrupted" {
 		t.Fatalf("after the refused split: %+v", st)
 	}
-	var after metavol.LUN
-	e.db.View(func(tx *metavol.Tx) error { after, _ = tx.GetLUN(l.ID); return nil })
-	if after.VolumeID != l.VolumeID {
+	if after := lunRecord(t, e.db, l.Name); after.VolumeID != l.VolumeID {
 		t.Fatal("volume IDs changed by a refused split")
 	}
 	fs.Delay(0)
