@@ -32,10 +32,7 @@ func TestMarkAfterClose(t *testing.T) {
 	db := openMeta(t, t.TempDir())
 	defer db.Close()
 	s := Open(db, Options{ClearInterval: -1})
-	l, err := s.Open("p-closed", 64<<20, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, s, "p-closed", 64<<20, 0, nil)
 	must(t, l.MarkDCL(0, 0)) // durable: a later write there costs no I/O
 	must(t, s.Close())
 
@@ -65,10 +62,7 @@ func TestCloseConcurrentWithMarks(t *testing.T) {
 	dir := t.TempDir()
 	db := openMeta(t, dir)
 	s := Open(db, Options{ClearInterval: time.Millisecond})
-	l, err := s.Open("p", 1<<30, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, s, "p", 1<<30, 0, nil)
 	const writers = 8
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -131,25 +125,11 @@ func TestCloseConcurrentWithMarks(t *testing.T) {
 	defer db.Close()
 	s = Open(db, Options{ClearInterval: -1})
 	defer s.Close()
-	l, err = s.Open("p", 1<<30, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l = openLog(t, s, "p", 1<<30, 0, nil)
 	for _, r := range acked {
 		if !l.IsDirty(r) {
 			t.Fatalf("acknowledged DCL mark of region %d lost", r)
 		}
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -158,18 +138,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // not yet committed) is never written after the delete. A failed commit
 // changes nothing.
 func TestForget(t *testing.T) {
-	db := openMeta(t, t.TempDir())
-	defer db.Close()
-	s := Open(db, Options{ClearInterval: -1})
-	defer s.Close()
-	l, err := s.Open("p-split", 64<<20, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := s.Open("p-other", 64<<20, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, s := newStore(t)
+	l := openLog(t, s, "p-split", 64<<20, 0, nil)
+	other := openLog(t, s, "p-other", 64<<20, 0, nil)
 	must(t, l.MarkDCL(3, 3))
 	must(t, other.MarkDCL(1, 1))
 	keys := func() []string {
@@ -233,10 +204,7 @@ func TestOpenIgnoresHeaderlessPages(t *testing.T) {
 	}))
 	s := Open(db, Options{ClearInterval: -1})
 	defer s.Close()
-	l, err := s.Open("p-gone", 64<<20, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, s, "p-gone", 64<<20, 0, nil)
 	if d, marked, _ := l.Counts(); d != 0 || marked != 0 {
 		t.Fatalf("a log opened over headerless pages: %d in the DCL, %d marked, want 0", d, marked)
 	}

@@ -33,10 +33,7 @@ func TestMarkLoadDrop(t *testing.T) {
 	s := Open(db, Options{ClearInterval: -1})
 	// 100 GiB at 1 MiB regions: several pages.
 	size := int64(100 << 30)
-	l, err := s.Open("p1", size, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, s, "p1", size, 0, nil)
 	if l.Len() != 100<<10 {
 		t.Fatalf("regions %d", l.Len())
 	}
@@ -71,10 +68,7 @@ func TestMarkLoadDrop(t *testing.T) {
 	if err != nil || len(ids) != 1 || ids[0] != "p1" {
 		t.Fatalf("pair ids %v %v", ids, err)
 	}
-	l, err = s.Open("p1", size, 4096 /* ignored: stored size wins */, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l = openLog(t, s, "p1", size, 4096 /* ignored: stored size wins */, nil)
 	if l.RegionSize() != DefaultRegionSize {
 		t.Fatalf("region size %d", l.RegionSize())
 	}
@@ -101,15 +95,9 @@ func TestMarkLoadDrop(t *testing.T) {
 }
 
 func TestLazyClear(t *testing.T) {
-	db := openMeta(t, t.TempDir())
-	defer db.Close()
-	s := Open(db, Options{ClearInterval: -1})
-	defer s.Close()
+	_, s := newStore(t)
 	flushed := 0
-	l, err := s.Open("p", 64<<20, 0, func() error { flushed++; return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, s, "p", 64<<20, 0, func() error { flushed++; return nil })
 	must(t, l.BeginWrite(1, 2)) // stays in flight
 	must(t, l.BeginWrite(3, 3))
 	l.EndWrite(3, 3, false)
@@ -143,6 +131,49 @@ func TestLazyClear(t *testing.T) {
 	}
 }
 
+// newStore opens a fresh meta volume and a Store on it that clears only
+// when told (ClearInterval -1); the test's cleanup closes both.
+func newStore(t *testing.T) (*metavol.DB, *Store) {
+	t.Helper()
+	db := openMeta(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	s := Open(db, Options{ClearInterval: -1})
+	t.Cleanup(func() { s.Close() })
+	return db, s
+}
+
+// openLog opens the log of pairID on s (Store.Open) and fails t if it
+// cannot.
+func openLog(t *testing.T, s *Store, pairID string, size, regionSize int64, flush func() error) *Log {
+	t.Helper()
+	l, err := s.Open(pairID, size, regionSize, flush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// waitFor polls cond until it holds and fails t after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// poll calls cond every millisecond until it holds or d has passed and
+// reports whether it held (the one polling loop of the package's tests).
+func poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -157,10 +188,7 @@ func TestConcurrentMarkers(t *testing.T) {
 	dir := t.TempDir()
 	db := openMeta(t, dir)
 	s := Open(db, Options{ClearInterval: 5 * time.Millisecond})
-	l, err := s.Open("p", 1<<30, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, s, "p", 1<<30, 0, nil)
 	var mu sync.Mutex
 	dclSet := map[int64]bool{}
 	var wg sync.WaitGroup
@@ -199,10 +227,7 @@ func TestConcurrentMarkers(t *testing.T) {
 	defer db.Close()
 	s = Open(db, Options{ClearInterval: -1})
 	defer s.Close()
-	l, err = s.Open("p", 1<<30, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l = openLog(t, s, "p", 1<<30, 0, nil)
 	for r := range dclSet {
 		if !l.IsDirty(r) {
 			t.Errorf("region %d lost after reopen", r)
@@ -218,14 +243,8 @@ func (l *Log) isMarked(r int64) bool {
 
 // TestGroupCommit: marks of many writers share commits.
 func TestGroupCommit(t *testing.T) {
-	db := openMeta(t, t.TempDir())
-	defer db.Close()
-	s := Open(db, Options{ClearInterval: -1})
-	defer s.Close()
-	l, err := s.Open("p", 1<<30, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := newStore(t)
+	l := openLog(t, s, "p", 1<<30, 0, nil)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for g := 0; g < 64; g++ {
@@ -333,18 +352,10 @@ func TestCrashKill(t *testing.T) {
 		}
 		// Kill after a random number of acknowledged marks.
 		want := 50 + rand.Intn(400)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			n := countLines(filepath.Join(dir, "acked"))
-			if n >= want {
-				break
-			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("round %d: child acknowledged only %d marks in 30s", round, n)
-			}
-			time.Sleep(2 * time.Millisecond)
+		if !poll(30*time.Second, func() bool { return countLines(filepath.Join(dir, "acked")) >= want }) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("round %d: child acknowledged only %d marks in 30s", round, countLines(filepath.Join(dir, "acked")))
 		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
@@ -352,10 +363,7 @@ func TestCrashKill(t *testing.T) {
 		acked := readAcked(t, filepath.Join(dir, "acked"))
 		db := openMeta(t, filepath.Join(dir, "db"))
 		s := Open(db, Options{ClearInterval: -1})
-		l, err := s.Open("crash", 4<<30, 0, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := openLog(t, s, "crash", 4<<30, 0, nil)
 		for _, a := range acked {
 			if !l.IsDirty(a) {
 				t.Errorf("round %d: acknowledged mark of region %d lost", round, a)
@@ -398,14 +406,8 @@ func readAcked(t *testing.T, p string) []int64 {
 }
 
 func TestMarkedToDCL(t *testing.T) {
-	db := openMeta(t, t.TempDir())
-	defer db.Close()
-	s := Open(db, Options{ClearInterval: -1})
-	defer s.Close()
-	l, err := s.Open("p", 300<<20, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := newStore(t)
+	l := openLog(t, s, "p", 300<<20, 0, nil)
 	for _, r := range []int64{1, 64, 200} {
 		must(t, l.BeginWrite(r, r))
 		l.EndWrite(r, r, false)

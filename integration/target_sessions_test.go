@@ -2,6 +2,7 @@ package integration
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -85,16 +86,9 @@ func TestTargetShowSessions(t *testing.T) {
 		t.Fatalf("target show (table) does not list the session of %s:\n%s", host, out)
 	}
 	c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, 10*time.Second, "target show: no session after the connection closed", func() (bool, string) {
 		v.Sessions = nil // an absent "sessions" leaves the field as it was
 		d.JSON(&v, "target", "show", iqn)
-		if len(v.Sessions) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("target show 10 s after the connection closed: sessions %+v", v.Sessions)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(v.Sessions) == 0, fmt.Sprintf("sessions %+v", v.Sessions)
+	})
 }

@@ -40,7 +40,7 @@ func TestCancelDrainTimeout(t *testing.T) {
 	if _, err := e.m.Pair("src"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("pair after the cancel: %v", err)
 	}
-	tl := lunID(t, e, "tgt")
+	tl := lunRecord(t, e.db, "tgt").ID
 	th, _ := e.m.LUN(tl)
 	if err := writeBlock(th, 3, 1); err != nil {
 		t.Fatalf("target LUN not writable after the cancel: %v", err)

@@ -1,7 +1,6 @@
 package lm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -496,7 +495,7 @@ func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, e
 		if _, err := so.v.ReadAt(b, off); err != nil {
 			return moved, sourceErr{fmt.Errorf("source read at %d: %w", off, err)}
 		}
-		if isZero(b) {
+		if volume.IsZero(b) {
 			if err := to.v.Unmap(off, n); err != nil {
 				return moved, fmt.Errorf("target unmap at %d: %w", off, err)
 			}
@@ -559,17 +558,4 @@ func copyFileRange(so, to *openVol, start, end int64) (int64, error) {
 		moved += int64(n)
 	}
 	return moved, nil
-}
-
-func isZero(b []byte) bool {
-	const z = 4096
-	var zero [z]byte
-	for len(b) > 0 {
-		n := min(len(b), z)
-		if !bytes.Equal(b[:n], zero[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }

@@ -69,10 +69,7 @@ func TestResumeSkipsMergedChunks(t *testing.T) {
 		if j.start == 0 && r {
 			second.Do(func() {
 				// Let the worker finish chunk 0 and merge the rest.
-				deadline := time.Now().Add(10 * time.Second)
-				for p.done.Load() < size && time.Now().Before(deadline) {
-					time.Sleep(time.Millisecond)
-				}
+				poll(10*time.Second, func() bool { return p.done.Load() >= size })
 			})
 		}
 	}

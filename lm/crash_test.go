@@ -124,19 +124,15 @@ func TestCrashChild(t *testing.T) {
 				fail("create pair: %v", err)
 			}
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			st, err := m.Pair("src")
-			if err != nil {
+		var st PairStatus
+		if !poll(60*time.Second, func() bool {
+			var err error
+			if st, err = m.Pair("src"); err != nil {
 				fail("%v", err)
 			}
-			if st.State == "synced" {
-				break
-			}
-			if time.Now().After(deadline) {
-				fail("not synced: %+v", st)
-			}
-			time.Sleep(5 * time.Millisecond)
+			return st.State == "synced"
+		}) {
+			fail("not synced: %+v", st)
 		}
 		if rnd.Intn(2) == 0 {
 			if _, err := m.Split([]string{"src"}, time.Second); err != nil && !errors.Is(err, ErrSplitTimeout) && !errors.Is(err, ErrNotSynced) {
@@ -182,19 +178,20 @@ func TestCrashLoop(t *testing.T) {
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 		want := acked + 20 + rand.Intn(400)
-		deadline := time.Now().Add(60 * time.Second)
-		for countLines(filepath.Join(dir, "acked")) < want {
+		if !poll(60*time.Second, func() bool {
+			if countLines(filepath.Join(dir, "acked")) >= want {
+				return true
+			}
 			select {
 			case err := <-exited:
 				t.Fatalf("round %d: child exited early: %v\n%s", round, err, out.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				<-exited
-				t.Fatalf("round %d: child too slow\n%s", round, out.String())
-			}
-			time.Sleep(2 * time.Millisecond)
+			return false
+		}) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("round %d: child too slow\n%s", round, out.String())
 		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-exited
@@ -247,30 +244,8 @@ func crashCheck(t *testing.T, dir string, round int) {
 		state = st.State
 	}
 	if err == nil && st.State != "split" {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			st, _ = m.Pair("src")
-			if st.State == "synced" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: pair not synced after restart: %+v", round, st)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		var sp, tp string
-		db.View(func(tx *metavol.Tx) error {
-			for name, p := range map[string]*string{"src": &sp, "tgt": &tp} {
-				l, _ := tx.LUNByName(name)
-				v, _ := tx.GetVolume(l.VolumeID)
-				*p = v.Path
-			}
-			return nil
-		})
-		a, b := openRaw(t, sp), openRaw(t, tp)
-		sameContent(t, fmt.Sprintf("round %d: target == source", round), a, b, crashSize)
-		a.Close()
-		b.Close()
+		waitPair(t, m, "src", StateSynced, 60*time.Second)
+		sameLUNs(t, db, fmt.Sprintf("round %d: target == source", round), "src", "tgt", crashSize)
 	}
 	t.Logf("round %d: killed with pair %s; %d blocks with acknowledged writes all present; synced and equal", round, state, len(last))
 }

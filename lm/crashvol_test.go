@@ -283,7 +283,7 @@ func (w *cvWorld) checkSplits(what string) (swapped bool) {
 // decode returns the seq a block holds (0 for zeros) or an error if it is
 // not a whole write of this block.
 func cvDecode(b []byte, bl int64) (uint64, error) {
-	if cvAllZero(b) {
+	if volume.IsZero(b) {
 		return 0, nil
 	}
 	gotBl, seq := binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:])
@@ -296,15 +296,6 @@ func cvDecode(b []byte, bl int64) (uint64, error) {
 		return 0, fmt.Errorf("data of block %d", gotBl)
 	}
 	return seq, nil
-}
-
-func cvAllZero(b []byte) bool {
-	for _, x := range b {
-		if x != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (w *cvWorld) checkLUN(what string, i int, h volume.Volume) {

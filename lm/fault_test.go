@@ -292,7 +292,7 @@ func TestConsistentSplitOf8(t *testing.T) {
 	b := make([]byte, blk)
 	var maxSeq uint64
 	for i := 0; i < n; i++ {
-		tl := e.handle(metavol.LUN{ID: lunID(t, e, "t"+names[i][1:])})
+		tl := e.handle(metavol.LUN{ID: lunRecord(t, e.db, "t"+names[i][1:]).ID})
 		if _, err := tl.ReadAt(b, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -327,18 +327,6 @@ func (o offsetWriter) WriteAt(b []byte, off int64) (int, error) { return o.v.Wri
 func leU64(b []byte) uint64 {
 	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-}
-
-func lunID(t *testing.T, e *env, name string) string {
-	var l metavol.LUN
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		var err error
-		l, err = tx.LUNByName(name)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return l.ID
 }
 
 // checkModelFrom checks blocks from first on against a model whose block
@@ -389,9 +377,7 @@ func TestSplitTimeoutLeavesEverything(t *testing.T) {
 	if st.State != "synced" || !strings.Contains(st.Reason, "deferred") {
 		t.Fatalf("after deferred split: %+v", st)
 	}
-	var after metavol.LUN
-	e.db.View(func(tx *metavol.Tx) error { after, _ = tx.GetLUN(l.ID); return nil })
-	if after.VolumeID != l.VolumeID {
+	if after := lunRecord(t, e.db, l.Name); after.VolumeID != l.VolumeID {
 		t.Fatal("volume IDs changed by a deferred split")
 	}
 	// Host I/O goes on during and after the refused split.
@@ -518,13 +504,7 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitState("src", StateSynced, 10*time.Second)
-	var path string
-	e.db.View(func(tx *metavol.Tx) error {
-		tl, _ := tx.LUNByName("tgt")
-		v, _ := tx.GetVolume(tl.VolumeID)
-		path = v.Path
-		return nil
-	})
+	path := volumePath(t, e.db, "tgt")
 	e.close()
 	if err := renameFile(path, path+".away"); err != nil {
 		t.Fatal(err)

@@ -138,14 +138,7 @@ func (e *env) handle(l metavol.LUN) volume.Volume {
 // faultyOf returns the fault injector of a LUN's current data volume.
 func (e *env) faultyOf(name string) *volume.Faulty {
 	e.t.Helper()
-	var l metavol.LUN
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		var err error
-		l, err = tx.LUNByName(name)
-		return err
-	}); err != nil {
-		e.t.Fatal(err)
-	}
+	l := lunRecord(e.t, e.db, name)
 	e.fmu.Lock()
 	defer e.fmu.Unlock()
 	f := e.faulty[l.VolumeID]
@@ -158,19 +151,22 @@ func (e *env) faultyOf(name string) *volume.Faulty {
 // waitState waits until the pair of source is in state want.
 func (e *env) waitState(source string, want PairState, d time.Duration) PairStatus {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
+	return waitPair(e.t, e.m, source, want, d)
+}
+
+// waitPair waits until the pair of source is in state want and fails t
+// with the last status otherwise.
+func waitPair(t testing.TB, m *Manager, source string, want PairState, d time.Duration) PairStatus {
+	t.Helper()
 	var st PairStatus
-	for {
-		var err error
-		st, err = e.m.Pair(source)
-		if err == nil && st.State == want.String() {
-			return st
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("pair %s: not %s within %v: last status %+v (err %v)", source, want, d, st, err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var err error
+	if !poll(d, func() bool {
+		st, err = m.Pair(source)
+		return err == nil && st.State == want.String()
+	}) {
+		t.Fatalf("pair %s: not %s within %v: last status %+v (err %v)", source, want, d, st, err)
 	}
+	return st
 }
 
 // pattern fills a block with (block, seq) so every write is recognisable.
@@ -253,11 +249,25 @@ func sameContent(t testing.TB, what string, a, b volume.Volume, size int64) {
 	}
 }
 
-// rawVolume opens a LUN's current data volume file directly.
-func (e *env) rawVolume(name string) volume.Volume {
-	e.t.Helper()
+// lunRecord is the record of LUN name.
+func lunRecord(t testing.TB, db *metavol.DB, name string) metavol.LUN {
+	t.Helper()
+	var l metavol.LUN
+	if err := db.View(func(tx *metavol.Tx) error {
+		var err error
+		l, err = tx.LUNByName(name)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// volumePath is the path of the data volume LUN name is on.
+func volumePath(t testing.TB, db *metavol.DB, name string) string {
+	t.Helper()
 	var path string
-	if err := e.db.View(func(tx *metavol.Tx) error {
+	if err := db.View(func(tx *metavol.Tx) error {
 		l, err := tx.LUNByName(name)
 		if err != nil {
 			return err
@@ -266,12 +276,25 @@ func (e *env) rawVolume(name string) volume.Volume {
 		path = v.Path
 		return err
 	}); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	f, err := volume.Open(path, volume.Options{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	return path
+}
+
+// sameLUNs checks that LUNs a and b hold the same size bytes, reading
+// their volume files directly.
+func sameLUNs(t testing.TB, db *metavol.DB, what, a, b string, size int64) {
+	t.Helper()
+	x, y := openRaw(t, volumePath(t, db, a)), openRaw(t, volumePath(t, db, b))
+	defer x.Close()
+	defer y.Close()
+	sameContent(t, what, x, y, size)
+}
+
+// rawVolume opens a LUN's current data volume file directly.
+func (e *env) rawVolume(name string) volume.Volume {
+	e.t.Helper()
+	f := openRaw(e.t, volumePath(e.t, e.db, name))
 	e.t.Cleanup(func() { f.Close() })
 	return f
 }
@@ -286,13 +309,25 @@ func errString(err error) string {
 // waitFor polls cond until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// poll calls cond every 2 ms until it holds or d has passed and reports
+// whether it held. It is the one polling loop of the package's tests:
+// waitFor and waitPair fail the test when it gives false; the crash
+// children, which exit rather than fail, and loops that must clean up
+// first call it directly.
+func poll(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			return false
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+	return true
 }
 
 func renameFile(from, to string) error { return os.Rename(from, to) }

@@ -253,23 +253,6 @@ func TestUnloadablePairMissingLUN(t *testing.T) {
 	}
 }
 
-func volumePath(t testing.TB, e *env, name string) string {
-	t.Helper()
-	var path string
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		l, err := tx.LUNByName(name)
-		if err != nil {
-			return err
-		}
-		v, err := tx.GetVolume(l.VolumeID)
-		path = v.Path
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // Finding 6 (unit): the target of a synced pair truncated underneath
 // lmtgt used to stay synced and split, handing the host zeros. Now the
 // split is refused naming the reason, the pair is interrupted, the target
@@ -278,7 +261,7 @@ func TestTruncatedTargetRefusesSplit(t *testing.T) {
 	e := newEnv(t, Options{VerifyInterval: -1}, false)
 	const size = 8 << 20
 	src, dst, model, _ := offlinePair(e, size)
-	if err := os.Truncate(volumePath(t, e, "dst"), 0); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "dst"), 0); err != nil {
 		t.Fatal(err)
 	}
 	_, err := e.m.Split([]string{"src"}, time.Second)
@@ -336,7 +319,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	const size = 4 << 20
 	a := e.lun("a", size)
 	fill(t, e.handle(a), size, 1, 1)
-	if err := os.Truncate(volumePath(t, e, "a"), size/2); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "a"), size/2); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, blk)
@@ -350,7 +333,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	if _, err := e.handle(a).WriteAt(b, size-blk); !errors.Is(err, ErrOffline) {
 		t.Fatalf("write to an offline LUN: %v, want ErrOffline", err)
 	}
-	if fi, err := os.Stat(volumePath(t, e, "a")); err != nil || fi.Size() != size/2 {
+	if fi, err := os.Stat(volumePath(t, e.db, "a")); err != nil || fi.Size() != size/2 {
 		t.Fatalf("the truncated file was written to: %v %v", fi.Size(), err)
 	}
 	// Resize cannot bring it back silently either.
@@ -368,7 +351,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	// the host read zeros without reading (qemu does). It fails instead.
 	g := e.lun("g", size)
 	fill(t, e.handle(g), size, 1, 3)
-	if err := os.Truncate(volumePath(t, e, "g"), size/4); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "g"), size/4); err != nil {
 		t.Fatal(err)
 	}
 	nd := e.handle(g).(interface {
@@ -383,7 +366,7 @@ func TestTruncatedPlainLUNGoesOffline(t *testing.T) {
 	// end would otherwise extend the file and leave holes where data was.
 	c := e.lun("c", size)
 	fill(t, e.handle(c), size, 1, 2)
-	if err := os.Truncate(volumePath(t, e, "c"), 0); err != nil {
+	if err := os.Truncate(volumePath(t, e.db, "c"), 0); err != nil {
 		t.Fatal(err)
 	}
 	e.m.VerifyVolumes()
@@ -399,7 +382,7 @@ func TestVanishedAndReplacedVolume(t *testing.T) {
 	e := newEnv(t, Options{VerifyInterval: 10 * time.Millisecond}, false)
 	const size = 1 << 20
 	a, c := e.lun("a", size), e.lun("c", size)
-	pa, pc := volumePath(t, e, "a"), volumePath(t, e, "c")
+	pa, pc := volumePath(t, e.db, "a"), volumePath(t, e.db, "c")
 	if err := os.Remove(pa); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +414,7 @@ func TestTruncatedTargetInsideThePause(t *testing.T) {
 	e := newEnv(t, Options{VerifyInterval: -1}, false)
 	const size = 4 << 20
 	src, _, model, _ := offlinePair(e, size)
-	path := volumePath(t, e, "dst")
+	path := volumePath(t, e.db, "dst")
 	e.m.hooks.splitDrained = func() {
 		if err := os.Truncate(path, size/2); err != nil {
 			t.Error(err)
@@ -442,15 +425,7 @@ func TestTruncatedTargetInsideThePause(t *testing.T) {
 		t.Fatalf("split with the target truncated inside the pause: %v, want refused (shrank)", err)
 	}
 	e.waitState("src", StateInterrupted, 30*time.Second)
-	var l metavol.LUN
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		var err error
-		l, err = tx.GetLUN(src.ID)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if l.VolumeID == dstVolumeID(t, e) {
+	if l := lunRecord(t, e.db, src.Name); l.VolumeID == dstVolumeID(t, e) {
 		t.Fatal("the source LUN was switched to the truncated volume")
 	}
 	checkModel(t, "source", e.handle(src), size, model)
@@ -465,7 +440,7 @@ func TestTailWriteOfTruncatedLUN(t *testing.T) {
 	const size = 4 << 20
 	a := e.lun("a", size)
 	fill(t, e.handle(a), size, 1, 1)
-	path := volumePath(t, e, "a")
+	path := volumePath(t, e.db, "a")
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -129,32 +129,29 @@ func TestCreatePairFailureLeavesNothingHidden(t *testing.T) {
 	e.checkNoPair("drain timeout", "tgt")
 	e.lun("tgt", 2*mib)
 
-	// 2. A step before the commit fails.
-	e.m.hooks.createStep = func(step string) error {
-		if step == "pair 1 ready" {
-			return errors.New("injected")
+	// failAt makes step fail with msg: CreatePair fails with want and
+	// leaves nothing behind (the target LUN is then created again).
+	failAt := func(what, step, msg, want string) {
+		t.Helper()
+		e.m.hooks.createStep = func(s string) error {
+			if s == step {
+				return errors.New(msg)
+			}
+			return nil
 		}
-		return nil
+		if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt"}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CreatePair with %s = %v", what, err)
+		}
+		e.checkNoPair(what, "tgt")
+		e.lun("tgt", 2*mib)
 	}
-	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt"}); err == nil || !strings.Contains(err.Error(), "injected") {
-		t.Fatalf("CreatePair failing before the commit = %v", err)
-	}
-	e.checkNoPair("failure before the commit", "tgt")
-	e.lun("tgt", 2*mib)
+
+	// 2. A step before the commit fails.
+	failAt("a failure before the commit", "pair 1 ready", "injected", "injected")
 
 	// 3. The commit reports an error though it wrote the record (a failed
 	// sync after the write): the record is deleted.
-	e.m.hooks.createStep = func(step string) error {
-		if step == "committed" {
-			return errors.New("injected commit error")
-		}
-		return nil
-	}
-	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt"}); err == nil || !strings.Contains(err.Error(), "pair src: persist: injected commit error") {
-		t.Fatalf("CreatePair with a commit error = %v", err)
-	}
-	e.checkNoPair("commit error", "tgt")
-	e.lun("tgt", 2*mib)
+	failAt("a commit error", "committed", "injected commit error", "pair src: persist: injected commit error")
 
 	// 4. ... and the record cannot be deleted either: the pair exists,
 	// visible and running, and the error says so; cancel removes it.
@@ -190,14 +187,7 @@ func TestSessionCreateCrashChild(t *testing.T) {
 		t.Skip("only run as a child of TestSessionCreateCrash")
 	}
 	dir, step, _ := strings.Cut(v, "|")
-	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(db, crashOptions(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m := openCrashDir(t, dir)
 	die := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
 	m.hooks.createStep = func(s string) error {
 		if s == step {
@@ -209,6 +199,21 @@ func TestSessionCreateCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	die() // "after": the create returned
+}
+
+// openCrashDir opens the meta volume and the Manager (crashOptions) of a
+// crash test's data dir.
+func openCrashDir(t testing.TB, dir string) (*metavol.DB, *Manager) {
+	t.Helper()
+	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(db, crashOptions(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, m
 }
 
 func sessCrashRequest() SessionRequest {
@@ -235,17 +240,7 @@ func TestSessionCreateCrash(t *testing.T) {
 	steps := []string{"pair 1 ready", "pair 2 ready", "pair 3 ready", "pair 4 ready", "committed", "after"}
 	for _, step := range steps {
 		dir := t.TempDir()
-		open := func() (*metavol.DB, *Manager) {
-			db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := Open(db, crashOptions(dir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return db, m
-		}
+		open := func() (*metavol.DB, *Manager) { return openCrashDir(t, dir) }
 		db, m := open()
 		for i := range 4 {
 			for _, n := range []string{"s", "t"} {

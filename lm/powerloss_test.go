@@ -45,18 +45,6 @@ type plHost struct {
 	seq      uint64
 }
 
-func plOptions(dir string) Options {
-	return Options{
-		DataDir:            dir,
-		Log:                zerolog.Nop(),
-		ClearInterval:      20 * time.Millisecond,
-		CheckpointInterval: 50 * time.Millisecond,
-		CheckpointBytes:    2 * mib,
-		RetryMin:           10 * time.Millisecond,
-		RetryMax:           50 * time.Millisecond,
-	}
-}
-
 type plLM struct {
 	t    *testing.T
 	srv  *crashfs.Server
@@ -78,7 +66,7 @@ func (p *plLM) open(opts crashfs.Options) (fs *crashfs.FS, db *metavol.DB, m *Ma
 		}
 		t.Fatalf("open the meta volume after a power cut: %v", err)
 	}
-	m, err = Open(db, plOptions(p.mnt))
+	m, err = Open(db, crashOptions(p.mnt))
 	if err != nil {
 		db.Close()
 		if fs.IsCut() {
@@ -277,8 +265,10 @@ func (p *plLM) workload(fs *crashfs.FS, db *metavol.DB, m *Manager, maxWrites in
 			}
 		}
 	}()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cut() && writes.Load() < maxWrites {
+	if !poll(2*time.Minute, func() bool { // the cut
+		if cut() || writes.Load() >= maxWrites {
+			return true
+		}
 		select {
 		case err := <-errs:
 			close(stop)
@@ -286,12 +276,11 @@ func (p *plLM) workload(fs *crashfs.FS, db *metavol.DB, m *Manager, maxWrites in
 			t.Fatal(err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			close(stop)
-			wg.Wait()
-			t.Fatalf("workload: %d of %d host writes in 2 minutes", writes.Load(), maxWrites)
-		}
-		time.Sleep(2 * time.Millisecond) // poll the cut
+		return false
+	}) {
+		close(stop)
+		wg.Wait()
+		t.Fatalf("workload: %d of %d host writes in 2 minutes", writes.Load(), maxWrites)
 	}
 	close(stop)
 	wg.Wait()
@@ -387,22 +376,7 @@ func TestPowerLossMigration(t *testing.T) {
 				t.Fatalf("final pair: %v", err)
 			}
 		}
-		waitFor(t, time.Minute, "the pair to resync after the last cut", func() bool {
-			st, err := m.Pair("src")
-			return err == nil && st.State == "synced"
-		})
-		var sp, tp string
-		db.View(func(tx *metavol.Tx) error {
-			for name, path := range map[string]*string{"src": &sp, "tgt": &tp} {
-				l, _ := tx.LUNByName(name)
-				v, _ := tx.GetVolume(l.VolumeID)
-				*path = v.Path
-			}
-			return nil
-		})
-		a, b := openRaw(t, sp), openRaw(t, tp)
-		sameContent(t, "after the last cut: target == source", a, b, plSize)
-		a.Close()
-		b.Close()
+		waitPair(t, m, "src", StateSynced, time.Minute) // resynced after the last cut
+		sameLUNs(t, db, "after the last cut: target == source", "src", "tgt", plSize)
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/lmtgt/lmtgt/metavol"
 )
 
 func TestSessionStateAggregate(t *testing.T) {
@@ -242,7 +240,7 @@ func TestSessionMaxActiveOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range reqs {
-		l := lunByName(e, r.Source)
+		l := lunRecord(e.t, e.db, r.Source)
 		checkModel(t, r.Source+" after the split", e.handle(l), 4*mib, models[i])
 	}
 	if st := waitSession(e, "one", SessionSplit, time.Second); st.Counts["split"] != 3 {
@@ -250,26 +248,13 @@ func TestSessionMaxActiveOne(t *testing.T) {
 	}
 }
 
-func lunByName(e *env, name string) metavol.LUN {
-	e.t.Helper()
-	var l metavol.LUN
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		var err error
-		l, err = tx.LUNByName(name)
-		return err
-	}); err != nil {
-		e.t.Fatal(err)
-	}
-	return l
-}
-
 func TestSessionAutoSplitOnce(t *testing.T) {
 	e := newEnv(t, Options{}, false)
 	reqs, models := sessionLUNs(e, "s", 3, 3*mib)
 	before := map[string]string{}
 	for _, r := range reqs {
-		before[r.Source] = lunByName(e, r.Source).VolumeID
-		before[r.Target] = lunByName(e, r.Target).VolumeID
+		before[r.Source] = lunRecord(e.t, e.db, r.Source).VolumeID
+		before[r.Target] = lunRecord(e.t, e.db, r.Target).VolumeID
 	}
 	var commits atomic.Int32
 	e.m.hooks.splitCommitted = func() { commits.Add(1) }
@@ -296,8 +281,8 @@ func TestSessionAutoSplitOnce(t *testing.T) {
 			t.Fatalf("pair %d after the auto-split: %s, pause %v (first %v)", i, p.State, p.SplitPauseMS, pause)
 		}
 		r := reqs[i]
-		l := lunByName(e, r.Source)
-		if l.VolumeID != before[r.Target] || lunByName(e, r.Target).VolumeID != before[r.Source] {
+		l := lunRecord(e.t, e.db, r.Source)
+		if l.VolumeID != before[r.Target] || lunRecord(e.t, e.db, r.Target).VolumeID != before[r.Source] {
 			t.Fatalf("%s: volumes not swapped", r.Source)
 		}
 		checkModel(t, r.Source+" after the auto-split", e.handle(l), 3*mib, models[i])
@@ -336,7 +321,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 	}
 	waitSession(e, "keep", SessionSplit, 30*time.Second)
 	for i, r := range reqs {
-		checkModel(t, r.Source+" after restart and auto-split", e.handle(lunByName(e, r.Source)), 4*mib, models[i])
+		checkModel(t, r.Source+" after restart and auto-split", e.handle(lunRecord(e.t, e.db, r.Source)), 4*mib, models[i])
 	}
 	e.reopen()
 	if st, err := e.m.Session("keep"); err != nil || st.State != "split" {

@@ -103,14 +103,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		recs[i].State = StateSplitting.String()
 		recs[i].Reason = "split started"
 	}
-	if err := m.db.Update(func(tx *metavol.Tx) error {
-		for _, r := range recs {
-			if err := tx.PutPair(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := m.putPairs(recs); err != nil {
 		return SplitResult{}, fmt.Errorf("split: persist splitting: %w", err)
 	}
 	for i, p := range ps {
@@ -256,14 +249,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 		p.mu.rec.SplitPauseNS = int64(pause)
 		p.mu.Unlock()
 	}
-	if err := m.db.Update(func(tx *metavol.Tx) error {
-		for _, r := range recs {
-			if err := tx.PutPair(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := m.putPairs(recs); err != nil {
 		m.log.Warn().Err(err).Msg("split: could not record the measured pause")
 	}
 	releaseAll()
@@ -340,6 +326,19 @@ func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair) (*swapPlan, error
 	return sw, err
 }
 
+// putPairs writes the records of a split's pairs in one transaction:
+// their states change together or not at all.
+func (m *Manager) putPairs(recs []metavol.Pair) error {
+	return m.db.Update(func(tx *metavol.Tx) error {
+		for _, r := range recs {
+			if err := tx.PutPair(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // leaveSplitting returns every pair to synced (or interrupted, with its
 // fault) in one transaction: a deferred or refused split. Called with
 // every pair's persist lock held. reason "" keeps the fault as the reason.
@@ -363,14 +362,7 @@ func (m *Manager) leaveSplitting(ps []*pair, reason string) {
 		rec.State, rec.Reason = to.String(), r
 		recs, tos, moved = append(recs, rec), append(tos, to), append(moved, p)
 	}
-	if err := m.db.Update(func(tx *metavol.Tx) error {
-		for _, r := range recs {
-			if err := tx.PutPair(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := m.putPairs(recs); err != nil {
 		m.log.Error().Err(err).Str("pairs", names(moved)).Msg("split: cannot leave splitting")
 		return
 	}

@@ -54,19 +54,15 @@ func TestSplitCrashChild(t *testing.T) {
 	if _, err := m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest}); err != nil {
 		fail(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := m.Pair("src")
-		if err != nil {
+	var st PairStatus
+	if !poll(20*time.Second, func() bool {
+		var err error
+		if st, err = m.Pair("src"); err != nil {
 			fail(err)
 		}
-		if st.State == "synced" {
-			break
-		}
-		if time.Now().After(deadline) {
-			fail(fmt.Errorf("not synced: %+v", st))
-		}
-		time.Sleep(2 * time.Millisecond)
+		return st.State == "synced"
+	}) {
+		fail(fmt.Errorf("not synced: %+v", st))
 	}
 	for bl := int64(1); bl < size/blk; bl += 7 { // dual-write
 		if err := writeBlock(h, bl, 2); err != nil {
@@ -183,9 +179,7 @@ func TestSplitTargetFailsDuringDrain(t *testing.T) {
 	if st, _ := e.m.Pair("src"); st.State != "interrupted" {
 		t.Fatalf("after the refused split: %+v", st)
 	}
-	var after metavol.LUN
-	e.db.View(func(tx *metavol.Tx) error { after, _ = tx.GetLUN(l.ID); return nil })
-	if after.VolumeID != l.VolumeID {
+	if after := lunRecord(t, e.db, l.Name); after.VolumeID != l.VolumeID {
 		t.Fatal("volume IDs changed by a refused split")
 	}
 	fs.Delay(0)

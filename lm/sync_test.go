@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
@@ -81,14 +80,7 @@ func newTrackEnv(t *testing.T, opts Options) (*env, func(name string) *trackVol)
 	e := newEnv(t, opts, false)
 	return e, func(name string) *trackVol {
 		t.Helper()
-		var id string
-		if err := e.db.View(func(tx *metavol.Tx) error {
-			l, err := tx.LUNByName(name)
-			id = l.VolumeID
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		id := lunRecord(t, e.db, name).VolumeID
 		mu.Lock()
 		defer mu.Unlock()
 		if vols[id] == nil {

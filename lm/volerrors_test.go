@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
@@ -29,18 +28,7 @@ func TestRecoveredInterruptedPairKeepsRetrying(t *testing.T) {
 		t.Fatalf("host write with a failing target: %v", err)
 	}
 	e.waitState("src", StateInterrupted, 10*time.Second)
-	var path string
-	if err := e.db.View(func(tx *metavol.Tx) error {
-		tl, err := tx.LUNByName("tgt")
-		if err != nil {
-			return err
-		}
-		v, err := tx.GetVolume(tl.VolumeID)
-		path = v.Path
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	path := volumePath(t, e.db, "tgt")
 	e.close()
 	// The target is still away when the daemon comes back.
 	if err := renameFile(path, path+".away"); err != nil {

@@ -1,7 +1,6 @@
 package target
 
 import (
-	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -295,20 +294,5 @@ func be32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 func be64(b []byte) uint64 { return uint64(be32(b))<<32 | uint64(be32(b[4:])) }
-
-func isZero(b []byte) bool {
-	for len(b) >= 64 {
-		if !bytes.Equal(b[:64], zero64[:]) {
-			return false
-		}
-		b = b[64:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
 
 var zero64 [64]byte

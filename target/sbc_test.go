@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"sync"
 	"testing"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 func TestReadWriteRoundTrip(t *testing.T) {
@@ -139,21 +141,21 @@ func TestWriteSame(t *testing.T) {
 	}
 	c = exec(n, 0, cdb16(0x88, 0, 2048, 0), nil, 1<<20)
 	mustGood(t, c)
-	if !isZero(data(c)) {
+	if !volume.IsZero(data(c)) {
 		t.Fatal("unmapped range does not read back as zeros")
 	}
 	// NDOB (no Data-Out) with UNMAP.
 	mustGood(t, exec(n, 0, cdb16(0x8a, 50, 1, 0), blk, 0))
 	mustGood(t, exec(n, 0, cdb16(0x93, 50, 1, 0x09), nil, 0))
 	c = exec(n, 0, cdb10(0x28, 50, 1, 0), nil, 512)
-	if !isZero(data(c)) {
+	if !volume.IsZero(data(c)) {
 		t.Fatal("NDOB WRITE SAME left data")
 	}
 	// UNMAP bit with non-zero data still deallocates (reads zeros).
 	mustGood(t, exec(n, 0, cdb16(0x8a, 60, 1, 0), blk, 0))
 	mustGood(t, exec(n, 0, cdb16(0x93, 60, 2, 0x08), blk, 0))
 	c = exec(n, 0, cdb10(0x28, 60, 2, 0), nil, 1024)
-	if !isZero(data(c)) {
+	if !volume.IsZero(data(c)) {
 		t.Fatal("WRITE SAME UNMAP with data did not deallocate")
 	}
 	// Above MAXIMUM WRITE SAME LENGTH: refused.
@@ -185,7 +187,7 @@ func TestUnmapDeallocatesAndReadsZeros(t *testing.T) {
 	}
 	c = exec(n, 0, cdb16(0x88, 0, 4096, 0), nil, 2<<20)
 	mustGood(t, c)
-	if !isZero(data(c)) {
+	if !volume.IsZero(data(c)) {
 		t.Fatal("unmapped blocks do not read zeros")
 	}
 	c = exec(n, 0, cdb16(0x88, 4096, 1, 0), nil, 512)

@@ -375,6 +375,19 @@ func (f *fsys) dirLocked(id uint64) (*node, fuse.Status) {
 	return n, fuse.OK
 }
 
+// fileLocked is nodeLocked for the ops on a regular file (EISDIR on a
+// directory).
+func (f *fsys) fileLocked(id uint64) (*node, fuse.Status) {
+	n, st := f.nodeLocked(id)
+	if !st.Ok() {
+		return nil, st
+	}
+	if n.dir {
+		return nil, fuse.Status(syscall.EISDIR)
+	}
+	return n, fuse.OK
+}
+
 func (f *fsys) attrLocked(n *node, a *fuse.Attr) {
 	*a = fuse.Attr{Ino: n.id, Blksize: pageSize}
 	a.Nlink = uint32(n.links)
@@ -458,9 +471,6 @@ func (f *fsys) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut)
 		if n.dir {
 			return fuse.Status(syscall.EISDIR)
 		}
-		if st := f.stepLocked(); !st.Ok() {
-			return st
-		}
 		if st := f.truncateLocked(n, int64(in.Size)); !st.Ok() {
 			return st
 		}
@@ -473,7 +483,11 @@ func (f *fsys) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut)
 	return fuse.OK
 }
 
+// truncateLocked is one op (stepLocked) that sets file n's size.
 func (f *fsys) truncateLocked(n *node, size int64) fuse.Status {
+	if st := f.stepLocked(); !st.Ok() {
+		return st
+	}
 	if err := n.live.Truncate(size); err != nil {
 		return errnoStatus(err)
 	}
@@ -612,9 +626,6 @@ func (f *fsys) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fu
 			return fuse.Status(syscall.EISDIR)
 		}
 		if in.Flags&syscall.O_TRUNC != 0 {
-			if st := f.stepLocked(); !st.Ok() {
-				return st
-			}
 			if st := f.truncateLocked(n, 0); !st.Ok() {
 				return st
 			}
@@ -640,17 +651,11 @@ func (f *fsys) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fu
 func (f *fsys) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, st := f.nodeLocked(in.NodeId)
+	n, st := f.fileLocked(in.NodeId)
 	if !st.Ok() {
 		return st
 	}
-	if n.dir {
-		return fuse.Status(syscall.EISDIR)
-	}
 	if in.Flags&syscall.O_TRUNC != 0 && in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		if st := f.stepLocked(); !st.Ok() {
-			return st
-		}
 		if st := f.truncateLocked(n, 0); !st.Ok() {
 			return st
 		}
@@ -683,12 +688,9 @@ func (f *fsys) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadRe
 func (f *fsys) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, st := f.nodeLocked(in.NodeId)
+	n, st := f.fileLocked(in.NodeId)
 	if !st.Ok() {
 		return 0, st
-	}
-	if n.dir {
-		return 0, fuse.Status(syscall.EISDIR)
 	}
 	if st := f.stepLocked(); !st.Ok() {
 		return 0, st
@@ -710,12 +712,9 @@ func (f *fsys) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, 
 func (f *fsys) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, st := f.nodeLocked(in.NodeId)
+	n, st := f.fileLocked(in.NodeId)
 	if !st.Ok() {
 		return st
-	}
-	if n.dir {
-		return fuse.Status(syscall.EISDIR)
 	}
 	if st := f.stepLocked(); !st.Ok() {
 		return st
@@ -740,6 +739,12 @@ func (f *fsys) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if !st.Ok() {
 		return st
 	}
+	return f.fsyncLocked(n)
+}
+
+// fsyncLocked is fsync(2) of n (a file or a directory): one op; while the
+// power is on it commits the journal and makes n durable.
+func (f *fsys) fsyncLocked(n *node) fuse.Status {
 	if st := f.stepLocked(); !st.Ok() {
 		return st
 	}
@@ -749,14 +754,20 @@ func (f *fsys) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if err := f.commitJournalLocked(); err != nil {
 		return errnoStatus(err)
 	}
-	if n.dir {
-		f.syncDirLocked(n)
-		return fuse.OK
-	}
-	if err := f.syncFileLocked(n); err != nil {
+	if err := f.syncLocked(n); err != nil {
 		return errnoStatus(err)
 	}
 	return fuse.OK
+}
+
+// syncLocked makes n's current state durable: a directory's entries, a
+// file's data and size.
+func (f *fsys) syncLocked(n *node) error {
+	if n.dir {
+		f.syncDirLocked(n)
+		return nil
+	}
+	return f.syncFileLocked(n)
 }
 
 // commitJournalLocked: with OrderedMetadata an fsync commits the journal:
@@ -808,16 +819,7 @@ func (f *fsys) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if !st.Ok() {
 		return st
 	}
-	if st := f.stepLocked(); !st.Ok() {
-		return st
-	}
-	if f.durableLocked() {
-		if err := f.commitJournalLocked(); err != nil {
-			return errnoStatus(err)
-		}
-		f.syncDirLocked(d)
-	}
-	return fuse.OK
+	return f.fsyncLocked(d)
 }
 
 func (f *fsys) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status {
@@ -895,9 +897,7 @@ func (f *fsys) down(clean bool) error {
 	}
 	if clean && f.mu.state == Running {
 		for _, n := range f.mu.nodes {
-			if n.dir {
-				f.syncDirLocked(n)
-			} else if err := f.syncFileLocked(n); err != nil {
+			if err := f.syncLocked(n); err != nil {
 				return err
 			}
 		}

@@ -264,21 +264,12 @@ func (c *Crashable) save(off, n int64) error {
 		if _, err := c.inner.ReadAt(b, start); err != nil {
 			return fmt.Errorf("crashable volume: save page %d: %w", pg, err)
 		}
-		if allZero(b) {
+		if IsZero(b) {
 			b = nil
 		}
 		c.pre[pg] = b
 	}
 	return nil
-}
-
-func allZero(b []byte) bool {
-	for _, x := range b {
-		if x != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Sync syncs the inner volume; on success everything written before it is

@@ -33,6 +33,9 @@
 // files holding exactly a durable image (all unsynced pages lost, or a
 // seeded random subset), and fail every call afterwards.
 //
+// IsZero (volume.go) is lmtgt's one all-zero test of a block (the copier's
+// hole detection, the crash volumes, the tests above).
+//
 // It must never know about LUNs, pairs or badger: it stores bytes. It never
 // deletes a file or writes outside the range asked for, and never grows a
 // volume implicitly (only Resize does). It imports the standard library and

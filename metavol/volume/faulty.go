@@ -34,13 +34,8 @@ type Faulty struct {
 	delay      time.Duration
 	reads      int64 // reads that reached the inner volume
 	writes     int64 // writes that reached the inner volume
-	// The one-shot failures: write (sync) number oneWrite (oneSync),
-	// counted in nWrites (nSyncs) from 0 since it was armed, fails with
-	// oneWriteErr (oneSyncErr); armed when the error is set.
-	oneWrite, nWrites    int64
-	oneWriteErr          error
-	oneSync, nSyncs      int64
-	oneSyncErr           error
+	// The one-shot failures of FailWriteNumber and FailSyncNumber.
+	oneWrite, oneSync    oneShot
 	syncs                int64 // syncs that reached the inner volume
 	injectedSyncFailure  int64 // syncs failed by injection
 	injectedWriteFailure int64 // writes failed by injection
@@ -52,6 +47,31 @@ type unsyncedDropper interface {
 }
 
 var _ Volume = (*Faulty)(nil)
+
+// oneShot fails the call numbered at, counted in n from 0 since it was
+// armed, with err; armed while err is set. Its owner's mutex guards it.
+type oneShot struct {
+	at, n int64
+	err   error
+}
+
+func (o *oneShot) arm(k int64, err error) { *o = oneShot{at: k, err: err} }
+
+// next counts one call and returns the armed error if it is the one
+// (disarming it), nil otherwise.
+func (o *oneShot) next() error {
+	if o.err == nil {
+		return nil
+	}
+	n := o.n
+	o.n++
+	if n != o.at {
+		return nil
+	}
+	err := o.err
+	o.err = nil
+	return err
+}
 
 // NewFaulty wraps v; it behaves exactly like v until a failure is armed.
 func NewFaulty(v Volume) *Faulty { return &Faulty{inner: v} }
@@ -101,7 +121,7 @@ func (f *Faulty) Delay(d time.Duration) {
 func (f *Faulty) FailWriteNumber(k int64, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.oneWrite, f.nWrites, f.oneWriteErr = k, 0, err
+	f.oneWrite.arm(k, err)
 }
 
 // FailSyncNumber fails the Sync numbered k, counted from 0 starting now,
@@ -110,7 +130,7 @@ func (f *Faulty) FailWriteNumber(k int64, err error) {
 func (f *Faulty) FailSyncNumber(k int64, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.oneSync, f.nSyncs, f.oneSyncErr = k, 0, err
+	f.oneSync.arm(k, err)
 }
 
 // Heal removes every armed failure; later calls pass through again.
@@ -118,7 +138,7 @@ func (f *Faulty) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writeErr, f.readErr, f.afterErr, f.writesLeft = nil, nil, nil, 0
-	f.oneWriteErr, f.oneSyncErr = nil, nil
+	f.oneWrite.err, f.oneSync.err = nil, nil
 }
 
 // Syncs is how many Sync calls reached the inner volume.
@@ -166,15 +186,9 @@ func (f *Faulty) admitWrite() (time.Duration, error) {
 		f.injectedWriteFailure++
 		return f.delay, f.writeErr
 	}
-	if f.oneWriteErr != nil {
-		n := f.nWrites
-		f.nWrites++
-		if n == f.oneWrite {
-			err := f.oneWriteErr
-			f.oneWriteErr = nil
-			f.injectedWriteFailure++
-			return f.delay, err
-		}
+	if err := f.oneWrite.next(); err != nil {
+		f.injectedWriteFailure++
+		return f.delay, err
 	}
 	if f.afterErr != nil {
 		if f.writesLeft <= 0 {
@@ -236,13 +250,9 @@ func (f *Faulty) Sync() error {
 	f.mu.Lock()
 	d, err := f.delay, f.writeErr
 	drop := false
-	if err == nil && f.oneSyncErr != nil {
-		n := f.nSyncs
-		f.nSyncs++
-		if n == f.oneSync {
-			err, drop = f.oneSyncErr, true
-			f.oneSyncErr = nil
-		}
+	if err == nil {
+		err = f.oneSync.next()
+		drop = err != nil
 	}
 	if err == nil {
 		f.syncs++

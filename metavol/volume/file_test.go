@@ -428,3 +428,17 @@ func TestCloseDuringIO(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIsZero(t *testing.T) {
+	b := make([]byte, 9000)
+	if !IsZero(nil) || !IsZero(b[:1]) || !IsZero(b) {
+		t.Fatal("zero buffers not reported zero")
+	}
+	for _, i := range []int{0, 1, 63, 64, 4095, 4096, 8999} {
+		b[i] = 1
+		if IsZero(b) {
+			t.Fatalf("byte %d set: reported zero", i)
+		}
+		b[i] = 0
+	}
+}

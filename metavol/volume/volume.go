@@ -1,6 +1,9 @@
 package volume
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+)
 
 // Volume is the one interface for everything in lmtgt that stores bytes: data
 // volumes (files, block devices), the LM router's per-LUN handle, and the
@@ -31,3 +34,12 @@ var (
 	// ErrNotFound: the file or device does not exist.
 	ErrNotFound = errors.New("volume not found")
 )
+
+// IsZero reports whether b holds only zero bytes (an empty b does). It is
+// the one zero-block test of lmtgt: the copier's hole detection, the crash
+// volumes' page tracking and the tests above use it. b[0] is zero and every
+// byte equals the one before it, so it needs no zero buffer and runs at
+// memequal speed.
+func IsZero(b []byte) bool {
+	return len(b) == 0 || b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1])
+}

@@ -254,12 +254,8 @@ func TestDeadTargetDetectedByNop(t *testing.T) {
 	s := startStuck(t, true, true)
 	c := dialStuck(t, s, Config{NopInterval: 100 * time.Millisecond, NopTimeout: 200 * time.Millisecond,
 		ReconnectMin: 10 * time.Millisecond})
-	deadline := time.Now().Add(20 * time.Second)
-	for c.Stats().ConnDrops < 1 || c.Stats().Logins < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("mute target never detected: %+v", c.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll(20*time.Second, func() bool { st := c.Stats(); return st.ConnDrops >= 1 && st.Logins >= 2 }) {
+		t.Fatalf("mute target never detected: %+v", c.Stats())
 	}
 	if c.Stats().NopsOut < 1 {
 		t.Fatalf("no NOP-Out sent: %+v", c.Stats())

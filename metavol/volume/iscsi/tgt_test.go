@@ -115,24 +115,25 @@ func (g *tgt) tryStart() bool {
 	g.exited = exited
 	cmd := g.cmd
 	go func() { cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	ready := false
+	if !poll(10*time.Second, func() bool {
 		if exec.Command("tgtadm", "-C", g.ctl, "--op", "show", "--mode", "sys").Run() == nil {
 			if c, err := net.Dial("tcp", g.portal); err == nil {
 				c.Close()
+				ready = true
 				return true
 			}
 		}
 		select {
 		case <-exited:
-			return false
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			g.t.Fatalf("tgtd not ready within 10s on %s", g.portal)
-		}
-		time.Sleep(20 * time.Millisecond)
+	}) {
+		g.t.Fatalf("tgtd not ready within 10s on %s", g.portal)
 	}
+	return ready
 }
 
 func (g *tgt) adm(args ...string) {
@@ -397,12 +398,8 @@ func TestTgtNopIn(t *testing.T) {
 	cfg := fastCfg()
 	cfg.NopInterval, cfg.NopTimeout = 300*time.Millisecond, 5*time.Second
 	v := openT(t, g.url("", ""), cfg)
-	deadline := time.Now().Add(20 * time.Second)
-	for st := v.Client().Stats(); st.NopsIn < 2 || st.NopsOut < 2; st = v.Client().Stats() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no target NOP-In answered within 20s: %+v", v.Client().Stats())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !poll(20*time.Second, func() bool { st := v.Client().Stats(); return st.NopsIn >= 2 && st.NopsOut >= 2 }) {
+		t.Fatalf("no target NOP-In answered within 20s: %+v", v.Client().Stats())
 	}
 	buf := make([]byte, 4096)
 	if _, err := v.ReadAt(buf, 0); err != nil {
@@ -469,17 +466,18 @@ func TestTgtRestartUnderLoad(t *testing.T) {
 		}()
 	}
 	waitAcked := func(n int64) {
-		deadline := time.Now().Add(60 * time.Second)
-		for acked.Load() < n {
+		if !poll(60*time.Second, func() bool {
+			if acked.Load() >= n {
+				return true
+			}
 			select {
 			case err := <-errc:
 				t.Fatal(err)
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d writes acked, want %d", acked.Load(), n)
-			}
-			time.Sleep(5 * time.Millisecond)
+			return false
+		}) {
+			t.Fatalf("only %d writes acked, want %d", acked.Load(), n)
 		}
 	}
 	waitAcked(100)
