@@ -465,7 +465,7 @@ func TestSyncAfterReplacedVolumeFails(t *testing.T) {
 	const size = 1 << 20
 	for _, how := range []string{"replaced", "unlinked"} {
 		a := e.lun("a-"+how, size)
-		p := volumePath(t, e, "a-"+how)
+		p := volumePath(t, e.db, "a-"+how)
 		if how == "replaced" {
 			if err := os.WriteFile(p+".new", make([]byte, size), 0o600); err != nil {
 				t.Fatal(err)
@@ -490,7 +490,7 @@ func TestSyncAfterReplacedVolumeFails(t *testing.T) {
 
 	// A pair's source replaced: the host's sync fails too.
 	src, _, _, _ := offlinePair(e, size)
-	p := volumePath(t, e, "src")
+	p := volumePath(t, e.db, "src")
 	if err := os.WriteFile(p+".new", make([]byte, size), 0o600); err != nil {
 		t.Fatal(err)
 	}
