@@ -128,7 +128,57 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	if n := cmdName(c); n != "" {
 		name = "lmtgt " + n
 	}
+	if msg, ok := flagValueError(c, err); ok {
+		return usageErr("%s (see %s --help)", msg, name)
+	}
 	return usageErr("%v (see %s --help)", err, name)
+}
+
+// flagValueError rewrites the flag package's `invalid value "100" for flag
+// -max-pause: parse error` into "--max-pause 100: a duration with a unit,
+// like 100ms": the flag, what was given and what is expected. The flag
+// package returns these errors untyped, so its (stable) wording is parsed
+// here, in the one place that formats usage errors.
+func flagValueError(c *cli.Context, err error) (string, bool) {
+	var value, name string
+	if _, e := fmt.Sscanf(err.Error(), "invalid value %q for flag -%s", &value, &name); e != nil {
+		return "", false
+	}
+	name = strings.TrimSuffix(name, ":")
+	flags := c.App.Flags
+	if c.Command != nil {
+		flags = append(c.Command.Flags, flags...)
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			var want string
+			switch {
+			case name == "max-mbps":
+				// MB/s caps are whole numbers (the API's max_mbps is an
+				// integer); say so rather than round a fraction silently.
+				return fmt.Sprintf("--%s %s: want a whole number of MB/s (10^6 bytes/s, no fraction), like 100; 0 removes the cap", name, value), true
+			}
+			switch f.(type) {
+			case *cli.DurationFlag:
+				want = "a duration with a unit, like 100ms, 2s or 1m"
+			case *cli.IntFlag, *cli.Int64Flag:
+				want = "a whole number"
+			case *cli.UintFlag, *cli.Uint64Flag:
+				want = "a whole number, 0 or more"
+			case *cli.Float64Flag:
+				want = "a number"
+			case *cli.BoolFlag:
+				want = "true or false"
+			default:
+				return "", false
+			}
+			return fmt.Sprintf("--%s %s: want %s", name, value, want), true
+		}
+	}
+	return "", false
 }
 
 // cmdName is the full command path of c without the program name

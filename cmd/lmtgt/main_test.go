@@ -63,6 +63,18 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
 		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
 		{[]string{"serve", "--log-level", "chatty"}, 2, "--log-level"},
+		// Issue 12 rough edges.
+		{[]string{"lun", "create", "x", "--size", "+64M"}, 2, `--size: size "+64M": no sign allowed (write 64M)`},
+		{[]string{"lun", "create", "x", "--size", "1e9"}, 2, `--size: size "1e9": not a size`},
+		{[]string{"lun", "resize", "x", "--size", "+1G"}, 2, "no sign allowed"},
+		{[]string{"serve", "--queue-depth", "-3", "--metrics", "nonsense"}, 2, "--queue-depth -3: want 1 to 4096"},
+		{[]string{"serve", "--queue-depth", "0", "--metrics", "nonsense"}, 2, "--queue-depth 0: want 1 to 4096"},
+		{[]string{"serve", "--queue-depth", "100000", "--metrics", "nonsense"}, 2, "--queue-depth 100000: want 1 to 4096"},
+		{[]string{"migration", "split", "a", "--max-pause", "100"}, 2, "--max-pause 100: want a duration with a unit, like 100ms"},
+		{[]string{"session", "split", "s", "--max-pause", "100"}, 2, "--max-pause 100: want a duration with a unit"},
+		{[]string{"migration", "set", "a", "--max-mbps", "1.5"}, 2, "--max-mbps 1.5: want a whole number of MB/s"},
+		{[]string{"migration", "create", "a", "b", "--max-mbps", "1.5"}, 2, "--max-mbps 1.5: want a whole number of MB/s"},
+		{[]string{"migration", "show", "a", "--interval", "5"}, 2, "--interval 5: want a duration with a unit"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

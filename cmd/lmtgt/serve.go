@@ -53,7 +53,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"LMTGT_ADMIN_TOKEN_FILE"}, Usage: "read the admin TCP bearer token from this file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LMTGT_LOG_LEVEL"}, Usage: "trace, debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
-			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session (0: transport default)"},
+			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session, 1 to 4096 (default 128)"},
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
@@ -85,6 +85,10 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
+
+// maxQueueDepth is the largest --queue-depth: each slot may hold a
+// command's buffers, and initiators rarely use more than a few hundred.
+const maxQueueDepth = 4096
 
 func serveAction(c *cli.Context) error {
 	if err := args0(c); err != nil {
@@ -121,6 +125,9 @@ func serveAction(c *cli.Context) error {
 	}
 	if len(portals) == 0 {
 		return usageErr("--portal: at least one host:port")
+	}
+	if qd := c.Int("queue-depth"); c.IsSet("queue-depth") && (qd < 1 || qd > maxQueueDepth) {
+		return usageErr("--queue-depth %d: want 1 to %d commands per session (default 128)", qd, maxQueueDepth)
 	}
 	if m := c.String("metrics"); m != "" {
 		if _, _, err := net.SplitHostPort(m); err != nil {
