@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -22,6 +24,11 @@ func TestReorderArgs(t *testing.T) {
 		{[]string{"lmtgt", "lun", "list"}, []string{"lmtgt", "lun", "list"}},
 		{[]string{"lmtgt", "bogus", "x"}, []string{"lmtgt", "bogus", "x"}},
 		{[]string{"lmtgt", "lun", "creat", "x", "--size", "1M"}, []string{"lmtgt", "lun", "creat", "x", "--size", "1M"}},
+		// Global flags after the command go back among the global flags.
+		{[]string{"lmtgt", "lun", "list", "--admin", "/s", "-o", "json"}, []string{"lmtgt", "--admin", "/s", "lun", "list", "-o", "json"}},
+		{[]string{"lmtgt", "lun", "show", "db1", "--admin=/s"}, []string{"lmtgt", "--admin=/s", "lun", "show", "--", "db1"}},
+		// serve has its own --admin: it stays there.
+		{[]string{"lmtgt", "serve", "--admin", "/s"}, []string{"lmtgt", "serve", "--admin", "/s"}},
 	}
 	for _, c := range cases {
 		if got := reorderArgs(app, c.in); !reflect.DeepEqual(got, c.want) {
@@ -61,7 +68,6 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--admin", sock, "migration", "split", "a", "--max-pause", "2m"}, 2, "--max-pause 2m0s"},
 		{[]string{"migration", "set", "a"}, 2, "--speed and/or --max-mbps"},
 		{[]string{"--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
-		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
 		{[]string{"serve", "--log-level", "chatty"}, 2, "--log-level"},
 		// Issue 12 rough edges.
 		{[]string{"lun", "create", "x", "--size", "+64M"}, 2, `--size: size "+64M": no sign allowed (write 64M)`},
@@ -89,6 +95,67 @@ func TestExitCodes(t *testing.T) {
 		if c.code != 0 && (strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "lmtgt: ")) {
 			t.Errorf("lmtgt %q: want one line \"lmtgt: ...\" on stderr, got %q", c.args, msg)
 		}
+	}
+}
+
+// TestGlobalFlagsAnywhere: `lmtgt lun list --admin S` uses S (issue 12:
+// global flags after the command were refused).
+func TestGlobalFlagsAnywhere(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "elsewhere.sock")
+	var out, errb bytes.Buffer
+	code := run([]string{"lmtgt", "lun", "list", "--admin", sock}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "elsewhere.sock") {
+		t.Errorf("lun list --admin SOCK: exit %d, stderr %q; want exit 1 naming elsewhere.sock", code, errb.String())
+	}
+}
+
+// TestJSONErrors: with -o json an error is one JSON object on stderr with
+// the unchanged exit code (issue 12: errors were plain text).
+func TestJSONErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
+		{[]string{"lun", "create", "x", "--size", "+1M", "-o", "json"}, 2, "no sign allowed"},
+		{[]string{"lun", "list", "--what", "--output=json"}, 2, "flag provided but not defined"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)
+		var e struct {
+			Error string `json:"error"`
+			Code  int    `json:"code"`
+		}
+		if code != c.code || strings.Count(errb.String(), "\n") != 1 || json.Unmarshal(errb.Bytes(), &e) != nil ||
+			e.Code != c.code || !strings.Contains(e.Error, c.want) {
+			t.Errorf("lmtgt %q: exit %d, stderr %q; want exit %d and one JSON line {\"error\": ...%s..., \"code\": %d}",
+				c.args, code, errb.String(), c.code, c.want, c.code)
+		}
+	}
+}
+
+// TestVersion: `lmtgt version` (and -o json, and --version) print the
+// version, the VCS revision when the build has one, and the Go version.
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"lmtgt", "version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "lmtgt ") ||
+		!strings.Contains(out.String(), runtime.Version()) {
+		t.Errorf("lmtgt version: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	out.Reset()
+	var v map[string]any
+	if code := run([]string{"lmtgt", "version", "-o", "json"}, &out, &errb); code != 0 || json.Unmarshal(out.Bytes(), &v) != nil ||
+		v["go_version"] != runtime.Version() || v["version"] == "" {
+		t.Errorf("lmtgt version -o json: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"lmtgt", "--version"}, &out, &errb); code != 0 || !strings.Contains(out.String(), runtime.Version()) {
+		t.Errorf("lmtgt --version: exit %d, stdout %q", code, out.String())
+	}
+	if got := buildVersion("v1.2.3").Version; got != "v1.2.3" {
+		t.Errorf("buildVersion with -X main.version=v1.2.3: version %q", got)
 	}
 }
 

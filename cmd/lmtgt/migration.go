@@ -208,7 +208,7 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 			fmt.Fprintln(w)
 		}
 		if asJSON {
-			printJSON(w, wire.Migration{ID: seen, Source: src, State: "cancelled"})
+			printJSONLine(w, wire.Migration{ID: seen, Source: src, State: "cancelled"})
 		} else {
 			fmt.Fprintf(w, "migration %s: pair %s cancelled\n", src, seen)
 		}
@@ -236,7 +236,7 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 		seen = m.ID
 		switch {
 		case asJSON:
-			printJSON(w, m)
+			printJSONLine(w, m)
 		case tty:
 			fmt.Fprintf(w, "\r\033[K%s", progressLine(m))
 		default:

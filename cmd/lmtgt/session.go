@@ -262,7 +262,7 @@ func watchSession(c *cli.Context, cl *client.Client, name string, asJSON bool) e
 		}
 		switch {
 		case asJSON:
-			printJSON(w, s)
+			printJSONLine(w, s)
 		case tty:
 			if drawn > 0 {
 				fmt.Fprintf(w, "\033[%dA", drawn)
