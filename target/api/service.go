@@ -123,11 +123,8 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	if req.Name == "" {
 		return wire.LUN{}, invalid("lun", "a name is required")
 	}
-	if strings.ContainsAny(req.Name, "/\\") || strings.ContainsFunc(req.Name, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
-		return wire.LUN{}, invalid(obj, "names may not contain '/', '\\', spaces or control characters")
-	}
-	if len(req.Name) > 128 {
-		return wire.LUN{}, invalid(obj, "name longer than 128 bytes")
+	if err := checkLUNName(req.Name); err != nil {
+		return wire.LUN{}, err
 	}
 	bs := req.BlockSize
 	if bs == 0 {
@@ -188,8 +185,22 @@ func checkPath(path string, size int64) error {
 // LUNs lists every LUN, sorted by name.
 func (s *Service) LUNs() ([]wire.LUN, error) { return s.lunViews("") }
 
-// LUN shows one LUN by name.
-func (s *Service) LUN(name string) (wire.LUN, error) { return only(s.lunViews(name)) }
+// LUN shows one LUN by name; a name that breaks the name rule is
+// refused with the rule, not looked up.
+func (s *Service) LUN(name string) (wire.LUN, error) {
+	if err := checkLUNName(name); err != nil {
+		return wire.LUN{}, err
+	}
+	return only(s.lunViews(name))
+}
+
+// checkLUNName applies lm's LUN name rule (lm.ValidLUNName owns it).
+func checkLUNName(name string) error {
+	if err := lm.ValidLUNName(name); err != nil {
+		return toWire(err, lunObject(name))
+	}
+	return nil
+}
 
 // lunViews builds the LUN views (all when name is "") from one snapshot.
 func (s *Service) lunViews(name string) ([]wire.LUN, error) {
