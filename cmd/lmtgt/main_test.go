@@ -76,6 +76,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"serve", "--queue-depth", "-3", "--metrics", "nonsense"}, 2, "--queue-depth -3: want 1 to 4096"},
 		{[]string{"serve", "--queue-depth", "0", "--metrics", "nonsense"}, 2, "--queue-depth 0: want 1 to 4096"},
 		{[]string{"serve", "--queue-depth", "100000", "--metrics", "nonsense"}, 2, "--queue-depth 100000: want 1 to 4096"},
+		{[]string{"serve", "--portal", "nonsense", "--metrics", "nonsense"}, 2, `--portal "nonsense": want host:port`},
+		{[]string{"serve", "--portal", "127.0.0.1:99999", "--metrics", "nonsense"}, 2, `--portal "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},
 		{[]string{"migration", "split", "a", "--max-pause", "100"}, 2, "--max-pause 100: want a duration with a unit, like 100ms"},
 		{[]string{"session", "split", "s", "--max-pause", "100"}, 2, "--max-pause 100: want a duration with a unit"},
 		{[]string{"migration", "set", "a", "--max-mbps", "1.5"}, 2, "--max-mbps 1.5: want a whole number of MB/s"},
@@ -187,5 +189,22 @@ func TestDefaultWriteBuffer(t *testing.T) {
 	}
 	if n, err := maxWriteBuffer(""); err != nil || n < 64<<20 || n > 4<<30 {
 		t.Errorf("default --max-write-buffer %d, %v", n, err)
+	}
+}
+
+// TestRateUnits: rates print in MB/s (10^6 bytes/s), the unit of --speed
+// and --max-mbps (issue 12: "low (10 MB/s)" showed as 9.5 MiB/s), and a
+// cap above the speed level says it has no effect.
+func TestRateUnits(t *testing.T) {
+	for bps, want := range map[int64]string{10_000_000: "10 MB/s", 1_500_000: "1.5 MB/s", 200_000_000: "200 MB/s", 999: "999 B/s", 2_000_000_000: "2 GB/s", 0: "-"} {
+		if got := rateStr(bps); got != want {
+			t.Errorf("rateStr(%d) = %q, want %q", bps, got, want)
+		}
+	}
+	if got := limitStr("low", 100, 10_000_000, "speed"); got != "low, max 100 MB/s: copies at up to 10 MB/s (the speed level limits; the cap has no effect)" {
+		t.Errorf("limitStr(low, cap 100) = %q", got)
+	}
+	if got := limitStr("medium", 5, 5_000_000, "max_mbps"); got != "medium, max 5 MB/s: copies at up to 5 MB/s (the cap limits)" {
+		t.Errorf("limitStr(medium, cap 5) = %q", got)
 	}
 }

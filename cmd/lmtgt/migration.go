@@ -119,10 +119,7 @@ func migrationList(c *cli.Context) error {
 }
 
 func printMigration(c *cli.Context, m wire.Migration) {
-	limit := string(m.Speed)
-	if m.MaxMBps > 0 {
-		limit += fmt.Sprintf(", max %d MB/s", m.MaxMBps)
-	}
+	limit := limitStr(m.Speed, m.MaxMBps, m.LimitBps, m.LimitedBy)
 	var opts []string
 	if m.AutoSplit {
 		opts = append(opts, "auto-split")
@@ -287,7 +284,7 @@ func migrationSet(c *cli.Context) error {
 		}
 		return cl.SetMigration(context.Background(), src, req)
 	}, func(m wire.Migration) {
-		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, capStr(m.MaxMBps))
+		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s; %s\n", src, m.Speed, capStr(m.MaxMBps), limitNote(m.MaxMBps, m.LimitBps, m.LimitedBy))
 	})
 }
 
@@ -360,6 +357,20 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		return req, usageErr("%s: give --speed and/or --max-mbps", cmd)
 	}
 	return req, nil
+}
+
+// limitNote says what a set throttle does: the effective rate and, when
+// a cap is set, whether it or the speed level limits.
+func limitNote(maxMBps, limitBps int64, limitedBy string) string {
+	switch {
+	case limitBps <= 0:
+		return "unthrottled"
+	case limitedBy == "max_mbps":
+		return fmt.Sprintf("copies at up to %s (the cap limits)", rateStr(limitBps))
+	case maxMBps > 0:
+		return fmt.Sprintf("copies at up to %s (the speed level limits; the cap has no effect)", rateStr(limitBps))
+	}
+	return fmt.Sprintf("copies at up to %s", rateStr(limitBps))
 }
 
 // capStr describes an absolute copy cap.

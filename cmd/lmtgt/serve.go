@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +87,19 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
 
+// checkPortal refuses a --portal that is not host:port with a port
+// number (exit 2), before anything is opened.
+func checkPortal(p string) error {
+	_, port, err := net.SplitHostPort(p)
+	if err != nil {
+		return usageErr("--portal %q: want host:port, like 127.0.0.1:3260 or [::]:3260", p)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return usageErr("--portal %q: port %q is not a number from 0 to 65535", p, port)
+	}
+	return nil
+}
+
 // maxQueueDepth is the largest --queue-depth: each slot may hold a
 // command's buffers, and initiators rarely use more than a few hundred.
 const maxQueueDepth = 4096
@@ -125,6 +139,11 @@ func serveAction(c *cli.Context) error {
 	}
 	if len(portals) == 0 {
 		return usageErr("--portal: at least one host:port")
+	}
+	for _, p := range portals {
+		if err := checkPortal(p); err != nil {
+			return err
+		}
 	}
 	if qd := c.Int("queue-depth"); c.IsSet("queue-depth") && (qd < 1 || qd > maxQueueDepth) {
 		return usageErr("--queue-depth %d: want 1 to %d commands per session (default 128)", qd, maxQueueDepth)
@@ -174,6 +193,7 @@ type daemon struct {
 	portals []string
 	out     io.Writer
 
+	lock        *dataDirLock // held from before the meta volume opens until after it closes
 	db          *metavol.DB
 	mgr         *lm.Manager
 	tsrv        *target.Server
@@ -191,6 +211,9 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	log := d.log
 	log.Info().Str("version", version).Str("data_dir", d.dataDir).Msg("lmtgt starting")
 
+	if d.lock, err = lockDataDir(d.dataDir); err != nil {
+		return err
+	}
 	d.db, err = metavol.Open(filepath.Join(d.dataDir, "meta"), metavol.Options{Log: log})
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
@@ -227,7 +250,11 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		}
 	}
 	if err := d.tsrv.Start(); err != nil {
-		return fmt.Errorf("iSCSI portal: %w", err)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "listen" && oe.Addr != nil {
+			return fmt.Errorf("--portal %s: cannot listen: %w", oe.Addr, oe.Err)
+		}
+		return fmt.Errorf("--portal: %w", err)
 	}
 	d.tsrvStarted = true
 	d.asrv, err = api.New(api.Options{
@@ -309,6 +336,7 @@ func (d *daemon) close() error {
 	if d.db != nil {
 		errs = append(errs, wrapErr("meta volume", d.db.Close()))
 	}
+	errs = append(errs, wrapErr("data dir lock", d.lock.unlock()))
 	err := errors.Join(errs...)
 	if err != nil {
 		d.log.Error().Err(err).Msg("shutdown")

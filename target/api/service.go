@@ -811,7 +811,9 @@ func (s *Service) ClearCHAP(iqn string) (wire.Target, error) {
 func pairObject(source string) string { return "migration " + source }
 
 func migrationView(p lm.PairStatus) wire.Migration {
+	limit, by := lm.RateLimit(p.Speed, p.MaxMBps)
 	return wire.Migration{
+		LimitBps: limit, LimitedBy: by,
 		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
 		CopiedBytes: p.CopiedBytes, TotalBytes: p.TotalBytes, DCLBytes: p.DCLBytes,
 		RateBps: p.RateBps, ETASeconds: p.ETASeconds, Vehicle: p.Vehicle,
