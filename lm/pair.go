@@ -897,6 +897,10 @@ func (p *pair) status() PairStatus {
 	if progress > 0 && remaining > 0 {
 		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
 	}
+	if st == StatePaused || st.Final() {
+		// Nothing is copied: the sampler's last window is history.
+		s.RateBps, s.ETASeconds = 0, 0
+	}
 	return s
 }
 

@@ -25,14 +25,32 @@ func rateOf(s Speed) (int64, error) {
 
 // effectiveRate combines a speed level and an absolute cap in MB/s (0 = none).
 func effectiveRate(s Speed, maxMBps int64) int64 {
+	r, _ := RateLimit(s, maxMBps)
+	return r
+}
+
+// What limits a pair's copy rate (RateLimit).
+const (
+	LimitedBySpeed = "speed"    // the speed level (a cap, if any, is higher: it has no effect)
+	LimitedByCap   = "max_mbps" // the absolute cap
+)
+
+// RateLimit is the copy rate in bytes/s (10^6 bytes = 1 MB) that a speed
+// level and an absolute cap in MB/s (0 = none) allow together: the lower
+// of the two, and which one that is ("" and 0 when nothing limits, i.e.
+// speed highest and no cap). The copier's token bucket runs at this rate.
+func RateLimit(s Speed, maxMBps int64) (bps int64, limitedBy string) {
 	r, _ := rateOf(s)
+	by := ""
+	if r > 0 {
+		by = LimitedBySpeed
+	}
 	if maxMBps > 0 {
-		c := maxMBps * 1_000_000
-		if r == 0 || c < r {
-			r = c
+		if c := maxMBps * 1_000_000; r == 0 || c < r {
+			r, by = c, LimitedByCap
 		}
 	}
-	return r
+	return r, by
 }
 
 // bucket is a token bucket of bytes whose rate can change while callers

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,7 +58,8 @@ func main() {
 // run executes the command line and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.Run(reorderArgs(app, args))
+	args = reorderArgs(app, args)
+	err := app.Run(args)
 	if err == nil {
 		return 0
 	}
@@ -66,8 +68,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		code = ee.code
 	}
-	fmt.Fprintln(stderr, "lmtgt: "+oneLine(err.Error()))
+	msg := oneLine(err.Error())
+	if wantsJSON(args) {
+		// With -o json an error is a JSON object too (one line), so that
+		// a script reads one format; the exit code is the same.
+		b, _ := json.Marshal(struct {
+			Error string `json:"error"`
+			Code  int    `json:"code"`
+		}{msg, code})
+		fmt.Fprintln(stderr, string(b))
+		return code
+	}
+	fmt.Fprintln(stderr, "lmtgt: "+msg)
 	return code
+}
+
+// wantsJSON reports whether the (reordered) command line asks for -o json
+// before "--". It reads argv rather than the parsed flags so that errors
+// from flag parsing itself are JSON too.
+func wantsJSON(args []string) bool {
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return false
+		case a == "-o" || a == "--output" || a == "-output":
+			if i+1 < len(args) && args[i+1] == "json" {
+				return true
+			}
+		case a == "-o=json" || a == "--output=json" || a == "-output=json":
+			return true
+		}
+	}
+	return false
 }
 
 func oneLine(s string) string {
@@ -78,7 +111,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:    "lmtgt",
 		Usage:   "an iSCSI target server with live LUN migration",
-		Version: version,
+		Version: buildVersion(version).String(),
 		Description: "`lmtgt serve` runs the daemon; every other command is a client of its admin API\n" +
 			"(HTTP+JSON on a unix socket: --admin or LMTGT_ADMIN). Add -o json for scripts.",
 		Writer:    stdout,
@@ -107,6 +140,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			discoveryCommand(),
 			migrationCommand(),
 			sessionCommand(),
+			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -128,7 +162,57 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	if n := cmdName(c); n != "" {
 		name = "lmtgt " + n
 	}
+	if msg, ok := flagValueError(c, err); ok {
+		return usageErr("%s (see %s --help)", msg, name)
+	}
 	return usageErr("%v (see %s --help)", err, name)
+}
+
+// flagValueError rewrites the flag package's `invalid value "100" for flag
+// -max-pause: parse error` into "--max-pause 100: a duration with a unit,
+// like 100ms": the flag, what was given and what is expected. The flag
+// package returns these errors untyped, so its (stable) wording is parsed
+// here, in the one place that formats usage errors.
+func flagValueError(c *cli.Context, err error) (string, bool) {
+	var value, name string
+	if _, e := fmt.Sscanf(err.Error(), "invalid value %q for flag -%s", &value, &name); e != nil {
+		return "", false
+	}
+	name = strings.TrimSuffix(name, ":")
+	flags := c.App.Flags
+	if c.Command != nil {
+		flags = append(c.Command.Flags, flags...)
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			var want string
+			switch {
+			case name == "max-mbps":
+				// MB/s caps are whole numbers (the API's max_mbps is an
+				// integer); say so rather than round a fraction silently.
+				return fmt.Sprintf("--%s %s: want a whole number of MB/s (10^6 bytes/s, no fraction), like 100; 0 removes the cap", name, value), true
+			}
+			switch f.(type) {
+			case *cli.DurationFlag:
+				want = "a duration with a unit, like 100ms, 2s or 1m"
+			case *cli.IntFlag, *cli.Int64Flag:
+				want = "a whole number"
+			case *cli.UintFlag, *cli.Uint64Flag:
+				want = "a whole number, 0 or more"
+			case *cli.Float64Flag:
+				want = "a number"
+			case *cli.BoolFlag:
+				want = "true or false"
+			default:
+				return "", false
+			}
+			return fmt.Sprintf("--%s %s: want %s", name, value, want), true
+		}
+	}
+	return "", false
 }
 
 // cmdName is the full command path of c without the program name
@@ -209,7 +293,7 @@ func reorderArgs(app *cli.App, args []string) []string {
 		// than a flag meant for the command the user mistyped.
 		return append(out, args[i:]...)
 	}
-	var flags, pos []string
+	var flags, pos, global []string
 	for i < len(args) {
 		a := args[i]
 		i++
@@ -217,6 +301,14 @@ func reorderArgs(app *cli.App, args []string) []string {
 		case a == "--":
 			pos = append(pos, args[i:]...)
 			i = len(args)
+		case strings.HasPrefix(a, "-") && len(a) > 1 && !hasFlag(leaf.Flags, a) && hasFlag(app.Flags, a):
+			// A global flag after the command (`lmtgt lun list --admin
+			// S`): moved back among the global flags.
+			global = append(global, a)
+			if flagTakesValue(app.Flags, a) && i < len(args) {
+				global = append(global, args[i])
+				i++
+			}
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			flags = append(flags, a)
 			if flagTakesValue(leaf.Flags, a) && i < len(args) {
@@ -227,12 +319,29 @@ func reorderArgs(app *cli.App, args []string) []string {
 			pos = append(pos, a)
 		}
 	}
+	if len(global) > 0 {
+		out = append(append([]string{out[0]}, global...), out[1:]...)
+	}
 	out = append(out, flags...)
 	if len(pos) > 0 {
 		out = append(out, "--")
 		out = append(out, pos...)
 	}
 	return out
+}
+
+// hasFlag reports whether arg ("--name", "-n", "--name=value") names one
+// of flags.
+func hasFlag(flags []cli.Flag, arg string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // flagTakesValue reports whether arg ("--name", "-n", without "=value")

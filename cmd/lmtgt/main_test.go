@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -22,6 +24,11 @@ func TestReorderArgs(t *testing.T) {
 		{[]string{"lmtgt", "lun", "list"}, []string{"lmtgt", "lun", "list"}},
 		{[]string{"lmtgt", "bogus", "x"}, []string{"lmtgt", "bogus", "x"}},
 		{[]string{"lmtgt", "lun", "creat", "x", "--size", "1M"}, []string{"lmtgt", "lun", "creat", "x", "--size", "1M"}},
+		// Global flags after the command go back among the global flags.
+		{[]string{"lmtgt", "lun", "list", "--admin", "/s", "-o", "json"}, []string{"lmtgt", "--admin", "/s", "lun", "list", "-o", "json"}},
+		{[]string{"lmtgt", "lun", "show", "db1", "--admin=/s"}, []string{"lmtgt", "--admin=/s", "lun", "show", "--", "db1"}},
+		// serve has its own --admin: it stays there.
+		{[]string{"lmtgt", "serve", "--admin", "/s"}, []string{"lmtgt", "serve", "--admin", "/s"}},
 	}
 	for _, c := range cases {
 		if got := reorderArgs(app, c.in); !reflect.DeepEqual(got, c.want) {
@@ -61,8 +68,21 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--admin", sock, "migration", "split", "a", "--max-pause", "2m"}, 2, "--max-pause 2m0s"},
 		{[]string{"migration", "set", "a"}, 2, "--speed and/or --max-mbps"},
 		{[]string{"--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
-		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
 		{[]string{"serve", "--log-level", "chatty"}, 2, "--log-level"},
+		// Issue 12 rough edges.
+		{[]string{"lun", "create", "x", "--size", "+64M"}, 2, `--size: size "+64M": no sign allowed (write 64M)`},
+		{[]string{"lun", "create", "x", "--size", "1e9"}, 2, `--size: size "1e9": not a size`},
+		{[]string{"lun", "resize", "x", "--size", "+1G"}, 2, "no sign allowed"},
+		{[]string{"serve", "--queue-depth", "-3", "--metrics", "nonsense"}, 2, "--queue-depth -3: want 1 to 4096"},
+		{[]string{"serve", "--queue-depth", "0", "--metrics", "nonsense"}, 2, "--queue-depth 0: want 1 to 4096"},
+		{[]string{"serve", "--queue-depth", "100000", "--metrics", "nonsense"}, 2, "--queue-depth 100000: want 1 to 4096"},
+		{[]string{"serve", "--portal", "nonsense", "--metrics", "nonsense"}, 2, `--portal "nonsense": want host:port`},
+		{[]string{"serve", "--portal", "127.0.0.1:99999", "--metrics", "nonsense"}, 2, `--portal "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},
+		{[]string{"migration", "split", "a", "--max-pause", "100"}, 2, "--max-pause 100: want a duration with a unit, like 100ms"},
+		{[]string{"session", "split", "s", "--max-pause", "100"}, 2, "--max-pause 100: want a duration with a unit"},
+		{[]string{"migration", "set", "a", "--max-mbps", "1.5"}, 2, "--max-mbps 1.5: want a whole number of MB/s"},
+		{[]string{"migration", "create", "a", "b", "--max-mbps", "1.5"}, 2, "--max-mbps 1.5: want a whole number of MB/s"},
+		{[]string{"migration", "show", "a", "--interval", "5"}, 2, "--interval 5: want a duration with a unit"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
@@ -77,6 +97,67 @@ func TestExitCodes(t *testing.T) {
 		if c.code != 0 && (strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "lmtgt: ")) {
 			t.Errorf("lmtgt %q: want one line \"lmtgt: ...\" on stderr, got %q", c.args, msg)
 		}
+	}
+}
+
+// TestGlobalFlagsAnywhere: `lmtgt lun list --admin S` uses S (issue 12:
+// global flags after the command were refused).
+func TestGlobalFlagsAnywhere(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "elsewhere.sock")
+	var out, errb bytes.Buffer
+	code := run([]string{"lmtgt", "lun", "list", "--admin", sock}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "elsewhere.sock") {
+		t.Errorf("lun list --admin SOCK: exit %d, stderr %q; want exit 1 naming elsewhere.sock", code, errb.String())
+	}
+}
+
+// TestJSONErrors: with -o json an error is one JSON object on stderr with
+// the unchanged exit code (issue 12: errors were plain text).
+func TestJSONErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
+		{[]string{"lun", "create", "x", "--size", "+1M", "-o", "json"}, 2, "no sign allowed"},
+		{[]string{"lun", "list", "--what", "--output=json"}, 2, "flag provided but not defined"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)
+		var e struct {
+			Error string `json:"error"`
+			Code  int    `json:"code"`
+		}
+		if code != c.code || strings.Count(errb.String(), "\n") != 1 || json.Unmarshal(errb.Bytes(), &e) != nil ||
+			e.Code != c.code || !strings.Contains(e.Error, c.want) {
+			t.Errorf("lmtgt %q: exit %d, stderr %q; want exit %d and one JSON line {\"error\": ...%s..., \"code\": %d}",
+				c.args, code, errb.String(), c.code, c.want, c.code)
+		}
+	}
+}
+
+// TestVersion: `lmtgt version` (and -o json, and --version) print the
+// version, the VCS revision when the build has one, and the Go version.
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"lmtgt", "version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "lmtgt ") ||
+		!strings.Contains(out.String(), runtime.Version()) {
+		t.Errorf("lmtgt version: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	out.Reset()
+	var v map[string]any
+	if code := run([]string{"lmtgt", "version", "-o", "json"}, &out, &errb); code != 0 || json.Unmarshal(out.Bytes(), &v) != nil ||
+		v["go_version"] != runtime.Version() || v["version"] == "" {
+		t.Errorf("lmtgt version -o json: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"lmtgt", "--version"}, &out, &errb); code != 0 || !strings.Contains(out.String(), runtime.Version()) {
+		t.Errorf("lmtgt --version: exit %d, stdout %q", code, out.String())
+	}
+	if got := buildVersion("v1.2.3").Version; got != "v1.2.3" {
+		t.Errorf("buildVersion with -X main.version=v1.2.3: version %q", got)
 	}
 }
 
@@ -108,5 +189,22 @@ func TestDefaultWriteBuffer(t *testing.T) {
 	}
 	if n, err := maxWriteBuffer(""); err != nil || n < 64<<20 || n > 4<<30 {
 		t.Errorf("default --max-write-buffer %d, %v", n, err)
+	}
+}
+
+// TestRateUnits: rates print in MB/s (10^6 bytes/s), the unit of --speed
+// and --max-mbps (issue 12: "low (10 MB/s)" showed as 9.5 MiB/s), and a
+// cap above the speed level says it has no effect.
+func TestRateUnits(t *testing.T) {
+	for bps, want := range map[int64]string{10_000_000: "10 MB/s", 1_500_000: "1.5 MB/s", 200_000_000: "200 MB/s", 999: "999 B/s", 2_000_000_000: "2 GB/s", 0: "-"} {
+		if got := rateStr(bps); got != want {
+			t.Errorf("rateStr(%d) = %q, want %q", bps, got, want)
+		}
+	}
+	if got := limitStr("low", 100, 10_000_000, "speed"); got != "low, max 100 MB/s: copies at up to 10 MB/s (the speed level limits; the cap has no effect)" {
+		t.Errorf("limitStr(low, cap 100) = %q", got)
+	}
+	if got := limitStr("medium", 5, 5_000_000, "max_mbps"); got != "medium, max 5 MB/s: copies at up to 5 MB/s (the cap limits)" {
+		t.Errorf("limitStr(medium, cap 5) = %q", got)
 	}
 }

@@ -123,10 +123,7 @@ func migrationList(c *cli.Context) error {
 }
 
 func printMigration(c *cli.Context, m wire.Migration) {
-	limit := string(m.Speed)
-	if m.MaxMBps > 0 {
-		limit += fmt.Sprintf(", max %d MB/s", m.MaxMBps)
-	}
+	limit := limitStr(m.Speed, m.MaxMBps, m.LimitBps, m.LimitedBy)
 	var opts []string
 	if m.AutoSplit {
 		opts = append(opts, "auto-split")
@@ -212,7 +209,7 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 			fmt.Fprintln(w)
 		}
 		if asJSON {
-			printJSON(w, wire.Migration{ID: seen, Source: src, State: "cancelled"})
+			printJSONLine(w, wire.Migration{ID: seen, Source: src, State: "cancelled"})
 		} else {
 			fmt.Fprintf(w, "migration %s: pair %s cancelled\n", src, seen)
 		}
@@ -240,7 +237,7 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 		seen = m.ID
 		switch {
 		case asJSON:
-			printJSON(w, m)
+			printJSONLine(w, m)
 		case tty:
 			fmt.Fprintf(w, "\r\033[K%s", progressLine(m))
 		default:
@@ -291,7 +288,7 @@ func migrationSet(c *cli.Context) error {
 		}
 		return cl.SetMigration(context.Background(), src, req)
 	}, func(m wire.Migration) {
-		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s\n", src, m.Speed, capStr(m.MaxMBps))
+		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s; %s\n", src, m.Speed, capStr(m.MaxMBps), limitNote(m.MaxMBps, m.LimitBps, m.LimitedBy))
 	})
 }
 
@@ -364,6 +361,20 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		return req, usageErr("%s: give --speed and/or --max-mbps", cmd)
 	}
 	return req, nil
+}
+
+// limitNote says what a set throttle does: the effective rate and, when
+// a cap is set, whether it or the speed level limits.
+func limitNote(maxMBps, limitBps int64, limitedBy string) string {
+	switch {
+	case limitBps <= 0:
+		return "unthrottled"
+	case limitedBy == "max_mbps":
+		return fmt.Sprintf("copies at up to %s (the cap limits)", rateStr(limitBps))
+	case maxMBps > 0:
+		return fmt.Sprintf("copies at up to %s (the speed level limits; the cap has no effect)", rateStr(limitBps))
+	}
+	return fmt.Sprintf("copies at up to %s", rateStr(limitBps))
 }
 
 // capStr describes an absolute copy cap.

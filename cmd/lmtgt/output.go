@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,6 +40,12 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// printJSONLine prints v as one compact JSON object on one line: what
+// --watch -o json prints per refresh (JSON lines).
+func printJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
 // table prints rows aligned in columns.
 func table(w io.Writer, header []string, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -67,11 +74,33 @@ func orDash(s string) string {
 
 func sizeStr(n int64) string { return client.FormatSize(n) }
 
+// rateStr prints a rate in decimal units (1 MB/s = 10^6 bytes/s), the
+// unit of --speed and --max-mbps; "-" for none.
 func rateStr(bps int64) string {
 	if bps <= 0 {
 		return "-"
 	}
-	return client.FormatSize(bps) + "/s"
+	units := []string{"B/s", "kB/s", "MB/s", "GB/s", "TB/s"}
+	f := float64(bps)
+	i := 0
+	for f >= 1000 && i < len(units)-1 {
+		f /= 1000
+		i++
+	}
+	v := strconv.FormatFloat(f, 'f', 1, 64)
+	v = strings.TrimSuffix(v, ".0")
+	return v + " " + units[i]
+}
+
+// limitStr describes the copy rate limit of a pair or session: the speed
+// level, the cap, the rate they allow together and which one limits, so
+// that a cap above the level is not shown as if it did something.
+func limitStr(speed string, maxMBps, limitBps int64, limitedBy string) string {
+	s := speed
+	if maxMBps > 0 {
+		s += fmt.Sprintf(", max %d MB/s", maxMBps)
+	}
+	return s + ": " + limitNote(maxMBps, limitBps, limitedBy)
 }
 
 func etaStr(sec int64) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +54,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"LMTGT_ADMIN_TOKEN_FILE"}, Usage: "read the admin TCP bearer token from this file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LMTGT_LOG_LEVEL"}, Usage: "trace, debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
-			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session (0: transport default)"},
+			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session, 1 to 4096 (default 128)"},
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
@@ -85,6 +86,23 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
+
+// checkPortal refuses a --portal that is not host:port with a port
+// number (exit 2), before anything is opened.
+func checkPortal(p string) error {
+	_, port, err := net.SplitHostPort(p)
+	if err != nil {
+		return usageErr("--portal %q: want host:port, like 127.0.0.1:3260 or [::]:3260", p)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return usageErr("--portal %q: port %q is not a number from 0 to 65535", p, port)
+	}
+	return nil
+}
+
+// maxQueueDepth is the largest --queue-depth: each slot may hold a
+// command's buffers, and initiators rarely use more than a few hundred.
+const maxQueueDepth = 4096
 
 func serveAction(c *cli.Context) error {
 	if err := args0(c); err != nil {
@@ -121,6 +139,14 @@ func serveAction(c *cli.Context) error {
 	}
 	if len(portals) == 0 {
 		return usageErr("--portal: at least one host:port")
+	}
+	for _, p := range portals {
+		if err := checkPortal(p); err != nil {
+			return err
+		}
+	}
+	if qd := c.Int("queue-depth"); c.IsSet("queue-depth") && (qd < 1 || qd > maxQueueDepth) {
+		return usageErr("--queue-depth %d: want 1 to %d commands per session (default 128)", qd, maxQueueDepth)
 	}
 	if m := c.String("metrics"); m != "" {
 		if _, _, err := net.SplitHostPort(m); err != nil {
@@ -167,6 +193,7 @@ type daemon struct {
 	portals []string
 	out     io.Writer
 
+	lock        *dataDirLock // held from before the meta volume opens until after it closes
 	db          *metavol.DB
 	mgr         *lm.Manager
 	tsrv        *target.Server
@@ -184,6 +211,9 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	log := d.log
 	log.Info().Str("version", version).Str("data_dir", d.dataDir).Msg("lmtgt starting")
 
+	if d.lock, err = lockDataDir(d.dataDir); err != nil {
+		return err
+	}
 	d.db, err = metavol.Open(filepath.Join(d.dataDir, "meta"), metavol.Options{Log: log})
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
@@ -220,7 +250,11 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		}
 	}
 	if err := d.tsrv.Start(); err != nil {
-		return fmt.Errorf("iSCSI portal: %w", err)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "listen" && oe.Addr != nil {
+			return fmt.Errorf("--portal %s: cannot listen: %w", oe.Addr, oe.Err)
+		}
+		return fmt.Errorf("--portal: %w", err)
 	}
 	d.tsrvStarted = true
 	d.asrv, err = api.New(api.Options{
@@ -302,6 +336,7 @@ func (d *daemon) close() error {
 	if d.db != nil {
 		errs = append(errs, wrapErr("meta volume", d.db.Close()))
 	}
+	errs = append(errs, wrapErr("data dir lock", d.lock.unlock()))
 	err := errors.Join(errs...)
 	if err != nil {
 		d.log.Error().Err(err).Msg("shutdown")

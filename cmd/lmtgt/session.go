@@ -179,6 +179,7 @@ func sessionLines(s wire.MigrationSession) string {
 		{"progress", sessionProgress(s)},
 		{"dcl", sizeStr(s.DCLBytes)},
 		{"options", sessionOptions(s)},
+		{"speed", limitStr(s.Speed, s.MaxMBps, s.LimitBps, s.LimitedBy)},
 		{"split pause", pause},
 		{"created", s.Created.Local().Format("2006-01-02 15:04:05")},
 	})
@@ -262,7 +263,7 @@ func watchSession(c *cli.Context, cl *client.Client, name string, asJSON bool) e
 		}
 		switch {
 		case asJSON:
-			printJSON(w, s)
+			printJSONLine(w, s)
 		case tty:
 			if drawn > 0 {
 				fmt.Fprintf(w, "\033[%dA", drawn)
@@ -298,7 +299,7 @@ func sessionSet(c *cli.Context) error {
 		}
 		return cl.SetSession(context.Background(), name, req)
 	}, func(s wire.MigrationSession) {
-		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair)\n", name, s.Speed, capStr(s.MaxMBps))
+		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair); %s\n", name, s.Speed, capStr(s.MaxMBps), limitNote(s.MaxMBps, s.LimitBps, s.LimitedBy))
 	})
 }
 

@@ -141,7 +141,7 @@ func TestLUNsTargetsAndBuild(t *testing.T) {
 	_, err = cl.CreateLUN(ctx, wire.CreateLUN{Name: "c", Size: 4<<20 + 512, BlockSize: 4096})
 	wantStatus(t, err, 400, "not a multiple of the block size 4096")
 	_, err = cl.CreateLUN(ctx, wire.CreateLUN{Name: "c/d", Size: 4 << 20})
-	wantStatus(t, err, 400, "may not contain")
+	wantStatus(t, err, 400, "want 1-64 letters")
 	_, err = cl.CreateLUN(ctx, wire.CreateLUN{Name: "c", Size: 4 << 20, Path: "relative.img"})
 	wantStatus(t, err, 400, "not absolute")
 	// --path: never inside the data dir (lm's path rules, 400).
@@ -561,5 +561,36 @@ func TestSplitMaxPauseRange(t *testing.T) {
 	for _, d := range []time.Duration{-time.Second, time.Nanosecond, 999 * time.Microsecond, 2 * time.Minute} {
 		_, err := e.cl.Split(context.Background(), []string{"src"}, d)
 		wantStatus(t, err, 400, "want a duration between 1ms and 1m")
+	}
+}
+
+// TestDotNames: the names "." and ".." get the LUN name rule, on every
+// call of the client, instead of a cleaned path (issue 12: `lun show .`
+// printed a JSON decode error of the LUN list, `lun delete .` hit the
+// collection URL); a raw "." segment is refused, not redirected.
+func TestDotNames(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.cl.CreateLUN(ctx, wire.CreateLUN{Name: "keep", Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".", ".."} {
+		_, err := e.cl.LUN(ctx, name)
+		wantStatus(t, err, 400, "want 1-64 letters")
+		wantStatus(t, e.cl.DeleteLUN(ctx, name), 400, "want 1-64 letters")
+		_, err = e.cl.ResizeLUN(ctx, name, 2<<20)
+		wantStatus(t, err, 400, "want 1-64 letters")
+		_, err = e.cl.CreateLUN(ctx, wire.CreateLUN{Name: name, Size: 1 << 20})
+		wantStatus(t, err, 400, "want 1-64 letters")
+		wantStatus(t, e.cl.DoRaw(ctx, "GET", "/v1/luns/"+name, nil, nil), 400, "segment is not a name")
+		wantStatus(t, e.cl.DoRaw(ctx, "DELETE", "/v1/luns/"+name, nil, nil), 400, "segment is not a name")
+	}
+	// One name rule: the API refuses what lm refuses (65 bytes, a space).
+	for _, name := range []string{strings.Repeat("a", 65), "a b", "-x"} {
+		_, err := e.cl.CreateLUN(ctx, wire.CreateLUN{Name: name, Size: 1 << 20})
+		wantStatus(t, err, 400, "want 1-64 letters")
+	}
+	if l, err := e.cl.LUN(ctx, "keep"); err != nil || l.Name != "keep" {
+		t.Fatalf("lun keep after the refusals: %+v %v", l, err)
 	}
 }

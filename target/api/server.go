@@ -75,7 +75,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, svc: opts.Service, log: opts.Log, errc: make(chan error, 2)}
 	s.routes()
-	s.handler = s.logged(s.mux)
+	s.handler = s.logged(refuseDotSegments(s.mux))
 	return s, nil
 }
 
@@ -247,6 +247,22 @@ func (s *Server) logged(next http.Handler) http.Handler {
 		}
 		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
 			Dur("took", time.Since(start)).Msg("admin request")
+	})
+}
+
+// refuseDotSegments answers a path with a "." or ".." segment with 400
+// instead of letting the mux clean it and redirect (GET /v1/luns/. would
+// become the LUN list). A name "." or ".." is sent escaped (%2E, see the
+// client) and reaches the handlers, which apply the name rules.
+func refuseDotSegments(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, seg := range strings.Split(r.URL.EscapedPath(), "/") {
+			if seg == "." || seg == ".." {
+				writeError(w, invalid("path "+r.URL.EscapedPath(), "a %q segment is not a name (escape names as URL path segments: %%2E)", seg))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

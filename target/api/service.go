@@ -126,11 +126,8 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	if req.Name == "" {
 		return wire.LUN{}, invalid("lun", "a name is required")
 	}
-	if strings.ContainsAny(req.Name, "/\\") || strings.ContainsFunc(req.Name, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
-		return wire.LUN{}, invalid(obj, "names may not contain '/', '\\', spaces or control characters")
-	}
-	if len(req.Name) > 128 {
-		return wire.LUN{}, invalid(obj, "name longer than 128 bytes")
+	if err := checkLUNName(req.Name); err != nil {
+		return wire.LUN{}, err
 	}
 	bs := req.BlockSize
 	if bs == 0 {
@@ -231,8 +228,22 @@ func checkPath(path string, size int64) error {
 // LUNs lists every LUN, sorted by name.
 func (s *Service) LUNs() ([]wire.LUN, error) { return s.lunViews("") }
 
-// LUN shows one LUN by name.
-func (s *Service) LUN(name string) (wire.LUN, error) { return only(s.lunViews(name)) }
+// LUN shows one LUN by name; a name that breaks the name rule is
+// refused with the rule, not looked up.
+func (s *Service) LUN(name string) (wire.LUN, error) {
+	if err := checkLUNName(name); err != nil {
+		return wire.LUN{}, err
+	}
+	return only(s.lunViews(name))
+}
+
+// checkLUNName applies lm's LUN name rule (lm.ValidLUNName owns it).
+func checkLUNName(name string) error {
+	if err := lm.ValidLUNName(name); err != nil {
+		return toWire(err, lunObject(name))
+	}
+	return nil
+}
 
 // lunViews builds the LUN views (all when name is "") from one snapshot.
 func (s *Service) lunViews(name string) ([]wire.LUN, error) {
@@ -854,7 +865,9 @@ func (s *Service) ClearCHAP(iqn string) (wire.Target, error) {
 func pairObject(source string) string { return "migration " + source }
 
 func migrationView(p lm.PairStatus) wire.Migration {
+	limit, by := lm.RateLimit(p.Speed, p.MaxMBps)
 	return wire.Migration{
+		LimitBps: limit, LimitedBy: by,
 		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
 		CopiedBytes: p.CopiedBytes, TotalBytes: p.TotalBytes, DCLBytes: p.DCLBytes,
 		RateBps: p.RateBps, ETASeconds: p.ETASeconds, Vehicle: p.Vehicle,

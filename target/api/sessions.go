@@ -33,7 +33,9 @@ func (s *Service) sessionManager() (SessionManager, error) {
 }
 
 func sessionView(st lm.SessionStatus) wire.MigrationSession {
+	limit, by := lm.RateLimit(st.Speed, st.MaxMBps)
 	v := wire.MigrationSession{
+		LimitBps: limit, LimitedBy: by,
 		ID: st.ID, Name: st.Name, State: st.State, Reason: st.Reason, Speed: string(st.Speed),
 		MaxMBps: st.MaxMBps, MaxActive: st.MaxActive, AutoSplit: st.AutoSplit, Verify: st.Verify,
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,

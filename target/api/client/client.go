@@ -155,7 +155,19 @@ func StatusOf(err error) int {
 	return 0
 }
 
-func esc(s string) string { return url.PathEscape(s) }
+// esc escapes a name as one URL path segment. url.PathEscape leaves "."
+// and ".." as they are, which the server's mux would clean away (GET
+// /v1/luns/. is the LUN list): they are sent as %2E so the server sees the
+// name and answers with its name rule.
+func esc(s string) string {
+	switch s {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return url.PathEscape(s)
+}
 
 // call sends one request (see Do) and returns the response decoded as a T.
 func call[T any](ctx context.Context, c *Client, method, path string, body any) (T, error) {

@@ -39,27 +39,46 @@ func ParseSize(s string) (int64, error) {
 	if low == "" {
 		return 0, fmt.Errorf("size %q: no number", s)
 	}
+	// Only plain decimal numbers: a sign, an exponent ("1e9"), hex or
+	// digit separators are refused rather than half-understood.
+	switch {
+	case strings.HasPrefix(low, "-"):
+		return 0, fmt.Errorf("size %q: negative", s)
+	case strings.HasPrefix(low, "+"):
+		return 0, fmt.Errorf("size %q: no sign allowed (write %s)", s, strings.TrimPrefix(in, "+"))
+	case !plainNumber(low):
+		return 0, fmt.Errorf("size %q: not a size: want digits with an optional fraction and unit, no exponent (examples: 1GiB, 512MiB, 1G, 1.5GiB, 4096)", s)
+	}
 	if n, err := strconv.ParseInt(low, 10, 64); err == nil {
-		if n < 0 {
-			return 0, fmt.Errorf("size %q: negative", s)
-		}
 		if n > math.MaxInt64/mult {
 			return 0, fmt.Errorf("size %q: too large", s)
 		}
 		return n * mult, nil
 	}
 	f, err := strconv.ParseFloat(low, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || strings.ContainsAny(low, "xXpP_") {
-		return 0, fmt.Errorf("size %q: not a size (examples: 1GiB, 512MiB, 1G, 4096)", s)
-	}
-	if f < 0 {
-		return 0, fmt.Errorf("size %q: negative", s)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("size %q: too large", s)
 	}
 	v := f * float64(mult)
 	if v >= math.MaxInt64 {
 		return 0, fmt.Errorf("size %q: too large", s)
 	}
 	return int64(v), nil
+}
+
+// plainNumber reports whether s is digits, optionally with one '.' and
+// more digits ("4096", "1.5").
+func plainNumber(s string) bool {
+	whole, frac, dot := strings.Cut(s, ".")
+	if whole == "" || (dot && frac == "") {
+		return false
+	}
+	for _, r := range whole + frac {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // FormatSize prints bytes with a binary unit: "1 GiB", "1.5 GiB", "512 B".

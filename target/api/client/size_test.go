@@ -2,6 +2,7 @@ package client
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -19,9 +20,20 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "GiB", "-1", "-1GiB", "abc", "1 XiB", "0x10", "1e400", "NaN", "Inf",
-		"9223372036854775807KiB", "99999999999PiB", "1__0"} {
+		"9223372036854775807KiB", "99999999999PiB", "1__0", "+64M", "+1", "1e9", "1E9", "1e3kb", "1.", ".5G", "1.2.3"} {
 		if got, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+// TestParseSizeReasons: a sign or an exponent is refused with the reason
+// (issue 12: "--size +64M" dropped the '+', "--size 1e9" was accepted).
+func TestParseSizeReasons(t *testing.T) {
+	for in, want := range map[string]string{"+64M": "no sign allowed (write 64M)", "1e9": "no exponent", "-1": "negative"} {
+		_, err := ParseSize(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseSize(%q) = %v, want an error saying %q", in, err, want)
 		}
 	}
 }

@@ -30,12 +30,15 @@ type SplitSession struct {
 // /v1/sessions[/{name}]: its aggregated state and progress, and its pairs.
 // (Session is an iSCSI session.)
 type MigrationSession struct {
-	ID           string         `json:"id"`
-	Name         string         `json:"name"`
-	State        string         `json:"state"` // scheduled|copying|synced|paused|partially-faulty|split|cancelled
-	Reason       string         `json:"reason"`
-	Speed        string         `json:"speed"`
-	MaxMBps      int64          `json:"max_mbps"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	State   string `json:"state"` // scheduled|copying|synced|paused|partially-faulty|split|cancelled
+	Reason  string `json:"reason"`
+	Speed   string `json:"speed"`
+	MaxMBps int64  `json:"max_mbps"`
+	// LimitBps and LimitedBy: each pair's copy rate limit (see Migration).
+	LimitBps     int64          `json:"limit_bps"`
+	LimitedBy    string         `json:"limited_by"`
 	MaxActive    int            `json:"max_active"`
 	AutoSplit    bool           `json:"auto_split"`
 	Verify       bool           `json:"verify"`

@@ -208,20 +208,25 @@ type SetMigration struct {
 type Migration struct {
 	// Warnings are given by create only (for example the bypass warning
 	// of a source imported from another array).
-	Warnings     []string  `json:"warnings,omitempty"`
-	ID           string    `json:"id"`
-	Source       string    `json:"source"`
-	Target       string    `json:"target"`
-	State        string    `json:"state"`
-	Reason       string    `json:"reason"`
-	CopiedBytes  int64     `json:"copied_bytes"`
-	TotalBytes   int64     `json:"total_bytes"`
-	DCLBytes     int64     `json:"dcl_bytes"`
-	RateBps      int64     `json:"rate_bps"`
-	ETASeconds   int64     `json:"eta_seconds"`
-	Vehicle      string    `json:"vehicle"`
-	Speed        string    `json:"speed"`
-	MaxMBps      int64     `json:"max_mbps"`
+	Warnings    []string `json:"warnings,omitempty"`
+	ID          string   `json:"id"`
+	Source      string   `json:"source"`
+	Target      string   `json:"target"`
+	State       string   `json:"state"`
+	Reason      string   `json:"reason"`
+	CopiedBytes int64    `json:"copied_bytes"`
+	TotalBytes  int64    `json:"total_bytes"`
+	DCLBytes    int64    `json:"dcl_bytes"`
+	RateBps     int64    `json:"rate_bps"`
+	ETASeconds  int64    `json:"eta_seconds"`
+	Vehicle     string   `json:"vehicle"`
+	Speed       string   `json:"speed"`
+	MaxMBps     int64    `json:"max_mbps"`
+	// LimitBps is the copy rate speed and max_mbps allow together (the
+	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
+	// "max_mbps" or "" (nothing).
+	LimitBps     int64     `json:"limit_bps"`
+	LimitedBy    string    `json:"limited_by"`
 	AutoSplit    bool      `json:"auto_split"`
 	Verify       bool      `json:"verify"`
 	SplitPauseMS float64   `json:"split_pause_ms"`
