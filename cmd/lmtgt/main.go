@@ -232,6 +232,12 @@ func cmdName(c *cli.Context) string {
 func setUsageErrors(cmds []*cli.Command) {
 	for _, cmd := range cmds {
 		cmd.OnUsageError = onUsageError
+		if len(cmd.Subcommands) == 0 {
+			// A leaf command takes names as arguments: urfave/cli would
+			// add a "help" subcommand (alias "h"), so `lun create h`
+			// printed the help instead of creating LUN h. --help stays.
+			cmd.HideHelpCommand = true
+		}
 		if len(cmd.Subcommands) > 0 && cmd.Action == nil {
 			group := cmd
 			cmd.Action = func(c *cli.Context) error {

@@ -63,6 +63,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"serve", "--max-write-buffer", "1MiB"}, 2, "--max-write-buffer 1MiB: at least 16 MiB"},
 		{[]string{"migration", "split"}, 2, "at least one source"},
 		{[]string{"lun", "creat", "x", "--size", "1M"}, 2, `unknown command "creat" for lmtgt lun`},
+		{[]string{"--admin", sock, "lun", "create", "h", "--size", "1M"}, 1, "cannot reach lmtgt"}, // a LUN named h, not the help
+		{[]string{"--admin", sock, "lun", "show", "help"}, 1, "cannot reach lmtgt"},
 		{[]string{"--admin", sock, "migration", "split", "a", "--max-pause", "0"}, 2, "--max-pause 0s: want a duration between 1ms and 1m"},
 		{[]string{"--admin", sock, "migration", "split", "a", "--max-pause", "-1s"}, 2, "--max-pause -1s"},
 		{[]string{"--admin", sock, "migration", "split", "a", "--max-pause", "2m"}, 2, "--max-pause 2m0s"},
