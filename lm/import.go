@@ -235,20 +235,9 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 		}
 		lrec.Adopted = &metavol.Identity{Vendor: id.Vendor, Product: id.Product, Revision: id.Revision, Designators: id.Designators}
 	}
-	if err := m.db.Update(func(tx *metavol.Tx) error {
-		if err := tx.PutVolume(vrec); err != nil {
-			return err
-		}
-		return tx.PutLUN(lrec)
-	}); err != nil {
-		return fail(mapMetaErr("lun", req.Name, err))
+	if err := m.addLUN(vrec, lrec, m.remoteVol(vrec.ID, rv)); err != nil {
+		return fail(err)
 	}
-	d := &dataVol{rec: vrec}
-	d.cur.Store(m.remoteVol(vrec.ID, rv))
-	m.mu.Lock()
-	m.mu.vols[vrec.ID] = d
-	m.mu.luns[lrec.ID] = m.newEntry(lrec)
-	m.mu.Unlock()
 	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
 		Str("identity", mode).Msg("LUN imported")
 	return lrec, nil

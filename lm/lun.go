@@ -146,22 +146,31 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		VolumeID:  vrec.ID,
 		Created:   now,
 	}
+	if err := m.addLUN(vrec, lrec, m.fileVol(vrec.ID, f)); err != nil {
+		return fail(err)
+	}
+	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Bool("direct", vrec.Direct).Msg("LUN created")
+	return lrec, nil
+}
+
+// addLUN commits a new LUN and its data volume in one transaction and
+// installs its routing entry, with ov as the volume's open handle.
+func (m *Manager) addLUN(vrec metavol.Volume, lrec metavol.LUN, ov *openVol) error {
 	if err := m.db.Update(func(tx *metavol.Tx) error {
 		if err := tx.PutVolume(vrec); err != nil {
 			return err
 		}
 		return tx.PutLUN(lrec)
 	}); err != nil {
-		return fail(mapMetaErr("lun", req.Name, err))
+		return mapMetaErr("lun", lrec.Name, err)
 	}
 	d := &dataVol{rec: vrec}
-	d.cur.Store(m.fileVol(vrec.ID, f))
+	d.cur.Store(ov)
 	m.mu.Lock()
 	m.mu.vols[vrec.ID] = d
 	m.mu.luns[lrec.ID] = m.newEntry(lrec)
 	m.mu.Unlock()
-	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Bool("direct", vrec.Direct).Msg("LUN created")
-	return lrec, nil
+	return nil
 }
 
 // entryByName returns the routing entry and record of a LUN name.
