@@ -6,19 +6,24 @@ import (
 	"time"
 )
 
-// Failed CHAP logins are rate limited per source address and per
-// initiator name (docs/design.md "CHAP guessing"): after authAddrLimit
-// failures from one address, or authNameLimit for one initiator name,
-// within authFailWindow, every CHAP login from that address or with that
-// name is refused (status 0x0201, as a wrong secret, without looking at the
-// response) for authLockout. A successful CHAP login clears its address and
-// name. The per-name limit is higher so that guessing from one address
-// cannot lock a name out for its owner on another address as quickly,
-// while guessing spread over many addresses still meets a limit.
+// Failed CHAP logins are rate limited per source address, per initiator
+// name and per credential (docs/design.md "CHAP guessing"): after
+// authAddrLimit failures from one address, authNameLimit for one
+// initiator name, or authCredLimit against one target's CHAP credential,
+// within authFailWindow, every CHAP login from that address, with that
+// name or to that credential is refused (status 0x0201, as a wrong secret,
+// without looking at the response) for authLockout. A successful CHAP
+// login clears its address and name, not the credential's count. The
+// per-name limit is higher so that guessing from one address cannot lock a
+// name out for its owner on another address as quickly; the per-credential
+// limit bounds guessing sprayed over many addresses and names (at most
+// authCredLimit guesses per authLockout+window), at the price that such a
+// spray also refuses the credential's real users while it lasts.
 const (
 	authFailWindow = time.Minute
 	authAddrLimit  = 5
 	authNameLimit  = 20
+	authCredLimit  = 30
 	authLockout    = 30 * time.Second
 	// authTableMax bounds the tracking table; when full, expired entries
 	// go first, then the least recently failed.
@@ -61,13 +66,17 @@ func addrKey(remote string) string {
 
 func nameKey(initiator string) string { return "name " + initiator }
 
-// locked reports whether CHAP logins from remote or as initiator are
-// refused now, and until when.
-func (l *authLimiter) locked(remote, initiator string) (bool, time.Time) {
+// credKey names the CHAP credential a login tries: the target (empty for
+// discovery) and its configured user.
+func credKey(target, user string) string { return "cred " + target + "\x00" + user }
+
+// locked reports whether CHAP logins from remote, as initiator or to
+// cred (credKey) are refused now, and until when.
+func (l *authLimiter) locked(remote, initiator, cred string) (bool, time.Time) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range [...]string{addrKey(remote), nameKey(initiator)} {
+	for _, k := range [...]string{addrKey(remote), nameKey(initiator), cred} {
 		if e := l.mu.entries[k]; e != nil && now.Before(e.until) {
 			return true, e.until
 		}
@@ -76,12 +85,13 @@ func (l *authLimiter) locked(remote, initiator string) (bool, time.Time) {
 }
 
 // failed records a failed CHAP login.
-func (l *authLimiter) failed(remote, initiator string) {
+func (l *authLimiter) failed(remote, initiator, cred string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.failLocked(addrKey(remote), authAddrLimit, now)
 	l.failLocked(nameKey(initiator), authNameLimit, now)
+	l.failLocked(cred, authCredLimit, now)
 }
 
 func (l *authLimiter) failLocked(key string, limit int, now time.Time) {
@@ -105,22 +115,33 @@ func (l *authLimiter) failLocked(key string, limit int, now time.Time) {
 }
 
 // evictLocked makes room: entries neither locked out nor in a live window
-// go; if none, the least recently failed one.
+// go; if none, the least recently failed one that is not locked out (a
+// flood of new names must not free the address or credential it locked),
+// and only if every entry is locked out, the least recently failed.
 func (l *authLimiter) evictLocked(now time.Time) {
-	var oldest string
-	var oldestAt time.Time
+	var oldest, oldestLocked string
+	var oldestAt, oldestLockedAt time.Time
 	for k, e := range l.mu.entries {
-		if !now.Before(e.until) && now.Sub(e.first) > authFailWindow {
+		locked := now.Before(e.until)
+		if !locked && now.Sub(e.first) > authFailWindow {
 			delete(l.mu.entries, k)
 			continue
 		}
-		if oldest == "" || e.last.Before(oldestAt) {
+		if locked {
+			if oldestLocked == "" || e.last.Before(oldestLockedAt) {
+				oldestLocked, oldestLockedAt = k, e.last
+			}
+		} else if oldest == "" || e.last.Before(oldestAt) {
 			oldest, oldestAt = k, e.last
 		}
 	}
-	if len(l.mu.entries) >= authTableMax {
-		delete(l.mu.entries, oldest)
+	if len(l.mu.entries) < authTableMax {
+		return
 	}
+	if oldest == "" {
+		oldest = oldestLocked
+	}
+	delete(l.mu.entries, oldest)
 }
 
 // succeeded clears the records of a successful CHAP login.

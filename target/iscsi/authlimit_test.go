@@ -93,28 +93,60 @@ func TestCHAPRateLimit(t *testing.T) {
 	}
 }
 
+// TestCHAPSprayLimited: guesses spread over many addresses and initiator
+// names (a new pair for every guess) still meet a limit, the one of the
+// target's CHAP credential; another target's credential is not affected,
+// and the lockout ends after authLockout.
+func TestCHAPSprayLimited(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	b := newFileBackend(t, 1<<20)
+	b.chap = &CHAP{User: "alice", Secret: "alicesecret1"}
+	s := startServer(t, b, func(o *Options) { o.now = clk.now })
+	login := func(from, initiator, secret string) uint16 {
+		t.Helper()
+		i := dialIniFrom(t, addrOf(s), from)
+		r, err := i.login(loginOpts{target: testIQN, initiator: initiator, user: "alice", secret: secret})
+		if err != nil {
+			t.Fatalf("login from %s: %v", from, err)
+		}
+		return r.status
+	}
+	for k := 0; k < authCredLimit; k++ {
+		if st := login(fmt.Sprintf("127.0.%d.%d", 4+k/200, 1+k%200), fmt.Sprintf("iqn.2024-01.org.lmtgt:spray%d", k), "wrongsecret1"); st != statusAuthFailure {
+			t.Fatalf("guess %d: status %#04x", k, st)
+		}
+	}
+	if st := login("127.0.9.1", "iqn.2024-01.org.lmtgt:fresh", "alicesecret1"); st != statusAuthFailure {
+		t.Fatalf("right secret while the credential is sprayed: status %#04x, want refused (the spray met no limit)", st)
+	}
+	clk.advance(authLockout + time.Second)
+	if st := login("127.0.9.1", "iqn.2024-01.org.lmtgt:fresh", "alicesecret1"); st != 0 {
+		t.Fatalf("after the lockout: status %#04x", st)
+	}
+}
+
 // TestAuthLimiterBounded: the tracking table never grows past
 // authTableMax, and a locked-out address survives a flood of new names.
 func TestAuthLimiterBounded(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	l := newAuthLimiter(clk.now)
 	for k := 0; k < authAddrLimit; k++ {
-		l.failed("192.0.2.1:1000", "iqn.x:attacker")
+		l.failed("192.0.2.1:1000", "iqn.x:attacker", "")
 	}
-	if locked, _ := l.locked("192.0.2.1:2000", "iqn.x:someone"); !locked {
+	if locked, _ := l.locked("192.0.2.1:2000", "iqn.x:someone", ""); !locked {
 		t.Fatal("address not locked out after the limit")
 	}
 	for k := 0; k < 3*authTableMax; k++ {
-		l.failed("192.0.2.1:1000", fmt.Sprintf("iqn.x:name%d", k))
+		l.failed("192.0.2.1:1000", fmt.Sprintf("iqn.x:name%d", k), credKey("iqn.t", fmt.Sprintf("user%d", k)))
 		if n := l.size(); n > authTableMax {
 			t.Fatalf("table has %d entries, bound %d", n, authTableMax)
 		}
 	}
-	if locked, _ := l.locked("192.0.2.1:3000", "iqn.x:fresh"); !locked {
+	if locked, _ := l.locked("192.0.2.1:3000", "iqn.x:fresh", ""); !locked {
 		t.Fatal("the attacking address was evicted by its own flood")
 	}
 	clk.advance(authLockout + authFailWindow + time.Second)
-	if locked, _ := l.locked("192.0.2.1:3000", "iqn.x:fresh"); locked {
+	if locked, _ := l.locked("192.0.2.1:3000", "iqn.x:fresh", ""); locked {
 		t.Fatal("still locked out after the lockout")
 	}
 }

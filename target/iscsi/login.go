@@ -319,8 +319,8 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 			return nil, refuse(statusAuthFailure, "AuthMethod=%.64s does not offer %s", m, want)
 		}
 		if want == "CHAP" {
-			if locked, until := c.srv.authLimit.locked(c.remote, c.initiator); locked {
-				return nil, refuse(statusAuthFailure, "too many failed CHAP logins from %s or as %s: refused until %s",
+			if locked, until := c.srv.authLimit.locked(c.remote, c.initiator, credKey(c.target, lp.auth.CHAP.User)); locked {
+				return nil, refuse(statusAuthFailure, "too many failed CHAP logins from %s, as %s or to this target's CHAP user: refused until %s",
 					c.remote, c.initiator, until.Format(time.RFC3339))
 			}
 		}
@@ -334,7 +334,7 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 	if lp.chap != nil && lp.chap.state != chapDone {
 		r, err := lp.chap.step(keys)
 		if err != nil {
-			c.srv.authLimit.failed(c.remote, c.initiator)
+			c.srv.authLimit.failed(c.remote, c.initiator, credKey(c.target, lp.chap.cred.User))
 			return nil, &loginError{status: statusAuthFailure, err: err}
 		}
 		resp = append(resp, r...)
