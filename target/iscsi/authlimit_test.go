@@ -44,6 +44,18 @@ func dialIniFrom(t *testing.T, addr, local string) *ini {
 	return i
 }
 
+// aliceLogin logs in to testIQN on s from the local address from, as
+// initiator with CHAP user alice and secret, and returns the login status.
+func aliceLogin(t *testing.T, s *Server, from, initiator, secret string) uint16 {
+	t.Helper()
+	i := dialIniFrom(t, addrOf(s), from)
+	r, err := i.login(loginOpts{target: testIQN, initiator: initiator, user: "alice", secret: secret})
+	if err != nil {
+		t.Fatalf("login from %s: %v", from, err)
+	}
+	return r.status
+}
+
 // TestCHAPRateLimit: a burst of wrong-secret logins from one address locks
 // that address out (even the right secret is refused) while a correct
 // login from another address works; guessing one initiator name from many
@@ -55,12 +67,7 @@ func TestCHAPRateLimit(t *testing.T) {
 	s := startServer(t, b, func(o *Options) { o.now = clk.now })
 	login := func(from, initiator, secret string) uint16 {
 		t.Helper()
-		i := dialIniFrom(t, addrOf(s), from)
-		r, err := i.login(loginOpts{target: testIQN, initiator: initiator, user: "alice", secret: secret})
-		if err != nil {
-			t.Fatalf("login from %s: %v", from, err)
-		}
-		return r.status
+		return aliceLogin(t, s, from, initiator, secret)
 	}
 	const guesser = "iqn.2024-01.org.lmtgt:guesser"
 	for k := 0; k < authAddrLimit; k++ {
@@ -104,12 +111,7 @@ func TestCHAPSprayLimited(t *testing.T) {
 	s := startServer(t, b, func(o *Options) { o.now = clk.now })
 	login := func(from, initiator, secret string) uint16 {
 		t.Helper()
-		i := dialIniFrom(t, addrOf(s), from)
-		r, err := i.login(loginOpts{target: testIQN, initiator: initiator, user: "alice", secret: secret})
-		if err != nil {
-			t.Fatalf("login from %s: %v", from, err)
-		}
-		return r.status
+		return aliceLogin(t, s, from, initiator, secret)
 	}
 	for k := 0; k < authCredLimit; k++ {
 		if st := login(fmt.Sprintf("127.0.%d.%d", 4+k/200, 1+k%200), fmt.Sprintf("iqn.2024-01.org.lmtgt:spray%d", k), "wrongsecret1"); st != statusAuthFailure {
