@@ -42,6 +42,15 @@
 // pair's ID: the committer is gone, and a mark queued then would wait
 // forever.
 //
+// Where the files are: store.go (Store: the group committer and the
+// clearer goroutines, loading a Log from its pages, Drop, Forget, Purge),
+// log.go (Log: the bitmaps of one pair, marks, waits on a group commit,
+// re-copy bookkeeping, lazy clears).
+//
+// Locks: Store.commitMu (held across a commit, serialises them) →
+// Log.mu → Store.mu. Log.mu and Store.mu are never held across I/O; a
+// Log's Flush callback runs with none of them held.
+//
 // It must never clear a bit early: a clear that races a new write leaves the
 // bit set. It does no data I/O itself.
 package dcl

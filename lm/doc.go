@@ -9,7 +9,9 @@
 //
 // Where the files are: manager.go (Open, Close, the per-LUN router handle
 // and I/O gate use), lun.go (LUN create/resize/delete), pair.go (pair
-// runtime, admin operations, status), states.go (the state machine, the
+// runtime: its state owner, transitions, faults, checkpoint), pairadmin.go
+// (create, pause, resume, cancel, set), pairstatus.go (status and lists),
+// ratesampler.go (copy rate and ETA), states.go (the state machine, the
 // only place transitions are decided), write.go (the host write path,
 // DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy, retry,
 // vehicles), split.go (split, verify, auto-split), recover.go (startup),

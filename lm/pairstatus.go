@@ -1,0 +1,145 @@
+package lm
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/lmtgt/lmtgt/metavol"
+)
+
+// Pairs lists the active pairs and the finished (split) ones, by source
+// name then creation time.
+func (m *Manager) Pairs() []PairStatus {
+	m.mu.Lock()
+	active := make([]*pair, 0, len(m.mu.pairs))
+	for _, p := range m.mu.pairs {
+		active = append(active, p)
+	}
+	m.mu.Unlock()
+	seen := map[string]bool{}
+	var out []PairStatus
+	for _, p := range active {
+		out = append(out, p.status())
+		seen[p.id] = true
+	}
+	out = append(out, m.unloadedStatuses()...)
+	for _, r := range m.finishedRecords() {
+		if !seen[r.ID] {
+			out = append(out, m.recordStatus(r))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Source != out[j].Source {
+			return out[i].Source < out[j].Source
+		}
+		return out[i].Created.Before(out[j].Created)
+	})
+	return out
+}
+
+// Pair is the status of the migration of the LUN named source: the active
+// pair, else the latest finished one.
+func (m *Manager) Pair(source string) (PairStatus, error) {
+	if p, err := m.activePair(source); err == nil {
+		return p.status(), nil
+	}
+	m.mu.Lock()
+	u := m.unloadedLocked(source)
+	m.mu.Unlock()
+	if u != nil {
+		return m.unloadedStatus(u), nil
+	}
+	var best *PairStatus
+	for _, r := range m.finishedRecords() {
+		st := m.recordStatus(r)
+		if st.Source == source && (best == nil || st.Created.After(best.Created)) {
+			best = &st
+		}
+	}
+	if best == nil {
+		return PairStatus{}, fmt.Errorf("migration of %s: %w", source, ErrNotFound)
+	}
+	return *best, nil
+}
+
+func (m *Manager) finishedRecords() []metavol.Pair {
+	var recs []metavol.Pair
+	m.db.View(func(tx *metavol.Tx) error {
+		all, err := tx.Pairs()
+		for _, r := range all {
+			if st, err := ParseState(r.State); err == nil && st.Final() {
+				recs = append(recs, r)
+			}
+		}
+		return err
+	})
+	return recs
+}
+
+func (m *Manager) lunName(id string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.mu.luns[id]; e != nil {
+		return e.name
+	}
+	return id
+}
+
+func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
+	return PairStatus{
+		ID:            r.ID,
+		Source:        m.lunName(r.SourceLUN),
+		Target:        m.lunName(r.TargetLUN),
+		SourceID:      r.SourceLUN,
+		TargetID:      r.TargetLUN,
+		State:         r.State,
+		Reason:        r.Reason,
+		CopiedBytes:   r.CopiedBytes,
+		CursorBytes:   r.Cursor,
+		TotalBytes:    r.Cursor, // final records: the copy covered the LUN
+		DataBytes:     r.DataBytes,
+		RecopiedBytes: r.RecopiedBytes,
+		Vehicle:       r.Vehicle,
+		Speed:         Speed(r.Speed),
+		MaxMBps:       r.MaxMBps,
+		AutoSplit:     r.AutoSplit,
+		Verify:        r.Verify,
+		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
+		Created:       r.Created,
+	}
+}
+
+// status is the pair as shown by `migration show`.
+func (p *pair) status() PairStatus {
+	p.mu.Lock()
+	rec := p.recordLocked()
+	st := p.mu.state
+	p.mu.Unlock()
+	s := p.m.recordStatus(rec)
+	s.Source, s.Target = p.src.name, p.tgt.name
+	s.State = st.String()
+	if f := p.fault.Load(); f != nil && !st.Final() && st != StateInterrupted {
+		s.Reason = *f
+	}
+	done := p.done.Load()
+	s.CopiedBytes = done
+	s.CursorBytes = p.issued.Load()
+	s.TotalBytes = p.size
+	d, _, _ := p.log.Counts()
+	s.DCLBytes = d * p.region
+	moved := p.dataBytes.Load() + p.recopyBytes.Load()
+	rate, progress := p.rate.sample(moved, done)
+	s.RateBps = int64(rate)
+	remaining := p.size - done + s.DCLBytes
+	if st == StateSynced {
+		remaining = s.DCLBytes
+	}
+	if progress > 0 && remaining > 0 {
+		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
+	}
+	if st == StatePaused || st.Final() {
+		// Nothing is copied: the sampler's last window is history.
+		s.RateBps, s.ETASeconds = 0, 0
+	}
+	return s
+}
