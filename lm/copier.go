@@ -33,13 +33,14 @@ func (p *pair) run(ctx context.Context) {
 		}
 	}
 	for ctx.Err() == nil {
-		st := p.getState()
+		v := p.view()
+		st := v.state
 		if st.Final() {
 			return
 		}
-		if f := p.fault.Load(); f != nil && (st == StateCopying || st == StateSynced) {
+		if v.fault != "" && (st == StateCopying || st == StateSynced) {
 			release()
-			if err := p.transitionFrom(st, StateInterrupted, *f); err != nil && !errors.Is(err, ErrState) {
+			if err := p.transitionFrom(st, StateInterrupted, v.fault); err != nil && !errors.Is(err, ErrState) {
 				p.zlog.Error().Err(err).Msg("cannot record the interruption; retrying")
 				p.sleep(ctx, p.m.opts.RetryMin)
 			}
@@ -87,7 +88,7 @@ func (p *pair) run(ctx context.Context) {
 			}
 		case StateSynced:
 			release()
-			if d, _, _ := p.log.Counts(); d > 0 && p.fault.Load() == nil {
+			if d, _, _ := p.log.Counts(); d > 0 && p.view().fault == "" {
 				if err := p.transitionFrom(StateSynced, StateCopying, "DCL not empty: re-copying"); err != nil && !errors.Is(err, ErrState) {
 					p.sleep(ctx, p.m.opts.RetryMin)
 				}
@@ -151,8 +152,7 @@ func (p *pair) retry(ctx context.Context) {
 	}
 	err := p.probe(ctx)
 	if err == nil {
-		p.fault.Store(nil)
-		if err := p.transitionFrom(StateInterrupted, StateCopying, "target answers again: re-copying"); err != nil && !errors.Is(err, ErrState) {
+		if err := p.recovered("target answers again: re-copying"); err != nil && !errors.Is(err, ErrState) {
 			p.zlog.Error().Err(err).Msg("cannot resume after the interruption")
 		}
 		return
@@ -188,7 +188,8 @@ func (p *pair) copyAll(ctx context.Context) error {
 	p.copyMu.Lock()
 	defer p.copyMu.Unlock()
 	stop := func() bool {
-		return ctx.Err() != nil || p.getState() != StateCopying || p.fault.Load() != nil
+		v := p.view()
+		return ctx.Err() != nil || v.state != StateCopying || v.fault != ""
 	}
 	if stop() {
 		return errStopped
@@ -228,13 +229,13 @@ func (p *pair) nextJob(pos int64) (job, error) {
 	}
 	if h := ds / p.chunk * p.chunk; h > pos {
 		// A hole job never spans a chunk finished in an earlier run.
-		p.cmu.Lock()
-		for s := range p.completed {
+		p.mu.Lock()
+		for s := range p.mu.completed {
 			if s > pos && s < h {
 				h = s
 			}
 		}
-		p.cmu.Unlock()
+		p.mu.Unlock()
 		return job{pos, h, true}, nil
 	}
 	return job{pos, end, false}, nil
@@ -246,31 +247,31 @@ func (p *pair) nextJob(pos int64) (job, error) {
 func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 	start := p.done.Load()
 	complete := func(j job) {
-		p.cmu.Lock()
-		p.completed[j.start] = j.end
+		p.mu.Lock()
+		p.mu.completed[j.start] = j.end
 		d := p.done.Load()
 		for {
-			e, ok := p.completed[d]
+			e, ok := p.mu.completed[d]
 			if !ok {
 				break
 			}
-			delete(p.completed, d)
+			delete(p.mu.completed, d)
 			d = e
 		}
 		p.done.Store(d)
-		p.cmu.Unlock()
+		p.mu.Unlock()
 	}
 	// skip returns where to go on from pos when pos is done already: below
 	// the done cursor (a worker may have merged the jobs finished in an
 	// earlier run into it since the last look), or a job finished in an
 	// earlier run.
 	skip := func(pos int64) (int64, bool) {
-		p.cmu.Lock()
-		defer p.cmu.Unlock()
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		if d := p.done.Load(); pos < d {
 			return d, true
 		}
-		e, ok := p.completed[pos]
+		e, ok := p.mu.completed[pos]
 		return e, ok
 	}
 	jobs := make(chan job)
@@ -428,7 +429,21 @@ func (p *pair) chooseVehicle() {
 			p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
 		}
 	}
-	p.vehicle.Store(&v)
+	p.setVehicle(v)
+}
+
+// setVehicle records the transfer vehicle that runs.
+func (p *pair) setVehicle(v string) {
+	p.mu.Lock()
+	p.mu.vehicle = v
+	p.mu.Unlock()
+}
+
+// vehicleNow is the transfer vehicle of this run of the copy.
+func (p *pair) vehicleNow() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.vehicle
 }
 
 // copyRange copies [start,end) from source to target: source holes and
@@ -475,7 +490,7 @@ func (p *pair) copyRange(start, end int64, buf []byte) (int64, error) {
 
 // copyData copies the data extent [start,end).
 func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, error) {
-	if v := p.vehicle.Load(); v != nil && *v == VehicleCopyFileRange && so.file != nil && to.file != nil {
+	if p.vehicleNow() == VehicleCopyFileRange && so.file != nil && to.file != nil {
 		n, err := copyFileRange(so, to, start, end)
 		if err == nil {
 			return n, nil
@@ -483,8 +498,7 @@ func (p *pair) copyData(so, to *openVol, start, end int64, buf []byte) (int64, e
 		if !errors.Is(err, errNoCFR) {
 			return n, err
 		}
-		g := VehicleGeneric
-		p.vehicle.Store(&g)
+		p.setVehicle(VehicleGeneric)
 		p.zlog.Warn().Err(err).Msg("copy_file_range unavailable: using the generic copy")
 		start += n
 	}
@@ -559,3 +573,5 @@ func copyFileRange(so, to *openVol, start, end int64) (int64, error) {
 	}
 	return moved, nil
 }
+
+var errStopped = errors.New("copy stopped")

@@ -19,6 +19,7 @@ type gate struct {
 
 // enter admits one command, waiting while the gate is closed.
 func (g *gate) enter() {
+	rankAcquire(lockGate)
 	g.mu.Lock()
 	for g.closed {
 		ch := g.opened
@@ -39,11 +40,13 @@ func (g *gate) exit() {
 		g.drained = nil
 	}
 	g.mu.Unlock()
+	rankRelease(lockGate)
 }
 
 // close stops new commands and returns a channel closed once the commands
 // in flight have drained. The caller must call open later.
 func (g *gate) close() <-chan struct{} {
+	rankAcquire(lockGate)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
@@ -67,6 +70,7 @@ func (g *gate) open() {
 	g.closed = false
 	g.drained = nil
 	close(g.opened)
+	rankRelease(lockGate)
 }
 
 // closeGates closes every gate and waits until all have drained or the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +21,10 @@ const (
 
 // pair is one attached migration pair: its state, DCL, range lock, copy
 // cursor and run goroutine.
+//
+// Its state has one owner: the pairView published in cur, written only
+// under mu by the named transitions of pairstate.go (which persist first)
+// and by recordFault; everyone else reads one snapshot (p.view()).
 type pair struct {
 	m      *Manager
 	id     string
@@ -37,61 +40,57 @@ type pair struct {
 	bucket *bucket
 	zlog   zerolog.Logger
 
+	// cur is the state, write mode and fault as one immutable value
+	// (pairstate.go). Stored only with mu held; loaded anywhere, once per
+	// decision, so that the three never disagree.
+	cur atomic.Pointer[pairView]
+
 	// issued is the in-memory copy cursor: every chunk below it has been
 	// copied or is being copied under the exclusive range lock. Host
 	// writes below it need a durable mark first.
 	issued atomic.Int64
-	// ckpt mirrors the persisted copy checkpoint (mu.rec.Cursor).
-	ckpt atomic.Int64
 	// syncMu orders the syncs of the legs (see syncLegs).
-	syncMu sync.RWMutex
+	syncMu rwMutex[rankSync]
 	// srcSyncErr: a sync of the source that was not a host's failed (the
 	// checkpoint's, the lazy clear's); the next host sync reports it
 	// (write.go).
 	srcSyncErr atomic.Pointer[error]
-	// sourceOnly: paused, interrupted or faulty; writes go to the source
-	// only and mark the DCL.
-	sourceOnly atomic.Bool
-	// fault is the reason of the first failure ("target failed: ...",
-	// "source read error: ...") not yet handled by the run goroutine.
-	fault atomic.Pointer[string]
-	state atomic.Int32 // mirror of mu.state for lock-free reads
 
 	// Counters (also persisted in the record at checkpoints).
 	done        atomic.Int64 // contiguous prefix finished by the initial copy
 	dataBytes   atomic.Int64
 	recopyBytes atomic.Int64
-	vehicle     atomic.Pointer[string]
 
 	wake   chan struct{} // run goroutine: something changed
 	stop   context.CancelFunc
 	exited chan struct{}
 	// copyMu is held by the run goroutine while it copies; Pause takes it
 	// to wait until the copy has stopped.
-	copyMu sync.Mutex
-
-	rate rateSampler
-
-	// cmu guards completed: initial-copy jobs finished above the done
-	// cursor (start → end), kept across pause/resume so that nothing is
-	// copied twice.
-	cmu       sync.Mutex
-	completed map[int64]int64
+	copyMu mutex[rankCopy]
 
 	// persist serialises the changes of the record and the state: held
 	// from reading the record to applying what was committed, across the
 	// meta volume commit (and the split's syncs and pause). Only writers
 	// of the record take it (transition, checkpoint, Set, Split); status
 	// reads and the host path never do. Lock order: doc.go.
-	persist sync.Mutex
+	persist mutex[rankPersist]
 
-	// mu guards the record and the state in memory. Never held across
-	// I/O (a sync, a commit) nor on the host I/O path: status reads take
-	// it, so they answer at once even during a split.
+	// mu guards the record and the state in memory, the copier's
+	// bookkeeping and the rate sampler. Never held across I/O (a sync, a
+	// commit, a log line) and never waits for another lock but
+	// sessionSet.mu: status reads take it, so they answer at once even
+	// during a split; the host path takes it only to record a fault.
 	mu struct {
-		sync.Mutex
-		rec   metavol.Pair
-		state PairState
+		mutex[rankPairMu]
+		rec metavol.Pair
+		// vehicle is the transfer vehicle of this run of the copy
+		// (recordLocked writes it into the record).
+		vehicle string
+		// completed: initial-copy jobs finished above the done cursor
+		// (start → end), kept across pause/resume so that nothing is
+		// copied twice.
+		completed map[int64]int64
+		rate      rateSampler
 		// lastCkpt is when and at what cursor the checkpoint was persisted.
 		lastCkptAt     time.Time
 		lastCkptCursor int64
@@ -99,8 +98,6 @@ type pair struct {
 		retryAttempt   int
 	}
 }
-
-func (p *pair) getState() PairState { return PairState(p.state.Load()) }
 
 func (p *pair) name() string { return p.src.name }
 
@@ -111,78 +108,13 @@ func (p *pair) wakeUp() {
 	}
 }
 
-// transition moves the pair to state to, persisting it (with the reason)
-// before it takes effect.
-func (p *pair) transition(to PairState, reason string) error {
-	p.persist.Lock()
-	defer p.persist.Unlock()
-	return p.transitionPersisting(to, reason)
-}
-
-// transitionFrom is transition for the run goroutine, which decides on a
-// state it read earlier: it takes effect only if the pair is still in
-// from (an admin's pause between the read and the transition must not be
-// undone by the copier's queued → copying or synced → copying), and
-// otherwise returns ErrState and changes nothing.
-func (p *pair) transitionFrom(from, to PairState, reason string) error {
-	p.persist.Lock()
-	defer p.persist.Unlock()
-	if cur := p.getState(); cur != from {
-		return fmt.Errorf("pair %s: %s → %s: the pair is %s now: %w", p.name(), from, to, cur, ErrState)
-	}
-	return p.transitionPersisting(to, reason)
-}
-
-// transitionPersisting is transition with persist held: mu is taken only
-// to read the record and to apply the committed one, never across the
-// commit.
-func (p *pair) transitionPersisting(to PairState, reason string) error {
-	p.mu.Lock()
-	from := p.mu.state
-	if err := checkTransition(p.name(), from, to); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	rec := p.recordLocked()
-	p.mu.Unlock()
-	rec.State = to.String()
-	rec.Reason = reason
-	if err := p.m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
-		return fmt.Errorf("pair %s: persist %s → %s: %w", p.name(), from, to, err)
-	}
-	p.mu.Lock()
-	p.applyLocked(rec, to)
-	p.mu.Unlock()
-	p.zlog.Info().Str("from", from.String()).Str("to", to.String()).Str("reason", reason).Msg("pair state")
-	return nil
-}
-
-// applyLocked makes a persisted state take effect.
-func (p *pair) applyLocked(rec metavol.Pair, to PairState) {
-	if to == StateInterrupted && p.mu.state != StateInterrupted {
-		p.mu.retryStart = time.Now()
-		p.mu.retryAttempt = 0
-	}
-	p.mu.rec = rec
-	p.mu.state = to
-	p.state.Store(int32(to))
-	switch to {
-	case StatePaused, StateInterrupted, StateFaulty:
-		p.sourceOnly.Store(true)
-	case StateCopying, StateSynced, StateQueued:
-		p.sourceOnly.Store(p.fault.Load() != nil)
-	}
-	p.wakeUp()
-	p.m.sess.changed() // wakes the session runners
-}
-
 // recordLocked is the record with the current counters.
 func (p *pair) recordLocked() metavol.Pair {
 	rec := p.mu.rec
 	rec.DataBytes = p.dataBytes.Load()
 	rec.RecopiedBytes = p.recopyBytes.Load()
-	if v := p.vehicle.Load(); v != nil {
-		rec.Vehicle = *v
+	if p.mu.vehicle != "" {
+		rec.Vehicle = p.mu.vehicle
 	}
 	rec.Updated = time.Now().UTC()
 	return rec
@@ -196,7 +128,7 @@ func (p *pair) checkpoint(force bool) {
 	p.persist.Lock()
 	defer p.persist.Unlock()
 	p.mu.Lock()
-	skip := p.mu.state.Final() || (!force && done-p.mu.lastCkptCursor < p.m.opts.CheckpointBytes &&
+	skip := p.view().state.Final() || (!force && done-p.mu.lastCkptCursor < p.m.opts.CheckpointBytes &&
 		time.Since(p.mu.lastCkptAt) < p.m.opts.CheckpointInterval)
 	p.mu.Unlock()
 	if skip {
@@ -229,29 +161,13 @@ func (p *pair) checkpoint(force bool) {
 	p.mu.lastCkptAt = time.Now()
 	p.mu.lastCkptCursor = done
 	p.mu.Unlock()
-	p.ckpt.Store(rec.Cursor)
 }
 
-// setFault records a target failure: writes switch to the source only at
-// once, and the run goroutine moves the pair to interrupted with the
-// reason "target failed: " + reason.
-func (p *pair) setFault(reason string) { p.recordFault("target failed: " + reason) }
-
-// setSourceFault records a failure of the source leg of the copy (a
-// source read error): handled like a target failure (interrupted, the
-// range stays in the DCL, retried with backoff, faulty after RetryBudget)
-// but reported as "source read error: " + reason. Host writes go to the
-// source only meanwhile, which is always safe.
-func (p *pair) setSourceFault(reason string) { p.recordFault("source read error: " + reason) }
-
-// recordFault keeps the first fault (its full reason) until the run goroutine
-// handles it.
-func (p *pair) recordFault(reason string) {
-	p.sourceOnly.Store(true)
-	if p.fault.CompareAndSwap(nil, &reason) {
-		p.zlog.Warn().Str("reason", reason).Msg("pair fault")
-	}
-	p.wakeUp()
+// persistedCursor is the copy checkpoint of the record.
+func (p *pair) persistedCursor() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.rec.Cursor
 }
 
 // newPair builds the runtime of a pair record (its DCL is opened/loaded).
@@ -270,19 +186,18 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 		}
 	}
 	p := &pair{
-		m:         m,
-		id:        rec.ID,
-		src:       se,
-		tgt:       te,
-		srcVol:    se.vol,
-		tgtVol:    te.vol,
-		size:      se.size.Load(),
-		chunk:     rec.ChunkSize,
-		bucket:    newBucket(effectiveRate(Speed(rec.Speed), rec.MaxMBps)),
-		zlog:      m.log.With().Str("pair", rec.ID).Str("lun", se.name).Logger(),
-		wake:      make(chan struct{}, 1),
-		exited:    make(chan struct{}),
-		completed: map[int64]int64{},
+		m:      m,
+		id:     rec.ID,
+		src:    se,
+		tgt:    te,
+		srcVol: se.vol,
+		tgtVol: te.vol,
+		size:   se.size.Load(),
+		chunk:  rec.ChunkSize,
+		bucket: newBucket(effectiveRate(Speed(rec.Speed), rec.MaxMBps)),
+		zlog:   m.log.With().Str("pair", rec.ID).Str("lun", se.name).Logger(),
+		wake:   make(chan struct{}, 1),
+		exited: make(chan struct{}),
 	}
 	flush := func() error {
 		serr, terr := p.syncLegs(true, true, true)
@@ -295,20 +210,15 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 	p.log = log
 	p.region = log.RegionSize()
 	p.issued.Store(rec.Cursor)
-	p.ckpt.Store(rec.Cursor)
 	p.done.Store(rec.Cursor)
 	p.dataBytes.Store(rec.DataBytes)
 	p.recopyBytes.Store(rec.RecopiedBytes)
-	if rec.Vehicle != "" {
-		v := rec.Vehicle
-		p.vehicle.Store(&v)
-	}
 	p.mu.rec = rec
-	p.mu.state = st
+	p.mu.vehicle = rec.Vehicle
+	p.mu.completed = map[int64]int64{}
 	p.mu.lastCkptAt = time.Now()
 	p.mu.lastCkptCursor = rec.Cursor
-	p.state.Store(int32(st))
-	p.sourceOnly.Store(st == StatePaused || st == StateInterrupted || st == StateFaulty)
+	p.cur.Store(initialView(st))
 	return p, nil
 }
 
@@ -338,5 +248,3 @@ func (p *pair) stopRun() {
 		<-p.exited
 	}
 }
-
-var errStopped = errors.New("copy stopped")

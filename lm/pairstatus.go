@@ -111,24 +111,25 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 
 // status is the pair as shown by `migration show`.
 func (p *pair) status() PairStatus {
+	done := p.done.Load()
+	moved := p.dataBytes.Load() + p.recopyBytes.Load()
 	p.mu.Lock()
 	rec := p.recordLocked()
-	st := p.mu.state
+	v := p.view()
+	rate, progress := p.mu.rate.sample(moved, done)
 	p.mu.Unlock()
+	st := v.state
 	s := p.m.recordStatus(rec)
 	s.Source, s.Target = p.src.name, p.tgt.name
 	s.State = st.String()
-	if f := p.fault.Load(); f != nil && !st.Final() && st != StateInterrupted {
-		s.Reason = *f
+	if v.fault != "" && !st.Final() && st != StateInterrupted {
+		s.Reason = v.fault
 	}
-	done := p.done.Load()
 	s.CopiedBytes = done
 	s.CursorBytes = p.issued.Load()
 	s.TotalBytes = p.size
 	d, _, _ := p.log.Counts()
 	s.DCLBytes = d * p.region
-	moved := p.dataBytes.Load() + p.recopyBytes.Load()
-	rate, progress := p.rate.sample(moved, done)
 	s.RateBps = int64(rate)
 	remaining := p.size - done + s.DCLBytes
 	if st == StateSynced {

@@ -37,6 +37,7 @@ func stripesOf(first, last int64, buf []int) []int {
 // rlock takes regions [first,last] shared; runlock releases them. (No
 // closure: this is the host write path.)
 func (l *rangeLock) rlock(first, last int64) {
+	rankAcquire(lockRange)
 	if first == last {
 		l.stripes[first%lockStripes].RLock()
 		return
@@ -50,16 +51,18 @@ func (l *rangeLock) rlock(first, last int64) {
 func (l *rangeLock) runlock(first, last int64) {
 	if first == last {
 		l.stripes[first%lockStripes].RUnlock()
-		return
+	} else {
+		var buf [8]int
+		for _, i := range stripesOf(first, last, buf[:0]) {
+			l.stripes[i].RUnlock()
+		}
 	}
-	var buf [8]int
-	for _, i := range stripesOf(first, last, buf[:0]) {
-		l.stripes[i].RUnlock()
-	}
+	rankRelease(lockRange)
 }
 
 // lock takes regions [first,last] exclusively and returns the unlock function.
 func (l *rangeLock) lock(first, last int64) func() {
+	rankAcquire(lockRange)
 	s := stripesOf(first, last, make([]int, 0, 8))
 	for _, i := range s {
 		l.stripes[i].Lock()
@@ -68,5 +71,6 @@ func (l *rangeLock) lock(first, last int64) func() {
 		for _, i := range s {
 			l.stripes[i].Unlock()
 		}
+		rankRelease(lockRange)
 	}
 }

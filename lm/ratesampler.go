@@ -1,13 +1,10 @@
 package lm
 
-import (
-	"sync"
-	"time"
-)
+import "time"
 
 // rateSampler turns counters into rates over windows of at least a second.
+// Its owner guards it (pair.mu).
 type rateSampler struct {
-	mu       sync.Mutex
 	t0       time.Time
 	moved0   int64
 	done0    int64
@@ -16,8 +13,6 @@ type rateSampler struct {
 }
 
 func (r *rateSampler) sample(moved, done int64) (rate, progress float64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	now := time.Now()
 	if r.t0.IsZero() {
 		r.t0, r.moved0, r.done0 = now, moved, done

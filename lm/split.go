@@ -94,7 +94,7 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	recs := make([]metavol.Pair, len(ps))
 	for i, p := range ps {
 		p.mu.Lock()
-		err := checkTransition(p.name(), p.mu.state, StateSplitting)
+		err := checkTransition(p.name(), p.getState(), StateSplitting)
 		recs[i] = p.recordLocked()
 		p.mu.Unlock()
 		if err != nil {
@@ -186,10 +186,10 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	// the fault or the DCL; a leg truncated or deleted since the check
 	// before the pause shows in an fstat (volume.File.VerifyOpen).
 	for _, p := range ps {
-		if f := p.fault.Load(); f != nil {
+		if f := p.view().fault; f != "" {
 			openGates()
 			back("")
-			return SplitResult{}, fmt.Errorf("split: pair %s: during the drain: %s: %w", p.name(), *f, ErrNotSynced)
+			return SplitResult{}, fmt.Errorf("split: pair %s: during the drain: %s: %w", p.name(), f, ErrNotSynced)
 		}
 		if d, _, _ := p.log.Counts(); d > 0 {
 			openGates()
@@ -347,12 +347,13 @@ func (m *Manager) leaveSplitting(ps []*pair, reason string) {
 	tos := make([]PairState, 0, len(ps))
 	var moved []*pair
 	for _, p := range ps {
-		to, r := StateSynced, reason
-		if f := p.fault.Load(); f != nil {
-			to, r = StateInterrupted, *f
-		}
 		p.mu.Lock()
-		err := checkTransition(p.name(), p.mu.state, to)
+		v := p.view()
+		to, r := StateSynced, reason
+		if v.fault != "" {
+			to, r = StateInterrupted, v.fault
+		}
+		err := checkTransition(p.name(), v.state, to)
 		rec := p.recordLocked()
 		p.mu.Unlock()
 		if err != nil {
@@ -392,15 +393,15 @@ func (p *pair) splittable() error {
 			return fmt.Errorf("split: pair %s: %w", p.name(), err)
 		}
 	}
-	st := p.getState()
-	if st != StateSynced {
-		p.mu.Lock()
-		reason := p.mu.rec.Reason
-		p.mu.Unlock()
-		return fmt.Errorf("split: pair %s (%s → %s) is %s (%s): %w", p.name(), p.src.name, p.tgt.name, st, reason, ErrNotSynced)
+	p.mu.Lock()
+	v := p.view()
+	reason := p.mu.rec.Reason
+	p.mu.Unlock()
+	if v.state != StateSynced {
+		return fmt.Errorf("split: pair %s (%s → %s) is %s (%s): %w", p.name(), p.src.name, p.tgt.name, v.state, reason, ErrNotSynced)
 	}
-	if f := p.fault.Load(); f != nil {
-		return fmt.Errorf("split: pair %s: %s: %w", p.name(), *f, ErrNotSynced)
+	if v.fault != "" {
+		return fmt.Errorf("split: pair %s: %s: %w", p.name(), v.fault, ErrNotSynced)
 	}
 	if d, _, _ := p.log.Counts(); d > 0 {
 		return fmt.Errorf("split: pair %s: %d regions still to re-copy: %w", p.name(), d, ErrNotSynced)

@@ -99,7 +99,7 @@ func (p *pair) dual(c *change) (int, error) {
 		return 0, fmt.Errorf("lun %s: %s: source: %w", p.src.name, c.op(), err)
 	}
 	to, terr := (*openVol)(nil), error(nil)
-	if !p.sourceOnly.Load() {
+	if !p.view().sourceOnly() {
 		if to, terr = p.tgtVol.get(); terr != nil {
 			p.setFault(terr.Error())
 		}
@@ -164,7 +164,7 @@ func (p *pair) unmap(off, length int64) error {
 // are). A target failure interrupts the pair; only a source failure fails
 // the command.
 func (p *pair) sync() error {
-	serr, terr := p.syncLegs(false, true, !p.sourceOnly.Load())
+	serr, terr := p.syncLegs(false, true, !p.view().sourceOnly())
 	if terr != nil {
 		p.setFault("sync: " + terr.Error())
 	}
@@ -242,7 +242,7 @@ func (p *pair) syncLegs(exclusive, source, target bool) (serr, terr error) {
 func (p *pair) syncFailed(err error, target bool) {
 	p.zlog.Warn().Err(err).Msg("sync failed: marked regions and the copy above the checkpoint go to the DCL")
 	p.log.MarkedToDCL()
-	if ck, is := p.ckpt.Load(), p.issued.Load(); is > ck {
+	if ck, is := p.persistedCursor(), p.issued.Load(); is > ck {
 		r0, r1 := p.log.Span(ck, is-ck)
 		if merr := p.log.MarkDCL(r0, r1); merr != nil {
 			p.zlog.Error().Err(merr).Msg("sync failed and the DCL could not record it")
