@@ -77,7 +77,9 @@ test-tidy:
 test-go:
 	@echo "== go test -race ./... (timeout $(TEST_TIMEOUT))"
 	@SECONDS=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...; rc=$$?; \
-		echo "== go test: exit $$rc after $${SECONDS}s"; exit $$rc
+		echo "== go test: exit $$rc after $${SECONDS}s"; \
+		echo "== lock order of package lm (-tags lockrank, lm/doc.go)"; \
+		$(GO) test -race -tags lockrank -count=1 -run '^TestLock(Order|RankChecker)$$' ./lm/ || rc=1; exit $$rc
 
 # Power-loss crash points beyond what `go test -race` runs (thousands, so
 # without the race detector): crashable data volumes under a migration

@@ -487,24 +487,33 @@ func (w *cvWorld) controller(final bool, stopWriters func()) error {
 		if !final {
 			deadline = time.Now().Add(60 * time.Second)
 		}
-		for synced := false; !synced; {
-			synced = true
+		var perr error
+		var last PairStatus
+		synced := poll(time.Until(deadline), func() bool {
+			if w.set.Crashed() {
+				return true
+			}
 			for i := range w.src {
 				st, err := w.m.Pair(names[i])
 				if err != nil {
-					return fmt.Errorf("pair %s: %w", names[i], err)
+					perr = fmt.Errorf("pair %s: %w", names[i], err)
+					return true
 				}
-				synced = synced && st.State == StateSynced.String()
-				if !synced && time.Now().After(deadline) {
-					return fmt.Errorf("pair %s not synced within 60s: %+v", names[i], st)
+				if st.State != StateSynced.String() {
+					last = st
+					return false
 				}
 			}
-			if w.set.Crashed() {
-				return nil
-			}
-			if !synced {
-				time.Sleep(time.Millisecond)
-			}
+			return true
+		})
+		if w.set.Crashed() {
+			return nil
+		}
+		if perr != nil {
+			return perr
+		}
+		if !synced {
+			return fmt.Errorf("pair %s not synced within 60s: %+v", last.Source, last)
 		}
 		if final {
 			stopWriters()

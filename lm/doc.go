@@ -68,6 +68,12 @@
 //     legs' page caches and is durable once the host syncs (a host sync
 //     syncs both legs before the swap, the new source after it; a
 //     writeback error is reported by the next fsync of the file).
+//   - A pair's state, write mode (dual / source-only) and fault are one
+//     immutable value (pairView, pairstate.go) with one owner: it is
+//     replaced only under pair.mu, by the named transitions (which persist
+//     first) and by recordFault; the host path, the run goroutine and
+//     status each read one snapshot (pair.view), never two values that
+//     could disagree.
 //   - Every state change is persisted before it takes effect, except that
 //     writes switch to source-only (+DCL) at the first target (or copy
 //     source) failure, before the "interrupted" record is written (that
@@ -82,24 +88,41 @@
 //     record naming a file of the meta volume or the admin socket is ever
 //     opened (volumeAllowed).
 //
-// Locks, in the order they are taken (never the other way round):
+// Locks, in the order they are taken (never the other way round). The
+// ranks are in lockrank.go; built with -tags lockrank every one of them
+// panics when taken against this order, and TestLockOrder drives create,
+// copy, host writes and syncs, a target failure, pause, resume, set,
+// split and cancel at once under -race with it on (Makefile test-go).
+// Without the tag the checks compile to nothing.
 //
-//	Manager.admin → pair.persist → gate (closed by the split) → pair.mu → dcl Log.mu → dcl Store.mu
-//	pair.persist → pair.syncMu (exclusive: the split's and the checkpoint's syncs, never with a gate closed)
-//	host I/O: gate (entered) → range lock or pair.syncMu (shared: host syncs) → dcl Log.mu
-//	pair.mu → sessionSet.mu (applyLocked wakes the session runners)
+//	Manager.admin → pair.copyMu → pair.persist → gate → pair.syncMu → range lock → pair.mu → Manager.mu
 //
-// Manager.mu is taken alone (maps of LUNs, volumes, pairs), never while
-// waiting for another of these. pair.persist serialises the writers of a
-// pair's record (transition, checkpoint, Set, Split) and is the only pair
-// lock held across I/O: the meta volume commit that persists a change,
-// the split's target syncs and its pause. pair.mu guards the record and
-// state in memory and is never held across I/O, so status reads
-// (`migration show/list`, metrics) answer at once, also during a split.
-// The split holds persist of every pair it splits until the pause is over
-// and releases it before it waits for the run goroutines (which may wait
-// for persist). The host path takes only the gate, the range lock and the
-// DCL (BeginWrite), never a pair's persist or mu.
+// Locks of equal rank are taken in a fixed order of their own: the split
+// takes the persist locks of its pairs by pair ID and closes their gates
+// in one list; range lock stripes go in ascending order. Then, taken last
+// and owned elsewhere: sessionSet.mu (pair.mu → it: applyLocked wakes the
+// session runners; a session's ops lock comes before Manager.admin), the
+// DCL's locks (Log.mu, Store.mu, commitMu; dcl/doc.go), the throttle's
+// bucket, gate.mu, the volumes' own.
+//
+// Who takes what: admin operations admin → persist (→ gates closed, for
+// attach, detach and the split's pause); the run goroutine copyMu → range
+// lock (a chunk) or → persist (its transitions, the checkpoint, → syncMu
+// exclusive); host writes gate (entered) → range lock (shared) → the DCL;
+// host syncs gate → syncMu (shared); a failure anywhere → pair.mu
+// (recordFault). Manager.mu guards the maps of LUNs, volumes and pairs and
+// nothing is taken under it.
+//
+// pair.persist serialises the writers of a pair's record (transition,
+// checkpoint, Set, Split) and is the only pair lock held across I/O: the
+// meta volume commit that persists a change, the split's target syncs and
+// its pause. pair.mu guards the record and state in memory and is never
+// held across I/O, so status reads (`migration show/list`, metrics)
+// answer at once, also during a split. The split holds persist of every
+// pair it splits until the pause is over and releases it before it waits
+// for the run goroutines (which may wait for persist). The host path
+// takes the gate, the range lock and the DCL (BeginWrite), never a pair's
+// persist, and pair.mu only to record a fault.
 //
 // Decisions not spelled out in DESIGN.md:
 //   - synced → copying is allowed: after a restart (or a source write error
