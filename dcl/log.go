@@ -148,10 +148,9 @@ func (l *Log) wait(waits []*batch) error {
 	return nil
 }
 
-// BeginWrite records a write in flight on regions [first,last] and returns
-// once their marks are durable. Writes to regions already durably marked
-// cost no I/O. Every successful BeginWrite must be followed by EndWrite.
-func (l *Log) BeginWrite(first, last int64) error {
+// lockToMark checks regions [first,last] and takes mu if the log still
+// takes marks (neither it nor the store is closed); else mu is not held.
+func (l *Log) lockToMark(first, last int64) error {
 	if err := l.check(first, last); err != nil {
 		return err
 	}
@@ -159,6 +158,16 @@ func (l *Log) BeginWrite(first, last int64) error {
 	if l.mu.closed || l.s.closed.Load() {
 		l.mu.Unlock()
 		return fmt.Errorf("dcl %s: %w", l.id, ErrClosed)
+	}
+	return nil
+}
+
+// BeginWrite records a write in flight on regions [first,last] and returns
+// once their marks are durable. Writes to regions already durably marked
+// cost no I/O. Every successful BeginWrite must be followed by EndWrite.
+func (l *Log) BeginWrite(first, last int64) error {
+	if err := l.lockToMark(first, last); err != nil {
+		return err
 	}
 	for r := first; r <= last; r++ {
 		l.mu.inflight[r]++
@@ -194,13 +203,8 @@ func (l *Log) EndWrite(first, last int64, differs bool) {
 // MarkDCL puts regions [first,last] in the DCL (the target differs or will)
 // and returns once the marks are durable.
 func (l *Log) MarkDCL(first, last int64) error {
-	if err := l.check(first, last); err != nil {
+	if err := l.lockToMark(first, last); err != nil {
 		return err
-	}
-	l.mu.Lock()
-	if l.mu.closed || l.s.closed.Load() {
-		l.mu.Unlock()
-		return fmt.Errorf("dcl %s: %w", l.id, ErrClosed)
 	}
 	waits := l.markLocked(first, last, true)
 	l.mu.Unlock()

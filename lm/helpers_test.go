@@ -330,6 +330,25 @@ func poll(d time.Duration, cond func() bool) bool {
 	return true
 }
 
+// loopUntil runs step over and over in a goroutine counted by wg, until
+// stop is closed or step returns false.
+func loopUntil(wg *sync.WaitGroup, stop <-chan struct{}, step func() bool) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !step() {
+				return
+			}
+		}
+	}()
+}
+
 func renameFile(from, to string) error { return os.Rename(from, to) }
 
 func openRaw(t testing.TB, path string) *volume.File {

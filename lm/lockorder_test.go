@@ -45,47 +45,33 @@ func TestLockOrder(t *testing.T) {
 	var mmu sync.Mutex
 	errs := make(chan error, npairs+1)
 	for i := range npairs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b := make([]byte, blk)
-			for n := uint64(2); ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				bl := int64(n*7919) % blocks
-				pattern(b, bl, n)
-				if _, err := hs[i].WriteAt(b, bl*blk); err != nil {
-					errs <- fmt.Errorf("lun %d: write block %d: %w", i, bl, err)
-					return
-				}
-				mmu.Lock()
-				models[i][bl] = n
-				mmu.Unlock()
-				if n%16 == 0 {
-					if err := hs[i].Sync(); err != nil {
-						errs <- fmt.Errorf("lun %d: sync: %w", i, err)
-						return
-					}
+		b := make([]byte, blk)
+		n := uint64(1)
+		loopUntil(&wg, stop, func() bool {
+			n++
+			bl := int64(n*7919) % blocks
+			pattern(b, bl, n)
+			if _, err := hs[i].WriteAt(b, bl*blk); err != nil {
+				errs <- fmt.Errorf("lun %d: write block %d: %w", i, bl, err)
+				return false
+			}
+			mmu.Lock()
+			models[i][bl] = n
+			mmu.Unlock()
+			if n%16 == 0 {
+				if err := hs[i].Sync(); err != nil {
+					errs <- fmt.Errorf("lun %d: sync: %w", i, err)
+					return false
 				}
 			}
-		}()
+			return true
+		})
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			e.m.Pairs()
-			e.m.Pair("src0")
-		}
-	}()
+	loopUntil(&wg, stop, func() bool {
+		e.m.Pairs()
+		e.m.Pair("src0")
+		return true
+	})
 
 	for i := range npairs {
 		if _, err := e.m.CreatePair(PairRequest{Source: fmt.Sprintf("src%d", i), Target: fmt.Sprintf("tgt%d", i), Speed: SpeedHigh}); err != nil {

@@ -71,39 +71,24 @@ func TestPairViewAgrees(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var seen, bad atomic.Int64
-	wg.Add(1)
-	go func() { // reader
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			v := p.view()
-			seen.Add(1)
-			if (v.fault != "" || v.state == StatePaused || v.state == StateInterrupted || v.state == StateFaulty) && !v.sourceOnly() {
-				if bad.Add(1) == 1 {
-					t.Errorf("snapshot %+v writes both legs", *v)
-				}
+	loopUntil(&wg, stop, func() bool { // a reader
+		v := p.view()
+		seen.Add(1)
+		if (v.fault != "" || v.state == StatePaused || v.state == StateInterrupted || v.state == StateFaulty) && !v.sourceOnly() {
+			if bad.Add(1) == 1 {
+				t.Errorf("snapshot %+v writes both legs", *v)
 			}
 		}
-	}()
-	wg.Add(1)
-	go func() { // faults
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			p.setFault("injected")
-			if i%2 == 0 {
-				p.setSourceFault("injected")
-			}
+		return true
+	})
+	i := 0
+	loopUntil(&wg, stop, func() bool { // faults
+		p.setFault("injected")
+		if i++; i%2 == 0 {
+			p.setSourceFault("injected")
 		}
-	}()
+		return true
+	})
 	interrupted := 0
 	for i := 0; i < 50; i++ {
 		if err := e.m.Pause("src"); err != nil && !errors.Is(err, ErrState) {
