@@ -9,16 +9,19 @@
 //
 // Where the files are: manager.go (Open, Close, the per-LUN router handle
 // and I/O gate use), lun.go (LUN create/resize/delete), pair.go (pair
-// runtime: its state owner, transitions, faults, checkpoint), pairadmin.go
-// (create, pause, resume, cancel, set), pairstatus.go (status and lists),
-// ratesampler.go (copy rate and ETA), states.go (the state machine, the
-// only place transitions are decided), write.go (the host write path,
-// DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy, retry,
-// vehicles), split.go (split, verify, auto-split), recover.go (startup),
-// session.go (migration sessions: groups of pairs driven together through
-// the pair operations, their aggregated state, MaxActive and auto-split),
-// import.go (data volumes on another iSCSI target: lun import, their
-// credentials, adopted identity, reopen after a failed start).
+// runtime, checkpoint), pairstate.go (the pair's state owner: its state,
+// write mode and fault as one value, the named transitions, faults),
+// pairadmin.go (create, pause, resume, cancel, set), pairstatus.go (status
+// and lists), ratesampler.go (copy rate and ETA), states.go (the state
+// machine, the only place transitions are decided), lockrank*.go (the lock
+// order as ranks, checked with -tags lockrank), write.go (the host write
+// path, DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy,
+// retry, vehicles), split.go (split, verify, auto-split), recover.go
+// (startup), session.go (migration sessions: groups of pairs driven
+// together through the pair operations, their aggregated state, MaxActive
+// and auto-split), import.go (data volumes on another iSCSI target: lun
+// import, their credentials, adopted identity, reopen after a failed
+// start).
 //
 // Invariants:
 //   - The route of a LUN (data volume, pair) changes only while its I/O
