@@ -185,8 +185,7 @@ func (p *pair) probe(ctx context.Context) error {
 // errStopped that the state changed, the pair was interrupted or ctx
 // ended.
 func (p *pair) copyAll(ctx context.Context) error {
-	p.copyMu.Lock()
-	defer p.copyMu.Unlock()
+	defer p.copying()()
 	stop := func() bool {
 		v := p.view()
 		return ctx.Err() != nil || v.state != StateCopying || v.fault != ""

@@ -98,7 +98,7 @@
 // split and cancel at once under -race with it on (Makefile test-go).
 // Without the tag the checks compile to nothing.
 //
-//	Manager.admin → pair.copyMu → pair.persist → gate → pair.syncMu → range lock → pair.mu → Manager.mu
+//	Manager.admin → pair.persist → gate → pair.syncMu → range lock → pair.mu → Manager.mu
 //
 // Locks of equal rank are taken in a fixed order of their own: the split
 // takes the persist locks of its pairs by pair ID and closes their gates
@@ -109,17 +109,19 @@
 // bucket, gate.mu, the volumes' own.
 //
 // Who takes what: admin operations admin → persist (→ gates closed, for
-// attach, detach and the split's pause); the run goroutine copyMu → range
-// lock (a chunk) or → persist (its transitions, the checkpoint, → syncMu
+// attach, detach and the split's pause); the run goroutine range lock (a
+// chunk) or persist (its transitions, the checkpoint, → syncMu
 // exclusive); host writes gate (entered) → range lock (shared) → the DCL;
 // host syncs gate → syncMu (shared); a failure anywhere → pair.mu
 // (recordFault). Manager.mu guards the maps of LUNs, volumes and pairs and
 // nothing is taken under it.
 //
 // pair.persist serialises the writers of a pair's record (transition,
-// checkpoint, Set, Split) and is the only pair lock held across I/O: the
-// meta volume commit that persists a change, the split's target syncs and
-// its pause. pair.mu guards the record and state in memory and is never
+// checkpoint, Set, Split) and is, with syncMu (which orders the syncs of
+// the legs) and the range lock (a region being copied), the only pair
+// lock held across I/O: the meta volume commit that persists a change,
+// the split's target syncs and its pause. Pause waits for the copy to
+// stop on a channel (pair.copying), not on a lock the copier holds. pair.mu guards the record and state in memory and is never
 // held across I/O, so status reads (`migration show/list`, metrics)
 // answer at once, also during a split. The split holds persist of every
 // pair it splits until the pause is over and releases it before it waits

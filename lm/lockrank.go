@@ -16,7 +16,6 @@ type lockRank int
 const (
 	lockNone      lockRank = iota
 	lockAdmin              // Manager.admin
-	lockCopy               // pair.copyMu: the copier holds it while it copies; Pause waits on it
 	lockPersist            // pair.persist: held across the commits of a pair's record
 	lockGate               // a LUN's I/O gate: entered by host I/O, closed by the split, attach, detach
 	lockSync               // pair.syncMu
@@ -28,7 +27,6 @@ const (
 var lockNames = [...]string{
 	lockNone:      "none",
 	lockAdmin:     "Manager.admin",
-	lockCopy:      "pair.copyMu",
 	lockPersist:   "pair.persist",
 	lockGate:      "gate",
 	lockSync:      "pair.syncMu",
@@ -50,7 +48,6 @@ type ranker interface{ rank() lockRank }
 
 type (
 	rankAdmin     struct{}
-	rankCopy      struct{}
 	rankPersist   struct{}
 	rankSync      struct{}
 	rankPairMu    struct{}
@@ -58,7 +55,6 @@ type (
 )
 
 func (rankAdmin) rank() lockRank     { return lockAdmin }
-func (rankCopy) rank() lockRank      { return lockCopy }
 func (rankPersist) rank() lockRank   { return lockPersist }
 func (rankSync) rank() lockRank      { return lockSync }
 func (rankPairMu) rank() lockRank    { return lockPairMu }

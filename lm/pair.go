@@ -64,10 +64,6 @@ type pair struct {
 	wake   chan struct{} // run goroutine: something changed
 	stop   context.CancelFunc
 	exited chan struct{}
-	// copyMu is held by the run goroutine while it copies; Pause takes it
-	// to wait until the copy has stopped.
-	copyMu mutex[rankCopy]
-
 	// persist serialises the changes of the record and the state: held
 	// from reading the record to applying what was committed, across the
 	// meta volume commit (and the split's syncs and pause). Only writers
@@ -94,6 +90,9 @@ type pair struct {
 		// lastCkpt is when and at what cursor the checkpoint was persisted.
 		lastCkptAt     time.Time
 		lastCkptCursor int64
+		// copyStopped is closed when the copy that runs now stops;
+		// nil while none runs (copying, waitCopyStopped).
+		copyStopped chan struct{}
 		retryStart     time.Time
 		retryAttempt   int
 	}
@@ -239,6 +238,32 @@ func (m *Manager) startPair(p *pair) {
 		defer close(p.exited)
 		p.run(ctx)
 	}()
+}
+
+// copying marks a run of the copy (copyAll) and returns its end, which
+// wakes the waiters of waitCopyStopped. No lock is held while it copies.
+func (p *pair) copying() (end func()) {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.mu.copyStopped = ch
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		p.mu.copyStopped = nil
+		p.mu.Unlock()
+		close(ch)
+	}
+}
+
+// waitCopyStopped returns once the copy running now (if any) has stopped:
+// Pause's wait after the transition, which makes the copy stop.
+func (p *pair) waitCopyStopped() {
+	p.mu.Lock()
+	ch := p.mu.copyStopped
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
 }
 
 // stopRun stops the run goroutine and waits for it.

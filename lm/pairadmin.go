@@ -324,8 +324,7 @@ func (m *Manager) Pause(source string) error {
 	if err := p.transition(StatePaused, "paused by admin"); err != nil {
 		return err
 	}
-	p.copyMu.Lock()
-	p.copyMu.Unlock()
+	p.waitCopyStopped()
 	p.checkpoint(true)
 	return nil
 }
