@@ -118,16 +118,17 @@
 //
 // pair.persist serialises the writers of a pair's record (transition,
 // checkpoint, Set, Split) and is, with syncMu (which orders the syncs of
-// the legs) and the range lock (a region being copied), the only pair
-// lock held across I/O: the meta volume commit that persists a change,
-// the split's target syncs and its pause. Pause waits for the copy to
-// stop on a channel (pair.copying), not on a lock the copier holds. pair.mu guards the record and state in memory and is never
-// held across I/O, so status reads (`migration show/list`, metrics)
-// answer at once, also during a split. The split holds persist of every
-// pair it splits until the pause is over and releases it before it waits
-// for the run goroutines (which may wait for persist). The host path
-// takes the gate, the range lock and the DCL (BeginWrite), never a pair's
-// persist, and pair.mu only to record a fault.
+// the legs) and the range lock (a region being copied), the only pair lock
+// held across I/O: the meta volume commit that persists a change, the
+// split's target syncs and its pause. Pause waits for the copy to stop on a
+// channel (pair.copying), not on a lock the copier holds. pair.mu guards
+// the record and state in memory and is never held across I/O, so status
+// reads (`migration show/list`, metrics) answer at once, also during a
+// split. The split holds persist of every pair it splits until the pause is
+// over and releases it before it waits for the run goroutines (which may
+// wait for persist). The host path takes the gate, the range lock and the
+// DCL (BeginWrite), never a pair's persist, and pair.mu only to record a
+// fault.
 //
 // Decisions not spelled out in DESIGN.md:
 //   - synced → copying is allowed: after a restart (or a source write error

@@ -92,9 +92,9 @@ type pair struct {
 		lastCkptCursor int64
 		// copyStopped is closed when the copy that runs now stops;
 		// nil while none runs (copying, waitCopyStopped).
-		copyStopped chan struct{}
-		retryStart     time.Time
-		retryAttempt   int
+		copyStopped  chan struct{}
+		retryStart   time.Time
+		retryAttempt int
 	}
 }
 
