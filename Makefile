@@ -78,8 +78,9 @@ test-go:
 	@echo "== go test -race ./... (timeout $(TEST_TIMEOUT))"
 	@SECONDS=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...; rc=$$?; \
 		echo "== go test: exit $$rc after $${SECONDS}s"; \
-		echo "== lock order of package lm (-tags lockrank, lm/doc.go)"; \
-		$(GO) test -race -tags lockrank -count=1 -run '^TestLock(Order|RankChecker)$$' ./lm/ || rc=1; exit $$rc
+		echo "== lock order of package lm (-tags lockrank, lm/doc.go): TestLockOrder under -race, then every lm test"; \
+		$(GO) test -race -tags lockrank -count=1 -run '^TestLock(Order|RankChecker)$$' ./lm/ || rc=1; \
+		$(GO) test -tags lockrank -count=1 -timeout 20m ./lm/ || rc=1; exit $$rc
 
 # Power-loss crash points beyond what `go test -race` runs (thousands, so
 # without the race detector): crashable data volumes under a migration

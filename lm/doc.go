@@ -95,8 +95,9 @@
 // ranks are in lockrank.go; built with -tags lockrank every one of them
 // panics when taken against this order, and TestLockOrder drives create,
 // copy, host writes and syncs, a target failure, pause, resume, set,
-// split and cancel at once under -race with it on (Makefile test-go).
-// Without the tag the checks compile to nothing.
+// split and cancel at once under -race with it on; make test-go runs it,
+// and every other lm test, with the tag. Without the tag the checks
+// compile to nothing.
 //
 //	Manager.admin → pair.persist → gate → pair.syncMu → range lock → pair.mu → Manager.mu
 //
