@@ -15,8 +15,8 @@ import (
 // locks through rankAcquire, record the ranks each goroutine holds, and
 // taking a lock of a lower rank than one held panics with both names.
 //
-// held is the one package-level variable of lm, and only in this debug
-// build: a lock order is a property of goroutines, and Go gives a
+// held is the one mutable package-level variable of lm, and only in this
+// debug build: a lock order is a property of goroutines, and Go gives a
 // goroutine no place of its own to keep what it holds.
 
 const lockRankOn = true
