@@ -24,8 +24,13 @@ type lunDev struct {
 	srv *Server
 	id  string
 	st  atomic.Pointer[luState]
-	// io orders data access: reads and writes hold it shared, COMPARE AND
-	// WRITE exclusively (atomic against every other write).
+	// io makes COMPARE AND WRITE and ORWRITE atomic against every other
+	// change of the LUN's blocks: commands that modify blocks (WRITE,
+	// WRITE AND VERIFY, WRITE SAME, UNMAP) hold it shared, those two
+	// exclusively, each for the volume call(s) only. READ and VERIFY do
+	// not take it: they change nothing, and a read that runs beside any
+	// write (atomic or not) may return the old or the new data anyway:
+	// SCSI orders no READ against a WRITE in flight beside it.
 	io    sync.RWMutex
 	res   *reservations
 	stats lunCounters // stats.go
