@@ -42,7 +42,7 @@ var glue struct {
 	log atomic.Pointer[zerolog.Logger]
 }
 
-var errNoStore = errors.New("lmtgt backing store: no volume handed over")
+var errNoStore = errors.New("lmtgt backing store: no store handed over")
 
 // glueInit performs gotgt's one-time global setup and routes its logs to log.
 func glueInit(log zerolog.Logger) {

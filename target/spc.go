@@ -52,6 +52,7 @@ func (st *luState) standardInquiry() []byte {
 	b[2] = 0x06        // VERSION: SPC-4
 	b[3] = 0x10 | 0x02 // HISUP, RESPONSE DATA FORMAT 2
 	b[4] = byte(len(b) - 5)
+	b[5] = 0x00 // SCCS, ACC, TPGS 00b (no ALUA), 3PC, PROTECT
 	b[7] = 0x02 // CMDQUE
 	copy(b[8:16], padded(st.id.vendor, 8))
 	copy(b[16:32], padded(st.id.product, 16))
