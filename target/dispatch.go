@@ -1,15 +1,15 @@
 package target
 
-// serve dispatches c to its handler. This is the one place that maps an
-// opcode (and, for MAINTENANCE IN, a service action: maintenanceIn) to
-// the code that answers it; an opcode not listed is INVALID COMMAND
+// serve dispatches c to its handler. This file is the one place that maps
+// an opcode (and, for MAINTENANCE IN and SERVICE ACTION IN(16), a service
+// action) to the code that answers it; an opcode not listed is INVALID COMMAND
 // OPERATION CODE. Execute has already resolved the LUN, reported unit
 // attentions and reservation conflicts (pr.go classify); REPORT SUPPORTED
 // OPERATION CODES lists supportedOps (spc.go), which must follow this
 // table (TestDispatchMatchesSupportedOps).
 //
 // Handlers answer through c's methods (cmd.go) and return the status.
-// Only the gotgt adapter's (st.gt, gotgt.go) ever reach gotgt.
+// Only the three gotgt adapter cases (st.gt, gotgt.go) reach gotgt.
 func (st *luState) serve(c *Cmd) samStatus {
 	switch c.CDB[0] {
 	// SPC: device management.
@@ -78,4 +78,24 @@ func (st *luState) serve(c *Cmd) samStatus {
 		return st.readDefectData(c)
 	}
 	return c.fail(keyIllegalRequest, ascInvalidOpcode)
+}
+
+// maintenanceIn dispatches MAINTENANCE IN by service action.
+func (st *luState) maintenanceIn(c *Cmd) samStatus {
+	switch c.CDB[1] & 0x1f {
+	case 0x0c:
+		return st.reportSupportedOpcodes(c)
+	}
+	return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
+}
+
+// serviceActionIn16 dispatches SERVICE ACTION IN(16) by service action.
+func (st *luState) serviceActionIn16(c *Cmd) samStatus {
+	switch c.CDB[1] & 0x1f {
+	case 0x10:
+		return st.readCapacity16(c)
+	case 0x12:
+		return st.getLBAStatus(c)
+	}
+	return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 }

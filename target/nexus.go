@@ -225,7 +225,7 @@ func (n *nexus) noLUN(c *iscsi.Command, tv *targetView) {
 			n.fail(c, keyIllegalRequest, ascLUNNotSupported)
 			return
 		}
-		data := noLUNInquiry(0x7f)
+		data := noLUNInquiry()
 		alloc := int(cdb[3])<<8 | int(cdb[4])
 		if alloc > len(data) {
 			alloc = len(data)

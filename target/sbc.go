@@ -484,18 +484,6 @@ func (st *luState) readCapacity10(c *Cmd) samStatus {
 	return c.respond(b[:], len(b))
 }
 
-// serviceActionIn16 serves SERVICE ACTION IN(16): READ CAPACITY(16) and
-// GET LBA STATUS.
-func (st *luState) serviceActionIn16(c *Cmd) samStatus {
-	switch c.CDB[1] & 0x1f {
-	case 0x10:
-		return st.readCapacity16(c)
-	case 0x12:
-		return st.getLBAStatus(c)
-	}
-	return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
-}
-
 func (st *luState) readCapacity16(c *Cmd) samStatus {
 	var b [32]byte
 	put64(b[0:], st.blocks-1)

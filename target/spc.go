@@ -70,12 +70,9 @@ func (st *luState) standardInquiry() []byte {
 
 // noLUNInquiry builds standard INQUIRY data for a LUN number that has no
 // logical unit (peripheral qualifier 011b, device type 1Fh).
-func noLUNInquiry(devType byte) []byte {
+func noLUNInquiry() []byte {
 	b := make([]byte, 36)
 	b[0] = 0x60 | 0x1f
-	if devType != 0x7f {
-		b[0] = devType
-	}
 	b[2] = 0x06
 	b[3] = 0x12
 	b[4] = 31
@@ -266,12 +263,9 @@ var supportedOps = []opInfo{
 	{op: 0xaf, cdbLen: 12}, {op: 0xb7, cdbLen: 12},
 }
 
-// maintenanceIn serves MAINTENANCE IN: REPORT SUPPORTED OPERATION CODES.
-func (st *luState) maintenanceIn(c *Cmd) samStatus {
+// reportSupportedOpcodes serves REPORT SUPPORTED OPERATION CODES.
+func (st *luState) reportSupportedOpcodes(c *Cmd) samStatus {
 	cdb := c.CDB
-	if cdb[1]&0x1f != 0x0c {
-		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
-	}
 	rctd := cdb[2]&0x80 != 0
 	opts := cdb[2] & 0x07
 	reqOp, reqSA := cdb[3], be16(cdb[4:6])
