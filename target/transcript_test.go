@@ -22,24 +22,24 @@ var updateGolden = flag.Bool("update", false, "rewrite testdata/*.golden from th
 // layer's own command type must answer exactly the same.
 func TestCommandTranscript(t *testing.T) {
 	var out strings.Builder
+	run := func(name string, nx iscsi.Nexus, lun uint64, cdb, dout []byte, in int) {
+		t.Helper()
+		c := exec(nx, lun, cdb, dout, in)
+		fmt.Fprintf(&out, "%-28s cdb=%x status=%02x", name, cdb, c.Status)
+		if len(c.Sense) > 0 {
+			fmt.Fprintf(&out, " sense=%x", c.Sense)
+		}
+		if c.HasTransferLength {
+			fmt.Fprintf(&out, " tl=%d", c.TransferLength)
+		}
+		fmt.Fprintf(&out, " in=%d:%x\n", c.DataInLen, data(c))
+	}
 	for _, bs := range []uint32{512, 4096} {
 		s, _ := oneLUN(t, 8<<20, bs)
 		n := openNexus(t, s, "iqn.test:transcript", 1)
 		other := openNexus(t, s, "iqn.test:other", 2)
 		fmt.Fprintf(&out, "== block size %d\n", bs)
 		blk := int(bs)
-		run := func(name string, nx iscsi.Nexus, lun uint64, cdb, dout []byte, in int) {
-			t.Helper()
-			c := exec(nx, lun, cdb, dout, in)
-			fmt.Fprintf(&out, "%-28s cdb=%x status=%02x", name, cdb, c.Status)
-			if len(c.Sense) > 0 {
-				fmt.Fprintf(&out, " sense=%x", c.Sense)
-			}
-			if c.HasTransferLength {
-				fmt.Fprintf(&out, " tl=%d", c.TransferLength)
-			}
-			fmt.Fprintf(&out, " in=%d:%x\n", c.DataInLen, data(c))
-		}
 		// The first command of each nexus reports nothing pending.
 		run("tur", n, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
 		run("tur other", other, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
@@ -199,6 +199,23 @@ func TestCommandTranscript(t *testing.T) {
 		run("nolun read", n, 5, cdb10(0x28, 0, 1, 0), nil, blk)
 		run("nolun tur", n, 5, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
 		run("empty cdb", n, 0, []byte{}, nil, 0)
+	}
+
+	// Identity corner cases: a LUN without NAA and serial (both derived
+	// from its ID), and an adopted identity whose names overflow their
+	// standard INQUIRY fields.
+	fmt.Fprintf(&out, "== identity\n")
+	plain := LUN{Number: 0, ID: "L-plain", Volume: newTestVolume(t, "plain", 1<<20)}
+	adopted := testLUN("L-adopted", 1, newTestVolume(t, "adopted", 1<<20), 512)
+	adopted.Adopted = &Identity{Vendor: "VENDORLONG", Product: "A-PRODUCT-NAME-OVER-16", Revision: "12345",
+		Designators: []byte{0x01, 0x03, 0x00, 0x08, 0x60, 1, 2, 3, 4, 5, 6, 7}}
+	s := newTestServer(t, nil, Target{IQN: testIQN, AllowAll: true, LUNs: []LUN{plain, adopted}})
+	n := openNexus(t, s, "iqn.test:identity", 1)
+	for lun := uint64(0); lun < 2; lun++ {
+		run(fmt.Sprintf("lun %d inquiry std", lun), n, lun, inquiryCDB(false, 0, 255), nil, 255)
+		run(fmt.Sprintf("lun %d vpd 80", lun), n, lun, inquiryCDB(true, 0x80, 255), nil, 255)
+		run(fmt.Sprintf("lun %d vpd 83", lun), n, lun, inquiryCDB(true, 0x83, 512), nil, 512)
+		run(fmt.Sprintf("lun %d mode sense6 all", lun), n, lun, []byte{0x1a, 0, 0x3f, 0, 255, 0}, nil, 255)
 	}
 
 	golden := filepath.Join("testdata", "commands.golden")
