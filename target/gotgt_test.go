@@ -2,8 +2,8 @@ package target
 
 import (
 	"go/parser"
-	"io/fs"
 	"go/token"
+	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
