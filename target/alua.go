@@ -422,3 +422,18 @@ func targetPortGroup(t *api.SCSITarget) uint16 {
 	}
 	return t.TargetPortGroups[0].GroupID
 }
+
+// relPortOfNexus is the relative target port ID of the target an I_T
+// nexus key ("initiator port|target IQN") names, for PERSISTENT RESERVE
+// IN READ FULL STATUS; a target no longer configured reports its old
+// default, 1.
+func (s *Server) relPortOfNexus(key string) uint16 {
+	iqn := key
+	if i := strings.LastIndexByte(key, '|'); i >= 0 {
+		iqn = key[i+1:]
+	}
+	if tv := s.snap.Load().targets[iqn]; tv != nil {
+		return tv.port
+	}
+	return relTargetPortID
+}

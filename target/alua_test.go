@@ -370,3 +370,27 @@ func TestALUAValidation(t *testing.T) {
 		t.Fatal("ID range checks")
 	}
 }
+
+// TestALUAFullStatusPort: PERSISTENT RESERVE IN READ FULL STATUS reports
+// each registrant's own relative target port ID (the port of the target
+// it registered through), not a constant.
+func TestALUAFullStatusPort(t *testing.T) {
+	ac := newALUAConfig(t)
+	s := newTestServer(t, nil, ac.targets(nil, 2)...)
+	na := openNexusOn(t, s, iqnA, "iqn.host-a", 1)
+	nb := openNexusOn(t, s, iqnB, "iqn.host-b", 2)
+	mustGood(t, prout(na, 0x00, 0, 0, 0xa))
+	mustGood(t, prout(nb, 0x00, 0, 0, 0xb))
+	c := exec(na, 0, prinCDB(0x03, 1024), nil, 1024)
+	mustGood(t, c)
+	b := data(c)
+	ports := map[uint64]uint16{}
+	for off := 8; off+24 <= len(b); {
+		d := b[off:]
+		ports[binary.BigEndian.Uint64(d)] = binary.BigEndian.Uint16(d[18:])
+		off += 24 + int(binary.BigEndian.Uint32(d[20:]))
+	}
+	if ports[0xa] != 1 || ports[0xb] != 7 || len(ports) != 2 {
+		t.Fatalf("READ FULL STATUS relative ports by key: %v, want a:1 b:7", ports)
+	}
+}
