@@ -57,7 +57,9 @@ const (
 )
 
 // AccessStates lists every supported state, active/optimized first.
-var AccessStates = []AccessState{ActiveOptimized, ActiveNonOptimized, Standby, Unavailable, Transitioning}
+func AccessStates() []AccessState {
+	return []AccessState{ActiveOptimized, ActiveNonOptimized, Standby, Unavailable, Transitioning}
+}
 
 // DefaultGroup is the target port group of a target that names none.
 const DefaultGroup = 1
@@ -112,8 +114,9 @@ func ParseAccessState(s string) (AccessState, error) {
 	case "transitioning":
 		return Transitioning, nil
 	}
-	names := make([]string, len(AccessStates))
-	for i, st := range AccessStates {
+	all := AccessStates()
+	names := make([]string, len(all))
+	for i, st := range all {
 		names[i] = st.String()
 	}
 	return 0, fmt.Errorf("%w: access state %q: want one of %s", ErrInvalidALUA, s, strings.Join(names, ", "))
@@ -201,7 +204,7 @@ func validateALUA(targets []Target) error {
 }
 
 func knownState(s AccessState) bool {
-	for _, k := range AccessStates {
+	for _, k := range AccessStates() {
 		if s == k {
 			return true
 		}
