@@ -312,6 +312,23 @@ func aluaAllowed(cdb []byte) bool {
 	return false
 }
 
+// aluaGate is Execute's ALUA step, after unit attentions and before
+// reservation conflicts: through a port where the LUN's state is not
+// active it refuses media access with NOT READY, and it answers REPORT
+// TARGET PORT GROUPS from the snapshot sn. It reports whether it answered
+// the command.
+func (n *nexus) aluaGate(c *iscsi.Command, sn *snapshot, tv *targetView, dev *lunDev) bool {
+	if st := tv.accessState(dev.id); !st.Active() && !aluaAllowed(c.CDB) {
+		n.fail(c, keyNotReady, st.notReady())
+		return true
+	}
+	if c.CDB[0] == 0xa3 && len(c.CDB) > 1 && c.CDB[1]&0x1f == 0x0a {
+		n.reportTargetPortGroups(c, sn, dev)
+		return true
+	}
+	return false
+}
+
 // rtpgDescriptors builds the target port group descriptors REPORT TARGET
 // PORT GROUPS returns for LUN lunID: one per group that holds a target
 // mapping the LUN, by group ID, each with the relative port IDs of those

@@ -168,14 +168,7 @@ func (n *nexus) Execute(c *iscsi.Command) {
 			return
 		}
 	}
-	// ALUA (alua.go): a port in a non-active state refuses media access;
-	// REPORT TARGET PORT GROUPS is answered from the snapshot.
-	if st := tv.accessState(dev.id); !st.Active() && !aluaAllowed(c.CDB) {
-		n.fail(c, keyNotReady, st.notReady())
-		return
-	}
-	if op == 0xa3 && len(c.CDB) > 1 && c.CDB[1]&0x1f == 0x0a {
-		n.reportTargetPortGroups(c, sn, dev)
+	if n.aluaGate(c, sn, tv, dev) { // alua.go: NOT READY on a non-active port, REPORT TARGET PORT GROUPS
 		return
 	}
 	if dev.res.conflict(n.key, c.CDB) {
