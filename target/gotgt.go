@@ -51,6 +51,7 @@ func glueInit(log zerolog.Logger) {
 	glue.once.Do(func() {
 		// gotgt serves no INQUIRY and no ORWRITE here; switch its
 		// multipath and ORWRITE(16) emulation off all the same.
+		// gotgt's ALUA stays off: ours is in alua.go.
 		scsi.EnableMultipath = false
 		scsi.EnableORWrite16 = false
 		logrus.SetOutput(io.Discard)

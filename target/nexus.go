@@ -128,7 +128,8 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 		return
 	}
 	op := ic.CDB[0]
-	tv := n.srv.snap.Load().targets[n.info.Target]
+	sn := n.srv.snap.Load()
+	tv := sn.targets[n.info.Target]
 	if tv != nil && !tv.cfg.AllowAll && !tv.allow[n.info.Initiator] {
 		tv = nil // the ACL changed under the session: it sees no LUNs
 	}
@@ -153,6 +154,9 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 			ic.Sense = buildSense(keyUnitAttention, code, 0, false)
 			return
 		}
+	}
+	if n.aluaGate(ic, sn, tv, dev) { // alua.go: NOT READY on a non-active port, REPORT TARGET PORT GROUPS
+		return
 	}
 	if dev.res.conflict(n.key, ic.CDB) {
 		ic.Status = statusReservationConflict

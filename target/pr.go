@@ -349,7 +349,7 @@ func (st *luState) persistentReserveIn(c *Cmd) samStatus {
 				d[12] = 0x01 // R_HOLDER
 				d[13] = byte(p.Type)
 			}
-			put16(d[18:], relTargetPortID)
+			put16(d[18:], st.dev.srv.relPortOfNexus(reg.Nexus)) // alua.go
 			put32(d[20:], uint32(len(tid)))
 			out = append(out, append(d, tid...)...)
 		}

@@ -68,6 +68,7 @@ type Server struct {
 type snapshot struct {
 	targets map[string]*targetView
 	order   []string // IQNs, sorted
+	alua    aluaView // alua.go
 }
 
 // targetView is one target in a snapshot.
@@ -76,6 +77,11 @@ type targetView struct {
 	allow   map[string]bool
 	luns    map[uint64]*lunDev
 	numbers []uint64 // sorted LUN numbers
+	// group and port are the ALUA target port group and relative target
+	// port ID; access holds the LUNs (by ID) whose state on this port is
+	// not active/optimized (alua.go).
+	group, port uint16
+	access      map[string]AccessState
 }
 
 // New creates a Server with no targets. Start binds the portals.
@@ -155,11 +161,15 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 	}
 
 	snap := &snapshot{targets: map[string]*targetView{}}
+	ports := portsOf(targets)
 	for _, t := range targets {
+		gp := ports[t.IQN]
 		tv := &targetView{
 			cfg:   t,
 			allow: map[string]bool{},
 			luns:  map[uint64]*lunDev{},
+			group: gp[0],
+			port:  gp[1],
 		}
 		for _, ini := range t.Initiators {
 			tv.allow[ini] = true
@@ -174,6 +184,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 		snap.order = append(snap.order, t.IQN)
 	}
 	sort.Strings(snap.order)
+	snap.buildALUA(targets)
 
 	s.devs = devs
 	s.snap.Store(snap)
@@ -199,6 +210,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 			n.addUA(nt.luns[num].id, ascReportedLUNsDataChanged)
 		}
 	}
+	s.aluaChangeUAs(old, snap)
 	return gone, nil
 }
 
@@ -218,6 +230,9 @@ func lunSetChanged(a, b *targetView) bool {
 }
 
 func validate(targets []Target) error {
+	if err := validateALUA(targets); err != nil {
+		return err
+	}
 	iqns := map[string]bool{}
 	for _, t := range targets {
 		if t.IQN == "" {

@@ -19,7 +19,7 @@ func (st *luState) inquiry(c *Cmd) samStatus {
 	case 0x80:
 		page = vpdPage(0x80, []byte(st.id.serial))
 	case 0x83:
-		page = vpdPage(0x83, st.deviceIdentification(c.tv.cfg.IQN))
+		page = vpdPage(0x83, st.deviceIdentification(c.tv.cfg.IQN, c.tv.port, c.tv.group))
 	case 0xb0:
 		page = vpdPage(0xb0, st.blockLimits())
 	case 0xb1:
@@ -52,7 +52,7 @@ func (st *luState) standardInquiry() []byte {
 	b[2] = 0x06        // VERSION: SPC-4
 	b[3] = 0x10 | 0x02 // HISUP, RESPONSE DATA FORMAT 2
 	b[4] = byte(len(b) - 5)
-	b[5] = 0x00 // SCCS, ACC, TPGS 00b (no ALUA), 3PC, PROTECT
+	b[5] = 0x10 // SCCS, ACC, TPGS 01b (implicit ALUA, alua.go), 3PC, PROTECT
 	b[7] = 0x02 // CMDQUE
 	copy(b[8:16], padded(st.id.vendor, 8))
 	copy(b[16:32], padded(st.id.product, 16))
@@ -102,17 +102,20 @@ func vpdPage(code byte, body []byte) []byte {
 
 // deviceIdentification builds the VPD 0x83 designators: the LUN's
 // logical-unit designators (identityOf: its own NAA and T10 vendor ID, or
-// the adopted ones), then the relative target port and the SCSI names of
-// the target port and the target device.
-func (st *luState) deviceIdentification(targetName string) []byte {
+// the adopted ones), then the relative target port and the target port
+// group of the port the command came through (alua.go), and the SCSI
+// names of the target port and the target device.
+func (st *luState) deviceIdentification(targetName string, relPort, group uint16) []byte {
 	b := append([]byte(nil), st.id.luDesignators...)
 	desc := func(proto, codeSet, assocType byte, id []byte) {
 		b = append(b, proto<<4|codeSet, assocType, 0, byte(len(id)))
 		b = append(b, id...)
 	}
-	var rel [4]byte
-	put16(rel[2:], relTargetPortID)
+	var rel, tpg [4]byte
+	put16(rel[2:], relPort)
 	desc(5, 1, 0x80|0x10|0x04, rel[:]) // iSCSI, PIV, target port, relative port
+	put16(tpg[2:], group)
+	desc(5, 1, 0x80|0x10|0x05, tpg[:]) // iSCSI, PIV, target port, target port group
 	portName := scsiName(targetName + ",t,0x" + hex4(tpgt))
 	desc(5, 3, 0x80|0x10|0x08, portName) // UTF-8, target port, SCSI name
 	desc(5, 3, 0x80|0x20|0x08, scsiName(targetName))
@@ -258,7 +261,7 @@ var supportedOps = []opInfo{
 	{op: 0x8e, cdbLen: 16}, {op: 0x8f, cdbLen: 16}, {op: 0x90, cdbLen: 16},
 	{op: 0x91, cdbLen: 16}, {op: 0x93, cdbLen: 16},
 	{op: 0x9e, sa: 0x10, hasSA: true, cdbLen: 16}, {op: 0x9e, sa: 0x12, hasSA: true, cdbLen: 16},
-	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
+	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0a, hasSA: true, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
 	{op: 0xa8, cdbLen: 12}, {op: 0xaa, cdbLen: 12}, {op: 0xae, cdbLen: 12},
 	{op: 0xaf, cdbLen: 12}, {op: 0xb7, cdbLen: 12},
 }
