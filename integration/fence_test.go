@@ -1,0 +1,175 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
+
+	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
+)
+
+// hostInitiator logs in to url with lmtgt's own initiator under another
+// initiator name: a host that uses persistent reservations.
+func hostInitiator(t testing.TB, url, name string) *iscsivol.Volume {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := iscsivol.Open(ctx, url, iscsivol.Config{Initiator: name, ReplacementTimeout: 10 * time.Second}, nil)
+	if err != nil {
+		t.Fatalf("host %s: open %s: %v", name, url, err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+// strayWrite writes pattern pat at block blk (64 KiB blocks) straight to
+// the old array with qemu-io (libiscsi) and reports whether it failed.
+func strayWrite(t testing.TB, url string, blk int64, pat byte) (failed bool, out string) {
+	t.Helper()
+	r := qemuIO(t, url, "write -P "+itoa(int(pat))+" "+itoa(int(blk*mBlock))+" "+itoa(mBlock))
+	s := r.Stdout + r.Stderr
+	return r.Code != 0 || strings.Contains(s, "failed") || strings.Contains(s, "error"), s
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// backingBlock reads block blk of a tgt backing file.
+func backingBlock(t testing.TB, path string, blk int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, mBlock)
+	if _, err := f.ReadAt(b, blk*mBlock); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestFenceTgt: Linux tgt plays the old array. While the imported LUN is
+// the source of a pair, lmtgt holds WRITE EXCLUSIVE on tgt's LUN: a stray
+// host write straight to tgt (qemu-io, libiscsi) fails with RESERVATION
+// CONFLICT and changes nothing there, through a kill -9 and restart of
+// lmtgt (tgt then sees a new I_T nexus and lmtgt re-takes its own
+// reservation) and after the split; a reservation another initiator holds
+// refuses migration create, naming it, until --preempt; every write
+// acknowledged through lmtgt is on the local LUN after the split; lun
+// delete releases the fence.
+func TestFenceTgt(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img")
+	const size = 16 << 20
+	old := startOldArray(t, size, "", "")
+	d := StartDaemon(t, "")
+	d.OK("lun", "import", "imp", "--from", old.url())
+	d.OK("lun", "create", "loc", "--size", "16MiB")
+	iqn := testIQN("imp")
+	d.OK("target", "create", iqn)
+	d.OK("target", "map", iqn, "imp")
+	d.OK("target", "allow", iqn, "ALL")
+	url := d.URL(iqn, 0)
+	nblocks := size / mBlock
+	want := make(image, nblocks)
+	write := func(blk int, pat byte) {
+		t.Helper()
+		qemuIOOK(t, url, "write -P "+itoa(int(pat))+" "+itoa(blk*mBlock)+" "+itoa(mBlock))
+		want[blk] = int(pat)
+	}
+	write(0, 0x11)
+
+	// Before any pair the old path is open (nothing fenced yet).
+	if failed, out := strayWrite(t, old.url(), 5, 0x55); failed {
+		t.Fatalf("write straight to tgt before any pair: %s", out)
+	}
+	want[5] = 0x55
+
+	// A host that holds a reservation on the old array refuses the fence.
+	host := hostInitiator(t, old.url(), "iqn.2026-11.org.lmtgt.test:cluster-host")
+	const hostKey = 0xc0ffee
+	if err := host.Client().PRRegister(hostKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Client().PRReserve(hostKey, iscsivol.PRWriteExclusive); err != nil {
+		t.Fatal(err)
+	}
+	d.Fail(1, []string{"0xc0ffee", "--preempt"}, "migration", "create", "--source", "imp", "--target", "loc")
+	if _, _, ok := d.migTry("imp"); ok {
+		t.Fatal("a refused migration create left a pair")
+	}
+	if st, err := host.Client().ReadPRStatus(); err != nil || len(st.Registrations) != 1 || st.HolderKey != hostKey {
+		t.Fatalf("after a refused create the old array's reservations changed: %+v %v", st, err)
+	}
+
+	r := d.Run("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low", "--preempt")
+	if r.Code != 0 {
+		t.Fatalf("migration create --preempt: %s", r)
+	}
+	if strings.Contains(r.Stderr, "WARNING") {
+		t.Fatalf("a fenced migration gave the bypass warning: %s", r)
+	}
+	var m wire.Migration
+	d.JSON(&m, "migration", "show", "imp")
+	if !strings.HasPrefix(m.Fence, "held") || !strings.Contains(m.Fence, "preempted key 0xc0ffee") {
+		t.Fatalf("migration show: fence %q, want held, preempting the host's key", m.Fence)
+	}
+	var l wire.LUN
+	d.JSON(&l, "lun", "show", "imp")
+	if l.Remote == nil || !strings.HasPrefix(l.Remote.Fence, "held") {
+		t.Fatalf("lun show imp: remote %+v, want the fence held", l.Remote)
+	}
+
+	stray := func(when string, blk int64) {
+		t.Helper()
+		before := backingBlock(t, old.backing, blk)
+		failed, out := strayWrite(t, old.url(), blk, 0xee)
+		if !failed {
+			t.Fatalf("%s: a write straight to tgt went through the fence: %s", when, out)
+		}
+		if !bytes.Equal(before, backingBlock(t, old.backing, blk)) {
+			t.Fatalf("%s: the refused stray write changed tgt's LUN", when)
+		}
+		if _, err := host.WriteAt(make([]byte, 4096), blk*mBlock); !iscsivol.IsReservationConflict(err) {
+			t.Fatalf("%s: the host's own initiator wrote through the fence: %v, want RESERVATION CONFLICT", when, err)
+		}
+		t.Logf("%s: stray write refused: %s", when, strings.TrimSpace(out))
+	}
+	stray("in dual-write", 6)
+	write(1, 0x22)
+
+	// kill -9 and restart lmtgt: the fence is taken again at open, and
+	// lmtgt's own writes through its new session to tgt go through.
+	d.Restart(true)
+	if hits := d.logHas("fence held"); len(hits) == 0 {
+		t.Fatal("no \"fence held\" line after the restart")
+	}
+	d.JSON(&m, "migration", "show", "imp")
+	if !strings.HasPrefix(m.Fence, "held") {
+		t.Fatalf("after a restart: fence %q, want held", m.Fence)
+	}
+	write(2, 0x33)
+	stray("after a kill -9 and restart of lmtgt", 7)
+	d.OK("migration", "set", "imp", "--speed", "highest")
+	d.waitMig("imp", syncTimeout, "synced")
+	write(3, 0x44)
+	d.OK("migration", "split", "imp")
+
+	// Every acknowledged write is on the LUN, now on a local file; the old
+	// array's LUN (now loc's volume) stays fenced until loc is deleted.
+	compareRef(t, "imported LUN after the split", url, want, size)
+	d.JSON(&l, "lun", "show", "loc")
+	if l.Remote == nil || !strings.HasPrefix(l.Remote.Fence, "held") {
+		t.Fatalf("lun show loc after the split: remote %+v, want the fence held", l.Remote)
+	}
+	stray("after the split", 8)
+	d.OK("lun", "delete", "loc")
+	if failed, out := strayWrite(t, old.url(), 9, 0x99); failed {
+		t.Fatalf("write straight to tgt after lun delete released the fence: %s", out)
+	}
+}
