@@ -155,6 +155,19 @@ func (m *Manager) carryPRs(lunID, lunName string, c *iscsivol.Client, skip uint6
 	if err != nil {
 		return fmt.Errorf("lun %s: read the external LUN's reservations: %w", lunName, err)
 	}
+	if !st.Full { // READ KEYS and READ RESERVATION only (Linux tgt)
+		n := 0
+		for _, r := range st.Registrations {
+			if r.Key != skip {
+				n++
+			}
+		}
+		if n > 0 {
+			m.log.Warn().Str("lun", lunName).Int("registrations", n).Str("type", st.Type.String()).
+				Msg("the external LUN has registrations, but its target does not say whose (no READ FULL STATUS): none carried over; hosts must register again through lmtgt")
+		}
+		return nil
+	}
 	if err := car.CarryPRs(lunID, st, skip); err != nil {
 		return fmt.Errorf("lun %s: carry reservations over: %w", lunName, err)
 	}
@@ -209,7 +222,7 @@ func (m *Manager) fenceSource(req PairRequest, se *lunEntry) (undo func(), err e
 		if rec.Unfenced {
 			return
 		}
-		if err := c.ReleaseFence(key); err != nil {
+		if err := c.ReleaseFence(key, false); err != nil {
 			m.log.Warn().Err(err).Str("lun", req.Source).Str("remote", url).Msg("fence: release after a failed pair create")
 		}
 	}
@@ -225,6 +238,7 @@ func (m *Manager) fenceSource(req PairRequest, se *lunEntry) (undo func(), err e
 		st2 = FenceStatus{State: FenceUnfenced, Remote: url, Detail: "the external target has no persistent reservations"}
 	} else {
 		c.SetFenceKey(key)
+		c.SetRegistrationKey(key)
 	}
 	d.fence.Store(&st2)
 	m.log.Info().Str("lun", req.Source).Str("remote", url).Str("fence", st2.String()).Msg("old path fenced")
@@ -267,7 +281,7 @@ func (m *Manager) releaseFence(d *dataVol, lun string) {
 	if !rec.Unfenced {
 		o, err := d.get()
 		if err == nil {
-			err = o.remote.Client().ReleaseFence(rec.Key)
+			err = o.remote.Client().ReleaseFence(rec.Key, false)
 		}
 		if err != nil {
 			m.log.Warn().Err(err).Str("lun", lun).Str("remote", d.rec.Remote.URL()).
@@ -282,12 +296,31 @@ func (m *Manager) releaseFence(d *dataVol, lun string) {
 	m.log.Info().Str("lun", lun).Str("remote", d.rec.Remote.URL()).Msg("fence released")
 }
 
+// registerAccess registers the volume's key on the external LUN (when it
+// has persistent reservations) and keeps it registered: under the
+// "registrants only" reservation a cluster holds on the old array, lmtgt's
+// pass-through writes are then allowed, before any fence (a handover:
+// hosts write through lmtgt while the old array still holds the data).
+// A registration fences nobody. Removed at lun delete.
+func (m *Manager) registerAccess(volID, lun string, c *iscsivol.Client) {
+	key := fenceKeyFor(volID)
+	if err := c.PRRegister(key); err != nil {
+		if !iscsivol.IsInvalidOpcode(err) {
+			m.log.Warn().Err(err).Str("lun", lun).Msg("could not register on the external LUN (writes fail under a registrants-only reservation there)")
+		}
+		return
+	}
+	c.SetRegistrationKey(key)
+}
+
 // refence takes the fence again when a remote volume with a fence record
 // opens (startup, reopen): without preempting anybody. Held by another
-// key, it is lost: logged and shown, and our writes fail loudly.
+// key, it is lost: logged and shown, and our writes fail loudly. Without a
+// record it registers for access (registerAccess).
 func (m *Manager) refence(d *dataVol, r *iscsivol.Volume) {
 	rec := d.rec.Fence
 	if rec == nil {
+		m.registerAccess(d.rec.ID, d.rec.ID, r.Client())
 		return
 	}
 	url := d.rec.Remote.URL()
@@ -297,6 +330,7 @@ func (m *Manager) refence(d *dataVol, r *iscsivol.Volume) {
 	}
 	c := r.Client()
 	c.SetFenceKey(rec.Key)
+	c.SetRegistrationKey(rec.Key)
 	if _, err := c.TakeFence(rec.Key, false); err != nil {
 		d.fence.Store(&FenceStatus{State: FenceLost, Key: rec.Key, Remote: url, Detail: err.Error()})
 		m.log.Error().Err(err).Str("volume", d.rec.ID).Str("remote", url).Msg("fence lost: the old path is NOT fenced")
@@ -309,19 +343,25 @@ func (m *Manager) refence(d *dataVol, r *iscsivol.Volume) {
 // releaseFenceRecord releases the fence of a deleted LUN's volume
 // (best effort: an unreachable array keeps the reservation, logged).
 func (m *Manager) releaseFenceRecord(d *dataVol, vrec metavol.Volume, lun string) {
-	if vrec.Fence == nil || vrec.Fence.Unfenced || d == nil {
+	if vrec.Kind != metavol.VolumeKindISCSI || d == nil {
 		return
 	}
 	o, err := d.get()
-	if err == nil {
-		err = o.remote.Client().ReleaseFence(vrec.Fence.Key)
+	switch {
+	case err != nil:
+	case vrec.Fence != nil && !vrec.Fence.Unfenced:
+		err = o.remote.Client().ReleaseFence(vrec.Fence.Key, true)
+	default: // registered for access only (registerAccess)
+		if err = o.remote.Client().PRRegister(0); iscsivol.IsInvalidOpcode(err) {
+			err = nil
+		}
 	}
 	if err != nil {
 		m.log.Warn().Err(err).Str("lun", lun).Str("remote", vrec.Remote.URL()).
-			Msg("fence: the reservation on the external LUN could not be released; release it on that array")
+			Msg("fence: our reservation/registration on the external LUN could not be removed; remove it on that array")
 		return
 	}
-	m.log.Info().Str("lun", lun).Str("remote", vrec.Remote.URL()).Msg("fence released")
+	m.log.Info().Str("lun", lun).Str("remote", vrec.Remote.URL()).Msg("fence and registration on the external LUN removed")
 }
 
 // Fence is the fence of a LUN's data volume (FenceNone for a local one).

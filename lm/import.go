@@ -242,10 +242,11 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 		return fail(err)
 	}
 	if mode == IdentityAdopt { // PR carry-over, before any target maps it (fence.go)
-		if err := m.carryPRs(lrec.ID, lrec.Name, rv.Client(), 0); err != nil {
+		if err := m.carryPRs(lrec.ID, lrec.Name, rv.Client(), fenceKeyFor(vrec.ID)); err != nil {
 			m.log.Warn().Err(err).Str("lun", lrec.Name).Msg("persistent reservations not carried over at import (migration create tries again)")
 		}
 	}
+	m.registerAccess(vrec.ID, lrec.Name, rv.Client())
 	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
 		Str("identity", mode).Msg("LUN imported")
 	return lrec, nil

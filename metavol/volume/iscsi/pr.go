@@ -318,10 +318,18 @@ func (c *Client) PRClear(key uint64) error {
 // (SetFenceKey). mu serializes re-takes; gen counts them so that many
 // commands that met the same conflict re-take it once.
 type fenceState struct {
-	key atomic.Uint64
+	key atomic.Uint64 // the fence: a WRITE EXCLUSIVE reservation held with it
+	reg atomic.Uint64 // a registration kept (for access under a registrants-only reservation)
 	mu  sync.Mutex
 	gen uint64
 }
+
+// SetRegistrationKey makes the client keep key registered on its LUN (0:
+// none): after a RESERVATION CONFLICT (a target that ties registrations to
+// the session) it registers again and sends the command once more. A
+// registrant may write under the "registrants only" and "all registrants"
+// reservation types that clusters use.
+func (c *Client) SetRegistrationKey(key uint64) { c.fence.reg.Store(key) }
 
 // SetFenceKey makes the client keep a WRITE EXCLUSIVE reservation with key
 // on its LUN (0: none). A target may tie a reservation to a session rather
@@ -339,8 +347,8 @@ func (c *Client) FenceKey() uint64 { return c.fence.key.Load() }
 // refence re-takes our fence after a RESERVATION CONFLICT of a command
 // with opcode op; it reports whether the command should be sent again.
 func (c *Client) refence(op byte) bool {
-	key := c.fence.key.Load()
-	if key == 0 || op == opPRIn || op == opPROut {
+	key, reg := c.fence.key.Load(), c.fence.reg.Load()
+	if (key == 0 && reg == 0) || op == opPRIn || op == opPROut {
 		return false
 	}
 	gen := func() uint64 {
@@ -352,6 +360,15 @@ func (c *Client) refence(op byte) bool {
 	defer c.fence.mu.Unlock()
 	if c.fence.gen != gen {
 		return true // another command re-took it meanwhile
+	}
+	if key == 0 {
+		if err := c.PRRegister(reg); err != nil {
+			c.log.Warn("registration could not be renewed", "err", err)
+			return false
+		}
+		c.fence.gen++
+		c.log.Info("registered again after a reservation conflict")
+		return true
 	}
 	if _, err := c.TakeFence(key, false); err != nil {
 		c.log.Warn("fence could not be re-taken", "err", err)
@@ -369,8 +386,9 @@ var ErrFenceHeld = errors.New("the LUN is reserved by another initiator")
 // EXCLUSIVE reservation: reserving when there is none, re-taking it when
 // it is held with our own key (from an earlier session), and, when another
 // key holds one, preempting that key if preempt is set, else failing with
-// ErrFenceHeld naming the holder (and unregistering key again: nothing
-// changed). It returns the status read before it acted. A target without
+// ErrFenceHeld naming the holder (and unregistering key again unless it
+// is the key kept by SetRegistrationKey: nothing changed).
+// It returns the status read before it acted. A target without
 // persistent reservations fails with an error IsInvalidOpcode matches.
 func (c *Client) TakeFence(key uint64, preempt bool) (PRStatus, error) {
 	if err := c.PRRegister(key); err != nil {
@@ -389,6 +407,8 @@ func (c *Client) TakeFence(key uint64, preempt bool) (PRStatus, error) {
 		// The holder's key (0 for an all-registrants type preempts every
 		// other registrant).
 		err = c.PRPreempt(key, st.HolderKey, PRWriteExclusive)
+	case c.fence.reg.Load() == key: // registered before (SetRegistrationKey): stays so
+		return st, fmt.Errorf("%w: %s holds a %s reservation", ErrFenceHeld, st.HolderName(), st.Type)
 	default:
 		if uerr := c.PRRegister(0); uerr != nil {
 			return st, fmt.Errorf("%w: %s holds a %s reservation (and unregistering our key 0x%x failed: %v)",
@@ -399,9 +419,10 @@ func (c *Client) TakeFence(key uint64, preempt bool) (PRStatus, error) {
 	return st, err
 }
 
-// ReleaseFence releases our WRITE EXCLUSIVE reservation and unregisters
-// key; the client stops keeping it.
-func (c *Client) ReleaseFence(key uint64) error {
+// ReleaseFence releases our WRITE EXCLUSIVE reservation and, with
+// unregister, our registration too; the client stops keeping the fence
+// (and, with unregister, the registration).
+func (c *Client) ReleaseFence(key uint64, unregister bool) error {
 	c.SetFenceKey(0)
 	// Hold it on this I_T nexus first: a RELEASE from a nexus that is not
 	// the holder is a no-op, and the old one (an earlier session) would
@@ -413,5 +434,9 @@ func (c *Client) ReleaseFence(key uint64) error {
 			return err
 		}
 	}
+	if !unregister {
+		return nil
+	}
+	c.SetRegistrationKey(0)
 	return c.PRRegister(0)
 }

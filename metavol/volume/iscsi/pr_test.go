@@ -94,7 +94,7 @@ func TestTgtPersistentReservations(t *testing.T) {
 	if _, err := a2.WriteAt(blk, 0); !IsReservationConflict(err) {
 		t.Fatalf("preempted initiator's write: %v, want RESERVATION CONFLICT", err)
 	}
-	if err := h.Client().ReleaseFence(keyH); err != nil {
+	if err := h.Client().ReleaseFence(keyH, true); err != nil {
 		t.Fatal(err)
 	}
 	st, err = a2.Client().ReadPRStatus()
