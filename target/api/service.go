@@ -945,7 +945,6 @@ func bypassWarning(lun, url string) string {
 		"A write that reaches the old array directly is NOT tracked and is LOST at the split.", lun, url, url)
 }
 
-
 // Migrations lists every pair, sorted by source name.
 func (s *Service) Migrations() []wire.Migration {
 	ps := s.lm.Pairs()
