@@ -112,5 +112,10 @@ type Target struct {
 	AllowAll   bool      `json:"allow_all"`
 	Initiators []string  `json:"initiators"`
 	CHAP       *CHAP     `json:"chap,omitempty"`
-	Created    time.Time `json:"created"`
+	// Group is the target's ALUA target port group (1..65535) and Port
+	// its relative target port identifier, unique on this server
+	// (alua.go). PutTarget fills them in when they are 0.
+	Group   uint16    `json:"group,omitempty"`
+	Port    uint16    `json:"port,omitempty"`
+	Created time.Time `json:"created"`
 }

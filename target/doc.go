@@ -16,6 +16,12 @@
 // State: per LUN ID a lunDev (reservations, the COMPARE AND WRITE lock) and
 // an immutable luState (size, block size, gotgt LU) rebuilt on a capacity
 // or configuration change; per session a nexus (unit attentions).
+// ALUA (alua.go, implicit only): each target is one target port with a
+// relative port ID in one target port group; a LUN has an access state per
+// group, precomputed per target in the snapshot (targetView.accessState is
+// the one rule), checked in Execute before the LU runs a command; REPORT
+// TARGET PORT GROUPS is answered from the snapshot; Apply queues the unit
+// attentions of a change.
 // Persistent reservations are keyed by I_T nexus (initiator port name with
 // ISID, plus target name) and saved through Options.Reservations on every
 // change, so they survive a restart.

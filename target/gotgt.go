@@ -44,7 +44,7 @@ func glueInit(log zerolog.Logger) {
 	l := log.With().Str("component", "gotgt").Logger()
 	glue.log.Store(&l)
 	glue.once.Do(func() {
-		// No ALUA: we do not implement REPORT TARGET PORT GROUPS.
+		// gotgt's ALUA stays off: ours is in alua.go.
 		scsi.EnableMultipath = false
 		// ORWRITE(16) dereferences a nil buffer in gotgt; we also override it.
 		scsi.EnableORWrite16 = false

@@ -141,7 +141,8 @@ func (n *nexus) Execute(c *iscsi.Command) {
 		return
 	}
 	op := c.CDB[0]
-	tv := n.srv.snap.Load().targets[n.info.Target]
+	sn := n.srv.snap.Load()
+	tv := sn.targets[n.info.Target]
 	if tv != nil && !tv.cfg.AllowAll && !tv.allow[n.info.Initiator] {
 		tv = nil // the ACL changed under the session: it sees no LUNs
 	}
@@ -166,6 +167,16 @@ func (n *nexus) Execute(c *iscsi.Command) {
 			c.Sense = buildSense(keyUnitAttention, code, 0, false)
 			return
 		}
+	}
+	// ALUA (alua.go): a port in a non-active state refuses media access;
+	// REPORT TARGET PORT GROUPS is answered from the snapshot.
+	if st := tv.accessState(dev.id); !st.Active() && !aluaAllowed(c.CDB) {
+		n.fail(c, keyNotReady, st.notReady())
+		return
+	}
+	if op == 0xa3 && len(c.CDB) > 1 && c.CDB[1]&0x1f == 0x0a {
+		n.reportTargetPortGroups(c, sn, dev)
+		return
 	}
 	if dev.res.conflict(n.key, c.CDB) {
 		c.Status = statusReservationConflict
@@ -201,7 +212,7 @@ func (t *task) fill(c *iscsi.Command, n *nexus, tv *targetView, st *luState) {
 		DeviceID:        st.lu.UUID,
 		InSDBBuffer:     &t.in,
 		OutSDBBuffer:    &t.out,
-		RelTargetPortID: relTargetPortID,
+		RelTargetPortID: tv.port,
 		SCB:             scb,
 		SCBLength:       len(c.CDB),
 		Attribute:       int(c.Attr),

@@ -367,7 +367,7 @@ func (st *luState) persistentReserveIn(_ int, cmd *api.SCSICommand) api.SAMStat 
 			if carried(reg.Nexus) {
 				d[12] |= 0x02 // ALL_TG_PT (prcarry.go)
 			}
-			put16(d[18:], relTargetPortID)
+			put16(d[18:], st.dev.srv.relPortOfNexus(reg.Nexus)) // alua.go
 			put32(d[20:], uint32(len(tid)))
 			out = append(out, append(d, tid...)...)
 		}

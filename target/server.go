@@ -64,6 +64,7 @@ type Server struct {
 type snapshot struct {
 	targets map[string]*targetView
 	order   []string // IQNs, sorted
+	alua    aluaView // alua.go
 }
 
 // targetView is one target in a snapshot.
@@ -75,6 +76,11 @@ type targetView struct {
 	// gt is the gotgt target object handed to gotgt handlers (Name, port
 	// group, LUN map for REPORT LUNS). Immutable once published.
 	gt *api.SCSITarget
+	// group and port are the ALUA target port group and relative target
+	// port ID; access holds the LUNs (by ID) whose state on this port is
+	// not active/optimized (alua.go).
+	group, port uint16
+	access      map[string]AccessState
 }
 
 // New creates a Server with no targets. Start binds the portals.
@@ -152,20 +158,24 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 	}
 
 	snap := &snapshot{targets: map[string]*targetView{}}
+	ports := portsOf(targets)
 	for _, t := range targets {
+		gp := ports[t.IQN]
 		tv := &targetView{
 			cfg:   t,
 			allow: map[string]bool{},
 			luns:  map[uint64]*lunDev{},
+			group: gp[0],
+			port:  gp[1],
 			gt: &api.SCSITarget{
 				Name:    t.IQN,
 				TID:     1,
 				State:   api.TargetReady,
 				Devices: api.LUNMap{},
 				TargetPortGroups: []*api.TargetPortGroup{{
-					GroupID: 0,
+					GroupID: gp[0],
 					TargetPortGroup: []*api.SCSITargetPort{{
-						RelativeTargetPortID: relTargetPortID,
+						RelativeTargetPortID: gp[1],
 						TargetPortName:       fmt.Sprintf("%s,t,0x%04x", t.IQN, tpgt),
 					}},
 				}},
@@ -185,6 +195,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 		snap.order = append(snap.order, t.IQN)
 	}
 	sort.Strings(snap.order)
+	snap.buildALUA(targets)
 
 	s.devs = devs
 	s.snap.Store(snap)
@@ -210,6 +221,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 			n.addUA(nt.luns[num].id, ascReportedLUNsDataChanged)
 		}
 	}
+	s.aluaChangeUAs(old, snap)
 	return gone, nil
 }
 
@@ -229,6 +241,9 @@ func lunSetChanged(a, b *targetView) bool {
 }
 
 func validate(targets []Target) error {
+	if err := validateALUA(targets); err != nil {
+		return err
+	}
 	iqns := map[string]bool{}
 	for _, t := range targets {
 		if t.IQN == "" {

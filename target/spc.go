@@ -25,7 +25,7 @@ func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
 	case 0x80:
 		page = vpdPage(0x80, []byte(st.id.serial))
 	case 0x83:
-		page = vpdPage(0x83, st.deviceIdentification(cmd.Target.Name))
+		page = vpdPage(0x83, st.deviceIdentification(cmd.Target.Name, cmd.RelTargetPortID, targetPortGroup(cmd.Target)))
 	case 0xb0:
 		page = vpdPage(0xb0, st.blockLimits())
 	case 0xb1:
@@ -53,8 +53,10 @@ func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
 func standardInquiryFix(fn api.CommandFunc) api.CommandFunc {
 	return func(host int, cmd *api.SCSICommand) api.SAMStat {
 		r := fn(host, cmd)
-		if r.Stat == statusGood && len(cmd.InSDBBuffer.Buffer) > 2 {
+		if r.Stat == statusGood && len(cmd.InSDBBuffer.Buffer) > 5 {
 			cmd.InSDBBuffer.Buffer[2] = 0x06
+			b := cmd.InSDBBuffer.Buffer
+			b[5] = b[5]&^0x30 | 0x10 // TPGS 01b: implicit ALUA (alua.go)
 		}
 		return r
 	}
@@ -97,17 +99,20 @@ func vpdPage(code byte, body []byte) []byte {
 
 // deviceIdentification builds the VPD 0x83 designators: the LUN's
 // logical-unit designators (identityOf: its own NAA and T10 vendor ID, or
-// the adopted ones), then the relative target port and the SCSI names of
-// the target port and the target device.
-func (st *luState) deviceIdentification(targetName string) []byte {
+// the adopted ones), then the relative target port and the target port
+// group of the port the command came through (alua.go), and the SCSI
+// names of the target port and the target device.
+func (st *luState) deviceIdentification(targetName string, relPort, group uint16) []byte {
 	b := append([]byte(nil), st.id.luDesignators...)
 	desc := func(proto, codeSet, assocType byte, id []byte) {
 		b = append(b, proto<<4|codeSet, assocType, 0, byte(len(id)))
 		b = append(b, id...)
 	}
-	var rel [4]byte
-	put16(rel[2:], relTargetPortID)
+	var rel, tpg [4]byte
+	put16(rel[2:], relPort)
 	desc(5, 1, 0x80|0x10|0x04, rel[:]) // iSCSI, PIV, target port, relative port
+	put16(tpg[2:], group)
+	desc(5, 1, 0x80|0x10|0x05, tpg[:]) // iSCSI, PIV, target port, target port group
 	portName := scsiName(targetName + ",t,0x" + hex4(tpgt))
 	desc(5, 3, 0x80|0x10|0x08, portName) // UTF-8, target port, SCSI name
 	desc(5, 3, 0x80|0x20|0x08, scsiName(targetName))
@@ -277,7 +282,7 @@ var supportedOps = []opInfo{
 	{op: 0x8e, cdbLen: 16}, {op: 0x8f, cdbLen: 16}, {op: 0x90, cdbLen: 16},
 	{op: 0x91, cdbLen: 16}, {op: 0x93, cdbLen: 16},
 	{op: 0x9e, sa: 0x10, hasSA: true, cdbLen: 16}, {op: 0x9e, sa: 0x12, hasSA: true, cdbLen: 16},
-	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
+	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0a, hasSA: true, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
 	{op: 0xa8, cdbLen: 12}, {op: 0xaa, cdbLen: 12}, {op: 0xae, cdbLen: 12},
 	{op: 0xaf, cdbLen: 12}, {op: 0xb7, cdbLen: 12},
 }
