@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
@@ -38,14 +39,20 @@ func hasReg(st iscsivol.PRStatus, name string, key uint64) bool {
 //  1. A serves X to the hosts on target hostA; node1 and node2 register
 //     (keys K1, K2) and node1 reserves WRITE EXCLUSIVE - REGISTRANTS ONLY,
 //     as fence_scsi does. node1 writes data.
-//  2. B imports X from A through a separate peer target on A (adopt):
-//     identity and reservations are carried over.
-//  3. The hosts log in to B's target hostB: the same device (VPD 0x83),
-//     their registrations and node1's reservation present on B, enforced
-//     (an unregistered initiator cannot write), node1 writes through B.
+//  2. B imports X from A through a separate peer target on A (in its own
+//     target port group; adopt): identity and reservations are carried
+//     over, and B registers on A (so its pass-through writes are allowed
+//     under the registrants-only reservation).
+//  3. The hosts log in to B's target hostB (group 2, relative port 10):
+//     the same device (VPD 0x83), their registrations and node1's
+//     reservation present on B, enforced (an unregistered initiator
+//     cannot write), node1 writes through B. A's host-facing group goes
+//     ALUA standby: a write there gets NOT READY, TARGET PORT IN STANDBY
+//     STATE; B keeps working.
 //  4. B: migration create --preempt: the re-sync carries the reservations
-//     again, B fences A's LUN (preempting node1's key there): a write of
-//     node1 through A's path now fails with RESERVATION CONFLICT.
+//     again (node2 re-registered on A meanwhile), B fences A's LUN
+//     (preempting node1's key there): a write of a host through A's
+//     active peer target now fails with RESERVATION CONFLICT.
 //  5. node1 keeps writing through B; B synces and splits: X is local on
 //     B; every acknowledged write is there; the reservations are still
 //     on B and enforced, also after a restart of B.
@@ -80,6 +87,9 @@ func TestHandoverBetweenServers(t *testing.T) {
 		a.OK("target", "map", iqn, "x")
 		a.OK("target", "allow", iqn, "ALL")
 	}
+	// The peer target B imports through is in its own group: it stays
+	// active when A's host-facing group goes standby.
+	a.OK("alua", "group", peerA, "3")
 	n1A := hostInitiator(t, a.URL(hostA, 0), node1)
 	n2A := hostInitiator(t, a.URL(hostA, 0), node2)
 	for _, s := range []struct {
@@ -102,6 +112,9 @@ func TestHandoverBetweenServers(t *testing.T) {
 	b.OK("lun", "create", "x-local", "--size", "16MiB")
 	hostB := testIQN("b-host")
 	b.OK("target", "create", hostB)
+	// Distinct target port group and relative port IDs on the two servers.
+	b.OK("alua", "group", hostB, "2")
+	b.OK("alua", "port", hostB, "10")
 	b.OK("target", "map", hostB, "x")
 	b.OK("target", "allow", hostB, "ALL")
 	urlB := b.URL(hostB, 0)
@@ -121,6 +134,14 @@ func TestHandoverBetweenServers(t *testing.T) {
 	}
 	writeVia(n1B, 2, 0x21, "B (remote leg)")
 
+	// ALUA moves the hosts' I/O: A's host-facing group standby, B active.
+	a.OK("alua", "state", "x", "1", "standby")
+	var se *iscsivol.SCSIError
+	if _, err := n1A.WriteAt(pattern(0xee), 3*mBlock); !errors.As(err, &se) || se.Key != 0x2 || se.ASC != 0x04 || se.ASCQ != 0x0b {
+		t.Fatalf("node1's write through A's standby path: %v, want NOT READY, TARGET PORT IN STANDBY STATE", err)
+	}
+	writeVia(n1B, 3, 0x22, "B (A's host group standby)")
+
 	// 4. Fence A's LUN; the re-sync carries what changed on A meanwhile:
 	// node2 re-registered there with a new key.
 	const k2b = 0x2b2b
@@ -133,11 +154,12 @@ func TestHandoverBetweenServers(t *testing.T) {
 	if !strings.HasPrefix(m.Fence, "held") {
 		t.Fatalf("migration show on B: fence %q, want held", m.Fence)
 	}
-	if _, err := n1A.WriteAt(pattern(0xee), 3*mBlock); !iscsivol.IsReservationConflict(err) {
-		t.Fatalf("node1's write through A's path after the fence: %v, want RESERVATION CONFLICT", err)
-	}
-	if _, err := n2A.WriteAt(pattern(0xee), 3*mBlock); !iscsivol.IsReservationConflict(err) {
-		t.Fatalf("node2's write through A's path after the fence: %v, want RESERVATION CONFLICT", err)
+	// Behind the standby state, the fence: through A's (active) peer
+	// target, a write from the hosts' initiators fails with RESERVATION
+	// CONFLICT.
+	n2Peer := hostInitiator(t, a.URL(peerA, 0), node2)
+	if _, err := n2Peer.WriteAt(pattern(0xee), 3*mBlock); !iscsivol.IsReservationConflict(err) {
+		t.Fatalf("node2's write through A's peer target after the fence: %v, want RESERVATION CONFLICT", err)
 	}
 	st = prOf(t, n1B, "B after the re-sync")
 	if !hasReg(st, node1, k1) || !hasReg(st, node2, k2b) || hasReg(st, node2, k2) || st.HolderKey != k1 {
@@ -151,6 +173,9 @@ func TestHandoverBetweenServers(t *testing.T) {
 
 	// 5. Migrate under node1's writes through B, split.
 	writeVia(n1B, 3, 0x31, "B (dual-write)")
+	if _, err := n1A.WriteAt(pattern(0xee), 3*mBlock); err == nil {
+		t.Fatal("node1's write through A's standby path succeeded")
+	}
 	b.waitMig("x", syncTimeout, "synced")
 	writeVia(n1B, 4, 0x41, "B (synced)")
 	b.OK("migration", "split", "x")
@@ -180,10 +205,13 @@ func TestHandoverBetweenServers(t *testing.T) {
 	checkPR("B after a restart")
 	compareRef(t, "X on B after a restart", urlB, want, size)
 
-	// 6. Retire A's copy: B logs out (releasing the fence), A deletes X.
+	// 6. Retire A's copy: A's host group unavailable, B logs out
+	// (releasing the fence), A deletes X.
+	a.OK("alua", "state", "x", "1", "unavailable")
 	b.OK("lun", "delete", "x-local")
 	n1A.Close()
 	n2A.Close()
+	n2Peer.Close()
 	for _, iqn := range []string{hostA, peerA} {
 		a.OK("target", "unmap", iqn, "x")
 	}
