@@ -25,7 +25,7 @@
 
 MP_SUITE=bookworm
 MP_KERNEL_META=linux-image-amd64
-MP_GUEST_PKGS="open-iscsi,multipath-tools,sg3-utils,sg3-utils-udev,kpartx,udev,dmsetup,fio,e2fsprogs,kmod,busybox,iproute2,bash,procps"
+MP_GUEST_PKGS="mount,util-linux,open-iscsi,multipath-tools,sg3-utils,sg3-utils-udev,kpartx,udev,dmsetup,fio,e2fsprogs,kmod,busybox,iproute2,bash,procps"
 # modules of the first stage (the rest load from the root disk)
 MP_STAGE1_MODULES="virtio_pci virtio_blk crc32c_generic ext4"
 MP_ROOT_SIZE=1200M

@@ -571,7 +571,10 @@ act_tgt_migrate() {
   ACT_MSG="migrated onto $DATA/vmdisk-local.img and split in $((SECONDS - t0)) s; tgt stopped"
 }
 verdict_tgt() {
-  local j
+  local j a
+  for a in tgt-import tgt-migrate; do
+    [ -n "${ACTED[$a]:-}" ] || { echo "VMTEST-RESULT: FAIL (tgt: the guest never asked for $a)"; return 1; }
+  done
   j=$(lmq a lun show vmdisk -o json 2>&1) || { echo "VMTEST-RESULT: FAIL (tgt, host side: lun show vmdisk: $j)"; return 1; }
   echo "VMTEST-HOST: tgt: lun vmdisk after the VM: $(echo "$j" | jq -c '{identity, vendor, product, volume_path, state}')"
 }
@@ -618,7 +621,7 @@ qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$VM_MEM" -smp "$VM_SMP" \
   -nodefaults -no-user-config -display none -no-reboot \
   -serial "file:$CONSOLE" -serial "pipe:$RUN_DIR/ctl" \
   -kernel "$MP_GUEST_DIR/vmlinuz" -initrd "$RUN_DIR/initrd.img" \
-  -append "console=ttyS0 loglevel=4 panic=-1 no_timer_check rdinit=/init" \
+  -append "console=ttyS0 loglevel=4 panic=-1 no_timer_check net.ifnames=0 rdinit=/init" \
   -drive "file=$MP_GUEST_DIR/root.img,format=raw,if=none,id=root,snapshot=on" \
   -device virtio-blk-pci,drive=root \
   -netdev "user,id=n0,restrict=off" -device virtio-net-pci,netdev=n0,romfile= \
