@@ -106,8 +106,10 @@ for m in virtio_net iscsi_tcp sd_mod sg crc32c_generic dm_multipath dm_round_rob
   modprobe "$m" || echo "VMTEST-WARN modprobe $m failed"
 done
 /usr/lib/systemd/systemd-udevd --daemon --resolve-names=never || echo "VMTEST-WARN systemd-udevd did not start"
-udevadm trigger --type=subsystems --action=add
-udevadm trigger --type=devices --action=add
+# only the block devices there already (the root disk): a trigger of every
+# device would load dozens of useless modules under TCG; the iSCSI disks and
+# the dm maps come later and get their events as on any host
+udevadm trigger --action=add --subsystem-match=block
 udevadm settle --timeout=120 || echo "VMTEST-WARN udevadm settle timed out"
 i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
@@ -290,7 +292,7 @@ IOERR_RE='I/O error|Buffer I/O|EXT4-fs (error|warning)|blk_update_request|critic
 ioerr_count() { dmesg | grep -cE "$IOERR_RE"; }
 
 # ---- the guest workload: fio write+verify rounds on ext4, and a file set
-# fio_rounds DIR: fio rounds until DIR/stop exists; each round writes 32 MiB
+# fio_rounds DIR: fio rounds until DIR/stop exists; each round writes 16 MiB
 # (4k and 64k random, rate limited) with crc32c verify of a backlog while it
 # writes and of everything at its end; a failing round stops the loop and
 # leaves DIR/failed
@@ -298,7 +300,7 @@ fio_rounds() {
   local d=$1 n=0
   while :; do
     n=$((n+1))
-    if ! fio --name=round$n --filename="$d/data" --size=32M --rw=randwrite --bssplit=4k/50:64k/50 \
+    if ! fio --name=round$n --filename="$d/data" --size=16M --rw=randwrite --bssplit=4k/50:64k/50 \
         --ioengine=libaio --direct=1 --iodepth=8 --rate=4m --verify=crc32c --do_verify=1 \
         --verify_fatal=1 --verify_backlog=256 --randseed=$n > "$d/round$n.txt" 2>&1; then
       echo "$n" > "$d/failed"; return 1
@@ -536,9 +538,13 @@ tgt_instance_stop() {  # NAME
 TGT_IQN=iqn.2001-04.com.example:old-array
 LM_IQN=iqn.2026-12.org.lmtgt:vm-multipath
 TGT_LUN_MB=256
+# copy cap: the copy of the LUN (full of random data) lasts several seconds,
+# so fio's writes meet it in the copy and in the dual-write
+TGT_MIGRATE_MBPS=${VMMP_MIGRATE_MBPS:-16}
 setup_tgt() {
   tgt_instance old || return 1
-  truncate -s "${TGT_LUN_MB}M" "$DATA/old-array.img"
+  # the old array's LUN is full (random data): the copy has all of it to move
+  head -c "${TGT_LUN_MB}M" /dev/urandom > "$DATA/old-array.img"
   tgt_setup "${TGT_CTL[old]}" "$TGT_IQN" "$DATA/old-array.img" >>"$RUN_DIR/setup.log" 2>&1 || return 1
   [ -n "${LM_PID[a]:-}" ] || lm_start a || return 1
   guest_env "TGT_PORT=${TGT_PORTS[old]}" "TGT_IQN=$TGT_IQN" "LM_A_PORT=${LM_PORT[a]}" "LM_IQN=$LM_IQN"
@@ -555,10 +561,10 @@ act_tgt_migrate() {
   local t0=$SECONDS size j
   size=$(lmq a lun show vmdisk -o json | jq -r .size)
   lm a lun create vmdisk-local --size "$size" --path "$DATA/vmdisk-local.img" >&2 &&
-  lm a migration create --source vmdisk --target vmdisk-local --speed high >&2 ||
+  lm a migration create --source vmdisk --target vmdisk-local --speed high --max-mbps "$TGT_MIGRATE_MBPS" >&2 ||
     { ACT_MSG="lun create or migration create failed"; return 1; }
   lm_wait_state a vmdisk synced 300 || return 1
-  log "pair synced after $((SECONDS - t0)) s"
+  log "pair synced after $((SECONDS - t0)) s: $(lmq a migration show vmdisk -o json | jq -c '{state, copied_bytes, total_bytes, dcl_bytes, vehicle}' 2>/dev/null)"
   lm_split a vmdisk || return 1
   j=$(lmq a lun show vmdisk -o json)
   [ "$(echo "$j" | jq -r '.remote == null')" = true ] && [ "$(echo "$j" | jq -r .volume_path)" -ef "$DATA/vmdisk-local.img" ] ||
