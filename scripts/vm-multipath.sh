@@ -22,6 +22,23 @@
 #         the file set is intact, no I/O error in the kernel log, the WWID
 #         (map name, dm uuid, /dev/disk/by-id/dm-uuid-mpath-*) and the LU
 #         designators never changed, e2fsck -fn clean after unmount.
+#   handover  LUN hodisk moves from lmtgt server A to lmtgt server B (README
+#         "Moving a LUN between lmtgt servers"). The guest logs in to A,
+#         registers a persistent reservation key and reserves WRITE
+#         EXCLUSIVE - REGISTRANTS ONLY with sg_persist (as a cluster does),
+#         makes ext4, a file set and fio write+verify rounds. B imports the
+#         LUN from A's peer target (identity adopt, PRs carried over); the
+#         guest logs in to B: ONE map, TWO paths, the key and the
+#         reservation visible through B's path. ALUA drives the path
+#         choice: A's group goes active/non-optimized (multipath moves I/O
+#         to B's group, prio alua), then standby (A's path is a ghost). B
+#         runs `migration create --preempt` (re-sync of the PRs, fence of
+#         A's LUN: a write straight to A through its peer target fails),
+#         migrates under fio and splits; the PR is enforced on B (a write
+#         from another initiator fails); A's group goes unavailable, B
+#         deletes the remote LUN. The guest drops A's path and checks fio,
+#         the file set, the key and reservation on B, the WWID, the kernel
+#         log and e2fsck as in tgt.
 #
 # Adding a scenario NAME: a guest function sc_NAME in guest_script (it asks
 # the host for actions with `ask ACTION`), host functions setup_NAME (before
@@ -34,7 +51,7 @@
 # Everything runs in a private network namespace (unshare --net).
 #
 # Usage: scripts/vm-multipath.sh [options]
-#   --scenarios LIST  comma-separated subset of: tgt (default all)
+#   --scenarios LIST  comma-separated subset of: tgt,handover (default all)
 #   --bin PATH        lmtgt binary (default: go build into the run dir)
 #   --build-only      build (or check) the cached guest and exit
 #   --rebuild         rebuild the guest even when cached
@@ -53,7 +70,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 CACHE_DIR=${CACHE_DIR:-$HERE/cache}
 MP_GUEST_DIR=$CACHE_DIR/guest-mp
-ALL_SCENARIOS=tgt
+ALL_SCENARIOS=tgt,handover
 
 BIN=""
 SCENARIOS=$ALL_SCENARIOS
@@ -405,6 +422,121 @@ sc_tgt() {
   logout "$NEW" "$LM_IQN"
 }
 
+# ================================================================ scenario handover
+pr_keys() { sg_persist --in --read-keys "$1" 2>&1; }           # DEV
+pr_res() { sg_persist --in --read-reservation "$1" 2>&1; }     # DEV
+# pr_check DEV KEY: KEY registered and holding a write exclusive,
+# registrants only reservation, seen through DEV
+pr_check() {
+  local k r
+  k=$(pr_keys "$1"); r=$(pr_res "$1")
+  echo "$k"; echo "$r"
+  echo "$k" | grep -qi "$2" || { bad "key $2 not registered as seen through $1"; return 1; }
+  echo "$r" | grep -qi "Key=$2" && echo "$r" | grep -qi 'Write Exclusive, registrants only' ||
+    { bad "no write exclusive, registrants only reservation of key $2 through $1"; return 1; }
+}
+path_field() {  # DEV FORMAT: one multipathd field of a path (%T checker state, %p prio, %t dm state)
+  multipathd show paths raw format "%d $2" 2>/dev/null | awk -v d="$1" '$1==d{print $2}'
+}
+# wait_path DEV FORMAT VALUE SECONDS
+wait_path() {
+  local i=0 v
+  while :; do
+    v=$(path_field "$1" "$2")
+    [ "$v" = "$3" ] && return 0
+    i=$((i+1)); [ $i -gt $(( $4 * 10 )) ] && { multipath -ll; multipathd show paths; bad "path $1: $2 is ${v:-?}, not $3, after $4 s"; return 1; }
+    sleep 0.1
+  done
+}
+# wait_prio_below DEV_LOW DEV_HIGH SECONDS: multipathd gives DEV_LOW a lower prio
+wait_prio_below() {
+  local i=0 a b
+  while :; do
+    a=$(path_field "$1" %p); b=$(path_field "$2" %p)
+    [ -n "$a" ] && [ -n "$b" ] && [ "$a" -lt "$b" ] 2>/dev/null && { echo "prio: $1 $a, $2 $b"; return 0; }
+    i=$((i+1)); [ $i -gt $(( $3 * 10 )) ] && { multipath -ll; bad "prio of $1 (${a:-?}) not below $2 (${b:-?}) after $3 s"; return 1; }
+    sleep 0.1
+  done
+}
+sc_handover() {
+  local A=$HOST:$HA_PORT B=$HOST:$HB_PORT SD_A SD_B MAP MAP2 R0 R1 IOERR0 n KEY=0x1ab2c3
+  IOERR0=$(ioerr_count)
+  step "handover: login to lmtgt server A at $A"
+  login "$A" "$HA_IQN" && wait_session_disk "$HA_IQN" SD_A && wait_map "$SD_A" 1 MAP || return 1
+  mp_check "$MAP" 1 || return 1
+  dm_uuid "$MAP" | tee /tmp/ho-dmuuid.0
+  ident "/dev/mapper/$MAP" > /tmp/ho-ident.0 || { cat /tmp/ho-ident.0; bad "sg_vpd on the map"; return 1; }
+  step "handover: register key $KEY and reserve WRITE EXCLUSIVE - REGISTRANTS ONLY through A's path (sg_persist)"
+  run sg_persist --out --register --param-sark=$KEY "/dev/$SD_A" >/dev/null &&
+    run sg_persist --out --reserve --param-rk=$KEY --prout-type=5 "/dev/$SD_A" >/dev/null || { bad "sg_persist register/reserve on A"; return 1; }
+  pr_check "/dev/$SD_A" "$KEY" || return 1
+  step "handover: ext4 on /dev/mapper/$MAP, a file set, fio write+verify rounds from now to the end"
+  run mkfs.ext4 -F -q "/dev/mapper/$MAP" && run mount -t ext4 "/dev/mapper/$MAP" /mnt || { bad "mkfs/mount"; return 1; }
+  fileset_write /mnt/set 8 && fio_start /mnt/fio || return 1
+
+  step "handover: B imports the LUN from A's peer target (identity adopt, PRs carried over) and maps it"
+  ask handover-import || { fio_stop /mnt/fio; return 1; }
+  step "handover: login to lmtgt server B at $B"
+  login "$B" "$HB_IQN" && wait_session_disk "$HB_IQN" SD_B || { fio_stop /mnt/fio; return 1; }
+  ident "/dev/$SD_B" > /tmp/ho-ident.b
+  cmp -s /tmp/ho-ident.0 /tmp/ho-ident.b || { diff /tmp/ho-ident.0 /tmp/ho-ident.b; fio_stop /mnt/fio; bad "B's path does not present A's identity"; return 1; }
+  wait_map "$SD_B" 2 MAP2 || { fio_stop /mnt/fio; return 1; }
+  [ "$MAP2" = "$MAP" ] || { fio_stop /mnt/fio; bad "B's path joined map $MAP2, not $MAP"; return 1; }
+  step "handover: one map, two paths; the reservation is on B too"
+  mp_check "$MAP" 2 || { fio_stop /mnt/fio; return 1; }
+  pr_check "/dev/$SD_B" "$KEY" || { fio_stop /mnt/fio; return 1; }
+  echo "sg_rtpg through B:"; sg_rtpg -d "/dev/$SD_B" 2>&1 | head -n 12
+
+  step "handover: ALUA: A's group active/non-optimized: multipath moves I/O to B's path group"
+  ask handover-ano || { fio_stop /mnt/fio; return 1; }
+  wait_prio_below "$SD_A" "$SD_B" 60 || { fio_stop /mnt/fio; return 1; }
+  step "handover: ALUA: A's group standby: A's path becomes a ghost"
+  ask handover-standby || { fio_stop /mnt/fio; return 1; }
+  wait_path "$SD_A" %T ghost 60 || { fio_stop /mnt/fio; return 1; }
+  multipath -ll
+  [ "$(path_field "$SD_B" %T)" = ready ] || { fio_stop /mnt/fio; bad "B's path is $(path_field "$SD_B" %T), not ready"; return 1; }
+  echo "sg_rtpg through A:"; sg_rtpg -d "/dev/$SD_A" 2>&1 | head -n 12
+  R0=$(fio_round /mnt/fio)
+
+  step "handover: B fences A's LUN (migration create --preempt), migrates under fio, splits; A's group unavailable; B deletes the remote LUN"
+  ask handover-migrate 600 || { fio_stop /mnt/fio; return 1; }
+  R1=$(fio_round /mnt/fio)
+  [ -e /mnt/fio/failed ] && { fio_stop /mnt/fio; return 1; }
+  kill -0 "$FIO_PID" 2>/dev/null || { fio_stop /mnt/fio; bad "fio ended before the split"; return 1; }
+  echo "fio rounds finished: $R0 when the migration began, $R1 after the split"
+  step "handover: the reservation is still on B after the split"
+  pr_check "/dev/$SD_B" "$KEY" || { fio_stop /mnt/fio; return 1; }
+  step "handover: drop A's path ($SD_A): multipathd del path, log out of A"
+  run multipathd del path "$SD_A" || { fio_stop /mnt/fio; bad "multipathd del path $SD_A"; return 1; }
+  logout "$A" "$HA_IQN" || { fio_stop /mnt/fio; return 1; }
+  wait_map "$SD_B" 1 MAP2 && mp_check "$MAP" 1 || { fio_stop /mnt/fio; return 1; }
+  n=$((R1 + 2)); i=0
+  while [ "$(fio_round /mnt/fio)" -lt "$n" ] && [ ! -e /mnt/fio/failed ]; do
+    i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1
+  done
+  step "handover: fio verify, file set, identity, kernel log"
+  fio_stop /mnt/fio || return 1
+  [ "$(fio_round /mnt/fio)" -ge "$n" ] || { bad "fio made no whole round on B alone"; return 1; }
+  fileset_check /mnt/set || return 1
+  dm_uuid "$MAP" | tee /tmp/ho-dmuuid.1
+  cmp -s /tmp/ho-dmuuid.0 /tmp/ho-dmuuid.1 || { bad "the map's dm uuid or by-id link changed"; return 1; }
+  ident "/dev/mapper/$MAP" > /tmp/ho-ident.1
+  cmp -s /tmp/ho-ident.0 /tmp/ho-ident.1 || { diff /tmp/ho-ident.0 /tmp/ho-ident.1; bad "the identity seen through the map changed"; return 1; }
+  echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from A to B's local file"
+  n=$(( $(ioerr_count) - IOERR0 ))
+  [ "$n" = 0 ] || { dmesg | grep -E "$IOERR_RE" | tail -n 10; bad "$n I/O error lines in the kernel log"; return 1; }
+  echo "kernel log: no I/O error"
+  step "handover: umount, e2fsck -fn"
+  run umount /mnt || { bad "umount"; return 1; }
+  run e2fsck -fn "/dev/mapper/$MAP" > /tmp/fsck.txt 2>&1 || { cat /tmp/fsck.txt; bad "e2fsck -fn found problems"; return 1; }
+  tail -n 1 /tmp/fsck.txt
+  step "handover: release the reservation, tear down"
+  run sg_persist --out --release --param-rk=$KEY --prout-type=5 "/dev/$SD_B" >/dev/null || true
+  run sg_persist --out --register --param-rk=$KEY --param-sark=0 "/dev/$SD_B" >/dev/null || true
+  run multipath -f "$MAP" || { bad "multipath -f $MAP"; return 1; }
+  logout "$B" "$HB_IQN"
+}
+
 cleanup_all() {
   umount /mnt 2>/dev/null
   multipath -F >/dev/null 2>&1
@@ -583,6 +715,79 @@ verdict_tgt() {
   done
   j=$(lmq a lun show vmdisk -o json 2>&1) || { echo "VMTEST-RESULT: FAIL (tgt, host side: lun show vmdisk: $j)"; return 1; }
   echo "VMTEST-HOST: tgt: lun vmdisk after the VM: $(echo "$j" | jq -c '{identity, vendor, product, volume_path, state}')"
+}
+
+# ---------------------------------------------------------------- scenario handover (host)
+HA_IQN=iqn.2026-12.org.lmtgt:server-a
+HA_PEER=iqn.2026-12.org.lmtgt:server-a-peer
+HB_IQN=iqn.2026-12.org.lmtgt:server-b
+HO_LUN_MB=256
+setup_handover() {
+  lm_start ha && lm_start hb || return 1
+  { lm ha lun create hodisk --size "${HO_LUN_MB}MiB" &&
+    lm ha target create "$HA_IQN" && lm ha target map "$HA_IQN" hodisk --lun 0 && lm ha target allow "$HA_IQN" ALL &&
+    # the peer target B imports through: its own target port group, so it
+    # stays active when the hosts' group goes standby
+    lm ha target create "$HA_PEER" && lm ha target map "$HA_PEER" hodisk --lun 0 && lm ha target allow "$HA_PEER" ALL &&
+    lm ha alua group "$HA_PEER" 3
+  } >>"$RUN_DIR/setup.log" 2>&1 || return 1
+  guest_env "HA_PORT=${LM_PORT[ha]}" "HB_PORT=${LM_PORT[hb]}" "HA_IQN=$HA_IQN" "HB_IQN=$HB_IQN"
+}
+act_handover_import() {
+  lm hb lun import hodisk --from "iscsi://127.0.0.1:${LM_PORT[ha]}/$HA_PEER/0" >&2 &&
+  lm hb target create "$HB_IQN" >&2 &&
+  lm hb alua group "$HB_IQN" 2 >&2 && lm hb alua port "$HB_IQN" 10 >&2 &&
+  lm hb target map "$HB_IQN" hodisk --lun 0 >&2 &&
+  lm hb target allow "$HB_IQN" ALL >&2 || { ACT_MSG="lun import or target setup on B failed"; return 1; }
+  lmq hb lun show hodisk >&2
+  ACT_MSG="B imported hodisk from A's peer target and maps it at $HB_IQN/0 (group 2, port 10)"
+}
+act_handover_ano() {
+  lm ha alua state hodisk 1 active-nonoptimized >&2 || { ACT_MSG="alua state on A failed"; return 1; }
+  ACT_MSG="A: hodisk active/non-optimized in group 1"
+}
+act_handover_standby() {
+  lm ha alua state hodisk 1 standby >&2 || { ACT_MSG="alua state on A failed"; return 1; }
+  lmq ha alua show hodisk >&2
+  ACT_MSG="A: hodisk standby in group 1"
+}
+act_handover_migrate() {
+  local t0=$SECONDS size j f out
+  size=$(lmq hb lun show hodisk -o json | jq -r .size)
+  lm hb lun create hodisk-local --size "$size" --path "$DATA/hodisk-local.img" >&2 &&
+  lm hb migration create --source hodisk --target hodisk-local --preempt --speed high --max-mbps "$TGT_MIGRATE_MBPS" >&2 ||
+    { ACT_MSG="lun create or migration create --preempt on B failed"; return 1; }
+  f=$(lmq hb migration show hodisk -o json | jq -r '.fence // empty')
+  case "$f" in held*) log "fence: $f" ;; *) ACT_MSG="fence on A's LUN not held: '$f'"; return 1 ;; esac
+  # a stray write straight to A (through its active peer target; bytes
+  # 0-511, which ext4 does not use) must fail: the fence
+  if out=$(qemu-io -f raw -t none -c 'write -P 0xee 0 512' "iscsi://127.0.0.1:${LM_PORT[ha]}/$HA_PEER/0" 2>&1) &&
+     ! echo "$out" | grep -qi 'failed\|error'; then
+    ACT_MSG="a stray write straight to A went through the fence: $out"; return 1
+  fi
+  log "stray write to A refused: $(echo "$out" | tr '\n' ' ')"
+  lm_wait_state hb hodisk synced 300 || return 1
+  lm_split hb hodisk || return 1
+  j=$(lmq hb lun show hodisk -o json)
+  [ "$(echo "$j" | jq -r '.remote == null')" = true ] && [ "$(echo "$j" | jq -r .volume_path)" -ef "$DATA/hodisk-local.img" ] ||
+    { ACT_MSG="after the split hodisk on B is not on the local file: $(echo "$j" | jq -c '{volume_path, remote}')"; return 1; }
+  # the reservation is enforced on B: a write from another initiator
+  # (libiscsi's) fails
+  if out=$(qemu-io -f raw -t none -c 'write -P 0xee 0 512' "iscsi://127.0.0.1:${LM_PORT[hb]}/$HB_IQN/0" 2>&1) &&
+     ! echo "$out" | grep -qi 'failed\|error'; then
+    ACT_MSG="an unregistered initiator wrote to B despite the carried reservation: $out"; return 1
+  fi
+  lm ha alua state hodisk 1 unavailable >&2 || { ACT_MSG="alua state unavailable on A failed"; return 1; }
+  # the former target LUN holds A's copy: deleting it releases the fence and logs out of A
+  lm hb lun delete hodisk-local >&2 || { ACT_MSG="lun delete hodisk-local on B failed"; return 1; }
+  ACT_MSG="fence held ($f), stray write to A refused, migrated and split in $((SECONDS - t0)) s, PR enforced on B, A unavailable, A's copy released"
+}
+verdict_handover() {
+  local a
+  for a in handover-import handover-ano handover-standby handover-migrate; do
+    [ -n "${ACTED[$a]:-}" ] || { echo "VMTEST-RESULT: FAIL (handover: the guest never asked for $a)"; return 1; }
+  done
+  echo "VMTEST-HOST: handover: B: $(lmq hb lun show hodisk -o json | jq -c '{identity, volume_path, state}')"
 }
 
 # ---------------------------------------------------------------- run
