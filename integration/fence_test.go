@@ -150,6 +150,7 @@ func TestFenceTgt(t *testing.T) {
 	if hits := d.logHas("fence held"); len(hits) == 0 {
 		t.Fatal("no \"fence held\" line after the restart")
 	}
+	m = wire.Migration{}
 	d.JSON(&m, "migration", "show", "imp")
 	if !strings.HasPrefix(m.Fence, "held") {
 		t.Fatalf("after a restart: fence %q, want held", m.Fence)
@@ -164,13 +165,79 @@ func TestFenceTgt(t *testing.T) {
 	// Every acknowledged write is on the LUN, now on a local file; the old
 	// array's LUN (now loc's volume) stays fenced until loc is deleted.
 	compareRef(t, "imported LUN after the split", url, want, size)
-	d.JSON(&l, "lun", "show", "loc")
-	if l.Remote == nil || !strings.HasPrefix(l.Remote.Fence, "held") {
-		t.Fatalf("lun show loc after the split: remote %+v, want the fence held", l.Remote)
+	var lloc wire.LUN
+	d.JSON(&lloc, "lun", "show", "loc")
+	if lloc.Remote == nil || !strings.HasPrefix(lloc.Remote.Fence, "held") {
+		t.Fatalf("lun show loc after the split: remote %+v, want the fence held", lloc.Remote)
 	}
 	stray("after the split", 8)
 	d.OK("lun", "delete", "loc")
 	if failed, out := strayWrite(t, old.url(), 9, 0x99); failed {
 		t.Fatalf("write straight to tgt after lun delete released the fence: %s", out)
+	}
+}
+
+// TestFenceLost: another initiator preempts lmtgt's fence on tgt during
+// the pair. Host writes through lmtgt then fail (never succeed on a
+// source that is no longer fenced), `lun show` and `migration show` say
+// the fence is lost; a cancel releases what is left, and the old path is
+// open again.
+func TestFenceLost(t *testing.T) {
+	needTools(t, "qemu-io")
+	old := startOldArray(t, 16<<20, "", "")
+	d := StartDaemon(t, "")
+	d.OK("lun", "import", "imp", "--from", old.url())
+	d.OK("lun", "create", "loc", "--size", "16MiB")
+	iqn := testIQN("imp")
+	d.OK("target", "create", iqn)
+	d.OK("target", "map", iqn, "imp")
+	d.OK("target", "allow", iqn, "ALL")
+	url := d.URL(iqn, 0)
+	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	qemuIOOK(t, url, "write -P 17 0 65536")
+
+	// Another initiator takes the reservation over.
+	host := hostInitiator(t, old.url(), "iqn.2026-11.org.lmtgt.test:intruder")
+	const hostKey = 0xbad
+	if err := host.Client().PRRegister(hostKey); err != nil {
+		t.Fatal(err)
+	}
+	st, err := host.Client().ReadPRStatus()
+	if err != nil || st.Type != iscsivol.PRWriteExclusive || st.HolderKey == 0 {
+		t.Fatalf("tgt during the pair: %+v %v: want lmtgt's write-exclusive reservation", st, err)
+	}
+	if err := host.Client().PRPreempt(hostKey, st.HolderKey, iscsivol.PRWriteExclusive); err != nil {
+		t.Fatal(err)
+	}
+
+	// A write through lmtgt now fails: lmtgt cannot write its source.
+	r := qemuIO(t, url, "write -P 34 65536 65536")
+	if out := r.Stdout + r.Stderr; r.Code == 0 && !strings.Contains(out, "failed") && !strings.Contains(out, "error") {
+		t.Fatalf("a write through lmtgt succeeded while another initiator holds the old LUN's reservation: %s", r)
+	}
+	var l wire.LUN
+	d.JSON(&l, "lun", "show", "imp")
+	if l.Remote == nil || !strings.HasPrefix(l.Remote.Fence, "lost") {
+		t.Fatalf("lun show imp after the fence was taken: remote %+v, want the fence lost", l.Remote)
+	}
+	var m wire.Migration
+	d.JSON(&m, "migration", "show", "imp")
+	if !strings.HasPrefix(m.Fence, "lost") || !strings.Contains(m.Fence, "0xbad") {
+		t.Fatalf("migration show: fence %q, want lost, naming key 0xbad", m.Fence)
+	}
+
+	// The intruder lets go; cancel releases lmtgt's side and the old path
+	// is open again.
+	if err := host.Client().ReleaseFence(hostKey, true); err != nil {
+		t.Fatal(err)
+	}
+	d.OK("migration", "cancel", "imp")
+	if failed, out := strayWrite(t, old.url(), 3, 0x33); failed {
+		t.Fatalf("write straight to tgt after the cancel released the fence: %s", out)
+	}
+	var l2 wire.LUN // a fresh value: fence is omitted when empty
+	d.JSON(&l2, "lun", "show", "imp")
+	if l2.Remote == nil || l2.Remote.Fence != "" {
+		t.Fatalf("lun show imp after the cancel: remote %+v, want no fence", l2.Remote)
 	}
 }

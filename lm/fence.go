@@ -186,12 +186,12 @@ func (m *Manager) fenceSource(req PairRequest, se *lunEntry) (undo func(), err e
 	if d == nil || d.rec.Kind != metavol.VolumeKindISCSI {
 		return nothing, nil
 	}
-	if f := d.fence.Load(); f != nil && f.State == FenceHeld {
-		return nothing, nil // still ours (an earlier pair of this volume was split)
-	}
 	o, err := d.get()
 	if err != nil {
 		return nil, fmt.Errorf("pair %s: fence the old path: %w", req.Source, err)
+	}
+	if f := d.fence.Load(); f != nil && f.State == FenceHeld && o.remote.Client().FenceLost() == "" {
+		return nothing, nil // still ours (an earlier pair of this volume was split)
 	}
 	c := o.remote.Client()
 	key := fenceKeyFor(d.rec.ID)
@@ -378,10 +378,17 @@ func (m *Manager) Fence(lunID string) FenceStatus {
 	if d == nil {
 		return FenceStatus{}
 	}
-	if f := d.fence.Load(); f != nil {
-		return *f
+	f := d.fence.Load()
+	if f == nil {
+		return FenceStatus{}
 	}
-	return FenceStatus{}
+	st := *f
+	if o := d.cur.Load(); st.State == FenceHeld && o != nil && o.remote != nil {
+		if why := o.remote.Client().FenceLost(); why != "" {
+			st.State, st.Detail = FenceLost, why // another initiator took the reservation
+		}
+	}
+	return st
 }
 
 // fencePlans fences the imported sources of planned pairs (fenceSource for

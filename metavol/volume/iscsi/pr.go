@@ -320,8 +320,19 @@ func (c *Client) PRClear(key uint64) error {
 type fenceState struct {
 	key atomic.Uint64 // the fence: a WRITE EXCLUSIVE reservation held with it
 	reg atomic.Uint64 // a registration kept (for access under a registrants-only reservation)
-	mu  sync.Mutex
-	gen uint64
+	// lost says why the last re-take failed (nil: not lost).
+	lost atomic.Pointer[string]
+	mu   sync.Mutex
+	gen  uint64
+}
+
+// FenceLost says why the client could not re-take its fence after a
+// RESERVATION CONFLICT ("" while it holds it, as far as it knows).
+func (c *Client) FenceLost() string {
+	if p := c.fence.lost.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // SetRegistrationKey makes the client keep key registered on its LUN (0:
@@ -372,8 +383,11 @@ func (c *Client) refence(op byte) bool {
 	}
 	if _, err := c.TakeFence(key, false); err != nil {
 		c.log.Warn("fence could not be re-taken", "err", err)
+		s := err.Error()
+		c.fence.lost.Store(&s)
 		return false
 	}
+	c.fence.lost.Store(nil)
 	c.fence.gen++
 	c.log.Info("fence re-taken after a reservation conflict on our own I_T nexus")
 	return true
