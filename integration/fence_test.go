@@ -241,3 +241,46 @@ func TestFenceLost(t *testing.T) {
 		t.Fatalf("lun show imp after the cancel: remote %+v, want no fence", l2.Remote)
 	}
 }
+
+// TestFenceTgtRestart: Linux tgt keeps persistent reservations in memory
+// only, so a restart of the old array drops lmtgt's fence. lmtgt's
+// initiator takes it again with the first command of the new session:
+// after the restart a stray write straight to tgt is refused again.
+func TestFenceTgtRestart(t *testing.T) {
+	needTools(t, "qemu-io")
+	old := startOldArray(t, 16<<20, "", "")
+	d := StartDaemon(t, "")
+	d.OK("lun", "import", "imp", "--from", old.url())
+	d.OK("lun", "create", "loc", "--size", "16MiB")
+	iqn := testIQN("imp")
+	d.OK("target", "create", iqn)
+	d.OK("target", "map", iqn, "imp")
+	d.OK("target", "allow", iqn, "ALL")
+	url := d.URL(iqn, 0)
+	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	if failed, out := strayWrite(t, old.url(), 4, 0x44); !failed {
+		t.Fatalf("stray write before the restart went through the fence: %s", out)
+	}
+
+	old.stop()
+	old.restart()
+	// The old array forgot every reservation.
+	probe := hostInitiator(t, old.url(), "iqn.2026-11.org.lmtgt.test:probe")
+	if st, err := probe.Client().ReadPRStatus(); err != nil || st.Type != iscsivol.PRNone {
+		t.Fatalf("tgt after a restart: %+v %v: want no reservation (tgt keeps none)", st, err)
+	}
+	probe.Close()
+	// lmtgt logs in again; the first command of the new session (a host
+	// write through lmtgt, or the copier's read) takes the fence again
+	// before it is sent.
+	qemuIOOK(t, url, "write -P 85 65536 65536")
+	if failed, out := strayWrite(t, old.url(), 4, 0x44); !failed {
+		t.Fatalf("stray write after tgt's restart went through: the fence was not taken again: %s", out)
+	}
+	var l wire.LUN
+	d.JSON(&l, "lun", "show", "imp")
+	if l.Remote == nil || !strings.HasPrefix(l.Remote.Fence, "held") {
+		t.Fatalf("lun show imp after tgt's restart: remote %+v, want the fence held", l.Remote)
+	}
+	qemuIOOK(t, url, "read -P 85 65536 65536")
+}

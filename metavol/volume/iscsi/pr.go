@@ -315,15 +315,58 @@ func (c *Client) PRClear(key uint64) error {
 }
 
 // fenceState is the write-exclusive reservation a Client keeps on its LUN
-// (SetFenceKey). mu serializes re-takes; gen counts them so that many
-// commands that met the same conflict re-take it once.
+// (SetFenceKey). mu serializes re-takes and is held across their PR
+// commands on purpose (the one lock here held across I/O): a command that
+// needs the fence waits until it is taken again rather than being sent
+// without it. gen counts re-takes so that many commands that met the same
+// conflict re-take it once.
 type fenceState struct {
 	key atomic.Uint64 // the fence: a WRITE EXCLUSIVE reservation held with it
 	reg atomic.Uint64 // a registration kept (for access under a registrants-only reservation)
 	// lost says why the last re-take failed (nil: not lost).
 	lost atomic.Pointer[string]
-	mu   sync.Mutex
-	gen  uint64
+	// logins is the session count (Client.stats.logins) when the fence or
+	// registration was last taken: a new session (the target may have
+	// restarted and forgotten it) makes exec take it again first.
+	logins atomic.Int64
+	mu     sync.Mutex
+	gen    uint64
+}
+
+// renewAfterLogin takes the fence (or registration) again before the
+// first command of a new session: a target that restarted forgets
+// persistent reservations (Linux tgt keeps them in memory only), and a
+// forgotten fence would never show as a conflict. PR commands skip it.
+func (c *Client) renewAfterLogin(op byte) {
+	if op == opPRIn || op == opPROut {
+		return
+	}
+	n := c.stats.logins.Load()
+	if c.fence.logins.Load() == n {
+		return
+	}
+	c.fence.mu.Lock()
+	defer c.fence.mu.Unlock()
+	if c.fence.logins.Load() == n {
+		return
+	}
+	key, reg := c.fence.key.Load(), c.fence.reg.Load()
+	switch {
+	case key != 0:
+		if _, err := c.TakeFence(key, false); err != nil {
+			c.log.Warn("fence could not be taken again after a new session", "err", err)
+			s := err.Error()
+			c.fence.lost.Store(&s)
+		} else {
+			c.fence.lost.Store(nil)
+			c.log.Info("fence taken again after a new session")
+		}
+	case reg != 0:
+		if err := c.PRRegister(reg); err != nil {
+			c.log.Warn("registration could not be renewed after a new session", "err", err)
+		}
+	}
+	c.fence.logins.Store(n)
 }
 
 // FenceLost says why the client could not re-take its fence after a
@@ -340,7 +383,10 @@ func (c *Client) FenceLost() string {
 // the session) it registers again and sends the command once more. A
 // registrant may write under the "registrants only" and "all registrants"
 // reservation types that clusters use.
-func (c *Client) SetRegistrationKey(key uint64) { c.fence.reg.Store(key) }
+func (c *Client) SetRegistrationKey(key uint64) {
+	c.fence.logins.Store(c.stats.logins.Load())
+	c.fence.reg.Store(key)
+}
 
 // SetFenceKey makes the client keep a WRITE EXCLUSIVE reservation with key
 // on its LUN (0: none). A target may tie a reservation to a session rather
@@ -349,8 +395,13 @@ func (c *Client) SetRegistrationKey(key uint64) { c.fence.reg.Store(key) }
 // meet RESERVATION CONFLICT from our own reservation. Then the client
 // re-takes it (TakeFence without preempting anybody else) and sends the
 // command again, once. If another key holds the reservation the conflict
-// stands: the fence is lost, and the command fails.
-func (c *Client) SetFenceKey(key uint64) { c.fence.key.Store(key) }
+// stands: the fence is lost, and the command fails. After a new session
+// (a reconnect: the target may have restarted and forgotten it) the
+// first command takes the fence again before it is sent.
+func (c *Client) SetFenceKey(key uint64) {
+	c.fence.logins.Store(c.stats.logins.Load())
+	c.fence.key.Store(key)
+}
 
 // FenceKey is the key set by SetFenceKey.
 func (c *Client) FenceKey() uint64 { return c.fence.key.Load() }

@@ -102,6 +102,9 @@ func parseSense(b []byte) (key, asc, ascq byte, ok bool) {
 // ATTENTION, BUSY, TASK SET FULL, NOT READY (becoming ready) and ABORTED
 // COMMAND are retried a few times: they say "try again", not "failed".
 func (c *Client) exec(cmd Command) (Response, error) {
+	if c.fence.key.Load() != 0 || c.fence.reg.Load() != 0 {
+		c.renewAfterLogin(cmd.CDB[0])
+	}
 	delay := 10 * time.Millisecond
 	refenced := false
 	for attempt := 0; ; attempt++ {
