@@ -146,6 +146,8 @@ type Manager struct {
 
 	// sess holds the migration sessions (session.go).
 	sess sessionSet
+	// fence holds the PR carrier (fence.go).
+	fence fenceSet
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -176,6 +178,8 @@ type dataVol struct {
 	// vanished or was replaced underneath lmtgt (offline.go); get fails
 	// from then on.
 	lost atomic.Pointer[string]
+	// fence is the fence of a remote volume (fence.go); nil: none.
+	fence atomic.Pointer[FenceStatus]
 }
 
 type openVol struct {

@@ -92,6 +92,11 @@ func (p *prState) find(nexus string) int {
 			return i
 		}
 	}
+	for i, r := range p.Registrants { // carried over (prcarry.go)
+		if matchNexus(r.Nexus, nexus) {
+			return i
+		}
+	}
 	return -1
 }
 
@@ -102,7 +107,7 @@ func (p *prState) isHolder(nexus string) bool {
 	if p.Type.allRegistrants() {
 		return p.find(nexus) >= 0
 	}
-	return p.Holder == nexus
+	return matchNexus(p.Holder, nexus)
 }
 
 // remove unregisters nexus; a reservation it held alone goes with it.
@@ -112,6 +117,7 @@ func (p *prState) remove(nexus string) (released bool) {
 	if i < 0 {
 		return false
 	}
+	nexus = p.Registrants[i].Nexus // a carried one may cover the caller's
 	p.Registrants = append(p.Registrants[:i], p.Registrants[i+1:]...)
 	if p.Type == prNone {
 		return false
@@ -123,7 +129,7 @@ func (p *prState) remove(nexus string) (released bool) {
 		}
 		return false
 	}
-	if p.Holder == nexus {
+	if matchNexus(p.Holder, nexus) {
 		p.Type, p.Holder = prNone, ""
 		return true
 	}
@@ -348,6 +354,9 @@ func (st *luState) persistentReserveIn(c *Cmd) samStatus {
 			if p.isHolder(reg.Nexus) {
 				d[12] = 0x01 // R_HOLDER
 				d[13] = byte(p.Type)
+			}
+			if carried(reg.Nexus) {
+				d[12] |= 0x02 // ALL_TG_PT (prcarry.go)
 			}
 			put16(d[18:], st.dev.srv.relPortOfNexus(reg.Nexus)) // alua.go
 			put32(d[20:], uint32(len(tid)))
