@@ -175,7 +175,10 @@ i=0; until iscsiadm -m session >/dev/null 2>&1 || [ $? -eq 21 ]; do
 # no_path_retry N so that a dead storage system does not hang it forever.)
 # path_grouping_policy failover: one path per group, I/O on one path at a
 # time; the old array and lmtgt are different systems with different
-# latencies, and round-robin across them gains nothing.
+# latencies, and round-robin across them gains nothing. prio const and
+# detect_prio no for the old array's vendor/product: its paths keep the
+# order they joined in even if lmtgt's path reports ALUA (TPGS) and the
+# kernel attaches scsi_dh_alua to it.
 cat > /etc/multipath.conf <<'MPC'
 defaults {
 	user_friendly_names no
@@ -204,6 +207,8 @@ devices {
 		product "VIRTUAL-DISK"
 		path_grouping_policy failover
 		path_checker tur
+		prio const
+		detect_prio no
 		no_path_retry queue
 		failback manual
 	}
@@ -392,6 +397,8 @@ sc_tgt() {
   ident "/dev/mapper/$MAP" > /tmp/ident.1
   cmp -s /tmp/ident.0 /tmp/ident.1 || { diff /tmp/ident.0 /tmp/ident.1; bad "the identity seen through the map changed"; return 1; }
   echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from tgt to lmtgt's local file"
+  echo "sg_inq -p 0x83 through the map now (the target port designators are lmtgt's, the LU ones tgt's):"
+  sg_inq -p 0x83 "/dev/mapper/$MAP" 2>&1 | sed 's/^/    /'
   dmesg | grep -E 'multipath|sd[a-z]+\]|dm-[0-9]' | tail -n 20
   n=$(( $(ioerr_count) - IOERR0 ))
   [ "$n" = 0 ] || { dmesg | grep -E "$IOERR_RE" | tail -n 10; bad "$n I/O error lines in the kernel log"; return 1; }
