@@ -557,11 +557,15 @@ setup_tgt() {
   guest_env "TGT_PORT=${TGT_PORTS[old]}" "TGT_IQN=$TGT_IQN" "LM_A_PORT=${LM_PORT[a]}" "LM_IQN=$LM_IQN"
 }
 act_tgt_import() {
-  lm a lun import vmdisk --from "iscsi://127.0.0.1:${TGT_PORTS[old]}/$TGT_IQN/1" >&2 &&
+  local j
+  lm a lun import vmdisk --from "iscsi://127.0.0.1:${TGT_PORTS[old]}/$TGT_IQN/1" --identity adopt >&2 &&
   lm a target create "$LM_IQN" >&2 &&
   lm a target map "$LM_IQN" vmdisk --lun 0 >&2 &&
   lm a target allow "$LM_IQN" ALL >&2 || { ACT_MSG="lun import or target setup on lmtgt failed"; return 1; }
   lmq a lun show vmdisk >&2
+  j=$(lmq a lun show vmdisk -o json)
+  [ "$(echo "$j" | jq -r '.identity + " " + .remote.session')" = "adopted up" ] ||
+    { ACT_MSG="lun vmdisk after the import: $(echo "$j" | jq -c '{identity, remote}'), want adopted with the remote session up"; return 1; }
   ACT_MSG="lun vmdisk imported from tgt and mapped at $LM_IQN/0"
 }
 act_tgt_migrate() {
