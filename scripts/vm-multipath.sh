@@ -144,17 +144,20 @@ stty -F /dev/ttyS1 raw -echo 2>/dev/null || stty raw -echo <&4
 # ask ACTION [SECONDS]: the host does ACTION (act_ACTION there) and answers
 # "VMTEST-ANSWER ACTION ok|fail MESSAGE"; true when it answered ok
 ask() {
-  local a=$1 secs=${2:-300} line deadline
+  local a=$1 secs=${2:-300} line part="" deadline
   deadline=$(( $(date +%s) + secs ))
   echo "VMTEST-HOST-ACTION: $a"
   while :; do
+    line=""
     if IFS= read -r -t 5 line <&4; then
-      line=${line%$'\r'}
+      line=$part${line%$'\r'}; part=""
       case "$line" in
         "VMTEST-ANSWER $a ok"*) echo "host: ${line#VMTEST-ANSWER }"; return 0 ;;
         "VMTEST-ANSWER $a "*) bad "host: ${line#VMTEST-ANSWER }"; return 1 ;;
         *) [ -n "$line" ] && echo "host channel: unexpected [$line]" ;;
       esac
+    else
+      part=$part$line   # a timeout keeps what it read of a line
     fi
     [ "$(date +%s)" -lt "$deadline" ] || { bad "no answer from the host ${secs}s after asking for $a"; return 1; }
   done
