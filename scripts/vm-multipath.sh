@@ -161,17 +161,20 @@ stty -F /dev/ttyS1 raw -echo 2>/dev/null || stty raw -echo <&4
 # ask ACTION [SECONDS]: the host does ACTION (act_ACTION there) and answers
 # "VMTEST-ANSWER ACTION ok|fail MESSAGE"; true when it answered ok
 ask() {
-  local a=$1 secs=${2:-300} line deadline
+  local a=$1 secs=${2:-300} line part="" deadline
   deadline=$(( $(date +%s) + secs ))
   echo "VMTEST-HOST-ACTION: $a"
   while :; do
+    line=""
     if IFS= read -r -t 5 line <&4; then
-      line=${line%$'\r'}
+      line=$part${line%$'\r'}; part=""
       case "$line" in
         "VMTEST-ANSWER $a ok"*) echo "host: ${line#VMTEST-ANSWER }"; return 0 ;;
         "VMTEST-ANSWER $a "*) bad "host: ${line#VMTEST-ANSWER }"; return 1 ;;
         *) [ -n "$line" ] && echo "host channel: unexpected [$line]" ;;
       esac
+    else
+      part=$part$line   # a timeout keeps what it read of a line
     fi
     [ "$(date +%s)" -lt "$deadline" ] || { bad "no answer from the host ${secs}s after asking for $a"; return 1; }
   done
@@ -192,7 +195,10 @@ i=0; until iscsiadm -m session >/dev/null 2>&1 || [ $? -eq 21 ]; do
 # no_path_retry N so that a dead storage system does not hang it forever.)
 # path_grouping_policy failover: one path per group, I/O on one path at a
 # time; the old array and lmtgt are different systems with different
-# latencies, and round-robin across them gains nothing.
+# latencies, and round-robin across them gains nothing. prio const and
+# detect_prio no for the old array's vendor/product: its paths keep the
+# order they joined in even if lmtgt's path reports ALUA (TPGS) and the
+# kernel attaches scsi_dh_alua to it.
 cat > /etc/multipath.conf <<'MPC'
 defaults {
 	user_friendly_names no
@@ -221,6 +227,8 @@ devices {
 		product "VIRTUAL-DISK"
 		path_grouping_policy failover
 		path_checker tur
+		prio const
+		detect_prio no
 		no_path_retry queue
 		failback manual
 	}
@@ -409,6 +417,8 @@ sc_tgt() {
   ident "/dev/mapper/$MAP" > /tmp/ident.1
   cmp -s /tmp/ident.0 /tmp/ident.1 || { diff /tmp/ident.0 /tmp/ident.1; bad "the identity seen through the map changed"; return 1; }
   echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from tgt to lmtgt's local file"
+  echo "sg_inq -p 0x83 through the map now (the target port designators are lmtgt's, the LU ones tgt's):"
+  sg_inq -p 0x83 "/dev/mapper/$MAP" 2>&1 | sed 's/^/    /'
   dmesg | grep -E 'multipath|sd[a-z]+\]|dm-[0-9]' | tail -n 20
   n=$(( $(ioerr_count) - IOERR0 ))
   [ "$n" = 0 ] || { dmesg | grep -E "$IOERR_RE" | tail -n 10; bad "$n I/O error lines in the kernel log"; return 1; }
@@ -682,11 +692,15 @@ setup_tgt() {
   guest_env "TGT_PORT=${TGT_PORTS[old]}" "TGT_IQN=$TGT_IQN" "LM_A_PORT=${LM_PORT[a]}" "LM_IQN=$LM_IQN"
 }
 act_tgt_import() {
-  lm a lun import vmdisk --from "iscsi://127.0.0.1:${TGT_PORTS[old]}/$TGT_IQN/1" >&2 &&
+  local j
+  lm a lun import vmdisk --from "iscsi://127.0.0.1:${TGT_PORTS[old]}/$TGT_IQN/1" --identity adopt >&2 &&
   lm a target create "$LM_IQN" >&2 &&
   lm a target map "$LM_IQN" vmdisk --lun 0 >&2 &&
   lm a target allow "$LM_IQN" ALL >&2 || { ACT_MSG="lun import or target setup on lmtgt failed"; return 1; }
   lmq a lun show vmdisk >&2
+  j=$(lmq a lun show vmdisk -o json)
+  [ "$(echo "$j" | jq -r '.identity + " " + .remote.session')" = "adopted up" ] ||
+    { ACT_MSG="lun vmdisk after the import: $(echo "$j" | jq -c '{identity, remote}'), want adopted with the remote session up"; return 1; }
   ACT_MSG="lun vmdisk imported from tgt and mapped at $LM_IQN/0"
 }
 act_tgt_migrate() {
