@@ -232,6 +232,10 @@ func TestImportCrashLoop(t *testing.T) {
 		if st.State == "faulty" || st.State == "cancelled" || st.State == "split" {
 			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, st)
 		}
+		waitFor(t, stateTimeout, fmt.Sprintf("the pair resumed after kill %d (%s)", i+1, phase), func() (bool, string) {
+			st := d.mig("imp")
+			return st.State == "copying" || st.State == "synced", st.String()
+		})
 	}
 
 	if !killedSplit {
