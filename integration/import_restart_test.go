@@ -225,3 +225,60 @@ func remoteRestart(t *testing.T, imp bool, phase string) {
 		compareRef(t, "the local LUN's old file after the split", ld.VolumePath, m.img, size)
 	}
 }
+
+// TestImportRemoteRestartWithinTimeout: tgt, the source of an import
+// migration in dual-write, is killed (kill -9) and restarted within the
+// replacement timeout (the default, 30 s). lmtgt's initiator logs in again
+// and re-issues what was in flight: the host's writes through lmtgt only
+// stall, none fails, the path is up again, and after the split the LUN,
+// its local file and the old array hold every acknowledged write.
+func TestImportRemoteRestartWithinTimeout(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img", "tgtd")
+	const size = 16 << 20
+	const nblocks = size / mBlock
+	old := startOldArray(t, size, "", "")
+	m := &lunModel{t: t, img: make(image, nblocks), next: 10}
+	q0 := startQIO(t, "prefill", old.url())
+	prefill(t, q0, m.img, 0, nblocks/2, 0x31)
+	q0.close()
+	d := StartDaemon(t, "")
+	d.OK("lun", "import", "imp", "--from", old.url())
+	d.OK("lun", "create", "loc", "--size", "16MiB")
+	iqn := testIQN("imp")
+	d.OK("target", "create", iqn)
+	d.OK("target", "map", iqn, "imp")
+	d.OK("target", "allow", iqn, "ALL")
+	m.url = d.URL(iqn, 0)
+	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "highest")
+	d.waitMig("imp", syncTimeout, "synced")
+
+	var blocks [][2]int
+	for b := range nblocks {
+		blocks = append(blocks, [2]int{0, b})
+	}
+	q := startQIO(t, "host", m.url)
+	s := runStream("host", time.Now().UnixNano(), []*qio{q}, blocks, m.next)
+	defer s.stop()
+	s.waitAcked(t, 10, "before tgt is killed")
+	old.kill()
+	waitFor(t, 20*time.Second, "lun show: the remote path no longer up", func() (bool, string) {
+		l, _ := remoteOf(t, d, "imp")
+		return l.Remote.Session != "up", l.Remote.Session
+	})
+	old.restart()
+	waitPathUp(t, d, "imp")
+	s.waitAcked(t, 20, "after tgt came back")
+	if err := s.firstErr(); err != nil {
+		t.Fatalf("a host write failed although tgt was back within the replacement timeout: %v", err)
+	}
+	ws := s.stop()
+	q.close()
+	m.absorb(ws)
+	d.waitMig("imp", syncTimeout, "synced")
+	var sr splitView
+	d.JSON(&sr, "migration", "split", "imp")
+	li := d.lun("imp")
+	m.check("after the split", nil)
+	compareRef(t, "the imported LUN's local file after the split", li.VolumePath, m.img, size)
+	compareRef(t, "the old array after the split", old.url(), m.img, size)
+}
