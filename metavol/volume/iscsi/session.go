@@ -111,6 +111,10 @@ type Client struct {
 	done    chan struct{}
 	seq     atomic.Uint64
 
+	// dataIn is the pool of Data-In segment buffers (conn.dataBuf),
+	// shared by the session's successive connections.
+	dataIn sync.Pool
+
 	state  atomic.Int32
 	params atomic.Pointer[Params]
 	stats  struct {
@@ -249,7 +253,7 @@ func newOwner(c *Client) *owner {
 }
 
 func (o *owner) up(li *loggedIn) {
-	o.conn = newConn(li)
+	o.conn = newConn(li, &o.c.dataIn)
 	o.cmdSN, o.maxCmdSN, o.expStatSN = li.cmdSN, li.maxCmdSN, li.expStatSN
 	o.downSince = time.Time{}
 	o.failFast = false
@@ -291,7 +295,10 @@ func (o *owner) run() {
 			}
 		case p := <-in:
 			o.lastRecv = time.Now()
-			if err := o.handle(p); err != nil {
+			c := o.conn
+			err := o.handle(p)
+			c.releaseData(&p) // handle copied what it needed
+			if err != nil {
 				o.drop(err)
 			}
 		case err := <-errc:
