@@ -2,6 +2,8 @@ package iscsi
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"runtime"
 	"testing"
@@ -55,5 +57,53 @@ func TestTgtDataInBuffersReused(t *testing.T) {
 	// least 1 MiB per read, whatever the GC.
 	if per >= 512<<10 {
 		t.Fatalf("%d bytes allocated per 1 MiB read: the Data-In segment buffers are not reused", per)
+	}
+}
+
+// TestTgtNextDataHint: on a thin-provisioned LUN NextData asks GET LBA
+// STATUS, and answers from the last data extent it was told about without
+// another round trip (the copier asks for every chunk); an Unmap forgets
+// that extent, and holes are still found.
+func TestTgtNextDataHint(t *testing.T) {
+	const size = 16 << 20
+	g := startTgt(t, tgtOpts{size: size})
+	g.adm("--op", "update", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--params", "thin_provisioning=1")
+	f, err := os.OpenFile(g.backing, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x5a}, 4<<20), 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	v := openT(t, g.url("", ""), Config{})
+	next := func(off int64) (int64, int64, error) {
+		t.Helper()
+		s, e, err := v.NextData(off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("NextData(%d): %v", off, err)
+		}
+		return s, e, err
+	}
+	if s, e, _ := next(0); s != 4<<20 || e != 8<<20 {
+		t.Fatalf("NextData(0) = [%d,%d), want the data at [4 MiB, 8 MiB)", s, e)
+	}
+	c0 := v.Client().Stats().Commands
+	if s, e, _ := next(5 << 20); s != 5<<20 || e != 8<<20 {
+		t.Fatalf("NextData(5 MiB) = [%d,%d), want [5 MiB, 8 MiB)", s, e)
+	}
+	if c := v.Client().Stats().Commands; c != c0 {
+		t.Fatalf("NextData inside the known data extent sent %d commands, want none", c-c0)
+	}
+	if _, _, err := next(8 << 20); !errors.Is(err, io.EOF) {
+		t.Fatalf("NextData(8 MiB) past the last data: %v, want io.EOF", err)
+	}
+	if err := v.Unmap(4<<20, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	c1 := v.Client().Stats().Commands
+	next(6 << 20)
+	if c := v.Client().Stats().Commands; c == c1 {
+		t.Fatal("NextData after an Unmap answered from the old extent without asking the target")
 	}
 }

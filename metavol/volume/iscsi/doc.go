@@ -80,7 +80,10 @@
 // refuses that. Sync is SYNCHRONIZE CACHE(16) (10 when 16 is refused).
 // Size comes from READ CAPACITY(16) at open. Close logs out. NextData
 // (the volume.File contract) asks GET LBA STATUS on thin-provisioned LUNs so
-// a copier can skip deallocated ranges; elsewhere everything is data.
+// a copier can skip deallocated ranges; elsewhere everything is data. The
+// last data extent reported is kept as a hint and answers NextData inside
+// it without a round trip (an old "data" answer is never wrong: a hole
+// read as data reads zeros); Unmap drops it.
 //
 // Identity (identity.go) reads the LUN's standard INQUIRY vendor/product/
 // revision, VPD 0x80 serial and the logical-unit designators of VPD 0x83,

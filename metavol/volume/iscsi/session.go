@@ -61,6 +61,7 @@ type Stats struct {
 	Expired     int64 // commands failed by the replacement timeout
 	TimedOut    int64 // commands failed after MaxAttempts
 	MaxInFlight int64 // most commands in flight at once
+	Commands    int64 // SCSI commands sent (re-issues included)
 }
 
 // task is one SCSI command from submission to completion. The fields below
@@ -118,7 +119,7 @@ type Client struct {
 	state  atomic.Int32
 	params atomic.Pointer[Params]
 	stats  struct {
-		logins, reissued, aborts, nopsIn, nopsOut, drops, expired, timedOut, maxInFlight atomic.Int64
+		logins, reissued, aborts, nopsIn, nopsOut, drops, expired, timedOut, maxInFlight, commands atomic.Int64
 	}
 }
 
@@ -163,7 +164,8 @@ func (c *Client) Stats() Stats {
 	s := &c.stats
 	return Stats{Logins: s.logins.Load(), Reissued: s.reissued.Load(), Aborts: s.aborts.Load(),
 		NopsIn: s.nopsIn.Load(), NopsOut: s.nopsOut.Load(), ConnDrops: s.drops.Load(),
-		Expired: s.expired.Load(), TimedOut: s.timedOut.Load(), MaxInFlight: s.maxInFlight.Load()}
+		Expired: s.expired.Load(), TimedOut: s.timedOut.Load(), MaxInFlight: s.maxInFlight.Load(),
+		Commands: s.commands.Load()}
 }
 
 // Close logs out and ends the session; commands still queued fail with
@@ -566,6 +568,7 @@ func (o *owner) issue() {
 
 func (o *owner) send(t *task) {
 	p := &o.conn.p
+	o.c.stats.commands.Add(1)
 	t.itt = o.newITT()
 	t.cmdSN = o.cmdSN
 	o.cmdSN++
