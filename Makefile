@@ -20,6 +20,8 @@ STRESS_KILLS ?= 200
 STRESS_CRASHPOINTS ?= 3000
 # `make stress`: power cuts of a migration with its data dir on crashfs (lm TestPowerLossMigration).
 STRESS_LM_POWERCUTS ?= 100
+# `make stress`: kill -9 rounds of the import migration crash loop (tgt as the old array).
+STRESS_IMPORT_KILLS ?= 60
 # `make stress`: kill -9 rounds of the 2048-pair consistent split.
 STRESS_SCALE_KILLS ?= 12
 # Power cuts of scripts/vm-powercut.sh: in `make test`, and in `make stress`.
@@ -44,7 +46,7 @@ help:
 	@echo "make test-crash   thousands of power-loss crash points (data volumes, meta volume)"
 	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
-	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
+	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9 (STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) of an import), repeated unit tests,"
 	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume and"
 	@echo "                  STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) of a migration (crashfs)"
 	@echo "                  and STRESS_SCALE_KILLS=$(STRESS_SCALE_KILLS) kills of a 2048-pair split,"
@@ -156,7 +158,7 @@ STRESS_VOLUME_CRASHPOINTS ?= 5000
 # kill -9, the restart test, the migration and DCL unit tests repeated, and
 # STRESS_POWERCUTS power cuts of the VM.
 stress:
-	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
+	LMTGT_STRESS_KILLS=$(STRESS_KILLS) LMTGT_STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
 	LMTGT_STRESS_VOLUME_CRASHPOINTS=$(STRESS_VOLUME_CRASHPOINTS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'TestVolumePowerLoss$$|TestVolumeErrorAtEveryStep$$' -v ./lm/
