@@ -153,3 +153,41 @@ type LUNStatus struct {
 	State  LUNState
 	Reason string // why it is offline; "" when online
 }
+
+// SessionRequest asks for a new session. Each pair names its source and
+// target LUN (and optionally its Vehicle); the session's Speed, MaxMBps and
+// Verify apply to every pair, and AutoSplit is the session's.
+type SessionRequest struct {
+	Name      string
+	Pairs     []PairRequest
+	Speed     Speed // default SpeedMedium
+	MaxMBps   int64
+	MaxActive int // pairs of the session copying at once; 0 = no limit
+	AutoSplit bool
+	Verify    bool
+}
+
+// SessionStatus is a session as shown by `session show`.
+type SessionStatus struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
+	Speed     Speed  `json:"speed"`
+	MaxMBps   int64  `json:"max_mbps"`
+	MaxActive int    `json:"max_active"`
+	AutoSplit bool   `json:"auto_split"`
+	Verify    bool   `json:"verify"`
+	Paused    bool   `json:"paused"`
+	// Sums over the pairs; ETA from the remaining bytes and the rate.
+	CopiedBytes  int64   `json:"copied_bytes"`
+	TotalBytes   int64   `json:"total_bytes"`
+	DCLBytes     int64   `json:"dcl_bytes"`
+	RateBps      int64   `json:"rate_bps"`
+	ETASeconds   int64   `json:"eta_seconds"`
+	SplitPauseMS float64 `json:"split_pause_ms"`
+	// Counts is the number of pairs per pair state.
+	Counts  map[string]int `json:"counts"`
+	Pairs   []PairStatus   `json:"pairs"`
+	Created time.Time      `json:"created"`
+}
