@@ -130,6 +130,8 @@ type Manager struct {
 	// admin serialises the admin operations (LUN and pair changes,
 	// split). Taken before mu; never held by the host I/O path.
 	admin sync.Mutex
+	// exporter applies target changes live (targets.go); guarded by admin.
+	exporter Exporter
 
 	// mu guards the maps (not what the entries point at). Never held
 	// during I/O or a meta volume transaction.

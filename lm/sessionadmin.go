@@ -16,32 +16,37 @@ import (
 // across a crash): if a pair is refused nothing is created and the error
 // names the refused pair and why.
 func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
+	obj := sessionObject(req.Name)
+	if req.Name == "" {
+		return SessionStatus{}, refuse(ErrInvalid, "session", "a name is required")
+	}
+	if len(req.Pairs) == 0 {
+		return SessionStatus{}, refuse(ErrInvalid, obj, "no pairs: at least one pair (source and target LUN) is required")
+	}
+	sp, err := checkSpeed(obj, req.Speed)
+	if err != nil {
+		return SessionStatus{}, err
+	}
+	req.Speed = sp
+	if req.MaxMBps < 0 {
+		return SessionStatus{}, refuse(ErrInvalid, obj, "max MB/s %d is negative", req.MaxMBps)
+	}
+	if req.MaxActive < 0 {
+		return SessionStatus{}, refuse(ErrInvalid, obj, "max active %d is negative (0: every pair copies at once)", req.MaxActive)
+	}
+	for i, p := range req.Pairs {
+		if p.Source == "" || p.Target == "" {
+			return SessionStatus{}, refuse(ErrInvalid, obj, "pair %d: both a source and a target LUN are required", i+1)
+		}
+	}
 	if m.isClosed() {
 		return SessionStatus{}, fmt.Errorf("session %s: manager closed: %w", req.Name, ErrState)
 	}
 	if !lunNameRE.MatchString(req.Name) {
 		return SessionStatus{}, fmt.Errorf("session name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, ErrInvalid)
 	}
-	if len(req.Pairs) == 0 {
-		return SessionStatus{}, fmt.Errorf("session %s: no pairs: %w", req.Name, ErrInvalid)
-	}
-	if req.Speed == "" {
-		req.Speed = SpeedMedium
-	}
-	if _, err := rateOf(req.Speed); err != nil {
-		return SessionStatus{}, fmt.Errorf("session %s: %w", req.Name, err)
-	}
-	if req.MaxMBps < 0 {
-		return SessionStatus{}, fmt.Errorf("session %s: max MB/s %d is negative: %w", req.Name, req.MaxMBps, ErrInvalid)
-	}
-	if req.MaxActive < 0 {
-		return SessionStatus{}, fmt.Errorf("session %s: max active %d is negative: %w", req.Name, req.MaxActive, ErrInvalid)
-	}
 	used := map[string]string{}
 	for i, p := range req.Pairs {
-		if p.Source == "" || p.Target == "" {
-			return SessionStatus{}, fmt.Errorf("session %s: pair %d: source and target LUN names are required: %w", req.Name, i+1, ErrInvalid)
-		}
 		for _, l := range []string{p.Source, p.Target} {
 			if prev, ok := used[l]; ok {
 				return SessionStatus{}, fmt.Errorf("session %s: LUN %s is named twice (pairs %s and %d): %w", req.Name, l, prev, i+1, ErrInvalid)
@@ -247,13 +252,8 @@ func (m *Manager) ResumeSession(name string) (SessionStatus, error) {
 
 // SetSession changes the speed and/or cap of every pair of the session.
 func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error) {
-	if req.Speed != nil {
-		if _, err := rateOf(*req.Speed); err != nil {
-			return SessionStatus{}, fmt.Errorf("session %s: %w", name, err)
-		}
-	}
-	if req.MaxMBps != nil && *req.MaxMBps < 0 {
-		return SessionStatus{}, fmt.Errorf("session %s: max MB/s %d is negative: %w", name, *req.MaxMBps, ErrInvalid)
+	if err := checkSetRequest(sessionObject(name), &req); err != nil {
+		return SessionStatus{}, err
 	}
 	s, err := m.opSession(name, func(s *session, ps []sessionPair, st SessionState) error {
 		if st.Final() {

@@ -29,8 +29,8 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	if m.isClosed() {
 		return SplitResult{}, fmt.Errorf("split: manager closed: %w", ErrState)
 	}
-	if len(sources) == 0 {
-		return SplitResult{}, fmt.Errorf("split: no pairs named: %w", ErrInvalid)
+	if err := checkSplitSources(sources); err != nil {
+		return SplitResult{}, err
 	}
 	if maxPause <= 0 {
 		maxPause = DefaultMaxPause
