@@ -334,6 +334,10 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		e := m.newEntry(l)
 		m.mu.luns[l.ID] = e
 	}
+	if err := m.adoptSessionPairs(pairs); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("lm: record the sessions of old pair records: %w", err)
+	}
 	m.dcl = dcl.Open(db, dcl.Options{Log: opts.Log, ClearInterval: opts.ClearInterval})
 	if err := m.recover(pairs); err != nil {
 		m.Close()

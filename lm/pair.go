@@ -613,12 +613,12 @@ func (m *Manager) activePair(source string) (*pair, error) {
 	return nil, m.noActivePair(source)
 }
 
-// Pause stops the copy; host writes then go to the source only and are
+// pause stops the copy; host writes then go to the source only and are
 // recorded in the DCL. It returns once the copier has stopped.
-func (m *Manager) Pause(source string) error {
+func (m *Manager) pause(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if err != nil {
 		return err
 	}
@@ -631,31 +631,31 @@ func (m *Manager) Pause(source string) error {
 	return nil
 }
 
-// Resume continues a paused pair: the copy goes on from the cursor and
+// resume continues a paused pair: the copy goes on from the cursor and
 // the DCL (what changed while paused) is re-copied.
-func (m *Manager) Resume(source string) error {
+func (m *Manager) resume(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if err != nil {
 		return err
 	}
 	if p.getState() != StatePaused {
-		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", source, p.getState(), ErrState)
+		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", ref, p.getState(), ErrState)
 	}
 	return p.transition(StateCopying, "resumed by admin")
 }
 
-// Cancel ends a pair: the copy stops, the target is left as it was, the
+// cancelPair ends a pair: the copy stops, the target is left as it was, the
 // source untouched, the DCL dropped and the pair record deleted. A faulty
 // pair (final) is removed the same way, and so is a pair that could not
 // be loaded (its LUNs come back online).
-func (m *Manager) Cancel(source string) error {
+func (m *Manager) cancelPair(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if errors.Is(err, ErrOffline) {
-		return m.cancelUnloaded(source)
+		return m.cancelUnloaded(ref.key())
 	}
 	if err != nil {
 		return err
@@ -701,14 +701,14 @@ func (m *Manager) removePair(p *pair) error {
 	return nil
 }
 
-// Set changes a pair's throttle while it runs.
-func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
-	if err := checkSetRequest(pairObject(source), &req); err != nil {
+// set changes a pair's throttle while it runs.
+func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
+	if err := checkSetRequest(pairObject(ref.String()), &req); err != nil {
 		return PairStatus{}, err
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if err != nil {
 		return PairStatus{}, err
 	}
@@ -724,7 +724,7 @@ func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
 		rec.MaxMBps = *req.MaxMBps
 	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
-		return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
+		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)
 	}
 	p.mu.Lock()
 	p.mu.rec = rec

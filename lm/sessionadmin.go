@@ -81,6 +81,7 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 			m.admin.Unlock()
 			return SessionStatus{}, fmt.Errorf("session %s: pair %d (%s → %s) refused: %w", req.Name, i+1, pr.Source, pr.Target, err)
 		}
+		pl.rec.Session = rec.ID
 		plans = append(plans, pl)
 		rec.PairIDs = append(rec.PairIDs, pl.rec.ID)
 		rec.Sources = append(rec.Sources, pr.Source)
@@ -201,7 +202,7 @@ func (m *Manager) PauseSession(name string) (SessionStatus, error) {
 		var errs []error
 		for _, p := range ps {
 			if p.state == StateQueued || p.state == StateCopying || p.state == StateSynced {
-				if err := m.Pause(p.st.Source); err != nil && !errors.Is(err, ErrState) {
+				if err := m.pause(byID(p.st.ID)); err != nil && !errors.Is(err, ErrState) {
 					errs = append(errs, err)
 				}
 			}
@@ -274,7 +275,7 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 			if !p.active() {
 				continue
 			}
-			if _, err := m.Set(p.st.Source, req); err != nil && !errors.Is(err, ErrNotFound) {
+			if _, err := m.set(byID(p.st.ID), req); err != nil && !errors.Is(err, ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
@@ -299,7 +300,7 @@ func (m *Manager) SplitSession(name string, maxPause time.Duration) (SplitResult
 			return fmt.Errorf("session %s is %s: nothing to split: %w", name, st, ErrState)
 		}
 		var err error
-		res, err = m.Split(activeSources(ps), maxPause)
+		res, err = m.split(activeRefs(ps), maxPause)
 		if err != nil {
 			return fmt.Errorf("session %s: %w", name, err)
 		}
@@ -327,7 +328,7 @@ func (m *Manager) CancelSession(name string) (SessionStatus, error) {
 			if !p.active() {
 				continue
 			}
-			if err := m.Cancel(p.st.Source); err != nil && !errors.Is(err, ErrNotFound) {
+			if err := m.cancelPair(byID(p.st.ID)); err != nil && !errors.Is(err, ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
@@ -353,7 +354,25 @@ func (m *Manager) DeleteSession(name string) error {
 			return fmt.Errorf("session %s is %s: cancel or split it first: %w", name, st, ErrState)
 		}
 		rec := s.record()
-		if err := m.db.Update(func(tx *metavol.Tx) error { return tx.DeleteSession(rec.ID) }); err != nil {
+		// The records of its split pairs stay, no longer in a session.
+		if err := m.db.Update(func(tx *metavol.Tx) error {
+			for _, id := range rec.PairIDs {
+				pr, err := tx.GetPair(id)
+				if errors.Is(err, metavol.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if pr.Session == rec.ID {
+					pr.Session = ""
+					if err := tx.PutPair(pr); err != nil {
+						return err
+					}
+				}
+			}
+			return tx.DeleteSession(rec.ID)
+		}); err != nil {
 			return mapMetaErr("session", name, err)
 		}
 		m.sess.mu.Lock()

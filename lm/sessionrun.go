@@ -170,6 +170,55 @@ func (m *Manager) pairStatusByID(id, source, target string) PairStatus {
 	return PairStatus{ID: id, Source: source, Target: target, State: StateCancelled.String(), Reason: "pair removed (cancelled)"}
 }
 
+// adoptSessionPairs gives every pair record listed by a session record
+// but written before pair records carried their session (metavol.Pair.
+// Session) that session's ID, in pairs and in the meta volume (one
+// transaction), before the pairs are loaded. A pair listed by two
+// sessions keeps the first (by name); that never happens, since
+// createPairs writes a pair and its session together. A failed write is
+// logged, not fatal (see below).
+func (m *Manager) adoptSessionPairs(pairs []metavol.Pair) error {
+	var ss []metavol.Session
+	if err := m.db.View(func(tx *metavol.Tx) error {
+		var err error
+		ss, err = tx.Sessions()
+		return err
+	}); err != nil {
+		return err
+	}
+	owner := map[string]string{} // pair ID -> session ID
+	for _, s := range ss {
+		for _, id := range s.PairIDs {
+			if _, ok := owner[id]; !ok {
+				owner[id] = s.ID
+			}
+		}
+	}
+	var changed []int
+	for i := range pairs {
+		if sid, ok := owner[pairs[i].ID]; ok && pairs[i].Session == "" {
+			pairs[i].Session = sid
+			changed = append(changed, i)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	if err := m.db.Update(func(tx *metavol.Tx) error {
+		for _, i := range changed {
+			if err := tx.PutPair(pairs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		// Not fatal: the pairs carry it in memory, and their next
+		// persisted change writes it.
+		m.log.Warn().Err(err).Int("pairs", len(changed)).Msg("session of old pair records not persisted yet")
+	}
+	return nil
+}
+
 // loadSessions loads the sessions (after the pairs) and starts the
 // runners of the unfinished ones.
 func (m *Manager) loadSessions() error {
@@ -285,7 +334,7 @@ func (s *session) step(ctx context.Context) (done, retry bool) {
 	if rec.Paused {
 		for _, p := range ps {
 			if p.state == StateCopying || p.state == StateSynced {
-				if err := s.m.Pause(p.st.Source); err != nil {
+				if err := s.m.pause(byID(p.st.ID)); err != nil {
 					s.m.log.Warn().Err(err).Str("session", rec.Name).Msg("session paused: cannot pause a pair")
 				}
 			}
@@ -300,8 +349,7 @@ func (s *session) step(ctx context.Context) (done, retry bool) {
 	if !rec.AutoSplit || s.splitBlocked {
 		return false, false
 	}
-	srcs := activeSources(ps)
-	res, err := s.m.Split(srcs, 0)
+	res, err := s.m.split(activeRefs(ps), 0)
 	switch {
 	case err == nil:
 		s.setReason("")
@@ -319,14 +367,16 @@ func (s *session) step(ctx context.Context) (done, retry bool) {
 	}
 }
 
-func activeSources(ps []sessionPair) []string {
-	var srcs []string
+// activeRefs names the session's pairs that are not split nor cancelled,
+// by pair ID.
+func activeRefs(ps []sessionPair) []pairRef {
+	var refs []pairRef
 	for _, p := range ps {
 		if p.active() {
-			srcs = append(srcs, p.st.Source)
+			refs = append(refs, byID(p.st.ID))
 		}
 	}
-	return srcs
+	return refs
 }
 
 // schedule resumes held pairs while fewer than MaxActive of the session's
@@ -353,7 +403,7 @@ func (s *session) schedule(ps []sessionPair) {
 			continue
 		}
 		if running < limit {
-			if err := s.m.Resume(p.st.Source); err == nil {
+			if err := s.m.resume(byID(p.st.ID)); err == nil {
 				running++
 				continue
 			} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrState) {
