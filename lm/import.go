@@ -243,7 +243,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 		return metavol.LUN{}, err
 	}
 	bs := rv.BlockSize()
-	if bs != 512 && bs != 4096 {
+	if !servedBlockSize(int64(bs)) {
 		return fail(fmt.Errorf("lun %s: remote %s has %d-byte blocks (lmtgt serves 512 or 4096): %w", req.Name, r.URL(), bs, ErrInvalid))
 	}
 	vrec.Size = rv.Size()

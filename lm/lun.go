@@ -157,7 +157,7 @@ func checkCreateLUN(req *CreateLUNRequest) (uint32, error) {
 	if bs == 0 {
 		bs = 512
 	}
-	if bs != 512 && bs != 4096 {
+	if !servedBlockSize(int64(bs)) {
 		return 0, refuse(ErrInvalid, obj, "block size %d: must be 512 or 4096", req.BlockSize)
 	}
 	switch {
@@ -178,6 +178,10 @@ func checkCreateLUN(req *CreateLUNRequest) (uint32, error) {
 	}
 	return bs, nil
 }
+
+// servedBlockSize reports whether lmtgt serves LUNs with blocks of bs
+// bytes: 512 or 4096 (a created LUN's choice, an imported LUN's given).
+func servedBlockSize(bs int64) bool { return bs == 512 || bs == 4096 }
 
 // checkBlocks refuses a LUN size that is not a whole number of blocks.
 func checkBlocks(obj string, size int64, bs uint32) error {

@@ -5,15 +5,25 @@ import (
 	"time"
 )
 
-// The Manager's public API (implemented in manager.go, lun.go, pair*.go):
+// The Manager's public API (implemented in manager.go, lun.go, import.go,
+// views.go, targets.go, pair.go, pairref.go, split.go, session*.go):
 //
 //	func Open(db *metavol.DB, opts Options) (*Manager, error) // reopen volumes, recover pairs
 //	func (m *Manager) Close() error
 //	func (m *Manager) LUN(id string) (volume.Volume, error)    // the host I/O handle, stable across splits
 //
 //	func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error)
+//	func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error)
 //	func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error)
 //	func (m *Manager) DeleteLUN(name string) error              // refused while mapped or in a pair
+//	func (m *Manager) LUNInfos() ([]LUNInfo, error); LUNInfo(name string) (LUNInfo, error)
+//
+//	func (m *Manager) SetExporter(e Exporter)                   // applies target changes live
+//	func (m *Manager) CreateTarget(iqn string) error; DeleteTarget(iqn string, force bool) error
+//	func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error); UnmapLUN(iqn, lun string) error
+//	func (m *Manager) AllowInitiator / DisallowInitiator / SetTargetCHAP / ClearTargetCHAP
+//	func (m *Manager) DiscoveryCHAP / SetDiscoveryCHAP / ClearDiscoveryCHAP
+//	func (m *Manager) TargetInfos() ([]TargetInfo, error); TargetInfo(iqn string) (TargetInfo, error)
 //
 //	func (m *Manager) CreatePair(req PairRequest) (PairStatus, error)
 //	func (m *Manager) Pairs() []PairStatus
@@ -23,6 +33,10 @@ import (
 //	func (m *Manager) Cancel(source string) error
 //	func (m *Manager) Set(source string, req SetRequest) (PairStatus, error)
 //	func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error)
+//
+//	func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error)
+//	func (m *Manager) Sessions() []SessionStatus; Session(name string) (SessionStatus, error)
+//	func (m *Manager) PauseSession / ResumeSession / SetSession / SplitSession / CancelSession / DeleteSession
 
 // CreateLUNRequest asks for a new LUN.
 type CreateLUNRequest struct {

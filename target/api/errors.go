@@ -29,10 +29,6 @@ func notFound(object, format string, args ...any) *wire.Error {
 	return apiErr(http.StatusNotFound, object, format, args...)
 }
 
-func conflict(object, format string, args ...any) *wire.Error {
-	return apiErr(http.StatusConflict, object, format, args...)
-}
-
 // sentinels maps the lm, metavol and volume sentinel errors to a status.
 // The first match wins, so the more specific errors come first.
 var sentinels = []struct {
