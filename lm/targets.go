@@ -111,11 +111,16 @@ func (m *Manager) applyAdminLocked() error {
 	return m.exporter.ApplyTargets(cfg)
 }
 
-// commitApply runs change in one meta volume transaction and applies the
-// configuration live. change returns the undo of what it did (run in a
-// second transaction if Apply fails, then applied again). Called with
-// admin held.
+// commitApply runs change under the admin lock in one meta volume
+// transaction and applies the configuration live. change returns the undo
+// of what it did (run in a second transaction if Apply fails, then
+// applied again).
 func (m *Manager) commitApply(obj string, change func(tx *metavol.Tx) (undo func(tx *metavol.Tx) error, err error)) error {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	if err := m.closedRefusal(obj); err != nil {
+		return err
+	}
 	var undo func(tx *metavol.Tx) error
 	if err := m.db.Update(func(tx *metavol.Tx) error {
 		var err error
@@ -158,11 +163,6 @@ func (m *Manager) CreateTarget(iqn string) error {
 	if err := ValidateISCSIName(iqn); err != nil {
 		return refuse(ErrInvalid, obj, "bad IQN: %v", err)
 	}
-	m.admin.Lock()
-	defer m.admin.Unlock()
-	if err := m.closedRefusal(obj); err != nil {
-		return err
-	}
 	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
 		if _, err := tx.GetTarget(iqn); err == nil {
 			return nil, refuse(ErrExists, obj, "already exists")
@@ -178,11 +178,6 @@ func (m *Manager) CreateTarget(iqn string) error {
 // (the Exporter then drops its sessions).
 func (m *Manager) DeleteTarget(iqn string, force bool) error {
 	obj := targetObject(iqn)
-	m.admin.Lock()
-	defer m.admin.Unlock()
-	if err := m.closedRefusal(obj); err != nil {
-		return err
-	}
 	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
 		t, err := tx.GetTarget(iqn)
 		if err != nil {
@@ -200,11 +195,6 @@ func (m *Manager) DeleteTarget(iqn string, force bool) error {
 // transaction, persists it and applies it live (commitApply).
 func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Target) error) error {
 	obj := targetObject(iqn)
-	m.admin.Lock()
-	defer m.admin.Unlock()
-	if err := m.closedRefusal(obj); err != nil {
-		return err
-	}
 	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
 		old, err := tx.GetTarget(iqn)
 		if err != nil {
@@ -464,11 +454,6 @@ func (m *Manager) ClearDiscoveryCHAP() error {
 // changeDiscovery persists a discovery change and applies it live
 // (commitApply).
 func (m *Manager) changeDiscovery(fn func(tx *metavol.Tx) error) error {
-	m.admin.Lock()
-	defer m.admin.Unlock()
-	if err := m.closedRefusal(discoveryObject); err != nil {
-		return err
-	}
 	return m.commitApply(discoveryObject, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
 		old, err := tx.GetMeta(discoveryCHAPKey)
 		if err != nil {

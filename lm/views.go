@@ -48,6 +48,19 @@ func pairHoldsLUNs(state string) bool {
 	return state != StateSplit.String() && state != StateCancelled.String()
 }
 
+// oneOrAll returns every record when key is "", else the one get finds
+// (a "not found" Refusal about obj if there is none).
+func oneOrAll[T any](key string, get func(string) (T, error), all func() ([]T, error), obj string) ([]T, error) {
+	if key == "" {
+		return all()
+	}
+	r, err := get(key)
+	if err != nil {
+		return nil, orNotFound(err, obj)
+	}
+	return []T{r}, nil
+}
+
 // LUNInfos returns every LUN, sorted by name.
 func (m *Manager) LUNInfos() ([]LUNInfo, error) { return m.lunInfos("") }
 
@@ -69,18 +82,9 @@ func (m *Manager) LUNInfo(name string) (LUNInfo, error) {
 func (m *Manager) lunInfos(name string) ([]LUNInfo, error) {
 	var out []LUNInfo
 	err := m.db.View(func(tx *metavol.Tx) error {
-		var luns []metavol.LUN
-		if name == "" {
-			var err error
-			if luns, err = tx.LUNs(); err != nil {
-				return err
-			}
-		} else {
-			l, err := tx.LUNByName(name)
-			if err != nil {
-				return orNotFound(err, lunObject(name))
-			}
-			luns = []metavol.LUN{l}
+		luns, err := oneOrAll(name, tx.LUNByName, tx.LUNs, lunObject(name))
+		if err != nil {
+			return err
 		}
 		targets, err := tx.Targets()
 		if err != nil {
@@ -176,18 +180,9 @@ func (m *Manager) TargetInfo(iqn string) (TargetInfo, error) {
 func (m *Manager) targetInfos(iqn string) ([]TargetInfo, error) {
 	var out []TargetInfo
 	err := m.db.View(func(tx *metavol.Tx) error {
-		var recs []metavol.Target
-		if iqn == "" {
-			var err error
-			if recs, err = tx.Targets(); err != nil {
-				return err
-			}
-		} else {
-			t, err := tx.GetTarget(iqn)
-			if err != nil {
-				return orNotFound(err, targetObject(iqn))
-			}
-			recs = []metavol.Target{t}
+		recs, err := oneOrAll(iqn, tx.GetTarget, tx.Targets, targetObject(iqn))
+		if err != nil {
+			return err
 		}
 		for _, t := range recs {
 			info := TargetInfo{Target: t}

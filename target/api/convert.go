@@ -11,6 +11,16 @@ import (
 // The one conversion of each lm status type to its wire type (lm's types
 // have no JSON tags; the wire types are the only JSON shape).
 
+// viewsOf converts every item with view; never nil (a JSON list is [],
+// not null).
+func viewsOf[T, W any](in []T, view func(T) W) []W {
+	out := make([]W, 0, len(in))
+	for _, x := range in {
+		out = append(out, view(x))
+	}
+	return out
+}
+
 func lunView(i lm.LUNInfo) wire.LUN {
 	l := i.LUN
 	v := wire.LUN{
@@ -83,14 +93,12 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		MaxMBps: st.MaxMBps, MaxActive: st.MaxActive, AutoSplit: st.AutoSplit, Verify: st.Verify,
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
-		Counts: st.Counts, Pairs: make([]wire.Migration, 0, len(st.Pairs)), Created: st.Created,
+		Counts: st.Counts, Created: st.Created,
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}
 	}
-	for _, p := range st.Pairs {
-		v.Pairs = append(v.Pairs, migrationView(p))
-	}
+	v.Pairs = viewsOf(st.Pairs, migrationView)
 	return v
 }
 

@@ -31,12 +31,7 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 
 // Migrations lists every pair, sorted by source name.
 func (s *Service) Migrations() []wire.Migration {
-	ps := s.lm.Pairs()
-	out := make([]wire.Migration, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, migrationView(p))
-	}
-	return out
+	return viewsOf(s.lm.Pairs(), migrationView)
 }
 
 // Migration shows the pair of a source LUN.

@@ -93,11 +93,7 @@ func (s *Service) LUNs() ([]wire.LUN, error) {
 	if err != nil {
 		return nil, toWire(err, lunObject(""))
 	}
-	out := make([]wire.LUN, 0, len(infos))
-	for _, i := range infos {
-		out = append(out, lunView(i))
-	}
-	return out, nil
+	return viewsOf(infos, lunView), nil
 }
 
 // LUN shows one LUN by name.

@@ -30,11 +30,7 @@ func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, 
 
 // Sessions lists the migration sessions by name.
 func (s *Service) Sessions() ([]wire.MigrationSession, error) {
-	out := []wire.MigrationSession{}
-	for _, st := range s.lm.Sessions() {
-		out = append(out, sessionView(st))
-	}
-	return out, nil
+	return viewsOf(s.lm.Sessions(), sessionView), nil
 }
 
 // Session shows one migration session.

@@ -21,11 +21,7 @@ func (s *Service) Targets() ([]wire.Target, error) {
 	if err != nil {
 		return nil, toWire(err, targetObject(""))
 	}
-	out := make([]wire.Target, 0, len(infos))
-	for _, i := range infos {
-		out = append(out, targetView(i))
-	}
-	return out, nil
+	return viewsOf(infos, targetView), nil
 }
 
 // Target shows one target and the iSCSI sessions logged in to it.
