@@ -102,6 +102,7 @@
 //	pair.persist → pair.syncMu (exclusive: the split's and the checkpoint's syncs, never with a gate closed)
 //	host I/O: gate (entered) → range lock or pair.syncMu (shared: host syncs) → dcl Log.mu
 //	pair.mu → sessionSet.mu (applyLocked wakes the session runners)
+//	Manager.admin → Exporter.ApplyTargets (target changes; it may call Manager.LUN, which takes Manager.mu)
 //
 // Manager.mu is taken alone (maps of LUNs, volumes, pairs), never while
 // waiting for another of these. pair.persist serialises the writers of a
