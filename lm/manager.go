@@ -434,20 +434,14 @@ func (m *Manager) LUN(id string) (volume.Volume, error) {
 	return e, nil
 }
 
-// LUNPair reports the pair a LUN ID belongs to (as source or target), or
-// ok=false. The admin API refuses to map a LUN that is the target of a pair.
+// LUNPair reports the active pair a LUN ID belongs to (as source or
+// target), or ok=false.
 func (m *Manager) LUNPair(id string) (pairID string, source bool, ok bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, p := range m.mu.pairs {
-		if p.src.id == id {
-			return p.id, true, true
-		}
-		if p.tgt.id == id {
-			return p.id, false, true
-		}
+	p := m.pairOf(id)
+	if p == nil {
+		return "", false, false
 	}
-	return "", false, false
+	return p.id, p.src.id == id, true
 }
 
 // lunEntry is one LUN's routing entry and its host I/O handle.
