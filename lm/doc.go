@@ -20,18 +20,26 @@
 // (MaxActive, auto-split); their admin operations, which drive the pairs
 // by ID), import.go (data volumes on another iSCSI target: lun import,
 // their credentials, adopted identity, reopen after a failed start),
-// targets.go (targets, mappings, ACLs, CHAP, discovery CHAP; the Exporter
-// hook), views.go (what lun/target show report), iscsiname.go (iSCSI
-// names, CHAP limits), errors.go (sentinels, Refusal).
+// fence.go (the fence on an imported source's old path: a WRITE EXCLUSIVE
+// reservation from pair or session create to cancel or LUN delete,
+// re-taken at open; registration for access; PR carry-over through
+// PRCarrier), targets.go (targets, mappings, ACLs, CHAP, discovery CHAP;
+// the Exporter hook), alua.go (ALUA target port groups, relative port IDs
+// and LUN access states: persisted and applied like every target change;
+// their values are checked by package target, through the API), views.go
+// (what lun/target show report), iscsiname.go (iSCSI names, CHAP limits),
+// errors.go (sentinels, Refusal).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
-// ACLs, CHAP, pairs, sessions), each in one place, checked under
-// Manager.admin and, where records are read, in one meta volume
-// transaction. A refused request changes nothing and returns a Refusal
-// (object, reason, sentinel class) that the admin API passes on as is.
-// Target changes reach the iSCSI side only through the Exporter hook,
-// after they are committed (undone if it fails); lm never imports target.
-// The status types (PairStatus, SessionStatus, LUNInfo, TargetInfo, ...)
+// ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,
+// checked under Manager.admin and, where records are read, in one meta
+// volume transaction. A refused request changes nothing and returns a
+// Refusal (object, reason, sentinel class) that the admin API passes on
+// as is. Target changes reach the iSCSI side only through the Exporter
+// hook, after they are committed (undone if it fails); lm never imports
+// target (what an ALUA ID or state name means is target's rule: the API
+// checks it there and passes the checked values in). The status types
+// (PairStatus, SessionStatus, LUNInfo, TargetInfo, FenceStatus, ...)
 // have no JSON tags: target/api converts each once to its wire type.
 //
 // Invariants:

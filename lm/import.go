@@ -104,7 +104,9 @@ func (m *Manager) dialRemote(volID string, r metavol.Remote) (*iscsivol.Volume, 
 	ctx, cancel := context.WithTimeout(m.ctx, RemoteOpenTimeout)
 	defer cancel()
 	log := slog.New(zerolog.NewSlogHandler(m.log.With().Str("volume", volID).Logger()))
-	v, err := iscsivol.OpenConfig(ctx, m.remoteConfig(r), log)
+	cfg := m.remoteConfig(r)
+	cfg.ISID = isidFor(volID) // the same I_T nexus after a restart (fence.go)
+	v, err := iscsivol.OpenConfig(ctx, cfg, log)
 	if err != nil {
 		if errors.Is(err, iscsivol.ErrAuth) {
 			return nil, fmt.Errorf("remote %s: login refused (check the CHAP user and secret): %w", r.URL(), err)
@@ -131,6 +133,7 @@ func (m *Manager) openRemote(d *dataVol) error {
 		d.why.Store(&s)
 		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
+	m.refence(d, r)
 	if !d.cur.CompareAndSwap(nil, m.remoteVol(d.rec.ID, r)) {
 		r.Close()
 	}
@@ -273,6 +276,12 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	if err := m.addLUN(vrec, lrec, m.remoteVol(vrec.ID, rv)); err != nil {
 		return fail(err)
 	}
+	if mode == IdentityAdopt { // PR carry-over, before any target maps it (fence.go)
+		if err := m.carryPRs(lrec.ID, lrec.Name, rv.Client(), fenceKeyFor(vrec.ID)); err != nil {
+			m.log.Warn().Err(err).Str("lun", lrec.Name).Msg("persistent reservations not carried over at import (migration create tries again)")
+		}
+	}
+	m.registerAccess(vrec.ID, lrec.Name, rv.Client())
 	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
 		Str("identity", mode).Msg("LUN imported")
 	return lrec, nil
@@ -301,28 +310,18 @@ func (m *Manager) RemoteState(lunID string) string {
 	return o.remote.Client().State().String()
 }
 
-// BypassWarning is the warning of a new pair whose source LUN (named
-// source) is imported from another array, "" for any other source: until
-// lmtgt fences the old path (not built yet), a host write that reaches the
-// old array directly escapes the DCL and is lost at the split
-// (docs/design.md "Importing a LUN from another array").
-func (m *Manager) BypassWarning(source string) string {
-	var url string
-	_ = m.db.View(func(tx *metavol.Tx) error {
-		l, err := tx.LUNByName(source)
-		if err != nil {
-			return err
-		}
-		v, err := tx.GetVolume(l.VolumeID)
-		if err == nil && v.Remote != nil {
-			url = v.Remote.URL()
-		}
-		return nil
-	})
-	if url == "" {
+// BypassWarning is the warning of a new pair whose source is imported
+// from an array without persistent reservations, accepted with
+// AllowUnfenced (FenceUnfenced), "" for any other pair: lmtgt cannot fence
+// the old path, so a host write that reaches the old array directly
+// escapes the DCL and is lost at the split (fence.go, docs/design.md
+// "Fencing").
+func (m *Manager) BypassWarning(p PairStatus) string {
+	f := m.Fence(p.SourceID)
+	if f.State != FenceUnfenced {
 		return ""
 	}
-	return fmt.Sprintf("WARNING: source LUN %s is imported from %s. lmtgt does not fence the old array's path yet: "+
-		"until the split, no host may use any path to %s other than through lmtgt. "+
-		"A write that reaches the old array directly is NOT tracked and is LOST at the split.", source, url, url)
+	return fmt.Sprintf("WARNING: source LUN %s is imported from %s, which has no persistent reservations: lmtgt cannot fence its other paths. "+
+		"Until the split, no host may use any path to %s other than through lmtgt. "+
+		"A write that reaches the old array directly is NOT tracked and is LOST at the split.", p.Source, f.Remote, f.Remote)
 }

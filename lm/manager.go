@@ -146,8 +146,10 @@ type Manager struct {
 		closed   bool
 	}
 
-	// sess holds the migration sessions (session.go).
+	// sess holds the migration sessions (sessionrun.go).
 	sess sessionSet
+	// fence holds the PR carrier (fence.go).
+	fence fenceSet
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -178,6 +180,8 @@ type dataVol struct {
 	// vanished or was replaced underneath lmtgt (offline.go); get fails
 	// from then on.
 	lost atomic.Pointer[string]
+	// fence is the fence of a remote volume (fence.go); nil: none.
+	fence atomic.Pointer[FenceStatus]
 }
 
 type openVol struct {

@@ -38,6 +38,11 @@ type TargetConfig struct {
 	// LUNErrors (by LUN ID).
 	LUNs      map[string]metavol.LUN
 	LUNErrors map[string]error
+	// Access holds the stored ALUA access states of the mapped LUNs by
+	// LUN ID, then by target port group ID (metavol/alua.go; a group
+	// that is absent has the default state; what the names mean is
+	// package target's rule).
+	Access map[string]map[uint16]string
 	// DiscoveryCHAP is nil when discovery sessions need no CHAP.
 	DiscoveryCHAP *metavol.CHAP
 }
@@ -70,7 +75,7 @@ func (m *Manager) TargetConfig() (TargetConfig, error) {
 }
 
 func readTargetConfig(tx *metavol.Tx) (TargetConfig, error) {
-	cfg := TargetConfig{LUNs: map[string]metavol.LUN{}, LUNErrors: map[string]error{}}
+	cfg := TargetConfig{LUNs: map[string]metavol.LUN{}, LUNErrors: map[string]error{}, Access: map[string]map[uint16]string{}}
 	var err error
 	if cfg.Targets, err = tx.Targets(); err != nil {
 		return cfg, fmt.Errorf("read targets from the meta volume: %w", err)
@@ -80,10 +85,14 @@ func readTargetConfig(tx *metavol.Tx) (TargetConfig, error) {
 			if _, ok := cfg.LUNs[mp.LUNID]; ok {
 				continue
 			}
-			if l, err := tx.GetLUN(mp.LUNID); err != nil {
+			l, err := tx.GetLUN(mp.LUNID)
+			if err != nil {
 				cfg.LUNErrors[mp.LUNID] = err
-			} else {
-				cfg.LUNs[mp.LUNID] = l
+				continue
+			}
+			cfg.LUNs[mp.LUNID] = l
+			if cfg.Access[mp.LUNID], err = tx.GetLUNAccess(mp.LUNID); err != nil {
+				return cfg, fmt.Errorf("read ALUA states from the meta volume: %w", err)
 			}
 		}
 	}

@@ -25,6 +25,9 @@ type LUNInfo struct {
 	// RemoteSession is the initiator session state of a remote data
 	// volume (RemoteState); "" for a local one.
 	RemoteSession string
+	// Fence is the fence on a remote data volume's old path (Fence);
+	// FenceNone for a local one.
+	Fence FenceStatus
 }
 
 // LUNMapping is one export of a LUN: a target and a LUN number.
@@ -142,6 +145,7 @@ func (m *Manager) lunInfos(name string) ([]LUNInfo, error) {
 		out[i].Status = m.LUNStatus(out[i].LUN.ID)
 		if v := out[i].Volume; v != nil && v.Remote != nil {
 			out[i].RemoteSession = m.RemoteState(out[i].LUN.ID)
+			out[i].Fence = m.Fence(out[i].LUN.ID)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].LUN.Name < out[j].LUN.Name })

@@ -18,8 +18,8 @@ type VolumeOpener func(lunID string) (volume.Volume, error)
 // BuildTargets turns lm's configuration snapshot into the full list
 // target.Server.Apply takes: every mapping resolved to its LUN record
 // (identity, block size) and its I/O handle from open. A mapping whose LUN
-// record is missing, whose NAA is malformed or whose handle cannot be
-// opened is left out and reported in skipped, so one bad LUN never keeps
+// record is missing, whose NAA or ALUA states are malformed or whose
+// handle cannot be opened is left out and reported in skipped, so one bad LUN never keeps
 // the others from being served.
 func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Target, skipped []error) {
 	recs, luns := cfg.Targets, cfg.LUNs
@@ -35,6 +35,8 @@ func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Targ
 	for _, rec := range recs {
 		t := target.Target{
 			IQN:        rec.IQN,
+			Group:      rec.Group,
+			RelPort:    rec.Port,
 			AllowAll:   rec.AllowAll,
 			Initiators: append([]string(nil), rec.Initiators...),
 		}
@@ -54,6 +56,11 @@ func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Targ
 				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", rec.IQN, m.LUN, l.Name, err))
 				continue
 			}
+			states, err := groupStates(cfg.Access[l.ID])
+			if err != nil {
+				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: ALUA states: %w", rec.IQN, m.LUN, l.Name, err))
+				continue
+			}
 			v, err := open(l.ID)
 			if err != nil {
 				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", rec.IQN, m.LUN, l.Name, err))
@@ -67,6 +74,7 @@ func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Targ
 				Serial:    l.Serial,
 				Adopted:   adopted(l.Adopted),
 				BlockSize: l.BlockSize,
+				ALUA:      states,
 				Volume:    v,
 			})
 		}

@@ -33,7 +33,7 @@ func lunView(i lm.LUNInfo) wire.LUN {
 		v.VolumePath, v.VolumeKind, v.Owned, v.DirectIO = vol.Path, vol.Kind, vol.Owned, vol.Direct
 		if vol.Remote != nil {
 			v.VolumePath = vol.Remote.URL()
-			v.Remote = &wire.LUNRemote{URL: vol.Remote.URL(), CHAPUser: vol.Remote.CHAPUser, Session: i.RemoteSession}
+			v.Remote = &wire.LUNRemote{URL: vol.Remote.URL(), CHAPUser: vol.Remote.CHAPUser, Session: i.RemoteSession, Fence: fenceView(i.Fence)}
 		}
 	}
 	v.Identity = "own"
@@ -47,6 +47,15 @@ func lunView(i lm.LUNInfo) wire.LUN {
 		v.Migration = &wire.LUNMigration{Role: p.Role, Pair: p.PairID, Peer: p.Peer, State: p.State}
 	}
 	return v
+}
+
+// fenceView shows the fence of a remote data volume ("" for none: a
+// local volume, or no pair needed one).
+func fenceView(f lm.FenceStatus) string {
+	if f.State == lm.FenceNone {
+		return ""
+	}
+	return f.String()
 }
 
 // chapInfo shows CHAP credentials without their secrets (nil: none).

@@ -36,6 +36,7 @@ var sentinels = []struct {
 	status int
 }{
 	{lm.ErrApply, http.StatusInternalServerError},
+	{lm.ErrFence, http.StatusConflict}, // the old path of an imported source cannot be fenced
 	{lm.ErrInPair, http.StatusConflict},
 	{lm.ErrMapped, http.StatusConflict},
 	{lm.ErrNotSynced, http.StatusConflict},

@@ -15,14 +15,14 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: lm.Speed(req.Speed),
 		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify,
-		Vehicle: req.Vehicle,
+		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
 	})
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
 	}
 	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
-	v := migrationView(p)
-	if w := s.lm.BypassWarning(req.Source); w != "" {
+	v := s.pairView(p)
+	if w := s.lm.BypassWarning(p); w != "" {
 		s.log.Warn().Str("source", req.Source).Str("pair", p.ID).Msg(w)
 		v.Warnings = append(v.Warnings, w)
 	}
@@ -31,7 +31,15 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 
 // Migrations lists every pair, sorted by source name.
 func (s *Service) Migrations() []wire.Migration {
-	return viewsOf(s.lm.Pairs(), migrationView)
+	return viewsOf(s.lm.Pairs(), s.pairView)
+}
+
+// pairView is a pair's view with the fence of its source's old path
+// (lm.Manager.Fence; shown for an imported source).
+func (s *Service) pairView(p lm.PairStatus) wire.Migration {
+	v := migrationView(p)
+	v.Fence = fenceView(s.lm.Fence(p.SourceID))
+	return v
 }
 
 // Migration shows the pair of a source LUN.
@@ -40,7 +48,7 @@ func (s *Service) Migration(source string) (wire.Migration, error) {
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(source))
 	}
-	return migrationView(p), nil
+	return s.pairView(p), nil
 }
 
 // MigrationAction pauses, resumes or cancels a pair.
@@ -64,7 +72,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 			}
 			before.State, before.Reason = lm.StateCancelled.String(), "cancelled by admin"
 			before.RateBps, before.ETASeconds = 0, 0
-			return migrationView(before), nil
+			return s.pairView(before), nil
 		}
 	default:
 		return wire.Migration{}, notFound(obj, "no action %q (pause, resume, cancel)", action)
@@ -82,7 +90,7 @@ func (s *Service) SetMigration(source string, req wire.SetMigration) (wire.Migra
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(source))
 	}
-	return migrationView(p), nil
+	return s.pairView(p), nil
 }
 
 // setRequest translates a throttle change (lm checks it).
