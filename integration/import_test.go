@@ -240,7 +240,7 @@ func TestImportLiveMigration(t *testing.T) {
 	s1.waitAcked(t, 40, "in dual-write")
 
 	from := time.Now()
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, "migration", "split", "imp")
 	to := time.Now()
 	t.Logf("split: pause %.3f ms", sr.PauseMS)

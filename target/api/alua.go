@@ -17,11 +17,11 @@ import (
 //	PUT /v1/alua/targets/{iqn}               {"group":N,"port":M} (either may be left out)
 //	PUT /v1/alua/luns/{name}/groups/{id}     {"state":"standby"}
 //
-// Changes are persisted in the meta volume (the target record; the LUN's
-// "alua/" record), then applied live with Apply like every target change:
-// sessions stay logged in and get the unit attentions target queues.
-// Which IDs and state names are valid is package target's rule, unique
-// relative port IDs metavol's.
+// Changes are persisted by lm (lm/alua.go: the target record; the LUN's
+// "alua/" record), then applied live like every target change: sessions
+// stay logged in and get the unit attentions target queues. Which IDs and
+// state names are valid is package target's rule (checked here, where
+// its types are), unique relative port IDs metavol's.
 func (s *Server) aluaRoutes(m *http.ServeMux) {
 	svc := s.svc
 	v := wire.Version
@@ -67,32 +67,11 @@ func groupStates(stored map[uint16]string) (target.GroupStates, error) {
 // ALUA shows the groups, the targets' ports and the LUNs' states (one LUN
 // when lunName is set: 404 if it does not exist).
 func (s *Service) ALUA(lunName string) (wire.ALUA, error) {
-	var (
-		tgts   []metavol.Target
-		luns   []metavol.LUN
-		access = map[string]map[uint16]string{}
-	)
-	err := s.db.View(func(tx *metavol.Tx) error {
-		var err error
-		if tgts, err = tx.Targets(); err != nil {
-			return err
-		}
-		if luns, err = oneOrAll(lunName, tx.LUNByName, tx.LUNs, lunObject(lunName)); err != nil {
-			return err
-		}
-		for _, l := range luns {
-			m, err := tx.GetLUNAccess(l.ID)
-			if err != nil {
-				return err
-			}
-			access[l.ID] = m
-		}
-		return nil
-	})
+	c, err := s.lm.ALUA(lunName)
 	if err != nil {
 		return wire.ALUA{}, toWire(err, "alua")
 	}
-	return aluaView(tgts, luns, access), nil
+	return aluaView(c.Targets, c.LUNs, c.Access), nil
 }
 
 func targetPort(t metavol.Target) wire.ALUATarget {
@@ -160,53 +139,38 @@ func sortedKeys[V any](m map[uint16]V) []uint16 {
 
 // SetTargetALUA puts a target into a target port group and/or gives it a
 // relative target port ID, live. Refused (nothing changed): an ID out of
-// 1..65535, an unknown target, a port ID another target holds.
+// 1..65535 (package target's rule, checked here), neither given, an
+// unknown target, a port ID another target holds (lm, metavol).
 func (s *Service) SetTargetALUA(iqn string, req wire.SetALUATarget) (wire.ALUATarget, error) {
 	obj := targetObject(iqn)
-	if req.Group == nil && req.Port == nil {
-		return wire.ALUATarget{}, invalid(obj, "give a target port group and/or a relative target port ID")
-	}
+	var group, port *uint16
 	if req.Group != nil {
 		if err := target.CheckGroupID(*req.Group); err != nil {
 			return wire.ALUATarget{}, invalid(obj, "%v", err)
 		}
+		g := uint16(*req.Group)
+		group = &g
 	}
 	if req.Port != nil {
 		if err := target.CheckPortID(*req.Port); err != nil {
 			return wire.ALUATarget{}, invalid(obj, "%v", err)
 		}
+		p := uint16(*req.Port)
+		port = &p
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var old, nt metavol.Target
-	err := s.db.Update(func(tx *metavol.Tx) error {
-		t, err := tx.GetTarget(iqn)
-		if err != nil {
-			return orNotFound(err, obj)
-		}
-		old, nt = t, t
-		if req.Group != nil {
-			nt.Group = uint16(*req.Group)
-		}
-		if req.Port != nil {
-			nt.Port = uint16(*req.Port)
-		}
-		return tx.PutTarget(nt)
-	})
+	t, err := s.lm.SetTargetPort(iqn, group, port)
 	if err != nil {
 		return wire.ALUATarget{}, toWire(err, obj)
 	}
-	if err := s.applyOrUndoLocked(obj, func(tx *metavol.Tx) error { return tx.PutTarget(old) }); err != nil {
-		return wire.ALUATarget{}, err
-	}
-	tp := targetPort(nt)
+	tp := targetPort(t)
 	s.log.Info().Str("target", iqn).Uint16("group", tp.Group).Uint16("port", tp.Port).Msg("ALUA target port changed")
 	return tp, nil
 }
 
 // SetLUNAccessState sets a LUN's access state in one target port group,
 // live; hosts get ASYMMETRIC ACCESS STATE CHANGED. Refused (nothing
-// changed): an unknown LUN, a group ID out of 1..65535, an unknown state.
+// changed): a group ID out of 1..65535 or an unknown state (package
+// target's rules, checked here), an unknown LUN (lm).
 func (s *Service) SetLUNAccessState(lunName, groupID, state string) (wire.ALUALUN, error) {
 	obj := lunObject(lunName)
 	g, err := strconv.Atoi(groupID)
@@ -220,35 +184,12 @@ func (s *Service) SetLUNAccessState(lunName, groupID, state string) (wire.ALUALU
 	if err != nil {
 		return wire.ALUALUN{}, invalid(obj, "%v", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var lunID string
-	var old map[uint16]string
-	err = s.db.Update(func(tx *metavol.Tx) error {
-		l, err := tx.LUNByName(lunName)
-		if err != nil {
-			return orNotFound(err, obj)
-		}
-		lunID = l.ID
-		if old, err = tx.GetLUNAccess(l.ID); err != nil {
-			return err
-		}
-		m := maps.Clone(old)
-		if m == nil {
-			m = map[uint16]string{}
-		}
-		if st == target.ActiveOptimized {
-			delete(m, uint16(g)) // the default is not stored
-		} else {
-			m[uint16(g)] = st.String()
-		}
-		return tx.PutLUNAccess(l.ID, m)
-	})
-	if err != nil {
-		return wire.ALUALUN{}, toWire(err, obj)
+	stored := st.String()
+	if st == target.ActiveOptimized {
+		stored = "" // a group target.GroupStates does not list is active/optimized: the default is not stored
 	}
-	if err := s.applyOrUndoLocked(obj, func(tx *metavol.Tx) error { return tx.PutLUNAccess(lunID, old) }); err != nil {
-		return wire.ALUALUN{}, err
+	if err := s.lm.SetLUNAccess(lunName, uint16(g), stored); err != nil {
+		return wire.ALUALUN{}, toWire(err, obj)
 	}
 	s.log.Info().Str("lun", lunName).Int("group", g).Str("state", st.String()).Msg("ALUA access state changed")
 	a, err := s.ALUA(lunName)
