@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -217,12 +218,12 @@ func TestImportCrashLoop(t *testing.T) {
 				continue
 			}
 			if r.Code == 0 {
-				t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), st)
+				t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), migString(st))
 			}
 			if li.Volume != volImp || ll.Volume != volLoc {
-				t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved", i+1, st)
+				t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved", i+1, migString(st))
 			}
-			t.Logf("kill %d: the split had not happened; pair %s", i+1, st)
+			t.Logf("kill %d: the split had not happened; pair %s", i+1, migString(st))
 			continue
 		}
 		st, r, ok := d.migTry("imp")
@@ -230,11 +231,11 @@ func TestImportCrashLoop(t *testing.T) {
 			t.Fatalf("after kill %d (%s) the pair is gone: %s", i+1, phase, r)
 		}
 		if st.State == "faulty" || st.State == "cancelled" || st.State == "split" {
-			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, st)
+			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, migString(st))
 		}
 		waitFor(t, stateTimeout, fmt.Sprintf("the pair resumed after kill %d (%s)", i+1, phase), func() (bool, string) {
 			st := d.mig("imp")
-			return st.State == "copying" || st.State == "synced", st.String()
+			return st.State == "copying" || st.State == "synced", migString(st)
 		})
 	}
 
@@ -253,7 +254,7 @@ func TestImportCrashLoop(t *testing.T) {
 		}
 		q.close()
 		m.absorb(ws)
-		var sr splitView
+		var sr wire.SplitResult
 		d.JSON(&sr, "migration", "split", "imp")
 		t.Logf("final split: pause %.3f ms", sr.PauseMS)
 	}

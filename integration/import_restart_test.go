@@ -126,14 +126,14 @@ func remoteRestart(t *testing.T, imp bool, phase string) {
 		d.OK("migration", "create", "--source", src, "--target", dst, "--max-mbps", "2")
 		waitFor(t, stateTimeout, "the copy under way", func() (bool, string) {
 			st := d.mig(src)
-			return st.State == "copying" && st.CopiedBytes > 0, st.String()
+			return st.State == "copying" && st.CopiedBytes > 0, migString(st)
 		})
 	} else {
 		d.OK("migration", "create", "--source", src, "--target", dst, "--speed", "highest")
 		d.waitMig(src, syncTimeout, "synced")
 	}
 	if st := d.mig(src); st.Vehicle != "remote-iscsi" {
-		t.Errorf("pair with a leg on tgt: vehicle %q, want remote-iscsi (%s)", st.Vehicle, st)
+		t.Errorf("pair with a leg on tgt: vehicle %q, want remote-iscsi (%s)", st.Vehicle, migString(st))
 	}
 	q, s := startHost()
 	s.waitAcked(t, 5, "before tgt is killed")
@@ -150,9 +150,9 @@ func remoteRestart(t *testing.T, imp bool, phase string) {
 		t.Errorf("the path went down %v after the kill, before the 2s replacement timeout", time.Since(killed))
 	}
 	st := d.waitMig(src, stateTimeout, "interrupted")
-	t.Logf("pair with tgt down: %s", st)
+	t.Logf("pair with tgt down: %s", migString(st))
 	if st.State != "interrupted" || st.Reason == "" {
-		t.Fatalf("pair with tgt down: %s, want interrupted with a reason", st)
+		t.Fatalf("pair with tgt down: %s, want interrupted with a reason", migString(st))
 	}
 	if imp {
 		// The remote is the source: host writes fail once the path is
@@ -192,9 +192,9 @@ func remoteRestart(t *testing.T, imp bool, phase string) {
 	waitFor(t, 2*stateTimeout, "the pair resuming by itself with tgt back", func() (bool, string) {
 		st := d.mig(src)
 		if st.State == "faulty" || st.State == "cancelled" {
-			t.Fatalf("pair went %s: %s", st.State, st)
+			t.Fatalf("pair went %s: %s", st.State, migString(st))
 		}
-		return st.State == "copying" || st.State == "synced", st.String()
+		return st.State == "copying" || st.State == "synced", migString(st)
 	})
 	waitPathUp(t, d, remote)
 	if imp {
@@ -209,7 +209,7 @@ func remoteRestart(t *testing.T, imp bool, phase string) {
 	}
 	q.close()
 	m.absorb(ws)
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, "migration", "split", src)
 	t.Logf("split: pause %.3f ms", sr.PauseMS)
 
@@ -275,7 +275,7 @@ func TestImportRemoteRestartWithinTimeout(t *testing.T) {
 	q.close()
 	m.absorb(ws)
 	d.waitMig("imp", syncTimeout, "synced")
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, "migration", "split", "imp")
 	li := d.lun("imp")
 	m.check("after the split", nil)
