@@ -20,6 +20,8 @@ STRESS_KILLS ?= 200
 STRESS_CRASHPOINTS ?= 3000
 # `make stress`: power cuts of a migration with its data dir on crashfs (lm TestPowerLossMigration).
 STRESS_LM_POWERCUTS ?= 100
+# `make stress`: kill -9 rounds of the import migration crash loop (tgt as the old array).
+STRESS_IMPORT_KILLS ?= 60
 # `make stress`: kill -9 rounds of the 2048-pair consistent split.
 STRESS_SCALE_KILLS ?= 12
 # Power cuts of scripts/vm-powercut.sh: in `make test`, and in `make stress`.
@@ -30,7 +32,7 @@ STRESS_POWERCUTS ?= 50
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run test test-deps test-tidy test-go test-crash test-conformance test-vm test-powercut stress bench fuzz vet clean help
+.PHONY: all build run test test-deps test-tidy test-go test-crash test-conformance test-vm test-multipath test-powercut stress bench fuzz vet clean help
 
 all: build
 
@@ -39,11 +41,12 @@ help:
 	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
 	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM tests"
 	@echo "make test-powercut power cuts of lmtgt inside a VM (POWERCUTS=$(POWERCUTS))"
+	@echo "make test-multipath a dm-multipath VM host: a LUN moves from Linux tgt to lmtgt live"
 	@echo "make vet          gofmt check and go vet"
 	@echo "make test-crash   thousands of power-loss crash points (data volumes, meta volume)"
 	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
 	@echo "make fuzz         every fuzz target for FUZZTIME=$(FUZZTIME)"
-	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9, repeated unit tests,"
+	@echo "make stress       crash loop with STRESS_KILLS=$(STRESS_KILLS) kill -9 (STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) of an import), repeated unit tests,"
 	@echo "                  STRESS_CRASHPOINTS=$(STRESS_CRASHPOINTS) power cuts of the meta volume and"
 	@echo "                  STRESS_LM_POWERCUTS=$(STRESS_LM_POWERCUTS) of a migration (crashfs)"
 	@echo "                  and STRESS_SCALE_KILLS=$(STRESS_SCALE_KILLS) kills of a 2048-pair split,"
@@ -58,7 +61,7 @@ run: build
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm test-powercut
+	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm test-multipath test-powercut
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -113,6 +116,18 @@ test-vm: build
 		echo "== skip: scripts/vm-test.sh not there yet"; \
 	fi
 
+# A VM host with open-iscsi and dm-multipath: its LUN moves from Linux tgt
+# (the old array) into lmtgt (lun import, a second path of the same map),
+# then onto a local file (migration, split) under fio with verify.
+test-multipath: build
+	@if [ -x scripts/vm-multipath.sh ]; then \
+		echo "== scripts/vm-multipath.sh"; SECONDS=0; \
+		scripts/vm-multipath.sh --bin $(BIN); rc=$$?; \
+		echo "== vm-multipath: exit $$rc after $${SECONDS}s"; exit $$rc; \
+	else \
+		echo "== skip: scripts/vm-multipath.sh not there yet"; \
+	fi
+
 # lmtgt inside the VM, its disk power-cut POWERCUTS times during copy,
 # dual-write and split; SEED=N replays a run.
 test-powercut:
@@ -146,7 +161,7 @@ STRESS_VOLUME_CRASHPOINTS ?= 5000
 # kill -9, the restart test, the migration and DCL unit tests repeated, and
 # STRESS_POWERCUTS power cuts of the VM.
 stress:
-	LMTGT_STRESS_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
+	LMTGT_STRESS_KILLS=$(STRESS_KILLS) LMTGT_STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
 	LMTGT_STRESS_VOLUME_CRASHPOINTS=$(STRESS_VOLUME_CRASHPOINTS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'TestVolumePowerLoss$$|TestVolumeErrorAtEveryStep$$' -v ./lm/

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"strings"
 	"testing"
 )
@@ -21,9 +22,7 @@ func TestMigrationCLI(t *testing.T) {
 	if !strings.Contains(out, "migration msrc -> mdst created") || !strings.Contains(out, "lmtgt migration show msrc --watch") {
 		t.Errorf("migration create output: %q", out)
 	}
-	var src, dst struct {
-		Migration *struct{ Role, Peer, State string } `json:"migration"`
-	}
+	var src, dst wire.LUN
 	d.JSON(&src, "lun", "show", "msrc")
 	d.JSON(&dst, "lun", "show", "mdst")
 	if src.Migration == nil || src.Migration.Role != "source" || src.Migration.Peer != "mdst" ||
@@ -71,10 +70,7 @@ func TestMigrationCLI(t *testing.T) {
 	if !strings.Contains(out, "split msrc: host I/O paused") {
 		t.Errorf("split output: %q", out)
 	}
-	var after struct {
-		VolumePath string `json:"volume_path"`
-		Migration  any    `json:"migration"`
-	}
+	var after wire.LUN
 	d.JSON(&after, "lun", "show", "msrc")
 	if after.Migration != nil {
 		t.Errorf("after the split lun show still has a migration: %+v", after)

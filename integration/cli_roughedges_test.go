@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -96,13 +97,7 @@ func TestCLIThrottleAndRates(t *testing.T) {
 	if !strings.Contains(out, "copies at up to 10 MB/s (the speed level limits; the cap has no effect)") {
 		t.Errorf("migration set --max-mbps 100 on a low pair: %q", out)
 	}
-	var m struct {
-		State     string `json:"state"`
-		RateBps   int64  `json:"rate_bps"`
-		ETA       int64  `json:"eta_seconds"`
-		LimitBps  int64  `json:"limit_bps"`
-		LimitedBy string `json:"limited_by"`
-	}
+	var m wire.Migration
 	d.JSON(&m, "migration", "show", "tsrc")
 	if m.LimitBps != 10_000_000 || m.LimitedBy != "speed" {
 		t.Errorf("migration show -o json after set: limit %d by %q, want 10000000 by speed", m.LimitBps, m.LimitedBy)
@@ -118,8 +113,8 @@ func TestCLIThrottleAndRates(t *testing.T) {
 	}
 	d.OK("migration", "pause", "tsrc")
 	d.JSON(&m, "migration", "show", "tsrc")
-	if m.State != "paused" || m.RateBps != 0 || m.ETA != 0 {
-		t.Errorf("paused pair: state %s rate %d eta %d, want no rate", m.State, m.RateBps, m.ETA)
+	if m.State != "paused" || m.RateBps != 0 || m.ETASeconds != 0 {
+		t.Errorf("paused pair: state %s rate %d eta %d, want no rate", m.State, m.RateBps, m.ETASeconds)
 	}
 	if out := d.OK("migration", "show", "tsrc"); !strings.Contains(out, "rate:        -") {
 		t.Errorf("paused pair shows a rate:\n%s", out)

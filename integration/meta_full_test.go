@@ -78,7 +78,7 @@ func TestMetaFilesystemFull(t *testing.T) {
 		"lun", "create", "mc", "--size", "1MiB")
 	waitFor(t, stateTimeout, "the pair to report the full meta filesystem", func() (bool, string) {
 		s := d.mig("ma")
-		return strings.Contains(s.Reason, "filesystem full"), s.String()
+		return strings.Contains(s.Reason, "filesystem full"), migString(s)
 	})
 	qemuIOOK(t, url, "read -P 0x22 1M 64k", "read -P 0x11 0 1M")
 	d.OK("lun", "list")
@@ -88,7 +88,7 @@ func TestMetaFilesystemFull(t *testing.T) {
 	}
 	waitFor(t, stateTimeout, "the pair to resume by itself", func() (bool, string) {
 		s := d.mig("ma")
-		return s.State == "synced" && !strings.Contains(s.Reason, "filesystem full"), s.String()
+		return s.State == "synced" && !strings.Contains(s.Reason, "filesystem full"), migString(s)
 	})
 	if len(d.logHas(`"to":"interrupted"`)) == 0 {
 		t.Errorf("the pair never went interrupted")

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -186,12 +187,12 @@ func TestMigrationCrashLoop(t *testing.T) {
 				t.Logf("kill %d: the split had happened (split command: %s)", i+1, strings.TrimSpace(r.Stdout+r.Stderr))
 			default:
 				if r.Code == 0 {
-					t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), st)
+					t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), migString(st))
 				}
 				if la.Volume != volA || lb.Volume != volB {
-					t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved (ka %s, kb %s; before ka %s, kb %s)", i+1, st, la.Volume, lb.Volume, volA, volB)
+					t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved (ka %s, kb %s; before ka %s, kb %s)", i+1, migString(st), la.Volume, lb.Volume, volA, volB)
 				}
-				t.Logf("kill %d: the split had not happened; pair %s", i+1, st)
+				t.Logf("kill %d: the split had not happened; pair %s", i+1, migString(st))
 			}
 			continue
 		}
@@ -200,7 +201,7 @@ func TestMigrationCrashLoop(t *testing.T) {
 			t.Fatalf("after kill %d (%s) the pair is gone: %s", i+1, phase, r)
 		}
 		if st.State == "faulty" || st.State == "cancelled" || st.State == "split" {
-			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, st)
+			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, migString(st))
 		}
 	}
 
@@ -221,7 +222,7 @@ func TestMigrationCrashLoop(t *testing.T) {
 	apply([]image{model}, ws)
 	st := d.mig("ka")
 	if st.State != "synced" {
-		t.Fatalf("pair not synced at the end: %s", st)
+		t.Fatalf("pair not synced at the end: %s", migString(st))
 	}
 	pa, pb := d.lun("ka").VolumePath, d.lun("kb").VolumePath
 	d.Stop()
@@ -230,7 +231,7 @@ func TestMigrationCrashLoop(t *testing.T) {
 	d.Start(portal)
 	// A restart re-copies whatever the intent log still marks.
 	d.waitMig("ka", syncTimeout, "synced")
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, "migration", "split", "ka")
 	t.Logf("final split: pause %.3f ms", sr.PauseMS)
 	q = startQIO(t, "verify", url)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,9 +62,9 @@ func TestMigrationTargetFull(t *testing.T) {
 
 	d.OK("migration", "create", "--source", "fa", "--target", "fb", "--speed", "highest")
 	st := d.waitMig("fa", stateTimeout, "interrupted")
-	t.Logf("target full: %s", st)
+	t.Logf("target full: %s", migString(st))
 	if st.Reason == "" {
-		t.Errorf("interrupted pair gives no reason: %s", st)
+		t.Errorf("interrupted pair gives no reason: %s", migString(st))
 	}
 	dcl0 := st.DCLBytes
 	// Only now the host writes into the holes, where the full target has
@@ -74,24 +75,24 @@ func TestMigrationTargetFull(t *testing.T) {
 	s := runStream("host", 4, []*qio{qh}, holes, 0)
 	defer s.stop()
 	s.waitAcked(t, 30, "while the target is full")
-	var st1 migStatus
+	var st1 wire.Migration
 	waitFor(t, stateTimeout, "the DCL grows while the host writes to a full target", func() (bool, string) {
 		if err := s.firstErr(); err != nil {
 			t.Fatalf("a host write failed while only the target was full: %v", err)
 		}
 		st1 = d.mig("fa")
-		return st1.DCLBytes > dcl0, st1.String()
+		return st1.DCLBytes > dcl0, migString(st1)
 	})
 	if st1.State != "interrupted" {
-		t.Logf("note: pair left interrupted while the tmpfs is still full: %s", st1)
+		t.Logf("note: pair left interrupted while the tmpfs is still full: %s", migString(st1))
 	}
-	t.Logf("DCL grew from %d to %d bytes: %s", dcl0, st1.DCLBytes, st1)
+	t.Logf("DCL grew from %d to %d bytes: %s", dcl0, st1.DCLBytes, migString(st1))
 
 	if out, err := exec.Command("mount", "-o", "remount,size=160M", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("enlarge the tmpfs: %v: %s", err, out)
 	}
 	st2 := d.waitMig("fa", syncTimeout, "synced")
-	t.Logf("resynced after the tmpfs grew: %s", st2)
+	t.Logf("resynced after the tmpfs grew: %s", migString(st2))
 	s.waitAcked(t, 20, "after the resync")
 	ws := s.stop()
 	if err := s.firstErr(); err != nil {
@@ -99,7 +100,7 @@ func TestMigrationTargetFull(t *testing.T) {
 	}
 	qh.close()
 	if st := d.mig("fa"); st.State != "synced" || st.DCLBytes != 0 {
-		t.Errorf("pair after the host stopped: %s, want synced with an empty DCL", st)
+		t.Errorf("pair after the host stopped: %s, want synced with an empty DCL", migString(st))
 	}
 
 	want := cloneImages(base)
@@ -108,7 +109,7 @@ func TestMigrationTargetFull(t *testing.T) {
 	// Both legs equal: the daemon is idle (no host I/O, pair synced).
 	compareFiles(t, "source and target volume after the resync", d.lun("fa").VolumePath, tpath)
 
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, "migration", "split", "fa")
 	compareRef(t, "fa after the split (on the tmpfs)", url, want[0], size)
 	if got := d.lun("fa").VolumePath; got != tpath {
@@ -140,10 +141,10 @@ func TestMigrationPauseResumeNoRecopy(t *testing.T) {
 	}
 
 	d.OK("migration", "create", "--source", "pa", "--target", "pb", "--max-mbps", "1")
-	var st migStatus
+	var st wire.Migration
 	waitFor(t, stateTimeout, "the slow copy transfers 1 MiB", func() (bool, string) {
 		st = d.mig("pa")
-		return st.DataBytes >= 1<<20, st.String()
+		return st.DataBytes >= 1<<20, migString(st)
 	})
 	pause := time.Now()
 	d.OK("migration", "pause", "pa")
@@ -151,9 +152,9 @@ func TestMigrationPauseResumeNoRecopy(t *testing.T) {
 		t.Errorf("migration pause of a copy throttled to 1 MB/s took %v: it should not wait for the throttle", took)
 	}
 	st = d.waitMig("pa", stateTimeout, "paused")
-	t.Logf("paused: %s", st)
+	t.Logf("paused: %s", migString(st))
 	if st.DataBytes >= data || st.CursorBytes >= size {
-		t.Fatalf("the copy finished before the pause (%s): make it slower", st)
+		t.Fatalf("the copy finished before the pause (%s): make it slower", migString(st))
 	}
 	cursor := st.CursorBytes
 	if cursor == 0 {
@@ -185,7 +186,7 @@ func TestMigrationPauseResumeNoRecopy(t *testing.T) {
 		t.Fatalf("cursor %d: no whole extent below or above it", cursor)
 	}
 	stp := d.mig("pa")
-	t.Logf("paused after %d writes below and %d above the cursor: %s", below, above, stp)
+	t.Logf("paused after %d writes below and %d above the cursor: %s", below, above, migString(stp))
 	if stp.DCLBytes < int64(below)*mBlock {
 		t.Errorf("DCL holds %d bytes after %d paused 64 KiB writes below the cursor, want at least %d", stp.DCLBytes, below, below*mBlock)
 	}
@@ -196,14 +197,14 @@ func TestMigrationPauseResumeNoRecopy(t *testing.T) {
 	d.OK("migration", "set", "pa", "--speed", "highest", "--max-mbps", "0")
 	d.OK("migration", "resume", "pa")
 	end := d.waitMig("pa", syncTimeout, "synced")
-	t.Logf("synced: %s", end)
+	t.Logf("synced: %s", migString(end))
 	total := end.DataBytes + end.RecopiedBytes
 	if end.DataBytes > data {
-		t.Errorf("the initial copy transferred %d bytes of a LUN holding %d: something was copied twice (%s)", end.DataBytes, data, end)
+		t.Errorf("the initial copy transferred %d bytes of a LUN holding %d: something was copied twice (%s)", end.DataBytes, data, migString(end))
 	}
 	if total > data+stp.DCLBytes {
 		t.Errorf("copied %d bytes in all (data %d + re-copied %d), more than the LUN's data %d + the DCL %d (%s)",
-			total, end.DataBytes, end.RecopiedBytes, data, stp.DCLBytes, end)
+			total, end.DataBytes, end.RecopiedBytes, data, stp.DCLBytes, migString(end))
 	}
 	if end.RecopiedBytes < int64(below)*mBlock {
 		t.Errorf("re-copied %d bytes, but %d regions below the cursor changed while paused", end.RecopiedBytes, below)
@@ -249,16 +250,12 @@ func TestMigrationRefusals(t *testing.T) {
 	d.Fail(1, []string{"rb", "migration"}, "target", "map", iqn, "rb", "--lun", "2")
 	d.Fail(1, []string{"rb", "pair"}, "lun", "delete", "rb")
 
-	var list []migStatus
+	var list []wire.Migration
 	d.JSON(&list, "migration", "list")
 	if len(list) != 1 || list[0].Source != "ra" || list[0].Target != "rb" || list[0].State != "paused" {
 		t.Errorf("after the refusals, migration list: %+v, want only ra -> rb paused", list)
 	}
-	var tg struct {
-		LUNs []struct {
-			Name string `json:"name"`
-		} `json:"luns"`
-	}
+	var tg wire.Target
 	d.JSON(&tg, "target", "show", iqn)
 	if len(tg.LUNs) != 2 {
 		t.Errorf("target %s after the refused map: %+v, want ra and rmapped only", iqn, tg.LUNs)

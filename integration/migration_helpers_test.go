@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
 )
 
 // mBlock is the unit the host model writes: every write covers whole
@@ -33,59 +35,19 @@ const (
 	stateTimeout = 60 * time.Second // a pair reaches some other state
 )
 
-// migStatus is `lmtgt migration show SRC -o json` (the fields issue 4
-// names, plus the progress details).
-type migStatus struct {
-	ID            string  `json:"id"`
-	Source        string  `json:"source"`
-	Target        string  `json:"target"`
-	State         string  `json:"state"`
-	Reason        string  `json:"reason"`
-	CopiedBytes   int64   `json:"copied_bytes"`
-	TotalBytes    int64   `json:"total_bytes"`
-	DCLBytes      int64   `json:"dcl_bytes"`
-	RateBps       int64   `json:"rate_bps"`
-	Vehicle       string  `json:"vehicle"`
-	SplitPauseMS  float64 `json:"split_pause_ms"`
-	CursorBytes   int64   `json:"cursor_bytes"`
-	DataBytes     int64   `json:"data_bytes"`
-	RecopiedBytes int64   `json:"recopied_bytes"`
-}
-
-func (s migStatus) String() string {
+// migString is the one-line summary of a pair (`migration show SRC -o
+// json`, wire.Migration) in failure messages.
+func migString(s wire.Migration) string {
 	return fmt.Sprintf("state=%s reason=%q copied=%d/%d cursor=%d data=%d recopied=%d dcl=%d vehicle=%s pause=%.3fms",
 		s.State, s.Reason, s.CopiedBytes, s.TotalBytes, s.CursorBytes, s.DataBytes, s.RecopiedBytes, s.DCLBytes, s.Vehicle, s.SplitPauseMS)
 }
 
-// lunView is `lmtgt lun show NAME -o json`.
-type lunView struct {
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Size       int64  `json:"size"`
-	NAA        string `json:"naa"`
-	Serial     string `json:"serial"`
-	Volume     string `json:"volume"`
-	VolumePath string `json:"volume_path"`
-	Migration  *struct {
-		Role  string `json:"role"`
-		Pair  string `json:"pair"`
-		Peer  string `json:"peer"`
-		State string `json:"state"`
-	} `json:"migration"`
-}
-
-// splitView is `lmtgt migration split ... -o json`.
-type splitView struct {
-	Pairs   []string `json:"pairs"`
-	PauseMS float64  `json:"pause_ms"`
-}
-
 // migTry shows the pair of source LUN src; ok is false when the command
 // failed (no such pair: split, cancelled or never created).
-func (d *Daemon) migTry(src string) (migStatus, result, bool) {
+func (d *Daemon) migTry(src string) (wire.Migration, result, bool) {
 	d.t.Helper()
 	r := d.Run("migration", "show", src, "-o", "json")
-	var s migStatus
+	var s wire.Migration
 	if r.Code != 0 {
 		return s, r, false
 	}
@@ -96,7 +58,7 @@ func (d *Daemon) migTry(src string) (migStatus, result, bool) {
 }
 
 // mig shows the pair of source LUN src and fails the test if it has none.
-func (d *Daemon) mig(src string) migStatus {
+func (d *Daemon) mig(src string) wire.Migration {
 	d.t.Helper()
 	s, r, ok := d.migTry(src)
 	if !ok {
@@ -106,9 +68,9 @@ func (d *Daemon) mig(src string) migStatus {
 }
 
 // lun is `lun show NAME -o json`.
-func (d *Daemon) lun(name string) lunView {
+func (d *Daemon) lun(name string) wire.LUN {
 	d.t.Helper()
-	var l lunView
+	var l wire.LUN
 	d.JSON(&l, "lun", "show", name)
 	return l
 }
@@ -116,9 +78,9 @@ func (d *Daemon) lun(name string) lunView {
 // waitMig polls the pair of src until its state is one of want. It fails
 // at once on a final state that is not wanted (faulty, cancelled), so a
 // broken pair does not cost the whole deadline.
-func (d *Daemon) waitMig(src string, timeout time.Duration, want ...string) migStatus {
+func (d *Daemon) waitMig(src string, timeout time.Duration, want ...string) wire.Migration {
 	d.t.Helper()
-	var last migStatus
+	var last wire.Migration
 	waitFor(d.t, timeout, fmt.Sprintf("pair %s in state %v", src, want), func() (bool, string) {
 		s, r, ok := d.migTry(src)
 		if !ok {
@@ -131,9 +93,9 @@ func (d *Daemon) waitMig(src string, timeout time.Duration, want ...string) migS
 			}
 		}
 		if s.State == "faulty" || s.State == "cancelled" {
-			d.t.Fatalf("pair %s went %s while waiting for %v: %s", src, s.State, want, s)
+			d.t.Fatalf("pair %s went %s while waiting for %v: %s", src, s.State, want, migString(s))
 		}
-		return false, s.String()
+		return false, migString(s)
 	})
 	return last
 }

@@ -1,6 +1,10 @@
 package integration
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
 
 // TestMigrationAgainAfterSplit: a LUN migrated once (auto-split, verify)
 // can be migrated again; while the old pair stays on record as split, show
@@ -12,25 +16,25 @@ func TestMigrationAgainAfterSplit(t *testing.T) {
 	}
 	d.OK("migration", "create", "--source", "ha", "--target", "hb", "--speed", "highest", "--auto-split", "--verify")
 	if st := d.waitMig("ha", stateTimeout, "split"); st.Target != "hb" || st.SplitPauseMS <= 0 {
-		t.Fatalf("auto-split pair: %s target=%s, want target hb with a measured pause", st, st.Target)
+		t.Fatalf("auto-split pair: %s target=%s, want target hb with a measured pause", migString(st), st.Target)
 	}
 	d.OK("migration", "create", "--source", "ha", "--target", "hc", "--speed", "highest")
 	if st := d.waitMig("ha", stateTimeout, "synced"); st.Target != "hc" {
-		t.Fatalf("migration show ha: target %s, want the active pair to hc (%s)", st.Target, st)
+		t.Fatalf("migration show ha: target %s, want the active pair to hc (%s)", st.Target, migString(st))
 	}
-	var all []migStatus
+	var all []wire.Migration
 	d.JSON(&all, "migration", "list")
 	if len(all) != 2 {
 		t.Fatalf("migration list: %d pairs %+v, want the split one and the active one", len(all), all)
 	}
-	var c migStatus
+	var c wire.Migration
 	d.JSON(&c, "migration", "cancel", "ha")
 	if c.State != "cancelled" || c.Target != "hc" {
-		t.Fatalf("migration cancel ha answered %s target=%s, want the cancelled pair to hc", c, c.Target)
+		t.Fatalf("migration cancel ha answered %s target=%s, want the cancelled pair to hc", migString(c), c.Target)
 	}
 	// Nothing active is left to cancel: refused, naming the LUN.
 	d.Fail(1, []string{"ha"}, "migration", "cancel", "ha")
 	if st := d.mig("ha"); st.State != "split" || st.Target != "hb" {
-		t.Fatalf("after the cancel, show ha: %s target=%s, want the earlier split pair to hb", st, st.Target)
+		t.Fatalf("after the cancel, show ha: %s target=%s, want the earlier split pair to hb", migString(st), st.Target)
 	}
 }

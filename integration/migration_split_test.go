@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"slices"
 	"strings"
 	"testing"
@@ -51,19 +52,19 @@ func TestMigrationLiveSplit(t *testing.T) {
 
 	d.OK("migration", "create", "--source", "la", "--target", "lb", "--speed", "highest")
 	st := d.waitMig("la", syncTimeout, "synced")
-	t.Logf("synced: %s", st)
+	t.Logf("synced: %s", migString(st))
 	if st.CopiedBytes != st.TotalBytes || st.TotalBytes != size {
 		t.Errorf("synced with copied %d of %d bytes, want %d of %d", st.CopiedBytes, st.TotalBytes, size, size)
 	}
 	if st.Vehicle == "" {
-		t.Errorf("migration show does not say which vehicle copied: %s", st)
+		t.Errorf("migration show does not say which vehicle copied: %s", migString(st))
 	}
 	// Dual-write under host writes for a while.
 	s1.waitAcked(t, 50, "in dual-write")
 	s2.waitAcked(t, 50, "in dual-write")
 
 	from := time.Now()
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, "migration", "split", "la")
 	to := time.Now()
 	t.Logf("split: pairs %v, pause %.3f ms", sr.Pairs, sr.PauseMS)
@@ -88,7 +89,7 @@ func TestMigrationLiveSplit(t *testing.T) {
 
 	// The pair is gone (or shown as split), the volumes swapped.
 	if s, _, ok := d.migTry("la"); ok && s.State != "split" {
-		t.Errorf("after the split the pair is %s, want gone or split", s)
+		t.Errorf("after the split the pair is %s, want gone or split", migString(s))
 	}
 	la1, lb1 := d.lun("la"), d.lun("lb")
 	if la1.Volume == la0.Volume || la1.Volume != lb0.Volume || lb1.Volume != la0.Volume {
@@ -175,7 +176,7 @@ func TestMigrationConsistentSplit8(t *testing.T) {
 	s.waitAcked(t, 40, "in dual-write")
 
 	from := time.Now()
-	var sr splitView
+	var sr wire.SplitResult
 	d.JSON(&sr, append([]string{"migration", "split"}, srcs...)...)
 	to := time.Now()
 	t.Logf("consistent split of %d pairs: pause %.3f ms", len(sr.Pairs), sr.PauseMS)
@@ -189,7 +190,7 @@ func TestMigrationConsistentSplit8(t *testing.T) {
 	for _, a := range srcs {
 		if st, _, ok := d.migTry(a); ok {
 			if st.State != "split" || st.SplitPauseMS != sr.PauseMS {
-				t.Errorf("pair %s after the consistent split: %s, want split with pause %.3f ms", a, st, sr.PauseMS)
+				t.Errorf("pair %s after the consistent split: %s, want split with pause %.3f ms", a, migString(st), sr.PauseMS)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,19 +12,6 @@ import (
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
-
-// offlineLUN is the state part of `lun show NAME -o json`.
-type offlineLUN struct {
-	State   string `json:"state"`
-	Offline string `json:"offline"`
-}
-
-func (d *Daemon) lunState(name string) offlineLUN {
-	d.t.Helper()
-	var l offlineLUN
-	d.JSON(&l, "lun", "show", name)
-	return l
-}
 
 // editPairState rewrites a pair record's state in the stopped daemon's
 // meta volume (what a downgrade, or an upgrade with a new state, leaves).
@@ -97,7 +85,7 @@ func TestOfflineUnloadablePair(t *testing.T) {
 		t.Logf("qemu-io write to the offline LUN failed, as it must: %s", w)
 	}
 	for _, n := range []string{"usrc", "udst"} {
-		if l := d.lunState(n); l.State != "offline" || !strings.Contains(l.Offline, "pair "+u.ID+" could not be loaded") {
+		if l := d.lun(n); l.State != "offline" || !strings.Contains(l.Offline, "pair "+u.ID+" could not be loaded") {
 			t.Errorf("lun %s: %+v, want offline naming pair %s", n, l, u.ID)
 		}
 	}
@@ -108,7 +96,7 @@ func TestOfflineUnloadablePair(t *testing.T) {
 		t.Errorf("migration list does not show the unloaded pair offline:\n%s", out)
 	}
 	if m, r, ok := d.migTry("usrc"); !ok || m.State != "offline" || !strings.Contains(m.Reason, "could not be loaded") {
-		t.Errorf("migration show: %s %s", m, r)
+		t.Errorf("migration show: %s %s", migString(m), r)
 	}
 	if len(d.logHas("pair could not be loaded")) == 0 {
 		t.Errorf("no error line about the unloadable pair in the log")
@@ -128,7 +116,7 @@ func TestOfflineUnloadablePair(t *testing.T) {
 	if r := d.Run("migration", "cancel", "csrc"); r.Code != 0 {
 		t.Errorf("cancel of the unloaded pair: %s", r)
 	} else {
-		if l := d.lunState("csrc"); l.State != "online" {
+		if l := d.lun("csrc"); l.State != "online" {
 			t.Errorf("csrc after cancel: %+v", l)
 		}
 		qemuIOOK(t, curl, "write -P 0x13 0 64k", "read -P 0x13 0 64k", "read -P 0x12 64k 64k")
@@ -139,7 +127,7 @@ func TestOfflineUnloadablePair(t *testing.T) {
 	d.Stop()
 	editPairState(t, d.DataDir, u.ID, "synced")
 	d.Start(d.Portal)
-	if l := d.lunState("usrc"); l.State != "online" {
+	if l := d.lun("usrc"); l.State != "online" {
 		t.Errorf("usrc with its pair loaded again: %+v", l)
 	}
 	d.waitMig("usrc", syncTimeout, "synced")
@@ -185,9 +173,9 @@ func TestOfflineTruncatedVolumes(t *testing.T) {
 	if r.Code != 0 {
 		m := d.waitMig("tsrc", stateTimeout, "interrupted")
 		if !strings.Contains(m.Reason, "shrank") {
-			t.Errorf("interrupted without the reason: %s", m)
+			t.Errorf("interrupted without the reason: %s", migString(m))
 		}
-		if l := d.lunState("tdst"); l.State != "offline" || !strings.Contains(l.Offline, "shrank") {
+		if l := d.lun("tdst"); l.State != "offline" || !strings.Contains(l.Offline, "shrank") {
 			t.Errorf("tdst: %+v, want offline (shrank)", l)
 		}
 	}
@@ -203,9 +191,9 @@ func TestOfflineTruncatedVolumes(t *testing.T) {
 	if r := qemuIO(t, purl, "read 6M 64k"); !qemuIOReadFailed(r) {
 		t.Errorf("read of a truncated plain LUN past its new end did not fail: %s", r)
 	}
-	var l offlineLUN
+	var l wire.LUN
 	waitFor(t, stateTimeout, "tplain offline", func() (bool, string) {
-		l = d.lunState("tplain")
+		l = d.lun("tplain")
 		b, _ := json.Marshal(l)
 		return l.State == "offline", string(b)
 	})

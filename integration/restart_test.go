@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"reflect"
 	"strings"
 	"testing"
@@ -73,10 +74,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	d.OK("target", "map", iqn, "late")
 	d.OK("lun", "resize", "loose", "--size", "12MiB")
 	d.Restart(true)
-	var l struct {
-		Size     int64 `json:"size"`
-		Mappings []any `json:"mappings"`
-	}
+	var l wire.LUN
 	d.JSON(&l, "lun", "show", "late")
 	if len(l.Mappings) != 1 {
 		t.Errorf("mapping made before kill -9 lost: %+v", l)

@@ -260,7 +260,7 @@ func (s *scaleSet) startHost(t testing.TB, base []image, seed int64, firstPat in
 
 // splitCLI runs `lmtgt migration split SRC...` with every source in one
 // command and returns its result and how long the command took.
-func (s *scaleSet) splitCLI(t testing.TB) (splitView, time.Duration) {
+func (s *scaleSet) splitCLI(t testing.TB) (wire.SplitResult, time.Duration) {
 	t.Helper()
 	return splitAll(t, s.d, s.src)
 }
@@ -271,7 +271,7 @@ func (s *scaleSet) splitCLI(t testing.TB) (splitView, time.Duration) {
 // administrator would (on this shared machine a host write waiting for
 // its durable DCL mark may outlast 100 ms). It returns the result and how
 // long the successful command took.
-func splitAll(t testing.TB, d *Daemon, srcs []string) (splitView, time.Duration) {
+func splitAll(t testing.TB, d *Daemon, srcs []string) (wire.SplitResult, time.Duration) {
 	t.Helper()
 	args := append([]string{"migration", "split"}, srcs...)
 	args = append(args, "-o", "json")
@@ -280,7 +280,7 @@ func splitAll(t testing.TB, d *Daemon, srcs []string) (splitView, time.Duration)
 		r := d.Run(args...)
 		took := time.Since(t0)
 		if r.Code == 0 {
-			var sr splitView
+			var sr wire.SplitResult
 			if err := json.Unmarshal([]byte(r.Stdout), &sr); err != nil {
 				t.Fatalf("migration split -o json: %v\n%s", err, r.Stdout)
 			}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,6 @@ import (
 func TestSessionAutoSplit(t *testing.T) {
 	needTools(t, "qemu-io")
 	d := StartDaemon(t, "")
-	type lunInfo struct {
-		Volume string `json:"volume"`
-	}
 	var iqns []string
 	var pairs []string
 	before := map[string]string{}
@@ -26,7 +24,7 @@ func TestSessionAutoSplit(t *testing.T) {
 		iqns = append(iqns, iqn)
 		d.OK("lun", "create", dst, "--size", "8MiB")
 		qemuIOOK(t, d.URL(iqn, 0), fmt.Sprintf("write -P 0x%x 0 3M", 0x11*(i+1)))
-		var l lunInfo
+		var l wire.LUN
 		d.JSON(&l, "lun", "show", dst)
 		before[dst] = l.Volume
 		pairs = append(pairs, "--pair", src+":"+dst)
@@ -52,14 +50,7 @@ func TestSessionAutoSplit(t *testing.T) {
 	if last := lines[len(lines)-1]; !strings.HasSuffix(last, "split") {
 		t.Fatalf("--watch: last line %q", last)
 	}
-	var s struct {
-		State        string
-		SplitPauseMS float64 `json:"split_pause_ms"`
-		Pairs        []struct {
-			Source, State string
-			SplitPauseMS  float64 `json:"split_pause_ms"`
-		}
-	}
+	var s wire.MigrationSession
 	waitFor(t, 10*time.Second, "the split pause on every pair", func() (bool, string) {
 		d.JSON(&s, "session", "show", "wave")
 		for _, p := range s.Pairs {
@@ -71,7 +62,7 @@ func TestSessionAutoSplit(t *testing.T) {
 	})
 	for i := range 3 {
 		src, dst := fmt.Sprintf("ss%d", i), fmt.Sprintf("ss%d-new", i)
-		var l lunInfo
+		var l wire.LUN
 		d.JSON(&l, "lun", "show", src)
 		if l.Volume != before[dst] {
 			t.Errorf("%s: volume %s after the split, want %s (the target's)", src, l.Volume, before[dst])

@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"io"
 	"net"
 	"strings"
@@ -61,13 +62,7 @@ func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 func TestTargetShowSessions(t *testing.T) {
 	d := StartDaemon(t, "")
 	iqn := d.Export("ss1", "8MiB", 512)
-	var v struct {
-		Sessions []struct {
-			Initiator string `json:"initiator"`
-			Remote    string `json:"remote"`
-			TSIH      uint16 `json:"tsih"`
-		} `json:"sessions"`
-	}
+	var v wire.Target
 	d.JSON(&v, "target", "show", iqn)
 	if len(v.Sessions) != 0 {
 		t.Fatalf("target show before any login: sessions %+v", v.Sessions)

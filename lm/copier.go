@@ -424,6 +424,9 @@ func (p *pair) chooseVehicle() {
 				v = VehicleCopyFileRange
 			}
 		}
+		if err1 == nil && err2 == nil && (so.remote != nil || to.remote != nil) {
+			v = VehicleRemote
+		}
 		if wanted == VehicleCopyFileRange && v != VehicleCopyFileRange {
 			p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
 		}

@@ -38,10 +38,54 @@ const (
 // ImportLUNRequest asks for a LUN whose data volume is a LUN on another
 // iSCSI target.
 type ImportLUNRequest struct {
-	Name   string
-	Remote metavol.Remote
+	Name string
+	// From is iscsi://HOST[:PORT]/IQN/LUN, without credentials.
+	From string
+	// CHAP credentials for the login to the other target: one-way, or
+	// mutual with MutualUser and MutualSecret too.
+	CHAPUser, CHAPSecret     string
+	MutualUser, MutualSecret string
 	// Identity is IdentityAdopt (default) or IdentityOwn.
 	Identity string
+}
+
+// checkImport applies the rules of an import request that need no lock
+// and returns the remote it names. The URL must not carry credentials
+// (they would end up in shell history and process lists): they come in
+// the CHAP fields. No error names a secret.
+func checkImport(req ImportLUNRequest) (metavol.Remote, error) {
+	obj := lunObject(req.Name)
+	if req.Name == "" {
+		return metavol.Remote{}, refuse(ErrInvalid, "lun", "a name is required")
+	}
+	if req.From == "" {
+		return metavol.Remote{}, refuse(ErrInvalid, obj, "--from iscsi://HOST[:PORT]/IQN/LUN is required")
+	}
+	u, err := iscsivol.ParseURL(req.From)
+	if err != nil {
+		return metavol.Remote{}, refuse(ErrInvalid, obj, "%v", err)
+	}
+	if u.CHAPUser != "" {
+		return metavol.Remote{}, refuse(ErrInvalid, obj, "%s: give CHAP credentials with --chap-user and --chap-secret-file, not in the URL", iscsivol.Redact(req.From))
+	}
+	if (req.CHAPUser == "") != (req.CHAPSecret == "") {
+		return metavol.Remote{}, refuse(ErrInvalid, obj, "CHAP needs both a user and a secret")
+	}
+	if (req.MutualUser == "") != (req.MutualSecret == "") || (req.MutualUser != "" && req.CHAPUser == "") {
+		return metavol.Remote{}, refuse(ErrInvalid, obj, "mutual CHAP needs a mutual user and secret, and one-way CHAP too")
+	}
+	switch req.Identity {
+	case "", IdentityAdopt, IdentityOwn:
+	default:
+		return metavol.Remote{}, refuse(ErrInvalid, obj, "identity %q: want %s or %s", req.Identity, IdentityAdopt, IdentityOwn)
+	}
+	if err := ValidLUNName(req.Name); err != nil {
+		return metavol.Remote{}, err
+	}
+	return metavol.Remote{
+		Portal: u.Portal, Target: u.Target, LUN: u.LUN,
+		CHAPUser: req.CHAPUser, CHAPSecret: req.CHAPSecret, MutualUser: req.MutualUser, MutualSecret: req.MutualSecret,
+	}, nil
 }
 
 // remoteConfig is the initiator configuration of a remote volume record.
@@ -60,7 +104,9 @@ func (m *Manager) dialRemote(volID string, r metavol.Remote) (*iscsivol.Volume, 
 	ctx, cancel := context.WithTimeout(m.ctx, RemoteOpenTimeout)
 	defer cancel()
 	log := slog.New(zerolog.NewSlogHandler(m.log.With().Str("volume", volID).Logger()))
-	v, err := iscsivol.OpenConfig(ctx, m.remoteConfig(r), log)
+	cfg := m.remoteConfig(r)
+	cfg.ISID = isidFor(volID) // the same I_T nexus after a restart (fence.go)
+	v, err := iscsivol.OpenConfig(ctx, cfg, log)
 	if err != nil {
 		if errors.Is(err, iscsivol.ErrAuth) {
 			return nil, fmt.Errorf("remote %s: login refused (check the CHAP user and secret): %w", r.URL(), err)
@@ -87,6 +133,7 @@ func (m *Manager) openRemote(d *dataVol) error {
 		d.why.Store(&s)
 		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
+	m.refence(d, r)
 	if !d.cur.CompareAndSwap(nil, m.remoteVol(d.rec.ID, r)) {
 		r.Close()
 	}
@@ -151,29 +198,20 @@ func (m *Manager) known(d *dataVol) bool {
 // vendor/product/revision, VPD 0x80 serial and VPD 0x83 logical-unit
 // designators, read once now and kept on the LUN record.
 func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
-	m.admin.Lock()
-	defer m.admin.Unlock()
-	if m.isClosed() {
-		return metavol.LUN{}, fmt.Errorf("lun %s: manager closed: %w", req.Name, ErrState)
-	}
-	if err := ValidLUNName(req.Name); err != nil {
+	r, err := checkImport(req)
+	if err != nil {
 		return metavol.LUN{}, err
 	}
 	mode := req.Identity
 	if mode == "" {
 		mode = IdentityAdopt
 	}
-	if mode != IdentityAdopt && mode != IdentityOwn {
-		return metavol.LUN{}, fmt.Errorf("lun %s: identity %q (want %s or %s): %w", req.Name, req.Identity, IdentityAdopt, IdentityOwn, ErrInvalid)
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	if m.isClosed() {
+		return metavol.LUN{}, fmt.Errorf("lun %s: manager closed: %w", req.Name, ErrState)
 	}
-	r := req.Remote
-	if r.Portal == "" || r.Target == "" {
-		return metavol.LUN{}, fmt.Errorf("lun %s: remote needs a portal and a target name: %w", req.Name, ErrInvalid)
-	}
-	if (r.CHAPUser == "") != (r.CHAPSecret == "") {
-		return metavol.LUN{}, fmt.Errorf("lun %s: CHAP needs both a user and a secret: %w", req.Name, ErrInvalid)
-	}
-	err := m.db.View(func(tx *metavol.Tx) error {
+	err = m.db.View(func(tx *metavol.Tx) error {
 		if _, err := tx.LUNByName(req.Name); err == nil {
 			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
 		} else if !errors.Is(err, metavol.ErrNotFound) {
@@ -208,7 +246,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 		return metavol.LUN{}, err
 	}
 	bs := rv.BlockSize()
-	if bs != 512 && bs != 4096 {
+	if !servedBlockSize(int64(bs)) {
 		return fail(fmt.Errorf("lun %s: remote %s has %d-byte blocks (lmtgt serves 512 or 4096): %w", req.Name, r.URL(), bs, ErrInvalid))
 	}
 	vrec.Size = rv.Size()
@@ -238,6 +276,12 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	if err := m.addLUN(vrec, lrec, m.remoteVol(vrec.ID, rv)); err != nil {
 		return fail(err)
 	}
+	if mode == IdentityAdopt { // PR carry-over, before any target maps it (fence.go)
+		if err := m.carryPRs(lrec.ID, lrec.Name, rv.Client(), fenceKeyFor(vrec.ID)); err != nil {
+			m.log.Warn().Err(err).Str("lun", lrec.Name).Msg("persistent reservations not carried over at import (migration create tries again)")
+		}
+	}
+	m.registerAccess(vrec.ID, lrec.Name, rv.Client())
 	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
 		Str("identity", mode).Msg("LUN imported")
 	return lrec, nil
@@ -264,4 +308,20 @@ func (m *Manager) RemoteState(lunID string) string {
 		return "not open"
 	}
 	return o.remote.Client().State().String()
+}
+
+// BypassWarning is the warning of a new pair whose source is imported
+// from an array without persistent reservations, accepted with
+// AllowUnfenced (FenceUnfenced), "" for any other pair: lmtgt cannot fence
+// the old path, so a host write that reaches the old array directly
+// escapes the DCL and is lost at the split (fence.go, docs/design.md
+// "Fencing").
+func (m *Manager) BypassWarning(p PairStatus) string {
+	f := m.Fence(p.SourceID)
+	if f.State != FenceUnfenced {
+		return ""
+	}
+	return fmt.Sprintf("WARNING: source LUN %s is imported from %s, which has no persistent reservations: lmtgt cannot fence its other paths. "+
+		"Until the split, no host may use any path to %s other than through lmtgt. "+
+		"A write that reaches the old array directly is NOT tracked and is LOST at the split.", p.Source, f.Remote, f.Remote)
 }

@@ -3,6 +3,7 @@ package lm
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,26 +33,14 @@ func ValidLUNName(name string) error {
 // its size), or a new sparse file at Path if nothing is there. Direct opens
 // the data volume with O_DIRECT, now and at every later open.
 func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
+	bs, err := checkCreateLUN(&req)
+	if err != nil {
+		return metavol.LUN{}, err
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
 		return metavol.LUN{}, fmt.Errorf("lun %s: manager closed: %w", req.Name, ErrState)
-	}
-	if err := ValidLUNName(req.Name); err != nil {
-		return metavol.LUN{}, err
-	}
-	bs := req.BlockSize
-	if bs == 0 {
-		bs = 512
-	}
-	if bs != 512 && bs != 4096 {
-		return metavol.LUN{}, fmt.Errorf("lun %s: block size %d (want 512 or 4096): %w", req.Name, req.BlockSize, ErrInvalid)
-	}
-	if req.Size < 0 || (req.Size == 0 && req.Path == "") {
-		return metavol.LUN{}, fmt.Errorf("lun %s: size %d must be positive: %w", req.Name, req.Size, ErrInvalid)
-	}
-	if req.Size%int64(bs) != 0 {
-		return metavol.LUN{}, fmt.Errorf("lun %s: size %d is not a multiple of the block size %d: %w", req.Name, req.Size, bs, ErrInvalid)
 	}
 	// Name and path must be free, and the path allowed (checkLUNPath).
 	var path string
@@ -63,7 +52,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		path = p
 	}
 	var vols []metavol.Volume
-	err := m.db.View(func(tx *metavol.Tx) error {
+	err = m.db.View(func(tx *metavol.Tx) error {
 		if _, err := tx.LUNByName(req.Name); err == nil {
 			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
 		} else if !errors.Is(err, metavol.ErrNotFound) {
@@ -81,6 +70,9 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	}
 	if path != "" {
 		if err := m.checkLUNPath(req.Name, path, req.Force, vols); err != nil {
+			return metavol.LUN{}, err
+		}
+		if err := checkParentDir(lunObject(req.Name), path); err != nil {
 			return metavol.LUN{}, err
 		}
 	}
@@ -101,13 +93,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		created = true
 	default:
 		vrec.Path = path
-		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
-			if req.Size == 0 {
-				return metavol.LUN{}, fmt.Errorf("lun %s: %s does not exist and no size was given: %w", req.Name, path, ErrInvalid)
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, err)
-			}
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) && req.Size > 0 {
 			f, err = volume.Create(path, req.Size, vopts)
 			created = true
 		} else {
@@ -151,6 +137,96 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	}
 	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Bool("direct", vrec.Direct).Msg("LUN created")
 	return lrec, nil
+}
+
+// checkCreateLUN applies the rules of a new LUN's request that need no
+// lock: a name (ValidLUNName), the block size (512, the default, or
+// 4096), the size (positive, a whole number of blocks, or 0 with a Path:
+// the file's or device's size) and checkPath. It returns the block size.
+// The rules on where a path may be are checkLUNPath's, then
+// checkParentDir's, under the admin lock.
+func checkCreateLUN(req *CreateLUNRequest) (uint32, error) {
+	obj := lunObject(req.Name)
+	if req.Name == "" {
+		return 0, refuse(ErrInvalid, "lun", "a name is required")
+	}
+	if err := ValidLUNName(req.Name); err != nil {
+		return 0, err
+	}
+	bs := req.BlockSize
+	if bs == 0 {
+		bs = 512
+	}
+	if !servedBlockSize(int64(bs)) {
+		return 0, refuse(ErrInvalid, obj, "block size %d: must be 512 or 4096", req.BlockSize)
+	}
+	switch {
+	case req.Size < 0:
+		return 0, refuse(ErrInvalid, obj, "size %d is negative", req.Size)
+	case req.Size == 0 && req.Path == "":
+		return 0, refuse(ErrInvalid, obj, "a size is required (for example --size 1GiB)")
+	case req.Size != 0 && req.Size < int64(bs):
+		return 0, refuse(ErrInvalid, obj, "size %d is too small: at least one block of %d bytes", req.Size, bs)
+	}
+	if err := checkBlocks(obj, req.Size, bs); err != nil {
+		return 0, err
+	}
+	if req.Path != "" {
+		if err := checkPath(req.Path, req.Size); err != nil {
+			return 0, refuse(ErrInvalid, obj, "%v", err)
+		}
+	}
+	return bs, nil
+}
+
+// servedBlockSize reports whether lmtgt serves LUNs with blocks of bs
+// bytes: 512 or 4096 (a created LUN's choice, an imported LUN's given).
+func servedBlockSize(bs int64) bool { return bs == 512 || bs == 4096 }
+
+// checkBlocks refuses a LUN size that is not a whole number of blocks.
+func checkBlocks(obj string, size int64, bs uint32) error {
+	if size%int64(bs) != 0 {
+		return refuse(ErrInvalid, obj, "size %d is not a multiple of the block size %d", size, bs)
+	}
+	return nil
+}
+
+// checkPath refuses a --path that cannot work before anything else looks
+// at it: relative paths (the daemon's working directory is not the
+// client's), devices that do not exist (lmtgt never creates files under
+// /dev, but for /dev/shm, a tmpfs) and files that do not exist when no
+// size says how large to create them. It only looks (stat), never
+// creates; checkLUNPath then applies the rules about which paths lmtgt
+// may use, and checkParentDir refuses a new file in a missing directory.
+func checkPath(path string, size int64) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("path %s is not absolute", path)
+	}
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("path %s: %w", path, err)
+	case within(filepath.Clean(path), "/dev") && !within(filepath.Clean(path), "/dev/shm"):
+		return fmt.Errorf("path %s: no such device", path)
+	case size == 0:
+		return fmt.Errorf("path %s does not exist: give --size to create a sparse file there", path)
+	}
+	return nil
+}
+
+// checkParentDir refuses a new file at path in a directory that does not
+// exist (lmtgt creates the file, never its directories). Checked after
+// checkLUNPath, whose refusals say more.
+func checkParentDir(obj, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Dir(path)); err != nil {
+		return refuse(ErrInvalid, obj, "path %s: directory %s does not exist", path, filepath.Dir(path))
+	}
+	return nil
 }
 
 // addLUN commits a new LUN and its data volume in one transaction and
@@ -205,29 +281,35 @@ func (m *Manager) pairOf(id string) *pair {
 	return nil
 }
 
-// ResizeLUN grows a LUN (and its data volume if it is smaller). Shrinking
-// and resizing a LUN in a pair are refused.
+// ResizeLUN grows a LUN (and its data volume if it is smaller); an
+// unchanged size changes nothing. Shrinking and resizing a LUN in a pair
+// are refused.
 func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
+	obj := lunObject(name)
+	if err := ValidLUNName(name); err != nil {
+		return metavol.LUN{}, err
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return l, err
 	}
+	switch {
+	case size <= 0:
+		return l, refuse(ErrInvalid, obj, "a new size is required (for example --size 2GiB)")
+	case size%int64(l.BlockSize) != 0:
+		return l, checkBlocks(obj, size, l.BlockSize)
+	case size < l.Size:
+		return l, refuse(ErrInvalid, obj, "size %d is smaller than the current %d: LUNs only grow", size, l.Size)
+	case size == l.Size:
+		return l, nil
+	}
 	if err := m.refuseOffline("resize", l); err != nil {
 		return l, err
 	}
 	if p := m.pairOf(l.ID); p != nil {
 		return l, fmt.Errorf("lun %s: resize refused: pair %s: %w", name, p.id, ErrInPair)
-	}
-	if size < l.Size {
-		return l, fmt.Errorf("lun %s: cannot shrink from %d to %d bytes: %w", name, l.Size, size, ErrInvalid)
-	}
-	if size%int64(l.BlockSize) != 0 {
-		return l, fmt.Errorf("lun %s: size %d is not a multiple of the block size %d: %w", name, size, l.BlockSize, ErrInvalid)
-	}
-	if size == l.Size {
-		return l, nil
 	}
 	o, err := e.vol.get()
 	if err != nil {
@@ -262,17 +344,15 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 // a pair. An owned data volume file is deleted; an existing file or device
 // the LUN was created on is only forgotten.
 func (m *Manager) DeleteLUN(name string) error {
+	obj := lunObject(name)
+	if err := ValidLUNName(name); err != nil {
+		return err
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return err
-	}
-	if err := m.refuseOffline("delete", l); err != nil {
-		return err
-	}
-	if p := m.pairOf(l.ID); p != nil {
-		return fmt.Errorf("lun %s: delete refused: pair %s: %w", name, p.id, ErrInPair)
 	}
 	var vrec metavol.Volume
 	err = m.db.Update(func(tx *metavol.Tx) error {
@@ -280,12 +360,43 @@ func (m *Manager) DeleteLUN(name string) error {
 		if err != nil {
 			return err
 		}
+		var where []string
 		for _, t := range ts {
 			for _, mp := range t.Mappings {
 				if mp.LUNID == l.ID {
-					return fmt.Errorf("lun %s: delete refused: mapped to target %s as LUN %d: %w", name, t.IQN, mp.LUN, ErrMapped)
+					where = append(where, fmt.Sprintf("%s LUN %d", t.IQN, mp.LUN))
 				}
 			}
+		}
+		if len(where) > 0 {
+			return refuse(ErrMapped, obj, "mapped to a target (%s): unmap it first", strings.Join(where, ", "))
+		}
+		ps, err := tx.Pairs()
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if !pairHoldsLUNs(p.State) || (p.SourceLUN != l.ID && p.TargetLUN != l.ID) {
+				continue
+			}
+			role, peer := "source", p.TargetLUN
+			if p.TargetLUN == l.ID {
+				role, peer = "target", p.SourceLUN
+			}
+			if pl, err := tx.GetLUN(peer); err == nil {
+				peer = pl.Name
+			}
+			r := refuse(ErrInPair, obj, "in a migration pair (%s of pair %s with %s, %s): cancel or split it first", role, p.ID, peer, p.State)
+			if m.refuseOffline("delete", l) != nil {
+				r.Err = fmt.Errorf("%w: %w", ErrInPair, ErrOffline) // the pair could not be loaded
+			}
+			return r
+		}
+		if err := m.refuseOffline("delete", l); err != nil {
+			return err
+		}
+		if p := m.pairOf(l.ID); p != nil {
+			return fmt.Errorf("lun %s: delete refused: pair %s: %w", name, p.id, ErrInPair)
 		}
 		vrec, err = tx.GetVolume(l.VolumeID)
 		if err != nil && !errors.Is(err, metavol.ErrNotFound) {
@@ -299,7 +410,8 @@ func (m *Manager) DeleteLUN(name string) error {
 		return tx.DeleteLUN(l.ID) // and its saved reservations
 	})
 	if err != nil {
-		if errors.Is(err, ErrMapped) {
+		var r *Refusal
+		if errors.As(err, &r) || errors.Is(err, ErrInPair) || errors.Is(err, ErrOffline) {
 			return err
 		}
 		return mapMetaErr("lun", name, err)
@@ -313,6 +425,7 @@ func (m *Manager) DeleteLUN(name string) error {
 	d := m.mu.vols[l.VolumeID]
 	delete(m.mu.vols, l.VolumeID)
 	m.mu.Unlock()
+	m.releaseFenceRecord(d, vrec, name) // fence.go
 	if d != nil {
 		if o := d.cur.Swap(nil); o != nil {
 			o.raw.Close()

@@ -178,7 +178,7 @@ func TestCreateLUNSystemLocations(t *testing.T) {
 
 	// The default list (never written: only refusals are checked).
 	d := newEnv(t, Options{}, false)
-	for _, p := range []string{"/etc/passwd", "/etc/lmtgt-test-new.img", "/usr/bin/env", "/boot/x.img", "/proc/self/mem", "/sys/kernel/x", "/run/x.img", "/dev/lmtgt-test-file"} {
+	for _, p := range []string{"/etc/passwd", "/etc/lmtgt-test-new.img", "/usr/bin/env", "/boot/x.img", "/proc/self/mem", "/sys/kernel/x", "/run/x.img", "/dev/null"} {
 		_, err := d.m.CreateLUN(CreateLUNRequest{Name: "s", Path: p, Size: 1 << 20})
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--path "+p+" is in ") {
 			t.Fatalf("CreateLUN(%s) = %v", p, err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,7 +70,15 @@ func TestLUNLifecycle(t *testing.T) {
 	if _, err := m.CreateLUN(CreateLUNRequest{Name: "big", Path: p2, Size: 8 << 20}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("size larger than the file: %v", err)
 	}
+	// A new file is created in an existing directory, never with its
+	// directories (the rule the admin API always applied).
 	np := filepath.Join(t.TempDir(), "sub", "new.img")
+	if _, err := m.CreateLUN(CreateLUNRequest{Name: "new", Path: np, Size: 1 << 20}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("new file in a missing directory: %v", err)
+	}
+	if err := os.Mkdir(filepath.Dir(np), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := m.CreateLUN(CreateLUNRequest{Name: "new", Path: np, Size: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}

@@ -132,6 +132,8 @@ type Manager struct {
 	// admin serialises the admin operations (LUN and pair changes,
 	// split). Taken before mu; never held by the host I/O path.
 	admin mutex[rankAdmin]
+	// exporter applies target changes live (targets.go); guarded by admin.
+	exporter Exporter
 
 	// mu guards the maps (not what the entries point at). Never held
 	// during I/O or a meta volume transaction.
@@ -146,8 +148,10 @@ type Manager struct {
 		closed   bool
 	}
 
-	// sess holds the migration sessions (session.go).
+	// sess holds the migration sessions (sessionrun.go).
 	sess sessionSet
+	// fence holds the PR carrier (fence.go).
+	fence fenceSet
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -178,6 +182,8 @@ type dataVol struct {
 	// vanished or was replaced underneath lmtgt (offline.go); get fails
 	// from then on.
 	lost atomic.Pointer[string]
+	// fence is the fence of a remote volume (fence.go); nil: none.
+	fence atomic.Pointer[FenceStatus]
 }
 
 type openVol struct {
@@ -334,6 +340,10 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		e := m.newEntry(l)
 		m.mu.luns[l.ID] = e
 	}
+	if err := m.adoptSessionPairs(pairs); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("lm: record the sessions of old pair records: %w", err)
+	}
 	m.dcl = dcl.Open(db, dcl.Options{Log: opts.Log, ClearInterval: opts.ClearInterval})
 	if err := m.recover(pairs); err != nil {
 		m.Close()
@@ -434,20 +444,14 @@ func (m *Manager) LUN(id string) (volume.Volume, error) {
 	return e, nil
 }
 
-// LUNPair reports the pair a LUN ID belongs to (as source or target), or
-// ok=false. The admin API refuses to map a LUN that is the target of a pair.
+// LUNPair reports the active pair a LUN ID belongs to (as source or
+// target), or ok=false.
 func (m *Manager) LUNPair(id string) (pairID string, source bool, ok bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, p := range m.mu.pairs {
-		if p.src.id == id {
-			return p.id, true, true
-		}
-		if p.tgt.id == id {
-			return p.id, false, true
-		}
+	p := m.pairOf(id)
+	if p == nil {
+		return "", false, false
 	}
-	return "", false, false
+	return p.id, p.src.id == id, true
 }
 
 // lunEntry is one LUN's routing entry and its host I/O handle.

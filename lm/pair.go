@@ -17,6 +17,10 @@ const (
 	VehicleAuto          = "auto"
 	VehicleGeneric       = "generic"
 	VehicleCopyFileRange = "copy_file_range"
+	// VehicleRemote is what runs when a leg is a remote (iSCSI) data
+	// volume: the read/write copy through lmtgt's initiator, chosen by
+	// auto (--vehicle generic runs the same copy under its own name).
+	VehicleRemote = "remote-iscsi"
 )
 
 // pair is one attached migration pair: its state, DCL, range lock, copy

@@ -18,8 +18,13 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 	if err != nil {
 		return PairStatus{}, err
 	}
+	unfence, err := m.fencePlans([]pairPlan{pl}, req.Preempt, req.AllowUnfenced) // an imported source (fence.go)
+	if err != nil {
+		return PairStatus{}, err
+	}
 	ps, err := m.createPairs("pair "+req.Source, []pairPlan{pl}, nil)
 	if ps == nil {
+		unfence()
 		return PairStatus{}, err
 	}
 	p := ps[0]
@@ -42,27 +47,8 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 	if m.isClosed() {
 		return pairPlan{}, fmt.Errorf("pair %s: manager closed: %w", req.Source, ErrState)
 	}
-	if req.Source == "" || req.Target == "" {
-		return pairPlan{}, fmt.Errorf("pair: source and target LUN names are required: %w", ErrInvalid)
-	}
-	if req.Source == req.Target {
-		return pairPlan{}, fmt.Errorf("pair %s: source and target are the same LUN: %w", req.Source, ErrInvalid)
-	}
-	if req.Speed == "" {
-		req.Speed = SpeedMedium
-	}
-	if _, err := rateOf(req.Speed); err != nil {
-		return pairPlan{}, fmt.Errorf("pair %s: %w", req.Source, err)
-	}
-	if req.MaxMBps < 0 {
-		return pairPlan{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", req.Source, req.MaxMBps, ErrInvalid)
-	}
-	switch req.Vehicle {
-	case "":
-		req.Vehicle = VehicleAuto
-	case VehicleAuto, VehicleGeneric, VehicleCopyFileRange:
-	default:
-		return pairPlan{}, fmt.Errorf("pair %s: vehicle %q (want auto, generic or copy_file_range): %w", req.Source, req.Vehicle, ErrInvalid)
+	if err := checkPairRequest(&req); err != nil {
+		return pairPlan{}, err
 	}
 	se, sl, err := m.entryByName(req.Source)
 	if err != nil {
@@ -89,21 +75,7 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 				req.Source, x.Name, p.id, p.src.name, p.tgt.name, ErrInPair)
 		}
 	}
-	if err := m.db.View(func(tx *metavol.Tx) error {
-		ts, err := tx.Targets()
-		if err != nil {
-			return err
-		}
-		for _, t := range ts {
-			for _, mp := range t.Mappings {
-				if mp.LUNID == tl.ID {
-					return fmt.Errorf("pair %s: target LUN %s is mapped to target %s as LUN %d: %w",
-						req.Source, req.Target, t.IQN, mp.LUN, ErrMapped)
-				}
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := m.db.View(func(tx *metavol.Tx) error { return refuseMappedPairTarget(tx, req.Source, tl) }); err != nil {
 		return pairPlan{}, err
 	}
 	for _, x := range []struct {
@@ -300,24 +272,26 @@ func (m *Manager) detach(p *pair) error {
 // activePair finds the active pair whose source LUN is named source.
 func (m *Manager) activePair(source string) (*pair, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, p := range m.mu.pairs {
 		if p.src.name == source {
+			m.mu.Unlock()
 			return p, nil
 		}
 	}
-	if u := m.unloadedLocked(source); u != nil {
+	u := m.unloadedLocked(source)
+	m.mu.Unlock()
+	if u != nil {
 		return nil, fmt.Errorf("migration of %s: %s: %w", source, u.reason(), ErrOffline)
 	}
-	return nil, fmt.Errorf("migration of %s: %w", source, ErrNotFound)
+	return nil, m.noActivePair(source)
 }
 
-// Pause stops the copy; host writes then go to the source only and are
+// pause stops the copy; host writes then go to the source only and are
 // recorded in the DCL. It returns once the copier has stopped.
-func (m *Manager) Pause(source string) error {
+func (m *Manager) pause(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if err != nil {
 		return err
 	}
@@ -329,31 +303,31 @@ func (m *Manager) Pause(source string) error {
 	return nil
 }
 
-// Resume continues a paused pair: the copy goes on from the cursor and
+// resume continues a paused pair: the copy goes on from the cursor and
 // the DCL (what changed while paused) is re-copied.
-func (m *Manager) Resume(source string) error {
+func (m *Manager) resume(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if err != nil {
 		return err
 	}
 	if p.getState() != StatePaused {
-		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", source, p.getState(), ErrState)
+		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", ref, p.getState(), ErrState)
 	}
 	return p.transition(StateCopying, "resumed by admin")
 }
 
-// Cancel ends a pair: the copy stops, the target is left as it was, the
+// cancelPair ends a pair: the copy stops, the target is left as it was, the
 // source untouched, the DCL dropped and the pair record deleted. A faulty
 // pair (final) is removed the same way, and so is a pair that could not
 // be loaded (its LUNs come back online).
-func (m *Manager) Cancel(source string) error {
+func (m *Manager) cancelPair(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if errors.Is(err, ErrOffline) {
-		return m.cancelUnloaded(source)
+		return m.cancelUnloaded(ref.key())
 	}
 	if err != nil {
 		return err
@@ -363,7 +337,11 @@ func (m *Manager) Cancel(source string) error {
 			return err
 		}
 	}
-	return m.removePair(p)
+	if err := m.removePair(p); err != nil {
+		return err
+	}
+	m.releaseFence(p.src.vol, p.src.name) // an imported source's fence (fence.go)
+	return nil
 }
 
 // removePair stops and detaches a pair in a final state and forgets it:
@@ -399,11 +377,14 @@ func (m *Manager) removePair(p *pair) error {
 	return nil
 }
 
-// Set changes a pair's throttle while it runs.
-func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
+// set changes a pair's throttle while it runs.
+func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
+	if err := checkSetRequest(pairObject(ref.String()), &req); err != nil {
+		return PairStatus{}, err
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	p, err := m.activePair(source)
+	p, err := m.findPair(ref)
 	if err != nil {
 		return PairStatus{}, err
 	}
@@ -413,19 +394,13 @@ func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
 	rec := p.recordLocked()
 	p.mu.Unlock()
 	if req.Speed != nil {
-		if _, err := rateOf(*req.Speed); err != nil {
-			return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
-		}
 		rec.Speed = string(*req.Speed)
 	}
 	if req.MaxMBps != nil {
-		if *req.MaxMBps < 0 {
-			return PairStatus{}, fmt.Errorf("pair %s: max MB/s %d is negative: %w", source, *req.MaxMBps, ErrInvalid)
-		}
 		rec.MaxMBps = *req.MaxMBps
 	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
-		return PairStatus{}, fmt.Errorf("pair %s: %w", source, err)
+		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)
 	}
 	p.mu.Lock()
 	p.mu.rec = rec

@@ -14,8 +14,8 @@ import (
 // DefaultMaxPause is the split's pause budget when none is given.
 const DefaultMaxPause = 100 * time.Millisecond
 
-// Split performs the (consistent) split of the pairs whose source LUNs are
-// named (DESIGN §5): all must be synced; pairs created with Verify are
+// split performs the (consistent) split of the pairs named by refs
+// (DESIGN §5): all must be synced; pairs created with Verify are
 // compared region by region first; then every source and target LUN's I/O
 // gate closes, in-flight I/O drains within maxPause (else everything is
 // left as it was and ErrSplitTimeout is returned), and one meta volume
@@ -23,26 +23,23 @@ const DefaultMaxPause = 100 * time.Millisecond
 // pairs split and deletes their DCLs. The pause is measured and recorded
 // on every pair. Inside the pause only the drain, a cheap re-check, that
 // transaction (prepared before) and the route swap run (doc.go).
-func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error) {
+func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
 		return SplitResult{}, fmt.Errorf("split: manager closed: %w", ErrState)
-	}
-	if len(sources) == 0 {
-		return SplitResult{}, fmt.Errorf("split: no pairs named: %w", ErrInvalid)
 	}
 	if maxPause <= 0 {
 		maxPause = DefaultMaxPause
 	}
 	var ps []*pair
 	seen := map[string]bool{}
-	for _, s := range sources {
-		if seen[s] {
+	for _, r := range refs {
+		if seen[r.key()] {
 			continue
 		}
-		seen[s] = true
-		p, err := m.activePair(s)
+		seen[r.key()] = true
+		p, err := m.findPair(r)
 		if err != nil {
 			return SplitResult{}, fmt.Errorf("split: %w", err)
 		}

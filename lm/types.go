@@ -1,22 +1,30 @@
 package lm
 
 import (
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
-// The Manager's public API (implemented in manager.go, lun.go, pair*.go):
+// The Manager's public API (implemented in manager.go, lun.go, import.go,
+// views.go, targets.go, pairadmin.go, pairstatus.go, pairref.go,
+// split.go, session*.go):
 //
 //	func Open(db *metavol.DB, opts Options) (*Manager, error) // reopen volumes, recover pairs
 //	func (m *Manager) Close() error
 //	func (m *Manager) LUN(id string) (volume.Volume, error)    // the host I/O handle, stable across splits
 //
 //	func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error)
+//	func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error)
 //	func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error)
 //	func (m *Manager) DeleteLUN(name string) error              // refused while mapped or in a pair
+//	func (m *Manager) LUNInfos() ([]LUNInfo, error); LUNInfo(name string) (LUNInfo, error)
+//
+//	func (m *Manager) SetExporter(e Exporter)                   // applies target changes live
+//	func (m *Manager) CreateTarget(iqn string) error; DeleteTarget(iqn string, force bool) error
+//	func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error); UnmapLUN(iqn, lun string) error
+//	func (m *Manager) AllowInitiator / DisallowInitiator / SetTargetCHAP / ClearTargetCHAP
+//	func (m *Manager) DiscoveryCHAP / SetDiscoveryCHAP / ClearDiscoveryCHAP
+//	func (m *Manager) TargetInfos() ([]TargetInfo, error); TargetInfo(iqn string) (TargetInfo, error)
 //
 //	func (m *Manager) CreatePair(req PairRequest) (PairStatus, error)
 //	func (m *Manager) Pairs() []PairStatus
@@ -26,6 +34,10 @@ import (
 //	func (m *Manager) Cancel(source string) error
 //	func (m *Manager) Set(source string, req SetRequest) (PairStatus, error)
 //	func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error)
+//
+//	func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error)
+//	func (m *Manager) Sessions() []SessionStatus; Session(name string) (SessionStatus, error)
+//	func (m *Manager) PauseSession / ResumeSession / SetSession / SplitSession / CancelSession / DeleteSession
 
 // CreateLUNRequest asks for a new LUN.
 type CreateLUNRequest struct {
@@ -50,6 +62,10 @@ type PairRequest struct {
 	Verify         bool
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string
+	// Preempt lets the fence of an imported source preempt a reservation
+	// another initiator holds on the external LUN; AllowUnfenced accepts
+	// an external target without persistent reservations (lm/fence.go).
+	Preempt, AllowUnfenced bool
 }
 
 // SetRequest changes a running pair's throttle; nil fields stay.
@@ -70,62 +86,42 @@ const (
 
 // PairStatus is a pair as shown by `migration show`.
 type PairStatus struct {
-	ID           string    `json:"id"`
-	Source       string    `json:"source"` // LUN names
-	Target       string    `json:"target"`
-	State        string    `json:"state"`
-	Reason       string    `json:"reason"`
-	CopiedBytes  int64     `json:"copied_bytes"`
-	TotalBytes   int64     `json:"total_bytes"`
-	DCLBytes     int64     `json:"dcl_bytes"`
-	RateBps      int64     `json:"rate_bps"`
-	ETASeconds   int64     `json:"eta_seconds"`
-	Vehicle      string    `json:"vehicle"`
-	Speed        Speed     `json:"speed"`
-	MaxMBps      int64     `json:"max_mbps"`
-	AutoSplit    bool      `json:"auto_split"`
-	Verify       bool      `json:"verify"`
-	SplitPauseMS float64   `json:"split_pause_ms"`
-	Created      time.Time `json:"created"`
+	ID           string
+	Source       string // LUN names
+	Target       string
+	State        string
+	Reason       string
+	CopiedBytes  int64
+	TotalBytes   int64
+	DCLBytes     int64
+	RateBps      int64
+	ETASeconds   int64
+	Vehicle      string
+	Speed        Speed
+	MaxMBps      int64
+	AutoSplit    bool
+	Verify       bool
+	SplitPauseMS float64
+	Created      time.Time
 
 	// CursorBytes is the in-memory copy cursor (CopiedBytes is the part of
 	// the LUN below it that is done). DataBytes: bytes transferred by the
 	// initial copy (holes and zero chunks are not transferred);
 	// RecopiedBytes: bytes transferred by DCL re-copies.
-	CursorBytes   int64 `json:"cursor_bytes"`
-	DataBytes     int64 `json:"data_bytes"`
-	RecopiedBytes int64 `json:"recopied_bytes"`
+	CursorBytes   int64
+	DataBytes     int64
+	RecopiedBytes int64
 	// SourceID and TargetID are the LUN IDs.
-	SourceID string `json:"source_id"`
-	TargetID string `json:"target_id"`
+	SourceID string
+	TargetID string
 }
 
 // SplitResult reports a (consistent) split.
 type SplitResult struct {
-	Pairs   []string      `json:"pairs"` // source LUN names
-	Pause   time.Duration `json:"-"`
-	PauseMS float64       `json:"pause_ms"`
+	Pairs   []string // source LUN names
+	Pause   time.Duration
+	PauseMS float64
 }
-
-// Sentinel errors (wrapped with the object's name; match with errors.Is).
-var (
-	ErrNotFound     = errors.New("not found")
-	ErrExists       = errors.New("already exists")
-	ErrInvalid      = errors.New("invalid argument")
-	ErrInPair       = errors.New("in a migration pair")
-	ErrMapped       = errors.New("mapped to a target")
-	ErrNotSynced    = errors.New("pair not synced")
-	ErrSplitTimeout = errors.New("split deferred: in-flight I/O did not drain within the pause budget")
-	ErrVerify       = errors.New("verify found a difference")
-	ErrState        = errors.New("not allowed in this state")
-	ErrUnavailable  = errors.New("data volume unavailable")
-	ErrTooLarge     = errors.New("file too large for the filesystem")
-	// ErrOffline: the LUN does not serve host I/O (offline.go): a pair
-	// naming it could not be loaded, or its data volume is unavailable or
-	// was lost. The same sentinel as volume.ErrOffline, so the SCSI front
-	// end answers NOT READY without importing lm.
-	ErrOffline = volume.ErrOffline
-)
 
 // LUNState says whether a LUN serves host I/O.
 type LUNState int
@@ -152,4 +148,42 @@ func (s LUNState) String() string {
 type LUNStatus struct {
 	State  LUNState
 	Reason string // why it is offline; "" when online
+}
+
+// SessionRequest asks for a new session. Each pair names its source and
+// target LUN (and optionally its Vehicle); the session's Speed, MaxMBps and
+// Verify apply to every pair, and AutoSplit is the session's.
+type SessionRequest struct {
+	Name      string
+	Pairs     []PairRequest
+	Speed     Speed // default SpeedMedium
+	MaxMBps   int64
+	MaxActive int // pairs of the session copying at once; 0 = no limit
+	AutoSplit bool
+	Verify    bool
+}
+
+// SessionStatus is a session as shown by `session show`.
+type SessionStatus struct {
+	ID        string
+	Name      string
+	State     string
+	Reason    string
+	Speed     Speed
+	MaxMBps   int64
+	MaxActive int
+	AutoSplit bool
+	Verify    bool
+	Paused    bool
+	// Sums over the pairs; ETA from the remaining bytes and the rate.
+	CopiedBytes  int64
+	TotalBytes   int64
+	DCLBytes     int64
+	RateBps      int64
+	ETASeconds   int64
+	SplitPauseMS float64
+	// Counts is the number of pairs per pair state.
+	Counts  map[string]int
+	Pairs   []PairStatus
+	Created time.Time
 }

@@ -33,4 +33,9 @@ type Pair struct {
 	SplitPauseNS  int64     `json:"split_pause_ns"`
 	Created       time.Time `json:"created"`
 	Updated       time.Time `json:"updated"`
+	// Session is the ID of the migration session the pair belongs to (""
+	// for a pair created alone). The session record lists its pairs in
+	// order (Session.PairIDs); this is the pair's side of it. Records
+	// written before the field existed get it when lm loads them.
+	Session string `json:"session,omitempty"`
 }

@@ -274,6 +274,9 @@ func remoteStr(r *wire.LUNRemote) string {
 	if r.CHAPUser != "" {
 		s += ", CHAP user " + r.CHAPUser
 	}
+	if r.Fence != "" {
+		s += ", fence " + r.Fence
+	}
 	return s
 }
 

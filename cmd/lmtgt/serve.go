@@ -57,6 +57,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session, 1 to 4096 (default 128)"},
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
+			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
 		},
@@ -99,6 +100,16 @@ func checkPortal(p string) error {
 	}
 	return nil
 }
+
+// --remote-replacement-timeout: the default (open-iscsi's) and its bounds.
+// Below a second a routine reconnect (a target's restart, a moved IP)
+// would already fail host I/O; beyond an hour a host's own SCSI timeouts
+// have long given up.
+const (
+	defaultReplacementTimeout = 30 * time.Second
+	minReplacementTimeout     = time.Second
+	maxReplacementTimeout     = time.Hour
+)
 
 // maxQueueDepth is the largest --queue-depth: each slot may hold a
 // command's buffers, and initiators rarely use more than a few hundred.
@@ -147,6 +158,9 @@ func serveAction(c *cli.Context) error {
 	}
 	if qd := c.Int("queue-depth"); c.IsSet("queue-depth") && (qd < 1 || qd > maxQueueDepth) {
 		return usageErr("--queue-depth %d: want 1 to %d commands per session (default 128)", qd, maxQueueDepth)
+	}
+	if rt := c.Duration("remote-replacement-timeout"); rt < minReplacementTimeout || rt > maxReplacementTimeout {
+		return usageErr("--remote-replacement-timeout %v: want %v to %v (default %v)", rt, minReplacementTimeout, maxReplacementTimeout, defaultReplacementTimeout)
 	}
 	if m := c.String("metrics"); m != "" {
 		if _, _, err := net.SplitHostPort(m); err != nil {
@@ -218,7 +232,8 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
-	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active")})
+	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
+		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout")})
 	if err != nil {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
 	}
@@ -232,7 +247,8 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("iSCSI server: %w", err)
 	}
-	svc := api.NewService(d.db, d.mgr, d.tsrv, log.With().Str("component", "api").Logger())
+	d.mgr.SetPRCarrier(d.tsrv) // PR carry-over of imported LUNs (lm/fence.go)
+	svc := api.NewService(d.mgr, d.tsrv, log.With().Str("component", "api").Logger())
 	if err := svc.ApplyAll(); err != nil {
 		return fmt.Errorf("apply targets from the meta volume: %w", err)
 	}

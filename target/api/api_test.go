@@ -74,7 +74,7 @@ func newEnv(t *testing.T, opts ...func(*Options)) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, dir: dir, db: db, mgr: mgr, exp: &failingExporter{Server: ts}}
-	e.svc = NewService(db, mgr, e.exp, log)
+	e.svc = NewService(mgr, e.exp, log)
 	o := Options{Service: e.svc, Socket: filepath.Join(dir, "admin.sock"), Log: log, Version: "test"}
 	for _, f := range opts {
 		f(&o)
@@ -181,7 +181,7 @@ func TestLUNsTargetsAndBuild(t *testing.T) {
 	wantStatus(t, err, 409, "already mapped")
 	_, err = cl.Map(ctx, tgt, "nosuch", nil)
 	wantStatus(t, err, 404, "not found")
-	big := uint64(MaxLUNNumber + 1)
+	big := uint64(lm.MaxLUNNumber + 1)
 	_, err = cl.Map(ctx, tgt, "a", &big)
 	wantStatus(t, err, 400, "above the highest")
 	_, err = cl.Map(ctx, "iqn.2026-11.org.lmtgt.test:none", "a", nil)
@@ -217,7 +217,8 @@ func TestLUNsTargetsAndBuild(t *testing.T) {
 	}
 
 	// What the target server got is exactly the meta volume's view.
-	ts, skipped, err := BuildTargets(e.db, e.mgr.LUN)
+	cfg, err := e.mgr.TargetConfig()
+	ts, skipped := BuildTargets(cfg, e.mgr.LUN)
 	if err != nil || len(skipped) != 0 || len(ts) != 1 {
 		t.Fatalf("BuildTargets: %+v %v %v", ts, skipped, err)
 	}
@@ -593,4 +594,24 @@ func TestDotNames(t *testing.T) {
 	if l, err := e.cl.LUN(ctx, "keep"); err != nil || l.Name != "keep" {
 		t.Fatalf("lun keep after the refusals: %+v %v", l, err)
 	}
+}
+
+// TestCreateLUNInDevShm: a new file under /dev/shm (a tmpfs, docs/cli.md:
+// "files under /dev/shm are fine") is created through the API too; a
+// missing device elsewhere in /dev is still refused. (The API's own path
+// pre-check used to refuse every new path under /dev.)
+func TestCreateLUNInDevShm(t *testing.T) {
+	if fi, err := os.Stat("/dev/shm"); err != nil || !fi.IsDir() {
+		t.Skip("no /dev/shm")
+	}
+	e := newEnv(t)
+	ctx := context.Background()
+	p := filepath.Join("/dev/shm", "lmtgt-api-test-"+filepath.Base(t.TempDir())+".img")
+	t.Cleanup(func() { os.Remove(p) })
+	l, err := e.cl.CreateLUN(ctx, wire.CreateLUN{Name: "shm", Size: 1 << 20, Path: p})
+	if err != nil || l.VolumePath != p {
+		t.Fatalf("LUN in /dev/shm: %+v %v", l, err)
+	}
+	_, err = e.cl.CreateLUN(ctx, wire.CreateLUN{Name: "nodev", Size: 1 << 20, Path: "/dev/lmtgt-no-such-device"})
+	wantStatus(t, err, 400, "no such device")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
 	"github.com/lmtgt/lmtgt/target"
@@ -14,42 +15,28 @@ import (
 // VolumeOpener returns the host I/O handle of a LUN ID (lm.Manager.LUN).
 type VolumeOpener func(lunID string) (volume.Volume, error)
 
-// BuildTargets turns the meta volume's target records into the full list
+// BuildTargets turns lm's configuration snapshot into the full list
 // target.Server.Apply takes: every mapping resolved to its LUN record
 // (identity, block size) and its I/O handle from open. A mapping whose LUN
-// record is missing, whose NAA is malformed or whose handle cannot be
-// opened is left out and reported in skipped, so one bad LUN never keeps
-// the others from being served. err is set only when the meta volume
-// cannot be read.
-func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, skipped []error, err error) {
-	var recs []metavol.Target
-	luns := map[string]metavol.LUN{}
-	err = db.View(func(tx *metavol.Tx) error {
-		var err error
-		if recs, err = tx.Targets(); err != nil {
-			return err
-		}
-		for _, t := range recs {
-			for _, m := range t.Mappings {
-				if _, ok := luns[m.LUNID]; ok {
-					continue
-				}
-				l, err := tx.GetLUN(m.LUNID)
-				if err != nil {
-					skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", t.IQN, m.LUN, m.LUNID, err))
-					continue
-				}
-				luns[m.LUNID] = l
+// record is missing, whose NAA or ALUA states are malformed or whose
+// handle cannot be opened is left out and reported in skipped, so one bad LUN never keeps
+// the others from being served.
+func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Target, skipped []error) {
+	recs, luns := cfg.Targets, cfg.LUNs
+	reported := map[string]bool{}
+	for _, t := range recs {
+		for _, m := range t.Mappings {
+			if err := cfg.LUNErrors[m.LUNID]; err != nil && !reported[m.LUNID] {
+				reported[m.LUNID] = true
+				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", t.IQN, m.LUN, m.LUNID, err))
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("read targets from the meta volume: %w", err)
 	}
 	for _, rec := range recs {
 		t := target.Target{
 			IQN:        rec.IQN,
+			Group:      rec.Group,
+			RelPort:    rec.Port,
 			AllowAll:   rec.AllowAll,
 			Initiators: append([]string(nil), rec.Initiators...),
 		}
@@ -69,6 +56,11 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", rec.IQN, m.LUN, l.Name, err))
 				continue
 			}
+			states, err := groupStates(cfg.Access[l.ID])
+			if err != nil {
+				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: ALUA states: %w", rec.IQN, m.LUN, l.Name, err))
+				continue
+			}
 			v, err := open(l.ID)
 			if err != nil {
 				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", rec.IQN, m.LUN, l.Name, err))
@@ -82,6 +74,7 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 				Serial:    l.Serial,
 				Adopted:   adopted(l.Adopted),
 				BlockSize: l.BlockSize,
+				ALUA:      states,
 				Volume:    v,
 			})
 		}
@@ -89,7 +82,7 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 		targets = append(targets, t)
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].IQN < targets[j].IQN })
-	return targets, skipped, nil
+	return targets, skipped
 }
 
 // adopted converts a LUN record's adopted identity for the target.

@@ -34,16 +34,30 @@
 //	PATCH  /v1/sessions/{name} (or POST .../set)  change speed / cap of every pair
 //	POST   /v1/sessions/{name}/split              one consistent split of all its pairs
 //	DELETE /v1/sessions/{name}                    forget a split or cancelled session
+//	GET    /v1/alua[?lun=NAME]                    ALUA groups, target ports, LUN access states
+//	PUT    /v1/alua/targets/{iqn}                 set a target's port group and/or relative port ID
+//	PUT    /v1/alua/luns/{name}/groups/{id}       set a LUN's access state in a port group
 //
 // Errors are {"error": ..., "object": ..., "reason": ...} with 400 (invalid
 // input, malformed JSON), 401 (TCP without the token), 404 (unknown object),
 // 405, 409 (exists, mapped, in a pair, wrong state, split deferred) or 500.
 //
-// Target changes are persisted in the meta volume in one transaction, then
-// applied live with target.Server.Apply and the whole target list built by
-// BuildTargets; if Apply fails the change is rolled back. The API serializes
-// target changes; LUN and migration work is delegated to package lm.
+// The API only translates: it decodes a request, calls one operation of
+// package lm (*lm.Manager), converts lm's result to its wire type (one
+// conversion per object, convert.go) and maps errors to status codes
+// (errors.go: lm.Refusal keeps its object and reason; the sentinel it
+// wraps picks the code). Every rule (names, sizes, block sizes, LUN
+// numbers, "a pair's target LUN is never mapped", CHAP limits, pause
+// budgets ...), every lock and every meta volume transaction is lm's. Target
+// changes are persisted by lm in one transaction under its admin lock and
+// then applied live through lm's Exporter hook, which NewService sets to
+// an adapter that builds the whole target list (BuildTargets) and calls
+// target.Server.Apply; if Apply fails, lm rolls the change back. Files:
+// service.go (Service, the Exporter adapter, LUNs), targets.go,
+// migrations.go, sessions.go, alua.go (ALUA routes; the ID and state
+// checks are package target's functions, called here where the request
+// is decoded), convert.go, errors.go, server.go (routes).
 //
-// It must never touch data volumes or gotgt directly, and never return a
-// CHAP secret.
+// It must never touch data volumes, the meta volume or gotgt directly,
+// hold a lock of its own around lm calls, or return a CHAP secret.
 package api

@@ -29,16 +29,14 @@ func notFound(object, format string, args ...any) *wire.Error {
 	return apiErr(http.StatusNotFound, object, format, args...)
 }
 
-func conflict(object, format string, args ...any) *wire.Error {
-	return apiErr(http.StatusConflict, object, format, args...)
-}
-
 // sentinels maps the lm, metavol and volume sentinel errors to a status.
 // The first match wins, so the more specific errors come first.
 var sentinels = []struct {
 	err    error
 	status int
 }{
+	{lm.ErrApply, http.StatusInternalServerError},
+	{lm.ErrFence, http.StatusConflict}, // the old path of an imported source cannot be fenced
 	{lm.ErrInPair, http.StatusConflict},
 	{lm.ErrMapped, http.StatusConflict},
 	{lm.ErrNotSynced, http.StatusConflict},
@@ -62,12 +60,27 @@ var sentinels = []struct {
 
 // toWire turns any error into an error response about object. Errors that
 // match no sentinel are internal (500).
+//
+// A refusal of lm (lm.Refusal) keeps its own object and reason, and its
+// message is the refusal's alone (a refusal wrapped with more context, as
+// a split wraps a pair's, is answered as the refusal).
 func toWire(err error, object string) *wire.Error {
 	var we *wire.Error
 	if errors.As(err, &we) {
 		return we
 	}
 	e := &wire.Error{Status: http.StatusInternalServerError, Message: err.Error(), Object: object, Reason: err.Error()}
+	var r *lm.Refusal
+	if errors.As(err, &r) {
+		e.Message, e.Object, e.Reason = r.Error(), r.Object, r.Reason
+		for _, s := range sentinels {
+			if errors.Is(r, s.err) {
+				e.Status = s.status
+				break
+			}
+		}
+		return e
+	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
 			e.Status = s.status

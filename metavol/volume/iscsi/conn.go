@@ -9,9 +9,12 @@ import (
 )
 
 // inPDU is one PDU received from the target; data is its own buffer.
+// pooled: data comes from the session's Data-In pool, and the owner gives
+// it back (releaseData) once it has copied it into the task's buffer.
 type inPDU struct {
-	h    pdu.Header
-	data []byte
+	h      pdu.Header
+	data   []byte
+	pooled *[]byte
 }
 
 // conn is one TCP connection in the full feature phase. It owns two
@@ -30,12 +33,18 @@ type conn struct {
 	wq   net.Buffers   // guarded by wmu: buffers waiting for the writer
 	wsig chan struct{} // cap 1: the writer has work
 
+	// dataIn recycles the segment buffers of Data-In PDUs (the bulk of
+	// what a session receives): a 1 MiB read no longer allocates and
+	// zeroes four fresh 256 KiB buffers. Shared with the owner, which puts
+	// a buffer back once it has copied it out; nothing else keeps one.
+	dataIn *sync.Pool
+
 	wg sync.WaitGroup
 }
 
-func newConn(li *loggedIn) *conn {
+func newConn(li *loggedIn, dataIn *sync.Pool) *conn {
 	c := &conn{nc: li.nc, br: li.br, p: li.p, in: make(chan inPDU, 16), errc: make(chan error, 1),
-		quit: make(chan struct{}), wsig: make(chan struct{}, 1)}
+		quit: make(chan struct{}), wsig: make(chan struct{}, 1), dataIn: dataIn}
 	c.wg.Add(2)
 	go c.reader()
 	go c.writer()
@@ -61,7 +70,12 @@ func (c *conn) reader() {
 			return
 		}
 		if n := p.h.DataLen(); n > 0 {
-			p.data = make([]byte, n)
+			if p.h.Opcode() == pdu.OpDataIn {
+				p.pooled = c.dataBuf(int(n))
+				p.data = (*p.pooled)[:n]
+			} else {
+				p.data = make([]byte, n)
+			}
 			if err := pdu.ReadData(c.br, p.data, c.p.DataDigest); err != nil {
 				c.fail(err)
 				return
@@ -72,6 +86,24 @@ func (c *conn) reader() {
 		case <-c.quit:
 			return
 		}
+	}
+}
+
+// dataBuf returns a buffer of at least n bytes from the Data-In pool.
+func (c *conn) dataBuf(n int) *[]byte {
+	if b, ok := c.dataIn.Get().(*[]byte); ok && cap(*b) >= n {
+		return b
+	}
+	b := make([]byte, max(n, int(c.p.OurMRDSL)))
+	return &b
+}
+
+// releaseData gives a Data-In segment buffer back to the pool. The owner
+// calls it after the PDU is handled; p.data must not be used after.
+func (c *conn) releaseData(p *inPDU) {
+	if p.pooled != nil {
+		c.dataIn.Put(p.pooled)
+		p.pooled, p.data = nil, nil
 	}
 }
 

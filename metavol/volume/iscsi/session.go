@@ -61,6 +61,7 @@ type Stats struct {
 	Expired     int64 // commands failed by the replacement timeout
 	TimedOut    int64 // commands failed after MaxAttempts
 	MaxInFlight int64 // most commands in flight at once
+	Commands    int64 // SCSI commands sent (re-issues included)
 }
 
 // task is one SCSI command from submission to completion. The fields below
@@ -111,10 +112,15 @@ type Client struct {
 	done    chan struct{}
 	seq     atomic.Uint64
 
+	// dataIn is the pool of Data-In segment buffers (conn.dataBuf),
+	// shared by the session's successive connections.
+	dataIn sync.Pool
+
 	state  atomic.Int32
 	params atomic.Pointer[Params]
+	fence  fenceState // pr.go
 	stats  struct {
-		logins, reissued, aborts, nopsIn, nopsOut, drops, expired, timedOut, maxInFlight atomic.Int64
+		logins, reissued, aborts, nopsIn, nopsOut, drops, expired, timedOut, maxInFlight, commands atomic.Int64
 	}
 }
 
@@ -138,6 +144,9 @@ func Dial(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	// ISID type "random" (RFC 7143 §11.12.5); kept for every re-login, so
 	// the target reinstates (and cleans up) the previous session.
 	c.isid = [6]byte{0x80, r[0], r[1], r[2], r[3], 0}
+	if cfg.ISID != ([6]byte{}) {
+		c.isid = cfg.ISID
+	}
 	li, err := dialLogin(ctx, cfg, c.isid, false)
 	if err != nil {
 		return nil, err
@@ -159,7 +168,8 @@ func (c *Client) Stats() Stats {
 	s := &c.stats
 	return Stats{Logins: s.logins.Load(), Reissued: s.reissued.Load(), Aborts: s.aborts.Load(),
 		NopsIn: s.nopsIn.Load(), NopsOut: s.nopsOut.Load(), ConnDrops: s.drops.Load(),
-		Expired: s.expired.Load(), TimedOut: s.timedOut.Load(), MaxInFlight: s.maxInFlight.Load()}
+		Expired: s.expired.Load(), TimedOut: s.timedOut.Load(), MaxInFlight: s.maxInFlight.Load(),
+		Commands: s.commands.Load()}
 }
 
 // Close logs out and ends the session; commands still queued fail with
@@ -249,7 +259,7 @@ func newOwner(c *Client) *owner {
 }
 
 func (o *owner) up(li *loggedIn) {
-	o.conn = newConn(li)
+	o.conn = newConn(li, &o.c.dataIn)
 	o.cmdSN, o.maxCmdSN, o.expStatSN = li.cmdSN, li.maxCmdSN, li.expStatSN
 	o.downSince = time.Time{}
 	o.failFast = false
@@ -291,7 +301,10 @@ func (o *owner) run() {
 			}
 		case p := <-in:
 			o.lastRecv = time.Now()
-			if err := o.handle(p); err != nil {
+			c := o.conn
+			err := o.handle(p)
+			c.releaseData(&p) // handle copied what it needed
+			if err != nil {
 				o.drop(err)
 			}
 		case err := <-errc:
@@ -559,6 +572,7 @@ func (o *owner) issue() {
 
 func (o *owner) send(t *task) {
 	p := &o.conn.p
+	o.c.stats.commands.Add(1)
 	t.itt = o.newITT()
 	t.cmdSN = o.cmdSN
 	o.cmdSN++

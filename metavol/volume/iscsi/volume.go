@@ -48,8 +48,18 @@ type Volume struct {
 	// lbaStatus: the LUN is thin provisioned (LBPME) and GET LBA STATUS has
 	// not been refused, so NextData can skip deallocated ranges.
 	lbaStatus atomic.Bool
-	rmw       sync.Mutex // serialises unaligned (read-modify-write) writes
-	closed    atomic.Bool
+	// dataHint is the last extent GET LBA STATUS reported mapped (start,
+	// end in bytes): NextData inside it answers without a round trip
+	// (the copier asks for every chunk, twice). Answering "data" from an
+	// old hint is never wrong: only an UNMAP makes a mapped range a hole,
+	// and a hole read as data reads zeros (Unmap resets the hint anyway,
+	// to keep holes visible).
+	dataHint struct {
+		sync.Mutex
+		start, end int64
+	}
+	rmw    sync.Mutex // serialises unaligned (read-modify-write) writes
+	closed atomic.Bool
 }
 
 var _ volume.Volume = (*Volume)(nil)
@@ -304,6 +314,9 @@ func (v *Volume) Unmap(off, length int64) error {
 	if length < 0 || off+length > v.size {
 		return fmt.Errorf("remote volume %s: unmap [%d,+%d) past %d: %w", v.name, off, length, v.size, volume.ErrOutOfRange)
 	}
+	v.dataHint.Lock()
+	v.dataHint.start, v.dataHint.end = 0, 0
+	v.dataHint.Unlock()
 	end := off + length
 	aStart := (off + v.blockSize - 1) / v.blockSize * v.blockSize
 	aEnd := end / v.blockSize * v.blockSize
@@ -444,6 +457,23 @@ func (v *Volume) NextData(off int64) (start, end int64, err error) {
 	if !v.lbaStatus.Load() {
 		return off, v.size, nil
 	}
+	v.dataHint.Lock()
+	hs, he := v.dataHint.start, v.dataHint.end
+	v.dataHint.Unlock()
+	if off >= hs && off < he {
+		return off, he, nil
+	}
+	start, end, err = v.lbaStatusNext(off)
+	if err == nil {
+		v.dataHint.Lock()
+		v.dataHint.start, v.dataHint.end = start, end
+		v.dataHint.Unlock()
+	}
+	return start, end, err
+}
+
+// lbaStatusNext is NextData by GET LBA STATUS.
+func (v *Volume) lbaStatusNext(off int64) (start, end int64, err error) {
 	const descs = 64
 	buf := make([]byte, 8+16*descs)
 	lba := uint64(off / v.blockSize)

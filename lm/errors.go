@@ -1,0 +1,66 @@
+package lm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
+)
+
+// Sentinel errors (wrapped with the object's name; match with errors.Is).
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrInvalid      = errors.New("invalid argument")
+	ErrInPair       = errors.New("in a migration pair")
+	ErrMapped       = errors.New("mapped to a target")
+	ErrNotSynced    = errors.New("pair not synced")
+	ErrSplitTimeout = errors.New("split deferred: in-flight I/O did not drain within the pause budget")
+	ErrVerify       = errors.New("verify found a difference")
+	ErrState        = errors.New("not allowed in this state")
+	ErrUnavailable  = errors.New("data volume unavailable")
+	ErrTooLarge     = errors.New("file too large for the filesystem")
+	// ErrOffline: the LUN does not serve host I/O (offline.go): a pair
+	// naming it could not be loaded, or its data volume is unavailable or
+	// was lost. The same sentinel as volume.ErrOffline, so the SCSI front
+	// end answers NOT READY without importing lm.
+	ErrOffline = volume.ErrOffline
+)
+
+// ErrApply: a target change was persisted but could not be applied live
+// (the Exporter failed); it was rolled back in the meta volume.
+var ErrApply = errors.New("apply failed")
+
+// Refusal is an admin request that lm refused: which object (as the admin
+// names it: "lun NAME", "target IQN", "migration SOURCE", "session NAME",
+// "discovery", ...), the condition that refused it (Reason, said to the
+// admin as is) and its class, one of the sentinels above (Err), which
+// says how the admin API answers (400, 404, 409, 500). A refused request
+// changes nothing.
+type Refusal struct {
+	Object string
+	Reason string
+	Err    error
+}
+
+func (r *Refusal) Error() string {
+	if r.Object == "" {
+		return r.Reason
+	}
+	return r.Object + ": " + r.Reason
+}
+
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// refuse builds a Refusal of class err about object.
+func refuse(err error, object, format string, args ...any) *Refusal {
+	return &Refusal{Object: object, Reason: fmt.Sprintf(format, args...), Err: err}
+}
+
+// Object names, as the admin API says them in errors.
+func lunObject(name string) string     { return "lun " + name }
+func targetObject(iqn string) string   { return "target " + iqn }
+func pairObject(source string) string  { return "migration " + source }
+func sessionObject(name string) string { return "session " + name }
+
+const discoveryObject = "discovery"

@@ -1,0 +1,479 @@
+package lm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+)
+
+// The iSCSI configuration records: targets, their LUN mappings, initiator
+// ACLs and CHAP, and the discovery CHAP. lm owns their rules because some
+// touch LUNs and pairs (a pair's target LUN is never mapped, a mapped LUN
+// is never deleted): every change is checked and persisted in one meta
+// volume transaction under Manager.admin, the lock that also serializes
+// LUN and pair changes, and is then applied live through the Exporter
+// (target/api adapts target.Server). If Apply fails, the change is undone
+// in the meta volume, the restored configuration applied again, and the
+// request refused with ErrApply. lm never imports package target: the
+// Exporter gets the records (TargetConfig) and builds its targets itself.
+
+// MaxLUNNumber is the highest LUN number a mapping may use (SAM flat space
+// addressing: 14 bits).
+const MaxLUNNumber = 16383
+
+// discoveryCHAPKey names the meta volume value holding the discovery CHAP
+// credentials (a metavol.CHAP as JSON; absent: no discovery auth).
+const discoveryCHAPKey = "discovery-chap"
+
+// TargetConfig is the persisted iSCSI configuration, read in one
+// snapshot: what the Exporter applies.
+type TargetConfig struct {
+	Targets []metavol.Target // by IQN
+	// LUNs are the records of the mapped LUNs, by LUN ID. A mapping whose
+	// LUN record cannot be read is absent here and its error is in
+	// LUNErrors (by LUN ID).
+	LUNs      map[string]metavol.LUN
+	LUNErrors map[string]error
+	// Access holds the stored ALUA access states of the mapped LUNs by
+	// LUN ID, then by target port group ID (metavol/alua.go; a group
+	// that is absent has the default state; what the names mean is
+	// package target's rule).
+	Access map[string]map[uint16]string
+	// DiscoveryCHAP is nil when discovery sessions need no CHAP.
+	DiscoveryCHAP *metavol.CHAP
+}
+
+// Exporter applies the iSCSI configuration live. lm calls it with
+// Manager.admin held, after every committed target or discovery change
+// and from ApplyTargets; it must not call lm's admin operations (LUN,
+// which only looks up a host I/O handle, is fine).
+type Exporter interface {
+	ApplyTargets(cfg TargetConfig) error
+}
+
+// SetExporter sets (or, with nil, clears) the Exporter. Call it before
+// the admin API serves requests.
+func (m *Manager) SetExporter(e Exporter) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	m.exporter = e
+}
+
+// TargetConfig reads the whole iSCSI configuration in one snapshot.
+func (m *Manager) TargetConfig() (TargetConfig, error) {
+	var cfg TargetConfig
+	err := m.db.View(func(tx *metavol.Tx) error {
+		var err error
+		cfg, err = readTargetConfig(tx)
+		return err
+	})
+	return cfg, err
+}
+
+func readTargetConfig(tx *metavol.Tx) (TargetConfig, error) {
+	cfg := TargetConfig{LUNs: map[string]metavol.LUN{}, LUNErrors: map[string]error{}, Access: map[string]map[uint16]string{}}
+	var err error
+	if cfg.Targets, err = tx.Targets(); err != nil {
+		return cfg, fmt.Errorf("read targets from the meta volume: %w", err)
+	}
+	for _, t := range cfg.Targets {
+		for _, mp := range t.Mappings {
+			if _, ok := cfg.LUNs[mp.LUNID]; ok {
+				continue
+			}
+			l, err := tx.GetLUN(mp.LUNID)
+			if err != nil {
+				cfg.LUNErrors[mp.LUNID] = err
+				continue
+			}
+			cfg.LUNs[mp.LUNID] = l
+			if cfg.Access[mp.LUNID], err = tx.GetLUNAccess(mp.LUNID); err != nil {
+				return cfg, fmt.Errorf("read ALUA states from the meta volume: %w", err)
+			}
+		}
+	}
+	if cfg.DiscoveryCHAP, err = discoveryCHAP(tx); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// ApplyTargets applies the persisted configuration live (at startup).
+func (m *Manager) ApplyTargets() error {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	return m.applyAdminLocked()
+}
+
+func (m *Manager) applyAdminLocked() error {
+	if m.exporter == nil {
+		return nil
+	}
+	cfg, err := m.TargetConfig()
+	if err != nil {
+		return err
+	}
+	return m.exporter.ApplyTargets(cfg)
+}
+
+// commitApply runs change under the admin lock in one meta volume
+// transaction and applies the configuration live. change returns the undo
+// of what it did (run in a second transaction if Apply fails, then
+// applied again).
+func (m *Manager) commitApply(obj string, change func(tx *metavol.Tx) (undo func(tx *metavol.Tx) error, err error)) error {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	if err := m.closedRefusal(obj); err != nil {
+		return err
+	}
+	var undo func(tx *metavol.Tx) error
+	if err := m.db.Update(func(tx *metavol.Tx) error {
+		var err error
+		undo, err = change(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	err := m.applyAdminLocked()
+	if err == nil {
+		return nil
+	}
+	if uerr := m.db.Update(undo); uerr != nil {
+		m.log.Error().Err(uerr).Str("object", obj).Msg("rollback after a failed apply failed: meta volume and live configuration differ until restart")
+	} else if aerr := m.applyAdminLocked(); aerr != nil {
+		m.log.Error().Err(aerr).Str("object", obj).Msg("re-apply after rollback failed")
+	}
+	return refuse(ErrApply, obj, "apply failed, change rolled back: %v", err)
+}
+
+// orNotFound turns metavol.ErrNotFound into a Refusal "obj: not found";
+// other errors pass unchanged.
+func orNotFound(err error, obj string) error {
+	if errors.Is(err, metavol.ErrNotFound) {
+		return refuse(ErrNotFound, obj, "not found")
+	}
+	return err
+}
+
+func (m *Manager) closedRefusal(obj string) error {
+	if m.isClosed() {
+		return refuse(ErrState, obj, "manager closed")
+	}
+	return nil
+}
+
+// CreateTarget creates a target with no LUNs, no initiators and no CHAP.
+func (m *Manager) CreateTarget(iqn string) error {
+	obj := targetObject(iqn)
+	if err := ValidateISCSIName(iqn); err != nil {
+		return refuse(ErrInvalid, obj, "bad IQN: %v", err)
+	}
+	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
+		if _, err := tx.GetTarget(iqn); err == nil {
+			return nil, refuse(ErrExists, obj, "already exists")
+		} else if !errors.Is(err, metavol.ErrNotFound) {
+			return nil, err
+		}
+		undo := func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }
+		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC()})
+	})
+}
+
+// DeleteTarget deletes a target; with LUNs mapped only when force is set
+// (the Exporter then drops its sessions).
+func (m *Manager) DeleteTarget(iqn string, force bool) error {
+	obj := targetObject(iqn)
+	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
+		t, err := tx.GetTarget(iqn)
+		if err != nil {
+			return nil, orNotFound(err, obj)
+		}
+		if len(t.Mappings) > 0 && !force {
+			return nil, refuse(ErrMapped, obj, "has %d LUN(s) mapped: unmap them first, or delete with --force", len(t.Mappings))
+		}
+		undo := func(tx *metavol.Tx) error { return tx.PutTarget(t) }
+		return undo, tx.DeleteTarget(iqn)
+	})
+}
+
+// changeTarget runs fn on a copy of the target record in one
+// transaction, persists it and applies it live (commitApply).
+func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Target) error) error {
+	obj := targetObject(iqn)
+	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
+		old, err := tx.GetTarget(iqn)
+		if err != nil {
+			return nil, orNotFound(err, obj)
+		}
+		nt := old
+		nt.Mappings = slices.Clone(old.Mappings)
+		nt.Initiators = slices.Clone(old.Initiators)
+		if old.CHAP != nil {
+			c := *old.CHAP
+			nt.CHAP = &c
+		}
+		if err := fn(tx, &nt); err != nil {
+			return nil, err
+		}
+		undo := func(tx *metavol.Tx) error { return tx.PutTarget(old) }
+		return undo, tx.PutTarget(nt)
+	})
+}
+
+// MapLUN exports the LUN called lun on a target at a LUN number (the
+// lowest free one when number is nil) and returns the number. Refused for
+// an unknown LUN, a LUN already mapped on this target, a number in use or
+// above MaxLUNNumber, and a LUN that is the target of a pair.
+func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error) {
+	obj := targetObject(iqn)
+	if lun == "" {
+		return 0, refuse(ErrInvalid, obj, "a LUN name is required")
+	}
+	if number != nil && *number > MaxLUNNumber {
+		return 0, refuse(ErrInvalid, obj, "LUN number %d is above the highest, %d", *number, MaxLUNNumber)
+	}
+	var n uint64
+	err := m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		l, err := tx.LUNByName(lun)
+		if err != nil {
+			return orNotFound(err, lunObject(lun))
+		}
+		if err := refuseMapPairTarget(tx, l); err != nil {
+			return err
+		}
+		used := map[uint64]bool{}
+		for _, mp := range t.Mappings {
+			if mp.LUNID == l.ID {
+				return refuse(ErrExists, lunObject(lun), "already mapped on %s at LUN %d", iqn, mp.LUN)
+			}
+			used[mp.LUN] = true
+		}
+		if number != nil {
+			if used[*number] {
+				return refuse(ErrExists, obj, "LUN number %d is already in use", *number)
+			}
+			n = *number
+		} else {
+			for n = 0; used[n]; n++ {
+			}
+			if n > MaxLUNNumber {
+				return refuse(ErrExists, obj, "no free LUN number")
+			}
+		}
+		t.Mappings = append(t.Mappings, metavol.Mapping{LUN: n, LUNID: l.ID})
+		return nil
+	})
+	return n, err
+}
+
+// The rule "a pair's target LUN is never mapped" (hosts must never write
+// the target of a migration, nor read it before the split), from both of
+// its sides: refuseMapPairTarget when a LUN is mapped,
+// refuseMappedPairTarget when a pair is created. Both read the records in
+// the caller's transaction, under Manager.admin.
+
+// refuseMapPairTarget refuses to map l while it is the target of a pair
+// that still holds it.
+func refuseMapPairTarget(tx *metavol.Tx, l metavol.LUN) error {
+	pairs, err := tx.Pairs()
+	if err != nil {
+		return err
+	}
+	for _, p := range pairs {
+		if p.TargetLUN == l.ID && pairHoldsLUNs(p.State) {
+			return refuse(ErrInPair, lunObject(l.Name), "in a migration pair: it is the target of pair %s (%s); it cannot be mapped until the pair is split or cancelled", p.ID, p.State)
+		}
+	}
+	return nil
+}
+
+// refuseMappedPairTarget refuses a new pair (named by source) whose target
+// LUN tl is mapped.
+func refuseMappedPairTarget(tx *metavol.Tx, source string, tl metavol.LUN) error {
+	ts, err := tx.Targets()
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		for _, mp := range t.Mappings {
+			if mp.LUNID == tl.ID {
+				return fmt.Errorf("pair %s: target LUN %s is mapped to target %s as LUN %d: %w",
+					source, tl.Name, t.IQN, mp.LUN, ErrMapped)
+			}
+		}
+	}
+	return nil
+}
+
+// UnmapLUN removes the LUN called lun from a target.
+func (m *Manager) UnmapLUN(iqn, lun string) error {
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		l, err := tx.LUNByName(lun)
+		if err != nil {
+			return orNotFound(err, lunObject(lun))
+		}
+		i := slices.IndexFunc(t.Mappings, func(mp metavol.Mapping) bool { return mp.LUNID == l.ID })
+		if i < 0 {
+			return refuse(ErrNotFound, lunObject(lun), "not mapped on %s", iqn)
+		}
+		t.Mappings = slices.Delete(t.Mappings, i, i+1)
+		return nil
+	})
+}
+
+// AllowInitiator lets an initiator log in to a target; "" means every
+// initiator (ALL). Allowing a listed initiator again changes nothing.
+func (m *Manager) AllowInitiator(iqn, initiator string) error {
+	if initiator != "" {
+		if err := ValidateISCSIName(initiator); err != nil {
+			return refuse(ErrInvalid, "initiator "+initiator, "bad initiator name: %v (or ALL)", err)
+		}
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		if initiator == "" {
+			t.AllowAll = true
+		} else if !slices.Contains(t.Initiators, initiator) {
+			t.Initiators = append(t.Initiators, initiator)
+		}
+		return nil
+	})
+}
+
+// DisallowInitiator removes an initiator ("": ALL) from a target's ACL.
+// Sessions already logged in are dropped by the Exporter, not here.
+func (m *Manager) DisallowInitiator(iqn, initiator string) error {
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		if initiator == "" {
+			if !t.AllowAll {
+				return refuse(ErrNotFound, "initiator ALL", "not allowed on %s", iqn)
+			}
+			t.AllowAll = false
+			return nil
+		}
+		i := slices.Index(t.Initiators, initiator)
+		if i < 0 {
+			return refuse(ErrNotFound, "initiator "+initiator, "not allowed on %s", iqn)
+		}
+		t.Initiators = slices.Delete(t.Initiators, i, i+1)
+		return nil
+	})
+}
+
+// SetTargetCHAP sets one-way (User/Secret) or mutual CHAP on a target.
+// Short secrets are accepted; the warnings say so.
+func (m *Manager) SetTargetCHAP(iqn string, c metavol.CHAP) (warnings []string, err error) {
+	warnings, err = checkCHAP(targetObject(iqn), c)
+	if err != nil {
+		return nil, err
+	}
+	mutual := c.MutualUser != "" || c.MutualSecret != ""
+	err = m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		t.CHAP = &metavol.CHAP{User: c.User, Secret: c.Secret}
+		if mutual {
+			t.CHAP.MutualUser, t.CHAP.MutualSecret = c.MutualUser, c.MutualSecret
+		}
+		return nil
+	})
+	return warnings, err
+}
+
+// ClearTargetCHAP turns a target's CHAP off.
+func (m *Manager) ClearTargetCHAP(iqn string) error {
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		t.CHAP = nil
+		return nil
+	})
+}
+
+// checkCHAP checks CHAP credentials for obj and returns the warnings about
+// short secrets (the limits are in iscsiname.go).
+func checkCHAP(obj string, c metavol.CHAP) ([]string, error) {
+	if err := validateCHAPPart("initiator", c.User, c.Secret); err != nil {
+		return nil, refuse(ErrInvalid, obj, "chap: %v", err)
+	}
+	var warnings []string
+	if len(c.Secret) < MinRecommendedSecret {
+		warnings = append(warnings, fmt.Sprintf("the CHAP secret has %d characters; RFC 7143 wants at least %d (96 bits) and some initiators refuse shorter ones", len(c.Secret), MinRecommendedSecret))
+	}
+	if c.MutualUser != "" || c.MutualSecret != "" {
+		if err := validateCHAPPart("mutual", c.MutualUser, c.MutualSecret); err != nil {
+			return nil, refuse(ErrInvalid, obj, "chap: %v (mutual CHAP needs both --mutual-user and --mutual-secret)", err)
+		}
+		if c.MutualSecret == c.Secret {
+			return nil, refuse(ErrInvalid, obj, "chap: the mutual secret must differ from the initiator secret (RFC 7143 §12.1.3)")
+		}
+		if len(c.MutualSecret) < MinRecommendedSecret {
+			warnings = append(warnings, fmt.Sprintf("the mutual CHAP secret has %d characters; RFC 7143 wants at least %d", len(c.MutualSecret), MinRecommendedSecret))
+		}
+	}
+	return warnings, nil
+}
+
+// discoveryCHAP reads the discovery CHAP credentials (nil: none).
+func discoveryCHAP(tx *metavol.Tx) (*metavol.CHAP, error) {
+	b, err := tx.GetMeta(discoveryCHAPKey)
+	if err == nil && b == nil {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("discovery CHAP: %w", err)
+	}
+	c := new(metavol.CHAP)
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("discovery CHAP: meta %s: %w", discoveryCHAPKey, err)
+	}
+	return c, nil
+}
+
+// DiscoveryCHAP returns the discovery CHAP credentials (nil: discovery
+// sessions need no authentication).
+func (m *Manager) DiscoveryCHAP() (*metavol.CHAP, error) {
+	var c *metavol.CHAP
+	err := m.db.View(func(tx *metavol.Tx) error {
+		var err error
+		c, err = discoveryCHAP(tx)
+		return err
+	})
+	return c, err
+}
+
+// SetDiscoveryCHAP makes discovery (SendTargets) sessions authenticate
+// with CHAP, one-way or mutual; the warnings are about short secrets.
+func (m *Manager) SetDiscoveryCHAP(c metavol.CHAP) (warnings []string, err error) {
+	warnings, err = checkCHAP(discoveryObject, c)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: encode: %w", discoveryObject, err)
+	}
+	return warnings, m.changeDiscovery(func(tx *metavol.Tx) error { return tx.PutMeta(discoveryCHAPKey, b) })
+}
+
+// ClearDiscoveryCHAP lets discovery sessions in without authentication.
+func (m *Manager) ClearDiscoveryCHAP() error {
+	return m.changeDiscovery(func(tx *metavol.Tx) error { return tx.DeleteMeta(discoveryCHAPKey) })
+}
+
+// changeDiscovery persists a discovery change and applies it live
+// (commitApply).
+func (m *Manager) changeDiscovery(fn func(tx *metavol.Tx) error) error {
+	return m.commitApply(discoveryObject, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
+		old, err := tx.GetMeta(discoveryCHAPKey)
+		if err != nil {
+			return nil, err
+		}
+		undo := func(tx *metavol.Tx) error {
+			if old == nil {
+				return tx.DeleteMeta(discoveryCHAPKey)
+			}
+			return tx.PutMeta(discoveryCHAPKey, old)
+		}
+		return undo, fn(tx)
+	})
+}

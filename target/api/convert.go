@@ -1,0 +1,120 @@
+package api
+
+import (
+	"time"
+
+	"github.com/lmtgt/lmtgt/lm"
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// The one conversion of each lm status type to its wire type (lm's types
+// have no JSON tags; the wire types are the only JSON shape).
+
+// viewsOf converts every item with view; never nil (a JSON list is [],
+// not null).
+func viewsOf[T, W any](in []T, view func(T) W) []W {
+	out := make([]W, 0, len(in))
+	for _, x := range in {
+		out = append(out, view(x))
+	}
+	return out
+}
+
+func lunView(i lm.LUNInfo) wire.LUN {
+	l := i.LUN
+	v := wire.LUN{
+		ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize,
+		NAA: l.NAA, Serial: l.Serial, Volume: l.VolumeID, Created: l.Created,
+		Mappings: []wire.LUNMapping{},
+		State:    i.Status.State.String(), Offline: i.Status.Reason,
+	}
+	if vol := i.Volume; vol != nil {
+		v.VolumePath, v.VolumeKind, v.Owned, v.DirectIO = vol.Path, vol.Kind, vol.Owned, vol.Direct
+		if vol.Remote != nil {
+			v.VolumePath = vol.Remote.URL()
+			v.Remote = &wire.LUNRemote{URL: vol.Remote.URL(), CHAPUser: vol.Remote.CHAPUser, Session: i.RemoteSession, Fence: fenceView(i.Fence)}
+		}
+	}
+	v.Identity = "own"
+	if a := l.Adopted; a != nil {
+		v.Identity, v.Vendor, v.Product = "adopted", a.Vendor, a.Product
+	}
+	for _, m := range i.Mappings {
+		v.Mappings = append(v.Mappings, wire.LUNMapping{Target: m.Target, LUN: m.Number})
+	}
+	if p := i.Pair; p != nil {
+		v.Migration = &wire.LUNMigration{Role: p.Role, Pair: p.PairID, Peer: p.Peer, State: p.State}
+	}
+	return v
+}
+
+// fenceView shows the fence of a remote data volume ("" for none: a
+// local volume, or no pair needed one).
+func fenceView(f lm.FenceStatus) string {
+	if f.State == lm.FenceNone {
+		return ""
+	}
+	return f.String()
+}
+
+// chapInfo shows CHAP credentials without their secrets (nil: none).
+func chapInfo(c *metavol.CHAP) *wire.CHAPInfo {
+	if c == nil {
+		return nil
+	}
+	return &wire.CHAPInfo{User: c.User, MutualUser: c.MutualUser}
+}
+
+func targetView(i lm.TargetInfo) wire.Target {
+	t := i.Target
+	v := wire.Target{
+		IQN: t.IQN, AllowAll: t.AllowAll, Created: t.Created,
+		Initiators: append([]string{}, t.Initiators...),
+		LUNs:       []wire.TargetLUN{},
+		CHAP:       chapInfo(t.CHAP),
+	}
+	for _, l := range i.LUNs {
+		v.LUNs = append(v.LUNs, wire.TargetLUN{LUN: l.Number, ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize})
+	}
+	return v
+}
+
+func migrationView(p lm.PairStatus) wire.Migration {
+	limit, by := lm.RateLimit(p.Speed, p.MaxMBps)
+	return wire.Migration{
+		LimitBps: limit, LimitedBy: by,
+		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
+		CopiedBytes: p.CopiedBytes, TotalBytes: p.TotalBytes, DCLBytes: p.DCLBytes,
+		RateBps: p.RateBps, ETASeconds: p.ETASeconds, Vehicle: p.Vehicle,
+		Speed: string(p.Speed), MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify,
+		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
+		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
+		SourceID: p.SourceID, TargetID: p.TargetID,
+	}
+}
+
+func sessionView(st lm.SessionStatus) wire.MigrationSession {
+	limit, by := lm.RateLimit(st.Speed, st.MaxMBps)
+	v := wire.MigrationSession{
+		LimitBps: limit, LimitedBy: by,
+		ID: st.ID, Name: st.Name, State: st.State, Reason: st.Reason, Speed: string(st.Speed),
+		MaxMBps: st.MaxMBps, MaxActive: st.MaxActive, AutoSplit: st.AutoSplit, Verify: st.Verify,
+		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
+		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
+		Counts: st.Counts, Created: st.Created,
+	}
+	if v.Counts == nil {
+		v.Counts = map[string]int{}
+	}
+	v.Pairs = viewsOf(st.Pairs, migrationView)
+	return v
+}
+
+func splitView(r lm.SplitResult) wire.SplitResult {
+	pm := r.PauseMS
+	if pm == 0 && r.Pause != 0 {
+		pm = float64(r.Pause) / float64(time.Millisecond)
+	}
+	return wire.SplitResult{Pairs: r.Pairs, PauseMS: pm}
+}
