@@ -17,8 +17,8 @@ type Volume struct {
 	// Remote is set for Kind "iscsi" (Path is then empty).
 	Remote *Remote `json:"remote,omitempty"`
 	// RBD is set for Kind "rbd" (Path is then empty).
-	RBD *RBDImage `json:"rbd,omitempty"`
-	Size   int64   `json:"size"`
+	RBD  *RBDImage `json:"rbd,omitempty"`
+	Size int64     `json:"size"`
 	// Owned volumes were created by lmtgt (a file in the data dir, or an
 	// RBD image) and are deleted with their LUN; others (existing files,
 	// devices, images) are only forgotten.
