@@ -39,6 +39,17 @@ type CreateLUNRequest struct {
 	// Force allows a Path in a system location (Options.SystemDirs, /dev
 	// but a block device, a mounted block device); never one lmtgt uses.
 	Force bool
+	// RBD is POOL/IMAGE of a Ceph RBD image (rbd.go): created when Size
+	// is set, else attached. Takeover breaks another client's lock on it.
+	RBD      string
+	Takeover bool
+}
+
+// DeleteLUNOptions are the options of DeleteLUNWith.
+type DeleteLUNOptions struct {
+	// DeleteImage deletes the LUN's RBD image even when lmtgt did not
+	// create it (an attached image).
+	DeleteImage bool
 }
 
 // PairRequest asks for a new migration pair. LUNs are named by name.
@@ -120,6 +131,9 @@ var (
 	ErrState        = errors.New("not allowed in this state")
 	ErrUnavailable  = errors.New("data volume unavailable")
 	ErrTooLarge     = errors.New("file too large for the filesystem")
+	// ErrHeld: another client holds the data volume (an RBD image's
+	// exclusive lock); taking it over must be asked for.
+	ErrHeld = errors.New("held by another client")
 	// ErrOffline: the LUN does not serve host I/O (offline.go): a pair
 	// naming it could not be loaded, or its data volume is unavailable or
 	// was lost. The same sentinel as volume.ErrOffline, so the SCSI front

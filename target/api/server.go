@@ -371,7 +371,7 @@ func (s *Server) routes() {
 	m.HandleFunc("PATCH "+v+"/luns/{name}/resize", resize)
 	m.HandleFunc("DELETE "+v+"/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		reply(w, 0, nil, svc.DeleteLUN(name), lunObject(name))
+		reply(w, 0, nil, svc.DeleteLUNWith(name, r.URL.Query().Get("delete_image") == "true"), lunObject(name))
 	})
 
 	// Targets.

@@ -39,6 +39,8 @@ type Manager interface {
 	RemoteState(lunID string) string
 	ResizeLUN(name string, size int64) (metavol.LUN, error)
 	DeleteLUN(name string) error
+	DeleteLUNWith(name string, opts lm.DeleteLUNOptions) error
+	RBDState(lunID string) (lm.RBDStatus, bool)
 	CreatePair(req lm.PairRequest) (lm.PairStatus, error)
 	Pairs() []lm.PairStatus
 	Pair(source string) (lm.PairStatus, error)
@@ -139,7 +141,7 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	switch {
 	case req.Size < 0:
 		return wire.LUN{}, invalid(obj, "size %d is negative", req.Size)
-	case req.Size == 0 && req.Path == "":
+	case req.Size == 0 && req.Path == "" && req.RBD == "":
 		return wire.LUN{}, invalid(obj, "a size is required (for example --size 1GiB)")
 	case req.Size != 0 && req.Size < int64(bs):
 		return wire.LUN{}, invalid(obj, "size %d is too small: at least one block of %d bytes", req.Size, bs)
@@ -151,7 +153,11 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 			return wire.LUN{}, invalid(obj, "%v", err)
 		}
 	}
-	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path, Direct: req.Direct, Force: req.Force})
+	if req.RBD != "" && (req.Path != "" || req.Direct || req.Force) {
+		return wire.LUN{}, invalid(obj, "--rbd excludes --path, --direct and --force")
+	}
+	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path, Direct: req.Direct, Force: req.Force,
+		RBD: req.RBD, Takeover: req.Takeover})
 	if err != nil {
 		return wire.LUN{}, toWire(err, obj)
 	}
@@ -285,6 +291,9 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 			}
 			if vol, err := tx.GetVolume(l.VolumeID); err == nil {
 				v.VolumePath, v.VolumeKind, v.Owned, v.DirectIO = vol.Path, vol.Kind, vol.Owned, vol.Direct
+				if vol.RBD != nil {
+					v.VolumePath = "rbd:" + vol.RBD.String()
+				}
 				if vol.Remote != nil {
 					v.VolumePath = vol.Remote.URL()
 					v.Remote = &wire.LUNRemote{URL: vol.Remote.URL(), CHAPUser: vol.Remote.CHAPUser}
@@ -325,6 +334,9 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 		if out[i].Remote != nil {
 			out[i].Remote.Session = s.lm.RemoteState(out[i].ID)
 		}
+		if st, ok := s.lm.RBDState(out[i].ID); ok {
+			out[i].RBD = &wire.LUNRBD{Image: st.Image, Lock: st.Lock, Cluster: st.Cluster}
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if out == nil {
@@ -362,7 +374,11 @@ func (s *Service) ResizeLUN(name string, size int64) (wire.LUN, error) {
 }
 
 // DeleteLUN deletes a LUN; refused while it is mapped or in a pair.
-func (s *Service) DeleteLUN(name string) error {
+func (s *Service) DeleteLUN(name string) error { return s.DeleteLUNWith(name, false) }
+
+// DeleteLUNWith is DeleteLUN; deleteImage also deletes an RBD image that
+// lmtgt did not create.
+func (s *Service) DeleteLUNWith(name string, deleteImage bool) error {
 	obj := lunObject(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -381,7 +397,7 @@ func (s *Service) DeleteLUN(name string) error {
 		return conflict(obj, "in a migration pair (%s of pair %s with %s, %s): cancel or split it first",
 			cur.Migration.Role, cur.Migration.Pair, cur.Migration.Peer, cur.Migration.State)
 	}
-	if err := s.lm.DeleteLUN(name); err != nil {
+	if err := s.lm.DeleteLUNWith(name, lm.DeleteLUNOptions{DeleteImage: deleteImage}); err != nil {
 		return toWire(err, obj)
 	}
 	s.log.Info().Str("lun", name).Msg("LUN deleted")
