@@ -31,8 +31,9 @@ const createFeatures = cephrbd.FeatureLayering | cephrbd.FeatureExclusiveLock |
 // length for some calls).
 const maxOp = 1 << 30
 
-// Cluster is one librados connection, shared by the volumes opened through
-// it. Close it after every volume it opened.
+// Cluster is the librados connection for admin calls (Create, Remove,
+// State). Each Volume has a connection of its own (see Open). Close it
+// after every volume it opened.
 type Cluster struct {
 	cfg  Config
 	conn *rados.Conn
@@ -71,6 +72,20 @@ func Connect(cfg Config) (*Cluster, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
+	conn, err := connect(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fsid, err := conn.GetFSID()
+	if err != nil {
+		conn.Shutdown()
+		return nil, fmt.Errorf("ceph cluster %s: fsid: %w", cfg, err)
+	}
+	return &Cluster{cfg: cfg, conn: conn, fsid: fsid}, nil
+}
+
+// connect makes one librados client of the cluster.
+func connect(cfg Config) (*rados.Conn, error) {
 	var conn *rados.Conn
 	var err error
 	if cfg.ID != "" {
@@ -109,12 +124,7 @@ func Connect(cfg Config) (*Cluster, error) {
 		conn.Shutdown()
 		return nil, fmt.Errorf("ceph cluster %s: connect: %w", cfg, err)
 	}
-	fsid, err := conn.GetFSID()
-	if err != nil {
-		conn.Shutdown()
-		return nil, fmt.Errorf("ceph cluster %s: fsid: %w", cfg, err)
-	}
-	return &Cluster{cfg: cfg, conn: conn, fsid: fsid}, nil
+	return conn, nil
 }
 
 // State says whether the monitors answer now ("up, fsid F, N% used") or
@@ -139,7 +149,11 @@ func (c *Cluster) Close() error {
 }
 
 func (c *Cluster) ioctx(ref Ref) (*rados.IOContext, error) {
-	io, err := c.conn.OpenIOContext(ref.Pool)
+	return ioctx(c.conn, ref)
+}
+
+func ioctx(conn *rados.Conn, ref Ref) (*rados.IOContext, error) {
+	io, err := conn.OpenIOContext(ref.Pool)
 	if err != nil {
 		return nil, fmt.Errorf("rbd %s: pool %s: %w", ref, ref.Pool, mapErr(err))
 	}
@@ -181,25 +195,35 @@ func (c *Cluster) Remove(ref Ref) error {
 	return nil
 }
 
-// Open opens an image and takes its exclusive lock (rbd_lock_acquire in
-// exclusive mode: librbd does not hand it to another client that asks).
+// Open opens an image on a librados client of its own and takes its
+// exclusive lock (rbd_lock_acquire in exclusive mode: librbd does not
+// hand it to another client that asks). Its own client, because Ceph
+// fences a client whose lock is broken by blocklisting its address: a
+// takeover of one image must not cut this server off its other images.
 // An image whose lock another client holds is refused with a *LockedError
 // naming the holder, unless opts.Takeover, or the lock is our own from
 // before a crash (its OwnerKey is opts.Owner); then the holder's lock is
 // broken (Ceph blocklists it) and taken.
 func (c *Cluster) Open(ref Ref, opts OpenOptions) (*Volume, error) {
-	io, err := c.ioctx(ref)
+	conn, err := connect(c.cfg)
 	if err != nil {
+		return nil, fmt.Errorf("rbd %s: %w", ref, err)
+	}
+	io, err := ioctx(conn, ref)
+	if err != nil {
+		conn.Shutdown()
 		return nil, err
 	}
 	img, err := cephrbd.OpenImage(io, ref.Image, cephrbd.NoSnapshot)
 	if err != nil {
 		io.Destroy()
+		conn.Shutdown()
 		return nil, fmt.Errorf("rbd %s: open: %w", ref, mapErr(err))
 	}
 	fail := func(err error) (*Volume, error) {
 		img.Close()
 		io.Destroy()
+		conn.Shutdown()
 		return nil, err
 	}
 	feat, err := img.GetFeatures()
@@ -223,7 +247,7 @@ func (c *Cluster) Open(ref Ref, opts OpenOptions) (*Volume, error) {
 		img.LockRelease()
 		return fail(fmt.Errorf("rbd %s: size: %w", ref, err))
 	}
-	v := &Volume{ref: ref, io: io, img: img, zero: make([]byte, 512)}
+	v := &Volume{ref: ref, conn: conn, io: io, img: img, zero: make([]byte, 512)}
 	v.size.Store(int64(size))
 	return v, nil
 }
@@ -265,6 +289,7 @@ func takeLock(img *cephrbd.Image, ref Ref, opts OpenOptions) error {
 // goroutine's thread, so as many commands are in flight as callers.
 type Volume struct {
 	ref  Ref
+	conn *rados.Conn // this volume's own client
 	io   *rados.IOContext
 	img  *cephrbd.Image
 	size atomic.Int64
@@ -506,5 +531,6 @@ func (v *Volume) Close() error {
 		first = fmt.Errorf("rbd %s: close: %w", v.ref, err)
 	}
 	v.io.Destroy()
+	v.conn.Shutdown()
 	return first
 }

@@ -17,7 +17,7 @@
 // retries ERANGE without growing its buffer. Our tests against a real
 // 16.2 cluster (scripts/mini-ceph.sh) are what vouch for it.
 //
-// Cluster is one librados connection (Config: ceph.conf, client id,
+// Cluster is a librados connection for admin calls (Config: ceph.conf, client id,
 // keyring; every monitor and OSD operation times out after OpTimeout, so
 // an unreachable OSD fails I/O, and a migration leg goes interrupted,
 // rather than hanging). Create makes images with exclusive-lock,
@@ -35,7 +35,11 @@
 // comes from rbd_diff_iterate2 over whole objects, which reads the object
 // map when fast-diff is on. Resize is rbd_resize.
 //
-// Ownership: Open takes the image's exclusive lock in exclusive mode
+// Ownership: each open image has a librados client of its own, because
+// Ceph fences the holder of a broken lock by blocklisting its client
+// address: with one shared client, a takeover of one image would cut the
+// server off all its images (seen in TestRBDLUNLifecycle). Open takes the
+// image's exclusive lock in exclusive mode
 // (rbd_lock_acquire: librbd never hands it over on request), and records
 // the opener's Owner under the image metadata key OwnerKey. An image whose
 // lock another client holds is refused with a *LockedError naming the

@@ -38,9 +38,9 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// connect returns a new client of the test cluster (one librados client
+// testClient returns a new client of the test cluster (one librados client
 // per call: two connections are two clients to Ceph).
-func connect(t *testing.T) *Cluster {
+func testClient(t *testing.T) *Cluster {
 	t.Helper()
 	if cluster == nil {
 		t.Skip(miniceph.ErrMissing)

@@ -39,7 +39,7 @@ func readBack(t *testing.T, v *Volume, off int64, n int) []byte {
 // reads back as zeros (the partial one too: rbd_discard would have left
 // it); the bounds are checked; Sync flushes.
 func TestRBDReadWriteUnmap(t *testing.T) {
-	c := connect(t)
+	c := testClient(t)
 	v := open(t, c, newImage(t, c, 16*mib), OpenOptions{Owner: "test"})
 	if v.Size() != 16*mib {
 		t.Fatalf("size %d, want %d", v.Size(), 16*mib)
@@ -81,7 +81,7 @@ func TestRBDReadWriteUnmap(t *testing.T) {
 // NextData reports only allocated objects, from rbd diff: nothing on a new
 // image, the object written, and not an object unmapped whole.
 func TestRBDNextData(t *testing.T) {
-	c := connect(t)
+	c := testClient(t)
 	v := open(t, c, newImage(t, c, 64*mib), OpenOptions{Owner: "test"})
 	if s, e, err := v.NextData(0); err != io.EOF {
 		t.Fatalf("new image: NextData = [%d,%d) %v, want io.EOF", s, e, err)
@@ -117,7 +117,7 @@ func TestRBDNextData(t *testing.T) {
 
 // Many writers and readers at once on one volume, each on its own range.
 func TestRBDConcurrentIO(t *testing.T) {
-	c := connect(t)
+	c := testClient(t)
 	v := open(t, c, newImage(t, c, 32*mib), OpenOptions{Owner: "test"})
 	const n, size = 32, 256 << 10
 	var wg sync.WaitGroup
@@ -155,7 +155,7 @@ func TestRBDConcurrentIO(t *testing.T) {
 // Resize grows the image; the new space reads as zeros and a reopen sees
 // the new size.
 func TestRBDResize(t *testing.T) {
-	c := connect(t)
+	c := testClient(t)
 	ref := newImage(t, c, 8*mib)
 	v, err := c.Open(ref, OpenOptions{Owner: "test"})
 	if err != nil {
@@ -183,7 +183,7 @@ func TestRBDResize(t *testing.T) {
 // with the holder named; Takeover breaks the first one's lock (Ceph
 // blocklists it: its writes fail) and takes the image.
 func TestRBDExclusiveLockAndTakeover(t *testing.T) {
-	a, b := connect(t), connect(t)
+	a, b := testClient(t), testClient(t)
 	ref := newImage(t, a, 8*mib)
 	va, err := a.Open(ref, OpenOptions{Owner: "server-a"})
 	if err != nil {
@@ -226,7 +226,7 @@ func TestRBDExclusiveLockAndTakeover(t *testing.T) {
 // A lock left by a client whose recorded owner is ours (our own process
 // before kill -9) is taken without Takeover.
 func TestRBDOwnStaleLock(t *testing.T) {
-	a, b := connect(t), connect(t)
+	a, b := testClient(t), testClient(t)
 	ref := newImage(t, a, 8*mib)
 	va, err := a.Open(ref, OpenOptions{Owner: "vol-1"})
 	if err != nil {
@@ -247,7 +247,7 @@ func TestRBDOwnStaleLock(t *testing.T) {
 // was; a missing image or pool is ErrNotFound; Create refuses an
 // existing image.
 func TestRBDRefusals(t *testing.T) {
-	c := connect(t)
+	c := testClient(t)
 	ref := Ref{Pool: "rbd", Image: "nolock-" + t.Name()}
 	if _, err := cluster.Tool("rbd", "create", "--size", "8M", "--image-feature", "layering", ref.String()); err != nil {
 		t.Fatal(err)
