@@ -110,6 +110,12 @@ func connect(cfg Config) (*rados.Conn, error) {
 		{"rados_mon_op_timeout", secs},
 		{"rados_osd_op_timeout", secs},
 		{"client_mount_timeout", secs},
+		// No librbd writeback cache: it lives in lmtgt's memory, so a
+		// kill -9 would lose writes already acknowledged to hosts (seen
+		// in TestRBDMigrationCrashLoop). Without it a write completes
+		// when the OSDs have it, as a write to a file is in the kernel's
+		// page cache.
+		{"rbd_cache", "false"},
 	}
 	if cfg.Keyring != "" {
 		opts = append(opts, [2]string{"keyring", cfg.Keyring})
