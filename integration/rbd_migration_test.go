@@ -91,3 +91,55 @@ func TestRBDMigrationLegs(t *testing.T) {
 		t.Fatalf("images left after every leg's old volume was deleted: %s", imgs)
 	}
 }
+
+// The OSD stops in the middle of a file -> RBD copy: the target's I/O
+// times out (--ceph-op-timeout), the pair goes interrupted while the host
+// keeps writing to the source; when the OSD is back the pair resumes by
+// itself, syncs, and after the split the LUN equals what the host wrote.
+func TestRBDMigrationOSDDown(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img")
+	c := startCephStore(t, "bluestore")
+	d := StartDaemon(t, "", "--ceph-conf", c.Conf, "--ceph-op-timeout", "3s")
+	const size = 32 << 20
+	const nblocks = size / mBlock
+	url := d.URL(d.Export("od", "32MiB", 512), 0)
+	model := make(image, nblocks)
+	q := startQIO(t, "prefill", url)
+	prefill(t, q, model, 0, nblocks, 5)
+	q.close()
+	var blocks [][2]int
+	for b := range nblocks {
+		blocks = append(blocks, [2]int{0, b})
+	}
+	d.OK("lun", "create", "od-r", "--rbd", "rbd/od-r", "--size", "32MiB")
+	d.OK("migration", "create", "--source", "od", "--target", "od-r", "--max-mbps", "2")
+	waitFor(t, stateTimeout, "the copy under way", func() (bool, string) {
+		st := d.mig("od")
+		return st.CopiedBytes > 0, st.String()
+	})
+	if err := c.StopOSD(); err != nil {
+		t.Fatal(err)
+	}
+	q = startQIO(t, "host", url)
+	s := runStream("host", time.Now().UnixNano(), []*qio{q}, blocks, 20)
+	st := d.waitMig("od", stateTimeout, "interrupted")
+	t.Logf("OSD down: %s", st)
+	s.waitAcked(t, 3, "while the OSD is down")
+	if err := c.StartOSD(); err != nil {
+		t.Fatal(err)
+	}
+	d.OK("migration", "set", "od", "--speed", "highest", "--max-mbps", "0")
+	d.waitMig("od", 3*syncTimeout, "synced")
+	s.waitAcked(t, 5, "after the OSD came back")
+	ws := s.stop()
+	if err := s.firstErr(); err != nil {
+		t.Fatal(err)
+	}
+	q.close()
+	apply([]image{model}, ws)
+	d.OK("migration", "split", "od")
+	if v := d.rbdLUN("od"); v.VolumePath != "rbd:rbd/od-r" || v.RBD == nil || v.RBD.Lock != "held" {
+		t.Fatalf("after the split: %+v rbd %+v", v, v.RBD)
+	}
+	compareRef(t, "LUN od after the split", url, model, size)
+}

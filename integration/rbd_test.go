@@ -11,9 +11,17 @@ import (
 	"github.com/lmtgt/lmtgt/metavol/volume/rbd/miniceph"
 )
 
-// startCeph starts a mini cluster (scripts/mini-ceph.sh) for one test and
-// stops it at the end. It skips the test when Ceph is not installed.
+// startCeph starts a mini cluster (scripts/mini-ceph.sh) with a memstore
+// OSD for one test and stops it at the end. It skips the test when Ceph
+// is not installed.
 func startCeph(t *testing.T) *miniceph.Cluster {
+	t.Helper()
+	return startCephStore(t, "memstore")
+}
+
+// startCephStore is startCeph with the OSD's object store: "bluestore"
+// keeps the data across an OSD restart.
+func startCephStore(t *testing.T, store string) *miniceph.Cluster {
 	t.Helper()
 	if err := miniceph.Installed(); err != nil {
 		t.Skip(err)
@@ -22,7 +30,7 @@ func startCeph(t *testing.T) *miniceph.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := miniceph.Start(dir, "memstore")
+	c, err := miniceph.Start(dir, store)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)

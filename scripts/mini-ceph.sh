@@ -86,7 +86,6 @@ public addr = 127.0.0.1:$PORT
 osd data = $DIR/osd
 osd objectstore = $OBJECTSTORE
 memstore device bytes = $MEMSTORE_BYTES
-bluestore block path = $DIR/osd/block
 bluestore block size = 2147483648
 bluestore block create = true
 osd class load list = *
@@ -96,8 +95,8 @@ ceph-mon --id a --mkfs --keyring /dev/null
 ceph-mon --id a
 OSD_ID=$(ceph osd create)
 ceph osd crush add osd.$OSD_ID 1 root=default >/dev/null
-ceph-osd --id $OSD_ID --mkfs 2>/dev/null
-ceph-osd --id $OSD_ID 2>/dev/null
+ceph-osd --id $OSD_ID --mkfs >>"$DIR/log/mkfs.log" 2>&1 || { echo "mini-ceph: ceph-osd --mkfs failed (see $DIR/log)" >&2; exit 1; }
+ceph-osd --id $OSD_ID >>"$DIR/log/start.log" 2>&1
 wait_osd_up
 ceph osd pool create rbd 8 >/dev/null 2>&1
 rbd pool init rbd
