@@ -168,6 +168,34 @@ func TestRBDLUNLifecycle(t *testing.T) {
 		t.Fatalf("first server says it still holds the lock after the takeover: %+v", v.RBD)
 	}
 
+	// Taking it back is explicit too: lun takeover on the first server.
+	a.OK("lun", "takeover", "r1")
+	if v := a.rbdLUN("r1"); v.RBD.Lock != "held" || v.State != "online" {
+		t.Fatalf("after lun takeover r1: %+v rbd %+v", v, v.RBD)
+	}
+	if v := b.rbdLUN("r1b"); v.RBD.Lock == "held" {
+		t.Fatalf("second server still holds the lock after the first took it back: %+v", v.RBD)
+	}
+	if r := qemuIO(t, url, "read -P 0x6b 8M 1M", "write -P 0x7d 12M 64k", "read -P 0x7d 12M 64k"); r.Code != 0 || strings.Contains(r.Stdout, "failed") {
+		t.Fatalf("qemu-io after taking the image back: %s", r)
+	}
+	// A server that starts while another holds its image serves the LUN
+	// offline, naming the holder, until the explicit takeover.
+	b.OK("lun", "takeover", "r1b")
+	a.Restart(true)
+	if v := a.rbdLUN("r1"); v.State != "offline" || !strings.Contains(v.Offline, "exclusive lock held by") || !strings.Contains(v.Offline, b.DataDir) {
+		t.Fatalf("after a restart while the other server holds the image: state %s (%s)", v.State, v.Offline)
+	}
+	a.OK("lun", "takeover", "r1")
+	if v := a.rbdLUN("r1"); v.State != "online" || v.RBD.Lock != "held" {
+		t.Fatalf("after lun takeover of the offline LUN: %s (%s) rbd %+v", v.State, v.Offline, v.RBD)
+	}
+	if r := qemuIO(t, url, "read -P 0x7d 12M 64k"); r.Code != 0 || strings.Contains(r.Stdout, "failed") {
+		t.Fatalf("qemu-io after the takeover of the offline LUN: %s", r)
+	}
+	a.OK("lun", "create", "f0", "--size", "1MiB")
+	a.Fail(1, []string{"lun f0", "not an RBD image"}, "lun", "takeover", "f0")
+
 	// Delete: b attached r1 (it did not create it): the image stays.
 	b.OK("target", "unmap", testIQN("r1b"), "r1b")
 	b.OK("lun", "delete", "r1b")

@@ -285,3 +285,56 @@ func (m *Manager) RBDState(lunID string) (st RBDStatus, ok bool) {
 	}
 	return st, true
 }
+
+// TakeoverLUN takes a LUN's RBD image back from another client: it
+// breaks that client's exclusive lock (Ceph blocklists it: its writes
+// fail from then on) and opens the image here. It is for a LUN whose
+// image could not be opened because another client held it (the LUN is
+// offline, its reason naming the holder), or whose lock another server
+// took over (lock "lost"). A LUN whose image is open with the lock held
+// is left as it is; a LUN not on RBD is refused.
+func (m *Manager) TakeoverLUN(name string) (metavol.LUN, error) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	e, l, err := m.entryByName(name)
+	if err != nil {
+		return l, err
+	}
+	e.gate.enter()
+	d := e.vol
+	e.gate.exit()
+	if d == nil || d.rec.RBD == nil {
+		return l, fmt.Errorf("lun %s: takeover refused: its data volume is not an RBD image: %w", name, ErrInvalid)
+	}
+	if o := d.cur.Load(); o != nil && o.rbd != nil {
+		if o.rbd.LockState() == "held" {
+			return l, nil
+		}
+		// Lost to another client: close our fenced handle (Close waits
+		// for the calls in flight; later ones find the volume closed or
+		// not open) and open it again below.
+		if d.cur.CompareAndSwap(o, nil) {
+			o.raw.Close()
+		}
+	}
+	c, err := m.cluster()
+	if err != nil {
+		return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
+	}
+	v, err := c.Open(rbdRef(d.rec.RBD), rbdvol.OpenOptions{Owner: m.rbdOwner(d.rec.ID), Takeover: true})
+	if err == nil && v.Size() < d.rec.Size {
+		v.Close()
+		err = fmt.Errorf("rbd %s: %d bytes, smaller than the %d recorded: %w", d.rec.RBD, v.Size(), d.rec.Size, rbdvol.ErrInvalid)
+	}
+	if err != nil {
+		s := err.Error()
+		d.why.Store(&s)
+		return l, fmt.Errorf("lun %s: takeover: %w", name, rbdErr(err))
+	}
+	if !d.cur.CompareAndSwap(nil, m.rbdVol(d.rec.ID, v)) {
+		v.Close() // the reopen loop opened it meanwhile
+	}
+	d.why.Store(nil)
+	m.log.Warn().Str("lun", name).Str("rbd", d.rec.RBD.String()).Msg("RBD image taken over: its previous holder is blocklisted")
+	return l, nil
+}

@@ -93,6 +93,13 @@ func lunCommand() *cli.Command {
 				Action: lunResize,
 			},
 			{
+				Name:      "takeover",
+				Usage:     "take a LUN's RBD image back from the client holding its exclusive lock (Ceph blocklists that client)",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{outputFlag},
+				Action:    lunTakeover,
+			},
+			{
 				Name:      "delete",
 				Usage:     "delete a LUN (refused while mapped or in a migration pair); its volume file or RBD image is removed if lmtgt created it",
 				ArgsUsage: "NAME",
@@ -316,6 +323,22 @@ func lunResize(c *cli.Context) error {
 		return cl.ResizeLUN(context.Background(), name, size)
 	}, func(l wire.LUN) {
 		fmt.Fprintf(c.App.Writer, "LUN %s is now %s (%d bytes)\n", l.Name, sizeStr(l.Size), l.Size)
+	})
+}
+
+func lunTakeover(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		return cl.TakeoverLUN(context.Background(), name)
+	}, func(l wire.LUN) {
+		lock := "-"
+		if l.RBD != nil {
+			lock = l.RBD.Lock
+		}
+		fmt.Fprintf(c.App.Writer, "LUN %s: rbd %s, lock %s\n", l.Name, strings.TrimPrefix(l.VolumePath, "rbd:"), lock)
 	})
 }
 

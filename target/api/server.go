@@ -368,6 +368,11 @@ func (s *Server) routes() {
 		reply(w, http.StatusOK, l, err, lunObject(name))
 	})
 	m.HandleFunc("POST "+v+"/luns/{name}/resize", resize)
+	m.HandleFunc("POST "+v+"/luns/{name}/takeover", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		l, err := svc.TakeoverLUN(name)
+		reply(w, http.StatusOK, l, err, lunObject(name))
+	})
 	m.HandleFunc("PATCH "+v+"/luns/{name}/resize", resize)
 	m.HandleFunc("DELETE "+v+"/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")

@@ -41,6 +41,7 @@ type Manager interface {
 	DeleteLUN(name string) error
 	DeleteLUNWith(name string, opts lm.DeleteLUNOptions) error
 	RBDState(lunID string) (lm.RBDStatus, bool)
+	TakeoverLUN(name string) (metavol.LUN, error)
 	CreatePair(req lm.PairRequest) (lm.PairStatus, error)
 	Pairs() []lm.PairStatus
 	Pair(source string) (lm.PairStatus, error)
@@ -370,6 +371,15 @@ func (s *Service) ResizeLUN(name string, size int64) (wire.LUN, error) {
 		s.exp.CapacityChanged(l.ID)
 	}
 	s.log.Info().Str("lun", name).Int64("size", l.Size).Msg("LUN resized")
+	return s.LUN(name)
+}
+
+// TakeoverLUN takes a LUN's RBD image back from another client
+// (lm.TakeoverLUN).
+func (s *Service) TakeoverLUN(name string) (wire.LUN, error) {
+	if _, err := s.lm.TakeoverLUN(name); err != nil {
+		return wire.LUN{}, toWire(err, lunObject(name))
+	}
 	return s.LUN(name)
 }
 

@@ -113,7 +113,7 @@ func (e *LockedError) Error() string {
 	if e.Owner != "" {
 		who += " (lmtgt " + e.Owner + ")"
 	}
-	return fmt.Sprintf("rbd %s: exclusive lock held by %s; take it over explicitly (lun create --takeover) only when that client must stop writing", e.Ref, who)
+	return fmt.Sprintf("rbd %s: exclusive lock held by %s; take it over explicitly (lun create --takeover, lun takeover) only when that client must stop writing", e.Ref, who)
 }
 
 func (e *LockedError) Unwrap() error { return ErrLocked }
