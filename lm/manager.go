@@ -407,6 +407,7 @@ func (m *Manager) Close() error {
 	if m.dcl != nil {
 		first = m.dcl.Close()
 	}
+	defer m.closeCluster() // after every RBD volume, and after m.mu is released
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, e := range m.mu.luns {
@@ -421,7 +422,6 @@ func (m *Manager) Close() error {
 			}
 		}
 	}
-	m.closeCluster() // after every RBD volume
 	return first
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/ceph/go-ceph/rados"
 	cephrbd "github.com/ceph/go-ceph/rbd"
@@ -38,7 +39,18 @@ type Cluster struct {
 	cfg  Config
 	conn *rados.Conn
 	fsid string
+
+	// state caches State's answer for stateTTL, so that listing many
+	// LUNs asks the monitors once; probing lets one caller ask while the
+	// others take the cached answer. mu is never held while asking.
+	probing atomic.Bool
+	mu      sync.Mutex
+	state   string
+	stateAt time.Time
 }
+
+// stateTTL is how long State's answer is reused.
+const stateTTL = 2 * time.Second
 
 // errno returns the errno of a go-ceph error, or 0.
 func errno(err error) int {
@@ -135,16 +147,37 @@ func connect(cfg Config) (*rados.Conn, error) {
 
 // State says whether the monitors answer now ("up, fsid F, N% used") or
 // why not. It waits at most the operation timeout.
+// An answer younger than stateTTL is reused; while one caller asks, the
+// others get the last answer.
 func (c *Cluster) State() string {
+	c.mu.Lock()
+	cached, at := c.state, c.stateAt
+	c.mu.Unlock()
+	if cached != "" && time.Since(at) < stateTTL {
+		return cached
+	}
+	if !c.probing.CompareAndSwap(false, true) {
+		if cached == "" {
+			return "asking the monitors"
+		}
+		return cached
+	}
+	defer c.probing.Store(false)
+	var s string
 	st, err := c.conn.GetClusterStats()
 	if err != nil {
-		return fmt.Sprintf("unreachable (fsid %s): %v", c.fsid, err)
+		s = fmt.Sprintf("unreachable (fsid %s): %v", c.fsid, err)
+	} else {
+		used := 0.0
+		if st.Kb > 0 {
+			used = 100 * float64(st.Kb_used) / float64(st.Kb)
+		}
+		s = fmt.Sprintf("up, fsid %s, %.1f%% used", c.fsid, used)
 	}
-	used := 0.0
-	if st.Kb > 0 {
-		used = 100 * float64(st.Kb_used) / float64(st.Kb)
-	}
-	return fmt.Sprintf("up, fsid %s, %.1f%% used", c.fsid, used)
+	c.mu.Lock()
+	c.state, c.stateAt = s, time.Now()
+	c.mu.Unlock()
+	return s
 }
 
 // Close ends the connection. Every volume opened through it must be

@@ -266,3 +266,13 @@ func TestRBDRefusals(t *testing.T) {
 		t.Fatalf("create an existing image: %v, want ErrExists", err)
 	}
 }
+
+// State answers from the monitors, and again from its cache.
+func TestRBDClusterState(t *testing.T) {
+	c := testClient(t)
+	for range 2 {
+		if s := c.State(); !strings.HasPrefix(s, "up, fsid ") {
+			t.Fatalf("State() = %q, want up, fsid ...", s)
+		}
+	}
+}
