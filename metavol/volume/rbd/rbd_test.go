@@ -70,6 +70,14 @@ func TestRBDReadWriteUnmap(t *testing.T) {
 			}
 		}
 	}
+	// Not in whole 512-byte blocks: written with zeros.
+	if err := v.Unmap(9*mib+100, 1000); err != nil {
+		t.Fatal(err)
+	}
+	copy(data[8*mib+100:], make([]byte, 1000))
+	if got := readBack(t, v, 1*mib, len(data)); !bytes.Equal(got, data) {
+		t.Fatal("after an unaligned unmap the image differs from the expected one")
+	}
 	if _, err := v.WriteAt(make([]byte, 512), 16*mib-256); !errors.Is(err, volume.ErrOutOfRange) {
 		t.Fatalf("write past the end: %v, want ErrOutOfRange", err)
 	}
