@@ -10,7 +10,9 @@
 // -tags rbd,pacific`, what `make test` passes when librbd-dev is there);
 // the binary under test is then built with the same tags
 // (scripts/rbd-tags.sh), and each test starts its own one-node Ceph
-// cluster with scripts/mini-ceph.sh (skipped when Ceph is not installed).
+// cluster with scripts/mini-ceph.sh through metavol/volume/rbd/miniceph (a
+// script runner for tests, no daemon code; skipped when Ceph is not
+// installed).
 // Without the tag, TestRBDNotBuilt checks the binary refuses --rbd.
 //
 // The tests must never reach into the daemon's packages: everything goes
