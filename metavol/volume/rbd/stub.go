@@ -38,15 +38,32 @@ func (c *Cluster) Close() error { return nil }
 // Volume is an RBD image. Without RBD support none can be opened.
 type Volume struct{}
 
-func (v *Volume) ReadAt(p []byte, off int64) (int, error)  { return 0, ErrNotBuilt }
+// ReadAt fails with ErrNotBuilt (no Volume exists without RBD support).
+func (v *Volume) ReadAt(p []byte, off int64) (int, error) { return 0, ErrNotBuilt }
+
+// WriteAt fails with ErrNotBuilt.
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) { return 0, ErrNotBuilt }
-func (v *Volume) Unmap(off, length int64) error            { return ErrNotBuilt }
-func (v *Volume) Sync() error                              { return ErrNotBuilt }
-func (v *Volume) Size() int64                              { return 0 }
-func (v *Volume) Close() error                             { return nil }
-func (v *Volume) NextData(off int64) (start, end int64, err error) {
-	return 0, 0, ErrNotBuilt
-}
+
+// Unmap fails with ErrNotBuilt.
+func (v *Volume) Unmap(off, length int64) error { return ErrNotBuilt }
+
+// Sync fails with ErrNotBuilt.
+func (v *Volume) Sync() error { return ErrNotBuilt }
+
+// Size is 0.
+func (v *Volume) Size() int64 { return 0 }
+
+// Close does nothing.
+func (v *Volume) Close() error { return nil }
+
+// NextData fails with ErrNotBuilt.
+func (v *Volume) NextData(off int64) (start, end int64, err error) { return 0, 0, ErrNotBuilt }
+
+// Resize fails with ErrNotBuilt.
 func (v *Volume) Resize(size int64) error { return ErrNotBuilt }
-func (v *Volume) Ref() Ref                { return Ref{} }
-func (v *Volume) LockState() string       { return "not built" }
+
+// Ref is empty.
+func (v *Volume) Ref() Ref { return Ref{} }
+
+// LockState is "not built".
+func (v *Volume) LockState() string { return "not built" }
