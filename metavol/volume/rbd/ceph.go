@@ -357,6 +357,17 @@ func (v *Volume) enter() error {
 	return nil
 }
 
+// ioErr wraps a librbd error of op. A client that Ceph blocklisted (its
+// lock was broken by a takeover: EBLOCKLISTED, which is ESHUTDOWN) can
+// never write the image again: that error wraps volume.ErrOffline, so
+// hosts get NOT READY rather than a medium error and the LUN says why.
+func (v *Volume) ioErr(op string, err error) error {
+	if errno(err) == int(syscall.ESHUTDOWN) {
+		return fmt.Errorf("rbd %s: %s: %w: this server's client was blocklisted: another client took the image over (lun takeover takes it back): %w", v.ref, op, err, volume.ErrOffline)
+	}
+	return fmt.Errorf("rbd %s: %s: %w", v.ref, op, err)
+}
+
 func (v *Volume) check(op string, off, n int64) error {
 	if off < 0 || n < 0 || off+n > v.size.Load() {
 		return fmt.Errorf("rbd %s: %s [%d,+%d) past size %d: %w", v.ref, op, off, n, v.size.Load(), volume.ErrOutOfRange)
@@ -379,7 +390,7 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 		got, err := v.img.ReadAt(p[done:done+n], off+int64(done))
 		done += got
 		if err != nil {
-			return done, fmt.Errorf("rbd %s: read [%d,+%d): %w", v.ref, off, len(p), err)
+			return done, v.ioErr(fmt.Sprintf("read [%d,+%d)", off, len(p)), err)
 		}
 	}
 	return done, nil
@@ -403,7 +414,7 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 			if err == io.EOF {
 				err = io.ErrShortWrite
 			}
-			return done, fmt.Errorf("rbd %s: write [%d,+%d): %w", v.ref, off, len(p), err)
+			return done, v.ioErr(fmt.Sprintf("write [%d,+%d)", off, len(p)), err)
 		}
 	}
 	return done, nil
@@ -436,7 +447,7 @@ func (v *Volume) Unmap(off, length int64) error {
 			_, err = v.img.WriteAt(z, off)
 		}
 		if err != nil {
-			return fmt.Errorf("rbd %s: unmap [%d,+%d): %w", v.ref, off, n, err)
+			return v.ioErr(fmt.Sprintf("unmap [%d,+%d)", off, n), err)
 		}
 		off, length = off+n, length-n
 	}
@@ -451,7 +462,7 @@ func (v *Volume) Sync() error {
 	}
 	defer v.calls.Done()
 	if err := v.img.Flush(); err != nil {
-		return fmt.Errorf("rbd %s: flush: %w", v.ref, err)
+		return v.ioErr("flush", err)
 	}
 	return nil
 }
@@ -469,7 +480,7 @@ func (v *Volume) Resize(size int64) error {
 	}
 	defer v.calls.Done()
 	if err := v.img.Resize(uint64(size)); err != nil {
-		return fmt.Errorf("rbd %s: resize to %d: %w", v.ref, size, err)
+		return v.ioErr(fmt.Sprintf("resize to %d", size), err)
 	}
 	v.size.Store(size)
 	return nil
@@ -523,7 +534,7 @@ func (v *Volume) NextData(off int64) (start, end int64, err error) {
 		Callback:      cb,
 	})
 	if err != nil && !stopped {
-		return 0, 0, fmt.Errorf("rbd %s: diff from %d: %w", v.ref, off, err)
+		return 0, 0, v.ioErr(fmt.Sprintf("diff from %d", off), err)
 	}
 	if start < 0 {
 		return 0, 0, io.EOF

@@ -49,7 +49,9 @@
 // Owner is the opener's process before a crash (kill -9 leaves the lock
 // until its watch times out) and is broken without Takeover. Close waits
 // for calls in flight, flushes, releases the lock and closes the image; it
-// never deletes anything.
+// never deletes anything. Once another client took the image over, every
+// call of the old holder fails with an error wrapping volume.ErrOffline
+// (Ceph's EBLOCKLISTED), so its hosts get NOT READY, not a medium error.
 //
 // miniceph starts and stops the test cluster of scripts/mini-ceph.sh for
 // the tests of this and the packages above.

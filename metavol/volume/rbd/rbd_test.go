@@ -223,8 +223,8 @@ func TestRBDExclusiveLockAndTakeover(t *testing.T) {
 	if _, err := vb.WriteAt(pattern(4096, 2), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := va.WriteAt(pattern(4096, 3), 8192); err == nil {
-		t.Fatal("the old holder could still write after the takeover")
+	if _, err := va.WriteAt(pattern(4096, 3), 8192); !errors.Is(err, volume.ErrOffline) {
+		t.Fatalf("the old holder's write after the takeover: %v, want an error wrapping volume.ErrOffline (blocklisted)", err)
 	}
 	if got := vb.LockState(); got != "held" {
 		t.Fatalf("new holder's lock state %q, want held", got)
