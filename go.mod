@@ -3,6 +3,7 @@ module github.com/lmtgt/lmtgt
 go 1.26.8
 
 require (
+	github.com/ceph/go-ceph v0.41.0
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/gostor/gotgt v0.2.2
 	github.com/hanwen/go-fuse/v2 v2.12.1

@@ -65,6 +65,11 @@ func goBuild(out string, race bool) error {
 	if race {
 		args = append(args, "-race")
 	}
+	tags, err := rbdBuildTags()
+	if err != nil {
+		return fmt.Errorf("integration: build tags: %w", err)
+	}
+	args = append(args, tags...)
 	args = append(args, "github.com/lmtgt/lmtgt/cmd/lmtgt")
 	cmd := exec.Command("go", args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

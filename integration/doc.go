@@ -6,6 +6,15 @@
 // missing is skipped with the reason (scripts/install-test-deps.sh
 // installs them).
 //
+// The RBD tests (rbd*_test.go) are built only with the rbd tag (`go test
+// -tags rbd,pacific`, what `make test` passes when librbd-dev is there);
+// the binary under test is then built with the same tags
+// (scripts/rbd-tags.sh), and each test starts its own one-node Ceph
+// cluster with scripts/mini-ceph.sh through metavol/volume/rbd/miniceph (a
+// script runner for tests, no daemon code; skipped when Ceph is not
+// installed).
+// Without the tag, TestRBDNotBuilt checks the binary refuses --rbd.
+//
 // The tests must never reach into the daemon's packages: everything goes
 // through the binary, its admin API and iSCSI, as an administrator and a
 // host would.

@@ -9,30 +9,31 @@
 //
 // Where the files are: manager.go (Open, Close, the per-LUN router handle
 // and I/O gate use), lun.go (LUN create/resize/delete and their rules),
-// pair.go (pair runtime, checkpoint), pairstate.go (the pair's state
-// owner: its state, write mode and fault as one value, the named
-// transitions, faults), pairadmin.go (create, pause, resume, cancel, set),
-// pairstatus.go (status and lists), ratesampler.go (copy rate and ETA),
-// pairref.go (a pair named by source LUN or by ID; the public by-name
-// operations), pairrules.go (the rules of pair, throttle and split
-// requests), states.go (the state machine, the only place transitions are
-// decided), lockrank*.go (the lock order as ranks, checked with -tags
-// lockrank), write.go (the host write path, DESIGN §3), copier.go (the run
-// loop, initial copy, DCL re-copy, retry, vehicles), split.go (split,
-// verify, auto-split), recover.go (startup), sessionstate.go,
-// sessionrun.go, sessionadmin.go (migration sessions: their aggregated
-// state; their registry and runner (MaxActive, auto-split); their admin
-// operations, which drive the pairs by ID), import.go (data volumes on
-// another iSCSI target: lun import, their credentials, adopted identity,
-// reopen after a failed start), fence.go (the fence on an imported
-// source's old path: a WRITE EXCLUSIVE reservation from pair or session
-// create to cancel or LUN delete, re-taken at open; registration for
-// access; PR carry-over through PRCarrier), targets.go (targets, mappings,
-// ACLs, CHAP, discovery CHAP; the Exporter hook), alua.go (ALUA target
-// port groups, relative port IDs and LUN access states: persisted and
-// applied like every target change; their values are checked by package
-// target, through the API), views.go (what lun/target show report),
-// iscsiname.go (iSCSI names, CHAP limits), errors.go (sentinels, Refusal).
+// pair.go (pair runtime, checkpoint), pairstate.go (the pair's state owner:
+// its state, write mode and fault as one value, the named transitions,
+// faults), pairadmin.go (create, pause, resume, cancel, set), pairstatus.go
+// (status and lists), ratesampler.go (copy rate and ETA), pairref.go (a pair
+// named by source LUN or by ID; the public by-name operations), pairrules.go
+// (the rules of pair, throttle and split requests), states.go (the state
+// machine, the only place transitions are decided), lockrank*.go (the lock
+// order as ranks, checked with -tags lockrank), write.go (the host write
+// path, DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy,
+// retry, vehicles), split.go (split, verify, auto-split), recover.go
+// (startup), sessionstate.go, sessionrun.go, sessionadmin.go (migration
+// sessions: their aggregated state; their registry and runner (MaxActive,
+// auto-split); their admin operations, which drive the pairs by ID),
+// import.go (data volumes on another iSCSI target: lun import, their
+// credentials, adopted identity, reopen after a failed start), rbd.go (Ceph
+// RBD data volumes: the cluster connection, lun create --rbd, takeover),
+// fence.go (the fence on an imported source's old path: a WRITE EXCLUSIVE
+// reservation from pair or session create to cancel or LUN delete, re-taken
+// at open; registration for access; PR carry-over through PRCarrier),
+// targets.go (targets, mappings, ACLs, CHAP, discovery CHAP; the Exporter
+// hook), alua.go (ALUA target port groups, relative port IDs and LUN access
+// states: persisted and applied like every target change; their values are
+// checked by package target, through the API), views.go (what lun/target
+// show report), iscsiname.go (iSCSI names, CHAP limits), errors.go
+// (sentinels, Refusal).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
 // ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,

@@ -20,6 +20,9 @@ var (
 	ErrState        = errors.New("not allowed in this state")
 	ErrUnavailable  = errors.New("data volume unavailable")
 	ErrTooLarge     = errors.New("file too large for the filesystem")
+	// ErrHeld: another client holds the data volume (an RBD image's
+	// exclusive lock); taking it over must be asked for.
+	ErrHeld = errors.New("held by another client")
 	// ErrOffline: the LUN does not serve host I/O (offline.go): a pair
 	// naming it could not be loaded, or its data volume is unavailable or
 	// was lost. The same sentinel as volume.ErrOffline, so the SCSI front

@@ -163,7 +163,7 @@ func (m *Manager) reopenRemote(d *dataVol) {
 			if !m.known(d) {
 				return // its LUN was deleted
 			}
-			err := m.openRemote(d)
+			err := m.openVolume(d) // an iSCSI LUN or an RBD image
 			if err == nil && !m.known(d) {
 				// Deleted while we logged in: DeleteLUN may have swapped
 				// before our open; log out here.
@@ -173,7 +173,7 @@ func (m *Manager) reopenRemote(d *dataVol) {
 				return
 			}
 			if err == nil {
-				m.log.Info().Str("volume", d.rec.ID).Str("remote", d.rec.Remote.URL()).Msg("remote data volume opened")
+				m.log.Info().Str("volume", d.rec.ID).Str("remote", d.where()).Msg("remote data volume opened")
 				return
 			}
 			if m.ctx.Err() != nil {

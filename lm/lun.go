@@ -33,6 +33,9 @@ func ValidLUNName(name string) error {
 // its size), or a new sparse file at Path if nothing is there. Direct opens
 // the data volume with O_DIRECT, now and at every later open.
 func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
+	if req.RBD != "" {
+		return m.createRBDLUN(req) // rbd.go
+	}
 	bs, err := checkCreateLUN(&req)
 	if err != nil {
 		return metavol.LUN{}, err
@@ -317,10 +320,13 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	}
 	vrec := e.vol.rec
 	if o.raw.Size() < size {
-		if o.local == nil {
+		if o.rbd != nil {
+			if err := o.rbd.Resize(size); err != nil {
+				return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
+			}
+		} else if o.local == nil {
 			return l, fmt.Errorf("lun %s: size %d is larger than its remote data volume %s (%d bytes); grow it there first: %w", name, size, vrec.Remote.URL(), o.raw.Size(), ErrInvalid)
-		}
-		if err := o.local.Resize(size); err != nil {
+		} else if err := o.local.Resize(size); err != nil {
 			return l, fmt.Errorf("lun %s: %w", name, tooLarge(size, err))
 		}
 	}
@@ -344,6 +350,12 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 // a pair. An owned data volume file is deleted; an existing file or device
 // the LUN was created on is only forgotten.
 func (m *Manager) DeleteLUN(name string) error {
+	return m.DeleteLUNWith(name, DeleteLUNOptions{})
+}
+
+// DeleteLUNWith is DeleteLUN with options: DeleteImage also deletes an
+// RBD image lmtgt did not create (one it created always goes).
+func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 	obj := lunObject(name)
 	if err := ValidLUNName(name); err != nil {
 		return err
@@ -353,6 +365,9 @@ func (m *Manager) DeleteLUN(name string) error {
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return err
+	}
+	if opts.DeleteImage && e.vol.rec.RBD == nil {
+		return refuse(ErrInvalid, obj, "delete-image refused: its data volume is not an RBD image")
 	}
 	var vrec metavol.Volume
 	err = m.db.Update(func(tx *metavol.Tx) error {
@@ -435,6 +450,10 @@ func (m *Manager) DeleteLUN(name string) error {
 		if err := os.Remove(vrec.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			m.log.Warn().Err(err).Str("lun", name).Str("path", vrec.Path).Msg("could not delete the data volume file")
 		}
+	}
+	if err := m.removeRBDImage(name, vrec, opts.DeleteImage); err != nil {
+		m.log.Warn().Err(err).Str("lun", name).Msg("LUN deleted, its RBD image not")
+		return fmt.Errorf("LUN deleted, but: %w: %w", err, ErrUnavailable)
 	}
 	m.log.Info().Str("lun", name).Str("id", l.ID).Msg("LUN deleted")
 	return nil

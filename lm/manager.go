@@ -16,6 +16,7 @@ import (
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
 	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
+	rbdvol "github.com/lmtgt/lmtgt/metavol/volume/rbd"
 	"github.com/rs/zerolog"
 )
 
@@ -66,6 +67,9 @@ type Options struct {
 	// SystemDirs are refused as LUN paths without Force (nil:
 	// DefaultSystemDirs).
 	SystemDirs []string
+	// Ceph is the cluster of RBD data volumes (rbd.go), connected on
+	// first use.
+	Ceph rbdvol.Config
 }
 
 func (o *Options) fill() {
@@ -152,6 +156,9 @@ type Manager struct {
 	sess sessionSet
 	// fence holds the PR carrier (fence.go).
 	fence fenceSet
+
+	// ceph is the connection of the RBD data volumes (rbd.go).
+	ceph cephConn
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -195,6 +202,8 @@ type openVol struct {
 	local *volume.File
 	// remote is the real remote volume (session state); nil for a file.
 	remote *iscsivol.Volume
+	// rbd is the real RBD image (lock state, Resize); nil otherwise.
+	rbd *rbdvol.Volume
 }
 
 // backing is what every real data volume kind implements.
@@ -251,6 +260,9 @@ func (d *dataVol) where() string {
 	if d.rec.Remote != nil {
 		return d.rec.Remote.URL()
 	}
+	if d.rec.RBD != nil {
+		return "rbd:" + d.rec.RBD.String()
+	}
 	return d.rec.Path
 }
 
@@ -264,6 +276,9 @@ func (m *Manager) openVolume(d *dataVol) error {
 	}
 	if d.rec.Kind == metavol.VolumeKindISCSI {
 		return m.openRemote(d)
+	}
+	if d.rec.Kind == metavol.VolumeKindRBD {
+		return m.openRBD(d)
 	}
 	if err := m.volumeAllowed(d.rec); err != nil {
 		s := err.Error()
@@ -327,7 +342,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		d := &dataVol{rec: v}
 		if err := m.openVolume(d); err != nil {
 			m.log.Error().Err(err).Str("volume", v.ID).Str("path", v.Path).Msg("data volume unavailable")
-			if v.Kind == metavol.VolumeKindISCSI {
+			if v.Kind == metavol.VolumeKindISCSI || v.Kind == metavol.VolumeKindRBD {
 				reopen = append(reopen, d)
 			}
 		}
@@ -404,6 +419,7 @@ func (m *Manager) Close() error {
 	if m.dcl != nil {
 		first = m.dcl.Close()
 	}
+	defer m.closeCluster() // after every RBD volume, and after m.mu is released
 	// Manager.mu only to copy the maps: a gate is entered and files are
 	// closed without it (lock order, doc.go).
 	m.mu.Lock()

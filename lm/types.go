@@ -51,6 +51,17 @@ type CreateLUNRequest struct {
 	// Force allows a Path in a system location (Options.SystemDirs, /dev
 	// but a block device, a mounted block device); never one lmtgt uses.
 	Force bool
+	// RBD is POOL/IMAGE of a Ceph RBD image (rbd.go): created when Size
+	// is set, else attached. Takeover breaks another client's lock on it.
+	RBD      string
+	Takeover bool
+}
+
+// DeleteLUNOptions are the options of DeleteLUNWith.
+type DeleteLUNOptions struct {
+	// DeleteImage deletes the LUN's RBD image even when lmtgt did not
+	// create it (an attached image).
+	DeleteImage bool
 }
 
 // PairRequest asks for a new migration pair. LUNs are named by name.

@@ -28,6 +28,8 @@ type LUNInfo struct {
 	// Fence is the fence on a remote data volume's old path (Fence);
 	// FenceNone for a local one.
 	Fence FenceStatus
+	// RBD is the state of an RBD data volume (RBDState); nil for others.
+	RBD *RBDStatus
 }
 
 // LUNMapping is one export of a LUN: a target and a LUN number.
@@ -146,6 +148,9 @@ func (m *Manager) lunInfos(name string) ([]LUNInfo, error) {
 		if v := out[i].Volume; v != nil && v.Remote != nil {
 			out[i].RemoteSession = m.RemoteState(out[i].LUN.ID)
 			out[i].Fence = m.Fence(out[i].LUN.ID)
+		}
+		if st, ok := m.RBDState(out[i].LUN.ID); ok {
+			out[i].RBD = &st
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].LUN.Name < out[j].LUN.Name })

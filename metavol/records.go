@@ -9,15 +9,19 @@ import (
 type Volume struct {
 	ID   string `json:"id"`
 	Path string `json:"path"`
-	// Kind is "file", "block" or "iscsi" (a LUN on another iSCSI
-	// target, reached through lmtgt's initiator). Records written before
-	// the field existed read as a local file or device.
+	// Kind is "file", "block", "iscsi" (a LUN on another iSCSI
+	// target, reached through lmtgt's initiator) or "rbd" (a Ceph RBD
+	// image). Records written before the field existed read as a local
+	// file or device.
 	Kind string `json:"kind"`
 	// Remote is set for Kind "iscsi" (Path is then empty).
 	Remote *Remote `json:"remote,omitempty"`
-	Size   int64   `json:"size"`
-	// Owned volumes were created by lmtgt in the data dir and are deleted
-	// with their LUN; others (existing files, devices) are only forgotten.
+	// RBD is set for Kind "rbd" (Path is then empty).
+	RBD  *RBDImage `json:"rbd,omitempty"`
+	Size int64     `json:"size"`
+	// Owned volumes were created by lmtgt (a file in the data dir, or an
+	// RBD image) and are deleted with their LUN; others (existing files,
+	// devices, images) are only forgotten.
 	Owned bool `json:"owned"`
 	// Direct volumes are opened with O_DIRECT (no page cache). Records
 	// written before the field existed read as false.
@@ -40,6 +44,19 @@ type Fence struct {
 
 // VolumeKindISCSI is the Kind of a data volume on another iSCSI target.
 const VolumeKindISCSI = "iscsi"
+
+// VolumeKindRBD is the Kind of a data volume that is a Ceph RBD image.
+const VolumeKindRBD = "rbd"
+
+// RBDImage names a Ceph RBD image. The cluster is the one the server is
+// configured for (serve --ceph-conf); the record holds no credentials.
+type RBDImage struct {
+	Pool  string `json:"pool"`
+	Image string `json:"image"`
+}
+
+// String is POOL/IMAGE.
+func (r RBDImage) String() string { return r.Pool + "/" + r.Image }
 
 // Remote says where a remote data volume is and how to log in to it. The
 // CHAP secrets live only here, in the meta volume: never print them (use

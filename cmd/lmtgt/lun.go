@@ -46,6 +46,8 @@ func lunCommand() *cli.Command {
 					&cli.UintFlag{Name: "block-size", Value: 512, Usage: "logical block size: 512 or 4096"},
 					&cli.BoolFlag{Name: "direct", Usage: "open the data volume with O_DIRECT (bypass the page cache)"},
 					&cli.BoolFlag{Name: "force", Usage: "allow a --path in a system location (/etc, /usr, /boot, /proc, /sys, /run, ...), a mounted block device or a non-block file in /dev"},
+					&cli.StringFlag{Name: "rbd", Usage: "POOL/IMAGE: the data volume is a Ceph RBD image (created with --size; without it the existing image is attached)"},
+					&cli.BoolFlag{Name: "takeover", Usage: "with --rbd: break another client's exclusive lock on the image (Ceph blocklists that client) and take it"},
 					outputFlag,
 				},
 				Action: lunCreate,
@@ -91,11 +93,21 @@ func lunCommand() *cli.Command {
 				Action: lunResize,
 			},
 			{
-				Name:      "delete",
-				Usage:     "delete a LUN (refused while mapped or in a migration pair); its volume file is removed if lmtgt created it",
+				Name:      "takeover",
+				Usage:     "take a LUN's RBD image back from the client holding its exclusive lock (Ceph blocklists that client)",
 				ArgsUsage: "NAME",
 				Flags:     []cli.Flag{outputFlag},
-				Action:    lunDelete,
+				Action:    lunTakeover,
+			},
+			{
+				Name:      "delete",
+				Usage:     "delete a LUN (refused while mapped or in a migration pair); its volume file or RBD image is removed if lmtgt created it",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "delete-image", Usage: "also delete the LUN's RBD image when lmtgt did not create it (an attached image)"},
+					outputFlag,
+				},
+				Action: lunDelete,
 			},
 		},
 	}
@@ -127,7 +139,7 @@ func lunCreate(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.LUN, error) {
-		size, err := sizeFlag(c, c.String("path") == "")
+		size, err := sizeFlag(c, c.String("path") == "" && c.String("rbd") == "")
 		if err != nil {
 			return wire.LUN{}, err
 		}
@@ -142,7 +154,11 @@ func lunCreate(c *cli.Context) error {
 				return wire.LUN{}, usageErr("--path: %v", err)
 			}
 		}
-		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct"), Force: c.Bool("force")})
+		if c.Bool("takeover") && c.String("rbd") == "" {
+			return wire.LUN{}, usageErr("--takeover is for --rbd")
+		}
+		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct"), Force: c.Bool("force"),
+			RBD: c.String("rbd"), Takeover: c.Bool("takeover")})
 	}, func(l wire.LUN) {
 		direct := ""
 		if l.DirectIO {
@@ -241,6 +257,7 @@ func printLUN(c *cli.Context, l wire.LUN) {
 		{"serial", l.Serial},
 		{"volume", fmt.Sprintf("%s (%s, %s%s)", l.Volume, orDash(l.VolumePath), orDash(l.VolumeKind), map[bool]string{true: ", owned", false: ""}[l.Owned])},
 		{"remote", remoteStr(l.Remote)},
+		{"rbd", rbdStr(l.RBD)},
 		{"direct io", map[bool]string{true: "yes", false: "no"}[l.DirectIO]},
 		{"mapped", mappingStr(l.Mappings)},
 		{"migration", migrationStr(l.Migration)},
@@ -266,6 +283,14 @@ func naaStr(l wire.LUN) string {
 }
 
 // remoteStr is where a remote data volume is and whether its path is up.
+// rbdStr names a LUN's RBD image, its lock and the cluster state.
+func rbdStr(r *wire.LUNRBD) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s, lock %s, cluster %s", r.Image, r.Lock, r.Cluster)
+}
+
 func remoteStr(r *wire.LUNRemote) string {
 	if r == nil {
 		return "-"
@@ -304,12 +329,31 @@ func lunResize(c *cli.Context) error {
 	})
 }
 
+func lunTakeover(c *cli.Context) error {
+	name, err := args1(c, "NAME")
+	if err != nil {
+		return err
+	}
+	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		return cl.TakeoverLUN(context.Background(), name)
+	}, func(l wire.LUN) {
+		lock := "-"
+		if l.RBD != nil {
+			lock = l.RBD.Lock
+		}
+		fmt.Fprintf(c.App.Writer, "LUN %s: rbd %s, lock %s\n", l.Name, strings.TrimPrefix(l.VolumePath, "rbd:"), lock)
+	})
+}
+
 func lunDelete(c *cli.Context) error {
 	name, err := args1(c, "NAME")
 	if err != nil {
 		return err
 	}
 	return request(c, func(cl *client.Client) (map[string]string, error) {
+		if c.Bool("delete-image") {
+			return deleted(name), cl.DeleteLUNImage(context.Background(), name)
+		}
 		return deleted(name), cl.DeleteLUN(context.Background(), name)
 	}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "LUN %s deleted\n", name) })
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/metavol"
+	rbdvol "github.com/lmtgt/lmtgt/metavol/volume/rbd"
 	"github.com/lmtgt/lmtgt/target"
 	"github.com/lmtgt/lmtgt/target/api"
 	"github.com/lmtgt/lmtgt/target/api/client"
@@ -60,6 +61,10 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
+			&cli.StringFlag{Name: "ceph-conf", EnvVars: []string{"LMTGT_CEPH_CONF", "CEPH_CONF"}, Usage: "ceph.conf of the cluster of RBD LUNs (default: librados' own, /etc/ceph/ceph.conf)"},
+			&cli.StringFlag{Name: "ceph-id", EnvVars: []string{"LMTGT_CEPH_ID", "CEPH_ID"}, Usage: "Ceph client name without \"client.\" (default admin)"},
+			&cli.StringFlag{Name: "ceph-keyring", EnvVars: []string{"LMTGT_CEPH_KEYRING", "CEPH_KEYRING"}, Usage: "keyring file of the Ceph client (default: what ceph.conf names)"},
+			&cli.DurationFlag{Name: "ceph-op-timeout", EnvVars: []string{"LMTGT_CEPH_OP_TIMEOUT"}, Usage: "an RBD I/O or monitor call fails after this long (an OSD down: the LUN's I/O fails, a migration leg goes interrupted; default 30s)"},
 		},
 		Action: serveAction,
 	}
@@ -233,7 +238,9 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
-		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout")})
+		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
+
+Ceph: rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
+
+	rbdvol "github.com/lmtgt/lmtgt/metavol/volume/rbd"
 )
 
 // versionInfo is what `lmtgt version` prints: the Makefile's
@@ -18,12 +20,15 @@ type versionInfo struct {
 	Time      string `json:"vcs_time,omitempty"`
 	Modified  bool   `json:"modified"`
 	GoVersion string `json:"go_version"`
+	// RBD says whether Ceph RBD data volumes are built in (the rbd build
+	// tag, metavol/volume/rbd).
+	RBD bool `json:"rbd"`
 }
 
 // buildVersion reads the build info of the running binary; ldflags is
 // main.version ("dev" when the Makefile did not set it).
 func buildVersion(ldflags string) versionInfo {
-	v := versionInfo{Version: ldflags, GoVersion: runtime.Version()}
+	v := versionInfo{Version: ldflags, GoVersion: runtime.Version(), RBD: rbdvol.Built}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return v
@@ -70,7 +75,11 @@ func (v versionInfo) String() string {
 		}
 		s += ")"
 	}
-	return s + " " + v.GoVersion
+	s += " " + v.GoVersion
+	if v.RBD {
+		return s + ", RBD built in"
+	}
+	return s + ", without RBD"
 }
 
 func versionCommand() *cli.Command {

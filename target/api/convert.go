@@ -31,10 +31,16 @@ func lunView(i lm.LUNInfo) wire.LUN {
 	}
 	if vol := i.Volume; vol != nil {
 		v.VolumePath, v.VolumeKind, v.Owned, v.DirectIO = vol.Path, vol.Kind, vol.Owned, vol.Direct
+		if vol.RBD != nil {
+			v.VolumePath = "rbd:" + vol.RBD.String()
+		}
 		if vol.Remote != nil {
 			v.VolumePath = vol.Remote.URL()
 			v.Remote = &wire.LUNRemote{URL: vol.Remote.URL(), CHAPUser: vol.Remote.CHAPUser, Session: i.RemoteSession, Fence: fenceView(i.Fence)}
 		}
+	}
+	if st := i.RBD; st != nil {
+		v.RBD = &wire.LUNRBD{Image: st.Image, Lock: st.Lock, Cluster: st.Cluster}
 	}
 	v.Identity = "own"
 	if a := l.Adopted; a != nil {

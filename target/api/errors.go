@@ -43,6 +43,7 @@ var sentinels = []struct {
 	{lm.ErrSplitTimeout, http.StatusConflict},
 	{lm.ErrVerify, http.StatusConflict},
 	{lm.ErrState, http.StatusConflict},
+	{lm.ErrHeld, http.StatusConflict}, // an RBD image locked by another client
 	{lm.ErrUnavailable, http.StatusServiceUnavailable},
 	{lm.ErrOffline, http.StatusConflict}, // fenced by a pair that could not be loaded (the message names it)
 	{lm.ErrExists, http.StatusConflict},

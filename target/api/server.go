@@ -368,10 +368,15 @@ func (s *Server) routes() {
 		reply(w, http.StatusOK, l, err, lunObject(name))
 	})
 	m.HandleFunc("POST "+v+"/luns/{name}/resize", resize)
+	m.HandleFunc("POST "+v+"/luns/{name}/takeover", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		l, err := svc.TakeoverLUN(name)
+		reply(w, http.StatusOK, l, err, lunObject(name))
+	})
 	m.HandleFunc("PATCH "+v+"/luns/{name}/resize", resize)
 	m.HandleFunc("DELETE "+v+"/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		reply(w, 0, nil, svc.DeleteLUN(name), lunObject(name))
+		reply(w, 0, nil, svc.DeleteLUNWith(name, r.URL.Query().Get("delete_image") == "true"), lunObject(name))
 	})
 
 	// Targets.

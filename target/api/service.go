@@ -66,7 +66,8 @@ func lunObject(name string) string { return "lun " + name }
 
 // CreateLUN creates a LUN.
 func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
-	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: req.BlockSize, Path: req.Path, Direct: req.Direct, Force: req.Force})
+	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: req.BlockSize, Path: req.Path, Direct: req.Direct, Force: req.Force,
+		RBD: req.RBD, Takeover: req.Takeover})
 	if err != nil {
 		return wire.LUN{}, toWire(err, lunObject(req.Name))
 	}
@@ -125,9 +126,22 @@ func (s *Service) ResizeLUN(name string, size int64) (wire.LUN, error) {
 	return s.LUN(name)
 }
 
+// TakeoverLUN takes a LUN's RBD image back from another client
+// (lm.TakeoverLUN).
+func (s *Service) TakeoverLUN(name string) (wire.LUN, error) {
+	if _, err := s.lm.TakeoverLUN(name); err != nil {
+		return wire.LUN{}, toWire(err, lunObject(name))
+	}
+	return s.LUN(name)
+}
+
 // DeleteLUN deletes a LUN; refused while it is mapped or in a pair.
-func (s *Service) DeleteLUN(name string) error {
-	if err := s.lm.DeleteLUN(name); err != nil {
+func (s *Service) DeleteLUN(name string) error { return s.DeleteLUNWith(name, false) }
+
+// DeleteLUNWith is DeleteLUN; deleteImage also deletes an RBD image that
+// lmtgt did not create.
+func (s *Service) DeleteLUNWith(name string, deleteImage bool) error {
+	if err := s.lm.DeleteLUNWith(name, lm.DeleteLUNOptions{DeleteImage: deleteImage}); err != nil {
 		return toWire(err, lunObject(name))
 	}
 	s.log.Info().Str("lun", name).Msg("LUN deleted")

@@ -211,6 +211,17 @@ func (c *Client) DeleteLUN(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, wire.Version+"/luns/"+esc(name), nil, nil)
 }
 
+// TakeoverLUN takes a LUN's RBD image back from another client.
+func (c *Client) TakeoverLUN(ctx context.Context, name string) (wire.LUN, error) {
+	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns/"+esc(name)+"/takeover", nil)
+}
+
+// DeleteLUNImage deletes a LUN and its RBD image even when lmtgt did not
+// create the image.
+func (c *Client) DeleteLUNImage(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, wire.Version+"/luns/"+esc(name)+"?delete_image=true", nil, nil)
+}
+
 // CreateTarget creates a target.
 func (c *Client) CreateTarget(ctx context.Context, iqn string) (wire.Target, error) {
 	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn})

@@ -29,6 +29,12 @@ type CreateLUN struct {
 	// never a file lmtgt itself uses (its data dir, meta volume, admin
 	// socket, another LUN's volume).
 	Force bool `json:"force,omitempty"`
+	// RBD is POOL/IMAGE of a Ceph RBD image in the server's cluster:
+	// created with Size, or attached (Size 0: the image's size).
+	RBD string `json:"rbd,omitempty"`
+	// Takeover breaks another client's exclusive lock on the RBD image
+	// (Ceph blocklists that client) and takes the image.
+	Takeover bool `json:"takeover,omitempty"`
 }
 
 // ImportLUN is the body of POST /v1/luns/import: a LUN whose data volume
@@ -69,6 +75,8 @@ type LUN struct {
 	DirectIO   bool   `json:"direct_io"` // the data volume is opened with O_DIRECT
 	// Remote is set when the data volume is a LUN on another iSCSI target.
 	Remote *LUNRemote `json:"remote,omitempty"`
+	// RBD is set when the data volume is a Ceph RBD image.
+	RBD *LUNRBD `json:"rbd,omitempty"`
 	// Identity is "own" (lmtgt's generated NAA and serial) or "adopted"
 	// (the identity of the external LUN it was imported from).
 	Identity string    `json:"identity"`
@@ -86,6 +94,17 @@ type LUN struct {
 	State string `json:"state"`
 	// Offline says why the LUN is offline and what to do; "" when online.
 	Offline string `json:"offline,omitempty"`
+}
+
+// LUNRBD says which RBD image holds a LUN's data and how it stands.
+type LUNRBD struct {
+	Image string `json:"image"` // POOL/IMAGE
+	// Lock is "held" (this server holds the image's exclusive lock),
+	// "lost" (another client broke it) or "not open: WHY".
+	Lock string `json:"lock"`
+	// Cluster is the monitors' answer ("up, fsid F, N% used") or why
+	// there is none.
+	Cluster string `json:"cluster"`
 }
 
 // LUNRemote says where a remote data volume is (never its secrets).

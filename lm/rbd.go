@@ -1,0 +1,344 @@
+package lm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+	rbdvol "github.com/lmtgt/lmtgt/metavol/volume/rbd"
+)
+
+// RBD data volumes (docs/design.md "RBD"). A data volume of Kind "rbd" is
+// a Ceph RBD image in the cluster of Options.Ceph, opened through
+// metavol/volume/rbd, which holds the image's exclusive lock while it is
+// open. Everything above the volume (dual-write, DCL, copier, split,
+// recovery) treats it as any other volume.Volume, so migrations file ->
+// RBD, RBD -> file and RBD -> RBD use the generic vehicle unchanged.
+//
+// The owner recorded on the image (rbdvol.OwnerKey) is this server's data
+// dir and the volume ID: a lock left by our own process before a crash
+// carries it and is taken back at startup without a takeover; a lock
+// held by anyone else refuses the open (the LUN is offline, its reason
+// naming the holder) until `lun create --takeover` on a new LUN, or the
+// holder lets go. An image lmtgt created (Owned) is deleted with its LUN;
+// an attached one only with DeleteLUNOptions.DeleteImage.
+
+// cephConn is the Manager's one connection to the Ceph cluster, made on
+// first use and closed by Manager.Close after every volume.
+type cephConn struct {
+	c atomic.Pointer[rbdvol.Cluster]
+}
+
+// cluster returns the connection, connecting on first use. Concurrent
+// first uses may both connect; one keeps its connection, the other closes
+// its own (no lock is held while connecting).
+func (m *Manager) cluster() (*rbdvol.Cluster, error) {
+	if c := m.ceph.c.Load(); c != nil {
+		return c, nil
+	}
+	if m.isClosed() {
+		return nil, fmt.Errorf("ceph: manager closed: %w", ErrState)
+	}
+	c, err := rbdvol.Connect(m.opts.Ceph)
+	if err != nil {
+		return nil, err
+	}
+	if !m.ceph.c.CompareAndSwap(nil, c) {
+		c.Close()
+	}
+	return m.ceph.c.Load(), nil
+}
+
+// closeCluster ends the connection (Manager.Close, after the volumes).
+func (m *Manager) closeCluster() {
+	if c := m.ceph.c.Swap(nil); c != nil {
+		c.Close()
+	}
+}
+
+// rbdOwner is what this server records on an image it holds.
+func (m *Manager) rbdOwner(volID string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%s volume %s", host, m.opts.DataDir, volID)
+}
+
+func rbdRef(r *metavol.RBDImage) rbdvol.Ref { return rbdvol.Ref{Pool: r.Pool, Image: r.Image} }
+
+// rbdErr classifies an rbd error for the API: a held lock or a missing
+// image is a refusal of the request, anything else the cluster failing.
+func rbdErr(err error) error {
+	switch {
+	case errors.Is(err, rbdvol.ErrLocked):
+		return fmt.Errorf("%w: %w", err, ErrHeld)
+	case errors.Is(err, rbdvol.ErrNotFound):
+		return fmt.Errorf("%w: %w", err, ErrNotFound)
+	case errors.Is(err, rbdvol.ErrExists):
+		return fmt.Errorf("%w: %w", err, ErrExists)
+	case errors.Is(err, rbdvol.ErrInvalid), errors.Is(err, rbdvol.ErrNoLockFeature), errors.Is(err, rbdvol.ErrNotBuilt):
+		return fmt.Errorf("%w: %w", err, ErrInvalid)
+	}
+	return fmt.Errorf("%w: %w", err, ErrUnavailable)
+}
+
+// rbdVol wraps an open image (maybe in WrapVolume) as an openVol.
+func (m *Manager) rbdVol(id string, v *rbdvol.Volume) *openVol {
+	ov := &openVol{v: v, raw: v, rbd: v}
+	if m.opts.WrapVolume != nil {
+		if w := m.opts.WrapVolume(id, v); w != nil {
+			ov.v = w
+		}
+	}
+	return ov
+}
+
+var _ backing = (*rbdvol.Volume)(nil)
+
+// openRBD opens an RBD data volume (openVolume for Kind "rbd").
+func (m *Manager) openRBD(d *dataVol) error {
+	fail := func(err error) error {
+		s := err.Error()
+		d.why.Store(&s)
+		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
+	}
+	if d.rec.RBD == nil {
+		return fail(errors.New("rbd volume record without an image"))
+	}
+	c, err := m.cluster()
+	if err != nil {
+		return fail(err)
+	}
+	v, err := c.Open(rbdRef(d.rec.RBD), rbdvol.OpenOptions{Owner: m.rbdOwner(d.rec.ID)})
+	if err == nil && v.Size() < d.rec.Size {
+		v.Close()
+		err = fmt.Errorf("rbd %s: %d bytes, smaller than the %d recorded", d.rec.RBD, v.Size(), d.rec.Size)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if !d.cur.CompareAndSwap(nil, m.rbdVol(d.rec.ID, v)) {
+		v.Close()
+	}
+	d.why.Store(nil)
+	return nil
+}
+
+// createRBDLUN is CreateLUN with req.RBD set: it creates the image when
+// req.Size is given (refused if it exists), else attaches the existing
+// image (the LUN's size is the image's, rounded down to the block size).
+func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	if m.isClosed() {
+		return metavol.LUN{}, fmt.Errorf("lun %s: manager closed: %w", req.Name, ErrState)
+	}
+	if err := ValidLUNName(req.Name); err != nil {
+		return metavol.LUN{}, err
+	}
+	obj := lunObject(req.Name)
+	if req.Path != "" || req.Direct || req.Force {
+		return metavol.LUN{}, refuse(ErrInvalid, obj, "--rbd excludes --path, --direct and --force")
+	}
+	bs := req.BlockSize
+	if bs == 0 {
+		bs = 512
+	}
+	if !servedBlockSize(int64(bs)) {
+		return metavol.LUN{}, refuse(ErrInvalid, obj, "block size %d: must be 512 or 4096", req.BlockSize)
+	}
+	if req.Size < 0 {
+		return metavol.LUN{}, refuse(ErrInvalid, obj, "size %d is negative", req.Size)
+	}
+	if err := checkBlocks(obj, req.Size, bs); err != nil {
+		return metavol.LUN{}, err
+	}
+	ref, err := rbdvol.ParseRef(req.RBD)
+	if err != nil {
+		return metavol.LUN{}, fmt.Errorf("lun %s: %w: %w", req.Name, err, ErrInvalid)
+	}
+	img := metavol.RBDImage{Pool: ref.Pool, Image: ref.Image}
+	err = m.db.View(func(tx *metavol.Tx) error {
+		if _, err := tx.LUNByName(req.Name); err == nil {
+			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
+		} else if !errors.Is(err, metavol.ErrNotFound) {
+			return err
+		}
+		vols, err := tx.Volumes()
+		if err != nil {
+			return err
+		}
+		for _, v := range vols {
+			if v.RBD != nil && *v.RBD == img {
+				return fmt.Errorf("lun %s: rbd %s is already data volume %s: %w", req.Name, ref, v.ID, ErrExists)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return metavol.LUN{}, err
+	}
+	c, err := m.cluster()
+	if err != nil {
+		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
+	}
+	now := time.Now().UTC()
+	vrec := metavol.Volume{ID: metavol.NewID(), Kind: metavol.VolumeKindRBD, RBD: &img, Created: now}
+	created := false
+	if req.Size > 0 {
+		if err := c.Create(ref, req.Size); err != nil {
+			return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
+		}
+		created, vrec.Owned = true, true
+	}
+	v, err := c.Open(ref, rbdvol.OpenOptions{Owner: m.rbdOwner(vrec.ID), Takeover: req.Takeover})
+	if err != nil {
+		if created {
+			c.Remove(ref)
+		}
+		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
+	}
+	fail := func(err error) (metavol.LUN, error) {
+		v.Close()
+		if created {
+			if rerr := c.Remove(ref); rerr != nil {
+				m.log.Warn().Err(rerr).Str("lun", req.Name).Str("rbd", ref.String()).Msg("could not remove the image just created")
+			}
+		}
+		return metavol.LUN{}, err
+	}
+	size := req.Size
+	if size == 0 {
+		size = v.Size() / int64(bs) * int64(bs)
+		if size == 0 {
+			return fail(fmt.Errorf("lun %s: rbd %s holds less than one %d-byte block: %w", req.Name, ref, bs, ErrInvalid))
+		}
+	}
+	vrec.Size = v.Size()
+	lrec := metavol.LUN{
+		ID:        metavol.NewID(),
+		Name:      req.Name,
+		Size:      size,
+		BlockSize: bs,
+		NAA:       metavol.NewNAA(),
+		Serial:    metavol.NewSerial(),
+		VolumeID:  vrec.ID,
+		Created:   now,
+	}
+	if err := m.addLUN(vrec, lrec, m.rbdVol(vrec.ID, v)); err != nil {
+		return fail(err)
+	}
+	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("rbd", ref.String()).
+		Bool("created", created).Bool("takeover", req.Takeover).Msg("LUN created on RBD")
+	return lrec, nil
+}
+
+// removeRBDImage deletes the image of a deleted LUN's volume record when
+// lmtgt created it or deleteImage asks; the image is closed by then.
+func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage bool) error {
+	if vrec.RBD == nil || (!vrec.Owned && !deleteImage) {
+		return nil
+	}
+	c, err := m.cluster()
+	if err != nil {
+		return fmt.Errorf("lun %s: delete image %s: %w", lun, vrec.RBD, err)
+	}
+	if err := c.Remove(rbdRef(vrec.RBD)); err != nil {
+		return fmt.Errorf("lun %s: delete image %s: %w", lun, vrec.RBD, err)
+	}
+	return nil
+}
+
+// RBDStatus is what `lun show` says about an RBD data volume.
+type RBDStatus struct {
+	Image   string // POOL/IMAGE
+	Lock    string // "held", "lost", "not open: why"
+	Cluster string // the monitors' answer, or why not
+}
+
+// RBDState returns the RBD status of a LUN's current data volume, ok=false
+// when it is not an RBD image.
+func (m *Manager) RBDState(lunID string) (st RBDStatus, ok bool) {
+	m.mu.Lock()
+	e := m.mu.luns[lunID]
+	m.mu.Unlock()
+	if e == nil {
+		return st, false
+	}
+	e.gate.enter()
+	d := e.vol
+	e.gate.exit()
+	if d == nil || d.rec.RBD == nil {
+		return st, false
+	}
+	st.Image = d.rec.RBD.String()
+	if o := d.cur.Load(); o != nil && o.rbd != nil {
+		st.Lock = o.rbd.LockState()
+	} else {
+		why := "not opened"
+		if w := d.why.Load(); w != nil {
+			why = *w
+		}
+		st.Lock = "not open: " + why
+	}
+	if c, err := m.cluster(); err != nil {
+		st.Cluster = "not connected: " + err.Error()
+	} else {
+		st.Cluster = c.State()
+	}
+	return st, true
+}
+
+// TakeoverLUN takes a LUN's RBD image back from another client: it
+// breaks that client's exclusive lock (Ceph blocklists it: its writes
+// fail from then on) and opens the image here. It is for a LUN whose
+// image could not be opened because another client held it (the LUN is
+// offline, its reason naming the holder), or whose lock another server
+// took over (lock "lost"). A LUN whose image is open with the lock held
+// is left as it is; a LUN not on RBD is refused.
+func (m *Manager) TakeoverLUN(name string) (metavol.LUN, error) {
+	m.admin.Lock()
+	defer m.admin.Unlock()
+	e, l, err := m.entryByName(name)
+	if err != nil {
+		return l, err
+	}
+	e.gate.enter()
+	d := e.vol
+	e.gate.exit()
+	if d == nil || d.rec.RBD == nil {
+		return l, fmt.Errorf("lun %s: takeover refused: its data volume is not an RBD image: %w", name, ErrInvalid)
+	}
+	if o := d.cur.Load(); o != nil && o.rbd != nil {
+		if o.rbd.LockState() == "held" {
+			return l, nil
+		}
+		// Lost to another client: close our fenced handle (Close waits
+		// for the calls in flight; later ones find the volume closed or
+		// not open) and open it again below.
+		if d.cur.CompareAndSwap(o, nil) {
+			o.raw.Close()
+		}
+	}
+	c, err := m.cluster()
+	if err != nil {
+		return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
+	}
+	v, err := c.Open(rbdRef(d.rec.RBD), rbdvol.OpenOptions{Owner: m.rbdOwner(d.rec.ID), Takeover: true})
+	if err == nil && v.Size() < d.rec.Size {
+		v.Close()
+		err = fmt.Errorf("rbd %s: %d bytes, smaller than the %d recorded: %w", d.rec.RBD, v.Size(), d.rec.Size, rbdvol.ErrInvalid)
+	}
+	if err != nil {
+		s := err.Error()
+		d.why.Store(&s)
+		return l, fmt.Errorf("lun %s: takeover: %w", name, rbdErr(err))
+	}
+	if !d.cur.CompareAndSwap(nil, m.rbdVol(d.rec.ID, v)) {
+		v.Close() // the reopen loop opened it meanwhile
+	}
+	d.why.Store(nil)
+	m.log.Warn().Str("lun", name).Str("rbd", d.rec.RBD.String()).Msg("RBD image taken over: its previous holder is blocklisted")
+	return l, nil
+}

@@ -1,0 +1,61 @@
+// Package rbd is lmtgt's Ceph RBD data volume: a volume.Volume backed by
+// an RBD image through librbd (github.com/ceph/go-ceph), so a LUN's bytes
+// can live in a Ceph cluster and migrations can have RBD legs.
+//
+// Build: the librbd part (ceph.go) needs cgo and librbd-dev/librados-dev
+// and is built only with the tag rbd; without it (stub.go) the package has
+// the same API and every entry point fails with ErrNotBuilt, so a machine
+// with only Go builds and runs lmtgt. go-ceph also needs the tag of the
+// Ceph release whose headers it compiles against: Debian 12 ships librbd
+// 16.2, pacific, hence `-tags rbd,pacific` (the Makefile picks the release
+// from the installed librbd-dev). go-ceph is pinned at v0.41.0, the newest
+// release that builds with -tags pacific against librbd 16.2 here (v0.42
+// and later are not reachable from this build's module proxy); its
+// compatibility table lists pacific as deprecated up to v0.40 and drops it
+// from v0.41, but the pacific tag still selects the pre-quincy APIs
+// (encryption, squid locks) and v0.41 fixes LockGetOwners, which in v0.40
+// retries ERANGE without growing its buffer. Our tests against a real
+// 16.2 cluster (scripts/mini-ceph.sh) are what vouch for it.
+//
+// Cluster is a librados connection for admin calls (Config: ceph.conf, client id,
+// keyring; every monitor and OSD operation times out after OpTimeout, so
+// an unreachable OSD fails I/O, and a migration leg goes interrupted,
+// rather than hanging). Create makes images with exclusive-lock,
+// object-map and fast-diff; Remove deletes one.
+//
+// Volume: ReadAt/WriteAt are rbd_read/rbd_write, synchronous librbd calls
+// that are safe to make concurrently on one image: each caller (a SCSI
+// command, a copy worker) blocks its own thread, so as many commands are in
+// flight per LUN as the front end issues. Unmap is write-same of a zero
+// block, which librbd turns into a discard without granularity (whole
+// objects removed, partial ranges zeroed): rbd_discard would skip pieces
+// below rbd_discard_granularity_bytes and leave old data, breaking the
+// Volume contract that unmapped ranges read as zeros. Sync is rbd_flush.
+// NextData (the contract of volume.File the copier uses to skip holes)
+// comes from rbd_diff_iterate2 over whole objects, which reads the object
+// map when fast-diff is on. Resize is rbd_resize.
+//
+// Ownership: each open image has a librados client of its own, because
+// Ceph fences the holder of a broken lock by blocklisting its client
+// address: with one shared client, a takeover of one image would cut the
+// server off all its images (seen in TestRBDLUNLifecycle). Open takes the
+// image's exclusive lock in exclusive mode
+// (rbd_lock_acquire: librbd never hands it over on request), and records
+// the opener's Owner under the image metadata key OwnerKey. An image whose
+// lock another client holds is refused with a *LockedError naming the
+// holder (its address and lmtgt owner). OpenOptions.Takeover breaks the
+// other client's lock (Ceph blocklists that client: its writes fail from
+// then on) and takes it. A lock whose recorded owner is the opener's own
+// Owner is the opener's process before a crash (kill -9 leaves the lock
+// until its watch times out) and is broken without Takeover. Close waits
+// for calls in flight, flushes, releases the lock and closes the image; it
+// never deletes anything. Once another client took the image over, every
+// call of the old holder fails with an error wrapping volume.ErrOffline
+// (Ceph's EBLOCKLISTED), so its hosts get NOT READY, not a medium error.
+//
+// miniceph starts and stops the test cluster of scripts/mini-ceph.sh for
+// the tests of this and the packages above.
+//
+// It imports metavol/volume, go-ceph and the standard library; it never
+// knows about LUNs, pairs or badger.
+package rbd
