@@ -176,12 +176,12 @@ func TestRBDMigrationCrashLoop(t *testing.T) {
 				t.Logf("kill %d: the split had happened; ka is now on %s", i+1, la.VolumePath)
 			default:
 				if r.Code == 0 {
-					t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), st)
+					t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), migString(st))
 				}
 				if la.Volume != volA || lb.Volume != volB {
-					t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved", i+1, st)
+					t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved", i+1, migString(st))
 				}
-				t.Logf("kill %d: the split had not happened; pair %s", i+1, st)
+				t.Logf("kill %d: the split had not happened; pair %s", i+1, migString(st))
 			}
 			continue
 		}
@@ -190,7 +190,7 @@ func TestRBDMigrationCrashLoop(t *testing.T) {
 			t.Fatalf("after kill %d (%s) the pair is gone: %s", i+1, phase, r)
 		}
 		if st.State == "faulty" || st.State == "cancelled" || st.State == "split" {
-			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, st)
+			t.Fatalf("after kill %d (%s) the pair is %s", i+1, phase, migString(st))
 		}
 	}
 

@@ -115,7 +115,7 @@ func TestRBDMigrationOSDDown(t *testing.T) {
 	d.OK("migration", "create", "--source", "od", "--target", "od-r", "--max-mbps", "2")
 	waitFor(t, stateTimeout, "the copy under way", func() (bool, string) {
 		st := d.mig("od")
-		return st.CopiedBytes > 0, st.String()
+		return st.CopiedBytes > 0, migString(st)
 	})
 	if err := c.StopOSD(); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestRBDMigrationOSDDown(t *testing.T) {
 	q = startQIO(t, "host", url)
 	s := runStream("host", time.Now().UnixNano(), []*qio{q}, blocks, 20)
 	st := d.waitMig("od", stateTimeout, "interrupted")
-	t.Logf("OSD down: %s", st)
+	t.Logf("OSD down: %s", migString(st))
 	s.waitAcked(t, 3, "while the OSD is down")
 	if err := c.StartOSD(); err != nil {
 		t.Fatal(err)

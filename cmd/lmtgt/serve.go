@@ -239,8 +239,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	}
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
-
-		Ceph: rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
+		Ceph:                     rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
 	}
