@@ -18,7 +18,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Power-loss test of the meta volume (metavol + dcl, badger underneath) on
+// Power-loss test of the meta volume (metavol + dcl, its key-value store underneath) on
 // a crashfs mount: commits run until the power is cut at a random op of
 // the file system; the durable image is then opened and every commit that
 // returned before the cut must be there. Each iteration starts empty and
@@ -113,7 +113,7 @@ func (p *plRun) round(fs *crashfs.FS, m *plAcked, round int, big bool) {
 		var ack func()
 		switch op := p.rng.IntN(11); {
 		case big && op < 8:
-			// Some above badger's value threshold (value log), most below
+			// Some above the meta store's value threshold (value log), most below
 			// (memtable): a round of them fills a memtable and flushes it.
 			name := fmt.Sprintf("blob-%d", m.seq)
 			n := 700 << 10
@@ -341,19 +341,19 @@ func plSeed(t *testing.T) uint64 {
 // that returned before a power cut survives it, and the meta volume opens
 // after every cut, including cuts during the recovery of the previous one.
 // The file system orders metadata like ext4 and xfs do (a journal commit
-// with every fsync): that is what badger needs (TestMetaPowerLossStrictPOSIX).
+// with every fsync): that is what the meta store needs (TestMetaPowerLossStrictPOSIX).
 func TestMetaPowerLoss(t *testing.T) {
 	runPowerLoss(t, plFSModel{ordered: true})
 }
 
 // findingsEnv runs the tests that reproduce what the power-loss loop found
-// in badger and metavol (docs/design.md, "How durability is tested").
+// in the meta store and metavol (docs/design.md, "How durability is tested").
 const findingsEnv = "LMTGT_CRASHFS_FINDINGS"
 
 // TestMetaPowerLossJournalTimer runs the loop with journal commits at
 // random moments too (ext4's commit timer, another program's fsync): a
-// commit between badger's creat and ftruncate of a new memtable or value
-// log leaves a zero-length file after the cut, and badger v4.9.6 refuses
+// commit between the meta store's creat and ftruncate of a new memtable or value
+// log leaves a zero-length file after the cut, and the meta store (v4.9.6) refuses
 // to open it ("Create a new file"); metavol.Open removes such files
 // (metavol TestEmptyLogFileAfterPowerCut).
 func TestMetaPowerLossJournalTimer(t *testing.T) {
@@ -362,7 +362,7 @@ func TestMetaPowerLossJournalTimer(t *testing.T) {
 
 // TestMetaPowerLossStrictPOSIX runs the same loop on strict POSIX
 // semantics: a directory entry is durable only after its directory is
-// fsynced. badger v4.9.6 does not fsync the directory after writing a new
+// fsynced. the meta store (v4.9.6) does not fsync the directory after writing a new
 // L0 table in a memtable flush (db.go handleMemTableFlush; compactions do,
 // levels.go) before the MANIFEST names it, so a cut there leaves a MANIFEST
 // naming a table that is not there and badger refuses to open ("file does
@@ -371,7 +371,7 @@ func TestMetaPowerLossJournalTimer(t *testing.T) {
 // ("How durability is tested"). Run with LMTGT_CRASHFS_FINDINGS=1.
 func TestMetaPowerLossStrictPOSIX(t *testing.T) {
 	if os.Getenv(findingsEnv) != "1" {
-		t.Skip("badger's memtable flush does not fsync the directory (see the comment); " + findingsEnv + "=1 reproduces it")
+		t.Skip("the meta store's memtable flush does not fsync the directory (see the comment); " + findingsEnv + "=1 reproduces it")
 	}
 	runPowerLoss(t, plFSModel{})
 }

@@ -36,7 +36,7 @@ func TestCLIDotNames(t *testing.T) {
 }
 
 // TestCLIServeDataDirInUse: a second daemon on the same data dir says the
-// dir is in use by another lmtgt and gives its PID (it printed badger's
+// dir is in use by another lmtgt and gives its PID (it printed the meta store's
 // directory lock message); the first keeps serving.
 func TestCLIServeDataDirInUse(t *testing.T) {
 	d := StartDaemon(t, "")

@@ -12,7 +12,7 @@ import (
 
 // TestMetaFilesystemFull: the data dir's meta volume on a 160 MiB tmpfs,
 // the data volumes elsewhere, a pair in dual-write, the tmpfs filled with a
-// file (finding 3: badger used to die of SIGBUS in its mmapped log, taking
+// file (finding 3: the meta store used to die of SIGBUS in its mmapped log, taking
 // the daemon and every session with it). A host write that needs a new DCL
 // mark fails, `lun create` is refused with the reason, reads work and the
 // daemon stays up; once the file is deleted the pair resumes by itself

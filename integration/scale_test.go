@@ -41,7 +41,7 @@ const scaleLUNSize = 1 << 20
 const scaleHostLUNs = 8
 
 // needNOFILE skips the test unless the daemon can open want files: one
-// per data volume plus badger's and the sessions' (4096 LUNs need more
+// per data volume plus the meta store's and the sessions' (4096 LUNs need more
 // than the common default of 1024). A Go program raises its soft
 // RLIMIT_NOFILE to the hard limit at start (Go 1.19 and later), so lmtgt
 // serve needs only the hard limit to be high enough; the systemd unit

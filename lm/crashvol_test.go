@@ -21,7 +21,7 @@ import (
 // Power-loss tests on crashable data volumes (issue 7, layer (a) for the
 // data volumes): the data volumes are volume.Crashable (one CrashSet: every
 // data volume loses its unsynced writes at the same instant), the meta
-// volume is real badger treated as after kill -9 (every commit is synced,
+// volume is the real meta store treated as after kill -9 (every commit is synced,
 // so every commit made survives). The meta volume's own power loss is
 // tested on metavol/crashfs (TestPowerLossMigration, dcl's
 // TestMetaPowerLoss); the VM power cut is in scripts/.
@@ -195,8 +195,8 @@ func (w *cvWorld) open(co volume.CrashOptions) {
 // kill ends a life abruptly after the power cut: the Manager is stopped
 // (its goroutines exit with errors, as every data volume fails), its
 // errors ignored; the meta volume keeps what it committed, as after kill
-// -9 (badger syncs every commit). Between lives of one world the meta
-// volume stays open (what is committed is what a kill -9 leaves; badger's
+// -9 (the meta store syncs every commit). Between lives of one world the meta
+// volume stays open (what is committed is what a kill -9 leaves; the meta store's
 // own crash recovery is not what this tests, and reopening it each time
 // would cost most of the run); closeDB closes it (and the next life
 // reopens it from its files).

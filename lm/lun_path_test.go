@@ -324,7 +324,7 @@ func bindMount(t *testing.T, dir string) string {
 
 // A bind mount of the data dir reaches the meta volume directory under a
 // name no path comparison sees: `--path BIND/meta/00002.mem` created a
-// file there that badger took for its next memtable, and a host write to
+// file there that the meta store took for its next memtable, and a host write to
 // that LUN kept the daemon from ever starting again (found by the attack
 // pass on issue 7). Every new path inside the data dir or the meta volume
 // directory by device and inode is refused, with or without Force.

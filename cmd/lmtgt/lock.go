@@ -14,7 +14,7 @@ import (
 // lockName is the lock file in the data dir: `lmtgt serve` holds an
 // exclusive flock on it for as long as it runs, with its PID inside, so a
 // second daemon on the same data dir is refused by name ("in use by
-// another lmtgt (pid N)") before badger's own directory lock is reached.
+// another lmtgt (pid N)") before the meta store's own directory lock is reached.
 // The kernel drops the flock when the process dies, so a stale file from
 // a killed daemon does not block the next start.
 const lockName = "lmtgt.lock"
