@@ -365,7 +365,7 @@ func TestMetaPowerLossJournalTimer(t *testing.T) {
 // fsynced. the meta store (v4.9.6) does not fsync the directory after writing a new
 // L0 table in a memtable flush (db.go handleMemTableFlush; compactions do,
 // levels.go) before the MANIFEST names it, so a cut there leaves a MANIFEST
-// naming a table that is not there and badger refuses to open ("file does
+// naming a table that is not there and the meta store refuses to open ("file does
 // not exist for table 1"). ext4 and xfs commit the directory change with
 // the MANIFEST's fsync, so it does not happen there; see docs/design.md
 // ("How durability is tested"). Run with LMTGT_CRASHFS_FINDINGS=1.
