@@ -38,7 +38,7 @@ TAGFLAGS  = $(if $(GOTAGS),-tags $(GOTAGS))
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run test test-deps test-tidy test-go test-crash test-conformance test-vm test-powercut stress bench fuzz vet clean help
+.PHONY: all build run test test-deps test-tidy test-go test-crash test-conformance test-vm test-multipath test-powercut stress bench fuzz vet clean help
 
 all: build
 
@@ -47,6 +47,7 @@ help:
 	@echo "make run          build, then serve a demo LUN on $(PORTAL) (data in $(DATA_DIR))"
 	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM tests"
 	@echo "make test-powercut power cuts of lmtgt inside a VM (POWERCUTS=$(POWERCUTS))"
+	@echo "make test-multipath a dm-multipath VM host: a LUN moves from Linux tgt to lmtgt live"
 	@echo "make vet          gofmt check and go vet"
 	@echo "make test-crash   thousands of power-loss crash points (data volumes, meta volume)"
 	@echo "make test-tidy    check that go mod tidy leaves go.mod and go.sum unchanged"
@@ -67,7 +68,7 @@ run: build
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm test-powercut
+	@$(MAKE) --no-print-directory -k test-deps test-tidy test-go test-crash test-conformance test-vm test-multipath test-powercut
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -117,6 +118,18 @@ test-vm: build
 		echo "== vm-test: exit $$rc after $${SECONDS}s"; exit $$rc; \
 	else \
 		echo "== skip: scripts/vm-test.sh not there yet"; \
+	fi
+
+# A VM host with open-iscsi and dm-multipath: its LUN moves from Linux tgt
+# (the old array) into lmtgt (lun import, a second path of the same map),
+# then onto a local file (migration, split) under fio with verify.
+test-multipath: build
+	@if [ -x scripts/vm-multipath.sh ]; then \
+		echo "== scripts/vm-multipath.sh"; SECONDS=0; \
+		scripts/vm-multipath.sh --bin $(BIN); rc=$$?; \
+		echo "== vm-multipath: exit $$rc after $${SECONDS}s"; exit $$rc; \
+	else \
+		echo "== skip: scripts/vm-multipath.sh not there yet"; \
 	fi
 
 # lmtgt inside the VM, its disk power-cut POWERCUTS times during copy,

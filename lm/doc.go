@@ -16,7 +16,10 @@
 // session.go (migration sessions: groups of pairs driven together through
 // the pair operations, their aggregated state, MaxActive and auto-split),
 // import.go (data volumes on another iSCSI target: lun import, their
-// credentials, adopted identity, reopen after a failed start).
+// credentials, adopted identity, reopen after a failed start), fence.go
+// (the fence on an imported source's old path: a WRITE EXCLUSIVE
+// reservation from pair create to cancel or LUN delete, re-taken at
+// open; registration for access; PR carry-over through PRCarrier).
 //
 // Invariants:
 //   - The route of a LUN (data volume, pair) changes only while its I/O

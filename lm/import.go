@@ -60,7 +60,9 @@ func (m *Manager) dialRemote(volID string, r metavol.Remote) (*iscsivol.Volume, 
 	ctx, cancel := context.WithTimeout(m.ctx, RemoteOpenTimeout)
 	defer cancel()
 	log := slog.New(zerolog.NewSlogHandler(m.log.With().Str("volume", volID).Logger()))
-	v, err := iscsivol.OpenConfig(ctx, m.remoteConfig(r), log)
+	cfg := m.remoteConfig(r)
+	cfg.ISID = isidFor(volID) // the same I_T nexus after a restart (fence.go)
+	v, err := iscsivol.OpenConfig(ctx, cfg, log)
 	if err != nil {
 		if errors.Is(err, iscsivol.ErrAuth) {
 			return nil, fmt.Errorf("remote %s: login refused (check the CHAP user and secret): %w", r.URL(), err)
@@ -87,6 +89,7 @@ func (m *Manager) openRemote(d *dataVol) error {
 		d.why.Store(&s)
 		return fmt.Errorf("data volume %s: %w: %w", d.rec.ID, ErrUnavailable, err)
 	}
+	m.refence(d, r)
 	if !d.cur.CompareAndSwap(nil, m.remoteVol(d.rec.ID, r)) {
 		r.Close()
 	}
@@ -238,6 +241,12 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	if err := m.addLUN(vrec, lrec, m.remoteVol(vrec.ID, rv)); err != nil {
 		return fail(err)
 	}
+	if mode == IdentityAdopt { // PR carry-over, before any target maps it (fence.go)
+		if err := m.carryPRs(lrec.ID, lrec.Name, rv.Client(), fenceKeyFor(vrec.ID)); err != nil {
+			m.log.Warn().Err(err).Str("lun", lrec.Name).Msg("persistent reservations not carried over at import (migration create tries again)")
+		}
+	}
+	m.registerAccess(vrec.ID, lrec.Name, rv.Client())
 	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
 		Str("identity", mode).Msg("LUN imported")
 	return lrec, nil

@@ -328,6 +328,7 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 	d := m.mu.vols[l.VolumeID]
 	delete(m.mu.vols, l.VolumeID)
 	m.mu.Unlock()
+	m.releaseFenceRecord(d, vrec, name) // fence.go
 	if d != nil {
 		if o := d.cur.Swap(nil); o != nil {
 			o.raw.Close()

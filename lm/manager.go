@@ -153,6 +153,9 @@ type Manager struct {
 
 	// ceph is the connection of the RBD data volumes (rbd.go).
 	ceph cephConn
+
+	// fence holds the PR carrier (fence.go).
+	fence fenceSet
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -183,6 +186,8 @@ type dataVol struct {
 	// vanished or was replaced underneath lmtgt (offline.go); get fails
 	// from then on.
 	lost atomic.Pointer[string]
+	// fence is the fence of a remote volume (fence.go); nil: none.
+	fence atomic.Pointer[FenceStatus]
 }
 
 type openVol struct {

@@ -265,8 +265,13 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 	if err != nil {
 		return PairStatus{}, err
 	}
+	unfence, err := m.fencePlans([]pairPlan{pl}, req.Preempt, req.AllowUnfenced) // an imported source (fence.go)
+	if err != nil {
+		return PairStatus{}, err
+	}
 	ps, err := m.createPairs("pair "+req.Source, []pairPlan{pl}, nil)
 	if ps == nil {
+		unfence()
 		return PairStatus{}, err
 	}
 	p := ps[0]
@@ -696,7 +701,11 @@ func (m *Manager) Cancel(source string) error {
 			return err
 		}
 	}
-	return m.removePair(p)
+	if err := m.removePair(p); err != nil {
+		return err
+	}
+	m.releaseFence(p.src.vol, p.src.name) // an imported source's fence (fence.go)
+	return nil
 }
 
 // removePair stops and detaches a pair in a final state and forgets it:

@@ -392,7 +392,15 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 			rec.Held = append(rec.Held, pl.rec.ID)
 		}
 	}
+	unfence, err := m.fencePlans(plans, false, false) // imported sources (fence.go)
+	if err != nil {
+		m.admin.Unlock()
+		return SessionStatus{}, fmt.Errorf("session %s: %w", req.Name, err)
+	}
 	ps, err := m.createPairs("session "+req.Name, plans, &rec)
+	if ps == nil {
+		unfence()
+	}
 	m.admin.Unlock()
 	if ps == nil {
 		if errors.Is(err, metavol.ErrExists) {

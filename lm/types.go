@@ -61,6 +61,10 @@ type PairRequest struct {
 	Verify         bool
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string
+	// Preempt lets the fence of an imported source preempt a reservation
+	// another initiator holds on the external LUN; AllowUnfenced accepts
+	// an external target without persistent reservations (lm/fence.go).
+	Preempt, AllowUnfenced bool
 }
 
 // SetRequest changes a running pair's throttle; nil fields stay.

@@ -116,6 +116,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, err
 	}
+	if err := db.fillTargetPorts(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
 	return db, nil
 }
 

@@ -12,7 +12,12 @@
 // JSON under the key prefixes "vol/", "lun/", "tgt/", "pair/", "resv/" and
 // "meta/", and "lunname/" is the LUN name index kept by PutLUN/DeleteLUN, so
 // LUN names are unique (ErrExists). Migration sessions live under "sess/"
-// (session.go: records under "sess/id/", the name index under "sess/name/"). Missing records give ErrNotFound wrapped
+// (session.go: records under "sess/id/", the name index under "sess/name/").
+// ALUA (alua.go): a target record carries its target port group and its
+// relative target port ID (PutTarget gives a new target the lowest free
+// one and refuses one another target holds; Open fills them into records
+// written before they existed); a LUN's access states by group live under
+// "alua/LUNID" and are deleted with the LUN. Missing records give ErrNotFound wrapped
 // with the object's kind and name. "meta/schema" holds SchemaVersion; Open
 // refuses a newer one (ErrSchemaTooNew). badger's log goes to zerolog.
 //

@@ -27,6 +27,19 @@ type Volume struct {
 	// written before the field existed read as false.
 	Direct  bool      `json:"direct,omitempty"`
 	Created time.Time `json:"created"`
+	// Fence is set while lmtgt must hold a WRITE EXCLUSIVE persistent
+	// reservation on a remote volume (lm/fence.go).
+	Fence *Fence `json:"fence,omitempty"`
+}
+
+// Fence records the fence lmtgt holds on a remote data volume.
+type Fence struct {
+	Key       uint64    `json:"key"`
+	Taken     time.Time `json:"taken"`
+	Preempted string    `json:"preempted,omitempty"` // the holder it preempted, if any
+	// Unfenced: the external target has no persistent reservations and
+	// the admin accepted a pair without a fence.
+	Unfenced bool `json:"unfenced,omitempty"`
 }
 
 // VolumeKindISCSI is the Kind of a data volume on another iSCSI target.
@@ -116,5 +129,10 @@ type Target struct {
 	AllowAll   bool      `json:"allow_all"`
 	Initiators []string  `json:"initiators"`
 	CHAP       *CHAP     `json:"chap,omitempty"`
-	Created    time.Time `json:"created"`
+	// Group is the target's ALUA target port group (1..65535) and Port
+	// its relative target port identifier, unique on this server
+	// (alua.go). PutTarget fills them in when they are 0.
+	Group   uint16    `json:"group,omitempty"`
+	Port    uint16    `json:"port,omitempty"`
+	Created time.Time `json:"created"`
 }

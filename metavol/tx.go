@@ -191,14 +191,14 @@ func (tx *Tx) PutLUN(l LUN) error {
 	return tx.putJSON(prefixLUN+l.ID, "lun", l.Name, l)
 }
 
-// DeleteLUN deletes a LUN, its name and its saved reservations
+// DeleteLUN deletes a LUN, its name, its saved reservations and ALUA states
 // (ErrNotFound if absent). It does not touch its data volume.
 func (tx *Tx) DeleteLUN(id string) error {
 	l, err := tx.GetLUN(id)
 	if err != nil {
 		return err
 	}
-	for _, k := range []string{prefixLUNName + l.Name, prefixLUN + id, prefixResv + id} {
+	for _, k := range []string{prefixLUNName + l.Name, prefixLUN + id, prefixResv + id, prefixALUA + id} {
 		if err := tx.txn.Delete([]byte(k)); err != nil {
 			return fmt.Errorf("lun %q: delete: %w", l.Name, err)
 		}
@@ -222,9 +222,14 @@ func (tx *Tx) GetTarget(iqn string) (Target, error) {
 	return t, err
 }
 
-// PutTarget creates or replaces a target.
+// PutTarget creates or replaces a target. A Group of 0 becomes
+// DefaultGroup and a Port of 0 the lowest relative target port ID no
+// other target holds; a Port another target holds is ErrExists.
 func (tx *Tx) PutTarget(t Target) error {
 	if err := need("target", "iqn", t.IQN); err != nil {
+		return err
+	}
+	if err := tx.fillTargetPort(&t); err != nil {
 		return err
 	}
 	return tx.putJSON(prefixTarget+t.IQN, "target", t.IQN, t)

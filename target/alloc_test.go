@@ -54,3 +54,29 @@ func BenchmarkExecuteRead4K(b *testing.B) {
 		nx.Execute(c)
 	}
 }
+
+// BenchmarkExecuteWrite4K measures a 4 KiB WRITE(10) through Execute
+// (including the pwrite to a sparse file).
+func BenchmarkExecuteWrite4K(b *testing.B) {
+	s, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := volumeForBench(b)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Apply([]Target{{IQN: testIQN, AllowAll: true, LUNs: []LUN{testLUN("B", 0, v, 512)}}}); err != nil {
+		b.Fatal(err)
+	}
+	nx, err := s.OpenNexus(iscsiNexusInfo())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := exec(nx, 0, cdb10(0x2a, 8, 8, 0), make([]byte, 4096), 0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		nx.Execute(c)
+	}
+}

@@ -25,6 +25,10 @@ type LUN struct {
 	// and VPD 0x83 logical-unit designators (identity.go).
 	Adopted   *Identity
 	BlockSize uint32
+	// ALUA is the LUN's access state per target port group (alua.go);
+	// groups not listed are active/optimized. The same in every target
+	// that maps the LUN.
+	ALUA GroupStates
 	// Volume is the I/O handle (lm's router); its Size() is the capacity.
 	Volume volume.Volume
 }
@@ -36,6 +40,11 @@ type Target struct {
 	AllowAll   bool
 	Initiators []string
 	CHAP       *iscsi.CHAP
+	// Group is the target's ALUA target port group (0: DefaultGroup) and
+	// RelPort its relative target port identifier, unique on the server
+	// (0: the lowest free one, in IQN order).
+	Group   uint16
+	RelPort uint16
 }
 
 // ReservationStore persists SCSI-3 persistent reservation state per LUN ID

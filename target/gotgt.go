@@ -1,15 +1,22 @@
 package target
 
-// Everything that touches gotgt's package-level state lives in this file:
-// one-time registration of our backing store, the logrus routing, and the
-// creation of gotgt logical units. gotgt's own target service, LUN maps and
-// reservation operator are never used: dispatch goes through our own
-// copy-on-write tables (server.go) straight to lu.PerformCommand.
+// The gotgt adapter: the only file that imports gotgt. gotgt serves the
+// device-type behaviour it is good at, MODE SENSE/MODE SELECT (its mode
+// pages and block descriptor) and SEND DIAGNOSTIC, and nothing else: the
+// dispatch table (dispatch.go) calls gotgtLU for exactly those opcodes,
+// and this file translates a Cmd into gotgt's api.SCSICommand and the
+// answer back. Everything else (data path, identity, provisioning,
+// reservations, REPORT LUNS, INQUIRY) is lmtgt's own and never builds a
+// gotgt command.
+//
+// Package-level state exists only here, because gotgt demands it: the
+// one-time registration of our backing store and the logrus routing.
+// gotgt's own target service, LUN maps and reservation operator are never
+// used.
 
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -19,8 +26,6 @@ import (
 	"github.com/gostor/gotgt/pkg/scsi"
 	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
-
-	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 // backingStoreName is the gotgt backing-store type registered by this package.
@@ -37,16 +42,17 @@ var glue struct {
 	log atomic.Pointer[zerolog.Logger]
 }
 
-var errNoStore = errors.New("lmtgt backing store: no volume handed over")
+var errNoStore = errors.New("lmtgt backing store: no store handed over")
 
 // glueInit performs gotgt's one-time global setup and routes its logs to log.
 func glueInit(log zerolog.Logger) {
 	l := log.With().Str("component", "gotgt").Logger()
 	glue.log.Store(&l)
 	glue.once.Do(func() {
-		// No ALUA: we do not implement REPORT TARGET PORT GROUPS.
+		// gotgt serves no INQUIRY and no ORWRITE here; switch its
+		// multipath and ORWRITE(16) emulation off all the same.
+		// gotgt's ALUA stays off: ours is in alua.go.
 		scsi.EnableMultipath = false
-		// ORWRITE(16) dereferences a nil buffer in gotgt; we also override it.
 		scsi.EnableORWrite16 = false
 		logrus.SetOutput(io.Discard)
 		logrus.SetLevel(logrus.WarnLevel)
@@ -76,20 +82,19 @@ func (logrusHook) Fire(e *logrus.Entry) error {
 	return nil
 }
 
-// gotgtDeviceID derives gotgt's numeric device ID from a LUN ID.
-func gotgtDeviceID(lunID string) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(lunID))
-	return h.Sum64() >> 4 // gotgt ORs a type nibble into the top bits
+// gotgtLU is a gotgt logical unit that serves MODE SENSE, MODE SELECT and
+// SEND DIAGNOSTIC for one luState (its mode block descriptor carries the
+// size and block size the luState was built with). Immutable once built.
+type gotgtLU struct {
+	lu *api.SCSILu
 }
 
-// newGotgtLU creates a gotgt logical unit served by our backing store over
-// vol. The LU's op table is per LU; install overrides before serving.
-func newGotgtLU(lunID string, vol volume.Volume, blockShift uint, id presented) (*api.SCSILu, error) {
+// newGotgtLU creates the gotgt logical unit for a LUN of size bytes.
+func newGotgtLU(lunID string, size int64, blockShift uint) (gotgtLU, error) {
 	glue.mu.Lock()
-	glue.next = &lunStore{vol: vol}
+	glue.next = &lunStore{size: uint64(size)}
 	lu, err := scsi.NewSCSILu(&config.BackendStorage{
-		DeviceID:         gotgtDeviceID(lunID),
+		DeviceID:         lunHash(lunID) >> 4, // gotgt ORs a type nibble into the top bits
 		Path:             backingStoreName + ":" + lunID,
 		Online:           true,
 		ThinProvisioning: true,
@@ -98,69 +103,103 @@ func newGotgtLU(lunID string, vol volume.Volume, blockShift uint, id presented) 
 	glue.next = nil
 	glue.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("lun %s: gotgt logical unit: %w", lunID, err)
+		return gotgtLU{}, fmt.Errorf("lun %s: gotgt logical unit: %w", lunID, err)
 	}
-	lu.Attrs.VendorID = id.vendor // identityOf: lmtgt's own or adopted
-	lu.Attrs.ProductID = id.product
-	lu.Attrs.ProductRev = id.revision
-	lu.Attrs.Lbppbe = 0
-	if blockShift < 12 {
-		lu.Attrs.Lbppbe = int(12 - blockShift) // 4 KiB physical blocks
-	}
-	lu.Attrs.VersionDesction = [8]uint16{
-		0x00a0, // SAM-5
-		0x0960, // iSCSI
-		0x0460, // SPC-4
-		0x04c0, // SBC-3
-	}
-	return lu, nil
+	return gotgtLU{lu: lu}, nil
 }
 
-// opTable returns the LU's per-LU command table (shared backing array).
-func opTable(lu *api.SCSILu) []scsi.SCSIDeviceOperation {
-	sbc, ok := lu.DeviceProtocol.(scsi.SBCSCSIDeviceProtocol)
-	if !ok {
-		return nil
-	}
-	return sbc.SCSIDeviceOps
+// modeSense serves MODE SENSE(6/10) from gotgt's mode pages.
+func (g gotgtLU) modeSense(c *Cmd) samStatus {
+	return g.run(c, scsi.SBCModeSense, modeSenseLen)
 }
 
-// lunStore is our gotgt backing store: a thin adapter over the LUN's
-// volume. Our own handlers do the I/O on the hot path; this store serves
-// whatever gotgt code still reaches the storage.
+// modeSelect serves MODE SELECT(6/10): gotgt accepts and ignores it.
+func (g gotgtLU) modeSelect(c *Cmd) samStatus {
+	return g.run(c, scsi.SBCModeSelect, nil)
+}
+
+// sendDiagnostics serves SEND DIAGNOSTIC (the default self-test only).
+func (g gotgtLU) sendDiagnostics(c *Cmd) samStatus {
+	return g.run(c, scsi.SPCSendDiagnostics, nil)
+}
+
+// gotgtScratch is the size of the Data-In buffer gotgt writes into: gotgt
+// indexes its buffer freely, so it never gets the transport's.
+const gotgtScratch = 4096
+
+// run calls gotgt's handler fn with a command built from c. For a data-in
+// command, lengthOf tells how many bytes gotgt produced (its own count is
+// not reliable); they are copied, truncated to the allocation length,
+// into c.In. gotgt's sense is turned into lmtgt's fixed format.
+func (g gotgtLU) run(c *Cmd, fn api.CommandFunc, lengthOf func(cdb, data []byte) int) samStatus {
+	scratch := make([]byte, gotgtScratch)
+	in := api.SCSIDataBuffer{Buffer: scratch, Length: uint32(len(scratch))}
+	out := api.SCSIDataBuffer{Buffer: c.Out, Length: uint32(len(c.Out))}
+	cmd := api.SCSICommand{
+		OpCode:        c.CDB[0],
+		Device:        g.lu,
+		DeviceID:      g.lu.UUID,
+		SCB:           c.CDB,
+		SCBLength:     len(c.CDB),
+		InSDBBuffer:   &in,
+		OutSDBBuffer:  &out,
+		ITNexusLuInfo: &api.ITNexusLuInfo{Lu: g.lu, ID: c.LUN},
+	}
+	switch r := samStatus(fn(0, &cmd).Stat); r {
+	case statusGood:
+		if lengthOf == nil {
+			return statusGood
+		}
+		n := min(lengthOf(c.CDB, scratch), allocLength(c.CDB), len(scratch))
+		return c.respond(scratch[:n], n)
+	case statusCheckCondition:
+		var s []byte
+		if cmd.SenseBuffer != nil {
+			s = cmd.SenseBuffer.Buffer
+		}
+		if len(s) == senseLen && s[0]&0x7f == 0x70 {
+			c.Sense, c.InLen = s, 0
+			return statusCheckCondition
+		}
+		key, code, ok := senseKeyASC(s)
+		if !ok {
+			key, code = keyHardwareError, ascInternalTargetFailure
+		}
+		return c.fail(key, code)
+	default:
+		return r
+	}
+}
+
+// modeSenseLen is the length of MODE SENSE(6/10) parameter data.
+func modeSenseLen(cdb, data []byte) int {
+	if cdb[0] == 0x1a {
+		return int(data[0]) + 1
+	}
+	return int(data[0])<<8 | int(data[1]) + 2
+}
+
+// lunStore is the gotgt backing store behind a gotgtLU. gotgt reads its
+// size once (for the mode block descriptor); it never moves data through
+// it, as no command that does is routed to gotgt, so every data method
+// fails.
 type lunStore struct {
-	vol volume.Volume
+	size uint64
 }
 
 var _ api.BackingStore = (*lunStore)(nil)
+
+var errNotServed = errors.New("lmtgt backing store: data is not served through gotgt")
 
 func (s *lunStore) Open(*api.SCSILu, string) error        { return nil }
 func (s *lunStore) Close(*api.SCSILu) error               { return nil }
 func (s *lunStore) Init(*api.SCSILu, string) error        { return nil }
 func (s *lunStore) Exit(*api.SCSILu) error                { return nil }
-func (s *lunStore) Size(*api.SCSILu) uint64               { return uint64(s.vol.Size()) }
-func (s *lunStore) DataSync(int64, int64) error           { return s.vol.Sync() }
+func (s *lunStore) Size(*api.SCSILu) uint64               { return s.size }
+func (s *lunStore) DataSync(int64, int64) error           { return errNotServed }
 func (s *lunStore) DataAdvise(int64, int64, uint32) error { return nil }
-
-func (s *lunStore) Read(off, length int64) ([]byte, error) {
-	if length < 0 {
-		return nil, fmt.Errorf("lmtgt backing store: negative read length %d", length)
-	}
-	b := make([]byte, length)
-	_, err := s.vol.ReadAt(b, off)
-	return b, err
-}
-
-func (s *lunStore) Write(b []byte, off int64) error {
-	_, err := s.vol.WriteAt(b, off)
-	return err
-}
-
-func (s *lunStore) Unmap(ds []api.UnmapBlockDescriptor) error {
-	for _, d := range ds {
-		if err := s.vol.Unmap(int64(d.Offset), int64(d.TL)); err != nil {
-			return err
-		}
-	}
-	return nil
+func (s *lunStore) Read(int64, int64) ([]byte, error)     { return nil, errNotServed }
+func (s *lunStore) Write([]byte, int64) error             { return errNotServed }
+func (s *lunStore) Unmap([]api.UnmapBlockDescriptor) error {
+	return errNotServed
 }

@@ -1,6 +1,9 @@
 package target
 
-import "bytes"
+import (
+	"bytes"
+	"hash/fnv"
+)
 
 // Identity is an adopted SCSI identity: what an imported LUN presents
 // instead of lmtgt's own (lun import --identity adopt). The LUN's Serial
@@ -57,4 +60,22 @@ func identityOf(l LUN) presented {
 	t10 := append(padded(vendorID, 8), []byte(serial)...)
 	desc(0, 2, 0x01, t10) // ASCII, LU, T10 vendor ID
 	return p
+}
+
+// fallbackNAA derives a stable NAA type 6 identifier from the LUN ID when
+// the configuration gives none (tests, demo).
+func fallbackNAA(id string) [16]byte {
+	var n [16]byte
+	h := lunHash(id) >> 4
+	h2 := lunHash(id+"#") >> 4
+	put64(n[0:], uint64(0x6)<<60|h>>4)
+	put64(n[8:], h2)
+	return n
+}
+
+// lunHash is a stable 64-bit hash of a LUN ID (FNV-1a).
+func lunHash(lunID string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(lunID))
+	return h.Sum64()
 }

@@ -1,13 +1,10 @@
 package target
 
 import (
-	"encoding/binary"
 	"fmt"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-
-	"github.com/gostor/gotgt/pkg/api"
 
 	"github.com/lmtgt/lmtgt/target/iscsi"
 )
@@ -21,7 +18,6 @@ type nexus struct {
 	// key identifies the I_T nexus for reservations: initiator port plus
 	// target name.
 	key string
-	itn api.ITNexus
 
 	// pendingUA counts queued unit attentions: the fast path skips mu.
 	pendingUA atomic.Int32
@@ -39,7 +35,6 @@ func newNexus(s *Server, info iscsi.NexusInfo) *nexus {
 		key:  port + "|" + info.Target,
 		ua:   map[string][]asc{},
 	}
-	n.itn = api.ITNexus{Tag: n.key}
 	return n
 }
 
@@ -113,44 +108,37 @@ func (n *nexus) clearUA(code asc) {
 	}
 }
 
-// task carries one command through gotgt without heap allocation.
-type task struct {
-	cmd     api.SCSICommand
-	in, out api.SCSIDataBuffer
-	luInfo  api.ITNexusLuInfo
-	scb     [16]byte
-}
-
-var taskPool = sync.Pool{New: func() any { return new(task) }}
-
-// Execute runs one SCSI command.
-func (n *nexus) Execute(c *iscsi.Command) {
-	c.Status, c.Sense, c.DataInLen = statusGood, nil, 0
+// Execute runs one SCSI command: it resolves the LUN in the Server's
+// snapshot, reports a pending unit attention or a reservation conflict,
+// and otherwise hands a Cmd to the LUN's dispatch table (dispatch.go).
+func (n *nexus) Execute(ic *iscsi.Command) {
+	ic.Status, ic.Sense, ic.DataInLen = statusGood, nil, 0
 	defer func() {
 		if r := recover(); r != nil {
-			n.srv.log.Error().Str("nexus", n.key).Uint64("lun", c.LUN).
-				Str("cdb", fmt.Sprintf("%x", c.CDB)).Interface("panic", r).
+			n.srv.log.Error().Str("nexus", n.key).Uint64("lun", ic.LUN).
+				Str("cdb", fmt.Sprintf("%x", ic.CDB)).Interface("panic", r).
 				Bytes("stack", debug.Stack()).Msg("panic in SCSI command")
-			c.Status = statusCheckCondition
-			c.Sense = buildSense(keyHardwareError, ascInternalTargetFailure, 0, false)
-			c.DataInLen = 0
+			ic.Status = statusCheckCondition
+			ic.Sense = buildSense(keyHardwareError, ascInternalTargetFailure, 0, false)
+			ic.DataInLen = 0
 		}
 	}()
-	if len(c.CDB) == 0 {
-		n.fail(c, keyIllegalRequest, ascInvalidOpcode)
+	if len(ic.CDB) == 0 {
+		n.fail(ic, keyIllegalRequest, ascInvalidOpcode)
 		return
 	}
-	op := c.CDB[0]
-	tv := n.srv.snap.Load().targets[n.info.Target]
+	op := ic.CDB[0]
+	sn := n.srv.snap.Load()
+	tv := sn.targets[n.info.Target]
 	if tv != nil && !tv.cfg.AllowAll && !tv.allow[n.info.Initiator] {
 		tv = nil // the ACL changed under the session: it sees no LUNs
 	}
 	var dev *lunDev
 	if tv != nil {
-		dev = tv.luns[c.LUN]
+		dev = tv.luns[ic.LUN]
 	}
 	if dev == nil {
-		n.noLUN(c, tv)
+		n.noLUN(ic, tv)
 		return
 	}
 
@@ -159,91 +147,51 @@ func (n *nexus) Execute(c *iscsi.Command) {
 	if op != 0x12 && op != 0xa0 {
 		if code, ok := n.takeUA(dev.id); ok {
 			if op == 0x03 {
-				n.senseAsData(c, buildSense(keyUnitAttention, code, 0, false))
+				n.senseAsData(ic, buildSense(keyUnitAttention, code, 0, false))
 				return
 			}
-			c.Status = statusCheckCondition
-			c.Sense = buildSense(keyUnitAttention, code, 0, false)
+			ic.Status = statusCheckCondition
+			ic.Sense = buildSense(keyUnitAttention, code, 0, false)
 			return
 		}
 	}
-	if dev.res.conflict(n.key, c.CDB) {
-		c.Status = statusReservationConflict
+	if n.aluaGate(ic, sn, tv, dev) { // alua.go: NOT READY on a non-active port, REPORT TARGET PORT GROUPS
+		return
+	}
+	if dev.res.conflict(n.key, ic.CDB) {
+		ic.Status = statusReservationConflict
 		return
 	}
 
-	st := dev.cur()
-	t := taskPool.Get().(*task)
-	t.fill(c, n, tv, st)
-	res := st.lu.PerformCommand(0, &t.cmd)
-	n.finish(c, t, res)
-	*t = task{}
-	taskPool.Put(t)
+	// The Cmd comes from a pool: handlers are free to let it escape, and
+	// READ/WRITE still allocate nothing (alloc_test.go).
+	c := n.srv.cmds.Get().(*Cmd)
+	*c = Cmd{CDB: ic.CDB, LUN: ic.LUN, Out: ic.DataOut, In: ic.DataIn[:cap(ic.DataIn)], nexus: n, tv: tv}
+	if len(c.CDB) < len(c.cdb) {
+		copy(c.cdb[:], c.CDB)
+		c.CDB = c.cdb[:]
+	}
+	status := dev.cur().serve(c)
+	n.finish(ic, c, status)
+	*c = Cmd{}
+	n.srv.cmds.Put(c)
 
-	if op == 0xa0 && c.Status == statusGood {
+	if op == 0xa0 && ic.Status == statusGood {
 		n.clearUA(ascReportedLUNsDataChanged)
 	}
 }
 
-func (t *task) fill(c *iscsi.Command, n *nexus, tv *targetView, st *luState) {
-	scb := c.CDB
-	if len(scb) < 16 {
-		copy(t.scb[:], scb)
-		scb = t.scb[:]
-	}
-	t.in = api.SCSIDataBuffer{Buffer: c.DataIn[:cap(c.DataIn)], Length: uint32(cap(c.DataIn))}
-	t.out = api.SCSIDataBuffer{Buffer: c.DataOut, Length: uint32(len(c.DataOut))}
-	t.luInfo = api.ITNexusLuInfo{Lu: st.lu, ID: c.LUN}
-	t.cmd = api.SCSICommand{
-		OpCode:          c.CDB[0],
-		Target:          tv.gt,
-		Device:          st.lu,
-		DeviceID:        st.lu.UUID,
-		InSDBBuffer:     &t.in,
-		OutSDBBuffer:    &t.out,
-		RelTargetPortID: relTargetPortID,
-		SCB:             scb,
-		SCBLength:       len(c.CDB),
-		Attribute:       int(c.Attr),
-		Tag:             uint64(c.Tag),
-		ITNexus:         &n.itn,
-		ITNexusLuInfo:   &t.luInfo,
-	}
-	binary.LittleEndian.PutUint64(t.cmd.Lun[:], c.LUN) // gotgt reads it native-endian
-	switch {
-	case len(c.DataOut) > 0:
-		t.cmd.Direction = api.SCSIDataWrite
-	case cap(c.DataIn) > 0:
-		t.cmd.Direction = api.SCSIDataRead
-	}
-}
-
-// finish turns gotgt's result into the transport's.
-func (n *nexus) finish(c *iscsi.Command, t *task, res api.SAMStat) {
-	c.Status = res.Stat
-	if t.cmd.State == stateTransferLength {
-		c.TransferLength, c.HasTransferLength = t.cmd.TL, true
-	}
-	switch res.Stat {
+// finish copies a Cmd's results into the transport's command.
+func (n *nexus) finish(ic *iscsi.Command, c *Cmd, status samStatus) {
+	ic.Status = byte(status)
+	ic.TransferLength, ic.HasTransferLength = c.TransferLength, c.HasTransferLength
+	switch status {
 	case statusGood, 0x04: // GOOD, CONDITION MET
-		l := int(t.in.Resid)
-		if l > cap(c.DataIn) {
-			l = cap(c.DataIn)
-		}
-		c.DataInLen = l
+		ic.DataInLen = min(c.InLen, cap(ic.DataIn))
 	case statusCheckCondition:
-		var s []byte
-		if t.cmd.SenseBuffer != nil {
-			s = t.cmd.SenseBuffer.Buffer
-		}
-		key, code, ok := senseKeyASC(s)
-		if !ok {
-			key, code = keyHardwareError, ascInternalTargetFailure
-		}
-		if len(s) == senseLen && s[0]&0x7f == 0x70 {
-			c.Sense = s // ours, already fixed format
-		} else {
-			c.Sense = buildSense(key, code, 0, false)
+		ic.Sense = c.Sense
+		if len(ic.Sense) == 0 {
+			ic.Sense = buildSense(keyHardwareError, ascInternalTargetFailure, 0, false)
 		}
 	}
 }
@@ -281,7 +229,7 @@ func (n *nexus) noLUN(c *iscsi.Command, tv *targetView) {
 			n.fail(c, keyIllegalRequest, ascLUNNotSupported)
 			return
 		}
-		data := standardInquiry(0x7f)
+		data := noLUNInquiry()
 		alloc := int(cdb[3])<<8 | int(cdb[4])
 		if alloc > len(data) {
 			alloc = len(data)

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/gostor/gotgt/pkg/api"
 )
 
 // prType is a persistent reservation type (SPC-4 table 205).
@@ -94,6 +92,11 @@ func (p *prState) find(nexus string) int {
 			return i
 		}
 	}
+	for i, r := range p.Registrants { // carried over (prcarry.go)
+		if matchNexus(r.Nexus, nexus) {
+			return i
+		}
+	}
 	return -1
 }
 
@@ -104,7 +107,7 @@ func (p *prState) isHolder(nexus string) bool {
 	if p.Type.allRegistrants() {
 		return p.find(nexus) >= 0
 	}
-	return p.Holder == nexus
+	return matchNexus(p.Holder, nexus)
 }
 
 // remove unregisters nexus; a reservation it held alone goes with it.
@@ -114,6 +117,7 @@ func (p *prState) remove(nexus string) (released bool) {
 	if i < 0 {
 		return false
 	}
+	nexus = p.Registrants[i].Nexus // a carried one may cover the caller's
 	p.Registrants = append(p.Registrants[:i], p.Registrants[i+1:]...)
 	if p.Type == prNone {
 		return false
@@ -125,7 +129,7 @@ func (p *prState) remove(nexus string) (released bool) {
 		}
 		return false
 	}
-	if p.Holder == nexus {
+	if matchNexus(p.Holder, nexus) {
 		p.Type, p.Holder = prNone, ""
 		return true
 	}
@@ -261,13 +265,6 @@ func (r *reservations) resetSPC2() {
 	r.updateActiveLocked()
 }
 
-func nexusOf(cmd *api.SCSICommand) string {
-	if cmd.ITNexus == nil {
-		return ""
-	}
-	return cmd.ITNexus.Tag
-}
-
 // initiatorPort is the "IQN,i,0xISID" part of a nexus key.
 func initiatorPort(nexus string) string {
 	if i := strings.LastIndexByte(nexus, '|'); i >= 0 {
@@ -277,43 +274,43 @@ func initiatorPort(nexus string) string {
 }
 
 // reserve serves RESERVE(6) and RESERVE(10) (SPC-2).
-func (st *luState) reserve(_ int, cmd *api.SCSICommand) api.SAMStat {
-	if cmd.SCB[0] == 0x56 && cmd.SCB[1]&0x12 != 0 { // third-party / long ID
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+func (st *luState) reserve(c *Cmd) samStatus {
+	if c.CDB[0] == 0x56 && c.CDB[1]&0x12 != 0 { // third-party / long ID
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	r := st.dev.res
-	nexus := nexusOf(cmd)
+	nexus := c.nexus.key
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.pr.Registrants) > 0 || r.pr.Type != prNone {
-		return api.SAMStatReservationConflict
+		return statusReservationConflict
 	}
 	if r.spc2 != "" && r.spc2 != nexus {
-		return api.SAMStatReservationConflict
+		return statusReservationConflict
 	}
 	r.spc2 = nexus
 	r.updateActiveLocked()
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // release serves RELEASE(6) and RELEASE(10) (SPC-2): only the holder's
 // release has an effect; anyone else's is a no-op.
-func (st *luState) release(_ int, cmd *api.SCSICommand) api.SAMStat {
+func (st *luState) release(c *Cmd) samStatus {
 	r := st.dev.res
-	r.releaseSPC2(nexusOf(cmd))
-	return produced(cmd, 0)
+	r.releaseSPC2(c.nexus.key)
+	return c.produced(0)
 }
 
 // persistentReserveIn serves PERSISTENT RESERVE IN.
-func (st *luState) persistentReserveIn(_ int, cmd *api.SCSICommand) api.SAMStat {
+func (st *luState) persistentReserveIn(c *Cmd) samStatus {
 	r := st.dev.res
-	alloc := allocLength(cmd.SCB)
+	alloc := allocLength(c.CDB)
 	r.mu.Lock()
 	p := r.pr.clone()
 	r.mu.Unlock()
 
 	var out []byte
-	switch cmd.SCB[1] & 0x1f {
+	switch c.CDB[1] & 0x1f {
 	case 0x00: // READ KEYS
 		out = make([]byte, 8, 8+8*len(p.Registrants))
 		put32(out, p.Generation)
@@ -358,15 +355,18 @@ func (st *luState) persistentReserveIn(_ int, cmd *api.SCSICommand) api.SAMStat 
 				d[12] = 0x01 // R_HOLDER
 				d[13] = byte(p.Type)
 			}
-			put16(d[18:], relTargetPortID)
+			if carried(reg.Nexus) {
+				d[12] |= 0x02 // ALL_TG_PT (prcarry.go)
+			}
+			put16(d[18:], st.dev.srv.relPortOfNexus(reg.Nexus)) // alua.go
 			put32(d[20:], uint32(len(tid)))
 			out = append(out, append(d, tid...)...)
 		}
 		put32(out[4:], uint32(len(out)-8))
 	default:
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
-	return respond(cmd, out, alloc)
+	return c.respond(out, alloc)
 }
 
 // transportID builds an iSCSI TransportID (format 01b: port name with
@@ -385,52 +385,52 @@ func transportID(port string) []byte {
 }
 
 // persistentReserveOut serves PERSISTENT RESERVE OUT (SPC-4 5.13).
-func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) persistentReserveOut(c *Cmd) samStatus {
+	cdb := c.CDB
 	sa := cdb[1] & 0x1f
 	scope := cdb[2] >> 4
 	typ := prType(cdb[2] & 0x0f)
 	plen := int(be32(cdb[5:9]))
 	if sa == 0x07 { // REGISTER AND MOVE: not supported
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	if sa > 0x06 {
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	if plen != 24 {
-		return checkCondition(cmd, keyIllegalRequest, ascParameterListLength)
+		return c.fail(keyIllegalRequest, ascParameterListLength)
 	}
-	prm := cmd.OutSDBBuffer.Buffer
+	prm := c.Out
 	if len(prm) < 24 {
-		return checkCondition(cmd, keyIllegalRequest, ascParameterListLength)
+		return c.fail(keyIllegalRequest, ascParameterListLength)
 	}
 	key, saKey := be64(prm[0:8]), be64(prm[8:16])
 	flags := prm[20]
 	if flags&0x08 != 0 { // SPEC_I_PT: not supported
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInParams)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInParams)
 	}
-	nexus := nexusOf(cmd)
+	nexus := c.nexus.key
 	r := st.dev.res
 
 	r.mu.Lock()
 	cur := &r.pr
 	next := cur.clone()
 	var uas []pendingUA
-	status := func() api.SAMStat {
+	status := func() samStatus {
 		me := cur.find(nexus)
 		switch sa {
 		case 0x00, 0x06: // REGISTER, REGISTER AND IGNORE EXISTING KEY
 			if me < 0 {
 				if sa == 0x00 && key != 0 {
-					return api.SAMStatReservationConflict
+					return statusReservationConflict
 				}
 				if saKey == 0 {
-					return api.SAMStatGood
+					return statusGood
 				}
 				next.Registrants = append(next.Registrants, registrant{Nexus: nexus, Key: saKey})
 			} else {
 				if sa == 0x00 && key != cur.Registrants[me].Key {
-					return api.SAMStatReservationConflict
+					return statusReservationConflict
 				}
 				if saKey == 0 {
 					wasType := next.Type
@@ -445,16 +445,16 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 			next.Generation++
 		case 0x01: // RESERVE
 			if me < 0 || key != cur.Registrants[me].Key {
-				return api.SAMStatReservationConflict
+				return statusReservationConflict
 			}
 			if scope != 0 || !typ.valid() {
-				return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+				return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 			}
 			if cur.Type != prNone {
 				if cur.isHolder(nexus) && cur.Type == typ {
-					return api.SAMStatGood
+					return statusGood
 				}
-				return api.SAMStatReservationConflict
+				return statusReservationConflict
 			}
 			next.Type = typ
 			next.Holder = ""
@@ -463,13 +463,13 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 			}
 		case 0x02: // RELEASE
 			if me < 0 || key != cur.Registrants[me].Key {
-				return api.SAMStatReservationConflict
+				return statusReservationConflict
 			}
 			if cur.Type == prNone || !cur.isHolder(nexus) {
-				return api.SAMStatGood
+				return statusGood
 			}
 			if scope != 0 || typ != cur.Type {
-				return checkCondition(cmd, keyIllegalRequest, ascInvalidReleaseOfPR)
+				return c.fail(keyIllegalRequest, ascInvalidReleaseOfPR)
 			}
 			if cur.Type != prWriteExclusive && cur.Type != prExclusiveAccess {
 				uas = append(uas, pendingUA{others(cur.Registrants, nexus), ascReservationsReleased})
@@ -477,7 +477,7 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 			next.Type, next.Holder = prNone, ""
 		case 0x03: // CLEAR
 			if me < 0 || key != cur.Registrants[me].Key {
-				return api.SAMStatReservationConflict
+				return statusReservationConflict
 			}
 			uas = append(uas, pendingUA{others(cur.Registrants, nexus), ascReservationsPreempted})
 			next.Registrants = nil
@@ -485,10 +485,10 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 			next.Generation++
 		case 0x04, 0x05: // PREEMPT, PREEMPT AND ABORT
 			if me < 0 || key != cur.Registrants[me].Key {
-				return api.SAMStatReservationConflict
+				return statusReservationConflict
 			}
 			if cur.Type != prNone && (scope != 0 || !typ.valid()) {
-				return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+				return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 			}
 			removed := map[string]bool{}
 			removeKey := func(k uint64) {
@@ -503,7 +503,7 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 				(!cur.Type.allRegistrants() && saKey != holderKey(cur)):
 				// Preempt registrations only.
 				if saKey == 0 {
-					return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInParams)
+					return c.fail(keyIllegalRequest, ascInvalidFieldInParams)
 				}
 				found := false
 				for _, reg := range cur.Registrants {
@@ -512,7 +512,7 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 					}
 				}
 				if !found {
-					return api.SAMStatReservationConflict
+					return statusReservationConflict
 				}
 				removeKey(saKey)
 			case cur.Type.allRegistrants(): // saKey == 0: preempt everybody else
@@ -551,16 +551,16 @@ func (st *luState) persistentReserveOut(_ int, cmd *api.SCSICommand) api.SAMStat
 		if err := r.commitLocked(next); err != nil {
 			st.dev.srv.log.Error().Err(err).Msg("persistent reservation")
 			uas = nil
-			return checkCondition(cmd, keyHardwareError, ascInternalTargetFailure)
+			return c.fail(keyHardwareError, ascInternalTargetFailure)
 		}
-		return api.SAMStatGood
+		return statusGood
 	}()
 	r.mu.Unlock()
 	for _, u := range uas {
 		st.dev.srv.raiseUAFor(st.dev, u.code, u.keys)
 	}
-	if status.Stat == statusGood {
-		return produced(cmd, 0)
+	if status == statusGood {
+		return c.produced(0)
 	}
 	return status
 }

@@ -3,10 +3,6 @@ package target
 import (
 	"errors"
 	"io"
-	"sync"
-
-	"github.com/gostor/gotgt/pkg/api"
-	"github.com/gostor/gotgt/pkg/scsi"
 
 	"github.com/lmtgt/lmtgt/metavol/volume"
 )
@@ -61,17 +57,17 @@ func (st *luState) inRange(lba, n uint64) bool {
 // lost underneath lmtgt) answers NOT READY, "logical unit not ready,
 // manual intervention required": the host must see an error, and one
 // that says the admin has to act, never data.
-func ioError(cmd *api.SCSICommand, err error, write bool) api.SAMStat {
+func ioError(c *Cmd, err error, write bool) samStatus {
 	if errors.Is(err, volume.ErrOffline) {
-		return checkCondition(cmd, keyNotReady, ascNotReadyManual)
+		return c.fail(keyNotReady, ascNotReadyManual)
 	}
 	if errors.Is(err, volume.ErrOutOfRange) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	if write {
-		return checkCondition(cmd, keyMediumError, ascWriteError)
+		return c.fail(keyMediumError, ascWriteError)
 	}
-	return checkCondition(cmd, keyMediumError, ascReadError)
+	return c.fail(keyMediumError, ascReadError)
 }
 
 // offliner is implemented by a LUN handle that can be offline (lm's
@@ -80,58 +76,57 @@ type offliner interface{ Offline() error }
 
 // testUnitReady serves TEST UNIT READY: GOOD, or NOT READY (manual
 // intervention required) while the LUN is offline.
-func (st *luState) testUnitReady(host int, cmd *api.SCSICommand) api.SAMStat {
+func (st *luState) testUnitReady(c *Cmd) samStatus {
 	if o, ok := st.vol.(offliner); ok {
 		if err := o.Offline(); errors.Is(err, volume.ErrOffline) {
-			return checkCondition(cmd, keyNotReady, ascNotReadyManual)
+			return c.fail(keyNotReady, ascNotReadyManual)
 		}
 	}
-	return wrapNoData(scsi.SPCTestUnit)(host, cmd)
+	return statusGood
 }
 
 // read serves READ(6/10/12/16) straight from the volume into the
 // transport's buffer.
-func (st *luState) read(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) read(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[0] != 0x08 && cdb[1]&0xe0 != 0 { // RDPROTECT: no protection information
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
-	setTransferLength(cmd, n<<st.shift)
+	c.setTransferLength(n << st.shift)
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	length := n << st.shift
-	buf := cmd.InSDBBuffer.Buffer
+	buf := c.In
 	if uint64(len(buf)) > length {
 		buf = buf[:length]
 	}
 	if len(buf) == 0 {
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
-	st.dev.io.RLock()
+	// No st.dev.io: a read modifies nothing (see lunDev.io).
 	_, err := st.vol.ReadAt(buf, int64(lba<<st.shift))
-	st.dev.io.RUnlock()
 	if err != nil && err != io.EOF {
-		return ioError(cmd, err, false)
+		return ioError(c, err, false)
 	}
 	st.dev.stats.read(len(buf))
-	return produced(cmd, len(buf))
+	return c.produced(len(buf))
 }
 
 // write serves WRITE(6/10/12/16) and WRITE AND VERIFY(10/12/16).
-func (st *luState) write(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) write(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[0] != 0x0a && cdb[1]&0xe0 != 0 { // WRPROTECT
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
-	setTransferLength(cmd, n<<st.shift)
+	c.setTransferLength(n << st.shift)
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	length := n << st.shift
-	data := cmd.OutSDBBuffer.Buffer
+	data := c.Out
 	if uint64(len(data)) > length {
 		data = data[:length]
 	}
@@ -139,21 +134,21 @@ func (st *luState) write(_ int, cmd *api.SCSICommand) api.SAMStat {
 	// bytes the initiator sent are written (FCP-4 option a); the transport
 	// reports the overflow.
 	if len(data) == 0 {
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
 	st.dev.io.RLock()
 	_, err := st.vol.WriteAt(data, int64(lba<<st.shift))
 	st.dev.io.RUnlock()
 	if err != nil {
-		return ioError(cmd, err, true)
+		return ioError(c, err, true)
 	}
 	if fua(cdb) {
 		if err := st.vol.Sync(); err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 	}
 	st.dev.stats.write(int64(len(data)))
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // fua reports the Force Unit Access bit (WRITE AND VERIFY implies it:
@@ -168,53 +163,49 @@ func fua(cdb []byte) bool {
 	return cdb[1]&0x08 != 0
 }
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
 // verify serves VERIFY(10/12/16): BYTCHK 00 checks the range, 01 compares
 // the data-out with the medium, 11 compares one block against each.
-func (st *luState) verify(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) verify(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[1]&0xe0 != 0 { // VRPROTECT
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	bytchk := (cdb[1] >> 1) & 0x03
 	if bytchk == 0 || n == 0 {
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
 	length := n << st.shift
-	want := cmd.OutSDBBuffer.Buffer
+	want := c.Out
 	switch bytchk {
 	case 1:
 		if uint64(len(want)) < length {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInIU)
+			return c.fail(keyIllegalRequest, ascInvalidFieldInIU)
 		}
 		want = want[:length]
 	case 3:
 		if len(want) < int(st.bs) {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInIU)
+			return c.fail(keyIllegalRequest, ascInvalidFieldInIU)
 		}
 		want = want[:st.bs]
 	default:
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
-	bp := chunkPool.Get().(*[]byte)
-	defer chunkPool.Put(bp)
+	bp := st.dev.srv.chunks.Get().(*[]byte)
+	defer st.dev.srv.chunks.Put(bp)
 	chunk := *bp
 	off := int64(lba << st.shift)
-	st.dev.io.RLock()
-	defer st.dev.io.RUnlock()
-	for done := uint64(0); done < length; {
+	for done := uint64(0); done < length; { // no st.dev.io: see read
 		l := length - done
 		if l > uint64(len(chunk)) {
 			l = uint64(len(chunk))
 		}
 		got := chunk[:l]
 		if _, err := st.vol.ReadAt(got, off+int64(done)); err != nil && err != io.EOF {
-			return ioError(cmd, err, false)
+			return ioError(c, err, false)
 		}
 		for i := range got {
 			var w byte
@@ -224,88 +215,85 @@ func (st *luState) verify(_ int, cmd *api.SCSICommand) api.SAMStat {
 				w = want[(done+uint64(i))%uint64(st.bs)]
 			}
 			if got[i] != w {
-				return checkConditionInfo(cmd, keyMiscompare, ascMiscompareDuringVerify, uint32(done+uint64(i)), true)
+				return c.failInfo(keyMiscompare, ascMiscompareDuringVerify, uint32(done+uint64(i)), true)
 			}
 		}
 		done += l
 	}
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // prefetch serves PRE-FETCH(10/16): nothing to do beyond the range check.
-func (st *luState) prefetch(_ int, cmd *api.SCSICommand) api.SAMStat {
-	lba, n := rwDecode(cmd.SCB)
+func (st *luState) prefetch(c *Cmd) samStatus {
+	lba, n := rwDecode(c.CDB)
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // syncCache serves SYNCHRONIZE CACHE(10/16): everything reaches stable
 // storage (the volume syncs as a whole).
-func (st *luState) syncCache(_ int, cmd *api.SCSICommand) api.SAMStat {
-	lba, n := rwDecode(cmd.SCB)
+func (st *luState) syncCache(c *Cmd) samStatus {
+	lba, n := rwDecode(c.CDB)
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	if err := st.vol.Sync(); err != nil {
-		return ioError(cmd, err, true)
+		return ioError(c, err, true)
 	}
 	st.dev.stats.syncs.Add(1)
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // writeSame serves WRITE SAME(10/16): it writes the block to every LBA of
 // the range, or, with the UNMAP bit, deallocates the range (which then
 // reads zeros, LBPRZ) whatever the block holds, as Linux LIO does.
-func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) writeSame(c *Cmd) samStatus {
+	cdb := c.CDB
 	flags := cdb[1]
 	unmapBit := flags&0x08 != 0
 	ndob := cdb[0] == 0x93 && flags&0x01 != 0
 	if flags&0xe0 != 0 || flags&0x10 != 0 || flags&0x06 != 0 { // WRPROTECT, ANCHOR, PBDATA/LBDATA
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	if cdb[0] == 0x41 && flags&0x01 != 0 { // no NDOB in WRITE SAME(10)
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
 	if lba >= st.blocks {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	if n == 0 { // WSNZ=0: to the end of the medium
 		n = st.blocks - lba
 	}
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	var block []byte
 	if !ndob {
-		if len(cmd.OutSDBBuffer.Buffer) != int(st.bs) {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		if len(c.Out) != int(st.bs) {
+			return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 		}
-		block = cmd.OutSDBBuffer.Buffer
+		block = c.Out
 	}
 	off, length := int64(lba<<st.shift), int64(n<<st.shift)
 	deallocate := unmapBit
 	if n > maxWriteSameBlocks {
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	if deallocate {
 		st.dev.io.RLock()
 		err := st.vol.Unmap(off, length)
 		st.dev.io.RUnlock()
 		if err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 		st.dev.stats.unmaps.Add(1)
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
-	if block == nil {
-		block = zero64[:0]
-	}
-	bp := chunkPool.Get().(*[]byte)
-	defer chunkPool.Put(bp)
+	bp := st.dev.srv.chunks.Get().(*[]byte)
+	defer st.dev.srv.chunks.Put(bp)
 	chunk := *bp
 	if len(block) == 0 {
 		clear(chunk)
@@ -322,33 +310,33 @@ func (st *luState) writeSame(_ int, cmd *api.SCSICommand) api.SAMStat {
 			l = int64(len(chunk))
 		}
 		if _, err := st.vol.WriteAt(chunk[:l], off+done); err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 		done += l
 	}
 	st.dev.stats.write(length)
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // unmap serves UNMAP: every descriptor is checked, then deallocated.
-func (st *luState) unmap(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) unmap(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[1]&0x01 != 0 { // ANCHOR
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	plen := int(be16(cdb[7:9]))
 	if plen == 0 {
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
 	if plen < 8 {
-		return checkCondition(cmd, keyIllegalRequest, ascParameterListLength)
+		return c.fail(keyIllegalRequest, ascParameterListLength)
 	}
-	p := cmd.OutSDBBuffer.Buffer
+	p := c.Out
 	if len(p) > plen {
 		p = p[:plen]
 	}
 	if len(p) < 8 {
-		return checkCondition(cmd, keyIllegalRequest, ascParameterListLength)
+		return c.fail(keyIllegalRequest, ascParameterListLength)
 	}
 	bdl := int(be16(p[2:4]))
 	if bdl > len(p)-8 {
@@ -357,15 +345,15 @@ func (st *luState) unmap(_ int, cmd *api.SCSICommand) api.SAMStat {
 	bdl -= bdl % 16
 	descs := p[8 : 8+bdl]
 	if len(descs)/16 > maxUnmapDescriptors {
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInParams)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInParams)
 	}
 	for i := 0; i < len(descs); i += 16 {
 		lba, n := be64(descs[i:]), uint64(be32(descs[i+8:]))
 		if n > maxUnmapBlocks {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInParams)
+			return c.fail(keyIllegalRequest, ascInvalidFieldInParams)
 		}
 		if n > 0 && !st.inRange(lba, n) || n == 0 && lba > st.blocks {
-			return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+			return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 		}
 	}
 	st.dev.io.RLock()
@@ -376,87 +364,87 @@ func (st *luState) unmap(_ int, cmd *api.SCSICommand) api.SAMStat {
 			continue
 		}
 		if err := st.vol.Unmap(int64(lba<<st.shift), int64(n<<st.shift)); err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 	}
 	st.dev.stats.unmaps.Add(1)
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // compareAndWrite serves COMPARE AND WRITE atomically: it holds the LUN's
 // I/O lock exclusively, so no other write interleaves.
-func (st *luState) compareAndWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) compareAndWrite(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[1]&0xe0 != 0 { // WRPROTECT
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
 	if n > maxCompareAndWriteBlocks {
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	length := int(n << st.shift)
-	setTransferLength(cmd, uint64(2*length))
+	c.setTransferLength(uint64(2 * length))
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
-	data := cmd.OutSDBBuffer.Buffer
+	data := c.Out
 	if len(data) != 2*length { // also: 0 blocks with data (a 256-block request wrapped)
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	if n == 0 {
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
 	want, newData := data[:length], data[length:]
-	bp := chunkPool.Get().(*[]byte)
-	defer chunkPool.Put(bp)
+	bp := st.dev.srv.chunks.Get().(*[]byte)
+	defer st.dev.srv.chunks.Put(bp)
 	got := (*bp)[:length]
 	off := int64(lba << st.shift)
 
 	st.dev.io.Lock()
 	defer st.dev.io.Unlock()
 	if _, err := st.vol.ReadAt(got, off); err != nil && err != io.EOF {
-		return ioError(cmd, err, false)
+		return ioError(c, err, false)
 	}
 	for i := range got {
 		if got[i] != want[i] {
-			return checkConditionInfo(cmd, keyMiscompare, ascMiscompareDuringVerify, uint32(i), true)
+			return c.failInfo(keyMiscompare, ascMiscompareDuringVerify, uint32(i), true)
 		}
 	}
 	if _, err := st.vol.WriteAt(newData, off); err != nil {
-		return ioError(cmd, err, true)
+		return ioError(c, err, true)
 	}
 	if cdb[1]&0x08 != 0 {
 		if err := st.vol.Sync(); err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 	}
 	st.dev.stats.write(int64(length))
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // orWrite serves ORWRITE(16) (SBC-3 5.9): each block becomes the OR of
 // its content and the Data-Out, atomically (the LUN's I/O lock is held
 // exclusively, as for COMPARE AND WRITE).
-func (st *luState) orWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) orWrite(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[1]&0xe0 != 0 { // ORPROTECT
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	lba, n := rwDecode(cdb)
 	length := n << st.shift
-	setTransferLength(cmd, length)
+	c.setTransferLength(length)
 	if !st.inRange(lba, n) {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
-	data := cmd.OutSDBBuffer.Buffer
+	data := c.Out
 	if uint64(len(data)) > length {
 		data = data[:length]
 	}
 	if len(data) == 0 {
-		return produced(cmd, 0)
+		return c.produced(0)
 	}
-	bp := chunkPool.Get().(*[]byte)
-	defer chunkPool.Put(bp)
+	bp := st.dev.srv.chunks.Get().(*[]byte)
+	defer st.dev.srv.chunks.Put(bp)
 	chunk := *bp
 	off := int64(lba << st.shift)
 	st.dev.io.Lock()
@@ -465,27 +453,27 @@ func (st *luState) orWrite(_ int, cmd *api.SCSICommand) api.SAMStat {
 		l := min(len(data)-done, len(chunk))
 		cur := chunk[:l]
 		if _, err := st.vol.ReadAt(cur, off+int64(done)); err != nil && err != io.EOF {
-			return ioError(cmd, err, false)
+			return ioError(c, err, false)
 		}
 		for i := range cur {
 			cur[i] |= data[done+i]
 		}
 		if _, err := st.vol.WriteAt(cur, off+int64(done)); err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 		done += l
 	}
 	if cdb[1]&0x08 != 0 {
 		if err := st.vol.Sync(); err != nil {
-			return ioError(cmd, err, true)
+			return ioError(c, err, true)
 		}
 	}
 	st.dev.stats.write(int64(len(data)))
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // readCapacity10 serves READ CAPACITY(10).
-func (st *luState) readCapacity10(_ int, cmd *api.SCSICommand) api.SAMStat {
+func (st *luState) readCapacity10(c *Cmd) samStatus {
 	var b [8]byte
 	last := st.blocks - 1
 	if last > 0xffffffff {
@@ -493,22 +481,10 @@ func (st *luState) readCapacity10(_ int, cmd *api.SCSICommand) api.SAMStat {
 	}
 	put32(b[0:], uint32(last))
 	put32(b[4:], st.bs)
-	return respond(cmd, b[:], len(b))
+	return c.respond(b[:], len(b))
 }
 
-// serviceActionIn16 serves SERVICE ACTION IN(16): READ CAPACITY(16) and
-// GET LBA STATUS.
-func (st *luState) serviceActionIn16(_ int, cmd *api.SCSICommand) api.SAMStat {
-	switch cmd.SCB[1] & 0x1f {
-	case 0x10:
-		return st.readCapacity16(cmd)
-	case 0x12:
-		return st.getLBAStatus(cmd)
-	}
-	return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
-}
-
-func (st *luState) readCapacity16(cmd *api.SCSICommand) api.SAMStat {
+func (st *luState) readCapacity16(c *Cmd) samStatus {
 	var b [32]byte
 	put64(b[0:], st.blocks-1)
 	put32(b[8:], st.bs)
@@ -521,7 +497,7 @@ func (st *luState) readCapacity16(cmd *api.SCSICommand) api.SAMStat {
 	if st.advertiseLBPRZ() {
 		b[14] |= 0x40 // LBPRZ: unmapped blocks read zeros
 	}
-	return respond(cmd, b[:], allocLength(cmd.SCB))
+	return c.respond(b[:], allocLength(c.CDB))
 }
 
 // advertiseLBPRZ says whether READ CAPACITY(16) and VPD B2 claim LBPRZ.
@@ -538,14 +514,14 @@ type dataFinder interface {
 }
 
 // getLBAStatus reports mapped and deallocated extents from the LBA on.
-func (st *luState) getLBAStatus(cmd *api.SCSICommand) api.SAMStat {
-	lba := be64(cmd.SCB[2:10])
-	alloc := allocLength(cmd.SCB)
+func (st *luState) getLBAStatus(c *Cmd) samStatus {
+	lba := be64(c.CDB[2:10])
+	alloc := allocLength(c.CDB)
 	if lba >= st.blocks {
-		return checkCondition(cmd, keyIllegalRequest, ascLBAOutOfRange)
+		return c.fail(keyIllegalRequest, ascLBAOutOfRange)
 	}
 	if alloc < 8 {
-		return respond(cmd, nil, 0)
+		return c.respond(nil, 0)
 	}
 	maxDesc := (alloc - 8) / 16
 	if maxDesc > 64 {
@@ -584,7 +560,7 @@ func (st *luState) getLBAStatus(cmd *api.SCSICommand) api.SAMStat {
 			break
 		}
 		if err != nil {
-			return ioError(cmd, err, false)
+			return ioError(c, err, false)
 		}
 		ds := uint64(start) / bsz // data starts in this block
 		de := (uint64(end) + bsz - 1) / bsz
@@ -616,7 +592,7 @@ func (st *luState) getLBAStatus(cmd *api.SCSICommand) api.SAMStat {
 		put32(d[8:], uint32(n))
 		d[12] = e.status
 	}
-	return respond(cmd, out, alloc)
+	return c.respond(out, alloc)
 }
 
 func put16(b []byte, v uint16) { b[0], b[1] = byte(v>>8), byte(v) }

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lmtgt/lmtgt/metavol/volume"
+	"github.com/lmtgt/lmtgt/target/iscsi"
 )
 
 func TestReadWriteRoundTrip(t *testing.T) {
@@ -353,4 +355,47 @@ func TestPanicBecomesHardwareError(t *testing.T) {
 	mustSense(t, exec(n, 0, cdb10(0x28, 0, 1, 0), nil, 512), keyHardwareError, ascInternalTargetFailure)
 	pv.armed.Store(false)
 	mustGood(t, exec(n, 0, cdb10(0x28, 0, 1, 0), nil, 512))
+}
+
+// TestReadsDoNotWaitForAtomicWrites: the LUN's write lock (lunDev.io,
+// exclusive in COMPARE AND WRITE and ORWRITE) orders modifications only.
+// READ and VERIFY change nothing, so they must not queue behind it; a
+// WRITE must.
+func TestReadsDoNotWaitForAtomicWrites(t *testing.T) {
+	s, _ := oneLUN(t, 1<<20, 512)
+	n := openNexus(t, s, "iqn.test:r", 1)
+	mustGood(t, exec(n, 0, cdb10(0x2a, 0, 1, 0), pattern(512, 1), 0))
+	s.mu.Lock()
+	d := s.devs["L0"]
+	s.mu.Unlock()
+
+	d.io.Lock() // what a long COMPARE AND WRITE holds
+	wrote := make(chan *iscsi.Command, 1)
+	go func() { wrote <- exec(n, 0, cdb10(0x2a, 1, 1, 0), pattern(512, 2), 0) }()
+	for _, tc := range []struct {
+		name string
+		cdb  []byte
+		out  []byte
+		in   int
+	}{
+		{"read", cdb10(0x28, 0, 1, 0), nil, 512},
+		{"verify bytchk 1", cdb10(0x2f, 0, 1, 0x02), pattern(512, 1), 0},
+	} {
+		done := make(chan *iscsi.Command, 1)
+		go func() { done <- exec(n, 0, tc.cdb, tc.out, tc.in) }()
+		select {
+		case c := <-done:
+			mustGood(t, c)
+		case <-time.After(30 * time.Second):
+			d.io.Unlock()
+			t.Fatalf("%s still waiting for the LUN's write lock after 30 s", tc.name)
+		}
+	}
+	select {
+	case c := <-wrote:
+		t.Fatalf("WRITE completed (status 0x%02x) while the write lock was held exclusively", c.Status)
+	default:
+	}
+	d.io.Unlock()
+	mustGood(t, <-wrote)
 }

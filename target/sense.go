@@ -30,6 +30,9 @@ type asc uint16
 const (
 	ascNone                     asc = 0x0000
 	ascNotReadyManual           asc = 0x0403 // logical unit not ready, manual intervention required
+	ascALUATransition           asc = 0x040a // not accessible, asymmetric access state transition
+	ascALUAStandby              asc = 0x040b // not accessible, target port in standby state
+	ascALUAUnavailable          asc = 0x040c // not accessible, target port in unavailable state
 	ascWriteError               asc = 0x0c00
 	ascReadError                asc = 0x1100
 	ascMiscompareDuringVerify   asc = 0x1d00
@@ -46,6 +49,7 @@ const (
 	ascReservationsPreempted    asc = 0x2a03
 	ascReservationsReleased     asc = 0x2a04
 	ascRegistrationsPreempted   asc = 0x2a05
+	ascAsymmetricAccessChanged  asc = 0x2a06
 	ascCapacityDataChanged      asc = 0x2a09
 	ascSavingParamsUnsupported  asc = 0x3900
 	ascInquiryDataChanged       asc = 0x3f03

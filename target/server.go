@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/gostor/gotgt/pkg/api"
 	"github.com/rs/zerolog"
 
 	"github.com/lmtgt/lmtgt/metavol/volume"
@@ -58,12 +57,18 @@ type Server struct {
 
 	// discoveryCHAP is the CHAP discovery sessions need (nil: none).
 	discoveryCHAP atomic.Pointer[iscsi.CHAP]
+
+	// cmds recycles Cmds (nexus.go Execute); chunks recycles 1 MiB
+	// buffers for the handlers that read before they write or compare
+	// (VERIFY, WRITE SAME, COMPARE AND WRITE, ORWRITE).
+	cmds, chunks sync.Pool
 }
 
 // snapshot is an immutable view of the configuration.
 type snapshot struct {
 	targets map[string]*targetView
 	order   []string // IQNs, sorted
+	alua    aluaView // alua.go
 }
 
 // targetView is one target in a snapshot.
@@ -72,9 +77,11 @@ type targetView struct {
 	allow   map[string]bool
 	luns    map[uint64]*lunDev
 	numbers []uint64 // sorted LUN numbers
-	// gt is the gotgt target object handed to gotgt handlers (Name, port
-	// group, LUN map for REPORT LUNS). Immutable once published.
-	gt *api.SCSITarget
+	// group and port are the ALUA target port group and relative target
+	// port ID; access holds the LUNs (by ID) whose state on this port is
+	// not active/optimized (alua.go).
+	group, port uint16
+	access      map[string]AccessState
 }
 
 // New creates a Server with no targets. Start binds the portals.
@@ -86,6 +93,8 @@ func New(opts Options) (*Server, error) {
 		devs:    map[string]*lunDev{},
 		nexuses: map[*nexus]struct{}{},
 	}
+	s.cmds.New = func() any { return new(Cmd) }
+	s.chunks.New = func() any { b := make([]byte, 1<<20); return &b }
 	s.snap.Store(&snapshot{targets: map[string]*targetView{}})
 	return s, nil
 }
@@ -152,24 +161,15 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 	}
 
 	snap := &snapshot{targets: map[string]*targetView{}}
+	ports := portsOf(targets)
 	for _, t := range targets {
+		gp := ports[t.IQN]
 		tv := &targetView{
 			cfg:   t,
 			allow: map[string]bool{},
 			luns:  map[uint64]*lunDev{},
-			gt: &api.SCSITarget{
-				Name:    t.IQN,
-				TID:     1,
-				State:   api.TargetReady,
-				Devices: api.LUNMap{},
-				TargetPortGroups: []*api.TargetPortGroup{{
-					GroupID: 0,
-					TargetPortGroup: []*api.SCSITargetPort{{
-						RelativeTargetPortID: relTargetPortID,
-						TargetPortName:       fmt.Sprintf("%s,t,0x%04x", t.IQN, tpgt),
-					}},
-				}},
-			},
+			group: gp[0],
+			port:  gp[1],
 		}
 		for _, ini := range t.Initiators {
 			tv.allow[ini] = true
@@ -177,7 +177,6 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 		for _, l := range t.LUNs {
 			d := devs[l.ID]
 			tv.luns[l.Number] = d
-			tv.gt.Devices[l.Number] = d.cur().lu
 			tv.numbers = append(tv.numbers, l.Number)
 		}
 		sort.Slice(tv.numbers, func(i, j int) bool { return tv.numbers[i] < tv.numbers[j] })
@@ -185,6 +184,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 		snap.order = append(snap.order, t.IQN)
 	}
 	sort.Strings(snap.order)
+	snap.buildALUA(targets)
 
 	s.devs = devs
 	s.snap.Store(snap)
@@ -210,6 +210,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 			n.addUA(nt.luns[num].id, ascReportedLUNsDataChanged)
 		}
 	}
+	s.aluaChangeUAs(old, snap)
 	return gone, nil
 }
 
@@ -229,6 +230,9 @@ func lunSetChanged(a, b *targetView) bool {
 }
 
 func validate(targets []Target) error {
+	if err := validateALUA(targets); err != nil {
+		return err
+	}
 	iqns := map[string]bool{}
 	for _, t := range targets {
 		if t.IQN == "" {

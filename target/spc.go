@@ -1,22 +1,16 @@
 package target
 
-import (
-	"github.com/gostor/gotgt/pkg/api"
-	"github.com/gostor/gotgt/pkg/scsi"
-)
-
-// inquiry serves INQUIRY: the standard data comes from gotgt (with our
-// vendor, product and version descriptors), the VPD pages from us.
-func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+// inquiry serves INQUIRY: standard data and the VPD pages.
+func (st *luState) inquiry(c *Cmd) samStatus {
+	cdb := c.CDB
 	if cdb[1]&0x02 != 0 { // CmdDt (obsolete)
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
 	if cdb[1]&0x01 == 0 {
 		if cdb[2] != 0 {
-			return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+			return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 		}
-		return st.gotgtDataIn(standardInquiryFix(scsi.SPCInquiry), func(_, d []byte) int { return int(d[4]) + 5 })(host, cmd)
+		return c.respond(st.standardInquiry(), allocLength(c.CDB))
 	}
 	var page []byte
 	switch cdb[2] {
@@ -25,7 +19,7 @@ func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
 	case 0x80:
 		page = vpdPage(0x80, []byte(st.id.serial))
 	case 0x83:
-		page = vpdPage(0x83, st.deviceIdentification(cmd.Target.Name))
+		page = vpdPage(0x83, st.deviceIdentification(c.tv.cfg.IQN, c.tv.port, c.tv.group))
 	case 0xb0:
 		page = vpdPage(0xb0, st.blockLimits())
 	case 0xb1:
@@ -44,30 +38,41 @@ func (st *luState) inquiry(host int, cmd *api.SCSICommand) api.SAMStat {
 			0,
 		})
 	default:
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
-	return respond(cmd, page, allocLength(cdb))
+	return c.respond(page, allocLength(cdb))
 }
 
-// standardInquiryFix claims SPC-4 (we follow it) in gotgt's standard data.
-func standardInquiryFix(fn api.CommandFunc) api.CommandFunc {
-	return func(host int, cmd *api.SCSICommand) api.SAMStat {
-		r := fn(host, cmd)
-		if r.Stat == statusGood && len(cmd.InSDBBuffer.Buffer) > 2 {
-			cmd.InSDBBuffer.Buffer[2] = 0x06
-		}
-		return r
+// standardInquiry builds the standard INQUIRY data of the LUN (SPC-4
+// 6.6.2): a connected direct-access block device that claims SPC-4, with
+// HiSup, CmdQue, the presented vendor, product and revision, and the
+// version descriptors SAM-5, iSCSI, SPC-4 and SBC-3.
+func (st *luState) standardInquiry() []byte {
+	b := make([]byte, 74)
+	b[2] = 0x06        // VERSION: SPC-4
+	b[3] = 0x10 | 0x02 // HISUP, RESPONSE DATA FORMAT 2
+	b[4] = byte(len(b) - 5)
+	b[5] = 0x10 // SCCS, ACC, TPGS 01b (implicit ALUA, alua.go), 3PC, PROTECT
+	b[7] = 0x02 // CMDQUE
+	copy(b[8:16], padded(st.id.vendor, 8))
+	copy(b[16:32], padded(st.id.product, 16))
+	copy(b[32:36], padded(st.id.revision, 4))
+	for i, v := range []uint16{
+		0x00a0, // SAM-5
+		0x0960, // iSCSI
+		0x0460, // SPC-4
+		0x04c0, // SBC-3
+	} {
+		put16(b[58+2*i:], v)
 	}
+	return b
 }
 
-// standardInquiry builds standard INQUIRY data for a LUN number that has no
+// noLUNInquiry builds standard INQUIRY data for a LUN number that has no
 // logical unit (peripheral qualifier 011b, device type 1Fh).
-func standardInquiry(devType byte) []byte {
+func noLUNInquiry() []byte {
 	b := make([]byte, 36)
 	b[0] = 0x60 | 0x1f
-	if devType != 0x7f {
-		b[0] = devType
-	}
 	b[2] = 0x06
 	b[3] = 0x12
 	b[4] = 31
@@ -97,17 +102,20 @@ func vpdPage(code byte, body []byte) []byte {
 
 // deviceIdentification builds the VPD 0x83 designators: the LUN's
 // logical-unit designators (identityOf: its own NAA and T10 vendor ID, or
-// the adopted ones), then the relative target port and the SCSI names of
-// the target port and the target device.
-func (st *luState) deviceIdentification(targetName string) []byte {
+// the adopted ones), then the relative target port and the target port
+// group of the port the command came through (alua.go), and the SCSI
+// names of the target port and the target device.
+func (st *luState) deviceIdentification(targetName string, relPort, group uint16) []byte {
 	b := append([]byte(nil), st.id.luDesignators...)
 	desc := func(proto, codeSet, assocType byte, id []byte) {
 		b = append(b, proto<<4|codeSet, assocType, 0, byte(len(id)))
 		b = append(b, id...)
 	}
-	var rel [4]byte
-	put16(rel[2:], relTargetPortID)
+	var rel, tpg [4]byte
+	put16(rel[2:], relPort)
 	desc(5, 1, 0x80|0x10|0x04, rel[:]) // iSCSI, PIV, target port, relative port
+	put16(tpg[2:], group)
+	desc(5, 1, 0x80|0x10|0x05, tpg[:]) // iSCSI, PIV, target port, target port group
 	portName := scsiName(targetName + ",t,0x" + hex4(tpgt))
 	desc(5, 3, 0x80|0x10|0x08, portName) // UTF-8, target port, SCSI name
 	desc(5, 3, 0x80|0x20|0x08, scsiName(targetName))
@@ -131,17 +139,6 @@ func hex4(v uint16) string {
 	return string([]byte{digits[v>>12&0xf], digits[v>>8&0xf], digits[v>>4&0xf], digits[v&0xf]})
 }
 
-// fallbackNAA derives a stable NAA type 6 identifier from the LUN ID when
-// the configuration gives none (tests, demo).
-func fallbackNAA(id string) [16]byte {
-	var n [16]byte
-	h := gotgtDeviceID(id)
-	h2 := gotgtDeviceID(id + "#")
-	put64(n[0:], uint64(0x6)<<60|h>>4)
-	put64(n[8:], h2)
-	return n
-}
-
 // blockLimits is the body of VPD page B0.
 func (st *luState) blockLimits() []byte {
 	b := make([]byte, 0x3c)
@@ -163,17 +160,12 @@ func (st *luState) blockLimits() []byte {
 }
 
 // reportLUNs serves REPORT LUNS from the target's own LUN table.
-func (st *luState) reportLUNs(_ int, cmd *api.SCSICommand) api.SAMStat {
-	nums := make([]uint64, 0, len(cmd.Target.Devices))
-	for n := range cmd.Target.Devices {
-		nums = append(nums, n)
-	}
-	sortUint64(nums)
-	data, key, code := reportLUNsData(cmd.SCB, nums)
+func (st *luState) reportLUNs(c *Cmd) samStatus {
+	data, key, code := reportLUNsData(c.CDB, c.tv.numbers)
 	if key != 0 {
-		return checkCondition(cmd, key, code)
+		return c.fail(key, code)
 	}
-	return respond(cmd, data, int(be32(cmd.SCB[6:10])))
+	return c.respond(data, int(be32(c.CDB[6:10])))
 }
 
 // reportLUNsData builds REPORT LUNS parameter data for the sorted LUN
@@ -203,49 +195,41 @@ func reportLUNsData(cdb []byte, nums []uint64) ([]byte, byte, asc) {
 	return b, 0, 0
 }
 
-func sortUint64(a []uint64) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
-	}
-}
-
 // requestSense serves REQUEST SENSE when no unit attention is pending
 // (Execute answers pending ones): no sense.
-func (st *luState) requestSense(_ int, cmd *api.SCSICommand) api.SAMStat {
+func (st *luState) requestSense(c *Cmd) samStatus {
 	s := buildSense(keyNoSense, ascNone, 0, false)
-	return respond(cmd, s, int(cmd.SCB[4]))
+	return c.respond(s, int(c.CDB[4]))
 }
 
 // startStop serves START STOP UNIT: the medium is not removable and is
 // always ready, so every power condition is accepted.
-func (st *luState) startStop(_ int, cmd *api.SCSICommand) api.SAMStat {
-	return produced(cmd, 0)
+func (st *luState) startStop(c *Cmd) samStatus {
+	return c.produced(0)
 }
 
 // preventAllow serves PREVENT ALLOW MEDIUM REMOVAL (nothing to prevent).
-func (st *luState) preventAllow(_ int, cmd *api.SCSICommand) api.SAMStat {
-	return produced(cmd, 0)
+func (st *luState) preventAllow(c *Cmd) samStatus {
+	return c.produced(0)
 }
 
 // formatUnit serves FORMAT UNIT without parameter data: nothing to do.
-func (st *luState) formatUnit(_ int, cmd *api.SCSICommand) api.SAMStat {
-	if cmd.SCB[1]&0x10 != 0 || cmd.SCB[1]&0x80 != 0 { // FMTDATA, FMTPINFO
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
+func (st *luState) formatUnit(c *Cmd) samStatus {
+	if c.CDB[1]&0x10 != 0 || c.CDB[1]&0x80 != 0 { // FMTDATA, FMTPINFO
+		return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
 	}
-	return produced(cmd, 0)
+	return c.produced(0)
 }
 
 // readDefectData serves READ DEFECT DATA(10/12): a file has no defects,
 // so the lists are empty (PLISTV/GLISTV echo what was asked for).
-func (st *luState) readDefectData(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
+func (st *luState) readDefectData(c *Cmd) samStatus {
+	cdb := c.CDB
 	flags := cdb[2] & 0x1f
 	if cdb[0] == 0x37 {
-		return respond(cmd, []byte{0, flags, 0, 0}, int(be16(cdb[7:9])))
+		return c.respond([]byte{0, flags, 0, 0}, int(be16(cdb[7:9])))
 	}
-	return respond(cmd, []byte{0, cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0}, int(be32(cdb[6:10])))
+	return c.respond([]byte{0, cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0}, int(be32(cdb[6:10])))
 }
 
 // opInfo describes one supported command for REPORT SUPPORTED OPERATION
@@ -277,17 +261,14 @@ var supportedOps = []opInfo{
 	{op: 0x8e, cdbLen: 16}, {op: 0x8f, cdbLen: 16}, {op: 0x90, cdbLen: 16},
 	{op: 0x91, cdbLen: 16}, {op: 0x93, cdbLen: 16},
 	{op: 0x9e, sa: 0x10, hasSA: true, cdbLen: 16}, {op: 0x9e, sa: 0x12, hasSA: true, cdbLen: 16},
-	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
+	{op: 0xa0, cdbLen: 12}, {op: 0xa3, sa: 0x0a, hasSA: true, cdbLen: 12}, {op: 0xa3, sa: 0x0c, hasSA: true, cdbLen: 12},
 	{op: 0xa8, cdbLen: 12}, {op: 0xaa, cdbLen: 12}, {op: 0xae, cdbLen: 12},
 	{op: 0xaf, cdbLen: 12}, {op: 0xb7, cdbLen: 12},
 }
 
-// maintenanceIn serves MAINTENANCE IN: REPORT SUPPORTED OPERATION CODES.
-func (st *luState) maintenanceIn(_ int, cmd *api.SCSICommand) api.SAMStat {
-	cdb := cmd.SCB
-	if cdb[1]&0x1f != 0x0c {
-		return checkCondition(cmd, keyIllegalRequest, ascInvalidFieldInCDB)
-	}
+// reportSupportedOpcodes serves REPORT SUPPORTED OPERATION CODES.
+func (st *luState) reportSupportedOpcodes(c *Cmd) samStatus {
+	cdb := c.CDB
 	rctd := cdb[2]&0x80 != 0
 	opts := cdb[2] & 0x07
 	reqOp, reqSA := cdb[3], be16(cdb[4:6])
@@ -332,10 +313,10 @@ func (st *luState) maintenanceIn(_ int, cmd *api.SCSICommand) api.SAMStat {
 			}
 		}
 		if opts == 1 && anySA || opts == 2 && found != nil && !found.hasSA {
-			return invalidCDBField(cmd, 2)
+			return c.failField(2)
 		}
 		if opts == 2 && found == nil && !anySA {
-			return invalidCDBField(cmd, 2)
+			return c.failField(2)
 		}
 		out = make([]byte, 4)
 		if found == nil {
@@ -360,7 +341,7 @@ func (st *luState) maintenanceIn(_ int, cmd *api.SCSICommand) api.SAMStat {
 			}
 		}
 	default:
-		return invalidCDBField(cmd, 2)
+		return c.failField(2)
 	}
-	return respond(cmd, out, alloc)
+	return c.respond(out, alloc)
 }

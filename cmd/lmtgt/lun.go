@@ -299,6 +299,9 @@ func remoteStr(r *wire.LUNRemote) string {
 	if r.CHAPUser != "" {
 		s += ", CHAP user " + r.CHAPUser
 	}
+	if r.Fence != "" {
+		s += ", fence " + r.Fence
+	}
 	return s
 }
 

@@ -140,6 +140,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			discoveryCommand(),
 			migrationCommand(),
 			sessionCommand(),
+			aluaCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {

@@ -34,6 +34,8 @@ func migrationCommand() *cli.Command {
 					&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as the pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare source and target before the split; refuse it on a difference"},
 					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
+					&cli.BoolFlag{Name: "preempt", Usage: "imported source: preempt another initiator's reservation on the external LUN to fence its old path (after its hosts' reservations are carried over)"},
+					&cli.BoolFlag{Name: "allow-unfenced", Usage: "imported source on a target without persistent reservations: migrate without a fence (every other path must be gone)"},
 					outputFlag,
 				},
 				Action: migrationCreate,
@@ -89,7 +91,7 @@ func migrationCreate(c *cli.Context) error {
 		m, err := cl.CreateMigration(context.Background(), wire.CreateMigration{
 			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
-			Vehicle: c.String("vehicle"),
+			Vehicle: c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
 		})
 		for _, w := range m.Warnings {
 			fmt.Fprintln(c.App.ErrWriter, w)
@@ -146,6 +148,7 @@ func printMigration(c *cli.Context, m wire.Migration) {
 		{"eta", etaStr(m.ETASeconds)},
 		{"dcl", sizeStr(m.DCLBytes)},
 		{"vehicle", orDash(m.Vehicle)},
+		{"fence", orDash(m.Fence)},
 		{"speed", orDash(limit)},
 		{"options", orDash(strings.Join(opts, ", "))},
 		{"split pause", pause},

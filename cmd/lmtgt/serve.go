@@ -238,6 +238,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("iSCSI server: %w", err)
 	}
+	d.mgr.SetPRCarrier(d.tsrv) // PR carry-over of imported LUNs (lm/fence.go)
 	svc := api.NewService(d.db, d.mgr, d.tsrv, log.With().Str("component", "api").Logger())
 	if err := svc.ApplyAll(); err != nil {
 		return fmt.Errorf("apply targets from the meta volume: %w", err)

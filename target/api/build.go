@@ -24,6 +24,7 @@ type VolumeOpener func(lunID string) (volume.Volume, error)
 func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, skipped []error, err error) {
 	var recs []metavol.Target
 	luns := map[string]metavol.LUN{}
+	access := map[string]map[uint16]string{} // ALUA states by LUN ID
 	err = db.View(func(tx *metavol.Tx) error {
 		var err error
 		if recs, err = tx.Targets(); err != nil {
@@ -40,6 +41,9 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 					continue
 				}
 				luns[m.LUNID] = l
+				if access[m.LUNID], err = tx.GetLUNAccess(m.LUNID); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -50,6 +54,8 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 	for _, rec := range recs {
 		t := target.Target{
 			IQN:        rec.IQN,
+			Group:      rec.Group,
+			RelPort:    rec.Port,
 			AllowAll:   rec.AllowAll,
 			Initiators: append([]string(nil), rec.Initiators...),
 		}
@@ -69,6 +75,11 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", rec.IQN, m.LUN, l.Name, err))
 				continue
 			}
+			states, err := groupStates(access[l.ID])
+			if err != nil {
+				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: ALUA states: %w", rec.IQN, m.LUN, l.Name, err))
+				continue
+			}
 			v, err := open(l.ID)
 			if err != nil {
 				skipped = append(skipped, fmt.Errorf("target %s LUN %d: lun %s: %w", rec.IQN, m.LUN, l.Name, err))
@@ -82,6 +93,7 @@ func BuildTargets(db *metavol.DB, open VolumeOpener) (targets []target.Target, s
 				Serial:    l.Serial,
 				Adopted:   adopted(l.Adopted),
 				BlockSize: l.BlockSize,
+				ALUA:      states,
 				Volume:    v,
 			})
 		}

@@ -34,6 +34,9 @@
 //	PATCH  /v1/sessions/{name} (or POST .../set)  change speed / cap of every pair
 //	POST   /v1/sessions/{name}/split              one consistent split of all its pairs
 //	DELETE /v1/sessions/{name}                    forget a split or cancelled session
+//	GET    /v1/alua[?lun=NAME]                    ALUA groups, target ports, LUN access states
+//	PUT    /v1/alua/targets/{iqn}                 set a target's port group and/or relative port ID
+//	PUT    /v1/alua/luns/{name}/groups/{id}       set a LUN's access state in a port group
 //
 // Errors are {"error": ..., "object": ..., "reason": ...} with 400 (invalid
 // input, malformed JSON), 401 (TCP without the token), 404 (unknown object),

@@ -39,6 +39,7 @@ var sentinels = []struct {
 	err    error
 	status int
 }{
+	{lm.ErrFence, http.StatusConflict}, // the old path of an imported source cannot be fenced
 	{lm.ErrInPair, http.StatusConflict},
 	{lm.ErrMapped, http.StatusConflict},
 	{lm.ErrNotSynced, http.StatusConflict},

@@ -37,6 +37,7 @@ type Manager interface {
 	CreateLUN(req lm.CreateLUNRequest) (metavol.LUN, error)
 	ImportLUN(req lm.ImportLUNRequest) (metavol.LUN, error)
 	RemoteState(lunID string) string
+	Fence(lunID string) lm.FenceStatus
 	ResizeLUN(name string, size int64) (metavol.LUN, error)
 	DeleteLUN(name string) error
 	DeleteLUNWith(name string, opts lm.DeleteLUNOptions) error
@@ -334,6 +335,7 @@ func (s *Service) lunViews(name string) ([]wire.LUN, error) {
 		out[i].State, out[i].Offline = st.State.String(), st.Reason
 		if out[i].Remote != nil {
 			out[i].Remote.Session = s.lm.RemoteState(out[i].ID)
+			out[i].Remote.Fence = s.fenceView(out[i].ID)
 		}
 		if st, ok := s.lm.RBDState(out[i].ID); ok {
 			out[i].RBD = &wire.LUNRBD{Image: st.Image, Lock: st.Lock, Cluster: st.Cluster}
@@ -941,47 +943,32 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: speed,
 		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify,
-		Vehicle: req.Vehicle,
+		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
 	})
 	if err != nil {
 		return wire.Migration{}, toWire(err, obj)
 	}
 	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
 	v := migrationView(p)
-	if url := s.remoteURL(req.Source); url != "" {
-		w := bypassWarning(req.Source, url)
-		s.log.Warn().Str("source", req.Source).Str("remote", url).Str("pair", p.ID).Msg(w)
+	f := s.lm.Fence(p.SourceID)
+	v.Fence = s.fenceView(p.SourceID)
+	if f.State == lm.FenceUnfenced {
+		w := bypassWarning(req.Source, f.Remote)
+		s.log.Warn().Str("source", req.Source).Str("remote", f.Remote).Str("pair", p.ID).Msg(w)
 		v.Warnings = append(v.Warnings, w)
 	}
 	return v, nil
 }
 
 // bypassWarning is the warning of a migration whose source is imported
-// from another array: until lmtgt fences the old path (not built yet),
-// a host write that reaches the old array directly escapes the DCL and is
-// lost at the split (docs/design.md "Importing a LUN from another array").
+// from an array without persistent reservations, accepted with
+// --allow-unfenced: lmtgt cannot fence the old path, so a host write that
+// reaches the old array directly escapes the DCL and is lost at the split
+// (docs/design.md "Fencing").
 func bypassWarning(lun, url string) string {
-	return fmt.Sprintf("WARNING: source LUN %s is imported from %s. lmtgt does not fence the old array's path yet: "+
-		"until the split, no host may use any path to %s other than through lmtgt. "+
+	return fmt.Sprintf("WARNING: source LUN %s is imported from %s, which has no persistent reservations: lmtgt cannot fence its other paths. "+
+		"Until the split, no host may use any path to %s other than through lmtgt. "+
 		"A write that reaches the old array directly is NOT tracked and is LOST at the split.", lun, url, url)
-}
-
-// remoteURL is the URL (no secret) of a LUN's data volume when it is
-// remote, else "".
-func (s *Service) remoteURL(name string) string {
-	var url string
-	_ = s.db.View(func(tx *metavol.Tx) error {
-		l, err := tx.LUNByName(name)
-		if err != nil {
-			return err
-		}
-		v, err := tx.GetVolume(l.VolumeID)
-		if err == nil && v.Remote != nil {
-			url = v.Remote.URL()
-		}
-		return nil
-	})
-	return url
 }
 
 // Migrations lists every pair, sorted by source name.
@@ -989,7 +976,9 @@ func (s *Service) Migrations() []wire.Migration {
 	ps := s.lm.Pairs()
 	out := make([]wire.Migration, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, migrationView(p))
+		v := migrationView(p)
+		v.Fence = s.fenceView(p.SourceID)
+		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
 	return out
@@ -1001,7 +990,19 @@ func (s *Service) Migration(source string) (wire.Migration, error) {
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(source))
 	}
-	return migrationView(p), nil
+	v := migrationView(p)
+	v.Fence = s.fenceView(p.SourceID)
+	return v, nil
+}
+
+// fenceView is the fence of a LUN's remote data volume as shown ("" for
+// none: a local volume, or no pair needed one).
+func (s *Service) fenceView(lunID string) string {
+	f := s.lm.Fence(lunID)
+	if f.State == lm.FenceNone {
+		return ""
+	}
+	return f.String()
 }
 
 // MigrationAction pauses, resumes or cancels a pair.

@@ -16,6 +16,13 @@
 // Data buffers come from a per-Server pool by size class. Error recovery
 // level 0, one connection per session.
 //
+// Files of the full feature phase, one job each: ffp.go (the PDU loop,
+// CmdSN ordering and the command window, NOP, logout), task.go (the task
+// and its states), command.go (SCSI Command PDUs: admission, immediate
+// and unsolicited data, running a task on the Backend), dataout.go (R2T
+// and Data-Out), respond.go (residuals, Data-In and SCSI Response),
+// tmf.go (task management).
+//
 // Bounds: the CmdSN window is enforced for every non-immediate PDU and
 // immediate SCSI commands are capped per session (ffp.go); write buffers
 // are reserved from one server-wide budget before they are allocated

@@ -19,6 +19,11 @@ type Config struct {
 	Target    string // target IQN
 	LUN       uint64 // logical unit number
 	Initiator string // our InitiatorName; default "iqn.2026-11.org.lmtgt:initiator"
+	// ISID is the session's initiator session ID; zero picks a random one
+	// at Dial. Either way it is kept for every re-login. A fixed ISID keeps
+	// the I_T nexus (and so a persistent reservation held through it) the
+	// same across restarts of the program too.
+	ISID [6]byte
 
 	// CHAP: CHAPUser/CHAPSecret authenticate us to the target. With
 	// MutualUser/MutualSecret set the target must prove itself too

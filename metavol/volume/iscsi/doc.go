@@ -65,6 +65,17 @@
 // our MaxRecvDataSegmentLength; the writer queue holds only headers and
 // references to callers' buffers of commands in flight.
 //
+// Persistent reservations (pr.go): PERSISTENT RESERVE IN (READ FULL
+// STATUS, or READ KEYS and READ RESERVATION when the target has no full
+// status) and OUT (REGISTER AND IGNORE EXISTING KEY, RESERVE, RELEASE,
+// PREEMPT, CLEAR), and the fence lmtgt keeps on an imported LUN: TakeFence
+// and ReleaseFence, and SetFenceKey/SetRegistrationKey, with which exec
+// re-takes our own reservation or registration once after a RESERVATION
+// CONFLICT (a target such as Linux tgt ties them to the session, so a
+// reconnect loses them; our ISID, fixed by Config.ISID, keeps the
+// initiator port the same). PREEMPT is the one command here that is not
+// idempotent on re-issue.
+//
 // Volume (volume.go) implements volume.Volume: ReadAt/WriteAt as READ(16)/
 // WRITE(16) split at the LUN's maximum transfer length (VPD B0, at most 8
 // MiB per command, the pieces in flight together); unaligned requests go

@@ -96,11 +96,17 @@ func parseSense(b []byte) (key, asc, ascq byte, ok bool) {
 	return 0, 0, 0, false
 }
 
-// exec runs a command and turns a non-GOOD status into *SCSIError. UNIT
+// exec runs a command and turns a non-GOOD status into *SCSIError. A
+// RESERVATION CONFLICT while we hold a fence (SetFenceKey) re-takes the
+// fence once and sends the command again (pr.go). UNIT
 // ATTENTION, BUSY, TASK SET FULL, NOT READY (becoming ready) and ABORTED
 // COMMAND are retried a few times: they say "try again", not "failed".
 func (c *Client) exec(cmd Command) (Response, error) {
+	if c.fence.key.Load() != 0 || c.fence.reg.Load() != 0 {
+		c.renewAfterLogin(cmd.CDB[0])
+	}
 	delay := 10 * time.Millisecond
+	refenced := false
 	for attempt := 0; ; attempt++ {
 		r, err := c.Do(cmd)
 		if err != nil {
@@ -124,6 +130,10 @@ func (c *Client) exec(cmd Command) (Response, error) {
 			case senseNotReady:
 				retry = se.ASC == 0x04 && (se.ASCQ == 0x01 || se.ASCQ == 0x0a)
 			}
+		}
+		if r.Status == statusResConflict && !refenced && c.refence(cmd.CDB[0]) {
+			refenced = true // our fence was re-taken: once more
+			continue
 		}
 		if !retry || attempt >= 20 {
 			return r, fmt.Errorf("iscsi %s: %w", c.cfg, se)

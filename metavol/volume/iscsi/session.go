@@ -113,6 +113,7 @@ type Client struct {
 
 	state  atomic.Int32
 	params atomic.Pointer[Params]
+	fence  fenceState // pr.go
 	stats  struct {
 		logins, reissued, aborts, nopsIn, nopsOut, drops, expired, timedOut, maxInFlight atomic.Int64
 	}
@@ -138,6 +139,9 @@ func Dial(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	// ISID type "random" (RFC 7143 §11.12.5); kept for every re-login, so
 	// the target reinstates (and cleans up) the previous session.
 	c.isid = [6]byte{0x80, r[0], r[1], r[2], r[3], 0}
+	if cfg.ISID != ([6]byte{}) {
+		c.isid = cfg.ISID
+	}
 	li, err := dialLogin(ctx, cfg, c.isid, false)
 	if err != nil {
 		return nil, err

@@ -115,6 +115,9 @@ type LUNRemote struct {
 	// I/O waits for the replacement timeout), "down" (I/O fails),
 	// "closed" or "not open".
 	Session string `json:"session"`
+	// Fence is the state of lmtgt's reservation on the external LUN
+	// (see Migration.Fence); empty for none.
+	Fence string `json:"fence,omitempty"`
 }
 
 // LUNMapping is one export of a LUN: a target and a LUN number.
@@ -215,6 +218,11 @@ type CreateMigration struct {
 	Verify    bool   `json:"verify,omitempty"`
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string `json:"vehicle,omitempty"`
+	// Preempt lets the fence of an imported source preempt another
+	// initiator's reservation on the external LUN; AllowUnfenced accepts
+	// an external target without persistent reservations.
+	Preempt       bool `json:"preempt,omitempty"`
+	AllowUnfenced bool `json:"allow_unfenced,omitempty"`
 }
 
 // SetMigration is the body of PATCH /v1/migrations/{source}; nil fields stay.
@@ -227,20 +235,23 @@ type SetMigration struct {
 type Migration struct {
 	// Warnings are given by create only (for example the bypass warning
 	// of a source imported from another array).
-	Warnings    []string `json:"warnings,omitempty"`
-	ID          string   `json:"id"`
-	Source      string   `json:"source"`
-	Target      string   `json:"target"`
-	State       string   `json:"state"`
-	Reason      string   `json:"reason"`
-	CopiedBytes int64    `json:"copied_bytes"`
-	TotalBytes  int64    `json:"total_bytes"`
-	DCLBytes    int64    `json:"dcl_bytes"`
-	RateBps     int64    `json:"rate_bps"`
-	ETASeconds  int64    `json:"eta_seconds"`
-	Vehicle     string   `json:"vehicle"`
-	Speed       string   `json:"speed"`
-	MaxMBps     int64    `json:"max_mbps"`
+	Warnings []string `json:"warnings,omitempty"`
+	// Fence is the state of the fence on an imported source's old path
+	// ("held (key 0x...)", "lost: ...", "unfenced: ..."); empty for none.
+	Fence       string `json:"fence,omitempty"`
+	ID          string `json:"id"`
+	Source      string `json:"source"`
+	Target      string `json:"target"`
+	State       string `json:"state"`
+	Reason      string `json:"reason"`
+	CopiedBytes int64  `json:"copied_bytes"`
+	TotalBytes  int64  `json:"total_bytes"`
+	DCLBytes    int64  `json:"dcl_bytes"`
+	RateBps     int64  `json:"rate_bps"`
+	ETASeconds  int64  `json:"eta_seconds"`
+	Vehicle     string `json:"vehicle"`
+	Speed       string `json:"speed"`
+	MaxMBps     int64  `json:"max_mbps"`
 	// LimitBps is the copy rate speed and max_mbps allow together (the
 	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
 	// "max_mbps" or "" (nothing).

@@ -1,0 +1,121 @@
+package iscsi
+
+import "github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
+
+// abortWaitingTasks drops every task still waiting for Data-Out. Reader
+// goroutine only (it owns those tasks' buffers).
+func (c *conn) abortWaitingTasks() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for itt, t := range c.mu.tasks {
+		if t.state == taskReceiving {
+			c.dropTaskLocked(itt, t)
+		}
+	}
+}
+
+func (c *conn) dropTaskLocked(itt uint32, t *task) {
+	t.aborted = true
+	delete(c.mu.tasks, itt)
+	c.slotDoneLocked(t.imm)
+	t.state = taskDone
+	if t.wbuf != nil {
+		c.srv.pool.put(t.wbuf)
+		t.wbuf = nil
+	}
+	if t.reserved > 0 {
+		c.srv.budget.release(c, t.reserved)
+		t.reserved = 0
+	} else {
+		c.srv.budget.cancel(t)
+	}
+	close(t.done)
+}
+
+// taskMgmt handles a Task Management Function request. Affected tasks are
+// aborted (their responses suppressed); the answer goes out once running
+// ones have stopped.
+func (c *conn) taskMgmt(h *header, queued bool) error {
+	if err := c.skip(h, queued); err != nil {
+		return err
+	}
+	if c.nexus == nil {
+		return c.reject(h, pdu.RejectProtocolError)
+	}
+	fn := TMFunction(h.Flags() & 0x7f)
+	lun := DecodeLUN(h.LUNField())
+	itt := h.ITT()
+	var victims []*task
+	resp := TMFComplete
+	c.mu.Lock()
+	switch fn {
+	case TMFAbortTask:
+		t := c.mu.tasks[h.U32(20)]
+		if t == nil || t.state >= taskResponding {
+			resp = TMFTaskNotExist
+		}
+		if t != nil {
+			victims = append(victims, t)
+		}
+	case TMFAbortTaskSet, TMFClearTaskSet, TMFLogicalUnitReset:
+		for _, t := range c.mu.tasks {
+			if t.lun == lun {
+				victims = append(victims, t)
+			}
+		}
+	case TMFTargetWarmReset, TMFTargetColdReset:
+		for _, t := range c.mu.tasks {
+			victims = append(victims, t)
+		}
+	case TMFTaskReassign:
+		resp = TMFReassignUnsupported
+	default:
+		resp = TMFNotSupported
+	}
+	for _, t := range victims {
+		if t.state == taskReceiving {
+			c.dropTaskLocked(t.itt, t)
+		} else if t.state == taskRunning {
+			t.aborted = true
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info().Uint8("function", uint8(fn)).Uint64("lun", lun).Int("tasks", len(victims)).Msg("task management")
+	if resp == TMFReassignUnsupported || resp == TMFNotSupported {
+		return c.sendTMFResp(itt, resp)
+	}
+	c.cmdWG.Add(1)
+	go func() {
+		defer c.cmdWG.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error().Interface("panic", r).Msg("task management panic")
+				c.closeNow()
+			}
+		}()
+		for _, t := range victims {
+			<-t.done
+		}
+		if resp == TMFComplete {
+			r := c.nexus.TaskManagement(fn, lun)
+			switch fn {
+			case TMFLogicalUnitReset, TMFTargetWarmReset, TMFTargetColdReset:
+				resp = r
+			}
+		}
+		c.sendTMFResp(itt, resp)
+		if fn == TMFTargetColdReset {
+			c.closeNow()
+		}
+	}()
+	return nil
+}
+
+func (c *conn) sendTMFResp(itt uint32, r TMFResponse) error {
+	var b [pdu.BHSLen]byte
+	b[0] = pdu.OpTMFResp
+	b[1] = pdu.FlagFinal
+	b[2] = byte(r)
+	pdu.Put32(b[16:], itt)
+	return c.send(outPDU{hdr: b, stat: statTake})
+}
