@@ -179,6 +179,9 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
 	}
+	if req.AdoptFrom != nil {
+		return m.createRBDHandover(req, c, ref, img) // rbdhandover.go
+	}
 	now := time.Now().UTC()
 	vrec := metavol.Volume{ID: metavol.NewID(), Kind: metavol.VolumeKindRBD, RBD: &img, Created: now}
 	created := false
@@ -294,8 +297,11 @@ func (m *Manager) RBDState(lunID string) (st RBDStatus, ok bool) {
 // took over (lock "lost"). A LUN whose image is open with the lock held
 // is left as it is; a LUN not on RBD is refused.
 func (m *Manager) TakeoverLUN(name string) (metavol.LUN, error) {
-	m.admin.Lock()
-	defer m.admin.Unlock()
+	return m.TakeoverLUNFrom(name, nil) // rbdhandover.go
+}
+
+// takeoverLocked is TakeoverLUN with admin held.
+func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return l, err

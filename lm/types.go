@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
@@ -43,6 +44,10 @@ type CreateLUNRequest struct {
 	// is set, else attached. Takeover breaks another client's lock on it.
 	RBD      string
 	Takeover bool
+	// AdoptFrom (with RBD, no Size) is a LUN of another lmtgt server that
+	// serves the same image: its identity and reservations are adopted and
+	// the image is left to it until TakeoverLUNFrom (rbdhandover.go).
+	AdoptFrom *metavol.Remote
 }
 
 // DeleteLUNOptions are the options of DeleteLUNWith.

@@ -43,6 +43,7 @@ type Manager interface {
 	DeleteLUNWith(name string, opts lm.DeleteLUNOptions) error
 	RBDState(lunID string) (lm.RBDStatus, bool)
 	TakeoverLUN(name string) (metavol.LUN, error)
+	TakeoverLUNFrom(name string, from *metavol.Remote) (metavol.LUN, error)
 	CreatePair(req lm.PairRequest) (lm.PairStatus, error)
 	Pairs() []lm.PairStatus
 	Pair(source string) (lm.PairStatus, error)
@@ -158,8 +159,19 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	if req.RBD != "" && (req.Path != "" || req.Direct || req.Force) {
 		return wire.LUN{}, invalid(obj, "--rbd excludes --path, --direct and --force")
 	}
+	var adopt *metavol.Remote
+	if req.AdoptFrom != "" {
+		if req.RBD == "" {
+			return wire.LUN{}, invalid(obj, "--adopt-from is for --rbd (a handover of an RBD LUN between two servers)")
+		}
+		r, err := adoptRemote(req.AdoptFrom)
+		if err != nil {
+			return wire.LUN{}, invalid(obj, "%v", err)
+		}
+		adopt = r
+	}
 	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: bs, Path: req.Path, Direct: req.Direct, Force: req.Force,
-		RBD: req.RBD, Takeover: req.Takeover})
+		RBD: req.RBD, Takeover: req.Takeover, AdoptFrom: adopt})
 	if err != nil {
 		return wire.LUN{}, toWire(err, obj)
 	}
@@ -379,10 +391,38 @@ func (s *Service) ResizeLUN(name string, size int64) (wire.LUN, error) {
 // TakeoverLUN takes a LUN's RBD image back from another client
 // (lm.TakeoverLUN).
 func (s *Service) TakeoverLUN(name string) (wire.LUN, error) {
-	if _, err := s.lm.TakeoverLUN(name); err != nil {
+	return s.TakeoverLUNFrom(name, "")
+}
+
+// TakeoverLUNFrom is TakeoverLUN; adoptFrom (an iscsi:// URL, "" for
+// none) is the other server's LUN of a handover, whose reservations are
+// read again first (lm.TakeoverLUNFrom).
+func (s *Service) TakeoverLUNFrom(name, adoptFrom string) (wire.LUN, error) {
+	var from *metavol.Remote
+	if adoptFrom != "" {
+		r, err := adoptRemote(adoptFrom)
+		if err != nil {
+			return wire.LUN{}, invalid(lunObject(name), "%v", err)
+		}
+		from = r
+	}
+	if _, err := s.lm.TakeoverLUNFrom(name, from); err != nil {
 		return wire.LUN{}, toWire(err, lunObject(name))
 	}
 	return s.LUN(name)
+}
+
+// adoptRemote parses the --adopt-from URL of an RBD handover (no CHAP:
+// the other server's target must let this server's initiator in).
+func adoptRemote(u string) (*metavol.Remote, error) {
+	c, err := iscsivol.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("--adopt-from: %w", err)
+	}
+	if c.CHAPUser != "" {
+		return nil, fmt.Errorf("--adopt-from %s: no credentials in the URL (CHAP is not supported for a handover)", iscsivol.Redact(u))
+	}
+	return &metavol.Remote{Portal: c.Portal, Target: c.Target, LUN: c.LUN}, nil
 }
 
 // DeleteLUN deletes a LUN; refused while it is mapped or in a pair.
