@@ -329,6 +329,7 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 	delete(m.mu.vols, l.VolumeID)
 	m.mu.Unlock()
 	m.releaseFenceRecord(d, vrec, name) // fence.go
+	held := rbdHeld(d)                  // rbd.go
 	if d != nil {
 		if o := d.cur.Swap(nil); o != nil {
 			o.raw.Close()
@@ -339,7 +340,7 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 			m.log.Warn().Err(err).Str("lun", name).Str("path", vrec.Path).Msg("could not delete the data volume file")
 		}
 	}
-	if err := m.removeRBDImage(name, vrec, opts.DeleteImage); err != nil {
+	if err := m.removeRBDImage(name, vrec, opts.DeleteImage, held); err != nil {
 		m.log.Warn().Err(err).Str("lun", name).Msg("LUN deleted, its RBD image not")
 		return fmt.Errorf("LUN deleted, but: %w: %w", err, ErrUnavailable)
 	}

@@ -96,6 +96,16 @@ func (m *Manager) rbdVol(id string, v *rbdvol.Volume) *openVol {
 
 var _ backing = (*rbdvol.Volume)(nil)
 
+// rbdHeld reports whether d is an open RBD image whose lock this server
+// holds.
+func rbdHeld(d *dataVol) bool {
+	if d == nil {
+		return false
+	}
+	o := d.cur.Load()
+	return o != nil && o.rbd != nil && o.rbd.LockState() == "held"
+}
+
 // openRBD opens an RBD data volume (openVolume for Kind "rbd").
 func (m *Manager) openRBD(d *dataVol) error {
 	fail := func(err error) error {
@@ -234,9 +244,18 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 }
 
 // removeRBDImage deletes the image of a deleted LUN's volume record when
-// lmtgt created it or deleteImage asks; the image is closed by then.
-func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage bool) error {
+// lmtgt created it or deleteImage asks; the image is closed by then. held
+// says whether this server held the image's lock when the delete began:
+// an image lmtgt created but another client took over (a handover to
+// another server, docs/design.md "RBD handover") is that client's now
+// and goes only with deleteImage.
+func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage, held bool) error {
 	if vrec.RBD == nil || (!vrec.Owned && !deleteImage) {
+		return nil
+	}
+	if !deleteImage && !held {
+		m.log.Info().Str("lun", lun).Str("rbd", vrec.RBD.String()).
+			Msg("RBD image left in place: this server no longer held its lock (taken over); lun delete --delete-image removes it")
 		return nil
 	}
 	c, err := m.cluster()

@@ -45,7 +45,9 @@ func (m *Manager) dialAdoptSource(lunName, lunID string, r metavol.Remote) (*isc
 	if r.Portal == "" || r.Target == "" {
 		return nil, fmt.Errorf("lun %s: adopt-from needs a portal and a target name: %w", lunName, ErrInvalid)
 	}
-	v, err := m.dialRemote(adoptFromISIDKey(lunID), r)
+	cfg := m.remoteConfig(r)
+	cfg.AllowStandby = true // A's path may be standby at the takeover
+	v, err := m.dialRemoteCfg(adoptFromISIDKey(lunID), r, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("lun %s: adopt from %s: %w: %w", lunName, r.URL(), err, ErrUnavailable)
 	}

@@ -25,6 +25,12 @@ type Config struct {
 	// same across restarts of the program too.
 	ISID [6]byte
 
+	// AllowStandby lets OpenConfig open a LUN whose path is in an ALUA
+	// standby, unavailable or transitioning state (TEST UNIT READY fails
+	// with NOT READY, 04h/0Bh, 0Ch or 0Ah): for a caller that only reads
+	// identity and persistent reservations, which such a path answers.
+	AllowStandby bool
+
 	// CHAP: CHAPUser/CHAPSecret authenticate us to the target. With
 	// MutualUser/MutualSecret set the target must prove itself too
 	// (mutual CHAP): it must answer with CHAP_N=MutualUser and a response
