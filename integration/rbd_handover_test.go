@@ -26,8 +26,9 @@ import (
 //     named). B's group is standby; the hosts' second path is B.
 //  3. node2 re-registers on A with a new key (a change after step 2). A
 //     takeover from a URL of another LU is refused and changes nothing.
-//  4. A's group standby; B: lun takeover x --adopt-from (re-reads the
-//     reservations, takes the lock); B's group active.
+//  4. A's group transitioning; B: lun takeover x --adopt-from (re-reads
+//     the reservations through that path, takes the lock); B's group
+//     active, A's standby.
 //  5. On B: A's data (qemu-io, libiscsi), the reservations (node2's new
 //     key) present and enforced, node1 writes; no migration, no new image.
 //     On A: I/O fails with NOT READY even with its group made active
@@ -122,13 +123,16 @@ func TestRBDHandoverWithoutCopy(t *testing.T) {
 		t.Fatalf("B's x after a refused takeover: %s, want offline", v.State)
 	}
 
-	// 4. The handover: A standby, B takes the lock, B active.
+	// 4. The handover: A transitioning (hosts retry), B re-reads the
+	// reservations through that path and takes the lock, B active, A
+	// standby.
+	a.OK("alua", "state", "x", "1", "transitioning")
+	b.OK("lun", "takeover", "x", "--adopt-from", urlA)
+	b.OK("alua", "state", "x", "2", "active")
 	a.OK("alua", "state", "x", "1", "standby")
 	if _, err := n1A.WriteAt(pattern(0xee), 3*mBlock); !errors.As(err, &se) || se.Key != 0x2 || se.ASC != 0x04 || se.ASCQ != 0x0b {
 		t.Fatalf("node1's write through A's standby path: %v, want NOT READY, TARGET PORT IN STANDBY STATE", err)
 	}
-	b.OK("lun", "takeover", "x", "--adopt-from", urlA)
-	b.OK("alua", "state", "x", "2", "active")
 	if v := b.rbdLUN("x"); v.State != "online" || v.RBD.Lock != "held" || v.VolumeKind != "rbd" || v.VolumePath != "rbd:rbd/x" {
 		t.Fatalf("B's x after the takeover: %+v rbd %+v", v, v.RBD)
 	}

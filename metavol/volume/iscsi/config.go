@@ -26,9 +26,10 @@ type Config struct {
 	ISID [6]byte
 
 	// AllowStandby lets OpenConfig open a LUN whose path is in an ALUA
-	// standby, unavailable or transitioning state (TEST UNIT READY fails
-	// with NOT READY, 04h/0Bh, 0Ch or 0Ah): for a caller that only reads
-	// identity and persistent reservations, which such a path answers.
+	// standby, unavailable or transitioning state (where TEST UNIT READY
+	// fails with NOT READY): its probe sends no TEST UNIT READY. For a
+	// caller that only reads identity, capacity and persistent
+	// reservations, which such a path answers.
 	AllowStandby bool
 
 	// CHAP: CHAPUser/CHAPSecret authenticate us to the target. With

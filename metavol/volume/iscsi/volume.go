@@ -3,7 +3,6 @@ package iscsi
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -86,19 +85,17 @@ func OpenConfig(ctx context.Context, cfg Config, log *slog.Logger) (*Volume, err
 	return v, nil
 }
 
-// aluaNotReady reports whether err is NOT READY because of the path's
-// ALUA state (standby 04h/0Bh, unavailable 04h/0Ch, transitioning
-// 04h/0Ah).
-func aluaNotReady(err error) bool {
-	var se *SCSIError
-	return errors.As(err, &se) && se.Key == 0x2 && se.ASC == 0x04 && (se.ASCQ == 0x0a || se.ASCQ == 0x0b || se.ASCQ == 0x0c)
-}
-
 // probe reads capacity, block size, the block limits and provisioning.
 func (v *Volume) probe() error {
 	c := v.c
-	if _, err := c.exec(Command{CDB: make([]byte, 6)}); err != nil && !(c.cfg.AllowStandby && aluaNotReady(err)) { // TEST UNIT READY clears power-on UAs
-		return err
+	// TEST UNIT READY clears power-on UAs. With AllowStandby it is left
+	// out: a transitioning path answers it NOT READY, which exec retries
+	// for seconds; the commands below are answered in every ALUA state,
+	// and exec retries their unit attentions.
+	if !c.cfg.AllowStandby {
+		if _, err := c.exec(Command{CDB: make([]byte, 6)}); err != nil {
+			return err
+		}
 	}
 	inq := make([]byte, 96)
 	if _, err := c.exec(Command{CDB: cdbInquiry(0, false, uint16(len(inq))), Data: inq, Read: true}); err != nil {
