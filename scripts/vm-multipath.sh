@@ -45,14 +45,16 @@
 #         copying"). The guest logs in to A, registers and reserves (WRITE
 #         EXCLUSIVE - REGISTRANTS ONLY, sg_persist), makes ext4, a file set
 #         and fio write+verify rounds. B: lun create --rbd --adopt-from A's
-#         LUN (identity, PRs; the image stays A's), its group standby; the
-#         guest logs in to B: ONE map, TWO paths (B's a ghost). The handover
-#         under fio: A's group standby, B: lun takeover --adopt-from (PR
-#         re-sync, exclusive lock; A is blocklisted), B's group active: the
-#         guest's I/O moves to B. No migration, one image. The guest drops
-#         A's path; A retires its LUN (the image stays, B's); then fio
-#         verify, file set, key and reservation on B, WWID, kernel log and
-#         e2fsck as in tgt. Runs only when the binary has RBD (built with
+#         LUN (identity, PRs; the image stays A's), its group standby. The
+#         handover under fio: A's group transitioning, B: lun takeover
+#         --adopt-from (PR re-sync, exclusive lock; A is blocklisted), B's
+#         group active, A's standby; the guest logs in to B: ONE map, TWO
+#         paths, A's a ghost, the key and reservation through B. No
+#         migration, one image. The guest drops A's path; A retires its LUN
+#         (the image stays, B's); then fio verify, file set, WWID and
+#         e2fsck as in tgt; the kernel log may hold "I/O error" lines of
+#         A's path only (commands in flight on A when it went standby,
+#         retried on B by dm-multipath), nothing else. Runs only when the binary has RBD (built with
 #         scripts/rbd-tags.sh) and Ceph is installed; in the default list
 #         it is skipped otherwise, asked for by name it is an error.
 #
