@@ -72,6 +72,8 @@ func TestRBDHandoverWithoutCopy(t *testing.T) {
 
 	// 2. B adopts X from A; the image stays A's.
 	b := StartDaemon(t, "", "--ceph-conf", c.Conf)
+	b.Fail(1, []string{"--adopt-from", "no --size"}, "lun", "create", "y", "--rbd", "rbd/y", "--size", "16MiB", "--adopt-from", urlA)
+	b.Fail(2, []string{"--adopt-from is for --rbd"}, "lun", "create", "y", "--size", "16MiB", "--adopt-from", urlA)
 	b.OK("lun", "create", "x", "--rbd", "rbd/x", "--adopt-from", urlA)
 	if v := b.rbdLUN("x"); v.State != "offline" || !strings.Contains(v.Offline, "exclusive lock held by") ||
 		!strings.Contains(v.Offline, a.DataDir) || !strings.Contains(v.Offline, "lun takeover x --adopt-from") {
