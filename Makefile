@@ -130,7 +130,9 @@ test-vm: build
 
 # A VM host with open-iscsi and dm-multipath: its LUN moves from Linux tgt
 # (the old array) into lmtgt (lun import, a second path of the same map),
-# then onto a local file (migration, split) under fio with verify.
+# then onto a local file (migration, split) under fio with verify; a LUN
+# moved between two lmtgt servers (import and copy; on Ceph RBD, without
+# a copy when the binary has RBD and Ceph is installed).
 test-multipath: build
 	@if [ -x scripts/vm-multipath.sh ]; then \
 		echo "== scripts/vm-multipath.sh"; SECONDS=0; \

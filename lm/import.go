@@ -101,10 +101,14 @@ func (m *Manager) remoteConfig(r metavol.Remote) iscsivol.Config {
 // dialRemote logs in to a remote volume. Its errors name the URL without
 // any secret.
 func (m *Manager) dialRemote(volID string, r metavol.Remote) (*iscsivol.Volume, error) {
+	return m.dialRemoteCfg(volID, r, m.remoteConfig(r))
+}
+
+// dialRemoteCfg is dialRemote with the initiator configuration cfg.
+func (m *Manager) dialRemoteCfg(volID string, r metavol.Remote, cfg iscsivol.Config) (*iscsivol.Volume, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, RemoteOpenTimeout)
 	defer cancel()
 	log := slog.New(zerolog.NewSlogHandler(m.log.With().Str("volume", volID).Logger()))
-	cfg := m.remoteConfig(r)
 	cfg.ISID = isidFor(volID) // the same I_T nexus after a restart (fence.go)
 	v, err := iscsivol.OpenConfig(ctx, cfg, log)
 	if err != nil {

@@ -33,6 +33,16 @@ func ValidLUNName(name string) error {
 // its size), or a new sparse file at Path if nothing is there. Direct opens
 // the data volume with O_DIRECT, now and at every later open.
 func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
+	if req.AdoptFromURL != "" {
+		if req.RBD == "" {
+			return metavol.LUN{}, refuse(ErrInvalid, lunObject(req.Name), "--adopt-from is for --rbd (a handover of an RBD LUN between two servers)")
+		}
+		r, err := parseAdoptFrom(req.AdoptFromURL)
+		if err != nil {
+			return metavol.LUN{}, refuse(ErrInvalid, lunObject(req.Name), "%v", err)
+		}
+		req.AdoptFrom = r
+	}
 	if req.RBD != "" {
 		return m.createRBDLUN(req) // rbd.go
 	}
@@ -441,6 +451,7 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 	delete(m.mu.vols, l.VolumeID)
 	m.mu.Unlock()
 	m.releaseFenceRecord(d, vrec, name) // fence.go
+	held := rbdHeld(d)                  // rbd.go
 	if d != nil {
 		if o := d.cur.Swap(nil); o != nil {
 			o.raw.Close()
@@ -451,7 +462,7 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 			m.log.Warn().Err(err).Str("lun", name).Str("path", vrec.Path).Msg("could not delete the data volume file")
 		}
 	}
-	if err := m.removeRBDImage(name, vrec, opts.DeleteImage); err != nil {
+	if err := m.removeRBDImage(name, vrec, opts.DeleteImage, held); err != nil {
 		m.log.Warn().Err(err).Str("lun", name).Msg("LUN deleted, its RBD image not")
 		return fmt.Errorf("LUN deleted, but: %w: %w", err, ErrUnavailable)
 	}

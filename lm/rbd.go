@@ -96,6 +96,16 @@ func (m *Manager) rbdVol(id string, v *rbdvol.Volume) *openVol {
 
 var _ backing = (*rbdvol.Volume)(nil)
 
+// rbdHeld reports whether d is an open RBD image whose lock this server
+// holds.
+func rbdHeld(d *dataVol) bool {
+	if d == nil {
+		return false
+	}
+	o := d.cur.Load()
+	return o != nil && o.rbd != nil && o.rbd.LockState() == "held"
+}
+
 // openRBD opens an RBD data volume (openVolume for Kind "rbd").
 func (m *Manager) openRBD(d *dataVol) error {
 	fail := func(err error) error {
@@ -183,6 +193,9 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
 	}
+	if req.AdoptFrom != nil {
+		return m.createRBDHandover(req, c, ref, img) // rbdhandover.go
+	}
 	now := time.Now().UTC()
 	vrec := metavol.Volume{ID: metavol.NewID(), Kind: metavol.VolumeKindRBD, RBD: &img, Created: now}
 	created := false
@@ -235,9 +248,18 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 }
 
 // removeRBDImage deletes the image of a deleted LUN's volume record when
-// lmtgt created it or deleteImage asks; the image is closed by then.
-func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage bool) error {
+// lmtgt created it or deleteImage asks; the image is closed by then. held
+// says whether this server held the image's lock when the delete began:
+// an image lmtgt created but another client took over (a handover to
+// another server, docs/design.md "RBD handover") is that client's now
+// and goes only with deleteImage.
+func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage, held bool) error {
 	if vrec.RBD == nil || (!vrec.Owned && !deleteImage) {
+		return nil
+	}
+	if !deleteImage && !held {
+		m.log.Info().Str("lun", lun).Str("rbd", vrec.RBD.String()).
+			Msg("RBD image left in place: this server no longer held its lock (taken over); lun delete --delete-image removes it")
 		return nil
 	}
 	c, err := m.cluster()
@@ -298,8 +320,11 @@ func (m *Manager) RBDState(lunID string) (st RBDStatus, ok bool) {
 // took over (lock "lost"). A LUN whose image is open with the lock held
 // is left as it is; a LUN not on RBD is refused.
 func (m *Manager) TakeoverLUN(name string) (metavol.LUN, error) {
-	m.admin.Lock()
-	defer m.admin.Unlock()
+	return m.TakeoverLUNFrom(name, "") // rbdhandover.go
+}
+
+// takeoverLocked is TakeoverLUN with admin held.
+func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return l, err

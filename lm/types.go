@@ -3,6 +3,8 @@ package lm
 import (
 	"fmt"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
 )
 
 // The Manager's public API (implemented in manager.go, lun.go, import.go,
@@ -55,6 +57,12 @@ type CreateLUNRequest struct {
 	// is set, else attached. Takeover breaks another client's lock on it.
 	RBD      string
 	Takeover bool
+	// AdoptFromURL (with RBD, no Size) is the iscsi:// URL of a LUN of
+	// another lmtgt server that serves the same image: its identity and
+	// reservations are adopted and the image is left to it until
+	// TakeoverLUNFrom (rbdhandover.go). CreateLUN parses it into AdoptFrom.
+	AdoptFromURL string
+	AdoptFrom    *metavol.Remote
 }
 
 // DeleteLUNOptions are the options of DeleteLUNWith.

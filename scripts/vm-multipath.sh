@@ -39,6 +39,24 @@
 #         deletes the remote LUN. The guest drops A's path and checks fio,
 #         the file set, the key and reservation on B, the WWID, the kernel
 #         log and e2fsck as in tgt.
+#   rbd   LUN rbdisk on a Ceph RBD image (a mini cluster, scripts/mini-ceph.sh,
+#         on the host) moves from lmtgt server A to lmtgt server B on the same
+#         cluster WITHOUT copying (README "Running on Ceph", "Handover without
+#         copying"). The guest logs in to A, registers and reserves (WRITE
+#         EXCLUSIVE - REGISTRANTS ONLY, sg_persist), makes ext4, a file set
+#         and fio write+verify rounds. B: lun create --rbd --adopt-from A's
+#         LUN (identity, PRs; the image stays A's), its group standby. The
+#         handover under fio: A's group transitioning, B: lun takeover
+#         --adopt-from (PR re-sync, exclusive lock; A is blocklisted), B's
+#         group active, A's standby; the guest logs in to B: ONE map, TWO
+#         paths, A's a ghost, the key and reservation through B. No
+#         migration, one image. The guest drops A's path; A retires its LUN
+#         (the image stays, B's); then fio verify, file set, WWID and
+#         e2fsck as in tgt; the kernel log may hold "I/O error" lines of
+#         A's path only (commands in flight on A when it went standby,
+#         retried on B by dm-multipath), nothing else. Runs only when the binary has RBD (built with
+#         scripts/rbd-tags.sh) and Ceph is installed; in the default list
+#         it is skipped otherwise, asked for by name it is an error.
 #
 # Adding a scenario NAME: a guest function sc_NAME in guest_script (it asks
 # the host for actions with `ask ACTION`), host functions setup_NAME (before
@@ -51,7 +69,7 @@
 # Everything runs in a private network namespace (unshare --net).
 #
 # Usage: scripts/vm-multipath.sh [options]
-#   --scenarios LIST  comma-separated subset of: tgt,handover (default all)
+#   --scenarios LIST  comma-separated subset of: tgt,handover,rbd (default all)
 #   --bin PATH        lmtgt binary (default: go build into the run dir)
 #   --build-only      build (or check) the cached guest and exit
 #   --rebuild         rebuild the guest even when cached
@@ -70,10 +88,11 @@ REPO=$(cd "$HERE/.." && pwd)
 
 CACHE_DIR=${CACHE_DIR:-$HERE/cache}
 MP_GUEST_DIR=$CACHE_DIR/guest-mp
-ALL_SCENARIOS=tgt,handover
+ALL_SCENARIOS=tgt,handover,rbd
 
 BIN=""
 SCENARIOS=$ALL_SCENARIOS
+EXPLICIT_SCENARIOS=0
 BUILD_ONLY=0
 REBUILD=0
 TIMEOUT=900
@@ -85,7 +104,7 @@ ARGS=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift ;;
-    --scenarios) SCENARIOS=$2; shift ;;
+    --scenarios) SCENARIOS=$2; EXPLICIT_SCENARIOS=1; shift ;;
     --build-only) BUILD_ONLY=1 ;;
     --rebuild) REBUILD=1 ;;
     --timeout) TIMEOUT=$2; shift ;;
@@ -547,6 +566,83 @@ sc_handover() {
   logout "$B" "$HB_IQN"
 }
 
+# ================================================================ scenario rbd
+sc_rbd() {
+  local A=$HOST:$RA_PORT B=$HOST:$RB_PORT SD_A SD_B MAP MAP2 R0 R1 IOERR0 n pa PA0 KEY=0x2bd2c3
+  IOERR0=$(ioerr_count)
+  step "rbd: login to lmtgt server A at $A (LUN on RBD image $RBD_IMAGE)"
+  login "$A" "$RA_IQN" && wait_session_disk "$RA_IQN" SD_A && wait_map "$SD_A" 1 MAP || return 1
+  PA0=$(dmesg | grep -cE "I/O error, dev $SD_A, ")
+  mp_check "$MAP" 1 || return 1
+  dm_uuid "$MAP" | tee /tmp/rbd-dmuuid.0
+  ident "/dev/mapper/$MAP" > /tmp/rbd-ident.0 || { cat /tmp/rbd-ident.0; bad "sg_vpd on the map"; return 1; }
+  step "rbd: register key $KEY and reserve WRITE EXCLUSIVE - REGISTRANTS ONLY through A's path (sg_persist)"
+  run sg_persist --out --register --param-sark=$KEY "/dev/$SD_A" >/dev/null &&
+    run sg_persist --out --reserve --param-rk=$KEY --prout-type=5 "/dev/$SD_A" >/dev/null || { bad "sg_persist register/reserve on A"; return 1; }
+  pr_check "/dev/$SD_A" "$KEY" || return 1
+  step "rbd: ext4 on /dev/mapper/$MAP, a file set, fio write+verify rounds from now to the end"
+  run mkfs.ext4 -F -q "/dev/mapper/$MAP" && run mount -t ext4 "/dev/mapper/$MAP" /mnt || { bad "mkfs/mount"; return 1; }
+  fileset_write /mnt/set 8 && fio_start /mnt/fio || return 1
+
+  step "rbd: B creates the LUN on the same image, adopting A's identity and reservations (lun create --rbd --adopt-from); B's group standby"
+  ask rbd-adopt || { fio_stop /mnt/fio; return 1; }
+  R0=$(fio_round /mnt/fio)
+  step "rbd: the handover without copy under fio: A transitioning, B takes the lock over (lun takeover --adopt-from), B active, A standby"
+  ask rbd-handover || { fio_stop /mnt/fio; return 1; }
+  step "rbd: login to lmtgt server B at $B: the map's second path"
+  login "$B" "$RB_IQN" && wait_session_disk "$RB_IQN" SD_B || { fio_stop /mnt/fio; return 1; }
+  ident "/dev/$SD_B" > /tmp/rbd-ident.b
+  cmp -s /tmp/rbd-ident.0 /tmp/rbd-ident.b || { diff /tmp/rbd-ident.0 /tmp/rbd-ident.b; fio_stop /mnt/fio; bad "B's path does not present A's identity"; return 1; }
+  wait_map "$SD_B" 2 MAP2 || { fio_stop /mnt/fio; return 1; }
+  [ "$MAP2" = "$MAP" ] || { fio_stop /mnt/fio; bad "B's path joined map $MAP2, not $MAP"; return 1; }
+  wait_path "$SD_B" %T ready 60 || { fio_stop /mnt/fio; return 1; }
+  wait_path "$SD_A" %T ghost 60 || { fio_stop /mnt/fio; return 1; }
+  step "rbd: one map, two paths (A's a ghost: standby), I/O on B"
+  multipath -ll
+  [ -e /mnt/fio/failed ] && { fio_stop /mnt/fio; return 1; }
+  kill -0 "$FIO_PID" 2>/dev/null || { fio_stop /mnt/fio; bad "fio ended during the handover"; return 1; }
+  step "rbd: the reservation is on B after the takeover"
+  pr_check "/dev/$SD_B" "$KEY" || { fio_stop /mnt/fio; return 1; }
+  step "rbd: drop A's path ($SD_A): multipathd del path, log out of A; A retires its LUN"
+  run multipathd del path "$SD_A" || { fio_stop /mnt/fio; bad "multipathd del path $SD_A"; return 1; }
+  logout "$A" "$RA_IQN" || { fio_stop /mnt/fio; return 1; }
+  wait_map "$SD_B" 1 MAP2 && mp_check "$MAP" 1 || { fio_stop /mnt/fio; return 1; }
+  ask rbd-retire || { fio_stop /mnt/fio; return 1; }
+  R1=$(fio_round /mnt/fio)
+  echo "fio rounds finished: $R0 before the handover, $R1 after A retired"
+  n=$((R1 + 1)); i=0
+  while [ "$(fio_round /mnt/fio)" -lt "$n" ] && [ ! -e /mnt/fio/failed ]; do
+    i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1
+  done
+  step "rbd: fio verify, file set, identity, kernel log"
+  fio_stop /mnt/fio || return 1
+  [ "$(fio_round /mnt/fio)" -ge "$n" ] || { bad "fio made no whole round on B alone"; return 1; }
+  fileset_check /mnt/set || return 1
+  dm_uuid "$MAP" | tee /tmp/rbd-dmuuid.1
+  cmp -s /tmp/rbd-dmuuid.0 /tmp/rbd-dmuuid.1 || { bad "the map's dm uuid or by-id link changed"; return 1; }
+  ident "/dev/mapper/$MAP" > /tmp/rbd-ident.1
+  cmp -s /tmp/rbd-ident.0 /tmp/rbd-ident.1 || { diff /tmp/rbd-ident.0 /tmp/rbd-ident.1; bad "the identity seen through the map changed"; return 1; }
+  echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from A to B"
+  # Commands dm-multipath had sent down A's path when A stopped serving
+  # fail there ("I/O error, dev $SD_A": a path error that dm-multipath
+  # retries on B's path, queued meanwhile); nothing else may fail: no
+  # error on B's path, none in ext4 or the buffer cache, fio verified.
+  n=$(( $(ioerr_count) - IOERR0 ))
+  pa=$(( $(dmesg | grep -cE "I/O error, dev $SD_A, ") - PA0 ))
+  dmesg | grep -E "$IOERR_RE" | tail -n 12
+  echo "kernel log: $pa path errors on A's path $SD_A at the switch (retried by dm-multipath), $((n - pa)) other I/O error lines"
+  [ "$((n - pa))" = 0 ] || { bad "$((n - pa)) I/O error lines in the kernel log besides A's path errors"; return 1; }
+  step "rbd: umount, e2fsck -fn"
+  run umount /mnt || { bad "umount"; return 1; }
+  run e2fsck -fn "/dev/mapper/$MAP" > /tmp/fsck.txt 2>&1 || { cat /tmp/fsck.txt; bad "e2fsck -fn found problems"; return 1; }
+  tail -n 1 /tmp/fsck.txt
+  step "rbd: release the reservation, tear down"
+  run sg_persist --out --release --param-rk=$KEY --prout-type=5 "/dev/$SD_B" >/dev/null || true
+  run sg_persist --out --register --param-rk=$KEY --param-sark=0 "/dev/$SD_B" >/dev/null || true
+  run multipath -f "$MAP" || { bad "multipath -f $MAP"; return 1; }
+  logout "$B" "$RB_IQN"
+}
+
 cleanup_all() {
   umount /mnt 2>/dev/null
   multipath -F >/dev/null 2>&1
@@ -593,15 +689,26 @@ if [ -z "${VMTEST_IN_NETNS:-}" ]; then
   if [ -z "$BIN" ]; then
     BIN=$RUN_DIR/lmtgt
     log "building lmtgt -> $BIN"
-    build_lmtgt "$BIN" || die "go build ./cmd/lmtgt failed"
+    # with RBD when librbd-dev is there (scenario rbd), as make build does
+    (cd "$REPO" && go build -tags "$(bash scripts/rbd-tags.sh)" -o "$BIN" ./cmd/lmtgt) || die "go build ./cmd/lmtgt failed"
   fi
   [ -x "$BIN" ] || die "no lmtgt binary at $BIN"
   BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+  case ",$SCENARIOS," in *,rbd,*)
+    why=""
+    "$BIN" version 2>/dev/null | grep -q 'RBD built in' || why="$BIN is built without RBD (install librbd-dev librados-dev)"
+    for c in ceph-mon ceph-osd rbd; do command -v $c >/dev/null 2>&1 || why="${why:+$why; }no $c (install ceph-mon ceph-osd ceph-common)"; done
+    if [ -n "$why" ]; then
+      [ "$EXPLICIT_SCENARIOS" = 1 ] && die "scenario rbd: $why"
+      log "scenario rbd skipped: $why"; echo "VMTEST-RESULT: rbd SKIP ($why)"
+      SCENARIOS=$(echo ",$SCENARIOS," | sed 's/,rbd,/,/; s/^,//; s/,$//')
+    fi ;;
+  esac
   need unshare util-linux; need ip iproute2; need tgtd tgt; need tgtadm tgt
   unshare --net true 2>/dev/null || die "unshare --net does not work here (needs root)"
   log "re-running in a private network namespace; run dir $RUN_DIR"
   rc=0
-  VMTEST_IN_NETNS=1 VMTEST_RUN_DIR=$RUN_DIR unshare --net -- "$BASH" "$0" "${ARGS[@]}" --bin "$BIN" || rc=$?
+  VMTEST_IN_NETNS=1 VMTEST_RUN_DIR=$RUN_DIR unshare --net -- "$BASH" "$0" "${ARGS[@]}" --bin "$BIN" --scenarios "$SCENARIOS" || rc=$?
   if [ "$rc" = 0 ] && [ "$KEEP" = 0 ]; then rm -rf "$RUN_DIR"; else log "logs kept in $RUN_DIR"; fi
   exit "$rc"
 fi
@@ -804,6 +911,70 @@ verdict_handover() {
   echo "VMTEST-HOST: handover: B: $(lmq hb lun show hodisk -o json | jq -c '{identity, volume_path, state}')"
 }
 
+# ---------------------------------------------------------------- scenario rbd (host)
+RA_IQN=iqn.2026-12.org.lmtgt:rbd-a
+RB_IQN=iqn.2026-12.org.lmtgt:rbd-b
+RBD_LUN_MB=256
+CEPH_DIR=""
+setup_rbd() {
+  CEPH_DIR=$RUN_DIR/ceph
+  mkdir -p "$CEPH_DIR"
+  bash "$HERE/mini-ceph.sh" start "$CEPH_DIR" >>"$RUN_DIR/ceph.log" 2>&1 || { tail -n 20 "$RUN_DIR/ceph.log" >&2; return 1; }
+  export CEPH_CONF=$CEPH_DIR/ceph.conf   # lmtgt serve reads it (--ceph-conf's env var)
+  lm_start ra && lm_start rb || return 1
+  { lm ra lun create rbdisk --rbd rbd/rbdisk --size "${RBD_LUN_MB}MiB" &&
+    lm ra target create "$RA_IQN" && lm ra target map "$RA_IQN" rbdisk --lun 0 && lm ra target allow "$RA_IQN" ALL
+  } >>"$RUN_DIR/setup.log" 2>&1 || return 1
+  guest_env "RA_PORT=${LM_PORT[ra]}" "RB_PORT=${LM_PORT[rb]}" "RA_IQN=$RA_IQN" "RB_IQN=$RB_IQN" "RBD_IMAGE=rbd/rbdisk"
+}
+rbd_url_a() { echo "iscsi://127.0.0.1:${LM_PORT[ra]}/$RA_IQN/0"; }
+act_rbd_adopt() {
+  local j
+  lm rb lun create rbdisk --rbd rbd/rbdisk --adopt-from "$(rbd_url_a)" >&2 &&
+  lm rb target create "$RB_IQN" >&2 &&
+  lm rb alua group "$RB_IQN" 2 >&2 && lm rb alua port "$RB_IQN" 10 >&2 &&
+  lm rb alua state rbdisk 2 standby >&2 &&
+  lm rb target map "$RB_IQN" rbdisk --lun 0 >&2 &&
+  lm rb target allow "$RB_IQN" ALL >&2 || { ACT_MSG="lun create --adopt-from or target setup on B failed"; return 1; }
+  lmq rb lun show rbdisk >&2
+  j=$(lmq rb lun show rbdisk -o json)
+  [ "$(echo "$j" | jq -r .state)" = offline ] || { ACT_MSG="B's rbdisk before the takeover: $(echo "$j" | jq -c '{state, offline}'), want offline (the image is A's)"; return 1; }
+  ACT_MSG="B: rbdisk on rbd/rbdisk, identity and PRs adopted from A, offline until the takeover ($(echo "$j" | jq -r .offline | cut -c1-80)...), mapped at $RB_IQN/0 standby"
+}
+act_rbd_handover() {
+  local t0=$SECONDS ja jb n
+  # transitioning, not standby: Linux (scsi_dh_alua) retries a command
+  # that meets an ALUA transition instead of failing it as an I/O error
+  lm ra alua state rbdisk 1 transitioning >&2 &&
+  lm rb lun takeover rbdisk --adopt-from "$(rbd_url_a)" >&2 &&
+  lm rb alua state rbdisk 2 active >&2 &&
+  lm ra alua state rbdisk 1 standby >&2 || { ACT_MSG="the handover failed"; return 1; }
+  jb=$(lmq rb lun show rbdisk -o json); ja=$(lmq ra lun show rbdisk -o json)
+  [ "$(echo "$jb" | jq -r '.state + " " + .rbd.lock')" = "online held" ] || { ACT_MSG="B after the takeover: $(echo "$jb" | jq -c '{state, rbd}')"; return 1; }
+  [ "$(echo "$ja" | jq -r .rbd.lock)" != held ] || { ACT_MSG="A still holds the lock after B's takeover"; return 1; }
+  n=$(lmq rb migration list -o json | jq 'length')
+  [ "$n" = 0 ] || { ACT_MSG="B has $n migrations: a handover without copy must have none"; return 1; }
+  n=$(rbd -c "$CEPH_CONF" ls rbd | wc -l)
+  [ "$n" = 1 ] || { ACT_MSG="$n images in pool rbd, want 1 (nothing copied)"; return 1; }
+  ACT_MSG="A transitioning, B took the lock over (A: lock $(echo "$ja" | jq -r .rbd.lock)) and is active, A standby, in $((SECONDS - t0)) s; no migration, one image"
+}
+act_rbd_retire() {
+  local out
+  lm ra alua state rbdisk 1 unavailable >&2 &&
+  lm ra target unmap "$RA_IQN" rbdisk >&2 &&
+  lm ra lun delete rbdisk >&2 || { ACT_MSG="retiring A's LUN failed"; return 1; }
+  out=$(rbd -c "$CEPH_CONF" ls rbd)
+  [ "$out" = rbdisk ] || { ACT_MSG="after A's lun delete pool rbd holds '$out', want rbdisk (B's now)"; return 1; }
+  ACT_MSG="A: unavailable, unmapped, deleted; rbd/rbdisk stays, B's"
+}
+verdict_rbd() {
+  local a
+  for a in rbd-adopt rbd-handover rbd-retire; do
+    [ -n "${ACTED[$a]:-}" ] || { echo "VMTEST-RESULT: FAIL (rbd: the guest never asked for $a)"; return 1; }
+  done
+  echo "VMTEST-HOST: rbd: B: $(lmq rb lun show rbdisk -o json | jq -c '{identity, volume_path, state, rbd}')"
+}
+
 # ---------------------------------------------------------------- run
 cleanup() {
   set +e
@@ -811,6 +982,7 @@ cleanup() {
   local n
   for n in "${!LM_PID[@]}"; do [ -n "${LM_PID[$n]}" ] && { stop_pid "${LM_PID[$n]}" 20 || log "lmtgt $n needed SIGKILL to stop"; }; done
   for n in "${!TGT_PIDS[@]}"; do tgt_instance_stop "$n"; done
+  [ -n "$CEPH_DIR" ] && bash "$HERE/mini-ceph.sh" stop "$CEPH_DIR" >>"$RUN_DIR/ceph.log" 2>&1
   rm -f "$RUN_DIR/initrd.img" "$DATA"/*.img "$DATA"/lmtgt-*/volumes/* 2>/dev/null
 }
 trap cleanup EXIT

@@ -48,6 +48,7 @@ func lunCommand() *cli.Command {
 					&cli.BoolFlag{Name: "force", Usage: "allow a --path in a system location (/etc, /usr, /boot, /proc, /sys, /run, ...), a mounted block device or a non-block file in /dev"},
 					&cli.StringFlag{Name: "rbd", Usage: "POOL/IMAGE: the data volume is a Ceph RBD image (created with --size; without it the existing image is attached)"},
 					&cli.BoolFlag{Name: "takeover", Usage: "with --rbd: break another client's exclusive lock on the image (Ceph blocklists that client) and take it"},
+					&cli.StringFlag{Name: "adopt-from", Usage: "with --rbd: iscsi://HOST[:PORT]/IQN/LUN of the LUN another lmtgt serves on this image: adopt its identity and reservations, leave it the image until lun takeover --adopt-from (handover without copy)"},
 					outputFlag,
 				},
 				Action: lunCreate,
@@ -96,8 +97,11 @@ func lunCommand() *cli.Command {
 				Name:      "takeover",
 				Usage:     "take a LUN's RBD image back from the client holding its exclusive lock (Ceph blocklists that client)",
 				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{outputFlag},
-				Action:    lunTakeover,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "adopt-from", Usage: "iscsi://HOST[:PORT]/IQN/LUN of the other server's LUN (handover): read its reservations again and check its identity before taking the lock"},
+					outputFlag,
+				},
+				Action: lunTakeover,
 			},
 			{
 				Name:      "delete",
@@ -157,8 +161,11 @@ func lunCreate(c *cli.Context) error {
 		if c.Bool("takeover") && c.String("rbd") == "" {
 			return wire.LUN{}, usageErr("--takeover is for --rbd")
 		}
+		if c.String("adopt-from") != "" && c.String("rbd") == "" {
+			return wire.LUN{}, usageErr("--adopt-from is for --rbd")
+		}
 		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct"), Force: c.Bool("force"),
-			RBD: c.String("rbd"), Takeover: c.Bool("takeover")})
+			RBD: c.String("rbd"), Takeover: c.Bool("takeover"), AdoptFrom: c.String("adopt-from")})
 	}, func(l wire.LUN) {
 		direct := ""
 		if l.DirectIO {
@@ -335,6 +342,9 @@ func lunTakeover(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.LUN, error) {
+		if f := c.String("adopt-from"); f != "" {
+			return cl.TakeoverLUNFrom(context.Background(), name, f)
+		}
 		return cl.TakeoverLUN(context.Background(), name)
 	}, func(l wire.LUN) {
 		lock := "-"

@@ -370,7 +370,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+v+"/luns/{name}/resize", resize)
 	m.HandleFunc("POST "+v+"/luns/{name}/takeover", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		l, err := svc.TakeoverLUN(name)
+		l, err := svc.TakeoverLUNFrom(name, r.URL.Query().Get("adopt_from"))
 		reply(w, http.StatusOK, l, err, lunObject(name))
 	})
 	m.HandleFunc("PATCH "+v+"/luns/{name}/resize", resize)

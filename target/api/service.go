@@ -67,7 +67,7 @@ func lunObject(name string) string { return "lun " + name }
 // CreateLUN creates a LUN.
 func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: req.BlockSize, Path: req.Path, Direct: req.Direct, Force: req.Force,
-		RBD: req.RBD, Takeover: req.Takeover})
+		RBD: req.RBD, Takeover: req.Takeover, AdoptFromURL: req.AdoptFrom})
 	if err != nil {
 		return wire.LUN{}, toWire(err, lunObject(req.Name))
 	}
@@ -129,7 +129,14 @@ func (s *Service) ResizeLUN(name string, size int64) (wire.LUN, error) {
 // TakeoverLUN takes a LUN's RBD image back from another client
 // (lm.TakeoverLUN).
 func (s *Service) TakeoverLUN(name string) (wire.LUN, error) {
-	if _, err := s.lm.TakeoverLUN(name); err != nil {
+	return s.TakeoverLUNFrom(name, "")
+}
+
+// TakeoverLUNFrom is TakeoverLUN; adoptFrom (an iscsi:// URL, "" for
+// none) is the other server's LUN of a handover, whose reservations are
+// read again first (lm.TakeoverLUNFrom).
+func (s *Service) TakeoverLUNFrom(name, adoptFrom string) (wire.LUN, error) {
+	if _, err := s.lm.TakeoverLUNFrom(name, adoptFrom); err != nil {
 		return wire.LUN{}, toWire(err, lunObject(name))
 	}
 	return s.LUN(name)

@@ -25,6 +25,13 @@ type Config struct {
 	// same across restarts of the program too.
 	ISID [6]byte
 
+	// AllowStandby lets OpenConfig open a LUN whose path is in an ALUA
+	// standby, unavailable or transitioning state (where TEST UNIT READY
+	// fails with NOT READY): its probe sends no TEST UNIT READY. For a
+	// caller that only reads identity, capacity and persistent
+	// reservations, which such a path answers.
+	AllowStandby bool
+
 	// CHAP: CHAPUser/CHAPSecret authenticate us to the target. With
 	// MutualUser/MutualSecret set the target must prove itself too
 	// (mutual CHAP): it must answer with CHAP_N=MutualUser and a response

@@ -98,8 +98,14 @@ func OpenConfig(ctx context.Context, cfg Config, log *slog.Logger) (*Volume, err
 // probe reads capacity, block size, the block limits and provisioning.
 func (v *Volume) probe() error {
 	c := v.c
-	if _, err := c.exec(Command{CDB: make([]byte, 6)}); err != nil { // TEST UNIT READY clears power-on UAs
-		return err
+	// TEST UNIT READY clears power-on UAs. With AllowStandby it is left
+	// out: a transitioning path answers it NOT READY, which exec retries
+	// for seconds; the commands below are answered in every ALUA state,
+	// and exec retries their unit attentions.
+	if !c.cfg.AllowStandby {
+		if _, err := c.exec(Command{CDB: make([]byte, 6)}); err != nil {
+			return err
+		}
 	}
 	inq := make([]byte, 96)
 	if _, err := c.exec(Command{CDB: cdbInquiry(0, false, uint16(len(inq))), Data: inq, Read: true}); err != nil {

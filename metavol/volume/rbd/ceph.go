@@ -543,7 +543,8 @@ func (v *Volume) NextData(off int64) (start, end int64, err error) {
 }
 
 // LockState is "held" while this client owns the exclusive lock, "lost"
-// when it does not (another client broke it), or the error asking.
+// when it does not (another client broke it; "lost: ..." when Ceph has
+// blocklisted this client for it), or the error asking.
 func (v *Volume) LockState() string {
 	if err := v.enter(); err != nil {
 		return "closed"
@@ -551,6 +552,8 @@ func (v *Volume) LockState() string {
 	defer v.calls.Done()
 	ok, err := v.img.LockIsExclusiveOwner()
 	switch {
+	case errno(err) == 108: // ESHUTDOWN: our client is blocklisted
+		return "lost: this client is blocklisted (another client took the image over)"
 	case err != nil:
 		return "unknown: " + err.Error()
 	case ok:

@@ -229,6 +229,9 @@ func TestRBDExclusiveLockAndTakeover(t *testing.T) {
 	if got := vb.LockState(); got != "held" {
 		t.Fatalf("new holder's lock state %q, want held", got)
 	}
+	if got := va.LockState(); !strings.HasPrefix(got, "lost: this client is blocklisted") {
+		t.Fatalf("old holder's lock state %q, want lost (blocklisted)", got)
+	}
 }
 
 // A lock left by a client whose recorded owner is ours (our own process

@@ -216,6 +216,13 @@ func (c *Client) TakeoverLUN(ctx context.Context, name string) (wire.LUN, error)
 	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns/"+esc(name)+"/takeover", nil)
 }
 
+// TakeoverLUNFrom takes a LUN's RBD image over from another lmtgt
+// server, re-reading the reservations of that server's LUN adoptFrom
+// (iscsi:// URL) first (a handover).
+func (c *Client) TakeoverLUNFrom(ctx context.Context, name, adoptFrom string) (wire.LUN, error) {
+	return call[wire.LUN](ctx, c, http.MethodPost, wire.Version+"/luns/"+esc(name)+"/takeover?adopt_from="+url.QueryEscape(adoptFrom), nil)
+}
+
 // DeleteLUNImage deletes a LUN and its RBD image even when lmtgt did not
 // create the image.
 func (c *Client) DeleteLUNImage(ctx context.Context, name string) error {

@@ -35,6 +35,11 @@ type CreateLUN struct {
 	// Takeover breaks another client's exclusive lock on the RBD image
 	// (Ceph blocklists that client) and takes the image.
 	Takeover bool `json:"takeover,omitempty"`
+	// AdoptFrom (with RBD) is iscsi://HOST[:PORT]/IQN/LUN of the LUN
+	// another lmtgt server serves on the same image: a handover without
+	// copy adopts its identity and reservations (docs/design.md "RBD
+	// handover").
+	AdoptFrom string `json:"adopt_from,omitempty"`
 }
 
 // ImportLUN is the body of POST /v1/luns/import: a LUN whose data volume
