@@ -217,6 +217,11 @@ func crashCheck(t *testing.T, dir string, round int) {
 		t.Fatalf("round %d: reopen: %v", round, err)
 	}
 	defer m.Close()
+	// Synced means the DCL is empty, from the moment Open returns: the
+	// comparison below trusts it (TestRecoverSyncedWithDCL).
+	if st, err := m.Pair("src"); err == nil && st.State == StateSynced.String() && st.DCLBytes > 0 {
+		t.Fatalf("round %d: recovered synced with %d DCL bytes to re-copy", round, st.DCLBytes)
+	}
 	var src metavol.LUN
 	if err := db.View(func(tx *metavol.Tx) error { src, err = tx.LUNByName("src"); return err }); err != nil {
 		t.Fatalf("round %d: %v", round, err)
