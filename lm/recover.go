@@ -9,8 +9,9 @@ import (
 // recover attaches every pair found in the meta volume (DESIGN §7): the
 // DCL is loaded (every region found there will be re-copied), the copy
 // resumes from the persisted checkpoint, a split cut short by the restart
-// goes back to synced, and a pair whose data volume is missing is
-// interrupted with the reason. Cancelled pairs and stray DCLs are cleaned.
+// goes back to synced, a synced pair with regions in its DCL goes back to
+// copying, and a pair whose data volume is missing is interrupted with the
+// reason. Cancelled pairs and stray DCLs are cleaned.
 //
 // A pair record that cannot be loaded (an unknown state, a LUN it names is
 // missing, its DCL fails to load) is never skipped silently: its record and
@@ -86,7 +87,21 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 				p.setFault(missing.Error())
 			}
 		}
+		// A pair is synced only with an empty DCL (DESIGN §4). One
+		// recovered synced holds the regions of the writes in flight at
+		// the crash, whose source leg may have landed and target leg not:
+		// it goes back to copying here, before Open returns, so that no
+		// one (status, a session's aggregate, a test) sees it synced while
+		// the target still differs. Left to the run goroutine, that was a
+		// window after Open in which status said synced and the legs
+		// differed (TestRecoverSyncedWithDCL).
 		d, _, _ := p.log.Counts()
+		if d > 0 && p.getState() == StateSynced {
+			if err := p.transition(StateCopying, fmt.Sprintf("%d DCL regions found at startup: re-copying", d)); err != nil {
+				// The run goroutine retries the same transition.
+				m.log.Error().Err(err).Str("pair", rec.ID).Msg("recovery")
+			}
+		}
 		p.zlog.Info().Str("state", p.getState().String()).Int64("cursor", rec.Cursor).Int64("dcl_regions", d).Msg("pair recovered")
 		started = append(started, p)
 	}
