@@ -28,6 +28,20 @@ func hostInitiator(t testing.TB, url, name string) *iscsivol.Volume {
 	return v
 }
 
+// reservingHost opens url as a cluster host that registers key and holds
+// a WRITE EXCLUSIVE reservation with it.
+func reservingHost(t testing.TB, url string, key uint64) *iscsivol.Volume {
+	t.Helper()
+	host := hostInitiator(t, url, "iqn.2026-11.org.lmtgt.test:cluster-host")
+	if err := host.Client().PRRegister(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Client().PRReserve(key, iscsivol.PRWriteExclusive); err != nil {
+		t.Fatal(err)
+	}
+	return host
+}
+
 // strayWrite writes pattern pat at block blk (64 KiB blocks) straight to
 // the old array with qemu-io (libiscsi) and reports whether it failed.
 func strayWrite(t testing.TB, url string, blk int64, pat byte) (failed bool, out string) {
@@ -86,14 +100,8 @@ func TestFenceTgt(t *testing.T) {
 	want[5] = 0x55
 
 	// A host that holds a reservation on the old array refuses the fence.
-	host := hostInitiator(t, old.url(), "iqn.2026-11.org.lmtgt.test:cluster-host")
 	const hostKey = 0xc0ffee
-	if err := host.Client().PRRegister(hostKey); err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Client().PRReserve(hostKey, iscsivol.PRWriteExclusive); err != nil {
-		t.Fatal(err)
-	}
+	host := reservingHost(t, old.url(), hostKey)
 	d.Fail(1, []string{"0xc0ffee", "--preempt"}, "migration", "create", "--source", "imp", "--target", "loc")
 	if _, _, ok := d.migTry("imp"); ok {
 		t.Fatal("a refused migration create left a pair")
