@@ -130,8 +130,9 @@ func allBlocks(nblocks int) [][2]int {
 	return blocks
 }
 
-// crashLoop kills one daemon with kill -9 while a host writes to one LUN
-// and checks the LUN against the model after each restart.
+// crashLoop kills one daemon with kill -9 while a host writes to the
+// source LUN of one pair and checks the LUN against the model after each
+// restart.
 type crashLoop struct {
 	t      testing.TB
 	d      *Daemon
@@ -140,8 +141,20 @@ type crashLoop struct {
 	rng    *rand.Rand
 	kills  int
 	blocks [][2]int
+	// src and dst are the pair's LUNs; volSrc and volDst their data
+	// volumes (a split swaps them).
+	src, dst       string
+	volSrc, volDst string
 	// afterRestart, when set, adds checks after each restart (kill i).
 	afterRestart func(i int)
+}
+
+// newCrashLoop is the crash loop of the pair src -> dst of d, whose host
+// writes to src (m.url) through d.
+func newCrashLoop(t testing.TB, d *Daemon, m *lunModel, rng *rand.Rand, kills int, src, dst string) *crashLoop {
+	t.Helper()
+	return &crashLoop{t: t, d: d, portal: d.Portal, m: m, rng: rng, kills: kills, blocks: allBlocks(len(m.img)),
+		src: src, dst: dst, volSrc: d.lun(src).Volume, volDst: d.lun(dst).Volume}
 }
 
 // startHost starts a host writing random blocks through the LUN.
@@ -153,6 +166,40 @@ func (c *crashLoop) startHost() (*qio, *stream) {
 // delay draws the random moment of a kill below max.
 func (c *crashLoop) delay(max time.Duration) time.Duration {
 	return time.Duration(c.rng.Int63n(int64(max)))
+}
+
+// kill is kill i of the loop, in phase "copy", "dual-write" (the pair is
+// synced first) or "split", while a host writes: the daemon is killed at
+// a random moment (within 700 ms of the copy, 300 ms of dual-write, or
+// around a split command), restarted and checked (crash). After a kill in
+// copy or dual-write the pair must still be there; after one around the
+// split, the split happened whole or not at all (splitVerdict), which kill
+// reports. beforeKill, when set, runs once the host writes, before the
+// kill.
+func (c *crashLoop) kill(i int, phase string, beforeKill func()) (split bool) {
+	t := c.t
+	t.Helper()
+	if phase != "copy" {
+		c.d.OK("migration", "set", c.src, "--speed", "highest", "--max-mbps", "0")
+		c.d.waitMig(c.src, syncTimeout, "synced")
+	}
+	q, s := c.startHost()
+	s.waitAcked(t, 3, "before kill "+fmt.Sprint(i+1))
+	if beforeKill != nil {
+		beforeKill()
+	}
+	switch phase {
+	case "copy":
+		c.crash(i, phase, c.delay(700*time.Millisecond), q, s)
+	case "dual-write":
+		c.crash(i, phase, c.delay(300*time.Millisecond), q, s)
+	case "split":
+		return c.splitVerdict(i, c.crashInSplit(i, q, s))
+	default:
+		t.Fatalf("crash loop: no phase %q", phase)
+	}
+	c.pairSurvived(i, phase)
+	return false
 }
 
 // crash kills the daemon after delay, then the host; the host's
@@ -173,18 +220,18 @@ func (c *crashLoop) crash(i int, what string, delay time.Duration, q *qio, s *st
 	}
 }
 
-// crashInSplit runs `migration split src` and kills the daemon before,
-// during or after it: the delay is drawn over three times a CLI round
-// trip (a race-built daemon answers much slower). It returns what the
-// split command said.
-func (c *crashLoop) crashInSplit(i int, src string, q *qio, s *stream) result {
+// crashInSplit runs `migration split` and kills the daemon before, during
+// or after it: the delay is drawn over three times a CLI round trip (a
+// race-built daemon answers much slower). It returns what the split
+// command said.
+func (c *crashLoop) crashInSplit(i int, q *qio, s *stream) result {
 	c.t.Helper()
 	t0 := time.Now()
-	c.d.mig(src)
+	c.d.mig(c.src)
 	span := 3*time.Since(t0) + 5*time.Millisecond
 	done := make(chan result, 1)
 	go func() { // owned here: ends with the CLI process
-		cmd := exec.Command(cliBin, "migration", "split", src)
+		cmd := exec.Command(cliBin, "migration", "split", c.src)
 		cmd.Env = append(os.Environ(), "LMTGT_ADMIN="+c.d.Admin)
 		var out, errb strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &errb
@@ -196,39 +243,40 @@ func (c *crashLoop) crashInSplit(i int, src string, q *qio, s *stream) result {
 }
 
 // splitVerdict checks that a split killed at kill i happened whole or not
-// at all: either the pair is gone and the volumes of src and dst swapped
-// (from volSrc, volDst), or the pair is there, the split command failed
-// and the volumes stayed. It reports whether the split happened.
-func (c *crashLoop) splitVerdict(i int, r result, src, dst, volSrc, volDst string) bool {
+// at all: either the pair is gone and the volumes of src and dst swapped,
+// or the pair is there, the split command (r) failed and the volumes
+// stayed. It reports whether the split happened.
+func (c *crashLoop) splitVerdict(i int, r result) bool {
 	t := c.t
 	t.Helper()
-	st, _, ok := c.d.migTry(src)
-	ls, ld := c.d.lun(src), c.d.lun(dst)
+	st, _, ok := c.d.migTry(c.src)
+	ls, ld := c.d.lun(c.src), c.d.lun(c.dst)
 	if !ok || st.State == "split" {
-		if ls.Volume != volDst || ld.Volume != volSrc {
+		if ls.Volume != c.volDst || ld.Volume != c.volSrc {
 			t.Fatalf("after kill %d: the pair is gone but the volumes did not swap (%s %s, %s %s; before %s %s, %s %s)",
-				i+1, src, ls.Volume, dst, ld.Volume, src, volSrc, dst, volDst)
+				i+1, c.src, ls.Volume, c.dst, ld.Volume, c.src, c.volSrc, c.dst, c.volDst)
 		}
-		t.Logf("kill %d: the split had happened (split command: %s); %s is now on %s", i+1, strings.TrimSpace(r.Stdout+r.Stderr), src, ls.VolumePath)
+		c.volSrc, c.volDst = c.volDst, c.volSrc
+		t.Logf("kill %d: the split had happened (split command: %s); %s is now on %s", i+1, strings.TrimSpace(r.Stdout+r.Stderr), c.src, ls.VolumePath)
 		return true
 	}
 	if r.Code == 0 {
 		t.Fatalf("after kill %d: the split command succeeded (%s) but after the restart the pair is %s", i+1, strings.TrimSpace(r.Stdout), migString(st))
 	}
-	if ls.Volume != volSrc || ld.Volume != volDst {
+	if ls.Volume != c.volSrc || ld.Volume != c.volDst {
 		t.Fatalf("after kill %d: the pair is still there (%s) but the volumes moved (%s %s, %s %s; before %s %s, %s %s)",
-			i+1, migString(st), src, ls.Volume, dst, ld.Volume, src, volSrc, dst, volDst)
+			i+1, migString(st), c.src, ls.Volume, c.dst, ld.Volume, c.src, c.volSrc, c.dst, c.volDst)
 	}
 	t.Logf("kill %d: the split had not happened; pair %s", i+1, migString(st))
 	return false
 }
 
-// pairSurvived checks that the pair of src is still there after kill i
-// of phase and neither faulty, cancelled nor split.
-func (c *crashLoop) pairSurvived(i int, phase, src string) {
+// pairSurvived checks that the pair is still there after kill i of phase
+// and neither faulty, cancelled nor split.
+func (c *crashLoop) pairSurvived(i int, phase string) {
 	t := c.t
 	t.Helper()
-	st, r, ok := c.d.migTry(src)
+	st, r, ok := c.d.migTry(c.src)
 	if !ok {
 		t.Fatalf("after kill %d (%s) the pair is gone: %s", i+1, phase, r)
 	}
@@ -237,18 +285,18 @@ func (c *crashLoop) pairSurvived(i int, phase, src string) {
 	}
 }
 
-// syncUnderWrites ends a loop: a pair for src (newPair when there is none
-// or it split), at the highest speed, synced while a host writes; the
-// host's writes go into the model. The host is quiet when it returns.
-func (c *crashLoop) syncUnderWrites(src string, newPair func()) {
+// syncUnderWrites ends a loop: a pair (newPair when there is none or it
+// split), at the highest speed, synced while a host writes; the host's
+// writes go into the model. The host is quiet when it returns.
+func (c *crashLoop) syncUnderWrites(newPair func()) {
 	t := c.t
 	t.Helper()
-	if st, _, ok := c.d.migTry(src); !ok || st.State == "split" {
+	if st, _, ok := c.d.migTry(c.src); !ok || st.State == "split" {
 		newPair()
 	}
-	c.d.OK("migration", "set", src, "--speed", "highest", "--max-mbps", "0")
+	c.d.OK("migration", "set", c.src, "--speed", "highest", "--max-mbps", "0")
 	q, s := c.startHost()
-	c.d.waitMig(src, syncTimeout, "synced")
+	c.d.waitMig(c.src, syncTimeout, "synced")
 	s.waitAcked(t, 20, "in dual-write at the end")
 	ws := s.stop()
 	if err := s.firstErr(); err != nil {

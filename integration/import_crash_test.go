@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -40,8 +39,8 @@ func TestImportCrashLoop(t *testing.T) {
 	iqn := old.importForMigration(d, "32MiB")
 	m.url = d.URL(iqn, 0)
 	vpd83 := vpd(t, m.url, 131)
-	c := &crashLoop{t: t, d: d, portal: d.Portal, m: m, rng: rng, kills: kills, blocks: allBlocks(nblocks)}
-	volImp, volLoc := d.lun("imp").Volume, d.lun("loc").Volume
+	c := newCrashLoop(t, d, m, rng, kills, "imp", "loc")
+	volLoc := c.volDst
 
 	newPair := func() {
 		t.Helper()
@@ -68,26 +67,20 @@ func TestImportCrashLoop(t *testing.T) {
 				phase = "dual-write" // the copy finished before this kill
 			}
 		}
-		if phase != "copy" {
-			d.OK("migration", "set", "imp", "--speed", "highest", "--max-mbps", "0")
-			d.waitMig("imp", syncTimeout, "synced")
-		}
-		q, s := c.startHost()
-		s.waitAcked(t, 3, "before kill "+fmt.Sprint(i+1))
-		switch phase {
-		case "copy":
-			if st := d.mig("imp"); st.Vehicle != "remote-iscsi" && st.Vehicle != "" {
-				t.Errorf("copy from an imported LUN: vehicle %q, want remote-iscsi", st.Vehicle)
+		var vehicle func() // checked during the copy
+		if phase == "copy" {
+			vehicle = func() {
+				if st := d.mig("imp"); st.Vehicle != "remote-iscsi" && st.Vehicle != "" {
+					t.Errorf("copy from an imported LUN: vehicle %q, want remote-iscsi", st.Vehicle)
+				}
 			}
-			c.crash(i, phase, c.delay(700*time.Millisecond), q, s)
-		case "dual-write":
-			c.crash(i, phase, c.delay(300*time.Millisecond), q, s)
-		case "split":
-			r := c.crashInSplit(i, "imp", q, s)
-			killedSplit = c.splitVerdict(i, r, "imp", "loc", volImp, volLoc)
+		}
+		if c.kill(i, phase, vehicle) {
+			killedSplit = true
+		}
+		if phase == "split" {
 			continue
 		}
-		c.pairSurvived(i, phase, "imp")
 		waitFor(t, stateTimeout, fmt.Sprintf("the pair resumed after kill %d (%s)", i+1, phase), func() (bool, string) {
 			st := d.mig("imp")
 			return st.State == "copying" || st.State == "synced", migString(st)
@@ -96,7 +89,7 @@ func TestImportCrashLoop(t *testing.T) {
 
 	if !killedSplit {
 		// Completion: synced under host writes, then the split.
-		c.syncUnderWrites("imp", newPair)
+		c.syncUnderWrites(newPair)
 		var sr wire.SplitResult
 		d.JSON(&sr, "migration", "split", "imp")
 		t.Logf("final split: pause %.3f ms", sr.PauseMS)

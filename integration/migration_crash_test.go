@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -28,8 +26,7 @@ func TestMigrationCrashLoop(t *testing.T) {
 
 	// model: what every block must hold (acknowledged writes).
 	m := prefilledModel(t, d.URL(iqn, 0), nblocks)
-	c := &crashLoop{t: t, d: d, portal: d.Portal, m: m, rng: rng, kills: kills, blocks: allBlocks(nblocks)}
-	volA, volB := d.lun("ka").Volume, d.lun("kb").Volume
+	c := newCrashLoop(t, d, m, rng, kills, "ka", "kb")
 
 	newPair := func(speed ...string) {
 		t.Helper()
@@ -52,30 +49,12 @@ func TestMigrationCrashLoop(t *testing.T) {
 				phase = "dual-write" // the copy finished before this kill
 			}
 		}
-		if phase != "copy" {
-			d.OK("migration", "set", "ka", "--speed", "highest", "--max-mbps", "0")
-			d.waitMig("ka", syncTimeout, "synced")
-		}
-		q, s := c.startHost()
-		s.waitAcked(t, 3, "before kill "+fmt.Sprint(i+1))
-		switch phase {
-		case "copy":
-			c.crash(i, phase, c.delay(700*time.Millisecond), q, s)
-		case "dual-write":
-			c.crash(i, phase, c.delay(300*time.Millisecond), q, s)
-		case "split":
-			r := c.crashInSplit(i, "ka", q, s)
-			if c.splitVerdict(i, r, "ka", "kb", volA, volB) {
-				volA, volB = volB, volA
-			}
-			continue
-		}
-		c.pairSurvived(i, phase, "ka")
+		c.kill(i, phase, nil)
 	}
 
 	// Completion: synced under writes, then quiet; the two data files are
 	// equal; the split; every acknowledged write read back with read -P.
-	c.syncUnderWrites("ka", func() { newPair("--speed", "highest") })
+	c.syncUnderWrites(func() { newPair("--speed", "highest") })
 	st := d.mig("ka")
 	if st.State != "synced" {
 		t.Fatalf("pair not synced at the end: %s", migString(st))
