@@ -42,6 +42,20 @@ func reservingHost(t testing.TB, url string, key uint64) *iscsivol.Volume {
 	return host
 }
 
+// fencedPair is the setup of the fence tests that start fenced: a 16 MiB
+// LUN of Linux tgt imported into a new daemon (importForMigration) and the
+// pair imp -> loc at low speed, so lmtgt holds its fence on tgt's LUN. It
+// returns the old array, the daemon and the URL hosts write imp through.
+func fencedPair(t *testing.T) (*oldArray, *Daemon, string) {
+	t.Helper()
+	needTools(t, "qemu-io")
+	old := startOldArray(t, 16<<20, "", "")
+	d := StartDaemon(t, "")
+	url := d.URL(old.importForMigration(d, "16MiB"), 0)
+	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	return old, d, url
+}
+
 // strayWrite writes pattern pat at block blk (64 KiB blocks) straight to
 // the old array with qemu-io (libiscsi) and reports whether it failed.
 func strayWrite(t testing.TB, url string, blk int64, pat byte) (failed bool, out string) {
@@ -186,12 +200,7 @@ func TestFenceTgt(t *testing.T) {
 // the fence is lost; a cancel releases what is left, and the old path is
 // open again.
 func TestFenceLost(t *testing.T) {
-	needTools(t, "qemu-io")
-	old := startOldArray(t, 16<<20, "", "")
-	d := StartDaemon(t, "")
-	iqn := old.importForMigration(d, "16MiB")
-	url := d.URL(iqn, 0)
-	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	old, d, url := fencedPair(t)
 	qemuIOOK(t, url, "write -P 17 0 65536")
 
 	// Another initiator takes the reservation over.
@@ -245,12 +254,7 @@ func TestFenceLost(t *testing.T) {
 // initiator takes it again with the first command of the new session:
 // after the restart a stray write straight to tgt is refused again.
 func TestFenceTgtRestart(t *testing.T) {
-	needTools(t, "qemu-io")
-	old := startOldArray(t, 16<<20, "", "")
-	d := StartDaemon(t, "")
-	iqn := old.importForMigration(d, "16MiB")
-	url := d.URL(iqn, 0)
-	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	old, d, url := fencedPair(t)
 	if failed, out := strayWrite(t, old.url(), 4, 0x44); !failed {
 		t.Fatalf("stray write before the restart went through the fence: %s", out)
 	}
