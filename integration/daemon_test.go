@@ -430,12 +430,12 @@ func testIQN(suffix string) string { return "iqn.2026-11.org.lmtgt.test:" + suff
 func (d *Daemon) Export(name, size string, blockSize int) string {
 	d.t.Helper()
 	d.OK("lun", "create", name, "--size", size, "--block-size", fmt.Sprint(blockSize))
-	return d.serve(name)
+	return d.exportLUN(name)
 }
 
-// serve puts LUN name behind a target of its own (testIQN(name)) as LUN
+// exportLUN puts LUN name behind a target of its own (testIQN(name)) as LUN
 // 0, open to every initiator, and returns the target's IQN.
-func (d *Daemon) serve(name string) string {
+func (d *Daemon) exportLUN(name string) string {
 	d.t.Helper()
 	iqn := testIQN(name)
 	d.OK("target", "create", iqn)

@@ -17,7 +17,7 @@
 //
 // Shared helpers, one for each job (write one, do not copy a test's
 // setup): Daemon (daemon_test.go: start, kill, restart, CLI, Export and
-// serve), the old array (tgt_test.go: Linux tgt, importForMigration), the
+// exportLUN), the old array (tgt_test.go: Linux tgt, importForMigration), the
 // host write streams and image models (migration_helpers_test.go), and
 // the kill -9 loops (crashloop_test.go: kill schedule, the model of
 // acknowledged writes, kill/restart/check, a kill around a split and its

@@ -80,7 +80,7 @@ func TestImportTgtAdopt(t *testing.T) {
 	d.Fail(1, []string{"--chap-user"}, "lun", "import", "imp", "--from", oldURL)
 
 	d.OK("lun", "import", "imp", "--from", old.url(), "--chap-user", user, "--chap-secret-file", writeSecret(t, "secret", secret))
-	iqn := d.serve("imp")
+	iqn := d.exportLUN("imp")
 	lmURL := d.URL(iqn, 0)
 
 	check := func(when string) {
@@ -159,7 +159,7 @@ func TestImportTgtOwn(t *testing.T) {
 	old := startOldArray(t, 16<<20, "", "")
 	d := StartDaemon(t, "")
 	d.OK("lun", "import", "own", "--from", old.url(), "--identity", "own")
-	iqn := d.serve("own")
+	iqn := d.exportLUN("own")
 	lmURL := d.URL(iqn, 0)
 	var l wire.LUN
 	d.JSON(&l, "lun", "show", "own")

@@ -29,13 +29,13 @@ type oldArray struct {
 }
 
 // importForMigration is the setup of the import migrations: d imports
-// the old array's LUN as "imp", serves it (d.serve) and creates the local
+// the old array's LUN as "imp", serves it (d.exportLUN) and creates the local
 // LUN "loc" of locSize to migrate it onto. It returns imp's target IQN.
 func (g *oldArray) importForMigration(d *Daemon, locSize string) string {
 	g.t.Helper()
 	d.OK("lun", "import", "imp", "--from", g.url())
 	d.OK("lun", "create", "loc", "--size", locSize)
-	return d.serve("imp")
+	return d.exportLUN("imp")
 }
 
 // startOldArray starts tgtd with a LUN of size bytes; with user set, the
