@@ -429,8 +429,15 @@ func testIQN(suffix string) string { return "iqn.2026-11.org.lmtgt.test:" + suff
 // allows every initiator. It returns the target IQN.
 func (d *Daemon) Export(name, size string, blockSize int) string {
 	d.t.Helper()
-	iqn := testIQN(name)
 	d.OK("lun", "create", name, "--size", size, "--block-size", fmt.Sprint(blockSize))
+	return d.exportLUN(name)
+}
+
+// exportLUN puts LUN name behind a target of its own (testIQN(name)) as LUN
+// 0, open to every initiator, and returns the target's IQN.
+func (d *Daemon) exportLUN(name string) string {
+	d.t.Helper()
+	iqn := testIQN(name)
 	d.OK("target", "create", iqn)
 	d.OK("target", "map", iqn, name)
 	d.OK("target", "allow", iqn, "ALL")

@@ -15,6 +15,16 @@
 // installed).
 // Without the tag, TestRBDNotBuilt checks the binary refuses --rbd.
 //
+// Shared helpers, one for each job (write one, do not copy a test's
+// setup): Daemon (daemon_test.go: start, kill, restart, CLI, Export and
+// exportLUN), the old array (tgt_test.go: Linux tgt, importForMigration), the
+// host write streams and image models (migration_helpers_test.go), and
+// the kill -9 loops (crashloop_test.go: kill schedule, the model of
+// acknowledged writes, kill/restart/check, a kill around a split and its
+// verdict, the final sync), which TestMigrationCrashLoop,
+// TestImportCrashLoop and TestRBDMigrationCrashLoop use with only their
+// setup and phases of their own.
+//
 // The tests must never reach into the daemon's packages: everything goes
 // through the binary, its admin API and iSCSI, as an administrator and a
 // host would.

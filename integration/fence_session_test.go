@@ -23,14 +23,8 @@ func TestFenceSession(t *testing.T) {
 	d.OK("lun", "import", "imp", "--from", old.url())
 	d.OK("lun", "create", "loc", "--size", "16MiB")
 
-	host := hostInitiator(t, old.url(), "iqn.2026-11.org.lmtgt.test:cluster-host")
 	const hostKey = 0xc0ffee
-	if err := host.Client().PRRegister(hostKey); err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Client().PRReserve(hostKey, iscsivol.PRWriteExclusive); err != nil {
-		t.Fatal(err)
-	}
+	host := reservingHost(t, old.url(), hostKey)
 	d.Fail(1, []string{"session s1", "0xc0ffee"}, "session", "create", "s1", "--pair", "imp:loc", "--speed", "low")
 	if r := d.Run("session", "show", "s1"); r.Code == 0 {
 		t.Fatalf("a session refused by the fence exists: %s", r)

@@ -28,6 +28,34 @@ func hostInitiator(t testing.TB, url, name string) *iscsivol.Volume {
 	return v
 }
 
+// reservingHost opens url as a cluster host that registers key and holds
+// a WRITE EXCLUSIVE reservation with it.
+func reservingHost(t testing.TB, url string, key uint64) *iscsivol.Volume {
+	t.Helper()
+	host := hostInitiator(t, url, "iqn.2026-11.org.lmtgt.test:cluster-host")
+	if err := host.Client().PRRegister(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Client().PRReserve(key, iscsivol.PRWriteExclusive); err != nil {
+		t.Fatal(err)
+	}
+	return host
+}
+
+// fencedPair is the setup of the fence tests that start fenced: a 16 MiB
+// LUN of Linux tgt imported into a new daemon (importForMigration) and the
+// pair imp -> loc at low speed, so lmtgt holds its fence on tgt's LUN. It
+// returns the old array, the daemon and the URL hosts write imp through.
+func fencedPair(t *testing.T) (*oldArray, *Daemon, string) {
+	t.Helper()
+	needTools(t, "qemu-io")
+	old := startOldArray(t, 16<<20, "", "")
+	d := StartDaemon(t, "")
+	url := d.URL(old.importForMigration(d, "16MiB"), 0)
+	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	return old, d, url
+}
+
 // strayWrite writes pattern pat at block blk (64 KiB blocks) straight to
 // the old array with qemu-io (libiscsi) and reports whether it failed.
 func strayWrite(t testing.TB, url string, blk int64, pat byte) (failed bool, out string) {
@@ -68,12 +96,7 @@ func TestFenceTgt(t *testing.T) {
 	const size = 16 << 20
 	old := startOldArray(t, size, "", "")
 	d := StartDaemon(t, "")
-	d.OK("lun", "import", "imp", "--from", old.url())
-	d.OK("lun", "create", "loc", "--size", "16MiB")
-	iqn := testIQN("imp")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "imp")
-	d.OK("target", "allow", iqn, "ALL")
+	iqn := old.importForMigration(d, "16MiB")
 	url := d.URL(iqn, 0)
 	nblocks := size / mBlock
 	want := make(image, nblocks)
@@ -91,14 +114,8 @@ func TestFenceTgt(t *testing.T) {
 	want[5] = 0x55
 
 	// A host that holds a reservation on the old array refuses the fence.
-	host := hostInitiator(t, old.url(), "iqn.2026-11.org.lmtgt.test:cluster-host")
 	const hostKey = 0xc0ffee
-	if err := host.Client().PRRegister(hostKey); err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Client().PRReserve(hostKey, iscsivol.PRWriteExclusive); err != nil {
-		t.Fatal(err)
-	}
+	host := reservingHost(t, old.url(), hostKey)
 	d.Fail(1, []string{"0xc0ffee", "--preempt"}, "migration", "create", "--source", "imp", "--target", "loc")
 	if _, _, ok := d.migTry("imp"); ok {
 		t.Fatal("a refused migration create left a pair")
@@ -183,17 +200,7 @@ func TestFenceTgt(t *testing.T) {
 // the fence is lost; a cancel releases what is left, and the old path is
 // open again.
 func TestFenceLost(t *testing.T) {
-	needTools(t, "qemu-io")
-	old := startOldArray(t, 16<<20, "", "")
-	d := StartDaemon(t, "")
-	d.OK("lun", "import", "imp", "--from", old.url())
-	d.OK("lun", "create", "loc", "--size", "16MiB")
-	iqn := testIQN("imp")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "imp")
-	d.OK("target", "allow", iqn, "ALL")
-	url := d.URL(iqn, 0)
-	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	old, d, url := fencedPair(t)
 	qemuIOOK(t, url, "write -P 17 0 65536")
 
 	// Another initiator takes the reservation over.
@@ -247,17 +254,7 @@ func TestFenceLost(t *testing.T) {
 // initiator takes it again with the first command of the new session:
 // after the restart a stray write straight to tgt is refused again.
 func TestFenceTgtRestart(t *testing.T) {
-	needTools(t, "qemu-io")
-	old := startOldArray(t, 16<<20, "", "")
-	d := StartDaemon(t, "")
-	d.OK("lun", "import", "imp", "--from", old.url())
-	d.OK("lun", "create", "loc", "--size", "16MiB")
-	iqn := testIQN("imp")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "imp")
-	d.OK("target", "allow", iqn, "ALL")
-	url := d.URL(iqn, 0)
-	d.OK("migration", "create", "--source", "imp", "--target", "loc", "--speed", "low")
+	old, d, url := fencedPair(t)
 	if failed, out := strayWrite(t, old.url(), 4, 0x44); !failed {
 		t.Fatalf("stray write before the restart went through the fence: %s", out)
 	}

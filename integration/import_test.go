@@ -80,10 +80,7 @@ func TestImportTgtAdopt(t *testing.T) {
 	d.Fail(1, []string{"--chap-user"}, "lun", "import", "imp", "--from", oldURL)
 
 	d.OK("lun", "import", "imp", "--from", old.url(), "--chap-user", user, "--chap-secret-file", writeSecret(t, "secret", secret))
-	iqn := testIQN("imp")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "imp")
-	d.OK("target", "allow", iqn, "ALL")
+	iqn := d.exportLUN("imp")
 	lmURL := d.URL(iqn, 0)
 
 	check := func(when string) {
@@ -162,10 +159,7 @@ func TestImportTgtOwn(t *testing.T) {
 	old := startOldArray(t, 16<<20, "", "")
 	d := StartDaemon(t, "")
 	d.OK("lun", "import", "own", "--from", old.url(), "--identity", "own")
-	iqn := testIQN("own")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "own")
-	d.OK("target", "allow", iqn, "ALL")
+	iqn := d.exportLUN("own")
 	lmURL := d.URL(iqn, 0)
 	var l wire.LUN
 	d.JSON(&l, "lun", "show", "own")
@@ -203,12 +197,7 @@ func TestImportLiveMigration(t *testing.T) {
 	q0.close()
 
 	d := StartDaemon(t, "")
-	d.OK("lun", "import", "imp", "--from", old.url())
-	d.OK("lun", "create", "loc", "--size", "32MiB")
-	iqn := testIQN("imp")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "imp")
-	d.OK("target", "allow", iqn, "ALL")
+	iqn := old.importForMigration(d, "32MiB")
 	url := d.URL(iqn, 0)
 	vpd80, vpd83 := vpd(t, url, 128), vpd(t, url, 131)
 	if a, b := luDesignators(t, url), luDesignators(t, old.url()); a != b {

@@ -42,10 +42,7 @@ func TestPathVolumes(t *testing.T) {
 	if l.Size != 3<<20 || l.VolumePath != file || l.VolumeKind != "file" || l.Owned {
 		t.Fatalf("LUN on an existing file: %+v", l)
 	}
-	iqn := testIQN("onfile")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "onfile")
-	d.OK("target", "allow", iqn, "ALL")
+	iqn := d.exportLUN("onfile")
 	url := d.URL(iqn, 0)
 	qemuIOOK(t, url, "read -P 0xc3 0 3M", "write -P 0x3c 1M 64k")
 	got, err := os.ReadFile(file)
@@ -71,10 +68,7 @@ func TestPathVolumes(t *testing.T) {
 	if l.Size != 6<<20 || l.VolumeKind != "block" || l.BlockSize != 512 || l.Owned {
 		t.Fatalf("LUN on a block device: %+v", l)
 	}
-	iqn = testIQN("ondev")
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, "ondev")
-	d.OK("target", "allow", iqn, "ALL")
+	iqn = d.exportLUN("ondev")
 	qemuIOOK(t, d.URL(iqn, 0), "write -P 0x5e 2M 1M", "read -P 0x5e 2M 1M", "read -P 0 0 1M")
 	f, err := os.Open(dev)
 	if err != nil {

@@ -65,16 +65,6 @@ func (d *Daemon) rbdLUN(name string) rbdLUNView {
 	return v
 }
 
-// exportLUN makes a target for an existing LUN, maps it at 0, allows all.
-func (d *Daemon) exportLUN(name string) string {
-	d.t.Helper()
-	iqn := testIQN(name)
-	d.OK("target", "create", iqn)
-	d.OK("target", "map", iqn, name)
-	d.OK("target", "allow", iqn, "ALL")
-	return iqn
-}
-
 func rbdImages(t *testing.T, c *miniceph.Cluster, pool string) []string {
 	t.Helper()
 	out, err := c.Tool("rbd", "ls", pool, "--format", "json")

@@ -28,6 +28,16 @@ type oldArray struct {
 	exited  chan struct{}
 }
 
+// importForMigration is the setup of the import migrations: d imports
+// the old array's LUN as "imp", serves it (d.exportLUN) and creates the local
+// LUN "loc" of locSize to migrate it onto. It returns imp's target IQN.
+func (g *oldArray) importForMigration(d *Daemon, locSize string) string {
+	g.t.Helper()
+	d.OK("lun", "import", "imp", "--from", g.url())
+	d.OK("lun", "create", "loc", "--size", locSize)
+	return d.exportLUN("imp")
+}
+
 // startOldArray starts tgtd with a LUN of size bytes; with user set, the
 // target requires one-way CHAP with user/secret.
 func startOldArray(t testing.TB, size int64, user, secret string) *oldArray {

@@ -215,23 +215,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	if m.isClosed() {
 		return metavol.LUN{}, fmt.Errorf("lun %s: manager closed: %w", req.Name, ErrState)
 	}
-	err = m.db.View(func(tx *metavol.Tx) error {
-		if _, err := tx.LUNByName(req.Name); err == nil {
-			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
-		} else if !errors.Is(err, metavol.ErrNotFound) {
-			return err
-		}
-		vols, err := tx.Volumes()
-		if err != nil {
-			return err
-		}
-		for _, v := range vols {
-			if v.Remote != nil && v.Remote.URL() == r.URL() {
-				return fmt.Errorf("lun %s: %s is already data volume %s: %w", req.Name, r.URL(), v.ID, ErrExists)
-			}
-		}
-		return nil
-	})
+	err = m.checkNewDataVolume(req.Name, r.URL(), func(v metavol.Volume) bool { return v.Remote != nil && v.Remote.URL() == r.URL() })
 	if err != nil {
 		return metavol.LUN{}, err
 	}
@@ -254,16 +238,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 		return fail(fmt.Errorf("lun %s: remote %s has %d-byte blocks (lmtgt serves 512 or 4096): %w", req.Name, r.URL(), bs, ErrInvalid))
 	}
 	vrec.Size = rv.Size()
-	lrec := metavol.LUN{
-		ID:        metavol.NewID(),
-		Name:      req.Name,
-		Size:      rv.Size(),
-		BlockSize: uint32(bs),
-		NAA:       metavol.NewNAA(),
-		Serial:    metavol.NewSerial(),
-		VolumeID:  vrec.ID,
-		Created:   now,
-	}
+	lrec := newLUNRecord(req.Name, rv.Size(), uint32(bs), vrec.ID, now)
 	if mode == IdentityAdopt {
 		id, err := rv.Identity()
 		if err != nil {

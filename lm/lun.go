@@ -123,28 +123,16 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		}
 		return metavol.LUN{}, err
 	}
-	size := req.Size
-	if size == 0 {
-		size = f.Size() / int64(bs) * int64(bs)
-		if size == 0 {
-			return fail(fmt.Errorf("lun %s: %s holds less than one %d-byte block: %w", req.Name, path, bs, ErrInvalid))
-		}
+	size, err := lunSize(req.Name, path, req.Size, f.Size(), bs)
+	if err != nil {
+		return fail(err)
 	}
 	if size > f.Size() {
 		return fail(fmt.Errorf("lun %s: size %d is larger than %s (%d bytes): %w", req.Name, size, path, f.Size(), ErrInvalid))
 	}
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
-	lrec := metavol.LUN{
-		ID:        metavol.NewID(),
-		Name:      req.Name,
-		Size:      size,
-		BlockSize: bs,
-		NAA:       metavol.NewNAA(),
-		Serial:    metavol.NewSerial(),
-		VolumeID:  vrec.ID,
-		Created:   now,
-	}
+	lrec := newLUNRecord(req.Name, size, bs, vrec.ID, now)
 	if err := m.addLUN(vrec, lrec, m.fileVol(vrec.ID, f)); err != nil {
 		return fail(err)
 	}
@@ -240,6 +228,58 @@ func checkParentDir(obj, path string) error {
 		return refuse(ErrInvalid, obj, "path %s: directory %s does not exist", path, filepath.Dir(path))
 	}
 	return nil
+}
+
+// lunSize is the size of a new LUN on a data volume of volSize bytes
+// (what names it): the size asked for, or with 0 the volume's whole
+// blocks, at least one.
+func lunSize(name, what string, asked, volSize int64, bs uint32) (int64, error) {
+	if asked != 0 {
+		return asked, nil
+	}
+	size := volSize / int64(bs) * int64(bs)
+	if size == 0 {
+		return 0, fmt.Errorf("lun %s: %s holds less than one %d-byte block: %w", name, what, bs, ErrInvalid)
+	}
+	return size, nil
+}
+
+// newLUNRecord is the record of a new LUN of size bytes in bs-byte
+// blocks on data volume volID, with a new ID, NAA and serial.
+func newLUNRecord(name string, size int64, bs uint32, volID string, now time.Time) metavol.LUN {
+	return metavol.LUN{
+		ID:        metavol.NewID(),
+		Name:      name,
+		Size:      size,
+		BlockSize: bs,
+		NAA:       metavol.NewNAA(),
+		Serial:    metavol.NewSerial(),
+		VolumeID:  volID,
+		Created:   now,
+	}
+}
+
+// checkNewDataVolume refuses a new LUN whose name is taken, or whose data
+// volume (what names it) another volume record already is (same reports
+// it).
+func (m *Manager) checkNewDataVolume(name, what string, same func(metavol.Volume) bool) error {
+	return m.db.View(func(tx *metavol.Tx) error {
+		if _, err := tx.LUNByName(name); err == nil {
+			return fmt.Errorf("lun %s: %w", name, ErrExists)
+		} else if !errors.Is(err, metavol.ErrNotFound) {
+			return err
+		}
+		vols, err := tx.Volumes()
+		if err != nil {
+			return err
+		}
+		for _, v := range vols {
+			if same(v) {
+				return fmt.Errorf("lun %s: %s is already data volume %s: %w", name, what, v.ID, ErrExists)
+			}
+		}
+		return nil
+	})
 }
 
 // addLUN commits a new LUN and its data volume in one transaction and

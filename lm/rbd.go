@@ -169,23 +169,7 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return metavol.LUN{}, fmt.Errorf("lun %s: %w: %w", req.Name, err, ErrInvalid)
 	}
 	img := metavol.RBDImage{Pool: ref.Pool, Image: ref.Image}
-	err = m.db.View(func(tx *metavol.Tx) error {
-		if _, err := tx.LUNByName(req.Name); err == nil {
-			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
-		} else if !errors.Is(err, metavol.ErrNotFound) {
-			return err
-		}
-		vols, err := tx.Volumes()
-		if err != nil {
-			return err
-		}
-		for _, v := range vols {
-			if v.RBD != nil && *v.RBD == img {
-				return fmt.Errorf("lun %s: rbd %s is already data volume %s: %w", req.Name, ref, v.ID, ErrExists)
-			}
-		}
-		return nil
-	})
+	err = m.checkNewDataVolume(req.Name, "rbd "+ref.String(), func(v metavol.Volume) bool { return v.RBD != nil && *v.RBD == img })
 	if err != nil {
 		return metavol.LUN{}, err
 	}
@@ -221,24 +205,12 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		}
 		return metavol.LUN{}, err
 	}
-	size := req.Size
-	if size == 0 {
-		size = v.Size() / int64(bs) * int64(bs)
-		if size == 0 {
-			return fail(fmt.Errorf("lun %s: rbd %s holds less than one %d-byte block: %w", req.Name, ref, bs, ErrInvalid))
-		}
+	size, err := lunSize(req.Name, "rbd "+ref.String(), req.Size, v.Size(), bs)
+	if err != nil {
+		return fail(err)
 	}
 	vrec.Size = v.Size()
-	lrec := metavol.LUN{
-		ID:        metavol.NewID(),
-		Name:      req.Name,
-		Size:      size,
-		BlockSize: bs,
-		NAA:       metavol.NewNAA(),
-		Serial:    metavol.NewSerial(),
-		VolumeID:  vrec.ID,
-		Created:   now,
-	}
+	lrec := newLUNRecord(req.Name, size, bs, vrec.ID, now)
 	if err := m.addLUN(vrec, lrec, m.rbdVol(vrec.ID, v)); err != nil {
 		return fail(err)
 	}

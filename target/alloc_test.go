@@ -31,21 +31,7 @@ func TestReadWriteDoNotAllocate(t *testing.T) {
 // BenchmarkExecuteRead4K measures a 4 KiB READ(10) through Execute
 // (including the pread of a sparse file).
 func BenchmarkExecuteRead4K(b *testing.B) {
-	s, err := New(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	v, err := volumeForBench(b)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Apply([]Target{{IQN: testIQN, AllowAll: true, LUNs: []LUN{testLUN("B", 0, v, 512)}}}); err != nil {
-		b.Fatal(err)
-	}
-	nx, err := s.OpenNexus(iscsiNexusInfo())
-	if err != nil {
-		b.Fatal(err)
-	}
+	nx := benchNexus(b)
 	c := exec(nx, 0, cdb10(0x28, 8, 8, 0), nil, 4096)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -58,21 +44,7 @@ func BenchmarkExecuteRead4K(b *testing.B) {
 // BenchmarkExecuteWrite4K measures a 4 KiB WRITE(10) through Execute
 // (including the pwrite to a sparse file).
 func BenchmarkExecuteWrite4K(b *testing.B) {
-	s, err := New(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	v, err := volumeForBench(b)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Apply([]Target{{IQN: testIQN, AllowAll: true, LUNs: []LUN{testLUN("B", 0, v, 512)}}}); err != nil {
-		b.Fatal(err)
-	}
-	nx, err := s.OpenNexus(iscsiNexusInfo())
-	if err != nil {
-		b.Fatal(err)
-	}
+	nx := benchNexus(b)
 	c := exec(nx, 0, cdb10(0x2a, 8, 8, 0), make([]byte, 4096), 0)
 	b.ReportAllocs()
 	b.ResetTimer()

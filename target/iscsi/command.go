@@ -250,14 +250,7 @@ func (c *conn) complete(t *task, exec bool) {
 	if rres > 0 {
 		c.srv.budget.release(c, rres)
 	}
-	if t.wbuf != nil {
-		c.srv.pool.put(t.wbuf)
-		t.wbuf = nil
-	}
-	if t.reserved > 0 {
-		c.srv.budget.release(c, t.reserved)
-		t.reserved = 0
-	}
+	c.freeWrite(t)
 	cmd.DataIn, cmd.DataOut = nil, nil
 	close(t.done)
 }

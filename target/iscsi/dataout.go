@@ -54,15 +54,7 @@ func (c *conn) dataOut(h *header) error {
 	if parked {
 		// No R2T went out yet: data now breaks the sequence.
 		c.log.Warn().Uint32("itt", itt).Msg("Data-Out for a write still waiting for buffer space; task dropped")
-		if err := pdu.DiscardData(c.br, dl, c.lim.DataDigest); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		if t.state == taskReceiving && c.mu.tasks[itt] == t {
-			c.dropTaskLocked(itt, t)
-		}
-		c.mu.Unlock()
-		return c.reject(h, pdu.RejectProtocolError)
+		return c.dropDataOut(h, t)
 	}
 	if t == nil {
 		// Late data for an aborted or finished task: drop it quietly.
@@ -98,15 +90,7 @@ func (c *conn) dataOut(h *header) error {
 		// drop the task (the initiator fails the command on the Reject);
 		// the connection and its other tasks carry on.
 		c.log.Warn().Uint32("itt", itt).Str("why", bad).Msg("bad Data-Out; task dropped")
-		if err := pdu.DiscardData(c.br, dl, c.lim.DataDigest); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		if t.state == taskReceiving && c.mu.tasks[itt] == t {
-			c.dropTaskLocked(itt, t)
-		}
-		c.mu.Unlock()
-		return c.reject(h, pdu.RejectProtocolError)
+		return c.dropDataOut(h, t)
 	}
 	if err := pdu.ReadData(c.br, (*t.wbuf)[off:off+dl], c.lim.DataDigest); err != nil {
 		return err
@@ -141,4 +125,20 @@ func (c *conn) dataOut(h *header) error {
 		return nil
 	}
 	return c.sendR2Ts(t)
+}
+
+// dropDataOut refuses Data-Out PDU h of task t, which breaks the task's
+// data sequence: it discards the PDU's data, drops the task if it still
+// waits for data, and rejects the PDU (protocol error).
+func (c *conn) dropDataOut(h *header, t *task) error {
+	if err := pdu.DiscardData(c.br, h.DataLen(), c.lim.DataDigest); err != nil {
+		return err
+	}
+	itt := h.ITT()
+	c.mu.Lock()
+	if t.state == taskReceiving && c.mu.tasks[itt] == t {
+		c.dropTaskLocked(itt, t)
+	}
+	c.mu.Unlock()
+	return c.reject(h, pdu.RejectProtocolError)
 }

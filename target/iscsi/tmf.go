@@ -19,17 +19,25 @@ func (c *conn) dropTaskLocked(itt uint32, t *task) {
 	delete(c.mu.tasks, itt)
 	c.slotDoneLocked(t.imm)
 	t.state = taskDone
+	if !c.freeWrite(t) {
+		c.srv.budget.cancel(t)
+	}
+	close(t.done)
+}
+
+// freeWrite gives a task's write buffer back to the pool and its reserved
+// buffer budget back; it reports whether the task had budget reserved.
+func (c *conn) freeWrite(t *task) bool {
 	if t.wbuf != nil {
 		c.srv.pool.put(t.wbuf)
 		t.wbuf = nil
 	}
-	if t.reserved > 0 {
-		c.srv.budget.release(c, t.reserved)
-		t.reserved = 0
-	} else {
-		c.srv.budget.cancel(t)
+	if t.reserved == 0 {
+		return false
 	}
-	close(t.done)
+	c.srv.budget.release(c, t.reserved)
+	t.reserved = 0
+	return true
 }
 
 // taskMgmt handles a Task Management Function request. Affected tasks are

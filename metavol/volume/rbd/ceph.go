@@ -377,28 +377,26 @@ func (v *Volume) check(op string, off, n int64) error {
 
 // ReadAt reads len(p) bytes at off (rbd_read).
 func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
-	if err := v.check("read", off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	if err := v.enter(); err != nil {
-		return 0, err
-	}
-	defer v.calls.Done()
-	done := 0
-	for done < len(p) {
-		n := min(len(p)-done, maxOp)
-		got, err := v.img.ReadAt(p[done:done+n], off+int64(done))
-		done += got
-		if err != nil {
-			return done, v.ioErr(fmt.Sprintf("read [%d,+%d)", off, len(p)), err)
-		}
-	}
-	return done, nil
+	return v.inPieces("read", p, off, func(b []byte, o int64) (int, error) {
+		return v.img.ReadAt(b, o)
+	})
 }
 
 // WriteAt writes len(p) bytes at off (rbd_write).
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
-	if err := v.check("write", off, int64(len(p))); err != nil {
+	return v.inPieces("write", p, off, func(b []byte, o int64) (int, error) {
+		n, err := v.img.WriteAt(b, o)
+		if err == io.EOF {
+			err = io.ErrShortWrite
+		}
+		return n, err
+	})
+}
+
+// inPieces runs do (op, "read" or "write") over p at off in pieces of at
+// most maxOp bytes, after checking the range and while counted in calls.
+func (v *Volume) inPieces(op string, p []byte, off int64, do func([]byte, int64) (int, error)) (int, error) {
+	if err := v.check(op, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	if err := v.enter(); err != nil {
@@ -408,13 +406,10 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	done := 0
 	for done < len(p) {
 		n := min(len(p)-done, maxOp)
-		got, err := v.img.WriteAt(p[done:done+n], off+int64(done))
+		got, err := do(p[done:done+n], off+int64(done))
 		done += got
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrShortWrite
-			}
-			return done, v.ioErr(fmt.Sprintf("write [%d,+%d)", off, len(p)), err)
+			return done, v.ioErr(fmt.Sprintf("%s [%d,+%d)", op, off, len(p)), err)
 		}
 	}
 	return done, nil
