@@ -229,8 +229,7 @@ func TestImportLiveMigration(t *testing.T) {
 	s1.waitAcked(t, 40, "in dual-write")
 
 	from := time.Now()
-	var sr wire.SplitResult
-	d.JSON(&sr, "migration", "split", "imp")
+	sr, _ := splitAll(t, d, []string{"imp"}) // retried if deferred (scale_test.go)
 	to := time.Now()
 	t.Logf("split: pause %.3f ms", sr.PauseMS)
 	s1.waitAcked(t, 20, "after the split")

@@ -266,7 +266,7 @@ func TestSessionAutoSplitOnce(t *testing.T) {
 	waitFor(t, 5*time.Second, "the split pause on every pair", func() bool {
 		st, _ = e.m.Session("auto")
 		for _, p := range st.Pairs {
-			if p.SplitPauseMS != st.Pairs[0].SplitPauseMS {
+			if p.SplitPauseMS <= 0 || p.SplitPauseMS != st.Pairs[0].SplitPauseMS {
 				return false
 			}
 		}
