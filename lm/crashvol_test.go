@@ -61,6 +61,22 @@ func cvCrashPoints(t *testing.T, ci int) int {
 	return ci
 }
 
+// cvSeed is the seed of a world test: LMTGT_VOLUME_SEED replays a logged
+// one (the writers' blocks, the crash points, the partial crash images);
+// goroutine scheduling, and so which write meets which sync or failure,
+// stays random.
+func cvSeed(t *testing.T) int64 {
+	t.Helper()
+	if s := os.Getenv("LMTGT_VOLUME_SEED"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("LMTGT_VOLUME_SEED=%q: want a number", s)
+		}
+		return n
+	}
+	return time.Now().UnixNano()
+}
+
 // cvBlockHist is what one block may hold: ops[i] is the seq of the i-th
 // write to it (0: zeros); ops[acked:] may be on the LUN, nothing older.
 type cvBlockHist struct {
@@ -545,8 +561,8 @@ func (w *cvWorld) controller(final bool, stopWriters func()) error {
 func TestVolumePowerLoss(t *testing.T) {
 	points := cvCrashPoints(t, 400)
 	chain := 50 // crash points per world (a world ages: DCL, records)
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d, %d crash points", seed, points)
+	seed := cvSeed(t)
+	t.Logf("seed %d (LMTGT_VOLUME_SEED replays it), %d crash points", seed, points)
 	rnd := rand.New(rand.NewSource(seed))
 	var ops, crashes, splits int64
 	for done := 0; done < points; {

@@ -85,14 +85,20 @@ func TestVolumeErrorAtEveryStep(t *testing.T) {
 		fmu.Unlock()
 		return f
 	}
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
+	seed := cvSeed(t)
+	t.Logf("seed %d (LMTGT_VOLUME_SEED replays it)", seed)
+	// LMTGT_VOLUME_ERRORS="source sync" (a leg and a kind) runs only
+	// those steps, to loop on one.
+	only := os.Getenv("LMTGT_VOLUME_ERRORS")
 	w := newCVWorld(t, seed, wrap)
 	w.writeBudget = budget
 	w.kill(false)
 	runs := 0
 	for _, leg := range []string{"source", "target"} {
 		for _, kind := range []string{"write", "sync"} {
+			if only != "" && only != leg+" "+kind {
+				continue
+			}
 			k := int64(0)
 			for ; ; k++ {
 				what := fmt.Sprintf("%s %s %d", leg, kind, k)
