@@ -171,3 +171,100 @@ func TestSourceSyncFailureReachesTheHost(t *testing.T) {
 		t.Fatalf("second host sync: %v", err)
 	}
 }
+
+// TestVolumeErrorSeenByAnotherThread replays, step by step, the
+// interleaving behind a rare failure of TestVolumeErrorAtEveryStep
+// ("final split source sync 6: ... the acknowledged write (seq 2254) is
+// lost"): thread A of the host writes a block; a sync of the source that
+// no host issued (the lazy clear's) fails and loses it; thread B's sync
+// is told (EIO); only then does A's write return, and A's next sync
+// succeeds. lm did what it promises: the failure was reported once, to
+// the first host sync after it. The write is gone from both legs (the
+// source lost it, the re-copy of its marked region brought that to the
+// target), and the host must not count it as acknowledged: it was issued
+// before the report. The world's writers used to read the error epoch
+// after the write returned, and so counted it as acknowledged.
+func TestVolumeErrorSeenByAnotherThread(t *testing.T) {
+	var fmu sync.Mutex
+	faulty := map[string]*volume.Faulty{}
+	wrap := func(id string, v volume.Volume) volume.Volume {
+		f := volume.NewFaulty(v)
+		fmu.Lock()
+		faulty[id] = f
+		fmu.Unlock()
+		return f
+	}
+	w := newCVWorld(t, 1, wrap)
+	defer func() { w.kill(true) }()
+	if err := w.ensurePairs(); err != nil {
+		t.Fatal(err)
+	}
+	synced := func(name string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, "pair "+name+" synced with an empty DCL", func() bool {
+			p, err := w.m.activePair(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, _, _ := p.log.Counts()
+			return p.getState() == StateSynced && d == 0
+		})
+	}
+	for i := range w.src {
+		synced(w.src[i].Name)
+	}
+	h := w.handle(w.src[0])
+	a, b := &cvThread{w: w, i: 0}, &cvThread{w: w, i: 0}
+	fmu.Lock()
+	fs := faulty[w.volA[0]]
+	fmu.Unlock()
+
+	// No sync of the source runs now (synced, nothing marked): the next
+	// one is the lazy clear's after A's write marks its region.
+	fs.FailSyncNumber(0, syscall.EIO)
+	const bl = 4 // holds seq 1, durably; below the copy cursor: marked
+	wr, seq := a.issue(bl)
+	buf := make([]byte, blk)
+	pattern(buf, bl, seq)
+	// A's write reaches both legs...
+	if _, err := h.WriteAt(buf, bl*blk); err != nil {
+		t.Fatal(err)
+	}
+	// ...a sync of the source no host issued fails and loses it...
+	waitFor(t, 20*time.Second, "the lazy clear's sync of the source", func() bool { return fs.InjectedSyncFailures() == 1 })
+	// ...B's sync is told...
+	if err := b.sync(h); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("thread B's sync after a failed sync of the source: %v, want EIO", err)
+	}
+	// ...and only now does A see its write complete; its sync succeeds.
+	a.completed(wr)
+	if err := a.sync(h); err != nil {
+		t.Fatalf("thread A's sync: %v", err)
+	}
+	if got := w.hist[0][bl].ops[w.hist[0][bl].acked]; got == seq {
+		t.Errorf("the host counts seq %d, issued before a sync error was reported to it, as acknowledged", seq)
+	}
+	// The pair re-copies the region and is split as in the final life;
+	// every acknowledged write must be on the LUN (the target's data).
+	synced(w.src[0].Name)
+	names := []string{w.src[0].Name, w.src[1].Name}
+	waitFor(t, 20*time.Second, "the split", func() bool {
+		_, err := w.m.Split(names, cvMaxPause)
+		if err != nil && !errors.Is(err, ErrNotSynced) && !errors.Is(err, ErrSplitTimeout) {
+			t.Fatalf("split: %v", err)
+		}
+		return err == nil
+	})
+	// lm did report a real loss: the block is back to what it held.
+	got := make([]byte, blk)
+	if _, err := w.handle(w.src[0]).ReadAt(got, bl*blk); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := cvDecode(got, bl); err != nil || s != 1 {
+		t.Errorf("block %d after the split: seq %d (%v), want 1: the failed sync of the source lost seq %d", bl, s, err, seq)
+	}
+	for i := range w.src {
+		w.checkLUN("after the split", i, w.handle(w.src[i]))
+		sameContent(t, fmt.Sprintf("after the split: s%d == t%d", i, i), w.handle(w.src[i]), w.handle(w.tgt[i]), cvLUNSize)
+	}
+}
