@@ -46,10 +46,6 @@ type pair struct {
 	ckpt atomic.Int64
 	// syncMu orders the syncs of the legs (see syncLegs).
 	syncMu sync.RWMutex
-	// srcSyncErr: a sync of the source that was not a host's failed (the
-	// checkpoint's, the lazy clear's); the next host sync reports it
-	// (write.go).
-	srcSyncErr atomic.Pointer[error]
 	// sourceOnly: paused, interrupted or faulty; writes go to the source
 	// only and mark the DCL.
 	sourceOnly atomic.Bool
