@@ -288,41 +288,52 @@ func TestVolumeErrorSeenByAnotherThread(t *testing.T) {
 	}
 }
 
-// TestSourceSyncErrorOutlivesTheSplit: a failed sync of the source that
+// TestSourceSyncErrorOutlivesThePair: a failed sync of the source that
 // no host issued (the lazy clear's) is reported to the host's next sync
-// of the LUN even when the pair is split before that sync. The write it
-// lost is gone from both legs (the re-copy of its region brought the
-// source's older data to the target, which the split makes the LUN's
-// data); the error was kept on the pair and went with it, so the host's
-// sync after the split succeeded and the host took the lost write for
+// of the LUN even when the pair ends (split, cancel) before that sync.
+// The write it lost is gone from the LUN (split: the re-copy of its
+// region brought the source's older data to the target, which the split
+// made the LUN's data; cancel: the LUN is back on the source alone). The
+// error was kept on the pair and went with it, so the host's sync after
+// the split or cancel succeeded and the host took the lost write for
 // durable.
-func TestSourceSyncErrorOutlivesTheSplit(t *testing.T) {
-	w, faulty, synced := newSyncedFaultyWorld(t)
-	h := w.handle(w.src[0])
-	faulty(w.volA[0]).FailSyncNumber(0, syscall.EIO)
-	const bl = 4 // holds seq 1, durably; below the copy cursor: marked
-	if err := writeBlock(h, bl, 2); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "the lazy clear's sync of the source", func() bool {
-		return faulty(w.volA[0]).InjectedSyncFailures() == 1
-	})
-	synced(w.src[0].Name) // the marked region re-copied
-	splitBoth(t, w)
-	got := make([]byte, blk)
-	if _, err := h.ReadAt(got, bl*blk); err != nil {
-		t.Fatal(err)
-	}
-	s, err := cvDecode(got, bl)
-	if err != nil || s != 1 {
-		t.Fatalf("block %d after the split: seq %d (%v), want 1 (the failed sync lost seq 2)", bl, s, err)
-	}
-	if err := h.Sync(); err == nil {
-		t.Fatal("the host's first sync after the split succeeded, but a failed sync of the source before it lost a write the host had completed")
-	} else if !errors.Is(err, syscall.EIO) {
-		t.Fatalf("the host's first sync after the split: %v, want EIO", err)
-	}
-	if err := h.Sync(); err != nil { // reported once
-		t.Fatalf("second host sync: %v", err)
+func TestSourceSyncErrorOutlivesThePair(t *testing.T) {
+	for _, end := range []string{"split", "cancel"} {
+		t.Run(end, func(t *testing.T) {
+			w, faulty, synced := newSyncedFaultyWorld(t)
+			h := w.handle(w.src[0])
+			faulty(w.volA[0]).FailSyncNumber(0, syscall.EIO)
+			const bl = 4 // holds seq 1, durably; below the copy cursor: marked
+			if err := writeBlock(h, bl, 2); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 20*time.Second, "the lazy clear's failed sync of the source, kept for the host", func() bool {
+				return h.(*lunEntry).syncErr.Load() != nil
+			})
+			switch end {
+			case "split":
+				synced(w.src[0].Name) // the marked region re-copied
+				splitBoth(t, w)
+			case "cancel":
+				if err := w.m.Cancel(w.src[0].Name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := make([]byte, blk)
+			if _, err := h.ReadAt(got, bl*blk); err != nil {
+				t.Fatal(err)
+			}
+			if s, err := cvDecode(got, bl); err != nil || s != 1 {
+				t.Fatalf("block %d after the %s: seq %d (%v), want 1 (the failed sync lost seq 2)", bl, end, s, err)
+			}
+			if err := h.Sync(); err == nil {
+				t.Fatalf("the host's first sync after the %s succeeded, but a failed sync of the source before it lost a write the host had completed", end)
+			} else if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("the host's first sync after the %s: %v, want EIO", end, err)
+			}
+			if err := h.Sync(); err != nil { // reported once
+				t.Fatalf("second host sync: %v", err)
+			}
+		})
 	}
 }
