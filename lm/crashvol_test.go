@@ -26,15 +26,17 @@ import (
 // tested on metavol/crashfs (TestPowerLossMigration, dcl's
 // TestMetaPowerLoss); the VM power cut is in scripts/.
 //
-// A world (cvWorld) is two source LUNs migrated onto two target LUNs again and again
-// (create pairs, copy, dual-write, checkpoints, consistent split of both,
-// pairs again) under host writers that record every write and which of
-// them are acknowledged durable (a Sync that started after the write
-// completed returned success). A chain of lives: each life opens a
-// Manager on the files the last crash left (recovery runs), carries on,
-// and is cut at a random volume operation; after each crash the world is
-// reopened and checked; the last life finishes a migration and split
-// without a crash and checks everything.
+// A world (cvWorld) is two source LUNs migrated onto two target LUNs
+// again and again (create pairs, copy, dual-write, checkpoints,
+// consistent split of both, pairs again) under host writers that record
+// every write and which of them are acknowledged durable (a Sync that
+// started after the write completed returned success, and no sync of the
+// LUN failed, in any thread of the host, since the write was issued). A
+// chain of lives: each life opens a Manager on the files the last crash
+// left (recovery runs), carries on, and is cut at a random volume
+// operation; after each crash the world is reopened and checked; the
+// last life finishes a migration and split without a crash and checks
+// everything.
 
 const (
 	cvLUNSize  = 512 << 10
@@ -59,6 +61,22 @@ func cvCrashPoints(t *testing.T, ci int) int {
 		return ci / 4
 	}
 	return ci
+}
+
+// cvSeed is the seed of a world test: LMTGT_VOLUME_SEED replays a logged
+// one (the writers' blocks, the crash points, the partial crash images);
+// goroutine scheduling, and so which write meets which sync or failure,
+// stays random.
+func cvSeed(t *testing.T) int64 {
+	t.Helper()
+	if s := os.Getenv("LMTGT_VOLUME_SEED"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("LMTGT_VOLUME_SEED=%q: want a number", s)
+		}
+		return n
+	}
+	return time.Now().UnixNano()
 }
 
 // cvBlockHist is what one block may hold: ops[i] is the seq of the i-th
@@ -374,6 +392,66 @@ func (w *cvWorld) life(final bool) {
 	}
 }
 
+// cvWrite is a host write recorded by a cvThread.
+type cvWrite struct {
+	bl    int64
+	op    int   // its index in hist[i][bl].ops
+	epoch int64 // syncErrs[i] before the write was issued
+}
+
+// cvThread is one host thread writing source LUN i: it records each write
+// in hist before issuing it and marks the writes a successful sync covers
+// as acknowledged. Its blocks are its own (see writer).
+type cvThread struct {
+	w       *cvWorld
+	i       int
+	pending []cvWrite // completed since the last sync started
+}
+
+// issue records a write of block bl about to be issued: from now on its
+// seq is a possible content of the block. The epoch is read before the
+// write is issued, not after it returns: a failed sync that lost the
+// write may be reported to another thread of the host in between, and a
+// write done before that report is as uncertain as the others (a later
+// successful sync does not make it durable).
+func (c *cvThread) issue(bl int64) (cvWrite, uint64) {
+	hb := &c.w.hist[c.i][bl]
+	seq := c.w.seq.Add(1)
+	hb.ops = append(hb.ops, seq)
+	return cvWrite{bl: bl, op: len(hb.ops) - 1, epoch: c.w.syncErrs[c.i].Load()}, seq
+}
+
+// completed records that the write returned success: the thread's next
+// sync acknowledges it unless a sync error of the LUN was seen since it
+// was issued.
+func (c *cvThread) completed(wr cvWrite) { c.pending = append(c.pending, wr) }
+
+// sync syncs the LUN through h and, if it succeeds and no sync error of
+// the LUN was seen since the writes were issued, acknowledges the writes
+// completed before it.
+func (c *cvThread) sync(h volume.Volume) error {
+	w, i := c.w, c.i
+	w.syncMu[i].Lock()
+	defer w.syncMu[i].Unlock()
+	errs := &w.syncErrs[i]
+	e0 := errs.Load()
+	defer func() { c.pending = c.pending[:0] }()
+	if err := h.Sync(); err != nil {
+		// Like a careful host (PostgreSQL since 2018): what was
+		// written before a failed sync may be gone even if a later
+		// sync succeeds; only a rewrite makes it durable again.
+		errs.Add(1)
+		return err
+	}
+	hist := w.hist[i]
+	for _, p := range c.pending {
+		if p.epoch == e0 && p.op > hist[p.bl].acked {
+			hist[p.bl].acked = p.op
+		}
+	}
+	return nil
+}
+
 // writer writes blocks it owns (block%cvWriters == k) in s(i) and syncs
 // every few writes, recording the acknowledgements, until stop or an
 // error (the power cut). It ends with a successful sync when stopped.
@@ -385,36 +463,7 @@ func (w *cvWorld) writer(h volume.Volume, i, k int, seed int64, stop chan struct
 	}
 	rnd := rand.New(rand.NewSource(seed))
 	b := make([]byte, blk)
-	type write struct {
-		bl    int64
-		op    int   // its index in hist[bl].ops
-		epoch int64 // syncErrs[i] when the write completed
-	}
-	var pending []write // written since the last sync started
-	hist := w.hist[i]
-	errs := &w.syncErrs[i]
-	syncNow := func() bool {
-		w.syncMu[i].Lock()
-		defer w.syncMu[i].Unlock()
-		e0 := errs.Load()
-		if err := h.Sync(); err != nil {
-			// Like a careful host (PostgreSQL since 2018): what was
-			// written before a failed sync may be gone even if a later
-			// sync succeeds; only a rewrite makes it durable again.
-			errs.Add(1)
-			pending = pending[:0]
-			return false
-		}
-		if errs.Load() == e0 {
-			for _, p := range pending {
-				if p.epoch == e0 && p.op > hist[p.bl].acked {
-					hist[p.bl].acked = p.op
-				}
-			}
-		}
-		pending = pending[:0]
-		return true
-	}
+	c := &cvThread{w: w, i: i}
 	for n := 0; ; n++ {
 		if w.writeBudget > 0 && n >= w.writeBudget {
 			once.Do(spent)
@@ -422,16 +471,15 @@ func (w *cvWorld) writer(h volume.Volume, i, k int, seed int64, stop chan struct
 		}
 		select {
 		case <-stop:
-			if len(pending) > 0 {
-				syncNow()
+			if len(c.pending) > 0 {
+				c.sync(h)
 			}
 			return
 		default:
 		}
 		bl := rnd.Int63n(cvBlocks/cvWriters)*cvWriters + int64(k)
-		seq := w.seq.Add(1)
+		wr, seq := c.issue(bl)
 		pattern(b, bl, seq)
-		hist[bl].ops = append(hist[bl].ops, seq)
 		if _, err := h.WriteAt(b, bl*blk); err != nil {
 			if errors.Is(err, volume.ErrCrashed) || w.set.Crashed() {
 				return
@@ -441,8 +489,8 @@ func (w *cvWorld) writer(h volume.Volume, i, k int, seed int64, stop chan struct
 			// never acknowledged. Try again later.
 			continue
 		}
-		pending = append(pending, write{bl, len(hist[bl].ops) - 1, errs.Load()})
-		if rnd.Intn(4) == 0 && !syncNow() && w.set.Crashed() {
+		c.completed(wr)
+		if rnd.Intn(4) == 0 && c.sync(h) != nil && w.set.Crashed() {
 			return
 		}
 	}
@@ -554,8 +602,8 @@ func (w *cvWorld) controller(final bool, stopWriters func()) error {
 func TestVolumePowerLoss(t *testing.T) {
 	points := cvCrashPoints(t, 400)
 	chain := 50 // crash points per world (a world ages: DCL, records)
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d, %d crash points", seed, points)
+	seed := cvSeed(t)
+	t.Logf("seed %d (LMTGT_VOLUME_SEED replays it), %d crash points", seed, points)
 	rnd := rand.New(rand.NewSource(seed))
 	var ops, crashes, splits int64
 	for done := 0; done < points; {

@@ -200,6 +200,8 @@
 //     no host issued (the checkpoint's, the lazy clear's) fails the next
 //     host sync of the LUN with that error, once: the host must hear that writes
 //     it completed may be gone (they cannot be re-copied from anywhere).
+//     The error waits on the LUN (lunEntry.syncErr), not on the pair, so a
+//     split or cancel before that host sync does not swallow it.
 //   - A pair recovered already interrupted gets its full RetryBudget from
 //     the restart.
 //

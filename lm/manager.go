@@ -482,6 +482,12 @@ type lunEntry struct {
 	// (offline.go; set by the Manager under m.mu).
 	fence atomic.Pointer[unloadedPair]
 
+	// syncErr: a failed sync of this LUN's data volume that no host
+	// issued (its pair's checkpoint or lazy clear, write.go syncLegs);
+	// the LUN's next host sync reports it, once, whatever the route is
+	// by then (the pair may be split or cancelled before that sync).
+	syncErr atomic.Pointer[error]
+
 	gate gate
 	// The route: changed only while the gate is closed and drained.
 	vol      *dataVol
@@ -622,8 +628,13 @@ func (e *lunEntry) Sync() error {
 		return fmt.Errorf("lun %s: sync: %w", e.name, err)
 	}
 	if err := o.v.Sync(); err != nil {
+		e.syncErr.Store(nil) // reported by this one
 		e.m.ioFailed(e.vol, err)
 		return err
+	}
+	if earlier := e.syncErr.Swap(nil); earlier != nil {
+		return fmt.Errorf("lun %s: sync: an earlier sync of its data volume failed while it was a pair's source, data written before it may be lost: %w",
+			e.name, *earlier)
 	}
 	if err := e.m.verifyVolume(e.vol); err != nil && e.vol.lost.Load() != nil {
 		return fmt.Errorf("lun %s: sync: %w", e.name, err)

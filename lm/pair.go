@@ -55,10 +55,6 @@ type pair struct {
 	issued atomic.Int64
 	// syncMu orders the syncs of the legs (see syncLegs).
 	syncMu rwMutex[rankSync]
-	// srcSyncErr: a sync of the source that was not a host's failed (the
-	// checkpoint's, the lazy clear's); the next host sync reports it
-	// (write.go).
-	srcSyncErr atomic.Pointer[error]
 
 	// Counters (also persisted in the record at checkpoints).
 	done        atomic.Int64 // contiguous prefix finished by the initial copy

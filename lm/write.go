@@ -168,7 +168,7 @@ func (p *pair) sync() error {
 	if terr != nil {
 		p.setFault("sync: " + terr.Error())
 	}
-	earlier := p.srcSyncErr.Swap(nil)
+	earlier := p.src.syncErr.Swap(nil)
 	if serr != nil {
 		return fmt.Errorf("lun %s: sync source: %w", p.src.name, serr)
 	}
@@ -228,8 +228,10 @@ func (p *pair) syncLegs(exclusive, source, target bool) (serr, terr error) {
 	if sfail && exclusive {
 		// Not a host's sync: the host must still hear of it, as the
 		// writes it completed before may be gone from the source and
-		// its next sync would succeed without them.
-		p.srcSyncErr.Store(&serr)
+		// its next sync would succeed without them. Kept on the LUN,
+		// not the pair: a split or cancel may end the pair before that
+		// sync.
+		p.src.syncErr.Store(&serr)
 	}
 	return serr, terr
 }
