@@ -12,20 +12,7 @@ import (
 // kill kills tgtd with kill -9 (the old array crashes: its connections are
 // reset, nothing is logged out) and waits until it is gone. Its backing
 // file keeps what tgtd wrote (the page cache survives a kill -9).
-func (g *oldArray) kill() {
-	g.t.Helper()
-	select {
-	case <-g.exited:
-		g.t.Fatal("tgtd is not running")
-	default:
-	}
-	g.cmd.Process.Kill()
-	select {
-	case <-g.exited:
-	case <-time.After(stopTimeout):
-		g.t.Fatalf("tgtd still running %v after kill -9", stopTimeout)
-	}
-}
+func (g *oldArray) kill() { g.Kill(stopTimeout) }
 
 // remoteOf is the remote path state of LUN name as `lun show` gives it:
 // the JSON session state and the text line.

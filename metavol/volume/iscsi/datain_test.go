@@ -67,7 +67,7 @@ func TestTgtDataInBuffersReused(t *testing.T) {
 func TestTgtNextDataHint(t *testing.T) {
 	const size = 16 << 20
 	g := startTgt(t, tgtOpts{size: size})
-	g.adm("--op", "update", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--params", "thin_provisioning=1")
+	g.Adm("--op", "update", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--params", "thin_provisioning=1")
 	f, err := os.OpenFile(g.backing, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

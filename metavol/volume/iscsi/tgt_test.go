@@ -6,27 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/tgtd"
 )
 
-// tgt is a Linux tgt daemon (tgtd) on a private control port and a
-// loopback portal, with one target and one LUN backed by a sparse file.
+// tgt is a Linux tgt daemon (tgtd, launched by package tgtd) with one
+// target and one LUN backed by a sparse file.
 type tgt struct {
+	*tgtd.Daemon
 	t       testing.TB
-	ctl     string
-	portal  string
 	iqn     string
 	backing string
-	cmd     *exec.Cmd
-	exited  chan struct{}
 }
 
 type tgtOpts struct {
@@ -38,128 +35,31 @@ type tgtOpts struct {
 	params  map[string]string // tgtadm target parameters (MaxBurstLength...)
 }
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startTgt(t testing.TB, o tgtOpts) *tgt {
 	t.Helper()
-	if _, err := exec.LookPath("tgtd"); err != nil {
-		t.Skip("tgtd (Debian package tgt) not installed: skipping the Linux tgt tests")
-	}
 	if o.size == 0 {
 		o.size = 64 << 20
 	}
 	dir := t.TempDir()
-	g := &tgt{t: t, portal: freePort(t), iqn: "iqn.2026-11.org.lmtgt.test:tgt", backing: filepath.Join(dir, "lun.img")}
+	g := &tgt{t: t, iqn: "iqn.2026-11.org.lmtgt.test:tgt", backing: filepath.Join(dir, "lun.img")}
 	f, err := os.Create(g.backing)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Truncate(o.size)
 	f.Close()
-	// the control port is a small number (tgtd refuses large ones): derive
-	// it from the free TCP port, spread over 1000..9999; another tgtd (of a
-	// parallel test) may hold it, so try a few
-	for attempt := 0; ; attempt++ {
-		_, port, _ := net.SplitHostPort(g.portal)
-		var pn int
-		fmt.Sscan(port, &pn)
-		g.ctl = fmt.Sprint(1000 + pn%9000)
-		if g.tryStart() {
-			break
-		}
-		if attempt == 4 {
-			t.Fatalf("tgtd did not start on 5 control/portal ports (last %s, %s)", g.ctl, g.portal)
-		}
-		g.portal = freePort(t)
-	}
-	t.Cleanup(g.stop)
-	g.adm("--op", "new", "--mode", "target", "--tid", "1", "-T", g.iqn)
-	g.adm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", g.backing)
-	g.adm("--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
+	g.Daemon = tgtd.Start(t)
+	g.Target(g.iqn, g.backing)
 	if o.user != "" {
-		g.adm("--op", "new", "--mode", "account", "--user", o.user, "--password", o.secret)
-		g.adm("--op", "bind", "--mode", "account", "--tid", "1", "--user", o.user)
+		g.Account(o.user, o.secret, false)
 	}
 	if o.outUser != "" {
-		g.adm("--op", "new", "--mode", "account", "--user", o.outUser, "--password", o.outSec)
-		g.adm("--op", "bind", "--mode", "account", "--tid", "1", "--user", o.outUser, "--outgoing")
+		g.Account(o.outUser, o.outSec, true)
 	}
 	for k, v := range o.params {
-		g.adm("--op", "update", "--mode", "target", "--tid", "1", "-n", k, "-v", v)
+		g.Adm("--op", "update", "--mode", "target", "--tid", "1", "-n", k, "-v", v)
 	}
 	return g
-}
-
-// start starts tgtd again on the same control port and portal.
-func (g *tgt) start() {
-	if !g.tryStart() {
-		g.t.Fatalf("tgtd exited at start (control port %s, portal %s)", g.ctl, g.portal)
-	}
-}
-
-// tryStart starts tgtd and waits until it answers; false if it exited.
-func (g *tgt) tryStart() bool {
-	g.cmd = exec.Command("tgtd", "-f", "-C", g.ctl, "--iscsi", "portal="+g.portal)
-	if err := g.cmd.Start(); err != nil {
-		g.t.Fatalf("start tgtd: %v", err)
-	}
-	exited := make(chan struct{})
-	g.exited = exited
-	cmd := g.cmd
-	go func() { cmd.Wait(); close(exited) }()
-	ready := false
-	if !poll(10*time.Second, func() bool {
-		if exec.Command("tgtadm", "-C", g.ctl, "--op", "show", "--mode", "sys").Run() == nil {
-			if c, err := net.Dial("tcp", g.portal); err == nil {
-				c.Close()
-				ready = true
-				return true
-			}
-		}
-		select {
-		case <-exited:
-			return true
-		default:
-			return false
-		}
-	}) {
-		g.t.Fatalf("tgtd not ready within 10s on %s", g.portal)
-	}
-	return ready
-}
-
-func (g *tgt) adm(args ...string) {
-	g.t.Helper()
-	full := append([]string{"-C", g.ctl, "--lld", "iscsi"}, args...)
-	if out, err := exec.Command("tgtadm", full...).CombinedOutput(); err != nil {
-		g.t.Fatalf("tgtadm %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
-// stop shuts tgtd down the way TOOLS.md says (offline, delete, then kill -9).
-func (g *tgt) stop() {
-	select {
-	case <-g.exited:
-		return
-	default:
-	}
-	exec.Command("tgtadm", "-C", g.ctl, "--op", "update", "--mode", "sys", "--name", "State", "-v", "offline").Run()
-	exec.Command("tgtadm", "-C", g.ctl, "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", "1", "--force").Run()
-	exec.Command("tgtadm", "-C", g.ctl, "--op", "delete", "--mode", "system").Run()
-	select {
-	case <-g.exited:
-	case <-time.After(5 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
-	}
 }
 
 func (g *tgt) url(user, secret string) string {
@@ -167,7 +67,7 @@ func (g *tgt) url(user, secret string) string {
 	if user != "" {
 		cred = user + "%" + secret + "@"
 	}
-	return fmt.Sprintf("iscsi://%s%s/%s/1", cred, g.portal, g.iqn)
+	return fmt.Sprintf("iscsi://%s%s/%s/1", cred, g.Portal, g.iqn)
 }
 
 // fastCfg keeps the timers short enough for tests that wait on them.
@@ -416,11 +316,11 @@ func TestTgtDiscovery(t *testing.T) {
 	g := startTgt(t, tgtOpts{size: 8 << 20})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ts, err := Discover(ctx, Config{Portal: g.portal})
+	ts, err := Discover(ctx, Config{Portal: g.Portal})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ts) != 1 || ts[0].Name != g.iqn || len(ts[0].Addresses) == 0 || !strings.HasPrefix(ts[0].Addresses[0], g.portal) {
+	if len(ts) != 1 || ts[0].Name != g.iqn || len(ts[0].Addresses) == 0 || !strings.HasPrefix(ts[0].Addresses[0], g.Portal) {
 		t.Fatalf("SendTargets: %+v", ts)
 	}
 }
@@ -481,12 +381,9 @@ func TestTgtRestartUnderLoad(t *testing.T) {
 		}
 	}
 	waitAcked(100)
-	g.cmd.Process.Kill()
-	<-g.exited
-	g.start()
-	g.adm("--op", "new", "--mode", "target", "--tid", "1", "-T", g.iqn)
-	g.adm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", g.backing)
-	g.adm("--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
+	g.Kill(10 * time.Second)
+	g.Restart()
+	g.Target(g.iqn, g.backing)
 	waitAcked(acked.Load() + 100)
 	close(stop)
 	wg.Wait()
