@@ -10,11 +10,11 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/tgtd"
 )
 
 // The initiator (metavol/volume/iscsi) against lmtgt itself: the real
@@ -158,59 +158,11 @@ func TestInitiatorLmtgtRestartUnderLoad(t *testing.T) {
 	iqn := d.Export("load", "16M", 512)
 	v := openRemote(t, d.URL(iqn, 0), iscsivol.Config{ReplacementTimeout: 60 * time.Second,
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
-	const workers = 8
-	want := make([]byte, v.Size())
-	region := v.Size() / workers
-	var acked atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 3))
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n := int64(4096 * (1 + r.IntN(16)))
-				off := int64(w)*region + r.Int64N(region-n+1)/4096*4096
-				buf := make([]byte, n)
-				for j := range buf {
-					buf[j] = byte(r.Uint32())
-				}
-				if _, err := v.WriteAt(buf, off); err != nil {
-					errc <- fmt.Errorf("worker %d write %d: %w", w, i, err)
-					return
-				}
-				copy(want[off:], buf)
-				acked.Add(1)
-			}
-		}()
-	}
-	waitAcked := func(n int64, what string) {
-		waitFor(t, 60*time.Second, what, func() (bool, string) {
-			select {
-			case err := <-errc:
-				t.Fatal(err)
-			default:
-			}
-			return acked.Load() >= n, fmt.Sprintf("%d writes acked", acked.Load())
-		})
-	}
-	waitAcked(200, "writes before the kill")
+	w := tgtd.StartWriters(t, v, 8, 16, 3)
+	w.WaitAcked(200, time.Minute, "writes before the kill")
 	d.Restart(true)
-	at := acked.Load()
-	waitAcked(at+200, "writes after the restart")
-	close(stop)
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+	w.WaitAcked(w.Acked()+200, time.Minute, "writes after the restart")
+	want := w.Stop()
 	if err := v.Sync(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,65 +331,13 @@ func TestTgtDiscovery(t *testing.T) {
 func TestTgtRestartUnderLoad(t *testing.T) {
 	g := startTgt(t, tgtOpts{size: 8 << 20})
 	v := openT(t, g.url("", ""), fastCfg())
-	const workers = 8
-	want := make([]byte, v.Size())
-	region := v.Size() / workers
-	var acked atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 5))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n := int64(4096 * (1 + r.IntN(8)))
-				off := int64(w)*region + r.Int64N(region-n+1)/4096*4096
-				buf := make([]byte, n)
-				for j := range buf {
-					buf[j] = byte(r.Uint32())
-				}
-				if _, err := v.WriteAt(buf, off); err != nil {
-					errc <- err
-					return
-				}
-				copy(want[off:], buf)
-				acked.Add(1)
-			}
-		}()
-	}
-	waitAcked := func(n int64) {
-		if !poll(60*time.Second, func() bool {
-			if acked.Load() >= n {
-				return true
-			}
-			select {
-			case err := <-errc:
-				t.Fatal(err)
-			default:
-			}
-			return false
-		}) {
-			t.Fatalf("only %d writes acked, want %d", acked.Load(), n)
-		}
-	}
-	waitAcked(100)
+	w := tgtd.StartWriters(t, v, 8, 8, 5)
+	w.WaitAcked(100, time.Minute, "writes before the kill")
 	g.Kill(10 * time.Second)
 	g.Restart()
 	g.Target(g.iqn, g.backing)
-	waitAcked(acked.Load() + 100)
-	close(stop)
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+	w.WaitAcked(w.Acked()+100, time.Minute, "writes after the restart")
+	want := w.Stop()
 	if err := v.Sync(); err != nil {
 		t.Fatal(err)
 	}
