@@ -42,6 +42,27 @@ func render(t *testing.T, snap Snapshot) []byte {
 // TestCollectGolden renders a fixed snapshot and compares it with
 // testdata/snapshot.golden byte for byte.
 func TestCollectGolden(t *testing.T) {
+	got := render(t, goldenSnapshot())
+	golden := filepath.Join("testdata", "snapshot.golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("output differs from %s:\n%s", golden, got)
+	}
+}
+
+// goldenSnapshot has something in every family.
+func goldenSnapshot() Snapshot {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	lat := histogram.New(histogram.LatencyBounds())
 	lat.Observe(80 * time.Microsecond)
@@ -71,23 +92,7 @@ func TestCollectGolden(t *testing.T) {
 		},
 		Splits: lm.SplitStats{Pauses: pauses.Snapshot(), Deferrals: 2},
 	}
-	got := render(t, snap)
-	golden := filepath.Join("testdata", "snapshot.golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("output differs from %s:\n%s", golden, got)
-	}
+	return snap
 }
 
 // TestCollectEmpty: with nothing configured the unlabelled families are
