@@ -66,7 +66,9 @@ func (o IOOp) String() string {
 	return fmt.Sprintf("IOOp(%d)", int(o))
 }
 
-// ioOpOf classifies a CDB (len(cdb) > 0).
+// ioOpOf classifies a CDB (len(cdb) > 0). The opcodes are those that
+// dispatch.go sends to read, write, writeSame, compareAndWrite, orWrite,
+// unmap and syncCache (keep the two in step).
 func ioOpOf(cdb []byte) IOOp {
 	switch cdb[0] {
 	case 0x08, 0x28, 0xa8, 0x88:
