@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
 )
 
 // TestSplitStatsAndLivePairs: a deferred split is counted as a deferral
@@ -17,8 +19,13 @@ func TestSplitStatsAndLivePairs(t *testing.T) {
 		t.Fatalf("split stats before any split: %+v", s)
 	}
 	live := e.m.LivePairs()
-	if len(live) != 1 || live[0].Source != "src" || live[0].State != "synced" {
+	if len(live) != 1 || live[0].Source != "src" || live[0].Target != "tgt" || live[0].State != "synced" {
 		t.Fatalf("live pairs while synced: %+v", live)
+	}
+	st, _ := e.m.Pair("src")
+	if p := live[0]; p.ID != st.ID || p.SizeBytes != size || p.DoneBytes != size || p.CopiedBytes != st.DataBytes ||
+		p.CopiedBytes <= 0 || p.RecopiedBytes != st.RecopiedBytes || p.DCLBytes != 0 {
+		t.Fatalf("live pair counters %+v, status %+v", p, st)
 	}
 
 	// A write stuck in the source makes the split miss its budget.
@@ -53,5 +60,29 @@ func TestSplitStatsAndLivePairs(t *testing.T) {
 	}
 	if all := e.m.Pairs(); len(all) != 1 || all[0].State != "split" {
 		t.Fatalf("pairs after the split: %+v", all)
+	}
+}
+
+// TestLivePairsOffline: a pair whose record cannot be loaded is live (it
+// fences its LUNs) and listed with state PairOffline and the record's
+// counters; once cancelled it is gone.
+func TestLivePairsOffline(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	const size = 4 << 20
+	_, _, _, st := offlinePair(e, size)
+	e.offline(func(db *metavol.DB) { setPairState(t, db, st.ID, "bogus") })
+	live := e.m.LivePairs()
+	if len(live) != 1 {
+		t.Fatalf("live pairs with one unloadable pair: %+v", live)
+	}
+	if p := live[0]; p.ID != st.ID || p.State != PairOffline || p.Source != "src" || p.Target != "dst" ||
+		p.SizeBytes != size || p.DoneBytes != size || p.CopiedBytes != st.DataBytes {
+		t.Fatalf("unloadable pair %+v, was %+v", p, st)
+	}
+	if err := e.m.Cancel("src"); err != nil {
+		t.Fatal(err)
+	}
+	if live := e.m.LivePairs(); len(live) != 0 {
+		t.Fatalf("live pairs after the cancel: %+v", live)
 	}
 }

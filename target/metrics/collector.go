@@ -30,7 +30,7 @@ type Snapshot struct {
 	LUNs     []LUN
 	// Pairs: the live pairs only (lm.Manager.LivePairs): a pair that
 	// ended has no series.
-	Pairs  []lm.PairStatus
+	Pairs  []lm.PairCounters
 	Splits lm.SplitStats
 }
 
@@ -204,10 +204,10 @@ func (d *descs) collect(s Snapshot, ch chan<- prometheus.Metric) {
 		if !known { // a state this list does not know: still shown
 			gauge(d.pairState, 1, append(labels, p.State)...)
 		}
-		counter(d.copied, float64(p.DataBytes), labels...)
+		counter(d.copied, float64(p.CopiedBytes), labels...)
 		counter(d.recopied, float64(p.RecopiedBytes), labels...)
-		gauge(d.progress, float64(p.CopiedBytes), labels...)
-		gauge(d.pairSize, float64(p.TotalBytes), labels...)
+		gauge(d.progress, float64(p.DoneBytes), labels...)
+		gauge(d.pairSize, float64(p.SizeBytes), labels...)
 		gauge(d.dcl, float64(p.DCLBytes), labels...)
 	}
 	hist(d.splitPause, s.Splits.Pauses)

@@ -85,9 +85,9 @@ func goldenSnapshot() Snapshot {
 			{Name: "db", ID: "0001", SizeBytes: 1 << 30, IO: dbIO},
 			{Name: `odd"name\x`, ID: "0002", SizeBytes: 4096},
 		},
-		Pairs: []lm.PairStatus{
-			{ID: "p1", Source: "db", Target: "db-new", State: "copying", Created: t0, CopiedBytes: 1 << 20,
-				TotalBytes: 1 << 30, DCLBytes: 65536, DataBytes: 512 << 10, RecopiedBytes: 8192},
+		Pairs: []lm.PairCounters{
+			{ID: "p1", Source: "db", Target: "db-new", State: "copying", Created: t0, DoneBytes: 1 << 20,
+				SizeBytes: 1 << 30, DCLBytes: 65536, CopiedBytes: 512 << 10, RecopiedBytes: 8192},
 			{ID: "p2", Source: "logs", Target: "logs-new", State: lm.PairOffline, Created: t0},
 		},
 		Splits: lm.SplitStats{Pauses: pauses.Snapshot(), Deferrals: 2},
