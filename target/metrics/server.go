@@ -128,6 +128,10 @@ type Server struct {
 	log  zerolog.Logger
 	ln   net.Listener
 	http *http.Server
+	// stop cancels the context of every request (their BaseContext), so
+	// that a CPU profile or trace in progress ends at Shutdown instead of
+	// holding it for ?seconds=N.
+	stop context.CancelFunc
 	done chan struct{}
 	err  error // the serve loop's error, set before done closes
 }
@@ -142,19 +146,19 @@ func Listen(addr string, src Sources, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("metrics listener %s: %w", addr, err)
 	}
 	log := opts.Log
+	base, stop := context.WithCancel(context.Background())
 	s := &Server{
 		log:  log,
 		ln:   ln,
+		stop: stop,
 		done: make(chan struct{}),
 		http: &http.Server{
 			Handler:           Handler(NewRegistry(src.Snapshot), opts),
+			BaseContext:       func(net.Listener) context.Context { return base },
 			ReadHeaderTimeout: 10 * time.Second,
-			// No WriteTimeout: /debug/pprof/profile and trace stream for
-			// as long as the caller asks (?seconds=N).
+			// pprof's profile and trace extend it by their ?seconds=N.
+			WriteTimeout: 30 * time.Second,
 		},
-	}
-	if !opts.Pprof {
-		s.http.WriteTimeout = 30 * time.Second
 	}
 	go func() {
 		defer close(s.done)
@@ -170,13 +174,14 @@ func Listen(addr string, src Sources, opts Options) (*Server, error) {
 // Addr is the bound address (the real port for port 0).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Shutdown stops accepting, lets running requests finish (until ctx
-// ends, then closes their connections) and waits for the serve goroutine.
+// Shutdown stops accepting, cancels the requests' contexts (a running
+// pprof profile or trace ends early; a scrape does not look at it), lets
+// running requests finish (until ctx ends, then closes their connections)
+// and waits for the serve goroutine.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
 	err := s.http.Shutdown(ctx)
 	if err != nil {
-		// ctx ended with requests still running (a pprof profile):
-		// close their connections, which cancels them.
 		s.http.Close()
 	}
 	<-s.done

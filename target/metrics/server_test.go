@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,45 @@ func TestListenRefuses(t *testing.T) {
 		if !strings.Contains(err.Error(), "metrics listener") || !strings.Contains(err.Error(), addr) {
 			t.Errorf("Listen(%q): %v: want the listener and the address named", addr, err)
 		}
+	}
+}
+
+// TestShutdownEndsProfile: a CPU profile in progress does not hold
+// Shutdown for its ?seconds=N.
+func TestShutdownEndsProfile(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", daemonParts(t), Options{Log: zerolog.Nop(), Pprof: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + s.Addr().String()
+	profile := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(base + "/debug/pprof/profile?seconds=600")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		profile <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, base+"/debug/pprof/goroutine?debug=2", "")
+		if strings.Contains(string(body), "net/http/pprof.Profile(") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the profile request never started:\n%s", body)
+		}
+		runtime.Gosched()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a profile running: %v", err)
+	}
+	select {
+	case <-profile:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the profile request still runs after Shutdown")
 	}
 }
