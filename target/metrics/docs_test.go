@@ -40,7 +40,10 @@ func families(t *testing.T) map[string]string {
 	return out
 }
 
-var metricName = regexp.MustCompile(`lmtgt_[a-z0-9_]+`)
+// metricNames are the lmtgt_ names in s.
+func metricNames(s string) []string {
+	return regexp.MustCompile(`lmtgt_[a-z0-9_]+`).FindAllString(s, -1)
+}
 
 // TestMetricsDocumented: docs/metrics.md has a table row for every
 // family, with its type, and names no family that does not exist.
@@ -56,7 +59,7 @@ func TestMetricsDocumented(t *testing.T) {
 			t.Errorf("docs/metrics.md: no row %q", row)
 		}
 	}
-	for _, name := range metricName.FindAllString(string(doc), -1) {
+	for _, name := range metricNames(string(doc)) {
 		if _, ok := fams[baseFamily(name, fams)]; !ok {
 			t.Errorf("docs/metrics.md names %s, which lmtgt does not export", name)
 		}
@@ -113,7 +116,7 @@ func TestGrafanaDashboard(t *testing.T) {
 			if q.Expr == "" {
 				t.Errorf("panel %q: empty query", p.Title)
 			}
-			for _, name := range metricName.FindAllString(q.Expr, -1) {
+			for _, name := range metricNames(q.Expr) {
 				b := baseFamily(name, fams)
 				if _, ok := fams[b]; !ok {
 					t.Errorf("panel %q queries %s, which lmtgt does not export", p.Title, name)
