@@ -18,7 +18,8 @@
 // machine, the only place transitions are decided), lockrank*.go (the lock
 // order as ranks, checked with -tags lockrank), write.go (the host write
 // path, DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy,
-// retry, vehicles), split.go (split, verify, auto-split), recover.go
+// retry, vehicles), split.go (split, verify, auto-split), splitstats.go
+// (split pauses and deferrals, live pairs: what metrics read), recover.go
 // (startup), sessionstate.go, sessionrun.go, sessionadmin.go (migration
 // sessions: their aggregated state; their registry and runner (MaxActive,
 // auto-split); their admin operations, which drive the pairs by ID),

@@ -156,6 +156,8 @@ type Manager struct {
 	sess sessionSet
 	// fence holds the PR carrier (fence.go).
 	fence fenceSet
+	// splits counts split pauses and deferrals for metrics (splitstats.go).
+	splits splitStats
 
 	// ceph is the connection of the RBD data volumes (rbd.go).
 	ceph cephConn
@@ -320,6 +322,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	m.mu.pairs = map[string]*pair{}
 	m.mu.unloaded = map[string]*unloadedPair{}
 	m.sess.init()
+	m.splits.init()
 
 	var vols []metavol.Volume
 	var luns []metavol.LUN

@@ -162,6 +162,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	// The pause: drain, a cheap re-check, one transaction, the route swap.
 	t0 := time.Now()
 	if !closeGates(gates, maxPause) {
+		m.splits.deferrals.Add(1)
 		back(fmt.Sprintf("split deferred: in-flight I/O did not drain within %v", maxPause))
 		return SplitResult{}, fmt.Errorf("split of %s: %w (budget %v)", names(ps), ErrSplitTimeout, maxPause)
 	}
@@ -235,6 +236,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	}
 	openGates()
 	pause := time.Since(t0)
+	m.splits.observeSplit(pause)
 
 	// After the pause, batched: the measured pause in one transaction,
 	// every run goroutine told to stop at once, then waited for.

@@ -4,17 +4,18 @@
 # and what scripts/vm-test.sh needs to build and boot a guest (and
 # scripts/vm-powercut.sh to make its ext4 data disk: e2fsprogs), and for Ceph RBD
 # volumes librbd-dev, librados-dev (building) and ceph-mon, ceph-osd, ceph-common
-# (scripts/mini-ceph.sh, the test cluster). Does nothing
+# (scripts/mini-ceph.sh, the test cluster), and promtool (package prometheus) to
+# check the /metrics exposition (target/metrics, integration). Does nothing
 # when every command is already there, so it is cheap to run every time.
 set -euo pipefail
 
-PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux e2fsprogs librbd-dev librados-dev ceph-mon ceph-osd ceph-common"
+PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux e2fsprogs librbd-dev librados-dev ceph-mon ceph-osd ceph-common prometheus"
 # command -> package (qemu-block-extra: the iscsi block driver module of qemu-img)
 CHECKS="iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin
 iscsi-readcapacity16:libiscsi-bin qemu-img:qemu-utils qemu-io:qemu-utils qemu-nbd:qemu-utils
 tgtd:tgt tgtadm:tgt fio:fio qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap
 cpio:cpio zstd:zstd jq:jq socat:socat ip:iproute2 unshare:util-linux setsid:util-linux mke2fs:e2fsprogs
-ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common rbd:ceph-common"
+ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common rbd:ceph-common promtool:prometheus"
 
 missing=""
 for c in $CHECKS; do

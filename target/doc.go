@@ -27,7 +27,8 @@
 // TARGET PORT GROUPS is answered from the snapshot; Apply queues the unit
 // attentions of a change.
 //
-// State: per LUN ID a lunDev (reservations, the write lock, counters) and
+// State: per LUN ID a lunDev (reservations, the write lock, counters and
+// command latency histograms, stats.go) and
 // an immutable luState (size, block size, identity, gotgt LU) rebuilt on a
 // capacity or configuration change; per session a nexus (unit
 // attentions). Persistent reservations are keyed by I_T nexus (initiator

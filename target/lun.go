@@ -52,6 +52,7 @@ type luState struct {
 
 func newLunDev(s *Server, l LUN) (*lunDev, error) {
 	d := &lunDev{srv: s, id: l.ID}
+	d.stats.init()
 	res, err := loadReservations(s.opts.Reservations, d)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,12 @@
 package target
 
 import (
+	"fmt"
 	"sort"
 	"sync/atomic"
+	"time"
 
+	"github.com/lmtgt/lmtgt/lm/histogram"
 	"github.com/lmtgt/lmtgt/target/iscsi"
 )
 
@@ -14,6 +17,88 @@ import (
 type lunCounters struct {
 	reads, writes, unmaps, syncs atomic.Uint64
 	readBytes, writtenBytes      atomic.Uint64
+	// latency and errors by I/O class, observed by Execute (observe)
+	// for every command of the class that reached its handler.
+	latency [numIOOps]*histogram.Histogram
+	errors  [numIOOps]atomic.Uint64
+}
+
+// init makes the latency histograms (once, when the lunDev is made).
+func (c *lunCounters) init() {
+	for i := range c.latency {
+		c.latency[i] = histogram.New(histogram.LatencyBounds())
+	}
+}
+
+// IOOp is a class of data commands, as the latency histograms and the
+// error counters see them.
+type IOOp int
+
+// I/O classes.
+const (
+	// OpNone: not a data command (INQUIRY, TEST UNIT READY, ...); not timed.
+	OpNone IOOp = iota - 1
+	// OpRead: READ(6/10/12/16).
+	OpRead
+	// OpWrite: WRITE(6/10/12/16), WRITE AND VERIFY, WRITE SAME without
+	// UNMAP, COMPARE AND WRITE, ORWRITE.
+	OpWrite
+	// OpUnmap: UNMAP, WRITE SAME with UNMAP.
+	OpUnmap
+	// OpSync: SYNCHRONIZE CACHE(10/16).
+	OpSync
+	numIOOps = iota - 1
+)
+
+func (o IOOp) String() string {
+	switch o {
+	case OpNone:
+		return "none"
+	case OpRead:
+		return "read"
+	case OpWrite:
+		return "write"
+	case OpUnmap:
+		return "unmap"
+	case OpSync:
+		return "sync"
+	}
+	return fmt.Sprintf("IOOp(%d)", int(o))
+}
+
+// ioOpOf classifies a CDB (len(cdb) > 0). The opcodes are those that
+// dispatch.go sends to read, write, writeSame, compareAndWrite, orWrite,
+// unmap and syncCache (keep the two in step).
+func ioOpOf(cdb []byte) IOOp {
+	switch cdb[0] {
+	case 0x08, 0x28, 0xa8, 0x88:
+		return OpRead
+	case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e, 0x89, 0x8b:
+		return OpWrite
+	case 0x41, 0x93: // WRITE SAME(10/16)
+		if len(cdb) > 1 && cdb[1]&0x08 != 0 {
+			return OpUnmap
+		}
+		return OpWrite
+	case 0x42:
+		return OpUnmap
+	case 0x35, 0x91:
+		return OpSync
+	}
+	return OpNone
+}
+
+// observe records a finished data command: its latency, and an error if
+// it ended in CHECK CONDITION with a sense key that says the LUN's
+// storage failed (NOT READY, MEDIUM ERROR, HARDWARE ERROR), as opposed to
+// a refused request (ILLEGAL REQUEST) or a MISCOMPARE.
+func (c *lunCounters) observe(op IOOp, d time.Duration, status samStatus, sense []byte) {
+	c.latency[op].Observe(d)
+	if status == statusCheckCondition {
+		if key, _, ok := senseKeyASC(sense); ok && (key == keyNotReady || key == keyMediumError || key == keyHardwareError) {
+			c.errors[op].Add(1)
+		}
+	}
 }
 
 func (c *lunCounters) read(n int) {
@@ -39,6 +124,11 @@ type LUNStats struct {
 	// SYNCHRONIZE CACHE(10/16).
 	Reads, Writes, Unmaps, Syncs uint64
 	ReadBytes, WrittenBytes      uint64
+	// Latency (from Execute's dispatch to the handler's answer, GOOD or
+	// not) and Errors (storage failures, see lunCounters.observe),
+	// indexed by IOOp (OpRead ... OpSync).
+	Latency [numIOOps]histogram.Snapshot
+	Errors  [numIOOps]uint64
 }
 
 // TargetStats is the number of normal iSCSI sessions logged in to a target.
@@ -77,6 +167,11 @@ func (s *Server) Stats() Stats {
 			ReadBytes:    c.readBytes.Load(),
 			WrittenBytes: c.writtenBytes.Load(),
 		})
+		l := &st.LUNs[len(st.LUNs)-1]
+		for op := range numIOOps {
+			l.Latency[op] = c.latency[op].Snapshot()
+			l.Errors[op] = c.errors[op].Load()
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(st.LUNs, func(i, j int) bool {

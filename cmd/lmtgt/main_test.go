@@ -71,6 +71,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"migration", "set", "a"}, 2, "--speed and/or --max-mbps"},
 		{[]string{"--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
 		{[]string{"serve", "--log-level", "chatty"}, 2, "--log-level"},
+		{[]string{"serve", "--pprof"}, 2, "--pprof: needs --metrics"},
 		// Issue 12 rough edges.
 		{[]string{"lun", "create", "x", "--size", "+64M"}, 2, `--size: size "+64M": no sign allowed (write 64M)`},
 		{[]string{"lun", "create", "x", "--size", "1e9"}, 2, `--size: size "1e9": not a size`},

@@ -60,6 +60,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
+			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"LMTGT_PPROF"}, Usage: "also serve Go's profiler (net/http/pprof) at http://ADDR/debug/pprof/ on the --metrics listener (default off; needs --metrics)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
 			&cli.StringFlag{Name: "ceph-conf", EnvVars: []string{"LMTGT_CEPH_CONF", "CEPH_CONF"}, Usage: "ceph.conf of the cluster of RBD LUNs (default: librados' own, /etc/ceph/ceph.conf)"},
 			&cli.StringFlag{Name: "ceph-id", EnvVars: []string{"LMTGT_CEPH_ID", "CEPH_ID"}, Usage: "Ceph client name without \"client.\" (default admin)"},
@@ -172,6 +173,9 @@ func serveAction(c *cli.Context) error {
 			return usageErr("--metrics %q: want host:port", m)
 		}
 	}
+	if c.Bool("pprof") && c.String("metrics") == "" {
+		return usageErr("--pprof: needs --metrics (the profiler is served on the metrics listener only)")
+	}
 	maxWB, err := maxWriteBuffer(c.String("max-write-buffer"))
 	if err != nil {
 		return err
@@ -265,8 +269,8 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		}
 	}
 	if addr := c.String("metrics"); addr != "" {
-		d.msrv, err = metrics.Listen(addr, &metrics.Collector{Version: version, DB: d.db, Manager: d.mgr, Target: d.tsrv},
-			log.With().Str("component", "metrics").Logger())
+		d.msrv, err = metrics.Listen(addr, metrics.Sources{Version: version, DB: d.db, Manager: d.mgr, Target: d.tsrv},
+			metrics.Options{Log: log.With().Str("component", "metrics").Logger(), Pprof: c.Bool("pprof")})
 		if err != nil {
 			return err
 		}

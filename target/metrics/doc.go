@@ -1,32 +1,31 @@
-// Package metrics serves lmtgt's metrics in the Prometheus text exposition
-// format (version 0.0.4) on an optional HTTP listener: GET /metrics.
+// Package metrics serves lmtgt's metrics on an optional HTTP listener
+// (serve --metrics ADDR): GET /metrics in the Prometheus text format
+// (0.0.4) or OpenMetrics when the scraper asks for it (Accept), through
+// github.com/prometheus/client_golang. With serve --pprof the same
+// listener, and only it, also serves net/http/pprof under /debug/pprof/.
 //
-// What it exports (every name prefixed lmtgt_, each with HELP and TYPE):
+// What it exports: the standard go_*, process_* and go_build_info
+// families, and lmtgt's own (docs/metrics.md lists every one with its
+// type, labels and meaning). Labels are the same everywhere: lun (LUN
+// name), iqn (target IQN), initiator (initiator IQN), op (I/O class),
+// pair (pair ID) with source and target (the pair's LUN names).
 //
-//	lmtgt_build_info{version}                          gauge, always 1
-//	lmtgt_iscsi_sessions{target}                       gauge: normal sessions logged in
-//	lmtgt_iscsi_logins_total{type="normal|discovery"}  counter: logins that reached full feature phase
-//	lmtgt_iscsi_login_failures_total                   counter: logins the target refused
-//	lmtgt_lun_size_bytes{lun}                          gauge
-//	lmtgt_lun_{read,write,unmap,sync}_ops_total{lun}   counters (commands completed GOOD)
-//	lmtgt_lun_{read,written}_bytes_total{lun}          counters
-//	lmtgt_migration_state{source,target,state}         gauge: 1 for the current state, 0 for the others
-//	lmtgt_migration_{copied,total,dcl}_bytes{source,target}
-//	lmtgt_migration_rate_bytes_per_second{source,target}
-//	lmtgt_migration_split_pause_seconds{source,target} gauge: the pause of the pair's split
+// How: one registry per Server (NewRegistry), no package-level registry
+// or metric. lmtgt's families come from one custom collector that takes a
+// Snapshot of the daemon's parts at every scrape (Sources.Snapshot): LUNs
+// from the meta volume with their live size from lm, I/O counters,
+// latency histograms and sessions from target.Server.Stats, the live
+// pairs from lm.Manager.LivePairs and the split pauses and deferrals from
+// lm.Manager.SplitStats. So counters are owned where they are counted
+// (target, lm) and only read here; a pair that ended has no series (it
+// is not live any more); LUN counters restart from zero when a LUN is
+// mapped again after being unmapped everywhere, and every counter of
+// this process restarts at a restart, except the copied and re-copied
+// bytes of a pair, which are kept in its record (Prometheus treats any
+// decrease as a reset).
 //
-// The numbers come from the daemon's parts on every scrape: LUNs from the
-// meta volume with their live size from lm, I/O counters and sessions from
-// target.Server.Stats, pairs from lm.Manager.Pairs (for one source/target
-// pair of names, the latest pair). LUN I/O counters live with the mapped
-// LUN in package target: they restart from zero when a LUN is mapped again
-// after being unmapped everywhere (Prometheus treats that as a reset).
-//
-// The formatter (Write) is a pure function of a Snapshot; Collector builds
-// a Snapshot; Server is the HTTP listener.
-//
-// Never: change anything in the daemon (scrapes only read); block host I/O
-// (a scrape takes target.Server's configuration lock briefly and reads
-// counters atomically); import a Prometheus client library (the text
-// format is written here).
+// Never: change anything in the daemon (scrapes only read); block host
+// I/O (a scrape takes target.Server's configuration lock and lm's maps
+// briefly, and reads counters atomically); mount pprof anywhere but this
+// listener, or without --pprof.
 package metrics
