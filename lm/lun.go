@@ -71,6 +71,13 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		} else if !errors.Is(err, metavol.ErrNotFound) {
 			return err
 		}
+		if req.ID != "" {
+			if l, err := tx.GetLUN(req.ID); err == nil {
+				return refuse(ErrExists, lunObject(req.Name), "id %s is already lun %s's", req.ID, l.Name)
+			} else if !errors.Is(err, metavol.ErrNotFound) {
+				return err
+			}
+		}
 		if path == "" {
 			return nil
 		}
@@ -133,6 +140,12 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
 	lrec := newLUNRecord(req.Name, size, bs, vrec.ID, now)
+	if err := checkIdentity(lunObject(req.Name), req.ID, req.NAA, req.Serial); err != nil {
+		return fail(err)
+	}
+	lrec.ID = orDefault(req.ID, lrec.ID)
+	lrec.NAA = orDefault(req.NAA, lrec.NAA)
+	lrec.Serial = orDefault(req.Serial, lrec.Serial)
 	if err := m.addLUN(vrec, lrec, m.fileVol(vrec.ID, f)); err != nil {
 		return fail(err)
 	}
