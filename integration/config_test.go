@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -214,6 +215,28 @@ func TestConfigApplyLive(t *testing.T) {
 	d.Fail(1, []string{"lun vol", "cannot be changed live", "block size 4096 is 512 here"}, "config", "apply", badFile)
 	if now := d.exportFile(filepath.Join(work, "after-bad.json"), "-o", "json", "--with-secrets"); !bytes.Equal(now, orig) {
 		t.Fatalf("a refused apply changed the configuration:\n%s", now)
+	}
+
+	// --prune never deletes what a logged-in host uses; without it the
+	// objects the file forgot are kept and listed.
+	var orphan wire.Config
+	if err := json.Unmarshal(orig, &orphan); err != nil {
+		t.Fatal(err)
+	}
+	orphan.LUNs = slices.DeleteFunc(orphan.LUNs, func(l wire.ConfigLUN) bool { return l.Name == "vol" })
+	orphan.Targets = slices.DeleteFunc(orphan.Targets, func(tg wire.ConfigTarget) bool { return tg.IQN == iqn })
+	orphanFile := filepath.Join(work, "orphan.json")
+	b, _ = json.Marshal(orphan)
+	if err := os.WriteFile(orphanFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Fail(1, []string{"target " + iqn + ": cannot be pruned: 1 iSCSI session(s) logged in", "lun vol: cannot be pruned: mapped on " + iqn},
+		"config", "apply", "--prune", orphanFile)
+	var kept wire.ApplyResult
+	d.JSON(&kept, "config", "apply", orphanFile)
+	wantKept := []string{"= target " + iqn + ": not in the file (--prune deletes it)", "= lun vol: not in the file (--prune deletes it)"}
+	if len(kept.Changes) != 0 || !reflect.DeepEqual(kept.Kept, wantKept) || kept.Backup != "" {
+		t.Fatalf("apply without --prune of a file without %s: %+v, want kept %q", iqn, kept, wantKept)
 	}
 
 	// The apply itself, with the host session open and writing.

@@ -266,6 +266,11 @@ type ApplyOptions struct {
 	// Prune deletes the LUNs and targets the file does not name (never
 	// a migration); without it they are kept and the plan says so.
 	Prune bool
+	// LoggedIn is the number of iSCSI sessions logged in to each target
+	// now (by IQN; the caller asks the iSCSI side). Prune refuses to
+	// delete a target with sessions, or a LUN mapped on one: a host must
+	// never lose a disk because a file forgot it.
+	LoggedIn map[string]int
 }
 
 // ChangeOp is what a configuration change does to its object.

@@ -250,7 +250,13 @@ func TestConfigPrune(t *testing.T) {
 	if len(plan.Changes) != 0 || !reflect.DeepEqual(kept, wantKept) {
 		t.Fatalf("plan without prune: changes %v, kept %q; want none and %q", planLines(plan), kept, wantKept)
 	}
-	plan, err = e.m.ApplyConfig(c, ApplyOptions{Prune: true})
+	// Never prune what a logged-in host uses.
+	_, err = e.m.PlanConfig(c, ApplyOptions{Prune: true, LoggedIn: map[string]int{cfgIQN2: 1}})
+	wantRefusal(t, "prune with sessions", err, ErrState, "config", "target "+cfgIQN2+": cannot be pruned: 1 iSCSI session(s) logged in")
+	if !strings.Contains(err.Error(), "lun b: cannot be pruned: mapped on "+cfgIQN2) {
+		t.Fatalf("prune with sessions: %v, want lun b refused too", err)
+	}
+	plan, err = e.m.ApplyConfig(c, ApplyOptions{Prune: true, LoggedIn: map[string]int{cfgIQN1: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}

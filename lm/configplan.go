@@ -783,6 +783,10 @@ func (p *planner) planPrune(wantLUNs map[string]*ConfigLUN) {
 			p.keep(obj, "not in the file (--prune deletes it)")
 			continue
 		}
+		if n := p.opts.LoggedIn[c.IQN]; n > 0 {
+			p.refuse(ErrState, obj, "cannot be pruned: %d iSCSI session(s) logged in (lmtgt target show); name it in the file, or delete it with lmtgt target delete --force", n)
+			continue
+		}
 		iqn := c.IQN
 		var old metavol.Target
 		p.add(6, OpDelete, obj, fmt.Sprintf("delete (%d LUN(s) mapped; its sessions are dropped)", len(c.LUNs)),
@@ -812,6 +816,10 @@ func (p *planner) planPrune(wantLUNs map[string]*ConfigLUN) {
 			p.refuse(ErrInPair, obj, "cannot be deleted: in migration pair %s (%s); cancel or split it first", cp.rec.ID, cp.rec.State)
 			continue
 		}
+		if iqn, n := p.servedOn(c.Name, wantT); n > 0 {
+			p.refuse(ErrState, obj, "cannot be pruned: mapped on %s, which has %d iSCSI session(s) logged in; unmap it first (lmtgt target unmap)", iqn, n)
+			continue
+		}
 		name := c.Name
 		detail := "delete"
 		if c.Path == "" && c.Kind == "file" {
@@ -819,6 +827,24 @@ func (p *planner) planPrune(wantLUNs map[string]*ConfigLUN) {
 		}
 		p.add(6, OpDelete, obj, detail, func() error { return m.DeleteLUN(name) }, nil)
 	}
+}
+
+// servedOn returns a target the file does not name that maps the LUN
+// called name now and has iSCSI sessions logged in, and their number (0:
+// none). A target the file names lists its LUNs: one it leaves out is
+// unmapped by the file's own word.
+func (p *planner) servedOn(name string, named map[string]bool) (string, int) {
+	for _, t := range p.cur.Targets {
+		if named[t.IQN] {
+			continue
+		}
+		for _, mp := range t.LUNs {
+			if mp.LUN == name && p.opts.LoggedIn[t.IQN] > 0 {
+				return t.IQN, p.opts.LoggedIn[t.IQN]
+			}
+		}
+	}
+	return "", 0
 }
 
 // asRefusal returns err as a Refusal about obj.

@@ -254,7 +254,12 @@ func (s *Service) ApplyConfig(req wire.ApplyConfig) (wire.ApplyResult, error) {
 	if err != nil {
 		return wire.ApplyResult{}, err
 	}
-	opts := lm.ApplyOptions{Prune: req.Prune}
+	opts := lm.ApplyOptions{Prune: req.Prune, LoggedIn: map[string]int{}}
+	if s.exp != nil {
+		for _, si := range s.exp.Sessions() {
+			opts.LoggedIn[si.Target]++
+		}
+	}
 	plan, err := s.lm.PlanConfig(want, opts)
 	if err != nil {
 		return wire.ApplyResult{}, toWire(err, configObject)
