@@ -304,13 +304,16 @@ func (s *Service) BackupConfig() (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	name := "config-" + time.Now().UTC().Format("20060102T150405.000Z") + ".json"
-	path := filepath.Join(dir, name)
-	for i := 1; ; i++ { // two applies in one millisecond: never overwrite a backup
+	// The name is the UTC time in ms, so names sort by time; two applies
+	// in one millisecond take the next free one (never overwrite).
+	now := time.Now().UTC()
+	var path string
+	for {
+		path = filepath.Join(dir, "config-"+now.Format("20060102T150405.000Z")+".json")
 		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 			break
 		}
-		path = filepath.Join(dir, strings.TrimSuffix(name, ".json")+fmt.Sprintf("-%d.json", i))
+		now = now.Add(time.Millisecond)
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
