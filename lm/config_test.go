@@ -260,7 +260,7 @@ func TestConfigPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLines := []string{"- target " + cfgIQN2 + ": delete (1 LUN(s) mapped; its sessions are dropped)", "- lun b: delete (and its data file in the data dir)"}
+	wantLines := []string{"- target " + cfgIQN2 + ": delete (1 LUN(s) mapped)", "- lun b: delete (and its data file in the data dir)"}
 	if got := planLines(plan); !reflect.DeepEqual(got, wantLines) {
 		t.Fatalf("prune plan %q, want %q", got, wantLines)
 	}

@@ -789,7 +789,7 @@ func (p *planner) planPrune(wantLUNs map[string]*ConfigLUN) {
 		}
 		iqn := c.IQN
 		var old metavol.Target
-		p.add(6, OpDelete, obj, fmt.Sprintf("delete (%d LUN(s) mapped; its sessions are dropped)", len(c.LUNs)),
+		p.add(6, OpDelete, obj, fmt.Sprintf("delete (%d LUN(s) mapped)", len(c.LUNs)),
 			func() error {
 				err := m.db.View(func(tx *metavol.Tx) error {
 					var err error
