@@ -91,6 +91,11 @@ func TestConfigRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, want)
 	}
+	// CreateLUN keeps an identity only if it is free and well formed.
+	_, err = b.m.CreateLUN(CreateLUNRequest{Name: "x", Size: 1 << 20, ID: want.LUNs[0].ID})
+	wantRefusal(t, "taken ID", err, ErrExists, "lun x", "id "+want.LUNs[0].ID+" is already lun a's")
+	_, err = b.m.CreateLUN(CreateLUNRequest{Name: "x", Size: 1 << 20, NAA: "7abc"})
+	wantRefusal(t, "bad NAA", err, ErrInvalid, "lun x", "naa \"7abc\"")
 	again, err := b.m.PlanConfig(want, ApplyOptions{})
 	if err != nil || len(again.Changes) != 0 || len(again.Kept) != 0 {
 		t.Fatalf("second plan: %+v, %v; want nothing to do", again, err)
@@ -189,7 +194,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"path", func(c *Config) { lun(c, "a").Path = "/tmp/elsewhere.img" }, ErrInvalid, "lun a", "volume path /tmp/elsewhere.img is (data dir) here"},
 		{"identity", func(c *Config) { lun(c, "a").Serial = "OTHER" }, ErrInvalid, "lun a", "serial OTHER is"},
 		{"shrink", func(c *Config) { lun(c, "b").Size = 512 }, ErrInvalid, "lun b", "LUNs only grow"},
-		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "lun src", "in migration pair"},
+		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2097152: in migration pair"},
 		{"unknown LUN mapped", func(c *Config) {
 			c.Targets[0].LUNs = append(c.Targets[0].LUNs, ConfigMapping{Number: 9, LUN: "ghost"})
 		}, ErrNotFound, "target " + cfgIQN1, "which the file does not define"},
@@ -202,6 +207,19 @@ func TestConfigRefusals(t *testing.T) {
 		{"pair target", func(c *Config) { c.Migrations[0].Target = "spare" }, ErrState, "migration src", "target spare is dst here"},
 		{"session max active", func(c *Config) { c.Sessions[0].MaxActive = 2 }, ErrState, "session wave1", "max active 2"},
 		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config", "version 2"},
+		{"relative path", func(c *Config) {
+			c.LUNs = append(c.LUNs, ConfigLUN{Name: "rel", Size: 1 << 20, Path: "rel.img"})
+		}, ErrInvalid, "lun rel", "want an absolute path"},
+		{"small pair target", func(c *Config) {
+			c.LUNs = append(c.LUNs, ConfigLUN{Name: "big", Size: 2 << 20})
+			c.Migrations = append(c.Migrations, ConfigPair{Source: "big", Target: "spare"})
+		}, ErrInvalid, "migration big", "target lun spare (1048576 bytes) is smaller than the source (2097152 bytes)"},
+		{"pair from a pair's target", func(c *Config) {
+			c.Migrations = append(c.Migrations, ConfigPair{Source: "dst", Target: "spare"})
+		}, ErrInPair, "migration dst", "lun dst is in two pairs of the file"},
+		{"pair from a running pair's target", func(c *Config) {
+			c.Migrations = []ConfigPair{{Source: "dst", Target: "spare"}}
+		}, ErrInPair, "migration dst", "its source lun dst is the target of migration pair"},
 		{"port held", func(c *Config) { c.Targets[0].Port = 42 }, ErrInvalid, "target " + cfgIQN2, "relative port ID 42 is also target " + cfgIQN1},
 	}
 	for _, tc := range cases {

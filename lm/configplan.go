@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -180,6 +181,9 @@ func (p *planner) checkNames() map[string]*ConfigLUN {
 			continue
 		}
 		luns[l.Name] = l
+		if l.Path != "" && !filepath.IsAbs(l.Path) {
+			p.refuse(ErrInvalid, lunObject(l.Name), "volume path %q: want an absolute path", l.Path)
+		}
 		if l.ID != "" {
 			if other, dup := ids[l.ID]; dup {
 				p.refuse(ErrInvalid, lunObject(l.Name), "id %s is also lun %s's in the file", l.ID, other)
@@ -366,6 +370,14 @@ func (p *planner) planLUNs(want map[string]*ConfigLUN) {
 	}
 }
 
+// orZero is a block size with the default (0 is 512).
+func orZero(bs uint32) uint32 {
+	if bs == 0 {
+		return 512
+	}
+	return bs
+}
+
 func pathName(p string) string {
 	if p == "" {
 		return "(data dir)"
@@ -397,6 +409,9 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 		return
 	case w.Adopted:
 		p.refuse(ErrInvalid, obj, "an adopted identity cannot be created by apply: import the LUN first")
+		return
+	case w.Kind == "block" && w.Path == "":
+		p.refuse(ErrInvalid, obj, "volume kind block needs the device's path")
 		return
 	case w.Size <= 0:
 		p.refuse(ErrInvalid, obj, "a new LUN needs a size")
@@ -618,6 +633,16 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 			}
 			inFile[l] = true
 		}
+		if sl, tl := wantLUNs[source], wantLUNs[target]; sl != nil && tl != nil {
+			if tl.Size < sl.Size {
+				p.refuse(ErrInvalid, obj, "target lun %s (%d bytes) is smaller than the source (%d bytes)", target, tl.Size, sl.Size)
+				ok = false
+			}
+			if orZero(tl.BlockSize) != orZero(sl.BlockSize) {
+				p.refuse(ErrInvalid, obj, "block sizes differ: source %d, target lun %s %d", orZero(sl.BlockSize), target, orZero(tl.BlockSize))
+				ok = false
+			}
+		}
 		if iqn, mapped := mappedInFile[target]; mapped {
 			p.refuse(ErrMapped, obj, "its target lun %s would be mapped on %s: a pair's target is never mapped", target, iqn)
 			ok = false
@@ -637,6 +662,10 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		vehicle := orDefault(w.Vehicle, VehicleAuto)
 		c, exists := p.cur.pairs[w.Source]
 		if !exists {
+			if cp, busy := p.cur.pairOf[w.Source]; busy {
+				p.refuse(ErrInPair, obj, "its source lun %s is the target of migration pair %s here", w.Source, cp.rec.ID)
+				continue
+			}
 			if cp, busy := p.cur.pairOf[w.Target]; busy {
 				p.refuse(ErrInPair, obj, "its target lun %s is in migration pair %s here", w.Target, cp.rec.ID)
 				continue

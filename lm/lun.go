@@ -50,6 +50,9 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, err
 	}
+	if err := checkIdentity(lunObject(req.Name), req.ID, req.NAA, req.Serial); err != nil {
+		return metavol.LUN{}, err
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
@@ -140,9 +143,6 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
 	lrec := newLUNRecord(req.Name, size, bs, vrec.ID, now)
-	if err := checkIdentity(lunObject(req.Name), req.ID, req.NAA, req.Serial); err != nil {
-		return fail(err)
-	}
 	lrec.ID = orDefault(req.ID, lrec.ID)
 	lrec.NAA = orDefault(req.NAA, lrec.NAA)
 	lrec.Serial = orDefault(req.Serial, lrec.Serial)
