@@ -304,3 +304,52 @@ func TestConfigApplyLive(t *testing.T) {
 	}
 	q.close()
 }
+
+// TestConfigImportedLUN: an imported LUN (data volume on Linux tgt, with
+// CHAP) is in the export with its URL and CHAP user, its secret only with
+// --with-secrets; a file with the placeholder cannot import it (nothing
+// changes); the export with secrets, applied on a fresh data dir, imports
+// it again with the same adopted identity and gives the same file.
+func TestConfigImportedLUN(t *testing.T) {
+	needTools(t, "iscsi-inq", "tgtd", "tgtadm")
+	const user, secret = "olduser", "old-secret-4711"
+	old := startOldArray(t, 16<<20, user, secret)
+	work := t.TempDir()
+	d1 := StartDaemon(t, "")
+	d1.OK("lun", "import", "imp", "--from", old.url(), "--chap-user", user, "--chap-secret-file", writeSecret(t, "s", secret))
+	iqn := d1.exportLUN("imp")
+	serial := vpd(t, d1.URL(iqn, 0), 128)
+
+	hidden := d1.exportFile(filepath.Join(work, "hidden.yaml"))
+	for _, want := range []string{"kind: iscsi", "url: " + old.url(), "chap_user: " + user, "chap_secret: " + wire.SecretPlaceholder, "identity: adopted"} {
+		if !bytes.Contains(hidden, []byte(want)) {
+			t.Fatalf("export lacks %q:\n%s", want, hidden)
+		}
+	}
+	if bytes.Contains(hidden, []byte(secret)) {
+		t.Fatalf("export without --with-secrets shows the remote's secret:\n%s", hidden)
+	}
+	full := d1.exportFile(filepath.Join(work, "full.yaml"), "--with-secrets")
+	if !bytes.Contains(full, []byte("chap_secret: "+secret)) {
+		t.Fatalf("export --with-secrets lacks the remote's secret:\n%s", full)
+	}
+	d1.Stop() // one importer at a time
+
+	d2 := StartDaemon(t, "")
+	empty := d2.exportFile(filepath.Join(work, "empty.yaml"))
+	d2.Fail(1, []string{"lun imp", "remote: the CHAP secret is " + wire.SecretPlaceholder}, "config", "apply", filepath.Join(work, "hidden.yaml"))
+	if now := d2.exportFile(filepath.Join(work, "after-refusal.yaml")); !bytes.Equal(now, empty) {
+		t.Fatalf("a refused apply changed the server:\n%s", now)
+	}
+	out := d2.OK("config", "apply", filepath.Join(work, "full.yaml"))
+	if !strings.Contains(out, "+ lun imp: import "+old.url()+" (identity adopt)") {
+		t.Fatalf("apply output:\n%s", out)
+	}
+	if again := d2.exportFile(filepath.Join(work, "again.yaml"), "--with-secrets"); !bytes.Equal(again, full) {
+		t.Fatalf("export after the restore differs:\n--- before\n%s\n--- after\n%s", full, again)
+	}
+	if got := vpd(t, d2.URL(iqn, 0), 128); got != serial {
+		t.Fatalf("VPD 0x80 after the restore: %q, want %q", got, serial)
+	}
+	d2.Stop()
+}

@@ -402,13 +402,13 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	obj := lunObject(w.Name)
 	switch {
 	case w.Remote != nil || w.Kind == metavol.VolumeKindISCSI:
-		p.refuse(ErrInvalid, obj, "apply does not import LUNs from another target: create it with `lmtgt lun import` first")
+		p.planImport(w)
 		return
 	case w.RBD != "" || w.Kind == metavol.VolumeKindRBD:
 		p.refuse(ErrInvalid, obj, "apply does not create RBD LUNs: create it with `lmtgt lun create --rbd` first")
 		return
 	case w.Adopted:
-		p.refuse(ErrInvalid, obj, "an adopted identity cannot be created by apply: import the LUN first")
+		p.refuse(ErrInvalid, obj, "only an imported LUN (volume kind iscsi) can have an adopted identity")
 		return
 	case w.Kind == "block" && w.Path == "":
 		p.refuse(ErrInvalid, obj, "volume kind block needs the device's path")
@@ -434,6 +434,53 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	name := w.Name
 	p.add(1, OpCreate, obj, fmt.Sprintf("%d bytes, %d-byte blocks, volume %s", w.Size, bs, pathName(w.Path)),
 		func() error { _, err := m.CreateLUN(req); return err },
+		func() error { return m.DeleteLUN(name) })
+}
+
+// planImport plans a new LUN whose data volume is a LUN on another iSCSI
+// target (lun import): its size and block size are the external LUN's
+// (checked against the file's after the import: a step that fails is
+// undone).
+func (p *planner) planImport(w *ConfigLUN) {
+	m := p.m
+	obj := lunObject(w.Name)
+	r := w.Remote
+	switch {
+	case r == nil || r.URL == "":
+		p.refuse(ErrInvalid, obj, "volume kind iscsi needs remote.url")
+		return
+	case r.CHAPSecret == SecretPlaceholder || r.MutualSecret == SecretPlaceholder:
+		p.refuse(ErrInvalid, obj, "remote: the CHAP secret is %s (an export without --with-secrets): give the secret to import it", SecretPlaceholder)
+		return
+	}
+	if w.ID != "" {
+		if other, ok := p.cur.ids[w.ID]; ok {
+			p.refuse(ErrExists, obj, "id %s is already lun %s's", w.ID, other)
+			return
+		}
+	}
+	if err := checkIdentity(obj, w.ID, w.NAA, w.Serial); err != nil {
+		p.refused = append(p.refused, err)
+		return
+	}
+	req := ImportLUNRequest{Name: w.Name, From: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: r.CHAPSecret,
+		MutualUser: r.MutualUser, MutualSecret: r.MutualSecret, Identity: IdentityOwn, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
+	if w.Adopted {
+		req.Identity = IdentityAdopt
+	}
+	name, size, bs := w.Name, w.Size, orZero(w.BlockSize)
+	p.add(1, OpCreate, obj, fmt.Sprintf("import %s (identity %s)", r.URL, req.Identity),
+		func() error {
+			l, err := m.ImportLUN(req)
+			if err != nil {
+				return err
+			}
+			if l.Size != size || l.BlockSize != bs {
+				derr := m.DeleteLUN(name)
+				return errors.Join(refuse(ErrInvalid, obj, "the external LUN has %d bytes in %d-byte blocks, the file says %d in %d-byte blocks", l.Size, l.BlockSize, size, bs), derr)
+			}
+			return nil
+		},
 		func() error { return m.DeleteLUN(name) })
 }
 
@@ -913,6 +960,22 @@ func (m *Manager) restoreTarget(t metavol.Target) error {
 	})
 }
 
+// refuseTakenID refuses a new LUN called name whose wanted ID (if any)
+// another LUN has: its record would be overwritten.
+func (m *Manager) refuseTakenID(name, id string) error {
+	if id == "" {
+		return nil
+	}
+	return m.db.View(func(tx *metavol.Tx) error {
+		if l, err := tx.GetLUN(id); err == nil {
+			return refuse(ErrExists, lunObject(name), "id %s is already lun %s's", id, l.Name)
+		} else if !errors.Is(err, metavol.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+}
+
 // checkIdentity checks a wanted LUN identity (each part may be empty: a
 // new one is made).
 func checkIdentity(obj, id, naa, serial string) *Refusal {
@@ -933,8 +996,9 @@ func checkIdentity(obj, id, naa, serial string) *Refusal {
 		return refuse(ErrInvalid, obj, "id %q: want 16 lowercase hex digits", id)
 	case naa != "" && (!hex(naa, 32, false) || naa[0] != '6'):
 		return refuse(ErrInvalid, obj, "naa %q: want 32 lowercase hex digits starting with 6 (NAA type 6)", naa)
-	case serial != "" && (len(serial) > 64 || strings.ContainsFunc(serial, func(r rune) bool { return r <= ' ' || r > '~' })):
-		return refuse(ErrInvalid, obj, "serial %q: want up to 64 printable ASCII characters without spaces", serial)
+	case serial != "" && (len(serial) > 251 || strings.ContainsFunc(serial, func(r rune) bool { return r < ' ' || r > '~' })):
+		// VPD 0x80: printable ASCII (an adopted serial may have spaces).
+		return refuse(ErrInvalid, obj, "serial %q: want up to 251 printable ASCII characters", serial)
 	}
 	return nil
 }
