@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
+	iscsivol "github.com/lmtgt/lmtgt/metavol/volume/iscsi"
 )
 
 // The plan of a configuration apply (config.go): the difference between
@@ -388,6 +389,9 @@ func pathName(p string) string {
 // remoteMatches compares a wanted remote volume with the current one; a
 // placeholder secret matches the current secret.
 func remoteMatches(w, c ConfigRemote) bool {
+	if u, err := iscsivol.ParseURL(w.URL); err == nil { // the export's form: HOST:PORT
+		w.URL = metavol.Remote{Portal: u.Portal, Target: u.Target, LUN: u.LUN}.URL()
+	}
 	if w.CHAPSecret == SecretPlaceholder {
 		w.CHAPSecret = c.CHAPSecret
 	}
@@ -467,6 +471,10 @@ func (p *planner) planImport(w *ConfigLUN) {
 		MutualUser: r.MutualUser, MutualSecret: r.MutualSecret, Identity: IdentityOwn, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
 	if w.Adopted {
 		req.Identity = IdentityAdopt
+	}
+	if _, err := checkImport(req); err != nil {
+		p.refused = append(p.refused, asRefusal(err, obj))
+		return
 	}
 	name, size, bs := w.Name, w.Size, orZero(w.BlockSize)
 	p.add(1, OpCreate, obj, fmt.Sprintf("import %s (identity %s)", r.URL, req.Identity),
