@@ -30,6 +30,18 @@ import (
 // mapped); LUNs are deleted last (an owned volume's data cannot be
 // brought back, so nothing may fail after it).
 
+// The phases of a plan, in the order their steps run (see above).
+const (
+	phaseDiscovery     = iota // discovery CHAP
+	phaseLUNs                 // new, imported and grown LUNs
+	phaseTargets              // new targets, target ports
+	phaseTargetContent        // per target: unmaps, ACL, CHAP, maps
+	phaseALUA                 // LUN access states
+	phaseMigrations           // new pairs and sessions, their throttle
+	phasePrune                // deletions (--prune)
+	numPhases
+)
+
 // curConfig is the running configuration as planning needs it.
 type curConfig struct {
 	Config
@@ -109,7 +121,7 @@ type planner struct {
 	cur     *curConfig
 	want    Config
 	opts    ApplyOptions
-	steps   [7][]configStep
+	steps   [numPhases][]configStep
 	kept    []ConfigChange
 	refused []*Refusal
 }
@@ -302,7 +314,7 @@ func (p *planner) planDiscovery() {
 			return err
 		}
 	}
-	p.add(0, OpChange, discoveryObject, "chap "+chapDetail(want), set(want), set(cur))
+	p.add(phaseDiscovery, OpChange, discoveryObject, "chap "+chapDetail(want), set(want), set(cur))
 }
 
 // planLUNs plans new and grown LUNs and refuses what cannot change live.
@@ -365,7 +377,7 @@ func (p *planner) planLUNs(want map[string]*ConfigLUN) {
 				continue
 			}
 			size := w.Size
-			p.add(1, OpChange, obj, fmt.Sprintf("grow from %d to %d bytes", c.Size, size),
+			p.add(phaseLUNs, OpChange, obj, fmt.Sprintf("grow from %d to %d bytes", c.Size, size),
 				func() error { _, err := m.ResizeLUN(name, size); return err }, nil)
 		}
 	}
@@ -436,7 +448,7 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	}
 	req := CreateLUNRequest{Name: w.Name, Size: w.Size, BlockSize: bs, Path: w.Path, Direct: w.Direct, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
 	name := w.Name
-	p.add(1, OpCreate, obj, fmt.Sprintf("%d bytes, %d-byte blocks, volume %s", w.Size, bs, pathName(w.Path)),
+	p.add(phaseLUNs, OpCreate, obj, fmt.Sprintf("%d bytes, %d-byte blocks, volume %s", w.Size, bs, pathName(w.Path)),
 		func() error { _, err := m.CreateLUN(req); return err },
 		func() error { return m.DeleteLUN(name) })
 }
@@ -477,7 +489,7 @@ func (p *planner) planImport(w *ConfigLUN) {
 		return
 	}
 	name, size, bs := w.Name, w.Size, orZero(w.BlockSize)
-	p.add(1, OpCreate, obj, fmt.Sprintf("import %s (identity %s)", r.URL, req.Identity),
+	p.add(phaseLUNs, OpCreate, obj, fmt.Sprintf("import %s (identity %s)", r.URL, req.Identity),
 		func() error {
 			l, err := m.ImportLUN(req)
 			if err != nil {
@@ -510,7 +522,7 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 		if c == nil {
 			c = &ConfigTarget{IQN: iqn}
 			group, port := w.Group, w.Port
-			p.add(2, OpCreate, obj, fmt.Sprintf("group %s, port %s", idOrAuto(group), idOrAuto(port)),
+			p.add(phaseTargets, OpCreate, obj, fmt.Sprintf("group %s, port %s", idOrAuto(group), idOrAuto(port)),
 				func() error { return m.createTargetWith(iqn, group, port) },
 				func() error { return m.DeleteTarget(iqn, true) })
 		} else if (w.Group != 0 && w.Group != c.Group) || (w.Port != 0 && w.Port != c.Port) {
@@ -522,7 +534,7 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 				pt = &w.Port
 			}
 			og, op := c.Group, c.Port
-			p.add(2, OpChange, obj, fmt.Sprintf("ALUA group %d→%s, port %d→%s", c.Group, idOrAuto(w.Group), c.Port, idOrAuto(w.Port)),
+			p.add(phaseTargets, OpChange, obj, fmt.Sprintf("ALUA group %d→%s, port %d→%s", c.Group, idOrAuto(w.Group), c.Port, idOrAuto(w.Port)),
 				func() error { _, err := m.SetTargetPort(iqn, g, pt); return err },
 				func() error { _, err := m.SetTargetPort(iqn, &og, &op); return err })
 		}
@@ -542,7 +554,7 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			lun, num := mp.LUN, mp.Number
-			p.add(3, OpChange, obj, fmt.Sprintf("unmap lun %s (LUN %d)", lun, num),
+			p.add(phaseTargetContent, OpChange, obj, fmt.Sprintf("unmap lun %s (LUN %d)", lun, num),
 				func() error { return m.UnmapLUN(iqn, lun) },
 				func() error { _, err := m.MapLUN(iqn, lun, &num); return err })
 		}
@@ -567,12 +579,12 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 					return m.DisallowInitiator(iqn, "")
 				}
 			}
-			p.add(3, OpChange, obj, fmt.Sprintf("allow ALL %t", allow), set(allow), set(!allow))
+			p.add(phaseTargetContent, OpChange, obj, fmt.Sprintf("allow ALL %t", allow), set(allow), set(!allow))
 		}
 		for _, in := range c.Initiators {
 			if !slices.Contains(w.Initiators, in) {
 				in := in
-				p.add(3, OpChange, obj, "disallow initiator "+in,
+				p.add(phaseTargetContent, OpChange, obj, "disallow initiator "+in,
 					func() error { return m.DisallowInitiator(iqn, in) },
 					func() error { return m.AllowInitiator(iqn, in) })
 			}
@@ -580,7 +592,7 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 		for _, in := range slices.Sorted(slices.Values(w.Initiators)) {
 			if !slices.Contains(c.Initiators, in) {
 				in := in
-				p.add(3, OpChange, obj, "allow initiator "+in,
+				p.add(phaseTargetContent, OpChange, obj, "allow initiator "+in,
 					func() error { return m.AllowInitiator(iqn, in) },
 					func() error { return m.DisallowInitiator(iqn, in) })
 			}
@@ -598,12 +610,12 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 						return err
 					}
 				}
-				p.add(3, OpChange, obj, "chap "+chapDetail(wc), set(wc), set(c.CHAP))
+				p.add(phaseTargetContent, OpChange, obj, "chap "+chapDetail(wc), set(wc), set(c.CHAP))
 			}
 		}
 		for _, mp := range adds {
 			lun, num := mp.LUN, mp.Number
-			p.add(3, OpChange, obj, fmt.Sprintf("map lun %s as LUN %d", lun, num),
+			p.add(phaseTargetContent, OpChange, obj, fmt.Sprintf("map lun %s as LUN %d", lun, num),
 				func() error { _, err := m.MapLUN(iqn, lun, &num); return err },
 				func() error { return m.UnmapLUN(iqn, lun) })
 		}
@@ -644,7 +656,7 @@ func (p *planner) planALUA() {
 				continue
 			}
 			g := g
-			p.add(4, OpChange, lunObject(name), fmt.Sprintf("ALUA group %d: %s", g, orDefault(ws, "default state")),
+			p.add(phaseALUA, OpChange, lunObject(name), fmt.Sprintf("ALUA group %d: %s", g, orDefault(ws, "default state")),
 				func() error { return m.SetLUNAccess(name, g, ws) },
 				func() error { return m.SetLUNAccess(name, g, cs) })
 		}
@@ -731,7 +743,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			source := w.Source
-			p.add(5, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %d MB/s", w.Target, speed, w.MaxMBps),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %d MB/s", w.Target, speed, w.MaxMBps),
 				func() error { _, err := m.CreatePair(req); return err },
 				func() error { return m.Cancel(source) })
 			continue
@@ -756,7 +768,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		cs := Speed(orDefault(c.rec.Speed, string(SpeedMedium)))
 		if cs != speed || c.rec.MaxMBps != w.MaxMBps {
 			source, ws, wm, om := w.Source, speed, w.MaxMBps, c.rec.MaxMBps
-			p.add(5, OpChange, obj, fmt.Sprintf("speed %s→%s, max %d→%d MB/s", cs, speed, om, wm),
+			p.add(phaseMigrations, OpChange, obj, fmt.Sprintf("speed %s→%s, max %d→%d MB/s", cs, speed, om, wm),
 				func() error { _, err := m.Set(source, SetRequest{Speed: &ws, MaxMBps: &wm}); return err },
 				func() error { _, err := m.Set(source, SetRequest{Speed: &cs, MaxMBps: &om}); return err })
 		}
@@ -807,7 +819,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			name := w.Name
-			p.add(5, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), speed, w.MaxMBps, w.MaxActive),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), speed, w.MaxMBps, w.MaxActive),
 				func() error { _, err := m.CreateSession(req); return err },
 				func() error { _, err := m.CancelSession(name); return err })
 			continue
@@ -828,7 +840,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		}
 		if c.Speed != speed || c.MaxMBps != w.MaxMBps {
 			name, ws, wm, cs, om := w.Name, speed, w.MaxMBps, c.Speed, c.MaxMBps
-			p.add(5, OpChange, obj, fmt.Sprintf("speed %s→%s, max %d→%d MB/s", cs, ws, om, wm),
+			p.add(phaseMigrations, OpChange, obj, fmt.Sprintf("speed %s→%s, max %d→%d MB/s", cs, ws, om, wm),
 				func() error { _, err := m.SetSession(name, SetRequest{Speed: &ws, MaxMBps: &wm}); return err },
 				func() error { _, err := m.SetSession(name, SetRequest{Speed: &cs, MaxMBps: &om}); return err })
 		}
@@ -873,7 +885,7 @@ func (p *planner) planPrune(wantLUNs map[string]*ConfigLUN) {
 		}
 		iqn := c.IQN
 		var old metavol.Target
-		p.add(6, OpDelete, obj, fmt.Sprintf("delete (%d LUN(s) mapped)", len(c.LUNs)),
+		p.add(phasePrune, OpDelete, obj, fmt.Sprintf("delete (%d LUN(s) mapped)", len(c.LUNs)),
 			func() error {
 				err := m.db.View(func(tx *metavol.Tx) error {
 					var err error
@@ -909,7 +921,7 @@ func (p *planner) planPrune(wantLUNs map[string]*ConfigLUN) {
 		if c.Path == "" && c.Kind == "file" {
 			detail = "delete (and its data file in the data dir)"
 		}
-		p.add(6, OpDelete, obj, detail, func() error { return m.DeleteLUN(name) }, nil)
+		p.add(phasePrune, OpDelete, obj, detail, func() error { return m.DeleteLUN(name) }, nil)
 	}
 }
 
