@@ -723,7 +723,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		}
 		speed, err := checkSpeed(obj, w.Speed)
 		if err != nil {
-			p.refused = append(p.refused, err.(*Refusal))
+			p.refused = append(p.refused, asRefusal(err, obj))
 			continue
 		}
 		vehicle := orDefault(w.Vehicle, VehicleAuto)
