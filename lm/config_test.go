@@ -2,6 +2,7 @@ package lm
 
 import (
 	"errors"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -349,5 +350,38 @@ func TestConfigApplyUndo(t *testing.T) {
 	}
 	if got := export(t, e.m); !reflect.DeepEqual(got, before) {
 		t.Fatalf("after the undo:\n got %+v\nwant %+v", got, before)
+	}
+
+	// A step that cannot be undone (a LUN's growth) is reported as still
+	// applied; a step refused by a rule of the machine (a path in a system
+	// directory) undoes the others.
+	c = before
+	c.LUNs = []ConfigLUN{before.LUNs[0], {Name: "b", Size: 1 << 20}, {Name: "c", Size: 1 << 20, Path: "/etc/lmtgt-config-test.img"}}
+	c.LUNs[0].Size = 2 << 20
+	_, err = e.m.ApplyConfig(c, ApplyOptions{})
+	if !errors.As(err, &ae) || !strings.Contains(ae.Failed.String(), "+ lun c:") || len(ae.Applied) != 2 || len(ae.Undone) != 1 ||
+		len(ae.NotUndone) != 1 || !strings.Contains(ae.NotUndone[0], "~ lun a: grow from 1048576 to 2097152 bytes (cannot be undone)") {
+		t.Fatalf("apply with a refused path: %v", err)
+	}
+	if !strings.Contains(err.Error(), "2 step(s) had been applied, 1 undone; still applied: ~ lun a: grow") {
+		t.Fatalf("error text: %v", err)
+	}
+	if _, statErr := os.Stat("/etc/lmtgt-config-test.img"); !os.IsNotExist(statErr) {
+		t.Fatalf("the refused path exists: %v", statErr)
+	}
+	want := before
+	want.LUNs = []ConfigLUN{before.LUNs[0]}
+	want.LUNs[0].Size = 2 << 20
+	if got := export(t, e.m); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the undo:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestChangeOpString: every operation has its name.
+func TestChangeOpString(t *testing.T) {
+	for op, want := range map[ChangeOp]string{OpCreate: "create", OpChange: "change", OpDelete: "delete", OpKeep: "keep", ChangeOp(9): "ChangeOp(9)"} {
+		if got := op.String(); got != want {
+			t.Errorf("%d: %q, want %q", int(op), got, want)
+		}
 	}
 }
