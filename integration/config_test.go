@@ -264,11 +264,22 @@ func TestConfigApplyLive(t *testing.T) {
 	// Only what changed: the other target and LUN are as they were, and
 	// the export is the file (the new LUN got its identity).
 	var now wire.Config
-	d.JSON(&now, "config", "export")
+	d.JSON(&now, "config", "export", "--with-secrets")
 	for _, tg := range now.Targets {
 		if tg.IQN == other && (len(tg.LUNs) != 1 || tg.LUNs[0].Name != "other" || !tg.AllowAll) {
 			t.Fatalf("target %s changed: %+v", other, tg)
 		}
+	}
+	for i := range now.LUNs {
+		if l := &now.LUNs[i]; l.Name == "zextra" {
+			if l.ID == "" || l.NAA == "" || l.Serial == "" || l.BlockSize != 512 || l.Volume.Kind != "file" {
+				t.Fatalf("new LUN exported as %+v", *l)
+			}
+			l.ID, l.NAA, l.Serial, l.BlockSize, l.Volume.Kind = "", "", "", 0, ""
+		}
+	}
+	if !reflect.DeepEqual(now, cfg) {
+		t.Fatalf("export after the apply is not the file:\n got %+v\nwant %+v", now, cfg)
 	}
 	// Applying the same file again changes nothing.
 	if out := d.OK("config", "apply", changed); !strings.Contains(out, "nothing to change") {
