@@ -213,8 +213,10 @@ func configApply(c *cli.Context) error {
 
 func printApply(w io.Writer, res wire.ApplyResult) {
 	switch {
-	case len(res.Changes) == 0:
+	case len(res.Changes) == 0 && len(res.Kept) == 0:
 		fmt.Fprintln(w, "nothing to change: the server matches the file")
+	case len(res.Changes) == 0:
+		fmt.Fprintf(w, "nothing to change; %d object(s) the file does not name are kept\n", len(res.Kept))
 	case res.DryRun:
 		fmt.Fprintf(w, "plan (dry run, nothing changed): %d change(s)\n", len(res.Changes))
 	default:
