@@ -34,7 +34,10 @@
 // states: persisted and applied like every target change; their values are
 // checked by package target, through the API), views.go (what lun/target
 // show report), iscsiname.go (iSCSI names, CHAP limits), errors.go
-// (sentinels, Refusal).
+// (sentinels, Refusal), config.go and configplan.go (the configuration
+// as a file: export in one snapshot; the plan of an apply, checked as a
+// whole before its first step and carried out through the operations
+// above, each step with its undo).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
 // ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,

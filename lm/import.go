@@ -47,6 +47,10 @@ type ImportLUNRequest struct {
 	MutualUser, MutualSecret string
 	// Identity is IdentityAdopt (default) or IdentityOwn.
 	Identity string
+	// ID, NAA and Serial give the LUN an identity it had before (config
+	// apply restores them); empty: new ones. An adopted identity takes
+	// the external LUN's serial whatever Serial says.
+	ID, NAA, Serial string
 }
 
 // checkImport applies the rules of an import request that need no lock
@@ -206,6 +210,9 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, err
 	}
+	if err := checkIdentity(lunObject(req.Name), req.ID, req.NAA, req.Serial); err != nil {
+		return metavol.LUN{}, err
+	}
 	mode := req.Identity
 	if mode == "" {
 		mode = IdentityAdopt
@@ -217,6 +224,9 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	}
 	err = m.checkNewDataVolume(req.Name, r.URL(), func(v metavol.Volume) bool { return v.Remote != nil && v.Remote.URL() == r.URL() })
 	if err != nil {
+		return metavol.LUN{}, err
+	}
+	if err := m.refuseTakenID(req.Name, req.ID); err != nil {
 		return metavol.LUN{}, err
 	}
 	now := time.Now().UTC()
@@ -239,6 +249,9 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	}
 	vrec.Size = rv.Size()
 	lrec := newLUNRecord(req.Name, rv.Size(), uint32(bs), vrec.ID, now)
+	lrec.ID = orDefault(req.ID, lrec.ID)
+	lrec.NAA = orDefault(req.NAA, lrec.NAA)
+	lrec.Serial = orDefault(req.Serial, lrec.Serial)
 	if mode == IdentityAdopt {
 		id, err := rv.Identity()
 		if err != nil {

@@ -50,6 +50,9 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, err
 	}
+	if err := checkIdentity(lunObject(req.Name), req.ID, req.NAA, req.Serial); err != nil {
+		return metavol.LUN{}, err
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
@@ -70,6 +73,13 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 			return fmt.Errorf("lun %s: %w", req.Name, ErrExists)
 		} else if !errors.Is(err, metavol.ErrNotFound) {
 			return err
+		}
+		if req.ID != "" {
+			if l, err := tx.GetLUN(req.ID); err == nil {
+				return refuse(ErrExists, lunObject(req.Name), "id %s is already lun %s's", req.ID, l.Name)
+			} else if !errors.Is(err, metavol.ErrNotFound) {
+				return err
+			}
 		}
 		if path == "" {
 			return nil
@@ -133,6 +143,9 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
 	lrec := newLUNRecord(req.Name, size, bs, vrec.ID, now)
+	lrec.ID = orDefault(req.ID, lrec.ID)
+	lrec.NAA = orDefault(req.NAA, lrec.NAA)
+	lrec.Serial = orDefault(req.Serial, lrec.Serial)
 	if err := m.addLUN(vrec, lrec, m.fileVol(vrec.ID, f)); err != nil {
 		return fail(err)
 	}

@@ -138,6 +138,9 @@ type Manager struct {
 	admin mutex[rankAdmin]
 	// exporter applies target changes live (targets.go); guarded by admin.
 	exporter Exporter
+	// cfgApply serialises config plans and applies (config.go); taken
+	// before admin, held across the admin operations of one apply.
+	cfgApply sync.Mutex
 
 	// mu guards the maps (not what the entries point at). Never held
 	// during I/O or a meta volume transaction.

@@ -63,6 +63,9 @@ type CreateLUNRequest struct {
 	// TakeoverLUNFrom (rbdhandover.go). CreateLUN parses it into AdoptFrom.
 	AdoptFromURL string
 	AdoptFrom    *metavol.Remote
+	// ID, NAA and Serial give the new LUN an identity it had before
+	// (config apply restores them); empty: new ones are made.
+	ID, NAA, Serial string
 }
 
 // DeleteLUNOptions are the options of DeleteLUNWith.

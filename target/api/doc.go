@@ -37,6 +37,9 @@
 //	GET    /v1/alua[?lun=NAME]                    ALUA groups, target ports, LUN access states
 //	PUT    /v1/alua/targets/{iqn}                 set a target's port group and/or relative port ID
 //	PUT    /v1/alua/luns/{name}/groups/{id}       set a LUN's access state in a port group
+//	GET    /v1/config[?secrets=true]              the whole configuration (config.go)
+//	POST   /v1/config/apply                       plan (dry_run) or apply a configuration, live
+//	GET    /v1/config/backups                     the automatic backups (DATA_DIR/config-backups)
 //
 // Errors are {"error": ..., "object": ..., "reason": ...} with 400 (invalid
 // input, malformed JSON), 401 (TCP without the token), 404 (unknown object),

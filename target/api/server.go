@@ -481,6 +481,7 @@ func (s *Server) routes() {
 
 	s.sessionRoutes(m) // sessions.go
 	s.aluaRoutes(m)    // alua.go
+	s.configRoutes(m)  // config.go
 
 	// Everything else: JSON 404, or 405 when the path exists with other methods.
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,387 @@
+package lm
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lmtgt/lmtgt/metavol"
+)
+
+const (
+	cfgIQN1 = "iqn.2026-12.org.lmtgt.test:cfg1"
+	cfgIQN2 = "iqn.2026-12.org.lmtgt.test:cfg2"
+	cfgInit = "iqn.2026-12.org.lmtgt.test:host1"
+)
+
+// buildConfigServer makes a server with every kind of object a config
+// holds: LUNs, two targets (ALUA ports), mappings, ACL, CHAP, discovery
+// CHAP, an ALUA state, a pair and a session.
+func buildConfigServer(t *testing.T, e *env) {
+	t.Helper()
+	for _, n := range []string{"a", "b", "src", "dst", "s1", "d1", "spare"} {
+		e.lun(n, 1<<20)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(e.m.CreateTarget(cfgIQN1))
+	must(e.m.CreateTarget(cfgIQN2))
+	g, p := uint16(7), uint16(42)
+	_, err := e.m.SetTargetPort(cfgIQN2, &g, &p)
+	must(err)
+	n3 := uint64(3)
+	_, err = e.m.MapLUN(cfgIQN1, "a", &n3)
+	must(err)
+	_, err = e.m.MapLUN(cfgIQN1, "src", nil)
+	must(err)
+	_, err = e.m.MapLUN(cfgIQN2, "b", nil)
+	must(err)
+	must(e.m.AllowInitiator(cfgIQN1, cfgInit))
+	must(e.m.AllowInitiator(cfgIQN2, ""))
+	_, err = e.m.SetTargetCHAP(cfgIQN1, metavol.CHAP{User: "u1", Secret: "secret-one-123", MutualUser: "tgt", MutualSecret: "secret-two-456"})
+	must(err)
+	_, err = e.m.SetDiscoveryCHAP(metavol.CHAP{User: "disc", Secret: "discovery-secret"})
+	must(err)
+	must(e.m.SetLUNAccess("a", 7, "standby"))
+	_, err = e.m.CreatePair(PairRequest{Source: "src", Target: "dst", Speed: SpeedLow, MaxMBps: 3, Vehicle: VehicleGeneric})
+	must(err)
+	_, err = e.m.CreateSession(SessionRequest{Name: "wave1", Pairs: []PairRequest{{Source: "s1", Target: "d1"}}, Speed: SpeedHigh, MaxActive: 1})
+	must(err)
+}
+
+func export(t *testing.T, m *Manager) Config {
+	t.Helper()
+	c, err := m.ExportConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestConfigRoundTrip: export, apply on an empty server, export again:
+// the same configuration, identities included; a second apply plans
+// nothing.
+func TestConfigRoundTrip(t *testing.T) {
+	a := newEnv(t, Options{}, false)
+	buildConfigServer(t, a)
+	want := export(t, a.m)
+	if len(want.LUNs) != 7 || len(want.Targets) != 2 || len(want.Migrations) != 1 || len(want.Sessions) != 1 || want.Discovery == nil {
+		t.Fatalf("export misses objects: %+v", want)
+	}
+	if l := want.LUNs[0]; l.Name != "a" || l.Path != "" || l.ALUA[7] != "standby" || l.ID == "" || l.NAA == "" || l.Serial == "" {
+		t.Fatalf("lun a exported as %+v", l)
+	}
+
+	b := newEnv(t, Options{}, false)
+	plan, err := b.m.ApplyConfig(want, ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Kept) != 0 || len(plan.Changes) == 0 {
+		t.Fatalf("plan on an empty server: %+v", plan)
+	}
+	got := export(t, b.m)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, want)
+	}
+	// CreateLUN keeps an identity only if it is free and well formed.
+	_, err = b.m.CreateLUN(CreateLUNRequest{Name: "x", Size: 1 << 20, ID: want.LUNs[0].ID})
+	wantRefusal(t, "taken ID", err, ErrExists, "lun x", "id "+want.LUNs[0].ID+" is already lun a's")
+	_, err = b.m.CreateLUN(CreateLUNRequest{Name: "x", Size: 1 << 20, NAA: "7abc"})
+	wantRefusal(t, "bad NAA", err, ErrInvalid, "lun x", "naa \"7abc\"")
+	again, err := b.m.PlanConfig(want, ApplyOptions{})
+	if err != nil || len(again.Changes) != 0 || len(again.Kept) != 0 {
+		t.Fatalf("second plan: %+v, %v; want nothing to do", again, err)
+	}
+}
+
+func planLines(p ConfigPlan) []string {
+	var out []string
+	for _, c := range p.Changes {
+		out = append(out, c.String())
+	}
+	return out
+}
+
+// TestConfigPlanChanges: a changed file gives exactly the changed lines,
+// in order; apply makes the export match it.
+func TestConfigPlanChanges(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	buildConfigServer(t, e)
+	want := export(t, e.m)
+	want.LUNs = append(want.LUNs, ConfigLUN{Name: "new", Size: 2 << 20, BlockSize: 512})
+	sort.Slice(want.LUNs, func(i, j int) bool { return want.LUNs[i].Name < want.LUNs[j].Name })
+	for i := range want.LUNs {
+		if want.LUNs[i].Name == "b" {
+			want.LUNs[i].Size = 4 << 20
+		}
+	}
+	t1 := &want.Targets[0]
+	t1.Initiators = []string{"iqn.2026-12.org.lmtgt.test:host2"}
+	t1.CHAP = &metavol.CHAP{User: "u2", Secret: SecretPlaceholder, MutualUser: "tgt", MutualSecret: SecretPlaceholder}
+	t1.LUNs = append(t1.LUNs, ConfigMapping{Number: 5, LUN: "new"})
+	want.Migrations[0].Speed = SpeedHigh
+
+	plan, err := e.m.PlanConfig(want, ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines := []string{
+		"~ lun b: grow from 1048576 to 4194304 bytes",
+		"+ lun new: 2097152 bytes, 512-byte blocks, volume (data dir)",
+		"~ target " + cfgIQN1 + ": disallow initiator " + cfgInit,
+		"~ target " + cfgIQN1 + ": allow initiator iqn.2026-12.org.lmtgt.test:host2",
+		"~ target " + cfgIQN1 + ": chap user u2, mutual user tgt",
+		"~ target " + cfgIQN1 + ": map lun new as LUN 5",
+		"~ migration src: speed low→high, max 3→3 MB/s",
+	}
+	if got := planLines(plan); !reflect.DeepEqual(got, wantLines) {
+		t.Fatalf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantLines, "\n"))
+	}
+	if _, err := e.m.ApplyConfig(want, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := export(t, e.m)
+	if c := got.Targets[0].CHAP; c == nil || c.User != "u2" || c.Secret != "secret-one-123" || c.MutualSecret != "secret-two-456" {
+		t.Fatalf("chap after apply: %+v (the placeholders keep the secrets)", c)
+	}
+	// The new LUN got a new identity; the rest is the file.
+	for i := range got.LUNs {
+		if got.LUNs[i].Name == "new" {
+			if got.LUNs[i].ID == "" {
+				t.Fatal("new LUN without an ID")
+			}
+			got.LUNs[i].ID, got.LUNs[i].NAA, got.LUNs[i].Serial, got.LUNs[i].Kind = "", "", "", ""
+		}
+	}
+	got.Targets[0].CHAP = want.Targets[0].CHAP
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after apply:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestConfigRefusals: what cannot be done live is refused with the object
+// and the reason, and nothing at all changes (other changes in the same
+// file included).
+func TestConfigRefusals(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	buildConfigServer(t, e)
+	before := export(t, e.m)
+	lun := func(c *Config, name string) *ConfigLUN {
+		for i := range c.LUNs {
+			if c.LUNs[i].Name == name {
+				return &c.LUNs[i]
+			}
+		}
+		t.Fatalf("no lun %s", name)
+		return nil
+	}
+	cases := []struct {
+		name   string
+		change func(c *Config)
+		class  error
+		object string
+		reason string
+	}{
+		{"block size", func(c *Config) { lun(c, "a").BlockSize = 4096 }, ErrInvalid, "lun a", "block size 4096 is 512 here"},
+		{"path", func(c *Config) { lun(c, "a").Path = "/tmp/elsewhere.img" }, ErrInvalid, "lun a", "volume path /tmp/elsewhere.img is (data dir) here"},
+		{"identity", func(c *Config) { lun(c, "a").Serial = "OTHER" }, ErrInvalid, "lun a", "serial OTHER is"},
+		{"shrink", func(c *Config) { lun(c, "b").Size = 512 }, ErrInvalid, "lun b", "LUNs only grow"},
+		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2097152: in migration pair"},
+		{"unknown LUN mapped", func(c *Config) {
+			c.Targets[0].LUNs = append(c.Targets[0].LUNs, ConfigMapping{Number: 9, LUN: "ghost"})
+		}, ErrNotFound, "target " + cfgIQN1, "which the file does not define"},
+		{"map a pair target", func(c *Config) {
+			c.Targets[1].LUNs = append(c.Targets[1].LUNs, ConfigMapping{Number: 9, LUN: "dst"})
+		}, ErrInPair, "config", "lun dst: cannot be mapped on " + cfgIQN2 + ": it is the target of migration pair"},
+		{"placeholder without a secret", func(c *Config) {
+			c.Targets[1].CHAP = &metavol.CHAP{User: "x", Secret: SecretPlaceholder}
+		}, ErrInvalid, "target " + cfgIQN2, "no current secret to keep"},
+		{"pair target", func(c *Config) { c.Migrations[0].Target = "spare" }, ErrState, "migration src", "target spare is dst here"},
+		{"session max active", func(c *Config) { c.Sessions[0].MaxActive = 2 }, ErrState, "session wave1", "max active 2"},
+		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config", "version 2"},
+		{"relative path", func(c *Config) {
+			c.LUNs = append(c.LUNs, ConfigLUN{Name: "rel", Size: 1 << 20, Path: "rel.img"})
+		}, ErrInvalid, "lun rel", "want an absolute path"},
+		{"small pair target", func(c *Config) {
+			c.LUNs = append(c.LUNs, ConfigLUN{Name: "big", Size: 2 << 20})
+			c.Migrations = append(c.Migrations, ConfigPair{Source: "big", Target: "spare"})
+		}, ErrInvalid, "migration big", "target lun spare (1048576 bytes) is smaller than the source (2097152 bytes)"},
+		{"pair from a pair's target", func(c *Config) {
+			c.Migrations = append(c.Migrations, ConfigPair{Source: "dst", Target: "spare"})
+		}, ErrInPair, "migration dst", "lun dst is in two pairs of the file"},
+		{"pair from a running pair's target", func(c *Config) {
+			c.Migrations = []ConfigPair{{Source: "dst", Target: "spare"}}
+		}, ErrInPair, "migration dst", "its source lun dst is the target of migration pair"},
+		{"port held", func(c *Config) { c.Targets[0].Port = 42 }, ErrInvalid, "target " + cfgIQN2, "relative port ID 42 is also target " + cfgIQN1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := export(t, e.m)
+			// A valid change in the same file must not be applied either.
+			c.LUNs = append(c.LUNs, ConfigLUN{Name: "zz-valid", Size: 1 << 20})
+			tc.change(&c)
+			_, err := e.m.ApplyConfig(c, ApplyOptions{})
+			wantRefusal(t, tc.name, err, tc.class, tc.object, tc.reason)
+			if got := export(t, e.m); !reflect.DeepEqual(got, before) {
+				t.Fatalf("refused apply changed the server:\n got %+v\nwant %+v", got, before)
+			}
+		})
+	}
+	// Several refusals are reported together.
+	c := export(t, e.m)
+	lun(&c, "a").BlockSize = 4096
+	lun(&c, "b").Size = 512
+	_, err := e.m.PlanConfig(c, ApplyOptions{})
+	wantRefusal(t, "two refusals", err, ErrInvalid, "config", "2 changes refused: lun a: ")
+	if !strings.Contains(err.Error(), "lun b: size 512") {
+		t.Fatalf("combined refusal misses lun b: %v", err)
+	}
+}
+
+// TestConfigPrune: objects the file does not name are kept and listed
+// without --prune, deleted with it; a migration is never cancelled and a
+// LUN in a pair is not pruned.
+func TestConfigPrune(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	buildConfigServer(t, e)
+	full := export(t, e.m)
+	c := full
+	c.Targets = c.Targets[:1]        // drop cfgIQN2 (maps b)
+	c.LUNs = withoutLUN(c.LUNs, "b") // b only on cfgIQN2
+	plan, err := e.m.PlanConfig(c, ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, k := range plan.Kept {
+		kept = append(kept, k.String())
+	}
+	wantKept := []string{"= target " + cfgIQN2 + ": not in the file (--prune deletes it)", "= lun b: not in the file (--prune deletes it)"}
+	if len(plan.Changes) != 0 || !reflect.DeepEqual(kept, wantKept) {
+		t.Fatalf("plan without prune: changes %v, kept %q; want none and %q", planLines(plan), kept, wantKept)
+	}
+	// Never prune what a logged-in host uses.
+	_, err = e.m.PlanConfig(c, ApplyOptions{Prune: true, LoggedIn: map[string]int{cfgIQN2: 1}})
+	wantRefusal(t, "prune with sessions", err, ErrState, "config", "target "+cfgIQN2+": cannot be pruned: 1 iSCSI session(s) logged in")
+	if !strings.Contains(err.Error(), "lun b: cannot be pruned: mapped on "+cfgIQN2) {
+		t.Fatalf("prune with sessions: %v, want lun b refused too", err)
+	}
+	plan, err = e.m.ApplyConfig(c, ApplyOptions{Prune: true, LoggedIn: map[string]int{cfgIQN1: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines := []string{"- target " + cfgIQN2 + ": delete (1 LUN(s) mapped)", "- lun b: delete (and its data file in the data dir)"}
+	if got := planLines(plan); !reflect.DeepEqual(got, wantLines) {
+		t.Fatalf("prune plan %q, want %q", got, wantLines)
+	}
+	if got := export(t, e.m); !reflect.DeepEqual(got, c) {
+		t.Fatalf("after prune:\n got %+v\nwant %+v", got, c)
+	}
+	// Pairs are kept even with prune; their LUNs cannot be pruned.
+	c2 := c
+	c2.Migrations = nil
+	c2.LUNs = withoutLUN(c2.LUNs, "dst")
+	_, err = e.m.PlanConfig(c2, ApplyOptions{Prune: true})
+	wantRefusal(t, "prune a pair's LUN", err, ErrInPair, "lun dst", "cannot be deleted: in migration pair")
+	c2.LUNs = c.LUNs
+	plan, err = e.m.PlanConfig(c2, ApplyOptions{Prune: true})
+	if err != nil || len(plan.Changes) != 0 || len(plan.Kept) != 1 || !strings.Contains(plan.Kept[0].String(), "apply never cancels a migration") {
+		t.Fatalf("plan without the pair: %+v, %v", plan, err)
+	}
+}
+
+func withoutLUN(ls []ConfigLUN, name string) []ConfigLUN {
+	var out []ConfigLUN
+	for _, l := range ls {
+		if l.Name != name {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// failingExporter fails the apply number failAt (1-based) once.
+type failingExporter struct {
+	n, failAt atomic.Int64
+}
+
+func (f *failingExporter) ApplyTargets(TargetConfig) error {
+	if f.n.Add(1) == f.failAt.Load() {
+		return errors.New("injected apply failure")
+	}
+	return nil
+}
+
+// TestConfigApplyUndo: a step that fails after others were applied undoes
+// them in reverse order, and the error names the failed step and what was
+// applied and undone.
+func TestConfigApplyUndo(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	e.lun("a", 1<<20)
+	fx := &failingExporter{}
+	e.m.SetExporter(fx)
+	before := export(t, e.m)
+	c := before
+	c.Discovery = &metavol.CHAP{User: "disc", Secret: "discovery-secret"}
+	c.LUNs = append(c.LUNs, ConfigLUN{Name: "b", Size: 1 << 20})
+	c.Targets = []ConfigTarget{{IQN: cfgIQN1, LUNs: []ConfigMapping{{Number: 0, LUN: "a"}, {Number: 1, LUN: "b"}}}}
+	// Steps: discovery (apply 1), lun b, target create (apply 2), map a
+	// (apply 3), map b (apply 4: fails).
+	fx.failAt.Store(4)
+	_, err := e.m.ApplyConfig(c, ApplyOptions{})
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !errors.Is(err, ErrApply) {
+		t.Fatalf("apply: %v, want an ApplyError wrapping ErrApply", err)
+	}
+	if len(ae.Applied) != 4 || len(ae.Undone) != 4 || len(ae.NotUndone) != 0 || !strings.Contains(ae.Failed.String(), "map lun b as LUN 1") {
+		t.Fatalf("apply error: %v (applied %d, undone %d, not undone %v)", err, len(ae.Applied), len(ae.Undone), ae.NotUndone)
+	}
+	if !strings.Contains(err.Error(), "step 5 (~ target "+cfgIQN1+": map lun b as LUN 1) failed") {
+		t.Fatalf("error text: %v", err)
+	}
+	if got := export(t, e.m); !reflect.DeepEqual(got, before) {
+		t.Fatalf("after the undo:\n got %+v\nwant %+v", got, before)
+	}
+
+	// A step that cannot be undone (a LUN's growth) is reported as still
+	// applied; a step refused by a rule of the machine (a path in a system
+	// directory) undoes the others.
+	c = before
+	c.LUNs = []ConfigLUN{before.LUNs[0], {Name: "b", Size: 1 << 20}, {Name: "c", Size: 1 << 20, Path: "/etc/lmtgt-config-test.img"}}
+	c.LUNs[0].Size = 2 << 20
+	_, err = e.m.ApplyConfig(c, ApplyOptions{})
+	if !errors.As(err, &ae) || !strings.Contains(ae.Failed.String(), "+ lun c:") || len(ae.Applied) != 2 || len(ae.Undone) != 1 ||
+		len(ae.NotUndone) != 1 || !strings.Contains(ae.NotUndone[0], "~ lun a: grow from 1048576 to 2097152 bytes (cannot be undone)") {
+		t.Fatalf("apply with a refused path: %v", err)
+	}
+	if !strings.Contains(err.Error(), "2 step(s) had been applied, 1 undone; still applied: ~ lun a: grow") {
+		t.Fatalf("error text: %v", err)
+	}
+	if _, statErr := os.Stat("/etc/lmtgt-config-test.img"); !os.IsNotExist(statErr) {
+		t.Fatalf("the refused path exists: %v", statErr)
+	}
+	want := before
+	want.LUNs = []ConfigLUN{before.LUNs[0]}
+	want.LUNs[0].Size = 2 << 20
+	if got := export(t, e.m); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the undo:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestChangeOpString: every operation has its name.
+func TestChangeOpString(t *testing.T) {
+	for op, want := range map[ChangeOp]string{OpCreate: "create", OpChange: "change", OpDelete: "delete", OpKeep: "keep", ChangeOp(9): "ChangeOp(9)"} {
+		if got := op.String(); got != want {
+			t.Errorf("%d: %q, want %q", int(op), got, want)
+		}
+	}
+}

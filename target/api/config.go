@@ -1,0 +1,377 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lmtgt/lmtgt/lm"
+	"github.com/lmtgt/lmtgt/metavol"
+	"github.com/lmtgt/lmtgt/target"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// Configuration as a file (lm/config.go owns the export, the plan and its
+// rules; here they are only translated):
+//
+//	GET  /v1/config[?secrets=true]   the whole configuration (wire.Config)
+//	POST /v1/config/apply            {"config":{...},"dry_run":bool,"prune":bool}
+//	GET  /v1/config/backups          the automatic backups, newest first
+//
+// Before an apply that changes something, the configuration as it was
+// (with secrets: a backup must restore everything) is written to
+// DATA_DIR/config-backups/config-TIMESTAMP.json (mode 0600), and only the
+// newest BackupsKept are kept. ALUA IDs and state names are package
+// target's rules, checked here before lm sees them.
+
+// BackupsKept is how many automatic configuration backups are kept.
+const BackupsKept = 10
+
+// backupDirName is the backups' folder in the data dir.
+const backupDirName = "config-backups"
+
+const configObject = "config"
+
+func (s *Server) configRoutes(m *http.ServeMux) {
+	svc := s.svc
+	v := wire.Version
+	m.HandleFunc("GET "+v+"/config", func(w http.ResponseWriter, r *http.Request) {
+		secrets := false
+		switch q := r.URL.Query().Get("secrets"); q {
+		case "", "false", "0":
+		case "true", "1":
+			secrets = true
+		default:
+			writeError(w, invalid(configObject, "secrets=%q: want true or false", q))
+			return
+		}
+		c, err := svc.ExportConfig(secrets)
+		reply(w, http.StatusOK, c, err, configObject)
+	})
+	m.HandleFunc("POST "+v+"/config/apply", withBody(func(w http.ResponseWriter, r *http.Request, req wire.ApplyConfig) {
+		res, err := svc.ApplyConfig(req)
+		reply(w, http.StatusOK, res, err, configObject)
+	}))
+	m.HandleFunc("GET "+v+"/config/backups", func(w http.ResponseWriter, r *http.Request) {
+		b, err := svc.ConfigBackups()
+		reply(w, http.StatusOK, b, err, configObject)
+	})
+}
+
+// ExportConfig returns the configuration; secrets are replaced by
+// wire.SecretPlaceholder unless withSecrets.
+func (s *Service) ExportConfig(withSecrets bool) (wire.Config, error) {
+	c, err := s.lm.ExportConfig()
+	if err != nil {
+		return wire.Config{}, toWire(err, configObject)
+	}
+	return configToWire(c, withSecrets), nil
+}
+
+func hide(secret string, show bool) string {
+	if show || secret == "" {
+		return secret
+	}
+	return wire.SecretPlaceholder
+}
+
+func chapToWire(c *metavol.CHAP, show bool) *wire.ConfigCHAP {
+	if c == nil {
+		return nil
+	}
+	return &wire.ConfigCHAP{User: c.User, Secret: hide(c.Secret, show), MutualUser: c.MutualUser, MutualSecret: hide(c.MutualSecret, show)}
+}
+
+func configToWire(c lm.Config, show bool) wire.Config {
+	out := wire.Config{Version: c.Version, DiscoveryCHAP: chapToWire(c.Discovery, show),
+		LUNs: []wire.ConfigLUN{}, Targets: []wire.ConfigTarget{}, Migrations: []wire.ConfigMigration{}, Sessions: []wire.ConfigSession{}}
+	for _, l := range c.LUNs {
+		wl := wire.ConfigLUN{Name: l.Name, ID: l.ID, NAA: l.NAA, Serial: l.Serial, Size: l.Size, BlockSize: l.BlockSize,
+			Volume: wire.ConfigVolume{Kind: l.Kind, Path: l.Path, Direct: l.Direct, RBD: l.RBD}}
+		if r := l.Remote; r != nil {
+			wl.Volume.Remote = &wire.ConfigRemote{URL: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: hide(r.CHAPSecret, show),
+				MutualUser: r.MutualUser, MutualSecret: hide(r.MutualSecret, show)}
+		}
+		if l.Adopted {
+			wl.Identity = "adopted"
+		}
+		for _, g := range slices.Sorted(maps.Keys(l.ALUA)) {
+			wl.ALUA = append(wl.ALUA, wire.ConfigALUA{Group: g, State: l.ALUA[g]})
+		}
+		out.LUNs = append(out.LUNs, wl)
+	}
+	for _, t := range c.Targets {
+		g := t.Group
+		if g == 0 {
+			g = target.DefaultGroup
+		}
+		wt := wire.ConfigTarget{IQN: t.IQN, Group: g, Port: t.Port, AllowAll: t.AllowAll,
+			Initiators: append([]string{}, t.Initiators...), CHAP: chapToWire(t.CHAP, show), LUNs: []wire.ConfigMapping{}}
+		for _, mp := range t.LUNs {
+			wt.LUNs = append(wt.LUNs, wire.ConfigMapping{LUN: mp.Number, Name: mp.LUN})
+		}
+		out.Targets = append(out.Targets, wt)
+	}
+	for _, p := range c.Migrations {
+		out.Migrations = append(out.Migrations, wire.ConfigMigration{Source: p.Source, Target: p.Target, Speed: string(p.Speed),
+			MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify, Vehicle: p.Vehicle})
+	}
+	for _, ss := range c.Sessions {
+		ws := wire.ConfigSession{Name: ss.Name, Speed: string(ss.Speed), MaxMBps: ss.MaxMBps, MaxActive: ss.MaxActive,
+			AutoSplit: ss.AutoSplit, Verify: ss.Verify, Pairs: []wire.ConfigSessionPair{}}
+		for _, p := range ss.Pairs {
+			ws.Pairs = append(ws.Pairs, wire.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
+		}
+		out.Sessions = append(out.Sessions, ws)
+	}
+	return out
+}
+
+// unhide maps the wire placeholder to lm's.
+func unhide(secret string) string {
+	if secret == wire.SecretPlaceholder {
+		return lm.SecretPlaceholder
+	}
+	return secret
+}
+
+func chapFromWire(c *wire.ConfigCHAP) *metavol.CHAP {
+	if c == nil {
+		return nil
+	}
+	return &metavol.CHAP{User: c.User, Secret: unhide(c.Secret), MutualUser: c.MutualUser, MutualSecret: unhide(c.MutualSecret)}
+}
+
+// configFromWire converts a file to lm's Config, checking what is package
+// target's rule (ALUA group and port IDs, access state names).
+func configFromWire(c wire.Config) (lm.Config, error) {
+	out := lm.Config{Version: c.Version, Discovery: chapFromWire(c.DiscoveryCHAP)}
+	for _, l := range c.LUNs {
+		obj := lunObject(l.Name)
+		cl := lm.ConfigLUN{Name: l.Name, ID: l.ID, NAA: l.NAA, Serial: l.Serial, Size: l.Size, BlockSize: l.BlockSize,
+			Kind: l.Volume.Kind, Path: l.Volume.Path, Direct: l.Volume.Direct, RBD: l.Volume.RBD}
+		switch l.Volume.Kind {
+		case "", "file", "block", metavol.VolumeKindISCSI, metavol.VolumeKindRBD:
+		default:
+			return lm.Config{}, invalid(obj, "volume kind %q: want file, block, iscsi or rbd", l.Volume.Kind)
+		}
+		switch l.Identity {
+		case "", "own":
+		case "adopted":
+			cl.Adopted = true
+		default:
+			return lm.Config{}, invalid(obj, "identity %q: want adopted or nothing", l.Identity)
+		}
+		if r := l.Volume.Remote; r != nil {
+			cl.Remote = &lm.ConfigRemote{URL: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: unhide(r.CHAPSecret),
+				MutualUser: r.MutualUser, MutualSecret: unhide(r.MutualSecret)}
+		}
+		for _, a := range l.ALUA {
+			if err := target.CheckGroupID(int(a.Group)); err != nil {
+				return lm.Config{}, invalid(obj, "alua: %v", err)
+			}
+			st, err := target.ParseAccessState(a.State)
+			if err != nil {
+				return lm.Config{}, invalid(obj, "alua group %d: %v", a.Group, err)
+			}
+			if cl.ALUA == nil {
+				cl.ALUA = map[uint16]string{}
+			}
+			if _, dup := cl.ALUA[a.Group]; dup {
+				return lm.Config{}, invalid(obj, "alua group %d is listed twice", a.Group)
+			}
+			if st == target.ActiveOptimized {
+				continue // the default is not stored (as `alua state` does)
+			}
+			cl.ALUA[a.Group] = st.String()
+		}
+		if len(cl.ALUA) == 0 {
+			cl.ALUA = nil
+		}
+		out.LUNs = append(out.LUNs, cl)
+	}
+	sort.Slice(out.LUNs, func(i, j int) bool { return out.LUNs[i].Name < out.LUNs[j].Name })
+	for _, t := range c.Targets {
+		obj := targetObject(t.IQN)
+		if t.Group != 0 {
+			if err := target.CheckGroupID(int(t.Group)); err != nil {
+				return lm.Config{}, invalid(obj, "%v", err)
+			}
+		}
+		if t.Port != 0 {
+			if err := target.CheckPortID(int(t.Port)); err != nil {
+				return lm.Config{}, invalid(obj, "%v", err)
+			}
+		}
+		ct := lm.ConfigTarget{IQN: t.IQN, Group: t.Group, Port: t.Port, AllowAll: t.AllowAll, CHAP: chapFromWire(t.CHAP)}
+		for _, in := range t.Initiators {
+			if in == wire.AllInitiators {
+				ct.AllowAll = true
+				continue
+			}
+			ct.Initiators = append(ct.Initiators, in)
+		}
+		for _, mp := range t.LUNs {
+			ct.LUNs = append(ct.LUNs, lm.ConfigMapping{Number: mp.LUN, LUN: mp.Name})
+		}
+		out.Targets = append(out.Targets, ct)
+	}
+	for _, p := range c.Migrations {
+		out.Migrations = append(out.Migrations, lm.ConfigPair{Source: p.Source, Target: p.Target, Speed: lm.Speed(p.Speed),
+			MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify, Vehicle: p.Vehicle})
+	}
+	for _, ss := range c.Sessions {
+		cs := lm.ConfigSession{Name: ss.Name, Speed: lm.Speed(ss.Speed), MaxMBps: ss.MaxMBps, MaxActive: ss.MaxActive,
+			AutoSplit: ss.AutoSplit, Verify: ss.Verify}
+		for _, p := range ss.Pairs {
+			cs.Pairs = append(cs.Pairs, lm.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
+		}
+		out.Sessions = append(out.Sessions, cs)
+	}
+	return out, nil
+}
+
+func lines(cs []lm.ConfigChange) []string {
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.String())
+	}
+	return out
+}
+
+// ApplyConfig plans (DryRun) or applies a configuration; before an apply
+// that changes something the current configuration is backed up.
+func (s *Service) ApplyConfig(req wire.ApplyConfig) (wire.ApplyResult, error) {
+	want, err := configFromWire(req.Config)
+	if err != nil {
+		return wire.ApplyResult{}, err
+	}
+	opts := lm.ApplyOptions{Prune: req.Prune, LoggedIn: map[string]int{}}
+	if s.exp != nil {
+		for _, si := range s.exp.Sessions() {
+			opts.LoggedIn[si.Target]++
+		}
+	}
+	plan, err := s.lm.PlanConfig(want, opts)
+	if err != nil {
+		return wire.ApplyResult{}, toWire(err, configObject)
+	}
+	res := wire.ApplyResult{DryRun: req.DryRun, Changes: lines(plan.Changes), Kept: lines(plan.Kept)}
+	if req.DryRun || len(plan.Changes) == 0 {
+		return res, nil
+	}
+	if res.Backup, err = s.BackupConfig(); err != nil {
+		return wire.ApplyResult{}, toWire(fmt.Errorf("config apply refused: backup before the apply: %w", err), configObject)
+	}
+	plan, err = s.lm.ApplyConfig(want, opts)
+	if err != nil {
+		var ae *lm.ApplyError
+		if errors.As(err, &ae) {
+			we := toWire(ae.Err, configObject)
+			msg := ae.Error() + " (backup of the configuration before: " + res.Backup + ")"
+			return wire.ApplyResult{}, &wire.Error{Status: we.Status, Message: msg, Object: configObject, Reason: msg}
+		}
+		return wire.ApplyResult{}, toWire(err, configObject)
+	}
+	res.Changes, res.Kept = lines(plan.Changes), lines(plan.Kept)
+	s.log.Info().Int("changes", len(res.Changes)).Int("kept", len(res.Kept)).Str("backup", res.Backup).Msg("configuration applied")
+	return res, nil
+}
+
+func (s *Service) backupDir() string { return filepath.Join(s.lm.DataDir(), backupDirName) }
+
+// BackupConfig writes the current configuration (with secrets) to a new
+// backup file and removes all but the newest BackupsKept; it returns the
+// file's path.
+func (s *Service) BackupConfig() (string, error) {
+	c, err := s.lm.ExportConfig()
+	if err != nil {
+		return "", err
+	}
+	b, err := json.MarshalIndent(configToWire(c, true), "", "  ")
+	if err != nil {
+		return "", err
+	}
+	dir := s.backupDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	// The name is the UTC time in ms, so names sort by time; two applies
+	// in one millisecond take the next free one (never overwrite).
+	now := time.Now().UTC()
+	var path string
+	for {
+		path = filepath.Join(dir, "config-"+now.Format("20060102T150405.000Z")+".json")
+		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		now = now.Add(time.Millisecond)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := syncFile(tmp); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	bs, err := s.ConfigBackups()
+	if err != nil {
+		return path, nil
+	}
+	for _, old := range bs[min(len(bs), BackupsKept):] {
+		if err := os.Remove(old.Path); err != nil {
+			s.log.Error().Err(err).Str("backup", old.Path).Msg("remove an old configuration backup")
+		}
+	}
+	return path, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// ConfigBackups lists the automatic backups, newest first.
+func (s *Service) ConfigBackups() ([]wire.ConfigBackup, error) {
+	dir := s.backupDir()
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return []wire.ConfigBackup{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config backups %s: %w", dir, err)
+	}
+	out := []wire.ConfigBackup{}
+	for _, e := range ents {
+		n := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(n, "config-") || !strings.HasSuffix(n, ".json") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, wire.ConfigBackup{Name: n, Path: filepath.Join(dir, n), Time: fi.ModTime().UTC(), Size: fi.Size()})
+	}
+	// The names hold the UTC time: newest first by name.
+	sort.Slice(out, func(i, j int) bool { return out[i].Name > out[j].Name })
+	return out, nil
+}
