@@ -31,6 +31,16 @@ type LUN struct {
 	ALUA GroupStates
 	// Volume is the I/O handle (lm's router); its Size() is the capacity.
 	Volume volume.Volume
+	// ReadOnly write-protects this mapping (targetcli's write_protect on
+	// a mapped LUN): commands that change the medium answer DATA
+	// PROTECT, WRITE PROTECTED and MODE SENSE sets the WP bit. Another
+	// mapping of the same LUN may be writable.
+	ReadOnly bool
+	// Initiators masks this mapping (targetcli's mapped_luns): when not
+	// empty only these initiator names see the LUN at this number; the
+	// others get LOGICAL UNIT NOT SUPPORTED and do not find it in REPORT
+	// LUNS. Empty: every initiator the target's ACL lets in.
+	Initiators []string
 }
 
 // Target is one iSCSI target.

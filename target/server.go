@@ -82,6 +82,44 @@ type targetView struct {
 	// not active/optimized (alua.go).
 	group, port uint16
 	access      map[string]AccessState
+	// readOnly holds the write-protected LUN numbers and masks the LUN
+	// numbers visible to listed initiators only (config.go LUN).
+	readOnly map[uint64]bool
+	masks    map[uint64]map[string]bool
+}
+
+// lun returns the logical unit initiator reaches at LUN number num (nil:
+// none, or masked from that initiator). This is the one masking rule:
+// Execute, REPORT LUNS, task management and EXTENDED COPY use it.
+func (tv *targetView) lun(num uint64, initiator string) *lunDev {
+	if tv == nil {
+		return nil
+	}
+	d := tv.luns[num]
+	if d == nil {
+		return nil
+	}
+	if m := tv.masks[num]; m != nil && !m[initiator] {
+		return nil
+	}
+	return d
+}
+
+// numbersFor lists the LUN numbers initiator sees, sorted.
+func (tv *targetView) numbersFor(initiator string) []uint64 {
+	if tv == nil {
+		return nil
+	}
+	if len(tv.masks) == 0 {
+		return tv.numbers
+	}
+	out := make([]uint64, 0, len(tv.numbers))
+	for _, num := range tv.numbers {
+		if tv.lun(num, initiator) != nil {
+			out = append(out, num)
+		}
+	}
+	return out
 }
 
 // New creates a Server with no targets. Start binds the portals.
@@ -165,11 +203,13 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 	for _, t := range targets {
 		gp := ports[t.IQN]
 		tv := &targetView{
-			cfg:   t,
-			allow: map[string]bool{},
-			luns:  map[uint64]*lunDev{},
-			group: gp[0],
-			port:  gp[1],
+			cfg:      t,
+			allow:    map[string]bool{},
+			luns:     map[uint64]*lunDev{},
+			group:    gp[0],
+			port:     gp[1],
+			readOnly: map[uint64]bool{},
+			masks:    map[uint64]map[string]bool{},
 		}
 		for _, ini := range t.Initiators {
 			tv.allow[ini] = true
@@ -178,6 +218,16 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 			d := devs[l.ID]
 			tv.luns[l.Number] = d
 			tv.numbers = append(tv.numbers, l.Number)
+			if l.ReadOnly {
+				tv.readOnly[l.Number] = true
+			}
+			if len(l.Initiators) > 0 {
+				m := map[string]bool{}
+				for _, ini := range l.Initiators {
+					m[ini] = true
+				}
+				tv.masks[l.Number] = m
+			}
 		}
 		sort.Slice(tv.numbers, func(i, j int) bool { return tv.numbers[i] < tv.numbers[j] })
 		snap.targets[t.IQN] = tv
@@ -222,8 +272,13 @@ func lunSetChanged(a, b *targetView) bool {
 		return true
 	}
 	for num, d := range b.luns {
-		if a.luns[num] != d {
+		if a.luns[num] != d || len(a.masks[num]) != len(b.masks[num]) {
 			return true
+		}
+		for ini := range b.masks[num] {
+			if !a.masks[num][ini] {
+				return true
+			}
 		}
 	}
 	return false
