@@ -224,20 +224,48 @@ func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 	})
 }
 
+// MapOptions are the settings of one mapping (targetcli's mapped LUN).
+type MapOptions struct {
+	// Number is the LUN number; nil: the lowest free one.
+	Number *uint64
+	// ReadOnly write-protects the LUN at this mapping: hosts can read
+	// it, every command that changes blocks gets DATA PROTECT. It binds
+	// hosts only: a migration of the LUN still copies and switches it
+	// (the copier and the split write the volumes, not a host command).
+	ReadOnly bool
+	// Initiators, when not empty, masks the mapping: only these
+	// initiators see the LUN at this number (REPORT LUNS, I/O). They need
+	// not be in the target's ACL yet; without an ACL entry they cannot
+	// log in at all.
+	Initiators []string
+}
+
 // MapLUN exports the LUN called lun on a target at a LUN number (the
-// lowest free one when number is nil) and returns the number. Refused for
-// an unknown LUN, a LUN already mapped on this target, a number in use or
-// above MaxLUNNumber, and a LUN that is the target of a pair.
+// lowest free one when number is nil), writable and seen by every
+// allowed initiator, and returns the number (MapLUNWith).
 func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error) {
+	return m.MapLUNWith(iqn, lun, MapOptions{Number: number})
+}
+
+// MapLUNWith exports the LUN called lun on a target with opts and returns
+// the LUN number. Refused for an unknown LUN, a LUN already mapped on
+// this target, a number in use or above MaxLUNNumber, a bad initiator
+// name, and a LUN that is the target of a pair.
+func (m *Manager) MapLUNWith(iqn, lun string, opts MapOptions) (uint64, error) {
 	obj := targetObject(iqn)
+	number := opts.Number
 	if lun == "" {
 		return 0, refuse(ErrInvalid, obj, "a LUN name is required")
 	}
 	if number != nil && *number > MaxLUNNumber {
 		return 0, refuse(ErrInvalid, obj, "LUN number %d is above the highest, %d", *number, MaxLUNNumber)
 	}
+	inis, err := maskInitiators(obj, opts.Initiators)
+	if err != nil {
+		return 0, err
+	}
 	var n uint64
-	err := m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+	err = m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
 		l, err := tx.LUNByName(lun)
 		if err != nil {
 			return orNotFound(err, lunObject(lun))
@@ -264,10 +292,69 @@ func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error) {
 				return refuse(ErrExists, obj, "no free LUN number")
 			}
 		}
-		t.Mappings = append(t.Mappings, metavol.Mapping{LUN: n, LUNID: l.ID})
+		t.Mappings = append(t.Mappings, metavol.Mapping{LUN: n, LUNID: l.ID, ReadOnly: opts.ReadOnly, Initiators: inis})
 		return nil
 	})
 	return n, err
+}
+
+// MappingChange changes an existing mapping; a nil field keeps its
+// setting. An empty Initiators list unmasks the mapping.
+type MappingChange struct {
+	ReadOnly   *bool
+	Initiators *[]string
+}
+
+// SetMapping changes the write protection or the initiator mask of the
+// LUN called lun on a target, live: sessions already logged in see the
+// change with their next command (a LUN masked from them answers
+// LOGICAL UNIT NOT SUPPORTED, REPORTED LUNS DATA HAS CHANGED is raised).
+func (m *Manager) SetMapping(iqn, lun string, ch MappingChange) error {
+	obj := targetObject(iqn)
+	var inis []string
+	if ch.Initiators != nil {
+		var err error
+		if inis, err = maskInitiators(obj, *ch.Initiators); err != nil {
+			return err
+		}
+	}
+	if ch.ReadOnly == nil && ch.Initiators == nil {
+		return refuse(ErrInvalid, obj, "nothing to change: give the write protection or the initiators")
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		l, err := tx.LUNByName(lun)
+		if err != nil {
+			return orNotFound(err, lunObject(lun))
+		}
+		i := slices.IndexFunc(t.Mappings, func(mp metavol.Mapping) bool { return mp.LUNID == l.ID })
+		if i < 0 {
+			return refuse(ErrNotFound, lunObject(lun), "not mapped on %s", iqn)
+		}
+		if ch.ReadOnly != nil {
+			t.Mappings[i].ReadOnly = *ch.ReadOnly
+		}
+		if ch.Initiators != nil {
+			t.Mappings[i].Initiators = inis
+		}
+		return nil
+	})
+}
+
+// maskInitiators checks the initiator names of a mapping mask and
+// returns them sorted without duplicates (nil for none).
+func maskInitiators(obj string, inis []string) ([]string, error) {
+	if len(inis) == 0 {
+		return nil, nil
+	}
+	out := make([]string, 0, len(inis))
+	for _, ini := range inis {
+		if err := ValidateISCSIName(ini); err != nil {
+			return nil, refuse(ErrInvalid, obj, "mapping mask: bad initiator name %q: %v", ini, err)
+		}
+		out = append(out, ini)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // The rule "a pair's target LUN is never mapped" (hosts must never write

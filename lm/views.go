@@ -1,6 +1,7 @@
 package lm
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -172,6 +173,10 @@ type TargetLUN struct {
 	Name      string
 	Size      int64
 	BlockSize uint32
+	// ReadOnly and Initiators are the mapping's write protection and
+	// initiator mask (MapOptions).
+	ReadOnly   bool
+	Initiators []string
 }
 
 // TargetInfos returns every target, sorted by IQN.
@@ -196,7 +201,7 @@ func (m *Manager) targetInfos(iqn string) ([]TargetInfo, error) {
 		for _, t := range recs {
 			info := TargetInfo{Target: t}
 			for _, mp := range t.Mappings {
-				tl := TargetLUN{Number: mp.LUN, ID: mp.LUNID}
+				tl := TargetLUN{Number: mp.LUN, ID: mp.LUNID, ReadOnly: mp.ReadOnly, Initiators: slices.Clone(mp.Initiators)}
 				if l, err := tx.GetLUN(mp.LUNID); err == nil {
 					tl.Name, tl.Size, tl.BlockSize = l.Name, l.Size, l.BlockSize
 				}

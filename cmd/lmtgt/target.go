@@ -62,8 +62,12 @@ func targetCommand() *cli.Command {
 				Name:  "map",
 				Usage: "export a LUN on a target (live: hosts get REPORTED LUNS DATA HAS CHANGED)",
 				Arg:   "LUN-NAME",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"}},
-				Call:  mapLUN,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"},
+					&cli.BoolFlag{Name: "read-only", Usage: "write-protect the LUN at this mapping (hosts get DATA PROTECT on writes)"},
+					&cli.StringSliceFlag{Name: "initiator", Usage: "only this initiator sees the LUN here (repeat for more; default: every allowed initiator)"},
+				},
+				Call: mapLUN,
 				Done: func(lun string, t wire.Target) string {
 					n := "?"
 					for _, l := range t.LUNs {
@@ -72,6 +76,25 @@ func targetCommand() *cli.Command {
 						}
 					}
 					return fmt.Sprintf("LUN %s mapped on %s at LUN %s", lun, t.IQN, n)
+				},
+			}.command(),
+			targetChange{
+				Name:  "mapping",
+				Usage: "change a mapped LUN's write protection or initiator mask (live)",
+				Arg:   "LUN-NAME",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "read-only", Usage: "write-protect the mapping (--read-only=false: writable)"},
+					&cli.StringSliceFlag{Name: "initiator", Usage: "only these initiators see the LUN here (repeat; replaces the mask)"},
+					&cli.BoolFlag{Name: "all-initiators", Usage: "remove the mask: every allowed initiator sees the LUN"},
+				},
+				Call: setMapping,
+				Done: func(lun string, t wire.Target) string {
+					for _, l := range t.LUNs {
+						if l.Name == lun {
+							return fmt.Sprintf("LUN %s on %s: %s", lun, t.IQN, mappingMode(l))
+						}
+					}
+					return fmt.Sprintf("LUN %s on %s changed", lun, t.IQN)
 				},
 			}.command(),
 			targetChange{
@@ -203,9 +226,9 @@ func printTarget(c *cli.Context, t wire.Target) {
 		fmt.Fprintln(c.App.Writer)
 		var rows [][]string
 		for _, l := range t.LUNs {
-			rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), l.ID})
+			rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingMode(l), l.ID})
 		}
-		table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ID"}, rows)
+		table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ACCESS", "ID"}, rows)
 	}
 	if len(t.Sessions) == 0 {
 		fmt.Fprintln(c.App.Writer, "sessions:   (none)")
@@ -303,7 +326,44 @@ func mapLUN(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, er
 		}
 		number = &n
 	}
-	return cl.Map(context.Background(), iqn, lun, number)
+	return cl.MapWith(context.Background(), iqn, wire.MapLUN{LUN: lun, Number: number,
+		ReadOnly: c.Bool("read-only"), Initiators: c.StringSlice("initiator")})
+}
+
+// setMapping changes a mapping's --read-only and --initiator /
+// --all-initiators.
+func setMapping(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
+	var req wire.SetMapping
+	if c.IsSet("read-only") {
+		ro := c.Bool("read-only")
+		req.ReadOnly = &ro
+	}
+	switch {
+	case c.IsSet("initiator") && c.Bool("all-initiators"):
+		return wire.Target{}, usageErr("target mapping: give --initiator or --all-initiators, not both")
+	case c.IsSet("initiator"):
+		inis := c.StringSlice("initiator")
+		req.Initiators = &inis
+	case c.Bool("all-initiators"):
+		inis := []string{}
+		req.Initiators = &inis
+	}
+	if req.ReadOnly == nil && req.Initiators == nil {
+		return wire.Target{}, usageErr("target mapping: nothing to change (--read-only[=false], --initiator or --all-initiators)")
+	}
+	return cl.SetMapping(context.Background(), iqn, lun, req)
+}
+
+// mappingMode describes a mapping's write protection and mask.
+func mappingMode(l wire.TargetLUN) string {
+	mode := "read-write"
+	if l.ReadOnly {
+		mode = "read-only"
+	}
+	if len(l.Initiators) == 0 {
+		return mode + ", all initiators"
+	}
+	return mode + ", initiators " + strings.Join(l.Initiators, ",")
 }
 
 func targetCHAP(c *cli.Context) error {

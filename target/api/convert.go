@@ -81,7 +81,8 @@ func targetView(i lm.TargetInfo) wire.Target {
 		CHAP:       chapInfo(t.CHAP),
 	}
 	for _, l := range i.LUNs {
-		v.LUNs = append(v.LUNs, wire.TargetLUN{LUN: l.Number, ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize})
+		v.LUNs = append(v.LUNs, wire.TargetLUN{LUN: l.Number, ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize,
+			ReadOnly: l.ReadOnly, Initiators: l.Initiators})
 	}
 	return v
 }

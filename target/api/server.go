@@ -411,6 +411,11 @@ func (s *Server) routes() {
 		t, err := svc.Map(iqn, req)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	}))
+	m.HandleFunc("PATCH "+v+"/targets/{iqn}/luns/{name}", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetMapping) {
+		iqn := r.PathValue("iqn")
+		t, err := svc.SetMapping(iqn, r.PathValue("name"), req)
+		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	}))
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.Unmap(iqn, r.PathValue("name"))

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -75,9 +76,26 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 // Map exports a LUN on a target at a LUN number (the lowest free one when
 // req.Number is nil).
 func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
-	n, err := s.lm.MapLUN(iqn, req.LUN, req.Number)
+	n, err := s.lm.MapLUNWith(iqn, req.LUN, lm.MapOptions{Number: req.Number, ReadOnly: req.ReadOnly, Initiators: req.Initiators})
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("lun", req.LUN).Uint64("number", n).Msg("LUN mapped")
+		s.log.Info().Str("target", iqn).Str("lun", req.LUN).Uint64("number", n).
+			Bool("read_only", req.ReadOnly).Strs("initiators", req.Initiators).Msg("LUN mapped")
+	}
+	return s.changed(iqn, err)
+}
+
+// SetMapping changes a mapping's write protection or initiator mask.
+func (s *Service) SetMapping(iqn, lunName string, req wire.SetMapping) (wire.Target, error) {
+	err := s.lm.SetMapping(iqn, lunName, lm.MappingChange{ReadOnly: req.ReadOnly, Initiators: req.Initiators})
+	if err == nil {
+		ev := s.log.Info().Str("target", iqn).Str("lun", lunName)
+		if req.ReadOnly != nil {
+			ev = ev.Bool("read_only", *req.ReadOnly)
+		}
+		if req.Initiators != nil {
+			ev = ev.Strs("initiators", *req.Initiators)
+		}
+		ev.Msg("LUN mapping changed")
 	}
 	return s.changed(iqn, err)
 }

@@ -258,6 +258,17 @@ func (c *Client) Map(ctx context.Context, iqn, lun string, number *uint64) (wire
 	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", wire.MapLUN{LUN: lun, Number: number})
 }
 
+// MapWith maps a LUN with every mapping setting (number, write
+// protection, initiator mask).
+func (c *Client) MapWith(ctx context.Context, iqn string, req wire.MapLUN) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", req)
+}
+
+// SetMapping changes a mapping's write protection or initiator mask.
+func (c *Client) SetMapping(ctx context.Context, iqn, lun string, req wire.SetMapping) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPatch, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), req)
+}
+
 // Unmap removes a LUN (by name) from a target.
 func (c *Client) Unmap(ctx context.Context, iqn, lun string) (wire.Target, error) {
 	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), nil)

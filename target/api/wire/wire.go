@@ -176,6 +176,10 @@ type TargetLUN struct {
 	ID        string `json:"id"`
 	Size      int64  `json:"size"`
 	BlockSize uint32 `json:"block_size"`
+	// ReadOnly: the mapping is write-protected.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping: only they see the LUN (empty: all).
+	Initiators []string `json:"initiators,omitempty"`
 }
 
 // CHAPInfo shows a target's CHAP configuration without its secrets.
@@ -197,6 +201,17 @@ type MapLUN struct {
 	LUN string `json:"lun"`
 	// Number is the LUN number; nil means the lowest free number from 0.
 	Number *uint64 `json:"number,omitempty"`
+	// ReadOnly write-protects the mapping.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping (empty: every allowed initiator).
+	Initiators []string `json:"initiators,omitempty"`
+}
+
+// SetMapping is the body of PATCH /v1/targets/{iqn}/luns/{name}: a nil
+// field keeps the setting; an empty Initiators list unmasks.
+type SetMapping struct {
+	ReadOnly   *bool     `json:"read_only,omitempty"`
+	Initiators *[]string `json:"initiators,omitempty"`
 }
 
 // Allow is the body of POST /v1/targets/{iqn}/initiators.
