@@ -81,3 +81,20 @@ func (s *Server) Sessions() []iscsi.SessionInfo {
 	}
 	return out
 }
+
+// Logout ends every session initiator has on target (all connections)
+// and returns how many it ended (0 before Start). The initiator may log
+// in again unless the ACL or a mapping mask keeps it out.
+func (s *Server) Logout(target, initiator string) int {
+	s.transport.mu.Lock()
+	ts := s.transport.srv
+	s.transport.mu.Unlock()
+	if ts == nil {
+		return 0
+	}
+	n := ts.CloseInitiatorSessions(target, initiator)
+	if n > 0 {
+		s.log.Info().Str("target", target).Str("initiator", initiator).Int("sessions", n).Msg("initiator logged out by the administrator")
+	}
+	return n
+}

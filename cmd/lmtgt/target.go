@@ -131,6 +131,16 @@ func targetCommand() *cli.Command {
 				},
 			}.command(),
 			{
+				Name:      "logout",
+				Usage:     "end every session (all connections) an initiator has on a target; it may log in again unless the ACL keeps it out",
+				ArgsUsage: "IQN",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "initiator", Usage: "the initiator name whose sessions end (required)"},
+					outputFlag,
+				},
+				Action: targetLogout,
+			},
+			{
 				Name:      "chap",
 				Usage:     "set CHAP (one-way, or mutual with --mutual-user/--mutual-secret); --off turns it off",
 				ArgsUsage: "IQN",
@@ -364,6 +374,22 @@ func mappingMode(l wire.TargetLUN) string {
 		return mode + ", all initiators"
 	}
 	return mode + ", initiators " + strings.Join(l.Initiators, ",")
+}
+
+func targetLogout(c *cli.Context) error {
+	iqn, err := args1(c, "IQN")
+	if err != nil {
+		return err
+	}
+	ini := c.String("initiator")
+	if ini == "" {
+		return usageErr("target logout: --initiator is required")
+	}
+	return request(c, func(cl *client.Client) (wire.Logout, error) {
+		return cl.Logout(context.Background(), iqn, ini)
+	}, func(l wire.Logout) {
+		fmt.Fprintf(c.App.Writer, "%d session(s) of %s on %s ended\n", l.Sessions, l.Initiator, iqn)
+	})
 }
 
 func targetCHAP(c *cli.Context) error {

@@ -411,6 +411,11 @@ func (s *Server) routes() {
 		t, err := svc.Map(iqn, req)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	}))
+	m.HandleFunc("POST "+v+"/targets/{iqn}/logout", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Logout) {
+		iqn := r.PathValue("iqn")
+		out, err := svc.Logout(iqn, req.Initiator)
+		reply(w, http.StatusOK, out, err, targetObject(iqn))
+	}))
 	m.HandleFunc("PATCH "+v+"/targets/{iqn}/luns/{name}", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetMapping) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.SetMapping(iqn, r.PathValue("name"), req)

@@ -15,6 +15,9 @@ type Exporter interface {
 	CapacityChanged(lunID string)
 	Sessions() []iscsi.SessionInfo
 	SetDiscoveryCHAP(c *iscsi.CHAP)
+	// Logout ends an initiator's sessions on a target; it returns how
+	// many it ended.
+	Logout(target, initiator string) int
 }
 
 // Service is the admin operations behind the HTTP handlers; `serve --demo`

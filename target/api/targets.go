@@ -84,6 +84,27 @@ func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
 	return s.changed(iqn, err)
 }
 
+// Logout ends every session initiator has on the target iqn. Refused
+// (changing nothing) for an unknown target, a missing initiator name, and
+// an initiator with no session there.
+func (s *Service) Logout(iqn, initiator string) (wire.Logout, error) {
+	obj := targetObject(iqn)
+	if initiator == "" {
+		return wire.Logout{}, invalid(obj, "logout: an initiator name is required (--initiator)")
+	}
+	if _, err := s.lm.TargetInfo(iqn); err != nil {
+		return wire.Logout{}, toWire(err, obj)
+	}
+	n := 0
+	if s.exp != nil {
+		n = s.exp.Logout(iqn, initiator)
+	}
+	if n == 0 {
+		return wire.Logout{}, notFound(obj, "initiator %s has no session on this target", initiator)
+	}
+	return wire.Logout{Initiator: initiator, Sessions: n}, nil
+}
+
 // SetMapping changes a mapping's write protection or initiator mask.
 func (s *Service) SetMapping(iqn, lunName string, req wire.SetMapping) (wire.Target, error) {
 	err := s.lm.SetMapping(iqn, lunName, lm.MappingChange{ReadOnly: req.ReadOnly, Initiators: req.Initiators})

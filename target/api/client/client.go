@@ -264,6 +264,11 @@ func (c *Client) MapWith(ctx context.Context, iqn string, req wire.MapLUN) (wire
 	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", req)
 }
 
+// Logout ends every session initiator has on the target iqn.
+func (c *Client) Logout(ctx context.Context, iqn, initiator string) (wire.Logout, error) {
+	return call[wire.Logout](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/logout", wire.Logout{Initiator: initiator})
+}
+
 // SetMapping changes a mapping's write protection or initiator mask.
 func (c *Client) SetMapping(ctx context.Context, iqn, lun string, req wire.SetMapping) (wire.Target, error) {
 	return call[wire.Target](ctx, c, http.MethodPatch, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), req)

@@ -214,6 +214,13 @@ type SetMapping struct {
 	Initiators *[]string `json:"initiators,omitempty"`
 }
 
+// Logout is the body of POST /v1/targets/{iqn}/logout and its answer.
+type Logout struct {
+	Initiator string `json:"initiator"`
+	// Sessions is how many sessions were ended (in the answer).
+	Sessions int `json:"sessions"`
+}
+
 // Allow is the body of POST /v1/targets/{iqn}/initiators.
 type Allow struct {
 	// Initiator is an initiator name, or ALL.
