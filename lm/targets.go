@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -53,6 +55,13 @@ type TargetConfig struct {
 // which only looks up a host I/O handle, is fine).
 type Exporter interface {
 	ApplyTargets(cfg TargetConfig) error
+}
+
+// PortalLister is implemented by an Exporter that knows the portals the
+// server listens on ("ip:port", bound addresses): a target's portal group
+// may only name those. Without it, any well-formed portal is accepted.
+type PortalLister interface {
+	Portals() []string
 }
 
 // SetExporter sets (or, with nil, clears) the Exporter. Call it before
@@ -166,12 +175,28 @@ func (m *Manager) closedRefusal(obj string) error {
 	return nil
 }
 
-// CreateTarget creates a target with no LUNs, no initiators and no CHAP.
-func (m *Manager) CreateTarget(iqn string) error {
+// CreateTarget creates a target with no LUNs, no initiators and no CHAP,
+// served on every portal.
+func (m *Manager) CreateTarget(iqn string) error { return m.CreateTargetOn(iqn, nil) }
+
+// CreateTargetOn creates a target served only on portals (its portal
+// group; empty: every portal), with no LUNs, no initiators and no CHAP.
+func (m *Manager) CreateTargetOn(iqn string, portals []string) error {
 	obj := targetObject(iqn)
 	if err := ValidateISCSIName(iqn); err != nil {
 		return refuse(ErrInvalid, obj, "bad IQN: %v", err)
 	}
+	var group []string
+	for _, p := range portals {
+		c, err := m.checkPortal(obj, p)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(group, c) {
+			group = append(group, c)
+		}
+	}
+	slices.Sort(group)
 	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
 		if _, err := tx.GetTarget(iqn); err == nil {
 			return nil, refuse(ErrExists, obj, "already exists")
@@ -179,7 +204,7 @@ func (m *Manager) CreateTarget(iqn string) error {
 			return nil, err
 		}
 		undo := func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }
-		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC()})
+		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC(), Portals: group})
 	})
 }
 
@@ -212,6 +237,7 @@ func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 		nt := old
 		nt.Mappings = slices.Clone(old.Mappings)
 		nt.Initiators = slices.Clone(old.Initiators)
+		nt.Portals = slices.Clone(old.Portals)
 		if old.CHAP != nil {
 			c := *old.CHAP
 			nt.CHAP = &c
@@ -222,6 +248,89 @@ func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 		undo := func(tx *metavol.Tx) error { return tx.PutTarget(old) }
 		return undo, tx.PutTarget(nt)
 	})
+}
+
+// AddTargetPortal adds portal ("ip:port", one the server listens on) to
+// a target's portal group. A target whose group was empty (every portal)
+// is served from then on only on this one: its sessions on the other
+// portals are ended.
+func (m *Manager) AddTargetPortal(iqn, portal string) error {
+	obj := targetObject(iqn)
+	c, err := m.checkPortal(obj, portal)
+	if err != nil {
+		return err
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		if slices.Contains(t.Portals, c) {
+			return refuse(ErrExists, obj, "portal %s is already in its portal group", c)
+		}
+		t.Portals = append(t.Portals, c)
+		slices.Sort(t.Portals)
+		return nil
+	})
+}
+
+// RemoveTargetPortal removes portal from a target's portal group; its
+// sessions on that portal are ended. Removing the last portal is refused
+// (an empty group means every portal: that would widen, not narrow, where
+// the target is served); portal "" (ALL) empties the group on purpose.
+func (m *Manager) RemoveTargetPortal(iqn, portal string) error {
+	obj := targetObject(iqn)
+	var c string
+	if portal != "" {
+		ap, err := netip.ParseAddrPort(portal)
+		if err != nil {
+			return refuse(ErrInvalid, obj, "portal %q: want ip:port (%v)", portal, err)
+		}
+		c = canonicalPortal(ap)
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		if c == "" {
+			if len(t.Portals) == 0 {
+				return refuse(ErrNotFound, obj, "has no portal group: it is already served on every portal")
+			}
+			t.Portals = nil
+			return nil
+		}
+		i := slices.Index(t.Portals, c)
+		if i < 0 {
+			return refuse(ErrNotFound, obj, "portal %s is not in its portal group", c)
+		}
+		if len(t.Portals) == 1 {
+			return refuse(ErrState, obj, "portal %s is its last portal: with none the target would be served on every portal (add another portal first, or remove ALL to serve it everywhere)", c)
+		}
+		t.Portals = slices.Delete(t.Portals, i, i+1)
+		return nil
+	})
+}
+
+// checkPortal parses a portal and checks the server listens on it; it
+// returns the canonical "ip:port" form stored in the target record.
+func (m *Manager) checkPortal(obj, portal string) (string, error) {
+	ap, err := netip.ParseAddrPort(portal)
+	if err != nil {
+		return "", refuse(ErrInvalid, obj, "portal %q: want ip:port, one of serve --portal (%v)", portal, err)
+	}
+	c := canonicalPortal(ap)
+	m.admin.Lock()
+	pl, ok := m.exporter.(PortalLister)
+	m.admin.Unlock()
+	if !ok {
+		return c, nil
+	}
+	listening := pl.Portals()
+	for _, l := range listening {
+		if lp, err := netip.ParseAddrPort(l); err == nil && canonicalPortal(lp) == c {
+			return c, nil
+		}
+	}
+	return "", refuse(ErrInvalid, obj, "portal %s: the server does not listen there (serve --portal: %s)", c, strings.Join(listening, ", "))
+}
+
+// canonicalPortal is the stored form of a portal: IPv4-mapped IPv6
+// addresses unmapped, IPv6 in brackets.
+func canonicalPortal(ap netip.AddrPort) string {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 }
 
 // MapOptions are the settings of one mapping (targetcli's mapped LUN).

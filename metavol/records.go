@@ -140,4 +140,7 @@ type Target struct {
 	Group   uint16    `json:"group,omitempty"`
 	Port    uint16    `json:"port,omitempty"`
 	Created time.Time `json:"created"`
+	// Portals is the target's portal group ("ip:port", canonical); empty:
+	// every portal the server listens on (lm/targets.go).
+	Portals []string `json:"portals,omitempty"`
 }

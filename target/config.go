@@ -55,6 +55,12 @@ type Target struct {
 	// (0: the lowest free one, in IQN order).
 	Group   uint16
 	RelPort uint16
+	// Portals is the target's portal group: the "ip:port" listening
+	// addresses (bound, as Server.Portals lists them) it is served on.
+	// Empty: every portal. Discovery on another portal does not list the
+	// target, a login there is refused as "not found", and sessions on a
+	// portal removed from the group are ended.
+	Portals []string
 }
 
 // ReservationStore persists SCSI-3 persistent reservation state per LUN ID

@@ -159,6 +159,17 @@ func (s *Server) Apply(targets []Target) error {
 			s.log.Info().Str("target", iqn).Int("sessions", n).Msg("target removed: sessions closed")
 		}
 	}
+	// Sessions on a portal no longer in their target's portal group.
+	snap := s.snap.Load()
+	for _, t := range targets {
+		if len(t.Portals) == 0 {
+			continue
+		}
+		tv := snap.targets[t.IQN]
+		if n := ts.ClosePortalSessions(t.IQN, tv.onPortal); n > 0 {
+			s.log.Info().Str("target", t.IQN).Int("sessions", n).Msg("portal removed from the target: sessions on it closed")
+		}
+	}
 	return nil
 }
 
@@ -395,9 +406,15 @@ func (s *Server) Targets(initiator string) []iscsi.TargetInfo {
 	snap := s.snap.Load()
 	var out []iscsi.TargetInfo
 	for _, iqn := range snap.order {
-		if snap.targets[iqn].allows(initiator) {
-			out = append(out, iscsi.TargetInfo{Name: iqn})
+		tv := snap.targets[iqn]
+		if !tv.allows(initiator) {
+			continue
 		}
+		ti := iscsi.TargetInfo{Name: iqn}
+		for _, p := range tv.cfg.Portals {
+			ti.Portals = append(ti.Portals, fmt.Sprintf("%s,%d", p, tpgt))
+		}
+		out = append(out, ti)
 	}
 	return out
 }

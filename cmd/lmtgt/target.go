@@ -32,8 +32,11 @@ func targetCommand() *cli.Command {
 				Name:      "create",
 				Usage:     "create a target (no LUNs, no initiators allowed yet)",
 				ArgsUsage: "IQN",
-				Flags:     []cli.Flag{outputFlag},
-				Action:    targetCreate,
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "portal", Usage: "serve the target only on this portal ip:port, one of serve --portal (repeatable; default: every portal)"},
+					outputFlag,
+				},
+				Action: targetCreate,
 			},
 			{
 				Name:      "delete",
@@ -131,6 +134,34 @@ func targetCommand() *cli.Command {
 				},
 			}.command(),
 			{
+				Name:  "portal",
+				Usage: "the target's portal group: the portals it is served on (default: every portal)",
+				Subcommands: []*cli.Command{
+					targetChange{
+						Name:  "add",
+						Usage: "serve the target on this portal too (ip:port, one of serve --portal); a target with no portal group is then served only there",
+						Arg:   "IP:PORT",
+						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
+							return cl.AddPortal(context.Background(), iqn, portal)
+						},
+						Done: func(portal string, t wire.Target) string {
+							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
+						},
+					}.command(),
+					targetChange{
+						Name:  "remove",
+						Usage: "stop serving the target on this portal (its sessions there end); ALL empties the group: every portal",
+						Arg:   "IP:PORT|ALL",
+						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
+							return cl.RemovePortal(context.Background(), iqn, portal)
+						},
+						Done: func(portal string, t wire.Target) string {
+							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
+						},
+					}.command(),
+				},
+			},
+			{
 				Name:      "logout",
 				Usage:     "end every session (all connections) an initiator has on a target; it may log in again unless the ACL keeps it out",
 				ArgsUsage: "IQN",
@@ -166,7 +197,7 @@ func targetCreate(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.Target, error) {
-		return cl.CreateTarget(context.Background(), iqn)
+		return cl.CreateTarget(context.Background(), iqn, c.StringSlice("portal")...)
 	}, func(t wire.Target) {
 		fmt.Fprintf(c.App.Writer, "target %s created (no initiator may log in yet: lmtgt target allow %s INITIATOR|ALL)\n", t.IQN, t.IQN)
 	})
@@ -192,6 +223,14 @@ func aclStr(t wire.Target) string {
 		return "(none)"
 	}
 	return strings.Join(s, ",")
+}
+
+// portalsStr names a target's portal group.
+func portalsStr(t wire.Target) string {
+	if len(t.Portals) == 0 {
+		return "every portal"
+	}
+	return strings.Join(t.Portals, ",")
 }
 
 func chapStr(t wire.Target) string {
@@ -227,6 +266,7 @@ func printTarget(c *cli.Context, t wire.Target) {
 	fields(c.App.Writer, [][2]string{
 		{"iqn", t.IQN},
 		{"initiators", aclStr(t)},
+		{"portals", portalsStr(t)},
 		{"chap", chapStr(t)},
 		{"created", t.Created.Local().Format("2006-01-02 15:04:05")},
 	})

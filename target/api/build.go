@@ -39,6 +39,7 @@ func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Targ
 			RelPort:    rec.Port,
 			AllowAll:   rec.AllowAll,
 			Initiators: append([]string(nil), rec.Initiators...),
+			Portals:    append([]string(nil), rec.Portals...),
 		}
 		if rec.CHAP != nil {
 			t.CHAP = &iscsi.CHAP{

@@ -79,6 +79,7 @@ func targetView(i lm.TargetInfo) wire.Target {
 		Initiators: append([]string{}, t.Initiators...),
 		LUNs:       []wire.TargetLUN{},
 		CHAP:       chapInfo(t.CHAP),
+		Portals:    append([]string(nil), t.Portals...),
 	}
 	for _, l := range i.LUNs {
 		v.LUNs = append(v.LUNs, wire.TargetLUN{LUN: l.Number, ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize,

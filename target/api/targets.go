@@ -56,10 +56,32 @@ func (s *Service) changed(iqn string, err error) (wire.Target, error) {
 }
 
 // CreateTarget creates a target with no LUNs, no initiators and no CHAP.
-func (s *Service) CreateTarget(iqn string) (wire.Target, error) {
-	err := s.lm.CreateTarget(iqn)
+func (s *Service) CreateTarget(iqn string, portals ...string) (wire.Target, error) {
+	err := s.lm.CreateTargetOn(iqn, portals)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Msg("target created")
+		s.log.Info().Str("target", iqn).Strs("portals", portals).Msg("target created")
+	}
+	return s.changed(iqn, err)
+}
+
+// AddPortal adds a portal to a target's portal group.
+func (s *Service) AddPortal(iqn, portal string) (wire.Target, error) {
+	err := s.lm.AddTargetPortal(iqn, portal)
+	if err == nil {
+		s.log.Info().Str("target", iqn).Str("portal", portal).Msg("portal added to the target")
+	}
+	return s.changed(iqn, err)
+}
+
+// RemovePortal removes a portal (or ALL: the whole group) from a target.
+func (s *Service) RemovePortal(iqn, portal string) (wire.Target, error) {
+	p := portal
+	if strings.EqualFold(p, wire.AllInitiators) {
+		p = ""
+	}
+	err := s.lm.RemoveTargetPortal(iqn, p)
+	if err == nil {
+		s.log.Info().Str("target", iqn).Str("portal", portal).Msg("portal removed from the target")
 	}
 	return s.changed(iqn, err)
 }

@@ -230,8 +230,18 @@ func (c *Client) DeleteLUNImage(ctx context.Context, name string) error {
 }
 
 // CreateTarget creates a target.
-func (c *Client) CreateTarget(ctx context.Context, iqn string) (wire.Target, error) {
-	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn})
+func (c *Client) CreateTarget(ctx context.Context, iqn string, portals ...string) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn, Portals: portals})
+}
+
+// AddPortal adds a portal to a target's portal group.
+func (c *Client) AddPortal(ctx context.Context, iqn, portal string) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/portals", wire.Portal{Portal: portal})
+}
+
+// RemovePortal removes a portal (or ALL) from a target's portal group.
+func (c *Client) RemovePortal(ctx context.Context, iqn, portal string) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/portals/"+esc(portal), nil)
 }
 
 // Targets lists every target.

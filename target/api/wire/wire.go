@@ -142,6 +142,14 @@ type LUNMigration struct {
 // CreateTarget is the body of POST /v1/targets.
 type CreateTarget struct {
 	IQN string `json:"iqn"`
+	// Portals is the target's portal group ("ip:port" each, among the
+	// server's portals); empty: every portal.
+	Portals []string `json:"portals,omitempty"`
+}
+
+// Portal is the body of POST /v1/targets/{iqn}/portals.
+type Portal struct {
+	Portal string `json:"portal"`
 }
 
 // Target is an iSCSI target as shown by GET /v1/targets[/{iqn}].
@@ -152,6 +160,8 @@ type Target struct {
 	Initiators []string    `json:"initiators"`
 	CHAP       *CHAPInfo   `json:"chap,omitempty"`
 	Created    time.Time   `json:"created"`
+	// Portals is the target's portal group; empty: every portal.
+	Portals []string `json:"portals,omitempty"`
 	// Sessions logged in to the target now (in `target show`).
 	Sessions []Session `json:"sessions,omitempty"`
 	// Warnings carries advice about the change just made (for example a
