@@ -402,3 +402,114 @@ func TestXcopyIntoMigratingSource(t *testing.T) {
 	d.OK("target", "map", iqn, "xnew", "--lun", "2")
 	qemuIOOK(t, d.URL(iqn, 2), "read -P 0x5c 4M 2M", "read -P 0 0 4M")
 }
+
+// daemonPortals returns every portal of the daemon's ready line.
+func daemonPortals(t *testing.T, d *Daemon) []string {
+	t.Helper()
+	for _, line := range strings.Split(d.stdout.String(), "\n") {
+		if !strings.HasPrefix(line, "lmtgt serving ") {
+			continue
+		}
+		for _, f := range strings.Fields(line)[2:] {
+			if v, ok := strings.CutPrefix(f, "portal="); ok {
+				return strings.Split(v, ",")
+			}
+		}
+	}
+	t.Fatalf("no ready line with portals in %q", d.stdout.String())
+	return nil
+}
+
+// discovered returns the target names `iscsi-ls` (SendTargets) finds on
+// portal, each with the portals it was advertised on.
+func discovered(t *testing.T, portal string) map[string]string {
+	t.Helper()
+	out := tool(t, "iscsi-ls", "iscsi://"+portal)
+	m := map[string]string{}
+	for _, f := range regexp.MustCompile(`Target:(\S+) Portal:(\S+)`).FindAllStringSubmatch(out, -1) {
+		if m[f[1]] != "" {
+			m[f[1]] += " "
+		}
+		m[f[1]] += f[2]
+	}
+	return m
+}
+
+// TestPortalGroups: a target created with --portal is listed by
+// discovery only on its portals and refuses logins elsewhere (as not
+// found); a target without a portal group is served everywhere; portals
+// are added and removed live (the sessions on a removed portal end); a
+// portal the server does not listen on, and removing the last portal,
+// are refused.
+func TestPortalGroups(t *testing.T) {
+	needTools(t, "iscsi-ls", "iscsi-inq", "qemu-io")
+	d := StartDaemon(t, "", "--portal", "127.0.0.1:0")
+	ps := daemonPortals(t, d)
+	if len(ps) != 2 {
+		t.Fatalf("daemon portals %v, want two", ps)
+	}
+	pA, pB := ps[0], ps[1]
+	all := d.Export("pgall", "8MiB", 512)
+	ta, tb := testIQN("pg-a"), testIQN("pg-b")
+	for _, x := range []struct{ iqn, lun, portal string }{{ta, "pga", pA}, {tb, "pgb", pB}} {
+		d.OK("lun", "create", x.lun, "--size", "8MiB")
+		d.OK("target", "create", x.iqn, "--portal", x.portal)
+		d.OK("target", "map", x.iqn, x.lun)
+		d.OK("target", "allow", x.iqn, "ALL")
+	}
+
+	onA, onB := discovered(t, pA), discovered(t, pB)
+	if onA[ta] != pA+",1" || onA[tb] != "" || onA[all] == "" {
+		t.Fatalf("discovery on %s: %v; want %s (at %s) and %s, not %s", pA, onA, ta, pA, all, tb)
+	}
+	if onB[tb] != pB+",1" || onB[ta] != "" || onB[all] == "" {
+		t.Fatalf("discovery on %s: %v; want %s (at %s) and %s, not %s", pB, onB, tb, pB, all, ta)
+	}
+	qemuIOOK(t, fmt.Sprintf("iscsi://%s/%s/0", pA, ta), "write -P 0x3a 0 4k", "read -P 0x3a 0 4k")
+	qemuIOOK(t, fmt.Sprintf("iscsi://%s/%s/0", pB, all), "read -P 0 0 4k")
+	r := runCmd(t, "", nil, "iscsi-inq", fmt.Sprintf("iscsi://%s/%s/0", pB, ta))
+	if r.Code == 0 {
+		t.Fatalf("login to %s on %s (not its portal) succeeded:\n%s", ta, pB, r)
+	}
+	if !d.logContains("target " + ta + " is not served on portal") {
+		t.Errorf("the refused login of %s on %s is not in the log with its reason", ta, pB)
+	}
+
+	var v wire.Target
+	d.JSON(&v, "target", "show", ta)
+	if strings.Join(v.Portals, ",") != pA {
+		t.Fatalf("target show %s: portals %v, want [%s]", ta, v.Portals, pA)
+	}
+	d.Fail(1, []string{"does not listen"}, "target", "portal", "add", ta, "127.0.0.1:1")
+	d.Fail(1, []string{"want ip:port"}, "target", "portal", "add", ta, "nonsense")
+	d.Fail(1, []string{"last portal"}, "target", "portal", "remove", ta, pA)
+
+	// Live: ta moves from A to B; its session on A ends.
+	keys := []string{"InitiatorName=" + testIQN("pg-host"), "TargetName=" + ta, "SessionType=Normal", "AuthMethod=None"}
+	lr, c := rcLogin(t, pA, [6]byte{0x80, 0, 0, 0, 0, 3}, 0, rcTransit|rcCSGSecurity|rcNSGFFP, keys...)
+	t.Cleanup(func() { c.Close() })
+	if lr.class != 0 {
+		t.Fatalf("login to %s on %s: status %d/%#x", ta, pA, lr.class, lr.detail)
+	}
+	d.OK("target", "portal", "add", ta, pB)
+	if got := discovered(t, pB)[ta]; got != pA+",1 "+pB+",1" && got != pB+",1 "+pA+",1" {
+		t.Fatalf("discovery on %s after adding it to %s: %s advertised at %q, want both portals", pB, ta, ta, got)
+	}
+	d.OK("target", "portal", "remove", ta, pA)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [48]byte
+	if _, err := io.ReadFull(c, b[:]); err != io.EOF && err != io.ErrUnexpectedEOF && !isConnReset(err) {
+		t.Fatalf("session of %s on the removed portal %s: read gave %v, want the connection closed", ta, pA, err)
+	}
+	if got := discovered(t, pA)[ta]; got != "" {
+		t.Fatalf("discovery on %s after removing it from %s still lists it at %q", pA, ta, got)
+	}
+	qemuIOOK(t, fmt.Sprintf("iscsi://%s/%s/0", pB, ta), "read -P 0x3a 0 4k")
+	d.OK("target", "portal", "remove", ta, "ALL")
+	if got := discovered(t, pA)[ta]; got == "" {
+		t.Fatalf("discovery on %s after `portal remove ALL` does not list %s", pA, ta)
+	}
+}
+
+// logContains reports whether any daemon log holds s.
+func (d *Daemon) logContains(s string) bool { return len(d.logHas(s)) > 0 }
