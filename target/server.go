@@ -267,7 +267,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 		if nt == nil || !lunSetChanged(ot, nt) {
 			continue
 		}
-		for _, num := range nt.numbers {
+		for _, num := range nt.numbersFor(n.info.Initiator) {
 			n.addUA(nt.luns[num].id, ascReportedLUNsDataChanged)
 		}
 	}
