@@ -27,6 +27,15 @@
 // TARGET PORT GROUPS is answered from the snapshot; Apply queues the unit
 // attentions of a change.
 //
+// Mappings (config.go LUN): a mapping may be write-protected (dispatch.go
+// changesMedium answers DATA PROTECT; MODE SENSE sets WP) and masked to
+// some initiators (targetView.lun is the one masking rule: Execute, REPORT
+// LUNS, task management and EXTENDED COPY use it). A target may be limited
+// to some portals (Server.OnPortal, the transport's iscsi.PortalFilter).
+// EXTENDED COPY (LID1) and RECEIVE COPY RESULTS are in xcopy.go: a CSCD
+// descriptor resolves only to a LUN the nexus reaches, and the copy writes
+// through the destination's volume like a host WRITE.
+//
 // State: per LUN ID a lunDev (reservations, the write lock, counters) and
 // an immutable luState (size, block size, identity, gotgt LU) rebuilt on a
 // capacity or configuration change; per session a nexus (unit
