@@ -15,11 +15,13 @@ func (st *luState) inquiry(c *Cmd) samStatus {
 	var page []byte
 	switch cdb[2] {
 	case 0x00:
-		page = vpdPage(0x00, []byte{0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2})
+		page = vpdPage(0x00, []byte{0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2})
 	case 0x80:
 		page = vpdPage(0x80, []byte(st.id.serial))
 	case 0x83:
 		page = vpdPage(0x83, st.deviceIdentification(c.tv.cfg.IQN, c.tv.port, c.tv.group))
+	case 0x8f:
+		page = vpdPage(0x8f, thirdPartyCopyPage())
 	case 0xb0:
 		page = vpdPage(0xb0, st.blockLimits())
 	case 0xb1:

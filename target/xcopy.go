@@ -340,6 +340,24 @@ func (st *luState) receiveCopyResults(c *Cmd) samStatus {
 	return c.failField(1)
 }
 
+// thirdPartyCopyPage is the body of VPD page 0x8F (SPC-4 7.8.17): one
+// Supported Commands descriptor listing EXTENDED COPY (LID1) and RECEIVE
+// COPY RESULTS (COPY STATUS, OPERATING PARAMETERS).
+func thirdPartyCopyPage() []byte {
+	cmds := []byte{
+		0x83, 1, 0x00, // EXTENDED COPY, LID1
+		0x84, 2, 0x00, 0x03, // RECEIVE COPY RESULTS
+	}
+	n := 1 + len(cmds)
+	n = (n + 3) &^ 3 // descriptor length: a multiple of 4
+	d := make([]byte, 4+n)
+	put16(d[0:], 0x0001) // SUPPORTED COMMANDS
+	put16(d[2:], uint16(n))
+	d[4] = byte(len(cmds))
+	copy(d[5:], cmds)
+	return d
+}
+
 // keepCopyResult remembers the result of the EXTENDED COPY with list ID
 // id for RECEIVE COPY RESULTS (the last xcopyKeptResults of them).
 func (n *nexus) keepCopyResult(id byte, r copyResult) {

@@ -202,3 +202,16 @@ func TestMaskAndReadOnly(t *testing.T) {
 		t.Fatal("MODE SENSE(6) of a writable mapping has WP set")
 	}
 }
+
+// TestThirdPartyCopyVPD: VPD 0x8F lists EXTENDED COPY (LID1) and RECEIVE
+// COPY RESULTS with the service actions served.
+func TestThirdPartyCopyVPD(t *testing.T) {
+	s, _ := oneLUN(t, 4<<20, 512)
+	n := openNexus(t, s, "iqn.2024-01.org.lmtgt:a", 1)
+	c := exec(n, 0, inquiryCDB(true, 0x8f, 255), nil, 255)
+	mustGood(t, c)
+	want := []byte{0, 0x8f, 0, 12, 0, 1, 0, 8, 7, 0x83, 1, 0x00, 0x84, 2, 0x00, 0x03}
+	if !bytes.Equal(data(c), want) {
+		t.Fatalf("VPD 0x8F: %x, want %x", data(c), want)
+	}
+}
