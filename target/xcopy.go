@@ -25,6 +25,11 @@ import (
 //     dual-write (both legs, intent marks) like any host write.
 //   - A write-protected destination mapping answers DATA PROTECT, WRITE
 //     PROTECTED; a write-protected source may be read.
+//   - Each LUN a segment reads or writes is checked as a READ or a WRITE
+//     from this nexus would be: a LUN whose ALUA state on this port is
+//     not active cannot be named (COPY TARGET DEVICE NOT REACHABLE), and a
+//     persistent or SPC-2 reservation that would refuse the READ or the
+//     WRITE answers RESERVATION CONFLICT.
 //   - The command runs synchronously; its result is kept per I_T nexus by
 //     list ID (LIST ID USAGE 00b or 10b) for RECEIVE COPY RESULTS, COPY
 //     STATUS, the last xcopyKeptResults of them.
@@ -65,6 +70,17 @@ type xcopyFailure struct {
 func (f xcopyFailure) Error() string { return "extended copy refused" }
 
 func xfail(key byte, code asc) error { return xcopyFailure{key, code} }
+
+// errXcopyConflict: a reservation refuses one of the copy's reads or
+// writes (RESERVATION CONFLICT, no sense).
+var errXcopyConflict = errors.New("extended copy: reservation conflict")
+
+// Model CDBs for the reservation check of a segment's source and
+// destination (READ(16), WRITE(16)).
+var (
+	xcopyReadCDB  = []byte{0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	xcopyWriteCDB = []byte{0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+)
 
 // xcopySegment is one parsed block -> block segment.
 type xcopySegment struct {
@@ -112,6 +128,9 @@ func (st *luState) extendedCopy(c *Cmd) samStatus {
 	}
 	if err == nil {
 		return c.produced(0)
+	}
+	if errors.Is(err, errXcopyConflict) {
+		return statusReservationConflict
 	}
 	var f xcopyFailure
 	if errors.As(err, &f) {
@@ -198,6 +217,9 @@ func (st *luState) resolveCSCD(c *Cmd, desig []byte) *luState {
 		d := c.tv.lun(num, ini)
 		cand := d.cur()
 		if hasLUDesignator(cand.id.luDesignators, want) {
+			if !c.tv.accessState(d.id).Active() { // ALUA: not reachable on this port now
+				return nil
+			}
 			return cand
 		}
 	}
@@ -240,6 +262,9 @@ func (st *luState) runXcopy(c *Cmd, segs []xcopySegment, devs []*luState, res *c
 		}
 		if st.xcopyReadOnly(c, dst) {
 			return xfail(keyDataProtect, ascWriteProtected)
+		}
+		if src.dev.res.conflict(c.nexus.key, xcopyReadCDB) || dst.dev.res.conflict(c.nexus.key, xcopyWriteCDB) {
+			return errXcopyConflict
 		}
 		if err := copyBlocks(src, dst, s); err != nil {
 			return err

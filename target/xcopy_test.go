@@ -215,3 +215,25 @@ func TestThirdPartyCopyVPD(t *testing.T) {
 		t.Fatalf("VPD 0x8F: %x, want %x", data(c), want)
 	}
 }
+
+// TestXcopyReservation: a destination LUN reserved WRITE EXCLUSIVE by
+// another nexus refuses the copy with RESERVATION CONFLICT, as a WRITE
+// would be; RECEIVE COPY RESULTS is allowed under it.
+func TestXcopyReservation(t *testing.T) {
+	s, d := twoLUNTarget(t, false, false)
+	holder := openNexus(t, s, "iqn.2024-01.org.lmtgt:holder", 1)
+	reg, regParams := proutCDB(0x00, 0)
+	mustGood(t, exec(holder, 1, reg, regParams(0, 0xabc), 0)) // REGISTER on LUN 1
+	res, resParams := proutCDB(0x01, prWriteExclusive)
+	mustGood(t, exec(holder, 1, res, resParams(0xabc, 0), 0)) // RESERVE LUN 1
+	n := openNexus(t, s, "iqn.2024-01.org.lmtgt:a", 2)
+	p := xcopyList(1, 0, [][]byte{d[0], d[1]}, 512, [5]uint64{0, 1, 8, 0, 0})
+	mustConflict(t, exec(n, 0, xcopyCDB(len(p)), p, 0))
+	c := exec(n, 1, []byte{0x84, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0}, nil, 64)
+	mustGood(t, c)
+	if b := data(c); len(b) < 12 || b[4] != 0x02 || b[6] != 0 {
+		t.Fatalf("COPY STATUS of the refused copy: %x, want completed with error, 0 segments", b)
+	}
+	p = xcopyList(2, 0, [][]byte{d[1], d[0]}, 512, [5]uint64{0, 1, 8, 0, 0})
+	mustGood(t, exec(n, 0, xcopyCDB(len(p)), p, 0)) // reading it is allowed under WRITE EXCLUSIVE
+}
