@@ -313,6 +313,7 @@ func copyBlocks(src, dst *luState, s xcopySegment) error {
 		if _, err := src.vol.ReadAt(buf, so+at); err != nil && err != io.EOF {
 			return xfail(keyMediumError, ascReadError)
 		}
+		src.dev.stats.read(int(l))
 		dst.dev.io.RLock()
 		_, err := dst.vol.WriteAt(buf, do+at)
 		dst.dev.io.RUnlock()
