@@ -75,12 +75,6 @@ func xfail(key byte, code asc) error { return xcopyFailure{key, code} }
 // writes (RESERVATION CONFLICT, no sense).
 var errXcopyConflict = errors.New("extended copy: reservation conflict")
 
-// Model CDBs for the reservation check of a segment's source and
-// destination (READ(16), WRITE(16)).
-var (
-	xcopyReadCDB  = []byte{0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-	xcopyWriteCDB = []byte{0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-)
 
 // xcopySegment is one parsed block -> block segment.
 type xcopySegment struct {
@@ -263,7 +257,10 @@ func (st *luState) runXcopy(c *Cmd, segs []xcopySegment, devs []*luState, res *c
 		if st.xcopyReadOnly(c, dst) {
 			return xfail(keyDataProtect, ascWriteProtected)
 		}
-		if src.dev.res.conflict(c.nexus.key, xcopyReadCDB) || dst.dev.res.conflict(c.nexus.key, xcopyWriteCDB) {
+		// Model READ(16) and WRITE(16) CDBs: the reservation check of a
+		// host read of the source and a host write of the destination.
+		rd, wr := [16]byte{0x88}, [16]byte{0x8a}
+		if src.dev.res.conflict(c.nexus.key, rd[:]) || dst.dev.res.conflict(c.nexus.key, wr[:]) {
 			return errXcopyConflict
 		}
 		if err := copyBlocks(src, dst, s); err != nil {
