@@ -75,7 +75,6 @@ func xfail(key byte, code asc) error { return xcopyFailure{key, code} }
 // writes (RESERVATION CONFLICT, no sense).
 var errXcopyConflict = errors.New("extended copy: reservation conflict")
 
-
 // xcopySegment is one parsed block -> block segment.
 type xcopySegment struct {
 	src, dst       uint16
