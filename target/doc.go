@@ -20,13 +20,6 @@
 // block descriptor). gotgt.go builds gotgt's command from a Cmd for those
 // and turns the answer back; no other command ever meets a gotgt type.
 //
-// ALUA (alua.go, implicit only): each target is one target port with a
-// relative port ID in one target port group; a LUN has an access state per
-// group, precomputed per target in the snapshot (targetView.accessState is
-// the one rule), checked in Execute (aluaGate) before dispatch; REPORT
-// TARGET PORT GROUPS is answered from the snapshot; Apply queues the unit
-// attentions of a change.
-//
 // Mappings (config.go LUN): a mapping may be write-protected (dispatch.go
 // changesMedium answers DATA PROTECT; MODE SENSE sets WP) and masked to
 // some initiators (targetView.lun is the one masking rule: Execute, REPORT
@@ -35,6 +28,13 @@
 // EXTENDED COPY (LID1) and RECEIVE COPY RESULTS are in xcopy.go: a CSCD
 // descriptor resolves only to a LUN the nexus reaches, and the copy writes
 // through the destination's volume like a host WRITE.
+//
+// ALUA (alua.go, implicit only): each target is one target port with a
+// relative port ID in one target port group; a LUN has an access state per
+// group, precomputed per target in the snapshot (targetView.accessState is
+// the one rule), checked in Execute (aluaGate) before dispatch; REPORT
+// TARGET PORT GROUPS is answered from the snapshot; Apply queues the unit
+// attentions of a change.
 //
 // State: per LUN ID a lunDev (reservations, the write lock, counters) and
 // an immutable luState (size, block size, identity, gotgt LU) rebuilt on a
