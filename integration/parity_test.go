@@ -100,6 +100,14 @@ func TestReadOnlyMapping(t *testing.T) {
 	if len(v.LUNs) != 1 || !v.LUNs[0].ReadOnly {
 		t.Fatalf("target show %s: %+v, want LUN 0 read-only", ro, v.LUNs)
 	}
+	var l wire.LUN
+	d.JSON(&l, "lun", "show", "roa")
+	if len(l.Mappings) != 2 || l.Mappings[0].ReadOnly == l.Mappings[1].ReadOnly {
+		t.Fatalf("lun show roa: mappings %+v, want one read-only and one writable", l.Mappings)
+	}
+	if out := d.OK("lun", "show", "roa"); !strings.Contains(out, ro+"/0(ro)") {
+		t.Fatalf("lun show roa does not mark the read-only mapping:\n%s", out)
+	}
 	d.OK("target", "mapping", ro, "roa", "--read-only=false")
 	qemuIOOK(t, d.URL(ro, 0), "write -P 0x22 0 4k", "read -P 0x22 0 4k")
 }

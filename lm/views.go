@@ -37,6 +37,9 @@ type LUNInfo struct {
 type LUNMapping struct {
 	Target string
 	Number uint64
+	// ReadOnly and Initiators: the mapping's write protection and mask.
+	ReadOnly   bool
+	Initiators []string
 }
 
 // LUNPair is a LUN's role in a pair.
@@ -122,7 +125,7 @@ func (m *Manager) lunInfos(name string) ([]LUNInfo, error) {
 			for _, t := range targets {
 				for _, mp := range t.Mappings {
 					if mp.LUNID == l.ID {
-						info.Mappings = append(info.Mappings, LUNMapping{Target: t.IQN, Number: mp.LUN})
+						info.Mappings = append(info.Mappings, LUNMapping{Target: t.IQN, Number: mp.LUN, ReadOnly: mp.ReadOnly, Initiators: slices.Clone(mp.Initiators)})
 					}
 				}
 			}

@@ -47,7 +47,7 @@ func lunView(i lm.LUNInfo) wire.LUN {
 		v.Identity, v.Vendor, v.Product = "adopted", a.Vendor, a.Product
 	}
 	for _, m := range i.Mappings {
-		v.Mappings = append(v.Mappings, wire.LUNMapping{Target: m.Target, LUN: m.Number})
+		v.Mappings = append(v.Mappings, wire.LUNMapping{Target: m.Target, LUN: m.Number, ReadOnly: m.ReadOnly, Initiators: m.Initiators})
 	}
 	if p := i.Pair; p != nil {
 		v.Migration = &wire.LUNMigration{Role: p.Role, Pair: p.PairID, Peer: p.Peer, State: p.State}

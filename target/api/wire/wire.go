@@ -129,6 +129,10 @@ type LUNRemote struct {
 type LUNMapping struct {
 	Target string `json:"target"`
 	LUN    uint64 `json:"lun"`
+	// ReadOnly: the mapping is write-protected.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping (empty: every allowed initiator).
+	Initiators []string `json:"initiators,omitempty"`
 }
 
 // LUNMigration is the LUN's role in a migration pair.
