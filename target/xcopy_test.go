@@ -169,39 +169,6 @@ func TestXcopyReachability(t *testing.T) {
 	mustGood(t, exec(n, 0, xcopyCDB(len(p)), p, 0)) // a read-only source may be read
 }
 
-// TestMaskAndReadOnly: REPORT LUNS and I/O follow the mapping mask; a
-// read-only mapping answers writes with DATA PROTECT and sets MODE
-// SENSE's WP bit.
-func TestMaskAndReadOnly(t *testing.T) {
-	s, _ := twoLUNTarget(t, true, true)
-	a := openNexus(t, s, "iqn.2024-01.org.lmtgt:a", 1)
-	b := openNexus(t, s, "iqn.2024-01.org.lmtgt:b", 2)
-	ca := exec(a, 0, reportLUNsCDB(64), nil, 64)
-	cb := exec(b, 0, reportLUNsCDB(64), nil, 64)
-	mustGood(t, ca)
-	mustGood(t, cb)
-	if got := binary.BigEndian.Uint32(data(ca)); got != 16 {
-		t.Fatalf("REPORT LUNS for a (mapped): list length %d, want 16 (LUN 0 and 1)", got)
-	}
-	if got := binary.BigEndian.Uint32(data(cb)); got != 8 {
-		t.Fatalf("REPORT LUNS for b (masked from LUN 1): list length %d, want 8", got)
-	}
-	mustSense(t, exec(b, 1, cdb16(0x88, 0, 1, 0), nil, 512), keyIllegalRequest, ascLUNNotSupported)
-
-	mustSense(t, exec(a, 1, cdb16(0x8a, 0, 1, 0), make([]byte, 512), 0), keyDataProtect, ascWriteProtected)
-	mustSense(t, exec(a, 1, unmapCDB(24), unmapParams([2]uint64{0, 8}), 0), keyDataProtect, ascWriteProtected)
-	mustGood(t, exec(a, 1, cdb16(0x88, 0, 1, 0), nil, 512))
-	ms := exec(a, 1, []byte{0x1a, 0, 0x3f, 0, 255, 0}, nil, 255)
-	mustGood(t, ms)
-	if data(ms)[2]&0x80 == 0 {
-		t.Fatalf("MODE SENSE(6) of a read-only mapping: device-specific parameter %#x, want WP set", data(ms)[2])
-	}
-	ms = exec(a, 0, []byte{0x1a, 0, 0x3f, 0, 255, 0}, nil, 255)
-	mustGood(t, ms)
-	if data(ms)[2]&0x80 != 0 {
-		t.Fatal("MODE SENSE(6) of a writable mapping has WP set")
-	}
-}
 
 // TestThirdPartyCopyVPD: VPD 0x8F lists EXTENDED COPY (LID1) and RECEIVE
 // COPY RESULTS with the service actions served.
