@@ -169,7 +169,6 @@ func TestXcopyReachability(t *testing.T) {
 	mustGood(t, exec(n, 0, xcopyCDB(len(p)), p, 0)) // a read-only source may be read
 }
 
-
 // TestThirdPartyCopyVPD: VPD 0x8F lists EXTENDED COPY (LID1) and RECEIVE
 // COPY RESULTS with the service actions served.
 func TestThirdPartyCopyVPD(t *testing.T) {
