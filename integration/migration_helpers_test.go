@@ -158,8 +158,14 @@ type qio struct {
 // the test if still running.
 func startQIO(t testing.TB, name, url string) *qio {
 	t.Helper()
+	return startQIOArgs(t, name, url, "-f", "raw", "-t", "none", url)
+}
+
+// startQIOArgs starts qemu-io with args (url names the image in messages).
+func startQIOArgs(t testing.TB, name, url string, args ...string) *qio {
+	t.Helper()
 	q := &qio{t: t, name: name, url: url, exited: make(chan struct{}), notify: make(chan struct{}, 1)}
-	cmd := exec.Command("qemu-io", "-f", "raw", "-t", "none", url)
+	cmd := exec.Command("qemu-io", args...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -53,6 +55,13 @@ type TargetConfig struct {
 // which only looks up a host I/O handle, is fine).
 type Exporter interface {
 	ApplyTargets(cfg TargetConfig) error
+}
+
+// PortalLister is implemented by an Exporter that knows the portals the
+// server listens on ("ip:port", bound addresses): a target's portal group
+// may only name those. Without it, any well-formed portal is accepted.
+type PortalLister interface {
+	Portals() []string
 }
 
 // SetExporter sets (or, with nil, clears) the Exporter. Call it before
@@ -166,12 +175,28 @@ func (m *Manager) closedRefusal(obj string) error {
 	return nil
 }
 
-// CreateTarget creates a target with no LUNs, no initiators and no CHAP.
-func (m *Manager) CreateTarget(iqn string) error {
+// CreateTarget creates a target with no LUNs, no initiators and no CHAP,
+// served on every portal.
+func (m *Manager) CreateTarget(iqn string) error { return m.CreateTargetOn(iqn, nil) }
+
+// CreateTargetOn creates a target served only on portals (its portal
+// group; empty: every portal), with no LUNs, no initiators and no CHAP.
+func (m *Manager) CreateTargetOn(iqn string, portals []string) error {
 	obj := targetObject(iqn)
 	if err := ValidateISCSIName(iqn); err != nil {
 		return refuse(ErrInvalid, obj, "bad IQN: %v", err)
 	}
+	var group []string
+	for _, p := range portals {
+		c, err := m.checkPortal(obj, p)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(group, c) {
+			group = append(group, c)
+		}
+	}
+	slices.Sort(group)
 	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
 		if _, err := tx.GetTarget(iqn); err == nil {
 			return nil, refuse(ErrExists, obj, "already exists")
@@ -179,7 +204,7 @@ func (m *Manager) CreateTarget(iqn string) error {
 			return nil, err
 		}
 		undo := func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }
-		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC()})
+		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC(), Portals: group})
 	})
 }
 
@@ -212,6 +237,7 @@ func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 		nt := old
 		nt.Mappings = slices.Clone(old.Mappings)
 		nt.Initiators = slices.Clone(old.Initiators)
+		nt.Portals = slices.Clone(old.Portals)
 		if old.CHAP != nil {
 			c := *old.CHAP
 			nt.CHAP = &c
@@ -224,20 +250,131 @@ func (m *Manager) changeTarget(iqn string, fn func(tx *metavol.Tx, t *metavol.Ta
 	})
 }
 
-// MapLUN exports the LUN called lun on a target at a LUN number (the
-// lowest free one when number is nil) and returns the number. Refused for
-// an unknown LUN, a LUN already mapped on this target, a number in use or
-// above MaxLUNNumber, and a LUN that is the target of a pair.
-func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error) {
+// AddTargetPortal adds portal ("ip:port", one the server listens on) to
+// a target's portal group. A target whose group was empty (every portal)
+// is served from then on only on this one: its sessions on the other
+// portals are ended.
+func (m *Manager) AddTargetPortal(iqn, portal string) error {
 	obj := targetObject(iqn)
+	c, err := m.checkPortal(obj, portal)
+	if err != nil {
+		return err
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		if slices.Contains(t.Portals, c) {
+			return refuse(ErrExists, obj, "portal %s is already in its portal group", c)
+		}
+		t.Portals = append(t.Portals, c)
+		slices.Sort(t.Portals)
+		return nil
+	})
+}
+
+// RemoveTargetPortal removes portal from a target's portal group; its
+// sessions on that portal are ended. Removing the last portal is refused
+// (an empty group means every portal: that would widen, not narrow, where
+// the target is served); portal "" (ALL) empties the group on purpose.
+func (m *Manager) RemoveTargetPortal(iqn, portal string) error {
+	obj := targetObject(iqn)
+	var c string
+	if portal != "" {
+		ap, err := netip.ParseAddrPort(portal)
+		if err != nil {
+			return refuse(ErrInvalid, obj, "portal %q: want ip:port (%v)", portal, err)
+		}
+		c = canonicalPortal(ap)
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		if c == "" {
+			if len(t.Portals) == 0 {
+				return refuse(ErrNotFound, obj, "has no portal group: it is already served on every portal")
+			}
+			t.Portals = nil
+			return nil
+		}
+		i := slices.Index(t.Portals, c)
+		if i < 0 {
+			return refuse(ErrNotFound, obj, "portal %s is not in its portal group", c)
+		}
+		if len(t.Portals) == 1 {
+			return refuse(ErrState, obj, "portal %s is its last portal: with none the target would be served on every portal (add another portal first, or remove ALL to serve it everywhere)", c)
+		}
+		t.Portals = slices.Delete(t.Portals, i, i+1)
+		return nil
+	})
+}
+
+// checkPortal parses a portal and checks the server listens on it; it
+// returns the canonical "ip:port" form stored in the target record.
+func (m *Manager) checkPortal(obj, portal string) (string, error) {
+	ap, err := netip.ParseAddrPort(portal)
+	if err != nil {
+		return "", refuse(ErrInvalid, obj, "portal %q: want ip:port, one of serve --portal (%v)", portal, err)
+	}
+	c := canonicalPortal(ap)
+	m.admin.Lock()
+	pl, ok := m.exporter.(PortalLister)
+	m.admin.Unlock()
+	if !ok {
+		return c, nil
+	}
+	listening := pl.Portals()
+	for _, l := range listening {
+		if lp, err := netip.ParseAddrPort(l); err == nil && canonicalPortal(lp) == c {
+			return c, nil
+		}
+	}
+	return "", refuse(ErrInvalid, obj, "portal %s: the server does not listen there (serve --portal: %s)", c, strings.Join(listening, ", "))
+}
+
+// canonicalPortal is the stored form of a portal: IPv4-mapped IPv6
+// addresses unmapped, IPv6 in brackets.
+func canonicalPortal(ap netip.AddrPort) string {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+}
+
+// MapOptions are the settings of one mapping (targetcli's mapped LUN).
+type MapOptions struct {
+	// Number is the LUN number; nil: the lowest free one.
+	Number *uint64
+	// ReadOnly write-protects the LUN at this mapping: hosts can read
+	// it, every command that changes blocks gets DATA PROTECT. It binds
+	// hosts only: a migration of the LUN still copies and switches it
+	// (the copier and the split write the volumes, not a host command).
+	ReadOnly bool
+	// Initiators, when not empty, masks the mapping: only these
+	// initiators see the LUN at this number (REPORT LUNS, I/O). They need
+	// not be in the target's ACL yet; without an ACL entry they cannot
+	// log in at all.
+	Initiators []string
+}
+
+// MapLUN exports the LUN called lun on a target at a LUN number (the
+// lowest free one when number is nil), writable and seen by every
+// allowed initiator, and returns the number (MapLUNWith).
+func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error) {
+	return m.MapLUNWith(iqn, lun, MapOptions{Number: number})
+}
+
+// MapLUNWith exports the LUN called lun on a target with opts and returns
+// the LUN number. Refused for an unknown LUN, a LUN already mapped on
+// this target, a number in use or above MaxLUNNumber, a bad initiator
+// name, and a LUN that is the target of a pair.
+func (m *Manager) MapLUNWith(iqn, lun string, opts MapOptions) (uint64, error) {
+	obj := targetObject(iqn)
+	number := opts.Number
 	if lun == "" {
 		return 0, refuse(ErrInvalid, obj, "a LUN name is required")
 	}
 	if number != nil && *number > MaxLUNNumber {
 		return 0, refuse(ErrInvalid, obj, "LUN number %d is above the highest, %d", *number, MaxLUNNumber)
 	}
+	inis, err := maskInitiators(obj, opts.Initiators)
+	if err != nil {
+		return 0, err
+	}
 	var n uint64
-	err := m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+	err = m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
 		l, err := tx.LUNByName(lun)
 		if err != nil {
 			return orNotFound(err, lunObject(lun))
@@ -264,10 +401,69 @@ func (m *Manager) MapLUN(iqn, lun string, number *uint64) (uint64, error) {
 				return refuse(ErrExists, obj, "no free LUN number")
 			}
 		}
-		t.Mappings = append(t.Mappings, metavol.Mapping{LUN: n, LUNID: l.ID})
+		t.Mappings = append(t.Mappings, metavol.Mapping{LUN: n, LUNID: l.ID, ReadOnly: opts.ReadOnly, Initiators: inis})
 		return nil
 	})
 	return n, err
+}
+
+// MappingChange changes an existing mapping; a nil field keeps its
+// setting. An empty Initiators list unmasks the mapping.
+type MappingChange struct {
+	ReadOnly   *bool
+	Initiators *[]string
+}
+
+// SetMapping changes the write protection or the initiator mask of the
+// LUN called lun on a target, live: sessions already logged in see the
+// change with their next command (a LUN masked from them answers
+// LOGICAL UNIT NOT SUPPORTED, REPORTED LUNS DATA HAS CHANGED is raised).
+func (m *Manager) SetMapping(iqn, lun string, ch MappingChange) error {
+	obj := targetObject(iqn)
+	var inis []string
+	if ch.Initiators != nil {
+		var err error
+		if inis, err = maskInitiators(obj, *ch.Initiators); err != nil {
+			return err
+		}
+	}
+	if ch.ReadOnly == nil && ch.Initiators == nil {
+		return refuse(ErrInvalid, obj, "nothing to change: give the write protection or the initiators")
+	}
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		l, err := tx.LUNByName(lun)
+		if err != nil {
+			return orNotFound(err, lunObject(lun))
+		}
+		i := slices.IndexFunc(t.Mappings, func(mp metavol.Mapping) bool { return mp.LUNID == l.ID })
+		if i < 0 {
+			return refuse(ErrNotFound, lunObject(lun), "not mapped on %s", iqn)
+		}
+		if ch.ReadOnly != nil {
+			t.Mappings[i].ReadOnly = *ch.ReadOnly
+		}
+		if ch.Initiators != nil {
+			t.Mappings[i].Initiators = inis
+		}
+		return nil
+	})
+}
+
+// maskInitiators checks the initiator names of a mapping mask and
+// returns them sorted without duplicates (nil for none).
+func maskInitiators(obj string, inis []string) ([]string, error) {
+	if len(inis) == 0 {
+		return nil, nil
+	}
+	out := make([]string, 0, len(inis))
+	for _, ini := range inis {
+		if err := ValidateISCSIName(ini); err != nil {
+			return nil, refuse(ErrInvalid, obj, "mapping mask: bad initiator name %q: %v", ini, err)
+		}
+		out = append(out, ini)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // The rule "a pair's target LUN is never mapped" (hosts must never write

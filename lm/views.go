@@ -1,6 +1,7 @@
 package lm
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -36,6 +37,9 @@ type LUNInfo struct {
 type LUNMapping struct {
 	Target string
 	Number uint64
+	// ReadOnly and Initiators: the mapping's write protection and mask.
+	ReadOnly   bool
+	Initiators []string
 }
 
 // LUNPair is a LUN's role in a pair.
@@ -121,7 +125,7 @@ func (m *Manager) lunInfos(name string) ([]LUNInfo, error) {
 			for _, t := range targets {
 				for _, mp := range t.Mappings {
 					if mp.LUNID == l.ID {
-						info.Mappings = append(info.Mappings, LUNMapping{Target: t.IQN, Number: mp.LUN})
+						info.Mappings = append(info.Mappings, LUNMapping{Target: t.IQN, Number: mp.LUN, ReadOnly: mp.ReadOnly, Initiators: slices.Clone(mp.Initiators)})
 					}
 				}
 			}
@@ -172,6 +176,10 @@ type TargetLUN struct {
 	Name      string
 	Size      int64
 	BlockSize uint32
+	// ReadOnly and Initiators are the mapping's write protection and
+	// initiator mask (MapOptions).
+	ReadOnly   bool
+	Initiators []string
 }
 
 // TargetInfos returns every target, sorted by IQN.
@@ -196,7 +204,7 @@ func (m *Manager) targetInfos(iqn string) ([]TargetInfo, error) {
 		for _, t := range recs {
 			info := TargetInfo{Target: t}
 			for _, mp := range t.Mappings {
-				tl := TargetLUN{Number: mp.LUN, ID: mp.LUNID}
+				tl := TargetLUN{Number: mp.LUN, ID: mp.LUNID, ReadOnly: mp.ReadOnly, Initiators: slices.Clone(mp.Initiators)}
 				if l, err := tx.GetLUN(mp.LUNID); err == nil {
 					tl.Name, tl.Size, tl.BlockSize = l.Name, l.Size, l.BlockSize
 				}

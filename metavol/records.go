@@ -112,6 +112,11 @@ type LUN struct {
 type Mapping struct {
 	LUN   uint64 `json:"lun"`
 	LUNID string `json:"lun_id"`
+	// ReadOnly write-protects the LUN at this mapping (lm/targets.go).
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping: only these initiators see the LUN
+	// here (empty: every initiator the target allows).
+	Initiators []string `json:"initiators,omitempty"`
 }
 
 // CHAP secrets of a target.
@@ -135,4 +140,7 @@ type Target struct {
 	Group   uint16    `json:"group,omitempty"`
 	Port    uint16    `json:"port,omitempty"`
 	Created time.Time `json:"created"`
+	// Portals is the target's portal group ("ip:port", canonical); empty:
+	// every portal the server listens on (lm/targets.go).
+	Portals []string `json:"portals,omitempty"`
 }

@@ -21,6 +21,9 @@
 # tests) against iscsi://127.0.0.1:PORT/IQN/LUN. When the target died during a
 # suite or the suite hit its time limit, the tests of that suite without a result
 # count as errors, and the target is restarted (same data dir) for the next suite.
+# The ReadOnly suite needs a write-protected LUN: against lmtgt it runs on
+# IQN-ro, a second target mapping the same LUN with --read-only (against
+# tgt it runs on the normal LUN and skips, as before).
 # Output: OUT/results.txt ("pass|fail|skip|error ALL.Suite.Test" per line),
 # OUT/suite.SUITE.log per suite, OUT/fails.md; last line
 # "N passed, M failed, K skipped[, E errors]".
@@ -43,6 +46,7 @@ COMPARE=1
 FAILS_MD=${CONFORMANCE_FAILS_MD:-}
 MULTIPATH=0
 IQN=iqn.2026-11.org.lmtgt:conf
+IQN_RO=$IQN-ro
 INIT1=iqn.2026-11.org.lmtgt:conformance-init1
 INIT2=iqn.2026-11.org.lmtgt:conformance-init2
 LUN_SIZE=256MiB
@@ -92,7 +96,10 @@ start_target() {  # $1 = first|restart
     lmtgt)
       echo "==== $(date '+%F %T') start ($1)" >> "$TLOG"
       lmtgt_start "$BIN" "$DATA" "$PORT" "$TLOG" || return 1
-      [ "$1" = first ] && { lmtgt_setup "$BIN" "$IQN" c1 "$LUN_SIZE" 2>>"$OUT/setup.log" >/dev/null \
+      [ "$1" = first ] && { { lmtgt_setup "$BIN" "$IQN" c1 "$LUN_SIZE" &&
+                              lmtgt_cli "$BIN" target create "$IQN_RO" &&
+                              lmtgt_cli "$BIN" target map "$IQN_RO" c1 --lun 0 --read-only &&
+                              lmtgt_cli "$BIN" target allow "$IQN_RO" ALL; } 2>>"$OUT/setup.log" >/dev/null \
                               || { cat "$OUT/setup.log" >&2; return 1; }; }
       return 0 ;;
     tgt)
@@ -133,8 +140,10 @@ if [ "$TARGET" = lmtgt ]; then
   [ -x "$BIN" ] || die "no lmtgt binary at $BIN"
   BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
   URL=iscsi://127.0.0.1:$PORT/$IQN/0
+  ROURL=iscsi://127.0.0.1:$PORT/$IQN_RO/0
 else
   URL=iscsi://127.0.0.1:$PORT/$IQN/1
+  ROURL=$URL
 fi
 
 MPURL=""
@@ -197,7 +206,9 @@ for s in "${SUITES[@]}"; do
   fi
   # run the suite; libiscsi spins forever once the target is gone, so stop it
   # 5 s after the target died instead of waiting for the time limit
-  timeout -k 5 "$SUITE_TIMEOUT" iscsi-test-cu -d -i "$INIT1" -I "$INIT2" -t "ALL.$s" "$URL" ${MPURL:-} > "$slog" 2>&1 &
+  surl=$URL
+  [ "$s" = ReadOnly ] && surl=$ROURL
+  timeout -k 5 "$SUITE_TIMEOUT" iscsi-test-cu -d -i "$INIT1" -I "$INIT2" -t "ALL.$s" "$surl" ${MPURL:-} > "$slog" 2>&1 &
   tp=$!; dead_at=""
   while pid_alive "$tp"; do
     if [ -z "$dead_at" ] && ! target_alive; then dead_at=$SECONDS; fi

@@ -19,6 +19,9 @@ type Cmd struct {
 	In    []byte
 	nexus *nexus      // the I_T nexus the command came in on
 	tv    *targetView // the target it addresses
+	// readOnly: the mapping the command came through is write-protected
+	// (dispatch.go answers medium changes with DATA PROTECT).
+	readOnly bool
 
 	// Set by the handler (through the methods below).
 	Sense []byte // fixed-format sense data with CHECK CONDITION

@@ -31,6 +31,16 @@ type LUN struct {
 	ALUA GroupStates
 	// Volume is the I/O handle (lm's router); its Size() is the capacity.
 	Volume volume.Volume
+	// ReadOnly write-protects this mapping (targetcli's write_protect on
+	// a mapped LUN): commands that change the medium answer DATA
+	// PROTECT, WRITE PROTECTED and MODE SENSE sets the WP bit. Another
+	// mapping of the same LUN may be writable.
+	ReadOnly bool
+	// Initiators masks this mapping (targetcli's mapped_luns): when not
+	// empty only these initiator names see the LUN at this number; the
+	// others get LOGICAL UNIT NOT SUPPORTED and do not find it in REPORT
+	// LUNS. Empty: every initiator the target's ACL lets in.
+	Initiators []string
 }
 
 // Target is one iSCSI target.
@@ -45,6 +55,12 @@ type Target struct {
 	// (0: the lowest free one, in IQN order).
 	Group   uint16
 	RelPort uint16
+	// Portals is the target's portal group: the "ip:port" listening
+	// addresses (bound, as Server.Portals lists them) it is served on.
+	// Empty: every portal. Discovery on another portal does not list the
+	// target, a login there is refused as "not found", and sessions on a
+	// portal removed from the group are ended.
+	Portals []string
 }
 
 // ReservationStore persists SCSI-3 persistent reservation state per LUN ID

@@ -11,6 +11,9 @@ package target
 // Handlers answer through c's methods (cmd.go) and return the status.
 // Only the three gotgt adapter cases (st.gt, gotgt.go) reach gotgt.
 func (st *luState) serve(c *Cmd) samStatus {
+	if c.readOnly && changesMedium(c.CDB[0]) {
+		return c.fail(keyDataProtect, ascWriteProtected)
+	}
 	switch c.CDB[0] {
 	// SPC: device management.
 	case 0x00:
@@ -30,7 +33,7 @@ func (st *luState) serve(c *Cmd) samStatus {
 
 	// SPC: mode pages and diagnostics, served by gotgt.
 	case 0x1a, 0x5a: // MODE SENSE(6/10)
-		return st.gt.modeSense(c)
+		return st.modeSense(c)
 	case 0x15, 0x55: // MODE SELECT(6/10)
 		return st.gt.modeSelect(c)
 	case 0x1d: // SEND DIAGNOSTIC
@@ -62,6 +65,10 @@ func (st *luState) serve(c *Cmd) samStatus {
 		return st.writeSame(c)
 	case 0x42:
 		return st.unmap(c)
+	case 0x83: // EXTENDED COPY (LID1), xcopy.go
+		return st.extendedCopy(c)
+	case 0x84: // RECEIVE COPY RESULTS, xcopy.go
+		return st.receiveCopyResults(c)
 	case 0x89:
 		return st.compareAndWrite(c)
 	case 0x8b:
@@ -98,4 +105,40 @@ func (st *luState) serviceActionIn16(c *Cmd) samStatus {
 		return st.getLBAStatus(c)
 	}
 	return c.fail(keyIllegalRequest, ascInvalidFieldInCDB)
+}
+
+// changesMedium reports whether opcode op changes the logical unit's
+// blocks: the commands a write-protected mapping refuses with DATA
+// PROTECT, WRITE PROTECTED (EXTENDED COPY checks its destination itself,
+// since its source may be the protected LUN).
+func changesMedium(op byte) bool {
+	switch op {
+	case 0x0a, 0x2a, 0xaa, 0x8a, // WRITE(6/10/12/16)
+		0x2e, 0xae, 0x8e, // WRITE AND VERIFY(10/12/16)
+		0x41, 0x93, // WRITE SAME(10/16)
+		0x42, // UNMAP
+		0x89, // COMPARE AND WRITE
+		0x8b, // ORWRITE(16)
+		0x04: // FORMAT UNIT
+		return true
+	}
+	return false
+}
+
+// modeSense serves MODE SENSE(6/10) from gotgt's mode pages and sets the
+// WP bit of the DEVICE-SPECIFIC PARAMETER when the mapping is
+// write-protected (SBC-3 6.5.1).
+func (st *luState) modeSense(c *Cmd) samStatus {
+	status := st.gt.modeSense(c)
+	if status != statusGood || !c.readOnly {
+		return status
+	}
+	i := 2 // MODE SENSE(6) header: byte 2
+	if c.CDB[0] == 0x5a {
+		i = 3 // MODE SENSE(10) header: byte 3
+	}
+	if c.InLen > i {
+		c.In[i] |= 0x80
+	}
+	return status
 }

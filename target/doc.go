@@ -20,6 +20,15 @@
 // block descriptor). gotgt.go builds gotgt's command from a Cmd for those
 // and turns the answer back; no other command ever meets a gotgt type.
 //
+// Mappings (config.go LUN): a mapping may be write-protected (dispatch.go
+// changesMedium answers DATA PROTECT; MODE SENSE sets WP) and masked to
+// some initiators (targetView.lun is the one masking rule: Execute, REPORT
+// LUNS, task management and EXTENDED COPY use it). A target may be limited
+// to some portals (Server.OnPortal, the transport's iscsi.PortalFilter).
+// EXTENDED COPY (LID1) and RECEIVE COPY RESULTS are in xcopy.go: a CSCD
+// descriptor resolves only to a LUN the nexus reaches, and the copy writes
+// through the destination's volume like a host WRITE.
+//
 // ALUA (alua.go, implicit only): each target is one target port with a
 // relative port ID in one target port group; a LUN has an access state per
 // group, precomputed per target in the snapshot (targetView.accessState is

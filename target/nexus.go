@@ -25,6 +25,10 @@ type nexus struct {
 	mu        sync.Mutex
 	ua        map[string][]asc // by LUN ID, oldest first
 	closed    bool
+	// copies holds EXTENDED COPY results by list ID, copyOrder their
+	// IDs oldest first (xcopy.go).
+	copies    map[byte]copyResult
+	copyOrder []byte
 }
 
 func newNexus(s *Server, info iscsi.NexusInfo) *nexus {
@@ -136,7 +140,7 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 	}
 	var dev *lunDev
 	if tv != nil {
-		dev = tv.luns[ic.LUN]
+		dev = tv.lun(ic.LUN, n.info.Initiator) // nil when masked from this initiator
 	}
 	if dev == nil {
 		n.noLUN(ic, tv)
@@ -167,7 +171,8 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 	// The Cmd comes from a pool: handlers are free to let it escape, and
 	// READ/WRITE still allocate nothing (alloc_test.go).
 	c := n.srv.cmds.Get().(*Cmd)
-	*c = Cmd{CDB: ic.CDB, LUN: ic.LUN, Out: ic.DataOut, In: ic.DataIn[:cap(ic.DataIn)], nexus: n, tv: tv}
+	*c = Cmd{CDB: ic.CDB, LUN: ic.LUN, Out: ic.DataOut, In: ic.DataIn[:cap(ic.DataIn)], nexus: n, tv: tv,
+		readOnly: tv.readOnly[ic.LUN]}
 	if len(c.CDB) < len(c.cdb) {
 		copy(c.cdb[:], c.CDB)
 		c.CDB = c.cdb[:]
@@ -251,11 +256,7 @@ func (n *nexus) noLUN(c *iscsi.Command, tv *targetView) {
 			n.fail(c, keyIllegalRequest, ascInvalidFieldInCDB)
 			return
 		}
-		var nums []uint64
-		if tv != nil {
-			nums = tv.numbers
-		}
-		data, key, code := reportLUNsData(cdb, nums)
+		data, key, code := reportLUNsData(cdb, tv.numbersFor(n.info.Initiator))
 		if key != 0 {
 			n.fail(c, key, code)
 			return
@@ -281,16 +282,17 @@ func (n *nexus) TaskManagement(fn iscsi.TMFunction, lun uint64) iscsi.TMFRespons
 		// Commands run synchronously; the transport owns aborts.
 		return iscsi.TMFComplete
 	case iscsi.TMFLogicalUnitReset:
-		if tv == nil || tv.luns[lun] == nil {
+		d := tv.lun(lun, n.info.Initiator)
+		if d == nil {
 			return iscsi.TMFLUNNotExist
 		}
-		n.resetLU(tv.luns[lun])
+		n.resetLU(d)
 		return iscsi.TMFComplete
 	case iscsi.TMFTargetWarmReset, iscsi.TMFTargetColdReset:
 		if tv == nil {
 			return iscsi.TMFComplete
 		}
-		for _, num := range tv.numbers {
+		for _, num := range tv.numbersFor(n.info.Initiator) {
 			n.resetLU(tv.luns[num])
 		}
 		return iscsi.TMFComplete

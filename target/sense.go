@@ -21,6 +21,7 @@ const (
 	keyUnitAttention  = 0x06
 	keyDataProtect    = 0x07
 	keyAbortedCommand = 0x0b
+	keyCopyAborted    = 0x0a
 	keyMiscompare     = 0x0e
 )
 
@@ -42,6 +43,12 @@ const (
 	ascInvalidFieldInCDB        asc = 0x2400
 	ascLUNNotSupported          asc = 0x2500
 	ascInvalidFieldInParams     asc = 0x2600
+	ascTooManyTargetDescs       asc = 0x2606
+	ascUnsupportedTargetDesc    asc = 0x2607
+	ascTooManySegmentDescs      asc = 0x2608
+	ascUnsupportedSegmentDesc   asc = 0x2609
+	ascWriteProtected           asc = 0x2700
+	ascCopyTargetNotReachable   asc = 0x0d02
 	ascInvalidReleaseOfPR       asc = 0x2604
 	ascBusDeviceReset           asc = 0x2903
 	ascNexusLoss                asc = 0x2907

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/lmtgt/lmtgt/target/iscsi"
@@ -54,6 +55,47 @@ func (s *Server) Addrs() []net.Addr {
 	return s.transport.srv.Addrs()
 }
 
+// Portals lists the bound portal addresses as "ip:port" (nil before
+// Start): the names a Target's Portals use.
+func (s *Server) Portals() []string {
+	var out []string
+	for _, a := range s.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// OnPortal implements iscsi.PortalFilter: target is served on portal
+// when its portal group is empty or lists portal.
+func (s *Server) OnPortal(target, portal string) bool {
+	tv := s.snap.Load().targets[target]
+	return tv == nil || tv.onPortal(portal)
+}
+
+// onPortal reports whether the target is served on portal.
+func (tv *targetView) onPortal(portal string) bool {
+	if len(tv.cfg.Portals) == 0 {
+		return true
+	}
+	for _, p := range tv.cfg.Portals {
+		if SamePortal(p, portal) {
+			return true
+		}
+	}
+	return false
+}
+
+// SamePortal reports whether two "ip:port" portal names are the same
+// address (IPv6 spellings and zero-padded forms compare equal).
+func SamePortal(a, b string) bool {
+	if a == b {
+		return true
+	}
+	pa, err1 := netip.ParseAddrPort(a)
+	pb, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
+}
+
 // Shutdown stops accepting, drains in-flight commands and closes sessions.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.transport.mu.Lock()
@@ -81,3 +123,22 @@ func (s *Server) Sessions() []iscsi.SessionInfo {
 	}
 	return out
 }
+
+// Logout ends every session initiator has on target (all connections)
+// and returns how many it ended (0 before Start). The initiator may log
+// in again unless the ACL or a mapping mask keeps it out.
+func (s *Server) Logout(target, initiator string) int {
+	s.transport.mu.Lock()
+	ts := s.transport.srv
+	s.transport.mu.Unlock()
+	if ts == nil {
+		return 0
+	}
+	n := ts.CloseInitiatorSessions(target, initiator)
+	if n > 0 {
+		s.log.Info().Str("target", target).Str("initiator", initiator).Int("sessions", n).Msg("initiator logged out by the administrator")
+	}
+	return n
+}
+
+var _ iscsi.PortalFilter = (*Server)(nil)

@@ -82,6 +82,44 @@ type targetView struct {
 	// not active/optimized (alua.go).
 	group, port uint16
 	access      map[string]AccessState
+	// readOnly holds the write-protected LUN numbers and masks the LUN
+	// numbers visible to listed initiators only (config.go LUN).
+	readOnly map[uint64]bool
+	masks    map[uint64]map[string]bool
+}
+
+// lun returns the logical unit initiator reaches at LUN number num (nil:
+// none, or masked from that initiator). This is the one masking rule:
+// Execute, REPORT LUNS, task management and EXTENDED COPY use it.
+func (tv *targetView) lun(num uint64, initiator string) *lunDev {
+	if tv == nil {
+		return nil
+	}
+	d := tv.luns[num]
+	if d == nil {
+		return nil
+	}
+	if m := tv.masks[num]; m != nil && !m[initiator] {
+		return nil
+	}
+	return d
+}
+
+// numbersFor lists the LUN numbers initiator sees, sorted.
+func (tv *targetView) numbersFor(initiator string) []uint64 {
+	if tv == nil {
+		return nil
+	}
+	if len(tv.masks) == 0 {
+		return tv.numbers
+	}
+	out := make([]uint64, 0, len(tv.numbers))
+	for _, num := range tv.numbers {
+		if tv.lun(num, initiator) != nil {
+			out = append(out, num)
+		}
+	}
+	return out
 }
 
 // New creates a Server with no targets. Start binds the portals.
@@ -119,6 +157,17 @@ func (s *Server) Apply(targets []Target) error {
 	for _, iqn := range gone {
 		if n := ts.CloseTargetSessions(iqn); n > 0 {
 			s.log.Info().Str("target", iqn).Int("sessions", n).Msg("target removed: sessions closed")
+		}
+	}
+	// Sessions on a portal no longer in their target's portal group.
+	snap := s.snap.Load()
+	for _, t := range targets {
+		if len(t.Portals) == 0 {
+			continue
+		}
+		tv := snap.targets[t.IQN]
+		if n := ts.ClosePortalSessions(t.IQN, tv.onPortal); n > 0 {
+			s.log.Info().Str("target", t.IQN).Int("sessions", n).Msg("portal removed from the target: sessions on it closed")
 		}
 	}
 	return nil
@@ -165,11 +214,13 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 	for _, t := range targets {
 		gp := ports[t.IQN]
 		tv := &targetView{
-			cfg:   t,
-			allow: map[string]bool{},
-			luns:  map[uint64]*lunDev{},
-			group: gp[0],
-			port:  gp[1],
+			cfg:      t,
+			allow:    map[string]bool{},
+			luns:     map[uint64]*lunDev{},
+			group:    gp[0],
+			port:     gp[1],
+			readOnly: map[uint64]bool{},
+			masks:    map[uint64]map[string]bool{},
 		}
 		for _, ini := range t.Initiators {
 			tv.allow[ini] = true
@@ -178,6 +229,16 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 			d := devs[l.ID]
 			tv.luns[l.Number] = d
 			tv.numbers = append(tv.numbers, l.Number)
+			if l.ReadOnly {
+				tv.readOnly[l.Number] = true
+			}
+			if len(l.Initiators) > 0 {
+				m := map[string]bool{}
+				for _, ini := range l.Initiators {
+					m[ini] = true
+				}
+				tv.masks[l.Number] = m
+			}
 		}
 		sort.Slice(tv.numbers, func(i, j int) bool { return tv.numbers[i] < tv.numbers[j] })
 		snap.targets[t.IQN] = tv
@@ -206,7 +267,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 		if nt == nil || !lunSetChanged(ot, nt) {
 			continue
 		}
-		for _, num := range nt.numbers {
+		for _, num := range nt.numbersFor(n.info.Initiator) {
 			n.addUA(nt.luns[num].id, ascReportedLUNsDataChanged)
 		}
 	}
@@ -222,8 +283,13 @@ func lunSetChanged(a, b *targetView) bool {
 		return true
 	}
 	for num, d := range b.luns {
-		if a.luns[num] != d {
+		if a.luns[num] != d || len(a.masks[num]) != len(b.masks[num]) {
 			return true
+		}
+		for ini := range b.masks[num] {
+			if !a.masks[num][ini] {
+				return true
+			}
 		}
 	}
 	return false
@@ -340,9 +406,15 @@ func (s *Server) Targets(initiator string) []iscsi.TargetInfo {
 	snap := s.snap.Load()
 	var out []iscsi.TargetInfo
 	for _, iqn := range snap.order {
-		if snap.targets[iqn].allows(initiator) {
-			out = append(out, iscsi.TargetInfo{Name: iqn})
+		tv := snap.targets[iqn]
+		if !tv.allows(initiator) {
+			continue
 		}
+		ti := iscsi.TargetInfo{Name: iqn}
+		for _, p := range tv.cfg.Portals {
+			ti.Portals = append(ti.Portals, fmt.Sprintf("%s,%d", p, tpgt))
+		}
+		out = append(out, ti)
 	}
 	return out
 }

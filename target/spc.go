@@ -15,11 +15,13 @@ func (st *luState) inquiry(c *Cmd) samStatus {
 	var page []byte
 	switch cdb[2] {
 	case 0x00:
-		page = vpdPage(0x00, []byte{0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2})
+		page = vpdPage(0x00, []byte{0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2})
 	case 0x80:
 		page = vpdPage(0x80, []byte(st.id.serial))
 	case 0x83:
 		page = vpdPage(0x83, st.deviceIdentification(c.tv.cfg.IQN, c.tv.port, c.tv.group))
+	case 0x8f:
+		page = vpdPage(0x8f, thirdPartyCopyPage())
 	case 0xb0:
 		page = vpdPage(0xb0, st.blockLimits())
 	case 0xb1:
@@ -52,8 +54,8 @@ func (st *luState) standardInquiry() []byte {
 	b[2] = 0x06        // VERSION: SPC-4
 	b[3] = 0x10 | 0x02 // HISUP, RESPONSE DATA FORMAT 2
 	b[4] = byte(len(b) - 5)
-	b[5] = 0x10 // SCCS, ACC, TPGS 01b (implicit ALUA, alua.go), 3PC, PROTECT
-	b[7] = 0x02 // CMDQUE
+	b[5] = 0x10 | 0x08 // SCCS, ACC, TPGS 01b (implicit ALUA, alua.go), 3PC (xcopy.go), PROTECT
+	b[7] = 0x02        // CMDQUE
 	copy(b[8:16], padded(st.id.vendor, 8))
 	copy(b[16:32], padded(st.id.product, 16))
 	copy(b[32:36], padded(st.id.revision, 4))
@@ -161,7 +163,7 @@ func (st *luState) blockLimits() []byte {
 
 // reportLUNs serves REPORT LUNS from the target's own LUN table.
 func (st *luState) reportLUNs(c *Cmd) samStatus {
-	data, key, code := reportLUNsData(c.CDB, c.tv.numbers)
+	data, key, code := reportLUNsData(c.CDB, c.tv.numbersFor(c.nexus.info.Initiator))
 	if key != 0 {
 		return c.fail(key, code)
 	}
@@ -257,6 +259,8 @@ var supportedOps = []opInfo{
 	{op: 0x5f, sa: 2, hasSA: true, cdbLen: 10}, {op: 0x5f, sa: 3, hasSA: true, cdbLen: 10},
 	{op: 0x5f, sa: 4, hasSA: true, cdbLen: 10}, {op: 0x5f, sa: 5, hasSA: true, cdbLen: 10},
 	{op: 0x5f, sa: 6, hasSA: true, cdbLen: 10},
+	{op: 0x83, sa: 0x00, hasSA: true, cdbLen: 16},
+	{op: 0x84, sa: 0x00, hasSA: true, cdbLen: 16}, {op: 0x84, sa: 0x03, hasSA: true, cdbLen: 16},
 	{op: 0x88, cdbLen: 16}, {op: 0x89, cdbLen: 16}, {op: 0x8a, cdbLen: 16}, {op: 0x8b, cdbLen: 16},
 	{op: 0x8e, cdbLen: 16}, {op: 0x8f, cdbLen: 16}, {op: 0x90, cdbLen: 16},
 	{op: 0x91, cdbLen: 16}, {op: 0x93, cdbLen: 16},

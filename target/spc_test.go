@@ -30,7 +30,7 @@ func TestInquiry(t *testing.T) {
 
 	c = exec(n, 0, inquiryCDB(true, 0x00, 255), nil, 255)
 	mustGood(t, c)
-	if got := data(c)[4:]; !bytes.Equal(got, []byte{0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2}) {
+	if got := data(c)[4:]; !bytes.Equal(got, []byte{0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2}) {
 		t.Fatalf("supported VPD pages %x", got)
 	}
 

@@ -228,7 +228,14 @@ func mappingStr(ms []wire.LUNMapping) string {
 	}
 	var s []string
 	for _, m := range ms {
-		s = append(s, fmt.Sprintf("%s/%d", m.Target, m.LUN))
+		e := fmt.Sprintf("%s/%d", m.Target, m.LUN)
+		if m.ReadOnly {
+			e += "(ro)"
+		}
+		if len(m.Initiators) > 0 {
+			e += "(masked)"
+		}
+		s = append(s, e)
 	}
 	return strings.Join(s, ",")
 }

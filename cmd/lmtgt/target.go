@@ -32,8 +32,11 @@ func targetCommand() *cli.Command {
 				Name:      "create",
 				Usage:     "create a target (no LUNs, no initiators allowed yet)",
 				ArgsUsage: "IQN",
-				Flags:     []cli.Flag{outputFlag},
-				Action:    targetCreate,
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "portal", Usage: "serve the target only on this portal ip:port, one of serve --portal (repeatable; default: every portal)"},
+					outputFlag,
+				},
+				Action: targetCreate,
 			},
 			{
 				Name:      "delete",
@@ -62,8 +65,12 @@ func targetCommand() *cli.Command {
 				Name:  "map",
 				Usage: "export a LUN on a target (live: hosts get REPORTED LUNS DATA HAS CHANGED)",
 				Arg:   "LUN-NAME",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"}},
-				Call:  mapLUN,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "lun", Usage: "LUN number (default: the lowest free number from 0)"},
+					&cli.BoolFlag{Name: "read-only", Usage: "write-protect the LUN at this mapping (hosts get DATA PROTECT on writes)"},
+					&cli.StringSliceFlag{Name: "initiator", Usage: "only this initiator sees the LUN here (repeat for more; default: every allowed initiator)"},
+				},
+				Call: mapLUN,
 				Done: func(lun string, t wire.Target) string {
 					n := "?"
 					for _, l := range t.LUNs {
@@ -72,6 +79,25 @@ func targetCommand() *cli.Command {
 						}
 					}
 					return fmt.Sprintf("LUN %s mapped on %s at LUN %s", lun, t.IQN, n)
+				},
+			}.command(),
+			targetChange{
+				Name:  "mapping",
+				Usage: "change a mapped LUN's write protection or initiator mask (live)",
+				Arg:   "LUN-NAME",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "read-only", Usage: "write-protect the mapping (--read-only=false: writable)"},
+					&cli.StringSliceFlag{Name: "initiator", Usage: "only these initiators see the LUN here (repeat; replaces the mask)"},
+					&cli.BoolFlag{Name: "all-initiators", Usage: "remove the mask: every allowed initiator sees the LUN"},
+				},
+				Call: setMapping,
+				Done: func(lun string, t wire.Target) string {
+					for _, l := range t.LUNs {
+						if l.Name == lun {
+							return fmt.Sprintf("LUN %s on %s: %s", lun, t.IQN, mappingMode(l))
+						}
+					}
+					return fmt.Sprintf("LUN %s on %s changed", lun, t.IQN)
 				},
 			}.command(),
 			targetChange{
@@ -108,6 +134,44 @@ func targetCommand() *cli.Command {
 				},
 			}.command(),
 			{
+				Name:  "portal",
+				Usage: "the target's portal group: the portals it is served on (default: every portal)",
+				Subcommands: []*cli.Command{
+					targetChange{
+						Name:  "add",
+						Usage: "serve the target on this portal too (ip:port, one of serve --portal); a target with no portal group is then served only there",
+						Arg:   "IP:PORT",
+						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
+							return cl.AddPortal(context.Background(), iqn, portal)
+						},
+						Done: func(portal string, t wire.Target) string {
+							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
+						},
+					}.command(),
+					targetChange{
+						Name:  "remove",
+						Usage: "stop serving the target on this portal (its sessions there end); ALL empties the group: every portal",
+						Arg:   "IP:PORT|ALL",
+						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
+							return cl.RemovePortal(context.Background(), iqn, portal)
+						},
+						Done: func(portal string, t wire.Target) string {
+							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
+						},
+					}.command(),
+				},
+			},
+			{
+				Name:      "logout",
+				Usage:     "end every session (all connections) an initiator has on a target; it may log in again unless the ACL keeps it out",
+				ArgsUsage: "IQN",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "initiator", Usage: "the initiator name whose sessions end (required)"},
+					outputFlag,
+				},
+				Action: targetLogout,
+			},
+			{
 				Name:      "chap",
 				Usage:     "set CHAP (one-way, or mutual with --mutual-user/--mutual-secret); --off turns it off",
 				ArgsUsage: "IQN",
@@ -133,7 +197,7 @@ func targetCreate(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.Target, error) {
-		return cl.CreateTarget(context.Background(), iqn)
+		return cl.CreateTarget(context.Background(), iqn, c.StringSlice("portal")...)
 	}, func(t wire.Target) {
 		fmt.Fprintf(c.App.Writer, "target %s created (no initiator may log in yet: lmtgt target allow %s INITIATOR|ALL)\n", t.IQN, t.IQN)
 	})
@@ -159,6 +223,14 @@ func aclStr(t wire.Target) string {
 		return "(none)"
 	}
 	return strings.Join(s, ",")
+}
+
+// portalsStr names a target's portal group.
+func portalsStr(t wire.Target) string {
+	if len(t.Portals) == 0 {
+		return "every portal"
+	}
+	return strings.Join(t.Portals, ",")
 }
 
 func chapStr(t wire.Target) string {
@@ -194,6 +266,7 @@ func printTarget(c *cli.Context, t wire.Target) {
 	fields(c.App.Writer, [][2]string{
 		{"iqn", t.IQN},
 		{"initiators", aclStr(t)},
+		{"portals", portalsStr(t)},
 		{"chap", chapStr(t)},
 		{"created", t.Created.Local().Format("2006-01-02 15:04:05")},
 	})
@@ -203,9 +276,9 @@ func printTarget(c *cli.Context, t wire.Target) {
 		fmt.Fprintln(c.App.Writer)
 		var rows [][]string
 		for _, l := range t.LUNs {
-			rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), l.ID})
+			rows = append(rows, []string{strconv.FormatUint(l.LUN, 10), orDash(l.Name), sizeStr(l.Size), strconv.Itoa(int(l.BlockSize)), mappingMode(l), l.ID})
 		}
-		table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ID"}, rows)
+		table(c.App.Writer, []string{"LUN", "NAME", "SIZE", "BLOCK", "ACCESS", "ID"}, rows)
 	}
 	if len(t.Sessions) == 0 {
 		fmt.Fprintln(c.App.Writer, "sessions:   (none)")
@@ -303,7 +376,60 @@ func mapLUN(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, er
 		}
 		number = &n
 	}
-	return cl.Map(context.Background(), iqn, lun, number)
+	return cl.MapWith(context.Background(), iqn, wire.MapLUN{LUN: lun, Number: number,
+		ReadOnly: c.Bool("read-only"), Initiators: c.StringSlice("initiator")})
+}
+
+// setMapping changes a mapping's --read-only and --initiator /
+// --all-initiators.
+func setMapping(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
+	var req wire.SetMapping
+	if c.IsSet("read-only") {
+		ro := c.Bool("read-only")
+		req.ReadOnly = &ro
+	}
+	switch {
+	case c.IsSet("initiator") && c.Bool("all-initiators"):
+		return wire.Target{}, usageErr("target mapping: give --initiator or --all-initiators, not both")
+	case c.IsSet("initiator"):
+		inis := c.StringSlice("initiator")
+		req.Initiators = &inis
+	case c.Bool("all-initiators"):
+		inis := []string{}
+		req.Initiators = &inis
+	}
+	if req.ReadOnly == nil && req.Initiators == nil {
+		return wire.Target{}, usageErr("target mapping: nothing to change (--read-only[=false], --initiator or --all-initiators)")
+	}
+	return cl.SetMapping(context.Background(), iqn, lun, req)
+}
+
+// mappingMode describes a mapping's write protection and mask.
+func mappingMode(l wire.TargetLUN) string {
+	mode := "read-write"
+	if l.ReadOnly {
+		mode = "read-only"
+	}
+	if len(l.Initiators) == 0 {
+		return mode + ", all initiators"
+	}
+	return mode + ", initiators " + strings.Join(l.Initiators, ",")
+}
+
+func targetLogout(c *cli.Context) error {
+	iqn, err := args1(c, "IQN")
+	if err != nil {
+		return err
+	}
+	ini := c.String("initiator")
+	if ini == "" {
+		return usageErr("target logout: --initiator is required")
+	}
+	return request(c, func(cl *client.Client) (wire.Logout, error) {
+		return cl.Logout(context.Background(), iqn, ini)
+	}, func(l wire.Logout) {
+		fmt.Fprintf(c.App.Writer, "%d session(s) of %s on %s ended\n", l.Sessions, l.Initiator, iqn)
+	})
 }
 
 func targetCHAP(c *cli.Context) error {

@@ -39,6 +39,7 @@ func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Targ
 			RelPort:    rec.Port,
 			AllowAll:   rec.AllowAll,
 			Initiators: append([]string(nil), rec.Initiators...),
+			Portals:    append([]string(nil), rec.Portals...),
 		}
 		if rec.CHAP != nil {
 			t.CHAP = &iscsi.CHAP{
@@ -67,15 +68,17 @@ func BuildTargets(cfg lm.TargetConfig, open VolumeOpener) (targets []target.Targ
 				continue
 			}
 			t.LUNs = append(t.LUNs, target.LUN{
-				Number:    m.LUN,
-				ID:        l.ID,
-				Name:      l.Name,
-				NAA:       naa,
-				Serial:    l.Serial,
-				Adopted:   adopted(l.Adopted),
-				BlockSize: l.BlockSize,
-				ALUA:      states,
-				Volume:    v,
+				Number:     m.LUN,
+				ID:         l.ID,
+				Name:       l.Name,
+				NAA:        naa,
+				Serial:     l.Serial,
+				Adopted:    adopted(l.Adopted),
+				BlockSize:  l.BlockSize,
+				ALUA:       states,
+				Volume:     v,
+				ReadOnly:   m.ReadOnly,
+				Initiators: append([]string(nil), m.Initiators...),
 			})
 		}
 		sort.Slice(t.LUNs, func(i, j int) bool { return t.LUNs[i].Number < t.LUNs[j].Number })

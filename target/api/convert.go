@@ -47,7 +47,7 @@ func lunView(i lm.LUNInfo) wire.LUN {
 		v.Identity, v.Vendor, v.Product = "adopted", a.Vendor, a.Product
 	}
 	for _, m := range i.Mappings {
-		v.Mappings = append(v.Mappings, wire.LUNMapping{Target: m.Target, LUN: m.Number})
+		v.Mappings = append(v.Mappings, wire.LUNMapping{Target: m.Target, LUN: m.Number, ReadOnly: m.ReadOnly, Initiators: m.Initiators})
 	}
 	if p := i.Pair; p != nil {
 		v.Migration = &wire.LUNMigration{Role: p.Role, Pair: p.PairID, Peer: p.Peer, State: p.State}
@@ -79,9 +79,11 @@ func targetView(i lm.TargetInfo) wire.Target {
 		Initiators: append([]string{}, t.Initiators...),
 		LUNs:       []wire.TargetLUN{},
 		CHAP:       chapInfo(t.CHAP),
+		Portals:    append([]string(nil), t.Portals...),
 	}
 	for _, l := range i.LUNs {
-		v.LUNs = append(v.LUNs, wire.TargetLUN{LUN: l.Number, ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize})
+		v.LUNs = append(v.LUNs, wire.TargetLUN{LUN: l.Number, ID: l.ID, Name: l.Name, Size: l.Size, BlockSize: l.BlockSize,
+			ReadOnly: l.ReadOnly, Initiators: l.Initiators})
 	}
 	return v
 }

@@ -381,7 +381,7 @@ func (s *Server) routes() {
 
 	// Targets.
 	m.HandleFunc("POST "+v+"/targets", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateTarget) {
-		t, err := svc.CreateTarget(req.IQN)
+		t, err := svc.CreateTarget(req.IQN, req.Portals...)
 		reply(w, http.StatusCreated, t, err, targetObject(req.IQN))
 	}))
 	m.HandleFunc("GET "+v+"/targets", func(w http.ResponseWriter, r *http.Request) {
@@ -409,6 +409,26 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+v+"/targets/{iqn}/luns", withBody(func(w http.ResponseWriter, r *http.Request, req wire.MapLUN) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.Map(iqn, req)
+		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	}))
+	m.HandleFunc("POST "+v+"/targets/{iqn}/portals", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Portal) {
+		iqn := r.PathValue("iqn")
+		t, err := svc.AddPortal(iqn, req.Portal)
+		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	}))
+	m.HandleFunc("DELETE "+v+"/targets/{iqn}/portals/{portal}", func(w http.ResponseWriter, r *http.Request) {
+		iqn := r.PathValue("iqn")
+		t, err := svc.RemovePortal(iqn, r.PathValue("portal"))
+		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	})
+	m.HandleFunc("POST "+v+"/targets/{iqn}/logout", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Logout) {
+		iqn := r.PathValue("iqn")
+		out, err := svc.Logout(iqn, req.Initiator)
+		reply(w, http.StatusOK, out, err, targetObject(iqn))
+	}))
+	m.HandleFunc("PATCH "+v+"/targets/{iqn}/luns/{name}", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetMapping) {
+		iqn := r.PathValue("iqn")
+		t, err := svc.SetMapping(iqn, r.PathValue("name"), req)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	}))
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}/luns/{name}", func(w http.ResponseWriter, r *http.Request) {

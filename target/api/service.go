@@ -1,6 +1,8 @@
 package api
 
 import (
+	"slices"
+
 	"github.com/rs/zerolog"
 
 	"github.com/lmtgt/lmtgt/lm"
@@ -15,6 +17,11 @@ type Exporter interface {
 	CapacityChanged(lunID string)
 	Sessions() []iscsi.SessionInfo
 	SetDiscoveryCHAP(c *iscsi.CHAP)
+	// Logout ends an initiator's sessions on a target; it returns how
+	// many it ended.
+	Logout(target, initiator string) int
+	// Portals lists the portals the server listens on ("ip:port").
+	Portals() []string
 }
 
 // Service is the admin operations behind the HTTP handlers; `serve --demo`
@@ -54,8 +61,21 @@ func (a applier) ApplyTargets(cfg lm.TargetConfig) error {
 		ic = &iscsi.CHAP{User: dc.User, Secret: dc.Secret, MutualUser: dc.MutualUser, MutualSecret: dc.MutualSecret}
 	}
 	a.s.exp.SetDiscoveryCHAP(ic)
+	listening := a.s.exp.Portals()
+	for _, t := range targets {
+		for _, p := range t.Portals {
+			if !slices.ContainsFunc(listening, func(l string) bool { return target.SamePortal(l, p) }) && len(listening) > 0 {
+				a.s.log.Warn().Str("target", t.IQN).Str("portal", p).Strs("listening", listening).
+					Msg("portal of the target is not among the server's portals (serve --portal): the target is not served there")
+			}
+		}
+	}
 	return nil
 }
+
+// Portals lists the server's portals: lm checks a target's portal group
+// against them (lm.PortalLister).
+func (a applier) Portals() []string { return a.s.exp.Portals() }
 
 // ApplyAll applies the whole configuration of the meta volume live.
 func (s *Service) ApplyAll() error { return s.lm.ApplyTargets() }

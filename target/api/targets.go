@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -55,10 +56,32 @@ func (s *Service) changed(iqn string, err error) (wire.Target, error) {
 }
 
 // CreateTarget creates a target with no LUNs, no initiators and no CHAP.
-func (s *Service) CreateTarget(iqn string) (wire.Target, error) {
-	err := s.lm.CreateTarget(iqn)
+func (s *Service) CreateTarget(iqn string, portals ...string) (wire.Target, error) {
+	err := s.lm.CreateTargetOn(iqn, portals)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Msg("target created")
+		s.log.Info().Str("target", iqn).Strs("portals", portals).Msg("target created")
+	}
+	return s.changed(iqn, err)
+}
+
+// AddPortal adds a portal to a target's portal group.
+func (s *Service) AddPortal(iqn, portal string) (wire.Target, error) {
+	err := s.lm.AddTargetPortal(iqn, portal)
+	if err == nil {
+		s.log.Info().Str("target", iqn).Str("portal", portal).Msg("portal added to the target")
+	}
+	return s.changed(iqn, err)
+}
+
+// RemovePortal removes a portal (or ALL: the whole group) from a target.
+func (s *Service) RemovePortal(iqn, portal string) (wire.Target, error) {
+	p := portal
+	if strings.EqualFold(p, wire.AllInitiators) {
+		p = ""
+	}
+	err := s.lm.RemoveTargetPortal(iqn, p)
+	if err == nil {
+		s.log.Info().Str("target", iqn).Str("portal", portal).Msg("portal removed from the target")
 	}
 	return s.changed(iqn, err)
 }
@@ -75,9 +98,47 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 // Map exports a LUN on a target at a LUN number (the lowest free one when
 // req.Number is nil).
 func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
-	n, err := s.lm.MapLUN(iqn, req.LUN, req.Number)
+	n, err := s.lm.MapLUNWith(iqn, req.LUN, lm.MapOptions{Number: req.Number, ReadOnly: req.ReadOnly, Initiators: req.Initiators})
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("lun", req.LUN).Uint64("number", n).Msg("LUN mapped")
+		s.log.Info().Str("target", iqn).Str("lun", req.LUN).Uint64("number", n).
+			Bool("read_only", req.ReadOnly).Strs("initiators", req.Initiators).Msg("LUN mapped")
+	}
+	return s.changed(iqn, err)
+}
+
+// Logout ends every session initiator has on the target iqn. Refused
+// (changing nothing) for an unknown target, a missing initiator name, and
+// an initiator with no session there.
+func (s *Service) Logout(iqn, initiator string) (wire.Logout, error) {
+	obj := targetObject(iqn)
+	if initiator == "" {
+		return wire.Logout{}, invalid(obj, "logout: an initiator name is required (--initiator)")
+	}
+	if _, err := s.lm.TargetInfo(iqn); err != nil {
+		return wire.Logout{}, toWire(err, obj)
+	}
+	n := 0
+	if s.exp != nil {
+		n = s.exp.Logout(iqn, initiator)
+	}
+	if n == 0 {
+		return wire.Logout{}, notFound(obj, "initiator %s has no session on this target", initiator)
+	}
+	return wire.Logout{Initiator: initiator, Sessions: n}, nil
+}
+
+// SetMapping changes a mapping's write protection or initiator mask.
+func (s *Service) SetMapping(iqn, lunName string, req wire.SetMapping) (wire.Target, error) {
+	err := s.lm.SetMapping(iqn, lunName, lm.MappingChange{ReadOnly: req.ReadOnly, Initiators: req.Initiators})
+	if err == nil {
+		ev := s.log.Info().Str("target", iqn).Str("lun", lunName)
+		if req.ReadOnly != nil {
+			ev = ev.Bool("read_only", *req.ReadOnly)
+		}
+		if req.Initiators != nil {
+			ev = ev.Strs("initiators", *req.Initiators)
+		}
+		ev.Msg("LUN mapping changed")
 	}
 	return s.changed(iqn, err)
 }

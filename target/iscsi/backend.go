@@ -23,11 +23,22 @@ type Backend interface {
 	OpenNexus(n NexusInfo) (Nexus, error)
 }
 
+// PortalFilter is an optional Backend extension for per-target portal
+// groups: a Backend that implements it limits each target to some
+// portals. The transport then lists a target in a discovery session only
+// on one of its portals, and refuses a normal login to it on any other
+// portal with 0x0203 (not found, as for an unknown target).
+type PortalFilter interface {
+	// OnPortal reports whether target is reachable on portal, the bound
+	// "ip:port" address of the listener the connection came in on.
+	OnPortal(target, portal string) bool
+}
+
 // TargetInfo is one SendTargets entry.
 type TargetInfo struct {
 	Name string
 	// Portals as "host:port,tpgt"; empty means the portal the discovery
-	// session came in on.
+	// session came in on, and so does an unspecified host (0.0.0.0, ::).
 	Portals []string
 }
 

@@ -58,6 +58,9 @@ type conn struct {
 	br     *bufio.Reader
 	log    zerolog.Logger
 	remote string
+	// portal is the bound address of the listener that accepted the
+	// connection ("ip:port"; PortalFilter).
+	portal string
 
 	state     atomic.Int32 // connState
 	draining  atomic.Bool
@@ -120,10 +123,11 @@ type queuedPDU struct {
 	reserved int64 // write buffer budget held for data
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, nc net.Conn, portal string) *conn {
 	c := &conn{
 		srv:    s,
 		nc:     nc,
+		portal: portal,
 		br:     bufio.NewReaderSize(nc, 64<<10),
 		remote: nc.RemoteAddr().String(),
 		done:   make(chan struct{}),

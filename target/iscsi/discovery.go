@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"net"
 	"strings"
 
 	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
@@ -60,7 +61,12 @@ func (c *conn) text(h *header, data []byte, queued bool) error {
 // or empty for the session's own target). In a normal session only the
 // session's own target is ever named.
 func (c *conn) sendTargets(value string) []kv {
-	all := c.srv.opts.Backend.Targets(c.initiator)
+	var all []TargetInfo
+	for _, t := range c.srv.opts.Backend.Targets(c.initiator) {
+		if c.onPortal(t.Name) { // a portal lists only the targets served on it
+			all = append(all, t)
+		}
+	}
 	var pick []TargetInfo
 	switch {
 	case value == "All":
@@ -105,6 +111,9 @@ func (c *conn) sendTargets(value string) []kv {
 			out = append(out, kv{Key: "TargetAddress", Value: c.portalFor()})
 		}
 		for _, p := range t.Portals {
+			if unspecifiedPortal(p) {
+				p = c.portalFor()
+			}
 			out = append(out, kv{Key: "TargetAddress", Value: p})
 		}
 	}
@@ -132,4 +141,19 @@ func (c *conn) sendText(h *header, itt uint32, data []byte, flags byte, ttt uint
 	pdu.Put32(b[16:], itt)
 	pdu.Put32(b[20:], ttt)
 	return c.send(outPDU{hdr: b, data: data, stat: statTake})
+}
+
+// unspecifiedPortal reports whether a TargetAddress value "host:port,tpgt"
+// has an unspecified host (a wildcard listener): the initiator must get
+// the address it reached instead.
+func unspecifiedPortal(p string) bool {
+	if i := strings.LastIndexByte(p, ','); i >= 0 {
+		p = p[:i]
+	}
+	host, _, err := net.SplitHostPort(p)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
 }

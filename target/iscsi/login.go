@@ -286,6 +286,11 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 		case err != nil:
 			return nil, refuse(statusTargetError, "target %s: %v", tn, err)
 		}
+		if !c.onPortal(tn) {
+			// Not served on this portal: the same answer as an unknown
+			// target.
+			return nil, refuse(statusNotFound, "target %s is not served on portal %s", tn, c.portal)
+		}
 		lp.auth = auth
 	case "Discovery":
 		c.discovery = true
@@ -458,6 +463,13 @@ func (c *conn) sendLoginResp(lp *loginPhase, req *header, flags byte, keys []kv,
 
 // portalFor renders the address a discovery answer advertises when the
 // backend gives none: the local address this connection came in on.
+// onPortal reports whether target may be reached on the portal c came in
+// on (always, unless the Backend is a PortalFilter that says no).
+func (c *conn) onPortal(target string) bool {
+	pf, ok := c.srv.opts.Backend.(PortalFilter)
+	return !ok || pf.OnPortal(target, c.portal)
+}
+
 func (c *conn) portalFor() string {
 	a := c.nc.LocalAddr().String()
 	if ta, ok := c.nc.LocalAddr().(*net.TCPAddr); ok {

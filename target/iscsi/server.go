@@ -269,7 +269,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 			}
 			continue
 		}
-		c := newConn(s, nc)
+		c := newConn(s, nc, l.Addr().String())
 		s.mu.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()

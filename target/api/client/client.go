@@ -230,8 +230,18 @@ func (c *Client) DeleteLUNImage(ctx context.Context, name string) error {
 }
 
 // CreateTarget creates a target.
-func (c *Client) CreateTarget(ctx context.Context, iqn string) (wire.Target, error) {
-	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn})
+func (c *Client) CreateTarget(ctx context.Context, iqn string, portals ...string) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets", wire.CreateTarget{IQN: iqn, Portals: portals})
+}
+
+// AddPortal adds a portal to a target's portal group.
+func (c *Client) AddPortal(ctx context.Context, iqn, portal string) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/portals", wire.Portal{Portal: portal})
+}
+
+// RemovePortal removes a portal (or ALL) from a target's portal group.
+func (c *Client) RemovePortal(ctx context.Context, iqn, portal string) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodDelete, wire.Version+"/targets/"+esc(iqn)+"/portals/"+esc(portal), nil)
 }
 
 // Targets lists every target.
@@ -256,6 +266,22 @@ func (c *Client) DeleteTarget(ctx context.Context, iqn string, force bool) error
 // Map exports a LUN (by name) on a target; number nil = lowest free.
 func (c *Client) Map(ctx context.Context, iqn, lun string, number *uint64) (wire.Target, error) {
 	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", wire.MapLUN{LUN: lun, Number: number})
+}
+
+// MapWith maps a LUN with every mapping setting (number, write
+// protection, initiator mask).
+func (c *Client) MapWith(ctx context.Context, iqn string, req wire.MapLUN) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/luns", req)
+}
+
+// Logout ends every session initiator has on the target iqn.
+func (c *Client) Logout(ctx context.Context, iqn, initiator string) (wire.Logout, error) {
+	return call[wire.Logout](ctx, c, http.MethodPost, wire.Version+"/targets/"+esc(iqn)+"/logout", wire.Logout{Initiator: initiator})
+}
+
+// SetMapping changes a mapping's write protection or initiator mask.
+func (c *Client) SetMapping(ctx context.Context, iqn, lun string, req wire.SetMapping) (wire.Target, error) {
+	return call[wire.Target](ctx, c, http.MethodPatch, wire.Version+"/targets/"+esc(iqn)+"/luns/"+esc(lun), req)
 }
 
 // Unmap removes a LUN (by name) from a target.

@@ -129,6 +129,10 @@ type LUNRemote struct {
 type LUNMapping struct {
 	Target string `json:"target"`
 	LUN    uint64 `json:"lun"`
+	// ReadOnly: the mapping is write-protected.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping (empty: every allowed initiator).
+	Initiators []string `json:"initiators,omitempty"`
 }
 
 // LUNMigration is the LUN's role in a migration pair.
@@ -142,6 +146,14 @@ type LUNMigration struct {
 // CreateTarget is the body of POST /v1/targets.
 type CreateTarget struct {
 	IQN string `json:"iqn"`
+	// Portals is the target's portal group ("ip:port" each, among the
+	// server's portals); empty: every portal.
+	Portals []string `json:"portals,omitempty"`
+}
+
+// Portal is the body of POST /v1/targets/{iqn}/portals.
+type Portal struct {
+	Portal string `json:"portal"`
 }
 
 // Target is an iSCSI target as shown by GET /v1/targets[/{iqn}].
@@ -152,6 +164,8 @@ type Target struct {
 	Initiators []string    `json:"initiators"`
 	CHAP       *CHAPInfo   `json:"chap,omitempty"`
 	Created    time.Time   `json:"created"`
+	// Portals is the target's portal group; empty: every portal.
+	Portals []string `json:"portals,omitempty"`
 	// Sessions logged in to the target now (in `target show`).
 	Sessions []Session `json:"sessions,omitempty"`
 	// Warnings carries advice about the change just made (for example a
@@ -176,6 +190,10 @@ type TargetLUN struct {
 	ID        string `json:"id"`
 	Size      int64  `json:"size"`
 	BlockSize uint32 `json:"block_size"`
+	// ReadOnly: the mapping is write-protected.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping: only they see the LUN (empty: all).
+	Initiators []string `json:"initiators,omitempty"`
 }
 
 // CHAPInfo shows a target's CHAP configuration without its secrets.
@@ -197,6 +215,24 @@ type MapLUN struct {
 	LUN string `json:"lun"`
 	// Number is the LUN number; nil means the lowest free number from 0.
 	Number *uint64 `json:"number,omitempty"`
+	// ReadOnly write-protects the mapping.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Initiators masks the mapping (empty: every allowed initiator).
+	Initiators []string `json:"initiators,omitempty"`
+}
+
+// SetMapping is the body of PATCH /v1/targets/{iqn}/luns/{name}: a nil
+// field keeps the setting; an empty Initiators list unmasks.
+type SetMapping struct {
+	ReadOnly   *bool     `json:"read_only,omitempty"`
+	Initiators *[]string `json:"initiators,omitempty"`
+}
+
+// Logout is the body of POST /v1/targets/{iqn}/logout and its answer.
+type Logout struct {
+	Initiator string `json:"initiator"`
+	// Sessions is how many sessions were ended (in the answer).
+	Sessions int `json:"sessions"`
 }
 
 // Allow is the body of POST /v1/targets/{iqn}/initiators.
