@@ -106,6 +106,9 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 		Verify:        r.Verify,
 		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
 		Created:       r.Created,
+		Priority:      recPriority(r.Priority),
+		StartAt:       r.StartAt,
+		Session:       m.sessionName(r.Session),
 	}
 }
 
@@ -138,6 +141,8 @@ func (p *pair) status() PairStatus {
 	if progress > 0 && remaining > 0 {
 		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
 	}
+	s.QueuePos = p.m.queue.position(p)
+	s.MaxActive, _, _ = p.m.queue.counts()
 	if st == StatePaused || st.Final() {
 		// Nothing is copied: the sampler's last window is history.
 		s.RateBps, s.ETASeconds = 0, 0

@@ -85,12 +85,24 @@ type PairRequest struct {
 	// another initiator holds on the external LUN; AllowUnfenced accepts
 	// an external target without persistent reservations (lm/fence.go).
 	Preempt, AllowUnfenced bool
+	// Priority 1..9 (higher copies first; 0: medium, 5) and StartAt (the
+	// zero time: at once) are queue.go's and schedule.go's.
+	Priority int
+	StartAt  time.Time
 }
 
 // SetRequest changes a running pair's throttle; nil fields stay.
 type SetRequest struct {
 	Speed   *Speed
 	MaxMBps *int64 // 0 removes the cap
+	// Priority (1..9), AutoSplit and Verify change while the pair runs
+	// (a waiting pair takes its new place in the copy queue at once).
+	Priority  *int
+	AutoSplit *bool
+	Verify    *bool
+	// MaxActive is a session's limit of pairs copying at once (sessions
+	// only; 0: all).
+	MaxActive *int
 }
 
 // Speed is a named copy rate level.
@@ -133,6 +145,16 @@ type PairStatus struct {
 	// SourceID and TargetID are the LUN IDs.
 	SourceID string
 	TargetID string
+
+	// Priority (1..9) and StartAt (zero: none) as requested; QueuePos is
+	// the pair's place among the pairs waiting for a copy slot (1 = next,
+	// 0 = not waiting) and MaxActive the server's limit (queue.go);
+	// Session is the name of the session the pair belongs to ("": none).
+	Priority  int
+	StartAt   time.Time
+	QueuePos  int
+	MaxActive int
+	Session   string
 }
 
 // SplitResult reports a (consistent) split.
@@ -180,6 +202,10 @@ type SessionRequest struct {
 	MaxActive int // pairs of the session copying at once; 0 = no limit
 	AutoSplit bool
 	Verify    bool
+	// Priority and StartAt are given to every pair (queue.go,
+	// schedule.go).
+	Priority int
+	StartAt  time.Time
 }
 
 // SessionStatus is a session as shown by `session show`.
@@ -205,4 +231,9 @@ type SessionStatus struct {
 	Counts  map[string]int
 	Pairs   []PairStatus
 	Created time.Time
+	// Priority, StartAt (zero: none) and the forced lone operations on
+	// member pairs (sessionref.go).
+	Priority int
+	StartAt  time.Time
+	Forced   []string
 }

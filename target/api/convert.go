@@ -97,7 +97,17 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
 		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
 		SourceID: p.SourceID, TargetID: p.TargetID,
+		Priority: p.Priority, PriorityName: lm.PriorityName(p.Priority), StartAt: timeOrNil(p.StartAt),
+		QueuePos: p.QueuePos, MaxActive: p.MaxActive, Session: p.Session,
 	}
+}
+
+// timeOrNil is nil for the zero time.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 func sessionView(st lm.SessionStatus) wire.MigrationSession {
@@ -109,6 +119,8 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
 		Counts: st.Counts, Created: st.Created,
+		Priority: st.Priority, PriorityName: lm.PriorityName(st.Priority), StartAt: timeOrNil(st.StartAt),
+		Forced: st.Forced,
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}
