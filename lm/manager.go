@@ -123,10 +123,10 @@ func (o *Options) fill() {
 // and clearer. Close cancels the pairs' context, waits for every Manager
 // goroutine, then closes the dcl.Store, then the data volumes.
 type Manager struct {
-	db    *metavol.DB
-	opts  Options
-	log   zerolog.Logger
-	dcl   *dcl.Store
+	db   *metavol.DB
+	opts Options
+	log  zerolog.Logger
+	dcl  *dcl.Store
 	// queue grants the copy slots (queue.go); budget is the token bucket
 	// every copy draws from after its own (0: unlimited; throttle.go).
 	queue  *copyQueue
@@ -318,9 +318,9 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}
 	opts.fill()
 	m := &Manager{
-		db:    db,
-		opts:  opts,
-		log:   opts.Log.With().Str("component", "lm").Logger(),
+		db:        db,
+		opts:      opts,
+		log:       opts.Log.With().Str("component", "lm").Logger(),
 		queue:     newCopyQueue(opts.MaxActive),
 		budget:    newBucket(max(opts.MaxTotalMBps, 0) * 1_000_000),
 		totalMBps: max(opts.MaxTotalMBps, 0),
