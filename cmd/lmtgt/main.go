@@ -140,6 +140,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			discoveryCommand(),
 			migrationCommand(),
 			sessionCommand(),
+			schedConfigCommand(), // configset.go (until config.go's config command)
 			aluaCommand(),
 			versionCommand(),
 		},
