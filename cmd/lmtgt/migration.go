@@ -364,7 +364,7 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 	}
 	setOptions(c, &req) // schedule.go
 	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil {
-		return req, usageErr("%s: give --speed, --max-mbps, --priority, --auto-split or --verify", cmd)
+		return req, usageErr("%s: give --speed and/or --max-mbps, or --priority, --auto-split, --verify (session: --max-active)", cmd)
 	}
 	return req, nil
 }
