@@ -281,3 +281,83 @@ func TestScheduleSessionMemberIntegrity(t *testing.T) {
 	}
 	d.OK("session", "split", "grp")
 }
+
+// rateOver samples the pair's transferred bytes until at least d passed
+// and returns the rate in MB/s.
+func rateOver(t *testing.T, d *Daemon, src string, dur time.Duration) float64 {
+	t.Helper()
+	b0, t0 := d.mig(src).DataBytes, time.Now()
+	var b1 int64
+	var t1 time.Time
+	waitFor(t, dur+20*time.Second, fmt.Sprintf("a %v sample of %s", dur, src), func() (bool, string) {
+		m := d.mig(src)
+		if m.State != "copying" {
+			t.Fatalf("%s is %s during the sample", src, migString(m))
+		}
+		b1, t1 = m.DataBytes, time.Now()
+		return t1.Sub(t0) >= dur, t1.Sub(t0).String()
+	})
+	return float64(b1-b0) / t1.Sub(t0).Seconds() / 1e6
+}
+
+// TestScheduleWindowChangesRate: a daily window (given to the second)
+// that starts a few seconds ahead changes the measured copy rate at its
+// boundary, and show says which window applies and until when.
+func TestScheduleWindowChangesRate(t *testing.T) {
+	d := StartDaemon(t, "")
+	dataLUN(t, d, "wa", 96<<20, 0x77)
+	d.OK("migration", "create", "--source", "wa", "--target", "wa-new", "--speed", "low", "--max-mbps", "2")
+	waitFor(t, 20*time.Second, "wa copying", func() (bool, string) {
+		m := d.mig("wa")
+		return m.State == "copying" && m.DataBytes > 0, migString(m)
+	})
+	from := time.Now().Add(6 * time.Second).Truncate(time.Second)
+	to := from.Add(time.Hour)
+	win := from.Format("15:04:05") + "-" + to.Format("15:04:05") + "=low,max-mbps=8"
+	d.OK("migration", "set", "wa", "--window", win)
+	m := d.mig("wa")
+	if m.Window != "" || m.WindowUntil == nil || !m.WindowUntil.Equal(from) || len(m.Windows) != 1 || m.Windows[0] != win {
+		t.Fatalf("before the window: window %q until %v, windows %q (want none until %v, [%s])", m.Window, m.WindowUntil, m.Windows, from, win)
+	}
+	if out := d.OK("migration", "show", "wa"); !strings.Contains(out, "none (own speed) until "+from.Format("15:04:05")) {
+		t.Errorf("migration show before the window:\n%s", out)
+	}
+	before := rateOver(t, d, "wa", time.Until(from)-time.Second)
+	waitFor(t, 70*time.Second, "the window in force", func() (bool, string) {
+		m := d.mig("wa")
+		return m.Window == win && m.LimitBps == 8_000_000, fmt.Sprintf("window %q limit %d", m.Window, m.LimitBps)
+	})
+	if time.Now().Before(from) {
+		t.Fatalf("the window applies at %v, before its start %v", time.Now(), from)
+	}
+	after := rateOver(t, d, "wa", 4*time.Second)
+	t.Logf("copy rate %.2f MB/s before the window (cap 2), %.2f MB/s in it (cap 8)", before, after)
+	if before > 2*1.3 || after < 2*before*1.5 {
+		t.Errorf("rate before %.2f MB/s, in the window %.2f MB/s: want about 2 and 8 (at least 3x)", before, after)
+	}
+	if out := d.OK("migration", "show", "wa"); !strings.Contains(out, "window now:") || !strings.Contains(out, win+" until "+to.Format("15:04:05")) {
+		t.Errorf("migration show in the window:\n%s", out)
+	}
+	d.OK("migration", "set", "wa", "--window", "none")
+	if m := d.mig("wa"); m.Window != "" || len(m.Windows) != 0 || m.LimitBps != 2_000_000 {
+		t.Errorf("windows removed: %q %q limit %d", m.Window, m.Windows, m.LimitBps)
+	}
+	d.OK("migration", "cancel", "wa")
+}
+
+// TestScheduleMaxElapsed: after --max-elapsed of copying the pair pauses
+// and says why; resume is refused until the limit is raised or removed.
+func TestScheduleMaxElapsed(t *testing.T) {
+	d := StartDaemon(t, "")
+	dataLUN(t, d, "ea", 32<<20, 0x44)
+	d.OK("migration", "create", "--source", "ea", "--target", "ea-new", "--speed", "low", "--max-mbps", "1", "--max-elapsed", "2s")
+	m := d.waitMig("ea", 30*time.Second, "paused")
+	if m.Reason != "max elapsed 2s reached" || m.MaxElapsed != "2s" || m.CopyElapsedSeconds < 2 || m.CopiedBytes >= 32<<20 {
+		t.Errorf("after max elapsed: %s (max %s, elapsed %.1fs)", migString(m), m.MaxElapsed, m.CopyElapsedSeconds)
+	}
+	d.Fail(1, []string{"migration ea", "max elapsed 2s reached", "--max-elapsed"}, "migration", "resume", "ea")
+	d.OK("migration", "set", "ea", "--max-elapsed", "0", "--max-mbps", "0", "--speed", "highest")
+	d.OK("migration", "resume", "ea")
+	d.waitMig("ea", 30*time.Second, "synced")
+	d.OK("migration", "split", "ea")
+}

@@ -133,6 +133,8 @@ type Manager struct {
 	budget *bucket
 	// totalMBps is the budget in MB/s as set; guarded by admin.
 	totalMBps int64
+	// schedWake wakes the schedule goroutine (schedule_window.go).
+	schedWake chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -324,6 +326,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		queue:     newCopyQueue(opts.MaxActive),
 		budget:    newBucket(max(opts.MaxTotalMBps, 0) * 1_000_000),
 		totalMBps: max(opts.MaxTotalMBps, 0),
+		schedWake: make(chan struct{}, 1),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.mu.luns = map[string]*lunEntry{}
@@ -379,6 +382,11 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		m.Close()
 		return nil, err
 	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.scheduleLoop() // schedule_window.go: windows, max elapsed
+	}()
 	if opts.VerifyInterval > 0 {
 		m.wg.Add(1)
 		go func() {

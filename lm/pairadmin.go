@@ -108,6 +108,8 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 		Created:       now,
 		Updated:       now,
 		Priority:      req.Priority,
+		Windows:       windowStrings(req.Windows),
+		MaxElapsedNS:  int64(req.MaxElapsed),
 	}
 	if startState(req.StartAt, now) == StateScheduled { // schedule.go
 		rec.StartAt = req.StartAt.UTC()
@@ -331,6 +333,12 @@ func (m *Manager) resume(ref pairRef) error {
 	if p.getState() != StatePaused {
 		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", ref, p.getState(), ErrState)
 	}
+	p.mu.Lock()
+	maxEl, el := time.Duration(p.mu.rec.MaxElapsedNS), p.copyElapsedLocked(time.Now())
+	p.mu.Unlock()
+	if maxEl > 0 && el >= maxEl { // schedule_window.go
+		return refuse(ErrState, pairObject(p.name()), "max elapsed %v reached (copied for %v): raise or remove it first (migration set --max-elapsed)", maxEl, el.Round(time.Second))
+	}
 	if !m.queue.hasRoom() { // queue.go: the server's max active is reached
 		limit, active, _ := m.queue.counts()
 		return p.transition(StateQueued, fmt.Sprintf("resumed by admin: queued, %d of max active %d pairs copying", active, limit))
@@ -434,13 +442,21 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	if req.Verify != nil {
 		rec.Verify = *req.Verify
 	}
+	if req.Windows != nil {
+		rec.Windows = windowStrings(*req.Windows)
+	}
+	if req.MaxElapsed != nil {
+		rec.MaxElapsedNS = int64(*req.MaxElapsed)
+	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
 		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)
 	}
 	p.mu.Lock()
 	p.mu.rec = rec
+	p.mu.sched.windows = nil // parsed again
 	p.mu.Unlock()
-	p.bucket.setRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps))
+	p.applySchedule(time.Now()) // schedule_window.go: the window's rate or the pair's own
+	m.wakeSchedule()
 	if req.Priority != nil {
 		m.queue.rekey(p, p.queueKey()) // queue.go
 	}

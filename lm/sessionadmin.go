@@ -65,6 +65,7 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		ID: metavol.NewID(), Name: req.Name, Speed: string(req.Speed), MaxMBps: req.MaxMBps,
 		MaxActive: req.MaxActive, AutoSplit: req.AutoSplit, Verify: req.Verify,
 		Created: now, Updated: now, Priority: req.Priority,
+		Windows: windowStrings(req.Windows), MaxElapsedNS: int64(req.MaxElapsed),
 	}
 	if startState(req.StartAt, now) == StateScheduled { // schedule.go
 		rec.StartAt = req.StartAt.UTC()
@@ -79,6 +80,7 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		pl, err := m.planPair(PairRequest{
 			Source: pr.Source, Target: pr.Target, Speed: req.Speed, MaxMBps: req.MaxMBps,
 			Verify: req.Verify, Vehicle: pr.Vehicle, Priority: req.Priority, StartAt: req.StartAt,
+			Windows: req.Windows, MaxElapsed: req.MaxElapsed,
 		}, held)
 		if err != nil {
 			m.admin.Unlock()
@@ -164,6 +166,7 @@ func (s *session) status() SessionStatus {
 		AutoSplit: rec.AutoSplit, Verify: rec.Verify, Paused: rec.Paused,
 		Counts: map[string]int{}, Pairs: make([]PairStatus, 0, len(ps)), Created: rec.Created,
 		Priority: recPriority(rec.Priority), StartAt: rec.StartAt, Forced: rec.Forced,
+		Windows: rec.Windows, MaxElapsed: time.Duration(rec.MaxElapsedNS),
 	}
 	for _, p := range ps {
 		ps := p.st
@@ -292,15 +295,23 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 		if req.MaxActive != nil {
 			rec.MaxActive = *req.MaxActive
 		}
+		if req.Windows != nil {
+			rec.Windows = windowStrings(*req.Windows)
+		}
+		if req.MaxElapsed != nil {
+			rec.MaxElapsedNS = int64(*req.MaxElapsed)
+		}
 		if err := s.save(rec); err != nil {
 			return err
 		}
 		// The pairs' own settings (auto-split and max active are the
 		// session's).
-		preq := SetRequest{Speed: req.Speed, MaxMBps: req.MaxMBps, Priority: req.Priority, Verify: req.Verify}
+		preq := SetRequest{Speed: req.Speed, MaxMBps: req.MaxMBps, Priority: req.Priority, Verify: req.Verify,
+			Windows: req.Windows, MaxElapsed: req.MaxElapsed}
 		var errs []error
 		for _, p := range ps {
-			if !p.active() || (preq.Speed == nil && preq.MaxMBps == nil && preq.Priority == nil && preq.Verify == nil) {
+			if !p.active() || (preq.Speed == nil && preq.MaxMBps == nil && preq.Priority == nil && preq.Verify == nil &&
+				preq.Windows == nil && preq.MaxElapsed == nil) {
 				continue
 			}
 			if _, err := m.set(byID(p.st.ID), preq); err != nil && !errors.Is(err, ErrNotFound) {

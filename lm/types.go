@@ -86,9 +86,12 @@ type PairRequest struct {
 	// an external target without persistent reservations (lm/fence.go).
 	Preempt, AllowUnfenced bool
 	// Priority 1..9 (higher copies first; 0: medium, 5) and StartAt (the
-	// zero time: at once) are queue.go's and schedule.go's.
-	Priority int
-	StartAt  time.Time
+	// zero time: at once) are queue.go's and schedule.go's; Windows and
+	// MaxElapsed (0: none) schedule_window.go's.
+	Priority   int
+	StartAt    time.Time
+	Windows    []Window
+	MaxElapsed time.Duration
 }
 
 // SetRequest changes a running pair's throttle; nil fields stay.
@@ -100,6 +103,10 @@ type SetRequest struct {
 	Priority  *int
 	AutoSplit *bool
 	Verify    *bool
+	// Windows replaces the daily windows (an empty list removes them);
+	// MaxElapsed the copying time limit (0 removes it).
+	Windows    *[]Window
+	MaxElapsed *time.Duration
 	// MaxActive is a session's limit of pairs copying at once (sessions
 	// only; 0: all).
 	MaxActive *int
@@ -155,6 +162,17 @@ type PairStatus struct {
 	QueuePos  int
 	MaxActive int
 	Session   string
+	// Windows (schedule_window.go); Window is the one in force now ("":
+	// none, the pair's own speed and cap apply), with its speed and cap,
+	// until WindowUntil (the next boundary); MaxElapsed (0: none) and the
+	// copying time so far.
+	Windows       []string
+	Window        string
+	WindowSpeed   Speed
+	WindowMaxMBps int64
+	WindowUntil   time.Time
+	MaxElapsed    time.Duration
+	CopyElapsed   time.Duration
 }
 
 // SplitResult reports a (consistent) split.
@@ -202,10 +220,12 @@ type SessionRequest struct {
 	MaxActive int // pairs of the session copying at once; 0 = no limit
 	AutoSplit bool
 	Verify    bool
-	// Priority and StartAt are given to every pair (queue.go,
-	// schedule.go).
-	Priority int
-	StartAt  time.Time
+	// Priority, StartAt, Windows and MaxElapsed are given to every pair
+	// (queue.go, schedule.go, schedule_window.go).
+	Priority   int
+	StartAt    time.Time
+	Windows    []Window
+	MaxElapsed time.Duration
 }
 
 // SessionStatus is a session as shown by `session show`.
@@ -233,7 +253,9 @@ type SessionStatus struct {
 	Created time.Time
 	// Priority, StartAt (zero: none) and the forced lone operations on
 	// member pairs (sessionref.go).
-	Priority int
-	StartAt  time.Time
-	Forced   []string
+	Priority   int
+	StartAt    time.Time
+	Forced     []string
+	Windows    []string
+	MaxElapsed time.Duration
 }

@@ -44,4 +44,11 @@ type Pair struct {
 	// lm/schedule.go).
 	Priority int       `json:"priority,omitempty"`
 	StartAt  time.Time `json:"start_at,omitzero"`
+	// Windows are daily windows "HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N]"
+	// (lm/schedule_window.go); MaxElapsedNS pauses the pair after that
+	// much copying time (0: no limit); CopyElapsedNS is the copying time
+	// so far (as of the record's write).
+	Windows       []string `json:"windows,omitempty"`
+	MaxElapsedNS  int64    `json:"max_elapsed_ns,omitempty"`
+	CopyElapsedNS int64    `json:"copy_elapsed_ns,omitempty"`
 }

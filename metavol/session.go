@@ -47,10 +47,13 @@ type Session struct {
 	Priority int       `json:"priority,omitempty"`
 	StartAt  time.Time `json:"start_at,omitzero"`
 	Forced   []string  `json:"forced,omitempty"`
-	Final    string    `json:"final,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
+	// Windows and MaxElapsedNS are given to every pair (see Pair).
+	Windows      []string  `json:"windows,omitempty"`
+	MaxElapsedNS int64     `json:"max_elapsed_ns,omitempty"`
+	Final        string    `json:"final,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
 }
 
 // GetSession returns the session with that ID.

@@ -36,7 +36,7 @@ func migrationCommand() *cli.Command {
 					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
 					&cli.BoolFlag{Name: "preempt", Usage: "imported source: preempt another initiator's reservation on the external LUN to fence its old path (after its hosts' reservations are carried over)"},
 					&cli.BoolFlag{Name: "allow-unfenced", Usage: "imported source on a target without persistent reservations: migrate without a fence (every other path must be gone)"},
-					priorityFlag(), startAtFlag(),
+					priorityFlag(), startAtFlag(), windowFlag(), maxElapsedFlag(),
 					outputFlag,
 				},
 				Action: migrationCreate,
@@ -94,6 +94,7 @@ func migrationCreate(c *cli.Context) error {
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
 			Vehicle: c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
 			Priority: c.String("priority"), StartAt: c.String("start-at"),
+			Windows: windows(c), MaxElapsed: c.String("max-elapsed"),
 		})
 		for _, w := range m.Warnings {
 			fmt.Fprintln(c.App.ErrWriter, w)
@@ -363,7 +364,8 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		req.MaxMBps = &n
 	}
 	setOptions(c, &req) // schedule.go
-	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil {
+	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
+		req.Windows == nil && req.MaxElapsed == nil {
 		return req, usageErr("%s: give --speed and/or --max-mbps, or --priority, --auto-split, --verify (session: --max-active)", cmd)
 	}
 	return req, nil

@@ -24,6 +24,29 @@ func startAtFlag() cli.Flag {
 	return &cli.StringFlag{Name: "start-at", Usage: "start the copy at TIME: RFC 3339 (2026-12-24T22:00:00+01:00) or HH:MM[:SS], the next such time in the server's local time zone; \"scheduled\" until then"}
 }
 
+// windowList is the value of --window: repeated, never split at commas
+// (a window's options are separated by commas).
+type windowList []string
+
+func (w *windowList) Set(s string) error { *w = append(*w, s); return nil }
+func (w *windowList) String() string     { return strings.Join(*w, " ") }
+
+// windows is what --window gave (nil if not given).
+func windows(c *cli.Context) []string {
+	if w, ok := c.Generic("window").(*windowList); ok && w != nil {
+		return *w
+	}
+	return nil
+}
+
+func windowFlag() cli.Flag {
+	return &cli.GenericFlag{Name: "window", Value: &windowList{}, Usage: "daily window HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N] in the server's local time, may wrap midnight (repeat for several; the first that contains the time wins; outside every window --speed/--max-mbps apply)"}
+}
+
+func maxElapsedFlag() cli.Flag {
+	return &cli.StringFlag{Name: "max-elapsed", Usage: "pause the pair after this much copying time (6h, 90m; 0: none)"}
+}
+
 func forceFlag(op string) cli.Flag {
 	return &cli.BoolFlag{Name: "force", Usage: "a pair of a session: " + op + " it alone (recorded on the session); without it the session must " + op + " it"}
 }
@@ -35,6 +58,8 @@ func setOptionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "priority", Usage: "low, medium, high or 1..9 (a queued pair takes its new place at once)"},
 		&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as synced (--auto-split=false turns it off)"},
 		&cli.BoolFlag{Name: "verify", Usage: "compare before the split (--verify=false turns it off)"},
+		&cli.GenericFlag{Name: "window", Value: &windowList{}, Usage: "replace the daily windows (repeat; --window none removes them)"},
+		&cli.StringFlag{Name: "max-elapsed", Usage: "pause after this much copying time (0 removes the limit)"},
 	}
 }
 
@@ -51,6 +76,14 @@ func setOptions(c *cli.Context, req *wire.SetMigration) {
 	if c.IsSet("verify") {
 		b := c.Bool("verify")
 		req.Verify = &b
+	}
+	if c.IsSet("window") {
+		ws := windows(c)
+		req.Windows = &ws
+	}
+	if c.IsSet("max-elapsed") {
+		s := c.String("max-elapsed")
+		req.MaxElapsed = &s
 	}
 	if c.IsSet("max-active") {
 		n := c.Int("max-active")
@@ -108,6 +141,19 @@ func scheduleFields(m wire.Migration) [][2]string {
 	if m.Session != "" {
 		kv = append(kv, [2]string{"session", m.Session})
 	}
+	if len(m.Windows) > 0 {
+		now := "none (own speed)"
+		if m.Window != "" {
+			now = m.Window
+		}
+		if m.WindowUntil != nil {
+			now += " until " + m.WindowUntil.Local().Format("15:04:05")
+		}
+		kv = append(kv, [2]string{"windows", strings.Join(m.Windows, " ")}, [2]string{"window now", now})
+	}
+	if m.MaxElapsed != "" {
+		kv = append(kv, [2]string{"elapsed", fmt.Sprintf("%v of max %s", time.Duration(m.CopyElapsedSeconds*float64(time.Second)).Round(time.Second), m.MaxElapsed)})
+	}
 	return kv
 }
 
@@ -116,6 +162,12 @@ func sessionScheduleFields(s wire.MigrationSession) [][2]string {
 	kv := [][2]string{{"priority", orDash(s.PriorityName)}}
 	if s.StartAt != nil {
 		kv = append(kv, [2]string{"start at", whenStr(s.StartAt)})
+	}
+	if len(s.Windows) > 0 {
+		kv = append(kv, [2]string{"windows", strings.Join(s.Windows, " ")})
+	}
+	if s.MaxElapsed != "" {
+		kv = append(kv, [2]string{"max elapsed", s.MaxElapsed})
 	}
 	if len(s.Forced) > 0 {
 		kv = append(kv, [2]string{"forced", strings.Join(s.Forced, "; ")})

@@ -28,7 +28,7 @@ func sessionCommand() *cli.Command {
 				ArgsUsage: "NAME",
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "pair", Usage: "SRC:DST[:VEHICLE], a source LUN, its target LUN and optionally the pair's copy method (auto, generic, copy_file_range; repeat for every pair)"},
-					priorityFlag(), startAtFlag(),
+					priorityFlag(), startAtFlag(), windowFlag(), maxElapsedFlag(),
 					&cli.StringFlag{Name: "speed", Value: "medium", Usage: "copy rate of every pair: low (10 MB/s), medium (50), high (200), highest (unthrottled)"},
 					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute copy rate cap of every pair in MB/s (0: none)"},
 					&cli.IntFlag{Name: "max-active", Usage: "pairs of the session copying at once, the others wait (0: all)"},
@@ -127,6 +127,7 @@ func sessionCreate(c *cli.Context) error {
 			Name: name, Pairs: pairs, Speed: c.String("speed"), MaxMBps: c.Int64("max-mbps"),
 			MaxActive: c.Int("max-active"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
 			Priority: c.String("priority"), StartAt: c.String("start-at"),
+			Windows: windows(c), MaxElapsed: c.String("max-elapsed"),
 		})
 	}, func(s wire.MigrationSession) {
 		fmt.Fprintf(c.App.Writer, "session %s created with %d pairs (state %s); follow it with: lmtgt session show %s --watch\n",

@@ -88,6 +88,9 @@ func targetView(i lm.TargetInfo) wire.Target {
 
 func migrationView(p lm.PairStatus) wire.Migration {
 	limit, by := lm.RateLimit(p.Speed, p.MaxMBps)
+	if p.Window != "" { // a daily window is in force: its speed and cap
+		limit, by = lm.RateLimit(p.WindowSpeed, p.WindowMaxMBps)
+	}
 	return wire.Migration{
 		LimitBps: limit, LimitedBy: by,
 		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
@@ -99,7 +102,17 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		SourceID: p.SourceID, TargetID: p.TargetID,
 		Priority: p.Priority, PriorityName: lm.PriorityName(p.Priority), StartAt: timeOrNil(p.StartAt),
 		QueuePos: p.QueuePos, MaxActive: p.MaxActive, Session: p.Session,
+		Windows: p.Windows, Window: p.Window, WindowUntil: timeOrNil(p.WindowUntil),
+		MaxElapsed: durOrEmpty(p.MaxElapsed), CopyElapsedSeconds: p.CopyElapsed.Seconds(),
 	}
+}
+
+// durOrEmpty is "" for 0.
+func durOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // timeOrNil is nil for the zero time.
@@ -120,7 +133,7 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
 		Counts: st.Counts, Created: st.Created,
 		Priority: st.Priority, PriorityName: lm.PriorityName(st.Priority), StartAt: timeOrNil(st.StartAt),
-		Forced: st.Forced,
+		Forced: st.Forced, Windows: st.Windows, MaxElapsed: durOrEmpty(st.MaxElapsed),
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}

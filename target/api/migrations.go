@@ -16,11 +16,15 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	if err != nil {
 		return wire.Migration{}, err
 	}
+	ws, maxEl, err := windowsOf(pairObject(req.Source), req.Windows, req.MaxElapsed)
+	if err != nil {
+		return wire.Migration{}, err
+	}
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: lm.Speed(req.Speed),
 		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify,
 		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
-		Priority: prio, StartAt: start,
+		Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl,
 	})
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
@@ -121,6 +125,20 @@ func setRequest(obj string, req wire.SetMigration) (lm.SetRequest, error) {
 		sr.Priority = &n
 	}
 	sr.AutoSplit, sr.Verify, sr.MaxActive = req.AutoSplit, req.Verify, req.MaxActive
+	if req.Windows != nil {
+		ws, _, err := windowsOf(obj, *req.Windows, "")
+		if err != nil {
+			return sr, err
+		}
+		sr.Windows = &ws
+	}
+	if req.MaxElapsed != nil {
+		d, err := lm.ParseMaxElapsed(obj, *req.MaxElapsed)
+		if err != nil {
+			return sr, toWire(err, obj)
+		}
+		sr.MaxElapsed = &d
+	}
 	return sr, nil
 }
 

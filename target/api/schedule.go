@@ -27,6 +27,20 @@ func scheduleOf(obj, priority, startAt string) (int, time.Time, error) {
 	return prio, start, nil
 }
 
+// windowsOf reads a request's daily windows and maximum elapsed time
+// (lm's rules; "" is no limit).
+func windowsOf(obj string, windows []string, maxElapsed string) ([]lm.Window, time.Duration, error) {
+	ws, err := lm.ParseWindows(obj, windows)
+	if err != nil {
+		return nil, 0, toWire(err, obj)
+	}
+	d, err := lm.ParseMaxElapsed(obj, maxElapsed)
+	if err != nil {
+		return nil, 0, toWire(err, obj)
+	}
+	return ws, d, nil
+}
+
 func limitsView(l lm.Limits) wire.Limits {
 	return wire.Limits{MaxActive: l.MaxActive, Active: l.Active, Waiting: l.Waiting, MaxTotalMBps: l.MaxTotalMBps}
 }

@@ -19,8 +19,12 @@ func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, 
 	if err != nil {
 		return wire.MigrationSession{}, err
 	}
+	ws, maxEl, err := windowsOf(sessionObject(req.Name), req.Windows, req.MaxElapsed)
+	if err != nil {
+		return wire.MigrationSession{}, err
+	}
 	lr := lm.SessionRequest{Name: req.Name, Speed: lm.Speed(req.Speed), MaxMBps: req.MaxMBps, MaxActive: req.MaxActive,
-		AutoSplit: req.AutoSplit, Verify: req.Verify, Priority: prio, StartAt: start}
+		AutoSplit: req.AutoSplit, Verify: req.Verify, Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl}
 	for _, p := range req.Pairs {
 		lr.Pairs = append(lr.Pairs, lm.PairRequest{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
 	}

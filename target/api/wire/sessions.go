@@ -23,6 +23,9 @@ type CreateSession struct {
 	// Priority and StartAt of every pair (see CreateMigration).
 	Priority string `json:"priority,omitempty"`
 	StartAt  string `json:"start_at,omitempty"`
+	// Windows and MaxElapsed of every pair (see CreateMigration).
+	Windows    []string `json:"windows,omitempty"`
+	MaxElapsed string   `json:"max_elapsed,omitempty"`
 }
 
 // SplitSession is the body of POST /v1/sessions/{name}/split (optional).
@@ -63,4 +66,6 @@ type MigrationSession struct {
 	PriorityName string     `json:"priority_name"`
 	StartAt      *time.Time `json:"start_at,omitempty"`
 	Forced       []string   `json:"forced,omitempty"`
+	Windows      []string   `json:"windows,omitempty"`
+	MaxElapsed   string     `json:"max_elapsed,omitempty"`
 }

@@ -233,6 +233,11 @@ type CreateMigration struct {
 	// (its next occurrence); the pair is "scheduled" until then.
 	Priority string `json:"priority,omitempty"`
 	StartAt  string `json:"start_at,omitempty"`
+	// Windows: daily windows "HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N]"
+	// in the server's local time; MaxElapsed: a Go duration ("6h") of
+	// copying after which the pair pauses.
+	Windows    []string `json:"windows,omitempty"`
+	MaxElapsed string   `json:"max_elapsed,omitempty"`
 }
 
 // SetMigration is the body of PATCH /v1/migrations/{source}; nil fields stay.
@@ -245,6 +250,10 @@ type SetMigration struct {
 	Verify    *bool   `json:"verify,omitempty"`
 	// MaxActive: a session's pairs copying at once (sessions only).
 	MaxActive *int `json:"max_active,omitempty"`
+	// Windows replaces the daily windows (["none"] or [] removes them);
+	// MaxElapsed a Go duration ("0" removes the limit).
+	Windows    *[]string `json:"windows,omitempty"`
+	MaxElapsed *string   `json:"max_elapsed,omitempty"`
 }
 
 // Limits are the server-wide copy limits (GET/PATCH /v1/config/limits):
@@ -312,6 +321,15 @@ type Migration struct {
 	QueuePos     int        `json:"queue_pos,omitempty"`
 	MaxActive    int        `json:"max_active,omitempty"`
 	Session      string     `json:"session,omitempty"`
+	// Windows; Window is the one in force now (empty: the pair's own
+	// speed and cap apply; LimitBps is the window's when one is) until
+	// WindowUntil (the next window boundary); MaxElapsed (a Go duration,
+	// empty: none) and the copying time so far in seconds.
+	Windows            []string   `json:"windows,omitempty"`
+	Window             string     `json:"window,omitempty"`
+	WindowUntil        *time.Time `json:"window_until,omitempty"`
+	MaxElapsed         string     `json:"max_elapsed,omitempty"`
+	CopyElapsedSeconds float64    `json:"copy_elapsed_seconds"`
 }
 
 // Split is the body of POST /v1/migrations/split.
