@@ -3,6 +3,7 @@ package lm
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,4 +204,124 @@ func (e *env) db0Update(fn func(tx *metavol.Tx) error) error {
 	}
 	defer db.Close()
 	return db.Update(fn)
+}
+
+func TestWindows(t *testing.T) {
+	ws, err := ParseWindows("x", []string{"22:00-06:00=highest", "06:00-22:00=low,max-mbps=20", "12:00:30-12:00:40=high"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := windowStrings(ws); got[0] != "22:00-06:00=highest" || got[1] != "06:00-22:00=low,max-mbps=20" || got[2] != "12:00:30-12:00:40=high" {
+		t.Errorf("round trip: %q", got)
+	}
+	day := func(h, m, s int) time.Time { return time.Date(2026, 12, 7, h, m, s, 0, time.Local) }
+	for _, c := range []struct {
+		at   time.Time
+		in   int
+		next time.Time
+	}{
+		{day(23, 0, 0), 0, day(6, 0, 0).AddDate(0, 0, 1)}, // wraps midnight
+		{day(1, 0, 0), 0, day(6, 0, 0)},
+		{day(6, 0, 0), 1, day(12, 0, 30)},                 // the end is exclusive, the start inclusive
+		{day(12, 0, 35), 1, day(12, 0, 40)},               // the first listed wins
+		{day(21, 59, 59), 1, day(22, 0, 0)},               // one second before the boundary
+		{day(22, 0, 0), 0, day(6, 0, 0).AddDate(0, 0, 1)}, // at it
+	} {
+		in, next := windowAt(ws, c.at)
+		if in != c.in || !next.Equal(c.next) {
+			t.Errorf("%v: window %d next %v; want %d, %v", c.at, in, next, c.in, c.next)
+		}
+	}
+	if in, next := windowAt(nil, day(1, 0, 0)); in != -1 || !next.IsZero() {
+		t.Errorf("no windows: %d %v", in, next)
+	}
+	all, _ := ParseWindows("x", []string{"00:00-00:00=medium"})
+	if in, next := windowAt(all, day(3, 0, 0)); in != 0 || !next.IsZero() {
+		t.Errorf("all day: %d %v", in, next)
+	}
+	for _, bad := range []string{"22:00=high", "22:00-06:00", "22:00-06:00=fast", "22:00-06:00=low,max=3", "25:00-06:00=low", "22:00-06:00=low,max-mbps=-1"} {
+		if _, err := ParseWindow("x", bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q: %v, want ErrInvalid", bad, err)
+		}
+	}
+	if none, err := ParseWindows("x", []string{"none"}); err != nil || none == nil || len(none) != 0 {
+		t.Errorf("none: %v %v", none, err)
+	}
+}
+
+// TestMaxElapsedPauses: a pair pauses once its copy ran MaxElapsed, with
+// the reason; resume is refused until set removes the limit.
+func TestMaxElapsedPauses(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	const size = 8 << 20
+	src := e.lun("src", size)
+	e.lun("dst", size)
+	fill(t, e.handle(src), size, 1, 1)
+	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "dst", MaxMBps: 1, MaxElapsed: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitState("src", StatePaused, 20*time.Second)
+	if st.Reason != "max elapsed 300ms reached" || st.CopyElapsed < 300*time.Millisecond || st.CopiedBytes == size {
+		t.Errorf("paused: %+v", st)
+	}
+	if err := e.m.Resume("src"); !errors.Is(err, ErrState) {
+		t.Errorf("resume at max elapsed: %v", err)
+	}
+	e.reopen() // the copying time survives a restart
+	if st := e.waitState("src", StatePaused, time.Second); st.CopyElapsed < 300*time.Millisecond {
+		t.Errorf("after restart: elapsed %v", st.CopyElapsed)
+	}
+	zero, unlimited := time.Duration(0), int64(0)
+	if _, err := e.m.Set("src", SetRequest{MaxElapsed: &zero, MaxMBps: &unlimited}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Resume("src"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSynced, 20*time.Second)
+}
+
+// TestSessionSetMaxActive: session set max active, raised, starts held
+// pairs; lowered, holds the last copying ones again.
+func TestSessionSetMaxActive(t *testing.T) {
+	e := newEnv(t, Options{MaxActive: 10}, false)
+	reqs, _ := sessionLUNs(e, "s", 3, 8<<20)
+	if _, err := e.m.CreateSession(SessionRequest{Name: "w", Pairs: reqs, MaxMBps: 1, MaxActive: 1}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(st SessionStatus) (copying, held int) {
+		for _, p := range st.Pairs {
+			switch {
+			case p.State == "copying":
+				copying++
+			case p.State == "paused" && strings.HasPrefix(p.Reason, "waiting for"):
+				held++
+			}
+		}
+		return
+	}
+	waitFor(t, 10*time.Second, "1 copying, 2 held", func() bool {
+		st, _ := e.m.Session("w")
+		c, h := count(st)
+		return c == 1 && h == 2
+	})
+	three, one := 3, 1
+	if _, err := e.m.SetSession("w", SetRequest{MaxActive: &three}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "3 copying", func() bool {
+		st, _ := e.m.Session("w")
+		c, _ := count(st)
+		return c == 3 && st.MaxActive == 3
+	})
+	if _, err := e.m.SetSession("w", SetRequest{MaxActive: &one}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := e.m.Session("w")
+	if c, h := count(st); c != 1 || h != 2 || st.Pairs[0].State != "copying" {
+		t.Errorf("lowered to 1: %d copying, %d held: %+v", c, h, st.Pairs)
+	}
+	if _, err := e.m.CancelSession("w"); err != nil {
+		t.Fatal(err)
+	}
 }
