@@ -33,7 +33,11 @@
 // states: persisted and applied like every target change; their values are
 // checked by package target, through the API), views.go (what lun/target
 // show report), iscsiname.go (iSCSI names, CHAP limits), errors.go
-// (sentinels, Refusal).
+// (sentinels, Refusal), queue.go (the copy queue: slots by priority,
+// run-time max active, the server limits), schedule.go (start time, state
+// scheduled), schedule_window.go (daily windows, max elapsed, the
+// schedule goroutine), sessionref.go (pairs named by source, target or
+// ID; a session's pairs refuse lone split/cancel/resume).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
 // ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,
