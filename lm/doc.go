@@ -136,7 +136,9 @@
 // and owned elsewhere: sessionSet.mu (pair.mu → it: applyLocked wakes the
 // session runners; a session's ops lock comes before Manager.admin), the
 // DCL's locks (Log.mu, Store.mu, commitMu; dcl/doc.go), the throttle's
-// bucket, gate.mu, the volumes' own.
+// buckets (a pair's and the Manager's budget), the copy queue's mu
+// (queue.go: a leaf, taken with no pair lock held), gate.mu, the
+// volumes' own.
 //
 // Who takes what: admin operations admin → persist (→ gates closed, for
 // attach, detach and the split's pause); the run goroutine range lock (a
