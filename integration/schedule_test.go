@@ -279,6 +279,12 @@ func TestScheduleSessionMemberIntegrity(t *testing.T) {
 	if st := d.mig("mb").State; st != "split" {
 		t.Errorf("mb after a forced split: %s", st)
 	}
+	// session set: the session's limit and its pairs' priority, at run time.
+	var s2 wire.MigrationSession
+	d.JSON(&s2, "session", "set", "grp", "--max-active", "1", "--priority", "low")
+	if s2.MaxActive != 1 || s2.PriorityName != "low" || s2.Pairs[0].PriorityName != "low" {
+		t.Errorf("session set --max-active 1 --priority low: max active %d, priority %s, pair %s", s2.MaxActive, s2.PriorityName, s2.Pairs[0].PriorityName)
+	}
 	d.OK("session", "split", "grp")
 }
 
