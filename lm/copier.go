@@ -55,6 +55,10 @@ func (p *pair) run(ctx context.Context) {
 				slot = true
 			}
 			if st == StateQueued {
+				if !p.m.queue.keep(p) { // queue.go: the limit was lowered meanwhile
+					slot = false
+					continue
+				}
 				if err := p.transitionFrom(StateQueued, StateCopying, "copy started"); err != nil && !errors.Is(err, ErrState) {
 					p.zlog.Error().Err(err).Msg("cannot start the copy")
 					p.sleep(ctx, p.m.opts.RetryMin)

@@ -214,6 +214,31 @@ func (q *copyQueue) setLimit(n int) []*pair {
 	return hs[:over]
 }
 
+// keep reports whether p, a holder, stays within the limit; a holder
+// past it (the limit was lowered while it had its slot but did not copy
+// yet) gives its slot back and waits again. Holders past the limit are the
+// lowest priority ones, as in setLimit.
+func (q *copyQueue) keep(p *pair) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k, ok := q.mu.holders[p]
+	if !ok {
+		return false
+	}
+	better := 0
+	for o, ok2 := range q.mu.holders {
+		if o != p && ok2.before(k) {
+			better++
+		}
+	}
+	if better < q.mu.limit {
+		return true
+	}
+	delete(q.mu.holders, p)
+	q.grantLocked()
+	return false
+}
+
 // rekey changes the key of a waiting pair (its priority changed).
 func (q *copyQueue) rekey(p *pair, key queueKey) {
 	q.mu.Lock()

@@ -145,6 +145,14 @@ func TestCopyQueueOrder(t *testing.T) {
 	if q.hasRoom() {
 		t.Error("room with 3 holders and a limit of 1")
 	}
+	// A holder past the lowered limit that has not started copying gives
+	// its slot back; the best one keeps it.
+	if !q.keep(ps["high"]) || q.keep(ps["low"]) {
+		t.Error("keep: high must stay, low must go")
+	}
+	if _, active, _ := q.counts(); active != 2 {
+		t.Errorf("after low gave its slot back: %d holders", active)
+	}
 }
 
 // TestScheduledPairStartsAfterRestart: a pair created with a start time
