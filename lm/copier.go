@@ -21,7 +21,7 @@ func (p *pair) run(ctx context.Context) {
 	slot := false
 	release := func() {
 		if slot {
-			<-p.m.slots
+			p.m.queue.release(p)
 			slot = false
 		}
 	}
@@ -49,16 +49,16 @@ func (p *pair) run(ctx context.Context) {
 		switch st {
 		case StateQueued, StateCopying:
 			if !slot {
-				select {
-				case p.m.slots <- struct{}{}:
-					slot = true
-				case <-ctx.Done():
-					return
-				case <-p.wake:
+				if !p.m.queue.acquire(ctx, p, p.queueKey(), p.wake) {
 					continue
 				}
+				slot = true
 			}
 			if st == StateQueued {
+				if !p.m.queue.keep(p) { // queue.go: the limit was lowered meanwhile
+					slot = false
+					continue
+				}
 				if err := p.transitionFrom(StateQueued, StateCopying, "copy started"); err != nil && !errors.Is(err, ErrState) {
 					p.zlog.Error().Err(err).Msg("cannot start the copy")
 					p.sleep(ctx, p.m.opts.RetryMin)
@@ -95,6 +95,9 @@ func (p *pair) run(ctx context.Context) {
 				continue
 			}
 			idle()
+		case StateScheduled:
+			release()
+			p.waitStart(ctx) // schedule.go
 		case StateInterrupted:
 			release()
 			p.retry(ctx)
@@ -341,6 +344,9 @@ func (p *pair) copyJob(ctx context.Context, j job, buf []byte, stop func() bool)
 		if err := p.bucket.wait(ctx, j.end-j.start, stop); err != nil {
 			return err
 		}
+		if err := p.waitBudget(ctx, j.end-j.start, stop); err != nil {
+			return err
+		}
 	}
 	r0, r1 := p.log.Span(j.start, j.end-j.start)
 	unlock := p.locks.lock(r0, r1)
@@ -390,6 +396,9 @@ func (p *pair) recopyRegion(ctx context.Context, r int64, stop func() bool) erro
 	}
 	if stop != nil {
 		if err := p.bucket.wait(ctx, n, stop); err != nil {
+			return err
+		}
+		if err := p.waitBudget(ctx, n, stop); err != nil {
 			return err
 		}
 	}

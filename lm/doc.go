@@ -37,7 +37,12 @@
 // (sentinels, Refusal), config.go and configplan.go (the configuration
 // as a file: export in one snapshot; the plan of an apply, checked as a
 // whole before its first step and carried out through the operations
-// above, each step with its undo).
+// above, each step with its undo),
+// queue.go (the copy queue: slots by priority,
+// run-time max active, the server limits), schedule.go (start time, state
+// scheduled), schedule_window.go (daily windows, max elapsed, the
+// schedule goroutine), sessionref.go (pairs named by source, target or
+// ID; a session's pairs refuse lone split/cancel/resume).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
 // ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,
@@ -136,7 +141,9 @@
 // and owned elsewhere: sessionSet.mu (pair.mu → it: applyLocked wakes the
 // session runners; a session's ops lock comes before Manager.admin), the
 // DCL's locks (Log.mu, Store.mu, commitMu; dcl/doc.go), the throttle's
-// bucket, gate.mu, the volumes' own.
+// buckets (a pair's and the Manager's budget), the copy queue's mu
+// (queue.go: a leaf, taken with no pair lock held), gate.mu, the
+// volumes' own.
 //
 // Who takes what: admin operations admin → persist (→ gates closed, for
 // attach, detach and the split's pause); the run goroutine range lock (a

@@ -25,8 +25,12 @@ type Options struct {
 	// DataDir holds the volumes lmtgt creates (DataDir/volumes/).
 	DataDir string
 	Log     zerolog.Logger
-	// MaxActive is how many pairs copy at once (2); the rest are queued.
+	// MaxActive is how many pairs copy at once (2); the rest are queued
+	// (queue.go; changed at run time by SetLimits).
 	MaxActive int
+	// MaxTotalMBps is the bandwidth budget of all the copies together in
+	// MB/s (0: none; changed at run time by SetLimits).
+	MaxTotalMBps int64
 
 	// ChunkSize of the copy (1 MiB) and RegionSize of the DCL (1 MiB);
 	// ChunkSize is rounded up to a multiple of RegionSize.
@@ -119,11 +123,18 @@ func (o *Options) fill() {
 // and clearer. Close cancels the pairs' context, waits for every Manager
 // goroutine, then closes the dcl.Store, then the data volumes.
 type Manager struct {
-	db    *metavol.DB
-	opts  Options
-	log   zerolog.Logger
-	dcl   *dcl.Store
-	slots chan struct{}
+	db   *metavol.DB
+	opts Options
+	log  zerolog.Logger
+	dcl  *dcl.Store
+	// queue grants the copy slots (queue.go); budget is the token bucket
+	// every copy draws from after its own (0: unlimited; throttle.go).
+	queue  *copyQueue
+	budget *bucket
+	// totalMBps is the budget in MB/s as set; guarded by admin.
+	totalMBps int64
+	// schedWake wakes the schedule goroutine (schedule_window.go).
+	schedWake chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -314,10 +325,13 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}
 	opts.fill()
 	m := &Manager{
-		db:    db,
-		opts:  opts,
-		log:   opts.Log.With().Str("component", "lm").Logger(),
-		slots: make(chan struct{}, opts.MaxActive),
+		db:        db,
+		opts:      opts,
+		log:       opts.Log.With().Str("component", "lm").Logger(),
+		queue:     newCopyQueue(opts.MaxActive),
+		budget:    newBucket(max(opts.MaxTotalMBps, 0) * 1_000_000),
+		totalMBps: max(opts.MaxTotalMBps, 0),
+		schedWake: make(chan struct{}, 1),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.mu.luns = map[string]*lunEntry{}
@@ -374,6 +388,11 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		m.Close()
 		return nil, err
 	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.scheduleLoop() // schedule_window.go: windows, max elapsed
+	}()
 	if opts.VerifyInterval > 0 {
 		m.wg.Add(1)
 		go func() {

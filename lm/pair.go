@@ -95,6 +95,9 @@ type pair struct {
 		copyStopped  chan struct{}
 		retryStart   time.Time
 		retryAttempt int
+		// sched is the pair's windows and copying time
+		// (schedule_window.go).
+		sched pairSchedule
 	}
 }
 
@@ -116,6 +119,7 @@ func (p *pair) recordLocked() metavol.Pair {
 		rec.Vehicle = p.mu.vehicle
 	}
 	rec.Updated = time.Now().UTC()
+	rec.CopyElapsedNS = int64(p.copyElapsedLocked(rec.Updated)) // schedule_window.go
 	return rec
 }
 
@@ -217,7 +221,9 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 	p.mu.completed = map[int64]int64{}
 	p.mu.lastCkptAt = time.Now()
 	p.mu.lastCkptCursor = rec.Cursor
+	p.mu.sched.elapsed = time.Duration(rec.CopyElapsedNS)
 	p.cur.Store(initialView(st))
+	p.applySchedule(time.Now()) // schedule_window.go: the window in force
 	return p, nil
 }
 
@@ -246,10 +252,13 @@ func (p *pair) copying() (end func()) {
 	ch := make(chan struct{})
 	p.mu.Lock()
 	p.mu.copyStopped = ch
+	p.startElapsedLocked(time.Now()) // schedule_window.go: max elapsed
 	p.mu.Unlock()
+	p.m.wakeSchedule()
 	return func() {
 		p.mu.Lock()
 		p.mu.copyStopped = nil
+		p.stopElapsedLocked(time.Now())
 		p.mu.Unlock()
 		close(ch)
 	}

@@ -107,6 +107,13 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 		VehicleWanted: req.Vehicle,
 		Created:       now,
 		Updated:       now,
+		Priority:      req.Priority,
+		Windows:       windowStrings(req.Windows),
+		MaxElapsedNS:  int64(req.MaxElapsed),
+	}
+	if startState(req.StartAt, now) == StateScheduled { // schedule.go
+		rec.StartAt = req.StartAt.UTC()
+		rec.State, rec.Reason = StateScheduled.String(), "scheduled to start at "+req.StartAt.Local().Format(time.RFC3339)
 	}
 	if held != "" {
 		rec.State, rec.Reason = StatePaused.String(), held
@@ -269,7 +276,8 @@ func (m *Manager) detach(p *pair) error {
 	return nil
 }
 
-// activePair finds the active pair whose source LUN is named source.
+// activePair finds the active pair named source: by its source LUN's
+// name, else its target LUN's name, else its pair ID (sessionref.go).
 func (m *Manager) activePair(source string) (*pair, error) {
 	m.mu.Lock()
 	for _, p := range m.mu.pairs {
@@ -277,6 +285,16 @@ func (m *Manager) activePair(source string) (*pair, error) {
 			m.mu.Unlock()
 			return p, nil
 		}
+	}
+	for _, p := range m.mu.pairs {
+		if p.tgt.name == source {
+			m.mu.Unlock()
+			return p, nil
+		}
+	}
+	if p := m.mu.pairs[source]; p != nil {
+		m.mu.Unlock()
+		return p, nil
 	}
 	u := m.unloadedLocked(source)
 	m.mu.Unlock()
@@ -314,6 +332,16 @@ func (m *Manager) resume(ref pairRef) error {
 	}
 	if p.getState() != StatePaused {
 		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", ref, p.getState(), ErrState)
+	}
+	p.mu.Lock()
+	maxEl, el := time.Duration(p.mu.rec.MaxElapsedNS), p.copyElapsedLocked(time.Now())
+	p.mu.Unlock()
+	if maxEl > 0 && el >= maxEl { // schedule_window.go
+		return refuse(ErrState, pairObject(p.name()), "max elapsed %v reached (copied for %v): raise or remove it first (migration set --max-elapsed)", maxEl, el.Round(time.Second))
+	}
+	if !m.queue.hasRoom() { // queue.go: the server's max active is reached
+		limit, active, _ := m.queue.counts()
+		return p.transition(StateQueued, fmt.Sprintf("resumed by admin: queued, %d of max active %d pairs copying", active, limit))
 	}
 	return p.transition(StateCopying, "resumed by admin")
 }
@@ -382,6 +410,9 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	if err := checkSetRequest(pairObject(ref.String()), &req); err != nil {
 		return PairStatus{}, err
 	}
+	if req.MaxActive != nil {
+		return PairStatus{}, refuse(ErrInvalid, pairObject(ref.String()), "max active is a session's or the server's limit (session set --max-active, config set max-active), not a pair's")
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	p, err := m.findPair(ref)
@@ -393,18 +424,44 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	p.mu.Lock()
 	rec := p.recordLocked()
 	p.mu.Unlock()
+	if req.AutoSplit != nil && rec.Session != "" {
+		return PairStatus{}, refuse(ErrInvalid, pairObject(ref.String()), "the pair belongs to session %s, which splits its pairs together: set auto-split on the session (session set --auto-split)", m.sessionName(rec.Session))
+	}
 	if req.Speed != nil {
 		rec.Speed = string(*req.Speed)
 	}
 	if req.MaxMBps != nil {
 		rec.MaxMBps = *req.MaxMBps
 	}
+	if req.Priority != nil {
+		rec.Priority = *req.Priority
+	}
+	if req.AutoSplit != nil {
+		rec.AutoSplit = *req.AutoSplit
+	}
+	if req.Verify != nil {
+		rec.Verify = *req.Verify
+	}
+	if req.Windows != nil {
+		rec.Windows = windowStrings(*req.Windows)
+	}
+	if req.MaxElapsed != nil {
+		rec.MaxElapsedNS = int64(*req.MaxElapsed)
+	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
 		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)
 	}
 	p.mu.Lock()
 	p.mu.rec = rec
+	p.mu.sched.windows = nil // parsed again
 	p.mu.Unlock()
-	p.bucket.setRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps))
+	p.applySchedule(time.Now()) // schedule_window.go: the window's rate or the pair's own
+	m.wakeSchedule()
+	if req.Priority != nil {
+		m.queue.rekey(p, p.queueKey()) // queue.go
+	}
+	if req.AutoSplit != nil && *req.AutoSplit && p.getState() == StateSynced && rec.Session == "" {
+		m.goAutoSplit(p) // already synced: split now
+	}
 	return p.status(), nil
 }

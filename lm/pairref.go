@@ -59,10 +59,10 @@ func (m *Manager) Pause(source string) error { return m.pause(bySource(source)) 
 
 // Resume continues the paused pair of the LUN named source: the copy goes
 // on from the cursor and the DCL (what changed while paused) is re-copied.
-func (m *Manager) Resume(source string) error { return m.resume(bySource(source)) }
+func (m *Manager) Resume(source string) error { return m.ResumeNamed(source, false) }
 
 // Cancel ends the pair of the LUN named source (see cancelPair).
-func (m *Manager) Cancel(source string) error { return m.cancelPair(bySource(source)) }
+func (m *Manager) Cancel(source string) error { return m.CancelNamed(source, false) }
 
 // Set changes the throttle of the pair of the LUN named source.
 func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
@@ -72,12 +72,5 @@ func (m *Manager) Set(source string, req SetRequest) (PairStatus, error) {
 // Split performs the (consistent) split of the pairs whose source LUNs are
 // named (see split); naming none, or one twice, is refused.
 func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error) {
-	if err := checkSplitSources(sources); err != nil {
-		return SplitResult{}, err
-	}
-	refs := make([]pairRef, len(sources))
-	for i, s := range sources {
-		refs[i] = bySource(s)
-	}
-	return m.split(refs, maxPause)
+	return m.SplitNamed(sources, maxPause, false)
 }

@@ -30,6 +30,15 @@ func checkPairRequest(req *PairRequest) error {
 	if req.MaxMBps < 0 {
 		return refuse(ErrInvalid, obj, "max MB/s %d is negative", req.MaxMBps)
 	}
+	if req.Priority == 0 {
+		req.Priority = PriorityDefault
+	}
+	if req.MaxElapsed < 0 {
+		return refuse(ErrInvalid, obj, "max elapsed %v is negative (0: no limit)", req.MaxElapsed)
+	}
+	if req.Priority < 1 || req.Priority > 9 {
+		return refuse(ErrInvalid, obj, "priority %d: want 1 (lowest) to 9 (highest)", req.Priority)
+	}
 	switch req.Vehicle {
 	case "":
 		req.Vehicle = VehicleAuto
@@ -55,8 +64,18 @@ func checkSpeed(obj string, s Speed) (Speed, error) {
 // checkSetRequest checks a throttle change of obj (a pair or a session)
 // and fills in the default speed level.
 func checkSetRequest(obj string, req *SetRequest) error {
-	if req.Speed == nil && req.MaxMBps == nil {
-		return refuse(ErrInvalid, obj, "nothing to set: give a speed and/or max_mbps")
+	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
+		req.Windows == nil && req.MaxElapsed == nil {
+		return refuse(ErrInvalid, obj, "nothing to set: give a speed, max_mbps, priority, auto_split, verify, windows, max_elapsed or (a session) max_active")
+	}
+	if req.MaxElapsed != nil && *req.MaxElapsed < 0 {
+		return refuse(ErrInvalid, obj, "max elapsed %v is negative (0 removes it)", *req.MaxElapsed)
+	}
+	if req.Priority != nil && (*req.Priority < 1 || *req.Priority > 9) {
+		return refuse(ErrInvalid, obj, "priority %d: want 1 (lowest) to 9 (highest)", *req.Priority)
+	}
+	if req.MaxActive != nil && *req.MaxActive < 0 {
+		return refuse(ErrInvalid, obj, "max active %d is negative (0: every pair copies at once)", *req.MaxActive)
 	}
 	if req.Speed != nil {
 		sp, err := checkSpeed(obj, *req.Speed)

@@ -71,7 +71,7 @@ func (v *pairView) modeIn(to PairState) writeMode {
 	switch to {
 	case StatePaused, StateInterrupted, StateFaulty:
 		return writeSourceOnly
-	case StateQueued, StateCopying, StateSynced:
+	case StateScheduled, StateQueued, StateCopying, StateSynced:
 		if v.fault != "" {
 			return writeSourceOnly
 		}

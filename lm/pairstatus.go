@@ -3,6 +3,7 @@ package lm
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -106,6 +107,12 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 		Verify:        r.Verify,
 		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
 		Created:       r.Created,
+		Priority:      recPriority(r.Priority),
+		StartAt:       r.StartAt,
+		Session:       m.sessionName(r.Session),
+		Windows:       r.Windows,
+		MaxElapsed:    time.Duration(r.MaxElapsedNS),
+		CopyElapsed:   time.Duration(r.CopyElapsedNS),
 	}
 }
 
@@ -138,6 +145,14 @@ func (p *pair) status() PairStatus {
 	if progress > 0 && remaining > 0 {
 		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
 	}
+	if w, until, el := p.windowStatus(); w != nil { // schedule_window.go
+		s.Window, s.WindowSpeed, s.WindowMaxMBps, s.WindowUntil = w.String(), w.Speed, w.MaxMBps, until
+		s.CopyElapsed = el
+	} else {
+		s.WindowUntil, s.CopyElapsed = until, el
+	}
+	s.QueuePos = p.m.queue.position(p)
+	s.MaxActive, _, _ = p.m.queue.counts()
 	if st == StatePaused || st.Final() {
 		// Nothing is copied: the sampler's last window is history.
 		s.RateBps, s.ETASeconds = 0, 0

@@ -64,7 +64,11 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	rec := metavol.Session{
 		ID: metavol.NewID(), Name: req.Name, Speed: string(req.Speed), MaxMBps: req.MaxMBps,
 		MaxActive: req.MaxActive, AutoSplit: req.AutoSplit, Verify: req.Verify,
-		Created: now, Updated: now,
+		Created: now, Updated: now, Priority: req.Priority,
+		Windows: windowStrings(req.Windows), MaxElapsedNS: int64(req.MaxElapsed),
+	}
+	if startState(req.StartAt, now) == StateScheduled { // schedule.go
+		rec.StartAt = req.StartAt.UTC()
 	}
 	m.admin.Lock()
 	plans := make([]pairPlan, 0, len(req.Pairs))
@@ -75,7 +79,8 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		}
 		pl, err := m.planPair(PairRequest{
 			Source: pr.Source, Target: pr.Target, Speed: req.Speed, MaxMBps: req.MaxMBps,
-			Verify: req.Verify, Vehicle: pr.Vehicle,
+			Verify: req.Verify, Vehicle: pr.Vehicle, Priority: req.Priority, StartAt: req.StartAt,
+			Windows: req.Windows, MaxElapsed: req.MaxElapsed,
 		}, held)
 		if err != nil {
 			m.admin.Unlock()
@@ -160,6 +165,8 @@ func (s *session) status() SessionStatus {
 		Speed: Speed(rec.Speed), MaxMBps: rec.MaxMBps, MaxActive: rec.MaxActive,
 		AutoSplit: rec.AutoSplit, Verify: rec.Verify, Paused: rec.Paused,
 		Counts: map[string]int{}, Pairs: make([]PairStatus, 0, len(ps)), Created: rec.Created,
+		Priority: recPriority(rec.Priority), StartAt: rec.StartAt, Forced: rec.Forced,
+		Windows: rec.Windows, MaxElapsed: time.Duration(rec.MaxElapsedNS),
 	}
 	for _, p := range ps {
 		ps := p.st
@@ -275,18 +282,49 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 		if req.MaxMBps != nil {
 			rec.MaxMBps = *req.MaxMBps
 		}
+		if req.Priority != nil {
+			rec.Priority = *req.Priority
+		}
+		if req.AutoSplit != nil {
+			rec.AutoSplit = *req.AutoSplit
+			s.splitBlocked = false
+		}
+		if req.Verify != nil {
+			rec.Verify = *req.Verify
+		}
+		if req.MaxActive != nil {
+			rec.MaxActive = *req.MaxActive
+		}
+		if req.Windows != nil {
+			rec.Windows = windowStrings(*req.Windows)
+		}
+		if req.MaxElapsed != nil {
+			rec.MaxElapsedNS = int64(*req.MaxElapsed)
+		}
 		if err := s.save(rec); err != nil {
 			return err
 		}
+		// The pairs' own settings (auto-split and max active are the
+		// session's).
+		preq := SetRequest{Speed: req.Speed, MaxMBps: req.MaxMBps, Priority: req.Priority, Verify: req.Verify,
+			Windows: req.Windows, MaxElapsed: req.MaxElapsed}
 		var errs []error
 		for _, p := range ps {
-			if !p.active() {
+			if !p.active() || (preq.Speed == nil && preq.MaxMBps == nil && preq.Priority == nil && preq.Verify == nil &&
+				preq.Windows == nil && preq.MaxElapsed == nil) {
 				continue
 			}
-			if _, err := m.set(byID(p.st.ID), req); err != nil && !errors.Is(err, ErrNotFound) {
+			if _, err := m.set(byID(p.st.ID), preq); err != nil && !errors.Is(err, ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
+		if req.MaxActive != nil {
+			if err := s.holdPastLimit(s.pairs()); err != nil {
+				errs = append(errs, err)
+			}
+			s.schedule(s.pairs())
+		}
+		m.sess.changed() // the runner: auto-split may apply now
 		if len(errs) > 0 {
 			return fmt.Errorf("session %s: set: %w", name, errors.Join(errs...))
 		}

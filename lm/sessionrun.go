@@ -387,6 +387,9 @@ func (s *session) schedule(ps []sessionPair) {
 	if len(rec.Held) == 0 {
 		return
 	}
+	if rec.StartAt.After(time.Now()) { // schedule.go: not before the start time
+		return
+	}
 	limit := rec.MaxActive
 	if limit <= 0 {
 		limit = len(ps)
@@ -420,6 +423,35 @@ func (s *session) schedule(ps []sessionPair) {
 			s.m.log.Warn().Err(err).Msg("session: held pairs not persisted")
 		}
 	}
+}
+
+// holdPastLimit pauses and holds the session's running pairs past its
+// MaxActive (the last ones in the session's order first), after
+// `session set --max-active` lowered it. Called with ops held.
+func (s *session) holdPastLimit(ps []sessionPair) error {
+	rec := s.record()
+	if rec.MaxActive <= 0 {
+		return nil
+	}
+	var running []string
+	for _, p := range ps {
+		if !p.held && (p.state == StateQueued || p.state == StateCopying || p.state == StateInterrupted) {
+			running = append(running, p.st.ID)
+		}
+	}
+	var errs []error
+	for i := len(running) - 1; i >= rec.MaxActive; i-- {
+		id := running[i]
+		if err := s.m.pause(byID(id)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rec.Held = append(rec.Held, id)
+	}
+	if err := s.save(rec); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // finish records a final state once.

@@ -6,7 +6,9 @@ import "fmt"
 //
 // Allowed transitions (the table below is the only place they are decided):
 //
+//	scheduled   → queued       its start time came (--start-at; schedule.go)
 //	queued      → copying      a copy slot became free
+//	copying     → queued       max active lowered below the pairs copying (queue.go)
 //	copying     → synced       the cursor reached the end and the DCL is empty
 //	synced      → splitting    split started (gates about to close)
 //	splitting   → split        the volume IDs were swapped (final)
@@ -14,6 +16,7 @@ import "fmt"
 //	splitting   → interrupted  a target write failed during the drain
 //	queued|copying|synced → paused  admin pause (a session's pause too)
 //	paused      → copying      admin resume (re-copies only the DCL and what is above the cursor)
+//	paused      → queued       admin resume while no copy slot is free (queue.go)
 //	copying|synced → interrupted  the target (or the copy's source read) failed
 //	interrupted → copying      the target answers again; re-copy
 //	interrupted → faulty       the retry budget is spent (final)
@@ -34,6 +37,9 @@ const (
 	StateSplit
 	StateCancelled
 	StateFaulty
+	// StateScheduled: created with a start time not reached yet
+	// (schedule.go); host writes go to both legs as in queued.
+	StateScheduled
 )
 
 var stateNames = [...]string{
@@ -46,6 +52,7 @@ var stateNames = [...]string{
 	StateSplit:       "split",
 	StateCancelled:   "cancelled",
 	StateFaulty:      "faulty",
+	StateScheduled:   "scheduled",
 }
 
 func (s PairState) String() string {
@@ -73,10 +80,11 @@ func (s PairState) Final() bool {
 // transitions lists every allowed move except "→ cancelled", which every
 // non-final state allows.
 var transitions = map[PairState][]PairState{
+	StateScheduled:   {StateQueued},
 	StateQueued:      {StateCopying, StatePaused},
-	StateCopying:     {StateSynced, StatePaused, StateInterrupted},
+	StateCopying:     {StateSynced, StatePaused, StateInterrupted, StateQueued},
 	StateSynced:      {StateSplitting, StatePaused, StateInterrupted, StateCopying},
-	StatePaused:      {StateCopying},
+	StatePaused:      {StateCopying, StateQueued},
 	StateInterrupted: {StateCopying, StateFaulty},
 	StateSplitting:   {StateSplit, StateSynced, StateInterrupted},
 }

@@ -7,7 +7,7 @@ import (
 
 func TestTransitions(t *testing.T) {
 	all := []PairState{StateQueued, StateCopying, StateSynced, StatePaused, StateInterrupted,
-		StateSplitting, StateSplit, StateCancelled, StateFaulty}
+		StateSplitting, StateSplit, StateCancelled, StateFaulty, StateScheduled}
 	allowed := map[[2]PairState]bool{
 		{StateQueued, StateCopying}:        true,
 		{StateCopying, StateSynced}:        true,
@@ -30,6 +30,10 @@ func TestTransitions(t *testing.T) {
 		{StatePaused, StateCancelled}:      true,
 		{StateInterrupted, StateCancelled}: true,
 		{StateSplitting, StateCancelled}:   true,
+		{StateScheduled, StateQueued}:      true,
+		{StateScheduled, StateCancelled}:   true,
+		{StateCopying, StateQueued}:        true,
+		{StatePaused, StateQueued}:         true,
 	}
 	for _, from := range all {
 		for _, to := range all {

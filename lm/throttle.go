@@ -139,3 +139,13 @@ func (b *bucket) wait(ctx context.Context, n int64, stop func() bool) error {
 		}
 	}
 }
+
+// waitBudget takes n bytes from the server-wide bandwidth budget
+// (Options.MaxTotalMBps, SetLimits), after the pair's own bucket: all the
+// copies together stay under it. The budget's burst is a tenth of a
+// second of its rate, so over any few seconds the total is within a few
+// percent of it; the pairs share it in the order they ask (each re-asks
+// every throttlePoll at most, so none starves).
+func (p *pair) waitBudget(ctx context.Context, n int64, stop func() bool) error {
+	return p.m.budget.wait(ctx, n, stop)
+}

@@ -88,12 +88,31 @@ type PairRequest struct {
 	// another initiator holds on the external LUN; AllowUnfenced accepts
 	// an external target without persistent reservations (lm/fence.go).
 	Preempt, AllowUnfenced bool
+	// Priority 1..9 (higher copies first; 0: medium, 5) and StartAt (the
+	// zero time: at once) are queue.go's and schedule.go's; Windows and
+	// MaxElapsed (0: none) schedule_window.go's.
+	Priority   int
+	StartAt    time.Time
+	Windows    []Window
+	MaxElapsed time.Duration
 }
 
 // SetRequest changes a running pair's throttle; nil fields stay.
 type SetRequest struct {
 	Speed   *Speed
 	MaxMBps *int64 // 0 removes the cap
+	// Priority (1..9), AutoSplit and Verify change while the pair runs
+	// (a waiting pair takes its new place in the copy queue at once).
+	Priority  *int
+	AutoSplit *bool
+	Verify    *bool
+	// Windows replaces the daily windows (an empty list removes them);
+	// MaxElapsed the copying time limit (0 removes it).
+	Windows    *[]Window
+	MaxElapsed *time.Duration
+	// MaxActive is a session's limit of pairs copying at once (sessions
+	// only; 0: all).
+	MaxActive *int
 }
 
 // Speed is a named copy rate level.
@@ -136,6 +155,27 @@ type PairStatus struct {
 	// SourceID and TargetID are the LUN IDs.
 	SourceID string
 	TargetID string
+
+	// Priority (1..9) and StartAt (zero: none) as requested; QueuePos is
+	// the pair's place among the pairs waiting for a copy slot (1 = next,
+	// 0 = not waiting) and MaxActive the server's limit (queue.go);
+	// Session is the name of the session the pair belongs to ("": none).
+	Priority  int
+	StartAt   time.Time
+	QueuePos  int
+	MaxActive int
+	Session   string
+	// Windows (schedule_window.go); Window is the one in force now ("":
+	// none, the pair's own speed and cap apply), with its speed and cap,
+	// until WindowUntil (the next boundary); MaxElapsed (0: none) and the
+	// copying time so far.
+	Windows       []string
+	Window        string
+	WindowSpeed   Speed
+	WindowMaxMBps int64
+	WindowUntil   time.Time
+	MaxElapsed    time.Duration
+	CopyElapsed   time.Duration
 }
 
 // SplitResult reports a (consistent) split.
@@ -183,6 +223,12 @@ type SessionRequest struct {
 	MaxActive int // pairs of the session copying at once; 0 = no limit
 	AutoSplit bool
 	Verify    bool
+	// Priority, StartAt, Windows and MaxElapsed are given to every pair
+	// (queue.go, schedule.go, schedule_window.go).
+	Priority   int
+	StartAt    time.Time
+	Windows    []Window
+	MaxElapsed time.Duration
 }
 
 // SessionStatus is a session as shown by `session show`.
@@ -208,4 +254,11 @@ type SessionStatus struct {
 	Counts  map[string]int
 	Pairs   []PairStatus
 	Created time.Time
+	// Priority, StartAt (zero: none) and the forced lone operations on
+	// member pairs (sessionref.go).
+	Priority   int
+	StartAt    time.Time
+	Forced     []string
+	Windows    []string
+	MaxElapsed time.Duration
 }

@@ -38,4 +38,17 @@ type Pair struct {
 	// order (Session.PairIDs); this is the pair's side of it. Records
 	// written before the field existed get it when lm loads them.
 	Session string `json:"session,omitempty"`
+	// Priority (1..9, higher copies first; 0: written before priorities,
+	// medium) and StartAt (zero: at once; the pair is "scheduled" until
+	// then) belong to lm's queue and schedule (lm/queue.go,
+	// lm/schedule.go).
+	Priority int       `json:"priority,omitempty"`
+	StartAt  time.Time `json:"start_at,omitzero"`
+	// Windows are daily windows "HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N]"
+	// (lm/schedule_window.go); MaxElapsedNS pauses the pair after that
+	// much copying time (0: no limit); CopyElapsedNS is the copying time
+	// so far (as of the record's write).
+	Windows       []string `json:"windows,omitempty"`
+	MaxElapsedNS  int64    `json:"max_elapsed_ns,omitempty"`
+	CopyElapsedNS int64    `json:"copy_elapsed_ns,omitempty"`
 }

@@ -41,10 +41,19 @@ type Session struct {
 	// slots (MaxActive) is free.
 	Held []string `json:"held,omitempty"`
 	// Final is "" while the session runs, else "split" or "cancelled".
-	Final   string    `json:"final,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	// Priority and StartAt are given to every pair (lm/queue.go,
+	// lm/schedule.go); Forced records the lone operations on a member
+	// pair that an admin forced (--force), one line each.
+	Priority int       `json:"priority,omitempty"`
+	StartAt  time.Time `json:"start_at,omitzero"`
+	Forced   []string  `json:"forced,omitempty"`
+	// Windows and MaxElapsedNS are given to every pair (see Pair).
+	Windows      []string  `json:"windows,omitempty"`
+	MaxElapsedNS int64     `json:"max_elapsed_ns,omitempty"`
+	Final        string    `json:"final,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
 }
 
 // GetSession returns the session with that ID.

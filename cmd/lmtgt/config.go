@@ -23,8 +23,8 @@ import (
 func configCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "config",
-		Usage: "the whole configuration as a file: export, apply (live, only what differs), automatic backups",
-		Subcommands: []*cli.Command{
+		Usage: "the whole configuration as a file: export, apply (live, only what differs), automatic backups; run-time limits (set, show)",
+		Subcommands: append(configSetCommands(), []*cli.Command{
 			{
 				Name: "export",
 				Usage: "write every LUN, target, mapping, ACL, CHAP setting, ALUA setting and migration definition " +
@@ -54,7 +54,7 @@ func configCommand() *cli.Command {
 				Flags:  []cli.Flag{outputFlag},
 				Action: configBackups,
 			},
-		},
+		}...),
 	}
 }
 

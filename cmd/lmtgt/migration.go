@@ -36,6 +36,7 @@ func migrationCommand() *cli.Command {
 					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
 					&cli.BoolFlag{Name: "preempt", Usage: "imported source: preempt another initiator's reservation on the external LUN to fence its old path (after its hosts' reservations are carried over)"},
 					&cli.BoolFlag{Name: "allow-unfenced", Usage: "imported source on a target without persistent reservations: migrate without a fence (every other path must be gone)"},
+					priorityFlag(), startAtFlag(), windowFlag(), maxElapsedFlag(),
 					outputFlag,
 				},
 				Action: migrationCreate,
@@ -54,20 +55,20 @@ func migrationCommand() *cli.Command {
 				Action:    migrationShow,
 			},
 			migrationAction("pause", "pause the copy; host writes go to the source and are logged in the DCL", (*client.Client).PauseMigration),
-			migrationAction("resume", "resume a paused pair; only what changed is copied again", (*client.Client).ResumeMigration),
-			migrationAction("cancel", "end the pair without a split; the source is untouched", (*client.Client).CancelMigration),
+			forceAction("resume", "resume a paused pair; only what changed is copied again (queued if max-active pairs copy)"),
+			forceAction("cancel", "end the pair without a split; the source is untouched"),
 			{
 				Name:      "set",
-				Usage:     "change a running pair's speed and/or cap (--max-mbps 0 removes the cap)",
+				Usage:     "change a running pair's speed, cap (--max-mbps 0 removes it), priority, auto-split or verify",
 				ArgsUsage: "SRC",
-				Flags:     throttleFlags(),
+				Flags:     append(throttleFlags(), setOptionFlags()...),
 				Action:    migrationSet,
 			},
 			{
 				Name:      "split",
 				Usage:     "cut over one or several synced pairs in one bounded I/O pause (consistent split)",
 				ArgsUsage: "SRC [SRC...]",
-				Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
+				Flags:     []cli.Flag{maxPauseFlag(), forceFlag("split"), outputFlag},
 				Action:    migrationSplit,
 			},
 		},
@@ -92,6 +93,8 @@ func migrationCreate(c *cli.Context) error {
 			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
 			Vehicle: c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
+			Priority: c.String("priority"), StartAt: c.String("start-at"),
+			Windows: windows(c), MaxElapsed: c.String("max-elapsed"),
 		})
 		for _, w := range m.Warnings {
 			fmt.Fprintln(c.App.ErrWriter, w)
@@ -137,7 +140,7 @@ func printMigration(c *cli.Context, m wire.Migration) {
 	if m.SplitPauseMS > 0 {
 		pause = strconv.FormatFloat(m.SplitPauseMS, 'f', 2, 64) + " ms"
 	}
-	fields(c.App.Writer, [][2]string{
+	fields(c.App.Writer, append([][2]string{
 		{"pair", m.ID},
 		{"source", m.Source},
 		{"target", m.Target},
@@ -153,7 +156,7 @@ func printMigration(c *cli.Context, m wire.Migration) {
 		{"options", orDash(strings.Join(opts, ", "))},
 		{"split pause", pause},
 		{"created", m.Created.Local().Format("2006-01-02 15:04:05")},
-	})
+	}, scheduleFields(m)...)) // schedule.go
 }
 
 func migrationShow(c *cli.Context) error {
@@ -303,7 +306,7 @@ func migrationSplit(c *cli.Context) error {
 		return err
 	}
 	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
-		return cl.Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
+		return cl.SplitForce(context.Background(), c.Args().Slice(), c.Duration("max-pause"), c.Bool("force"))
 	}, func(r wire.SplitResult) {
 		fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
 	})
@@ -360,8 +363,10 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		n := c.Int64("max-mbps")
 		req.MaxMBps = &n
 	}
-	if req.Speed == nil && req.MaxMBps == nil {
-		return req, usageErr("%s: give --speed and/or --max-mbps", cmd)
+	setOptions(c, &req) // schedule.go
+	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
+		req.Windows == nil && req.MaxElapsed == nil {
+		return req, usageErr("%s: give --speed and/or --max-mbps, or --priority, --auto-split, --verify (session: --max-active)", cmd)
 	}
 	return req, nil
 }

@@ -57,7 +57,8 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"LMTGT_LOG_FORMAT"}, Usage: "console, json, or auto (console when stderr is a terminal)"},
 			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session, 1 to 4096 (default 128)"},
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
-			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
+			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2; change it at run time with config set max-active)"},
+			&cli.Int64Flag{Name: "max-total-mbps", EnvVars: []string{"LMTGT_MAX_TOTAL_MBPS"}, Usage: "bandwidth budget of all migration copies together in MB/s (0: none; config set max-total-mbps)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"LMTGT_PPROF"}, Usage: "also serve Go's profiler (net/http/pprof) at http://ADDR/debug/pprof/ on the --metrics listener (default off; needs --metrics)"},
@@ -242,6 +243,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
+		MaxTotalMBps:             c.Int64("max-total-mbps"),
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
 		Ceph:                     rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {

@@ -27,7 +27,8 @@ func sessionCommand() *cli.Command {
 				Usage:     "create a session and all its pairs (all or nothing) and start the initial sync",
 				ArgsUsage: "NAME",
 				Flags: []cli.Flag{
-					&cli.StringSliceFlag{Name: "pair", Usage: "SRC:DST, a source LUN and its target LUN (repeat for every pair)"},
+					&cli.StringSliceFlag{Name: "pair", Usage: "SRC:DST[:VEHICLE], a source LUN, its target LUN and optionally the pair's copy method (auto, generic, copy_file_range; repeat for every pair)"},
+					priorityFlag(), startAtFlag(), windowFlag(), maxElapsedFlag(),
 					&cli.StringFlag{Name: "speed", Value: "medium", Usage: "copy rate of every pair: low (10 MB/s), medium (50), high (200), highest (unthrottled)"},
 					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute copy rate cap of every pair in MB/s (0: none)"},
 					&cli.IntFlag{Name: "max-active", Usage: "pairs of the session copying at once, the others wait (0: all)"},
@@ -55,9 +56,9 @@ func sessionCommand() *cli.Command {
 			sessionAction("cancel", "cancel every pair without a split; the sources are untouched", (*client.Client).CancelSession),
 			{
 				Name:      "set",
-				Usage:     "change the speed and/or cap of every pair (--max-mbps 0 removes the cap)",
+				Usage:     "change the speed, cap (--max-mbps 0 removes it), priority, verify of every pair, the session's max-active or auto-split",
 				ArgsUsage: "NAME",
-				Flags:     throttleFlags(),
+				Flags:     append(append(throttleFlags(), setOptionFlags()...), &cli.IntFlag{Name: "max-active", Usage: "pairs of the session copying at once (0: all); lowered: the last pairs copying wait again"}),
 				Action:    sessionSet,
 			},
 			{
@@ -97,10 +98,11 @@ func parsePairs(vals []string) ([]wire.SessionPair, error) {
 	var out []wire.SessionPair
 	for _, v := range vals {
 		src, dst, ok := strings.Cut(v, ":")
-		if !ok || src == "" || dst == "" || strings.Contains(dst, ":") {
-			return nil, usageErr("--pair %q: want SRC:DST (source LUN name, colon, target LUN name)", v)
+		dst, vehicle, _ := strings.Cut(dst, ":")
+		if !ok || src == "" || dst == "" || strings.Contains(vehicle, ":") {
+			return nil, usageErr("--pair %q: want SRC:DST[:VEHICLE] (source LUN name, colon, target LUN name, optionally colon and auto, generic or copy_file_range)", v)
 		}
-		out = append(out, wire.SessionPair{Source: src, Target: dst})
+		out = append(out, wire.SessionPair{Source: src, Target: dst, Vehicle: vehicle})
 	}
 	if len(out) == 0 {
 		return nil, usageErr("session create: give at least one --pair SRC:DST")
@@ -124,6 +126,8 @@ func sessionCreate(c *cli.Context) error {
 		return cl.CreateSession(context.Background(), wire.CreateSession{
 			Name: name, Pairs: pairs, Speed: c.String("speed"), MaxMBps: c.Int64("max-mbps"),
 			MaxActive: c.Int("max-active"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
+			Priority: c.String("priority"), StartAt: c.String("start-at"),
+			Windows: windows(c), MaxElapsed: c.String("max-elapsed"),
 		})
 	}, func(s wire.MigrationSession) {
 		fmt.Fprintf(c.App.Writer, "session %s created with %d pairs (state %s); follow it with: lmtgt session show %s --watch\n",
@@ -172,7 +176,7 @@ func sessionLines(s wire.MigrationSession) string {
 	if s.SplitPauseMS > 0 {
 		pause = strconv.FormatFloat(s.SplitPauseMS, 'f', 2, 64) + " ms"
 	}
-	fields(&b, [][2]string{
+	fields(&b, append([][2]string{
 		{"session", s.Name},
 		{"state", s.State},
 		{"reason", orDash(s.Reason)},
@@ -182,7 +186,7 @@ func sessionLines(s wire.MigrationSession) string {
 		{"speed", limitStr(s.Speed, s.MaxMBps, s.LimitBps, s.LimitedBy)},
 		{"split pause", pause},
 		{"created", s.Created.Local().Format("2006-01-02 15:04:05")},
-	})
+	}, sessionScheduleFields(s)...)) // schedule.go
 	fmt.Fprintln(&b)
 	var rows [][]string
 	for _, p := range s.Pairs {

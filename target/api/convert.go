@@ -90,6 +90,9 @@ func targetView(i lm.TargetInfo) wire.Target {
 
 func migrationView(p lm.PairStatus) wire.Migration {
 	limit, by := lm.RateLimit(p.Speed, p.MaxMBps)
+	if p.Window != "" { // a daily window is in force: its speed and cap
+		limit, by = lm.RateLimit(p.WindowSpeed, p.WindowMaxMBps)
+	}
 	return wire.Migration{
 		LimitBps: limit, LimitedBy: by,
 		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
@@ -99,7 +102,27 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
 		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
 		SourceID: p.SourceID, TargetID: p.TargetID,
+		Priority: p.Priority, PriorityName: lm.PriorityName(p.Priority), StartAt: timeOrNil(p.StartAt),
+		QueuePos: p.QueuePos, MaxActive: p.MaxActive, Session: p.Session,
+		Windows: p.Windows, Window: p.Window, WindowUntil: timeOrNil(p.WindowUntil),
+		MaxElapsed: durOrEmpty(p.MaxElapsed), CopyElapsedSeconds: p.CopyElapsed.Seconds(),
 	}
+}
+
+// durOrEmpty is "" for 0.
+func durOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// timeOrNil is nil for the zero time.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 func sessionView(st lm.SessionStatus) wire.MigrationSession {
@@ -111,6 +134,8 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
 		Counts: st.Counts, Created: st.Created,
+		Priority: st.Priority, PriorityName: lm.PriorityName(st.Priority), StartAt: timeOrNil(st.StartAt),
+		Forced: st.Forced, Windows: st.Windows, MaxElapsed: durOrEmpty(st.MaxElapsed),
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}

@@ -12,10 +12,19 @@ func pairObject(source string) string { return "migration " + source }
 
 // CreateMigration creates a pair.
 func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, error) {
+	prio, start, err := scheduleOf(pairObject(req.Source), req.Priority, req.StartAt) // schedule.go
+	if err != nil {
+		return wire.Migration{}, err
+	}
+	ws, maxEl, err := windowsOf(pairObject(req.Source), req.Windows, req.MaxElapsed)
+	if err != nil {
+		return wire.Migration{}, err
+	}
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: lm.Speed(req.Speed),
 		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify,
 		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
+		Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl,
 	})
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
@@ -51,21 +60,23 @@ func (s *Service) Migration(source string) (wire.Migration, error) {
 	return s.pairView(p), nil
 }
 
-// MigrationAction pauses, resumes or cancels a pair.
-func (s *Service) MigrationAction(source, action string) (wire.Migration, error) {
+// MigrationAction pauses, resumes or cancels a pair (named by its source,
+// its target or its ID); force makes a lone resume or cancel of a
+// session's pair (lm/sessionref.go).
+func (s *Service) MigrationAction(source, action string, force bool) (wire.Migration, error) {
 	obj := pairObject(source)
 	var err error
 	switch action {
 	case "pause":
 		err = s.lm.Pause(source)
 	case "resume":
-		err = s.lm.Resume(source)
+		err = s.lm.ResumeNamed(source, force)
 	case "cancel":
 		// The cancelled pair's record is deleted, and the source may have
 		// an older, split pair on record: answer with the pair that was
 		// cancelled, not whatever lm.Pair finds afterwards.
 		before, berr := s.lm.Pair(source)
-		if err = s.lm.Cancel(source); err == nil {
+		if err = s.lm.CancelNamed(source, force); err == nil {
 			s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
 			if berr != nil {
 				return wire.Migration{Source: source, State: lm.StateCancelled.String()}, nil
@@ -86,22 +97,49 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 
 // SetMigration changes a pair's speed level and/or absolute cap.
 func (s *Service) SetMigration(source string, req wire.SetMigration) (wire.Migration, error) {
-	p, err := s.lm.Set(source, setRequest(req))
+	sr, err := setRequest(pairObject(source), req)
+	if err != nil {
+		return wire.Migration{}, err
+	}
+	p, err := s.lm.Set(source, sr)
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(source))
 	}
 	return s.pairView(p), nil
 }
 
-// setRequest translates a throttle change (lm checks it).
-func setRequest(req wire.SetMigration) lm.SetRequest {
+// setRequest translates a change of a pair's or session's options (lm
+// checks it; the priority's name is read here, with lm's rule).
+func setRequest(obj string, req wire.SetMigration) (lm.SetRequest, error) {
 	var sr lm.SetRequest
 	if req.Speed != nil {
 		sp := lm.Speed(*req.Speed)
 		sr.Speed = &sp
 	}
 	sr.MaxMBps = req.MaxMBps
-	return sr
+	if req.Priority != nil {
+		n, err := lm.ParsePriority(obj, *req.Priority)
+		if err != nil {
+			return sr, toWire(err, obj)
+		}
+		sr.Priority = &n
+	}
+	sr.AutoSplit, sr.Verify, sr.MaxActive = req.AutoSplit, req.Verify, req.MaxActive
+	if req.Windows != nil {
+		ws, _, err := windowsOf(obj, *req.Windows, "")
+		if err != nil {
+			return sr, err
+		}
+		sr.Windows = &ws
+	}
+	if req.MaxElapsed != nil {
+		d, err := lm.ParseMaxElapsed(obj, *req.MaxElapsed)
+		if err != nil {
+			return sr, toWire(err, obj)
+		}
+		sr.MaxElapsed = &d
+	}
+	return sr, nil
 }
 
 // Split splits one pair or several in one consistent split.
@@ -111,7 +149,7 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
-	r, err := s.lm.Split(req.Sources, pause)
+	r, err := s.lm.SplitNamed(req.Sources, pause, req.Force)
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}

@@ -495,11 +495,12 @@ func (s *Server) routes() {
 	}))
 	m.HandleFunc("POST "+v+"/migrations/{source}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		src := r.PathValue("source")
-		p, err := svc.MigrationAction(src, r.PathValue("action"))
+		p, err := svc.MigrationAction(src, r.PathValue("action"), r.URL.Query().Get("force") == "true")
 		reply(w, http.StatusOK, p, err, pairObject(src))
 	})
 
 	s.sessionRoutes(m) // sessions.go
+	s.limitsRoutes(m)  // schedule.go
 	s.aluaRoutes(m)    // alua.go
 	s.configRoutes(m)  // config.go
 

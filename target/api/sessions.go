@@ -15,10 +15,18 @@ func sessionObject(name string) string { return "session " + name }
 // CreateSession creates a migration session and all its pairs (all or
 // nothing; lm names the refused pair).
 func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, error) {
+	prio, start, err := scheduleOf(sessionObject(req.Name), req.Priority, req.StartAt) // schedule.go
+	if err != nil {
+		return wire.MigrationSession{}, err
+	}
+	ws, maxEl, err := windowsOf(sessionObject(req.Name), req.Windows, req.MaxElapsed)
+	if err != nil {
+		return wire.MigrationSession{}, err
+	}
 	lr := lm.SessionRequest{Name: req.Name, Speed: lm.Speed(req.Speed), MaxMBps: req.MaxMBps, MaxActive: req.MaxActive,
-		AutoSplit: req.AutoSplit, Verify: req.Verify}
+		AutoSplit: req.AutoSplit, Verify: req.Verify, Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl}
 	for _, p := range req.Pairs {
-		lr.Pairs = append(lr.Pairs, lm.PairRequest{Source: p.Source, Target: p.Target})
+		lr.Pairs = append(lr.Pairs, lm.PairRequest{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
 	}
 	st, err := s.lm.CreateSession(lr)
 	if err != nil {
@@ -66,7 +74,11 @@ func (s *Service) SessionAction(name, action string) (wire.MigrationSession, err
 
 // SetSession changes the speed level and/or cap of every pair of a session.
 func (s *Service) SetSession(name string, req wire.SetMigration) (wire.MigrationSession, error) {
-	st, err := s.lm.SetSession(name, setRequest(req))
+	sr, err := setRequest(sessionObject(name), req)
+	if err != nil {
+		return wire.MigrationSession{}, err
+	}
+	st, err := s.lm.SetSession(name, sr)
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, sessionObject(name))
 	}

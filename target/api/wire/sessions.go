@@ -6,6 +6,8 @@ import "time"
 type SessionPair struct {
 	Source string `json:"source"`
 	Target string `json:"target"`
+	// Vehicle of this pair: auto (default), generic or copy_file_range.
+	Vehicle string `json:"vehicle,omitempty"`
 }
 
 // CreateSession is the body of POST /v1/sessions.
@@ -18,6 +20,12 @@ type CreateSession struct {
 	MaxActive int  `json:"max_active,omitempty"`
 	AutoSplit bool `json:"auto_split,omitempty"`
 	Verify    bool `json:"verify,omitempty"`
+	// Priority and StartAt of every pair (see CreateMigration).
+	Priority string `json:"priority,omitempty"`
+	StartAt  string `json:"start_at,omitempty"`
+	// Windows and MaxElapsed of every pair (see CreateMigration).
+	Windows    []string `json:"windows,omitempty"`
+	MaxElapsed string   `json:"max_elapsed,omitempty"`
 }
 
 // SplitSession is the body of POST /v1/sessions/{name}/split (optional).
@@ -52,4 +60,12 @@ type MigrationSession struct {
 	Counts       map[string]int `json:"counts"` // pairs per pair state
 	Pairs        []Migration    `json:"pairs"`
 	Created      time.Time      `json:"created"`
+	// Priority of its pairs, StartAt (when a scheduled session starts)
+	// and Forced (the lone operations on its pairs forced with --force).
+	Priority     int        `json:"priority"`
+	PriorityName string     `json:"priority_name"`
+	StartAt      *time.Time `json:"start_at,omitempty"`
+	Forced       []string   `json:"forced,omitempty"`
+	Windows      []string   `json:"windows,omitempty"`
+	MaxElapsed   string     `json:"max_elapsed,omitempty"`
 }

@@ -264,12 +264,48 @@ type CreateMigration struct {
 	// an external target without persistent reservations.
 	Preempt       bool `json:"preempt,omitempty"`
 	AllowUnfenced bool `json:"allow_unfenced,omitempty"`
+	// Priority: low, medium (default), high or 1..9 (higher copies
+	// first). StartAt: RFC 3339, or HH:MM[:SS] in the server's local time
+	// (its next occurrence); the pair is "scheduled" until then.
+	Priority string `json:"priority,omitempty"`
+	StartAt  string `json:"start_at,omitempty"`
+	// Windows: daily windows "HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N]"
+	// in the server's local time; MaxElapsed: a Go duration ("6h") of
+	// copying after which the pair pauses.
+	Windows    []string `json:"windows,omitempty"`
+	MaxElapsed string   `json:"max_elapsed,omitempty"`
 }
 
 // SetMigration is the body of PATCH /v1/migrations/{source}; nil fields stay.
 type SetMigration struct {
 	Speed   *string `json:"speed,omitempty"`
 	MaxMBps *int64  `json:"max_mbps,omitempty"` // 0 removes the cap
+	// Priority: low, medium, high or 1..9.
+	Priority  *string `json:"priority,omitempty"`
+	AutoSplit *bool   `json:"auto_split,omitempty"`
+	Verify    *bool   `json:"verify,omitempty"`
+	// MaxActive: a session's pairs copying at once (sessions only).
+	MaxActive *int `json:"max_active,omitempty"`
+	// Windows replaces the daily windows (["none"] or [] removes them);
+	// MaxElapsed a Go duration ("0" removes the limit).
+	Windows    *[]string `json:"windows,omitempty"`
+	MaxElapsed *string   `json:"max_elapsed,omitempty"`
+}
+
+// Limits are the server-wide copy limits (GET/PATCH /v1/config/limits):
+// pairs copying at once (Active of them now, Waiting queued for a slot)
+// and the bandwidth budget of all copies together (0: none).
+type Limits struct {
+	MaxActive    int   `json:"max_active"`
+	Active       int   `json:"active"`
+	Waiting      int   `json:"waiting"`
+	MaxTotalMBps int64 `json:"max_total_mbps"`
+}
+
+// SetLimits is the body of PATCH /v1/config/limits; nil fields stay.
+type SetLimits struct {
+	MaxActive    *int   `json:"max_active,omitempty"`
+	MaxTotalMBps *int64 `json:"max_total_mbps,omitempty"` // 0 removes the budget
 }
 
 // Migration is a pair as shown by GET /v1/migrations[/{source}].
@@ -310,11 +346,34 @@ type Migration struct {
 	RecopiedBytes int64  `json:"recopied_bytes"`
 	SourceID      string `json:"source_id,omitempty"`
 	TargetID      string `json:"target_id,omitempty"`
+	// Priority (1..9, higher copies first) and its name (low, medium,
+	// high or the number); StartAt: when a scheduled pair starts;
+	// QueuePos: its place among the pairs waiting for a copy slot (1 =
+	// next, 0 = not waiting) under the server's MaxActive; Session: the
+	// session the pair belongs to.
+	Priority     int        `json:"priority"`
+	PriorityName string     `json:"priority_name"`
+	StartAt      *time.Time `json:"start_at,omitempty"`
+	QueuePos     int        `json:"queue_pos,omitempty"`
+	MaxActive    int        `json:"max_active,omitempty"`
+	Session      string     `json:"session,omitempty"`
+	// Windows; Window is the one in force now (empty: the pair's own
+	// speed and cap apply; LimitBps is the window's when one is) until
+	// WindowUntil (the next window boundary); MaxElapsed (a Go duration,
+	// empty: none) and the copying time so far in seconds.
+	Windows            []string   `json:"windows,omitempty"`
+	Window             string     `json:"window,omitempty"`
+	WindowUntil        *time.Time `json:"window_until,omitempty"`
+	MaxElapsed         string     `json:"max_elapsed,omitempty"`
+	CopyElapsedSeconds float64    `json:"copy_elapsed_seconds"`
 }
 
 // Split is the body of POST /v1/migrations/split.
 type Split struct {
+	// Sources name the pairs: source LUN, target LUN or pair ID.
 	Sources []string `json:"sources"`
+	// Force splits pairs of a session alone (recorded on the session).
+	Force bool `json:"force,omitempty"`
 	// MaxPause is a Go duration ("100ms"); empty means 100ms.
 	MaxPause string `json:"max_pause,omitempty"`
 }

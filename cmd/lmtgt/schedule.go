@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target/api/client"
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// The flags and fields of schedules, priorities, the session integrity
+// rules and `migration set`/`session set` options (lm/queue.go,
+// lm/schedule.go, lm/sessionref.go).
+
+func priorityFlag() cli.Flag {
+	return &cli.StringFlag{Name: "priority", Usage: "queue priority: low, medium (default), high, or 1 (lowest) to 9 (highest); queued pairs start highest first, then oldest first"}
+}
+
+func startAtFlag() cli.Flag {
+	return &cli.StringFlag{Name: "start-at", Usage: "start the copy at TIME: RFC 3339 (2026-12-24T22:00:00+01:00) or HH:MM[:SS], the next such time in the server's local time zone; \"scheduled\" until then"}
+}
+
+// windowList is the value of --window: repeated, never split at commas
+// (a window's options are separated by commas).
+type windowList []string
+
+func (w *windowList) Set(s string) error { *w = append(*w, s); return nil }
+func (w *windowList) String() string     { return strings.Join(*w, " ") }
+
+// windows is what --window gave (nil if not given).
+func windows(c *cli.Context) []string {
+	if w, ok := c.Generic("window").(*windowList); ok && w != nil {
+		return *w
+	}
+	return nil
+}
+
+func windowFlag() cli.Flag {
+	return &cli.GenericFlag{Name: "window", Value: &windowList{}, Usage: "daily window HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N] in the server's local time, may wrap midnight (repeat for several; the first that contains the time wins; outside every window --speed/--max-mbps apply)"}
+}
+
+func maxElapsedFlag() cli.Flag {
+	return &cli.StringFlag{Name: "max-elapsed", Usage: "pause the pair after this much copying time (6h, 90m; 0: none)"}
+}
+
+func forceFlag(op string) cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "a pair of a session: " + op + " it alone (recorded on the session); without it the session must " + op + " it"}
+}
+
+// setOptionFlags are the options `migration set` and `session set` change
+// besides the throttle.
+func setOptionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "priority", Usage: "low, medium, high or 1..9 (a queued pair takes its new place at once)"},
+		&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as synced (--auto-split=false turns it off)"},
+		&cli.BoolFlag{Name: "verify", Usage: "compare before the split (--verify=false turns it off)"},
+		&cli.GenericFlag{Name: "window", Value: &windowList{}, Usage: "replace the daily windows (repeat; --window none removes them)"},
+		&cli.StringFlag{Name: "max-elapsed", Usage: "pause after this much copying time (0 removes the limit)"},
+	}
+}
+
+// setOptions reads setOptionFlags (and a session's --max-active) into req.
+func setOptions(c *cli.Context, req *wire.SetMigration) {
+	if c.IsSet("priority") {
+		s := c.String("priority")
+		req.Priority = &s
+	}
+	if c.IsSet("auto-split") {
+		b := c.Bool("auto-split")
+		req.AutoSplit = &b
+	}
+	if c.IsSet("verify") {
+		b := c.Bool("verify")
+		req.Verify = &b
+	}
+	if c.IsSet("window") {
+		ws := windows(c)
+		req.Windows = &ws
+	}
+	if c.IsSet("max-elapsed") {
+		s := c.String("max-elapsed")
+		req.MaxElapsed = &s
+	}
+	if c.IsSet("max-active") {
+		n := c.Int("max-active")
+		req.MaxActive = &n
+	}
+}
+
+// forceAction is `migration resume|cancel NAME [--force]`: the pair is
+// named by its source, its target or its ID.
+func forceAction(name, usage string) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "SRC",
+		Flags:     []cli.Flag{forceFlag(name), outputFlag},
+		Action: func(c *cli.Context) error {
+			arg, err := args1(c, "SRC (the source LUN's name, the target LUN's name or the pair ID)")
+			if err != nil {
+				return err
+			}
+			return request(c, func(cl *client.Client) (wire.Migration, error) {
+				return cl.MigrationActionForce(context.Background(), arg, name, c.Bool("force"))
+			}, func(m wire.Migration) {
+				fmt.Fprintf(c.App.Writer, "migration %s: %s (state %s)\n", arg, name, orDash(m.State))
+				if m.State == "queued" && m.Reason != "" {
+					fmt.Fprintf(c.App.Writer, "  %s\n", m.Reason)
+				}
+			})
+		},
+	}
+}
+
+// whenStr shows a time in the local zone with how far it is.
+func whenStr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	s := t.Local().Format("2006-01-02 15:04:05 MST")
+	if d := time.Until(*t); d > 0 {
+		s += " (in " + d.Round(time.Second).String() + ")"
+	}
+	return s
+}
+
+// scheduleFields are the lines `migration show` adds for the queue and
+// the schedule.
+func scheduleFields(m wire.Migration) [][2]string {
+	kv := [][2]string{{"priority", orDash(m.PriorityName)}}
+	if m.StartAt != nil {
+		kv = append(kv, [2]string{"start at", whenStr(m.StartAt)})
+	}
+	if m.QueuePos > 0 {
+		kv = append(kv, [2]string{"queue", fmt.Sprintf("waiting for a copy slot: position %d (max active %d)", m.QueuePos, m.MaxActive)})
+	}
+	if m.Session != "" {
+		kv = append(kv, [2]string{"session", m.Session})
+	}
+	if len(m.Windows) > 0 {
+		now := "none (own speed)"
+		if m.Window != "" {
+			now = m.Window
+		}
+		if m.WindowUntil != nil {
+			now += " until " + m.WindowUntil.Local().Format("15:04:05")
+		}
+		kv = append(kv, [2]string{"windows", strings.Join(m.Windows, " ")}, [2]string{"window now", now})
+	}
+	if m.MaxElapsed != "" {
+		kv = append(kv, [2]string{"elapsed", fmt.Sprintf("%v of max %s", time.Duration(m.CopyElapsedSeconds*float64(time.Second)).Round(time.Second), m.MaxElapsed)})
+	}
+	return kv
+}
+
+// sessionScheduleFields are the lines `session show` adds.
+func sessionScheduleFields(s wire.MigrationSession) [][2]string {
+	kv := [][2]string{{"priority", orDash(s.PriorityName)}}
+	if s.StartAt != nil {
+		kv = append(kv, [2]string{"start at", whenStr(s.StartAt)})
+	}
+	if len(s.Windows) > 0 {
+		kv = append(kv, [2]string{"windows", strings.Join(s.Windows, " ")})
+	}
+	if s.MaxElapsed != "" {
+		kv = append(kv, [2]string{"max elapsed", s.MaxElapsed})
+	}
+	if len(s.Forced) > 0 {
+		kv = append(kv, [2]string{"forced", strings.Join(s.Forced, "; ")})
+	}
+	return kv
+}
