@@ -119,7 +119,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "admin",
-				Usage:   "admin API: a unix socket path, or host:port of a TCP listener (default: $LMTGT_DATA_DIR/admin.sock or ./lmtgt-data/admin.sock)",
+				Usage:   "admin API: a unix socket path, or host:port of a TCP listener (default: $LMTGT_DATA_DIR/admin.sock, else /run/lmtgt/admin.sock if it exists, else ./lmtgt-data/admin.sock)",
 				EnvVars: []string{"LMTGT_ADMIN"},
 			},
 			&cli.StringFlag{
@@ -373,17 +373,30 @@ func flagTakesValue(flags []cli.Flag, arg string) bool {
 	return false
 }
 
-// adminAddr is the client's admin endpoint: --admin / LMTGT_ADMIN, else
-// the socket in $LMTGT_DATA_DIR or the default data dir.
+// systemdSocket is where the shipped unit's daemon listens
+// (RuntimeDirectory=lmtgt, docs/lmtgt.service).
+const systemdSocket = "/run/lmtgt/admin.sock"
+
+// adminAddr is the client's admin endpoint (docs/cli.md, "Global flags"):
+// --admin / LMTGT_ADMIN; else $LMTGT_DATA_DIR/admin.sock when
+// LMTGT_DATA_DIR is set; else /run/lmtgt/admin.sock when it exists (the
+// daemon runs under systemd); else ./lmtgt-data/admin.sock.
 func adminAddr(c *cli.Context) string {
-	if a := c.String("admin"); a != "" {
-		return a
+	return findAdmin(c.String("admin"), os.Getenv("LMTGT_DATA_DIR"), systemdSocket)
+}
+
+// findAdmin is adminAddr's rule, with the systemd socket path given.
+func findAdmin(flag, dataDirEnv, sdSocket string) string {
+	if flag != "" {
+		return flag
 	}
-	dir := os.Getenv("LMTGT_DATA_DIR")
-	if dir == "" {
-		dir = defaultDataDir
+	if dataDirEnv != "" {
+		return filepath.Join(dataDirEnv, socketName)
 	}
-	return filepath.Join(dir, socketName)
+	if fi, err := os.Stat(sdSocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		return sdSocket
+	}
+	return filepath.Join(defaultDataDir, socketName)
 }
 
 func newClient(c *cli.Context) (*client.Client, error) {
