@@ -72,7 +72,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{2, []string{"--block-size 1024"}, []string{"lun", "create", "x", "--size", "1MiB", "--block-size", "1024"}},
 		{2, []string{"unknown command \"frobnicate\""}, []string{"lun", "frobnicate"}},
 		{2, []string{"unknown command \"bogus\""}, []string{"bogus"}},
-		{2, []string{"flag provided but not defined"}, []string{"lun", "list", "--nope"}},
+		{2, []string{"unknown flag --nope"}, []string{"lun", "list", "--nope"}},
 		{2, []string{"missing LUN-NAME"}, []string{"target", "map", iqn}},
 		{2, []string{"-o \"yaml\""}, []string{"lun", "list", "-o", "yaml"}},
 		{2, []string{"--lun \"x\""}, []string{"target", "map", iqn, "spare", "--lun", "x"}},
