@@ -142,6 +142,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			sessionCommand(),
 			aluaCommand(),
 			versionCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
