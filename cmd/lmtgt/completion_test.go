@@ -69,7 +69,6 @@ func TestBashCompletion(t *testing.T) {
 	}
 }
 
-
 // TestManPage: the generated page names every command and flag and
 // renders without a groff warning.
 func TestManPage(t *testing.T) {
