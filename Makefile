@@ -6,7 +6,10 @@ SHELL := /bin/bash
 GO       ?= go
 BIN      ?= bin/lmtgt
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+# The commit, for `lmtgt version` when go build stamps no VCS information
+# (GOFLAGS=-buildvcs=false, a git worktree, a tarball).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) $(if $(REVISION),-X main.revision=$(REVISION))
 
 # `go test -race ./...` limit (the whole of `make test` must stay under 90 min).
 TEST_TIMEOUT ?= 50m

@@ -28,6 +28,10 @@ done
 ok "files installed under $P"
 
 "$P/bin/lmtgt" version | grep -q '^lmtgt ' || fail "lmtgt version"
+rev=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || true)
+if [ -n "$rev" ]; then
+  "$P/bin/lmtgt" version -o json | grep -q "\"revision\": \"$rev\"" || fail "lmtgt version -o json: no revision $rev"
+fi
 ok "$("$P/bin/lmtgt" version)"
 
 U=$P/lib/systemd/system/lmtgt.service
