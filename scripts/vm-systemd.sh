@@ -1,0 +1,244 @@
+#!/bin/bash
+# vm-systemd.sh - lmtgt under a real systemd (PID 1 of a throw-away QEMU
+# guest), installed by `make install` with the shipped unit (Type=notify).
+#
+# The guest (Debian bookworm: systemd, udev, open-iscsi) boots with its
+# whole root file system in the initramfs and runs one oneshot unit,
+# /vmtest.sh, which:
+#   1. `systemctl start lmtgt`: when it returns the unit must be active
+#      (READY=1 received), the portal 127.0.0.1:3260 must accept and
+#      `lmtgt lun list` must work with no --admin (the CLI finds
+#      /run/lmtgt/admin.sock); systemctl status shows the STATUS= line;
+#   2. creates a LUN on a file under /var/tmp, a target, logs in with the
+#      kernel initiator (open-iscsi) and writes 8 MiB of random data;
+#   3. `systemctl stop lmtgt` then `systemctl start lmtgt`: the socket is
+#      gone while stopped, the file under /var/tmp is still there (no
+#      PrivateTmp), and the data read back through iSCSI is the same;
+#   4. the socket is 0660 and group-owned with LMTGT_ADMIN_GROUP.
+# Results are console lines VMSD-RESULT: PASS|FAIL.
+#
+# Usage: scripts/vm-systemd.sh [--bin PATH] [--rebuild] [--timeout S] [--keep]
+#   --bin PATH   lmtgt binary built without RBD (default: make install RBD=0)
+# Env: CACHE_DIR (default scripts/cache), VM_MEM (MiB, 1536), VM_SMP (2).
+# Exit 0 passed, 1 failed, 2 harness problem.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/lib.sh"
+
+CACHE_DIR=${CACHE_DIR:-$HERE/cache}
+GUEST_DIR=$CACHE_DIR/guest-systemd
+SUITE=bookworm
+KERNEL_META=linux-image-cloud-amd64
+GUEST_PKGS="systemd-sysv,udev,open-iscsi,kmod,dbus"
+GUEST_MODULES="iscsi_tcp sd_mod crc32c_generic"
+GUEST_RECIPE=1
+VM_MEM=${VM_MEM:-1536}
+VM_SMP=${VM_SMP:-2}
+TIMEOUT=900
+REBUILD=0
+KEEP=0
+BIN=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN=$2; shift ;;
+    --rebuild) REBUILD=1 ;;
+    --timeout) TIMEOUT=$2; shift ;;
+    --keep) KEEP=1 ;;
+    *) echo "usage: $0 [--bin PATH] [--rebuild] [--timeout S] [--keep]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { echo "[vm-systemd $(ts)] $*" >&2; }
+die() { log "ERROR: $*"; echo "VMSD-RESULT: FAIL (harness: $*)"; exit 2; }
+need() { command -v "$1" >/dev/null 2>&1 || die "missing $1 (package $2; scripts/install-test-deps.sh)"; }
+
+recipe_id() { echo "$GUEST_RECIPE $SUITE $KERNEL_META $GUEST_PKGS $GUEST_MODULES" | sha256sum | cut -c1-16; }
+
+# build_guest: a Debian rootfs with systemd, trimmed, packed as a cpio
+# archive (the kernel unpacks it into its root tmpfs: no disk image).
+build_guest() {
+  need mmdebstrap mmdebstrap
+  mkdir -p "$CACHE_DIR"
+  rm -rf "$CACHE_DIR"/sdbuild.*
+  local W; W=$(mktemp -d "$CACHE_DIR/sdbuild.XXXXXX")
+  local R=$W/rootfs O=$W/out t0=$SECONDS
+  log "building the guest: mmdebstrap $SUITE with $GUEST_PKGS and $KERNEL_META"
+  cat > "$W/kernel.sh" <<EOF
+#!/bin/sh
+set -e
+R="\$1"
+K=\$(chroot "\$R" apt-cache depends $KERNEL_META | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
+[ -n "\$K" ] || { echo "cannot resolve $KERNEL_META" >&2; exit 1; }
+chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
+dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
+rm -f "\$R"/tmp/*.deb
+KV=\${K#linux-image-}
+cp "$W/kernel/boot/vmlinuz-\$KV" "$W/vmlinuz"
+mkdir -p "\$R/usr/lib/modules"
+cp -a "$W/kernel/lib/modules/\$KV" "\$R/usr/lib/modules/"
+chroot "\$R" depmod "\$KV"
+# keep only the modules the test loads and what they depend on
+for m in $GUEST_MODULES; do chroot "\$R" modprobe -S "\$KV" --show-depends "\$m" 2>/dev/null || true; done |
+  awk '\$1=="insmod"{print \$2}' | sed 's|^/lib/|/usr/lib/|' | sort -u > "$W/keep"
+find "\$R/usr/lib/modules/\$KV" -name '*.ko*' | sed "s|^\$R||" | sort | comm -23 - "$W/keep" | sed "s|^|\$R|" | xargs rm -f
+chroot "\$R" depmod "\$KV"
+echo "\$KV" > "$W/KVERSION"
+EOF
+  chmod +x "$W/kernel.sh"
+  mmdebstrap --quiet --variant=apt --include="$GUEST_PKGS" \
+    --customize-hook="$W/kernel.sh \"\$1\"" \
+    --customize-hook='rm -rf "$1"/usr/share/doc/* "$1"/usr/share/man/* "$1"/usr/share/locale/* "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+    "$SUITE" "$R" >"$W/mmdebstrap.log" 2>&1 \
+    || { tail -n 30 "$W/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+  [ -s "$W/vmlinuz" ] || die "no kernel in $W"
+  mkdir -p "$O"
+  cp "$W/vmlinuz" "$W/KVERSION" "$O/"
+  # systemd as the guest's init; root without a password on the console
+  ln -sf /lib/systemd/systemd "$R/init"
+  echo "vmsd" > "$R/etc/hostname"
+  echo "InitiatorName=iqn.2026-12.org.lmtgt:vm-systemd" > "$R/etc/iscsi/initiatorname.iscsi"
+  : > "$R/etc/fstab"
+  (cd "$R" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) | zstd -q -T0 -3 > "$O/initrd-base.cpio.zst"
+  truncate -s $(( ( $(stat -c %s "$O/initrd-base.cpio.zst") + 511 ) / 512 * 512 )) "$O/initrd-base.cpio.zst"
+  recipe_id > "$O/RECIPE"
+  rm -rf "$GUEST_DIR"; mv "$O" "$GUEST_DIR"; rm -rf "$W"
+  log "guest built in $((SECONDS-t0))s ($(du -sh "$GUEST_DIR" | cut -f1) in $GUEST_DIR)"
+}
+
+# guest_test: the oneshot the guest runs once booted.
+guest_test() {
+  cat <<'EOF'
+#!/bin/bash
+set -u
+FAILED=0
+ok()   { echo "VMSD-OK: $*"; }
+bad()  { echo "VMSD-FAIL: $*"; FAILED=1; }
+IQN=iqn.2026-12.org.lmtgt:sd
+for m in iscsi_tcp sd_mod; do modprobe $m || bad "modprobe $m"; done
+getent group lmtgtadm >/dev/null || groupadd -r lmtgtadm
+mkdir -p /etc/default && echo "LMTGT_ADMIN_GROUP=lmtgtadm" > /etc/default/lmtgt
+systemctl daemon-reload
+
+t0=$(date +%s%N)
+systemctl start lmtgt || bad "systemctl start lmtgt failed: $(systemctl status lmtgt --no-pager 2>&1 | tail -5)"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+# Right after `systemctl start` returned: no polling, READY must mean ready.
+st=$(systemctl is-active lmtgt)
+[ "$st" = active ] && ok "systemctl start returned after ${ms} ms, unit active" || bad "after start: unit $st"
+(exec 3<>/dev/tcp/127.0.0.1/3260) 2>/dev/null && ok "portal 127.0.0.1:3260 accepts right after start" || bad "portal not accepting right after start"
+lmtgt lun list >/dev/null 2>/tmp/err && ok "lmtgt lun list finds /run/lmtgt/admin.sock" || bad "lmtgt lun list: $(cat /tmp/err)"
+txt=$(systemctl show -p StatusText --value lmtgt)
+case "$txt" in serving*) ok "StatusText: $txt" ;; *) bad "StatusText '$txt'" ;; esac
+m=$(stat -c '%a %G' /run/lmtgt/admin.sock)
+[ "$m" = "660 lmtgtadm" ] && ok "admin socket $m" || bad "admin socket mode/group '$m', want 660 lmtgtadm"
+
+lmtgt lun create v --path /var/tmp/lmtgt-v.img --size 64MiB >/dev/null || bad "lun create"
+lmtgt target create $IQN >/dev/null && lmtgt target map $IQN v --lun 0 >/dev/null && lmtgt target allow $IQN ALL >/dev/null || bad "target setup"
+
+login() {
+  iscsiadm -m discovery -t st -p 127.0.0.1:3260 >/dev/null || { bad "discovery"; return 1; }
+  iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login >/dev/null || { bad "login"; return 1; }
+  DEV=""
+  for i in $(seq 100); do
+    DEV=$(ls /sys/class/iscsi_session/session*/device/target*/*/block 2>/dev/null | head -n1)
+    [ -n "$DEV" ] && [ -b /dev/$DEV ] && break
+    sleep 0.1
+  done
+  [ -n "$DEV" ] || { bad "no block device after login"; return 1; }
+  DEV=/dev/$DEV
+}
+logout() { iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout >/dev/null || bad "logout"; }
+
+head -c 8M /dev/urandom > /root/pattern
+if login; then
+  dd if=/root/pattern of=$DEV bs=1M oflag=direct conv=fsync status=none && ok "wrote 8 MiB to $DEV" || bad "write"
+  logout
+fi
+systemctl stop lmtgt
+st=$(systemctl is-active lmtgt)
+[ "$st" = inactive ] && ok "stopped (unit $st)" || bad "after stop: unit $st"
+[ ! -e /run/lmtgt/admin.sock ] && ok "admin socket removed" || bad "admin socket left after stop"
+[ -f /var/tmp/lmtgt-v.img ] && ok "/var/tmp volume kept after stop" || bad "/var/tmp/lmtgt-v.img gone after stop"
+journalctl -u lmtgt --no-pager -o cat | grep -q '"stopped"\|lmtgt stopped' && ok "clean stop in the journal" || bad "no clean stop line in the journal"
+
+systemctl start lmtgt || bad "second start"
+if login; then
+  dd if=$DEV of=/root/back bs=1M count=8 iflag=direct status=none
+  cmp -s /root/pattern /root/back && ok "data read back after stop/start" || bad "data differs after stop/start"
+  logout
+fi
+systemctl stop lmtgt
+journalctl -u lmtgt --no-pager -o cat | tail -n 8 | sed 's/^/VMSD-LOG: /'
+if [ $FAILED = 0 ]; then echo "VMSD-RESULT: PASS"; else echo "VMSD-RESULT: FAIL"; fi
+EOF
+}
+
+need qemu-system-x86_64 qemu-system-x86
+need cpio cpio
+need zstd zstd
+if [ "$REBUILD" = 1 ] || [ ! -s "$GUEST_DIR/initrd-base.cpio.zst" ] || [ "$(cat "$GUEST_DIR/RECIPE" 2>/dev/null)" != "$(recipe_id)" ]; then
+  build_guest
+else
+  log "cached guest $GUEST_DIR (kernel $(cat "$GUEST_DIR/KVERSION"))"
+fi
+
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/vm-systemd.XXXXXX")
+cleanup() { [ -n "${QEMU_PID:-}" ] && stop_pid "$QEMU_PID" 5; [ "$KEEP" = 1 ] || rm -rf "$RUN_DIR"; }
+trap cleanup EXIT
+OV=$RUN_DIR/overlay
+mkdir -p "$OV/etc/systemd/system/multi-user.target.wants"
+# lmtgt, its unit, man page and completion exactly as `make install` puts them.
+if [ -n "$BIN" ]; then
+  make -C "$REPO" --no-print-directory install DESTDIR="$OV" PREFIX=/usr/local BIN="$BIN" >"$RUN_DIR/install.log" 2>&1 \
+    || { cat "$RUN_DIR/install.log" >&2; die "make install"; }
+else
+  make -C "$REPO" --no-print-directory install DESTDIR="$OV" PREFIX=/usr/local RBD=0 BIN="$RUN_DIR/lmtgt" >"$RUN_DIR/install.log" 2>&1 \
+    || { cat "$RUN_DIR/install.log" >&2; die "make install RBD=0"; }
+fi
+guest_test > "$OV/vmtest.sh"; chmod 755 "$OV/vmtest.sh"
+cat > "$OV/etc/systemd/system/vmtest.service" <<'EOF'
+[Unit]
+Description=lmtgt systemd test
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/vmtest.sh
+ExecStopPost=/bin/systemctl poweroff --no-block
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=600
+EOF
+ln -s ../vmtest.service "$OV/etc/systemd/system/multi-user.target.wants/vmtest.service"
+{ cat "$GUEST_DIR/initrd-base.cpio.zst"
+  (cd "$OV" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet)
+} > "$RUN_DIR/initrd.img"
+
+ACCEL=tcg
+if [ -r /dev/kvm ] && [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then ACCEL=kvm; fi
+[ "$ACCEL" = kvm ] && CPU=qemu64 || CPU=max
+CONSOLE=$RUN_DIR/console.log
+: > "$CONSOLE"
+log "booting the guest with systemd (accel $ACCEL, $VM_MEM MiB); console $CONSOLE"
+T_VM=$SECONDS
+qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$VM_MEM" -smp "$VM_SMP" \
+  -nodefaults -no-user-config -display none -no-reboot -serial "file:$CONSOLE" \
+  -kernel "$GUEST_DIR/vmlinuz" -initrd "$RUN_DIR/initrd.img" \
+  -append "console=ttyS0 loglevel=4 panic=-1 rdinit=/init systemd.show_status=false" -nic none \
+  > "$RUN_DIR/qemu.stderr" 2>&1 &
+QEMU_PID=$!
+while pid_alive "$QEMU_PID"; do
+  if [ $((SECONDS-T_VM)) -ge "$TIMEOUT" ]; then log "VM time limit ${TIMEOUT}s reached"; stop_pid "$QEMU_PID" 5 || true; break; fi
+  grep -q 'VMSD-RESULT' "$CONSOLE" 2>/dev/null && { sleep 5; stop_pid "$QEMU_PID" 5 || true; break; }
+  sleep 1
+done
+QEMU_PID=""
+tr -d '\r' < "$CONSOLE" | grep -a '^\(\[[ 0-9.]*\] \)\{0,1\}\(vmtest.sh\[[0-9]*\]: \)\{0,1\}VMSD-' | sed 's/^.*VMSD-/VMSD-/' || true
+log "VM ran $((SECONDS-T_VM))s (accel $ACCEL)"
+if tr -d '\r' < "$CONSOLE" | grep -aq 'VMSD-RESULT: PASS'; then exit 0; fi
+KEEP=1
+log "FAILED: console and logs kept in $RUN_DIR"
+tail -n 40 "$CONSOLE" >&2
+exit 1
