@@ -58,7 +58,7 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 DATA_DIR ?= ./lmtgt-data
 PORTAL   ?= 127.0.0.1:3260
 
-.PHONY: all build run install uninstall test test-deps test-tidy test-install test-vuln test-go test-crash test-conformance test-vm test-multipath test-powercut stress bench fuzz vet clean help
+.PHONY: all build run install uninstall test test-deps test-tidy test-install test-systemd test-vuln test-go test-crash test-conformance test-vm test-multipath test-powercut stress bench fuzz vet clean help
 
 all: build
 
@@ -69,6 +69,7 @@ help:
 	@echo "                  (PREFIX=$(PREFIX), DESTDIR= for a staging root); make uninstall removes them"
 	@echo "make test         install test tools if missing, go test -race ./..., conformance, VM tests"
 	@echo "make test-install make install into a temporary DESTDIR and check what it installed"
+	@echo "make test-systemd lmtgt under systemd in a QEMU guest (Type=notify, stop/start keeps data)"
 	@echo "make test-vuln    govulncheck against a vulnerability database built from golang.org/x/vulndb"
 	@echo "make test-powercut power cuts of lmtgt inside a VM (POWERCUTS=$(POWERCUTS))"
 	@echo "make test-multipath a dm-multipath VM host: a LUN moves from Linux tgt to lmtgt live"
@@ -115,7 +116,7 @@ uninstall:
 
 # Every step runs even when an earlier one failed (-k); make test fails if any did.
 test:
-	@$(MAKE) --no-print-directory -k test-deps test-tidy test-vuln test-install test-go test-crash test-conformance test-vm test-multipath test-powercut
+	@$(MAKE) --no-print-directory -k test-deps test-tidy test-vuln test-install test-systemd test-go test-crash test-conformance test-vm test-multipath test-powercut
 
 test-deps:
 	@if [ -x scripts/install-test-deps.sh ]; then \
@@ -136,6 +137,13 @@ test-tidy:
 test-install:
 	@echo "== scripts/test-install.sh"
 	@scripts/test-install.sh
+
+# lmtgt under a real systemd (PID 1 of a QEMU guest), installed by make
+# install: Type=notify start, the CLI's default socket, --admin-group,
+# data written through iSCSI kept across stop/start (scripts/vm-systemd.sh).
+test-systemd:
+	@echo "== scripts/vm-systemd.sh"; SECONDS=0; scripts/vm-systemd.sh; rc=$$?; \
+		echo "== vm-systemd: exit $$rc after $${SECONDS}s"; exit $$rc
 
 # Known vulnerabilities in the code paths lmtgt uses (govulncheck, built
 # from the module proxy) against a database built offline from the
