@@ -299,7 +299,8 @@ func reorderArgs(app *cli.App, args []string) []string {
 	for i < len(args) && strings.HasPrefix(args[i], "-") && len(args[i]) > 1 && args[i] != "--" {
 		a := args[i]
 		i++
-		if hasFlag(app.Flags, a) {
+		// urfave/cli adds --help/-h and --version/-v when it runs.
+		if hasFlag(app.Flags, a) || hasFlag([]cli.Flag{cli.HelpFlag, cli.VersionFlag}, a) {
 			out = append(out, a)
 			if flagTakesValue(app.Flags, a) && i < len(args) {
 				out = append(out, args[i])

@@ -23,6 +23,9 @@ func TestFlagsBeforeCommand(t *testing.T) {
 		{[]string{"lmtgt", "-o", "json", "lun", "lst"}, []string{"lmtgt", "lun", "lst", "-o", "json"}},
 		{[]string{"lmtgt", "--admin", "/s", "-o", "json", "bogus"}, []string{"lmtgt", "--admin", "/s", "bogus", "-o", "json"}},
 		{[]string{"lmtgt", "-o", "json"}, []string{"lmtgt", "-o", "json"}},
+		// The framework's own flags stay global.
+		{[]string{"lmtgt", "-v", "lun", "list"}, []string{"lmtgt", "-v", "lun", "list"}},
+		{[]string{"lmtgt", "--help", "lun"}, []string{"lmtgt", "--help", "lun"}},
 	} {
 		if got := reorderArgs(app, c.in); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("reorderArgs(%q) = %q, want %q", c.in, got, c.want)
