@@ -9,11 +9,14 @@
 #      (READY=1 received), the portal 127.0.0.1:3260 must accept and
 #      `lmtgt lun list` must work with no --admin (the CLI finds
 #      /run/lmtgt/admin.sock); systemctl status shows the STATUS= line;
-#   2. creates a LUN on a file under /var/tmp, a target, logs in with the
-#      kernel initiator (open-iscsi) and writes 8 MiB of random data;
+#   2. creates a LUN on a file under /var/tmp and one on a raw block device
+#      (/dev/ram0: the unit's hardening must not hide or refuse devices),
+#      maps both on a target, logs in with the kernel initiator (open-iscsi)
+#      and writes 8 MiB of random data to each;
 #   3. `systemctl stop lmtgt` then `systemctl start lmtgt`: the socket is
 #      gone while stopped, the file under /var/tmp is still there (no
-#      PrivateTmp), and the data read back through iSCSI is the same;
+#      PrivateTmp), and the data read back through iSCSI is the same on
+#      both LUNs;
 #   4. the socket is 0660 and group-owned with LMTGT_ADMIN_GROUP.
 # Results are console lines VMSD-RESULT: PASS|FAIL.
 #
@@ -34,7 +37,7 @@ GUEST_DIR=$CACHE_DIR/guest-systemd
 SUITE=bookworm
 KERNEL_META=linux-image-cloud-amd64
 GUEST_PKGS="systemd-sysv,udev,open-iscsi,kmod,dbus"
-GUEST_MODULES="iscsi_tcp sd_mod crc32c_generic"
+GUEST_MODULES="iscsi_tcp sd_mod crc32c_generic brd"
 GUEST_RECIPE=1
 VM_MEM=${VM_MEM:-1536}
 VM_SMP=${VM_SMP:-2}
@@ -120,6 +123,7 @@ ok()   { echo "VMSD-OK: $*"; }
 bad()  { echo "VMSD-FAIL: $*"; FAILED=1; }
 IQN=iqn.2026-12.org.lmtgt:sd
 for m in iscsi_tcp sd_mod; do modprobe $m || bad "modprobe $m"; done
+modprobe brd rd_nr=1 rd_size=65536 || bad "modprobe brd"
 getent group lmtgtadm >/dev/null || groupadd -r lmtgtadm
 mkdir -p /etc/default && echo "LMTGT_ADMIN_GROUP=lmtgtadm" > /etc/default/lmtgt
 systemctl daemon-reload
@@ -138,25 +142,29 @@ m=$(stat -c '%a %G' /run/lmtgt/admin.sock)
 [ "$m" = "660 lmtgtadm" ] && ok "admin socket $m" || bad "admin socket mode/group '$m', want 660 lmtgtadm"
 
 lmtgt lun create v --path /var/tmp/lmtgt-v.img --size 64MiB >/dev/null || bad "lun create"
-lmtgt target create $IQN >/dev/null && lmtgt target map $IQN v --lun 0 >/dev/null && lmtgt target allow $IQN ALL >/dev/null || bad "target setup"
+lmtgt lun create r --path /dev/ram0 >/dev/null 2>/tmp/err && ok "LUN on the raw device /dev/ram0" || bad "lun create --path /dev/ram0: $(cat /tmp/err)"
+lmtgt target create $IQN >/dev/null && lmtgt target map $IQN v --lun 0 >/dev/null && lmtgt target map $IQN r --lun 1 >/dev/null &&
+  lmtgt target allow $IQN ALL >/dev/null || bad "target setup"
 
 login() {
   iscsiadm -m discovery -t st -p 127.0.0.1:3260 >/dev/null || { bad "discovery"; return 1; }
   iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login >/dev/null || { bad "login"; return 1; }
-  DEV=""
+  DEV0=""; DEV1=""
   for i in $(seq 100); do
-    DEV=$(ls /sys/class/iscsi_session/session*/device/target*/*/block 2>/dev/null | head -n1)
-    [ -n "$DEV" ] && [ -b /dev/$DEV ] && break
+    DEV0=$(ls /sys/class/iscsi_session/session*/device/target*/*:0/block 2>/dev/null | head -n1)
+    DEV1=$(ls /sys/class/iscsi_session/session*/device/target*/*:1/block 2>/dev/null | head -n1)
+    [ -n "$DEV0" ] && [ -b /dev/$DEV0 ] && [ -n "$DEV1" ] && [ -b /dev/$DEV1 ] && break
     sleep 0.1
   done
-  [ -n "$DEV" ] || { bad "no block device after login"; return 1; }
-  DEV=/dev/$DEV
+  [ -n "$DEV0" ] && [ -n "$DEV1" ] || { bad "no block devices for LUN 0 and 1 after login"; return 1; }
+  DEV0=/dev/$DEV0; DEV1=/dev/$DEV1
 }
 logout() { iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout >/dev/null || bad "logout"; }
 
 head -c 8M /dev/urandom > /root/pattern
 if login; then
-  dd if=/root/pattern of=$DEV bs=1M oflag=direct conv=fsync status=none && ok "wrote 8 MiB to $DEV" || bad "write"
+  dd if=/root/pattern of=$DEV0 bs=1M oflag=direct conv=fsync status=none && ok "wrote 8 MiB to LUN 0 ($DEV0, file)" || bad "write LUN 0"
+  dd if=/root/pattern of=$DEV1 bs=1M oflag=direct conv=fsync status=none && ok "wrote 8 MiB to LUN 1 ($DEV1, /dev/ram0)" || bad "write LUN 1"
   logout
 fi
 systemctl stop lmtgt
@@ -168,8 +176,11 @@ journalctl -u lmtgt --no-pager -o cat | grep -q '"stopped"\|lmtgt stopped' && ok
 
 systemctl start lmtgt || bad "second start"
 if login; then
-  dd if=$DEV of=/root/back bs=1M count=8 iflag=direct status=none
-  cmp -s /root/pattern /root/back && ok "data read back after stop/start" || bad "data differs after stop/start"
+  dd if=$DEV0 of=/root/back0 bs=1M count=8 iflag=direct status=none
+  cmp -s /root/pattern /root/back0 && ok "LUN 0 (file under /var/tmp): data read back after stop/start" || bad "LUN 0: data differs after stop/start"
+  dd if=$DEV1 of=/root/back1 bs=1M count=8 iflag=direct status=none
+  cmp -s /root/pattern /root/back1 && ok "LUN 1 (/dev/ram0): data read back after stop/start" || bad "LUN 1: data differs after stop/start"
+  cmp -s <(head -c 8M /dev/ram0) /root/pattern && ok "/dev/ram0 holds the data" || bad "/dev/ram0 does not hold what was written"
   logout
 fi
 systemctl stop lmtgt
