@@ -17,7 +17,8 @@
 #      gone while stopped, the file under /var/tmp is still there (no
 #      PrivateTmp), and the data read back through iSCSI is the same on
 #      both LUNs;
-#   4. the socket is 0660 and group-owned with LMTGT_ADMIN_GROUP.
+#   4. the socket is 0660 and group-owned with LMTGT_ADMIN_GROUP; log
+#      lines reach the journal with their priority.
 # Results are console lines VMSD-RESULT: PASS|FAIL.
 #
 # The guest is built once (mmdebstrap, about 2 min) and cached; a run
@@ -138,6 +139,11 @@ st=$(systemctl is-active lmtgt)
 lmtgt lun list >/dev/null 2>/tmp/err && ok "lmtgt lun list finds /run/lmtgt/admin.sock" || bad "lmtgt lun list: $(cat /tmp/err)"
 txt=$(systemctl show -p StatusText --value lmtgt)
 case "$txt" in serving*) ok "StatusText: $txt" ;; *) bad "StatusText '$txt'" ;; esac
+# Log lines carry their syslog priority: journald strips the "<6>" prefix.
+if journalctl -u lmtgt -o cat --no-pager | grep -q '^<[0-7]>'; then bad "journal lines keep a <N> prefix"
+elif journalctl -u lmtgt -p info..info -o cat --no-pager | grep -q 'lmtgt serving' &&
+     ! journalctl -u lmtgt -p err -o cat --no-pager | grep -q 'lmtgt serving'; then ok "journal priorities (serving line at info)"
+else bad "serving line not at priority info in the journal"; fi
 m=$(stat -c '%a %G' /run/lmtgt/admin.sock)
 [ "$m" = "660 lmtgtadm" ] && ok "admin socket $m" || bad "admin socket mode/group '$m', want 660 lmtgtadm"
 

@@ -91,6 +91,9 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if format == "console" {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
+	if f, ok := w.(*os.File); ok && onJournal(f, os.Getenv("JOURNAL_STREAM")) {
+		out = journalWriter{out} // priorities for journald (notify.go)
+	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
 
