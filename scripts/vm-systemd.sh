@@ -149,7 +149,9 @@ m=$(stat -c '%a %G' /run/lmtgt/admin.sock)
 
 lmtgt lun create v --path /var/tmp/lmtgt-v.img --size 64MiB >/dev/null || bad "lun create"
 lmtgt lun create r --path /dev/ram0 >/dev/null 2>/tmp/err && ok "LUN on the raw device /dev/ram0" || bad "lun create --path /dev/ram0: $(cat /tmp/err)"
+lmtgt lun create gone --path /var/tmp/lmtgt-gone.img --size 1MiB >/dev/null || bad "lun create gone"
 lmtgt target create $IQN >/dev/null && lmtgt target map $IQN v --lun 0 >/dev/null && lmtgt target map $IQN r --lun 1 >/dev/null &&
+  lmtgt target map $IQN gone --lun 2 >/dev/null &&
   lmtgt target allow $IQN ALL >/dev/null || bad "target setup"
 
 login() {
@@ -180,7 +182,16 @@ st=$(systemctl is-active lmtgt)
 [ -f /var/tmp/lmtgt-v.img ] && ok "/var/tmp volume kept after stop" || bad "/var/tmp/lmtgt-v.img gone after stop"
 journalctl -u lmtgt --no-pager -o cat | grep -q '"stopped"\|lmtgt stopped' && ok "clean stop in the journal" || bad "no clean stop line in the journal"
 
+# A volume that vanished while stopped: the daemon starts without it and
+# says so at warning or error priority.
+rm -f /var/tmp/lmtgt-gone.img
 systemctl start lmtgt || bad "second start"
+w=$(journalctl -u lmtgt -p warning -o cat --no-pager)
+if echo "$w" | grep -q 'gone\|lmtgt-gone' && ! echo "$w" | grep -q 'lmtgt serving'; then
+  ok "journal priorities: the missing volume at warning or above, the serving line not"
+else
+  bad "journalctl -p warning: '$(echo "$w" | tail -n 3)'"
+fi
 if login; then
   dd if=$DEV0 of=/root/back0 bs=1M count=8 iflag=direct status=none
   cmp -s /root/pattern /root/back0 && ok "LUN 0 (file under /var/tmp): data read back after stop/start" || bad "LUN 0: data differs after stop/start"

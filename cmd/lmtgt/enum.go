@@ -15,7 +15,9 @@ import (
 
 // enumValues lists the values a flag of this name takes anywhere in the
 // CLI, nil for a flag that is not an enumeration. A new enum flag is added
-// here (and keeps the same meaning on every command that has it).
+// here (and keeps the same meaning on every command that has it; -o is
+// checked only where it is the shared outputFlag, so a command may give
+// its own -o other formats and check them itself).
 func enumValues(flag string) []string {
 	switch flag {
 	case "output":
@@ -61,6 +63,9 @@ func checkEnumFlags(c *cli.Context) error {
 		values := enumValues(name)
 		if values == nil || !c.IsSet(name) {
 			continue
+		}
+		if name == "output" && f != cli.Flag(outputFlag) {
+			continue // a command's own -o (config export -o yaml): its own values
 		}
 		v := c.String(name)
 		if name == "log-level" {

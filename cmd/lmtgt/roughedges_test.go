@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 // TestFlagsBeforeCommand: a command's flags may come before the command
@@ -94,5 +96,24 @@ func TestConnErrorStyle(t *testing.T) {
 		if strings.Contains(msg, internal) {
 			t.Errorf("error %q shows Go internals (%q)", msg, internal)
 		}
+	}
+}
+
+// TestOwnOutputFlag: a command with its own -o (other formats than table
+// and json) is not refused by the shared -o check.
+func TestOwnOutputFlag(t *testing.T) {
+	app := newApp(io.Discard, io.Discard)
+	got := ""
+	app.Commands = append(app.Commands, &cli.Command{
+		Name:  "export",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "yaml"}},
+		Action: func(c *cli.Context) error {
+			got = c.String("output")
+			return nil
+		},
+	})
+	setUsageErrors(app.Commands)
+	if err := app.Run([]string{"lmtgt", "export", "-o", "yaml"}); err != nil || got != "yaml" {
+		t.Errorf("export -o yaml: %v, got %q", err, got)
 	}
 }
