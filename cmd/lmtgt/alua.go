@@ -150,6 +150,9 @@ func aluaState(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkEnum("STATE", a[2], aluaStates()); err != nil {
+		return err
+	}
 	return request(c, func(cl *client.Client) (wire.ALUALUN, error) {
 		return cl.SetALUAState(context.Background(), a[0], g, a[2])
 	}, func(l wire.ALUALUN) {

@@ -119,7 +119,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "admin",
-				Usage:   "admin API: a unix socket path, or host:port of a TCP listener (default: $LMTGT_DATA_DIR/admin.sock or ./lmtgt-data/admin.sock)",
+				Usage:   "admin API: a unix socket path, or host:port of a TCP listener (default: $LMTGT_DATA_DIR/admin.sock, else /run/lmtgt/admin.sock if it exists, else ./lmtgt-data/admin.sock)",
 				EnvVars: []string{"LMTGT_ADMIN"},
 			},
 			&cli.StringFlag{
@@ -143,10 +143,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			aluaCommand(),
 			configCommand(),
 			versionCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
-				return usageErr("unknown command %q (see lmtgt --help)", c.Args().First())
+				return usageErr("unknown command %q%s (see lmtgt --help)", c.Args().First(),
+					didYouMean(c.Args().First(), commandNames(c.App.Commands), "%s"))
 			}
 			cli.ShowAppHelp(c)
 			return usageErr("no command given")
@@ -166,6 +169,19 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	}
 	if msg, ok := flagValueError(c, err); ok {
 		return usageErr("%s (see %s --help)", msg, name)
+	}
+	// The flag package's `flag provided but not defined: -blocksize`.
+	if f, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+		f = strings.TrimLeft(f, "-")
+		flags := c.App.Flags
+		if c.Command != nil && c.Command.Name != "" {
+			flags = c.Command.Flags
+		}
+		dash := "--"
+		if len(f) == 1 {
+			dash = "-"
+		}
+		return usageErr("unknown flag %s%s%s (see %s --help)", dash, f, didYouMean(f, flagNames(flags), "--%s"), name)
 	}
 	return usageErr("%v (see %s --help)", err, name)
 }
@@ -235,6 +251,18 @@ func setUsageErrors(cmds []*cli.Command) {
 	for _, cmd := range cmds {
 		cmd.OnUsageError = onUsageError
 		if len(cmd.Subcommands) == 0 {
+			// Enumerated flags (--speed, -o, ...) are checked before the
+			// action runs: a typo is a usage error with "did you mean".
+			before := cmd.Before
+			cmd.Before = func(c *cli.Context) error {
+				if err := checkEnumFlags(c); err != nil {
+					return err
+				}
+				if before != nil {
+					return before(c)
+				}
+				return nil
+			}
 			// A leaf command takes names as arguments: urfave/cli would
 			// add a "help" subcommand (alias "h"), so `lun create h`
 			// printed the help instead of creating LUN h. --help stays.
@@ -244,7 +272,8 @@ func setUsageErrors(cmds []*cli.Command) {
 			group := cmd
 			cmd.Action = func(c *cli.Context) error {
 				if c.Args().Present() {
-					return usageErr("unknown command %q for lmtgt %s (see lmtgt %s --help)", c.Args().First(), group.Name, group.Name)
+					return usageErr("unknown command %q for lmtgt %s%s (see lmtgt %s --help)", c.Args().First(), group.Name,
+						didYouMean(c.Args().First(), commandNames(group.Subcommands), "%s"), group.Name)
 				}
 				cli.ShowSubcommandHelp(c)
 				return usageErr("%s needs a subcommand", group.Name)
@@ -264,13 +293,25 @@ func reorderArgs(app *cli.App, args []string) []string {
 	}
 	out := []string{args[0]}
 	i := 1
-	// Global flags.
-	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
-		takes := flagTakesValue(app.Flags, args[i])
-		out = append(out, args[i])
+	// Global flags, and a command's flags given before the command
+	// (`lmtgt -o json lun list`): those are held in pre and handed to the
+	// leaf command below.
+	var pre []string
+	for i < len(args) && strings.HasPrefix(args[i], "-") && len(args[i]) > 1 && args[i] != "--" {
+		a := args[i]
 		i++
-		if takes && i < len(args) {
-			out = append(out, args[i])
+		// urfave/cli adds --help/-h and --version/-v when it runs.
+		if hasFlag(app.Flags, a) || hasFlag([]cli.Flag{cli.HelpFlag, cli.VersionFlag}, a) {
+			out = append(out, a)
+			if flagTakesValue(app.Flags, a) && i < len(args) {
+				out = append(out, args[i])
+				i++
+			}
+			continue
+		}
+		pre = append(pre, a)
+		if anyFlagTakesValue(app.Commands, a) && i < len(args) {
+			pre = append(pre, args[i])
 			i++
 		}
 	}
@@ -299,28 +340,37 @@ func reorderArgs(app *cli.App, args []string) []string {
 		// No command, or a group followed by an unknown subcommand: leave
 		// the rest as it is, so the error names the unknown word rather
 		// than a flag meant for the command the user mistyped.
+		if len(pre) > 0 && i < len(args) && flagsKnown(app.Commands, pre) {
+			// After the unknown word, where urfave/cli leaves them to the
+			// action that reports it (and -o json still applies).
+			return append(append(out, args[i:]...), pre...)
+		}
+		if len(pre) > 0 {
+			return args // flags and no command: as given
+		}
 		return append(out, args[i:]...)
 	}
+	rest := append(append([]string{}, pre...), args[i:]...)
 	var flags, pos, global []string
-	for i < len(args) {
-		a := args[i]
+	for i = 0; i < len(rest); {
+		a := rest[i]
 		i++
 		switch {
 		case a == "--":
-			pos = append(pos, args[i:]...)
-			i = len(args)
+			pos = append(pos, rest[i:]...)
+			i = len(rest)
 		case strings.HasPrefix(a, "-") && len(a) > 1 && !hasFlag(leaf.Flags, a) && hasFlag(app.Flags, a):
 			// A global flag after the command (`lmtgt lun list --admin
 			// S`): moved back among the global flags.
 			global = append(global, a)
-			if flagTakesValue(app.Flags, a) && i < len(args) {
-				global = append(global, args[i])
+			if flagTakesValue(app.Flags, a) && i < len(rest) {
+				global = append(global, rest[i])
 				i++
 			}
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			flags = append(flags, a)
-			if flagTakesValue(leaf.Flags, a) && i < len(args) {
-				flags = append(flags, args[i])
+			if flagTakesValue(leaf.Flags, a) && i < len(rest) {
+				flags = append(flags, rest[i])
 				i++
 			}
 		default:
@@ -336,6 +386,37 @@ func reorderArgs(app *cli.App, args []string) []string {
 		out = append(out, pos...)
 	}
 	return out
+}
+
+// flagsKnown reports whether every flag in args (flags and their values)
+// belongs to some command of cmds.
+func flagsKnown(cmds []*cli.Command, args []string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") && !anyHasFlag(cmds, a) {
+			return false
+		}
+	}
+	return true
+}
+
+func anyHasFlag(cmds []*cli.Command, arg string) bool {
+	for _, c := range cmds {
+		if hasFlag(c.Flags, arg) || anyHasFlag(c.Subcommands, arg) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyFlagTakesValue reports whether a flag named like arg takes a value
+// on some command of cmds (a flag given before its command).
+func anyFlagTakesValue(cmds []*cli.Command, arg string) bool {
+	for _, c := range cmds {
+		if flagTakesValue(c.Flags, arg) || anyFlagTakesValue(c.Subcommands, arg) {
+			return true
+		}
+	}
+	return false
 }
 
 // hasFlag reports whether arg ("--name", "-n", "--name=value") names one
@@ -374,17 +455,30 @@ func flagTakesValue(flags []cli.Flag, arg string) bool {
 	return false
 }
 
-// adminAddr is the client's admin endpoint: --admin / LMTGT_ADMIN, else
-// the socket in $LMTGT_DATA_DIR or the default data dir.
+// systemdSocket is where the shipped unit's daemon listens
+// (RuntimeDirectory=lmtgt, docs/lmtgt.service).
+const systemdSocket = "/run/lmtgt/admin.sock"
+
+// adminAddr is the client's admin endpoint (docs/cli.md, "Global flags"):
+// --admin / LMTGT_ADMIN; else $LMTGT_DATA_DIR/admin.sock when
+// LMTGT_DATA_DIR is set; else /run/lmtgt/admin.sock when it exists (the
+// daemon runs under systemd); else ./lmtgt-data/admin.sock.
 func adminAddr(c *cli.Context) string {
-	if a := c.String("admin"); a != "" {
-		return a
+	return findAdmin(c.String("admin"), os.Getenv("LMTGT_DATA_DIR"), systemdSocket)
+}
+
+// findAdmin is adminAddr's rule, with the systemd socket path given.
+func findAdmin(flag, dataDirEnv, sdSocket string) string {
+	if flag != "" {
+		return flag
 	}
-	dir := os.Getenv("LMTGT_DATA_DIR")
-	if dir == "" {
-		dir = defaultDataDir
+	if dataDirEnv != "" {
+		return filepath.Join(dataDirEnv, socketName)
 	}
-	return filepath.Join(dir, socketName)
+	if fi, err := os.Stat(sdSocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		return sdSocket
+	}
+	return filepath.Join(defaultDataDir, socketName)
 }
 
 func newClient(c *cli.Context) (*client.Client, error) {

@@ -53,7 +53,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"lun", "create", "x", "--size", "0"}, 2, "--size 0: a LUN needs at least one block"},
 		{[]string{"lun", "resize", "x", "--size", "0B"}, 2, "--size 0B: a LUN needs at least one block"},
 		{[]string{"lun", "list", "-o", "xml"}, 2, `-o "xml"`},
-		{[]string{"lun", "list", "--what"}, 2, "flag provided but not defined"},
+		{[]string{"lun", "list", "--what"}, 2, "unknown flag --what (see lmtgt lun list --help)"},
 		{[]string{"target", "chap", "iqn.x", "--user", "u"}, 2, "--secret"},
 		{[]string{"target", "chap", "iqn.x", "--user", "u", "--secret", "s", "--secret-file", "/f"}, 2, "--secret and --secret-file: give one"},
 		{[]string{"target", "chap", "iqn.x", "--user", "u", "--secret-file", "/nonexistent/f"}, 2, "--secret-file: open /nonexistent/f"},
@@ -129,7 +129,11 @@ func TestJSONErrors(t *testing.T) {
 	}{
 		{[]string{"--admin", sock, "lun", "show", "x", "-o", "json"}, 1, "none.sock"},
 		{[]string{"lun", "create", "x", "--size", "+1M", "-o", "json"}, 2, "no sign allowed"},
-		{[]string{"lun", "list", "--what", "--output=json"}, 2, "flag provided but not defined"},
+		{[]string{"lun", "list", "--what", "--output=json"}, 2, "unknown flag --what"},
+		// -o before the command (issue 12: "flags anywhere").
+		{[]string{"-o", "json", "--admin", sock, "lun", "list"}, 1, "cannot reach lmtgt"},
+		{[]string{"-o", "json", "lun", "creat", "x"}, 2, `unknown command "creat" for lmtgt lun (did you mean create?)`},
+		{[]string{"-o", "json", "migration", "set", "a", "--speed", "hihg"}, 2, `--speed "hihg": want low, medium, high or highest (did you mean high?)`},
 	} {
 		var out, errb bytes.Buffer
 		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)

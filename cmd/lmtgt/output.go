@@ -30,7 +30,7 @@ func jsonOutput(c *cli.Context) (bool, error) {
 	case "json":
 		return true, nil
 	default:
-		return false, usageErr("-o %q: want table or json", f)
+		return false, checkEnum("-o", f, enumValues("output"))
 	}
 }
 

@@ -49,7 +49,8 @@ func serveCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir, EnvVars: []string{"LMTGT_DATA_DIR"}, Usage: "meta volume and the volumes lmtgt creates"},
 			&cli.StringSliceFlag{Name: "portal", Value: cli.NewStringSlice(defaultPortal), EnvVars: []string{"LMTGT_PORTAL"}, Usage: "iSCSI portal host:port (repeatable; port 0 picks a free one)"},
-			&cli.StringFlag{Name: "admin", EnvVars: []string{"LMTGT_ADMIN"}, Usage: "admin API unix socket (default DATA_DIR/admin.sock)"},
+			&cli.StringFlag{Name: "admin", EnvVars: []string{"LMTGT_ADMIN"}, Usage: "admin API unix socket (default $RUNTIME_DIRECTORY/admin.sock under systemd, /run/lmtgt/admin.sock with the shipped unit; else DATA_DIR/admin.sock)"},
+			&cli.StringFlag{Name: "admin-group", EnvVars: []string{"LMTGT_ADMIN_GROUP"}, Usage: "give the admin socket to this group, mode 0660 (default: owner only, 0600)"},
 			&cli.StringFlag{Name: "admin-tcp", EnvVars: []string{"LMTGT_ADMIN_TCP"}, Usage: "also serve the admin API on this TCP host:port (needs --admin-token)"},
 			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"LMTGT_ADMIN_TOKEN"}, Usage: "bearer token the TCP admin listener requires (shows in ps: prefer --admin-token-file, or - to read it from stdin)"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"LMTGT_ADMIN_TOKEN_FILE"}, Usage: "read the admin TCP bearer token from this file"},
@@ -91,6 +92,9 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	out := w
 	if format == "console" {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	if f, ok := w.(*os.File); ok && onJournal(f, os.Getenv("JOURNAL_STREAM")) {
+		out = journalWriter{out} // priorities for journald (notify.go)
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
@@ -142,6 +146,9 @@ func serveAction(c *cli.Context) error {
 		}
 	}
 	if admin == "" {
+		admin = runtimeSocket(os.Getenv("RUNTIME_DIRECTORY"))
+	}
+	if admin == "" {
 		admin = filepath.Join(dataDir, socketName)
 	}
 	if admin, err = filepath.Abs(admin); err != nil {
@@ -188,17 +195,29 @@ func serveAction(c *cli.Context) error {
 	if c.String("admin-tcp") != "" && token == "" {
 		return usageErr("--admin-tcp needs --admin-token-file or --admin-token (or LMTGT_ADMIN_TOKEN_FILE, LMTGT_ADMIN_TOKEN)")
 	}
+	adminGID := -1
+	if g := c.String("admin-group"); g != "" {
+		if adminGID, err = lookupGroup(g); err != nil {
+			return err
+		}
+	}
+	sd, err := newNotifier(os.Getenv("NOTIFY_SOCKET"))
+	if err != nil {
+		return usageErr("%v", err)
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return failed(fmt.Errorf("data dir %s: %w", dataDir, err))
 	}
 	d := &daemon{
-		maxWB:   maxWB,
-		token:   token,
-		log:     log,
-		dataDir: dataDir,
-		admin:   admin,
-		portals: portals,
-		out:     c.App.Writer,
+		sd:       sd,
+		adminGID: adminGID,
+		maxWB:    maxWB,
+		token:    token,
+		log:      log,
+		dataDir:  dataDir,
+		admin:    admin,
+		portals:  portals,
+		out:      c.App.Writer,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -216,6 +235,11 @@ type daemon struct {
 	admin   string
 	portals []string
 	out     io.Writer
+	// sd tells systemd (Type=notify) the start-up steps, READY=1 and
+	// STOPPING=1 (notify.go).
+	sd notifier
+	// adminGID is --admin-group's GID, -1 for none.
+	adminGID int
 
 	lock        *dataDirLock // held from before the meta volume opens until after it closes
 	db          *metavol.DB
@@ -234,6 +258,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	}()
 	log := d.log
 	log.Info().Str("version", version).Str("data_dir", d.dataDir).Msg("lmtgt starting")
+	d.status("opening meta volume " + filepath.Join(d.dataDir, "meta"))
 
 	if d.lock, err = lockDataDir(d.dataDir); err != nil {
 		return err
@@ -242,6 +267,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
+	d.status("opening LUNs, targets and migration pairs")
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
 		MaxTotalMBps:             c.Int64("max-total-mbps"),
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
@@ -277,6 +303,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 			return err
 		}
 	}
+	d.status("opening portals " + strings.Join(d.portals, ","))
 	if err := d.tsrv.Start(); err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "listen" && oe.Addr != nil {
@@ -300,6 +327,11 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err := d.asrv.Start(); err != nil {
 		return err
 	}
+	if d.adminGID >= 0 {
+		if err := shareSocket(d.admin, d.adminGID); err != nil {
+			return err
+		}
+	}
 
 	portals := strings.Join(d.portalAddrs(), ",")
 	if demo || c.Bool("demo") {
@@ -314,14 +346,35 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	}
 	fmt.Fprintln(d.out, line)
 	log.Info().Str("portal", portals).Str("admin", d.admin).Msg("lmtgt serving")
+	// Every portal listens and the admin socket accepts: systemd may
+	// now start what comes after lmtgt (`systemctl start` returns).
+	if err := d.sd.notify("READY=1", status(strings.TrimPrefix(line, "lmtgt "))); err != nil {
+		log.Warn().Err(err).Msg("systemd notify")
+	}
 
 	select {
 	case <-ctx.Done():
 		log.Info().Msg("signal received: shutting down")
 	case err := <-d.asrv.Errors():
+		d.stopping("admin API failed: " + err.Error())
 		return err
 	}
+	d.stopping("signal received: shutting down")
 	return nil
+}
+
+// status tells systemd what the daemon is doing (systemctl status).
+func (d *daemon) status(s string) {
+	if err := d.sd.notify(status(s)); err != nil {
+		d.log.Warn().Err(err).Msg("systemd notify")
+	}
+}
+
+// stopping tells systemd the shutdown has begun (STOPPING=1).
+func (d *daemon) stopping(why string) {
+	if err := d.sd.notify("STOPPING=1", status(why)); err != nil {
+		d.log.Warn().Err(err).Msg("systemd notify")
+	}
 }
 
 // portalAddrs are the bound portal addresses (the real port for port 0).

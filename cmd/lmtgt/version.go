@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -25,10 +26,15 @@ type versionInfo struct {
 	RBD bool `json:"rbd"`
 }
 
+// revision is the commit the Makefile builds (-X main.revision=...): the
+// revision `lmtgt version` shows when the build info has none (go build
+// -buildvcs=false, or a tree without .git).
+var revision = ""
+
 // buildVersion reads the build info of the running binary; ldflags is
 // main.version ("dev" when the Makefile did not set it).
 func buildVersion(ldflags string) versionInfo {
-	v := versionInfo{Version: ldflags, GoVersion: runtime.Version(), RBD: rbdvol.Built}
+	v := versionInfo{Version: ldflags, GoVersion: runtime.Version(), RBD: rbdvol.Built, Revision: revision}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return v
@@ -43,6 +49,9 @@ func buildVersion(ldflags string) versionInfo {
 		case "vcs.modified":
 			v.Modified = s.Value == "true"
 		}
+	}
+	if v.Revision == revision && revision != "" && strings.HasSuffix(v.Version, "-dirty") {
+		v.Modified = true // the Makefile's `git describe --dirty`
 	}
 	if v.Version == "" || v.Version == "dev" {
 		switch {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
@@ -141,7 +142,27 @@ type ConnError struct {
 }
 
 func (e *ConnError) Error() string {
-	return fmt.Sprintf("admin %s: cannot reach lmtgt (is `lmtgt serve` running? use --admin or LMTGT_ADMIN): %v", e.Addr, e.Err)
+	return fmt.Sprintf("admin %s: cannot reach lmtgt: %s (is `lmtgt serve` running? use --admin or LMTGT_ADMIN)", e.Addr, connReason(e.Err))
+}
+
+// connReason is the reason of a connection failure without the Go
+// internals around it (`Get "http://lmtgt/v1/luns": dial unix S:
+// connect: `): "no such file or directory", "connection refused",
+// "permission denied", "i/o timeout".
+func connReason(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 func (e *ConnError) Unwrap() error { return e.Err }
