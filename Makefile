@@ -4,6 +4,14 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
 GO       ?= go
+# The Go that builds and tests lmtgt: the newest patch release of the Go
+# in go.mod that fixes the standard library's known vulnerabilities
+# (govulncheck, make test-vuln: go1.26.8 reaches ten in net/http,
+# crypto/tls, crypto/x509 and net/textproto, fixed in go1.26.9/10). The go
+# command fetches it from the module proxy once (about 76 MB) and keeps it
+# in the module cache; GOTOOLCHAIN=local make ... uses the installed Go.
+GOTOOLCHAIN ?= go1.26.10
+export GOTOOLCHAIN
 BIN      ?= bin/lmtgt
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The commit, for `lmtgt version` when go build stamps no VCS information
