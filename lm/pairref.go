@@ -79,5 +79,5 @@ func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, 
 	for i, s := range sources {
 		refs[i] = bySource(s)
 	}
-	return m.split(refs, maxPause)
+	return m.split(refs, maxPause, splitPlain)
 }

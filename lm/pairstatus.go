@@ -106,6 +106,7 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 		Verify:        r.Verify,
 		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
 		Created:       r.Created,
+		Switched:      r.Switched,
 	}
 }
 
@@ -132,7 +133,7 @@ func (p *pair) status() PairStatus {
 	s.DCLBytes = d * p.region
 	s.RateBps = int64(rate)
 	remaining := p.size - done + s.DCLBytes
-	if st == StateSynced {
+	if st == StateSynced || rec.Switched {
 		remaining = s.DCLBytes
 	}
 	if progress > 0 && remaining > 0 {

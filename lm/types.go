@@ -133,6 +133,10 @@ type PairStatus struct {
 	// SourceID and TargetID are the LUN IDs.
 	SourceID string
 	TargetID string
+	// Switched: the pair mirrors back (split --keep-source): the source
+	// LUN runs on the new volume and host writes are mirrored back to the
+	// old one (the target LUN's data volume) until rollback or commit.
+	Switched bool
 }
 
 // SplitResult reports a (consistent) split.

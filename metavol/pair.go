@@ -38,4 +38,9 @@ type Pair struct {
 	// order (Session.PairIDs); this is the pair's side of it. Records
 	// written before the field existed get it when lm loads them.
 	Session string `json:"session,omitempty"`
+	// Switched says that the pair mirrors back (split --keep-source):
+	// the data volume IDs of its LUNs are swapped, the source LUN's data
+	// volume (the new one) is the primary leg and the target LUN's (the
+	// old source volume) the secondary; rollback clears it.
+	Switched bool `json:"switched,omitempty"`
 }
