@@ -30,10 +30,10 @@ const (
 // under mu by the named transitions of pairstate.go (which persist first)
 // and by recordFault; everyone else reads one snapshot (p.view()).
 type pair struct {
-	m      *Manager
-	id     string
-	src    *lunEntry
-	tgt    *lunEntry
+	m   *Manager
+	id  string
+	src *lunEntry
+	tgt *lunEntry
 	// vols are the two legs (see legVols): swapped only at a split
 	// --keep-source and a rollback.
 	vols   atomic.Pointer[legVols]

@@ -1,0 +1,226 @@
+package lm
+
+import (
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+)
+
+// writeSome writes n blocks (spread over the LUN) with sequence numbers
+// from seq on, into the model, and syncs.
+func writeSome(t *testing.T, h interface {
+	WriteAt([]byte, int64) (int, error)
+	Sync() error
+}, size int64, n int64, seq uint64, stride int64, model map[int64]uint64) {
+	t.Helper()
+	for i := int64(0); i < n; i++ {
+		bl := (i*stride + int64(seq)) % (size / blk)
+		if err := writeBlock(h, bl, seq+uint64(i)); err != nil {
+			t.Fatalf("host write of block %d: %v", bl, err)
+		}
+		model[bl] = seq + uint64(i)
+	}
+	if err := h.Sync(); err != nil {
+		t.Fatalf("host sync: %v", err)
+	}
+}
+
+func pairRecord(t *testing.T, db *metavol.DB, source string) metavol.Pair {
+	t.Helper()
+	var out metavol.Pair
+	found := false
+	if err := db.View(func(tx *metavol.Tx) error {
+		l, err := tx.LUNByName(source)
+		if err != nil {
+			return err
+		}
+		ps, err := tx.Pairs()
+		for _, p := range ps {
+			if p.SourceLUN == l.ID && (!found || p.Created.After(out.Created)) {
+				out, found = p, true
+			}
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Fatalf("no pair record of %s", source)
+	}
+	return out
+}
+
+// TestSplitKeepSourceRollbackCommit is the whole life of a pair that is
+// switched, mirrored back, restarted, rolled back, switched again and
+// committed: at every step the LUN reads what the host wrote and the
+// secondary volume equals it.
+func TestSplitKeepSourceRollbackCommit(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	size := int64(8 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	oldVol := lunRecord(t, e.db, "src").VolumeID
+	newVol := lunRecord(t, e.db, "tgt").VolumeID
+
+	res, err := e.m.SplitKeepSource([]string{"src"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitState("src", StateSwitched, time.Second)
+	if !st.Switched || res.PauseMS <= 0 {
+		t.Fatalf("after split --keep-source: status %+v, result %+v", st, res)
+	}
+	if s, tg := lunRecord(t, e.db, "src").VolumeID, lunRecord(t, e.db, "tgt").VolumeID; s != newVol || tg != oldVol {
+		t.Fatalf("after the switch src is on %s, tgt on %s; want %s and %s", s, tg, newVol, oldVol)
+	}
+	h := e.handle(l)
+	writeSome(t, h, size, 300, 1000, 37, model)
+	checkModel(t, "LUN src (switched)", h, size, model)
+	checkModel(t, "new volume (primary)", e.rawVolume("src"), size, model)
+	checkModel(t, "old volume (mirrored back)", e.rawVolume("tgt"), size, model)
+
+	// The refusals of a switched pair: they change nothing.
+	if _, err := e.m.Split([]string{"src"}, 0); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "switched") {
+		t.Fatalf("split of a switched pair: %v", err)
+	}
+	if _, err := e.m.SplitKeepSource([]string{"src"}, 0); !errors.Is(err, ErrState) {
+		t.Fatalf("split --keep-source of a switched pair: %v", err)
+	}
+	if err := e.m.Cancel("src"); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "roll it back or commit") {
+		t.Fatalf("cancel of a switched pair: %v", err)
+	}
+	e.waitState("src", StateSwitched, time.Second)
+
+	// A restart keeps the pair switched, its legs reversed.
+	e.reopen()
+	e.waitState("src", StateSwitched, 10*time.Second)
+	h = e.handle(l)
+	writeSome(t, h, size, 300, 2000, 41, model)
+	checkModel(t, "old volume after a restart", e.rawVolume("tgt"), size, model)
+	checkModel(t, "new volume after a restart", e.rawVolume("src"), size, model)
+
+	// Rollback: the LUN is on the old volume again, the pair synced and
+	// mirroring to the new one.
+	if _, err := e.m.Rollback([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st = e.waitState("src", StateSynced, time.Second)
+	if st.Switched {
+		t.Fatalf("after rollback: %+v", st)
+	}
+	if s, tg := lunRecord(t, e.db, "src").VolumeID, lunRecord(t, e.db, "tgt").VolumeID; s != oldVol || tg != newVol {
+		t.Fatalf("after the rollback src is on %s, tgt on %s; want %s and %s", s, tg, oldVol, newVol)
+	}
+	if _, err := e.m.Rollback([]string{"src"}, 0); !errors.Is(err, ErrState) {
+		t.Fatalf("rollback of a synced pair: %v", err)
+	}
+	if _, err := e.m.Commit([]string{"src"}); !errors.Is(err, ErrState) {
+		t.Fatalf("commit of a synced pair: %v", err)
+	}
+	writeSome(t, h, size, 300, 3000, 43, model)
+	checkModel(t, "LUN src (rolled back)", h, size, model)
+	checkModel(t, "old volume (primary again)", e.rawVolume("src"), size, model)
+	checkModel(t, "new volume (secondary again)", e.rawVolume("tgt"), size, model)
+
+	// Switch again, then commit: the pair is split and the old volume no
+	// longer follows.
+	if _, err := e.m.SplitKeepSource([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSwitched, time.Second)
+	writeSome(t, h, size, 100, 4000, 47, model)
+	if _, err := e.m.Commit([]string{"src"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = e.m.Pair("src")
+	if err != nil || st.State != StateSplit.String() || st.Switched {
+		t.Fatalf("after commit: %+v, %v", st, err)
+	}
+	old := map[int64]uint64{}
+	for k, v := range model {
+		old[k] = v
+	}
+	writeSome(t, h, size, 100, 5000, 53, model)
+	checkModel(t, "LUN src (committed)", h, size, model)
+	checkModel(t, "old volume frozen at the commit", e.rawVolume("tgt"), size, old)
+	if ids, err := e.m.dcl.PairIDs(); err != nil || len(ids) != 0 {
+		t.Fatalf("DCLs after commit: %v, %v", ids, err)
+	}
+	e.reopen()
+	checkModel(t, "LUN src after a restart", e.handle(l), size, model)
+}
+
+// TestSwitchedOldVolumeFails: the old volume fails while mirrored back;
+// host writes succeed, the pair is interrupted, rollback is refused, and
+// once the old volume answers the DCL is re-copied new → old and the pair
+// is switched again (not synced), and can roll back with nothing lost.
+func TestSwitchedOldVolumeFails(t *testing.T) {
+	e := newEnv(t, Options{}, true)
+	size := int64(8 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	if _, err := e.m.SplitKeepSource([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSwitched, time.Second)
+	h := e.handle(l)
+	old := e.faultyOf("tgt") // the old volume, now the target LUN's
+	old.FailWrites(syscall.EIO)
+	writeSome(t, h, size, 200, 100, 97, model)
+	st := e.waitState("src", StateInterrupted, 10*time.Second)
+	if st.DCLBytes == 0 || !st.Switched {
+		t.Fatalf("interrupted status %+v", st)
+	}
+	if _, err := e.m.Rollback([]string{"src"}, 0); !errors.Is(err, ErrNotSynced) {
+		t.Fatalf("rollback with the old volume failing: %v", err)
+	}
+	old.Heal()
+	e.waitState("src", StateSwitched, 20*time.Second)
+	checkModel(t, "old volume after the re-copy", e.rawVolume("tgt"), size, model)
+	if _, err := e.m.Rollback([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSynced, time.Second)
+	checkModel(t, "LUN after the rollback", h, size, model)
+	sameContent(t, "new == old", e.rawVolume("src"), e.rawVolume("tgt"), size)
+}
+
+// TestRollbackCutShortByRestart: a restart in rolling-back (its swap
+// transaction not written) comes back switched, on the new volume, still
+// mirroring back.
+func TestRollbackCutShortByRestart(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	size := int64(4 * mib)
+	l, model := syncedPair(t, e, "src", "tgt", size)
+	newVol := lunRecord(t, e.db, "tgt").VolumeID
+	if _, err := e.m.SplitKeepSource([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	writeSome(t, e.handle(l), size, 50, 100, 13, model)
+	rec := pairRecord(t, e.db, "src")
+	e.close()
+	// The record as a crash in rolling-back leaves it.
+	rec.State = StateRollingBack.String()
+	db, err := metavol.Open(e.metaDir, metavol.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	e.open()
+	e.waitState("src", StateSwitched, 10*time.Second)
+	if got := lunRecord(t, e.db, "src").VolumeID; got != newVol {
+		t.Fatalf("after a restart in rolling-back src is on %s, want the new volume %s", got, newVol)
+	}
+	h := e.handle(l)
+	writeSome(t, h, size, 50, 200, 17, model)
+	checkModel(t, "old volume", e.rawVolume("tgt"), size, model)
+	if _, err := e.m.Rollback([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkModel(t, "LUN after the rollback", h, size, model)
+}
