@@ -2,6 +2,8 @@ package lm
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -223,4 +225,85 @@ func TestRollbackCutShortByRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkModel(t, "LUN after the rollback", h, size, model)
+}
+
+// TestRetireAndDeleteRecords: retire after a plain split deletes the old
+// LUN and (owned) its file; after a commit of an existing file it keeps
+// the file unless DeleteVolume, and a scrub leaves it all zeros; a pair
+// in progress is refused; migration delete forgets the split records.
+func TestRetireAndDeleteRecords(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	size := int64(4 * mib)
+	syncedPair(t, e, "a", "a2", size)
+	if _, err := e.m.Retire("a", RetireOptions{}); !errors.Is(err, ErrState) {
+		t.Fatalf("retire with the pair in progress: %v", err)
+	}
+	oldA := volumePath(t, e.db, "a")
+	if _, err := e.m.Split([]string{"a"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.m.Retire("a", RetireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LUN != "a2" || !res.VolumeDeleted || res.Path != oldA {
+		t.Fatalf("retire result %+v", res)
+	}
+	if _, err := os.Stat(oldA); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old volume file of a: %v", err)
+	}
+	if _, err := e.m.Retire("a", RetireOptions{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second retire: %v", err)
+	}
+
+	// An existing file as the source: switched, committed, retired with
+	// a scrub; the file is kept (not created by lmtgt), all zeros.
+	path := filepath.Join(t.TempDir(), "old.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.m.CreateLUN(CreateLUNRequest{Name: "b", Size: size, Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lun("b2", size)
+	model := fill(t, e.handle(b), size, 2, 7)
+	if _, err := e.m.CreatePair(PairRequest{Source: "b", Target: "b2", Speed: SpeedHighest}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("b", StateSynced, 20*time.Second)
+	if _, err := e.m.SplitKeepSource([]string{"b"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Retire("b", RetireOptions{}); !errors.Is(err, ErrState) {
+		t.Fatalf("retire of a switched pair: %v", err)
+	}
+	if _, err := e.m.Commit([]string{"b"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.m.Retire("b", RetireOptions{Scrub: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LUN != "b2" || res.VolumeDeleted || res.Scrub == "" || res.Path != path {
+		t.Fatalf("retire result %+v", res)
+	}
+	f := openRaw(t, path)
+	checkModel(t, "scrubbed old volume", f, size, map[int64]uint64{})
+	f.Close()
+	checkModel(t, "LUN b", e.handle(b), size, model)
+
+	ids, err := e.m.DeletePairRecords("b")
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("migration delete b: %v, %v", ids, err)
+	}
+	if _, err := e.m.Pair("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pair of b after delete: %v", err)
+	}
+	if _, err := e.m.DeletePairRecords("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
 }
