@@ -22,7 +22,7 @@ func migrationCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "migration",
 		Usage: "move a LUN's data to another LUN's volume live, then split (cut over)",
-		Subcommands: []*cli.Command{
+		Subcommands: append([]*cli.Command{
 			{
 				Name:  "create",
 				Usage: "pair a source LUN with a target LUN and start the initial sync",
@@ -67,10 +67,10 @@ func migrationCommand() *cli.Command {
 				Name:      "split",
 				Usage:     "cut over one or several synced pairs in one bounded I/O pause (consistent split)",
 				ArgsUsage: "SRC [SRC...]",
-				Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
+				Flags:     splitFlags(), // rollback.go
 				Action:    migrationSplit,
 			},
-		},
+		}, rollbackCommands()...), // rollback.go
 	}
 }
 
@@ -299,14 +299,7 @@ func migrationSplit(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageErr("migration split: name at least one source LUN (usage: lmtgt migration split SRC [SRC...])")
 	}
-	if err := checkMaxPause(c); err != nil {
-		return err
-	}
-	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
-		return cl.Split(context.Background(), c.Args().Slice(), c.Duration("max-pause"))
-	}, func(r wire.SplitResult) {
-		fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
-	})
+	return splitWith(c, "") // rollback.go: --keep-source, --retire
 }
 
 // stateAction is a subcommand that names one object (a pair by its source,

@@ -97,6 +97,7 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
 		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
 		SourceID: p.SourceID, TargetID: p.TargetID,
+		Switched: p.Switched,
 	}
 }
 

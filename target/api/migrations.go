@@ -111,11 +111,20 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
-	r, err := s.lm.Split(req.Sources, pause)
+	if err := checkKeepSource(obj, req.KeepSource, req.Retire); err != nil {
+		return wire.SplitResult{}, err
+	}
+	split, state := s.lm.Split, lm.StateSplit
+	if req.KeepSource {
+		split, state = s.lm.SplitKeepSource, lm.StateSwitched // rollback.go
+	}
+	r, err := split(req.Sources, pause)
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
 	v := splitView(r)
-	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Msg("split")
+	v.State = state.String()
+	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("split")
+	v.Retired = s.retire(r.Pairs, req.Retire)
 	return v, nil
 }
