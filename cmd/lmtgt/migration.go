@@ -180,7 +180,7 @@ func migrationShow(c *cli.Context) error {
 // watchDone reports whether --watch should stop at this state.
 func watchDone(m wire.Migration) bool {
 	switch m.State {
-	case "split", "cancelled", "faulty":
+	case "split", "cancelled", "faulty", "switched":
 		return true
 	case "synced":
 		return !m.AutoSplit

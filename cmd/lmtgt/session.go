@@ -224,7 +224,7 @@ func sessionShow(c *cli.Context) error {
 // sessionWatchDone reports whether --watch should stop, and with what error.
 func sessionWatchDone(s wire.MigrationSession) (bool, error) {
 	switch {
-	case s.State == "split" || s.State == "cancelled":
+	case s.State == "split" || s.State == "cancelled" || s.State == "switched":
 		return true, nil
 	case s.Counts["faulty"] > 0:
 		return true, fmt.Errorf("session %s: %d pair(s) faulty (see lmtgt session show %s)", s.Name, s.Counts["faulty"], s.Name)

@@ -1,0 +1,146 @@
+package integration
+
+// Rollback after the switch (issue 11), end to end: the real daemon,
+// qemu-io hosts writing over iscsi:// all along, the CLI.
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
+)
+
+// TestMigrationRollbackUnderWrites: under two concurrent host streams,
+// split --keep-source (the LUN switches to the new volume, host writes are
+// mirrored back), write more, rollback (back on the old volume, nothing
+// lost), compare the LUN and both volume files with what the hosts
+// wrote; then split --keep-source again, commit --retire: the old LUN and
+// its volume file are gone and the LUN holds every write.
+func TestMigrationRollbackUnderWrites(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img")
+	const size = 32 << 20
+	const nblocks = size / mBlock
+	d := StartDaemon(t, "")
+	iqn := d.Export("ra", "32MiB", 512)
+	d.OK("lun", "create", "rb", "--size", "32MiB")
+	url := d.URL(iqn, 0)
+	ra0, rb0 := d.lun("ra"), d.lun("rb")
+	if ra0.VolumePath == "" || rb0.VolumePath == "" {
+		t.Fatalf("lun show gives no volume paths: %+v %+v", ra0, rb0)
+	}
+	oldPath, newPath := ra0.VolumePath, rb0.VolumePath
+
+	base := []image{make(image, nblocks)}
+	q0 := startQIO(t, "prefill", url)
+	prefill(t, q0, base[0], 0, nblocks/2, 0x22)
+	q0.close()
+	var even, odd [][2]int
+	for b := 0; b < nblocks; b++ {
+		if b%2 == 0 {
+			even = append(even, [2]int{0, b})
+		} else {
+			odd = append(odd, [2]int{0, b})
+		}
+	}
+	q1, q2 := startQIO(t, "host1", url), startQIO(t, "host2", url)
+	s1 := runStream("host1", 11, []*qio{q1}, even, 0)
+	s2 := runStream("host2", 12, []*qio{q2}, odd, 100)
+	defer s1.stop()
+	defer s2.stop()
+	both := func(n int, what string) {
+		t.Helper()
+		s1.waitAcked(t, n, what)
+		s2.waitAcked(t, n, what)
+	}
+	both(10, "before the pair is created")
+
+	d.OK("migration", "create", "--source", "ra", "--target", "rb", "--speed", "highest")
+	d.waitMig("ra", syncTimeout, "synced")
+	both(20, "in dual-write")
+
+	// Switch, keeping the old volume mirrored.
+	var sr wire.SplitResult
+	d.JSON(&sr, "migration", "split", "ra", "--keep-source")
+	if sr.State != "switched" || sr.PauseMS <= 0 || sr.PauseMS > 100 {
+		t.Fatalf("split --keep-source: %+v (want state switched, a pause within 100 ms)", sr)
+	}
+	st := d.mig("ra")
+	if st.State != "switched" || !st.Switched {
+		t.Fatalf("after split --keep-source: %s switched=%v", migString(st), st.Switched)
+	}
+	if l := d.lun("ra"); l.Volume != rb0.Volume || l.VolumePath != newPath {
+		t.Fatalf("after the switch ra is on %s (%s), want the new volume %s (%s)", l.Volume, l.VolumePath, rb0.Volume, newPath)
+	}
+	both(40, "while switched (mirrored back)")
+	// The refusals of a switched pair.
+	d.Fail(1, []string{"switched", "roll it back or commit"}, "migration", "cancel", "ra")
+	d.Fail(1, []string{"switched"}, "migration", "split", "ra")
+
+	d.JSON(&sr, "migration", "rollback", "ra")
+	if sr.State != "synced" || sr.PauseMS <= 0 || sr.PauseMS > 100 {
+		t.Fatalf("rollback: %+v (want state synced, a pause within 100 ms)", sr)
+	}
+	if st := d.mig("ra"); st.State != "synced" || st.Switched {
+		t.Fatalf("after rollback: %s switched=%v", migString(st), st.Switched)
+	}
+	if l := d.lun("ra"); l.Volume != ra0.Volume {
+		t.Fatalf("after the rollback ra is on %s, want the old volume %s", l.Volume, ra0.Volume)
+	}
+	both(30, "after the rollback")
+	w1, w2 := s1.stop(), s2.stop()
+	for _, s := range []*stream{s1, s2} {
+		if err := s.firstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("host writes: %d + %d, all acknowledged", len(w1), len(w2))
+	want := cloneImages(base)
+	apply(want, w1)
+	apply(want, w2)
+	compareRef(t, "LUN ra after the rollback", url, want[0], size)
+	compareRef(t, "old volume file (what the hosts wrote)", oldPath, want[0], size)
+	compareFiles(t, "old and new volume files (in sync again)", oldPath, newPath)
+
+	// Split again (switched), write, commit with --retire.
+	s3 := runStream("host3", 13, []*qio{q1}, even, 200)
+	defer s3.stop()
+	s3.waitAcked(t, 10, "before the second switch")
+	d.JSON(&sr, "migration", "split", "ra", "--keep-source")
+	s3.waitAcked(t, 20, "switched again")
+	r := d.OK("migration", "commit", "ra", "--retire", "-o", "json")
+	if err := json.Unmarshal([]byte(r), &sr); err != nil {
+		t.Fatalf("commit -o json: %v\n%s", err, r)
+	}
+	if sr.State != "split" || len(sr.Retired) != 1 || sr.Retired[0].LUN != "rb" || !sr.Retired[0].VolumeDeleted || sr.Retired[0].Error != "" {
+		t.Fatalf("commit --retire: %+v", sr)
+	}
+	s3.waitAcked(t, 20, "after the commit")
+	w3 := s3.stop()
+	if err := s3.firstErr(); err != nil {
+		t.Fatal(err)
+	}
+	q1.close()
+	q2.close()
+	if st := d.mig("ra"); st.State != "split" {
+		t.Fatalf("after commit: %s", migString(st))
+	}
+	if res := d.Run("lun", "show", "rb"); res.Code == 0 {
+		t.Fatalf("the old LUN rb is still there after commit --retire:\n%s", res.Stdout)
+	}
+	if _, err := os.Stat(oldPath); !os.IsNotExist(err) {
+		t.Fatalf("the old volume file %s after commit --retire: %v", oldPath, err)
+	}
+	apply(want, w3)
+	compareRef(t, "LUN ra after the commit", url, want[0], size)
+	compareRef(t, "new volume file after the commit", newPath, want[0], size)
+
+	// The ended records go.
+	out := d.OK("migration", "delete", "ra")
+	if !strings.Contains(out, "1 ended pair record") {
+		t.Fatalf("migration delete: %s", out)
+	}
+	d.Fail(1, []string{"ra"}, "migration", "show", "ra")
+	d.noDrops(t)
+}
