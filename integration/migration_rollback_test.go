@@ -5,9 +5,11 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -143,4 +145,124 @@ func TestMigrationRollbackUnderWrites(t *testing.T) {
 	}
 	d.Fail(1, []string{"ra"}, "migration", "show", "ra")
 	d.noDrops(t)
+}
+
+// TestMigrationSwitchedCrashLoop: kill -9 at random moments of the
+// mirrored-back phase (a switched pair under host writes) and around the
+// rollback and split --keep-source commands (the crash-loop harness,
+// crashloop_test.go). After every restart the LUN holds every
+// acknowledged write, a pair killed while switched is still switched (or
+// re-copying new → old, still switched), and a pair killed around a
+// rollback or a switch is on exactly one of its volumes with the state
+// that says so. At the end the old volume equals the LUN, and rollback,
+// a second switch and commit lose nothing.
+func TestMigrationSwitchedCrashLoop(t *testing.T) {
+	needTools(t, "qemu-io", "qemu-img")
+	kills, rng := crashSchedule(t, "switched crash loop", "LMTGT_STRESS_SWITCHED_KILLS", 12)
+	const size = 16 << 20
+	const nblocks = size / mBlock
+	d := StartDaemon(t, "")
+	iqn := d.Export("wa", "16MiB", 512)
+	d.OK("lun", "create", "wb", "--size", "16MiB")
+	m := prefilledModel(t, d.URL(iqn, 0), nblocks)
+	c := newCrashLoop(t, d, m, rng, kills, "wa", "wb")
+	oldVol, newVol := c.volSrc, c.volDst
+
+	d.OK("migration", "create", "--source", "wa", "--target", "wb", "--speed", "highest")
+	d.waitMig("wa", syncTimeout, "synced")
+	d.OK("migration", "split", "wa", "--keep-source")
+	switched := true
+	// onVolumes checks that wa runs on the volume its pair's orientation
+	// says, after kill i.
+	onVolumes := func(i int, st wire.Migration) {
+		t.Helper()
+		want := oldVol
+		if st.Switched {
+			want = newVol
+		}
+		if l := d.lun("wa"); l.Volume != want {
+			t.Fatalf("after kill %d: the pair is %s (switched=%v) but wa is on %s, want %s", i+1, migString(st), st.Switched, l.Volume, want)
+		}
+	}
+	for i := 0; i < kills; i++ {
+		if i%3 == 2 {
+			// Around a rollback, or every other time around a switch.
+			d.waitMig("wa", syncTimeout, map[bool]string{true: "switched", false: "synced"}[switched])
+			if (i/3)%2 == 1 && switched {
+				d.OK("migration", "rollback", "wa")
+				switched = false
+			}
+			q, s := c.startHost()
+			s.waitAcked(t, 3, fmt.Sprintf("before kill %d", i+1))
+			what, args := "rollback", []string{"migration", "rollback", "wa"}
+			if !switched {
+				what, args = "split --keep-source", []string{"migration", "split", "wa", "--keep-source"}
+			}
+			r := c.crashInCommand(i, what, q, s, args...)
+			st := d.waitMig("wa", syncTimeout, "switched", "synced")
+			onVolumes(i, st)
+			if r.Code == 0 && st.Switched == switched {
+				t.Fatalf("after kill %d: %s answered %q but the pair is %s", i+1, what, strings.TrimSpace(r.Stdout), migString(st))
+			}
+			t.Logf("kill %d around %s: the pair is %s (command: %s)", i+1, what, st.State, strings.TrimSpace(r.Stdout+r.Stderr))
+			switched = st.Switched
+			continue
+		}
+		if !switched {
+			d.waitMig("wa", syncTimeout, "synced")
+			d.OK("migration", "split", "wa", "--keep-source")
+			switched = true
+		}
+		// A kill in the mirrored-back phase: within 300 ms of host writes.
+		q, s := c.startHost()
+		s.waitAcked(t, 3, fmt.Sprintf("before kill %d", i+1))
+		c.crash(i, "switched", c.delay(300*time.Millisecond), q, s)
+		st := d.mig("wa")
+		if !st.Switched || (st.State != "switched" && st.State != "copying") {
+			t.Fatalf("after kill %d in the switched phase the pair is %s (switched=%v), want switched (or re-copying)", i+1, migString(st), st.Switched)
+		}
+		onVolumes(i, st)
+	}
+
+	// The end: switched and quiet, the old volume equals the LUN; then
+	// rollback, a second switch and commit under writes lose nothing.
+	if !switched {
+		d.waitMig("wa", syncTimeout, "synced")
+		d.OK("migration", "split", "wa", "--keep-source")
+	}
+	q, s := c.startHost()
+	d.waitMig("wa", syncTimeout, "switched")
+	s.waitAcked(t, 20, "switched at the end")
+	ws := s.stop()
+	if err := s.firstErr(); err != nil {
+		t.Fatal(err)
+	}
+	q.close()
+	c.m.absorb(ws)
+	d.waitMig("wa", syncTimeout, "switched")
+	pNew, pOld := d.lun("wa").VolumePath, d.lun("wb").VolumePath
+	d.Stop()
+	compareFiles(t, "new (primary) and old (mirrored back) volumes of the switched pair", pNew, pOld)
+	compareRef(t, "old volume", pOld, m.img, size)
+	d.Start(c.portal)
+	d.waitMig("wa", syncTimeout, "switched")
+
+	q, s = c.startHost()
+	s.waitAcked(t, 10, "before the final rollback")
+	d.OK("migration", "rollback", "wa")
+	s.waitAcked(t, 10, "after the final rollback")
+	d.OK("migration", "split", "wa", "--keep-source")
+	s.waitAcked(t, 10, "switched again")
+	d.OK("migration", "commit", "wa")
+	s.waitAcked(t, 10, "after the commit")
+	ws = s.stop()
+	if err := s.firstErr(); err != nil {
+		t.Fatal(err)
+	}
+	q.close()
+	c.m.absorb(ws)
+	c.m.check("after rollback, switch and commit", nil)
+	if st := d.mig("wa"); st.State != "split" {
+		t.Fatalf("after commit: %s", migString(st))
+	}
 }
