@@ -176,7 +176,7 @@ STRESS_VOLUME_CRASHPOINTS ?= 5000
 # kill -9, the restart test, the migration and DCL unit tests repeated, and
 # STRESS_POWERCUTS power cuts of the VM.
 stress:
-	LMTGT_STRESS_KILLS=$(STRESS_KILLS) LMTGT_STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) $(GO) test -race -count=1 -timeout 180m \
+	LMTGT_STRESS_KILLS=$(STRESS_KILLS) LMTGT_STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) LMTGT_STRESS_SWITCHED_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
 	LMTGT_STRESS_VOLUME_CRASHPOINTS=$(STRESS_VOLUME_CRASHPOINTS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'TestVolumePowerLoss$$|TestVolumeErrorAtEveryStep$$' -v ./lm/
