@@ -307,3 +307,61 @@ func TestRetireAndDeleteRecords(t *testing.T) {
 		t.Fatalf("second delete: %v", err)
 	}
 }
+
+// TestSessionKeepSourceRollbackCommit: a session's pairs switch, roll
+// back and commit as one; the session is switched, synced again, then
+// split.
+func TestSessionKeepSourceRollbackCommit(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	size := int64(4 * mib)
+	la, lb := e.lun("a", size), e.lun("b", size)
+	e.lun("a2", size)
+	e.lun("b2", size)
+	ma, mb := fill(t, e.handle(la), size, 3, 1), fill(t, e.handle(lb), size, 4, 2)
+	if _, err := e.m.CreateSession(SessionRequest{Name: "wave", Speed: SpeedHighest,
+		Pairs: []PairRequest{{Source: "a", Target: "a2"}, {Source: "b", Target: "b2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitSession := func(want SessionState) {
+		t.Helper()
+		var st SessionStatus
+		if !poll(20*time.Second, func() bool {
+			st, _ = e.m.Session("wave")
+			return st.State == want.String()
+		}) {
+			t.Fatalf("session not %s: %+v", want, st)
+		}
+	}
+	waitSession(SessionSynced)
+	if _, err := e.m.Rollback([]string{"a"}, 0); !errors.Is(err, ErrState) {
+		t.Fatalf("rollback of a synced session pair: %v", err)
+	}
+	if _, err := e.m.SplitKeepSourceSession("wave", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionSwitched)
+	writeSome(t, e.handle(la), size, 50, 100, 7, ma)
+	writeSome(t, e.handle(lb), size, 50, 200, 11, mb)
+	if _, err := e.m.RollbackSession("wave", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionSynced)
+	checkModel(t, "a on its old volume", e.handle(la), size, ma)
+	checkModel(t, "b on its old volume", e.handle(lb), size, mb)
+	checkModel(t, "a2 (new volume, mirrored)", e.rawVolume("a2"), size, ma)
+	if _, err := e.m.SplitKeepSourceSession("wave", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	writeSome(t, e.handle(la), size, 50, 300, 13, ma)
+	if _, err := e.m.CommitSession("wave"); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionSplit)
+	for _, s := range []string{"a", "b"} {
+		if st, err := e.m.Pair(s); err != nil || st.State != StateSplit.String() {
+			t.Fatalf("pair %s after the session commit: %+v, %v", s, st, err)
+		}
+	}
+	checkModel(t, "a after the commit", e.handle(la), size, ma)
+	checkModel(t, "b after the commit", e.handle(lb), size, mb)
+}
