@@ -133,6 +133,9 @@ func printMigration(c *cli.Context, m wire.Migration) {
 	if m.Verify {
 		opts = append(opts, "verify")
 	}
+	if m.Switched { // rollback.go
+		opts = append(opts, "switched: on the new volume, writes mirrored back to the old one (rollback or commit)")
+	}
 	pause := "-"
 	if m.SplitPauseMS > 0 {
 		pause = strconv.FormatFloat(m.SplitPauseMS, 'f', 2, 64) + " ms"
