@@ -90,6 +90,14 @@ func TestMigrationRollbackUnderWrites(t *testing.T) {
 	if l := d.lun("ra"); l.Volume != ra0.Volume {
 		t.Fatalf("after the rollback ra is on %s, want the old volume %s", l.Volume, ra0.Volume)
 	}
+	// Refusals of a synced pair and of bad flag sets; nothing changes.
+	d.Fail(1, []string{"not switched"}, "migration", "rollback", "ra")
+	d.Fail(1, []string{"not switched"}, "migration", "commit", "ra")
+	d.Fail(2, []string{"--retire"}, "migration", "commit", "ra", "--scrub")
+	d.Fail(2, []string{"--keep-source"}, "migration", "split", "ra", "--keep-source", "--retire")
+	if st := d.mig("ra"); st.State != "synced" {
+		t.Fatalf("after refused commands: %s", migString(st))
+	}
 	both(30, "after the rollback")
 	w1, w2 := s1.stop(), s2.stop()
 	for _, s := range []*stream{s1, s2} {

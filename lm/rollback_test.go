@@ -234,12 +234,29 @@ func TestRollbackCutShortByRestart(t *testing.T) {
 func TestRetireAndDeleteRecords(t *testing.T) {
 	e := newEnv(t, Options{}, false)
 	size := int64(4 * mib)
-	syncedPair(t, e, "a", "a2", size)
+	_, modelA := syncedPair(t, e, "a", "a2", size)
 	if _, err := e.m.Retire("a", RetireOptions{}); !errors.Is(err, ErrState) {
 		t.Fatalf("retire with the pair in progress: %v", err)
 	}
 	oldA := volumePath(t, e.db, "a")
 	if _, err := e.m.Split([]string{"a"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A mapped old LUN is refused, naming the mapping, and nothing is
+	// deleted or scrubbed.
+	if err := e.m.CreateTarget(testIQN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.MapLUN(testIQN, "a2", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Retire("a", RetireOptions{Scrub: true}); !errors.Is(err, ErrMapped) || !strings.Contains(err.Error(), testIQN) {
+		t.Fatalf("retire of a mapped old LUN: %v", err)
+	}
+	f0 := openRaw(t, oldA)
+	checkModel(t, "old volume after a refused retire (not scrubbed)", f0, size, modelA)
+	f0.Close()
+	if err := e.m.UnmapLUN(testIQN, "a2"); err != nil {
 		t.Fatal(err)
 	}
 	res, err := e.m.Retire("a", RetireOptions{})
