@@ -26,10 +26,16 @@ func splitFlags() []cli.Flag {
 
 // retireFlags are --retire, --scrub and --delete-volume.
 func retireFlags(when string) []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.BoolFlag{Name: "retire", Usage: when + ", delete the old LUN (the target LUN, which then holds the old volume) and its volume if lmtgt created it"},
-		&cli.BoolFlag{Name: "scrub", Usage: "with --retire: discard the old volume first (zeroes written where discard left data)"},
-		&cli.BoolFlag{Name: "delete-volume", Usage: "with --retire: also delete an old volume lmtgt did not create (a file or an RBD image; never a device)"},
+	}, scrubFlags("with --retire: ")...)
+}
+
+// scrubFlags are --scrub and --delete-volume.
+func scrubFlags(prefix string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "scrub", Usage: prefix + "discard the old volume first (zeroes written where discard left data)"},
+		&cli.BoolFlag{Name: "delete-volume", Usage: prefix + "also delete an old volume lmtgt did not create (a file or an RBD image; never a device)"},
 	}
 }
 
@@ -87,6 +93,22 @@ func rollbackCommands() []*cli.Command {
 				}, func(w io.Writer, r wire.SplitResult) {
 					fmt.Fprintf(w, "commit %s: mirroring ended (state %s)\n", strings.Join(r.Pairs, ", "), orDash(r.State))
 				})
+			},
+		},
+		{
+			Name:      "retire",
+			Usage:     "delete the old LUN of a split (or committed) migration, and its volume if lmtgt created it",
+			ArgsUsage: "SRC",
+			Flags:     append([]cli.Flag{outputFlag}, scrubFlags("")...),
+			Action: func(c *cli.Context) error {
+				src, err := args1(c, "SRC (the source LUN's name)")
+				if err != nil {
+					return err
+				}
+				req := wire.Retire{Scrub: c.Bool("scrub"), DeleteVolume: c.Bool("delete-volume")}
+				return request(c, func(cl *client.Client) (wire.Retired, error) {
+					return cl.Retire(context.Background(), src, req)
+				}, func(x wire.Retired) { printRetired(c.App.Writer, x) })
 			},
 		},
 		{
@@ -168,20 +190,12 @@ func splitRequest(c *cli.Context, call func(cl *client.Client) (wire.SplitResult
 	}, func(r wire.SplitResult) {
 		text(c.App.Writer, r)
 		for _, x := range r.Retired {
-			switch {
-			case x.Error != "":
+			if x.Error != "" {
 				fmt.Fprintf(c.App.Writer, "  retire %s: FAILED: %s\n", x.Source, x.Error)
-			default:
-				vol := "volume deleted"
-				if !x.VolumeDeleted {
-					vol = "volume " + x.VolumeNote
-				}
-				scrub := ""
-				if x.Scrub != "" {
-					scrub = "scrubbed (" + x.Scrub + "), "
-				}
-				fmt.Fprintf(c.App.Writer, "  retired %s (old LUN of %s): %s%s (%s)\n", x.LUN, x.Source, scrub, vol, orDash(x.Path))
+				continue
 			}
+			fmt.Fprint(c.App.Writer, "  ")
+			printRetired(c.App.Writer, x)
 		}
 	})
 	if err != nil {
@@ -197,6 +211,19 @@ func splitRequest(c *cli.Context, call func(cl *client.Client) (wire.SplitResult
 		return failed(errors.New("retire failed: " + strings.Join(bad, "; ")))
 	}
 	return nil
+}
+
+// printRetired prints one retired LUN.
+func printRetired(w io.Writer, x wire.Retired) {
+	vol := "volume deleted"
+	if !x.VolumeDeleted {
+		vol = "volume " + x.VolumeNote
+	}
+	scrub := ""
+	if x.Scrub != "" {
+		scrub = "scrubbed (" + x.Scrub + "), "
+	}
+	fmt.Fprintf(w, "retired %s (old LUN of %s): %s%s (%s)\n", x.LUN, x.Source, scrub, vol, orDash(x.Path))
 }
 
 // splitWith runs `migration split` or `session split` (name != "") with

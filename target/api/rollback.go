@@ -11,7 +11,8 @@ import (
 // Rollback after the switch, commit, retire and the delete of ended
 // records (lm/rollback.go): POST /v1/migrations/rollback and /commit,
 // DELETE /v1/migrations/{source}, POST /v1/sessions/{name}/rollback and
-// /commit. split --keep-source and --retire ride on the split bodies.
+// /commit, POST /v1/migrations/{source}/retire. split --keep-source and
+// --retire ride on the split bodies.
 
 // rollbackRoutes registers the routes above.
 func (s *Server) rollbackRoutes(m *http.ServeMux) {
@@ -25,6 +26,18 @@ func (s *Server) rollbackRoutes(m *http.ServeMux) {
 		res, err := svc.Commit(req)
 		reply(w, http.StatusOK, res, err, pairObject(strings.Join(req.Sources, ",")))
 	}))
+	m.HandleFunc("POST "+v+"/migrations/{source}/retire", func(w http.ResponseWriter, r *http.Request) {
+		src := r.PathValue("source")
+		var req wire.Retire
+		if r.ContentLength != 0 { // the body is optional
+			if e := decode(w, r, &req); e != nil {
+				writeError(w, e)
+				return
+			}
+		}
+		res, err := svc.Retire(src, req)
+		reply(w, http.StatusOK, res, err, pairObject(src))
+	})
 	m.HandleFunc("DELETE "+v+"/migrations/{source}", func(w http.ResponseWriter, r *http.Request) {
 		src := r.PathValue("source")
 		res, err := svc.DeleteMigrations(src)
@@ -65,6 +78,20 @@ func retireOptions(r *wire.Retire) lm.RetireOptions {
 	return lm.RetireOptions{Scrub: r.Scrub, DeleteVolume: r.DeleteVolume}
 }
 
+// Retire retires the old LUN of the source's last split pair.
+func (s *Service) Retire(source string, req wire.Retire) (wire.Retired, error) {
+	res, err := s.lm.Retire(source, retireOptions(&req))
+	if err != nil {
+		return wire.Retired{}, toWire(err, pairObject(source))
+	}
+	return retiredView(res), nil
+}
+
+func retiredView(res lm.RetireResult) wire.Retired {
+	return wire.Retired{Source: res.Source, LUN: res.LUN, Volume: res.Volume, Path: res.Path, Scrub: res.Scrub,
+		VolumeDeleted: res.VolumeDeleted, VolumeNote: res.VolumeNote}
+}
+
 // retire retires the old LUN of every source after a split or commit;
 // a failure is reported per LUN (the split or commit stands).
 func (s *Service) retire(sources []string, r *wire.Retire) []wire.Retired {
@@ -74,8 +101,8 @@ func (s *Service) retire(sources []string, r *wire.Retire) []wire.Retired {
 	var out []wire.Retired
 	for _, src := range sources {
 		res, err := s.lm.Retire(src, retireOptions(r))
-		w := wire.Retired{Source: src, LUN: res.LUN, Volume: res.Volume, Path: res.Path, Scrub: res.Scrub,
-			VolumeDeleted: res.VolumeDeleted, VolumeNote: res.VolumeNote}
+		w := retiredView(res)
+		w.Source = src
 		if err != nil {
 			w.Error = toWire(err, pairObject(src)).Message
 		}

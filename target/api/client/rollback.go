@@ -34,6 +34,11 @@ func (c *Client) Commit(ctx context.Context, sources []string, retire *wire.Reti
 	return call[wire.SplitResult](ctx, c, http.MethodPost, wire.Version+"/migrations/commit", wire.Commit{Sources: sources, Retire: retire})
 }
 
+// Retire retires the old LUN of the source's last split pair.
+func (c *Client) Retire(ctx context.Context, source string, retire wire.Retire) (wire.Retired, error) {
+	return call[wire.Retired](ctx, c, http.MethodPost, wire.Version+"/migrations/"+esc(source)+"/retire", retire)
+}
+
 // DeleteMigrations forgets the ended pair records of a source.
 func (c *Client) DeleteMigrations(ctx context.Context, source string) (wire.DeletedMigrations, error) {
 	return call[wire.DeletedMigrations](ctx, c, http.MethodDelete, wire.Version+"/migrations/"+esc(source), nil)
