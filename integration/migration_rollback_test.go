@@ -275,3 +275,77 @@ func TestMigrationSwitchedCrashLoop(t *testing.T) {
 		t.Fatalf("after commit: %s", migString(st))
 	}
 }
+
+// TestSessionRollback: a session's pairs switch (session split
+// --keep-source), roll back and commit (--retire) as one, through the
+// CLI; each LUN reads what the host wrote, before and after each step.
+func TestSessionRollback(t *testing.T) {
+	needTools(t, "qemu-io")
+	d := StartDaemon(t, "")
+	var iqns, pairs []string
+	for i := range 2 {
+		src, dst := fmt.Sprintf("rs%d", i), fmt.Sprintf("rs%d-new", i)
+		iqn := d.Export(src, "8MiB", 512)
+		iqns = append(iqns, iqn)
+		d.OK("lun", "create", dst, "--size", "8MiB")
+		qemuIOOK(t, d.URL(iqn, 0), fmt.Sprintf("write -P 0x%x 0 3M", 0x11*(i+1)))
+		pairs = append(pairs, "--pair", src+":"+dst)
+	}
+	d.OK(append([]string{"session", "create", "back", "--speed", "highest"}, pairs...)...)
+	state := func() wire.MigrationSession {
+		var s wire.MigrationSession
+		d.JSON(&s, "session", "show", "back")
+		return s
+	}
+	waitFor(t, syncTimeout, "session synced", func() (bool, string) {
+		s := state()
+		return s.State == "synced", s.State
+	})
+	var sr wire.SplitResult
+	d.JSON(&sr, "session", "split", "back", "--keep-source")
+	if sr.State != "switched" || len(sr.Pairs) != 2 {
+		t.Fatalf("session split --keep-source: %+v", sr)
+	}
+	if s := state(); s.State != "switched" {
+		t.Fatalf("session after split --keep-source: %s", s.State)
+	}
+	qemuIOOK(t, d.URL(iqns[0], 0), "write -P 0x5a 1M 512k")
+	qemuIOOK(t, d.URL(iqns[1], 0), "write -P 0x5b 6M 1M")
+	d.Fail(1, []string{"switched"}, "session", "cancel", "back")
+	d.JSON(&sr, "session", "rollback", "back")
+	if sr.State != "synced" || len(sr.Pairs) != 2 {
+		t.Fatalf("session rollback: %+v", sr)
+	}
+	if s := state(); s.State != "synced" {
+		t.Fatalf("session after rollback: %s", s.State)
+	}
+	check := func(what string) {
+		t.Helper()
+		t.Logf("reading back both LUNs %s", what)
+		qemuIOOK(t, d.URL(iqns[0], 0), "read -P 0x11 0 1M", "read -P 0x5a 1M 512k", "read -P 0x11 1536k 1536k", "read -P 0 3M 5M")
+		qemuIOOK(t, d.URL(iqns[1], 0), "read -P 0x22 0 3M", "read -P 0 3M 3M", "read -P 0x5b 6M 1M", "read -P 0 7M 1M")
+	}
+	check("after the rollback")
+	d.JSON(&sr, "session", "split", "back", "--keep-source")
+	r := d.OK("session", "commit", "back", "--retire", "-o", "json")
+	if err := json.Unmarshal([]byte(r), &sr); err != nil {
+		t.Fatalf("session commit -o json: %v\n%s", err, r)
+	}
+	if sr.State != "split" || len(sr.Retired) != 2 {
+		t.Fatalf("session commit --retire: %+v", sr)
+	}
+	for _, x := range sr.Retired {
+		if x.Error != "" || !x.VolumeDeleted {
+			t.Errorf("retire: %+v", x)
+		}
+	}
+	if s := state(); s.State != "split" {
+		t.Fatalf("session after commit: %s", s.State)
+	}
+	check("after the commit")
+	for i := range 2 {
+		if res := d.Run("lun", "show", fmt.Sprintf("rs%d-new", i)); res.Code == 0 {
+			t.Errorf("old LUN rs%d-new still there after commit --retire", i)
+		}
+	}
+}
