@@ -421,7 +421,12 @@ func TestRollbackRefusedWhenOldVolumeMissesARegion(t *testing.T) {
 		t.Fatalf("after the refused rollback src is on %s, want the new volume %s", got, newVol)
 	}
 	checkModel(t, "LUN after the refused rollback", h, size, model)
-	e.waitState("src", StateSwitched, 10*time.Second) // re-copied new → old
+	// Re-copied new → old: switched with an empty DCL (the state alone
+	// says switched again as soon as the rollback is refused).
+	waitFor(t, 10*time.Second, "the missed region re-copied", func() bool {
+		st, err := e.m.Pair("src")
+		return err == nil && st.State == StateSwitched.String() && st.DCLBytes == 0
+	})
 	if _, err := e.m.Rollback([]string{"src"}, time.Second); err != nil {
 		t.Fatal(err)
 	}
