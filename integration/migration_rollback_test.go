@@ -179,7 +179,9 @@ func TestMigrationSwitchedCrashLoop(t *testing.T) {
 
 	d.OK("migration", "create", "--source", "wa", "--target", "wb", "--speed", "highest")
 	d.waitMig("wa", syncTimeout, "synced")
-	d.OK("migration", "split", "wa", "--keep-source")
+	// --max-pause 2s everywhere: the pause budget is not what this tests,
+	// and a deferral on a loaded machine would only fail the loop.
+	d.OK("migration", "split", "wa", "--keep-source", "--max-pause", "2s")
 	switched := true
 	// onVolumes checks that wa runs on the volume its pair's orientation
 	// says, after kill i.
@@ -198,7 +200,7 @@ func TestMigrationSwitchedCrashLoop(t *testing.T) {
 			// Around a rollback, or every other time around a switch.
 			d.waitMig("wa", syncTimeout, map[bool]string{true: "switched", false: "synced"}[switched])
 			if (i/3)%2 == 1 && switched {
-				d.OK("migration", "rollback", "wa")
+				d.OK("migration", "rollback", "wa", "--max-pause", "2s")
 				switched = false
 			}
 			q, s := c.startHost()
@@ -219,7 +221,7 @@ func TestMigrationSwitchedCrashLoop(t *testing.T) {
 		}
 		if !switched {
 			d.waitMig("wa", syncTimeout, "synced")
-			d.OK("migration", "split", "wa", "--keep-source")
+			d.OK("migration", "split", "wa", "--keep-source", "--max-pause", "2s")
 			switched = true
 		}
 		// A kill in the mirrored-back phase: within 300 ms of host writes.
@@ -237,7 +239,7 @@ func TestMigrationSwitchedCrashLoop(t *testing.T) {
 	// rollback, a second switch and commit under writes lose nothing.
 	if !switched {
 		d.waitMig("wa", syncTimeout, "synced")
-		d.OK("migration", "split", "wa", "--keep-source")
+		d.OK("migration", "split", "wa", "--keep-source", "--max-pause", "2s")
 	}
 	q, s := c.startHost()
 	d.waitMig("wa", syncTimeout, "switched")
@@ -258,9 +260,9 @@ func TestMigrationSwitchedCrashLoop(t *testing.T) {
 
 	q, s = c.startHost()
 	s.waitAcked(t, 10, "before the final rollback")
-	d.OK("migration", "rollback", "wa")
+	d.OK("migration", "rollback", "wa", "--max-pause", "2s")
 	s.waitAcked(t, 10, "after the final rollback")
-	d.OK("migration", "split", "wa", "--keep-source")
+	d.OK("migration", "split", "wa", "--keep-source", "--max-pause", "2s")
 	s.waitAcked(t, 10, "switched again")
 	d.OK("migration", "commit", "wa")
 	s.waitAcked(t, 10, "after the commit")
