@@ -64,8 +64,11 @@ func (m *Manager) Retire(source string, opts RetireOptions) (RetireResult, error
 	if m.isClosed() {
 		return RetireResult{}, fmt.Errorf("retire %s: manager closed: %w", source, ErrState)
 	}
-	if p, err := m.activePair(source); err == nil {
+	switch p, err := m.activePair(source); {
+	case err == nil:
 		return RetireResult{}, refuse(ErrState, obj, "retire refused: pair %s is %s (retire follows a split or a commit)", p.id, p.getState())
+	case errors.Is(err, ErrOffline):
+		return RetireResult{}, fmt.Errorf("retire refused: %w", err) // a pair that could not be loaded
 	}
 	var last *metavol.Pair
 	for _, r := range m.finishedRecords() {
