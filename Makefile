@@ -176,7 +176,7 @@ CI_META_CRASHPOINTS   ?= 1000
 test-crash:
 	@echo "== power-loss crash points: $(CI_VOLUME_CRASHPOINTS) data volume, $(CI_META_CRASHPOINTS) meta volume"
 	@SECONDS=0; LMTGT_STRESS_VOLUME_CRASHPOINTS=$(CI_VOLUME_CRASHPOINTS) $(GO) test -count=1 -timeout 20m \
-		-run 'TestVolumePowerLoss$$' ./lm/ && \
+		-run 'TestVolumePowerLoss$$|TestVolumePowerLossSwitched$$' ./lm/ && \
 	LMTGT_STRESS_CRASHPOINTS=$(CI_META_CRASHPOINTS) $(GO) test -count=1 -timeout 20m \
 		-run 'TestMetaPowerLoss$$' ./dcl/; rc=$$?; \
 		echo "== power-loss crash points: exit $$rc after $${SECONDS}s"; exit $$rc
@@ -247,10 +247,10 @@ STRESS_VOLUME_CRASHPOINTS ?= 5000
 # kill -9, the restart test, the migration and DCL unit tests repeated, and
 # STRESS_POWERCUTS power cuts of the VM.
 stress:
-	LMTGT_STRESS_KILLS=$(STRESS_KILLS) LMTGT_STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) $(GO) test -race -count=1 -timeout 180m \
+	LMTGT_STRESS_KILLS=$(STRESS_KILLS) LMTGT_STRESS_IMPORT_KILLS=$(STRESS_IMPORT_KILLS) LMTGT_STRESS_SWITCHED_KILLS=$(STRESS_KILLS) $(GO) test -race -count=1 -timeout 180m \
 		-run 'CrashLoop|Restart' -v ./integration/
 	LMTGT_STRESS_VOLUME_CRASHPOINTS=$(STRESS_VOLUME_CRASHPOINTS) $(GO) test -race -count=1 -timeout 180m \
-		-run 'TestVolumePowerLoss$$|TestVolumeErrorAtEveryStep$$' -v ./lm/
+		-run 'TestVolumePowerLoss$$|TestVolumePowerLossSwitched$$|TestVolumeErrorAtEveryStep$$' -v ./lm/
 	LMTGT_SCALE_KILLS=$(STRESS_SCALE_KILLS) $(GO) test -race -count=1 -timeout 60m \
 		-run 'TestScale' -v ./integration/
 	$(GO) test -race -count=5 -timeout 60m ./lm/... ./dcl/... ./metavol/...

@@ -226,19 +226,26 @@ func (c *crashLoop) crash(i int, what string, delay time.Duration, q *qio, s *st
 // command said.
 func (c *crashLoop) crashInSplit(i int, q *qio, s *stream) result {
 	c.t.Helper()
+	return c.crashInCommand(i, "split", q, s, "migration", "split", c.src)
+}
+
+// crashInCommand is crashInSplit for any CLI command (args), kill i in
+// phase what.
+func (c *crashLoop) crashInCommand(i int, what string, q *qio, s *stream, args ...string) result {
+	c.t.Helper()
 	t0 := time.Now()
 	c.d.mig(c.src)
 	span := 3*time.Since(t0) + 5*time.Millisecond
 	done := make(chan result, 1)
 	go func() { // owned here: ends with the CLI process
-		cmd := exec.Command(cliBin, "migration", "split", c.src)
+		cmd := exec.Command(cliBin, args...)
 		cmd.Env = append(os.Environ(), "LMTGT_ADMIN="+c.d.Admin)
 		var out, errb strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		_ = cmd.Run() // the exit code tells
 		done <- result{Stdout: out.String(), Stderr: errb.String(), Code: cmd.ProcessState.ExitCode()}
 	}()
-	c.crash(i, "split", c.delay(span), q, s)
+	c.crash(i, what, c.delay(span), q, s)
 	return <-done
 }
 

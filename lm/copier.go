@@ -38,7 +38,7 @@ func (p *pair) run(ctx context.Context) {
 		if st.Final() {
 			return
 		}
-		if v.fault != "" && (st == StateCopying || st == StateSynced) {
+		if v.fault != "" && (st == StateCopying || st == StateSynced || st == StateSwitched) {
 			release()
 			if err := p.transitionFrom(st, StateInterrupted, v.fault); err != nil && !errors.Is(err, ErrState) {
 				p.zlog.Error().Err(err).Msg("cannot record the interruption; retrying")
@@ -68,7 +68,7 @@ func (p *pair) run(ctx context.Context) {
 			err := p.copyAll(ctx)
 			switch {
 			case err == nil:
-				if err := p.transitionFrom(StateCopying, StateSynced, "in sync: copy done and DCL empty"); err != nil {
+				if err := p.transitionFrom(StateCopying, p.inSync(), "in sync: copy done and DCL empty"); err != nil {
 					if !errors.Is(err, ErrState) {
 						p.zlog.Error().Err(err).Msg("cannot record sync")
 						p.sleep(ctx, p.m.opts.RetryMin)
@@ -76,7 +76,7 @@ func (p *pair) run(ctx context.Context) {
 					continue
 				}
 				release()
-				if p.autoSplit() {
+				if p.autoSplit() && !p.switched() {
 					p.m.goAutoSplit(p)
 				}
 			case errors.Is(err, errStopped):
@@ -86,10 +86,10 @@ func (p *pair) run(ctx context.Context) {
 			default:
 				p.copyFault("copy", err)
 			}
-		case StateSynced:
+		case StateSynced, StateSwitched:
 			release()
 			if d, _, _ := p.log.Counts(); d > 0 && p.view().fault == "" {
-				if err := p.transitionFrom(StateSynced, StateCopying, "DCL not empty: re-copying"); err != nil && !errors.Is(err, ErrState) {
+				if err := p.transitionFrom(st, StateCopying, "DCL not empty: re-copying"); err != nil && !errors.Is(err, ErrState) {
 					p.sleep(ctx, p.m.opts.RetryMin)
 				}
 				continue
@@ -101,7 +101,7 @@ func (p *pair) run(ctx context.Context) {
 		case StateInterrupted:
 			release()
 			p.retry(ctx)
-		default: // paused, splitting
+		default: // paused, splitting, rolling-back
 			release()
 			idle()
 		}
@@ -171,7 +171,7 @@ func (p *pair) retry(ctx context.Context) {
 // probe checks whether the target works again: reopen missing volumes,
 // re-copy the first DCL region (or sync the target when there is none).
 func (p *pair) probe(ctx context.Context) error {
-	for _, d := range []*dataVol{p.srcVol, p.tgtVol} {
+	for _, d := range []*dataVol{p.legs().src, p.legs().tgt} {
 		if err := p.m.openVolume(d); err != nil {
 			return err
 		}
@@ -218,7 +218,7 @@ type job struct {
 // nextJob returns the job at pos (chunk aligned).
 func (p *pair) nextJob(pos int64) (job, error) {
 	end := min(pos+p.chunk, p.size)
-	o, err := p.srcVol.get()
+	o, err := p.legs().src.get()
 	if err != nil {
 		return job{}, sourceErr{err}
 	}
@@ -424,8 +424,9 @@ func (p *pair) chooseVehicle() {
 	p.mu.Unlock()
 	v := VehicleGeneric
 	if wanted != VehicleGeneric {
-		so, err1 := p.srcVol.get()
-		to, err2 := p.tgtVol.get()
+		lv := p.legs()
+		so, err1 := lv.src.get()
+		to, err2 := lv.tgt.get()
 		if err1 == nil && err2 == nil && so.file != nil && to.file != nil &&
 			so.file.Kind() == "file" && to.file.Kind() == "file" {
 			var a, b unix.Stat_t
@@ -463,11 +464,12 @@ func (p *pair) vehicleNow() string {
 // range lock exclusively; the source's extents are looked up here, under
 // it: a hole seen before the lock may hold a host write by now.
 func (p *pair) copyRange(start, end int64, buf []byte) (int64, error) {
-	so, err := p.srcVol.get()
+	lv := p.legs()
+	so, err := lv.src.get()
 	if err != nil {
 		return 0, sourceErr{fmt.Errorf("source: %w", err)}
 	}
-	to, err := p.tgtVol.get()
+	to, err := lv.tgt.get()
 	if err != nil {
 		return 0, fmt.Errorf("target: %w", err)
 	}

@@ -123,6 +123,9 @@ type cvWorld struct {
 	writeBudget int
 	// label names the current run in failures.
 	label string
+	// switching: the controller switches and rolls back instead of
+	// splitting (rollback_crashvol_test.go).
+	switching bool
 }
 
 func cvOptions() Options {
@@ -517,6 +520,9 @@ func (w *cvWorld) ensurePairs() error {
 // consistent split, again. With final it stops the writers before the
 // split and checks the result; else it runs until the power is cut.
 func (w *cvWorld) controller(final bool, stopWriters func()) error {
+	if w.switching {
+		return w.switchController(final, stopWriters)
+	}
 	names := make([]string, len(w.src))
 	for i := range w.src {
 		names[i] = w.src[i].Name

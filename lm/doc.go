@@ -18,7 +18,11 @@
 // machine, the only place transitions are decided), lockrank*.go (the lock
 // order as ranks, checked with -tags lockrank), write.go (the host write
 // path, DESIGN §3), copier.go (the run loop, initial copy, DCL re-copy,
-// retry, vehicles), split.go (split, verify, auto-split), splitstats.go
+// retry, vehicles), split.go (split, verify, auto-split; also the swaps of
+// split --keep-source and rollback), rollback.go (rollback after the
+// switch: the state switched, its modes of the split, commit, for pairs
+// and sessions; its state machine and crash rules), rollback_retire.go
+// (retire of the old LUN, scrub, delete of ended records), splitstats.go
 // (split pauses and deferrals, live pairs: what metrics read), recover.go
 // (startup), sessionstate.go, sessionrun.go, sessionadmin.go (migration
 // sessions: their aggregated state; their registry and runner (MaxActive,
@@ -104,6 +108,10 @@
 //     legs' page caches and is durable once the host syncs (a host sync
 //     syncs both legs before the swap, the new source after it; a
 //     writeback error is reported by the next fsync of the file).
+//   - A pair's legs (pair.legs: primary and secondary data volume) change
+//     only at a split --keep-source and a rollback, in the step that swaps
+//     the LUNs' routes (gates closed and drained, persist held, copier
+//     idle): a switched pair is the same pair with its legs reversed.
 //   - A pair's state, write mode (dual / source-only) and fault are one
 //     immutable value (pairView, pairstate.go) with one owner: it is
 //     replaced only under pair.mu, by the named transitions (which persist

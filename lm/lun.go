@@ -419,12 +419,18 @@ func (m *Manager) DeleteLUN(name string) error {
 // DeleteLUNWith is DeleteLUN with options: DeleteImage also deletes an
 // RBD image lmtgt did not create (one it created always goes).
 func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
-	obj := lunObject(name)
 	if err := ValidLUNName(name); err != nil {
 		return err
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	return m.deleteLUNLocked(name, opts)
+}
+
+// deleteLUNLocked is DeleteLUNWith with admin held (Retire scrubs and
+// deletes under one hold).
+func (m *Manager) deleteLUNLocked(name string, opts DeleteLUNOptions) error {
+	obj := lunObject(name)
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return err

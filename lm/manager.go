@@ -640,10 +640,11 @@ func (e *lunEntry) Sync() error {
 		if err := p.sync(); err != nil {
 			return err
 		}
+		lv := p.legs()
 		if !p.view().sourceOnly() {
-			e.m.verifyVolume(p.tgtVol) // a lost target interrupts the pair
+			e.m.verifyVolume(lv.tgt) // a lost target interrupts the pair
 		}
-		if err := e.m.verifyVolume(p.srcVol); err != nil && p.srcVol.lost.Load() != nil {
+		if err := e.m.verifyVolume(lv.src); err != nil && lv.src.lost.Load() != nil {
 			return fmt.Errorf("lun %s: sync: %w", e.name, err)
 		}
 		return nil

@@ -229,10 +229,10 @@ func (m *Manager) volumeLost(d *dataVol, err error) {
 	}
 	m.mu.Unlock()
 	for _, p := range pairs {
-		if p.tgtVol == d {
+		if p.legs().tgt == d {
 			p.setFault("target data volume lost: " + s)
 		}
-		if p.srcVol == d {
+		if p.legs().src == d {
 			p.recordFault("source data volume lost: " + s) // not "target failed"
 		}
 	}
@@ -317,7 +317,7 @@ func (p *pair) verifyLegs(op string) error {
 	for _, leg := range []struct {
 		role string
 		d    *dataVol
-	}{{"source", p.srcVol}, {"target", p.tgtVol}} {
+	}{{"source", p.legs().src}, {"target", p.legs().tgt}} {
 		if err := p.m.verifyVolume(leg.d); err != nil {
 			return fmt.Errorf("%s: pair %s: %s data volume: %w: %w", op, p.name(), leg.role, err, ErrNotSynced)
 		}
@@ -334,7 +334,7 @@ func (p *pair) recheckLegs(op string) error {
 	for _, leg := range []struct {
 		role string
 		d    *dataVol
-	}{{"source", p.srcVol}, {"target", p.tgtVol}} {
+	}{{"source", p.legs().src}, {"target", p.legs().tgt}} {
 		err := func() error {
 			o, err := leg.d.get()
 			if err != nil {

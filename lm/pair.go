@@ -30,12 +30,13 @@ const (
 // under mu by the named transitions of pairstate.go (which persist first)
 // and by recordFault; everyone else reads one snapshot (p.view()).
 type pair struct {
-	m      *Manager
-	id     string
-	src    *lunEntry
-	tgt    *lunEntry
-	srcVol *dataVol // fixed while the pair exists
-	tgtVol *dataVol
+	m   *Manager
+	id  string
+	src *lunEntry
+	tgt *lunEntry
+	// vols are the two legs (see legVols): swapped only at a split
+	// --keep-source and a rollback.
+	vols   atomic.Pointer[legVols]
 	log    *dcl.Log
 	locks  rangeLock
 	size   int64 // bytes to copy: the source LUN's size
@@ -102,6 +103,37 @@ type pair struct {
 }
 
 func (p *pair) name() string { return p.src.name }
+
+// legVols are the two data volumes of a pair: src the primary leg (the
+// source LUN's data volume: hosts read it, its write failure fails the
+// host command, copies read it), tgt the secondary (the one the copies
+// and the DCL re-copies write). Fixed while the pair exists, except that
+// a split --keep-source and a rollback swap them (a new legVols stored
+// with both LUNs' gates closed and drained, persist held and the copier
+// idle, in the step that swaps the LUNs' routes): while a pair is
+// switched its primary is the new volume and the old one is mirrored
+// back to. One load gives both legs of one orientation.
+type legVols struct{ src, tgt *dataVol }
+
+// legs is the pair's current orientation.
+func (p *pair) legs() *legVols { return p.vols.Load() }
+
+// switched says whether the pair mirrors back (split --keep-source): its
+// LUNs' data volumes are swapped and the secondary is the old volume.
+func (p *pair) switched() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.rec.Switched
+}
+
+// inSync is the state a pair reaches when its secondary holds what its
+// primary holds: synced, or switched for a pair that mirrors back.
+func (p *pair) inSync() PairState {
+	if p.switched() {
+		return StateSwitched
+	}
+	return StateSynced
+}
 
 func (p *pair) wakeUp() {
 	select {
@@ -193,8 +225,6 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 		id:     rec.ID,
 		src:    se,
 		tgt:    te,
-		srcVol: se.vol,
-		tgtVol: te.vol,
 		size:   se.size.Load(),
 		chunk:  rec.ChunkSize,
 		bucket: newBucket(effectiveRate(Speed(rec.Speed), rec.MaxMBps)),
@@ -202,6 +232,7 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 		wake:   make(chan struct{}, 1),
 		exited: make(chan struct{}),
 	}
+	p.vols.Store(&legVols{src: se.vol, tgt: te.vol})
 	flush := func() error {
 		serr, terr := p.syncLegs(true, true, true)
 		return errors.Join(serr, terr)

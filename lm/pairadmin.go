@@ -360,6 +360,9 @@ func (m *Manager) cancelPair(ref pairRef) error {
 	if err != nil {
 		return err
 	}
+	if err := p.refuseCancelSwitched(); err != nil { // rollback.go
+		return err
+	}
 	if st := p.getState(); st != StateFaulty && st != StateCancelled {
 		if err := p.transition(StateCancelled, "cancelled by admin"); err != nil {
 			return err

@@ -66,12 +66,13 @@ func (v *pairView) sourceOnly() bool { return v.mode == writeSourceOnly }
 
 // modeIn is the write mode once the pair is in state to: source-only in
 // paused, interrupted and faulty, and while a fault waits; the other
-// states (splitting, split, cancelled) keep the mode they had.
+// states (splitting, rolling-back, split, cancelled) keep the mode they
+// had.
 func (v *pairView) modeIn(to PairState) writeMode {
 	switch to {
 	case StatePaused, StateInterrupted, StateFaulty:
 		return writeSourceOnly
-	case StateScheduled, StateQueued, StateCopying, StateSynced:
+	case StateScheduled, StateQueued, StateCopying, StateSynced, StateSwitched:
 		if v.fault != "" {
 			return writeSourceOnly
 		}

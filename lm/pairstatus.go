@@ -113,6 +113,7 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 		Windows:       r.Windows,
 		MaxElapsed:    time.Duration(r.MaxElapsedNS),
 		CopyElapsed:   time.Duration(r.CopyElapsedNS),
+		Switched:      r.Switched,
 	}
 }
 
@@ -139,7 +140,7 @@ func (p *pair) status() PairStatus {
 	s.DCLBytes = d * p.region
 	s.RateBps = int64(rate)
 	remaining := p.size - done + s.DCLBytes
-	if st == StateSynced {
+	if st == StateSynced || rec.Switched {
 		remaining = s.DCLBytes
 	}
 	if progress > 0 && remaining > 0 {

@@ -9,7 +9,8 @@ import (
 // recover attaches every pair found in the meta volume (DESIGN §7): the
 // DCL is loaded (every region found there will be re-copied), the copy
 // resumes from the persisted checkpoint, a split cut short by the restart
-// goes back to synced, a synced pair with regions in its DCL goes back to
+// goes back to synced (a rollback cut short to switched), a synced (or
+// switched) pair with regions in its DCL goes back to
 // copying, and a pair whose data volume is missing is interrupted with the
 // reason. Cancelled pairs and stray DCLs are cleaned.
 //
@@ -72,8 +73,16 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 			}
 			st = StateSynced
 		}
+		if st == StateRollingBack {
+			// The swap back was not committed: the source LUN still
+			// reads the new volume (rollback.go).
+			if err := p.transition(StateSwitched, "rollback cut short by a restart"); err != nil {
+				m.log.Error().Err(err).Str("pair", rec.ID).Msg("recovery")
+			}
+			st = StateSwitched
+		}
 		var missing error
-		for _, d := range []*dataVol{p.srcVol, p.tgtVol} {
+		for _, d := range []*dataVol{p.legs().src, p.legs().tgt} {
 			if _, err := d.get(); err != nil && missing == nil {
 				missing = err
 			}
@@ -96,7 +105,7 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 		// window after Open in which status said synced and the legs
 		// differed (TestRecoverSyncedWithDCL).
 		d, _, _ := p.log.Counts()
-		if d > 0 && p.getState() == StateSynced {
+		if st := p.getState(); d > 0 && (st == StateSynced || st == StateSwitched) {
 			if err := p.transition(StateCopying, fmt.Sprintf("%d DCL regions found at startup: re-copying", d)); err != nil {
 				// The run goroutine retries the same transition.
 				m.log.Error().Err(err).Str("pair", rec.ID).Msg("recovery")

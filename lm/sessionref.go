@@ -69,9 +69,13 @@ func (m *Manager) memberCheck(op, name string, force bool) (pairRef, error) {
 	}
 	sname := s.record().Name
 	if !force {
+		hint := fmt.Sprintf(" (or force a lone %s with --force, recorded on the session)", op)
+		if op == "rollback" || op == "commit" {
+			hint = "" // a session switches back or commits as a whole
+		}
 		return pairRef{}, refuse(ErrState, pairObject(name),
-			"pair %s → %s belongs to session %s: %s it with `lmtgt session %s %s` (or force a lone %s with --force, recorded on the session)",
-			p.src.name, p.tgt.name, sname, op, op, sname, op)
+			"pair %s → %s belongs to session %s: %s it with `lmtgt session %s %s`%s",
+			p.src.name, p.tgt.name, sname, op, op, sname, hint)
 	}
 	s.ops.Lock()
 	defer s.ops.Unlock()
@@ -119,5 +123,5 @@ func (m *Manager) SplitNamed(names []string, maxPause time.Duration, force bool)
 		}
 		refs[i] = ref
 	}
-	return m.split(refs, maxPause)
+	return m.split(refs, maxPause, splitPlain)
 }

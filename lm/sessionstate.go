@@ -42,6 +42,7 @@ const (
 	SessionPartiallyFaulty                     // some pair interrupted or faulty
 	SessionSplit                               // every pair split (final)
 	SessionCancelled                           // cancelled (final)
+	SessionSwitched                            // every pair switched (split --keep-source; rollback.go)
 )
 
 var sessionStateNames = [...]string{
@@ -52,6 +53,7 @@ var sessionStateNames = [...]string{
 	SessionPartiallyFaulty: "partially-faulty",
 	SessionSplit:           "split",
 	SessionCancelled:       "cancelled",
+	SessionSwitched:        "switched",
 }
 
 func (s SessionState) String() string {
@@ -73,11 +75,11 @@ type sessionPairView struct {
 // aggregateState is the session's global state (the only place it is
 // decided): any interrupted or faulty pair makes it partially-faulty; with
 // every pair final it is split (all split) or cancelled; with every
-// remaining pair synced it is synced; a paused session or a pair paused by
+// remaining pair synced it is synced (switched: switched); a paused session or a pair paused by
 // the admin makes it paused; a copying or synced pair makes it copying;
 // else nothing started yet: scheduled.
 func aggregateState(paused bool, pairs []sessionPairView) SessionState {
-	var split, cancelled, bad, synced, copying, adminPaused int
+	var split, cancelled, bad, synced, switched, copying, adminPaused int
 	for _, p := range pairs {
 		switch p.State {
 		case StateSplit:
@@ -88,6 +90,8 @@ func aggregateState(paused bool, pairs []sessionPairView) SessionState {
 			bad++
 		case StateSynced, StateSplitting:
 			synced++
+		case StateSwitched, StateRollingBack:
+			switched++
 		case StateCopying:
 			copying++
 		case StatePaused:
@@ -108,9 +112,11 @@ func aggregateState(paused bool, pairs []sessionPairView) SessionState {
 		return SessionCancelled
 	case synced == live:
 		return SessionSynced
+	case switched == live:
+		return SessionSwitched
 	case paused || adminPaused > 0:
 		return SessionPaused
-	case copying > 0 || synced > 0:
+	case copying > 0 || synced > 0 || switched > 0:
 		return SessionCopying
 	}
 	return SessionScheduled

@@ -23,11 +23,17 @@ const DefaultMaxPause = 100 * time.Millisecond
 // pairs split and deletes their DCLs. The pause is measured and recorded
 // on every pair. Inside the pause only the drain, a cheap re-check, that
 // transaction (prepared before) and the route swap run (doc.go).
-func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, error) {
+//
+// mode says which of the three swaps it is (rollback.go): a plain split,
+// a split --keep-source (the pairs stay attached, switched, their legs
+// reversed) or a rollback (switched pairs swap back and are synced again).
+// The three share every step; only the states, whether the DCLs are
+// deleted and whether the pairs stay attached differ.
+func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) (SplitResult, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
-		return SplitResult{}, fmt.Errorf("split: manager closed: %w", ErrState)
+		return SplitResult{}, fmt.Errorf("%s: manager closed: %w", mode, ErrState)
 	}
 	if maxPause <= 0 {
 		maxPause = DefaultMaxPause
@@ -41,13 +47,13 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 		seen[r.key()] = true
 		p, err := m.findPair(r)
 		if err != nil {
-			return SplitResult{}, fmt.Errorf("split: %w", err)
+			return SplitResult{}, fmt.Errorf("%s: %w", mode, err)
 		}
 		ps = append(ps, p)
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].id < ps[j].id })
 	for _, p := range ps {
-		if err := p.splittable(); err != nil {
+		if err := p.splittable(mode); err != nil {
 			return SplitResult{}, err
 		}
 	}
@@ -56,7 +62,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	// an fstat and a stat each), again just before the pause and, with
 	// an fstat, inside it.
 	for _, p := range ps {
-		if err := p.verifyLegs("split"); err != nil {
+		if err := p.verifyLegs(mode.String()); err != nil {
 			return SplitResult{}, err
 		}
 	}
@@ -87,29 +93,32 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	}
 	defer releaseAll()
 
-	// Every pair → splitting, in one transaction, before the gates close.
+	// Every pair → splitting (rolling-back), in one transaction, before
+	// the gates close.
+	during := mode.during()
 	recs := make([]metavol.Pair, len(ps))
 	for i, p := range ps {
 		p.mu.Lock()
-		err := checkTransition(p.name(), p.getState(), StateSplitting)
+		err := checkTransition(p.name(), p.getState(), during)
 		recs[i] = p.recordLocked()
 		p.mu.Unlock()
 		if err != nil {
-			return SplitResult{}, fmt.Errorf("split: %w", err)
+			return SplitResult{}, fmt.Errorf("%s: %w", mode, err)
 		}
-		recs[i].State = StateSplitting.String()
-		recs[i].Reason = "split started"
+		recs[i].State = during.String()
+		recs[i].Reason = mode.String() + " started"
 	}
 	if err := m.putPairs(recs); err != nil {
-		return SplitResult{}, fmt.Errorf("split: persist splitting: %w", err)
+		return SplitResult{}, fmt.Errorf("%s: persist %s: %w", mode, during, err)
 	}
 	for i, p := range ps {
 		p.mu.Lock()
-		p.applyLocked(recs[i], StateSplitting)
+		p.applyLocked(recs[i], during)
 		p.mu.Unlock()
 	}
-	// back returns every pair to synced (or interrupted) with a reason.
-	back := func(reason string) { m.leaveSplitting(ps, reason) }
+	// back returns every pair to synced (switched) or interrupted with a
+	// reason.
+	back := func(reason string) { m.leaveSplitting(ps, reason, mode) }
 
 	// The swap makes each target the source LUN's data: what the copier
 	// and the DCL re-copies wrote there must be on disk first, or a power
@@ -121,9 +130,9 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	// error after this sync is reported by the next fsync of the file).
 	for _, p := range ps {
 		if _, err := p.syncLegs(true, false, true); err != nil {
-			p.setFault("sync before the split: " + err.Error())
-			back("split refused: sync failed: " + err.Error())
-			return SplitResult{}, fmt.Errorf("split: pair %s: sync before the swap: %w: %w", p.name(), err, ErrNotSynced)
+			p.setFault("sync before the " + mode.String() + ": " + err.Error())
+			back(mode.String() + " refused: sync failed: " + err.Error())
+			return SplitResult{}, fmt.Errorf("%s: pair %s: sync before the swap: %w: %w", mode, p.name(), err, ErrNotSynced)
 		}
 	}
 
@@ -134,21 +143,25 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 		p.mu.Lock()
 		recs[i] = p.recordLocked()
 		p.mu.Unlock()
-		recs[i].State = StateSplit.String()
-		recs[i].Reason = "split"
+		recs[i].State = mode.to().String()
+		recs[i].Reason = mode.done()
 		recs[i].Cursor, recs[i].CopiedBytes = p.size, p.size
+		recs[i].Switched = mode == splitKeepSource
+		if mode == splitRollback {
+			recs[i].AutoSplit = false // rollback.go: no switch again on its own
+		}
 	}
 	sw, err := m.prepareSwap(ps, recs)
 	if err != nil {
-		back("split refused: " + err.Error())
-		return SplitResult{}, fmt.Errorf("split of %s: %w", names(ps), err)
+		back(mode.String() + " refused: " + err.Error())
+		return SplitResult{}, fmt.Errorf("%s of %s: %w", mode, names(ps), err)
 	}
 	// The full check of both legs (path and open file) again, now that
 	// the syncs are done: inside the pause only the open files are
 	// re-checked.
 	for _, p := range ps {
-		if err := p.verifyLegs("split"); err != nil {
-			back("split refused: " + err.Error())
+		if err := p.verifyLegs(mode.String()); err != nil {
+			back(mode.String() + " refused: " + err.Error())
 			return SplitResult{}, err
 		}
 	}
@@ -163,8 +176,8 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	t0 := time.Now()
 	if !closeGates(gates, maxPause) {
 		m.splits.deferrals.Add(1)
-		back(fmt.Sprintf("split deferred: in-flight I/O did not drain within %v", maxPause))
-		return SplitResult{}, fmt.Errorf("split of %s: %w (budget %v)", names(ps), ErrSplitTimeout, maxPause)
+		back(fmt.Sprintf("%s deferred: in-flight I/O did not drain within %v", mode, maxPause))
+		return SplitResult{}, fmt.Errorf("%s of %s: %w (budget %v)", mode, names(ps), ErrSplitTimeout, maxPause)
 	}
 	gatesOpen := false
 	openGates := func() {
@@ -187,16 +200,16 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 		if f := p.view().fault; f != "" {
 			openGates()
 			back("")
-			return SplitResult{}, fmt.Errorf("split: pair %s: during the drain: %s: %w", p.name(), f, ErrNotSynced)
+			return SplitResult{}, fmt.Errorf("%s: pair %s: during the drain: %s: %w", mode, p.name(), f, ErrNotSynced)
 		}
 		if d, _, _ := p.log.Counts(); d > 0 {
 			openGates()
-			back("split refused: the DCL is not empty after the drain")
-			return SplitResult{}, fmt.Errorf("split: pair %s: DCL holds %d regions after the drain: %w", p.name(), d, ErrNotSynced)
+			back(mode.String() + " refused: the DCL is not empty after the drain")
+			return SplitResult{}, fmt.Errorf("%s: pair %s: DCL holds %d regions after the drain: %w", mode, p.name(), d, ErrNotSynced)
 		}
-		if err := p.recheckLegs("split"); err != nil {
+		if err := p.recheckLegs(mode.String()); err != nil {
 			openGates()
-			back("split refused: " + err.Error())
+			back(mode.String() + " refused: " + err.Error())
 			return SplitResult{}, err
 		}
 	}
@@ -204,34 +217,49 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	// One transaction: swap the data volume IDs, mark the pairs split,
 	// delete their DCLs (DESIGN §5 steps 3-4: every header, and the pages
 	// the transaction has room for); dcl forgets the logs without a
-	// second delete.
-	garbage, err := m.dcl.Forget(ids, func() (rest []string, err error) {
-		err = m.db.Update(func(tx *metavol.Tx) error {
-			if err := tx.Apply(&sw.batch); err != nil {
+	// second delete. A pair that stays attached (switched, or synced
+	// again after a rollback) keeps its DCL: it still tracks where the
+	// secondary may differ (after the drain only intent marks of writes
+	// that reached both legs, cleared lazily).
+	var garbage []string
+	if mode.keepsPair() {
+		err = m.db.Update(func(tx *metavol.Tx) error { return tx.Apply(&sw.batch) })
+	} else {
+		garbage, err = m.dcl.Forget(ids, func() (rest []string, err error) {
+			err = m.db.Update(func(tx *metavol.Tx) error {
+				if err := tx.Apply(&sw.batch); err != nil {
+					return err
+				}
+				var err error
+				rest, err = tx.DeleteDCLs(ids)
 				return err
-			}
-			var err error
-			rest, err = tx.DeleteDCLs(ids)
-			return err
+			})
+			return rest, err
 		})
-		return rest, err
-	})
+	}
 	if err != nil {
 		openGates()
-		back("split failed: " + err.Error())
-		return SplitResult{}, fmt.Errorf("split of %s: swap: %w", names(ps), err)
+		back(mode.String() + " failed: " + err.Error())
+		return SplitResult{}, fmt.Errorf("%s of %s: swap: %w", mode, names(ps), err)
 	}
 	if h := m.hooks.splitCommitted; h != nil {
 		h()
 	}
 	for i, p := range ps {
-		p.src.vol, p.tgt.vol = p.tgtVol, p.srcVol
-		p.src.pair = nil
-		p.tgt.targetOf = nil
+		lv := p.legs()
+		p.src.vol, p.tgt.vol = lv.tgt, lv.src
+		if mode.keepsPair() {
+			// The legs follow the routes: the primary is the volume
+			// the source LUN now reads.
+			p.vols.Store(&legVols{src: lv.tgt, tgt: lv.src})
+		} else {
+			p.src.pair = nil
+			p.tgt.targetOf = nil
+		}
 		p.src.size.Store(sw.srcSize[i])
 		p.tgt.size.Store(sw.tgtSize[i])
 		p.mu.Lock()
-		p.applyLocked(recs[i], StateSplit)
+		p.applyLocked(recs[i], mode.to())
 		p.mu.Unlock()
 	}
 	openGates()
@@ -249,9 +277,15 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 		p.mu.Unlock()
 	}
 	if err := m.putPairs(recs); err != nil {
-		m.log.Warn().Err(err).Msg("split: could not record the measured pause")
+		m.log.Warn().Err(err).Msg(mode.String() + ": could not record the measured pause")
 	}
 	releaseAll()
+	if mode.keepsPair() {
+		for _, p := range ps {
+			p.zlog.Info().Dur("pause", pause).Str("state", mode.to().String()).Msg(mode.done())
+		}
+		return res, nil
+	}
 	if len(garbage) > 0 {
 		// DCL pages the swap transaction had no room for: their headers
 		// went with the swap, so they are garbage (never loaded).
@@ -306,7 +340,7 @@ func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair) (*swapPlan, error
 			sl.VolumeID, tl.VolumeID = tl.VolumeID, sl.VolumeID
 			// The target LUN now holds the old source's data volume,
 			// which may be smaller than the target LUN was.
-			if o, err := p.srcVol.get(); err == nil && o.raw.Size() < tl.Size {
+			if o, err := p.legs().src.get(); err == nil && o.raw.Size() < tl.Size {
 				tl.Size = sl.Size
 			}
 			sw.srcSize[i], sw.tgtSize[i] = sl.Size, tl.Size
@@ -338,17 +372,18 @@ func (m *Manager) putPairs(recs []metavol.Pair) error {
 	})
 }
 
-// leaveSplitting returns every pair to synced (or interrupted, with its
-// fault) in one transaction: a deferred or refused split. Called with
-// every pair's persist lock held. reason "" keeps the fault as the reason.
-func (m *Manager) leaveSplitting(ps []*pair, reason string) {
+// leaveSplitting returns every pair to synced (switched, for a rollback;
+// or interrupted, with its fault) in one transaction: a deferred or
+// refused split or rollback. Called with every pair's persist lock held.
+// reason "" keeps the fault as the reason.
+func (m *Manager) leaveSplitting(ps []*pair, reason string, mode splitMode) {
 	recs := make([]metavol.Pair, 0, len(ps))
 	tos := make([]PairState, 0, len(ps))
 	var moved []*pair
 	for _, p := range ps {
 		p.mu.Lock()
 		v := p.view()
-		to, r := StateSynced, reason
+		to, r := mode.from(), reason
 		if v.fault != "" {
 			to, r = StateInterrupted, v.fault
 		}
@@ -356,21 +391,21 @@ func (m *Manager) leaveSplitting(ps []*pair, reason string) {
 		rec := p.recordLocked()
 		p.mu.Unlock()
 		if err != nil {
-			p.zlog.Error().Err(err).Msg("split: cannot leave splitting")
+			p.zlog.Error().Err(err).Msg(mode.String() + ": cannot leave " + mode.during().String())
 			continue
 		}
 		rec.State, rec.Reason = to.String(), r
 		recs, tos, moved = append(recs, rec), append(tos, to), append(moved, p)
 	}
 	if err := m.putPairs(recs); err != nil {
-		m.log.Error().Err(err).Str("pairs", names(moved)).Msg("split: cannot leave splitting")
+		m.log.Error().Err(err).Str("pairs", names(moved)).Msg(mode.String() + ": cannot leave " + mode.during().String())
 		return
 	}
 	for i, p := range moved {
 		p.mu.Lock()
 		p.applyLocked(recs[i], tos[i])
 		p.mu.Unlock()
-		p.zlog.Info().Str("from", StateSplitting.String()).Str("to", tos[i].String()).Str("reason", recs[i].Reason).Msg("pair state")
+		p.zlog.Info().Str("from", mode.during().String()).Str("to", tos[i].String()).Str("reason", recs[i].Reason).Msg("pair state")
 	}
 }
 
@@ -385,25 +420,35 @@ func names(ps []*pair) string {
 	return s
 }
 
-// splittable says why the pair cannot be split now, or nil.
-func (p *pair) splittable() error {
+// splittable says why the pair cannot be split (or rolled back) now, or
+// nil: a split needs it synced, a rollback switched, both with no fault
+// and an empty DCL (a rollback drains the DCL first: the old volume must
+// hold everything the hosts wrote).
+func (p *pair) splittable(mode splitMode) error {
 	for _, e := range []*lunEntry{p.src, p.tgt} {
-		if err := e.fenced("split"); err != nil {
-			return fmt.Errorf("split: pair %s: %w", p.name(), err)
+		if err := e.fenced(mode.String()); err != nil {
+			return fmt.Errorf("%s: pair %s: %w", mode, p.name(), err)
 		}
 	}
 	p.mu.Lock()
 	v := p.view()
 	reason := p.mu.rec.Reason
+	switched := p.mu.rec.Switched
 	p.mu.Unlock()
-	if v.state != StateSynced {
-		return fmt.Errorf("split: pair %s (%s → %s) is %s (%s): %w", p.name(), p.src.name, p.tgt.name, v.state, reason, ErrNotSynced)
+	if mode != splitRollback && switched {
+		return refuse(ErrState, pairObject(p.name()), "%s: the pair is switched (mirrored back to its old volume): roll it back or commit it", mode)
+	}
+	if mode == splitRollback && !switched {
+		return refuse(ErrState, pairObject(p.name()), "rollback: the pair is %s, not switched (only a pair split with --keep-source can be rolled back)", v.state)
+	}
+	if v.state != mode.from() {
+		return fmt.Errorf("%s: pair %s (%s → %s) is %s (%s): %w", mode, p.name(), p.src.name, p.tgt.name, v.state, reason, ErrNotSynced)
 	}
 	if v.fault != "" {
-		return fmt.Errorf("split: pair %s: %s: %w", p.name(), v.fault, ErrNotSynced)
+		return fmt.Errorf("%s: pair %s: %s: %w", mode, p.name(), v.fault, ErrNotSynced)
 	}
 	if d, _, _ := p.log.Counts(); d > 0 {
-		return fmt.Errorf("split: pair %s: %d regions still to re-copy: %w", p.name(), d, ErrNotSynced)
+		return fmt.Errorf("%s: pair %s: %d regions still to re-copy: %w", mode, p.name(), d, ErrNotSynced)
 	}
 	return nil
 }
@@ -418,11 +463,11 @@ func (p *pair) wantsVerify() bool {
 // continues; each region is compared under its exclusive range lock so no
 // write is half done on it.
 func (p *pair) verify() error {
-	so, err := p.srcVol.get()
+	so, err := p.legs().src.get()
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", p.name(), err)
 	}
-	to, err := p.tgtVol.get()
+	to, err := p.legs().tgt.get()
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", p.name(), err)
 	}

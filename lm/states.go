@@ -23,6 +23,22 @@ import "fmt"
 //	synced      → copying      the DCL is not empty (after a restart or a late failure)
 //	any non-final → cancelled  admin cancel (final)
 //
+// Rollback after the switch (split --keep-source, docs/design.md "Rollback
+// after the switch"). The record's Switched field says the pair mirrors
+// back: its LUNs' data volumes are swapped, the new volume is the primary
+// leg and the old one the secondary; copying, paused and interrupted then
+// mean the same as before with the legs reversed, and the in-sync state
+// is switched instead of synced:
+//
+//	splitting   → switched     the volume IDs were swapped, mirroring back (split --keep-source)
+//	switched    → rolling-back rollback started (gates about to close)
+//	rolling-back → synced      the volume IDs were swapped back (the pair is a synced pair again)
+//	rolling-back → switched    rollback deferred (drain timeout) or refused after the drain
+//	rolling-back → interrupted the old volume failed during the drain
+//	switched    → paused | interrupted | copying   as synced (legs reversed)
+//	copying     → switched     a switched pair's re-copy (new → old) is done
+//	switched|copying|paused|interrupted → split    commit (only a switched pair: Manager.commit checks it)
+//
 // split, cancelled and faulty are final: nothing leaves them.
 type PairState int
 
@@ -40,6 +56,8 @@ const (
 	// StateScheduled: created with a start time not reached yet
 	// (schedule.go); host writes go to both legs as in queued.
 	StateScheduled
+	StateSwitched
+	StateRollingBack
 )
 
 var stateNames = [...]string{
@@ -53,6 +71,8 @@ var stateNames = [...]string{
 	StateCancelled:   "cancelled",
 	StateFaulty:      "faulty",
 	StateScheduled:   "scheduled",
+	StateSwitched:    "switched",
+	StateRollingBack: "rolling-back",
 }
 
 func (s PairState) String() string {
@@ -82,11 +102,13 @@ func (s PairState) Final() bool {
 var transitions = map[PairState][]PairState{
 	StateScheduled:   {StateQueued},
 	StateQueued:      {StateCopying, StatePaused},
-	StateCopying:     {StateSynced, StatePaused, StateInterrupted, StateQueued},
+	StateCopying:     {StateSynced, StatePaused, StateInterrupted, StateQueued, StateSwitched, StateSplit},
 	StateSynced:      {StateSplitting, StatePaused, StateInterrupted, StateCopying},
-	StatePaused:      {StateCopying, StateQueued},
-	StateInterrupted: {StateCopying, StateFaulty},
-	StateSplitting:   {StateSplit, StateSynced, StateInterrupted},
+	StatePaused:      {StateCopying, StateQueued, StateSplit},
+	StateInterrupted: {StateCopying, StateFaulty, StateSplit},
+	StateSplitting:   {StateSplit, StateSynced, StateInterrupted, StateSwitched},
+	StateSwitched:    {StateRollingBack, StatePaused, StateInterrupted, StateCopying, StateSplit},
+	StateRollingBack: {StateSynced, StateSwitched, StateInterrupted},
 }
 
 // CanTransition reports whether from → to is allowed.

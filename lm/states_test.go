@@ -7,7 +7,7 @@ import (
 
 func TestTransitions(t *testing.T) {
 	all := []PairState{StateQueued, StateCopying, StateSynced, StatePaused, StateInterrupted,
-		StateSplitting, StateSplit, StateCancelled, StateFaulty, StateScheduled}
+		StateSplitting, StateSplit, StateCancelled, StateFaulty, StateScheduled, StateSwitched, StateRollingBack}
 	allowed := map[[2]PairState]bool{
 		{StateQueued, StateCopying}:        true,
 		{StateCopying, StateSynced}:        true,
@@ -34,6 +34,22 @@ func TestTransitions(t *testing.T) {
 		{StateScheduled, StateCancelled}:   true,
 		{StateCopying, StateQueued}:        true,
 		{StatePaused, StateQueued}:         true,
+		// Rollback after the switch.
+		{StateSplitting, StateSwitched}:      true,
+		{StateSwitched, StateRollingBack}:    true,
+		{StateRollingBack, StateSynced}:      true,
+		{StateRollingBack, StateSwitched}:    true,
+		{StateRollingBack, StateInterrupted}: true,
+		{StateSwitched, StatePaused}:         true,
+		{StateSwitched, StateInterrupted}:    true,
+		{StateSwitched, StateCopying}:        true,
+		{StateCopying, StateSwitched}:        true,
+		{StateSwitched, StateSplit}:          true,
+		{StateCopying, StateSplit}:           true,
+		{StatePaused, StateSplit}:            true,
+		{StateInterrupted, StateSplit}:       true,
+		{StateSwitched, StateCancelled}:      true,
+		{StateRollingBack, StateCancelled}:   true,
 	}
 	for _, from := range all {
 		for _, to := range all {

@@ -36,10 +36,15 @@ import (
 //	func (m *Manager) Cancel(source string) error
 //	func (m *Manager) Set(source string, req SetRequest) (PairStatus, error)
 //	func (m *Manager) Split(sources []string, maxPause time.Duration) (SplitResult, error)
+//	func (m *Manager) SplitKeepSource / Rollback(sources []string, maxPause time.Duration) (SplitResult, error) // rollback.go
+//	func (m *Manager) Commit(sources []string) (CommitResult, error)
+//	func (m *Manager) Retire(source string, opts RetireOptions) (RetireResult, error)             // rollback_retire.go
+//	func (m *Manager) DeletePairRecords(source string) ([]string, error)
 //
 //	func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error)
 //	func (m *Manager) Sessions() []SessionStatus; Session(name string) (SessionStatus, error)
 //	func (m *Manager) PauseSession / ResumeSession / SetSession / SplitSession / CancelSession / DeleteSession
+//	func (m *Manager) SplitKeepSourceSession / RollbackSession / CommitSession                    // rollback.go
 
 // CreateLUNRequest asks for a new LUN.
 type CreateLUNRequest struct {
@@ -176,6 +181,10 @@ type PairStatus struct {
 	WindowUntil   time.Time
 	MaxElapsed    time.Duration
 	CopyElapsed   time.Duration
+	// Switched: the pair mirrors back (split --keep-source): the source
+	// LUN runs on the new volume and host writes are mirrored back to the
+	// old one (the target LUN's data volume) until rollback or commit.
+	Switched bool
 }
 
 // SplitResult reports a (consistent) split.

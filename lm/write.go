@@ -94,13 +94,14 @@ func (p *pair) dual(c *change) (int, error) {
 	r0, r1 := p.log.Span(c.off, c.n)
 	p.locks.rlock(r0, r1)
 	defer p.locks.runlock(r0, r1)
-	so, err := p.srcVol.get()
+	lv := p.legs() // fixed while the gate is entered
+	so, err := lv.src.get()
 	if err != nil {
 		return 0, fmt.Errorf("lun %s: %s: source: %w", p.src.name, c.op(), err)
 	}
 	to, terr := (*openVol)(nil), error(nil)
 	if !p.view().sourceOnly() {
-		if to, terr = p.tgtVol.get(); terr != nil {
+		if to, terr = lv.tgt.get(); terr != nil {
 			p.setFault(terr.Error())
 		}
 	}
@@ -112,7 +113,7 @@ func (p *pair) dual(c *change) (int, error) {
 		}
 		n, err := c.apply(so)
 		if err != nil {
-			p.m.ioFailed(p.srcVol, err)
+			p.m.ioFailed(lv.src, err)
 			return n, fmt.Errorf("lun %s: %s to source: %w", p.src.name, c.op(), err)
 		}
 		return n, nil
@@ -134,8 +135,8 @@ func (p *pair) dual(c *change) (int, error) {
 	n, serr, terr := c.both(so, to)
 	differs := serr != nil || terr != nil
 	if differs {
-		p.m.ioFailed(p.srcVol, serr)
-		p.m.ioFailed(p.tgtVol, terr)
+		p.m.ioFailed(lv.src, serr)
+		p.m.ioFailed(lv.tgt, terr)
 	}
 	if marked {
 		p.log.EndWrite(r0, rb, differs)
@@ -198,11 +199,12 @@ func (p *pair) syncLegs(exclusive, source, target bool) (serr, terr error) {
 		defer p.syncMu.RUnlock()
 	}
 	var so, to *openVol
+	lv := p.legs()
 	if source {
-		so, serr = p.srcVol.get()
+		so, serr = lv.src.get()
 	}
 	if target {
-		to, terr = p.tgtVol.get()
+		to, terr = lv.tgt.get()
 	}
 	var sfail, tfail bool // a Sync itself failed (not just unavailable)
 	switch {

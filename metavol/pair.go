@@ -51,4 +51,9 @@ type Pair struct {
 	Windows       []string `json:"windows,omitempty"`
 	MaxElapsedNS  int64    `json:"max_elapsed_ns,omitempty"`
 	CopyElapsedNS int64    `json:"copy_elapsed_ns,omitempty"`
+	// Switched says that the pair mirrors back (split --keep-source):
+	// the data volume IDs of its LUNs are swapped, the source LUN's data
+	// volume (the new one) is the primary leg and the target LUN's (the
+	// old source volume) the secondary; rollback clears it.
+	Switched bool `json:"switched,omitempty"`
 }

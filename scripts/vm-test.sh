@@ -20,7 +20,11 @@
 #              data; fio randwrite 4k+64k with crc32c verify (backlog and final
 #              pass) running; the guest asks the host (VMTEST-HOST-ACTION
 #              migrate) to `migration create` to a second LUN, wait for synced
-#              and `migration split`; the host answers by creating a marker
+#              and `migration split` (first, unless VMTEST_MIGRATE_ROLLBACK=0:
+#              `split --keep-source`, ~2 s mirrored back, `rollback`, ~2 s, and
+#              only then the plain split: fio runs across all three, its
+#              backlog verify reading the old volume after the rollback);
+#              the host answers by creating a marker
 #              target the guest sees in a SendTargets discovery. fio must pass
 #              with no I/O error in the kernel log, VPD 0x80/0x83 (re-read with
 #              a rescan) must not change, the tail fio never wrote must keep
@@ -501,6 +505,7 @@ IQN_MIGRATE=iqn.2026-11.org.lmtgt:vm-migrate
 MIGRATE_DONE=iqn.2026-11.org.lmtgt:vm-migrate-done   # + -ok or -fail: the host's answer
 MIG_SRC=vmmig MIG_DST=vmmig-new MIG_SIZE_MB=256
 MIG_MBPS=${VMTEST_MIGRATE_MBPS:-48}   # copy cap: a few seconds for MIG_SIZE_MB of data
+MIG_ROLLBACK=${VMTEST_MIGRATE_ROLLBACK:-1}   # split --keep-source and rollback before the split
 CHAP_USER=vmuser CHAP_SECRET=vm-chap-secret-1
 MUTUAL_USER=vmuser2 MUTUAL_SECRET=vm-chap-secret-2
 TGT_USER=vmtarget TGT_SECRET=vm-target-secret-3
@@ -607,6 +612,34 @@ host_vpd() {  # PAGE: the LUN's VPD page as the host's libiscsi reads it on the 
   command -v iscsi-inq >/dev/null || { echo "(no iscsi-inq)"; return 0; }
   iscsi-inq -e 1 -c "$1" "iscsi://127.0.0.1:$PORT/$IQN_MIGRATE/0" 2>&1
 }
+# mswap WHAT ARGS...: a split or rollback, retried while "deferred" (in-flight
+# I/O took longer than --max-pause); prints the pause, or fails with why
+mswap() {
+  local what=$1 out try; shift
+  for try in 1 2 3 4 5; do
+    echo "+ lmtgt $* -o json" >&2
+    if out=$(mcli "$@" -o json 2>&1); then echo "$out" | json_field pause_ms; return 0; fi
+    log "$what: $out"
+    case "$out" in *deferred*) ;; *) echo "$what failed: $out"; return 1 ;; esac
+  done
+  echo "$what deferred 5 times"; return 1
+}
+# rollback_steps: split --keep-source, fio mirrored back for ~2 s, rollback,
+# ~2 s in dual-write again (the guest's fio keeps running throughout)
+rollback_steps() {
+  local out st
+  out=$(mswap "split --keep-source" migration split "$MIG_SRC" --keep-source) || { MIG_FAIL=$out; return 1; }
+  st=$(mcli migration show "$MIG_SRC" -o json | json_field state)
+  [ "$st" = switched ] || { MIG_FAIL="after split --keep-source the pair is ${st:-?}, not switched"; return 1; }
+  log "switched (pause $out ms): host writes mirrored back to the old volume"
+  sleep 2   # the guest's fio writes through the switched pair meanwhile
+  out=$(mswap rollback migration rollback "$MIG_SRC") || { MIG_FAIL=$out; return 1; }
+  st=$(mcli migration show "$MIG_SRC" -o json | json_field state)
+  [ "$st" = synced ] || { MIG_FAIL="after rollback the pair is ${st:-?}, not synced"; return 1; }
+  MIG_ROLLED="keep-source and rollback done (rollback pause $out ms); "
+  log "rolled back (pause $out ms): the LUN runs on its old volume again"
+  sleep 2
+}
 migrate_action() {
   local s0 s1 p0 p1 j st out try t0 t_sync="" deadline marker
   log "HOST ACTION: migrate $MIG_SRC -> $MIG_DST (--speed high --max-mbps $MIG_MBPS) while the guest runs fio"
@@ -629,6 +662,9 @@ migrate_action() {
   fi
   if [ -z "$MIG_FAIL" ]; then
     log "pair synced after ${t_sync}s: $(echo "$j" | tr -d '\n' | tr -s ' ' | cut -c1-400)"
+    [ "$MIG_ROLLBACK" = 1 ] && { rollback_steps || true; }   # MIG_FAIL says why
+  fi
+  if [ -z "$MIG_FAIL" ]; then
     for try in 1 2 3 4 5; do   # "split deferred": in-flight I/O took longer than --max-pause; retry
       echo "+ lmtgt migration split $MIG_SRC -o json" >&2
       if out=$(mcli migration split "$MIG_SRC" -o json 2>&1); then MIG_PAUSE=$(echo "$out" | json_field pause_ms); break; fi
@@ -638,7 +674,7 @@ migrate_action() {
     [ -z "$MIG_FAIL" ] && [ -z "$MIG_PAUSE" ] && MIG_FAIL="split deferred 5 times"
   fi
   s1=$(host_vpd 128 | sed -n 's/^Unit Serial Number:\[\(.*\)\]$/\1/p'); p1=$(host_vpd 131 | md5sum | cut -c1-32)
-  echo "VMTEST-HOST: migrate: synced after ${t_sync:-?}s, split pause ${MIG_PAUSE:-?} ms (try ${try:-0}); VPD 0x80 serial [$s0] -> [$s1], 0x83 md5 $p0 -> $p1"
+  echo "VMTEST-HOST: migrate: synced after ${t_sync:-?}s, ${MIG_ROLLED:-}split pause ${MIG_PAUSE:-?} ms (try ${try:-0}); VPD 0x80 serial [$s0] -> [$s1], 0x83 md5 $p0 -> $p1"
   if [ -z "$MIG_FAIL" ]; then
     [ "$s0" = "$s1" ] || MIG_FAIL="VPD 0x80 serial changed across the split: [$s0] -> [$s1]"
     [ "$p0" = "$p1" ] || MIG_FAIL="${MIG_FAIL:+$MIG_FAIL; }VPD 0x83 changed across the split"
@@ -665,7 +701,7 @@ qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$VM_MEM" -smp "$VM_SMP" \
   > "$RUN_DIR/qemu.stderr" 2>&1 &
 QEMU_PID=$!
 # follow the console: echo it, and do what the guest asks for
-ACTED=0; RESTART_FAILED=0; MIG_ACTED=0; MIG_FAIL=""; MIG_PAUSE=""; SEEN=0; VM_RC=0
+ACTED=0; RESTART_FAILED=0; MIG_ACTED=0; MIG_FAIL=""; MIG_PAUSE=""; MIG_ROLLED=""; SEEN=0; VM_RC=0
 while :; do
   n=$(wc -l < "$CONSOLE")
   if [ "$n" -gt "$SEEN" ]; then

@@ -22,7 +22,7 @@ func migrationCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "migration",
 		Usage: "move a LUN's data to another LUN's volume live, then split (cut over)",
-		Subcommands: []*cli.Command{
+		Subcommands: append([]*cli.Command{
 			{
 				Name:  "create",
 				Usage: "pair a source LUN with a target LUN and start the initial sync",
@@ -68,10 +68,10 @@ func migrationCommand() *cli.Command {
 				Name:      "split",
 				Usage:     "cut over one or several synced pairs in one bounded I/O pause (consistent split)",
 				ArgsUsage: "SRC [SRC...]",
-				Flags:     []cli.Flag{maxPauseFlag(), forceFlag("split"), outputFlag},
+				Flags:     splitFlags(), // rollback.go
 				Action:    migrationSplit,
 			},
-		},
+		}, rollbackCommands()...), // rollback.go
 	}
 }
 
@@ -136,6 +136,9 @@ func printMigration(c *cli.Context, m wire.Migration) {
 	if m.Verify {
 		opts = append(opts, "verify")
 	}
+	if m.Switched { // rollback.go
+		opts = append(opts, "switched: on the new volume, writes mirrored back to the old one (rollback or commit)")
+	}
 	pause := "-"
 	if m.SplitPauseMS > 0 {
 		pause = strconv.FormatFloat(m.SplitPauseMS, 'f', 2, 64) + " ms"
@@ -183,7 +186,7 @@ func migrationShow(c *cli.Context) error {
 // watchDone reports whether --watch should stop at this state.
 func watchDone(m wire.Migration) bool {
 	switch m.State {
-	case "split", "cancelled", "faulty":
+	case "split", "cancelled", "faulty", "switched":
 		return true
 	case "synced":
 		return !m.AutoSplit
@@ -302,14 +305,7 @@ func migrationSplit(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageErr("migration split: name at least one source LUN (usage: lmtgt migration split SRC [SRC...])")
 	}
-	if err := checkMaxPause(c); err != nil {
-		return err
-	}
-	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
-		return cl.SplitForce(context.Background(), c.Args().Slice(), c.Duration("max-pause"), c.Bool("force"))
-	}, func(r wire.SplitResult) {
-		fmt.Fprintf(c.App.Writer, "split %s: host I/O paused %.2f ms\n", strings.Join(r.Pairs, ", "), r.PauseMS)
-	})
+	return splitWith(c, "") // rollback.go: --keep-source, --retire
 }
 
 // stateAction is a subcommand that names one object (a pair by its source,

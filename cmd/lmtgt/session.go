@@ -21,7 +21,7 @@ func sessionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "session",
 		Usage: "migrate a group of LUNs together: started, throttled, paused, resumed, cancelled and split as one",
-		Subcommands: []*cli.Command{
+		Subcommands: append([]*cli.Command{
 			{
 				Name:      "create",
 				Usage:     "create a session and all its pairs (all or nothing) and start the initial sync",
@@ -65,7 +65,7 @@ func sessionCommand() *cli.Command {
 				Name:      "split",
 				Usage:     "cut over every pair of a synced session in one bounded I/O pause (consistent split)",
 				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
+				Flags:     splitFlags(), // rollback.go
 				Action:    sessionSplit,
 			},
 			{
@@ -83,7 +83,7 @@ func sessionCommand() *cli.Command {
 					}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "session %s deleted\n", name) })
 				},
 			},
-		},
+		}, sessionRollbackCommands()...), // rollback.go
 	}
 }
 
@@ -228,7 +228,7 @@ func sessionShow(c *cli.Context) error {
 // sessionWatchDone reports whether --watch should stop, and with what error.
 func sessionWatchDone(s wire.MigrationSession) (bool, error) {
 	switch {
-	case s.State == "split" || s.State == "cancelled":
+	case s.State == "split" || s.State == "cancelled" || s.State == "switched":
 		return true, nil
 	case s.Counts["faulty"] > 0:
 		return true, fmt.Errorf("session %s: %d pair(s) faulty (see lmtgt session show %s)", s.Name, s.Counts["faulty"], s.Name)
@@ -312,12 +312,5 @@ func sessionSplit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkMaxPause(c); err != nil {
-		return err
-	}
-	return request(c, func(cl *client.Client) (wire.SplitResult, error) {
-		return cl.SplitSession(context.Background(), name, c.Duration("max-pause"))
-	}, func(r wire.SplitResult) {
-		fmt.Fprintf(c.App.Writer, "session %s split (%s): host I/O paused %.2f ms\n", name, strings.Join(r.Pairs, ", "), r.PauseMS)
-	})
+	return splitWith(c, name) // rollback.go: --keep-source, --retire
 }

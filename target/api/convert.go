@@ -106,6 +106,7 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		QueuePos: p.QueuePos, MaxActive: p.MaxActive, Session: p.Session,
 		Windows: p.Windows, Window: p.Window, WindowUntil: timeOrNil(p.WindowUntil),
 		MaxElapsed: durOrEmpty(p.MaxElapsed), CopyElapsedSeconds: p.CopyElapsed.Seconds(),
+		Switched: p.Switched,
 	}
 }
 

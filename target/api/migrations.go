@@ -149,11 +149,23 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
-	r, err := s.lm.SplitNamed(req.Sources, pause, req.Force)
+	if err := checkKeepSource(obj, req.KeepSource, req.Retire); err != nil {
+		return wire.SplitResult{}, err
+	}
+	state := lm.StateSplit
+	var r lm.SplitResult
+	if req.KeepSource {
+		state = lm.StateSwitched
+		r, err = s.lm.SplitKeepSource(req.Sources, pause, req.Force) // rollback.go
+	} else {
+		r, err = s.lm.SplitNamed(req.Sources, pause, req.Force)
+	}
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
 	v := splitView(r)
-	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Msg("split")
+	v.State = state.String()
+	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("split")
+	v.Retired = s.retire(r.Pairs, req.Retire)
 	return v, nil
 }

@@ -504,6 +504,8 @@ func (s *Server) routes() {
 	s.aluaRoutes(m)    // alua.go
 	s.configRoutes(m)  // config.go
 
+	s.rollbackRoutes(m) // rollback.go
+
 	// Everything else: JSON 404, or 405 when the path exists with other methods.
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string

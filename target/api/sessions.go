@@ -92,12 +92,21 @@ func (s *Service) SplitSession(name string, req wire.SplitSession) (wire.SplitRe
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
-	r, err := s.lm.SplitSession(name, pause)
+	if err := checkKeepSource(obj, req.KeepSource, req.Retire); err != nil {
+		return wire.SplitResult{}, err
+	}
+	split, state := s.lm.SplitSession, lm.StateSplit
+	if req.KeepSource {
+		split, state = s.lm.SplitKeepSourceSession, lm.StateSwitched // rollback.go
+	}
+	r, err := split(name, pause)
 	if err != nil {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
 	v := splitView(r)
-	s.log.Info().Str("session", name).Float64("pause_ms", v.PauseMS).Msg("session split")
+	v.State = state.String()
+	s.log.Info().Str("session", name).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("session split")
+	v.Retired = s.retire(r.Pairs, req.Retire)
 	return v, nil
 }
 

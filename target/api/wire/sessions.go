@@ -32,6 +32,10 @@ type CreateSession struct {
 type SplitSession struct {
 	// MaxPause is a Go duration ("100ms"); empty means 100ms.
 	MaxPause string `json:"max_pause,omitempty"`
+	// KeepSource: split --keep-source (every pair switched); also the
+	// body of /rollback (MaxPause only) and /commit (Retire only).
+	KeepSource bool    `json:"keep_source,omitempty"`
+	Retire     *Retire `json:"retire,omitempty"`
 }
 
 // MigrationSession is a migration session as shown by GET

@@ -366,9 +366,14 @@ type Migration struct {
 	WindowUntil        *time.Time `json:"window_until,omitempty"`
 	MaxElapsed         string     `json:"max_elapsed,omitempty"`
 	CopyElapsedSeconds float64    `json:"copy_elapsed_seconds"`
+	// Switched: the pair mirrors back (split --keep-source): the source
+	// LUN runs on the new volume, host writes also reach the old one
+	// (the target LUN's) until rollback or commit.
+	Switched bool `json:"switched,omitempty"`
 }
 
-// Split is the body of POST /v1/migrations/split.
+// Split is the body of POST /v1/migrations/split (and of
+// /v1/migrations/rollback, which takes no KeepSource or Retire).
 type Split struct {
 	// Sources name the pairs: source LUN, target LUN or pair ID.
 	Sources []string `json:"sources"`
@@ -376,12 +381,56 @@ type Split struct {
 	Force bool `json:"force,omitempty"`
 	// MaxPause is a Go duration ("100ms"); empty means 100ms.
 	MaxPause string `json:"max_pause,omitempty"`
+	// KeepSource keeps every pair, switched: host writes are mirrored
+	// back to the old volumes until rollback or commit.
+	KeepSource bool `json:"keep_source,omitempty"`
+	// Retire, after a plain split, deletes each old LUN (Retire).
+	Retire *Retire `json:"retire,omitempty"`
 }
 
-// SplitResult reports a (consistent) split.
+// Retire asks to delete the old LUN after a split or a commit: its volume
+// goes with it if lmtgt created it, or with DeleteVolume (a file or an
+// RBD image); Scrub discards it (zeroes what discard left) first.
+type Retire struct {
+	Scrub        bool `json:"scrub,omitempty"`
+	DeleteVolume bool `json:"delete_volume,omitempty"`
+}
+
+// Commit is the body of POST /v1/migrations/commit.
+type Commit struct {
+	Sources []string `json:"sources"`
+	Retire  *Retire  `json:"retire,omitempty"`
+}
+
+// SplitResult reports a (consistent) split, rollback or commit.
 type SplitResult struct {
 	Pairs   []string `json:"pairs"`
 	PauseMS float64  `json:"pause_ms"`
+	// State is the pairs' state now: split, switched (--keep-source) or
+	// synced (rollback).
+	State string `json:"state,omitempty"`
+	// Retired reports the old LUNs retired (one per pair, when asked).
+	Retired []Retired `json:"retired,omitempty"`
+}
+
+// Retired is what a retire did with one old LUN. Error is set when the
+// retire of that LUN failed (the split or commit itself succeeded).
+type Retired struct {
+	Source        string `json:"source"`
+	LUN           string `json:"lun"`
+	Volume        string `json:"volume,omitempty"`
+	Path          string `json:"path,omitempty"`
+	Scrub         string `json:"scrub,omitempty"` // "discard" or "discard+zero"
+	VolumeDeleted bool   `json:"volume_deleted"`
+	VolumeNote    string `json:"volume_note,omitempty"`
+	Error         string `json:"error,omitempty"`
+}
+
+// DeletedMigrations answers DELETE /v1/migrations/{source}: the ended
+// pair records of the source that were deleted.
+type DeletedMigrations struct {
+	Source string   `json:"source"`
+	Pairs  []string `json:"pairs"`
 }
 
 // Health is the body of GET /v1/health.
