@@ -348,6 +348,9 @@ func (p *pair) copyJob(ctx context.Context, j job, buf []byte, stop func() bool)
 	p.raiseIssued(j.end)
 	n, err := p.copyRange(j.start, j.end, buf)
 	p.dataBytes.Add(n)
+	if err == nil {
+		p.skipBytes.Add(j.end - j.start - n)
+	}
 	if err != nil {
 		if merr := p.log.MarkDCL(r0, r1); merr != nil {
 			p.setFault(merr.Error())

@@ -60,6 +60,7 @@ type pair struct {
 	done        atomic.Int64 // contiguous prefix finished by the initial copy
 	dataBytes   atomic.Int64
 	recopyBytes atomic.Int64
+	skipBytes   atomic.Int64 // passed by the initial copy without a transfer
 
 	wake   chan struct{} // run goroutine: something changed
 	stop   context.CancelFunc
@@ -87,6 +88,7 @@ type pair struct {
 		// copied twice.
 		completed map[int64]int64
 		rate      rateSampler
+		alloc     allocLook // status's last walk of the source's extents
 		// lastCkpt is when and at what cursor the checkpoint was persisted.
 		lastCkptAt     time.Time
 		lastCkptCursor int64
@@ -112,6 +114,7 @@ func (p *pair) recordLocked() metavol.Pair {
 	rec := p.mu.rec
 	rec.DataBytes = p.dataBytes.Load()
 	rec.RecopiedBytes = p.recopyBytes.Load()
+	rec.SkippedBytes = p.skipBytes.Load()
 	if p.mu.vehicle != "" {
 		rec.Vehicle = p.mu.vehicle
 	}
@@ -212,6 +215,7 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 	p.done.Store(rec.Cursor)
 	p.dataBytes.Store(rec.DataBytes)
 	p.recopyBytes.Store(rec.RecopiedBytes)
+	p.skipBytes.Store(rec.SkippedBytes)
 	p.mu.rec = rec
 	p.mu.vehicle = rec.Vehicle
 	p.mu.completed = map[int64]int64{}

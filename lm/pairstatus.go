@@ -3,6 +3,7 @@ package lm
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -94,7 +95,9 @@ func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 		TargetID:      r.TargetLUN,
 		State:         r.State,
 		Reason:        r.Reason,
-		CopiedBytes:   r.CopiedBytes,
+		CopiedBytes:   r.DataBytes + r.RecopiedBytes,
+		SkippedBytes:  r.SkippedBytes,
+		DoneBytes:     r.CopiedBytes,
 		CursorBytes:   r.Cursor,
 		TotalBytes:    r.Cursor, // final records: the copy covered the LUN
 		DataBytes:     r.DataBytes,
@@ -125,22 +128,72 @@ func (p *pair) status() PairStatus {
 	if v.fault != "" && !st.Final() && st != StateInterrupted {
 		s.Reason = v.fault
 	}
-	s.CopiedBytes = done
+	s.DoneBytes = done
 	s.CursorBytes = p.issued.Load()
 	s.TotalBytes = p.size
 	d, _, _ := p.log.Counts()
 	s.DCLBytes = d * p.region
 	s.RateBps = int64(rate)
-	remaining := p.size - done + s.DCLBytes
-	if st == StateSynced {
-		remaining = s.DCLBytes
+	logical := p.size - done
+	alloc, known := p.allocatedAbove(done)
+	if st == StateSynced || st.Final() {
+		logical, alloc, known = 0, 0, true
 	}
-	if progress > 0 && remaining > 0 {
-		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
+	switch {
+	case known:
+		s.RemainingBytes = alloc + s.DCLBytes
+	default:
+		s.RemainingBytes = logical + s.DCLBytes
+	}
+	switch {
+	case s.RemainingBytes <= 0:
+	case rate > 0 && known:
+		// Holes cost no transfer and pass unthrottled: the time left is
+		// the allocated bytes at the rate of bytes really moved.
+		s.ETASeconds = int64(float64(s.RemainingBytes)/rate + 0.5)
+	case progress > 0:
+		s.ETASeconds = int64(float64(logical+s.DCLBytes)/progress + 0.5)
 	}
 	if st == StatePaused || st.Final() {
 		// Nothing is copied: the sampler's last window is history.
 		s.RateBps, s.ETASeconds = 0, 0
 	}
 	return s
+}
+
+// allocRefresh is how long a look at the source's extents above the
+// cursor stays good for status (a walk costs two seeks per extent).
+const allocRefresh = time.Second
+
+// allocatedAbove is the source's allocated bytes in [done, size), from a
+// walk of its extents at most allocRefresh old (the bytes copied since are
+// taken off); false when the source cannot be asked.
+func (p *pair) allocatedAbove(done int64) (int64, bool) {
+	moved := p.dataBytes.Load()
+	p.mu.Lock()
+	a := p.mu.alloc
+	p.mu.Unlock()
+	if a.at.IsZero() || time.Since(a.at) > allocRefresh || done < a.done {
+		o, err := p.srcVol.get()
+		if err != nil {
+			return 0, false
+		}
+		n, err := allocatedBytes(o.raw, done, p.size)
+		if err != nil {
+			return 0, false
+		}
+		a = allocLook{at: time.Now(), done: done, bytes: n, moved: moved}
+		p.mu.Lock()
+		p.mu.alloc = a
+		p.mu.Unlock()
+	}
+	return max(0, a.bytes-(moved-a.moved)), true
+}
+
+// allocLook is a walk of the source's extents above the copy cursor.
+type allocLook struct {
+	at    time.Time
+	done  int64 // the cursor it started from
+	bytes int64 // allocated bytes found
+	moved int64 // dataBytes at the time
 }

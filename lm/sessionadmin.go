@@ -168,13 +168,20 @@ func (s *session) status() SessionStatus {
 		}
 		out.Counts[ps.State]++
 		out.CopiedBytes += ps.CopiedBytes
+		out.SkippedBytes += ps.SkippedBytes
+		out.DoneBytes += ps.DoneBytes
 		out.TotalBytes += ps.TotalBytes
 		out.DCLBytes += ps.DCLBytes
 		out.RateBps += ps.RateBps
 		out.SplitPauseMS = max(out.SplitPauseMS, ps.SplitPauseMS)
 		out.Pairs = append(out.Pairs, ps)
 	}
-	if rem := out.TotalBytes - out.CopiedBytes + out.DCLBytes; out.RateBps > 0 && rem > 0 && !st.Final() {
+	// ETA: the allocated bytes still to copy over the rate really moved.
+	var rem int64
+	for _, ps := range out.Pairs {
+		rem += ps.RemainingBytes
+	}
+	if out.RateBps > 0 && rem > 0 && !st.Final() {
 		out.ETASeconds = int64(float64(rem)/float64(out.RateBps) + 0.5)
 	}
 	return out

@@ -105,25 +105,37 @@ const (
 
 // PairStatus is a pair as shown by `migration show`.
 type PairStatus struct {
-	ID           string
-	Source       string // LUN names
-	Target       string
-	State        string
-	Reason       string
+	ID     string
+	Source string // LUN names
+	Target string
+	State  string
+	Reason string
+	// CopiedBytes counts the bytes really read and written (initial copy
+	// and DCL re-copies); SkippedBytes the bytes of the LUN the initial
+	// copy passed without a transfer (holes, all-zero chunks); DoneBytes
+	// is the progress of the initial copy over the LUN (holes included),
+	// TotalBytes its size. RateBps is the rate of bytes really moved; the
+	// ETA comes from the allocated bytes still to copy at that rate.
 	CopiedBytes  int64
+	SkippedBytes int64
+	DoneBytes    int64
 	TotalBytes   int64
 	DCLBytes     int64
-	RateBps      int64
-	ETASeconds   int64
-	Vehicle      string
-	Speed        Speed
-	MaxMBps      int64
-	AutoSplit    bool
-	Verify       bool
-	SplitPauseMS float64
-	Created      time.Time
+	// RemainingBytes: what is still to copy, the source's allocated bytes
+	// above the copy cursor plus the DCL (the logical rest where the
+	// source cannot tell its extents).
+	RemainingBytes int64
+	RateBps        int64
+	ETASeconds     int64
+	Vehicle        string
+	Speed          Speed
+	MaxMBps        int64
+	AutoSplit      bool
+	Verify         bool
+	SplitPauseMS   float64
+	Created        time.Time
 
-	// CursorBytes is the in-memory copy cursor (CopiedBytes is the part of
+	// CursorBytes is the in-memory copy cursor (DoneBytes is the part of
 	// the LUN below it that is done). DataBytes: bytes transferred by the
 	// initial copy (holes and zero chunks are not transferred);
 	// RecopiedBytes: bytes transferred by DCL re-copies.
@@ -196,6 +208,8 @@ type SessionStatus struct {
 	Paused    bool
 	// Sums over the pairs; ETA from the remaining bytes and the rate.
 	CopiedBytes  int64
+	SkippedBytes int64
+	DoneBytes    int64
 	TotalBytes   int64
 	DCLBytes     int64
 	RateBps      int64

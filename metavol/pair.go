@@ -26,6 +26,9 @@ type Pair struct {
 	// RecopiedBytes those transferred by DCL re-copies.
 	DataBytes     int64 `json:"data_bytes"`
 	RecopiedBytes int64 `json:"recopied_bytes"`
+	// SkippedBytes counts bytes of the LUN the initial copy passed without
+	// transferring them (source holes, all-zero chunks).
+	SkippedBytes int64 `json:"skipped_bytes,omitempty"`
 	// VehicleWanted is the requested transfer vehicle ("auto", "generic",
 	// "copy_file_range"); Vehicle the one that ran.
 	VehicleWanted string    `json:"vehicle_wanted,omitempty"`

@@ -113,10 +113,10 @@ func migrationList(c *cli.Context) error {
 		var rows [][]string
 		for _, m := range ms {
 			copied := sizeStr(m.CopiedBytes)
-			if m.TotalBytes > 0 {
-				copied += "/" + sizeStr(m.TotalBytes)
+			if m.SkippedBytes > 0 {
+				copied += " (+" + sizeStr(m.SkippedBytes) + " skipped)"
 			}
-			rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.CopiedBytes, m.TotalBytes),
+			rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.DoneBytes, m.TotalBytes),
 				copied, rateStr(m.RateBps), etaStr(m.ETASeconds),
 				sizeStr(m.DCLBytes), orDash(m.Vehicle)})
 		}
@@ -143,7 +143,8 @@ func printMigration(c *cli.Context, m wire.Migration) {
 		{"target", m.Target},
 		{"state", m.State},
 		{"reason", orDash(m.Reason)},
-		{"copied", fmt.Sprintf("%s of %s (%s)", sizeStr(m.CopiedBytes), sizeStr(m.TotalBytes), percent(m.CopiedBytes, m.TotalBytes))},
+		{"done", fmt.Sprintf("%s of %s (%s)", sizeStr(m.DoneBytes), sizeStr(m.TotalBytes), percent(m.DoneBytes, m.TotalBytes))},
+		{"copied", fmt.Sprintf("%s read and written, %s skipped (holes, zeros), %s to go", sizeStr(m.CopiedBytes), sizeStr(m.SkippedBytes), sizeStr(m.RemainingBytes))},
 		{"rate", rateStr(m.RateBps)},
 		{"eta", etaStr(m.ETASeconds)},
 		{"dcl", sizeStr(m.DCLBytes)},
@@ -267,8 +268,8 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 }
 
 func progressLine(m wire.Migration) string {
-	s := fmt.Sprintf("%s %6s %s/%s %s ETA %s %s", progressBar(m.CopiedBytes, m.TotalBytes, 30),
-		percent(m.CopiedBytes, m.TotalBytes), sizeStr(m.CopiedBytes), sizeStr(m.TotalBytes),
+	s := fmt.Sprintf("%s %6s %s/%s %s ETA %s %s", progressBar(m.DoneBytes, m.TotalBytes, 30),
+		percent(m.DoneBytes, m.TotalBytes), sizeStr(m.DoneBytes), sizeStr(m.TotalBytes),
 		rateStr(m.RateBps), etaStr(m.ETASeconds), m.State)
 	if m.DCLBytes > 0 {
 		s += " dcl=" + sizeStr(m.DCLBytes)

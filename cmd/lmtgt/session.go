@@ -140,8 +140,8 @@ func sessionList(c *cli.Context) error {
 	}, func(ss []wire.MigrationSession) {
 		var rows [][]string
 		for _, s := range ss {
-			rows = append(rows, []string{s.Name, s.State, strconv.Itoa(len(s.Pairs)), percent(s.CopiedBytes, s.TotalBytes),
-				sizeStr(s.CopiedBytes) + "/" + sizeStr(s.TotalBytes), rateStr(s.RateBps), etaStr(s.ETASeconds),
+			rows = append(rows, []string{s.Name, s.State, strconv.Itoa(len(s.Pairs)), percent(s.DoneBytes, s.TotalBytes),
+				sizeStr(s.CopiedBytes), rateStr(s.RateBps), etaStr(s.ETASeconds),
 				sizeStr(s.DCLBytes), sessionOptions(s)})
 		}
 		table(c.App.Writer, []string{"NAME", "STATE", "PAIRS", "DONE", "COPIED", "RATE", "ETA", "DCL", "OPTIONS"}, rows)
@@ -186,8 +186,8 @@ func sessionLines(s wire.MigrationSession) string {
 	fmt.Fprintln(&b)
 	var rows [][]string
 	for _, p := range s.Pairs {
-		rows = append(rows, []string{p.Source, p.Target, p.State, percent(p.CopiedBytes, p.TotalBytes),
-			sizeStr(p.CopiedBytes) + "/" + sizeStr(p.TotalBytes), rateStr(p.RateBps), etaStr(p.ETASeconds),
+		rows = append(rows, []string{p.Source, p.Target, p.State, percent(p.DoneBytes, p.TotalBytes),
+			sizeStr(p.CopiedBytes), rateStr(p.RateBps), etaStr(p.ETASeconds),
 			sizeStr(p.DCLBytes), orDash(p.Reason)})
 	}
 	table(&b, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "REASON"}, rows)
@@ -195,8 +195,8 @@ func sessionLines(s wire.MigrationSession) string {
 }
 
 func sessionProgress(s wire.MigrationSession) string {
-	return fmt.Sprintf("%s %6s %s/%s %s ETA %s", progressBar(s.CopiedBytes, s.TotalBytes, 30),
-		percent(s.CopiedBytes, s.TotalBytes), sizeStr(s.CopiedBytes), sizeStr(s.TotalBytes),
+	return fmt.Sprintf("%s %6s %s/%s %s ETA %s", progressBar(s.DoneBytes, s.TotalBytes, 30),
+		percent(s.DoneBytes, s.TotalBytes), sizeStr(s.DoneBytes), sizeStr(s.TotalBytes),
 		rateStr(s.RateBps), etaStr(s.ETASeconds))
 }
 

@@ -92,6 +92,7 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		LimitBps: limit, LimitedBy: by,
 		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
 		CopiedBytes: p.CopiedBytes, TotalBytes: p.TotalBytes, DCLBytes: p.DCLBytes,
+		SkippedBytes: p.SkippedBytes, DoneBytes: p.DoneBytes, RemainingBytes: p.RemainingBytes,
 		RateBps: p.RateBps, ETASeconds: p.ETASeconds, Vehicle: p.Vehicle,
 		Speed: string(p.Speed), MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify,
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
@@ -107,6 +108,7 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		ID: st.ID, Name: st.Name, State: st.State, Reason: st.Reason, Speed: string(st.Speed),
 		MaxMBps: st.MaxMBps, MaxActive: st.MaxActive, AutoSplit: st.AutoSplit, Verify: st.Verify,
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
+		SkippedBytes: st.SkippedBytes, DoneBytes: st.DoneBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
 		Counts: st.Counts, Created: st.Created,
 	}

@@ -44,6 +44,8 @@ type MigrationSession struct {
 	Verify       bool           `json:"verify"`
 	Paused       bool           `json:"paused"`
 	CopiedBytes  int64          `json:"copied_bytes"`
+	SkippedBytes int64          `json:"skipped_bytes"`
+	DoneBytes    int64          `json:"done_bytes"`
 	TotalBytes   int64          `json:"total_bytes"`
 	DCLBytes     int64          `json:"dcl_bytes"`
 	RateBps      int64          `json:"rate_bps"`

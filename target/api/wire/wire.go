@@ -243,20 +243,29 @@ type Migration struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Fence is the state of the fence on an imported source's old path
 	// ("held (key 0x...)", "lost: ...", "unfenced: ..."); empty for none.
-	Fence       string `json:"fence,omitempty"`
-	ID          string `json:"id"`
-	Source      string `json:"source"`
-	Target      string `json:"target"`
-	State       string `json:"state"`
-	Reason      string `json:"reason"`
-	CopiedBytes int64  `json:"copied_bytes"`
-	TotalBytes  int64  `json:"total_bytes"`
-	DCLBytes    int64  `json:"dcl_bytes"`
-	RateBps     int64  `json:"rate_bps"`
-	ETASeconds  int64  `json:"eta_seconds"`
-	Vehicle     string `json:"vehicle"`
-	Speed       string `json:"speed"`
-	MaxMBps     int64  `json:"max_mbps"`
+	Fence  string `json:"fence,omitempty"`
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	Target string `json:"target"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	// CopiedBytes: bytes really read and written (initial copy and DCL
+	// re-copies); SkippedBytes: bytes of the LUN the initial copy passed
+	// without a transfer (holes, zero chunks); DoneBytes: the initial
+	// copy's progress over the LUN (holes included; percent = done/total);
+	// RemainingBytes: allocated bytes still to copy plus the DCL. RateBps
+	// and ETASeconds use the bytes really moved.
+	CopiedBytes    int64  `json:"copied_bytes"`
+	SkippedBytes   int64  `json:"skipped_bytes"`
+	DoneBytes      int64  `json:"done_bytes"`
+	RemainingBytes int64  `json:"remaining_bytes"`
+	TotalBytes     int64  `json:"total_bytes"`
+	DCLBytes       int64  `json:"dcl_bytes"`
+	RateBps        int64  `json:"rate_bps"`
+	ETASeconds     int64  `json:"eta_seconds"`
+	Vehicle        string `json:"vehicle"`
+	Speed          string `json:"speed"`
+	MaxMBps        int64  `json:"max_mbps"`
 	// LimitBps is the copy rate speed and max_mbps allow together (the
 	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
 	// "max_mbps" or "" (nothing).
