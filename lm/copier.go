@@ -194,6 +194,7 @@ func (p *pair) copyAll(ctx context.Context) error {
 		return errStopped
 	}
 	p.chooseVehicle()
+	defer p.runGuard(ctx)()
 	if p.done.Load() < p.size {
 		err := p.initialCopy(ctx, stop)
 		p.checkpoint(true)

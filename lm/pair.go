@@ -43,6 +43,9 @@ type pair struct {
 	chunk  int64
 	bucket *bucket
 	zlog   zerolog.Logger
+	// guard is the host-latency guard's last decision (latency.go); nil
+	// while no copy runs.
+	guard atomic.Pointer[guardView]
 
 	// cur is the state, write mode and fault as one immutable value
 	// (pairstate.go). Stored only with mu held; loaded anywhere, once per

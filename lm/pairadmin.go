@@ -93,20 +93,21 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 
 	now := time.Now().UTC()
 	rec := metavol.Pair{
-		ID:            metavol.NewID(),
-		SourceLUN:     sl.ID,
-		TargetLUN:     tl.ID,
-		State:         StateQueued.String(),
-		Reason:        "created",
-		Speed:         string(req.Speed),
-		MaxMBps:       req.MaxMBps,
-		AutoSplit:     req.AutoSplit,
-		Verify:        req.Verify,
-		ChunkSize:     m.opts.ChunkSize,
-		RegionSize:    m.opts.RegionSize,
-		VehicleWanted: req.Vehicle,
-		Created:       now,
-		Updated:       now,
+		ID:               metavol.NewID(),
+		SourceLUN:        sl.ID,
+		TargetLUN:        tl.ID,
+		State:            StateQueued.String(),
+		Reason:           "created",
+		Speed:            string(req.Speed),
+		MaxMBps:          req.MaxMBps,
+		MaxHostLatencyNS: int64(req.MaxHostLatency),
+		AutoSplit:        req.AutoSplit,
+		Verify:           req.Verify,
+		ChunkSize:        m.opts.ChunkSize,
+		RegionSize:       m.opts.RegionSize,
+		VehicleWanted:    req.Vehicle,
+		Created:          now,
+		Updated:          now,
 	}
 	if held != "" {
 		rec.State, rec.Reason = StatePaused.String(), held
@@ -399,12 +400,15 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	if req.MaxMBps != nil {
 		rec.MaxMBps = *req.MaxMBps
 	}
+	if req.MaxHostLatency != nil {
+		rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
+	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
 		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)
 	}
 	p.mu.Lock()
 	p.mu.rec = rec
 	p.mu.Unlock()
-	p.bucket.setRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps))
+	p.bucket.setRate(guardedRate(effectiveRate(Speed(rec.Speed), rec.MaxMBps), p.guardRate()))
 	return p.status(), nil
 }

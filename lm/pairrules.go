@@ -30,6 +30,9 @@ func checkPairRequest(req *PairRequest) error {
 	if req.MaxMBps < 0 {
 		return refuse(ErrInvalid, obj, "max MB/s %d is negative", req.MaxMBps)
 	}
+	if err := checkHostLatency(obj, req.MaxHostLatency); err != nil {
+		return err
+	}
 	switch req.Vehicle {
 	case "":
 		req.Vehicle = VehicleAuto
@@ -55,8 +58,13 @@ func checkSpeed(obj string, s Speed) (Speed, error) {
 // checkSetRequest checks a throttle change of obj (a pair or a session)
 // and fills in the default speed level.
 func checkSetRequest(obj string, req *SetRequest) error {
-	if req.Speed == nil && req.MaxMBps == nil {
-		return refuse(ErrInvalid, obj, "nothing to set: give a speed and/or max_mbps")
+	if req.Speed == nil && req.MaxMBps == nil && req.MaxHostLatency == nil {
+		return refuse(ErrInvalid, obj, "nothing to set: give a speed, max_mbps and/or max_host_latency")
+	}
+	if req.MaxHostLatency != nil {
+		if err := checkHostLatency(obj, *req.MaxHostLatency); err != nil {
+			return err
+		}
 	}
 	if req.Speed != nil {
 		sp, err := checkSpeed(obj, *req.Speed)

@@ -88,27 +88,28 @@ func (m *Manager) lunName(id string) string {
 
 func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 	return PairStatus{
-		ID:            r.ID,
-		Source:        m.lunName(r.SourceLUN),
-		Target:        m.lunName(r.TargetLUN),
-		SourceID:      r.SourceLUN,
-		TargetID:      r.TargetLUN,
-		State:         r.State,
-		Reason:        r.Reason,
-		CopiedBytes:   r.DataBytes + r.RecopiedBytes,
-		SkippedBytes:  r.SkippedBytes,
-		DoneBytes:     r.CopiedBytes,
-		CursorBytes:   r.Cursor,
-		TotalBytes:    r.Cursor, // final records: the copy covered the LUN
-		DataBytes:     r.DataBytes,
-		RecopiedBytes: r.RecopiedBytes,
-		Vehicle:       r.Vehicle,
-		Speed:         Speed(r.Speed),
-		MaxMBps:       r.MaxMBps,
-		AutoSplit:     r.AutoSplit,
-		Verify:        r.Verify,
-		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
-		Created:       r.Created,
+		ID:             r.ID,
+		Source:         m.lunName(r.SourceLUN),
+		Target:         m.lunName(r.TargetLUN),
+		SourceID:       r.SourceLUN,
+		TargetID:       r.TargetLUN,
+		State:          r.State,
+		Reason:         r.Reason,
+		CopiedBytes:    r.DataBytes + r.RecopiedBytes,
+		SkippedBytes:   r.SkippedBytes,
+		DoneBytes:      r.CopiedBytes,
+		CursorBytes:    r.Cursor,
+		TotalBytes:     r.Cursor, // final records: the copy covered the LUN
+		DataBytes:      r.DataBytes,
+		RecopiedBytes:  r.RecopiedBytes,
+		Vehicle:        r.Vehicle,
+		Speed:          Speed(r.Speed),
+		MaxMBps:        r.MaxMBps,
+		AutoSplit:      r.AutoSplit,
+		Verify:         r.Verify,
+		SplitPauseMS:   float64(r.SplitPauseNS) / 1e6,
+		Created:        r.Created,
+		MaxHostLatency: time.Duration(r.MaxHostLatencyNS),
 	}
 }
 
@@ -158,6 +159,7 @@ func (p *pair) status() PairStatus {
 		// Nothing is copied: the sampler's last window is history.
 		s.RateBps, s.ETASeconds = 0, 0
 	}
+	p.guardStatus(&s)
 	return s
 }
 

@@ -34,6 +34,9 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	if req.MaxActive < 0 {
 		return SessionStatus{}, refuse(ErrInvalid, obj, "max active %d is negative (0: every pair copies at once)", req.MaxActive)
 	}
+	if err := checkHostLatency(obj, req.MaxHostLatency); err != nil {
+		return SessionStatus{}, err
+	}
 	for i, p := range req.Pairs {
 		if p.Source == "" || p.Target == "" {
 			return SessionStatus{}, refuse(ErrInvalid, obj, "pair %d: both a source and a target LUN are required", i+1)
@@ -64,7 +67,8 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	rec := metavol.Session{
 		ID: metavol.NewID(), Name: req.Name, Speed: string(req.Speed), MaxMBps: req.MaxMBps,
 		MaxActive: req.MaxActive, AutoSplit: req.AutoSplit, Verify: req.Verify,
-		Created: now, Updated: now,
+		MaxHostLatencyNS: int64(req.MaxHostLatency),
+		Created:          now, Updated: now,
 	}
 	m.admin.Lock()
 	plans := make([]pairPlan, 0, len(req.Pairs))
@@ -75,7 +79,7 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		}
 		pl, err := m.planPair(PairRequest{
 			Source: pr.Source, Target: pr.Target, Speed: req.Speed, MaxMBps: req.MaxMBps,
-			Verify: req.Verify, Vehicle: pr.Vehicle,
+			MaxHostLatency: req.MaxHostLatency, Verify: req.Verify, Vehicle: pr.Vehicle,
 		}, held)
 		if err != nil {
 			m.admin.Unlock()
@@ -158,7 +162,8 @@ func (s *session) status() SessionStatus {
 	out := SessionStatus{
 		ID: rec.ID, Name: rec.Name, State: st.String(), Reason: reason,
 		Speed: Speed(rec.Speed), MaxMBps: rec.MaxMBps, MaxActive: rec.MaxActive,
-		AutoSplit: rec.AutoSplit, Verify: rec.Verify, Paused: rec.Paused,
+		MaxHostLatency: time.Duration(rec.MaxHostLatencyNS),
+		AutoSplit:      rec.AutoSplit, Verify: rec.Verify, Paused: rec.Paused,
 		Counts: map[string]int{}, Pairs: make([]PairStatus, 0, len(ps)), Created: rec.Created,
 	}
 	for _, p := range ps {
@@ -281,6 +286,9 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 		}
 		if req.MaxMBps != nil {
 			rec.MaxMBps = *req.MaxMBps
+		}
+		if req.MaxHostLatency != nil {
+			rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
 		}
 		if err := s.save(rec); err != nil {
 			return err

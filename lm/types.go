@@ -77,6 +77,10 @@ type PairRequest struct {
 	Source, Target string
 	Speed          Speed // default SpeedMedium
 	MaxMBps        int64 // 0 = no absolute cap
+	// MaxHostLatency bounds the host p99 latency on the pair's LUNs while
+	// it copies (latency.go): 0 uses the server's default, negative
+	// switches the guard off for this pair.
+	MaxHostLatency time.Duration
 	AutoSplit      bool
 	Verify         bool
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
@@ -91,6 +95,8 @@ type PairRequest struct {
 type SetRequest struct {
 	Speed   *Speed
 	MaxMBps *int64 // 0 removes the cap
+	// MaxHostLatency: 0 back to the server's default, negative off.
+	MaxHostLatency *time.Duration
 }
 
 // Speed is a named copy rate level.
@@ -134,6 +140,18 @@ type PairStatus struct {
 	Verify         bool
 	SplitPauseMS   float64
 	Created        time.Time
+
+	// MaxHostLatency is the pair's own host-latency bound (0: the
+	// server's, negative: off) and HostLatencyBound the one in force (0:
+	// none). While it copies: EffectiveBps is the copy's token bucket rate
+	// now (0: unlimited), HostP99 the host p99 on its LUNs over the last
+	// guard tick (0: no host I/O) and Throttle why the rate is what it is
+	// ("held back: host p99 4.1 ms > 2.0 ms").
+	MaxHostLatency   time.Duration
+	HostLatencyBound time.Duration
+	EffectiveBps     int64
+	HostP99          time.Duration
+	Throttle         string
 
 	// CursorBytes is the in-memory copy cursor (DoneBytes is the part of
 	// the LUN below it that is done). DataBytes: bytes transferred by the
@@ -192,20 +210,23 @@ type SessionRequest struct {
 	MaxActive int // pairs of the session copying at once; 0 = no limit
 	AutoSplit bool
 	Verify    bool
+	// MaxHostLatency: every pair's (PairRequest.MaxHostLatency).
+	MaxHostLatency time.Duration
 }
 
 // SessionStatus is a session as shown by `session show`.
 type SessionStatus struct {
-	ID        string
-	Name      string
-	State     string
-	Reason    string
-	Speed     Speed
-	MaxMBps   int64
-	MaxActive int
-	AutoSplit bool
-	Verify    bool
-	Paused    bool
+	ID             string
+	Name           string
+	State          string
+	Reason         string
+	Speed          Speed
+	MaxMBps        int64
+	MaxHostLatency time.Duration
+	MaxActive      int
+	AutoSplit      bool
+	Verify         bool
+	Paused         bool
 	// Sums over the pairs; ETA from the remaining bytes and the rate.
 	CopiedBytes  int64
 	SkippedBytes int64

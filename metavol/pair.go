@@ -29,6 +29,10 @@ type Pair struct {
 	// SkippedBytes counts bytes of the LUN the initial copy passed without
 	// transferring them (source holes, all-zero chunks).
 	SkippedBytes int64 `json:"skipped_bytes,omitempty"`
+	// MaxHostLatencyNS bounds the host p99 latency on the pair's LUNs
+	// while it copies (lm's host-latency guard): 0 uses the server's
+	// default, negative switches it off.
+	MaxHostLatencyNS int64 `json:"max_host_latency_ns,omitempty"`
 	// VehicleWanted is the requested transfer vehicle ("auto", "generic",
 	// "copy_file_range"); Vehicle the one that ran.
 	VehicleWanted string    `json:"vehicle_wanted,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lmtgt/lmtgt/target/iscsi"
 )
@@ -171,7 +172,15 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 		copy(c.cdb[:], c.CDB)
 		c.CDB = c.cdb[:]
 	}
-	status := dev.cur().serve(c)
+	st := dev.cur()
+	var t0 time.Time
+	if st.lat != nil && timedOp(op) {
+		t0 = time.Now()
+	}
+	status := st.serve(c)
+	if st.lat != nil && !t0.IsZero() {
+		st.lat.ObserveHostLatency(time.Since(t0))
+	}
 	n.finish(ic, c, status)
 	*c = Cmd{}
 	n.srv.cmds.Put(c)

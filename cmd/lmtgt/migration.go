@@ -33,6 +33,7 @@ func migrationCommand() *cli.Command {
 					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute copy rate cap in MB/s (0: none)"},
 					&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as the pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare source and target before the split; refuse it on a difference"},
+					hostLatencyFlag(),
 					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
 					&cli.BoolFlag{Name: "preempt", Usage: "imported source: preempt another initiator's reservation on the external LUN to fence its old path (after its hosts' reservations are carried over)"},
 					&cli.BoolFlag{Name: "allow-unfenced", Usage: "imported source on a target without persistent reservations: migrate without a fence (every other path must be gone)"},
@@ -91,7 +92,8 @@ func migrationCreate(c *cli.Context) error {
 		m, err := cl.CreateMigration(context.Background(), wire.CreateMigration{
 			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
-			Vehicle: c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
+			MaxHostLatency: c.String("max-host-latency"),
+			Vehicle:        c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
 		})
 		for _, w := range m.Warnings {
 			fmt.Fprintln(c.App.ErrWriter, w)
@@ -151,6 +153,7 @@ func printMigration(c *cli.Context, m wire.Migration) {
 		{"vehicle", orDash(m.Vehicle)},
 		{"fence", orDash(m.Fence)},
 		{"speed", orDash(limit)},
+		{"effective rate", effectiveStr(m)},
 		{"options", orDash(strings.Join(opts, ", "))},
 		{"split pause", pause},
 		{"created", m.Created.Local().Format("2006-01-02 15:04:05")},
@@ -346,8 +349,14 @@ func throttleFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
 		&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
+		hostLatencyFlag(),
 		outputFlag,
 	}
+}
+
+// hostLatencyFlag is --max-host-latency of create and set.
+func hostLatencyFlag() cli.Flag {
+	return &cli.StringFlag{Name: "max-host-latency", Usage: "keep the hosts' p99 command latency on the LUNs under this bound while copying (e.g. 2ms): the copy slows down, never below a floor; off: none; 0: the server's default"}
 }
 
 // throttleRequest reads throttleFlags; cmd names the command in the error.
@@ -361,8 +370,12 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		n := c.Int64("max-mbps")
 		req.MaxMBps = &n
 	}
-	if req.Speed == nil && req.MaxMBps == nil {
-		return req, usageErr("%s: give --speed and/or --max-mbps", cmd)
+	if c.IsSet("max-host-latency") {
+		s := c.String("max-host-latency")
+		req.MaxHostLatency = &s
+	}
+	if req.Speed == nil && req.MaxMBps == nil && req.MaxHostLatency == nil {
+		return req, usageErr("%s: give --speed, --max-mbps and/or --max-host-latency", cmd)
 	}
 	return req, nil
 }
@@ -400,4 +413,23 @@ func checkMaxPause(c *cli.Context) error {
 		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
 	}
 	return nil
+}
+
+// effectiveStr says at what rate a copying pair may copy now and why
+// ("12.0 MB/s (held back: host p99 4.1 ms > 2.0 ms)").
+func effectiveStr(m wire.Migration) string {
+	s := "-"
+	if m.State == "copying" {
+		s = "unthrottled"
+		if m.EffectiveBps > 0 {
+			s = rateStr(m.EffectiveBps)
+		}
+	}
+	switch {
+	case m.Throttle != "":
+		s += " (" + m.Throttle + ")"
+	case m.HostLatencyBound != "":
+		s += " (max host latency " + m.HostLatencyBound + ")"
+	}
+	return s
 }

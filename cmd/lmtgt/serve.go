@@ -58,6 +58,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "queue-depth", EnvVars: []string{"LMTGT_QUEUE_DEPTH"}, Usage: "commands in flight per iSCSI session, 1 to 4096 (default 128)"},
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
+			&cli.StringFlag{Name: "max-host-latency", EnvVars: []string{"LMTGT_MAX_HOST_LATENCY"}, Usage: "default bound on the hosts' p99 command latency on a copying pair's LUNs, e.g. 2ms: the copy slows down to keep it (default: none; a pair's or session's own bound wins)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
@@ -237,7 +238,12 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
+	hostLat, err := lm.ParseHostLatency("serve --max-host-latency", c.String("max-host-latency"))
+	if err != nil {
+		return usageErr("%v", err)
+	}
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
+		MaxHostLatency:           hostLat,
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
 		Ceph:                     rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {

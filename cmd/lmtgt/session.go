@@ -33,6 +33,7 @@ func sessionCommand() *cli.Command {
 					&cli.IntFlag{Name: "max-active", Usage: "pairs of the session copying at once, the others wait (0: all)"},
 					&cli.BoolFlag{Name: "auto-split", Usage: "split all the pairs in one consistent split as soon as every pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare sources and targets before the split; refuse it on a difference"},
+					hostLatencyFlag(),
 					outputFlag,
 				},
 				Action: sessionCreate,
@@ -124,6 +125,7 @@ func sessionCreate(c *cli.Context) error {
 		return cl.CreateSession(context.Background(), wire.CreateSession{
 			Name: name, Pairs: pairs, Speed: c.String("speed"), MaxMBps: c.Int64("max-mbps"),
 			MaxActive: c.Int("max-active"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
+			MaxHostLatency: c.String("max-host-latency"),
 		})
 	}, func(s wire.MigrationSession) {
 		fmt.Fprintf(c.App.Writer, "session %s created with %d pairs (state %s); follow it with: lmtgt session show %s --watch\n",
@@ -161,6 +163,9 @@ func sessionOptions(s wire.MigrationSession) string {
 	}
 	if s.Verify {
 		opts = append(opts, "verify")
+	}
+	if s.MaxHostLatency != "" {
+		opts = append(opts, "max host latency "+s.MaxHostLatency)
 	}
 	return strings.Join(opts, ", ")
 }

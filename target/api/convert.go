@@ -96,6 +96,8 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		RateBps: p.RateBps, ETASeconds: p.ETASeconds, Vehicle: p.Vehicle,
 		Speed: string(p.Speed), MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify,
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
+		MaxHostLatency: lm.HostLatencyString(p.MaxHostLatency), HostLatencyBound: lm.HostLatencyString(p.HostLatencyBound),
+		EffectiveBps: p.EffectiveBps, HostP99MS: float64(p.HostP99) / float64(time.Millisecond), Throttle: p.Throttle,
 		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
 		SourceID: p.SourceID, TargetID: p.TargetID,
 	}
@@ -110,7 +112,7 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
 		SkippedBytes: st.SkippedBytes, DoneBytes: st.DoneBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
-		Counts: st.Counts, Created: st.Created,
+		Counts: st.Counts, Created: st.Created, MaxHostLatency: lm.HostLatencyString(st.MaxHostLatency),
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}

@@ -12,9 +12,13 @@ func pairObject(source string) string { return "migration " + source }
 
 // CreateMigration creates a pair.
 func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, error) {
+	lat, err := lm.ParseHostLatency(pairObject(req.Source), req.MaxHostLatency)
+	if err != nil {
+		return wire.Migration{}, toWire(err, pairObject(req.Source))
+	}
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: lm.Speed(req.Speed),
-		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify,
+		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: lat,
 		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
 	})
 	if err != nil {
@@ -86,7 +90,11 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 
 // SetMigration changes a pair's speed level and/or absolute cap.
 func (s *Service) SetMigration(source string, req wire.SetMigration) (wire.Migration, error) {
-	p, err := s.lm.Set(source, setRequest(req))
+	sr, err := setRequest(pairObject(source), req)
+	if err != nil {
+		return wire.Migration{}, toWire(err, pairObject(source))
+	}
+	p, err := s.lm.Set(source, sr)
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(source))
 	}
@@ -94,14 +102,21 @@ func (s *Service) SetMigration(source string, req wire.SetMigration) (wire.Migra
 }
 
 // setRequest translates a throttle change (lm checks it).
-func setRequest(req wire.SetMigration) lm.SetRequest {
+func setRequest(obj string, req wire.SetMigration) (lm.SetRequest, error) {
 	var sr lm.SetRequest
 	if req.Speed != nil {
 		sp := lm.Speed(*req.Speed)
 		sr.Speed = &sp
 	}
 	sr.MaxMBps = req.MaxMBps
-	return sr
+	if req.MaxHostLatency != nil {
+		d, err := lm.ParseHostLatency(obj, *req.MaxHostLatency)
+		if err != nil {
+			return sr, err
+		}
+		sr.MaxHostLatency = &d
+	}
+	return sr, nil
 }
 
 // Split splits one pair or several in one consistent split.

@@ -15,8 +15,12 @@ func sessionObject(name string) string { return "session " + name }
 // CreateSession creates a migration session and all its pairs (all or
 // nothing; lm names the refused pair).
 func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, error) {
+	lat, err := lm.ParseHostLatency(sessionObject(req.Name), req.MaxHostLatency)
+	if err != nil {
+		return wire.MigrationSession{}, toWire(err, sessionObject(req.Name))
+	}
 	lr := lm.SessionRequest{Name: req.Name, Speed: lm.Speed(req.Speed), MaxMBps: req.MaxMBps, MaxActive: req.MaxActive,
-		AutoSplit: req.AutoSplit, Verify: req.Verify}
+		AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: lat}
 	for _, p := range req.Pairs {
 		lr.Pairs = append(lr.Pairs, lm.PairRequest{Source: p.Source, Target: p.Target})
 	}
@@ -66,7 +70,11 @@ func (s *Service) SessionAction(name, action string) (wire.MigrationSession, err
 
 // SetSession changes the speed level and/or cap of every pair of a session.
 func (s *Service) SetSession(name string, req wire.SetMigration) (wire.MigrationSession, error) {
-	st, err := s.lm.SetSession(name, setRequest(req))
+	sr, err := setRequest(sessionObject(name), req)
+	if err != nil {
+		return wire.MigrationSession{}, toWire(err, sessionObject(name))
+	}
+	st, err := s.lm.SetSession(name, sr)
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, sessionObject(name))
 	}

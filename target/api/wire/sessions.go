@@ -14,6 +14,8 @@ type CreateSession struct {
 	Pairs   []SessionPair `json:"pairs"`
 	Speed   string        `json:"speed,omitempty"` // low|medium|high|highest
 	MaxMBps int64         `json:"max_mbps,omitempty"`
+	// MaxHostLatency: every pair's (CreateMigration.MaxHostLatency).
+	MaxHostLatency string `json:"max_host_latency,omitempty"`
 	// MaxActive is how many of the session's pairs copy at once (0: all).
 	MaxActive int  `json:"max_active,omitempty"`
 	AutoSplit bool `json:"auto_split,omitempty"`
@@ -37,21 +39,23 @@ type MigrationSession struct {
 	Speed   string `json:"speed"`
 	MaxMBps int64  `json:"max_mbps"`
 	// LimitBps and LimitedBy: each pair's copy rate limit (see Migration).
-	LimitBps     int64          `json:"limit_bps"`
-	LimitedBy    string         `json:"limited_by"`
-	MaxActive    int            `json:"max_active"`
-	AutoSplit    bool           `json:"auto_split"`
-	Verify       bool           `json:"verify"`
-	Paused       bool           `json:"paused"`
-	CopiedBytes  int64          `json:"copied_bytes"`
-	SkippedBytes int64          `json:"skipped_bytes"`
-	DoneBytes    int64          `json:"done_bytes"`
-	TotalBytes   int64          `json:"total_bytes"`
-	DCLBytes     int64          `json:"dcl_bytes"`
-	RateBps      int64          `json:"rate_bps"`
-	ETASeconds   int64          `json:"eta_seconds"`
-	SplitPauseMS float64        `json:"split_pause_ms"`
-	Counts       map[string]int `json:"counts"` // pairs per pair state
-	Pairs        []Migration    `json:"pairs"`
-	Created      time.Time      `json:"created"`
+	LimitBps  int64  `json:"limit_bps"`
+	LimitedBy string `json:"limited_by"`
+	MaxActive int    `json:"max_active"`
+	// MaxHostLatency: every pair's bound ("": the server's, "off").
+	MaxHostLatency string         `json:"max_host_latency,omitempty"`
+	AutoSplit      bool           `json:"auto_split"`
+	Verify         bool           `json:"verify"`
+	Paused         bool           `json:"paused"`
+	CopiedBytes    int64          `json:"copied_bytes"`
+	SkippedBytes   int64          `json:"skipped_bytes"`
+	DoneBytes      int64          `json:"done_bytes"`
+	TotalBytes     int64          `json:"total_bytes"`
+	DCLBytes       int64          `json:"dcl_bytes"`
+	RateBps        int64          `json:"rate_bps"`
+	ETASeconds     int64          `json:"eta_seconds"`
+	SplitPauseMS   float64        `json:"split_pause_ms"`
+	Counts         map[string]int `json:"counts"` // pairs per pair state
+	Pairs          []Migration    `json:"pairs"`
+	Created        time.Time      `json:"created"`
 }

@@ -221,6 +221,9 @@ type CreateMigration struct {
 	MaxMBps   int64  `json:"max_mbps,omitempty"`
 	AutoSplit bool   `json:"auto_split,omitempty"`
 	Verify    bool   `json:"verify,omitempty"`
+	// MaxHostLatency bounds the host p99 latency on the pair's LUNs while
+	// it copies: a Go duration ("2ms"), "off", or empty (the server's).
+	MaxHostLatency string `json:"max_host_latency,omitempty"`
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string `json:"vehicle,omitempty"`
 	// Preempt lets the fence of an imported source preempt another
@@ -234,6 +237,8 @@ type CreateMigration struct {
 type SetMigration struct {
 	Speed   *string `json:"speed,omitempty"`
 	MaxMBps *int64  `json:"max_mbps,omitempty"` // 0 removes the cap
+	// MaxHostLatency: "2ms", "off", or "0" (back to the server's).
+	MaxHostLatency *string `json:"max_host_latency,omitempty"`
 }
 
 // Migration is a pair as shown by GET /v1/migrations[/{source}].
@@ -269,12 +274,22 @@ type Migration struct {
 	// LimitBps is the copy rate speed and max_mbps allow together (the
 	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
 	// "max_mbps" or "" (nothing).
-	LimitBps     int64     `json:"limit_bps"`
-	LimitedBy    string    `json:"limited_by"`
-	AutoSplit    bool      `json:"auto_split"`
-	Verify       bool      `json:"verify"`
-	SplitPauseMS float64   `json:"split_pause_ms"`
-	Created      time.Time `json:"created"`
+	LimitBps  int64  `json:"limit_bps"`
+	LimitedBy string `json:"limited_by"`
+	// MaxHostLatency is the pair's own bound ("": the server's, "off")
+	// and HostLatencyBound the one in force ("": none). While it copies,
+	// EffectiveBps is the copy rate allowed now (0: unlimited), HostP99MS
+	// the host p99 on its LUNs over the last guard tick (0: no host I/O)
+	// and Throttle why ("held back: host p99 4.1 ms > 2.0 ms").
+	MaxHostLatency   string    `json:"max_host_latency,omitempty"`
+	HostLatencyBound string    `json:"host_latency_bound,omitempty"`
+	EffectiveBps     int64     `json:"effective_bps"`
+	HostP99MS        float64   `json:"host_p99_ms,omitempty"`
+	Throttle         string    `json:"throttle,omitempty"`
+	AutoSplit        bool      `json:"auto_split"`
+	Verify           bool      `json:"verify"`
+	SplitPauseMS     float64   `json:"split_pause_ms"`
+	Created          time.Time `json:"created"`
 	// CursorBytes is the copy cursor; DataBytes the bytes the initial copy
 	// transferred (holes and zero chunks are skipped); RecopiedBytes the
 	// bytes DCL re-copies transferred.
