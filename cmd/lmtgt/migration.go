@@ -375,7 +375,7 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		req.MaxHostLatency = &s
 	}
 	if req.Speed == nil && req.MaxMBps == nil && req.MaxHostLatency == nil {
-		return req, usageErr("%s: give --speed, --max-mbps and/or --max-host-latency", cmd)
+		return req, usageErr("%s: give --speed and/or --max-mbps, or --max-host-latency", cmd)
 	}
 	return req, nil
 }
