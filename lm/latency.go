@@ -20,9 +20,12 @@ import (
 // wakes every guardTick, takes the counts of the source and target LUNs
 // since the last tick and computes their p99. With a bound set (the
 // pair's max_host_latency, else the server's) it sets the pair's copy
-// rate: multiplicative decrease in proportion to how far p99 is above the
-// bound (down to a quarter per tick), a quarter more plus the floor per
-// tick while p99 is below 80 % of the bound, hold in between. The rate
+// rate: a copy starts at guardStartFloors times the floor until the first
+// tick has looked at the hosts; then multiplicative decrease in
+// proportion to how far p99 is above the bound (down to a sixteenth per
+// tick), an eighth more plus the floor per tick while p99 is below 80 %
+// of the bound (slowly: the page cache writes back what a fast copy
+// dirtied long after it), hold in between. The rate
 // never goes below the floor (1 MB/s or 2 % of the limit, so that the
 // copy always progresses) nor above the speed level and cap; a tick with
 // fewer than guardMinOps host commands means no host I/O to protect: the
@@ -44,6 +47,9 @@ const (
 	// guardTopBps stands for "no limit" (speed highest, no cap): the
 	// guard's ceiling there; reaching it lets go.
 	guardTopBps = 4_000_000_000
+	// guardStartFloors: the rate of a guarded copy before its first
+	// look at the hosts, in floors.
+	guardStartFloors = 8
 )
 
 // hostLatency is a LUN's histogram of host command service times.
@@ -189,6 +195,17 @@ type guard struct {
 }
 
 func (g *guard) start() {
+	if bound := g.p.hostLatencyBound(); bound > 0 {
+		limit := g.p.limitBps()
+		ceiling := limit
+		if ceiling <= 0 {
+			ceiling = guardTopBps
+		}
+		g.rate = min(ceiling, guardStartFloors*guardFloor(limit))
+		g.p.guard.Store(&guardView{bound: bound, rate: g.rate, why: "held back: starting, host p99 not measured yet"})
+		g.appliedFor = [2]int64{limit, g.rate}
+		g.p.bucket.setRate(guardedRate(limit, g.rate))
+	}
 	g.p.src.lat.snapshot(&g.prevS)
 	g.p.tgt.lat.snapshot(&g.prevT)
 	g.prevMoved = g.p.dataBytes.Load() + g.p.recopyBytes.Load()
@@ -235,8 +252,7 @@ func (g *guard) decide(bound time.Duration, limit int64, p99 time.Duration, ops 
 	if ceiling <= 0 {
 		ceiling = guardTopBps
 	}
-	floor := max(int64(guardFloorBps), limit/guardFloorShare)
-	floor = min(floor, ceiling)
+	floor := min(guardFloor(limit), ceiling)
 	cur := g.rate
 	if cur == 0 {
 		// Start from what the copy really moves, not from the ceiling.
@@ -247,10 +263,10 @@ func (g *guard) decide(bound time.Duration, limit int64, p99 time.Duration, ops 
 	}
 	switch {
 	case p99 > bound:
-		f := min(0.75, max(0.25, float64(bound)/float64(p99)))
+		f := min(0.75, max(1.0/16, float64(bound)/float64(p99)))
 		cur = int64(float64(cur) * f)
 	case p99 < bound*8/10:
-		cur += cur/4 + floor
+		cur += cur/8 + floor
 	}
 	cur = min(max(cur, floor), ceiling)
 	if cur >= ceiling && p99 <= bound {
@@ -260,6 +276,11 @@ func (g *guard) decide(bound time.Duration, limit int64, p99 time.Duration, ops 
 		return cur, fmt.Sprintf("held back: host p99 %s > %s", fmtLat(p99), fmtLat(bound))
 	}
 	return cur, fmt.Sprintf("held back: host p99 %s <= %s, speeding up", fmtLat(p99), fmtLat(bound))
+}
+
+// guardFloor is the lowest rate the guard sets under a limit (0: none).
+func guardFloor(limit int64) int64 {
+	return max(int64(guardFloorBps), limit/guardFloorShare)
 }
 
 // fmtLat prints a latency in ms with one decimal ("4.1 ms").

@@ -88,8 +88,8 @@ func TestGuardDecide(t *testing.T) {
 	}
 	// No limit (highest): the floor is 1 MB/s, the ceiling guardTopBps.
 	g.rate = 0
-	if r, _ := g.decide(bound, 0, 20*time.Millisecond, 1000, 800e6); r != 200_000_000 {
-		t.Fatalf("highest, p99 10x the bound: %d, want 800 MB/s cut to a quarter", r)
+	if r, _ := g.decide(bound, 0, 20*time.Millisecond, 1000, 800e6); r != 80_000_000 {
+		t.Fatalf("highest, p99 10x the bound: %d, want 800 MB/s cut to a tenth", r)
 	}
 }
 

@@ -5,8 +5,10 @@ import "time"
 // HostLatencyObserver is what a LUN's volume implements to learn the
 // service time of the host's data commands (lm's LUN handle does: its
 // host-latency guard holds a copy back when the hosts suffer). The SCSI
-// layer times READ and WRITE commands from the moment they reach it to
-// their status, with time.Now only (no allocation per command).
+// layer times READ and WRITE commands from the moment the transport read
+// their PDU (iscsi.Command.Arrived: waits for a goroutine, a CPU, the
+// data are in) to their status, with time.Now only (no allocation per
+// command). Sending the response is not in it.
 type HostLatencyObserver interface {
 	ObserveHostLatency(d time.Duration)
 }

@@ -175,7 +175,10 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 	st := dev.cur()
 	var t0 time.Time
 	if st.lat != nil && timedOp(op) {
-		t0 = time.Now()
+		t0 = ic.Arrived
+		if t0.IsZero() {
+			t0 = time.Now()
+		}
 	}
 	status := st.serve(c)
 	if st.lat != nil && !t0.IsZero() {
