@@ -59,6 +59,7 @@ func (p *pair) run(ctx context.Context) {
 				}
 			}
 			if st == StateQueued {
+				p.markCopyStarted()
 				if err := p.transitionFrom(StateQueued, StateCopying, "copy started"); err != nil && !errors.Is(err, ErrState) {
 					p.zlog.Error().Err(err).Msg("cannot start the copy")
 					p.sleep(ctx, p.m.opts.RetryMin)
@@ -68,6 +69,7 @@ func (p *pair) run(ctx context.Context) {
 			err := p.copyAll(ctx)
 			switch {
 			case err == nil:
+				p.markSynced()
 				if err := p.transitionFrom(StateCopying, StateSynced, "in sync: copy done and DCL empty"); err != nil {
 					if !errors.Is(err, ErrState) {
 						p.zlog.Error().Err(err).Msg("cannot record sync")
@@ -417,10 +419,20 @@ func (p *pair) chooseVehicle() {
 	p.mu.Lock()
 	wanted := p.mu.rec.VehicleWanted
 	p.mu.Unlock()
+	v := pickVehicle(wanted, p.srcVol, p.tgtVol)
+	if wanted == VehicleCopyFileRange && v != VehicleCopyFileRange {
+		p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
+	}
+	p.setVehicle(v)
+}
+
+// pickVehicle is the transfer vehicle that runs for wanted between the
+// two data volumes (a dry run's estimate asks it too).
+func pickVehicle(wanted string, src, tgt *dataVol) string {
 	v := VehicleGeneric
 	if wanted != VehicleGeneric {
-		so, err1 := p.srcVol.get()
-		to, err2 := p.tgtVol.get()
+		so, err1 := src.get()
+		to, err2 := tgt.get()
 		if err1 == nil && err2 == nil && so.file != nil && to.file != nil &&
 			so.file.Kind() == "file" && to.file.Kind() == "file" {
 			var a, b unix.Stat_t
@@ -431,11 +443,8 @@ func (p *pair) chooseVehicle() {
 		if err1 == nil && err2 == nil && (so.remote != nil || to.remote != nil) {
 			v = VehicleRemote
 		}
-		if wanted == VehicleCopyFileRange && v != VehicleCopyFileRange {
-			p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
-		}
 	}
-	p.setVehicle(v)
+	return v
 }
 
 // setVehicle records the transfer vehicle that runs.

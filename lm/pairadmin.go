@@ -12,11 +12,30 @@ import (
 // changes when it fails, except in the one case createPairs describes (a
 // status and an error: the pair exists).
 func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
+	if req.DryRun {
+		return m.dryRunPair(req)
+	}
+	// The estimate reads the source, with no lock held: between a first
+	// plan (a refused request costs no read) and the real one (a pair it
+	// cannot estimate is created without an estimate).
+	m.admin.Lock()
+	_, err := m.planPair(req, "")
+	m.admin.Unlock()
+	if err != nil {
+		return PairStatus{}, err
+	}
+	est, eerr := Estimate{}, checkPairRequest(&req)
+	if eerr == nil {
+		est, eerr = m.estimatePair(req, sampleTime)
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	pl, err := m.planPair(req, "")
 	if err != nil {
 		return PairStatus{}, err
+	}
+	if eerr == nil {
+		keepEstimate(&pl.rec, est)
 	}
 	unfence, err := m.fencePlans([]pairPlan{pl}, req.Preempt, req.AllowUnfenced) // an imported source (fence.go)
 	if err != nil {

@@ -58,6 +58,10 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		}
 	}
 
+	var ests []*Estimate // read the sources before any lock (estimate.go)
+	if !req.DryRun {
+		ests = m.estimateSession(req)
+	}
 	m.sess.create.Lock()
 	defer m.sess.create.Unlock()
 	if _, err := m.sessionByName(req.Name); err == nil {
@@ -86,6 +90,9 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 			return SessionStatus{}, fmt.Errorf("session %s: pair %d (%s → %s) refused: %w", req.Name, i+1, pr.Source, pr.Target, err)
 		}
 		pl.rec.Session = rec.ID
+		if i < len(ests) && ests[i] != nil {
+			keepEstimate(&pl.rec, *ests[i])
+		}
 		plans = append(plans, pl)
 		rec.PairIDs = append(rec.PairIDs, pl.rec.ID)
 		rec.Sources = append(rec.Sources, pr.Source)
@@ -93,6 +100,10 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		if held != "" {
 			rec.Held = append(rec.Held, pl.rec.ID)
 		}
+	}
+	if req.DryRun {
+		m.admin.Unlock()
+		return m.dryRunSession(req, plans)
 	}
 	unfence, err := m.fencePlans(plans, false, false) // imported sources (fence.go)
 	if err != nil {

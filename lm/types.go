@@ -85,6 +85,9 @@ type PairRequest struct {
 	Verify         bool
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string
+	// DryRun: check everything the create checks and return the
+	// estimate (PairStatus.Estimate); nothing is created (estimate.go).
+	DryRun bool
 	// Preempt lets the fence of an imported source preempt a reservation
 	// another initiator holds on the external LUN; AllowUnfenced accepts
 	// an external target without persistent reservations (lm/fence.go).
@@ -153,6 +156,16 @@ type PairStatus struct {
 	HostP99          time.Duration
 	Throttle         string
 
+	// DryRun: this status is a dry run's answer: nothing was created and
+	// Estimate says what the migration would take. EstimateDuration and
+	// EstimateBytes are the estimate kept on a real pair, ActualDuration
+	// the time from its copy's start to its first sync (0 before).
+	DryRun           bool
+	Estimate         *Estimate
+	EstimateDuration time.Duration
+	EstimateBytes    int64
+	ActualDuration   time.Duration
+
 	// CursorBytes is the in-memory copy cursor (DoneBytes is the part of
 	// the LUN below it that is done). DataBytes: bytes transferred by the
 	// initial copy (holes and zero chunks are not transferred);
@@ -212,6 +225,8 @@ type SessionRequest struct {
 	Verify    bool
 	// MaxHostLatency: every pair's (PairRequest.MaxHostLatency).
 	MaxHostLatency time.Duration
+	// DryRun: check and estimate every pair; create nothing.
+	DryRun bool
 }
 
 // SessionStatus is a session as shown by `session show`.
@@ -236,6 +251,12 @@ type SessionStatus struct {
 	RateBps      int64
 	ETASeconds   int64
 	SplitPauseMS float64
+	// DryRun: a dry run's answer (each pair has its Estimate);
+	// EstimateDuration is the session's, with its pairs copying
+	// max-active at a time, EstimateBytes the sum to copy.
+	DryRun           bool
+	EstimateDuration time.Duration
+	EstimateBytes    int64
 	// Counts is the number of pairs per pair state.
 	Counts  map[string]int
 	Pairs   []PairStatus

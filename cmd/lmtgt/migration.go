@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -34,6 +35,7 @@ func migrationCommand() *cli.Command {
 					&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as the pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare source and target before the split; refuse it on a difference"},
 					hostLatencyFlag(),
+					dryRunFlag(),
 					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
 					&cli.BoolFlag{Name: "preempt", Usage: "imported source: preempt another initiator's reservation on the external LUN to fence its old path (after its hosts' reservations are carried over)"},
 					&cli.BoolFlag{Name: "allow-unfenced", Usage: "imported source on a target without persistent reservations: migrate without a fence (every other path must be gone)"},
@@ -92,14 +94,18 @@ func migrationCreate(c *cli.Context) error {
 		m, err := cl.CreateMigration(context.Background(), wire.CreateMigration{
 			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
-			MaxHostLatency: c.String("max-host-latency"),
-			Vehicle:        c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
+			MaxHostLatency: c.String("max-host-latency"), DryRun: c.Bool("dry-run"),
+			Vehicle: c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
 		})
 		for _, w := range m.Warnings {
 			fmt.Fprintln(c.App.ErrWriter, w)
 		}
 		return m, err
 	}, func(m wire.Migration) {
+		if m.DryRun {
+			printDryRun(c.App.Writer, m)
+			return
+		}
 		fmt.Fprintf(c.App.Writer, "migration %s -> %s created (pair %s, state %s); follow it with: lmtgt migration show %s --watch\n",
 			m.Source, m.Target, m.ID, m.State, m.Source)
 	})
@@ -156,6 +162,7 @@ func printMigration(c *cli.Context, m wire.Migration) {
 		{"effective rate", effectiveStr(m)},
 		{"options", orDash(strings.Join(opts, ", "))},
 		{"split pause", pause},
+		{"estimate", estimateLine(m.EstimateSeconds, m.EstimateBytes, m.ActualSeconds)},
 		{"created", m.Created.Local().Format("2006-01-02 15:04:05")},
 	})
 }
@@ -432,4 +439,67 @@ func effectiveStr(m wire.Migration) string {
 		s += " (max host latency " + m.HostLatencyBound + ")"
 	}
 	return s
+}
+
+// dryRunFlag is --dry-run of migration and session create.
+func dryRunFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "dry-run", Usage: "check everything create checks and print the bytes to copy, the vehicle and an estimated duration; create nothing"}
+}
+
+// durStr prints seconds as a short duration ("3m10s"); "-" for none.
+func durStr(sec float64) string {
+	if sec <= 0 {
+		return "-"
+	}
+	d := time.Duration(sec * float64(time.Second))
+	if d >= time.Second {
+		d = d.Round(time.Second)
+	} else {
+		d = d.Round(time.Millisecond)
+	}
+	return d.String()
+}
+
+// estimateLine is show's "estimate 3m10s, actual 2m55s" (the actual once
+// the pair has synced).
+func estimateLine(est float64, bytes int64, actual float64) string {
+	if est <= 0 && actual <= 0 {
+		return "-"
+	}
+	s := "estimate " + durStr(est)
+	if bytes > 0 {
+		s += " for " + sizeStr(bytes)
+	}
+	if actual > 0 {
+		s += ", actual " + durStr(actual)
+	}
+	return s
+}
+
+// printDryRun prints a dry run's answer for one pair.
+func printDryRun(w io.Writer, m wire.Migration) {
+	fmt.Fprintf(w, "dry run: migration %s -> %s would be created (nothing changed)\n", m.Source, m.Target)
+	e := m.Estimate
+	if e == nil {
+		return
+	}
+	fields(w, dryRunFields(*e))
+}
+
+func dryRunFields(e wire.Estimate) [][2]string {
+	read := "not measured"
+	if e.ReadBps > 0 {
+		read = fmt.Sprintf("%s (read %s in %s)", rateStr(e.ReadBps), sizeStr(e.SampleBytes), durStr(e.SampleMS/1000))
+	}
+	limit := "unthrottled"
+	if e.LimitBps > 0 {
+		limit = fmt.Sprintf("%s (%s)", rateStr(e.LimitBps), e.LimitedBy)
+	}
+	return [][2]string{
+		{"to copy", fmt.Sprintf("%s of %s (allocated extents)", sizeStr(e.Bytes), sizeStr(e.TotalBytes))},
+		{"vehicle", e.Vehicle},
+		{"limit", limit},
+		{"source read", read},
+		{"estimate", fmt.Sprintf("%s at %s (%s)", durStr(e.Seconds), rateStr(e.RateBps), e.Basis)},
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -34,6 +35,7 @@ func sessionCommand() *cli.Command {
 					&cli.BoolFlag{Name: "auto-split", Usage: "split all the pairs in one consistent split as soon as every pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare sources and targets before the split; refuse it on a difference"},
 					hostLatencyFlag(),
+					dryRunFlag(),
 					outputFlag,
 				},
 				Action: sessionCreate,
@@ -125,9 +127,13 @@ func sessionCreate(c *cli.Context) error {
 		return cl.CreateSession(context.Background(), wire.CreateSession{
 			Name: name, Pairs: pairs, Speed: c.String("speed"), MaxMBps: c.Int64("max-mbps"),
 			MaxActive: c.Int("max-active"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
-			MaxHostLatency: c.String("max-host-latency"),
+			MaxHostLatency: c.String("max-host-latency"), DryRun: c.Bool("dry-run"),
 		})
 	}, func(s wire.MigrationSession) {
+		if s.DryRun {
+			printSessionDryRun(c.App.Writer, s)
+			return
+		}
 		fmt.Fprintf(c.App.Writer, "session %s created with %d pairs (state %s); follow it with: lmtgt session show %s --watch\n",
 			s.Name, len(s.Pairs), s.State, s.Name)
 	})
@@ -321,4 +327,22 @@ func sessionSplit(c *cli.Context) error {
 	}, func(r wire.SplitResult) {
 		fmt.Fprintf(c.App.Writer, "session %s split (%s): host I/O paused %.2f ms\n", name, strings.Join(r.Pairs, ", "), r.PauseMS)
 	})
+}
+
+// printSessionDryRun prints a session dry run: the session's estimate and
+// a row per pair.
+func printSessionDryRun(w io.Writer, s wire.MigrationSession) {
+	fmt.Fprintf(w, "dry run: session %s with %d pairs would be created (nothing changed)\n", s.Name, len(s.Pairs))
+	fields(w, [][2]string{
+		{"to copy", fmt.Sprintf("%s of %s (allocated extents)", sizeStr(s.EstimateBytes), sizeStr(s.TotalBytes))},
+		{"estimate", durStr(s.EstimateSeconds) + " (pairs copy max-active at a time)"},
+	})
+	fmt.Fprintln(w)
+	var rows [][]string
+	for _, p := range s.Pairs {
+		if e := p.Estimate; e != nil {
+			rows = append(rows, []string{p.Source, p.Target, sizeStr(e.Bytes), e.Vehicle, rateStr(e.RateBps), durStr(e.Seconds), e.Basis})
+		}
+	}
+	table(w, []string{"SOURCE", "TARGET", "TO COPY", "VEHICLE", "RATE", "ESTIMATE", "BASIS"}, rows)
 }

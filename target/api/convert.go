@@ -98,6 +98,8 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
 		MaxHostLatency: lm.HostLatencyString(p.MaxHostLatency), HostLatencyBound: lm.HostLatencyString(p.HostLatencyBound),
 		EffectiveBps: p.EffectiveBps, HostP99MS: float64(p.HostP99) / float64(time.Millisecond), Throttle: p.Throttle,
+		DryRun: p.DryRun, Estimate: estimateView(p.Estimate), EstimateSeconds: p.EstimateDuration.Seconds(),
+		EstimateBytes: p.EstimateBytes, ActualSeconds: p.ActualDuration.Seconds(),
 		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
 		SourceID: p.SourceID, TargetID: p.TargetID,
 	}
@@ -113,12 +115,24 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		SkippedBytes: st.SkippedBytes, DoneBytes: st.DoneBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
 		Counts: st.Counts, Created: st.Created, MaxHostLatency: lm.HostLatencyString(st.MaxHostLatency),
+		DryRun: st.DryRun, EstimateSeconds: st.EstimateDuration.Seconds(), EstimateBytes: st.EstimateBytes,
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}
 	}
 	v.Pairs = viewsOf(st.Pairs, migrationView)
 	return v
+}
+
+func estimateView(e *lm.Estimate) *wire.Estimate {
+	if e == nil {
+		return nil
+	}
+	return &wire.Estimate{
+		TotalBytes: e.TotalBytes, Bytes: e.Bytes, Vehicle: e.Vehicle, LimitBps: e.LimitBps, LimitedBy: e.LimitedBy,
+		ReadBps: e.ReadBps, SampleBytes: e.SampleBytes, SampleMS: float64(e.SampleTime) / float64(time.Millisecond),
+		RateBps: e.RateBps, Basis: e.Basis, Seconds: e.Duration.Seconds(),
+	}
 }
 
 func splitView(r lm.SplitResult) wire.SplitResult {

@@ -19,10 +19,13 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: lm.Speed(req.Speed),
 		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: lat,
-		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
+		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced, DryRun: req.DryRun,
 	})
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
+	}
+	if p.DryRun {
+		return migrationView(p), nil
 	}
 	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
 	v := s.pairView(p)

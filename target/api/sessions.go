@@ -20,13 +20,16 @@ func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, 
 		return wire.MigrationSession{}, toWire(err, sessionObject(req.Name))
 	}
 	lr := lm.SessionRequest{Name: req.Name, Speed: lm.Speed(req.Speed), MaxMBps: req.MaxMBps, MaxActive: req.MaxActive,
-		AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: lat}
+		AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: lat, DryRun: req.DryRun}
 	for _, p := range req.Pairs {
 		lr.Pairs = append(lr.Pairs, lm.PairRequest{Source: p.Source, Target: p.Target})
 	}
 	st, err := s.lm.CreateSession(lr)
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, sessionObject(req.Name))
+	}
+	if st.DryRun {
+		return sessionView(st), nil
 	}
 	s.log.Info().Str("session", req.Name).Int("pairs", len(req.Pairs)).Msg("session created")
 	return sessionView(st), nil

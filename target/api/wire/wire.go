@@ -224,6 +224,9 @@ type CreateMigration struct {
 	// MaxHostLatency bounds the host p99 latency on the pair's LUNs while
 	// it copies: a Go duration ("2ms"), "off", or empty (the server's).
 	MaxHostLatency string `json:"max_host_latency,omitempty"`
+	// DryRun: check everything and answer the estimate (Migration.Estimate,
+	// state "dry-run"); nothing is created.
+	DryRun bool `json:"dry_run,omitempty"`
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string `json:"vehicle,omitempty"`
 	// Preempt lets the fence of an imported source preempt another
@@ -281,15 +284,23 @@ type Migration struct {
 	// EffectiveBps is the copy rate allowed now (0: unlimited), HostP99MS
 	// the host p99 on its LUNs over the last guard tick (0: no host I/O)
 	// and Throttle why ("held back: host p99 4.1 ms > 2.0 ms").
-	MaxHostLatency   string    `json:"max_host_latency,omitempty"`
-	HostLatencyBound string    `json:"host_latency_bound,omitempty"`
-	EffectiveBps     int64     `json:"effective_bps"`
-	HostP99MS        float64   `json:"host_p99_ms,omitempty"`
-	Throttle         string    `json:"throttle,omitempty"`
-	AutoSplit        bool      `json:"auto_split"`
-	Verify           bool      `json:"verify"`
-	SplitPauseMS     float64   `json:"split_pause_ms"`
-	Created          time.Time `json:"created"`
+	MaxHostLatency   string  `json:"max_host_latency,omitempty"`
+	HostLatencyBound string  `json:"host_latency_bound,omitempty"`
+	EffectiveBps     int64   `json:"effective_bps"`
+	HostP99MS        float64 `json:"host_p99_ms,omitempty"`
+	Throttle         string  `json:"throttle,omitempty"`
+	// DryRun and Estimate: a dry run's answer (nothing was created).
+	// EstimateSeconds and EstimateBytes: the estimate kept on a real pair;
+	// ActualSeconds: from its copy's start to its first sync (0 before).
+	DryRun          bool      `json:"dry_run,omitempty"`
+	Estimate        *Estimate `json:"estimate,omitempty"`
+	EstimateSeconds float64   `json:"estimate_seconds,omitempty"`
+	EstimateBytes   int64     `json:"estimate_bytes,omitempty"`
+	ActualSeconds   float64   `json:"actual_seconds,omitempty"`
+	AutoSplit       bool      `json:"auto_split"`
+	Verify          bool      `json:"verify"`
+	SplitPauseMS    float64   `json:"split_pause_ms"`
+	Created         time.Time `json:"created"`
 	// CursorBytes is the copy cursor; DataBytes the bytes the initial copy
 	// transferred (holes and zero chunks are skipped); RecopiedBytes the
 	// bytes DCL re-copies transferred.
@@ -298,6 +309,25 @@ type Migration struct {
 	RecopiedBytes int64  `json:"recopied_bytes"`
 	SourceID      string `json:"source_id,omitempty"`
 	TargetID      string `json:"target_id,omitempty"`
+}
+
+// Estimate is what a migration of one pair is expected to take (a dry
+// run's answer): the bytes to copy (the source's allocated extents), the
+// vehicle that would run, the rate limit of speed and cap, the source's
+// read rate measured over SampleBytes in SampleMS, the rate the estimate
+// uses and why (Basis), and the duration.
+type Estimate struct {
+	TotalBytes  int64   `json:"total_bytes"`
+	Bytes       int64   `json:"bytes"`
+	Vehicle     string  `json:"vehicle"`
+	LimitBps    int64   `json:"limit_bps"`
+	LimitedBy   string  `json:"limited_by"`
+	ReadBps     int64   `json:"read_bps"`
+	SampleBytes int64   `json:"sample_bytes"`
+	SampleMS    float64 `json:"sample_ms"`
+	RateBps     int64   `json:"rate_bps"`
+	Basis       string  `json:"basis"`
+	Seconds     float64 `json:"seconds"`
 }
 
 // Split is the body of POST /v1/migrations/split.
