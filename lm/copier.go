@@ -59,7 +59,6 @@ func (p *pair) run(ctx context.Context) {
 				}
 			}
 			if st == StateQueued {
-				p.markCopyStarted()
 				if err := p.transitionFrom(StateQueued, StateCopying, "copy started"); err != nil && !errors.Is(err, ErrState) {
 					p.zlog.Error().Err(err).Msg("cannot start the copy")
 					p.sleep(ctx, p.m.opts.RetryMin)
@@ -196,6 +195,7 @@ func (p *pair) copyAll(ctx context.Context) error {
 		return errStopped
 	}
 	p.chooseVehicle()
+	p.markCopyStarted()
 	defer p.runGuard(ctx)()
 	if p.done.Load() < p.size {
 		err := p.initialCopy(ctx, stop)

@@ -191,7 +191,8 @@ func keepEstimate(rec *metavol.Pair, est Estimate) {
 }
 
 // markCopyStarted records when the pair's copy first started (its
-// actual duration runs from there); called before queued → copying.
+// actual duration runs from there; persisted with the next checkpoint or
+// transition); called by each run of the copy.
 func (p *pair) markCopyStarted() {
 	p.persist.Lock()
 	defer p.persist.Unlock()
