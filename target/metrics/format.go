@@ -84,7 +84,7 @@ func Write(w io.Writer, s Snapshot) error {
 		name, help string
 		value      func(p lm.PairStatus) string
 	}{
-		{"lmtgt_migration_copied_bytes", "Bytes of the LUN the initial copy has done.", func(p lm.PairStatus) string { return itoa(p.CopiedBytes) }},
+		{"lmtgt_migration_copied_bytes", "Bytes of the LUN the initial copy has done.", func(p lm.PairStatus) string { return itoa(p.DoneBytes) }},
 		{"lmtgt_migration_total_bytes", "Bytes the migration covers (the LUN size).", func(p lm.PairStatus) string { return itoa(p.TotalBytes) }},
 		{"lmtgt_migration_dcl_bytes", "Bytes marked in the data change log, still to re-copy.", func(p lm.PairStatus) string { return itoa(p.DCLBytes) }},
 		{"lmtgt_migration_rate_bytes_per_second", "Copy rate in bytes per second.", func(p lm.PairStatus) string { return itoa(p.RateBps) }},

@@ -29,9 +29,9 @@ func TestWriteGolden(t *testing.T) {
 		},
 		Pairs: []lm.PairStatus{
 			// An older, split pair of the same names: replaced by the newer one.
-			{Source: "db", Target: "db-new", State: "split", Created: t0, SplitPauseMS: 12.5, CopiedBytes: 1 << 30, TotalBytes: 1 << 30},
-			{Source: "db", Target: "db-new", State: "copying", Created: t0.Add(time.Hour), CopiedBytes: 1 << 20, TotalBytes: 1 << 30, DCLBytes: 65536, RateBps: 52428800},
-			{Source: "logs", Target: "logs-new", State: "split", Created: t0, SplitPauseMS: 3.25, CopiedBytes: 4096, TotalBytes: 4096},
+			{Source: "db", Target: "db-new", State: "split", Created: t0, SplitPauseMS: 12.5, CopiedBytes: 1 << 30, DoneBytes: 1 << 30, TotalBytes: 1 << 30},
+			{Source: "db", Target: "db-new", State: "copying", Created: t0.Add(time.Hour), CopiedBytes: 1 << 20, DoneBytes: 1 << 20, TotalBytes: 1 << 30, DCLBytes: 65536, RateBps: 52428800},
+			{Source: "logs", Target: "logs-new", State: "split", Created: t0, SplitPauseMS: 3.25, CopiedBytes: 4096, DoneBytes: 4096, TotalBytes: 4096},
 		},
 	}
 	var buf bytes.Buffer
