@@ -1,6 +1,7 @@
 package lm
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -146,4 +147,59 @@ func TestGuardHoldsBackCopy(t *testing.T) {
 		t.Fatalf("quiet host: the copy did not get its speed back: %+v", st)
 	}
 	e.waitState("src", StateSynced, time.Minute)
+}
+
+// The bound in force: a pair's own, else the server's; off switches the
+// server's off; set changes it at run time; sessions pass theirs to
+// their pairs; all survive a restart.
+func TestHostLatencyBoundSettings(t *testing.T) {
+	e := newEnv(t, Options{MaxHostLatency: 5 * time.Millisecond}, false)
+	for _, n := range []string{"a", "a2", "b", "b2", "c", "c2"} {
+		e.lun(n, 4*mib)
+	}
+	if _, err := e.m.CreatePair(PairRequest{Source: "a", Target: "a2", Speed: SpeedLow}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreateSession(SessionRequest{Name: "s", Speed: SpeedLow, MaxHostLatency: 3 * time.Millisecond,
+		Pairs: []PairRequest{{Source: "b", Target: "b2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreatePair(PairRequest{Source: "c", Target: "c2", MaxHostLatency: 50 * time.Microsecond}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a 50µs bound: %v, want refused as invalid", err)
+	}
+	bound := func(src string) (own, inForce time.Duration) {
+		t.Helper()
+		st, err := e.m.Pair(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.MaxHostLatency, st.HostLatencyBound
+	}
+	if own, in := bound("a"); own != 0 || in != 5*time.Millisecond {
+		t.Errorf("a: own %v, in force %v; want 0 and the server's 5ms", own, in)
+	}
+	if own, in := bound("b"); own != 3*time.Millisecond || in != 3*time.Millisecond {
+		t.Errorf("b (session): own %v, in force %v; want 3ms", own, in)
+	}
+	off := time.Duration(-1)
+	if _, err := e.m.Set("a", SetRequest{MaxHostLatency: &off}); err != nil {
+		t.Fatal(err)
+	}
+	if _, in := bound("a"); in != 0 {
+		t.Errorf("a set off: bound in force %v, want none", in)
+	}
+	two := 2 * time.Millisecond
+	if _, err := e.m.SetSession("s", SetRequest{MaxHostLatency: &two}); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	if own, in := bound("a"); own != -1 || in != 0 {
+		t.Errorf("a after a restart: own %v in force %v, want off", own, in)
+	}
+	if own, in := bound("b"); own != two || in != two {
+		t.Errorf("b after session set and a restart: own %v in force %v, want 2ms", own, in)
+	}
+	if st, err := e.m.Session("s"); err != nil || st.MaxHostLatency != two {
+		t.Errorf("session after a restart: %v (%v), want 2ms", st.MaxHostLatency, err)
+	}
 }

@@ -302,7 +302,7 @@ func migrationSet(c *cli.Context) error {
 		}
 		return cl.SetMigration(context.Background(), src, req)
 	}, func(m wire.Migration) {
-		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s; %s\n", src, m.Speed, capStr(m.MaxMBps), limitNote(m.MaxMBps, m.LimitBps, m.LimitedBy))
+		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s; %s%s\n", src, m.Speed, capStr(m.MaxMBps), limitNote(m.MaxMBps, m.LimitBps, m.LimitedBy), boundNote(m.HostLatencyBound))
 	})
 }
 
@@ -502,4 +502,12 @@ func dryRunFields(e wire.Estimate) [][2]string {
 		{"source read", read},
 		{"estimate", fmt.Sprintf("%s at %s (%s)", durStr(e.Seconds), rateStr(e.RateBps), e.Basis)},
 	}
+}
+
+// boundNote is set's "; host p99 kept under 2ms" ("" without a bound).
+func boundNote(bound string) string {
+	if bound == "" || bound == "off" {
+		return ""
+	}
+	return "; host p99 kept under " + bound
 }

@@ -310,7 +310,7 @@ func sessionSet(c *cli.Context) error {
 		}
 		return cl.SetSession(context.Background(), name, req)
 	}, func(s wire.MigrationSession) {
-		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair); %s\n", name, s.Speed, capStr(s.MaxMBps), limitNote(s.MaxMBps, s.LimitBps, s.LimitedBy))
+		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair); %s%s\n", name, s.Speed, capStr(s.MaxMBps), limitNote(s.MaxMBps, s.LimitBps, s.LimitedBy), boundNote(s.MaxHostLatency))
 	})
 }
 
