@@ -246,7 +246,7 @@ func (g *guard) decide(bound time.Duration, limit int64, p99 time.Duration, ops 
 		return 0, ""
 	}
 	if ops < guardMinOps {
-		return 0, fmt.Sprintf("no host I/O: full speed (bound host p99 %s)", fmtLat(bound))
+		return 0, fmt.Sprintf("no host I/O: full speed, bound host p99 %s", fmtLat(bound))
 	}
 	ceiling := limit
 	if ceiling <= 0 {
