@@ -77,8 +77,22 @@ func TestDryRunEstimate(t *testing.T) {
 			t.Errorf("dry run output does not say %q:\n%s", w, text)
 		}
 	}
+	var sess wire.MigrationSession
+	d.JSON(&sess, "session", "create", "wave", "--pair", "src:dst", "--speed", "highest", "--max-mbps", "50", "--dry-run")
+	stext := d.OK("session", "create", "wave", "--pair", "src:dst", "--speed", "highest", "--max-mbps", "50", "--dry-run")
+	t.Logf("session dry run:\n%s", stext)
+	if !sess.DryRun || sess.EstimateBytes != data || len(sess.Pairs) != 1 || sess.Pairs[0].Estimate == nil ||
+		sess.EstimateSeconds != sess.Pairs[0].Estimate.Seconds {
+		t.Errorf("session dry run: %+v", sess)
+	}
+	if !strings.Contains(stext, "dry run: session wave") || !strings.Contains(stext, "1 GiB of 10 GiB") {
+		t.Errorf("session dry run output:\n%s", stext)
+	}
 	if out := d.OK("migration", "list", "-o", "json"); strings.TrimSpace(out) != "[]" {
 		t.Fatalf("a dry run created something: %s", out)
+	}
+	if out := d.OK("session", "list", "-o", "json"); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("a session dry run created something: %s", out)
 	}
 
 	start := time.Now()
