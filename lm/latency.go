@@ -158,14 +158,14 @@ func (p *pair) limitBps() int64 {
 // stop (which waits for it and gives the bucket back its limit).
 func (p *pair) runGuard(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
+	g := &guard{p: p}
+	g.start() // before the copy takes its first tokens
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		g := guard{p: p}
 		t := time.NewTicker(guardTick)
 		defer t.Stop()
-		g.start()
 		for {
 			select {
 			case <-ctx.Done():
