@@ -155,23 +155,29 @@ func (p *pair) limitBps() int64 {
 }
 
 // runGuard starts the pair's guard for a run of the copy and returns its
-// stop (which waits for it and gives the bucket back its limit).
+// stop (which waits for it and gives the bucket back its limit). Its
+// ticker also refreshes the look at the source's extents that status
+// uses for the bytes still to copy (pairstatus.go).
 func (p *pair) runGuard(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	g := &guard{p: p}
 	g.start() // before the copy takes its first tokens
+	p.lookAllocated()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(guardTick)
 		defer t.Stop()
-		for {
+		for i := 1; ; i++ {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				g.tick()
+				if i%int(allocRefresh/guardTick) == 0 {
+					p.lookAllocated()
+				}
 			}
 		}
 	}()

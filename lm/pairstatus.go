@@ -139,7 +139,7 @@ func (p *pair) status() PairStatus {
 	s.DCLBytes = d * p.region
 	s.RateBps = int64(rate)
 	logical := p.size - done
-	alloc, known := p.allocatedAbove(done)
+	alloc, known := p.allocatedAbove()
 	if st == StateSynced || st.Final() {
 		logical, alloc, known = 0, 0, true
 	}
@@ -166,39 +166,48 @@ func (p *pair) status() PairStatus {
 	return s
 }
 
-// allocRefresh is how long a look at the source's extents above the
-// cursor stays good for status (a walk costs two seeks per extent).
+// allocRefresh is how often a running copy looks at the source's extents
+// above its cursor for status (a walk costs two seeks per extent).
 const allocRefresh = time.Second
 
-// allocatedAbove is the source's allocated bytes in [done, size), from a
-// walk of its extents at most allocRefresh old (the bytes copied since are
-// taken off); false when the source cannot be asked.
-func (p *pair) allocatedAbove(done int64) (int64, bool) {
+// allocatedAbove is the source's allocated bytes above the copy cursor,
+// from the copy's last walk of its extents (lookAllocated), less the
+// bytes copied since; false before any walk. Status does no I/O for it.
+func (p *pair) allocatedAbove() (int64, bool) {
 	moved := p.dataBytes.Load()
 	p.mu.Lock()
 	a := p.mu.alloc
 	p.mu.Unlock()
-	if a.at.IsZero() || time.Since(a.at) > allocRefresh || done < a.done {
-		o, err := p.srcVol.get()
-		if err != nil {
-			return 0, false
-		}
-		n, err := allocatedBytes(o.raw, done, p.size)
-		if err != nil {
-			return 0, false
-		}
-		a = allocLook{at: time.Now(), done: done, bytes: n, moved: moved}
-		p.mu.Lock()
-		p.mu.alloc = a
-		p.mu.Unlock()
+	if a.at.IsZero() {
+		return 0, false
 	}
 	return max(0, a.bytes-(moved-a.moved)), true
+}
+
+// lookAllocated walks the source's extents above the copy cursor (no lock
+// held) and keeps the result for status. Called by a running copy: when
+// it starts and every allocRefresh (its guard's ticker).
+func (p *pair) lookAllocated() {
+	done, moved := p.done.Load(), p.dataBytes.Load()
+	// The cursor only moves up: bytes copied between the load of done and
+	// the walk are counted twice at worst (remaining shown a bit low,
+	// until the next look).
+	o, err := p.srcVol.get()
+	if err != nil {
+		return
+	}
+	n, err := allocatedBytes(o.raw, done, p.size)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.mu.alloc = allocLook{at: time.Now(), bytes: n, moved: moved}
+	p.mu.Unlock()
 }
 
 // allocLook is a walk of the source's extents above the copy cursor.
 type allocLook struct {
 	at    time.Time
-	done  int64 // the cursor it started from
-	bytes int64 // allocated bytes found
+	bytes int64 // allocated bytes found above the cursor
 	moved int64 // dataBytes at the time
 }
