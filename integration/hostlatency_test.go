@@ -150,8 +150,8 @@ func TestHostLatencyGuardFio(t *testing.T) {
 
 	sock := filepath.Join(dir, "nbd.sock")
 	nbd := exec.Command("qemu-nbd", "-f", "raw", "--cache=none", "-t", "-k", sock, d.URL(iqn, 0))
-	var nbdOut bytes.Buffer
-	nbd.Stdout, nbd.Stderr = &nbdOut, &nbdOut
+	nbdOut := &lockedBuffer{} // qemu-nbd writes while the wait reads
+	nbd.Stdout, nbd.Stderr = nbdOut, nbdOut
 	if err := nbd.Start(); err != nil {
 		t.Fatal(err)
 	}
