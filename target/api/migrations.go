@@ -1,6 +1,8 @@
 package api
 
 import (
+	"net/http"
+
 	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -136,4 +138,13 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	v := splitView(r)
 	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Msg("split")
 	return v, nil
+}
+
+// createdUnlessDryRun is the status of a create: 201, or 200 for a dry
+// run (nothing was created).
+func createdUnlessDryRun(dryRun bool) int {
+	if dryRun {
+		return http.StatusOK
+	}
+	return http.StatusCreated
 }

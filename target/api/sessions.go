@@ -114,7 +114,7 @@ func (s *Server) sessionRoutes(m *http.ServeMux) {
 	v := wire.Version
 	m.HandleFunc("POST "+v+"/sessions", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateSession) {
 		st, err := svc.CreateSession(req)
-		reply(w, http.StatusCreated, st, err, sessionObject(req.Name))
+		reply(w, createdUnlessDryRun(req.DryRun), st, err, sessionObject(req.Name))
 	}))
 	m.HandleFunc("GET "+v+"/sessions", func(w http.ResponseWriter, r *http.Request) {
 		st, err := svc.Sessions()
