@@ -158,7 +158,7 @@ func TestMigrationPauseResumeNoRecopy(t *testing.T) {
 	}
 	cursor := st.CursorBytes
 	if cursor == 0 {
-		cursor = st.CopiedBytes
+		cursor = st.DoneBytes
 	}
 
 	// While paused: 3 writes inside extents below the cursor (copied, so

@@ -38,8 +38,8 @@ const (
 // migString is the one-line summary of a pair (`migration show SRC -o
 // json`, wire.Migration) in failure messages.
 func migString(s wire.Migration) string {
-	return fmt.Sprintf("state=%s reason=%q copied=%d/%d cursor=%d data=%d recopied=%d dcl=%d vehicle=%s pause=%.3fms",
-		s.State, s.Reason, s.CopiedBytes, s.TotalBytes, s.CursorBytes, s.DataBytes, s.RecopiedBytes, s.DCLBytes, s.Vehicle, s.SplitPauseMS)
+	return fmt.Sprintf("state=%s reason=%q done=%d/%d cursor=%d data=%d recopied=%d dcl=%d vehicle=%s pause=%.3fms",
+		s.State, s.Reason, s.DoneBytes, s.TotalBytes, s.CursorBytes, s.DataBytes, s.RecopiedBytes, s.DCLBytes, s.Vehicle, s.SplitPauseMS)
 }
 
 // migTry shows the pair of source LUN src; ok is false when the command

@@ -53,8 +53,8 @@ func TestMigrationLiveSplit(t *testing.T) {
 	d.OK("migration", "create", "--source", "la", "--target", "lb", "--speed", "highest")
 	st := d.waitMig("la", syncTimeout, "synced")
 	t.Logf("synced: %s", migString(st))
-	if st.CopiedBytes != st.TotalBytes || st.TotalBytes != size {
-		t.Errorf("synced with copied %d of %d bytes, want %d of %d", st.CopiedBytes, st.TotalBytes, size, size)
+	if st.DoneBytes != st.TotalBytes || st.TotalBytes != size {
+		t.Errorf("synced with copied %d of %d bytes, want %d of %d", st.DoneBytes, st.TotalBytes, size, size)
 	}
 	if st.Vehicle == "" {
 		t.Errorf("migration show does not say which vehicle copied: %s", migString(st))

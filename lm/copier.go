@@ -68,6 +68,7 @@ func (p *pair) run(ctx context.Context) {
 			err := p.copyAll(ctx)
 			switch {
 			case err == nil:
+				p.markSynced()
 				if err := p.transitionFrom(StateCopying, p.inSync(), "in sync: copy done and DCL empty"); err != nil {
 					if !errors.Is(err, ErrState) {
 						p.zlog.Error().Err(err).Msg("cannot record sync")
@@ -197,6 +198,8 @@ func (p *pair) copyAll(ctx context.Context) error {
 		return errStopped
 	}
 	p.chooseVehicle()
+	p.markCopyStarted()
+	defer p.runGuard(ctx)()
 	if p.done.Load() < p.size {
 		err := p.initialCopy(ctx, stop)
 		p.checkpoint(true)
@@ -354,6 +357,9 @@ func (p *pair) copyJob(ctx context.Context, j job, buf []byte, stop func() bool)
 	p.raiseIssued(j.end)
 	n, err := p.copyRange(j.start, j.end, buf)
 	p.dataBytes.Add(n)
+	if err == nil {
+		p.skipBytes.Add(j.end - j.start - n)
+	}
 	if err != nil {
 		if merr := p.log.MarkDCL(r0, r1); merr != nil {
 			p.setFault(merr.Error())
@@ -422,11 +428,21 @@ func (p *pair) chooseVehicle() {
 	p.mu.Lock()
 	wanted := p.mu.rec.VehicleWanted
 	p.mu.Unlock()
+	lv := p.legs()
+	v := pickVehicle(wanted, lv.src, lv.tgt)
+	if wanted == VehicleCopyFileRange && v != VehicleCopyFileRange {
+		p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
+	}
+	p.setVehicle(v)
+}
+
+// pickVehicle is the transfer vehicle that runs for wanted between the
+// two data volumes (a dry run's estimate asks it too).
+func pickVehicle(wanted string, src, tgt *dataVol) string {
 	v := VehicleGeneric
 	if wanted != VehicleGeneric {
-		lv := p.legs()
-		so, err1 := lv.src.get()
-		to, err2 := lv.tgt.get()
+		so, err1 := src.get()
+		to, err2 := tgt.get()
 		if err1 == nil && err2 == nil && so.file != nil && to.file != nil &&
 			so.file.Kind() == "file" && to.file.Kind() == "file" {
 			var a, b unix.Stat_t
@@ -437,11 +453,8 @@ func (p *pair) chooseVehicle() {
 		if err1 == nil && err2 == nil && (so.remote != nil || to.remote != nil) {
 			v = VehicleRemote
 		}
-		if wanted == VehicleCopyFileRange && v != VehicleCopyFileRange {
-			p.zlog.Warn().Msg("copy_file_range does not apply (not two files on one filesystem): using the generic copy")
-		}
 	}
-	p.setVehicle(v)
+	return v
 }
 
 // setVehicle records the transfer vehicle that runs.

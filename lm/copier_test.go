@@ -98,8 +98,8 @@ func TestResumeSkipsMergedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := e.m.Pair("src")
-	if st.CopiedBytes != 0 || st.DataBytes != 3*mib {
-		t.Fatalf("after the pause: done %d, data %d; want 0 and 3 MiB", st.CopiedBytes, st.DataBytes)
+	if st.DoneBytes != 0 || st.DataBytes != 3*mib {
+		t.Fatalf("after the pause: done %d, data %d; want 0 and 3 MiB", st.DoneBytes, st.DataBytes)
 	}
 	mu.Lock()
 	resumed = true

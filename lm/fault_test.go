@@ -163,7 +163,7 @@ func TestPauseResumeCopiesNothingTwice(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "copy half way", func() bool {
 		st, _ := e.m.Pair("src")
-		return st.CopiedBytes >= 4*mib
+		return st.DoneBytes >= 4*mib
 	})
 	// Throttle hard: pause must not wait for the throttle.
 	one := int64(1)
@@ -472,7 +472,7 @@ func TestRestartResumes(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "copy started", func() bool {
 		st, _ := e.m.Pair("src")
-		return st.CopiedBytes >= 2*mib
+		return st.DoneBytes >= 2*mib
 	})
 	for i := int64(0); i < 30; i++ {
 		bl := i * 211 % (size / blk)
@@ -483,7 +483,7 @@ func TestRestartResumes(t *testing.T) {
 	}
 	e.reopen()
 	st, err := e.m.Pair("src")
-	if err != nil || (st.State != "copying" && st.State != "synced") || st.CopiedBytes < 2*mib {
+	if err != nil || (st.State != "copying" && st.State != "synced") || st.DoneBytes < 2*mib {
 		t.Fatalf("after restart %+v %v", st, err)
 	}
 	hi := SpeedHighest

@@ -74,6 +74,10 @@ type Options struct {
 	// Ceph is the cluster of RBD data volumes (rbd.go), connected on
 	// first use.
 	Ceph rbdvol.Config
+	// MaxHostLatency is the server's default bound on the host p99
+	// latency of the LUNs of a copying pair (0: none; latency.go); a
+	// pair's own bound wins.
+	MaxHostLatency time.Duration
 }
 
 func (o *Options) fill() {
@@ -514,6 +518,8 @@ type lunEntry struct {
 	syncErr atomic.Pointer[error]
 
 	gate gate
+	// lat: the host's command service times (latency.go).
+	lat hostLatency
 	// The route: changed only while the gate is closed and drained.
 	vol      *dataVol
 	pair     *pair // the pair this LUN is the source of

@@ -44,6 +44,9 @@ type pair struct {
 	chunk  int64
 	bucket *bucket
 	zlog   zerolog.Logger
+	// guard is the host-latency guard's last decision (latency.go); nil
+	// while no copy runs.
+	guard atomic.Pointer[guardView]
 
 	// cur is the state, write mode and fault as one immutable value
 	// (pairstate.go). Stored only with mu held; loaded anywhere, once per
@@ -61,6 +64,7 @@ type pair struct {
 	done        atomic.Int64 // contiguous prefix finished by the initial copy
 	dataBytes   atomic.Int64
 	recopyBytes atomic.Int64
+	skipBytes   atomic.Int64 // passed by the initial copy without a transfer
 
 	wake   chan struct{} // run goroutine: something changed
 	stop   context.CancelFunc
@@ -88,6 +92,7 @@ type pair struct {
 		// copied twice.
 		completed map[int64]int64
 		rate      rateSampler
+		alloc     allocLook // status's last walk of the source's extents
 		// lastCkpt is when and at what cursor the checkpoint was persisted.
 		lastCkptAt     time.Time
 		lastCkptCursor int64
@@ -147,6 +152,7 @@ func (p *pair) recordLocked() metavol.Pair {
 	rec := p.mu.rec
 	rec.DataBytes = p.dataBytes.Load()
 	rec.RecopiedBytes = p.recopyBytes.Load()
+	rec.SkippedBytes = p.skipBytes.Load()
 	if p.mu.vehicle != "" {
 		rec.Vehicle = p.mu.vehicle
 	}
@@ -247,6 +253,7 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 	p.done.Store(rec.Cursor)
 	p.dataBytes.Store(rec.DataBytes)
 	p.recopyBytes.Store(rec.RecopiedBytes)
+	p.skipBytes.Store(rec.SkippedBytes)
 	p.mu.rec = rec
 	p.mu.vehicle = rec.Vehicle
 	p.mu.completed = map[int64]int64{}

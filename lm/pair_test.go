@@ -43,7 +43,7 @@ func TestMigrateSparseAndSplit(t *testing.T) {
 				t.Fatalf("new pair state %s", st.State)
 			}
 			st = e.waitState("src", StateSynced, 20*time.Second)
-			if st.CopiedBytes != size || st.TotalBytes != size || st.DCLBytes != 0 {
+			if st.DoneBytes != size || st.TotalBytes != size || st.DCLBytes != 0 {
 				t.Fatalf("synced status %+v", st)
 			}
 			limit := int64(len(model)) * blk * 2
@@ -257,7 +257,7 @@ func TestMigrateUnderWrites(t *testing.T) {
 	// Raise the speed live.
 	waitFor(t, 20*time.Second, "copy progress under writes", func() bool {
 		st, _ := e.m.Pair("src")
-		return st.CopiedBytes >= 4*mib
+		return st.DoneBytes >= 4*mib
 	})
 	hi := SpeedHighest
 	zero := int64(0)

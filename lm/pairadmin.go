@@ -12,11 +12,30 @@ import (
 // changes when it fails, except in the one case createPairs describes (a
 // status and an error: the pair exists).
 func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
+	if req.DryRun {
+		return m.dryRunPair(req)
+	}
+	// The estimate reads the source, with no lock held: between a first
+	// plan (a refused request costs no read) and the real one (a pair it
+	// cannot estimate is created without an estimate).
+	m.admin.Lock()
+	_, err := m.planPair(req, "")
+	m.admin.Unlock()
+	if err != nil {
+		return PairStatus{}, err
+	}
+	est, eerr := Estimate{}, checkPairRequest(&req)
+	if eerr == nil {
+		est, eerr = m.estimatePair(req, sampleTime)
+	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	pl, err := m.planPair(req, "")
 	if err != nil {
 		return PairStatus{}, err
+	}
+	if eerr == nil {
+		keepEstimate(&pl.rec, est)
 	}
 	unfence, err := m.fencePlans([]pairPlan{pl}, req.Preempt, req.AllowUnfenced) // an imported source (fence.go)
 	if err != nil {
@@ -93,23 +112,24 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 
 	now := time.Now().UTC()
 	rec := metavol.Pair{
-		ID:            metavol.NewID(),
-		SourceLUN:     sl.ID,
-		TargetLUN:     tl.ID,
-		State:         StateQueued.String(),
-		Reason:        "created",
-		Speed:         string(req.Speed),
-		MaxMBps:       req.MaxMBps,
-		AutoSplit:     req.AutoSplit,
-		Verify:        req.Verify,
-		ChunkSize:     m.opts.ChunkSize,
-		RegionSize:    m.opts.RegionSize,
-		VehicleWanted: req.Vehicle,
-		Created:       now,
-		Updated:       now,
-		Priority:      req.Priority,
-		Windows:       windowStrings(req.Windows),
-		MaxElapsedNS:  int64(req.MaxElapsed),
+		ID:               metavol.NewID(),
+		SourceLUN:        sl.ID,
+		TargetLUN:        tl.ID,
+		State:            StateQueued.String(),
+		Reason:           "created",
+		Speed:            string(req.Speed),
+		MaxMBps:          req.MaxMBps,
+		MaxHostLatencyNS: int64(req.MaxHostLatency),
+		AutoSplit:        req.AutoSplit,
+		Verify:           req.Verify,
+		ChunkSize:        m.opts.ChunkSize,
+		RegionSize:       m.opts.RegionSize,
+		VehicleWanted:    req.Vehicle,
+		Created:          now,
+		Updated:          now,
+		Priority:         req.Priority,
+		Windows:          windowStrings(req.Windows),
+		MaxElapsedNS:     int64(req.MaxElapsed),
 	}
 	if startState(req.StartAt, now) == StateScheduled { // schedule.go
 		rec.StartAt = req.StartAt.UTC()
@@ -450,6 +470,9 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	}
 	if req.MaxElapsed != nil {
 		rec.MaxElapsedNS = int64(*req.MaxElapsed)
+	}
+	if req.MaxHostLatency != nil {
+		rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
 	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
 		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)

@@ -39,6 +39,9 @@ func checkPairRequest(req *PairRequest) error {
 	if req.Priority < 1 || req.Priority > 9 {
 		return refuse(ErrInvalid, obj, "priority %d: want 1 (lowest) to 9 (highest)", req.Priority)
 	}
+	if err := checkHostLatency(obj, req.MaxHostLatency); err != nil {
+		return err
+	}
 	switch req.Vehicle {
 	case "":
 		req.Vehicle = VehicleAuto
@@ -65,8 +68,13 @@ func checkSpeed(obj string, s Speed) (Speed, error) {
 // and fills in the default speed level.
 func checkSetRequest(obj string, req *SetRequest) error {
 	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
-		req.Windows == nil && req.MaxElapsed == nil {
-		return refuse(ErrInvalid, obj, "nothing to set: give a speed, max_mbps, priority, auto_split, verify, windows, max_elapsed or (a session) max_active")
+		req.Windows == nil && req.MaxElapsed == nil && req.MaxHostLatency == nil {
+		return refuse(ErrInvalid, obj, "nothing to set: give a speed, max_mbps, priority, auto_split, verify, windows, max_elapsed, max_host_latency or (a session) max_active")
+	}
+	if req.MaxHostLatency != nil {
+		if err := checkHostLatency(obj, *req.MaxHostLatency); err != nil {
+			return err
+		}
 	}
 	if req.MaxElapsed != nil && *req.MaxElapsed < 0 {
 		return refuse(ErrInvalid, obj, "max elapsed %v is negative (0 removes it)", *req.MaxElapsed)

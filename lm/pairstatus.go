@@ -88,32 +88,38 @@ func (m *Manager) lunName(id string) string {
 
 func (m *Manager) recordStatus(r metavol.Pair) PairStatus {
 	return PairStatus{
-		ID:            r.ID,
-		Source:        m.lunName(r.SourceLUN),
-		Target:        m.lunName(r.TargetLUN),
-		SourceID:      r.SourceLUN,
-		TargetID:      r.TargetLUN,
-		State:         r.State,
-		Reason:        r.Reason,
-		CopiedBytes:   r.CopiedBytes,
-		CursorBytes:   r.Cursor,
-		TotalBytes:    r.Cursor, // final records: the copy covered the LUN
-		DataBytes:     r.DataBytes,
-		RecopiedBytes: r.RecopiedBytes,
-		Vehicle:       r.Vehicle,
-		Speed:         Speed(r.Speed),
-		MaxMBps:       r.MaxMBps,
-		AutoSplit:     r.AutoSplit,
-		Verify:        r.Verify,
-		SplitPauseMS:  float64(r.SplitPauseNS) / 1e6,
-		Created:       r.Created,
-		Priority:      recPriority(r.Priority),
-		StartAt:       r.StartAt,
-		Session:       m.sessionName(r.Session),
-		Windows:       r.Windows,
-		MaxElapsed:    time.Duration(r.MaxElapsedNS),
-		CopyElapsed:   time.Duration(r.CopyElapsedNS),
-		Switched:      r.Switched,
+		ID:               r.ID,
+		Source:           m.lunName(r.SourceLUN),
+		Target:           m.lunName(r.TargetLUN),
+		SourceID:         r.SourceLUN,
+		TargetID:         r.TargetLUN,
+		State:            r.State,
+		Reason:           r.Reason,
+		CopiedBytes:      r.DataBytes + r.RecopiedBytes,
+		SkippedBytes:     r.SkippedBytes,
+		DoneBytes:        r.CopiedBytes,
+		CursorBytes:      r.Cursor,
+		TotalBytes:       r.Cursor, // final records: the copy covered the LUN
+		DataBytes:        r.DataBytes,
+		RecopiedBytes:    r.RecopiedBytes,
+		Vehicle:          r.Vehicle,
+		Speed:            Speed(r.Speed),
+		MaxMBps:          r.MaxMBps,
+		AutoSplit:        r.AutoSplit,
+		Verify:           r.Verify,
+		SplitPauseMS:     float64(r.SplitPauseNS) / 1e6,
+		Created:          r.Created,
+		MaxHostLatency:   time.Duration(r.MaxHostLatencyNS),
+		EstimateDuration: time.Duration(r.EstimateNS),
+		EstimateBytes:    r.EstimateBytes,
+		ActualDuration:   time.Duration(r.ActualNS),
+		Priority:         recPriority(r.Priority),
+		StartAt:          r.StartAt,
+		Session:          m.sessionName(r.Session),
+		Windows:          r.Windows,
+		MaxElapsed:       time.Duration(r.MaxElapsedNS),
+		CopyElapsed:      time.Duration(r.CopyElapsedNS),
+		Switched:         r.Switched,
 	}
 }
 
@@ -133,18 +139,31 @@ func (p *pair) status() PairStatus {
 	if v.fault != "" && !st.Final() && st != StateInterrupted {
 		s.Reason = v.fault
 	}
-	s.CopiedBytes = done
+	s.DoneBytes = done
 	s.CursorBytes = p.issued.Load()
 	s.TotalBytes = p.size
 	d, _, _ := p.log.Counts()
 	s.DCLBytes = d * p.region
 	s.RateBps = int64(rate)
-	remaining := p.size - done + s.DCLBytes
-	if st == StateSynced || rec.Switched {
-		remaining = s.DCLBytes
+	logical := p.size - done
+	alloc, known := p.allocatedAbove()
+	if st == StateSynced || st.Final() || rec.Switched {
+		logical, alloc, known = 0, 0, true
 	}
-	if progress > 0 && remaining > 0 {
-		s.ETASeconds = int64(float64(remaining)/progress + 0.5)
+	switch {
+	case known:
+		s.RemainingBytes = alloc + s.DCLBytes
+	default:
+		s.RemainingBytes = logical + s.DCLBytes
+	}
+	switch {
+	case s.RemainingBytes <= 0:
+	case rate > 0 && known:
+		// Holes cost no transfer and pass unthrottled: the time left is
+		// the allocated bytes at the rate of bytes really moved.
+		s.ETASeconds = int64(float64(s.RemainingBytes)/rate + 0.5)
+	case progress > 0:
+		s.ETASeconds = int64(float64(logical+s.DCLBytes)/progress + 0.5)
 	}
 	if w, until, el := p.windowStatus(); w != nil { // schedule_window.go
 		s.Window, s.WindowSpeed, s.WindowMaxMBps, s.WindowUntil = w.String(), w.Speed, w.MaxMBps, until
@@ -158,5 +177,52 @@ func (p *pair) status() PairStatus {
 		// Nothing is copied: the sampler's last window is history.
 		s.RateBps, s.ETASeconds = 0, 0
 	}
+	p.guardStatus(&s)
 	return s
+}
+
+// allocRefresh is how often a running copy looks at the source's extents
+// above its cursor for status (a walk costs two seeks per extent).
+const allocRefresh = time.Second
+
+// allocatedAbove is the source's allocated bytes above the copy cursor,
+// from the copy's last walk of its extents (lookAllocated), less the
+// bytes copied since; false before any walk. Status does no I/O for it.
+func (p *pair) allocatedAbove() (int64, bool) {
+	moved := p.dataBytes.Load()
+	p.mu.Lock()
+	a := p.mu.alloc
+	p.mu.Unlock()
+	if a.at.IsZero() {
+		return 0, false
+	}
+	return max(0, a.bytes-(moved-a.moved)), true
+}
+
+// lookAllocated walks the source's extents above the copy cursor (no lock
+// held) and keeps the result for status. Called by a running copy: when
+// it starts and every allocRefresh (its guard's ticker).
+func (p *pair) lookAllocated() {
+	done, moved := p.done.Load(), p.dataBytes.Load()
+	// The cursor only moves up: bytes copied between the load of done and
+	// the walk are counted twice at worst (remaining shown a bit low,
+	// until the next look).
+	o, err := p.legs().src.get()
+	if err != nil {
+		return
+	}
+	n, err := allocatedBytes(o.raw, done, p.size)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.mu.alloc = allocLook{at: time.Now(), bytes: n, moved: moved}
+	p.mu.Unlock()
+}
+
+// allocLook is a walk of the source's extents above the copy cursor.
+type allocLook struct {
+	at    time.Time
+	bytes int64 // allocated bytes found above the cursor
+	moved int64 // dataBytes at the time
 }

@@ -226,10 +226,7 @@ func (p *pair) applySchedule(now time.Time) time.Time {
 	ws := p.mu.sched.windows
 	in, next := windowAt(ws, now)
 	p.mu.sched.window, p.mu.sched.until = in, next
-	rate := effectiveRate(Speed(rec.Speed), rec.MaxMBps)
-	if in >= 0 {
-		rate = effectiveRate(ws[in].Speed, ws[in].MaxMBps)
-	}
+	rate := p.scheduledRateLocked()
 	var deadline time.Time
 	maxEl := time.Duration(rec.MaxElapsedNS)
 	el := p.copyElapsedLocked(now)
@@ -238,8 +235,8 @@ func (p *pair) applySchedule(now time.Time) time.Time {
 		deadline = now.Add(maxEl - el)
 	}
 	p.mu.Unlock()
-	if p.bucket.rate() != rate {
-		p.bucket.setRate(rate)
+	if r := guardedRate(rate, p.guardRate()); p.bucket.rate() != r { // latency.go: the host-latency guard may hold the copy below
+		p.bucket.setRate(r)
 		if in >= 0 {
 			p.zlog.Info().Str("window", ws[in].String()).Int64("rate_bps", rate).Msg("window in force")
 		} else if len(ws) > 0 {
@@ -256,6 +253,18 @@ func (p *pair) applySchedule(now time.Time) time.Time {
 		return next
 	}
 	return deadline
+}
+
+// scheduledRateLocked is the rate that the speed level and cap in force
+// allow (RateLimit): the window's when one is in force (applySchedule
+// keeps which), else the pair's own. The host-latency guard may hold the
+// copy below it (latency.go). p.mu held.
+func (p *pair) scheduledRateLocked() int64 {
+	if i := p.mu.sched.window; i >= 0 && i < len(p.mu.sched.windows) {
+		w := p.mu.sched.windows[i]
+		return effectiveRate(w.Speed, w.MaxMBps)
+	}
+	return effectiveRate(Speed(p.mu.rec.Speed), p.mu.rec.MaxMBps)
 }
 
 // windowStatus is the window in force now and until when.

@@ -34,6 +34,9 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	if req.MaxActive < 0 {
 		return SessionStatus{}, refuse(ErrInvalid, obj, "max active %d is negative (0: every pair copies at once)", req.MaxActive)
 	}
+	if err := checkHostLatency(obj, req.MaxHostLatency); err != nil {
+		return SessionStatus{}, err
+	}
 	for i, p := range req.Pairs {
 		if p.Source == "" || p.Target == "" {
 			return SessionStatus{}, refuse(ErrInvalid, obj, "pair %d: both a source and a target LUN are required", i+1)
@@ -55,6 +58,10 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		}
 	}
 
+	var ests []*Estimate // read the sources before any lock (estimate.go)
+	if !req.DryRun {
+		ests = m.estimateSession(req)
+	}
 	m.sess.create.Lock()
 	defer m.sess.create.Unlock()
 	if _, err := m.sessionByName(req.Name); err == nil {
@@ -64,7 +71,8 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	rec := metavol.Session{
 		ID: metavol.NewID(), Name: req.Name, Speed: string(req.Speed), MaxMBps: req.MaxMBps,
 		MaxActive: req.MaxActive, AutoSplit: req.AutoSplit, Verify: req.Verify,
-		Created: now, Updated: now, Priority: req.Priority,
+		MaxHostLatencyNS: int64(req.MaxHostLatency),
+		Created:          now, Updated: now, Priority: req.Priority,
 		Windows: windowStrings(req.Windows), MaxElapsedNS: int64(req.MaxElapsed),
 	}
 	if startState(req.StartAt, now) == StateScheduled { // schedule.go
@@ -80,13 +88,16 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		pl, err := m.planPair(PairRequest{
 			Source: pr.Source, Target: pr.Target, Speed: req.Speed, MaxMBps: req.MaxMBps,
 			Verify: req.Verify, Vehicle: pr.Vehicle, Priority: req.Priority, StartAt: req.StartAt,
-			Windows: req.Windows, MaxElapsed: req.MaxElapsed,
+			Windows: req.Windows, MaxElapsed: req.MaxElapsed, MaxHostLatency: req.MaxHostLatency,
 		}, held)
 		if err != nil {
 			m.admin.Unlock()
 			return SessionStatus{}, fmt.Errorf("session %s: pair %d (%s → %s) refused: %w", req.Name, i+1, pr.Source, pr.Target, err)
 		}
 		pl.rec.Session = rec.ID
+		if i < len(ests) && ests[i] != nil {
+			keepEstimate(&pl.rec, *ests[i])
+		}
 		plans = append(plans, pl)
 		rec.PairIDs = append(rec.PairIDs, pl.rec.ID)
 		rec.Sources = append(rec.Sources, pr.Source)
@@ -94,6 +105,10 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		if held != "" {
 			rec.Held = append(rec.Held, pl.rec.ID)
 		}
+	}
+	if req.DryRun {
+		m.admin.Unlock()
+		return m.dryRunSession(req, plans)
 	}
 	unfence, err := m.fencePlans(plans, false, false) // imported sources (fence.go)
 	if err != nil {
@@ -163,7 +178,8 @@ func (s *session) status() SessionStatus {
 	out := SessionStatus{
 		ID: rec.ID, Name: rec.Name, State: st.String(), Reason: reason,
 		Speed: Speed(rec.Speed), MaxMBps: rec.MaxMBps, MaxActive: rec.MaxActive,
-		AutoSplit: rec.AutoSplit, Verify: rec.Verify, Paused: rec.Paused,
+		MaxHostLatency: time.Duration(rec.MaxHostLatencyNS),
+		AutoSplit:      rec.AutoSplit, Verify: rec.Verify, Paused: rec.Paused,
 		Counts: map[string]int{}, Pairs: make([]PairStatus, 0, len(ps)), Created: rec.Created,
 		Priority: recPriority(rec.Priority), StartAt: rec.StartAt, Forced: rec.Forced,
 		Windows: rec.Windows, MaxElapsed: time.Duration(rec.MaxElapsedNS),
@@ -175,13 +191,20 @@ func (s *session) status() SessionStatus {
 		}
 		out.Counts[ps.State]++
 		out.CopiedBytes += ps.CopiedBytes
+		out.SkippedBytes += ps.SkippedBytes
+		out.DoneBytes += ps.DoneBytes
 		out.TotalBytes += ps.TotalBytes
 		out.DCLBytes += ps.DCLBytes
 		out.RateBps += ps.RateBps
 		out.SplitPauseMS = max(out.SplitPauseMS, ps.SplitPauseMS)
 		out.Pairs = append(out.Pairs, ps)
 	}
-	if rem := out.TotalBytes - out.CopiedBytes + out.DCLBytes; out.RateBps > 0 && rem > 0 && !st.Final() {
+	// ETA: the allocated bytes still to copy over the rate really moved.
+	var rem int64
+	for _, ps := range out.Pairs {
+		rem += ps.RemainingBytes
+	}
+	if out.RateBps > 0 && rem > 0 && !st.Final() {
 		out.ETASeconds = int64(float64(rem)/float64(out.RateBps) + 0.5)
 	}
 	return out
@@ -301,17 +324,20 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 		if req.MaxElapsed != nil {
 			rec.MaxElapsedNS = int64(*req.MaxElapsed)
 		}
+		if req.MaxHostLatency != nil {
+			rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
+		}
 		if err := s.save(rec); err != nil {
 			return err
 		}
 		// The pairs' own settings (auto-split and max active are the
 		// session's).
 		preq := SetRequest{Speed: req.Speed, MaxMBps: req.MaxMBps, Priority: req.Priority, Verify: req.Verify,
-			Windows: req.Windows, MaxElapsed: req.MaxElapsed}
+			Windows: req.Windows, MaxElapsed: req.MaxElapsed, MaxHostLatency: req.MaxHostLatency}
 		var errs []error
 		for _, p := range ps {
 			if !p.active() || (preq.Speed == nil && preq.MaxMBps == nil && preq.Priority == nil && preq.Verify == nil &&
-				preq.Windows == nil && preq.MaxElapsed == nil) {
+				preq.Windows == nil && preq.MaxElapsed == nil && preq.MaxHostLatency == nil) {
 				continue
 			}
 			if _, err := m.set(byID(p.st.ID), preq); err != nil && !errors.Is(err, ErrNotFound) {

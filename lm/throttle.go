@@ -53,6 +53,16 @@ func RateLimit(s Speed, maxMBps int64) (bps int64, limitedBy string) {
 	return r, by
 }
 
+// guardedRate is the token bucket's rate: the limit of the speed level
+// and cap (0: unlimited), lowered to the host-latency guard's rate when
+// the guard holds the copy back (guard 0: it does not; latency.go).
+func guardedRate(limit, guard int64) int64 {
+	if guard > 0 && (limit == 0 || guard < limit) {
+		return guard
+	}
+	return limit
+}
+
 // bucket is a token bucket of bytes whose rate can change while callers
 // wait. A rate of 0 means unlimited.
 type bucket struct {

@@ -85,10 +85,17 @@ type PairRequest struct {
 	Source, Target string
 	Speed          Speed // default SpeedMedium
 	MaxMBps        int64 // 0 = no absolute cap
+	// MaxHostLatency bounds the host p99 latency on the pair's LUNs while
+	// it copies (latency.go): 0 uses the server's default, negative
+	// switches the guard off for this pair.
+	MaxHostLatency time.Duration
 	AutoSplit      bool
 	Verify         bool
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string
+	// DryRun: check everything the create checks and return the
+	// estimate (PairStatus.Estimate); nothing is created (estimate.go).
+	DryRun bool
 	// Preempt lets the fence of an imported source preempt a reservation
 	// another initiator holds on the external LUN; AllowUnfenced accepts
 	// an external target without persistent reservations (lm/fence.go).
@@ -118,6 +125,8 @@ type SetRequest struct {
 	// MaxActive is a session's limit of pairs copying at once (sessions
 	// only; 0: all).
 	MaxActive *int
+	// MaxHostLatency: 0 back to the server's default, negative off.
+	MaxHostLatency *time.Duration
 }
 
 // Speed is a named copy rate level.
@@ -132,25 +141,59 @@ const (
 
 // PairStatus is a pair as shown by `migration show`.
 type PairStatus struct {
-	ID           string
-	Source       string // LUN names
-	Target       string
-	State        string
-	Reason       string
+	ID     string
+	Source string // LUN names
+	Target string
+	State  string
+	Reason string
+	// CopiedBytes counts the bytes really read and written (initial copy
+	// and DCL re-copies); SkippedBytes the bytes of the LUN the initial
+	// copy passed without a transfer (holes, all-zero chunks); DoneBytes
+	// is the progress of the initial copy over the LUN (holes included),
+	// TotalBytes its size. RateBps is the rate of bytes really moved; the
+	// ETA comes from the allocated bytes still to copy at that rate.
 	CopiedBytes  int64
+	SkippedBytes int64
+	DoneBytes    int64
 	TotalBytes   int64
 	DCLBytes     int64
-	RateBps      int64
-	ETASeconds   int64
-	Vehicle      string
-	Speed        Speed
-	MaxMBps      int64
-	AutoSplit    bool
-	Verify       bool
-	SplitPauseMS float64
-	Created      time.Time
+	// RemainingBytes: what is still to copy, the source's allocated bytes
+	// above the copy cursor plus the DCL (the logical rest where the
+	// source cannot tell its extents).
+	RemainingBytes int64
+	RateBps        int64
+	ETASeconds     int64
+	Vehicle        string
+	Speed          Speed
+	MaxMBps        int64
+	AutoSplit      bool
+	Verify         bool
+	SplitPauseMS   float64
+	Created        time.Time
 
-	// CursorBytes is the in-memory copy cursor (CopiedBytes is the part of
+	// MaxHostLatency is the pair's own host-latency bound (0: the
+	// server's, negative: off) and HostLatencyBound the one in force (0:
+	// none). While it copies: EffectiveBps is the copy's token bucket rate
+	// now (0: unlimited), HostP99 the host p99 on its LUNs over the last
+	// guard tick (0: no host I/O) and Throttle why the rate is what it is
+	// ("held back: host p99 4.1 ms > 2.0 ms").
+	MaxHostLatency   time.Duration
+	HostLatencyBound time.Duration
+	EffectiveBps     int64
+	HostP99          time.Duration
+	Throttle         string
+
+	// DryRun: this status is a dry run's answer: nothing was created and
+	// Estimate says what the migration would take. EstimateDuration and
+	// EstimateBytes are the estimate kept on a real pair, ActualDuration
+	// the time from its copy's start to its first sync (0 before).
+	DryRun           bool
+	Estimate         *Estimate
+	EstimateDuration time.Duration
+	EstimateBytes    int64
+	ActualDuration   time.Duration
+
+	// CursorBytes is the in-memory copy cursor (DoneBytes is the part of
 	// the LUN below it that is done). DataBytes: bytes transferred by the
 	// initial copy (holes and zero chunks are not transferred);
 	// RecopiedBytes: bytes transferred by DCL re-copies.
@@ -238,27 +281,40 @@ type SessionRequest struct {
 	StartAt    time.Time
 	Windows    []Window
 	MaxElapsed time.Duration
+	// MaxHostLatency: every pair's (PairRequest.MaxHostLatency).
+	MaxHostLatency time.Duration
+	// DryRun: check and estimate every pair; create nothing.
+	DryRun bool
 }
 
 // SessionStatus is a session as shown by `session show`.
 type SessionStatus struct {
-	ID        string
-	Name      string
-	State     string
-	Reason    string
-	Speed     Speed
-	MaxMBps   int64
-	MaxActive int
-	AutoSplit bool
-	Verify    bool
-	Paused    bool
+	ID             string
+	Name           string
+	State          string
+	Reason         string
+	Speed          Speed
+	MaxMBps        int64
+	MaxHostLatency time.Duration
+	MaxActive      int
+	AutoSplit      bool
+	Verify         bool
+	Paused         bool
 	// Sums over the pairs; ETA from the remaining bytes and the rate.
 	CopiedBytes  int64
+	SkippedBytes int64
+	DoneBytes    int64
 	TotalBytes   int64
 	DCLBytes     int64
 	RateBps      int64
 	ETASeconds   int64
 	SplitPauseMS float64
+	// DryRun: a dry run's answer (each pair has its Estimate);
+	// EstimateDuration is the session's, with its pairs copying
+	// max-active at a time, EstimateBytes the sum to copy.
+	DryRun           bool
+	EstimateDuration time.Duration
+	EstimateBytes    int64
 	// Counts is the number of pairs per pair state.
 	Counts  map[string]int
 	Pairs   []PairStatus

@@ -26,6 +26,21 @@ type Pair struct {
 	// RecopiedBytes those transferred by DCL re-copies.
 	DataBytes     int64 `json:"data_bytes"`
 	RecopiedBytes int64 `json:"recopied_bytes"`
+	// SkippedBytes counts bytes of the LUN the initial copy passed without
+	// transferring them (source holes, all-zero chunks).
+	SkippedBytes int64 `json:"skipped_bytes,omitempty"`
+	// MaxHostLatencyNS bounds the host p99 latency on the pair's LUNs
+	// while it copies (lm's host-latency guard): 0 uses the server's
+	// default, negative switches it off.
+	MaxHostLatencyNS int64 `json:"max_host_latency_ns,omitempty"`
+	// EstimateNS and EstimateBytes: the estimate made when the pair was
+	// created (duration of the copy, bytes to copy); CopyStarted: when
+	// its copy first started; ActualNS: from then until it first reached
+	// synced (0 before).
+	EstimateNS    int64     `json:"estimate_ns,omitempty"`
+	EstimateBytes int64     `json:"estimate_bytes,omitempty"`
+	CopyStarted   time.Time `json:"copy_started,omitzero"`
+	ActualNS      int64     `json:"actual_ns,omitempty"`
 	// VehicleWanted is the requested transfer vehicle ("auto", "generic",
 	// "copy_file_range"); Vehicle the one that ran.
 	VehicleWanted string    `json:"vehicle_wanted,omitempty"`

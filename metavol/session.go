@@ -30,6 +30,8 @@ type Session struct {
 	Targets []string `json:"targets"`
 	Speed   string   `json:"speed"`
 	MaxMBps int64    `json:"max_mbps"`
+	// MaxHostLatencyNS: every pair's host-latency bound (metavol.Pair).
+	MaxHostLatencyNS int64 `json:"max_host_latency_ns,omitempty"`
 	// MaxActive is how many of the session's pairs copy at once (0: all).
 	MaxActive int  `json:"max_active"`
 	AutoSplit bool `json:"auto_split"`

@@ -46,8 +46,9 @@ type luState struct {
 	shift  uint
 	bs     uint32
 	blocks uint64
-	gt     gotgtLU   // MODE SENSE/SELECT, SEND DIAGNOSTIC (gotgt.go)
-	id     presented // identityOf(cfg)
+	gt     gotgtLU             // MODE SENSE/SELECT, SEND DIAGNOSTIC (gotgt.go)
+	id     presented           // identityOf(cfg)
+	lat    HostLatencyObserver // vol's, or nil (latency.go)
 }
 
 func newLunDev(s *Server, l LUN) (*lunDev, error) {
@@ -105,8 +106,9 @@ func (d *lunDev) rebuild(l LUN, _ bool) error {
 	if err != nil {
 		return err
 	}
+	lat, _ := l.Volume.(HostLatencyObserver)
 	d.st.Store(&luState{dev: d, cfg: l, vol: l.Volume, shift: shift, bs: bs, blocks: uint64(size) >> shift,
-		gt: gt, id: identityOf(l)})
+		gt: gt, id: identityOf(l), lat: lat})
 	return nil
 }
 

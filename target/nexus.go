@@ -177,14 +177,24 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 		copy(c.cdb[:], c.CDB)
 		c.CDB = c.cdb[:]
 	}
-	// Data commands are timed for the LUN's latency histograms
-	// (stats.go): two clock reads, no allocation.
+	// Data commands are timed (two clock reads, no allocation): for the
+	// LUN's latency histograms (stats.go) from here, and for the
+	// host-latency guard (latency.go) from the arrival of the command's
+	// PDU (its wait in the transport included).
 	class := ioOpOf(c.CDB)
 	var t0 time.Time
 	if class != OpNone {
 		t0 = time.Now()
 	}
-	status := dev.cur().serve(c)
+	st := dev.cur()
+	status := st.serve(c)
+	if st.lat != nil && timedOp(op) {
+		from := ic.Arrived
+		if from.IsZero() {
+			from = t0
+		}
+		st.lat.ObserveHostLatency(time.Since(from))
+	}
 	n.finish(ic, c, status)
 	if class != OpNone {
 		dev.stats.observe(class, time.Since(t0), status, ic.Sense)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -33,6 +34,8 @@ func migrationCommand() *cli.Command {
 					&cli.Int64Flag{Name: "max-mbps", Usage: "absolute copy rate cap in MB/s (0: none)"},
 					&cli.BoolFlag{Name: "auto-split", Usage: "split as soon as the pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare source and target before the split; refuse it on a difference"},
+					hostLatencyFlag(),
+					dryRunFlag(),
 					&cli.StringFlag{Name: "vehicle", Value: "auto", Usage: "copy method: auto, generic or copy_file_range"},
 					&cli.BoolFlag{Name: "preempt", Usage: "imported source: preempt another initiator's reservation on the external LUN to fence its old path (after its hosts' reservations are carried over)"},
 					&cli.BoolFlag{Name: "allow-unfenced", Usage: "imported source on a target without persistent reservations: migrate without a fence (every other path must be gone)"},
@@ -92,6 +95,7 @@ func migrationCreate(c *cli.Context) error {
 		m, err := cl.CreateMigration(context.Background(), wire.CreateMigration{
 			Source: c.String("source"), Target: c.String("target"), Speed: c.String("speed"),
 			MaxMBps: c.Int64("max-mbps"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
+			MaxHostLatency: c.String("max-host-latency"), DryRun: c.Bool("dry-run"),
 			Vehicle: c.String("vehicle"), Preempt: c.Bool("preempt"), AllowUnfenced: c.Bool("allow-unfenced"),
 			Priority: c.String("priority"), StartAt: c.String("start-at"),
 			Windows: windows(c), MaxElapsed: c.String("max-elapsed"),
@@ -101,6 +105,10 @@ func migrationCreate(c *cli.Context) error {
 		}
 		return m, err
 	}, func(m wire.Migration) {
+		if m.DryRun {
+			printDryRun(c.App.Writer, m)
+			return
+		}
 		fmt.Fprintf(c.App.Writer, "migration %s -> %s created (pair %s, state %s); follow it with: lmtgt migration show %s --watch\n",
 			m.Source, m.Target, m.ID, m.State, m.Source)
 	})
@@ -116,10 +124,10 @@ func migrationList(c *cli.Context) error {
 		var rows [][]string
 		for _, m := range ms {
 			copied := sizeStr(m.CopiedBytes)
-			if m.TotalBytes > 0 {
-				copied += "/" + sizeStr(m.TotalBytes)
+			if m.SkippedBytes > 0 {
+				copied += " (+" + sizeStr(m.SkippedBytes) + " skipped)"
 			}
-			rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.CopiedBytes, m.TotalBytes),
+			rows = append(rows, []string{m.Source, m.Target, m.State, percent(m.DoneBytes, m.TotalBytes),
 				copied, rateStr(m.RateBps), etaStr(m.ETASeconds),
 				sizeStr(m.DCLBytes), orDash(m.Vehicle)})
 		}
@@ -149,15 +157,18 @@ func printMigration(c *cli.Context, m wire.Migration) {
 		{"target", m.Target},
 		{"state", m.State},
 		{"reason", orDash(m.Reason)},
-		{"copied", fmt.Sprintf("%s of %s (%s)", sizeStr(m.CopiedBytes), sizeStr(m.TotalBytes), percent(m.CopiedBytes, m.TotalBytes))},
+		{"done", fmt.Sprintf("%s of %s (%s)", sizeStr(m.DoneBytes), sizeStr(m.TotalBytes), percent(m.DoneBytes, m.TotalBytes))},
+		{"copied", fmt.Sprintf("%s read and written, %s skipped (holes, zeros), %s to go", sizeStr(m.CopiedBytes), sizeStr(m.SkippedBytes), sizeStr(m.RemainingBytes))},
 		{"rate", rateStr(m.RateBps)},
 		{"eta", etaStr(m.ETASeconds)},
 		{"dcl", sizeStr(m.DCLBytes)},
 		{"vehicle", orDash(m.Vehicle)},
 		{"fence", orDash(m.Fence)},
 		{"speed", orDash(limit)},
+		{"effective rate", effectiveStr(m)},
 		{"options", orDash(strings.Join(opts, ", "))},
 		{"split pause", pause},
+		{"estimate", estimateLine(m.EstimateSeconds, m.EstimateBytes, m.ActualSeconds)},
 		{"created", m.Created.Local().Format("2006-01-02 15:04:05")},
 	}, scheduleFields(m)...)) // schedule.go
 }
@@ -273,8 +284,8 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 }
 
 func progressLine(m wire.Migration) string {
-	s := fmt.Sprintf("%s %6s %s/%s %s ETA %s %s", progressBar(m.CopiedBytes, m.TotalBytes, 30),
-		percent(m.CopiedBytes, m.TotalBytes), sizeStr(m.CopiedBytes), sizeStr(m.TotalBytes),
+	s := fmt.Sprintf("%s %6s %s/%s %s ETA %s %s", progressBar(m.DoneBytes, m.TotalBytes, 30),
+		percent(m.DoneBytes, m.TotalBytes), sizeStr(m.DoneBytes), sizeStr(m.TotalBytes),
 		rateStr(m.RateBps), etaStr(m.ETASeconds), m.State)
 	if m.DCLBytes > 0 {
 		s += " dcl=" + sizeStr(m.DCLBytes)
@@ -297,7 +308,7 @@ func migrationSet(c *cli.Context) error {
 		}
 		return cl.SetMigration(context.Background(), src, req)
 	}, func(m wire.Migration) {
-		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s; %s\n", src, m.Speed, capStr(m.MaxMBps), limitNote(m.MaxMBps, m.LimitBps, m.LimitedBy))
+		fmt.Fprintf(c.App.Writer, "migration %s: speed %s, %s; %s%s\n", src, m.Speed, capStr(m.MaxMBps), limitNote(m.MaxMBps, m.LimitBps, m.LimitedBy), boundNote(m.HostLatencyBound))
 	})
 }
 
@@ -344,8 +355,14 @@ func throttleFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "speed", Usage: "low, medium, high or highest"},
 		&cli.Int64Flag{Name: "max-mbps", Usage: "absolute cap in MB/s; 0 removes it"},
+		hostLatencyFlag(),
 		outputFlag,
 	}
+}
+
+// hostLatencyFlag is --max-host-latency of create and set.
+func hostLatencyFlag() cli.Flag {
+	return &cli.StringFlag{Name: "max-host-latency", Usage: "keep the hosts' p99 command latency on the LUNs under this bound while copying (e.g. 2ms): the copy slows down, never below a floor; off: none; 0: the server's default"}
 }
 
 // throttleRequest reads throttleFlags; cmd names the command in the error.
@@ -360,9 +377,13 @@ func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 		req.MaxMBps = &n
 	}
 	setOptions(c, &req) // schedule.go
+	if c.IsSet("max-host-latency") {
+		s := c.String("max-host-latency")
+		req.MaxHostLatency = &s
+	}
 	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
-		req.Windows == nil && req.MaxElapsed == nil {
-		return req, usageErr("%s: give --speed and/or --max-mbps, or --priority, --auto-split, --verify (session: --max-active)", cmd)
+		req.Windows == nil && req.MaxElapsed == nil && req.MaxHostLatency == nil {
+		return req, usageErr("%s: give --speed and/or --max-mbps, or --priority, --auto-split, --verify, --window, --max-elapsed, --max-host-latency (session: --max-active)", cmd)
 	}
 	return req, nil
 }
@@ -400,4 +421,94 @@ func checkMaxPause(c *cli.Context) error {
 		return usageErr("--max-pause %s: want a duration between 1ms and 1m (for example 100ms)", d)
 	}
 	return nil
+}
+
+// effectiveStr says at what rate a copying pair may copy now and why
+// ("12.0 MB/s (held back: host p99 4.1 ms > 2.0 ms)").
+func effectiveStr(m wire.Migration) string {
+	s := "-"
+	if m.State == "copying" {
+		s = "unthrottled"
+		if m.EffectiveBps > 0 {
+			s = rateStr(m.EffectiveBps)
+		}
+	}
+	switch {
+	case m.Throttle != "":
+		s += " (" + m.Throttle + ")"
+	case m.HostLatencyBound != "":
+		s += " (max host latency " + m.HostLatencyBound + ")"
+	}
+	return s
+}
+
+// dryRunFlag is --dry-run of migration and session create.
+func dryRunFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "dry-run", Usage: "check everything create checks and print the bytes to copy, the vehicle and an estimated duration; create nothing"}
+}
+
+// durStr prints seconds as a short duration ("3m10s"); "-" for none.
+func durStr(sec float64) string {
+	if sec <= 0 {
+		return "-"
+	}
+	d := time.Duration(sec * float64(time.Second))
+	if d >= time.Second {
+		d = d.Round(time.Second)
+	} else {
+		d = d.Round(time.Millisecond)
+	}
+	return d.String()
+}
+
+// estimateLine is show's "estimate 3m10s, actual 2m55s" (the actual once
+// the pair has synced).
+func estimateLine(est float64, bytes int64, actual float64) string {
+	if est <= 0 && actual <= 0 {
+		return "-"
+	}
+	s := "estimate " + durStr(est)
+	if bytes > 0 {
+		s += " for " + sizeStr(bytes)
+	}
+	if actual > 0 {
+		s += ", actual " + durStr(actual)
+	}
+	return s
+}
+
+// printDryRun prints a dry run's answer for one pair.
+func printDryRun(w io.Writer, m wire.Migration) {
+	fmt.Fprintf(w, "dry run: migration %s -> %s would be created (nothing changed)\n", m.Source, m.Target)
+	e := m.Estimate
+	if e == nil {
+		return
+	}
+	fields(w, dryRunFields(*e))
+}
+
+func dryRunFields(e wire.Estimate) [][2]string {
+	read := "not measured"
+	if e.ReadBps > 0 {
+		read = fmt.Sprintf("%s (read %s in %s)", rateStr(e.ReadBps), sizeStr(e.SampleBytes), durStr(e.SampleMS/1000))
+	}
+	limit := "unthrottled"
+	if e.LimitBps > 0 {
+		limit = fmt.Sprintf("%s (%s)", rateStr(e.LimitBps), e.LimitedBy)
+	}
+	return [][2]string{
+		{"to copy", fmt.Sprintf("%s of %s (allocated extents)", sizeStr(e.Bytes), sizeStr(e.TotalBytes))},
+		{"vehicle", e.Vehicle},
+		{"limit", limit},
+		{"source read", read},
+		{"estimate", fmt.Sprintf("%s at %s (%s)", durStr(e.Seconds), rateStr(e.RateBps), e.Basis)},
+	}
+}
+
+// boundNote is set's "; host p99 kept under 2ms" ("" without a bound).
+func boundNote(bound string) string {
+	if bound == "" || bound == "off" {
+		return ""
+	}
+	return "; host p99 kept under " + bound
 }

@@ -60,6 +60,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2; change it at run time with config set max-active)"},
 			&cli.Int64Flag{Name: "max-total-mbps", EnvVars: []string{"LMTGT_MAX_TOTAL_MBPS"}, Usage: "bandwidth budget of all migration copies together in MB/s (0: none; config set max-total-mbps)"},
+			&cli.StringFlag{Name: "max-host-latency", EnvVars: []string{"LMTGT_MAX_HOST_LATENCY"}, Usage: "default bound on the hosts' p99 command latency on a copying pair's LUNs, e.g. 2ms: the copy slows down to keep it (default: none; a pair's or session's own bound wins)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"LMTGT_PPROF"}, Usage: "also serve Go's profiler (net/http/pprof) at http://ADDR/debug/pprof/ on the --metrics listener (default off; needs --metrics)"},
@@ -267,9 +268,14 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open meta volume: %w", err)
 	}
+	hostLat, err := lm.ParseHostLatency("serve --max-host-latency", c.String("max-host-latency"))
+	if err != nil {
+		return usageErr("%v", err)
+	}
 	d.status("opening LUNs, targets and migration pairs")
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
 		MaxTotalMBps:             c.Int64("max-total-mbps"),
+		MaxHostLatency:           hostLat,
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
 		Ceph:                     rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -34,6 +35,8 @@ func sessionCommand() *cli.Command {
 					&cli.IntFlag{Name: "max-active", Usage: "pairs of the session copying at once, the others wait (0: all)"},
 					&cli.BoolFlag{Name: "auto-split", Usage: "split all the pairs in one consistent split as soon as every pair is synced"},
 					&cli.BoolFlag{Name: "verify", Usage: "compare sources and targets before the split; refuse it on a difference"},
+					hostLatencyFlag(),
+					dryRunFlag(),
 					outputFlag,
 				},
 				Action: sessionCreate,
@@ -128,8 +131,13 @@ func sessionCreate(c *cli.Context) error {
 			MaxActive: c.Int("max-active"), AutoSplit: c.Bool("auto-split"), Verify: c.Bool("verify"),
 			Priority: c.String("priority"), StartAt: c.String("start-at"),
 			Windows: windows(c), MaxElapsed: c.String("max-elapsed"),
+			MaxHostLatency: c.String("max-host-latency"), DryRun: c.Bool("dry-run"),
 		})
 	}, func(s wire.MigrationSession) {
+		if s.DryRun {
+			printSessionDryRun(c.App.Writer, s)
+			return
+		}
 		fmt.Fprintf(c.App.Writer, "session %s created with %d pairs (state %s); follow it with: lmtgt session show %s --watch\n",
 			s.Name, len(s.Pairs), s.State, s.Name)
 	})
@@ -144,8 +152,8 @@ func sessionList(c *cli.Context) error {
 	}, func(ss []wire.MigrationSession) {
 		var rows [][]string
 		for _, s := range ss {
-			rows = append(rows, []string{s.Name, s.State, strconv.Itoa(len(s.Pairs)), percent(s.CopiedBytes, s.TotalBytes),
-				sizeStr(s.CopiedBytes) + "/" + sizeStr(s.TotalBytes), rateStr(s.RateBps), etaStr(s.ETASeconds),
+			rows = append(rows, []string{s.Name, s.State, strconv.Itoa(len(s.Pairs)), percent(s.DoneBytes, s.TotalBytes),
+				sizeStr(s.CopiedBytes), rateStr(s.RateBps), etaStr(s.ETASeconds),
 				sizeStr(s.DCLBytes), sessionOptions(s)})
 		}
 		table(c.App.Writer, []string{"NAME", "STATE", "PAIRS", "DONE", "COPIED", "RATE", "ETA", "DCL", "OPTIONS"}, rows)
@@ -165,6 +173,9 @@ func sessionOptions(s wire.MigrationSession) string {
 	}
 	if s.Verify {
 		opts = append(opts, "verify")
+	}
+	if s.MaxHostLatency != "" {
+		opts = append(opts, "max host latency "+s.MaxHostLatency)
 	}
 	return strings.Join(opts, ", ")
 }
@@ -190,8 +201,8 @@ func sessionLines(s wire.MigrationSession) string {
 	fmt.Fprintln(&b)
 	var rows [][]string
 	for _, p := range s.Pairs {
-		rows = append(rows, []string{p.Source, p.Target, p.State, percent(p.CopiedBytes, p.TotalBytes),
-			sizeStr(p.CopiedBytes) + "/" + sizeStr(p.TotalBytes), rateStr(p.RateBps), etaStr(p.ETASeconds),
+		rows = append(rows, []string{p.Source, p.Target, p.State, percent(p.DoneBytes, p.TotalBytes),
+			sizeStr(p.CopiedBytes), rateStr(p.RateBps), etaStr(p.ETASeconds),
 			sizeStr(p.DCLBytes), orDash(p.Reason)})
 	}
 	table(&b, []string{"SOURCE", "TARGET", "STATE", "DONE", "COPIED", "RATE", "ETA", "DCL", "REASON"}, rows)
@@ -199,8 +210,8 @@ func sessionLines(s wire.MigrationSession) string {
 }
 
 func sessionProgress(s wire.MigrationSession) string {
-	return fmt.Sprintf("%s %6s %s/%s %s ETA %s", progressBar(s.CopiedBytes, s.TotalBytes, 30),
-		percent(s.CopiedBytes, s.TotalBytes), sizeStr(s.CopiedBytes), sizeStr(s.TotalBytes),
+	return fmt.Sprintf("%s %6s %s/%s %s ETA %s", progressBar(s.DoneBytes, s.TotalBytes, 30),
+		percent(s.DoneBytes, s.TotalBytes), sizeStr(s.DoneBytes), sizeStr(s.TotalBytes),
 		rateStr(s.RateBps), etaStr(s.ETASeconds))
 }
 
@@ -303,7 +314,7 @@ func sessionSet(c *cli.Context) error {
 		}
 		return cl.SetSession(context.Background(), name, req)
 	}, func(s wire.MigrationSession) {
-		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair); %s\n", name, s.Speed, capStr(s.MaxMBps), limitNote(s.MaxMBps, s.LimitBps, s.LimitedBy))
+		fmt.Fprintf(c.App.Writer, "session %s: speed %s, %s (every pair); %s%s\n", name, s.Speed, capStr(s.MaxMBps), limitNote(s.MaxMBps, s.LimitBps, s.LimitedBy), boundNote(s.MaxHostLatency))
 	})
 }
 
@@ -313,4 +324,22 @@ func sessionSplit(c *cli.Context) error {
 		return err
 	}
 	return splitWith(c, name) // rollback.go: --keep-source, --retire
+}
+
+// printSessionDryRun prints a session dry run: the session's estimate and
+// a row per pair.
+func printSessionDryRun(w io.Writer, s wire.MigrationSession) {
+	fmt.Fprintf(w, "dry run: session %s with %d pairs would be created (nothing changed)\n", s.Name, len(s.Pairs))
+	fields(w, [][2]string{
+		{"to copy", fmt.Sprintf("%s of %s (allocated extents)", sizeStr(s.EstimateBytes), sizeStr(s.TotalBytes))},
+		{"estimate", durStr(s.EstimateSeconds) + " (pairs copy max-active at a time)"},
+	})
+	fmt.Fprintln(w)
+	var rows [][]string
+	for _, p := range s.Pairs {
+		if e := p.Estimate; e != nil {
+			rows = append(rows, []string{p.Source, p.Target, sizeStr(e.Bytes), e.Vehicle, rateStr(e.RateBps), durStr(e.Seconds), e.Basis})
+		}
+	}
+	table(w, []string{"SOURCE", "TARGET", "TO COPY", "VEHICLE", "RATE", "ESTIMATE", "BASIS"}, rows)
 }

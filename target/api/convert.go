@@ -97,9 +97,14 @@ func migrationView(p lm.PairStatus) wire.Migration {
 		LimitBps: limit, LimitedBy: by,
 		ID: p.ID, Source: p.Source, Target: p.Target, State: p.State, Reason: p.Reason,
 		CopiedBytes: p.CopiedBytes, TotalBytes: p.TotalBytes, DCLBytes: p.DCLBytes,
+		SkippedBytes: p.SkippedBytes, DoneBytes: p.DoneBytes, RemainingBytes: p.RemainingBytes,
 		RateBps: p.RateBps, ETASeconds: p.ETASeconds, Vehicle: p.Vehicle,
 		Speed: string(p.Speed), MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify,
 		SplitPauseMS: p.SplitPauseMS, Created: p.Created,
+		MaxHostLatency: lm.HostLatencyString(p.MaxHostLatency), HostLatencyBound: lm.HostLatencyString(p.HostLatencyBound),
+		EffectiveBps: p.EffectiveBps, HostP99MS: float64(p.HostP99) / float64(time.Millisecond), Throttle: p.Throttle,
+		DryRun: p.DryRun, Estimate: estimateView(p.Estimate), EstimateSeconds: p.EstimateDuration.Seconds(),
+		EstimateBytes: p.EstimateBytes, ActualSeconds: p.ActualDuration.Seconds(),
 		CursorBytes: p.CursorBytes, DataBytes: p.DataBytes, RecopiedBytes: p.RecopiedBytes,
 		SourceID: p.SourceID, TargetID: p.TargetID,
 		Priority: p.Priority, PriorityName: lm.PriorityName(p.Priority), StartAt: timeOrNil(p.StartAt),
@@ -133,16 +138,30 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		ID: st.ID, Name: st.Name, State: st.State, Reason: st.Reason, Speed: string(st.Speed),
 		MaxMBps: st.MaxMBps, MaxActive: st.MaxActive, AutoSplit: st.AutoSplit, Verify: st.Verify,
 		Paused: st.Paused, CopiedBytes: st.CopiedBytes, TotalBytes: st.TotalBytes, DCLBytes: st.DCLBytes,
+		SkippedBytes: st.SkippedBytes, DoneBytes: st.DoneBytes,
 		RateBps: st.RateBps, ETASeconds: st.ETASeconds, SplitPauseMS: st.SplitPauseMS,
 		Counts: st.Counts, Created: st.Created,
 		Priority: st.Priority, PriorityName: lm.PriorityName(st.Priority), StartAt: timeOrNil(st.StartAt),
 		Forced: st.Forced, Windows: st.Windows, MaxElapsed: durOrEmpty(st.MaxElapsed),
+		MaxHostLatency: lm.HostLatencyString(st.MaxHostLatency),
+		DryRun:         st.DryRun, EstimateSeconds: st.EstimateDuration.Seconds(), EstimateBytes: st.EstimateBytes,
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}
 	}
 	v.Pairs = viewsOf(st.Pairs, migrationView)
 	return v
+}
+
+func estimateView(e *lm.Estimate) *wire.Estimate {
+	if e == nil {
+		return nil
+	}
+	return &wire.Estimate{
+		TotalBytes: e.TotalBytes, Bytes: e.Bytes, Vehicle: e.Vehicle, LimitBps: e.LimitBps, LimitedBy: e.LimitedBy,
+		ReadBps: e.ReadBps, SampleBytes: e.SampleBytes, SampleMS: float64(e.SampleTime) / float64(time.Millisecond),
+		RateBps: e.RateBps, Basis: e.Basis, Seconds: e.Duration.Seconds(),
+	}
 }
 
 func splitView(r lm.SplitResult) wire.SplitResult {

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"net/http"
+
 	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -20,14 +22,21 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	if err != nil {
 		return wire.Migration{}, err
 	}
+	lat, err := lm.ParseHostLatency(pairObject(req.Source), req.MaxHostLatency)
+	if err != nil {
+		return wire.Migration{}, toWire(err, pairObject(req.Source))
+	}
 	p, err := s.lm.CreatePair(lm.PairRequest{
 		Source: req.Source, Target: req.Target, Speed: lm.Speed(req.Speed),
-		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify,
-		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced,
+		MaxMBps: req.MaxMBps, AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: lat,
+		Vehicle: req.Vehicle, Preempt: req.Preempt, AllowUnfenced: req.AllowUnfenced, DryRun: req.DryRun,
 		Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl,
 	})
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
+	}
+	if p.DryRun {
+		return migrationView(p), nil
 	}
 	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
 	v := s.pairView(p)
@@ -139,6 +148,13 @@ func setRequest(obj string, req wire.SetMigration) (lm.SetRequest, error) {
 		}
 		sr.MaxElapsed = &d
 	}
+	if req.MaxHostLatency != nil {
+		d, err := lm.ParseHostLatency(obj, *req.MaxHostLatency)
+		if err != nil {
+			return sr, toWire(err, obj)
+		}
+		sr.MaxHostLatency = &d
+	}
 	return sr, nil
 }
 
@@ -168,4 +184,13 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("split")
 	v.Retired = s.retire(r.Pairs, req.Retire)
 	return v, nil
+}
+
+// createdUnlessDryRun is the status of a create: 201, or 200 for a dry
+// run (nothing was created).
+func createdUnlessDryRun(dryRun bool) int {
+	if dryRun {
+		return http.StatusOK
+	}
+	return http.StatusCreated
 }

@@ -474,7 +474,7 @@ func (s *Server) routes() {
 	// Migrations.
 	m.HandleFunc("POST "+v+"/migrations", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateMigration) {
 		p, err := svc.CreateMigration(req)
-		reply(w, http.StatusCreated, p, err, pairObject(req.Source))
+		reply(w, createdUnlessDryRun(req.DryRun), p, err, pairObject(req.Source))
 	}))
 	m.HandleFunc("GET "+v+"/migrations", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, svc.Migrations())

@@ -23,14 +23,22 @@ func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, 
 	if err != nil {
 		return wire.MigrationSession{}, err
 	}
+	lat, err := lm.ParseHostLatency(sessionObject(req.Name), req.MaxHostLatency)
+	if err != nil {
+		return wire.MigrationSession{}, toWire(err, sessionObject(req.Name))
+	}
 	lr := lm.SessionRequest{Name: req.Name, Speed: lm.Speed(req.Speed), MaxMBps: req.MaxMBps, MaxActive: req.MaxActive,
-		AutoSplit: req.AutoSplit, Verify: req.Verify, Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl}
+		AutoSplit: req.AutoSplit, Verify: req.Verify, Priority: prio, StartAt: start, Windows: ws, MaxElapsed: maxEl,
+		MaxHostLatency: lat, DryRun: req.DryRun}
 	for _, p := range req.Pairs {
 		lr.Pairs = append(lr.Pairs, lm.PairRequest{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
 	}
 	st, err := s.lm.CreateSession(lr)
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, sessionObject(req.Name))
+	}
+	if st.DryRun {
+		return sessionView(st), nil
 	}
 	s.log.Info().Str("session", req.Name).Int("pairs", len(req.Pairs)).Msg("session created")
 	return sessionView(st), nil
@@ -124,7 +132,7 @@ func (s *Server) sessionRoutes(m *http.ServeMux) {
 	v := wire.Version
 	m.HandleFunc("POST "+v+"/sessions", withBody(func(w http.ResponseWriter, r *http.Request, req wire.CreateSession) {
 		st, err := svc.CreateSession(req)
-		reply(w, http.StatusCreated, st, err, sessionObject(req.Name))
+		reply(w, createdUnlessDryRun(req.DryRun), st, err, sessionObject(req.Name))
 	}))
 	m.HandleFunc("GET "+v+"/sessions", func(w http.ResponseWriter, r *http.Request) {
 		st, err := svc.Sessions()

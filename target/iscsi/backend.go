@@ -1,6 +1,9 @@
 package iscsi
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // Backend is everything the transport needs from the rest of the target: the
 // list of targets, login authorization, and a SCSI device layer per I_T nexus.
@@ -95,6 +98,9 @@ type Command struct {
 	DataIn              []byte
 	ExpectedReadLength  uint32
 	ExpectedWriteLength uint32
+	// Arrived is when the transport read the command's PDU: the backend
+	// times the command from there (its wait for data, a slot, a CPU).
+	Arrived time.Time
 
 	// Set by the backend.
 	Status    byte   // SAM status: 0x00 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT ...

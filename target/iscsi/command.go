@@ -1,6 +1,10 @@
 package iscsi
 
-import "github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
+import (
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
+)
 
 // Sense data for errors the transport itself reports.
 func fixedSense(key, asc, ascq byte) []byte {
@@ -47,6 +51,7 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	}
 	t := &task{itt: h.ITT(), lunField: h.LUNField(), edtl: edtl, imm: h.Immediate(), done: make(chan struct{})}
 	t.lun = DecodeLUN(t.lunField)
+	t.cmd.Arrived = time.Now()
 	if rd && !wr {
 		t.readLen = edtl
 	}

@@ -16,6 +16,8 @@ type CreateSession struct {
 	Pairs   []SessionPair `json:"pairs"`
 	Speed   string        `json:"speed,omitempty"` // low|medium|high|highest
 	MaxMBps int64         `json:"max_mbps,omitempty"`
+	// MaxHostLatency: every pair's (CreateMigration.MaxHostLatency).
+	MaxHostLatency string `json:"max_host_latency,omitempty"`
 	// MaxActive is how many of the session's pairs copy at once (0: all).
 	MaxActive int  `json:"max_active,omitempty"`
 	AutoSplit bool `json:"auto_split,omitempty"`
@@ -26,6 +28,8 @@ type CreateSession struct {
 	// Windows and MaxElapsed of every pair (see CreateMigration).
 	Windows    []string `json:"windows,omitempty"`
 	MaxElapsed string   `json:"max_elapsed,omitempty"`
+	// DryRun: check every pair and answer the estimates; create nothing.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // SplitSession is the body of POST /v1/sessions/{name}/split (optional).
@@ -49,21 +53,30 @@ type MigrationSession struct {
 	Speed   string `json:"speed"`
 	MaxMBps int64  `json:"max_mbps"`
 	// LimitBps and LimitedBy: each pair's copy rate limit (see Migration).
-	LimitBps     int64          `json:"limit_bps"`
-	LimitedBy    string         `json:"limited_by"`
-	MaxActive    int            `json:"max_active"`
-	AutoSplit    bool           `json:"auto_split"`
-	Verify       bool           `json:"verify"`
-	Paused       bool           `json:"paused"`
-	CopiedBytes  int64          `json:"copied_bytes"`
-	TotalBytes   int64          `json:"total_bytes"`
-	DCLBytes     int64          `json:"dcl_bytes"`
-	RateBps      int64          `json:"rate_bps"`
-	ETASeconds   int64          `json:"eta_seconds"`
-	SplitPauseMS float64        `json:"split_pause_ms"`
-	Counts       map[string]int `json:"counts"` // pairs per pair state
-	Pairs        []Migration    `json:"pairs"`
-	Created      time.Time      `json:"created"`
+	LimitBps  int64  `json:"limit_bps"`
+	LimitedBy string `json:"limited_by"`
+	MaxActive int    `json:"max_active"`
+	// MaxHostLatency: every pair's bound ("": the server's, "off").
+	MaxHostLatency string  `json:"max_host_latency,omitempty"`
+	AutoSplit      bool    `json:"auto_split"`
+	Verify         bool    `json:"verify"`
+	Paused         bool    `json:"paused"`
+	CopiedBytes    int64   `json:"copied_bytes"`
+	SkippedBytes   int64   `json:"skipped_bytes"`
+	DoneBytes      int64   `json:"done_bytes"`
+	TotalBytes     int64   `json:"total_bytes"`
+	DCLBytes       int64   `json:"dcl_bytes"`
+	RateBps        int64   `json:"rate_bps"`
+	ETASeconds     int64   `json:"eta_seconds"`
+	SplitPauseMS   float64 `json:"split_pause_ms"`
+	// DryRun: a dry run's answer; EstimateSeconds is the session's (its
+	// pairs copying max-active at a time), EstimateBytes the sum to copy.
+	DryRun          bool           `json:"dry_run,omitempty"`
+	EstimateSeconds float64        `json:"estimate_seconds,omitempty"`
+	EstimateBytes   int64          `json:"estimate_bytes,omitempty"`
+	Counts          map[string]int `json:"counts"` // pairs per pair state
+	Pairs           []Migration    `json:"pairs"`
+	Created         time.Time      `json:"created"`
 	// Priority of its pairs, StartAt (when a scheduled session starts)
 	// and Forced (the lone operations on its pairs forced with --force).
 	Priority     int        `json:"priority"`

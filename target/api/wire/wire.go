@@ -257,6 +257,12 @@ type CreateMigration struct {
 	MaxMBps   int64  `json:"max_mbps,omitempty"`
 	AutoSplit bool   `json:"auto_split,omitempty"`
 	Verify    bool   `json:"verify,omitempty"`
+	// MaxHostLatency bounds the host p99 latency on the pair's LUNs while
+	// it copies: a Go duration ("2ms"), "off", or empty (the server's).
+	MaxHostLatency string `json:"max_host_latency,omitempty"`
+	// DryRun: check everything and answer the estimate (Migration.Estimate,
+	// state "dry-run"); nothing is created.
+	DryRun bool `json:"dry_run,omitempty"`
 	// Vehicle: "auto" (default), "generic" or "copy_file_range".
 	Vehicle string `json:"vehicle,omitempty"`
 	// Preempt lets the fence of an imported source preempt another
@@ -290,6 +296,8 @@ type SetMigration struct {
 	// MaxElapsed a Go duration ("0" removes the limit).
 	Windows    *[]string `json:"windows,omitempty"`
 	MaxElapsed *string   `json:"max_elapsed,omitempty"`
+	// MaxHostLatency: "2ms", "off", or "0" (back to the server's).
+	MaxHostLatency *string `json:"max_host_latency,omitempty"`
 }
 
 // Limits are the server-wide copy limits (GET/PATCH /v1/config/limits):
@@ -315,29 +323,56 @@ type Migration struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Fence is the state of the fence on an imported source's old path
 	// ("held (key 0x...)", "lost: ...", "unfenced: ..."); empty for none.
-	Fence       string `json:"fence,omitempty"`
-	ID          string `json:"id"`
-	Source      string `json:"source"`
-	Target      string `json:"target"`
-	State       string `json:"state"`
-	Reason      string `json:"reason"`
-	CopiedBytes int64  `json:"copied_bytes"`
-	TotalBytes  int64  `json:"total_bytes"`
-	DCLBytes    int64  `json:"dcl_bytes"`
-	RateBps     int64  `json:"rate_bps"`
-	ETASeconds  int64  `json:"eta_seconds"`
-	Vehicle     string `json:"vehicle"`
-	Speed       string `json:"speed"`
-	MaxMBps     int64  `json:"max_mbps"`
+	Fence  string `json:"fence,omitempty"`
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	Target string `json:"target"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	// CopiedBytes: bytes really read and written (initial copy and DCL
+	// re-copies); SkippedBytes: bytes of the LUN the initial copy passed
+	// without a transfer (holes, zero chunks); DoneBytes: the initial
+	// copy's progress over the LUN (holes included; percent = done/total);
+	// RemainingBytes: allocated bytes still to copy plus the DCL. RateBps
+	// and ETASeconds use the bytes really moved.
+	CopiedBytes    int64  `json:"copied_bytes"`
+	SkippedBytes   int64  `json:"skipped_bytes"`
+	DoneBytes      int64  `json:"done_bytes"`
+	RemainingBytes int64  `json:"remaining_bytes"`
+	TotalBytes     int64  `json:"total_bytes"`
+	DCLBytes       int64  `json:"dcl_bytes"`
+	RateBps        int64  `json:"rate_bps"`
+	ETASeconds     int64  `json:"eta_seconds"`
+	Vehicle        string `json:"vehicle"`
+	Speed          string `json:"speed"`
+	MaxMBps        int64  `json:"max_mbps"`
 	// LimitBps is the copy rate speed and max_mbps allow together (the
 	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
 	// "max_mbps" or "" (nothing).
-	LimitBps     int64     `json:"limit_bps"`
-	LimitedBy    string    `json:"limited_by"`
-	AutoSplit    bool      `json:"auto_split"`
-	Verify       bool      `json:"verify"`
-	SplitPauseMS float64   `json:"split_pause_ms"`
-	Created      time.Time `json:"created"`
+	LimitBps  int64  `json:"limit_bps"`
+	LimitedBy string `json:"limited_by"`
+	// MaxHostLatency is the pair's own bound ("": the server's, "off")
+	// and HostLatencyBound the one in force ("": none). While it copies,
+	// EffectiveBps is the copy rate allowed now (0: unlimited), HostP99MS
+	// the host p99 on its LUNs over the last guard tick (0: no host I/O)
+	// and Throttle why ("held back: host p99 4.1 ms > 2.0 ms").
+	MaxHostLatency   string  `json:"max_host_latency,omitempty"`
+	HostLatencyBound string  `json:"host_latency_bound,omitempty"`
+	EffectiveBps     int64   `json:"effective_bps"`
+	HostP99MS        float64 `json:"host_p99_ms,omitempty"`
+	Throttle         string  `json:"throttle,omitempty"`
+	// DryRun and Estimate: a dry run's answer (nothing was created).
+	// EstimateSeconds and EstimateBytes: the estimate kept on a real pair;
+	// ActualSeconds: from its copy's start to its first sync (0 before).
+	DryRun          bool      `json:"dry_run,omitempty"`
+	Estimate        *Estimate `json:"estimate,omitempty"`
+	EstimateSeconds float64   `json:"estimate_seconds,omitempty"`
+	EstimateBytes   int64     `json:"estimate_bytes,omitempty"`
+	ActualSeconds   float64   `json:"actual_seconds,omitempty"`
+	AutoSplit       bool      `json:"auto_split"`
+	Verify          bool      `json:"verify"`
+	SplitPauseMS    float64   `json:"split_pause_ms"`
+	Created         time.Time `json:"created"`
 	// CursorBytes is the copy cursor; DataBytes the bytes the initial copy
 	// transferred (holes and zero chunks are skipped); RecopiedBytes the
 	// bytes DCL re-copies transferred.
@@ -370,6 +405,25 @@ type Migration struct {
 	// LUN runs on the new volume, host writes also reach the old one
 	// (the target LUN's) until rollback or commit.
 	Switched bool `json:"switched,omitempty"`
+}
+
+// Estimate is what a migration of one pair is expected to take (a dry
+// run's answer): the bytes to copy (the source's allocated extents), the
+// vehicle that would run, the rate limit of speed and cap, the source's
+// read rate measured over SampleBytes in SampleMS, the rate the estimate
+// uses and why (Basis), and the duration.
+type Estimate struct {
+	TotalBytes  int64   `json:"total_bytes"`
+	Bytes       int64   `json:"bytes"`
+	Vehicle     string  `json:"vehicle"`
+	LimitBps    int64   `json:"limit_bps"`
+	LimitedBy   string  `json:"limited_by"`
+	ReadBps     int64   `json:"read_bps"`
+	SampleBytes int64   `json:"sample_bytes"`
+	SampleMS    float64 `json:"sample_ms"`
+	RateBps     int64   `json:"rate_bps"`
+	Basis       string  `json:"basis"`
+	Seconds     float64 `json:"seconds"`
 }
 
 // Split is the body of POST /v1/migrations/split (and of
