@@ -20,10 +20,13 @@ import (
 //
 //  1. discovery CHAP;
 //  2. new LUNs, grown LUNs;
-//  3. new targets (with their ALUA port), changed target ports;
-//  4. per target: mappings removed, ACL, CHAP, mappings added;
+//  3. new targets (with their ALUA port and portal group), changed
+//     target ports and portal groups;
+//  4. per target: mappings removed, ACL, CHAP, mapping options changed
+//     (read-only, mask), mappings added;
 //  5. LUN ALUA access states;
-//  6. new pairs and sessions, throttle changes of existing ones;
+//  6. new pairs and sessions, option changes of existing ones
+//     (configpairopts.go: Set, SetSession);
 //  7. with Prune: targets, then LUNs the file does not name.
 //
 // Mappings are removed before they are added (a number may move to
@@ -35,10 +38,10 @@ import (
 const (
 	phaseDiscovery     = iota // discovery CHAP
 	phaseLUNs                 // new, imported and grown LUNs
-	phaseTargets              // new targets, target ports
-	phaseTargetContent        // per target: unmaps, ACL, CHAP, maps
+	phaseTargets              // new targets, target ports, portal groups
+	phaseTargetContent        // per target: unmaps, ACL, CHAP, mapping options, maps
 	phaseALUA                 // LUN access states
-	phaseMigrations           // new pairs and sessions, their throttle
+	phaseMigrations           // new pairs and sessions, their options
 	phasePrune                // deletions (--prune)
 	numPhases
 )
@@ -795,8 +798,10 @@ func (p *planner) planALUA() {
 	}
 }
 
-// planMigrations plans new pairs and sessions and their throttle changes;
-// anything else about an existing one is refused.
+// planMigrations plans new pairs and sessions and the changes of their
+// options (those pairOptionTable can set live, and a session's max
+// active); what no operation changes on a running migration (a pair's
+// target or vehicle, a session's pairs, a pending start time) is refused.
 func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 	m := p.m
 	// Where each LUN is mapped after the apply: as the file says on its
