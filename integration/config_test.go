@@ -396,6 +396,7 @@ func TestConfigNewSettings(t *testing.T) {
 		"--priority", "high", "--start-at", start, "--window", "22:00-06:00=highest", "--max-elapsed", "6h", "--auto-split", "--verify")
 	d1.OK("session", "create", "wave", "--pair", "s1:d1:generic", "--speed", "high", "--max-mbps", "7", "--max-active", "1",
 		"--priority", "2", "--start-at", start, "--window", "01:00-02:00=low,max-mbps=4", "--max-elapsed", "90m", "--auto-split", "--verify")
+	d1.OK("migration", "set", "s1", "--priority", "7") // a session's pair with an option of its own
 
 	y1 := d1.exportFile(filepath.Join(work, "one.yaml"))
 	var c1 wire.Config
@@ -407,6 +408,9 @@ func TestConfigNewSettings(t *testing.T) {
 	wantS := wire.ConfigSession{Name: "wave", MaxActive: 1, ConfigPairOptions: wire.ConfigPairOptions{Speed: "high", MaxMBps: 7,
 		AutoSplit: true, Verify: true, Priority: 2, StartAt: start, Windows: []string{"01:00-02:00=low,max-mbps=4"}, MaxElapsed: "1h30m0s"},
 		Pairs: []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}}}
+	own := wantS.ConfigPairOptions
+	own.Priority, own.AutoSplit = 7, false // auto_split is the session's
+	wantS.Pairs[0].Options = &own
 	if len(c1.Targets) != 1 || !reflect.DeepEqual(c1.Targets[0], wantT) || len(c1.Migrations) != 1 || !reflect.DeepEqual(c1.Migrations[0], wantM) ||
 		len(c1.Sessions) != 1 || !reflect.DeepEqual(c1.Sessions[0], wantS) {
 		t.Fatalf("export:\n got %+v\n     %+v\n     %+v\nwant %+v\n     %+v\n     %+v", c1.Targets, c1.Migrations, c1.Sessions, wantT, wantM, wantS)
@@ -445,6 +449,7 @@ func TestConfigNewSettings(t *testing.T) {
 	c2.Migrations[0].Priority, c2.Migrations[0].Windows, c2.Migrations[0].Verify = 1, nil, false
 	c2.Sessions = []wire.ConfigSession{wantS}
 	c2.Sessions[0].MaxActive, c2.Sessions[0].AutoSplit, c2.Sessions[0].MaxElapsed = 2, false, ""
+	c2.Sessions[0].Pairs = []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}} // the session's options again
 	changed := filepath.Join(work, "changed.json")
 	b, _ := json.Marshal(c2)
 	if err := os.WriteFile(changed, b, 0o600); err != nil {
@@ -457,6 +462,7 @@ func TestConfigNewSettings(t *testing.T) {
 		"~ target " + t1 + ": mapping of lun a (LUN 0): read-only false, only " + hostB,
 		"~ migration src: priority high→low, windows 22:00-06:00=highest→none, verify true→false",
 		"~ session wave: max elapsed 1h30m0s→none, auto split true→false, max active 1→2",
+		"~ session wave: pair s1: priority 7→2",
 	}
 	if !reflect.DeepEqual(res.Changes, wantPlan) {
 		t.Fatalf("apply plan:\n%s\nwant:\n%s", strings.Join(res.Changes, "\n"), strings.Join(wantPlan, "\n"))
@@ -481,7 +487,7 @@ func TestConfigNewSettings(t *testing.T) {
 	}
 	var ss wire.MigrationSession
 	d.JSON(&ss, "session", "show", "wave")
-	if ss.MaxActive != 2 || ss.AutoSplit {
+	if ss.MaxActive != 2 || ss.AutoSplit || len(ss.Pairs) != 1 || ss.Pairs[0].Priority != 2 {
 		t.Fatalf("session after the apply: %+v", ss)
 	}
 	var now wire.Config

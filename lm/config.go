@@ -128,9 +128,12 @@ type ConfigSession struct {
 	Pairs []ConfigSessionPair // in the session's order
 }
 
-// ConfigSessionPair is one pair of a session.
+// ConfigSessionPair is one pair of a session. Options is nil when the
+// pair has the session's options, else the pair's own (`migration set` on
+// the pair; its AutoSplit is the session's).
 type ConfigSessionPair struct {
 	Source, Target, Vehicle string
+	Options                 *PairOptions
 }
 
 // DataDir is the server's data dir (target/api keeps the configuration
@@ -224,8 +227,10 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 		return c, err
 	}
 	vehicle := map[string]string{} // pair ID -> wanted vehicle
+	recs := map[string]metavol.Pair{}
 	for _, p := range pairs {
 		vehicle[p.ID] = orDefault(p.VehicleWanted, VehicleAuto)
+		recs[p.ID] = p
 		if p.Session != "" || !pairHoldsLUNs(p.State) {
 			continue
 		}
@@ -256,6 +261,15 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 			}
 			if i < len(s.Targets) {
 				sp.Target = s.Targets[i]
+			}
+			if rec, ok := recs[id]; ok && pairHoldsLUNs(rec.State) {
+				mo, err := pairRecordOptions(pairObject(sp.Source), rec, now)
+				if err != nil {
+					return c, err
+				}
+				if mo = mo.asMember(opts); !mo.same(opts) {
+					sp.Options = &mo
+				}
 			}
 			cs.Pairs = append(cs.Pairs, sp)
 		}

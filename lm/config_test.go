@@ -63,6 +63,10 @@ func buildConfigServer(t *testing.T, e *env) {
 		Windows: []Window{{Start: time.Hour, End: 2 * time.Hour, Speed: SpeedLow, MaxMBps: 4}}, MaxElapsed: 90 * time.Minute,
 		AutoSplit: true, Verify: true})
 	must(err)
+	// A pair of the session with an option of its own.
+	seven := 7
+	_, err = e.m.Set("s1", SetRequest{Priority: &seven})
+	must(err)
 }
 
 // cfgStart is a start time a day ahead (whole seconds, as a file has it).
@@ -103,6 +107,9 @@ func TestConfigRoundTrip(t *testing.T) {
 	if s := want.Sessions[0]; s.MaxActive != 1 || s.Priority != 2 || s.StartAt.IsZero() || len(s.Windows) != 1 || s.MaxElapsed != 90*time.Minute ||
 		!s.AutoSplit || !s.Verify || s.MaxMBps != 7 || s.Pairs[0].Vehicle != VehicleGeneric {
 		t.Fatalf("session exported as %+v", s)
+	}
+	if o := want.Sessions[0].Pairs[0].Options; o == nil || o.Priority != 7 || !o.AutoSplit || o.Speed != SpeedHigh {
+		t.Fatalf("session pair s1's own options exported as %+v, want the session's with priority 7", o)
 	}
 
 	b := newEnv(t, Options{}, false)
@@ -431,6 +438,8 @@ func TestConfigLiveOptions(t *testing.T) {
 		change func(c *Config)
 		line   string
 	}{
+		{"session pair back to the session's options", func(c *Config) { c.Sessions[0].Pairs[0].Options = nil },
+			"~ session wave1: pair s1: priority 7→2"},
 		{"mapping read-only", func(c *Config) { c.Targets[0].LUNs[1].ReadOnly = false },
 			"~ target " + cfgIQN1 + ": mapping of lun a (LUN 3): read-only false, only " + cfgInit},
 		{"mapping mask", func(c *Config) { c.Targets[0].LUNs[1].Initiators = []string{host2, cfgInit} },
@@ -463,6 +472,11 @@ func TestConfigLiveOptions(t *testing.T) {
 		{"session auto split", func(c *Config) { c.Sessions[0].AutoSplit = false }, "~ session wave1: auto split true→false"},
 		{"session verify", func(c *Config) { c.Sessions[0].Verify = false }, "~ session wave1: verify true→false"},
 		{"session max active", func(c *Config) { c.Sessions[0].MaxActive = 3 }, "~ session wave1: max active 1→3"},
+		{"session pair's own options", func(c *Config) {
+			o := c.Sessions[0].PairOptions
+			o.Priority, o.Verify = 3, true
+			c.Sessions[0].Pairs[0].Options = &o
+		}, "~ session wave1: pair s1: priority high→3, verify false→true"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -487,9 +501,33 @@ func TestConfigLiveOptions(t *testing.T) {
 			}
 		})
 	}
+	// A session change keeps a pair's own options where the file says so:
+	// session set, then migration set on the pair.
+	c := export(t, e.m)
+	c.Sessions[0].Speed, c.Sessions[0].Pairs[0].Options.Speed = SpeedMedium, SpeedMedium
+	c.Sessions[0].Verify = true
+	plan, err := e.m.ApplyConfig(c, ApplyOptions{})
+	wantLines := []string{"~ session wave1: speed low→medium, verify false→true"}
+	if got := planLines(plan); err != nil || !reflect.DeepEqual(got, wantLines) {
+		t.Fatalf("plan %q, %v; want %q", got, err, wantLines)
+	}
+	c = export(t, e.m)
+	c.Sessions[0].Priority = PriorityLow
+	plan, err = e.m.ApplyConfig(c, ApplyOptions{})
+	wantLines = []string{"~ session wave1: priority high→low", "~ session wave1: pair s1: priority low→3"}
+	if got := planLines(plan); err != nil || !reflect.DeepEqual(got, wantLines) {
+		t.Fatalf("plan %q, %v; want %q", got, err, wantLines)
+	}
+	if got := export(t, e.m); !reflect.DeepEqual(got, c) {
+		t.Fatalf("after apply:\n got %+v\nwant %+v", got, c)
+	}
+	c.Sessions[0].Priority = PriorityHigh
+	if _, err := e.m.ApplyConfig(c, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	// The running objects took the changes (not only their records).
 	s, err := e.m.Session("wave1")
-	if err != nil || s.MaxActive != 3 || s.Speed != SpeedLow || s.AutoSplit {
+	if err != nil || s.MaxActive != 3 || s.Speed != SpeedMedium || s.AutoSplit || s.Priority != PriorityHigh || len(s.Pairs) != 1 || s.Pairs[0].Priority != 3 {
 		t.Fatalf("session after the applies: %+v, %v", s, err)
 	}
 	ps, err := e.m.Pair("src")
@@ -498,7 +536,7 @@ func TestConfigLiveOptions(t *testing.T) {
 	}
 	// A portal the server does not listen on is refused, and nothing changes.
 	before := export(t, e.m)
-	c := export(t, e.m)
+	c = export(t, e.m)
 	c.Targets[0].Portals = []string{"127.0.0.9:3260"}
 	c.Migrations[0].Speed = SpeedLow
 	_, err = e.m.ApplyConfig(c, ApplyOptions{})

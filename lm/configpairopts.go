@@ -18,10 +18,11 @@ import (
 //
 //  1. a field in PairOptions;
 //  2. how a record holds it: pairOptionsOf (export);
-//  3. a line in pairOptionTable: how two values compare, how the plan
-//     line shows it, how a new pair gets it (PairRequest) and how a
-//     running pair changes it (SetRequest; nil: it cannot change live,
-//     apply refuses a change and says to cancel and re-create);
+//  3. a line in pairOptionTable: how two values compare, how it is
+//     copied, how the plan line shows it, how a new pair gets it
+//     (PairRequest) and how a running pair changes it (SetRequest; nil:
+//     it cannot change live, apply refuses a change and says to cancel
+//     and re-create);
 //  4. sessionRequest, if sessions have it;
 //  5. the wire field and its conversion (target/api/wire/config.go,
 //     target/api/config.go) and docs/cli.md's config section.
@@ -100,11 +101,30 @@ func (o PairOptions) check(obj string) error {
 	return nil
 }
 
+// same reports whether o and p are equal in every option.
+func (o PairOptions) same(p PairOptions) bool {
+	for _, opt := range pairOptionTable() {
+		if !opt.equal(o, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// asMember is a session member's options o as the file compares them:
+// auto split is the session's (a member pair takes none of its own).
+func (o PairOptions) asMember(session PairOptions) PairOptions {
+	o.AutoSplit = session.AutoSplit
+	return o
+}
+
 // pairOption is one option of pairOptionTable.
 type pairOption struct {
 	name  string
 	equal func(a, b PairOptions) bool
-	show  func(o PairOptions) string
+	// take copies the option from src to dst.
+	take func(dst *PairOptions, src PairOptions)
+	show func(o PairOptions) string
 	// create puts the option into the request of a new pair.
 	create func(o PairOptions, r *PairRequest)
 	// set puts it into a live change; nil: it cannot change live.
@@ -115,21 +135,25 @@ type pairOption struct {
 func pairOptionTable() []pairOption {
 	return []pairOption{
 		{name: "speed",
+			take:   func(dst *PairOptions, src PairOptions) { dst.Speed = src.Speed },
 			equal:  func(a, b PairOptions) bool { return a.Speed == b.Speed },
 			show:   func(o PairOptions) string { return string(o.Speed) },
 			create: func(o PairOptions, r *PairRequest) { r.Speed = o.Speed },
 			set:    func(o PairOptions, r *SetRequest) { v := o.Speed; r.Speed = &v }},
 		{name: "max",
+			take:   func(dst *PairOptions, src PairOptions) { dst.MaxMBps = src.MaxMBps },
 			equal:  func(a, b PairOptions) bool { return a.MaxMBps == b.MaxMBps },
 			show:   func(o PairOptions) string { return fmt.Sprintf("%d MB/s", o.MaxMBps) },
 			create: func(o PairOptions, r *PairRequest) { r.MaxMBps = o.MaxMBps },
 			set:    func(o PairOptions, r *SetRequest) { v := o.MaxMBps; r.MaxMBps = &v }},
 		{name: "priority",
+			take:   func(dst *PairOptions, src PairOptions) { dst.Priority = src.Priority },
 			equal:  func(a, b PairOptions) bool { return a.Priority == b.Priority },
 			show:   func(o PairOptions) string { return PriorityName(o.Priority) },
 			create: func(o PairOptions, r *PairRequest) { r.Priority = o.Priority },
 			set:    func(o PairOptions, r *SetRequest) { v := o.Priority; r.Priority = &v }},
 		{name: "start at",
+			take:  func(dst *PairOptions, src PairOptions) { dst.StartAt = src.StartAt },
 			equal: func(a, b PairOptions) bool { return a.StartAt.Equal(b.StartAt) },
 			show: func(o PairOptions) string {
 				if o.StartAt.IsZero() {
@@ -140,6 +164,7 @@ func pairOptionTable() []pairOption {
 			create: func(o PairOptions, r *PairRequest) { r.StartAt = o.StartAt },
 			set:    nil}, // no live operation changes a start time
 		{name: "windows",
+			take:  func(dst *PairOptions, src PairOptions) { dst.Windows = slices.Clone(src.Windows) },
 			equal: func(a, b PairOptions) bool { return slices.Equal(a.Windows, b.Windows) },
 			show: func(o PairOptions) string {
 				if len(o.Windows) == 0 {
@@ -156,6 +181,7 @@ func pairOptionTable() []pairOption {
 				r.Windows = &v
 			}},
 		{name: "max elapsed",
+			take:  func(dst *PairOptions, src PairOptions) { dst.MaxElapsed = src.MaxElapsed },
 			equal: func(a, b PairOptions) bool { return a.MaxElapsed == b.MaxElapsed },
 			show: func(o PairOptions) string {
 				if o.MaxElapsed == 0 {
@@ -166,11 +192,13 @@ func pairOptionTable() []pairOption {
 			create: func(o PairOptions, r *PairRequest) { r.MaxElapsed = o.MaxElapsed },
 			set:    func(o PairOptions, r *SetRequest) { v := o.MaxElapsed; r.MaxElapsed = &v }},
 		{name: "auto split",
+			take:   func(dst *PairOptions, src PairOptions) { dst.AutoSplit = src.AutoSplit },
 			equal:  func(a, b PairOptions) bool { return a.AutoSplit == b.AutoSplit },
 			show:   func(o PairOptions) string { return fmt.Sprint(o.AutoSplit) },
 			create: func(o PairOptions, r *PairRequest) { r.AutoSplit = o.AutoSplit },
 			set:    func(o PairOptions, r *SetRequest) { v := o.AutoSplit; r.AutoSplit = &v }},
 		{name: "verify",
+			take:   func(dst *PairOptions, src PairOptions) { dst.Verify = src.Verify },
 			equal:  func(a, b PairOptions) bool { return a.Verify == b.Verify },
 			show:   func(o PairOptions) string { return fmt.Sprint(o.Verify) },
 			create: func(o PairOptions, r *PairRequest) { r.Verify = o.Verify },
@@ -214,6 +242,18 @@ func optionsDiff(want, cur PairOptions) (do, undo SetRequest, line string, fixed
 		parts = append(parts, fmt.Sprintf("%s %s→%s", opt.name, opt.show(cur), opt.show(want)))
 	}
 	return do, undo, strings.Join(parts, ", "), fixed
+}
+
+// sessionAfter is a member's options cur after a session change from
+// sessCur to sessWant (SetSession sets every option that changed on
+// every pair).
+func sessionAfter(cur, sessCur, sessWant PairOptions) PairOptions {
+	for _, opt := range pairOptionTable() {
+		if !opt.equal(sessWant, sessCur) && opt.set != nil {
+			opt.take(&cur, sessWant)
+		}
+	}
+	return cur
 }
 
 // pairRecordOptions reads a pair record's options.

@@ -972,6 +972,9 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), wo.Speed, wo.MaxMBps, w.MaxActive),
 				func() error { _, err := m.CreateSession(req); return err },
 				func() error { _, err := m.CancelSession(name); return err })
+			for _, sp := range w.Pairs {
+				p.planMember(obj, sp, wo, wo, now) // created with the session's options
+			}
 			continue
 		}
 		var bad []string
@@ -1004,6 +1007,15 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				func() error { _, err := m.SetSession(name, do); return err },
 				func() error { _, err := m.SetSession(name, undo); return err })
 		}
+		// The pairs' own options, as they are after the session's change.
+		cs := c.PairOptions.normalized(now)
+		for i, sp := range w.Pairs {
+			cur := cs
+			if o := c.Pairs[i].Options; o != nil {
+				cur = o.normalized(now)
+			}
+			p.planMember(obj, sp, wo, sessionAfter(cur, cs, wo), now)
+		}
 	}
 	// Migrations are never cancelled by apply.
 	wantPairs := map[string]bool{}
@@ -1020,6 +1032,36 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 			p.keep(sessionObject(c.Name), "not in the file; apply never cancels a migration (lmtgt session cancel)")
 		}
 	}
+}
+
+// planMember plans the change of a session's pair sp to its own options
+// (sp.Options; nil: the session's, wo) from cur, its options once the
+// session's change is done, through `migration set` on the pair.
+func (p *planner) planMember(obj string, sp ConfigSessionPair, wo, cur PairOptions, now time.Time) {
+	want := wo
+	if sp.Options != nil {
+		if err := sp.Options.check(obj); err != nil {
+			p.refused = append(p.refused, asRefusal(err, obj))
+			return
+		}
+		want = sp.Options.normalized(now)
+	}
+	do, undo, line, fixed := optionsDiff(want.asMember(wo), cur.asMember(wo))
+	if len(fixed) > 0 {
+		p.refuse(ErrState, obj, "pair %s: cannot be changed live: %s (a session's pairs start together: cancel the session and create it again for that)", sp.Source, strings.Join(fixed, "; "))
+		return
+	}
+	if line == "" {
+		return
+	}
+	if err := checkSetRequest(obj, &do); err != nil {
+		p.refused = append(p.refused, asRefusal(err, obj))
+		return
+	}
+	m, source := p.m, sp.Source
+	p.add(phaseMigrations, OpChange, obj, "pair "+source+": "+line,
+		func() error { _, err := m.Set(source, do); return err },
+		func() error { _, err := m.Set(source, undo); return err })
 }
 
 // planPrune deletes (Prune) or keeps the targets and LUNs the file does

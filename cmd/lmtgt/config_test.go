@@ -25,7 +25,7 @@ func TestConfigYAMLRoundTrip(t *testing.T) {
 			Speed: "low", MaxMBps: 3, AutoSplit: true, Verify: true, Priority: 8, StartAt: "2026-12-24T21:00:00Z",
 			Windows: []string{"22:00-06:00=highest", "12:00-13:00=low,max-mbps=4"}, MaxElapsed: "6h0m0s"}}},
 		Sessions: []wire.ConfigSession{{Name: "w", MaxActive: 2, ConfigPairOptions: wire.ConfigPairOptions{Speed: "high", Priority: 2},
-			Pairs: []wire.ConfigSessionPair{{Source: "c", Target: "d", Vehicle: "auto"}}}},
+			Pairs: []wire.ConfigSessionPair{{Source: "c", Target: "d", Vehicle: "auto", Options: &wire.ConfigPairOptions{Speed: "high", Priority: 7}}}}},
 	}
 	y, err := encodeConfig(cfg, "yaml")
 	if err != nil {

@@ -129,7 +129,13 @@ func configToWire(c lm.Config, show bool) wire.Config {
 		ws := wire.ConfigSession{Name: ss.Name, MaxActive: ss.MaxActive, ConfigPairOptions: pairOptionsToWire(ss.PairOptions),
 			Pairs: []wire.ConfigSessionPair{}}
 		for _, p := range ss.Pairs {
-			ws.Pairs = append(ws.Pairs, wire.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
+			wp := wire.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle}
+			if p.Options != nil {
+				o := pairOptionsToWire(*p.Options)
+				o.AutoSplit = false // the session's
+				wp.Options = &o
+			}
+			ws.Pairs = append(ws.Pairs, wp)
 		}
 		out.Sessions = append(out.Sessions, ws)
 	}
@@ -285,7 +291,19 @@ func configFromWire(c wire.Config) (lm.Config, error) {
 		}
 		cs := lm.ConfigSession{Name: ss.Name, MaxActive: ss.MaxActive, PairOptions: opts}
 		for _, p := range ss.Pairs {
-			cs.Pairs = append(cs.Pairs, lm.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
+			sp := lm.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle}
+			if p.Options != nil {
+				obj := sessionObject(ss.Name)
+				if p.Options.AutoSplit {
+					return lm.Config{}, invalid(obj, "pair %s: auto_split is the session's: set it on the session", p.Source)
+				}
+				o, err := pairOptionsFromWire(obj, *p.Options)
+				if err != nil {
+					return lm.Config{}, err
+				}
+				sp.Options = &o
+			}
+			cs.Pairs = append(cs.Pairs, sp)
 		}
 		out.Sessions = append(out.Sessions, cs)
 	}

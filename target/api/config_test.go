@@ -139,6 +139,17 @@ func TestConfigPairOptionsWire(t *testing.T) {
 	if z := pairOptionsToWire(lm.PairOptions{}); !reflect.DeepEqual(z, wire.ConfigPairOptions{}) {
 		t.Fatalf("defaults to wire: %+v, want nothing written", z)
 	}
+	// A session's pair may have options of its own, but not auto_split.
+	c := wire.Config{Version: 1, Sessions: []wire.ConfigSession{{Name: "w", Pairs: []wire.ConfigSessionPair{
+		{Source: "a", Target: "b", Options: &wire.ConfigPairOptions{Priority: 7}}}}}}
+	lc, err := configFromWire(c)
+	if err != nil || lc.Sessions[0].Pairs[0].Options == nil || lc.Sessions[0].Pairs[0].Options.Priority != 7 {
+		t.Fatalf("session pair options from wire: %+v, %v", lc.Sessions, err)
+	}
+	c.Sessions[0].Pairs[0].Options.AutoSplit = true
+	if _, err := configFromWire(c); err == nil || !strings.Contains(err.Error(), "session w: pair a: auto_split is the session's") {
+		t.Fatalf("auto_split on a session's pair: %v", err)
+	}
 	for _, tc := range []struct {
 		w      wire.ConfigPairOptions
 		reason string

@@ -154,6 +154,10 @@ type ConfigSessionPair struct {
 	Source  string `json:"source"`
 	Target  string `json:"target"`
 	Vehicle string `json:"vehicle,omitempty"`
+	// Options are the pair's own options (`migration set` on the pair),
+	// all of them; absent: the session's. auto_split is the session's and
+	// not allowed here.
+	Options *ConfigPairOptions `json:"options,omitempty"`
 }
 
 // ApplyConfig is the body of POST /v1/config/apply.
