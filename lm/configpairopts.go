@@ -27,6 +27,11 @@ import (
 //  5. the wire field and its conversion (target/api/wire/config.go,
 //     target/api/config.go) and docs/cli.md's config section.
 //
+// A session's pair with options of its own (`migration set` on the pair)
+// carries all of them in ConfigSessionPair.Options; apply sets the
+// session first, then each such pair from what it has after that
+// (sessionAfter).
+//
 // The round-trip test (TestConfigRoundTrip) sets every option to a value
 // that is not the default; TestConfigLiveOptions changes each live one.
 
