@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -363,4 +365,139 @@ func TestConfigImportedLUN(t *testing.T) {
 		t.Fatalf("VPD 0x80 after the restore: %q, want %q", got, serial)
 	}
 	d2.Stop()
+}
+
+// TestConfigNewSettings: the settings added after the first file format
+// (a mapping's write protection and initiator mask, a target's portal
+// group, every option of `migration create` and `session create`) are set
+// with the CLI, exported, applied on a fresh server that listens on the
+// same portals (the export is byte-identical), and then changed by one
+// apply, live: real clients see the new mapping and portal group, and
+// migration/session show the new options, the rest unchanged.
+func TestConfigNewSettings(t *testing.T) {
+	needTools(t, "iscsi-ls", "iscsi-readcapacity16", "qemu-io")
+	work := t.TempDir()
+	d1 := StartDaemon(t, "", "--portal", "127.0.0.1:0")
+	ps := daemonPortals(t, d1)
+	if len(ps) != 2 {
+		t.Fatalf("daemon portals %v, want two", ps)
+	}
+	pA, pB := ps[0], ps[1]
+	t1, hostA, hostB := testIQN("cfgn-t1"), testIQN("cfgn-a"), testIQN("cfgn-b")
+	for _, n := range []string{"a", "src", "dst", "s1", "d1"} {
+		d1.OK("lun", "create", n, "--size", "1M")
+	}
+	d1.OK("target", "create", t1, "--portal", pA)
+	d1.OK("target", "map", t1, "a", "--read-only", "--initiator", hostA)
+	d1.OK("target", "allow", t1, "ALL")
+	// The start times keep the pairs scheduled (auto-split would end them).
+	start := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
+	d1.OK("migration", "create", "--source", "src", "--target", "dst", "--speed", "low", "--max-mbps", "3", "--vehicle", "generic",
+		"--priority", "high", "--start-at", start, "--window", "22:00-06:00=highest", "--max-elapsed", "6h", "--auto-split", "--verify")
+	d1.OK("session", "create", "wave", "--pair", "s1:d1:generic", "--speed", "high", "--max-mbps", "7", "--max-active", "1",
+		"--priority", "2", "--start-at", start, "--window", "01:00-02:00=low,max-mbps=4", "--max-elapsed", "90m", "--auto-split", "--verify")
+	d1.OK("migration", "set", "s1", "--priority", "7") // a session's pair with an option of its own
+
+	y1 := d1.exportFile(filepath.Join(work, "one.yaml"))
+	var c1 wire.Config
+	d1.JSON(&c1, "config", "export")
+	wantT := wire.ConfigTarget{IQN: t1, Group: 1, Port: 1, AllowAll: true, Initiators: []string{}, Portals: []string{pA},
+		LUNs: []wire.ConfigMapping{{LUN: 0, Name: "a", ReadOnly: true, Initiators: []string{hostA}}}}
+	wantM := wire.ConfigMigration{Source: "src", Target: "dst", Vehicle: "generic", ConfigPairOptions: wire.ConfigPairOptions{Speed: "low", MaxMBps: 3,
+		AutoSplit: true, Verify: true, Priority: 9, StartAt: start, Windows: []string{"22:00-06:00=highest"}, MaxElapsed: "6h0m0s"}}
+	wantS := wire.ConfigSession{Name: "wave", MaxActive: 1, ConfigPairOptions: wire.ConfigPairOptions{Speed: "high", MaxMBps: 7,
+		AutoSplit: true, Verify: true, Priority: 2, StartAt: start, Windows: []string{"01:00-02:00=low,max-mbps=4"}, MaxElapsed: "1h30m0s"},
+		Pairs: []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}}}
+	own := wantS.ConfigPairOptions
+	own.Priority, own.AutoSplit = 7, false // auto_split is the session's
+	wantS.Pairs[0].Options = &own
+	if len(c1.Targets) != 1 || !reflect.DeepEqual(c1.Targets[0], wantT) || len(c1.Migrations) != 1 || !reflect.DeepEqual(c1.Migrations[0], wantM) ||
+		len(c1.Sessions) != 1 || !reflect.DeepEqual(c1.Sessions[0], wantS) {
+		t.Fatalf("export:\n got %+v\n     %+v\n     %+v\nwant %+v\n     %+v\n     %+v", c1.Targets, c1.Migrations, c1.Sessions, wantT, wantM, wantS)
+	}
+	d1.Stop()
+
+	// A fresh server on the same portals (and one more) takes the file;
+	// its export is the same bytes.
+	d := StartDaemon(t, "", "--portal", pA, "--portal", pB)
+	in := filepath.Join(work, "in.yaml")
+	if err := os.WriteFile(in, y1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.OK("config", "apply", in)
+	if y2 := d.exportFile(filepath.Join(work, "two.yaml")); !bytes.Equal(y1, y2) {
+		t.Fatalf("export after apply on a fresh server differs:\n--- first\n%s\n--- second\n%s", y1, y2)
+	}
+	var ms wire.Migration
+	d.JSON(&ms, "migration", "show", "src")
+	if ms.State != "scheduled" || ms.Priority != 9 || !ms.Verify || !ms.AutoSplit || len(ms.Windows) != 1 {
+		t.Fatalf("restored pair: %+v", ms)
+	}
+
+	// Before the live change: B does not see LUN 0, pB does not list t1.
+	if r := runCmd(t, "", nil, "iscsi-readcapacity16", "-i", hostB, "iscsi://"+pA+"/"+t1+"/0"); r.Code == 0 {
+		t.Fatalf("host B sees the LUN masked to host A:\n%s", r)
+	}
+	if on := discovered(t, pB); on[t1] != "" {
+		t.Fatalf("discovery on %s lists %s before its portal is added: %v", pB, t1, on)
+	}
+	c2 := c1
+	c2.Targets = []wire.ConfigTarget{wantT}
+	c2.Targets[0].Portals = []string{pA, pB}
+	c2.Targets[0].LUNs = []wire.ConfigMapping{{LUN: 0, Name: "a", Initiators: []string{hostB}}}
+	c2.Migrations = []wire.ConfigMigration{wantM}
+	c2.Migrations[0].Priority, c2.Migrations[0].Windows, c2.Migrations[0].Verify = 1, nil, false
+	c2.Sessions = []wire.ConfigSession{wantS}
+	c2.Sessions[0].MaxActive, c2.Sessions[0].AutoSplit, c2.Sessions[0].MaxElapsed = 2, false, ""
+	c2.Sessions[0].Pairs = []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}} // the session's options again
+	changed := filepath.Join(work, "changed.json")
+	b, _ := json.Marshal(c2)
+	if err := os.WriteFile(changed, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var res wire.ApplyResult
+	d.JSON(&res, "config", "apply", changed)
+	wantPlan := []string{
+		"~ target " + t1 + ": portals " + pA + "→" + strings.Join(slices.Sorted(slices.Values([]string{pA, pB})), ","),
+		"~ target " + t1 + ": mapping of lun a (LUN 0): read-only false, only " + hostB,
+		"~ migration src: priority high→low, windows 22:00-06:00=highest→none, verify true→false",
+		"~ session wave: max elapsed 1h30m0s→none, auto split true→false, max active 1→2",
+		"~ session wave: pair s1: priority 7→2",
+	}
+	if !reflect.DeepEqual(res.Changes, wantPlan) {
+		t.Fatalf("apply plan:\n%s\nwant:\n%s", strings.Join(res.Changes, "\n"), strings.Join(wantPlan, "\n"))
+	}
+	// Seen by real clients: B sees and writes LUN 0 on pB, A no longer sees it.
+	tool(t, "iscsi-readcapacity16", "-i", hostB, "iscsi://"+pB+"/"+t1+"/0")
+	if r := runCmd(t, "", nil, "iscsi-readcapacity16", "-i", hostA, "iscsi://"+pA+"/"+t1+"/0"); r.Code == 0 {
+		t.Fatalf("host A still sees the LUN now masked to host B:\n%s", r)
+	}
+	opts := fmt.Sprintf("driver=iscsi,transport=tcp,portal=%s,target=%s,lun=0,initiator-name=%s", pB, t1, hostB)
+	if r := runCmd(t, "", nil, "qemu-io", "-c", "write -P 0x3c 0 4k", "-c", "read -P 0x3c 0 4k", "--image-opts", opts); r.Code != 0 ||
+		strings.Contains(r.Stdout+r.Stderr, "failed") {
+		t.Fatalf("write through the mapping made writable:\n%s", r)
+	}
+	if on := discovered(t, pB); on[t1] == "" {
+		t.Fatalf("discovery on %s does not list %s after its portal was added: %v", pB, t1, on)
+	}
+	var ms2 wire.Migration // a fresh value: absent JSON fields must read as empty
+	d.JSON(&ms2, "migration", "show", "src")
+	if ms := ms2; ms.Priority != 1 || ms.Verify || len(ms.Windows) != 0 || !ms.AutoSplit || ms.Speed != "low" || ms.State != "scheduled" {
+		t.Fatalf("pair after the apply: %+v", ms)
+	}
+	var ss wire.MigrationSession
+	d.JSON(&ss, "session", "show", "wave")
+	if ss.MaxActive != 2 || ss.AutoSplit || len(ss.Pairs) != 1 || ss.Pairs[0].Priority != 2 {
+		t.Fatalf("session after the apply: %+v", ss)
+	}
+	var now wire.Config
+	d.JSON(&now, "config", "export")
+	var want wire.Config
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	want.Targets[0].Portals = slices.Sorted(slices.Values(want.Targets[0].Portals))
+	if !reflect.DeepEqual(now, want) {
+		t.Fatalf("export after the apply is not the file:\n got %+v\nwant %+v", now, want)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -93,36 +94,46 @@ type ConfigTarget struct {
 	Initiators  []string // sorted
 	CHAP        *metavol.CHAP
 	LUNs        []ConfigMapping // by number
+	// Portals is the target's portal group ("ip:port", sorted, canonical);
+	// nil: every portal the server listens on.
+	Portals []string
 }
 
-// ConfigMapping is a LUN number of a target and the LUN's name.
+// ConfigMapping is a LUN number of a target, the LUN's name and the
+// mapping's options (MapOptions).
 type ConfigMapping struct {
-	Number uint64
-	LUN    string
+	Number   uint64
+	LUN      string
+	ReadOnly bool
+	// Initiators masks the mapping (sorted; nil: every initiator the
+	// target allows).
+	Initiators []string
 }
 
-// ConfigPair is the definition of a pair created alone.
+// ConfigPair is the definition of a pair created alone: its LUNs, its
+// vehicle and its options (configpairopts.go).
 type ConfigPair struct {
-	Source, Target    string
-	Speed             Speed // "": medium
-	MaxMBps           int64
-	AutoSplit, Verify bool
-	Vehicle           string // "": auto
+	Source, Target string
+	Vehicle        string // "": auto
+	PairOptions
 }
 
-// ConfigSession is the definition of a migration session.
+// ConfigSession is the definition of a migration session: the options it
+// gives to every pair, its own limit of pairs copying at once, and its
+// pairs.
 type ConfigSession struct {
-	Name              string
-	Speed             Speed
-	MaxMBps           int64
-	MaxActive         int
-	AutoSplit, Verify bool
-	Pairs             []ConfigSessionPair // in the session's order
+	Name      string
+	MaxActive int
+	PairOptions
+	Pairs []ConfigSessionPair // in the session's order
 }
 
-// ConfigSessionPair is one pair of a session.
+// ConfigSessionPair is one pair of a session. Options is nil when the
+// pair has the session's options, else the pair's own (`migration set` on
+// the pair; its AutoSplit is the session's).
 type ConfigSessionPair struct {
 	Source, Target, Vehicle string
+	Options                 *PairOptions
 }
 
 // DataDir is the server's data dir (target/api keeps the configuration
@@ -144,6 +155,7 @@ func (m *Manager) ExportConfig() (Config, error) {
 }
 
 func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
+	now := time.Now()
 	c := Config{Version: ConfigVersion}
 	var err error
 	if c.Discovery, err = discoveryCHAP(tx); err != nil {
@@ -192,12 +204,19 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 	}
 	for _, t := range ts {
 		ct := ConfigTarget{IQN: t.IQN, Group: t.Group, Port: t.Port, AllowAll: t.AllowAll, Initiators: slices.Sorted(slices.Values(t.Initiators))}
+		if len(t.Portals) > 0 {
+			ct.Portals = slices.Sorted(slices.Values(t.Portals))
+		}
 		if t.CHAP != nil {
 			ch := *t.CHAP
 			ct.CHAP = &ch
 		}
 		for _, mp := range t.Mappings {
-			ct.LUNs = append(ct.LUNs, ConfigMapping{Number: mp.LUN, LUN: name(mp.LUNID)})
+			cm := ConfigMapping{Number: mp.LUN, LUN: name(mp.LUNID), ReadOnly: mp.ReadOnly}
+			if len(mp.Initiators) > 0 {
+				cm.Initiators = slices.Compact(slices.Sorted(slices.Values(mp.Initiators)))
+			}
+			ct.LUNs = append(ct.LUNs, cm)
 		}
 		sort.Slice(ct.LUNs, func(i, j int) bool { return ct.LUNs[i].Number < ct.LUNs[j].Number })
 		c.Targets = append(c.Targets, ct)
@@ -208,15 +227,18 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 		return c, err
 	}
 	vehicle := map[string]string{} // pair ID -> wanted vehicle
+	recs := map[string]metavol.Pair{}
 	for _, p := range pairs {
 		vehicle[p.ID] = orDefault(p.VehicleWanted, VehicleAuto)
+		recs[p.ID] = p
 		if p.Session != "" || !pairHoldsLUNs(p.State) {
 			continue
 		}
-		c.Migrations = append(c.Migrations, ConfigPair{
-			Source: name(p.SourceLUN), Target: name(p.TargetLUN), Speed: Speed(orDefault(p.Speed, string(SpeedMedium))),
-			MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify, Vehicle: vehicle[p.ID],
-		})
+		opts, err := pairRecordOptions(pairObject(name(p.SourceLUN)), p, now)
+		if err != nil {
+			return c, err
+		}
+		c.Migrations = append(c.Migrations, ConfigPair{Source: name(p.SourceLUN), Target: name(p.TargetLUN), Vehicle: vehicle[p.ID], PairOptions: opts})
 	}
 	sort.Slice(c.Migrations, func(i, j int) bool { return c.Migrations[i].Source < c.Migrations[j].Source })
 	sess, err := tx.Sessions()
@@ -227,8 +249,11 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 		if s.Final != "" {
 			continue
 		}
-		cs := ConfigSession{Name: s.Name, Speed: Speed(orDefault(s.Speed, string(SpeedMedium))), MaxMBps: s.MaxMBps,
-			MaxActive: s.MaxActive, AutoSplit: s.AutoSplit, Verify: s.Verify}
+		opts, err := sessionRecordOptions(sessionObject(s.Name), s, now)
+		if err != nil {
+			return c, err
+		}
+		cs := ConfigSession{Name: s.Name, MaxActive: s.MaxActive, PairOptions: opts}
 		for i, id := range s.PairIDs {
 			sp := ConfigSessionPair{Vehicle: orDefault(vehicle[id], VehicleAuto)}
 			if i < len(s.Sources) {
@@ -236,6 +261,15 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 			}
 			if i < len(s.Targets) {
 				sp.Target = s.Targets[i]
+			}
+			if rec, ok := recs[id]; ok && pairHoldsLUNs(rec.State) {
+				mo, err := pairRecordOptions(pairObject(sp.Source), rec, now)
+				if err != nil {
+					return c, err
+				}
+				if mo = mo.asMember(opts); !mo.same(opts) {
+					sp.Options = &mo
+				}
 			}
 			cs.Pairs = append(cs.Pairs, sp)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -33,12 +34,12 @@ func buildConfigServer(t *testing.T, e *env) {
 		}
 	}
 	must(e.m.CreateTarget(cfgIQN1))
-	must(e.m.CreateTarget(cfgIQN2))
+	must(e.m.CreateTargetOn(cfgIQN2, []string{"127.0.0.1:3260", "[::1]:3260"}))
 	g, p := uint16(7), uint16(42)
 	_, err := e.m.SetTargetPort(cfgIQN2, &g, &p)
 	must(err)
 	n3 := uint64(3)
-	_, err = e.m.MapLUN(cfgIQN1, "a", &n3)
+	_, err = e.m.MapLUNWith(cfgIQN1, "a", MapOptions{Number: &n3, ReadOnly: true, Initiators: []string{cfgInit}})
 	must(err)
 	_, err = e.m.MapLUN(cfgIQN1, "src", nil)
 	must(err)
@@ -51,11 +52,25 @@ func buildConfigServer(t *testing.T, e *env) {
 	_, err = e.m.SetDiscoveryCHAP(metavol.CHAP{User: "disc", Secret: "discovery-secret"})
 	must(err)
 	must(e.m.SetLUNAccess("a", 7, "standby"))
-	_, err = e.m.CreatePair(PairRequest{Source: "src", Target: "dst", Speed: SpeedLow, MaxMBps: 3, Vehicle: VehicleGeneric})
+	// Every pair option is set to a value that is not its default; the
+	// start times keep both scheduled (an auto split would end them).
+	_, err = e.m.CreatePair(PairRequest{Source: "src", Target: "dst", Speed: SpeedLow, MaxMBps: 3, Vehicle: VehicleGeneric,
+		Priority: 8, StartAt: cfgStart(), Windows: []Window{{Start: 22 * time.Hour, End: 6 * time.Hour, Speed: SpeedHighest}},
+		MaxElapsed: 6 * time.Hour, AutoSplit: true, Verify: true})
 	must(err)
-	_, err = e.m.CreateSession(SessionRequest{Name: "wave1", Pairs: []PairRequest{{Source: "s1", Target: "d1"}}, Speed: SpeedHigh, MaxActive: 1})
+	_, err = e.m.CreateSession(SessionRequest{Name: "wave1", Pairs: []PairRequest{{Source: "s1", Target: "d1", Vehicle: VehicleGeneric}},
+		Speed: SpeedHigh, MaxMBps: 7, MaxActive: 1, Priority: 2, StartAt: cfgStart().Add(time.Hour),
+		Windows: []Window{{Start: time.Hour, End: 2 * time.Hour, Speed: SpeedLow, MaxMBps: 4}}, MaxElapsed: 90 * time.Minute,
+		AutoSplit: true, Verify: true})
+	must(err)
+	// A pair of the session with an option of its own.
+	seven := 7
+	_, err = e.m.Set("s1", SetRequest{Priority: &seven})
 	must(err)
 }
+
+// cfgStart is a start time a day ahead (whole seconds, as a file has it).
+func cfgStart() time.Time { return time.Now().Add(24 * time.Hour).Truncate(time.Second).UTC() }
 
 func export(t *testing.T, m *Manager) Config {
 	t.Helper()
@@ -78,6 +93,23 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 	if l := want.LUNs[0]; l.Name != "a" || l.Path != "" || l.ALUA[7] != "standby" || l.ID == "" || l.NAA == "" || l.Serial == "" {
 		t.Fatalf("lun a exported as %+v", l)
+	}
+	// The settings added after the first format are exported too.
+	if mp := want.Targets[0].LUNs[1]; mp.LUN != "a" || !mp.ReadOnly || !reflect.DeepEqual(mp.Initiators, []string{cfgInit}) {
+		t.Fatalf("mapping of a exported as %+v", mp)
+	}
+	if ps := want.Targets[1].Portals; !reflect.DeepEqual(ps, []string{"127.0.0.1:3260", "[::1]:3260"}) {
+		t.Fatalf("portals exported as %q", ps)
+	}
+	if o := want.Migrations[0].PairOptions; o.Priority != 8 || o.StartAt.IsZero() || len(o.Windows) != 1 || o.MaxElapsed != 6*time.Hour || !o.AutoSplit || !o.Verify {
+		t.Fatalf("pair options exported as %+v", o)
+	}
+	if s := want.Sessions[0]; s.MaxActive != 1 || s.Priority != 2 || s.StartAt.IsZero() || len(s.Windows) != 1 || s.MaxElapsed != 90*time.Minute ||
+		!s.AutoSplit || !s.Verify || s.MaxMBps != 7 || s.Pairs[0].Vehicle != VehicleGeneric {
+		t.Fatalf("session exported as %+v", s)
+	}
+	if o := want.Sessions[0].Pairs[0].Options; o == nil || o.Priority != 7 || !o.AutoSplit || o.Speed != SpeedHigh {
+		t.Fatalf("session pair s1's own options exported as %+v, want the session's with priority 7", o)
 	}
 
 	b := newEnv(t, Options{}, false)
@@ -141,7 +173,7 @@ func TestConfigPlanChanges(t *testing.T) {
 		"~ target " + cfgIQN1 + ": allow initiator iqn.2026-12.org.lmtgt.test:host2",
 		"~ target " + cfgIQN1 + ": chap user u2, mutual user tgt",
 		"~ target " + cfgIQN1 + ": map lun new as LUN 5",
-		"~ migration src: speed low→high, max 3→3 MB/s",
+		"~ migration src: speed low→high",
 	}
 	if got := planLines(plan); !reflect.DeepEqual(got, wantLines) {
 		t.Fatalf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantLines, "\n"))
@@ -206,7 +238,11 @@ func TestConfigRefusals(t *testing.T) {
 			c.Targets[1].CHAP = &metavol.CHAP{User: "x", Secret: SecretPlaceholder}
 		}, ErrInvalid, "target " + cfgIQN2, "no current secret to keep"},
 		{"pair target", func(c *Config) { c.Migrations[0].Target = "spare" }, ErrState, "migration src", "target spare is dst here"},
-		{"session max active", func(c *Config) { c.Sessions[0].MaxActive = 2 }, ErrState, "session wave1", "max active 2"},
+		{"session pairs", func(c *Config) { c.Sessions[0].Pairs[0].Vehicle = VehicleAuto }, ErrState, "session wave1", "its pairs differ"},
+		{"pair vehicle", func(c *Config) { c.Migrations[0].Vehicle = VehicleAuto }, ErrState, "migration src", "vehicle auto is generic here"},
+		{"pair start at", func(c *Config) { c.Migrations[0].StartAt = c.Migrations[0].StartAt.Add(time.Minute) }, ErrState, "migration src", "start at "},
+		{"session priority", func(c *Config) { c.Sessions[0].Priority = 10 }, ErrInvalid, "session wave1", "priority 10"},
+		{"mapping mask", func(c *Config) { c.Targets[0].LUNs[0].Initiators = []string{"not an iqn"} }, ErrInvalid, "target " + cfgIQN1, "mapping mask: bad initiator name"},
 		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config", "version 2"},
 		{"relative path", func(c *Config) {
 			c.LUNs = append(c.LUNs, ConfigLUN{Name: "rel", Size: 1 << 20, Path: "rel.img"})
@@ -383,5 +419,129 @@ func TestChangeOpString(t *testing.T) {
 		if got := op.String(); got != want {
 			t.Errorf("%d: %q, want %q", int(op), got, want)
 		}
+	}
+}
+
+// TestConfigLiveOptions: a change of each setting that can change live
+// (mapping write protection and mask, a target's portals, every live pair
+// option of a pair and of a session, a session's max active) is applied
+// through its own operation as exactly one plan line, and the export is
+// then the file: that setting changed and nothing else. The cases run in
+// order on one server, each from the export the one before left.
+func TestConfigLiveOptions(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	buildConfigServer(t, e)
+	e.m.SetExporter(&portalExporter{portals: []string{"127.0.0.1:3260", "[::1]:3260", "127.0.0.2:3260"}})
+	const host2 = "iqn.2026-12.org.lmtgt.test:host2"
+	cases := []struct {
+		name   string
+		change func(c *Config)
+		line   string
+	}{
+		{"session pair back to the session's options", func(c *Config) { c.Sessions[0].Pairs[0].Options = nil },
+			"~ session wave1: pair s1: priority 7→2"},
+		{"mapping read-only", func(c *Config) { c.Targets[0].LUNs[1].ReadOnly = false },
+			"~ target " + cfgIQN1 + ": mapping of lun a (LUN 3): read-only false, only " + cfgInit},
+		{"mapping mask", func(c *Config) { c.Targets[0].LUNs[1].Initiators = []string{host2, cfgInit} },
+			"~ target " + cfgIQN1 + ": mapping of lun a (LUN 3): read-only false, only " + cfgInit + "," + host2},
+		{"mapping unmasked", func(c *Config) { c.Targets[0].LUNs[0].Initiators = nil; c.Targets[0].LUNs[1].Initiators = nil },
+			"~ target " + cfgIQN1 + ": mapping of lun a (LUN 3): read-only false, every initiator"},
+		{"new mapping with options", func(c *Config) {
+			c.Targets[1].LUNs = append(c.Targets[1].LUNs, ConfigMapping{Number: 1, LUN: "spare", ReadOnly: true, Initiators: []string{host2}})
+		}, "~ target " + cfgIQN2 + ": map lun spare as LUN 1, read-only, only " + host2},
+		{"portal added", func(c *Config) { c.Targets[1].Portals = []string{"127.0.0.1:3260", "127.0.0.2:3260", "[::1]:3260"} },
+			"~ target " + cfgIQN2 + ": portals 127.0.0.1:3260,[::1]:3260→127.0.0.1:3260,127.0.0.2:3260,[::1]:3260"},
+		{"portals to every portal", func(c *Config) { c.Targets[1].Portals = nil },
+			"~ target " + cfgIQN2 + ": portals 127.0.0.1:3260,127.0.0.2:3260,[::1]:3260→(every portal)"},
+		{"portal group set", func(c *Config) { c.Targets[0].Portals = []string{"127.0.0.2:3260"} },
+			"~ target " + cfgIQN1 + ": portals (every portal)→127.0.0.2:3260"},
+		{"pair speed", func(c *Config) { c.Migrations[0].Speed = SpeedHighest }, "~ migration src: speed low→highest"},
+		{"pair max", func(c *Config) { c.Migrations[0].MaxMBps = 0 }, "~ migration src: max 3 MB/s→0 MB/s"},
+		{"pair priority", func(c *Config) { c.Migrations[0].Priority = PriorityLow }, "~ migration src: priority 8→low"},
+		{"pair windows", func(c *Config) { c.Migrations[0].Windows = nil }, "~ migration src: windows 22:00-06:00=highest→none"},
+		{"pair max elapsed", func(c *Config) { c.Migrations[0].MaxElapsed = 90 * time.Minute }, "~ migration src: max elapsed 6h0m0s→1h30m0s"},
+		{"pair auto split", func(c *Config) { c.Migrations[0].AutoSplit = false }, "~ migration src: auto split true→false"},
+		{"pair verify", func(c *Config) { c.Migrations[0].Verify = false }, "~ migration src: verify true→false"},
+		{"session speed", func(c *Config) { c.Sessions[0].Speed = SpeedLow }, "~ session wave1: speed high→low"},
+		{"session max", func(c *Config) { c.Sessions[0].MaxMBps = 9 }, "~ session wave1: max 7 MB/s→9 MB/s"},
+		{"session priority", func(c *Config) { c.Sessions[0].Priority = PriorityHigh }, "~ session wave1: priority 2→high"},
+		{"session windows", func(c *Config) {
+			c.Sessions[0].Windows = []Window{{Start: 20 * time.Hour, End: 23*time.Hour + 30*time.Minute + 15*time.Second, Speed: SpeedHigh}}
+		}, "~ session wave1: windows 01:00-02:00=low,max-mbps=4→20:00-23:30:15=high"},
+		{"session max elapsed", func(c *Config) { c.Sessions[0].MaxElapsed = 0 }, "~ session wave1: max elapsed 1h30m0s→none"},
+		{"session auto split", func(c *Config) { c.Sessions[0].AutoSplit = false }, "~ session wave1: auto split true→false"},
+		{"session verify", func(c *Config) { c.Sessions[0].Verify = false }, "~ session wave1: verify true→false"},
+		{"session max active", func(c *Config) { c.Sessions[0].MaxActive = 3 }, "~ session wave1: max active 1→3"},
+		{"session pair's own options", func(c *Config) {
+			o := c.Sessions[0].PairOptions
+			o.Priority, o.Verify = 3, true
+			c.Sessions[0].Pairs[0].Options = &o
+		}, "~ session wave1: pair s1: priority high→3, verify false→true"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want := export(t, e.m)
+			tc.change(&want)
+			plan, err := e.m.ApplyConfig(want, ApplyOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := planLines(plan); len(got) != 1 || got[0] != tc.line {
+				t.Fatalf("plan %q, want exactly %q", got, tc.line)
+			}
+			got := export(t, e.m)
+			// The file may list a mask unsorted; the export sorts it.
+			for i := range want.Targets {
+				for j := range want.Targets[i].LUNs {
+					want.Targets[i].LUNs[j].Initiators = canonicalMask(want.Targets[i].LUNs[j].Initiators)
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after apply:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+	// A session change keeps a pair's own options where the file says so:
+	// session set, then migration set on the pair.
+	c := export(t, e.m)
+	c.Sessions[0].Speed, c.Sessions[0].Pairs[0].Options.Speed = SpeedMedium, SpeedMedium
+	c.Sessions[0].Verify = true
+	plan, err := e.m.ApplyConfig(c, ApplyOptions{})
+	wantLines := []string{"~ session wave1: speed low→medium, verify false→true"}
+	if got := planLines(plan); err != nil || !reflect.DeepEqual(got, wantLines) {
+		t.Fatalf("plan %q, %v; want %q", got, err, wantLines)
+	}
+	c = export(t, e.m)
+	c.Sessions[0].Priority = PriorityLow
+	plan, err = e.m.ApplyConfig(c, ApplyOptions{})
+	wantLines = []string{"~ session wave1: priority high→low", "~ session wave1: pair s1: priority low→3"}
+	if got := planLines(plan); err != nil || !reflect.DeepEqual(got, wantLines) {
+		t.Fatalf("plan %q, %v; want %q", got, err, wantLines)
+	}
+	if got := export(t, e.m); !reflect.DeepEqual(got, c) {
+		t.Fatalf("after apply:\n got %+v\nwant %+v", got, c)
+	}
+	c.Sessions[0].Priority = PriorityHigh
+	if _, err := e.m.ApplyConfig(c, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The running objects took the changes (not only their records).
+	s, err := e.m.Session("wave1")
+	if err != nil || s.MaxActive != 3 || s.Speed != SpeedMedium || s.AutoSplit || s.Priority != PriorityHigh || len(s.Pairs) != 1 || s.Pairs[0].Priority != 3 {
+		t.Fatalf("session after the applies: %+v, %v", s, err)
+	}
+	ps, err := e.m.Pair("src")
+	if err != nil || ps.Priority != PriorityLow || ps.Speed != SpeedHighest || ps.MaxMBps != 0 || ps.AutoSplit || ps.Verify || len(ps.Windows) != 0 {
+		t.Fatalf("pair after the applies: %+v, %v", ps, err)
+	}
+	// A portal the server does not listen on is refused, and nothing changes.
+	before := export(t, e.m)
+	c = export(t, e.m)
+	c.Targets[0].Portals = []string{"127.0.0.9:3260"}
+	c.Migrations[0].Speed = SpeedLow
+	_, err = e.m.ApplyConfig(c, ApplyOptions{})
+	wantRefusal(t, "portal not listened on", err, ErrInvalid, "target "+cfgIQN1, "does not listen")
+	if got := export(t, e.m); !reflect.DeepEqual(got, before) {
+		t.Fatalf("refused apply changed the server:\n got %+v\nwant %+v", got, before)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,10 +20,13 @@ import (
 //
 //  1. discovery CHAP;
 //  2. new LUNs, grown LUNs;
-//  3. new targets (with their ALUA port), changed target ports;
-//  4. per target: mappings removed, ACL, CHAP, mappings added;
+//  3. new targets (with their ALUA port and portal group), changed
+//     target ports and portal groups;
+//  4. per target: mappings removed, ACL, CHAP, mapping options changed
+//     (read-only, mask), mappings added;
 //  5. LUN ALUA access states;
-//  6. new pairs and sessions, throttle changes of existing ones;
+//  6. new pairs and sessions, option changes of existing ones
+//     (configpairopts.go: Set, SetSession);
 //  7. with Prune: targets, then LUNs the file does not name.
 //
 // Mappings are removed before they are added (a number may move to
@@ -34,10 +38,10 @@ import (
 const (
 	phaseDiscovery     = iota // discovery CHAP
 	phaseLUNs                 // new, imported and grown LUNs
-	phaseTargets              // new targets, target ports
-	phaseTargetContent        // per target: unmaps, ACL, CHAP, maps
+	phaseTargets              // new targets, target ports, portal groups
+	phaseTargetContent        // per target: unmaps, ACL, CHAP, mapping options, maps
 	phaseALUA                 // LUN access states
-	phaseMigrations           // new pairs and sessions, their throttle
+	phaseMigrations           // new pairs and sessions, their options
 	phasePrune                // deletions (--prune)
 	numPhases
 )
@@ -235,6 +239,11 @@ func (p *planner) checkNames() map[string]*ConfigLUN {
 				p.refuse(ErrNotFound, obj, "LUN %d names lun %s, which the file does not define", mp.Number, mp.LUN)
 			}
 			nums[mp.Number], mapped[mp.LUN] = true, true
+			for _, in := range mp.Initiators {
+				if err := ValidateISCSIName(in); err != nil {
+					p.refuse(ErrInvalid, obj, "LUN %d: mapping mask: bad initiator name %q: %v", mp.Number, in, err)
+				}
+			}
 		}
 		for _, in := range t.Initiators {
 			if err := ValidateISCSIName(in); err != nil {
@@ -519,24 +528,24 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 			}
 		}
 		c := p.cur.targets[iqn]
+		portals, ok := p.wantPortals(obj, w.Portals, c)
+		if !ok {
+			continue
+		}
 		if c == nil {
 			c = &ConfigTarget{IQN: iqn}
 			group, port := w.Group, w.Port
-			p.add(phaseTargets, OpCreate, obj, fmt.Sprintf("group %s, port %s", idOrAuto(group), idOrAuto(port)),
-				func() error { return m.createTargetWith(iqn, group, port) },
+			p.add(phaseTargets, OpCreate, obj, fmt.Sprintf("group %s, port %s%s", idOrAuto(group), idOrAuto(port), portalsDetail(portals)),
+				func() error { return m.createTargetWith(iqn, group, port, portals) },
 				func() error { return m.DeleteTarget(iqn, true) })
-		} else if (w.Group != 0 && w.Group != c.Group) || (w.Port != 0 && w.Port != c.Port) {
-			var g, pt *uint16
-			if w.Group != 0 && w.Group != c.Group {
-				g = &w.Group
+		} else {
+			p.planTargetPort(w, c)
+			if !slices.Equal(portals, c.Portals) {
+				old := c.Portals
+				p.add(phaseTargets, OpChange, obj, fmt.Sprintf("portals %s→%s", portalList(old), portalList(portals)),
+					func() error { return m.setTargetPortals(iqn, portals) },
+					func() error { return m.setTargetPortals(iqn, old) })
 			}
-			if w.Port != 0 && w.Port != c.Port {
-				pt = &w.Port
-			}
-			og, op := c.Group, c.Port
-			p.add(phaseTargets, OpChange, obj, fmt.Sprintf("ALUA group %d→%s, port %d→%s", c.Group, idOrAuto(w.Group), c.Port, idOrAuto(w.Port)),
-				func() error { _, err := m.SetTargetPort(iqn, g, pt); return err },
-				func() error { _, err := m.SetTargetPort(iqn, &og, &op); return err })
 		}
 		// Mappings: remove what differs (phase 3), add what is missing
 		// (after the ACL and CHAP).
@@ -554,12 +563,18 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			lun, num := mp.LUN, mp.Number
+			old := MapOptions{Number: &num, ReadOnly: mp.ReadOnly, Initiators: mp.Initiators}
 			p.add(phaseTargetContent, OpChange, obj, fmt.Sprintf("unmap lun %s (LUN %d)", lun, num),
 				func() error { return m.UnmapLUN(iqn, lun) },
-				func() error { _, err := m.MapLUN(iqn, lun, &num); return err })
+				func() error { _, err := m.MapLUNWith(iqn, lun, old); return err })
 		}
+		var opts []configStep // mapping option changes, after the ACL
 		for _, mp := range w.LUNs {
 			if n, ok := cm[mp.LUN]; ok && n == mp.Number {
+				cur := c.LUNs[slices.IndexFunc(c.LUNs, func(x ConfigMapping) bool { return x.LUN == mp.LUN })]
+				if s, ok := p.mappingChange(obj, iqn, mp, cur); ok {
+					opts = append(opts, s)
+				}
 				continue
 			}
 			if cp, ok := p.cur.pairOf[mp.LUN]; ok && cp.target == mp.LUN {
@@ -613,13 +628,133 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 				p.add(phaseTargetContent, OpChange, obj, "chap "+chapDetail(wc), set(wc), set(c.CHAP))
 			}
 		}
+		p.steps[phaseTargetContent] = append(p.steps[phaseTargetContent], opts...)
 		for _, mp := range adds {
 			lun, num := mp.LUN, mp.Number
-			p.add(phaseTargetContent, OpChange, obj, fmt.Sprintf("map lun %s as LUN %d", lun, num),
-				func() error { _, err := m.MapLUN(iqn, lun, &num); return err },
+			mo := MapOptions{Number: &num, ReadOnly: mp.ReadOnly, Initiators: canonicalMask(mp.Initiators)}
+			p.add(phaseTargetContent, OpChange, obj, fmt.Sprintf("map lun %s as LUN %d%s", lun, num, mappingDetail(mp.ReadOnly, mo.Initiators)),
+				func() error { _, err := m.MapLUNWith(iqn, lun, mo); return err },
 				func() error { return m.UnmapLUN(iqn, lun) })
 		}
 	}
+}
+
+// planTargetPort plans a change of an existing target's ALUA group or
+// relative port ID (0 in the file: unchanged).
+func (p *planner) planTargetPort(w, c *ConfigTarget) {
+	if (w.Group == 0 || w.Group == c.Group) && (w.Port == 0 || w.Port == c.Port) {
+		return
+	}
+	m, iqn := p.m, w.IQN
+	var g, pt *uint16
+	if w.Group != 0 && w.Group != c.Group {
+		g = &w.Group
+	}
+	if w.Port != 0 && w.Port != c.Port {
+		pt = &w.Port
+	}
+	og, op := c.Group, c.Port
+	p.add(phaseTargets, OpChange, targetObject(iqn), fmt.Sprintf("ALUA group %d→%s, port %d→%s", c.Group, idOrAuto(w.Group), c.Port, idOrAuto(w.Port)),
+		func() error { _, err := m.SetTargetPort(iqn, g, pt); return err },
+		func() error { _, err := m.SetTargetPort(iqn, &og, &op); return err })
+}
+
+// wantPortals checks a target's wanted portal group and returns it
+// canonical and sorted (nil: every portal). A portal the target has now
+// is kept as it is; a new one must be a portal the server listens on
+// (checkPortal, the rule of AddTargetPortal). cur is nil for a new target.
+func (p *planner) wantPortals(obj string, want []string, cur *ConfigTarget) ([]string, bool) {
+	var out []string
+	ok := true
+	for _, s := range want {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			p.refuse(ErrInvalid, obj, "portal %q: want ip:port, one of serve --portal (%v)", s, err)
+			ok = false
+			continue
+		}
+		c := canonicalPortal(ap)
+		if cur == nil || !slices.Contains(cur.Portals, c) {
+			if _, err := p.m.checkPortal(obj, c); err != nil {
+				p.refused = append(p.refused, asRefusal(err, obj))
+				ok = false
+				continue
+			}
+		}
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return out, ok
+}
+
+// setTargetPortals replaces a target's portal group (checked by the plan)
+// in one change, live: sessions on a portal it leaves are ended.
+func (m *Manager) setTargetPortals(iqn string, portals []string) error {
+	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
+		t.Portals = slices.Clone(portals)
+		return nil
+	})
+}
+
+func portalList(ps []string) string {
+	if len(ps) == 0 {
+		return "(every portal)"
+	}
+	return strings.Join(ps, ",")
+}
+
+func portalsDetail(ps []string) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	return ", portals " + portalList(ps)
+}
+
+// canonicalMask is a mapping mask sorted without duplicates (nil: none);
+// the names were checked by checkNames.
+func canonicalMask(inis []string) []string {
+	if len(inis) == 0 {
+		return nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(inis)))
+}
+
+func mappingDetail(readOnly bool, mask []string) string {
+	var s string
+	if readOnly {
+		s += ", read-only"
+	}
+	if len(mask) > 0 {
+		s += ", only " + strings.Join(mask, ",")
+	}
+	return s
+}
+
+// mappingChange plans a change of a kept mapping's write protection or
+// mask (SetMapping, live); ok is false when nothing differs.
+func (p *planner) mappingChange(obj, iqn string, w, c ConfigMapping) (configStep, bool) {
+	wm, cm := canonicalMask(w.Initiators), canonicalMask(c.Initiators)
+	if w.ReadOnly == c.ReadOnly && slices.Equal(wm, cm) {
+		return configStep{}, false
+	}
+	m, lun := p.m, w.LUN
+	set := func(ro bool, mask []string) func() error {
+		return func() error {
+			inis := slices.Clone(mask)
+			if inis == nil {
+				inis = []string{} // an empty mask unmasks
+			}
+			return m.SetMapping(iqn, lun, MappingChange{ReadOnly: &ro, Initiators: &inis})
+		}
+	}
+	mask := "every initiator"
+	if len(wm) > 0 {
+		mask = "only " + strings.Join(wm, ",")
+	}
+	detail := fmt.Sprintf("mapping of lun %s (LUN %d): read-only %t, %s", lun, w.Number, w.ReadOnly, mask)
+	return configStep{change: ConfigChange{Op: OpChange, Object: obj, Detail: detail}, do: set(w.ReadOnly, wm), undo: set(c.ReadOnly, cm)}, true
 }
 
 func idOrAuto(id uint16) string {
@@ -663,8 +798,10 @@ func (p *planner) planALUA() {
 	}
 }
 
-// planMigrations plans new pairs and sessions and their throttle changes;
-// anything else about an existing one is refused.
+// planMigrations plans new pairs and sessions and the changes of their
+// options (those pairOptionTable can set live, and a session's max
+// active); what no operation changes on a running migration (a pair's
+// target or vehicle, a session's pairs, a pending start time) is refused.
 func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 	m := p.m
 	// Where each LUN is mapped after the apply: as the file says on its
@@ -716,16 +853,17 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		}
 		return ok
 	}
+	now := time.Now()
 	for _, w := range p.want.Migrations {
 		obj := pairObject(w.Source)
 		if !checkLUNs(obj, w.Source, w.Target) {
 			continue
 		}
-		speed, err := checkSpeed(obj, w.Speed)
-		if err != nil {
+		if err := w.PairOptions.check(obj); err != nil {
 			p.refused = append(p.refused, asRefusal(err, obj))
 			continue
 		}
+		wo := w.PairOptions.normalized(now)
 		vehicle := orDefault(w.Vehicle, VehicleAuto)
 		c, exists := p.cur.pairs[w.Source]
 		if !exists {
@@ -737,13 +875,13 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				p.refuse(ErrInPair, obj, "its target lun %s is in migration pair %s here", w.Target, cp.rec.ID)
 				continue
 			}
-			req := PairRequest{Source: w.Source, Target: w.Target, Speed: speed, MaxMBps: w.MaxMBps, AutoSplit: w.AutoSplit, Verify: w.Verify, Vehicle: vehicle}
+			req := wo.pairRequest(w.Source, w.Target, vehicle)
 			if err := checkPairRequest(&req); err != nil {
 				p.refused = append(p.refused, asRefusal(err, obj))
 				continue
 			}
 			source := w.Source
-			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %d MB/s", w.Target, speed, w.MaxMBps),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %d MB/s", w.Target, wo.Speed, wo.MaxMBps),
 				func() error { _, err := m.CreatePair(req); return err },
 				func() error { return m.Cancel(source) })
 			continue
@@ -755,22 +893,29 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		if c.target != w.Target {
 			bad = append(bad, fmt.Sprintf("target %s is %s here", w.Target, c.target))
 		}
-		if c.rec.AutoSplit != w.AutoSplit || c.rec.Verify != w.Verify {
-			bad = append(bad, fmt.Sprintf("auto split %t, verify %t are %t, %t here", w.AutoSplit, w.Verify, c.rec.AutoSplit, c.rec.Verify))
-		}
 		if cv := orDefault(c.rec.VehicleWanted, VehicleAuto); cv != vehicle {
 			bad = append(bad, fmt.Sprintf("vehicle %s is %s here", vehicle, cv))
 		}
-		if len(bad) > 0 {
-			p.refuse(ErrState, obj, "cannot be changed live: %s (only speed and max_mbps can; cancel and re-create for the rest)", strings.Join(bad, "; "))
+		co, err := pairRecordOptions(obj, c.rec, now)
+		if err != nil {
+			p.refuse(ErrInvalid, obj, "%v", err)
 			continue
 		}
-		cs := Speed(orDefault(c.rec.Speed, string(SpeedMedium)))
-		if cs != speed || c.rec.MaxMBps != w.MaxMBps {
-			source, ws, wm, om := w.Source, speed, w.MaxMBps, c.rec.MaxMBps
-			p.add(phaseMigrations, OpChange, obj, fmt.Sprintf("speed %s→%s, max %d→%d MB/s", cs, speed, om, wm),
-				func() error { _, err := m.Set(source, SetRequest{Speed: &ws, MaxMBps: &wm}); return err },
-				func() error { _, err := m.Set(source, SetRequest{Speed: &cs, MaxMBps: &om}); return err })
+		do, undo, line, fixed := optionsDiff(wo, co)
+		bad = append(bad, fixed...)
+		if len(bad) > 0 {
+			p.refuse(ErrState, obj, "cannot be changed live: %s (cancel and re-create the pair for that)", strings.Join(bad, "; "))
+			continue
+		}
+		if line != "" {
+			if err := checkSetRequest(obj, &do); err != nil {
+				p.refused = append(p.refused, asRefusal(err, obj))
+				continue
+			}
+			source := w.Source
+			p.add(phaseMigrations, OpChange, obj, line,
+				func() error { _, err := m.Set(source, do); return err },
+				func() error { _, err := m.Set(source, undo); return err })
 		}
 	}
 	wantSess := map[string]bool{}
@@ -785,11 +930,15 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 			continue
 		}
 		wantSess[w.Name] = true
-		speed, err := checkSpeed(obj, w.Speed)
-		if err != nil {
+		if err := w.PairOptions.check(obj); err != nil {
 			p.refused = append(p.refused, asRefusal(err, obj))
 			continue
 		}
+		if w.MaxActive < 0 {
+			p.refuse(ErrInvalid, obj, "max active %d is negative (0: every pair copies at once)", w.MaxActive)
+			continue
+		}
+		wo := w.PairOptions.normalized(now)
 		ok := true
 		for _, sp := range w.Pairs {
 			ok = checkLUNs(obj, sp.Source, sp.Target) && ok
@@ -803,7 +952,8 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				p.refuse(ErrExists, obj, "a finished session of that name exists here: delete it first (lmtgt session delete)")
 				continue
 			}
-			req := SessionRequest{Name: w.Name, Speed: speed, MaxMBps: w.MaxMBps, MaxActive: w.MaxActive, AutoSplit: w.AutoSplit, Verify: w.Verify}
+			req := wo.sessionRequest(w.Name)
+			req.MaxActive = w.MaxActive
 			for _, sp := range w.Pairs {
 				if cp, busy := p.cur.pairOf[sp.Source]; busy {
 					p.refuse(ErrInPair, obj, "lun %s is in migration pair %s here", sp.Source, cp.rec.ID)
@@ -819,9 +969,12 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			name := w.Name
-			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), speed, w.MaxMBps, w.MaxActive),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), wo.Speed, wo.MaxMBps, w.MaxActive),
 				func() error { _, err := m.CreateSession(req); return err },
 				func() error { _, err := m.CancelSession(name); return err })
+			for _, sp := range w.Pairs {
+				p.planMember(obj, sp, wo, wo, now) // created with the session's options
+			}
 			continue
 		}
 		var bad []string
@@ -830,19 +983,38 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		}) {
 			bad = append(bad, "its pairs differ")
 		}
-		if c.AutoSplit != w.AutoSplit || c.Verify != w.Verify || c.MaxActive != w.MaxActive {
-			bad = append(bad, fmt.Sprintf("auto split %t, verify %t, max active %d are %t, %t, %d here",
-				w.AutoSplit, w.Verify, w.MaxActive, c.AutoSplit, c.Verify, c.MaxActive))
-		}
+		do, undo, line, fixed := optionsDiff(wo, c.PairOptions.normalized(now))
+		bad = append(bad, fixed...)
 		if len(bad) > 0 {
-			p.refuse(ErrState, obj, "cannot be changed live: %s (only speed and max_mbps can)", strings.Join(bad, "; "))
+			p.refuse(ErrState, obj, "cannot be changed live: %s (cancel the session and create it again for that)", strings.Join(bad, "; "))
 			continue
 		}
-		if c.Speed != speed || c.MaxMBps != w.MaxMBps {
-			name, ws, wm, cs, om := w.Name, speed, w.MaxMBps, c.Speed, c.MaxMBps
-			p.add(phaseMigrations, OpChange, obj, fmt.Sprintf("speed %s→%s, max %d→%d MB/s", cs, ws, om, wm),
-				func() error { _, err := m.SetSession(name, SetRequest{Speed: &ws, MaxMBps: &wm}); return err },
-				func() error { _, err := m.SetSession(name, SetRequest{Speed: &cs, MaxMBps: &om}); return err })
+		if w.MaxActive != c.MaxActive {
+			wa, ca := w.MaxActive, c.MaxActive
+			do.MaxActive, undo.MaxActive = &wa, &ca
+			if line != "" {
+				line += ", "
+			}
+			line += fmt.Sprintf("max active %d→%d", ca, wa)
+		}
+		if line != "" {
+			if err := checkSetRequest(obj, &do); err != nil {
+				p.refused = append(p.refused, asRefusal(err, obj))
+				continue
+			}
+			name := w.Name
+			p.add(phaseMigrations, OpChange, obj, line,
+				func() error { _, err := m.SetSession(name, do); return err },
+				func() error { _, err := m.SetSession(name, undo); return err })
+		}
+		// The pairs' own options, as they are after the session's change.
+		cs := c.PairOptions.normalized(now)
+		for i, sp := range w.Pairs {
+			cur := cs
+			if o := c.Pairs[i].Options; o != nil {
+				cur = o.normalized(now)
+			}
+			p.planMember(obj, sp, wo, sessionAfter(cur, cs, wo), now)
 		}
 	}
 	// Migrations are never cancelled by apply.
@@ -860,6 +1032,36 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 			p.keep(sessionObject(c.Name), "not in the file; apply never cancels a migration (lmtgt session cancel)")
 		}
 	}
+}
+
+// planMember plans the change of a session's pair sp to its own options
+// (sp.Options; nil: the session's, wo) from cur, its options once the
+// session's change is done, through `migration set` on the pair.
+func (p *planner) planMember(obj string, sp ConfigSessionPair, wo, cur PairOptions, now time.Time) {
+	want := wo
+	if sp.Options != nil {
+		if err := sp.Options.check(obj); err != nil {
+			p.refused = append(p.refused, asRefusal(err, obj))
+			return
+		}
+		want = sp.Options.normalized(now)
+	}
+	do, undo, line, fixed := optionsDiff(want.asMember(wo), cur.asMember(wo))
+	if len(fixed) > 0 {
+		p.refuse(ErrState, obj, "pair %s: cannot be changed live: %s (a session's pairs start together: cancel the session and create it again for that)", sp.Source, strings.Join(fixed, "; "))
+		return
+	}
+	if line == "" {
+		return
+	}
+	if err := checkSetRequest(obj, &do); err != nil {
+		p.refused = append(p.refused, asRefusal(err, obj))
+		return
+	}
+	m, source := p.m, sp.Source
+	p.add(phaseMigrations, OpChange, obj, "pair "+source+": "+line,
+		func() error { _, err := m.Set(source, do); return err },
+		func() error { _, err := m.Set(source, undo); return err })
 }
 
 // planPrune deletes (Prune) or keeps the targets and LUNs the file does
@@ -953,8 +1155,9 @@ func asRefusal(err error, obj string) *Refusal {
 }
 
 // createTargetWith creates a target with its ALUA group and relative port
-// ID (0: the server's choice), live, in one change.
-func (m *Manager) createTargetWith(iqn string, group, port uint16) error {
+// ID (0: the server's choice) and its portal group (canonical, checked by
+// the plan; nil: every portal), live, in one change.
+func (m *Manager) createTargetWith(iqn string, group, port uint16, portals []string) error {
 	obj := targetObject(iqn)
 	if err := ValidateISCSIName(iqn); err != nil {
 		return refuse(ErrInvalid, obj, "bad IQN: %v", err)
@@ -966,7 +1169,7 @@ func (m *Manager) createTargetWith(iqn string, group, port uint16) error {
 			return nil, err
 		}
 		undo := func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }
-		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Group: group, Port: port, Created: time.Now().UTC()})
+		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Group: group, Port: port, Created: time.Now().UTC(), Portals: slices.Clone(portals)})
 	})
 }
 

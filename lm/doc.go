@@ -41,7 +41,10 @@
 // (sentinels, Refusal), config.go and configplan.go (the configuration
 // as a file: export in one snapshot; the plan of an apply, checked as a
 // whole before its first step and carried out through the operations
-// above, each step with its undo),
+// above, each step with its undo), configpairopts.go (the pair options
+// the file carries for a pair or a session, in one table: the extension
+// point where a new `migration create` option is added to the file, with
+// how it compares, is created and changes live),
 // queue.go (the copy queue: slots by priority,
 // run-time max active, the server limits), schedule.go (start time, state
 // scheduled), schedule_window.go (daily windows, max elapsed, the

@@ -17,18 +17,22 @@ import (
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
 
-// configCommand is `lmtgt config`: the configuration as a file. Other
-// subcommands of config (for example a run-time setting) are added to its
-// Subcommands.
+// configCommand is `lmtgt config`: the configuration as a file (export,
+// apply, backups), then the server-wide run-time limits (set, show:
+// configset.go), which the file does not carry (docs/design.md).
 func configCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "config",
-		Usage: "the whole configuration as a file: export, apply (live, only what differs), automatic backups; run-time limits (set, show)",
-		Subcommands: append(configSetCommands(), []*cli.Command{
+		Usage: "the configuration as a file (export, apply live, backups) and the server-wide run-time copy limits (set, show)",
+		Description: "export/apply carry every LUN, target (portals, ACL, CHAP, mappings with read-only and initiator mask), ALUA setting,\n" +
+			"and migration pair and session with its options (speed, cap, priority, start time, windows, max elapsed, auto-split,\n" +
+			"verify, vehicle, max active). The run-time limits of `config set` are not in the file: they last until the next\n" +
+			"restart, which takes the serve flags (--max-active, --max-total-mbps) again.",
+		Subcommands: append([]*cli.Command{
 			{
 				Name: "export",
-				Usage: "write every LUN, target, mapping, ACL, CHAP setting, ALUA setting and migration definition " +
-					"(sorted, diff-friendly; secrets only with --with-secrets)",
+				Usage: "write every LUN, target, portal group, mapping (read-only, mask), ACL, CHAP setting, ALUA setting and migration " +
+					"pair and session with its options (sorted, diff-friendly; secrets only with --with-secrets)",
 				ArgsUsage: "[FILE]",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "yaml", Usage: "format: yaml or json"},
@@ -54,7 +58,7 @@ func configCommand() *cli.Command {
 				Flags:  []cli.Flag{outputFlag},
 				Action: configBackups,
 			},
-		}...),
+		}, configSetCommands()...),
 	}
 }
 

@@ -18,15 +18,21 @@ func TestConfigYAMLRoundTrip(t *testing.T) {
 		LUNs: []wire.ConfigLUN{{Name: "1e5", ID: "1234567890123456", NAA: "60000000000000000000000000000001", Serial: "0123456789012345",
 			Size: 1 << 20, BlockSize: 512, Volume: wire.ConfigVolume{Kind: "file", Path: "/srv/a b:c.img"},
 			ALUA: []wire.ConfigALUA{{Group: 2, State: "standby"}}}},
-		Targets:    []wire.ConfigTarget{{IQN: "iqn.2026-12.org.x:t", Group: 1, Port: 1, Initiators: []string{}, LUNs: []wire.ConfigMapping{{LUN: 0, Name: "1e5"}}}},
-		Migrations: []wire.ConfigMigration{},
-		Sessions:   []wire.ConfigSession{},
+		Targets: []wire.ConfigTarget{{IQN: "iqn.2026-12.org.x:t", Group: 1, Port: 1, Initiators: []string{},
+			LUNs:    []wire.ConfigMapping{{LUN: 0, Name: "1e5", ReadOnly: true, Initiators: []string{"iqn.2026-12.org.x:h"}}},
+			Portals: []string{"127.0.0.1:3260", "[::1]:3260"}}},
+		Migrations: []wire.ConfigMigration{{Source: "1e5", Target: "b", Vehicle: "generic", ConfigPairOptions: wire.ConfigPairOptions{
+			Speed: "low", MaxMBps: 3, AutoSplit: true, Verify: true, Priority: 8, StartAt: "2026-12-24T21:00:00Z",
+			Windows: []string{"22:00-06:00=highest", "12:00-13:00=low,max-mbps=4"}, MaxElapsed: "6h0m0s"}}},
+		Sessions: []wire.ConfigSession{{Name: "w", MaxActive: 2, ConfigPairOptions: wire.ConfigPairOptions{Speed: "high", Priority: 2},
+			Pairs: []wire.ConfigSessionPair{{Source: "c", Target: "d", Vehicle: "auto", Options: &wire.ConfigPairOptions{Speed: "high", Priority: 7}}}}},
 	}
 	y, err := encodeConfig(cfg, "yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"version: 1\n", `serial: "0123456789012345"`, `id: "1234567890123456"`, `name: "1e5"`, `user: "true"`, "initiators: []"} {
+	for _, want := range []string{"version: 1\n", `serial: "0123456789012345"`, `id: "1234567890123456"`, `name: "1e5"`, `user: "true"`, "initiators: []",
+		"read_only: true\n", "portals:\n", "priority: 8\n", "start_at: \"2026-12-24T21:00:00Z\"", "- 22:00-06:00=highest\n", "max_elapsed: 6h0m0s\n", "max_active: 2\n"} {
 		if !strings.Contains(string(y), want) {
 			t.Fatalf("yaml lacks %q:\n%s", want, y)
 		}

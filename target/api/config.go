@@ -114,25 +114,77 @@ func configToWire(c lm.Config, show bool) wire.Config {
 			g = target.DefaultGroup
 		}
 		wt := wire.ConfigTarget{IQN: t.IQN, Group: g, Port: t.Port, AllowAll: t.AllowAll,
-			Initiators: append([]string{}, t.Initiators...), CHAP: chapToWire(t.CHAP, show), LUNs: []wire.ConfigMapping{}}
+			Initiators: append([]string{}, t.Initiators...), CHAP: chapToWire(t.CHAP, show), LUNs: []wire.ConfigMapping{},
+			Portals: slices.Clone(t.Portals)}
 		for _, mp := range t.LUNs {
-			wt.LUNs = append(wt.LUNs, wire.ConfigMapping{LUN: mp.Number, Name: mp.LUN})
+			wt.LUNs = append(wt.LUNs, wire.ConfigMapping{LUN: mp.Number, Name: mp.LUN, ReadOnly: mp.ReadOnly, Initiators: slices.Clone(mp.Initiators)})
 		}
 		out.Targets = append(out.Targets, wt)
 	}
 	for _, p := range c.Migrations {
-		out.Migrations = append(out.Migrations, wire.ConfigMigration{Source: p.Source, Target: p.Target, Speed: string(p.Speed),
-			MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify, Vehicle: p.Vehicle})
+		out.Migrations = append(out.Migrations, wire.ConfigMigration{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle,
+			ConfigPairOptions: pairOptionsToWire(p.PairOptions)})
 	}
 	for _, ss := range c.Sessions {
-		ws := wire.ConfigSession{Name: ss.Name, Speed: string(ss.Speed), MaxMBps: ss.MaxMBps, MaxActive: ss.MaxActive,
-			AutoSplit: ss.AutoSplit, Verify: ss.Verify, Pairs: []wire.ConfigSessionPair{}}
+		ws := wire.ConfigSession{Name: ss.Name, MaxActive: ss.MaxActive, ConfigPairOptions: pairOptionsToWire(ss.PairOptions),
+			Pairs: []wire.ConfigSessionPair{}}
 		for _, p := range ss.Pairs {
-			ws.Pairs = append(ws.Pairs, wire.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
+			wp := wire.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle}
+			if p.Options != nil {
+				o := pairOptionsToWire(*p.Options)
+				o.AutoSplit = false // the session's
+				wp.Options = &o
+			}
+			ws.Pairs = append(ws.Pairs, wp)
 		}
 		out.Sessions = append(out.Sessions, ws)
 	}
 	return out
+}
+
+// pairOptionsToWire writes a pair's options as the file has them (lm's
+// export already left out a start time that has passed).
+func pairOptionsToWire(o lm.PairOptions) wire.ConfigPairOptions {
+	w := wire.ConfigPairOptions{Speed: string(o.Speed), MaxMBps: o.MaxMBps, AutoSplit: o.AutoSplit, Verify: o.Verify, Priority: o.Priority}
+	if !o.StartAt.IsZero() {
+		w.StartAt = o.StartAt.UTC().Format(time.RFC3339)
+	}
+	for _, win := range o.Windows {
+		w.Windows = append(w.Windows, win.String())
+	}
+	if o.MaxElapsed != 0 {
+		w.MaxElapsed = o.MaxElapsed.String()
+	}
+	return w
+}
+
+// pairOptionsFromWire reads a pair's options from the file for obj; the
+// start time must be RFC 3339 (a clock time alone would mean another
+// moment at each apply).
+func pairOptionsFromWire(obj string, w wire.ConfigPairOptions) (lm.PairOptions, error) {
+	o := lm.PairOptions{Speed: lm.Speed(w.Speed), MaxMBps: w.MaxMBps, AutoSplit: w.AutoSplit, Verify: w.Verify, Priority: w.Priority}
+	if w.StartAt != "" {
+		t, err := time.Parse(time.RFC3339, w.StartAt)
+		if err != nil {
+			return o, invalid(obj, "start_at %q: want an RFC 3339 time (2026-12-24T22:00:00+01:00)", w.StartAt)
+		}
+		o.StartAt = t.UTC()
+	}
+	if len(w.Windows) > 0 {
+		ws, err := lm.ParseWindows(obj, w.Windows)
+		if err != nil {
+			return o, toWire(err, obj)
+		}
+		if len(ws) > 0 {
+			o.Windows = ws
+		}
+	}
+	d, err := lm.ParseMaxElapsed(obj, w.MaxElapsed)
+	if err != nil {
+		return o, toWire(err, obj)
+	}
+	o.MaxElapsed = d
+	return o, nil
 }
 
 // unhide maps the wire placeholder to lm's.
@@ -220,19 +272,38 @@ func configFromWire(c wire.Config) (lm.Config, error) {
 			ct.Initiators = append(ct.Initiators, in)
 		}
 		for _, mp := range t.LUNs {
-			ct.LUNs = append(ct.LUNs, lm.ConfigMapping{Number: mp.LUN, LUN: mp.Name})
+			ct.LUNs = append(ct.LUNs, lm.ConfigMapping{Number: mp.LUN, LUN: mp.Name, ReadOnly: mp.ReadOnly, Initiators: slices.Clone(mp.Initiators)})
 		}
+		ct.Portals = slices.Clone(t.Portals)
 		out.Targets = append(out.Targets, ct)
 	}
 	for _, p := range c.Migrations {
-		out.Migrations = append(out.Migrations, lm.ConfigPair{Source: p.Source, Target: p.Target, Speed: lm.Speed(p.Speed),
-			MaxMBps: p.MaxMBps, AutoSplit: p.AutoSplit, Verify: p.Verify, Vehicle: p.Vehicle})
+		opts, err := pairOptionsFromWire(pairObject(p.Source), p.ConfigPairOptions)
+		if err != nil {
+			return lm.Config{}, err
+		}
+		out.Migrations = append(out.Migrations, lm.ConfigPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle, PairOptions: opts})
 	}
 	for _, ss := range c.Sessions {
-		cs := lm.ConfigSession{Name: ss.Name, Speed: lm.Speed(ss.Speed), MaxMBps: ss.MaxMBps, MaxActive: ss.MaxActive,
-			AutoSplit: ss.AutoSplit, Verify: ss.Verify}
+		opts, err := pairOptionsFromWire(sessionObject(ss.Name), ss.ConfigPairOptions)
+		if err != nil {
+			return lm.Config{}, err
+		}
+		cs := lm.ConfigSession{Name: ss.Name, MaxActive: ss.MaxActive, PairOptions: opts}
 		for _, p := range ss.Pairs {
-			cs.Pairs = append(cs.Pairs, lm.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle})
+			sp := lm.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle}
+			if p.Options != nil {
+				obj := sessionObject(ss.Name)
+				if p.Options.AutoSplit {
+					return lm.Config{}, invalid(obj, "pair %s: auto_split is the session's: set it on the session", p.Source)
+				}
+				o, err := pairOptionsFromWire(obj, *p.Options)
+				if err != nil {
+					return lm.Config{}, err
+				}
+				sp.Options = &o
+			}
+			cs.Pairs = append(cs.Pairs, sp)
 		}
 		out.Sessions = append(out.Sessions, cs)
 	}

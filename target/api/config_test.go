@@ -3,9 +3,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/target/api/wire"
@@ -112,5 +115,53 @@ func TestConfigAPI(t *testing.T) {
 	}
 	if _, err := os.Stat(first.Backup); !os.IsNotExist(err) {
 		t.Fatalf("the oldest backup %s was kept (%v)", first.Backup, err)
+	}
+}
+
+// TestConfigPairOptionsWire: a pair's options go to the file and back
+// unchanged; a clock-only start time, a bad window and a bad max elapsed
+// are refused with the object before lm sees them.
+func TestConfigPairOptionsWire(t *testing.T) {
+	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	o := lm.PairOptions{Speed: lm.SpeedLow, MaxMBps: 3, Priority: 8, StartAt: start,
+		Windows:    []lm.Window{{Start: 22 * time.Hour, End: 6 * time.Hour, Speed: lm.SpeedHighest}, {Start: time.Hour, End: 2*time.Hour + time.Second, Speed: lm.SpeedLow, MaxMBps: 4}},
+		MaxElapsed: 90 * time.Minute, AutoSplit: true, Verify: true}
+	w := pairOptionsToWire(o)
+	want := wire.ConfigPairOptions{Speed: "low", MaxMBps: 3, AutoSplit: true, Verify: true, Priority: 8, StartAt: "2030-01-02T03:04:05Z",
+		Windows: []string{"22:00-06:00=highest", "01:00-02:00:01=low,max-mbps=4"}, MaxElapsed: "1h30m0s"}
+	if !reflect.DeepEqual(w, want) {
+		t.Fatalf("to wire: %+v, want %+v", w, want)
+	}
+	back, err := pairOptionsFromWire("migration a", w)
+	if err != nil || !reflect.DeepEqual(back, o) {
+		t.Fatalf("from wire: %+v, %v; want %+v", back, err, o)
+	}
+	if z := pairOptionsToWire(lm.PairOptions{}); !reflect.DeepEqual(z, wire.ConfigPairOptions{}) {
+		t.Fatalf("defaults to wire: %+v, want nothing written", z)
+	}
+	// A session's pair may have options of its own, but not auto_split.
+	c := wire.Config{Version: 1, Sessions: []wire.ConfigSession{{Name: "w", Pairs: []wire.ConfigSessionPair{
+		{Source: "a", Target: "b", Options: &wire.ConfigPairOptions{Priority: 7}}}}}}
+	lc, err := configFromWire(c)
+	if err != nil || lc.Sessions[0].Pairs[0].Options == nil || lc.Sessions[0].Pairs[0].Options.Priority != 7 {
+		t.Fatalf("session pair options from wire: %+v, %v", lc.Sessions, err)
+	}
+	c.Sessions[0].Pairs[0].Options.AutoSplit = true
+	if _, err := configFromWire(c); err == nil || !strings.Contains(err.Error(), "session w: pair a: auto_split is the session's") {
+		t.Fatalf("auto_split on a session's pair: %v", err)
+	}
+	for _, tc := range []struct {
+		w      wire.ConfigPairOptions
+		reason string
+	}{
+		{wire.ConfigPairOptions{StartAt: "22:00"}, `migration a: start_at "22:00": want an RFC 3339 time`},
+		{wire.ConfigPairOptions{Windows: []string{"22:00-06:00"}}, `window "22:00-06:00": no =SPEED`},
+		{wire.ConfigPairOptions{MaxElapsed: "6 hours"}, `max elapsed "6 hours"`},
+	} {
+		_, err := pairOptionsFromWire("migration a", tc.w)
+		var we *wire.Error
+		if !errors.As(err, &we) || we.Status != 400 || !strings.Contains(err.Error(), tc.reason) {
+			t.Errorf("%+v: %v, want a 400 containing %q", tc.w, err, tc.reason)
+		}
 	}
 }

@@ -96,34 +96,57 @@ type ConfigTarget struct {
 	Initiators []string        `json:"initiators"`
 	CHAP       *ConfigCHAP     `json:"chap,omitempty"`
 	LUNs       []ConfigMapping `json:"luns"`
+	// Portals is the target's portal group: the portals ("ip:port", ones
+	// the server listens on) it is served on; absent or empty: every
+	// portal.
+	Portals []string `json:"portals,omitempty"`
 }
 
-// ConfigMapping is a LUN number of a target and the LUN's name.
+// ConfigMapping is a LUN number of a target, the LUN's name and the
+// mapping's options.
 type ConfigMapping struct {
 	LUN  uint64 `json:"lun"`
 	Name string `json:"name"`
+	// ReadOnly write-protects the LUN at this mapping; Initiators masks
+	// it (only these initiators see it; absent: every allowed one).
+	ReadOnly   bool     `json:"read_only,omitempty"`
+	Initiators []string `json:"initiators,omitempty"`
 }
 
-// ConfigMigration is a pair created alone (its progress is not config).
-type ConfigMigration struct {
-	Source    string `json:"source"`
-	Target    string `json:"target"`
+// ConfigPairOptions are the options of a pair created alone, or of every
+// pair of a session (`migration create` / `session create` flags).
+// Absent fields have their default.
+type ConfigPairOptions struct {
 	Speed     string `json:"speed,omitempty"`
 	MaxMBps   int64  `json:"max_mbps,omitempty"`
 	AutoSplit bool   `json:"auto_split,omitempty"`
 	Verify    bool   `json:"verify,omitempty"`
-	Vehicle   string `json:"vehicle,omitempty"`
+	// Priority is 1 (lowest) to 9 (highest); absent: 5 (medium).
+	Priority int `json:"priority,omitempty"`
+	// StartAt is an RFC 3339 time; only a time still ahead is exported
+	// (a start time that has passed means "at once").
+	StartAt string `json:"start_at,omitempty"`
+	// Windows are daily windows HH:MM[:SS]-HH:MM[:SS]=SPEED[,max-mbps=N].
+	Windows []string `json:"windows,omitempty"`
+	// MaxElapsed is a Go duration (6h0m0s); absent: no limit.
+	MaxElapsed string `json:"max_elapsed,omitempty"`
 }
 
-// ConfigSession is a migration session and its pairs.
+// ConfigMigration is a pair created alone (its progress is not config).
+type ConfigMigration struct {
+	Source  string `json:"source"`
+	Target  string `json:"target"`
+	Vehicle string `json:"vehicle,omitempty"`
+	ConfigPairOptions
+}
+
+// ConfigSession is a migration session, the options it gives to every
+// pair, its max active and its pairs.
 type ConfigSession struct {
-	Name      string              `json:"name"`
-	Speed     string              `json:"speed,omitempty"`
-	MaxMBps   int64               `json:"max_mbps,omitempty"`
-	MaxActive int                 `json:"max_active,omitempty"`
-	AutoSplit bool                `json:"auto_split,omitempty"`
-	Verify    bool                `json:"verify,omitempty"`
-	Pairs     []ConfigSessionPair `json:"pairs"`
+	Name      string `json:"name"`
+	MaxActive int    `json:"max_active,omitempty"`
+	ConfigPairOptions
+	Pairs []ConfigSessionPair `json:"pairs"`
 }
 
 // ConfigSessionPair is one pair of a session.
@@ -131,6 +154,10 @@ type ConfigSessionPair struct {
 	Source  string `json:"source"`
 	Target  string `json:"target"`
 	Vehicle string `json:"vehicle,omitempty"`
+	// Options are the pair's own options (`migration set` on the pair),
+	// all of them; absent: the session's. auto_split is the session's and
+	// not allowed here.
+	Options *ConfigPairOptions `json:"options,omitempty"`
 }
 
 // ApplyConfig is the body of POST /v1/config/apply.
