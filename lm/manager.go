@@ -70,6 +70,12 @@ type Options struct {
 	// Ceph is the cluster of RBD data volumes (rbd.go), connected on
 	// first use.
 	Ceph rbdvol.Config
+	// MaxEvents bounds the persistent event log (DefaultMaxEvents);
+	// EventQueue is its queue (DefaultEventQueue, events.go).
+	MaxEvents, EventQueue int
+	// ProgressInterval: a copying pair logs a progress line this often
+	// (30s; negative: never; progress.go).
+	ProgressInterval time.Duration
 }
 
 func (o *Options) fill() {
@@ -159,6 +165,10 @@ type Manager struct {
 
 	// ceph is the connection of the RBD data volumes (rbd.go).
 	ceph cephConn
+
+	// events is the event log and the histories (events.go); its writer
+	// is stopped last by Close.
+	events *EventLog
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -320,6 +330,11 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	m.mu.pairs = map[string]*pair{}
 	m.mu.unloaded = map[string]*unloadedPair{}
 	m.sess.init()
+	ev, err := newEventLog(db, opts.Log, opts.MaxEvents, opts.EventQueue)
+	if err != nil {
+		return nil, fmt.Errorf("lm: %w", err)
+	}
+	m.events = ev
 
 	var vols []metavol.Volume
 	var luns []metavol.LUN
@@ -335,12 +350,14 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		pairs, err = tx.Pairs()
 		return err
 	}); err != nil {
+		m.events.close()
 		return nil, fmt.Errorf("lm: load: %w", err)
 	}
 	var reopen []*dataVol
 	for _, v := range vols {
 		d := &dataVol{rec: v}
 		if err := m.openVolume(d); err != nil {
+			m.events.Record(Event{Type: EventVolume, Action: "unavailable", Object: "volume " + v.ID, Reason: err.Error()})
 			m.log.Error().Err(err).Str("volume", v.ID).Str("path", v.Path).Msg("data volume unavailable")
 			if v.Kind == metavol.VolumeKindISCSI || v.Kind == metavol.VolumeKindRBD {
 				reopen = append(reopen, d)
@@ -368,6 +385,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		m.Close()
 		return nil, err
 	}
+	m.startProgress() // progress.go
 	if opts.VerifyInterval > 0 {
 		m.wg.Add(1)
 		go func() {
@@ -419,6 +437,7 @@ func (m *Manager) Close() error {
 	if m.dcl != nil {
 		first = m.dcl.Close()
 	}
+	defer m.events.close() // last: the pairs' final transitions are queued by now
 	defer m.closeCluster() // after every RBD volume, and after m.mu is released
 	// Manager.mu only to copy the maps: a gate is entered and files are
 	// closed without it (lock order, doc.go).
@@ -440,6 +459,9 @@ func (m *Manager) Close() error {
 	}
 	return first
 }
+
+// Events is the event log and the histories (events.go).
+func (m *Manager) Events() *EventLog { return m.events }
 
 func (m *Manager) isClosed() bool {
 	m.mu.Lock()
