@@ -558,3 +558,29 @@ func (l *EventLog) logSummary(h *metavol.PairHistory) {
 		Str("vehicle", f.Vehicle).Float64("avg_mbps", f.AvgBytesPerS/1e6).
 		Float64("split_pause_ms", float64(f.SplitPauseNS)/1e6).Msg("migration summary")
 }
+
+// sessionSaved records what changed in a session's record: a pause, a
+// resume, its end (split or cancelled, with the reason), its options.
+func (l *EventLog) sessionSaved(old, rec metavol.Session) {
+	switch {
+	case rec.Final != "" && old.Final == "":
+		l.sessionEvent(rec, rec.Final, rec.Reason, causeOf(rec.Reason))
+	case rec.Paused && !old.Paused:
+		l.sessionEvent(rec, "paused", "paused by admin", "admin")
+	case !rec.Paused && old.Paused:
+		l.sessionEvent(rec, "resumed", "resumed by admin", "admin")
+	case rec.Speed != old.Speed || rec.MaxMBps != old.MaxMBps || rec.MaxActive != old.MaxActive:
+		l.sessionEvent(rec, "set", fmt.Sprintf("speed %s, max %d MB/s, max active %d", rec.Speed, rec.MaxMBps, rec.MaxActive), "admin")
+	}
+}
+
+// flushBriefly commits what is queued before a history is read, so that
+// a transition just made is in it; it waits at most a few seconds.
+func (l *EventLog) flushBriefly() {
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l.Flush(ctx)
+}

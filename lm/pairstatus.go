@@ -3,6 +3,7 @@ package lm
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -55,6 +56,13 @@ func (m *Manager) Pair(source string) (PairStatus, error) {
 		if st.Source == source && (best == nil || st.Created.After(best.Created)) {
 			best = &st
 		}
+	}
+	var after time.Time
+	if best != nil {
+		after = best.Created
+	}
+	if c, ok := m.lastCancelled(source, after); ok { // history.go: its record is gone
+		return c, nil
 	}
 	if best == nil {
 		return PairStatus{}, fmt.Errorf("migration of %s: %w", source, ErrNotFound)

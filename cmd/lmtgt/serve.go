@@ -59,6 +59,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "max-write-buffer", EnvVars: []string{"LMTGT_MAX_WRITE_BUFFER"}, Usage: "cap on data buffered for outstanding iSCSI commands (write data, and Data-In of reads), all sessions together (default: 1/8 of RAM, within 64MiB..4GiB; at least 16MiB)"},
 			&cli.IntFlag{Name: "max-active", EnvVars: []string{"LMTGT_MAX_ACTIVE"}, Usage: "migration pairs copying at once (0: default 2)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
+			&cli.DurationFlag{Name: "progress-interval", Value: lm.DefaultProgressInterval, EnvVars: []string{"LMTGT_PROGRESS_INTERVAL"}, Usage: "log a progress line per copying migration pair this often (0: never)"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
 			&cli.StringFlag{Name: "ceph-conf", EnvVars: []string{"LMTGT_CEPH_CONF", "CEPH_CONF"}, Usage: "ceph.conf of the cluster of RBD LUNs (default: librados' own, /etc/ceph/ceph.conf)"},
@@ -87,10 +88,13 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		return zerolog.Nop(), usageErr("--log-format %q: want console, json or auto", format)
 	}
 	out := w
-	if format == "console" {
+	switch {
+	case underJournal(w): // logging.go: syslog priorities, no colors
+		out = journalWriter{out: w, console: format == "console"}
+	case format == "console":
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+	return zerolog.New(out).Level(lvl).Hook(msTimestamp{}), nil
 }
 
 // checkPortal refuses a --portal that is not host:port with a port
@@ -239,6 +243,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 	}
 	d.mgr, err = lm.Open(d.db, lm.Options{DataDir: d.dataDir, AdminSocket: d.admin, Log: log, MaxActive: c.Int("max-active"),
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
+		ProgressInterval:         progressInterval(c.Duration("progress-interval")),
 		Ceph:                     rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
@@ -249,6 +254,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		Reservations:   d.db,
 		QueueDepth:     c.Int("queue-depth"),
 		MaxWriteBuffer: d.maxWB,
+		OnLogin:        loginRecorder(d.mgr.Events()), // logging.go
 	})
 	if err != nil {
 		return fmt.Errorf("iSCSI server: %w", err)

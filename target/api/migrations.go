@@ -20,7 +20,7 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
 	}
-	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
+	s.log.Debug().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
 	v := s.pairView(p)
 	if w := s.lm.BypassWarning(p); w != "" {
 		s.log.Warn().Str("source", req.Source).Str("pair", p.ID).Msg(w)
@@ -66,7 +66,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 		// cancelled, not whatever lm.Pair finds afterwards.
 		before, berr := s.lm.Pair(source)
 		if err = s.lm.Cancel(source); err == nil {
-			s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
+			s.log.Debug().Str("source", source).Str("action", action).Msg("migration " + action)
 			if berr != nil {
 				return wire.Migration{Source: source, State: lm.StateCancelled.String()}, nil
 			}
@@ -80,7 +80,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 	if err != nil {
 		return wire.Migration{}, toWire(err, obj)
 	}
-	s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
+	s.log.Debug().Str("source", source).Str("action", action).Msg("migration " + action)
 	return s.Migration(source)
 }
 
@@ -116,6 +116,6 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 		return wire.SplitResult{}, toWire(err, obj)
 	}
 	v := splitView(r)
-	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Msg("split")
+	s.log.Debug().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Msg("split")
 	return v, nil
 }

@@ -108,6 +108,7 @@ func (s *Server) Start() error {
 func (s *Server) serveLocked(l net.Listener, h http.Handler) {
 	srv := &http.Server{
 		Handler:           h,
+		ConnContext:       withCaller, // audit.go: who is asking
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
@@ -223,6 +224,9 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 type recorder struct {
 	http.ResponseWriter
 	status int
+	// body keeps the start of the response (the object or the error),
+	// for the admin action's event.
+	body []byte
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -230,23 +234,54 @@ func (r *recorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// logged logs every request (debug) and every failed one (info or error).
+func (r *recorder) Write(b []byte) (int, error) {
+	if n := min(len(b), maxRecorded-len(r.body)); n > 0 {
+		r.body = append(r.body, b[:n]...)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush passes a flush on (long polls of /v1/events write once anyway).
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// maxRecorded bounds the response bytes kept for the admin event.
+const maxRecorded = 8 << 10
+
+// logged logs every request: an admin action (any method but GET) in one
+// info line with who asked, what, the outcome and the reason of a
+// failure, and records it in the event log (audit.go); reads at debug
+// (a failed read at info with its reason).
 func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		a := s.audit(r, rec)
 		var ev *zerolog.Event
 		switch {
 		case rec.status >= 500:
 			ev = s.log.Error()
-		case rec.status >= 400:
+		case rec.status >= 400 || a != nil:
 			ev = s.log.Info()
 		default:
 			ev = s.log.Debug()
 		}
+		if a != nil {
+			ev = ev.Str("action", a.Action).Str("object", a.Object).Str("who", a.Who).Bool("ok", a.OK)
+		}
+		if rec.status >= 400 {
+			ev = ev.Str("reason", errorReason(rec.body))
+		}
+		msg := "admin request"
+		if a != nil {
+			msg = "admin action"
+		}
 		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Dur("took", time.Since(start)).Msg("admin request")
+			Dur("took", time.Since(start)).Msg(msg)
 	})
 }
 
@@ -481,6 +516,7 @@ func (s *Server) routes() {
 
 	s.sessionRoutes(m) // sessions.go
 	s.aluaRoutes(m)    // alua.go
+	s.eventRoutes(m)   // events.go
 
 	// Everything else: JSON 404, or 405 when the path exists with other methods.
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

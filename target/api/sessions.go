@@ -24,7 +24,7 @@ func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, 
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, sessionObject(req.Name))
 	}
-	s.log.Info().Str("session", req.Name).Int("pairs", len(req.Pairs)).Msg("session created")
+	s.log.Debug().Str("session", req.Name).Int("pairs", len(req.Pairs)).Msg("session created")
 	return sessionView(st), nil
 }
 
@@ -60,7 +60,7 @@ func (s *Service) SessionAction(name, action string) (wire.MigrationSession, err
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, obj)
 	}
-	s.log.Info().Str("session", name).Str("action", action).Msg("session " + action)
+	s.log.Debug().Str("session", name).Str("action", action).Msg("session " + action)
 	return sessionView(st), nil
 }
 
@@ -85,7 +85,7 @@ func (s *Service) SplitSession(name string, req wire.SplitSession) (wire.SplitRe
 		return wire.SplitResult{}, toWire(err, obj)
 	}
 	v := splitView(r)
-	s.log.Info().Str("session", name).Float64("pause_ms", v.PauseMS).Msg("session split")
+	s.log.Debug().Str("session", name).Float64("pause_ms", v.PauseMS).Msg("session split")
 	return v, nil
 }
 

@@ -58,7 +58,7 @@ func (s *Service) changed(iqn string, err error) (wire.Target, error) {
 func (s *Service) CreateTarget(iqn string) (wire.Target, error) {
 	err := s.lm.CreateTarget(iqn)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Msg("target created")
+		s.log.Debug().Str("iqn", iqn).Msg("target created")
 	}
 	return s.changed(iqn, err)
 }
@@ -68,7 +68,7 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 	if err := s.lm.DeleteTarget(iqn, force); err != nil {
 		return toWire(err, targetObject(iqn))
 	}
-	s.log.Info().Str("target", iqn).Msg("target deleted")
+	s.log.Debug().Str("iqn", iqn).Msg("target deleted")
 	return nil
 }
 
@@ -77,7 +77,7 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
 	n, err := s.lm.MapLUN(iqn, req.LUN, req.Number)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("lun", req.LUN).Uint64("number", n).Msg("LUN mapped")
+		s.log.Debug().Str("iqn", iqn).Str("lun", req.LUN).Uint64("number", n).Msg("LUN mapped")
 	}
 	return s.changed(iqn, err)
 }
@@ -86,7 +86,7 @@ func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
 func (s *Service) Unmap(iqn, lunName string) (wire.Target, error) {
 	err := s.lm.UnmapLUN(iqn, lunName)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("lun", lunName).Msg("LUN unmapped")
+		s.log.Debug().Str("iqn", iqn).Str("lun", lunName).Msg("LUN unmapped")
 	}
 	return s.changed(iqn, err)
 }
@@ -103,7 +103,7 @@ func initiatorName(initiator string) string {
 func (s *Service) Allow(iqn, initiator string) (wire.Target, error) {
 	err := s.lm.AllowInitiator(iqn, initiatorName(initiator))
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("initiator", initiator).Msg("initiator allowed")
+		s.log.Debug().Str("iqn", iqn).Str("initiator", initiator).Msg("initiator allowed")
 	}
 	return s.changed(iqn, err)
 }
@@ -123,7 +123,7 @@ func (s *Service) SetCHAP(iqn string, req wire.SetCHAP) (wire.Target, error) {
 	if err != nil {
 		return wire.Target{}, toWire(err, targetObject(iqn))
 	}
-	s.log.Info().Str("target", iqn).Str("user", req.User).Bool("mutual", req.MutualUser != "" || req.MutualSecret != "").Msg("CHAP set")
+	s.log.Debug().Str("iqn", iqn).Str("user", req.User).Bool("mutual", req.MutualUser != "" || req.MutualSecret != "").Msg("CHAP set")
 	v, err := s.Target(iqn)
 	v.Warnings = warnings
 	return v, err
@@ -150,7 +150,7 @@ func (s *Service) SetDiscoveryCHAP(req wire.SetCHAP) (wire.Discovery, error) {
 	if err != nil {
 		return wire.Discovery{}, toWire(err, discoveryObject)
 	}
-	s.log.Info().Str("user", req.User).Bool("mutual", req.MutualUser != "").Msg("discovery CHAP set")
+	s.log.Debug().Str("user", req.User).Bool("mutual", req.MutualUser != "").Msg("discovery CHAP set")
 	v, err := s.Discovery()
 	v.Warnings = warnings
 	return v, err
@@ -161,6 +161,6 @@ func (s *Service) ClearDiscoveryCHAP() (wire.Discovery, error) {
 	if err := s.lm.ClearDiscoveryCHAP(); err != nil {
 		return wire.Discovery{}, toWire(err, discoveryObject)
 	}
-	s.log.Info().Msg("discovery CHAP off")
+	s.log.Debug().Msg("discovery CHAP off")
 	return s.Discovery()
 }

@@ -1,0 +1,102 @@
+package lm
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
+)
+
+// Histories (events.go writes them): the timeline of every pair and
+// session, kept after it ended (cancelled pairs too, whose records are
+// deleted) and across restarts.
+
+// PairHistory is the timeline and final figures of one pair.
+type PairHistory = metavol.PairHistory
+
+// SessionHistory is a session's own timeline with its pairs' timelines.
+type SessionHistory struct {
+	metavol.SessionHistory
+	Pairs []PairHistory
+}
+
+// PairHistories returns the histories of the pairs whose source is the
+// LUN named source (or whose ID is source), oldest first; "" lists all.
+// Pending entries are committed first.
+func (m *Manager) PairHistories(source string) ([]PairHistory, error) {
+	m.events.flushBriefly()
+	var all []PairHistory
+	if err := m.db.View(func(tx *metavol.Tx) error {
+		var err error
+		all, err = tx.PairHistories()
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("migration history: %w", err)
+	}
+	var out []PairHistory
+	for _, h := range all {
+		if source == "" || h.SourceName == source || h.ID == source || m.lunName(h.SourceLUN) == source {
+			out = append(out, h)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b PairHistory) int { return a.Created.Compare(b.Created) })
+	if source != "" && len(out) == 0 {
+		return nil, fmt.Errorf("migration history of %s: no pair ever had this source: %w", source, ErrNotFound)
+	}
+	return out, nil
+}
+
+// SessionHistoryOf returns the history of the session named name (the
+// latest one of that name).
+func (m *Manager) SessionHistoryOf(name string) (SessionHistory, error) {
+	m.events.flushBriefly()
+	var out SessionHistory
+	err := m.db.View(func(tx *metavol.Tx) error {
+		all, err := tx.SessionHistories()
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, h := range all {
+			if h.Name == name && (!found || h.Created.After(out.Created)) {
+				out.SessionHistory, found = h, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("session history of %s: %w", name, ErrNotFound)
+		}
+		for _, id := range out.PairIDs {
+			h, err := tx.GetPairHistory(id)
+			if err == nil {
+				out.Pairs = append(out.Pairs, h)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// lastCancelled is the status of the latest pair of source found only in
+// the histories (a cancelled pair: its record is deleted) created after
+// after, or ok=false.
+func (m *Manager) lastCancelled(source string, after time.Time) (PairStatus, bool) {
+	hs, err := m.PairHistories(source)
+	if err != nil || len(hs) == 0 {
+		return PairStatus{}, false
+	}
+	h := hs[len(hs)-1]
+	if h.Final == nil || h.Final.State != StateCancelled.String() || !h.Created.After(after) {
+		return PairStatus{}, false
+	}
+	reason := ""
+	for i := len(h.Entries) - 1; i >= 0; i-- {
+		if h.Entries[i].To == StateCancelled.String() {
+			reason = h.Entries[i].Reason
+			break
+		}
+	}
+	return PairStatus{ID: h.ID, Source: h.SourceName, Target: h.TargetName, SourceID: h.SourceLUN, TargetID: h.TargetLUN,
+		State: StateCancelled.String(), Reason: reason, DataBytes: h.Final.DataBytes, RecopiedBytes: h.Final.RecopiedBytes,
+		Vehicle: h.Final.Vehicle, Created: h.Created}, true
+}
