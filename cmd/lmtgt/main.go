@@ -141,6 +141,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			migrationCommand(),
 			sessionCommand(),
 			aluaCommand(),
+			eventsCommand(), // events.go
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {

@@ -70,6 +70,7 @@ func migrationCommand() *cli.Command {
 				Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
 				Action:    migrationSplit,
 			},
+			migrationHistoryCommand(), // events.go
 		},
 	}
 }

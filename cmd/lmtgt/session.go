@@ -82,6 +82,7 @@ func sessionCommand() *cli.Command {
 					}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "session %s deleted\n", name) })
 				},
 			},
+			sessionHistoryCommand(), // events.go
 		},
 	}
 }
