@@ -84,6 +84,9 @@ type histOp struct {
 	tgt  string
 	// seen: ensure the history exists and ends in pair.State.
 	seen bool
+	// splitPause (ns): the measured pause of the split that ended the
+	// pair, known after its transition (no entry is added).
+	splitPause int64
 	sess *metavol.Session // session ops
 	e    metavol.HistoryEntry
 }
@@ -441,6 +444,13 @@ func applyHist(tx *metavol.Tx, op *histOp, pairs map[string]*metavol.PairHistory
 		h = &got
 		pairs[rec.ID] = h
 	}
+	if op.splitPause > 0 {
+		if h.Final != nil {
+			h.Final.SplitPauseNS = op.splitPause
+			*ended = append(*ended, h) // the summary waits for the pause
+		}
+		return nil
+	}
 	if op.seen {
 		// A pair loaded or started: its record's state is the truth.
 		if lastState(h) != rec.State {
@@ -452,7 +462,9 @@ func applyHist(tx *metavol.Tx, op *histOp, pairs map[string]*metavol.PairHistory
 	}
 	if st, err := ParseState(rec.State); err == nil && st.Final() && h.Final == nil {
 		h.Final = figures(h, rec, op.e.Time)
-		*ended = append(*ended, h)
+		if rec.State != StateSplit.String() {
+			*ended = append(*ended, h) // a split's summary waits for its pause (splitPaused)
+		}
 	}
 	return nil
 }
@@ -523,10 +535,23 @@ func (l *EventLog) pairChanged(p *pair, rec metavol.Pair, from, to PairState) {
 		hist: &histOp{pair: &r, src: p.src.name, tgt: p.tgt.name,
 			e: metavol.HistoryEntry{Time: now, Event: "state", From: from.String(), To: to.String(), Reason: rec.Reason, Who: who}},
 	})
-	if to == StateSplit {
-		l.put(eventItem{ev: &Event{Time: now, Type: EventSplit, Action: "pause", Object: "pair " + p.src.name, Who: who, OK: true,
-			LUN: p.src.name, Pair: rec.ID, Session: rec.Session, DurationNS: rec.SplitPauseNS,
-			Reason: fmt.Sprintf("host I/O paused %.3f ms", float64(rec.SplitPauseNS)/1e6)}})
+}
+
+// splitPaused records the measured I/O pause of a split (split.go), once
+// it is known: an event per pair and the pair's final figures.
+func (l *EventLog) splitPaused(ps []*pair, recs []metavol.Pair, pause time.Duration) {
+	if l == nil {
+		return
+	}
+	now := time.Now()
+	for i, p := range ps {
+		r := recs[i]
+		l.put(eventItem{
+			ev: &Event{Time: now, Type: EventSplit, Action: "pause", Object: "pair " + p.src.name, Who: "system", OK: true,
+				LUN: p.src.name, Pair: r.ID, Session: r.Session, DurationNS: int64(pause),
+				Reason: fmt.Sprintf("host I/O paused %.3f ms for the split of %d pair(s)", float64(pause)/1e6, len(ps))},
+			hist: &histOp{pair: &r, src: p.src.name, tgt: p.tgt.name, splitPause: int64(pause)},
+		})
 	}
 }
 

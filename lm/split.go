@@ -249,6 +249,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration) (SplitResult, er
 	if err := m.putPairs(recs); err != nil {
 		m.log.Warn().Err(err).Msg("split: could not record the measured pause")
 	}
+	m.events.splitPaused(ps, recs, pause) // events.go
 	releaseAll()
 	if len(garbage) > 0 {
 		// DCL pages the swap transaction had no room for: their headers
