@@ -87,8 +87,8 @@ type histOp struct {
 	// splitPause (ns): the measured pause of the split that ended the
 	// pair, known after its transition (no entry is added).
 	splitPause int64
-	sess *metavol.Session // session ops
-	e    metavol.HistoryEntry
+	sess       *metavol.Session // session ops
+	e          metavol.HistoryEntry
 }
 
 type eventItem struct {
