@@ -33,7 +33,10 @@
 // states: persisted and applied like every target change; their values are
 // checked by package target, through the API), views.go (what lun/target
 // show report), iscsiname.go (iSCSI names, CHAP limits), errors.go
-// (sentinels, Refusal).
+// (sentinels, Refusal), events.go (the bounded persistent event log and
+// the pair and session histories: one owner, an asynchronous writer that
+// never blocks a producer), history.go (reading the histories),
+// progress.go (the periodic progress line of copying pairs).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
 // ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,
