@@ -422,6 +422,9 @@ func (m *Manager) Close() error {
 	// Stop the goroutines first (an auto-split may be waiting for admin).
 	m.cancel()
 	m.wg.Wait()
+	// Last, after admin is released: the event writer commits what the
+	// pairs queued until now.
+	defer m.events.close()
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	m.mu.Lock()
@@ -437,7 +440,6 @@ func (m *Manager) Close() error {
 	if m.dcl != nil {
 		first = m.dcl.Close()
 	}
-	defer m.events.close() // last: the pairs' final transitions are queued by now
 	defer m.closeCluster() // after every RBD volume, and after m.mu is released
 	// Manager.mu only to copy the maps: a gate is entered and files are
 	// closed without it (lock order, doc.go).
