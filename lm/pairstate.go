@@ -205,6 +205,7 @@ func (p *pair) recordFault(reason string) {
 	}
 	p.mu.Unlock()
 	if first {
+		p.m.events.Record(Event{Type: EventVolume, Action: "fault", Object: "pair " + p.src.name, LUN: p.src.name, Pair: p.id, Reason: reason})
 		p.zlog.Warn().Str("reason", reason).Msg("pair fault")
 	}
 	p.wakeUp()
