@@ -109,6 +109,7 @@ type EventLog struct {
 
 	stopped atomic.Bool
 	dropped atomic.Uint64
+	waiting atomic.Int64 // Wait calls in progress
 
 	mu struct {
 		sync.Mutex
@@ -215,6 +216,8 @@ func (l *EventLog) List(q EventQuery) ([]Event, uint64, error) {
 // Wait returns true once an event above after is committed, false when ctx
 // ends first or the log is closed.
 func (l *EventLog) Wait(ctx context.Context, after uint64) bool {
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
 	for {
 		l.mu.Lock()
 		last, ch := l.mu.last, l.mu.changed
@@ -247,6 +250,9 @@ func (l *EventLog) Follow(ctx context.Context, q EventQuery) ([]Event, uint64, e
 		}
 	}
 }
+
+// Waiting is the number of followers waiting for new events now.
+func (l *EventLog) Waiting() int { return int(l.waiting.Load()) }
 
 // Flush waits until everything queued before the call is committed (or
 // ctx ends, or the log is closed).

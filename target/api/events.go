@@ -46,6 +46,13 @@ func (s *Server) eventRoutes(m *http.ServeMux) {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, wait)
 			defer cancel()
+			go func() { // ends with the request (cancel above)
+				select {
+				case <-s.quit: // shutting down: answer now
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
 		}
 		l, err := svc.Events(ctx, q, wait > 0)
 		reply(w, http.StatusOK, l, err, eventsObject)

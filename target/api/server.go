@@ -51,6 +51,11 @@ type Server struct {
 	mux     *http.ServeMux
 	handler http.Handler
 
+	// quit is closed when Shutdown starts: long polls (GET /v1/events
+	// with wait) answer at once instead of holding the shutdown.
+	quit     chan struct{}
+	quitOnce sync.Once
+
 	mu      sync.Mutex // guards the fields below
 	servers []*http.Server
 	unixL   net.Listener
@@ -73,7 +78,7 @@ func New(opts Options) (*Server, error) {
 	if opts.TCP != "" && opts.Token == "" {
 		return nil, fmt.Errorf("admin tcp %s: a token is required (--admin-token or LMTGT_ADMIN_TOKEN)", opts.TCP)
 	}
-	s := &Server{opts: opts, svc: opts.Service, log: opts.Log, errc: make(chan error, 2)}
+	s := &Server{opts: opts, svc: opts.Service, log: opts.Log, errc: make(chan error, 2), quit: make(chan struct{})}
 	s.routes()
 	s.handler = s.logged(refuseDotSegments(s.mux))
 	return s, nil
@@ -154,6 +159,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) closeLocked(ctx context.Context) error {
+	s.quitOnce.Do(func() { close(s.quit) })
 	var errs []error
 	for _, srv := range s.servers {
 		if err := srv.Shutdown(ctx); err != nil {
