@@ -121,7 +121,7 @@ func (s *Server) Apply(targets []Target) error {
 	}
 	for _, iqn := range gone {
 		if n := ts.CloseTargetSessions(iqn); n > 0 {
-			s.log.Info().Str("target", iqn).Int("sessions", n).Msg("target removed: sessions closed")
+			s.log.Info().Str("iqn", iqn).Int("sessions", n).Msg("target removed: sessions closed")
 		}
 	}
 	return nil

@@ -20,10 +20,10 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	if err != nil {
 		return wire.Migration{}, toWire(err, pairObject(req.Source))
 	}
-	s.log.Debug().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
+	s.log.Debug().Str("lun", req.Source).Str("target_lun", req.Target).Str("pair", p.ID).Msg("migration created")
 	v := s.pairView(p)
 	if w := s.lm.BypassWarning(p); w != "" {
-		s.log.Warn().Str("source", req.Source).Str("pair", p.ID).Msg(w)
+		s.log.Warn().Str("lun", req.Source).Str("pair", p.ID).Msg(w)
 		v.Warnings = append(v.Warnings, w)
 	}
 	return v, nil
@@ -66,7 +66,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 		// cancelled, not whatever lm.Pair finds afterwards.
 		before, berr := s.lm.Pair(source)
 		if err = s.lm.Cancel(source); err == nil {
-			s.log.Debug().Str("source", source).Str("action", action).Msg("migration " + action)
+			s.log.Debug().Str("lun", source).Str("action", action).Msg("migration " + action)
 			if berr != nil {
 				return wire.Migration{Source: source, State: lm.StateCancelled.String()}, nil
 			}
@@ -80,7 +80,7 @@ func (s *Service) MigrationAction(source, action string) (wire.Migration, error)
 	if err != nil {
 		return wire.Migration{}, toWire(err, obj)
 	}
-	s.log.Debug().Str("source", source).Str("action", action).Msg("migration " + action)
+	s.log.Debug().Str("lun", source).Str("action", action).Msg("migration " + action)
 	return s.Migration(source)
 }
 
