@@ -114,7 +114,7 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		m.startPair(p)
 	}
 	m.events.sessionEvent(rec, "created", fmt.Sprintf("%d pairs, speed %s", len(rec.PairIDs), rec.Speed), "admin")
-	m.log.Info().Str("session", rec.Name).Int("pairs", len(rec.PairIDs)).Int("max_active", rec.MaxActive).
+	m.log.Debug().Str("session", rec.Name).Int("pairs", len(rec.PairIDs)).Int("max_active", rec.MaxActive).
 		Bool("auto_split", rec.AutoSplit).Msg("session created")
 	m.startSession(s)
 	return s.status(), err
