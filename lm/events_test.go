@@ -1,10 +1,16 @@
 package lm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -223,4 +229,68 @@ func TestPairHistoryReconciled(t *testing.T) {
 	if last.To != "paused" || last.From != "synced" {
 		t.Fatalf("last entry after the reload %+v, want synced → paused recovered from the record", last)
 	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProgressAndSummaryLines: a copying pair logs a progress line every
+// ProgressInterval, and one summary line (bytes, duration, vehicle,
+// average rate) when it ends.
+func TestProgressAndSummaryLines(t *testing.T) {
+	dir := t.TempDir()
+	db, err := metavol.Open(filepath.Join(dir, "meta"), metavol.Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var logs syncBuffer
+	m, err := Open(db, Options{DataDir: dir, Log: zerolog.New(&logs), ProgressInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, n := range []string{"src", "tgt"} {
+		if _, err := m.CreateLUN(CreateLUNRequest{Name: n, Size: 64 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := lunRecord(t, db, "src")
+	h, err := m.LUN(src.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, h, 64<<20, 1<<20, 1) // data to copy: 10 MB/s makes it last
+	if _, err := m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedLow}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "a copy progress line of pair src", func() bool {
+		return strings.Contains(logs.String(), `"message":"copy progress"`) && strings.Contains(logs.String(), `"copied_bytes"`)
+	})
+	if err := m.Cancel("src"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the summary line of the cancelled pair", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, `"message":"migration summary"`) && strings.Contains(l, `"state":"cancelled"`) &&
+				strings.Contains(l, `"data_bytes"`) && strings.Contains(l, `"avg_mbps"`) && strings.Contains(l, `"lun":"src"`) {
+				return true
+			}
+		}
+		return false
+	})
 }
