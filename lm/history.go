@@ -27,12 +27,31 @@ type SessionHistory struct {
 func (m *Manager) PairHistories(source string) ([]PairHistory, error) {
 	m.events.flushBriefly()
 	var all []PairHistory
+	var bare []metavol.Pair // records without a history
 	if err := m.db.View(func(tx *metavol.Tx) error {
 		var err error
-		all, err = tx.PairHistories()
-		return err
+		if all, err = tx.PairHistories(); err != nil {
+			return err
+		}
+		recs, err := tx.Pairs()
+		if err != nil {
+			return err
+		}
+		have := map[string]bool{}
+		for _, h := range all {
+			have[h.ID] = true
+		}
+		for _, r := range recs {
+			if !have[r.ID] { // a pair that ended before histories existed
+				bare = append(bare, r)
+			}
+		}
+		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("migration history: %w", err)
+	}
+	for _, r := range bare { // names from m.mu, outside the transaction
+		all = append(all, m.historyOfRecord(r))
 	}
 	var out []PairHistory
 	for _, h := range all {
@@ -99,4 +118,19 @@ func (m *Manager) lastCancelled(source string, after time.Time) (PairStatus, boo
 	return PairStatus{ID: h.ID, Source: h.SourceName, Target: h.TargetName, SourceID: h.SourceLUN, TargetID: h.TargetLUN,
 		State: StateCancelled.String(), Reason: reason, DataBytes: h.Final.DataBytes, RecopiedBytes: h.Final.RecopiedBytes,
 		Vehicle: h.Final.Vehicle, Created: h.Created}, true
+}
+
+// historyOfRecord is what the record of a pair without a history says:
+// its creation and its current state (and final figures if it ended).
+func (m *Manager) historyOfRecord(r metavol.Pair) PairHistory {
+	h := PairHistory{ID: r.ID, SourceLUN: r.SourceLUN, TargetLUN: r.TargetLUN, SourceName: m.lunName(r.SourceLUN),
+		TargetName: m.lunName(r.TargetLUN), Session: r.Session, Created: r.Created,
+		Entries: []metavol.HistoryEntry{
+			{Time: r.Created, Event: "created", To: StateQueued.String(), Reason: "pair created"},
+			{Time: r.Updated, Event: "state", To: r.State, Reason: r.Reason + " (from the pair record: no history was kept)"},
+		}}
+	if st, err := ParseState(r.State); err == nil && st.Final() {
+		h.Final = figures(&h, &r, r.Updated)
+	}
+	return h
 }

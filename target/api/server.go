@@ -230,9 +230,11 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 type recorder struct {
 	http.ResponseWriter
 	status int
-	// body keeps the start of the response (the object or the error),
-	// for the admin action's event.
+	// body keeps the start of the response (the object or the error)
+	// of an admin action (keep) or of a failed request, for its event
+	// and its log line.
 	body []byte
+	keep bool
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -241,6 +243,9 @@ func (r *recorder) WriteHeader(code int) {
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
+	if !r.keep && r.status < 400 {
+		return r.ResponseWriter.Write(b)
+	}
 	if n := min(len(b), maxRecorded-len(r.body)); n > 0 {
 		r.body = append(r.body, b[:n]...)
 	}
@@ -264,7 +269,7 @@ const maxRecorded = 8 << 10
 func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK, keep: r.Method != http.MethodGet && r.Method != http.MethodHead}
 		next.ServeHTTP(rec, r)
 		a := s.audit(r, rec)
 		var ev *zerolog.Event
