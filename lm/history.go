@@ -105,6 +105,9 @@ func (m *Manager) lastCancelled(source string, after time.Time) (PairStatus, boo
 		return PairStatus{}, false
 	}
 	h := hs[len(hs)-1]
+	if !m.lunIs(h.SourceLUN, source) { // a LUN deleted and created again under the name
+		return PairStatus{}, false
+	}
 	if h.Final == nil || h.Final.State != StateCancelled.String() || !h.Created.After(after) {
 		return PairStatus{}, false
 	}
@@ -133,4 +136,12 @@ func (m *Manager) historyOfRecord(r metavol.Pair) PairHistory {
 		h.Final = figures(&h, &r, r.Updated)
 	}
 	return h
+}
+
+// lunIs reports whether the LUN with ID id exists and is named name.
+func (m *Manager) lunIs(id, name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.mu.luns[id]
+	return e != nil && e.name == name
 }
