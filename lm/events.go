@@ -595,7 +595,11 @@ func (l *EventLog) logSummary(h *metavol.PairHistory) {
 func (l *EventLog) sessionSaved(old, rec metavol.Session) {
 	switch {
 	case rec.Final != "" && old.Final == "":
-		l.sessionEvent(rec, rec.Final, rec.Reason, causeOf(rec.Reason))
+		who := causeOf(rec.Reason)
+		if strings.HasPrefix(rec.Reason, "split:") { // SplitSession; an auto-split says "auto-split:"
+			who = "admin"
+		}
+		l.sessionEvent(rec, rec.Final, rec.Reason, who)
 	case rec.Paused && !old.Paused:
 		l.sessionEvent(rec, "paused", "paused by admin", "admin")
 	case !rec.Paused && old.Paused:
