@@ -61,7 +61,7 @@ func (m *Manager) PairHistories(source string) ([]PairHistory, error) {
 	}
 	slices.SortStableFunc(out, func(a, b PairHistory) int { return a.Created.Compare(b.Created) })
 	if source != "" && len(out) == 0 {
-		return nil, fmt.Errorf("migration history of %s: no pair ever had this source: %w", source, ErrNotFound)
+		return nil, fmt.Errorf("migration %s: no history: no pair ever had this source: %w", source, ErrNotFound)
 	}
 	return out, nil
 }
@@ -83,7 +83,7 @@ func (m *Manager) SessionHistoryOf(name string) (SessionHistory, error) {
 			}
 		}
 		if !found {
-			return fmt.Errorf("session history of %s: %w", name, ErrNotFound)
+			return fmt.Errorf("session %s: no history: no session ever had this name: %w", name, ErrNotFound)
 		}
 		for _, id := range out.PairIDs {
 			h, err := tx.GetPairHistory(id)
