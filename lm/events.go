@@ -107,6 +107,12 @@ type EventLog struct {
 	stop chan struct{}
 	done chan struct{}
 
+	// limit bounds the events of one source (RecordLimited).
+	limit struct {
+		sync.Mutex
+		by map[string]*limitWindow
+	}
+
 	stopped atomic.Bool
 	dropped atomic.Uint64
 	waiting atomic.Int64 // Wait calls in progress
@@ -168,6 +174,67 @@ func (l *EventLog) put(it eventItem) {
 	default:
 		l.dropped.Add(1)
 	}
+}
+
+// Limits of RecordLimited: at most limitBurst events of one key per
+// limitWindowLen; the rest are counted and reported with the next one let
+// through.
+const (
+	limitBurst     = 10
+	limitWindowLen = time.Minute
+	limitKeys      = 4096
+)
+
+type limitWindow struct {
+	start      time.Time
+	n          int
+	suppressed int
+}
+
+// RecordLimited is Record for events an outsider can cause at will (a
+// refused login): at most limitBurst per key (initiator and address) per
+// minute, so that a flood cannot push the rest of the log out; the next
+// event let through says how many were suppressed.
+func (l *EventLog) RecordLimited(key string, e Event) {
+	if l == nil {
+		return
+	}
+	now := time.Now()
+	l.limit.Lock()
+	if l.limit.by == nil {
+		l.limit.by = map[string]*limitWindow{}
+	}
+	w := l.limit.by[key]
+	if w == nil || now.Sub(w.start) >= limitWindowLen {
+		if len(l.limit.by) >= limitKeys {
+			for k, x := range l.limit.by {
+				if now.Sub(x.start) >= limitWindowLen {
+					delete(l.limit.by, k)
+				}
+			}
+		}
+		sup := 0
+		if w != nil {
+			sup = w.suppressed
+		}
+		w = &limitWindow{start: now, suppressed: sup}
+		if len(l.limit.by) < limitKeys {
+			l.limit.by[key] = w
+		}
+	}
+	w.n++
+	if w.n > limitBurst {
+		w.suppressed++
+		l.limit.Unlock()
+		return
+	}
+	sup := w.suppressed
+	w.suppressed = 0
+	l.limit.Unlock()
+	if sup > 0 {
+		e.Reason += fmt.Sprintf(" (%d similar events suppressed before this one)", sup)
+	}
+	l.Record(e)
 }
 
 // Dropped is how many events and history entries were dropped (queue full

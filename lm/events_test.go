@@ -294,3 +294,37 @@ func TestProgressAndSummaryLines(t *testing.T) {
 		return false
 	})
 }
+
+// TestEventRecordLimited: events of one key beyond the burst are
+// suppressed and counted in the next one let through; other keys are not
+// affected.
+func TestEventRecordLimited(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	el := e.m.Events()
+	for range 3 * limitBurst {
+		el.RecordLimited("10.0.0.1 iqn.flood", Event{Type: EventLoginRefused, Initiator: "iqn.flood", Reason: "ACL: x"})
+	}
+	el.RecordLimited("10.0.0.2 iqn.other", Event{Type: EventLoginRefused, Initiator: "iqn.other", Reason: "ACL: y"})
+	flushEvents(t, e.m)
+	evs, _, err := el.List(EventQuery{Types: []string{EventLoginRefused}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, ev := range evs {
+		n[ev.Initiator]++
+	}
+	if n["iqn.flood"] != limitBurst || n["iqn.other"] != 1 {
+		t.Fatalf("recorded %v, want %d of the flood and 1 of the other", n, limitBurst)
+	}
+	// The window's end lets the next one through with the count.
+	el.limit.Lock()
+	el.limit.by["10.0.0.1 iqn.flood"].start = time.Now().Add(-2 * limitWindowLen)
+	el.limit.Unlock()
+	el.RecordLimited("10.0.0.1 iqn.flood", Event{Type: EventLoginRefused, Initiator: "iqn.flood", Reason: "ACL: x"})
+	flushEvents(t, e.m)
+	evs, _, _ = el.List(EventQuery{Types: []string{EventLoginRefused}, Limit: 1})
+	if len(evs) != 1 || !strings.Contains(evs[0].Reason, fmt.Sprintf("(%d similar events suppressed", 2*limitBurst)) {
+		t.Fatalf("next event after the window: %+v", evs)
+	}
+}

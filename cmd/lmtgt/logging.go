@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"syscall"
 	"time"
@@ -108,7 +109,15 @@ func loginRecorder(el *lm.EventLog) func(iscsi.LoginEvent) {
 		if e.Who == "" {
 			e.Who = "initiator at " + le.Address
 		}
-		el.Record(e)
+		if le.OK {
+			el.Record(e)
+			return
+		}
+		host, _, err := net.SplitHostPort(le.Address)
+		if err != nil {
+			host = le.Address
+		}
+		el.RecordLimited(host+" "+le.Initiator, e) // a flood of refusals cannot push the log out
 	}
 }
 
