@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os/user"
@@ -78,7 +81,7 @@ var kinds = map[string]string{
 
 // audit records an admin action in the event log and returns it; reads
 // return nil.
-func (s *Server) audit(r *http.Request, rec *recorder) *lm.Event {
+func (s *Server) audit(r *http.Request, rec *recorder, req *requestNames) *lm.Event {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return nil
 	}
@@ -124,6 +127,9 @@ func (s *Server) audit(r *http.Request, rec *recorder) *lm.Event {
 		}
 		if strings.HasSuffix(r.Pattern, "/initiators/{name}") {
 			e.Initiator = r.PathValue("name")
+		}
+		if n := req.get(); n.LUN != "" || n.Initiator != "" { // map, allow
+			e.LUN, e.Initiator = cmp.Or(e.LUN, n.LUN), cmp.Or(e.Initiator, n.Initiator)
 		}
 	case "migration":
 		e.LUN = name
@@ -171,4 +177,49 @@ func verb(r *http.Request, segs []string) string {
 		return strings.ToLower(r.Method)
 	}
 	return last
+}
+
+// requestNames are the names an admin request's body carries (the LUN a
+// map names, the initiator an allow names). The body is read once by the
+// handler; tee keeps a bounded copy, decoded only into these two fields,
+// so that no secret (CHAP) is ever kept.
+type requestNames struct {
+	buf bytes.Buffer
+}
+
+// names is what get returns.
+type names struct{ LUN, Initiator string }
+
+func (q *requestNames) tee(body io.ReadCloser) io.ReadCloser {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(body, limitWriter{&q.buf, maxRecorded}), body}
+}
+
+// get decodes the names and forgets the copy of the body.
+func (q *requestNames) get() names {
+	if q == nil {
+		return names{}
+	}
+	var v struct {
+		LUN       string `json:"lun"`
+		Initiator string `json:"initiator"`
+	}
+	json.Unmarshal(q.buf.Bytes(), &v)
+	q.buf.Reset()
+	return names{v.LUN, v.Initiator}
+}
+
+// limitWriter writes at most n bytes into w and drops the rest.
+type limitWriter struct {
+	w *bytes.Buffer
+	n int
+}
+
+func (l limitWriter) Write(p []byte) (int, error) {
+	if room := l.n - l.w.Len(); room > 0 {
+		l.w.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }

@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +45,30 @@ func TestEventsLongPoll(t *testing.T) {
 	r, err = e.cl.Events(ctx, client.EventQuery{After: r.Last, Wait: 20 * time.Second})
 	if err != nil || len(r.Events) != 1 || r.Events[0].OK || r.Events[0].Reason == "" {
 		t.Fatalf("refused create: %+v, %v; want one event with the reason", r, err)
+	}
+	// A map and an allow name the LUN and the initiator from the body;
+	// a CHAP secret in a body is never recorded.
+	if _, err := e.cl.CreateTarget(ctx, tgt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cl.Map(ctx, tgt, "lp", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cl.Allow(ctx, tgt, "iqn.2026-12.org.x:h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cl.SetCHAP(ctx, tgt, wire.SetCHAP{User: "u", Secret: "very-secret-1234"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err = e.cl.Events(ctx, client.EventQuery{After: r.Last})
+	if err != nil || len(r.Events) != 4 {
+		t.Fatalf("events of create, map, allow, chap: %+v, %v", r, err)
+	}
+	if m, a := r.Events[1], r.Events[2]; m.Action != "target map" || m.LUN != "lp" || m.Target != tgt || a.Action != "target allow" || a.Initiator != "iqn.2026-12.org.x:h" {
+		t.Fatalf("map %+v, allow %+v: want the LUN and the initiator named", m, a)
+	}
+	if b, _ := json.Marshal(r); strings.Contains(string(b), "very-secret") {
+		t.Fatalf("a CHAP secret reached the event log: %s", b)
 	}
 	for _, q := range []string{"after=x", "type=nosuch", "since=yesterday", "wait=-1s", "limit=-2"} {
 		err := e.cl.Do(ctx, http.MethodGet, wire.Version+"/events?"+q, nil, nil)

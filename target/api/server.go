@@ -270,8 +270,13 @@ func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK, keep: r.Method != http.MethodGet && r.Method != http.MethodHead}
+		var req *requestNames
+		if rec.keep && r.Body != nil {
+			req = &requestNames{}
+			r.Body = req.tee(r.Body) // audit.go: only the names are kept, never a secret
+		}
 		next.ServeHTTP(rec, r)
-		a := s.audit(r, rec)
+		a := s.audit(r, rec, req)
 		var ev *zerolog.Event
 		switch {
 		case rec.status >= 500:
