@@ -134,6 +134,9 @@ func (s *Service) Events(ctx context.Context, q lm.EventQuery, follow bool) (wir
 	if follow {
 		evs, last, err = el.Follow(ctx, q)
 	} else {
+		// What was recorded before this request (the audit records an
+		// admin change before its answer leaves) is listed.
+		el.Flush(ctx)
 		evs, last, err = el.List(q)
 	}
 	if err != nil {
