@@ -298,7 +298,7 @@ func (c *crashLoop) pairSurvived(i int, phase string) {
 func (c *crashLoop) syncUnderWrites(newPair func()) {
 	t := c.t
 	t.Helper()
-	if st, _, ok := c.d.migTry(c.src); !ok || st.State == "split" {
+	if st, _, ok := c.d.migTry(c.src); !ok || st.State == "split" || st.State == "cancelled" {
 		newPair()
 	}
 	c.d.OK("migration", "set", c.src, "--speed", "highest", "--max-mbps", "0")

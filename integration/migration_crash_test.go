@@ -37,7 +37,7 @@ func TestMigrationCrashLoop(t *testing.T) {
 		phase := []string{"copy", "copy", "dual-write", "split"}[i%4]
 		st, _, ok := d.migTry("ka")
 		switch {
-		case !ok || st.State == "split":
+		case !ok || st.State == "split" || st.State == "cancelled": // cancelled: shown from the history
 			newPair("--max-mbps", "16")
 		case i%4 == 0 && st.State != "copying":
 			// a new cycle: start the copy over

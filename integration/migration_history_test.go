@@ -8,7 +8,8 @@ import (
 
 // TestMigrationAgainAfterSplit: a LUN migrated once (auto-split, verify)
 // can be migrated again; while the old pair stays on record as split, show
-// and cancel act on the new pair, and cancel says what it cancelled.
+// and cancel act on the new pair, and cancel says what it cancelled; show
+// then says the last pair was cancelled.
 func TestMigrationAgainAfterSplit(t *testing.T) {
 	d := StartDaemon(t, "")
 	for _, n := range []string{"ha", "hb", "hc"} {
@@ -34,7 +35,9 @@ func TestMigrationAgainAfterSplit(t *testing.T) {
 	}
 	// Nothing active is left to cancel: refused, naming the LUN.
 	d.Fail(1, []string{"ha"}, "migration", "cancel", "ha")
-	if st := d.mig("ha"); st.State != "split" || st.Target != "hb" {
-		t.Fatalf("after the cancel, show ha: %s target=%s, want the earlier split pair to hb", migString(st), st.Target)
+	// The last pair of ha was cancelled: show says so (issue 11), not
+	// the earlier split pair.
+	if st := d.mig("ha"); st.State != "cancelled" || st.Target != "hc" {
+		t.Fatalf("after the cancel, show ha: %s target=%s, want the cancelled pair to hc", migString(st), st.Target)
 	}
 }

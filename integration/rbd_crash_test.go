@@ -42,7 +42,7 @@ func TestRBDMigrationCrashLoop(t *testing.T) {
 
 	for i := 0; i < kills; i++ {
 		phase := []string{"copy", "dual-write", "copy", "split"}[i%4]
-		if st, _, ok := d.migTry("ka"); !ok || st.State == "split" {
+		if st, _, ok := d.migTry("ka"); !ok || st.State == "split" || st.State == "cancelled" {
 			newPair("--max-mbps", "16")
 		}
 		if phase == "copy" {

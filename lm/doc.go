@@ -49,7 +49,11 @@
 // run-time max active, the server limits), schedule.go (start time, state
 // scheduled), schedule_window.go (daily windows, max elapsed, the
 // schedule goroutine), sessionref.go (pairs named by source, target or
-// ID; a session's pairs refuse lone split/cancel/resume).
+// ID; a session's pairs refuse lone split/cancel/resume),
+// events.go (the bounded persistent event log and
+// the pair and session histories: one owner, an asynchronous writer that
+// never blocks a producer), history.go (reading the histories),
+// progress.go (the periodic progress line of copying pairs).
 //
 // The control plane: lm owns every admin rule (LUNs, targets, mappings,
 // ACLs, CHAP, ALUA records, pairs, sessions, fencing), each in one place,

@@ -274,7 +274,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 		}
 	}
 	m.registerAccess(vrec.ID, lrec.Name, rv.Client())
-	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
+	m.log.Info().Str("lun", lrec.Name).Str("lun_id", lrec.ID).Int64("size", lrec.Size).Str("remote", r.URL()).
 		Str("identity", mode).Msg("LUN imported")
 	return lrec, nil
 }

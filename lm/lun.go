@@ -149,7 +149,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err := m.addLUN(vrec, lrec, m.fileVol(vrec.ID, f)); err != nil {
 		return fail(err)
 	}
-	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Bool("direct", vrec.Direct).Msg("LUN created")
+	m.log.Debug().Str("lun", lrec.Name).Str("lun_id", lrec.ID).Int64("size", size).Str("path", vrec.Path).Bool("direct", vrec.Direct).Msg("LUN created")
 	return lrec, nil
 }
 
@@ -405,7 +405,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	}
 	e.vol.rec = vrec
 	e.size.Store(size)
-	m.log.Info().Str("lun", name).Int64("size", size).Msg("LUN resized")
+	m.log.Debug().Str("lun", name).Int64("size", size).Msg("LUN resized")
 	return l, nil
 }
 
@@ -525,7 +525,7 @@ func (m *Manager) deleteLUNLocked(name string, opts DeleteLUNOptions) error {
 		m.log.Warn().Err(err).Str("lun", name).Msg("LUN deleted, its RBD image not")
 		return fmt.Errorf("LUN deleted, but: %w: %w", err, ErrUnavailable)
 	}
-	m.log.Info().Str("lun", name).Str("id", l.ID).Msg("LUN deleted")
+	m.log.Debug().Str("lun", name).Str("lun_id", l.ID).Msg("LUN deleted")
 	return nil
 }
 

@@ -78,6 +78,12 @@ type Options struct {
 	// latency of the LUNs of a copying pair (0: none; latency.go); a
 	// pair's own bound wins.
 	MaxHostLatency time.Duration
+	// MaxEvents bounds the persistent event log (DefaultMaxEvents);
+	// EventQueue is its queue (DefaultEventQueue, events.go).
+	MaxEvents, EventQueue int
+	// ProgressInterval: a copying pair logs a progress line this often
+	// (30s; negative: never; progress.go).
+	ProgressInterval time.Duration
 }
 
 func (o *Options) fill() {
@@ -179,6 +185,10 @@ type Manager struct {
 
 	// ceph is the connection of the RBD data volumes (rbd.go).
 	ceph cephConn
+
+	// events is the event log and the histories (events.go); its writer
+	// is stopped last by Close.
+	events *EventLog
 }
 
 // hooks let tests interleave host I/O with the copier at fixed points.
@@ -344,6 +354,11 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	m.mu.unloaded = map[string]*unloadedPair{}
 	m.sess.init()
 	m.splits.init()
+	ev, err := newEventLog(db, opts.Log, opts.MaxEvents, opts.EventQueue)
+	if err != nil {
+		return nil, fmt.Errorf("lm: %w", err)
+	}
+	m.events = ev
 
 	var vols []metavol.Volume
 	var luns []metavol.LUN
@@ -359,12 +374,14 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		pairs, err = tx.Pairs()
 		return err
 	}); err != nil {
+		m.events.close()
 		return nil, fmt.Errorf("lm: load: %w", err)
 	}
 	var reopen []*dataVol
 	for _, v := range vols {
 		d := &dataVol{rec: v}
 		if err := m.openVolume(d); err != nil {
+			m.events.Record(Event{Type: EventVolume, Action: "unavailable", Object: "volume " + v.ID, Reason: err.Error()})
 			m.log.Error().Err(err).Str("volume", v.ID).Str("path", v.Path).Msg("data volume unavailable")
 			if v.Kind == metavol.VolumeKindISCSI || v.Kind == metavol.VolumeKindRBD {
 				reopen = append(reopen, d)
@@ -397,6 +414,7 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 		defer m.wg.Done()
 		m.scheduleLoop() // schedule_window.go: windows, max elapsed
 	}()
+	m.startProgress() // progress.go
 	if opts.VerifyInterval > 0 {
 		m.wg.Add(1)
 		go func() {
@@ -433,6 +451,9 @@ func (m *Manager) Close() error {
 	// Stop the goroutines first (an auto-split may be waiting for admin).
 	m.cancel()
 	m.wg.Wait()
+	// Last, after admin is released: the event writer commits what the
+	// pairs queued until now.
+	defer m.events.close()
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	m.mu.Lock()
@@ -469,6 +490,9 @@ func (m *Manager) Close() error {
 	}
 	return first
 }
+
+// Events is the event log and the histories (events.go).
+func (m *Manager) Events() *EventLog { return m.events }
 
 func (m *Manager) isClosed() bool {
 	m.mu.Lock()

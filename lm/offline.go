@@ -56,6 +56,10 @@ func (m *Manager) unloadable(rec metavol.Pair, why string) {
 		}
 	}
 	m.mu.Unlock()
+	for _, n := range fenced {
+		m.events.Record(Event{Type: EventOffline, Object: "lun " + n, LUN: n, Pair: rec.ID,
+			Reason: fmt.Sprintf("pair %s could not be loaded: %s", rec.ID, why)})
+	}
 	m.log.Error().Str("pair", rec.ID).Str("state", rec.State).Str("reason", why).Strs("offline_luns", fenced).
 		Msg("pair could not be loaded: its LUNs are OFFLINE (host I/O fails NOT READY) until it loads at a later start or is cancelled with `migration cancel`")
 }
@@ -220,6 +224,7 @@ func (m *Manager) volumeLost(d *dataVol, err error) {
 	if !d.lost.CompareAndSwap(nil, &s) {
 		return
 	}
+	m.events.Record(Event{Type: EventVolume, Action: "lost", Object: "volume " + d.rec.ID, Reason: s + " (" + d.where() + ")"})
 	m.log.Error().Err(err).Str("volume", d.rec.ID).Str("path", d.rec.Path).
 		Msg("data volume changed underneath lmtgt: its LUN is OFFLINE (host I/O fails NOT READY); restore the file and restart, or delete the LUN")
 	m.mu.Lock()

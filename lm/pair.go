@@ -269,6 +269,10 @@ func (m *Manager) newPair(rec metavol.Pair, se, te *lunEntry) (*pair, error) {
 func (m *Manager) startPair(p *pair) {
 	// Close marks the Manager closed under mu before it waits for its
 	// goroutines: a goroutine is either counted before that or not started.
+	p.mu.Lock()
+	rec := p.recordLocked()
+	p.mu.Unlock()
+	m.events.pairSeen(rec, p.src.name, p.tgt.name) // events.go: the history exists and ends in the record's state
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.mu.closed {

@@ -182,8 +182,9 @@ func TestCreatePairRefusals(t *testing.T) {
 	if err := e.m.Cancel("a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.Pair("a"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("pair after cancel: %v", err)
+	// The pair is gone; show says the last pair of a was cancelled.
+	if st, err := e.m.Pair("a"); err != nil || st.State != StateCancelled.String() {
+		t.Fatalf("pair after cancel: %+v, %v; want cancelled", st, err)
 	}
 	if _, err := e.m.CreatePair(PairRequest{Source: "b", Target: "c", Speed: SpeedHighest}); err != nil {
 		t.Fatal(err)

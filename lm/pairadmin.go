@@ -47,7 +47,7 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 		return PairStatus{}, err
 	}
 	p := ps[0]
-	p.zlog.Info().Str("target", p.tgt.name).Str("speed", string(req.Speed)).Msg("pair created")
+	p.zlog.Debug().Str("target_lun", p.tgt.name).Str("speed", string(req.Speed)).Msg("pair created")
 	m.startPair(p)
 	return p.status(), err
 }

@@ -165,9 +165,14 @@ func (p *pair) applyLocked(rec metavol.Pair, to PairState) {
 		p.mu.retryAttempt = 0
 	}
 	p.mu.rec = rec
+	from := v.state
 	v.mode = v.modeIn(to)
 	v.state = to
 	p.cur.Store(&v)
+	// Every committed state change reaches the history and the event
+	// log here (events.go: it only queues; its writer logs the summary
+	// of a pair that ended).
+	p.m.events.pairChanged(p, rec, from, to)
 	p.wakeUp()
 	p.m.sess.changed() // wakes the session runners
 }
@@ -201,6 +206,7 @@ func (p *pair) recordFault(reason string) {
 	}
 	p.mu.Unlock()
 	if first {
+		p.m.events.Record(Event{Type: EventVolume, Action: "fault", Object: "pair " + p.src.name, LUN: p.src.name, Pair: p.id, Reason: reason})
 		p.zlog.Warn().Str("reason", reason).Msg("pair fault")
 	}
 	p.wakeUp()

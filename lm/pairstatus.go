@@ -57,6 +57,13 @@ func (m *Manager) Pair(source string) (PairStatus, error) {
 			best = &st
 		}
 	}
+	var after time.Time
+	if best != nil {
+		after = best.Created
+	}
+	if c, ok := m.lastCancelled(source, after); ok { // history.go: its record is gone
+		return c, nil
+	}
 	if best == nil {
 		return PairStatus{}, fmt.Errorf("migration of %s: %w", source, ErrNotFound)
 	}

@@ -214,7 +214,7 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err := m.addLUN(vrec, lrec, m.rbdVol(vrec.ID, v)); err != nil {
 		return fail(err)
 	}
-	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", size).Str("rbd", ref.String()).
+	m.log.Info().Str("lun", lrec.Name).Str("lun_id", lrec.ID).Int64("size", size).Str("rbd", ref.String()).
 		Bool("created", created).Bool("takeover", req.Takeover).Msg("LUN created on RBD")
 	return lrec, nil
 }

@@ -129,7 +129,7 @@ func (m *Manager) createRBDHandover(req CreateLUNRequest, c *rbdvol.Cluster, ref
 		d.why.Store(&why)
 		m.reopenRemote(d) // picks the image up if A lets go of it
 	}
-	m.log.Info().Str("lun", lrec.Name).Str("id", lrec.ID).Int64("size", lrec.Size).Str("rbd", ref.String()).
+	m.log.Info().Str("lun", lrec.Name).Str("lun_id", lrec.ID).Int64("size", lrec.Size).Str("rbd", ref.String()).
 		Str("adopt_from", req.AdoptFrom.URL()).Bool("open", ov != nil).Msg("LUN created on RBD for a handover")
 	return lrec, nil
 }

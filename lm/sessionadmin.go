@@ -133,7 +133,8 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 	for _, p := range ps {
 		m.startPair(p)
 	}
-	m.log.Info().Str("session", rec.Name).Int("pairs", len(rec.PairIDs)).Int("max_active", rec.MaxActive).
+	m.events.sessionEvent(rec, "created", fmt.Sprintf("%d pairs, speed %s", len(rec.PairIDs), rec.Speed), "admin")
+	m.log.Debug().Str("session", rec.Name).Int("pairs", len(rec.PairIDs)).Int("max_active", rec.MaxActive).
 		Bool("auto_split", rec.AutoSplit).Msg("session created")
 	m.startSession(s)
 	return s.status(), err

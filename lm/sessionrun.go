@@ -78,8 +78,10 @@ func (s *session) save(rec metavol.Session) error {
 		return fmt.Errorf("session %s: persist: %w", rec.Name, err)
 	}
 	s.mu.Lock()
+	old := s.rec
 	s.rec = rec
 	s.mu.Unlock()
+	s.m.events.sessionSaved(old, rec) // events.go: the session's history
 	return nil
 }
 

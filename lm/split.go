@@ -279,6 +279,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) 
 	if err := m.putPairs(recs); err != nil {
 		m.log.Warn().Err(err).Msg(mode.String() + ": could not record the measured pause")
 	}
+	m.events.splitPaused(ps, recs, pause) // events.go
 	releaseAll()
 	if mode.keepsPair() {
 		for _, p := range ps {

@@ -17,7 +17,9 @@
 // relative target port ID (PutTarget gives a new target the lowest free
 // one and refuses one another target holds; Open fills them into records
 // written before they existed); a LUN's access states by group live under
-// "alua/LUNID" and are deleted with the LUN. Missing records give ErrNotFound wrapped
+// "alua/LUNID" and are deleted with the LUN. The event log and the
+// histories (events.go, owned by lm) live under "ev/" (one key per event,
+// big-endian sequence numbers) and "hist/pair/", "hist/sess/". Missing records give ErrNotFound wrapped
 // with the object's kind and name. "meta/schema" holds SchemaVersion; Open
 // refuses a newer one (ErrSchemaTooNew). badger's log goes to zerolog.
 //

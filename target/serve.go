@@ -34,6 +34,7 @@ func (s *Server) Start() error {
 		QueueDepth:     s.opts.QueueDepth,
 		MaxWriteBuffer: s.opts.MaxWriteBuffer,
 		TPGT:           tpgt,
+		OnLogin:        s.opts.OnLogin,
 	})
 	if err != nil {
 		return fmt.Errorf("iscsi transport: %w", err)

@@ -26,6 +26,9 @@ type Options struct {
 	// MaxWriteBuffer caps write buffers reserved by outstanding commands
 	// across all sessions (transport default when 0).
 	MaxWriteBuffer int64
+	// OnLogin is told of every login and refused login (iscsi.Options);
+	// lmtgt serve records them in lm's event log.
+	OnLogin func(iscsi.LoginEvent)
 }
 
 // Errors returned by Apply.
@@ -156,7 +159,7 @@ func (s *Server) Apply(targets []Target) error {
 	}
 	for _, iqn := range gone {
 		if n := ts.CloseTargetSessions(iqn); n > 0 {
-			s.log.Info().Str("target", iqn).Int("sessions", n).Msg("target removed: sessions closed")
+			s.log.Info().Str("iqn", iqn).Int("sessions", n).Msg("target removed: sessions closed")
 		}
 	}
 	// Sessions on a portal no longer in their target's portal group.
@@ -250,7 +253,7 @@ func (s *Server) apply(targets []Target) (gone []string, err error) {
 	s.devs = devs
 	s.snap.Store(snap)
 	for _, d := range created {
-		s.log.Info().Str("lun", d.id).Msg("logical unit online")
+		s.log.Info().Str("lun_id", d.id).Msg("logical unit online")
 	}
 
 	for iqn := range old.targets {
@@ -339,10 +342,10 @@ func (s *Server) CapacityChanged(lunID string) {
 	}
 	st := d.cur()
 	if err := d.rebuild(st.cfg, false); err != nil {
-		s.log.Error().Err(err).Str("lun", lunID).Msg("capacity change")
+		s.log.Error().Err(err).Str("lun_id", lunID).Msg("capacity change")
 		return
 	}
-	s.log.Info().Str("lun", lunID).Uint64("blocks", d.cur().blocks).Msg("capacity changed")
+	s.log.Info().Str("lun_id", lunID).Uint64("blocks", d.cur().blocks).Msg("capacity changed")
 	s.raiseUALocked(d, ascCapacityDataChanged, nil)
 }
 

@@ -142,6 +142,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			sessionCommand(),
 			aluaCommand(),
 			configCommand(),
+			eventsCommand(), // events.go
 			versionCommand(),
 			completionCommand(),
 			manCommand(),

@@ -74,6 +74,7 @@ func migrationCommand() *cli.Command {
 				Flags:     splitFlags(), // rollback.go
 				Action:    migrationSplit,
 			},
+			migrationHistoryCommand(), // events.go
 		}, rollbackCommands()...), // rollback.go
 	}
 }
@@ -239,8 +240,8 @@ func watchMigration(c *cli.Context, cl *client.Client, src string, asJSON bool) 
 	defer tick.Stop()
 	for {
 		m, err := cl.Migration(ctx, src)
-		if err == nil && seen != "" && m.ID != seen {
-			return cancelled()
+		if err == nil && seen != "" && (m.ID != seen || m.State == "cancelled") {
+			return cancelled() // another pair, or the watched one from the history (cancelled)
 		}
 		if err != nil {
 			if seen != "" && client.StatusOf(err) == http.StatusNotFound {

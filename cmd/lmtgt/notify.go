@@ -2,15 +2,11 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/user"
 	"strconv"
 	"strings"
-	"syscall"
-
-	"github.com/rs/zerolog"
 )
 
 // The service manager protocol of systemd's Type=notify (sd_notify(3)),
@@ -107,50 +103,4 @@ func runtimeSocket(runtimeDir string) string {
 		return ""
 	}
 	return strings.TrimSuffix(dir, "/") + "/" + socketName
-}
-
-// onJournal reports whether f is the stream systemd connected to the
-// journal: $JOURNAL_STREAM is "DEVICE:INODE" of it (systemd.exec(5)). A
-// child that inherited the variable but not the stream does not match.
-func onJournal(f *os.File, env string) bool {
-	dev, ino, ok := strings.Cut(env, ":")
-	if !ok {
-		return false
-	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return false
-	}
-	return strconv.FormatUint(uint64(st.Dev), 10) == dev && strconv.FormatUint(st.Ino, 10) == ino
-}
-
-// journalWriter prefixes every log line with its syslog priority ("<3>"
-// for an error), which journald reads (SyslogLevelPrefix=yes, its
-// default) and strips: `journalctl -u lmtgt -p warning` shows warnings
-// and errors only.
-type journalWriter struct{ w io.Writer }
-
-func (j journalWriter) Write(p []byte) (int, error) { return j.WriteLevel(zerolog.NoLevel, p) }
-
-// WriteLevel is zerolog.LevelWriter's: one event, one line.
-func (j journalWriter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
-	prio := "6" // info, and lines without a level
-	switch l {
-	case zerolog.TraceLevel, zerolog.DebugLevel:
-		prio = "7"
-	case zerolog.WarnLevel:
-		prio = "4"
-	case zerolog.ErrorLevel:
-		prio = "3"
-	case zerolog.FatalLevel:
-		prio = "2"
-	case zerolog.PanicLevel:
-		prio = "0"
-	}
-	b := make([]byte, 0, len(p)+3)
-	b = append(append(append(b, '<'), prio...), '>')
-	if _, err := j.w.Write(append(b, p...)); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

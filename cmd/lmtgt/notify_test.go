@@ -1,15 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
-
-	"github.com/rs/zerolog"
 )
 
 // TestFindAdmin: the CLI's admin socket order (docs/cli.md): --admin or
@@ -82,38 +76,5 @@ func TestNewNotifier(t *testing.T) {
 	k, err := conn.Read(buf)
 	if err != nil || string(buf[:k]) != "READY=1\nSTATUS=serving portal=x\n" {
 		t.Errorf("datagram %q, %v", buf[:k], err)
-	}
-}
-
-// TestJournalPriorities: under systemd, log lines carry the syslog
-// priority prefix journald reads, and only when stderr is the journal
-// stream $JOURNAL_STREAM names.
-func TestJournalPriorities(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "stream"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	env := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
-	if !onJournal(f, env) {
-		t.Fatalf("onJournal(%s) = false for the stream itself", env)
-	}
-	if onJournal(f, fmt.Sprintf("%d:%d", st.Dev, st.Ino+1)) || onJournal(f, "") || onJournal(os.Stdin, env) {
-		t.Error("onJournal true for another stream")
-	}
-	var buf bytes.Buffer
-	log := zerolog.New(journalWriter{&buf})
-	log.Error().Msg("e")
-	log.Warn().Msg("w")
-	log.Info().Msg("i")
-	log.Debug().Msg("d")
-	want := "<3>{\"level\":\"error\",\"message\":\"e\"}\n<4>{\"level\":\"warn\",\"message\":\"w\"}\n" +
-		"<6>{\"level\":\"info\",\"message\":\"i\"}\n<7>{\"level\":\"debug\",\"message\":\"d\"}\n"
-	if buf.String() != want {
-		t.Errorf("journal lines %q, want %q", buf.String(), want)
 	}
 }

@@ -62,6 +62,7 @@ func serveCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-total-mbps", EnvVars: []string{"LMTGT_MAX_TOTAL_MBPS"}, Usage: "bandwidth budget of all migration copies together in MB/s (0: none; config set max-total-mbps)"},
 			&cli.StringFlag{Name: "max-host-latency", EnvVars: []string{"LMTGT_MAX_HOST_LATENCY"}, Usage: "default bound on the hosts' p99 command latency on a copying pair's LUNs, e.g. 2ms: the copy slows down to keep it (default: none; a pair's or session's own bound wins)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
+			&cli.DurationFlag{Name: "progress-interval", Value: lm.DefaultProgressInterval, EnvVars: []string{"LMTGT_PROGRESS_INTERVAL"}, Usage: "log a progress line per copying migration pair this often (0: never)"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"LMTGT_PPROF"}, Usage: "also serve Go's profiler (net/http/pprof) at http://ADDR/debug/pprof/ on the --metrics listener (default off; needs --metrics)"},
 			&cli.BoolFlag{Name: "demo", EnvVars: []string{"LMTGT_DEMO"}, Usage: "on an empty meta volume, create a 1 GiB LUN \"demo\" exported to every initiator"},
@@ -91,13 +92,13 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		return zerolog.Nop(), usageErr("--log-format %q: want console, json or auto", format)
 	}
 	out := w
-	if format == "console" {
+	switch {
+	case underJournal(w): // logging.go: syslog priorities, no colors
+		out = journalWriter{out: w, console: format == "console"}
+	case format == "console":
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	if f, ok := w.(*os.File); ok && onJournal(f, os.Getenv("JOURNAL_STREAM")) {
-		out = journalWriter{out} // priorities for journald (notify.go)
-	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+	return zerolog.New(out).Level(lvl).Hook(msTimestamp{}), nil
 }
 
 // checkPortal refuses a --portal that is not host:port with a port
@@ -277,6 +278,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		MaxTotalMBps:             c.Int64("max-total-mbps"),
 		MaxHostLatency:           hostLat,
 		RemoteReplacementTimeout: c.Duration("remote-replacement-timeout"),
+		ProgressInterval:         progressInterval(c.Duration("progress-interval")),
 		Ceph:                     rbdvol.Config{Conf: c.String("ceph-conf"), ID: c.String("ceph-id"), Keyring: c.String("ceph-keyring"), OpTimeout: c.Duration("ceph-op-timeout")}})
 	if err != nil {
 		return fmt.Errorf("open LUNs and pairs: %w", err)
@@ -287,6 +289,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		Reservations:   d.db,
 		QueueDepth:     c.Int("queue-depth"),
 		MaxWriteBuffer: d.maxWB,
+		OnLogin:        loginRecorder(d.mgr.Events()), // logging.go
 	})
 	if err != nil {
 		return fmt.Errorf("iSCSI server: %w", err)

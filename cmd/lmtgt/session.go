@@ -86,6 +86,7 @@ func sessionCommand() *cli.Command {
 					}, func(map[string]string) { fmt.Fprintf(c.App.Writer, "session %s deleted\n", name) })
 				},
 			},
+			sessionHistoryCommand(), // events.go
 		}, sessionRollbackCommands()...), // rollback.go
 	}
 }

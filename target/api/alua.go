@@ -163,7 +163,7 @@ func (s *Service) SetTargetALUA(iqn string, req wire.SetALUATarget) (wire.ALUATa
 		return wire.ALUATarget{}, toWire(err, obj)
 	}
 	tp := targetPort(t)
-	s.log.Info().Str("target", iqn).Uint16("group", tp.Group).Uint16("port", tp.Port).Msg("ALUA target port changed")
+	s.log.Debug().Str("iqn", iqn).Uint16("group", tp.Group).Uint16("port", tp.Port).Msg("ALUA target port changed")
 	return tp, nil
 }
 
@@ -191,7 +191,7 @@ func (s *Service) SetLUNAccessState(lunName, groupID, state string) (wire.ALUALU
 	if err := s.lm.SetLUNAccess(lunName, uint16(g), stored); err != nil {
 		return wire.ALUALUN{}, toWire(err, obj)
 	}
-	s.log.Info().Str("lun", lunName).Int("group", g).Str("state", st.String()).Msg("ALUA access state changed")
+	s.log.Debug().Str("lun", lunName).Int("group", g).Str("state", st.String()).Msg("ALUA access state changed")
 	a, err := s.ALUA(lunName)
 	if err != nil {
 		return wire.ALUALUN{}, err

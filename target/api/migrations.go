@@ -38,10 +38,10 @@ func (s *Service) CreateMigration(req wire.CreateMigration) (wire.Migration, err
 	if p.DryRun {
 		return migrationView(p), nil
 	}
-	s.log.Info().Str("source", req.Source).Str("target", req.Target).Str("pair", p.ID).Msg("migration created")
+	s.log.Debug().Str("lun", req.Source).Str("target_lun", req.Target).Str("pair", p.ID).Msg("migration created")
 	v := s.pairView(p)
 	if w := s.lm.BypassWarning(p); w != "" {
-		s.log.Warn().Str("source", req.Source).Str("pair", p.ID).Msg(w)
+		s.log.Warn().Str("lun", req.Source).Str("pair", p.ID).Msg(w)
 		v.Warnings = append(v.Warnings, w)
 	}
 	return v, nil
@@ -86,7 +86,7 @@ func (s *Service) MigrationAction(source, action string, force bool) (wire.Migra
 		// cancelled, not whatever lm.Pair finds afterwards.
 		before, berr := s.lm.Pair(source)
 		if err = s.lm.CancelNamed(source, force); err == nil {
-			s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
+			s.log.Debug().Str("lun", source).Str("action", action).Msg("migration " + action)
 			if berr != nil {
 				return wire.Migration{Source: source, State: lm.StateCancelled.String()}, nil
 			}
@@ -100,7 +100,7 @@ func (s *Service) MigrationAction(source, action string, force bool) (wire.Migra
 	if err != nil {
 		return wire.Migration{}, toWire(err, obj)
 	}
-	s.log.Info().Str("source", source).Str("action", action).Msg("migration " + action)
+	s.log.Debug().Str("lun", source).Str("action", action).Msg("migration " + action)
 	return s.Migration(source)
 }
 
@@ -181,7 +181,7 @@ func (s *Service) Split(req wire.Split) (wire.SplitResult, error) {
 	}
 	v := splitView(r)
 	v.State = state.String()
-	s.log.Info().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("split")
+	s.log.Debug().Strs("sources", req.Sources).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("split")
 	v.Retired = s.retire(r.Pairs, req.Retire)
 	return v, nil
 }

@@ -51,6 +51,11 @@ type Server struct {
 	mux     *http.ServeMux
 	handler http.Handler
 
+	// quit is closed when Shutdown starts: long polls (GET /v1/events
+	// with wait) answer at once instead of holding the shutdown.
+	quit     chan struct{}
+	quitOnce sync.Once
+
 	mu      sync.Mutex // guards the fields below
 	servers []*http.Server
 	unixL   net.Listener
@@ -73,7 +78,7 @@ func New(opts Options) (*Server, error) {
 	if opts.TCP != "" && opts.Token == "" {
 		return nil, fmt.Errorf("admin tcp %s: a token is required (--admin-token or LMTGT_ADMIN_TOKEN)", opts.TCP)
 	}
-	s := &Server{opts: opts, svc: opts.Service, log: opts.Log, errc: make(chan error, 2)}
+	s := &Server{opts: opts, svc: opts.Service, log: opts.Log, errc: make(chan error, 2), quit: make(chan struct{})}
 	s.routes()
 	s.handler = s.logged(refuseDotSegments(s.mux))
 	return s, nil
@@ -108,6 +113,7 @@ func (s *Server) Start() error {
 func (s *Server) serveLocked(l net.Listener, h http.Handler) {
 	srv := &http.Server{
 		Handler:           h,
+		ConnContext:       withCaller, // audit.go: who is asking
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
@@ -153,6 +159,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) closeLocked(ctx context.Context) error {
+	s.quitOnce.Do(func() { close(s.quit) })
 	var errs []error
 	for _, srv := range s.servers {
 		if err := srv.Shutdown(ctx); err != nil {
@@ -223,6 +230,11 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 type recorder struct {
 	http.ResponseWriter
 	status int
+	// body keeps the start of the response (the object or the error)
+	// of an admin action (keep) or of a failed request, for its event
+	// and its log line.
+	body []byte
+	keep bool
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -230,23 +242,62 @@ func (r *recorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// logged logs every request (debug) and every failed one (info or error).
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.keep && r.status < 400 {
+		return r.ResponseWriter.Write(b)
+	}
+	if n := min(len(b), maxRecorded-len(r.body)); n > 0 {
+		r.body = append(r.body, b[:n]...)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush passes a flush on (long polls of /v1/events write once anyway).
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// maxRecorded bounds the response bytes kept for the admin event.
+const maxRecorded = 8 << 10
+
+// logged logs every request: an admin action (any method but GET) in one
+// info line with who asked, what, the outcome and the reason of a
+// failure, and records it in the event log (audit.go); reads at debug
+// (a failed read at info with its reason).
 func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK, keep: r.Method != http.MethodGet && r.Method != http.MethodHead}
+		var req *requestNames
+		if rec.keep && r.Body != nil {
+			req = &requestNames{}
+			r.Body = req.tee(r.Body) // audit.go: only the names are kept, never a secret
+		}
 		next.ServeHTTP(rec, r)
+		a := s.audit(r, rec, req)
 		var ev *zerolog.Event
 		switch {
 		case rec.status >= 500:
 			ev = s.log.Error()
-		case rec.status >= 400:
+		case rec.status >= 400 || a != nil:
 			ev = s.log.Info()
 		default:
 			ev = s.log.Debug()
 		}
+		if a != nil {
+			ev = ev.Str("action", a.Action).Str("object", a.Object).Str("who", a.Who).Bool("ok", a.OK)
+		}
+		if rec.status >= 400 {
+			ev = ev.Str("reason", errorReason(rec.body))
+		}
+		msg := "admin request"
+		if a != nil {
+			msg = "admin action"
+		}
 		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Dur("took", time.Since(start)).Msg("admin request")
+			Dur("took", time.Since(start)).Msg(msg)
 	})
 }
 
@@ -505,6 +556,7 @@ func (s *Server) routes() {
 	s.configRoutes(m)  // config.go
 
 	s.rollbackRoutes(m) // rollback.go
+	s.eventRoutes(m)    // events.go
 
 	// Everything else: JSON 404, or 405 when the path exists with other methods.
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -91,7 +91,7 @@ func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	if err != nil {
 		return wire.LUN{}, toWire(err, lunObject(req.Name))
 	}
-	s.log.Info().Str("lun", l.Name).Str("id", l.ID).Int64("size", l.Size).Bool("direct", req.Direct).Msg("LUN created")
+	s.log.Debug().Str("lun", l.Name).Str("lun_id", l.ID).Int64("size", l.Size).Bool("direct", req.Direct).Msg("LUN created")
 	return s.LUN(l.Name)
 }
 
@@ -142,7 +142,7 @@ func (s *Service) ResizeLUN(name string, size int64) (wire.LUN, error) {
 	if s.exp != nil {
 		s.exp.CapacityChanged(l.ID)
 	}
-	s.log.Info().Str("lun", name).Int64("size", l.Size).Msg("LUN resized")
+	s.log.Debug().Str("lun", name).Int64("size", l.Size).Msg("LUN resized")
 	return s.LUN(name)
 }
 
@@ -171,6 +171,6 @@ func (s *Service) DeleteLUNWith(name string, deleteImage bool) error {
 	if err := s.lm.DeleteLUNWith(name, lm.DeleteLUNOptions{DeleteImage: deleteImage}); err != nil {
 		return toWire(err, lunObject(name))
 	}
-	s.log.Info().Str("lun", name).Msg("LUN deleted")
+	s.log.Debug().Str("lun", name).Msg("LUN deleted")
 	return nil
 }

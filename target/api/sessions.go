@@ -40,7 +40,7 @@ func (s *Service) CreateSession(req wire.CreateSession) (wire.MigrationSession, 
 	if st.DryRun {
 		return sessionView(st), nil
 	}
-	s.log.Info().Str("session", req.Name).Int("pairs", len(req.Pairs)).Msg("session created")
+	s.log.Debug().Str("session", req.Name).Int("pairs", len(req.Pairs)).Msg("session created")
 	return sessionView(st), nil
 }
 
@@ -76,7 +76,7 @@ func (s *Service) SessionAction(name, action string) (wire.MigrationSession, err
 	if err != nil {
 		return wire.MigrationSession{}, toWire(err, obj)
 	}
-	s.log.Info().Str("session", name).Str("action", action).Msg("session " + action)
+	s.log.Debug().Str("session", name).Str("action", action).Msg("session " + action)
 	return sessionView(st), nil
 }
 
@@ -113,7 +113,7 @@ func (s *Service) SplitSession(name string, req wire.SplitSession) (wire.SplitRe
 	}
 	v := splitView(r)
 	v.State = state.String()
-	s.log.Info().Str("session", name).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("session split")
+	s.log.Debug().Str("session", name).Float64("pause_ms", v.PauseMS).Bool("keep_source", req.KeepSource).Msg("session split")
 	v.Retired = s.retire(r.Pairs, req.Retire)
 	return v, nil
 }

@@ -59,7 +59,7 @@ func (s *Service) changed(iqn string, err error) (wire.Target, error) {
 func (s *Service) CreateTarget(iqn string, portals ...string) (wire.Target, error) {
 	err := s.lm.CreateTargetOn(iqn, portals)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Strs("portals", portals).Msg("target created")
+		s.log.Debug().Str("iqn", iqn).Strs("portals", portals).Msg("target created")
 	}
 	return s.changed(iqn, err)
 }
@@ -68,7 +68,7 @@ func (s *Service) CreateTarget(iqn string, portals ...string) (wire.Target, erro
 func (s *Service) AddPortal(iqn, portal string) (wire.Target, error) {
 	err := s.lm.AddTargetPortal(iqn, portal)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("portal", portal).Msg("portal added to the target")
+		s.log.Debug().Str("iqn", iqn).Str("portal", portal).Msg("portal added to the target")
 	}
 	return s.changed(iqn, err)
 }
@@ -81,7 +81,7 @@ func (s *Service) RemovePortal(iqn, portal string) (wire.Target, error) {
 	}
 	err := s.lm.RemoveTargetPortal(iqn, p)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("portal", portal).Msg("portal removed from the target")
+		s.log.Debug().Str("iqn", iqn).Str("portal", portal).Msg("portal removed from the target")
 	}
 	return s.changed(iqn, err)
 }
@@ -91,7 +91,7 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 	if err := s.lm.DeleteTarget(iqn, force); err != nil {
 		return toWire(err, targetObject(iqn))
 	}
-	s.log.Info().Str("target", iqn).Msg("target deleted")
+	s.log.Debug().Str("iqn", iqn).Msg("target deleted")
 	return nil
 }
 
@@ -100,7 +100,7 @@ func (s *Service) DeleteTarget(iqn string, force bool) error {
 func (s *Service) Map(iqn string, req wire.MapLUN) (wire.Target, error) {
 	n, err := s.lm.MapLUNWith(iqn, req.LUN, lm.MapOptions{Number: req.Number, ReadOnly: req.ReadOnly, Initiators: req.Initiators})
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("lun", req.LUN).Uint64("number", n).
+		s.log.Debug().Str("iqn", iqn).Str("lun", req.LUN).Uint64("number", n).
 			Bool("read_only", req.ReadOnly).Strs("initiators", req.Initiators).Msg("LUN mapped")
 	}
 	return s.changed(iqn, err)
@@ -131,7 +131,7 @@ func (s *Service) Logout(iqn, initiator string) (wire.Logout, error) {
 func (s *Service) SetMapping(iqn, lunName string, req wire.SetMapping) (wire.Target, error) {
 	err := s.lm.SetMapping(iqn, lunName, lm.MappingChange{ReadOnly: req.ReadOnly, Initiators: req.Initiators})
 	if err == nil {
-		ev := s.log.Info().Str("target", iqn).Str("lun", lunName)
+		ev := s.log.Debug().Str("iqn", iqn).Str("lun", lunName)
 		if req.ReadOnly != nil {
 			ev = ev.Bool("read_only", *req.ReadOnly)
 		}
@@ -147,7 +147,7 @@ func (s *Service) SetMapping(iqn, lunName string, req wire.SetMapping) (wire.Tar
 func (s *Service) Unmap(iqn, lunName string) (wire.Target, error) {
 	err := s.lm.UnmapLUN(iqn, lunName)
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("lun", lunName).Msg("LUN unmapped")
+		s.log.Debug().Str("iqn", iqn).Str("lun", lunName).Msg("LUN unmapped")
 	}
 	return s.changed(iqn, err)
 }
@@ -164,7 +164,7 @@ func initiatorName(initiator string) string {
 func (s *Service) Allow(iqn, initiator string) (wire.Target, error) {
 	err := s.lm.AllowInitiator(iqn, initiatorName(initiator))
 	if err == nil {
-		s.log.Info().Str("target", iqn).Str("initiator", initiator).Msg("initiator allowed")
+		s.log.Debug().Str("iqn", iqn).Str("initiator", initiator).Msg("initiator allowed")
 	}
 	return s.changed(iqn, err)
 }
@@ -184,7 +184,7 @@ func (s *Service) SetCHAP(iqn string, req wire.SetCHAP) (wire.Target, error) {
 	if err != nil {
 		return wire.Target{}, toWire(err, targetObject(iqn))
 	}
-	s.log.Info().Str("target", iqn).Str("user", req.User).Bool("mutual", req.MutualUser != "" || req.MutualSecret != "").Msg("CHAP set")
+	s.log.Debug().Str("iqn", iqn).Str("user", req.User).Bool("mutual", req.MutualUser != "" || req.MutualSecret != "").Msg("CHAP set")
 	v, err := s.Target(iqn)
 	v.Warnings = warnings
 	return v, err
@@ -211,7 +211,7 @@ func (s *Service) SetDiscoveryCHAP(req wire.SetCHAP) (wire.Discovery, error) {
 	if err != nil {
 		return wire.Discovery{}, toWire(err, discoveryObject)
 	}
-	s.log.Info().Str("user", req.User).Bool("mutual", req.MutualUser != "").Msg("discovery CHAP set")
+	s.log.Debug().Str("user", req.User).Bool("mutual", req.MutualUser != "").Msg("discovery CHAP set")
 	v, err := s.Discovery()
 	v.Warnings = warnings
 	return v, err
@@ -222,6 +222,6 @@ func (s *Service) ClearDiscoveryCHAP() (wire.Discovery, error) {
 	if err := s.lm.ClearDiscoveryCHAP(); err != nil {
 		return wire.Discovery{}, toWire(err, discoveryObject)
 	}
-	s.log.Info().Msg("discovery CHAP off")
+	s.log.Debug().Msg("discovery CHAP off")
 	return s.Discovery()
 }

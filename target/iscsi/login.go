@@ -34,6 +34,9 @@ const (
 type loginError struct {
 	status uint16
 	err    error
+	// why is the class of the refusal reported to Options.OnLogin
+	// (LoginEvent.Reason): one of the Refused* constants.
+	why string
 }
 
 func (e *loginError) Error() string {
@@ -42,7 +45,13 @@ func (e *loginError) Error() string {
 func (e *loginError) Unwrap() error { return e.err }
 
 func refuse(status uint16, format string, args ...any) *loginError {
-	return &loginError{status: status, err: fmt.Errorf(format, args...)}
+	return &loginError{status: status, err: fmt.Errorf(format, args...), why: RefusedProtocol}
+}
+
+// because sets the class of a refusal.
+func (e *loginError) because(why string) *loginError {
+	e.why = why
+	return e
 }
 
 // loginPhase is the state of one login (RFC 7143 §6).
@@ -106,16 +115,25 @@ func (c *conn) login() error {
 			var le *loginError
 			if errors.As(err, &le) {
 				c.srv.logins.failures.Add(1)
-				c.log.Info().Str("initiator", c.initiator).Str("target", c.target).
+				c.log.Info().Str("initiator", c.initiator).Str("iqn", c.target).
 					Str("status", fmt.Sprintf("0x%04x", le.status)).Err(le.err).Msg("login refused")
 				c.sendLoginResp(lp, &h, 0, nil, le.status)
+				c.reportLogin(false, le.why+": "+le.err.Error())
 			}
 			return err
 		}
 		if done {
 			c.nc.SetReadDeadline(time.Time{})
+			c.reportLogin(true, "")
 			return nil
 		}
+	}
+}
+
+// reportLogin passes a login's outcome to Options.OnLogin.
+func (c *conn) reportLogin(ok bool, reason string) {
+	if f := c.srv.opts.OnLogin; f != nil {
+		f(LoginEvent{Initiator: c.initiator, Address: c.remote, Target: c.target, Discovery: c.discovery, OK: ok, Reason: reason})
 	}
 }
 
@@ -194,11 +212,11 @@ func (c *conn) loginStep(lp *loginPhase, h *header, data []byte) (bool, error) {
 		}
 		resp = append(resp, r...)
 		if transit && !lp.authDone && lp.chap == nil {
-			return false, refuse(statusAuthFailure, "security stage left without authentication")
+			return false, refuse(statusAuthFailure, "security stage left without authentication").because(RefusedCHAP)
 		}
 	} else if !lp.authDone {
 		if lp.auth.CHAP != nil {
-			return false, refuse(statusAuthFailure, "operational stage without CHAP")
+			return false, refuse(statusAuthFailure, "operational stage without CHAP").because(RefusedCHAP)
 		}
 		lp.authDone = true
 	}
@@ -278,13 +296,13 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 		auth, err := c.srv.opts.Backend.Login(tn, name)
 		switch {
 		case errors.Is(err, ErrTargetNotFound):
-			return nil, refuse(statusNotFound, "target %s: %v", tn, err)
+			return nil, refuse(statusNotFound, "target %s: %v", tn, err).because(RefusedUnknownTarget)
 		case errors.Is(err, ErrNotAuthorized):
 			// The same answer as an unknown target: an initiator the ACL
 			// refuses cannot tell which IQNs exist (docs/design.md).
-			return nil, refuse(statusNotFound, "initiator %s to %s: %v", name, tn, err)
+			return nil, refuse(statusNotFound, "initiator %s to %s: %v", name, tn, err).because(RefusedACL)
 		case err != nil:
-			return nil, refuse(statusTargetError, "target %s: %v", tn, err)
+			return nil, refuse(statusTargetError, "target %s: %v", tn, err).because(RefusedTargetError)
 		}
 		if !c.onPortal(tn) {
 			// Not served on this portal: the same answer as an unknown
@@ -298,7 +316,7 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 	default:
 		return nil, refuse(statusSessionType, "SessionType=%.32s", st)
 	}
-	c.log = c.log.With().Str("initiator", name).Str("target", c.target).Logger()
+	c.log = c.log.With().Str("initiator", name).Str("iqn", c.target).Logger()
 	if lp.tsih != 0 && c.srv.lookupTSIH(lp.tsih) == nil {
 		return nil, refuse(statusNoSession, "TSIH %d unknown", lp.tsih)
 	}
@@ -321,12 +339,12 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 			}
 		}
 		if !found {
-			return nil, refuse(statusAuthFailure, "AuthMethod=%.64s does not offer %s", m, want)
+			return nil, refuse(statusAuthFailure, "AuthMethod=%.64s does not offer %s", m, want).because(RefusedCHAP)
 		}
 		if want == "CHAP" {
 			if locked, until := c.srv.authLimit.locked(c.remote, c.initiator, credKey(c.target, lp.auth.CHAP.User)); locked {
 				return nil, refuse(statusAuthFailure, "too many failed CHAP logins from %s, as %s or to this target's CHAP user: refused until %s",
-					c.remote, c.initiator, until.Format(time.RFC3339))
+					c.remote, c.initiator, until.Format(time.RFC3339)).because(RefusedRateLimited)
 			}
 		}
 		resp = append(resp, kv{Key: "AuthMethod", Value: want})
@@ -340,7 +358,7 @@ func (c *conn) loginSecurity(lp *loginPhase, keys []kv) ([]kv, error) {
 		r, err := lp.chap.step(keys)
 		if err != nil {
 			c.srv.authLimit.failed(c.remote, c.initiator, credKey(c.target, lp.chap.cred.User))
-			return nil, &loginError{status: statusAuthFailure, err: err}
+			return nil, &loginError{status: statusAuthFailure, err: err, why: RefusedCHAP}
 		}
 		resp = append(resp, r...)
 		if lp.chap.state == chapDone {

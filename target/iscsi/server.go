@@ -62,10 +62,36 @@ type Options struct {
 	// ErrorRecoveryLevel 0 a session ends with its connection).
 	DefaultTime2Wait, DefaultTime2Retain uint32
 
+	// OnLogin, if set, is told of every login that completed or was
+	// refused (with the reason), on the connection's goroutine: it must
+	// not block (lmtgt serve queues it in the event log).
+	OnLogin func(LoginEvent)
+
 	// now is the clock of the CHAP failure limiter (tests; default
 	// time.Now).
 	now func() time.Time
 }
+
+// LoginEvent is the outcome of one login (Options.OnLogin).
+type LoginEvent struct {
+	Initiator string // InitiatorName ("" if it sent none)
+	Address   string // the initiator's host:port
+	Target    string // TargetName ("" for discovery)
+	Discovery bool
+	OK        bool
+	// Reason of a refusal: a Refused* class, ": ", the details.
+	Reason string
+}
+
+// Classes of refused logins (the start of LoginEvent.Reason).
+const (
+	RefusedUnknownTarget = "unknown target"
+	RefusedACL           = "ACL"
+	RefusedCHAP          = "CHAP failure"
+	RefusedRateLimited   = "rate limited"
+	RefusedTargetError   = "target error"
+	RefusedProtocol      = "protocol"
+)
 
 // DefaultMaxTransferLength is the default Options.MaxTransferLength. A
 // backend should not advertise a larger MAXIMUM TRANSFER LENGTH (VPD B0).
