@@ -12,7 +12,9 @@
 // Shape: one goroutine per connection reads PDUs (serve -> login ->
 // fullFeature); a command whose data is complete runs on its own goroutine
 // (or, when it is the only one in flight, on the reader itself) and writes
-// its Data-In and status under the connection's write lock with one writev.
+// its Data-In and status with one writev; responses that complete while
+// another is being written are queued and the next writer sends them all
+// in one writev (flat combining, conn.send).
 // Data buffers come from a per-Server pool by size class. Error recovery
 // level 0, one connection per session.
 //
