@@ -116,7 +116,18 @@ type conn struct {
 		// inlineBusy: the reader is running a command itself and cannot
 		// see ping answers; the pinger waits.
 		inlineBusy bool
+		// taskDone is signalled (Broadcast, L = &mu.Mutex) whenever a
+		// task use ends (task.go).
+		taskDone  *sync.Cond
+		freeTasks []*task // tasks to reuse
+		// workers: command workers started; idle: those waiting for a
+		// task and not yet handed one (worker.go).
+		workers, idle int
 	}
+	// work hands tasks to the connection's workers (worker.go).
+	work chan *task
+	// workerWG counts the worker goroutines.
+	workerWG sync.WaitGroup
 	// cmdWG counts command and task-management goroutines.
 	cmdWG sync.WaitGroup
 
@@ -144,6 +155,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.log = s.log.With().Str("remote", c.remote).Logger()
 	c.mu.tasks = make(map[uint32]*task)
+	c.mu.taskDone = sync.NewCond(&c.mu.Mutex)
+	c.work = make(chan *task, s.opts.QueueDepth+maxImmediate)
 	c.p = defaultParams()
 	return c
 }
@@ -220,6 +233,7 @@ func (c *conn) teardown() {
 	}
 	c.mu.Unlock()
 	c.cmdWG.Wait()
+	c.stopWorkers()
 	for _, q := range c.pending {
 		if q.reserved > 0 {
 			c.srv.budget.release(c, q.reserved)
