@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -333,6 +334,14 @@ func (c *conn) send(pdus ...outPDU) error {
 		lead = r.lead
 	}
 	if lead {
+		// Other commands still running may be about to answer: let
+		// them run first, so that they join this batch.
+		c.mu.Lock()
+		others := c.mu.inflight > 0
+		c.mu.Unlock()
+		if others {
+			runtime.Gosched()
+		}
 		c.writeQueued()
 	}
 	err := r.err
