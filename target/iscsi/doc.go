@@ -26,7 +26,8 @@
 // and its states), command.go (SCSI Command PDUs: admission, immediate
 // and unsolicited data, running a task on the Backend), dataout.go (R2T
 // and Data-Out), respond.go (residuals, Data-In and SCSI Response),
-// tmf.go (task management).
+// tmf.go (task management), worker.go (the connection's command workers);
+// conn.go holds the batched writer (send).
 //
 // Bounds: the CmdSN window is enforced for every non-immediate PDU and
 // immediate SCSI commands are capped per session (ffp.go); write buffers
