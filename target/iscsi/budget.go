@@ -153,8 +153,9 @@ func (c *conn) granted(t *task, n int64) {
 	}
 	t.wbuf, t.reserved = buf, n
 	pdus := c.nextR2Ts(t)
+	itt := t.itt // t may be done and reused once mu is released
 	c.mu.Unlock()
 	if err := c.send(pdus...); err != nil {
-		c.log.Debug().Err(err).Uint32("itt", t.itt).Msg("R2T not sent")
+		c.log.Debug().Err(err).Uint32("itt", itt).Msg("R2T not sent")
 	}
 }

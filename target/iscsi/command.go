@@ -49,7 +49,11 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	case dl > c.p.FirstBurst:
 		return rejectIt(pdu.RejectProtocolError, "immediate data beyond FirstBurstLength")
 	}
-	t := &task{itt: h.ITT(), lunField: h.LUNField(), edtl: edtl, imm: h.Immediate(), done: make(chan struct{})}
+	c.mu.Lock()
+	t := c.newTaskLocked()
+	c.mu.Unlock()
+	t.state = taskReceiving
+	t.itt, t.lunField, t.edtl, t.imm = h.ITT(), h.LUNField(), edtl, h.Immediate()
 	t.lun = DecodeLUN(t.lunField)
 	t.cmd.Arrived = time.Now()
 	if rd && !wr {
@@ -87,7 +91,7 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 		t.cmd.Sense = fixedSense(0x05, 0x24, 0x00) // INVALID FIELD IN CDB
 		t.readLen, t.writeLen = 0, 0
 		c.cmdWG.Add(1)
-		go c.complete(t, false)
+		c.toWorker(t, false)
 		return nil
 	}
 	// The unsolicited burst: immediate data plus, with InitialR2T=No and
@@ -127,7 +131,7 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 			t.cmd.Status = 0x28 // TASK SET FULL
 			t.readLen, t.writeLen = 0, 0
 			c.cmdWG.Add(1)
-			go c.complete(t, false)
+			c.toWorker(t, false)
 			return nil
 		}
 		buf := c.srv.pool.get(int(t.writeLen))
@@ -163,8 +167,9 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 // run starts executing a task whose data is complete. A READ or WRITE
 // that is the only command in flight runs on the reader goroutine itself:
 // no hand-off, which is what queue depth 1 latency is made of. Anything
-// else, or any command while others are in flight, gets its own goroutine
-// so commands of one session run concurrently.
+// else, or any command while others are in flight, goes to one of the
+// connection's workers (worker.go) so commands of one session run
+// concurrently.
 func (c *conn) run(t *task) {
 	c.mu.Lock()
 	t.state = taskRunning
@@ -181,7 +186,7 @@ func (c *conn) run(t *task) {
 		c.mu.Unlock()
 		return
 	}
-	go c.complete(t, true)
+	c.toWorker(t, true)
 }
 
 // isReadWrite reports READ/WRITE (6/10/12/16): the commands worth running
@@ -243,12 +248,6 @@ func (c *conn) complete(t *task, exec bool) {
 			c.log.Debug().Err(err).Uint32("itt", t.itt).Msg("response not sent")
 		}
 	}
-	c.mu.Lock()
-	if c.mu.tasks[t.itt] == t {
-		delete(c.mu.tasks, t.itt)
-	}
-	t.state = taskDone
-	c.mu.Unlock()
 	if rbuf != nil {
 		c.srv.pool.put(rbuf)
 	}
@@ -256,8 +255,12 @@ func (c *conn) complete(t *task, exec bool) {
 		c.srv.budget.release(c, rres)
 	}
 	c.freeWrite(t)
-	cmd.DataIn, cmd.DataOut = nil, nil
-	close(t.done)
+	c.mu.Lock()
+	if c.mu.tasks[t.itt] == t {
+		delete(c.mu.tasks, t.itt)
+	}
+	c.freeTaskLocked(t)
+	c.mu.Unlock()
 }
 
 // execute calls the backend, turning a panic into CHECK CONDITION.

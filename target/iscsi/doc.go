@@ -10,10 +10,15 @@
 // imports it and the standard library only.
 //
 // Shape: one goroutine per connection reads PDUs (serve -> login ->
-// fullFeature); a command whose data is complete runs on its own goroutine
-// (or, when it is the only one in flight, on the reader itself) and writes
-// its Data-In and status under the connection's write lock with one writev.
-// Data buffers come from a per-Server pool by size class. Error recovery
+// fullFeature); a command whose data is complete runs on one of the
+// connection's long-lived workers (worker.go; or, when it is the only one
+// in flight, on the reader itself) and writes
+// its Data-In and status with one writev; responses that complete while
+// another is being written are queued and the next writer sends them all
+// in one writev (flat combining, conn.send).
+// Data buffers come from a per-Server pool by size class, tasks and send
+// requests from per-connection free lists: no heap allocation per READ or
+// WRITE in steady state (alloc_test.go). Error recovery
 // level 0, one connection per session.
 //
 // Files of the full feature phase, one job each: ffp.go (the PDU loop,
@@ -21,7 +26,8 @@
 // and its states), command.go (SCSI Command PDUs: admission, immediate
 // and unsolicited data, running a task on the Backend), dataout.go (R2T
 // and Data-Out), respond.go (residuals, Data-In and SCSI Response),
-// tmf.go (task management).
+// tmf.go (task management), worker.go (the connection's command workers);
+// conn.go holds the batched writer (send).
 //
 // Bounds: the CmdSN window is enforced for every non-immediate PDU and
 // immediate SCSI commands are capped per session (ffp.go); write buffers

@@ -106,5 +106,5 @@ func (c *conn) respond(t *task, in []byte) error {
 		}
 		pdus[len(pdus)-1].data = sense
 	}
-	return c.send(pdus...)
+	return c.sendMayYield(max(t.readLen, t.writeLen) <= yieldMax, pdus...)
 }

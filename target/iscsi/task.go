@@ -35,8 +35,10 @@ type dataSeq struct {
 }
 
 // task is one SCSI command of a connection. Fields up to state are owned by
-// the reader goroutine until the task runs; state and aborted are guarded
-// by conn.mu.
+// the reader goroutine until the task runs; state, aborted and gen are
+// guarded by conn.mu. Tasks are reused (conn.newTask, conn.freeTask): gen
+// tells a task from its later uses, so a waiter (task management) that
+// holds a pointer waits for "this use is done" (taskDoneLocked).
 type task struct {
 	itt      uint32
 	lunField [8]byte
@@ -57,5 +59,40 @@ type task struct {
 
 	state   taskState
 	aborted bool
-	done    chan struct{}
+	exec    bool   // run by a worker: execute it (false: only respond)
+	gen     uint64 // use count of this task struct
+}
+
+// newTask returns a zeroed task, reused when one is free. c.mu held.
+func (c *conn) newTaskLocked() *task {
+	n := len(c.mu.freeTasks)
+	if n == 0 {
+		return &task{}
+	}
+	t := c.mu.freeTasks[n-1]
+	c.mu.freeTasks = c.mu.freeTasks[:n-1]
+	return t
+}
+
+// freeTaskLocked ends this use of t (waking task management waiting for
+// it) and keeps it for reuse. c.mu held; nothing may use t afterwards.
+func (c *conn) freeTaskLocked(t *task) {
+	r2ts := t.r2ts[:0]
+	gen := t.gen + 1
+	*t = task{r2ts: r2ts, gen: gen, state: taskDone}
+	c.mu.taskDone.Broadcast()
+	if len(c.mu.freeTasks) < c.srv.opts.QueueDepth+maxImmediate {
+		c.mu.freeTasks = append(c.mu.freeTasks, t)
+	}
+}
+
+// taskUse names one use of a task: the task and its gen then.
+type taskUse struct {
+	t   *task
+	gen uint64
+}
+
+// doneLocked reports whether that use of the task is over. c.mu held.
+func (u taskUse) doneLocked() bool {
+	return u.t.gen != u.gen || u.t.state == taskDone
 }

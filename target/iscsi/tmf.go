@@ -22,7 +22,8 @@ func (c *conn) dropTaskLocked(itt uint32, t *task) {
 	if !c.freeWrite(t) {
 		c.srv.budget.cancel(t)
 	}
-	close(t.done)
+	// Not reused: the budget's grant goroutine may still look at it.
+	c.mu.taskDone.Broadcast()
 }
 
 // freeWrite gives a task's write buffer back to the pool and its reserved
@@ -53,7 +54,7 @@ func (c *conn) taskMgmt(h *header, queued bool) error {
 	fn := TMFunction(h.Flags() & 0x7f)
 	lun := DecodeLUN(h.LUNField())
 	itt := h.ITT()
-	var victims []*task
+	var victims []taskUse
 	resp := TMFComplete
 	c.mu.Lock()
 	switch fn {
@@ -63,24 +64,25 @@ func (c *conn) taskMgmt(h *header, queued bool) error {
 			resp = TMFTaskNotExist
 		}
 		if t != nil {
-			victims = append(victims, t)
+			victims = append(victims, taskUse{t, t.gen})
 		}
 	case TMFAbortTaskSet, TMFClearTaskSet, TMFLogicalUnitReset:
 		for _, t := range c.mu.tasks {
 			if t.lun == lun {
-				victims = append(victims, t)
+				victims = append(victims, taskUse{t, t.gen})
 			}
 		}
 	case TMFTargetWarmReset, TMFTargetColdReset:
 		for _, t := range c.mu.tasks {
-			victims = append(victims, t)
+			victims = append(victims, taskUse{t, t.gen})
 		}
 	case TMFTaskReassign:
 		resp = TMFReassignUnsupported
 	default:
 		resp = TMFNotSupported
 	}
-	for _, t := range victims {
+	for _, v := range victims {
+		t := v.t
 		if t.state == taskReceiving {
 			c.dropTaskLocked(t.itt, t)
 		} else if t.state == taskRunning {
@@ -101,9 +103,13 @@ func (c *conn) taskMgmt(h *header, queued bool) error {
 				c.closeNow()
 			}
 		}()
-		for _, t := range victims {
-			<-t.done
+		c.mu.Lock()
+		for _, v := range victims {
+			for !v.doneLocked() {
+				c.mu.taskDone.Wait()
+			}
 		}
+		c.mu.Unlock()
 		if resp == TMFComplete {
 			r := c.nexus.TaskManagement(fn, lun)
 			switch fn {

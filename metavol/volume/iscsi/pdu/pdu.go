@@ -1,6 +1,7 @@
 package pdu
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -217,7 +218,6 @@ func ReadData(r io.Reader, dst []byte, dataDigest bool) error {
 	if _, err := io.ReadFull(r, dst); err != nil {
 		return err
 	}
-	var tail [3 + DigestLen]byte
 	p := PadLen(uint32(len(dst)))
 	n := p
 	if dataDigest {
@@ -226,8 +226,27 @@ func ReadData(r io.Reader, dst []byte, dataDigest bool) error {
 	if n == 0 {
 		return nil
 	}
-	if _, err := io.ReadFull(r, tail[:n]); err != nil {
-		return err
+	// Padding and digest: read byte by byte from a bufio.Reader so tail
+	// stays on the stack (io.ReadFull through the interface would move it
+	// to the heap: one allocation per data PDU).
+	var tail [3 + DigestLen]byte
+	if br, ok := r.(*bufio.Reader); ok {
+		for i := range n {
+			b, err := br.ReadByte()
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+			tail[i] = b
+		}
+	} else {
+		t := make([]byte, n)
+		if _, err := io.ReadFull(r, t); err != nil {
+			return err
+		}
+		copy(tail[:], t)
 	}
 	if dataDigest {
 		sum := crc32.Update(CRC32C(dst), castagnoli, tail[:p])
