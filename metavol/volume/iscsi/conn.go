@@ -28,6 +28,7 @@ type conn struct {
 
 	// heard: a PDU came since the owner last looked (NOP interval).
 	heard atomic.Bool
+	tail  pdu.Tail // the reader's: padding and digest of a segment
 
 	wmu     sync.Mutex
 	wq      *wbatch   // guarded by wmu: PDUs waiting to be written
@@ -109,7 +110,7 @@ func (c *conn) reader() {
 				err = pdu.DiscardData(c.br, n, c.p.DataDigest)
 			} else {
 				off := h.BufferOffset()
-				err = pdu.ReadData(c.br, t.data[off:off+n], c.p.DataDigest)
+				err = pdu.ReadDataTail(c.br, t.data[off:off+n], c.p.DataDigest, &c.tail)
 			}
 			if err != nil {
 				c.fail(err)
@@ -202,11 +203,14 @@ func (c *conn) queue(b *[pdu.BHSLen]byte, data []byte) {
 		return
 	}
 	w := c.wq
-	pdu.SetDataLen(b, uint32(len(data)))
 	start := len(w.arena)
 	w.arena = append(w.arena, b[:]...)
+	// the length and digest are set on the arena's copy: b stays on the
+	// caller's stack (passed to the CRC it would escape)
+	hb := (*[pdu.BHSLen]byte)(w.arena[start:])
+	pdu.SetDataLen(hb, uint32(len(data)))
 	if c.p.HeaderDigest {
-		w.arena = appendLE32(w.arena, pdu.CRC32C(b[:]))
+		w.arena = appendLE32(w.arena, pdu.CRC32C(hb[:]))
 	}
 	head := w.arena[start:len(w.arena):len(w.arena)]
 	if len(data) == 0 {

@@ -227,22 +227,45 @@ type Response struct {
 	Overrun  bool
 }
 
+// request is a Command with its CDB held by value, so that building one
+// does not allocate (a Command's CDB slice escapes with its Data).
+type request struct {
+	cdb    [16]byte
+	cdbLen int
+	data   []byte
+	read   bool
+	write  bool
+}
+
+func (cmd *Command) request() (request, error) {
+	if len(cmd.CDB) == 0 || len(cmd.CDB) > 16 {
+		return request{}, fmt.Errorf("cdb of %d bytes (1..16 supported)", len(cmd.CDB))
+	}
+	if cmd.Read && cmd.Write {
+		return request{}, fmt.Errorf("bidirectional commands are not supported")
+	}
+	r := request{cdbLen: len(cmd.CDB), data: cmd.Data, read: cmd.Read, write: cmd.Write}
+	copy(r.cdb[:], cmd.CDB)
+	return r, nil
+}
+
 // Do sends one command and waits for its answer. A transport failure is
 // returned once the replacement timeout has passed (ErrSessionDown) or the
 // client is closed (ErrClosed); a SCSI status comes back in Response.
 func (c *Client) Do(cmd Command) (Response, error) {
-	if len(cmd.CDB) == 0 || len(cmd.CDB) > 16 {
-		return Response{}, fmt.Errorf("iscsi %s: cdb of %d bytes (1..16 supported)", c.cfg, len(cmd.CDB))
+	r, err := cmd.request()
+	if err != nil {
+		return Response{}, fmt.Errorf("iscsi %s: %w", c.cfg, err)
 	}
-	if cmd.Read && cmd.Write {
-		return Response{}, fmt.Errorf("iscsi %s: bidirectional commands are not supported", c.cfg)
-	}
+	return c.do(r)
+}
+
+func (c *Client) do(req request) (Response, error) {
 	t, _ := c.pool.Get().(*task)
 	if t == nil {
 		t = &task{done: make(chan struct{}, 1)}
 	}
-	*t = task{read: cmd.Read, write: cmd.Write, data: cmd.Data, done: t.done}
-	copy(t.cdb[:], cmd.CDB)
+	*t = task{cdb: req.cdb, read: req.read, write: req.write, data: req.data, done: t.done}
 	s := &c.s
 	c.mu.Lock()
 	for !s.closing && !s.failFast && len(s.pending)+len(s.tasks) >= c.cfg.MaxQueued {
@@ -260,7 +283,7 @@ func (c *Client) Do(cmd Command) (Response, error) {
 	if refused != nil {
 		c.mu.Unlock()
 		c.pool.Put(t)
-		return Response{}, fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, cmd.CDB[0], refused)
+		return Response{}, fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, req.cdb[0], refused)
 	}
 	t.seq = c.seq.Add(1)
 	var cn *conn
