@@ -131,15 +131,21 @@ func (c *conn) reader() {
 			cl.seqLocked(&h)
 		}
 		err := cl.handleLocked(c, &h, data)
-		if err == nil {
-			cl.issueLocked()
+		// only R2T (Data-Out), a target's ping (our answer) and commands
+		// issued from the queue leave PDUs to write: a plain completion
+		// does not touch the write side
+		kick := h.Opcode() == pdu.OpR2T || h.Opcode() == pdu.OpNopIn
+		if err == nil && cl.issueLocked() != nil {
+			kick = true
 		}
 		cl.mu.Unlock()
 		if err != nil {
 			c.fail(err)
 			return
 		}
-		c.kick()
+		if kick {
+			c.kick()
+		}
 	}
 }
 
