@@ -25,15 +25,34 @@
 // (never past the command's buffer), status may come with the last
 // Data-In (phase collapse); residuals and sense data are returned.
 //
-// Ownership: one goroutine (owner.run) owns the session: connection,
-// sequence numbers, the ITT table, the pending queue and all timers.
-// Callers hand it a task over a channel and wait on the task's done
-// channel. Each connection has a reader goroutine (PDUs to the owner over a
-// channel of 16) and a writer goroutine (a queue the owner appends to
-// without blocking, written with writev); the owner stops both, and waits
-// for them, before it re-issues or fails anything, so a caller's buffer is
-// never touched after its call returns. A login attempt runs on its own
-// goroutine that the owner waits for (and cancels on Close).
+// Ownership and the per-command path (the pass-through speed of an
+// imported LUN depends on it): the session state (sequence numbers, the
+// ITT table, the pending queue, the ping and logout in flight) is guarded
+// by Client.mu, never held across I/O. A caller issues its own command:
+// under mu it takes a pooled task, an ITT and a CmdSN and queues the PDUs
+// (headers into a reused arena, data segments by reference to its
+// buffer), then writes the queue itself with one writev unless a write is
+// already under way, in which case that writer sends it with what it
+// queued (PDUs queued together go out together). The connection's reader
+// goroutine handles every PDU in place: Data-In is read straight into the
+// caller's buffer (a command in flight is only completed or requeued by
+// that reader, or by the owner after it stopped the reader), R2T queues
+// Data-Out from the caller's buffer, and a response completes the waiter
+// directly (one send on the task's reused channel). So a command costs
+// one wake-up of the reader (the socket) and one of the caller, and in
+// steady state no allocation (TestTgtZeroAllocsPerCommand). The reader
+// and the owner never write to the socket themselves (the reader must
+// keep reading while the target waits for us to): they kick the
+// connection's writer goroutine. The owner goroutine (owner.run) owns the
+// connection's life (login, drop, re-login with backoff, logout) and the
+// timers: one ticker scans the commands in flight, counting their age in
+// ticks (a command times out after CommandTimeout plus at most one tick;
+// no timer per command). Before it re-issues or fails anything it stops
+// the connection (closes the socket and waits for the reader, the writer
+// and a caller's write in progress), so a caller's buffer is never touched
+// after its call returns. A login attempt runs on its own goroutine that
+// the owner waits for (and cancels on Close). TCP_NODELAY is set on every
+// connection.
 //
 // Failure rules:
 //   - Target pings (NOP-In with a TTT) are answered; after NopInterval
@@ -61,12 +80,11 @@
 //     other CHECK CONDITIONs come back as *SCSIError with key/ASC/ASCQ.
 //
 // Bounds: at most QueueDepth commands in flight and MaxQueued accepted
-// (callers beyond that block); the reader buffers at most 17 segments of
-// our MaxRecvDataSegmentLength; the writer queue holds only headers and
-// references to callers' buffers of commands in flight. Data-In segment
-// buffers come from a per-session sync.Pool and go back to it once the
-// owner has copied them into the caller's buffer (allocating and zeroing
-// a fresh one per segment cost half the CPU time of a 1 MiB read).
+// (callers beyond that block on a condition of mu); the reader holds one
+// PDU header and reads Data-In into the command's own buffer (other data
+// segments, rare and at most our MaxRecvDataSegmentLength, get their own
+// buffer); the write queue holds only headers and references to callers'
+// buffers of commands in flight.
 //
 // Persistent reservations (pr.go): PERSISTENT RESERVE IN (READ FULL
 // STATUS, or READ KEYS and READ RESERVATION when the target has no full

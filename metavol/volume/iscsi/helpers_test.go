@@ -15,3 +15,9 @@ func poll(d time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// cdbRW16s is cdbRW16 as a slice (for Command).
+func cdbRW16s(op byte, lba uint64, blocks uint32) []byte {
+	b := cdbRW16(op, lba, blocks)
+	return b[:]
+}

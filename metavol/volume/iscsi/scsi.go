@@ -102,20 +102,31 @@ func parseSense(b []byte) (key, asc, ascq byte, ok bool) {
 // ATTENTION, BUSY, TASK SET FULL, NOT READY (becoming ready) and ABORTED
 // COMMAND are retried a few times: they say "try again", not "failed".
 func (c *Client) exec(cmd Command) (Response, error) {
+	r, err := cmd.request()
+	if err != nil {
+		return Response{}, fmt.Errorf("iscsi %s: %w", c.cfg, err)
+	}
+	return c.execReq(r)
+}
+
+// execReq is exec of a request (the CDB held by value: the hot path
+// builds it without allocating).
+func (c *Client) execReq(req request) (Response, error) {
+	op := req.cdb[0]
 	if c.fence.key.Load() != 0 || c.fence.reg.Load() != 0 {
-		c.renewAfterLogin(cmd.CDB[0])
+		c.renewAfterLogin(op)
 	}
 	delay := 10 * time.Millisecond
 	refenced := false
 	for attempt := 0; ; attempt++ {
-		r, err := c.Do(cmd)
+		r, err := c.do(req)
 		if err != nil {
 			return r, err
 		}
 		if r.Status == statusGood {
 			return r, nil
 		}
-		se := &SCSIError{Op: cmd.CDB[0], Status: r.Status}
+		se := &SCSIError{Op: op, Status: r.Status}
 		if r.Status == statusCheckCondition {
 			se.Key, se.ASC, se.ASCQ, _ = parseSense(r.Sense)
 		}
@@ -131,7 +142,7 @@ func (c *Client) exec(cmd Command) (Response, error) {
 				retry = se.ASC == 0x04 && (se.ASCQ == 0x01 || se.ASCQ == 0x0a)
 			}
 		}
-		if r.Status == statusResConflict && !refenced && c.refence(cmd.CDB[0]) {
+		if r.Status == statusResConflict && !refenced && c.refence(op) {
 			refenced = true // our fence was re-taken: once more
 			continue
 		}
@@ -153,8 +164,8 @@ func (c *Client) exec(cmd Command) (Response, error) {
 
 // CDB builders (SBC-4).
 
-func cdbRW16(op byte, lba uint64, blocks uint32) []byte {
-	b := make([]byte, 16)
+func cdbRW16(op byte, lba uint64, blocks uint32) [16]byte {
+	var b [16]byte
 	b[0] = op
 	binary.BigEndian.PutUint64(b[2:], lba)
 	binary.BigEndian.PutUint32(b[10:], blocks)

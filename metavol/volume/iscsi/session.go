@@ -64,17 +64,21 @@ type Stats struct {
 	Commands    int64 // SCSI commands sent (re-issues included)
 }
 
-// task is one SCSI command from submission to completion. The fields below
-// "owner" are touched only by the owner goroutine until done is closed.
+// task is one SCSI command from submission to completion. Tasks are pooled
+// per Client (Do takes one and puts it back once it has read the results),
+// so a command in steady state allocates nothing. The fields below
+// "session" are guarded by Client.mu; data is written by the reader
+// goroutine (Data-In) while the task is in flight on its connection, and
+// only by it.
 type task struct {
 	cdb   [16]byte
 	read  bool
 	write bool
 	data  []byte
 	seq   uint64
-	done  chan struct{}
+	done  chan struct{} // cap 1: one send when the task is finished
 
-	// results, valid after done is closed
+	// results, valid after the send on done
 	status   byte
 	sense    []byte
 	residual uint32
@@ -82,39 +86,64 @@ type task struct {
 	over     bool
 	err      error
 
-	// owner
+	// session (Client.mu)
 	itt       uint32
 	cmdSN     uint32
-	sentAt    time.Time
+	sentTick  uint64 // session.ticks when sent
 	attempts  int
-	got       uint32 // Data-In bytes received in this attempt
-	abortITT  uint32 // non-zero while an ABORT TASK for it is out
-	abortedAt time.Time
+	abortITT  uint32           // non-zero while an ABORT TASK for it is out
+	abortTick uint64           // session.ticks when the ABORT TASK was sent
+	inFlight  bool             // in session.tasks
+	hdr       [pdu.BHSLen]byte // the SCSI Command PDU header (built here, copied into the write queue)
+}
+
+// session is the state of the session shared by callers (Do issues its
+// command itself), the connection's reader (it completes commands) and
+// the owner goroutine (timers, drop, re-login, close). Guarded by
+// Client.mu, which is never held across I/O.
+type session struct {
+	conn                       *conn // nil while down
+	cmdSN, expStatSN, maxCmdSN uint32
+	nextITT                    uint32
+	tasks                      map[uint32]*task // in flight on conn, by ITT
+	tmfs                       map[uint32]*task // ABORT TASK in flight, by the TMF's ITT
+	pending                    []*task          // accepted, not sent (re-issues first)
+	failFast                   bool             // replacement timeout passed: fail I/O at once
+	closing                    bool             // Close called: refuse new commands
+	waiters                    int              // callers waiting for room (MaxQueued)
+	ticks                      uint64           // owner ticks: the clock of command and abort timeouts
+	pingITT                    uint32           // our NOP-Out awaiting its NOP-In; 0 when none
+	pingTick                   uint64
+	logoutITT                  uint32
 }
 
 // Client is an iSCSI initiator session to one target (error recovery level
 // 0, one connection). Every method is safe for concurrent use.
 //
-// Ownership: one goroutine (run) owns the session state (connection,
-// sequence numbers, the ITT table, the pending queue, timers); callers talk
-// to it through reqs and wait on their task's done channel. Each connection
-// owns a reader and a writer goroutine that the owner starts and stops
-// (conn.go); a login attempt runs on its own goroutine that the owner
-// waits for. No lock is held across I/O.
+// Ownership: the session state (sequence numbers, the ITT table, the
+// pending queue) is guarded by mu. A caller issues its own command (Do:
+// under mu it takes an ITT and a CmdSN and queues the PDUs, then writes
+// them itself unless a write is already under way) and waits on its
+// task's done channel; the connection's reader completes the command
+// directly (no hop through another goroutine). The owner goroutine (run)
+// owns the connection's life: login, drop, re-login, close, and the timer
+// scan (one ticker for every command's timeout, pings and the replacement
+// timeout). No lock is held across I/O.
 type Client struct {
 	cfg  Config
 	isid [6]byte
+	lun  [8]byte
 	log  *slog.Logger
 
-	reqs    chan *task
 	closing chan struct{}
 	closeMu sync.Once
 	done    chan struct{}
 	seq     atomic.Uint64
+	pool    sync.Pool // *task
 
-	// dataIn is the pool of Data-In segment buffers (conn.dataBuf),
-	// shared by the session's successive connections.
-	dataIn sync.Pool
+	mu    sync.Mutex
+	s     session
+	space sync.Cond // on mu: room in the queue (MaxQueued), or closing
 
 	state  atomic.Int32
 	params atomic.Pointer[Params]
@@ -135,7 +164,7 @@ func Dial(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, log: log.With("remote", cfg.String()), reqs: make(chan *task),
+	c := &Client{cfg: cfg, log: log.With("remote", cfg.String()), lun: encodeLUN(cfg.LUN),
 		closing: make(chan struct{}), done: make(chan struct{})}
 	var r [4]byte
 	if _, err := rand.Read(r[:]); err != nil {
@@ -198,28 +227,93 @@ type Response struct {
 	Overrun  bool
 }
 
+// request is a Command with its CDB held by value, so that building one
+// does not allocate (a Command's CDB slice escapes with its Data).
+type request struct {
+	cdb    [16]byte
+	cdbLen int
+	data   []byte
+	read   bool
+	write  bool
+}
+
+func (cmd *Command) request() (request, error) {
+	if len(cmd.CDB) == 0 || len(cmd.CDB) > 16 {
+		return request{}, fmt.Errorf("cdb of %d bytes (1..16 supported)", len(cmd.CDB))
+	}
+	if cmd.Read && cmd.Write {
+		return request{}, fmt.Errorf("bidirectional commands are not supported")
+	}
+	r := request{cdbLen: len(cmd.CDB), data: cmd.Data, read: cmd.Read, write: cmd.Write}
+	copy(r.cdb[:], cmd.CDB)
+	return r, nil
+}
+
 // Do sends one command and waits for its answer. A transport failure is
 // returned once the replacement timeout has passed (ErrSessionDown) or the
 // client is closed (ErrClosed); a SCSI status comes back in Response.
 func (c *Client) Do(cmd Command) (Response, error) {
-	if len(cmd.CDB) == 0 || len(cmd.CDB) > 16 {
-		return Response{}, fmt.Errorf("iscsi %s: cdb of %d bytes (1..16 supported)", c.cfg, len(cmd.CDB))
+	r, err := cmd.request()
+	if err != nil {
+		return Response{}, fmt.Errorf("iscsi %s: %w", c.cfg, err)
 	}
-	if cmd.Read && cmd.Write {
-		return Response{}, fmt.Errorf("iscsi %s: bidirectional commands are not supported", c.cfg)
+	return c.do(r)
+}
+
+func (c *Client) do(req request) (Response, error) {
+	t, _ := c.pool.Get().(*task)
+	if t == nil {
+		t = &task{done: make(chan struct{}, 1)}
 	}
-	t := &task{read: cmd.Read, write: cmd.Write, data: cmd.Data, done: make(chan struct{}), seq: c.seq.Add(1)}
-	copy(t.cdb[:], cmd.CDB)
-	select {
-	case c.reqs <- t:
-	case <-c.done:
-		return Response{}, fmt.Errorf("iscsi %s: %w", c.cfg, ErrClosed)
+	*t = task{cdb: req.cdb, read: req.read, write: req.write, data: req.data, done: t.done}
+	s := &c.s
+	c.mu.Lock()
+	for !s.closing && !s.failFast && len(s.pending)+len(s.tasks) >= c.cfg.MaxQueued {
+		s.waiters++
+		c.space.Wait() // bounded: callers wait
+		s.waiters--
+	}
+	var refused error
+	switch {
+	case s.closing:
+		refused = ErrClosed
+	case s.failFast:
+		refused = ErrSessionDown
+	}
+	if refused != nil {
+		c.mu.Unlock()
+		c.pool.Put(t)
+		return Response{}, fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, req.cdb[0], refused)
+	}
+	t.seq = c.seq.Add(1)
+	var cn *conn
+	if len(s.pending) == 0 && c.canSendLocked() {
+		// the common case: straight onto the wire, no queue
+		t.attempts = 1
+		c.sendLocked(t)
+		cn = s.conn
+		if n := int64(len(s.tasks)); n > c.stats.maxInFlight.Load() {
+			c.stats.maxInFlight.Store(n)
+		}
+	} else {
+		s.pending = append(s.pending, t)
+		cn = c.issueLocked()
+	}
+	c.mu.Unlock()
+	if cn != nil {
+		cn.flush() // write it ourselves unless a write is under way
 	}
 	<-t.done
-	if t.err != nil {
-		return Response{}, fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, t.cdb[0], t.err)
+	var r Response
+	err := t.err
+	if err != nil {
+		err = fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, t.cdb[0], err)
+	} else {
+		r = Response{Status: t.status, Sense: t.sense, Residual: t.residual, Underrun: t.under, Overrun: t.over}
 	}
-	return Response{Status: t.status, Sense: t.sense, Residual: t.residual, Underrun: t.under, Overrun: t.over}, nil
+	*t = task{done: t.done}
+	c.pool.Put(t)
+	return r, err
 }
 
 // connectResult is the outcome of one background login attempt.
@@ -233,43 +327,45 @@ type owner struct {
 	c   *Client
 	cfg Config
 
-	conn                       *conn
-	cmdSN, expStatSN, maxCmdSN uint32
-	nextITT                    uint32
-	tasks                      map[uint32]*task // in flight on conn, by ITT
-	tmfs                       map[uint32]*task // ABORT TASK in flight, by the TMF's ITT
-	pending                    []*task          // accepted, not sent (re-issues first)
-
-	downSince   time.Time // when the connection was lost; zero while up
-	failFast    bool      // replacement timeout passed: fail I/O at once
+	cur         *conn // the connection the owner started (Client.s.conn, read without mu)
+	downSince   time.Time
 	connecting  bool
 	connCh      chan connectResult
 	connCancel  context.CancelFunc
 	backoff     time.Duration
 	lastRecv    time.Time
-	pingITT     uint32 // our NOP-Out awaiting its NOP-In; 0 when none
-	pingSent    time.Time
-	logoutITT   uint32
+	loggingOut  bool
 	closeBefore time.Time
 }
 
 func newOwner(c *Client) *owner {
-	return &owner{c: c, cfg: c.cfg, tasks: map[uint32]*task{}, tmfs: map[uint32]*task{},
-		connCh: make(chan connectResult, 1), nextITT: 1}
+	c.s.tasks, c.s.tmfs, c.s.nextITT = map[uint32]*task{}, map[uint32]*task{}, 1
+	c.space.L = &c.mu
+	return &owner{c: c, cfg: c.cfg, connCh: make(chan connectResult, 1)}
 }
 
 func (o *owner) up(li *loggedIn) {
-	o.conn = newConn(li, &o.c.dataIn)
-	o.cmdSN, o.maxCmdSN, o.expStatSN = li.cmdSN, li.maxCmdSN, li.expStatSN
+	cn := newConn(li, o.c)
+	o.cur = cn
 	o.downSince = time.Time{}
-	o.failFast = false
 	o.backoff = 0
 	o.lastRecv = time.Now()
-	o.pingITT = 0
 	p := li.p
 	o.c.params.Store(&p)
 	o.c.stats.logins.Add(1)
+	s := &o.c.s
+	o.c.mu.Lock()
+	s.conn = cn
+	s.cmdSN, s.maxCmdSN, s.expStatSN = li.cmdSN, li.maxCmdSN, li.expStatSN
+	s.failFast = false
+	s.pingITT = 0
 	o.c.state.Store(int32(StateUp))
+	kick := o.c.issueLocked()
+	o.c.mu.Unlock()
+	cn.start()
+	if kick != nil {
+		kick.kick()
+	}
 }
 
 func (o *owner) tick() time.Duration {
@@ -279,34 +375,16 @@ func (o *owner) tick() time.Duration {
 
 func (o *owner) run() {
 	defer close(o.c.done)
-	tk := time.NewTicker(o.tick())
+	tick := o.tick()
+	tk := time.NewTicker(tick)
 	defer tk.Stop()
 	closing := o.c.closing
 	for {
-		var in chan inPDU
 		var errc chan error
-		if o.conn != nil {
-			in, errc = o.conn.in, o.conn.errc
-		}
-		reqs := o.c.reqs
-		if len(o.pending)+len(o.tasks) >= o.cfg.MaxQueued || closing == nil {
-			reqs = nil // bounded: callers wait
+		if o.cur != nil {
+			errc = o.cur.errc
 		}
 		select {
-		case t := <-reqs:
-			if o.failFast {
-				o.finish(t, ErrSessionDown)
-			} else {
-				o.pending = append(o.pending, t)
-			}
-		case p := <-in:
-			o.lastRecv = time.Now()
-			c := o.conn
-			err := o.handle(p)
-			c.releaseData(&p) // handle copied what it needed
-			if err != nil {
-				o.drop(err)
-			}
 		case err := <-errc:
 			o.drop(err)
 		case r := <-o.connCh:
@@ -318,10 +396,13 @@ func (o *owner) run() {
 				r.li.nc.Close()
 			} else {
 				o.up(r.li)
-				o.c.log.Info("iscsi session re-established", "requeued", len(o.pending))
+				o.c.mu.Lock()
+				n := len(o.c.s.pending) + len(o.c.s.tasks)
+				o.c.mu.Unlock()
+				o.c.log.Info("iscsi session re-established", "requeued", n)
 			}
 		case <-tk.C:
-			o.timers()
+			o.timers(tick)
 		case <-closing:
 			closing = nil
 			o.startLogout()
@@ -329,17 +410,16 @@ func (o *owner) run() {
 		if closing == nil && o.finishClose() {
 			return
 		}
-		if o.conn == nil && !o.connecting && closing != nil {
+		if o.cur == nil && !o.connecting && closing != nil {
 			o.reconnect()
 		}
-		o.issue()
 	}
 }
 
 // finishClose reports whether closing is complete (logout answered, timed
 // out or impossible) and, if so, fails everything left.
 func (o *owner) finishClose() bool {
-	if o.conn != nil && o.logoutITT != 0 && time.Now().Before(o.closeBefore) {
+	if o.cur != nil && o.loggingOut && time.Now().Before(o.closeBefore) {
 		return false
 	}
 	if o.connecting {
@@ -350,34 +430,49 @@ func (o *owner) finishClose() bool {
 			r.li.nc.Close()
 		}
 	}
-	if o.conn != nil {
-		o.conn.stop()
-		o.conn = nil
+	if o.cur != nil {
+		o.cur.stop()
+		o.cur = nil
 	}
-	for _, t := range o.tasks {
-		o.finish(t, ErrClosed)
+	c := o.c
+	c.mu.Lock()
+	c.s.conn = nil
+	for _, t := range c.s.tasks {
+		c.finishLocked(t, ErrClosed)
 	}
-	for _, t := range o.pending {
-		o.finish(t, ErrClosed)
+	for _, t := range c.s.pending {
+		c.finishLocked(t, ErrClosed)
 	}
-	o.tasks, o.pending = nil, nil
-	o.c.state.Store(int32(StateClosed))
+	c.s.tasks, c.s.pending = nil, nil
+	clear(c.s.tmfs)
+	c.space.Broadcast()
+	c.mu.Unlock()
+	c.state.Store(int32(StateClosed))
 	return true
 }
 
 func (o *owner) startLogout() {
-	if o.conn == nil {
+	c := o.c
+	c.mu.Lock()
+	c.s.closing = true
+	c.space.Broadcast()
+	cn := c.s.conn
+	if cn == nil {
+		c.mu.Unlock()
 		return
 	}
-	o.logoutITT = o.newITT()
+	c.s.logoutITT = c.newITTLocked()
+	o.loggingOut = true
 	o.closeBefore = time.Now().Add(2 * time.Second)
 	var b [pdu.BHSLen]byte
 	b[0] = pdu.OpLogoutReq | pdu.FlagImmed
 	b[1] = pdu.FlagFinal // reason 0: close the session
-	pdu.Put32(b[16:], o.logoutITT)
-	pdu.Put32(b[24:], o.cmdSN)
-	pdu.Put32(b[28:], o.expStatSN)
-	o.conn.send(&b, nil)
+	pdu.Put32(b[16:], c.s.logoutITT)
+	pdu.Put32(b[24:], c.s.cmdSN)
+	pdu.Put32(b[28:], c.s.expStatSN)
+	cn.queue(&b, nil)
+	c.mu.Unlock()
+	cn.kick()
 }
 
 // reconnect starts one background login attempt after the backoff.
@@ -405,31 +500,41 @@ func (o *owner) reconnect() {
 }
 
 // drop ends the current connection: every command in flight goes back to
-// the head of the pending queue, to be re-issued after the next login.
+// the head of the pending queue, to be re-issued after the next login. It
+// stops the connection (its reader and writers are done with every
+// caller's buffer) before it takes mu.
 func (o *owner) drop(err error) {
-	if o.conn == nil {
+	cn := o.cur
+	if cn == nil {
 		return
 	}
-	o.c.log.Warn("iscsi connection lost", "err", err, "in_flight", len(o.tasks))
-	o.conn.stop()
-	o.conn = nil
-	o.c.stats.drops.Add(1)
-	if o.logoutITT != 0 {
+	cn.stop()
+	o.cur = nil
+	c := o.c
+	c.stats.drops.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &c.s
+	s.conn = nil
+	s.pingITT = 0
+	if o.loggingOut {
 		return
 	}
-	requeue := make([]*task, 0, len(o.tasks)+len(o.pending))
-	for _, t := range o.tasks {
+	c.log.Warn("iscsi connection lost", "err", err, "in_flight", len(s.tasks))
+	requeue := make([]*task, 0, len(s.tasks)+len(s.pending))
+	for _, t := range s.tasks {
+		t.inFlight = false
 		requeue = append(requeue, t)
 	}
 	sortBySeq(requeue)
-	o.pending = append(requeue, o.pending...)
-	clear(o.tasks)
-	clear(o.tmfs)
-	for _, t := range o.pending {
+	s.pending = append(requeue, s.pending...)
+	clear(s.tasks)
+	clear(s.tmfs)
+	for _, t := range s.pending {
 		t.abortITT = 0
 	}
 	o.downSince = time.Now()
-	o.c.state.Store(int32(StateConnecting))
+	c.state.Store(int32(StateConnecting))
 }
 
 func sortBySeq(ts []*task) {
@@ -440,22 +545,31 @@ func sortBySeq(ts []*task) {
 	}
 }
 
-func (o *owner) finish(t *task, err error) {
+// finishLocked ends t with err (nil: its status is set) and wakes its
+// caller; nothing references t afterwards. mu is held.
+func (c *Client) finishLocked(t *task, err error) {
 	t.err = err
-	close(t.done)
+	t.done <- struct{}{}
+	if c.s.waiters > 0 {
+		c.space.Signal()
+	}
 }
 
-func (o *owner) newITT() uint32 {
+func (c *Client) newITTLocked() uint32 {
+	s := &c.s
 	for {
-		o.nextITT++
-		itt := o.nextITT
+		s.nextITT++
+		itt := s.nextITT
 		if itt == 0 || itt == pdu.ReservedTag {
 			continue
 		}
-		if _, busy := o.tasks[itt]; busy {
+		if _, busy := s.tasks[itt]; busy {
 			continue
 		}
-		if _, busy := o.tmfs[itt]; busy {
+		if _, busy := s.tmfs[itt]; busy {
+			continue
+		}
+		if itt == s.pingITT || itt == s.logoutITT {
 			continue
 		}
 		return itt
@@ -463,125 +577,170 @@ func (o *owner) newITT() uint32 {
 }
 
 // timers runs the periodic checks: replacement timeout, command timeouts,
-// abort timeouts, NOP pings.
-func (o *owner) timers() {
+// abort timeouts, NOP pings. Timeouts are counted in ticks: a command
+// times out after at least CommandTimeout and at most one tick more.
+func (o *owner) timers(tick time.Duration) {
 	now := time.Now()
-	if o.conn == nil {
-		if !o.downSince.IsZero() && now.Sub(o.downSince) >= o.cfg.ReplacementTimeout && !o.failFast {
-			o.failFast = true
-			o.c.state.Store(int32(StateDown))
-			o.c.log.Error("iscsi session not back within the replacement timeout: failing I/O",
-				"timeout", o.cfg.ReplacementTimeout, "failed", len(o.pending))
-			for _, t := range o.pending {
-				o.c.stats.expired.Add(1)
-				o.finish(t, fmt.Errorf("%w for %v", ErrSessionDown, o.cfg.ReplacementTimeout))
+	c := o.c
+	s := &c.s
+	c.mu.Lock()
+	s.ticks++
+	if o.cur == nil {
+		if !o.downSince.IsZero() && now.Sub(o.downSince) >= o.cfg.ReplacementTimeout && !s.failFast {
+			s.failFast = true
+			c.state.Store(int32(StateDown))
+			c.log.Error("iscsi session not back within the replacement timeout: failing I/O",
+				"timeout", o.cfg.ReplacementTimeout, "failed", len(s.pending))
+			for _, t := range s.pending {
+				c.stats.expired.Add(1)
+				c.finishLocked(t, fmt.Errorf("%w for %v", ErrSessionDown, o.cfg.ReplacementTimeout))
 			}
-			o.pending = nil
+			s.pending = nil
+			c.space.Broadcast()
 		}
+		c.mu.Unlock()
 		return
 	}
-	if o.logoutITT != 0 {
+	if o.loggingOut {
+		c.mu.Unlock()
 		return
 	}
-	for _, t := range o.tasks {
+	if o.cur.heard.Swap(false) {
+		o.lastRecv = now
+	}
+	// elapsed(t0) is a lower bound of the time since tick t0.
+	elapsed := func(t0 uint64) time.Duration {
+		if s.ticks <= t0 {
+			return 0
+		}
+		return time.Duration(s.ticks-t0-1) * tick
+	}
+	var dropErr error
+	for _, t := range s.tasks {
 		if t.abortITT != 0 {
-			if now.Sub(t.abortedAt) >= o.cfg.AbortTimeout {
-				o.drop(fmt.Errorf("ABORT TASK for ITT %#x unanswered after %v", t.itt, o.cfg.AbortTimeout))
-				return
+			if elapsed(t.abortTick) >= o.cfg.AbortTimeout {
+				dropErr = fmt.Errorf("ABORT TASK for ITT %#x unanswered after %v", t.itt, o.cfg.AbortTimeout)
+				break
 			}
 			continue
 		}
-		if now.Sub(t.sentAt) >= o.cfg.CommandTimeout {
-			o.abort(t)
+		if elapsed(t.sentTick) >= o.cfg.CommandTimeout {
+			c.abortLocked(t)
 		}
 	}
-	if o.pingITT != 0 {
-		if now.Sub(o.pingSent) >= o.cfg.NopTimeout {
-			o.drop(fmt.Errorf("NOP-Out unanswered after %v", o.cfg.NopTimeout))
+	if dropErr == nil {
+		if s.pingITT != 0 {
+			if elapsed(s.pingTick) >= o.cfg.NopTimeout {
+				dropErr = fmt.Errorf("NOP-Out unanswered after %v", o.cfg.NopTimeout)
+			}
+		} else if now.Sub(o.lastRecv) >= o.cfg.NopInterval {
+			c.pingLocked()
 		}
+	}
+	cn := s.conn
+	c.mu.Unlock()
+	if dropErr != nil {
+		o.drop(dropErr)
 		return
 	}
-	if now.Sub(o.lastRecv) >= o.cfg.NopInterval {
-		o.ping()
-	}
+	cn.kick()
 }
 
-func (o *owner) ping() {
-	o.pingITT = o.newITT()
-	o.pingSent = time.Now()
+func (c *Client) pingLocked() {
+	s := &c.s
+	s.pingITT = c.newITTLocked()
+	s.pingTick = s.ticks
 	var b [pdu.BHSLen]byte
 	b[0] = pdu.OpNopOut | pdu.FlagImmed
 	b[1] = pdu.FlagFinal
-	pdu.Put32(b[16:], o.pingITT)
+	pdu.Put32(b[16:], s.pingITT)
 	pdu.Put32(b[20:], pdu.ReservedTag)
-	pdu.Put32(b[24:], o.cmdSN)
-	pdu.Put32(b[28:], o.expStatSN)
-	o.conn.send(&b, nil)
-	o.c.stats.nopsOut.Add(1)
+	pdu.Put32(b[24:], s.cmdSN)
+	pdu.Put32(b[28:], s.expStatSN)
+	s.conn.queue(&b, nil)
+	c.stats.nopsOut.Add(1)
 }
 
-// abort sends ABORT TASK for a command that got no answer in time.
-func (o *owner) abort(t *task) {
-	itt := o.newITT()
+// abortLocked sends ABORT TASK for a command that got no answer in time.
+func (c *Client) abortLocked(t *task) {
+	s := &c.s
+	itt := c.newITTLocked()
 	t.abortITT = itt
-	t.abortedAt = time.Now()
-	o.tmfs[itt] = t
-	o.c.stats.aborts.Add(1)
-	o.c.log.Warn("iscsi command timed out: aborting it", "itt", t.itt, "op", t.cdb[0], "after", o.cfg.CommandTimeout)
+	t.abortTick = s.ticks
+	s.tmfs[itt] = t
+	c.stats.aborts.Add(1)
+	c.log.Warn("iscsi command timed out: aborting it", "itt", t.itt, "op", t.cdb[0], "after", c.cfg.CommandTimeout)
 	var b [pdu.BHSLen]byte
 	b[0] = pdu.OpTMFReq | pdu.FlagImmed
 	b[1] = pdu.FlagFinal | 1 // ABORT TASK
-	lun := encodeLUN(o.cfg.LUN)
-	copy(b[8:16], lun[:])
+	copy(b[8:16], c.lun[:])
 	pdu.Put32(b[16:], itt)
 	pdu.Put32(b[20:], t.itt)
-	pdu.Put32(b[24:], o.cmdSN)
-	pdu.Put32(b[28:], o.expStatSN)
+	pdu.Put32(b[24:], s.cmdSN)
+	pdu.Put32(b[28:], s.expStatSN)
 	pdu.Put32(b[32:], t.cmdSN)
-	o.conn.send(&b, nil)
+	s.conn.queue(&b, nil)
 }
 
-// issue sends pending commands while the CmdSN window and the queue depth
-// allow.
-func (o *owner) issue() {
-	if o.conn == nil || o.logoutITT != 0 {
-		return
+// issueLocked sends pending commands while the CmdSN window and the queue
+// depth allow. It returns the connection when it queued PDUs on it (the
+// caller flushes or kicks it after unlocking mu), else nil.
+func (c *Client) issueLocked() *conn {
+	s := &c.s
+	cn := s.conn
+	if cn == nil || s.logoutITT != 0 {
+		return nil
 	}
-	for len(o.pending) > 0 && len(o.tasks) < o.cfg.QueueDepth && int32(o.maxCmdSN-o.cmdSN) >= 0 {
-		t := o.pending[0]
-		o.pending[0] = nil
-		o.pending = o.pending[1:]
-		if t.attempts >= o.cfg.MaxAttempts {
-			o.c.stats.timedOut.Add(1)
-			o.finish(t, fmt.Errorf("%w: sent %d times", ErrTimeout, t.attempts))
+	sent := false
+	for len(s.pending) > 0 && c.canSendLocked() {
+		t := s.pending[0]
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		if t.attempts >= c.cfg.MaxAttempts {
+			c.stats.timedOut.Add(1)
+			c.finishLocked(t, fmt.Errorf("%w: sent %d times", ErrTimeout, t.attempts))
 			continue
 		}
 		if t.attempts > 0 {
-			o.c.stats.reissued.Add(1)
+			c.stats.reissued.Add(1)
 		}
 		t.attempts++
-		o.send(t)
+		c.sendLocked(t)
+		sent = true
 	}
-	if len(o.pending) == 0 {
-		o.pending = nil // let the backing array go
+	if len(s.pending) == 0 && cap(s.pending) > 4*c.cfg.QueueDepth {
+		s.pending = nil // let a large backing array go
 	}
-	if n := int64(len(o.tasks)); n > o.c.stats.maxInFlight.Load() {
-		o.c.stats.maxInFlight.Store(n)
+	if n := int64(len(s.tasks)); n > c.stats.maxInFlight.Load() {
+		c.stats.maxInFlight.Store(n)
 	}
+	if !sent {
+		return nil
+	}
+	return cn
 }
 
-func (o *owner) send(t *task) {
-	p := &o.conn.p
-	o.c.stats.commands.Add(1)
-	t.itt = o.newITT()
-	t.cmdSN = o.cmdSN
-	o.cmdSN++
-	t.sentAt = time.Now()
-	t.got = 0
+// canSendLocked: the connection is up and the queue depth and the
+// target's CmdSN window have room for one more command.
+func (c *Client) canSendLocked() bool {
+	s := &c.s
+	return s.conn != nil && s.logoutITT == 0 && len(s.tasks) < c.cfg.QueueDepth && int32(s.maxCmdSN-s.cmdSN) >= 0
+}
+
+func (c *Client) sendLocked(t *task) {
+	s := &c.s
+	p := &s.conn.p
+	c.stats.commands.Add(1)
+	t.itt = c.newITTLocked()
+	t.cmdSN = s.cmdSN
+	s.cmdSN++
+	t.sentTick = s.ticks
 	t.abortITT = 0
-	o.tasks[t.itt] = t
+	t.inFlight = true
+	s.tasks[t.itt] = t
 	edtl := uint32(len(t.data))
-	var b [pdu.BHSLen]byte
+	b := &t.hdr
+	*b = [pdu.BHSLen]byte{}
 	b[0] = pdu.OpSCSICmd
 	b[1] = 1 // simple task attribute
 	if t.read {
@@ -590,12 +749,11 @@ func (o *owner) send(t *task) {
 	if t.write {
 		b[1] |= pdu.FlagWrite
 	}
-	lun := encodeLUN(o.cfg.LUN)
-	copy(b[8:16], lun[:])
+	copy(b[8:16], c.lun[:])
 	pdu.Put32(b[16:], t.itt)
 	pdu.Put32(b[20:], edtl)
 	pdu.Put32(b[24:], t.cmdSN)
-	pdu.Put32(b[28:], o.expStatSN)
+	pdu.Put32(b[28:], s.expStatSN)
 	copy(b[32:48], t.cdb[:])
 	var imm, unsol uint32
 	if t.write && edtl > 0 {
@@ -610,16 +768,16 @@ func (o *owner) send(t *task) {
 	if unsol == imm {
 		b[1] |= pdu.FlagFinal
 	}
-	o.conn.send(&b, t.data[:imm])
+	s.conn.queue(b, t.data[:imm])
 	if unsol > imm {
-		o.dataOut(t, pdu.ReservedTag, imm, unsol-imm)
+		c.dataOutLocked(t, pdu.ReservedTag, imm, unsol-imm)
 	}
 }
 
-// dataOut sends [off, off+n) of t's data as one Data-Out sequence.
-func (o *owner) dataOut(t *task, ttt, off, n uint32) {
-	seg := o.conn.p.TargetMRDSL
-	lun := encodeLUN(o.cfg.LUN)
+// dataOutLocked sends [off, off+n) of t's data as one Data-Out sequence.
+func (c *Client) dataOutLocked(t *task, ttt, off, n uint32) {
+	s := &c.s
+	seg := s.conn.p.TargetMRDSL
 	var sn uint32
 	for end := off + n; off < end; sn++ {
 		l := min(seg, end-off)
@@ -628,88 +786,101 @@ func (o *owner) dataOut(t *task, ttt, off, n uint32) {
 		if off+l == end {
 			b[1] = pdu.FlagFinal
 		}
-		copy(b[8:16], lun[:])
+		copy(b[8:16], c.lun[:])
 		pdu.Put32(b[16:], t.itt)
 		pdu.Put32(b[20:], ttt)
-		pdu.Put32(b[28:], o.expStatSN)
+		pdu.Put32(b[28:], s.expStatSN)
 		pdu.Put32(b[36:], sn)
 		pdu.Put32(b[40:], off)
-		o.conn.send(&b, t.data[off:off+l])
+		s.conn.queue(&b, t.data[off:off+l])
 		off += l
 	}
 }
 
-// handle processes one PDU from the target. An error drops the connection.
-func (o *owner) handle(p inPDU) error {
-	h := &p.h
-	op := h.Opcode()
-	// sequence numbers (RFC 7143 §4.2.2.1): StatSN advances on responses,
-	// not on R2T, Data-In without status or a target's NOP-In ping.
-	switch {
+// seqLocked updates ExpStatSN and MaxCmdSN from a PDU of the target
+// (RFC 7143 §4.2.2.1): StatSN advances on responses, not on R2T, Data-In
+// without status or a target's NOP-In ping.
+func (c *Client) seqLocked(h *pdu.Header) {
+	s := &c.s
+	switch op := h.Opcode(); {
 	case op == pdu.OpDataIn && h.Flags()&0x01 == 0, op == pdu.OpR2T, op == pdu.OpNopIn && h.ITT() == pdu.ReservedTag:
 	default:
-		if sn := h.StatSN(); int32(sn+1-o.expStatSN) > 0 {
-			o.expStatSN = sn + 1
+		if sn := h.StatSN(); int32(sn+1-s.expStatSN) > 0 {
+			s.expStatSN = sn + 1
 		}
 	}
-	if exp, mx := h.ExpCmdSN(), h.MaxCmdSN(); int32(mx-exp) >= -1 && int32(mx-o.maxCmdSN) > 0 {
-		o.maxCmdSN = mx
+	if exp, mx := h.ExpCmdSN(), h.MaxCmdSN(); int32(mx-exp) >= -1 && int32(mx-s.maxCmdSN) > 0 {
+		s.maxCmdSN = mx
 	}
-	switch op {
-	case pdu.OpDataIn:
-		t := o.tasks[h.ITT()]
+}
+
+// dataInTarget returns the task a Data-In PDU belongs to and checks that
+// its segment fits the task's buffer (nil, nil: a task we gave up on).
+func (c *Client) dataInTargetLocked(h *pdu.Header) (*task, error) {
+	t := c.s.tasks[h.ITT()]
+	if t == nil {
+		return nil, nil
+	}
+	off, n := h.BufferOffset(), h.DataLen()
+	if !t.read || uint64(off)+uint64(n) > uint64(len(t.data)) {
+		return nil, fmt.Errorf("Data-In [%d,+%d) outside the %d-byte buffer of ITT %#x: %w", off, n, len(t.data), t.itt, ErrProtocol)
+	}
+	return t, nil
+}
+
+// handleLocked processes one PDU from the target other than a Data-In
+// segment (whose data the reader placed already). data is the PDU's own
+// data segment. An error drops the connection; errLoggedOut ends it
+// after our logout was answered.
+func (c *Client) handleLocked(cn *conn, h *pdu.Header, data []byte) error {
+	s := &c.s
+	switch op := h.Opcode(); op {
+	case pdu.OpDataIn: // the status of a Data-In with S set
+		t := s.tasks[h.ITT()]
 		if t == nil {
-			return nil // a task we gave up on (aborted)
-		}
-		off := h.BufferOffset()
-		if !t.read || uint64(off)+uint64(len(p.data)) > uint64(len(t.data)) {
-			return fmt.Errorf("Data-In [%d,+%d) outside the %d-byte buffer of ITT %#x: %w", off, len(p.data), len(t.data), t.itt, ErrProtocol)
-		}
-		copy(t.data[off:], p.data)
-		t.got += uint32(len(p.data))
-		if h.Flags()&0x01 != 0 { // S: status included
-			t.status = h.B[3]
-			t.residual = h.ResidualCount()
-			t.under = h.Flags()&0x02 != 0
-			t.over = h.Flags()&0x04 != 0
-			o.complete(t)
-		}
-	case pdu.OpSCSIResp:
-		t := o.tasks[h.ITT()]
-		if t == nil {
-			return nil
-		}
-		if h.B[2] != 0 {
-			// iSCSI "target failure": the command did not run; re-issue.
-			o.requeue(t)
 			return nil
 		}
 		t.status = h.B[3]
 		t.residual = h.ResidualCount()
 		t.under = h.Flags()&0x02 != 0
 		t.over = h.Flags()&0x04 != 0
-		if len(p.data) >= 2 {
-			sl := int(p.data[0])<<8 | int(p.data[1])
-			if sl > len(p.data)-2 {
-				sl = len(p.data) - 2
-			}
-			t.sense = append([]byte(nil), p.data[2:2+sl]...)
+		c.completeLocked(t)
+	case pdu.OpSCSIResp:
+		t := s.tasks[h.ITT()]
+		if t == nil {
+			return nil
 		}
-		o.complete(t)
+		if h.B[2] != 0 {
+			// iSCSI "target failure": the command did not run; re-issue.
+			c.requeueLocked(t)
+			return nil
+		}
+		t.status = h.B[3]
+		t.residual = h.ResidualCount()
+		t.under = h.Flags()&0x02 != 0
+		t.over = h.Flags()&0x04 != 0
+		if len(data) >= 2 {
+			sl := int(data[0])<<8 | int(data[1])
+			if sl > len(data)-2 {
+				sl = len(data) - 2
+			}
+			t.sense = append([]byte(nil), data[2:2+sl]...)
+		}
+		c.completeLocked(t)
 	case pdu.OpR2T:
-		t := o.tasks[h.ITT()]
+		t := s.tasks[h.ITT()]
 		if t == nil {
 			return nil
 		}
 		off, n := h.BufferOffset(), h.U32(44)
-		if !t.write || n == 0 || uint64(off)+uint64(n) > uint64(len(t.data)) || n > o.conn.p.MaxBurst {
+		if !t.write || n == 0 || uint64(off)+uint64(n) > uint64(len(t.data)) || n > cn.p.MaxBurst {
 			return fmt.Errorf("R2T [%d,+%d) outside the %d-byte write of ITT %#x or over MaxBurstLength: %w", off, n, len(t.data), t.itt, ErrProtocol)
 		}
-		o.dataOut(t, h.TTT(), off, n)
+		c.dataOutLocked(t, h.TTT(), off, n)
 	case pdu.OpNopIn:
 		if h.ITT() != pdu.ReservedTag {
-			if h.ITT() == o.pingITT {
-				o.pingITT = 0
+			if h.ITT() == s.pingITT {
+				s.pingITT = 0
 			}
 			return nil
 		}
@@ -720,30 +891,29 @@ func (o *owner) handle(p inPDU) error {
 			copy(b[8:16], h.B[8:16])
 			pdu.Put32(b[16:], pdu.ReservedTag)
 			pdu.Put32(b[20:], h.TTT())
-			pdu.Put32(b[24:], o.cmdSN)
-			pdu.Put32(b[28:], o.expStatSN)
-			o.conn.send(&b, p.data)
-			o.c.stats.nopsIn.Add(1)
+			pdu.Put32(b[24:], s.cmdSN)
+			pdu.Put32(b[28:], s.expStatSN)
+			cn.queue(&b, data)
+			c.stats.nopsIn.Add(1)
 		}
 	case pdu.OpTMFResp:
-		t := o.tmfs[h.ITT()]
+		t := s.tmfs[h.ITT()]
 		if t == nil {
 			return nil
 		}
-		delete(o.tmfs, h.ITT())
+		delete(s.tmfs, h.ITT())
 		t.abortITT = 0
 		switch resp := h.B[2]; resp {
 		case 0, 1: // function complete, task does not exist
-			if o.tasks[t.itt] == t { // no answer came: send it again
-				o.requeue(t)
+			if t.inFlight && s.tasks[t.itt] == t { // no answer came: send it again
+				c.requeueLocked(t)
 			}
 		default:
 			return fmt.Errorf("ABORT TASK of ITT %#x answered %d: dropping the session", t.itt, resp)
 		}
 	case pdu.OpLogoutResp:
-		if h.ITT() == o.logoutITT {
-			o.conn.stop()
-			o.conn = nil
+		if h.ITT() == s.logoutITT {
+			return errLoggedOut
 		}
 	case pdu.OpAsyncMsg:
 		switch ev := h.B[36]; ev {
@@ -761,16 +931,25 @@ func (o *owner) handle(p inPDU) error {
 	return nil
 }
 
-func (o *owner) complete(t *task) {
-	delete(o.tasks, t.itt)
+// errLoggedOut: our logout was answered; the owner ends the connection.
+var errLoggedOut = errors.New("logged out")
+
+func (c *Client) completeLocked(t *task) {
+	s := &c.s
+	delete(s.tasks, t.itt)
+	t.inFlight = false
 	if t.abortITT != 0 {
-		delete(o.tmfs, t.abortITT)
+		delete(s.tmfs, t.abortITT)
 	}
-	close(t.done)
+	c.finishLocked(t, nil)
 }
 
-// requeue takes t off the wire and puts it at the head of the queue.
-func (o *owner) requeue(t *task) {
-	delete(o.tasks, t.itt)
-	o.pending = append([]*task{t}, o.pending...)
+// requeueLocked takes t off the wire and puts it at the head of the queue.
+func (c *Client) requeueLocked(t *task) {
+	s := &c.s
+	delete(s.tasks, t.itt)
+	t.inFlight = false
+	s.pending = append(s.pending, nil)
+	copy(s.pending[1:], s.pending)
+	s.pending[0] = t
 }

@@ -197,7 +197,7 @@ func readLBA(t *testing.T, c *Client, lba uint64) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := c.exec(Command{CDB: cdbRW16(opRead16, lba, 8), Data: buf, Read: true})
+		r, err := c.exec(Command{CDB: cdbRW16s(opRead16, lba, 8), Data: buf, Read: true})
 		done <- result{r, err}
 	}()
 	var res result

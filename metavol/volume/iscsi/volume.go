@@ -270,6 +270,11 @@ func (v *Volume) rw(write bool, p []byte, off int64) error {
 	if int64(len(p)) <= v.maxXfer {
 		return v.rwOne(op, write, p, off)
 	}
+	return v.rwMany(op, write, p, off)
+}
+
+// rwMany is rw of more than maxXfer bytes: the pieces in flight together.
+func (v *Volume) rwMany(op byte, write bool, p []byte, off int64) error {
 	var wg sync.WaitGroup
 	var first atomic.Pointer[error]
 	for done := int64(0); done < int64(len(p)); done += v.maxXfer {
@@ -290,8 +295,8 @@ func (v *Volume) rw(write bool, p []byte, off int64) error {
 }
 
 func (v *Volume) rwOne(op byte, write bool, p []byte, off int64) error {
-	r, err := v.c.exec(Command{CDB: cdbRW16(op, uint64(off/v.blockSize), uint32(int64(len(p))/v.blockSize)),
-		Data: p, Read: !write, Write: write})
+	r, err := v.c.execReq(request{cdb: cdbRW16(op, uint64(off/v.blockSize), uint32(int64(len(p))/v.blockSize)),
+		cdbLen: 16, data: p, read: !write, write: write})
 	if err != nil {
 		return fmt.Errorf("remote volume %s: %s [%d,+%d): %w", v.name, rwName(write), off, len(p), err)
 	}
@@ -410,7 +415,7 @@ func (v *Volume) writeSame(from, to int64) error {
 	per := uint64(max(v.maxXfer/v.blockSize, 1)) * 16 // WRITE SAME moves one block on the wire
 	for blocks > 0 {
 		n := min(blocks, per, 0xffff)
-		if _, err := v.c.exec(Command{CDB: cdbRW16(opWriteSame16, lba, uint32(n)), Data: z, Write: true}); err != nil {
+		if _, err := v.c.execReq(request{cdb: cdbRW16(opWriteSame16, lba, uint32(n)), cdbLen: 16, data: z, write: true}); err != nil {
 			return err
 		}
 		lba += n

@@ -212,6 +212,17 @@ func ReadHeader(r io.Reader, h *Header, lim Limits) error {
 // padding and data digest (when negotiated). dst must be exactly the
 // segment length announced in the header.
 func ReadData(r io.Reader, dst []byte, dataDigest bool) error {
+	var tail Tail
+	return ReadDataTail(r, dst, dataDigest, &tail)
+}
+
+// Tail holds a data segment's padding and digest while they are read.
+type Tail [3 + DigestLen]byte
+
+// ReadDataTail is ReadData with the caller's scratch space for the padding
+// and digest: a reader that keeps one Tail reads without allocating (the
+// tail passed to an io.Reader escapes to the heap).
+func ReadDataTail(r io.Reader, dst []byte, dataDigest bool, tail *Tail) error {
 	if len(dst) == 0 {
 		return nil // no segment, no padding, no digest
 	}
