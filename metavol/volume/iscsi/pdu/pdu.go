@@ -212,6 +212,12 @@ func ReadHeader(r io.Reader, h *Header, lim Limits) error {
 // padding and data digest (when negotiated). dst must be exactly the
 // segment length announced in the header.
 func ReadData(r io.Reader, dst []byte, dataDigest bool) error {
+	if !dataDigest && PadLen(uint32(len(dst))) == 0 {
+		// No tail to read: nothing to allocate (a Tail given to
+		// ReadDataTail lives on the heap).
+		_, err := io.ReadFull(r, dst)
+		return err
+	}
 	var tail Tail
 	return ReadDataTail(r, dst, dataDigest, &tail)
 }
@@ -237,10 +243,9 @@ func ReadDataTail(r io.Reader, dst []byte, dataDigest bool, tail *Tail) error {
 	if n == 0 {
 		return nil
 	}
-	// Padding and digest: read byte by byte from a bufio.Reader so tail
-	// stays on the stack (io.ReadFull through the interface would move it
-	// to the heap: one allocation per data PDU).
-	var tail [3 + DigestLen]byte
+	// Padding and digest into the caller's tail: from a bufio.Reader byte
+	// by byte, so that tail never reaches an interface call and stays
+	// where the caller put it (ReadData's: on its stack).
 	if br, ok := r.(*bufio.Reader); ok {
 		for i := range n {
 			b, err := br.ReadByte()
@@ -253,6 +258,7 @@ func ReadDataTail(r io.Reader, dst []byte, dataDigest bool, tail *Tail) error {
 			tail[i] = b
 		}
 	} else {
+		// Not a bufio.Reader (tests): a copy, so tail never escapes.
 		t := make([]byte, n)
 		if _, err := io.ReadFull(r, t); err != nil {
 			return err
