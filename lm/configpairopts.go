@@ -223,8 +223,10 @@ func pairOptionTable() []pairOption {
 			create: func(o PairOptions, r *PairRequest) { r.Verify = o.Verify },
 			set:    func(o PairOptions, r *SetRequest) { v := o.Verify; r.Verify = &v }},
 		{name: "max host latency",
-			take:  func(dst *PairOptions, src PairOptions) { dst.MaxHostLatency = src.MaxHostLatency },
-			equal: func(a, b PairOptions) bool { return hostLatencyNormal(a.MaxHostLatency) == hostLatencyNormal(b.MaxHostLatency) },
+			take: func(dst *PairOptions, src PairOptions) { dst.MaxHostLatency = src.MaxHostLatency },
+			equal: func(a, b PairOptions) bool {
+				return hostLatencyNormal(a.MaxHostLatency) == hostLatencyNormal(b.MaxHostLatency)
+			},
 			show: func(o PairOptions) string {
 				if o.MaxHostLatency == 0 {
 					return "server's"
