@@ -453,8 +453,7 @@ func TestConfigNewSettings(t *testing.T) {
 	c2.Migrations[0].Priority, c2.Migrations[0].Windows, c2.Migrations[0].Verify = 1, nil, false
 	c2.Migrations[0].MaxHostLatency = "5ms"
 	c2.Sessions = []wire.ConfigSession{wantS}
-	c2.Sessions[0].MaxActive, c2.Sessions[0].AutoSplit, c2.Sessions[0].MaxElapsed = 2, false, ""
-	c2.Sessions[0].MaxHostLatency = ""                                                                // back to the server's
+	c2.Sessions[0].MaxActive, c2.Sessions[0].AutoSplit, c2.Sessions[0].MaxElapsed, c2.Sessions[0].MaxHostLatency = 2, false, "", ""
 	c2.Sessions[0].Pairs = []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}} // the session's options again
 	changed := filepath.Join(work, "changed.json")
 	b, _ := json.Marshal(c2)
