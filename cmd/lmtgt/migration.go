@@ -502,7 +502,21 @@ func dryRunFields(e wire.Estimate) [][2]string {
 		{"limit", limit},
 		{"source read", read},
 		{"estimate", fmt.Sprintf("%s at %s (%s)", durStr(e.Seconds), rateStr(e.RateBps), e.Basis)},
+		{"start", estimateStart(e.WaitSeconds, e.Start, e.Finish)},
 	}
+}
+
+// estimateStart is the dry run's "start" line: when the copy starts and
+// ends ("at once, done 14:02:10" or "in 1h0m0s (at ...), done ...").
+func estimateStart(wait float64, start time.Time, finish *time.Time) string {
+	s := "at once"
+	if wait > 0 {
+		s = fmt.Sprintf("in %s (at %s)", durStr(wait), start.Local().Format(time.RFC3339))
+	}
+	if finish != nil {
+		s += ", done " + finish.Local().Format(time.RFC3339)
+	}
+	return s
 }
 
 // boundNote is set's "; host p99 kept under 2ms" ("" without a bound).
