@@ -143,7 +143,7 @@ func (m *Manager) sourceRefs(op string, names []string, force bool) ([]pairRef, 
 // transaction) but keeps every pair, switched: host writes are mirrored
 // back to the old volumes until Rollback or Commit.
 func (m *Manager) SplitKeepSource(sources []string, maxPause time.Duration, force bool) (SplitResult, error) {
-	refs, err := m.sourceRefs("split", sources, force)
+	refs, err := m.sourceRefs("split --keep-source", sources, force)
 	if err != nil {
 		return SplitResult{}, err
 	}

@@ -353,10 +353,26 @@ func TestSessionKeepSourceRollbackCommit(t *testing.T) {
 	if _, err := e.m.Rollback([]string{"a"}, 0); !errors.Is(err, ErrState) {
 		t.Fatalf("rollback of a synced session pair: %v", err)
 	}
+	// The session-integrity rule (sessionref.go): a member is switched,
+	// rolled back and committed through its session only.
+	_, err := e.m.SplitKeepSource([]string{"a"}, time.Second, false)
+	wantRefusal(t, "lone split --keep-source of a member", err, ErrState, "migration a",
+		"pair a → a2 belongs to session wave: split it with `lmtgt session split wave --keep-source` (or force a lone split --keep-source with --force")
 	if _, err := e.m.SplitKeepSourceSession("wave", time.Second); err != nil {
 		t.Fatal(err)
 	}
 	waitSession(SessionSwitched)
+	_, err = e.m.Rollback([]string{"a2"}, time.Second) // named by its target
+	wantRefusal(t, "lone rollback of a member", err, ErrState, "migration a2",
+		"pair a → a2 belongs to session wave: roll it back with `lmtgt session rollback wave`")
+	_, err = e.m.Commit([]string{"b"})
+	wantRefusal(t, "lone commit of a member", err, ErrState, "migration b",
+		"pair b → b2 belongs to session wave: commit it with `lmtgt session commit wave`")
+	for _, s := range []string{"a", "b"} {
+		if st, err := e.m.Pair(s); err != nil || st.State != StateSwitched.String() || !st.Switched {
+			t.Fatalf("pair %s after the refused lone operations: %+v, %v", s, st, err)
+		}
+	}
 	writeSome(t, e.handle(la), size, 50, 100, 7, ma)
 	writeSome(t, e.handle(lb), size, 50, 200, 11, mb)
 	if _, err := e.m.RollbackSession("wave", time.Second); err != nil {
