@@ -33,7 +33,7 @@ import (
 //
 //	synced --(persist splitting)--> splitting --(one tx: LUNs swapped, pair switched)--> switched
 //	switched --(persist rolling-back)--> rolling-back --(one tx: LUNs swapped back, pair synced)--> synced
-//	switched|copying|paused|interrupted (Switched) --(persist split)--> split, then detach, then DCL deleted
+//	switched|copying|queued|paused|interrupted (Switched) --(persist split)--> split, then detach, then DCL deleted
 //
 // A restart in splitting goes back to synced, in rolling-back back to
 // switched (the swap transaction decides which volume the source LUN

@@ -448,3 +448,81 @@ func TestRollbackRefusedWhenOldVolumeMissesARegion(t *testing.T) {
 	}
 	checkModel(t, "LUN after the rollback", h, size, model)
 }
+
+// TestSwitchedRequeuedByMaxActive: switched pairs re-copying new → old
+// (their old volumes failed, then answered) go back to queued when max
+// active is lowered, and stay switched pairs there: a queued one commits
+// (the commit rule: every non-final state of a switched pair), the other
+// copies on when a slot frees and ends switched (p.inSync), not synced,
+// and rolls back with nothing lost.
+func TestSwitchedRequeuedByMaxActive(t *testing.T) {
+	e := newEnv(t, Options{MaxActive: 3}, true)
+	size := int64(32 * mib)
+	names := []string{"a", "b", "c"}
+	luns := map[string]metavol.LUN{}
+	models := map[string]map[int64]uint64{}
+	for _, n := range names {
+		luns[n], models[n] = syncedPair(t, e, n, n+"2", size)
+	}
+	if _, err := e.m.SplitKeepSource(names, time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	one, slow := int64(1), SpeedLow
+	for i, n := range names {
+		e.waitState(n, StateSwitched, time.Second)
+		prio := 9 - i // a highest: it keeps its slot
+		if _, err := e.m.Set(n, SetRequest{MaxMBps: &one, Speed: &slow, Priority: &prio}); err != nil {
+			t.Fatal(err)
+		}
+		old := e.faultyOf(n + "2")
+		old.FailWrites(syscall.EIO)
+		writeSome(t, e.handle(luns[n]), size, 256, 1000, 61, models[n]) // regions all over the LUN: seconds at 1 MB/s
+		e.waitState(n, StateInterrupted, 10*time.Second)
+		old.Heal()
+	}
+	for _, n := range names {
+		if st := e.waitState(n, StateCopying, 10*time.Second); !st.Switched || st.DCLBytes < 4*mib {
+			t.Fatalf("pair %s re-copying: %+v, want switched with MiBs to re-copy", n, st)
+		}
+	}
+	limit := 1
+	if _, err := e.m.SetLimits(LimitsRequest{MaxActive: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"b", "c"} {
+		st := e.waitState(n, StateQueued, 10*time.Second)
+		if !st.Switched || !strings.Contains(st.Reason, "max active lowered to 1") {
+			t.Fatalf("pair %s requeued: %+v, want a switched pair waiting for a slot", n, st)
+		}
+	}
+	if st, _ := e.m.Pair("a"); st.State != StateCopying.String() {
+		t.Fatalf("pair a (highest priority) lost its slot: %+v", st)
+	}
+	// c commits while it waits: the LUN stays on the new volume.
+	if _, err := e.m.Commit([]string{"c"}); err != nil {
+		t.Fatalf("commit of a queued switched pair: %v", err)
+	}
+	if st, err := e.m.Pair("c"); err != nil || st.State != StateSplit.String() || st.Switched {
+		t.Fatalf("pair c after the commit: %+v, %v", st, err)
+	}
+	checkModel(t, "c after the commit", e.handle(luns["c"]), size, models["c"])
+	// a and b copy on at full speed: each ends switched.
+	fast := SpeedHighest
+	zero := int64(0)
+	for _, n := range []string{"a", "b"} {
+		if _, err := e.m.Set(n, SetRequest{MaxMBps: &zero, Speed: &fast}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		if st := e.waitState(n, StateSwitched, 30*time.Second); !st.Switched || st.DCLBytes != 0 {
+			t.Fatalf("pair %s after its re-copy: %+v", n, st)
+		}
+		checkModel(t, n+"'s old volume after the re-copy", e.rawVolume(n+"2"), size, models[n])
+	}
+	if _, err := e.m.Rollback([]string{"b"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("b", StateSynced, time.Second)
+	checkModel(t, "b after the rollback", e.handle(luns["b"]), size, models["b"])
+}
