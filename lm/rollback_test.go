@@ -373,6 +373,30 @@ func TestSessionKeepSourceRollbackCommit(t *testing.T) {
 			t.Fatalf("pair %s after the refused lone operations: %+v, %v", s, st, err)
 		}
 	}
+	// session pause pauses switched pairs too: the mirroring back stops
+	// (host writes are marked), resume re-copies them new → old and the
+	// pairs are switched again.
+	if _, err := e.m.PauseSession("wave"); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionPaused)
+	for _, s := range []string{"a", "b"} {
+		if st, err := e.m.Pair(s); err != nil || st.State != StatePaused.String() || !st.Switched {
+			t.Fatalf("pair %s after session pause: %+v, %v", s, st, err)
+		}
+	}
+	writeSome(t, e.handle(la), size, 30, 400, 5, ma)
+	if st, _ := e.m.Pair("a"); st.DCLBytes == 0 {
+		t.Fatalf("writes while paused are not marked for the old volume: %+v", st)
+	}
+	if _, err := e.m.RollbackSession("wave", time.Second); !errors.Is(err, ErrNotSynced) || !strings.Contains(err.Error(), "is paused") {
+		t.Fatalf("rollback of a paused session: %v", err)
+	}
+	if _, err := e.m.ResumeSession("wave"); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionSwitched)
+	checkModel(t, "a2 (old volume) re-copied after the resume", e.rawVolume("a2"), size, ma)
 	writeSome(t, e.handle(la), size, 50, 100, 7, ma)
 	writeSome(t, e.handle(lb), size, 50, 200, 11, mb)
 	if _, err := e.m.RollbackSession("wave", time.Second); err != nil {
