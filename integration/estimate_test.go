@@ -112,7 +112,7 @@ func TestDryRunEstimate(t *testing.T) {
 		t.Errorf("the pair keeps estimate %.1f s for %d bytes, actual %.1f s (copy took %.1f s)", st.EstimateSeconds, st.EstimateBytes, st.ActualSeconds, took.Seconds())
 	}
 	show := d.OK("migration", "show", "src")
-	if !strings.Contains(show, "estimate ") || !strings.Contains(show, ", actual ") {
+	if !strings.Contains(show, "estimate:") || !strings.Contains(show, " for 1 GiB, actual ") {
 		t.Errorf("show does not put the estimate beside the actual duration:\n%s", show)
 	}
 }

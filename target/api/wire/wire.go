@@ -348,7 +348,8 @@ type Migration struct {
 	MaxMBps        int64  `json:"max_mbps"`
 	// LimitBps is the copy rate speed and max_mbps allow together (the
 	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
-	// "max_mbps" or "" (nothing).
+	// "max_mbps" or "" (nothing); while a daily window is in force
+	// (Window), the window's speed and cap, not the pair's own.
 	LimitBps  int64  `json:"limit_bps"`
 	LimitedBy string `json:"limited_by"`
 	// MaxHostLatency is the pair's own bound ("": the server's, "off")
