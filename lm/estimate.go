@@ -273,13 +273,6 @@ func sampleRead(o *openVol, size int64, d time.Duration, maxBytes int64) (int64,
 	return n, time.Since(start)
 }
 
-// sessionDuration is how long copies of durations ds take with at most
-// slots at once (0: all), started in order, each on the first free slot.
-func sessionDuration(ds []time.Duration, slots int) time.Duration {
-	var t0 time.Time
-	return sessionEnd(t0, len(ds), slots, func(i int, _ time.Time) time.Duration { return ds[i] }).Sub(t0)
-}
-
 // sessionEnd is when n copies started at start, at most slots at once (0:
 // all), in order, each on the first free slot, end; dur(i, t) is how
 // long copy i takes when it starts at t (windows make it depend on t).

@@ -21,8 +21,10 @@ func TestSessionDuration(t *testing.T) {
 		{[]time.Duration{3 * s, 1 * s, 1 * s}, 1, 5 * s},
 		{[]time.Duration{3 * s, 1 * s, 1 * s, 2 * s}, 2, 4 * s},
 	} {
-		if got := sessionDuration(c.ds, c.slots); got != c.want {
-			t.Errorf("sessionDuration(%v, %d) = %v, want %v", c.ds, c.slots, got, c.want)
+		var t0 time.Time
+		got := sessionEnd(t0, len(c.ds), c.slots, func(i int, _ time.Time) time.Duration { return c.ds[i] }).Sub(t0)
+		if got != c.want {
+			t.Errorf("sessionEnd of %v on %d slots: %v, want %v", c.ds, c.slots, got, c.want)
 		}
 	}
 }
