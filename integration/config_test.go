@@ -393,9 +393,11 @@ func TestConfigNewSettings(t *testing.T) {
 	// The start times keep the pairs scheduled (auto-split would end them).
 	start := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
 	d1.OK("migration", "create", "--source", "src", "--target", "dst", "--speed", "low", "--max-mbps", "3", "--vehicle", "generic",
-		"--priority", "high", "--start-at", start, "--window", "22:00-06:00=highest", "--max-elapsed", "6h", "--auto-split", "--verify")
+		"--priority", "high", "--start-at", start, "--window", "22:00-06:00=highest", "--max-elapsed", "6h", "--auto-split", "--verify",
+		"--max-host-latency", "3ms")
 	d1.OK("session", "create", "wave", "--pair", "s1:d1:generic", "--speed", "high", "--max-mbps", "7", "--max-active", "1",
-		"--priority", "2", "--start-at", start, "--window", "01:00-02:00=low,max-mbps=4", "--max-elapsed", "90m", "--auto-split", "--verify")
+		"--priority", "2", "--start-at", start, "--window", "01:00-02:00=low,max-mbps=4", "--max-elapsed", "90m", "--auto-split", "--verify",
+		"--max-host-latency", "off")
 	d1.OK("migration", "set", "s1", "--priority", "7") // a session's pair with an option of its own
 
 	y1 := d1.exportFile(filepath.Join(work, "one.yaml"))
@@ -404,9 +406,11 @@ func TestConfigNewSettings(t *testing.T) {
 	wantT := wire.ConfigTarget{IQN: t1, Group: 1, Port: 1, AllowAll: true, Initiators: []string{}, Portals: []string{pA},
 		LUNs: []wire.ConfigMapping{{LUN: 0, Name: "a", ReadOnly: true, Initiators: []string{hostA}}}}
 	wantM := wire.ConfigMigration{Source: "src", Target: "dst", Vehicle: "generic", ConfigPairOptions: wire.ConfigPairOptions{Speed: "low", MaxMBps: 3,
-		AutoSplit: true, Verify: true, Priority: 9, StartAt: start, Windows: []string{"22:00-06:00=highest"}, MaxElapsed: "6h0m0s"}}
+		AutoSplit: true, Verify: true, Priority: 9, StartAt: start, Windows: []string{"22:00-06:00=highest"}, MaxElapsed: "6h0m0s",
+		MaxHostLatency: "3ms"}}
 	wantS := wire.ConfigSession{Name: "wave", MaxActive: 1, ConfigPairOptions: wire.ConfigPairOptions{Speed: "high", MaxMBps: 7,
-		AutoSplit: true, Verify: true, Priority: 2, StartAt: start, Windows: []string{"01:00-02:00=low,max-mbps=4"}, MaxElapsed: "1h30m0s"},
+		AutoSplit: true, Verify: true, Priority: 2, StartAt: start, Windows: []string{"01:00-02:00=low,max-mbps=4"}, MaxElapsed: "1h30m0s",
+		MaxHostLatency: "off"},
 		Pairs: []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}}}
 	own := wantS.ConfigPairOptions
 	own.Priority, own.AutoSplit = 7, false // auto_split is the session's
@@ -447,8 +451,9 @@ func TestConfigNewSettings(t *testing.T) {
 	c2.Targets[0].LUNs = []wire.ConfigMapping{{LUN: 0, Name: "a", Initiators: []string{hostB}}}
 	c2.Migrations = []wire.ConfigMigration{wantM}
 	c2.Migrations[0].Priority, c2.Migrations[0].Windows, c2.Migrations[0].Verify = 1, nil, false
+	c2.Migrations[0].MaxHostLatency = "5ms"
 	c2.Sessions = []wire.ConfigSession{wantS}
-	c2.Sessions[0].MaxActive, c2.Sessions[0].AutoSplit, c2.Sessions[0].MaxElapsed = 2, false, ""
+	c2.Sessions[0].MaxActive, c2.Sessions[0].AutoSplit, c2.Sessions[0].MaxElapsed, c2.Sessions[0].MaxHostLatency = 2, false, "", ""
 	c2.Sessions[0].Pairs = []wire.ConfigSessionPair{{Source: "s1", Target: "d1", Vehicle: "generic"}} // the session's options again
 	changed := filepath.Join(work, "changed.json")
 	b, _ := json.Marshal(c2)
@@ -460,8 +465,8 @@ func TestConfigNewSettings(t *testing.T) {
 	wantPlan := []string{
 		"~ target " + t1 + ": portals " + pA + "→" + strings.Join(slices.Sorted(slices.Values([]string{pA, pB})), ","),
 		"~ target " + t1 + ": mapping of lun a (LUN 0): read-only false, only " + hostB,
-		"~ migration src: priority high→low, windows 22:00-06:00=highest→none, verify true→false",
-		"~ session wave: max elapsed 1h30m0s→none, auto split true→false, max active 1→2",
+		"~ migration src: priority high→low, windows 22:00-06:00=highest→none, verify true→false, max host latency 3ms→5ms",
+		"~ session wave: max elapsed 1h30m0s→none, auto split true→false, max host latency off→server's, max active 1→2",
 		"~ session wave: pair s1: priority 7→2",
 	}
 	if !reflect.DeepEqual(res.Changes, wantPlan) {
@@ -482,12 +487,14 @@ func TestConfigNewSettings(t *testing.T) {
 	}
 	var ms2 wire.Migration // a fresh value: absent JSON fields must read as empty
 	d.JSON(&ms2, "migration", "show", "src")
-	if ms := ms2; ms.Priority != 1 || ms.Verify || len(ms.Windows) != 0 || !ms.AutoSplit || ms.Speed != "low" || ms.State != "scheduled" {
+	if ms := ms2; ms.Priority != 1 || ms.Verify || len(ms.Windows) != 0 || !ms.AutoSplit || ms.Speed != "low" || ms.State != "scheduled" ||
+		ms.MaxHostLatency != "5ms" {
 		t.Fatalf("pair after the apply: %+v", ms)
 	}
 	var ss wire.MigrationSession
 	d.JSON(&ss, "session", "show", "wave")
-	if ss.MaxActive != 2 || ss.AutoSplit || len(ss.Pairs) != 1 || ss.Pairs[0].Priority != 2 {
+	if ss.MaxActive != 2 || ss.AutoSplit || len(ss.Pairs) != 1 || ss.Pairs[0].Priority != 2 || ss.MaxHostLatency != "" ||
+		ss.Pairs[0].MaxHostLatency != "" {
 		t.Fatalf("session after the apply: %+v", ss)
 	}
 	var now wire.Config

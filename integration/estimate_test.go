@@ -112,7 +112,62 @@ func TestDryRunEstimate(t *testing.T) {
 		t.Errorf("the pair keeps estimate %.1f s for %d bytes, actual %.1f s (copy took %.1f s)", st.EstimateSeconds, st.EstimateBytes, st.ActualSeconds, took.Seconds())
 	}
 	show := d.OK("migration", "show", "src")
-	if !strings.Contains(show, "estimate ") || !strings.Contains(show, ", actual ") {
+	if !strings.Contains(show, "estimate:") || !strings.Contains(show, " for 1 GiB, actual ") {
 		t.Errorf("show does not put the estimate beside the actual duration:\n%s", show)
+	}
+}
+
+// TestDryRunWindows: the CLI's dry run reads --window and --start-at: a
+// window in force all day that halves the cap doubles the estimate, the
+// start time an hour ahead is waited for first (text and -o json), for a
+// pair and a session.
+func TestDryRunWindows(t *testing.T) {
+	d := StartDaemon(t, "")
+	src := filepath.Join(t.TempDir(), "src.img")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x5a}, 8<<20), 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d.OK("lun", "create", "src", "--path", src)
+	d.OK("lun", "create", "dst", "--size", "64M")
+	start := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	args := []string{"--source", "src", "--target", "dst", "--speed", "highest", "--max-mbps", "10", "--dry-run"}
+	sched := []string{"--window", "00:00-00:00=low,max-mbps=5", "--start-at", start.Format(time.RFC3339)}
+	var plain, win wire.Migration
+	d.JSON(&plain, append([]string{"migration", "create"}, args...)...)
+	d.JSON(&win, append(append([]string{"migration", "create"}, args...), sched...)...)
+	p, w := plain.Estimate, win.Estimate
+	if p == nil || w == nil || p.Bytes != 8<<20 || w.RateBps != 5_000_000 || w.Seconds != 2*p.Seconds || p.Seconds == 0 {
+		t.Fatalf("estimates %+v and with the window %+v: want 8 MiB, the rate halved, the duration doubled", p, w)
+	}
+	if p.WaitSeconds != 0 || w.WaitSeconds < 3500 || w.WaitSeconds > 3600 || !w.Start.Equal(start) || w.Finish == nil ||
+		!w.Finish.Equal(start.Add(time.Duration(w.Seconds*float64(time.Second)))) {
+		t.Fatalf("start: without the start time %+v, with it %+v: want an hour waited first", p, w)
+	}
+	text := d.OK(append(append([]string{"migration", "create"}, args...), sched...)...)
+	t.Logf("dry run:\n%s", text)
+	at := "(at " + start.Local().Format(time.RFC3339) + "), done "
+	for _, want := range []string{"window 00:00-00:00=low,max-mbps=5: max_mbps 5.0 MB/s", at} {
+		if !strings.Contains(text, want) {
+			t.Errorf("dry run output does not say %q:\n%s", want, text)
+		}
+	}
+	var sess wire.MigrationSession
+	d.JSON(&sess, append([]string{"session", "create", "wave", "--pair", "src:dst", "--speed", "highest", "--max-mbps", "10", "--dry-run"}, sched...)...)
+	if sess.EstimateSeconds != w.Seconds || sess.EstimateWaitSeconds < 3500 || sess.EstimateWaitSeconds > 3600 {
+		t.Fatalf("session dry run: estimate %.1f s after %.0f s, want %.1f s after about an hour", sess.EstimateSeconds, sess.EstimateWaitSeconds, w.Seconds)
+	}
+	stext := d.OK(append([]string{"session", "create", "wave", "--pair", "src:dst", "--speed", "highest", "--max-mbps", "10", "--dry-run"}, sched...)...)
+	if !strings.Contains(stext, "start:") || !strings.Contains(stext, "(at ") {
+		t.Errorf("session dry run output does not say when it starts:\n%s", stext)
 	}
 }

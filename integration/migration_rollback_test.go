@@ -314,6 +314,19 @@ func TestSessionRollback(t *testing.T) {
 	qemuIOOK(t, d.URL(iqns[0], 0), "write -P 0x5a 1M 512k")
 	qemuIOOK(t, d.URL(iqns[1], 0), "write -P 0x5b 6M 1M")
 	d.Fail(1, []string{"switched"}, "session", "cancel", "back")
+	// A member is rolled back and committed through its session only.
+	d.Fail(1, []string{"migration rs0", "belongs to session back", "roll it back with `lmtgt session rollback back`"}, "migration", "rollback", "rs0")
+	d.Fail(1, []string{"migration rs1-new", "belongs to session back", "commit it with `lmtgt session commit back`"}, "migration", "commit", "rs1-new")
+	// session pause pauses the switched pairs; resume makes them switched again.
+	d.OK("session", "pause", "back")
+	if s := state(); s.State != "paused" || s.Pairs[0].State != "paused" || !s.Pairs[0].Switched || s.Pairs[1].State != "paused" {
+		t.Fatalf("session after pause: %s, pairs %s %s", s.State, s.Pairs[0].State, s.Pairs[1].State)
+	}
+	d.OK("session", "resume", "back")
+	waitFor(t, syncTimeout, "session switched again", func() (bool, string) {
+		s := state()
+		return s.State == "switched", s.State
+	})
 	d.JSON(&sr, "session", "rollback", "back")
 	if sr.State != "synced" || len(sr.Pairs) != 2 {
 		t.Fatalf("session rollback: %+v", sr)

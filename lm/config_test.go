@@ -56,12 +56,12 @@ func buildConfigServer(t *testing.T, e *env) {
 	// start times keep both scheduled (an auto split would end them).
 	_, err = e.m.CreatePair(PairRequest{Source: "src", Target: "dst", Speed: SpeedLow, MaxMBps: 3, Vehicle: VehicleGeneric,
 		Priority: 8, StartAt: cfgStart(), Windows: []Window{{Start: 22 * time.Hour, End: 6 * time.Hour, Speed: SpeedHighest}},
-		MaxElapsed: 6 * time.Hour, AutoSplit: true, Verify: true})
+		MaxElapsed: 6 * time.Hour, AutoSplit: true, Verify: true, MaxHostLatency: 3 * time.Millisecond})
 	must(err)
 	_, err = e.m.CreateSession(SessionRequest{Name: "wave1", Pairs: []PairRequest{{Source: "s1", Target: "d1", Vehicle: VehicleGeneric}},
 		Speed: SpeedHigh, MaxMBps: 7, MaxActive: 1, Priority: 2, StartAt: cfgStart().Add(time.Hour),
 		Windows: []Window{{Start: time.Hour, End: 2 * time.Hour, Speed: SpeedLow, MaxMBps: 4}}, MaxElapsed: 90 * time.Minute,
-		AutoSplit: true, Verify: true})
+		AutoSplit: true, Verify: true, MaxHostLatency: -1})
 	must(err)
 	// A pair of the session with an option of its own.
 	seven := 7
@@ -101,11 +101,12 @@ func TestConfigRoundTrip(t *testing.T) {
 	if ps := want.Targets[1].Portals; !reflect.DeepEqual(ps, []string{"127.0.0.1:3260", "[::1]:3260"}) {
 		t.Fatalf("portals exported as %q", ps)
 	}
-	if o := want.Migrations[0].PairOptions; o.Priority != 8 || o.StartAt.IsZero() || len(o.Windows) != 1 || o.MaxElapsed != 6*time.Hour || !o.AutoSplit || !o.Verify {
+	if o := want.Migrations[0].PairOptions; o.Priority != 8 || o.StartAt.IsZero() || len(o.Windows) != 1 || o.MaxElapsed != 6*time.Hour || !o.AutoSplit || !o.Verify ||
+		o.MaxHostLatency != 3*time.Millisecond {
 		t.Fatalf("pair options exported as %+v", o)
 	}
 	if s := want.Sessions[0]; s.MaxActive != 1 || s.Priority != 2 || s.StartAt.IsZero() || len(s.Windows) != 1 || s.MaxElapsed != 90*time.Minute ||
-		!s.AutoSplit || !s.Verify || s.MaxMBps != 7 || s.Pairs[0].Vehicle != VehicleGeneric {
+		!s.AutoSplit || !s.Verify || s.MaxMBps != 7 || s.Pairs[0].Vehicle != VehicleGeneric || s.MaxHostLatency != -1 {
 		t.Fatalf("session exported as %+v", s)
 	}
 	if o := want.Sessions[0].Pairs[0].Options; o == nil || o.Priority != 7 || !o.AutoSplit || o.Speed != SpeedHigh {
@@ -462,6 +463,10 @@ func TestConfigLiveOptions(t *testing.T) {
 		{"pair max elapsed", func(c *Config) { c.Migrations[0].MaxElapsed = 90 * time.Minute }, "~ migration src: max elapsed 6h0m0s→1h30m0s"},
 		{"pair auto split", func(c *Config) { c.Migrations[0].AutoSplit = false }, "~ migration src: auto split true→false"},
 		{"pair verify", func(c *Config) { c.Migrations[0].Verify = false }, "~ migration src: verify true→false"},
+		{"pair max host latency", func(c *Config) { c.Migrations[0].MaxHostLatency = 5 * time.Millisecond },
+			"~ migration src: max host latency 3ms→5ms"},
+		{"pair max host latency to the server's", func(c *Config) { c.Migrations[0].MaxHostLatency = 0 },
+			"~ migration src: max host latency 5ms→server's"},
 		{"session speed", func(c *Config) { c.Sessions[0].Speed = SpeedLow }, "~ session wave1: speed high→low"},
 		{"session max", func(c *Config) { c.Sessions[0].MaxMBps = 9 }, "~ session wave1: max 7 MB/s→9 MB/s"},
 		{"session priority", func(c *Config) { c.Sessions[0].Priority = PriorityHigh }, "~ session wave1: priority 2→high"},
@@ -472,6 +477,8 @@ func TestConfigLiveOptions(t *testing.T) {
 		{"session auto split", func(c *Config) { c.Sessions[0].AutoSplit = false }, "~ session wave1: auto split true→false"},
 		{"session verify", func(c *Config) { c.Sessions[0].Verify = false }, "~ session wave1: verify true→false"},
 		{"session max active", func(c *Config) { c.Sessions[0].MaxActive = 3 }, "~ session wave1: max active 1→3"},
+		{"session max host latency", func(c *Config) { c.Sessions[0].MaxHostLatency = 2 * time.Millisecond },
+			"~ session wave1: max host latency off→2ms"},
 		{"session pair's own options", func(c *Config) {
 			o := c.Sessions[0].PairOptions
 			o.Priority, o.Verify = 3, true

@@ -50,13 +50,17 @@ type PairOptions struct {
 	Windows           []Window
 	MaxElapsed        time.Duration
 	AutoSplit, Verify bool
+	// MaxHostLatency is the host-latency bound (latency.go): 0 the
+	// server's default, negative off (none, even if the server has one).
+	MaxHostLatency time.Duration
 }
 
 // pairOptionsOf reads the options of a pair or session record.
 func pairOptionsOf(obj string, speed string, maxMBps int64, priority int, startAt time.Time, windows []string,
-	maxElapsedNS int64, autoSplit, verify bool, now time.Time) (PairOptions, error) {
+	maxElapsedNS int64, autoSplit, verify bool, maxHostLatencyNS int64, now time.Time) (PairOptions, error) {
 	o := PairOptions{Speed: Speed(orDefault(speed, string(SpeedMedium))), MaxMBps: maxMBps, Priority: recPriority(priority),
-		MaxElapsed: time.Duration(maxElapsedNS), AutoSplit: autoSplit, Verify: verify}
+		MaxElapsed: time.Duration(maxElapsedNS), AutoSplit: autoSplit, Verify: verify,
+		MaxHostLatency: hostLatencyNormal(time.Duration(maxHostLatencyNS))}
 	if startAt.After(now) {
 		o.StartAt = startAt.UTC()
 	}
@@ -86,7 +90,17 @@ func (o PairOptions) normalized(now time.Time) PairOptions {
 	if len(o.Windows) == 0 {
 		o.Windows = nil
 	}
+	o.MaxHostLatency = hostLatencyNormal(o.MaxHostLatency)
 	return o
+}
+
+// hostLatencyNormal is a host-latency bound in one form: every negative
+// value (off) is -1.
+func hostLatencyNormal(d time.Duration) time.Duration {
+	if d < 0 {
+		return -1
+	}
+	return d
 }
 
 // check refuses an option out of range for obj (speed, cap, priority,
@@ -103,7 +117,7 @@ func (o PairOptions) check(obj string) error {
 	case o.MaxElapsed < 0:
 		return refuse(ErrInvalid, obj, "max elapsed %v is negative (0: no limit)", o.MaxElapsed)
 	}
-	return nil
+	return checkHostLatency(obj, o.MaxHostLatency)
 }
 
 // same reports whether o and p are equal in every option.
@@ -208,6 +222,19 @@ func pairOptionTable() []pairOption {
 			show:   func(o PairOptions) string { return fmt.Sprint(o.Verify) },
 			create: func(o PairOptions, r *PairRequest) { r.Verify = o.Verify },
 			set:    func(o PairOptions, r *SetRequest) { v := o.Verify; r.Verify = &v }},
+		{name: "max host latency",
+			take: func(dst *PairOptions, src PairOptions) { dst.MaxHostLatency = src.MaxHostLatency },
+			equal: func(a, b PairOptions) bool {
+				return hostLatencyNormal(a.MaxHostLatency) == hostLatencyNormal(b.MaxHostLatency)
+			},
+			show: func(o PairOptions) string {
+				if o.MaxHostLatency == 0 {
+					return "server's"
+				}
+				return HostLatencyString(o.MaxHostLatency)
+			},
+			create: func(o PairOptions, r *PairRequest) { r.MaxHostLatency = o.MaxHostLatency },
+			set:    func(o PairOptions, r *SetRequest) { v := o.MaxHostLatency; r.MaxHostLatency = &v }},
 	}
 }
 
@@ -225,7 +252,7 @@ func (o PairOptions) pairRequest(source, target, vehicle string) PairRequest {
 func (o PairOptions) sessionRequest(name string) SessionRequest {
 	t := o.pairRequest("", "", "")
 	return SessionRequest{Name: name, Speed: t.Speed, MaxMBps: t.MaxMBps, AutoSplit: t.AutoSplit, Verify: t.Verify,
-		Priority: t.Priority, StartAt: t.StartAt, Windows: t.Windows, MaxElapsed: t.MaxElapsed}
+		Priority: t.Priority, StartAt: t.StartAt, Windows: t.Windows, MaxElapsed: t.MaxElapsed, MaxHostLatency: t.MaxHostLatency}
 }
 
 // optionsDiff compares want with cur (both normalized) and returns the
@@ -263,10 +290,10 @@ func sessionAfter(cur, sessCur, sessWant PairOptions) PairOptions {
 
 // pairRecordOptions reads a pair record's options.
 func pairRecordOptions(obj string, p metavol.Pair, now time.Time) (PairOptions, error) {
-	return pairOptionsOf(obj, p.Speed, p.MaxMBps, p.Priority, p.StartAt, p.Windows, p.MaxElapsedNS, p.AutoSplit, p.Verify, now)
+	return pairOptionsOf(obj, p.Speed, p.MaxMBps, p.Priority, p.StartAt, p.Windows, p.MaxElapsedNS, p.AutoSplit, p.Verify, p.MaxHostLatencyNS, now)
 }
 
 // sessionRecordOptions reads a session record's options.
 func sessionRecordOptions(obj string, s metavol.Session, now time.Time) (PairOptions, error) {
-	return pairOptionsOf(obj, s.Speed, s.MaxMBps, s.Priority, s.StartAt, s.Windows, s.MaxElapsedNS, s.AutoSplit, s.Verify, now)
+	return pairOptionsOf(obj, s.Speed, s.MaxMBps, s.Priority, s.StartAt, s.Windows, s.MaxElapsedNS, s.AutoSplit, s.Verify, s.MaxHostLatencyNS, now)
 }

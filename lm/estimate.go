@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -61,6 +62,22 @@ func allocatedBytes(v extentWalker, from, to int64) (int64, error) {
 // session's pairs copy max-active at a time (the session's and the
 // server's limits): its duration is that schedule's length, pairs in
 // order, each on the first free slot.
+//
+// Start time and windows (issue 11: "an estimated duration from the
+// speed, the cap, the windows and a short measured read rate"): the copy
+// is simulated forward from its start (now, or --start-at when it is
+// ahead: Estimate.Wait is the time until then) through the daily windows,
+// in the server's local time as the schedule goroutine applies them: in
+// each stretch between two window boundaries the rate is the window's
+// speed and cap (outside every window the pair's own), lowered to the
+// measured read rate; the duration is the time until the last byte. The
+// copy time (Duration) is what is kept on the pair and compared with the
+// actual one (which also runs from the copy's start); the wait is shown
+// beside it (Finish = Start + Duration). Not simulated: the host-latency
+// guard (it only holds the copy below these rates, by how much depends on
+// the hosts' load to come), the server's bandwidth budget shared with
+// other pairs, and a max elapsed pause (the estimate says how long the
+// copy needs; the limit may stop it before).
 
 const (
 	sampleTime  = time.Second
@@ -89,11 +106,89 @@ type Estimate struct {
 	RateBps  int64
 	Basis    string
 	Duration time.Duration
+	// Start is when the copy would start (now, or the start time when it
+	// is ahead), Wait the time until then, Finish Start + Duration (the
+	// zero time when Duration is not known).
+	Start  time.Time
+	Wait   time.Duration
+	Finish time.Time
+	// Boundaries is the number of window boundaries the copy crosses;
+	// AverageBps its average rate over Duration.
+	Boundaries int
+	AverageBps int64
+
+	// What the simulation needs (copyFrom): the pair's own limit, its
+	// windows.
+	ownLimit int64
+	windows  []Window
+}
+
+// rateAt is the rate in force at t (the window's limit, else the pair's
+// own, lowered to the measured read rate; 0: not known) and the next
+// window boundary after t (the zero time: none).
+func (e *Estimate) rateAt(t time.Time) (int64, time.Time, int) {
+	in, next := windowAt(e.windows, t)
+	r := e.ownLimit
+	if in >= 0 {
+		r = effectiveRate(e.windows[in].Speed, e.windows[in].MaxMBps)
+	}
+	if e.ReadBps > 0 && (r == 0 || e.ReadBps < r) {
+		r = e.ReadBps
+	}
+	return r, next, in
+}
+
+// maxBoundaries bounds the simulation (two a day per window: years of
+// copy); past it the rate in force goes on to the end.
+const maxBoundaries = 10_000
+
+// copyFrom simulates the copy of e.Bytes started at start through the
+// windows: its duration and the boundaries crossed; ok is false when a
+// stretch has no known rate (unthrottled, source not measured).
+func (e *Estimate) copyFrom(start time.Time) (d time.Duration, crossed int, ok bool) {
+	left := float64(e.Bytes)
+	t := start
+	for left > 0 {
+		r, next, _ := e.rateAt(t)
+		if r <= 0 {
+			return 0, crossed, false
+		}
+		need := time.Duration(left / float64(r) * float64(time.Second))
+		if next.IsZero() || crossed >= maxBoundaries || !t.Add(need).After(next) {
+			return t.Add(need).Sub(start), crossed, true
+		}
+		left -= float64(r) * next.Sub(t).Seconds()
+		t = next
+		crossed++
+	}
+	return t.Sub(start), crossed, true
+}
+
+// schedule fills Start, Wait, Duration, Finish, Boundaries and
+// AverageBps for a copy that starts at startAt (zero or past: now).
+func (e *Estimate) schedule(startAt, now time.Time) {
+	e.Start, e.Wait = now, 0
+	if startAt.After(now) {
+		e.Start, e.Wait = startAt, startAt.Sub(now)
+	}
+	e.Duration, e.Boundaries, e.Finish, e.AverageBps = 0, 0, time.Time{}, 0
+	if e.Bytes == 0 {
+		e.Finish = e.Start
+		return
+	}
+	d, crossed, ok := e.copyFrom(e.Start)
+	if !ok {
+		return
+	}
+	e.Duration, e.Boundaries, e.Finish = d, crossed, e.Start.Add(d)
+	if d > 0 {
+		e.AverageBps = int64(float64(e.Bytes) / d.Seconds())
+	}
 }
 
 // estimatePair estimates the pair a checked request would create. It
 // holds no lock while it reads; budget bounds the read sample's time.
-func (m *Manager) estimatePair(req PairRequest, budget time.Duration) (Estimate, error) {
+func (m *Manager) estimatePair(req PairRequest, budget time.Duration, now time.Time) (Estimate, error) {
 	se, sl, err := m.entryByName(req.Source)
 	if err != nil {
 		return Estimate{}, fmt.Errorf("estimate %s: source %w", req.Source, err)
@@ -117,20 +212,38 @@ func (m *Manager) estimatePair(req PairRequest, budget time.Duration) (Estimate,
 	if est.SampleTime > 0 && est.SampleBytes > 0 {
 		est.ReadBps = int64(float64(est.SampleBytes) / est.SampleTime.Seconds())
 	}
-	est.RateBps, est.Basis = est.LimitBps, est.LimitedBy
-	if est.LimitBps > 0 {
-		est.Basis = fmt.Sprintf("%s %s", est.LimitedBy, mbps(est.LimitBps))
-	}
-	if est.ReadBps > 0 && (est.RateBps == 0 || est.ReadBps < est.RateBps) {
-		est.RateBps, est.Basis = est.ReadBps, "source reads "+mbps(est.ReadBps)
-	}
-	if est.RateBps > 0 && est.Bytes > 0 {
-		est.Duration = time.Duration(float64(est.Bytes) / float64(est.RateBps) * float64(time.Second))
-	}
-	if est.RateBps == 0 {
-		est.Basis = "no rate known (unthrottled, source not measured)"
-	}
+	est.ownLimit, est.windows = est.LimitBps, slices.Clone(req.Windows)
+	est.schedule(req.StartAt, now)
+	est.describe()
 	return est, nil
+}
+
+// describe sets RateBps and Basis: the rate in force when the copy
+// starts and what limits it, and the windows' effect over the copy.
+func (e *Estimate) describe() {
+	r, _, in := e.rateAt(e.Start)
+	e.RateBps = r
+	limit, by := e.LimitBps, e.LimitedBy
+	where := ""
+	if in >= 0 {
+		w := e.windows[in]
+		limit, by = RateLimit(w.Speed, w.MaxMBps)
+		where = "window " + w.String() + ": "
+	}
+	switch {
+	case r == 0:
+		e.Basis = where + "no rate known (unthrottled, source not measured)"
+	case e.ReadBps > 0 && r == e.ReadBps && (limit == 0 || e.ReadBps < limit):
+		e.Basis = where + "source reads " + mbps(e.ReadBps)
+	default:
+		e.Basis = where + fmt.Sprintf("%s %s", by, mbps(limit))
+	}
+	if e.Boundaries > 0 {
+		e.Basis += fmt.Sprintf("; %d window boundaries crossed, %s on average", e.Boundaries, mbps(e.AverageBps))
+	}
+	if e.Duration == 0 && e.Bytes > 0 && r > 0 {
+		e.Basis += "; a later window has no known rate"
+	}
 }
 
 func mbps(bps int64) string { return fmt.Sprintf("%.1f MB/s", float64(bps)/1e6) }
@@ -160,26 +273,32 @@ func sampleRead(o *openVol, size int64, d time.Duration, maxBytes int64) (int64,
 	return n, time.Since(start)
 }
 
-// sessionDuration is how long copies of durations ds take with at most
-// slots at once (0: all), started in order, each on the first free slot.
-func sessionDuration(ds []time.Duration, slots int) time.Duration {
-	if slots <= 0 || slots > len(ds) {
-		slots = len(ds)
+// sessionEnd is when n copies started at start, at most slots at once (0:
+// all), in order, each on the first free slot, end; dur(i, t) is how
+// long copy i takes when it starts at t (windows make it depend on t).
+func sessionEnd(start time.Time, n, slots int, dur func(i int, t time.Time) time.Duration) time.Time {
+	if slots <= 0 || slots > n {
+		slots = n
 	}
 	if slots == 0 {
-		return 0
+		return start
 	}
-	free := make([]time.Duration, slots) // when each slot is free
-	var end time.Duration
-	for _, d := range ds {
-		i := 0
-		for j := range free {
-			if free[j] < free[i] {
-				i = j
+	free := make([]time.Time, slots) // when each slot is free
+	for i := range free {
+		free[i] = start
+	}
+	end := start
+	for i := range n {
+		j := 0
+		for k := range free {
+			if free[k].Before(free[j]) {
+				j = k
 			}
 		}
-		free[i] += d
-		end = max(end, free[i])
+		free[j] = free[j].Add(dur(i, free[j]))
+		if free[j].After(end) {
+			end = free[j]
+		}
 	}
 	return end
 }
@@ -227,7 +346,7 @@ func (m *Manager) dryRunPair(req PairRequest) (PairStatus, error) {
 	if err := checkPairRequest(&req); err != nil { // planPair's defaults, on this copy
 		return PairStatus{}, err
 	}
-	est, err := m.estimatePair(req, sampleTime)
+	est, err := m.estimatePair(req, sampleTime, time.Now())
 	if err != nil {
 		return PairStatus{}, err
 	}
@@ -241,6 +360,7 @@ func dryRunStatus(pl pairPlan, req PairRequest, est Estimate) PairStatus {
 		State: "dry-run", Reason: "dry run: nothing created", TotalBytes: est.TotalBytes,
 		RemainingBytes: est.Bytes, Vehicle: est.Vehicle, Speed: req.Speed, MaxMBps: req.MaxMBps,
 		AutoSplit: req.AutoSplit, Verify: req.Verify, MaxHostLatency: req.MaxHostLatency,
+		Priority: req.Priority, StartAt: req.StartAt, Windows: windowStrings(req.Windows), MaxElapsed: req.MaxElapsed,
 		DryRun: true, Estimate: &est, EstimateDuration: est.Duration, EstimateBytes: est.Bytes,
 	}
 }
@@ -249,7 +369,8 @@ func dryRunStatus(pl pairPlan, req PairRequest, est Estimate) PairStatus {
 func sessionPairRequest(req SessionRequest, i int) PairRequest {
 	pr := req.Pairs[i]
 	return PairRequest{Source: pr.Source, Target: pr.Target, Speed: req.Speed, MaxMBps: req.MaxMBps,
-		MaxHostLatency: req.MaxHostLatency, Verify: req.Verify, Vehicle: pr.Vehicle}
+		MaxHostLatency: req.MaxHostLatency, Verify: req.Verify, Vehicle: pr.Vehicle,
+		Priority: req.Priority, StartAt: req.StartAt, Windows: req.Windows, MaxElapsed: req.MaxElapsed}
 }
 
 // estimateSession estimates every pair of a session request, sharing one
@@ -258,12 +379,13 @@ func sessionPairRequest(req SessionRequest, i int) PairRequest {
 func (m *Manager) estimateSession(req SessionRequest) []*Estimate {
 	out := make([]*Estimate, len(req.Pairs))
 	budget := max(sampleTime/time.Duration(max(len(req.Pairs), 1)), 50*time.Millisecond)
+	now := time.Now()
 	for i := range req.Pairs {
 		pr := sessionPairRequest(req, i)
 		if checkPairRequest(&pr) != nil {
 			continue
 		}
-		if est, err := m.estimatePair(pr, budget); err == nil {
+		if est, err := m.estimatePair(pr, budget, now); err == nil {
 			out[i] = &est
 		}
 	}
@@ -279,14 +401,19 @@ func (m *Manager) dryRunSession(req SessionRequest, plans []pairPlan) (SessionSt
 		Speed: req.Speed, MaxMBps: req.MaxMBps, MaxHostLatency: req.MaxHostLatency, MaxActive: req.MaxActive,
 		AutoSplit: req.AutoSplit, Verify: req.Verify, DryRun: true, Counts: map[string]int{},
 	}
+	if !req.StartAt.IsZero() {
+		out.StartAt = req.StartAt
+	}
+	out.Priority, out.Windows, out.MaxElapsed = req.Priority, windowStrings(req.Windows), req.MaxElapsed
 	budget := max(sampleTime/time.Duration(max(len(plans), 1)), 50*time.Millisecond)
-	var ds []time.Duration
+	now := time.Now()
+	var ests []Estimate
 	for i, pl := range plans {
 		pr := sessionPairRequest(req, i)
 		if err := checkPairRequest(&pr); err != nil {
 			return SessionStatus{}, fmt.Errorf("session %s: pair %d: %w", req.Name, i+1, err)
 		}
-		est, err := m.estimatePair(pr, budget)
+		est, err := m.estimatePair(pr, budget, now)
 		if err != nil {
 			return SessionStatus{}, fmt.Errorf("session %s: pair %d (%s → %s): %w", req.Name, i+1, pr.Source, pr.Target, err)
 		}
@@ -295,12 +422,22 @@ func (m *Manager) dryRunSession(req SessionRequest, plans []pairPlan) (SessionSt
 		out.Counts[ps.State]++
 		out.TotalBytes += est.TotalBytes
 		out.EstimateBytes += est.Bytes
-		ds = append(ds, est.Duration)
+		ests = append(ests, est)
 	}
 	slots := m.opts.MaxActive
 	if req.MaxActive > 0 {
 		slots = min(slots, req.MaxActive)
 	}
-	out.EstimateDuration = sessionDuration(ds, slots)
+	// Every pair starts at the session's start; a pair that waits for a
+	// slot copies through the windows from when the slot frees.
+	start := now
+	if req.StartAt.After(now) {
+		start, out.EstimateWait = req.StartAt, req.StartAt.Sub(now)
+	}
+	end := sessionEnd(start, len(ests), slots, func(i int, t time.Time) time.Duration {
+		d, _, _ := ests[i].copyFrom(t)
+		return d
+	})
+	out.EstimateDuration = end.Sub(start)
 	return out, nil
 }

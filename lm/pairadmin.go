@@ -26,7 +26,7 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 	}
 	est, eerr := Estimate{}, checkPairRequest(&req)
 	if eerr == nil {
-		est, eerr = m.estimatePair(req, sampleTime)
+		est, eerr = m.estimatePair(req, sampleTime, time.Now())
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()

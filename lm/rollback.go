@@ -33,7 +33,7 @@ import (
 //
 //	synced --(persist splitting)--> splitting --(one tx: LUNs swapped, pair switched)--> switched
 //	switched --(persist rolling-back)--> rolling-back --(one tx: LUNs swapped back, pair synced)--> synced
-//	switched|copying|paused|interrupted (Switched) --(persist split)--> split, then detach, then DCL deleted
+//	switched|copying|queued|paused|interrupted (Switched) --(persist split)--> split, then detach, then DCL deleted
 //
 // A restart in splitting goes back to synced, in rolling-back back to
 // switched (the swap transaction decides which volume the source LUN
@@ -143,7 +143,7 @@ func (m *Manager) sourceRefs(op string, names []string, force bool) ([]pairRef, 
 // transaction) but keeps every pair, switched: host writes are mirrored
 // back to the old volumes until Rollback or Commit.
 func (m *Manager) SplitKeepSource(sources []string, maxPause time.Duration, force bool) (SplitResult, error) {
-	refs, err := m.sourceRefs("split", sources, force)
+	refs, err := m.sourceRefs("split --keep-source", sources, force)
 	if err != nil {
 		return SplitResult{}, err
 	}

@@ -353,10 +353,50 @@ func TestSessionKeepSourceRollbackCommit(t *testing.T) {
 	if _, err := e.m.Rollback([]string{"a"}, 0); !errors.Is(err, ErrState) {
 		t.Fatalf("rollback of a synced session pair: %v", err)
 	}
+	// The session-integrity rule (sessionref.go): a member is switched,
+	// rolled back and committed through its session only.
+	_, err := e.m.SplitKeepSource([]string{"a"}, time.Second, false)
+	wantRefusal(t, "lone split --keep-source of a member", err, ErrState, "migration a",
+		"pair a → a2 belongs to session wave: split it with `lmtgt session split wave --keep-source` (or force a lone split --keep-source with --force")
 	if _, err := e.m.SplitKeepSourceSession("wave", time.Second); err != nil {
 		t.Fatal(err)
 	}
 	waitSession(SessionSwitched)
+	_, err = e.m.Rollback([]string{"a2"}, time.Second) // named by its target
+	wantRefusal(t, "lone rollback of a member", err, ErrState, "migration a2",
+		"pair a → a2 belongs to session wave: roll it back with `lmtgt session rollback wave`")
+	_, err = e.m.Commit([]string{"b"})
+	wantRefusal(t, "lone commit of a member", err, ErrState, "migration b",
+		"pair b → b2 belongs to session wave: commit it with `lmtgt session commit wave`")
+	for _, s := range []string{"a", "b"} {
+		if st, err := e.m.Pair(s); err != nil || st.State != StateSwitched.String() || !st.Switched {
+			t.Fatalf("pair %s after the refused lone operations: %+v, %v", s, st, err)
+		}
+	}
+	// session pause pauses switched pairs too: the mirroring back stops
+	// (host writes are marked), resume re-copies them new → old and the
+	// pairs are switched again.
+	if _, err := e.m.PauseSession("wave"); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionPaused)
+	for _, s := range []string{"a", "b"} {
+		if st, err := e.m.Pair(s); err != nil || st.State != StatePaused.String() || !st.Switched {
+			t.Fatalf("pair %s after session pause: %+v, %v", s, st, err)
+		}
+	}
+	writeSome(t, e.handle(la), size, 30, 400, 5, ma)
+	if st, _ := e.m.Pair("a"); st.DCLBytes == 0 {
+		t.Fatalf("writes while paused are not marked for the old volume: %+v", st)
+	}
+	if _, err := e.m.RollbackSession("wave", time.Second); !errors.Is(err, ErrNotSynced) || !strings.Contains(err.Error(), "is paused") {
+		t.Fatalf("rollback of a paused session: %v", err)
+	}
+	if _, err := e.m.ResumeSession("wave"); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(SessionSwitched)
+	checkModel(t, "a2 (old volume) re-copied after the resume", e.rawVolume("a2"), size, ma)
 	writeSome(t, e.handle(la), size, 50, 100, 7, ma)
 	writeSome(t, e.handle(lb), size, 50, 200, 11, mb)
 	if _, err := e.m.RollbackSession("wave", time.Second); err != nil {
@@ -431,4 +471,82 @@ func TestRollbackRefusedWhenOldVolumeMissesARegion(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkModel(t, "LUN after the rollback", h, size, model)
+}
+
+// TestSwitchedRequeuedByMaxActive: switched pairs re-copying new → old
+// (their old volumes failed, then answered) go back to queued when max
+// active is lowered, and stay switched pairs there: a queued one commits
+// (the commit rule: every non-final state of a switched pair), the other
+// copies on when a slot frees and ends switched (p.inSync), not synced,
+// and rolls back with nothing lost.
+func TestSwitchedRequeuedByMaxActive(t *testing.T) {
+	e := newEnv(t, Options{MaxActive: 3}, true)
+	size := int64(32 * mib)
+	names := []string{"a", "b", "c"}
+	luns := map[string]metavol.LUN{}
+	models := map[string]map[int64]uint64{}
+	for _, n := range names {
+		luns[n], models[n] = syncedPair(t, e, n, n+"2", size)
+	}
+	if _, err := e.m.SplitKeepSource(names, time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	one, slow := int64(1), SpeedLow
+	for i, n := range names {
+		e.waitState(n, StateSwitched, time.Second)
+		prio := 9 - i // a highest: it keeps its slot
+		if _, err := e.m.Set(n, SetRequest{MaxMBps: &one, Speed: &slow, Priority: &prio}); err != nil {
+			t.Fatal(err)
+		}
+		old := e.faultyOf(n + "2")
+		old.FailWrites(syscall.EIO)
+		writeSome(t, e.handle(luns[n]), size, 256, 1000, 61, models[n]) // regions all over the LUN: seconds at 1 MB/s
+		e.waitState(n, StateInterrupted, 10*time.Second)
+		old.Heal()
+	}
+	for _, n := range names {
+		if st := e.waitState(n, StateCopying, 10*time.Second); !st.Switched || st.DCLBytes < 4*mib {
+			t.Fatalf("pair %s re-copying: %+v, want switched with MiBs to re-copy", n, st)
+		}
+	}
+	limit := 1
+	if _, err := e.m.SetLimits(LimitsRequest{MaxActive: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"b", "c"} {
+		st := e.waitState(n, StateQueued, 10*time.Second)
+		if !st.Switched || !strings.Contains(st.Reason, "max active lowered to 1") {
+			t.Fatalf("pair %s requeued: %+v, want a switched pair waiting for a slot", n, st)
+		}
+	}
+	if st, _ := e.m.Pair("a"); st.State != StateCopying.String() {
+		t.Fatalf("pair a (highest priority) lost its slot: %+v", st)
+	}
+	// c commits while it waits: the LUN stays on the new volume.
+	if _, err := e.m.Commit([]string{"c"}); err != nil {
+		t.Fatalf("commit of a queued switched pair: %v", err)
+	}
+	if st, err := e.m.Pair("c"); err != nil || st.State != StateSplit.String() || st.Switched {
+		t.Fatalf("pair c after the commit: %+v, %v", st, err)
+	}
+	checkModel(t, "c after the commit", e.handle(luns["c"]), size, models["c"])
+	// a and b copy on at full speed: each ends switched.
+	fast := SpeedHighest
+	zero := int64(0)
+	for _, n := range []string{"a", "b"} {
+		if _, err := e.m.Set(n, SetRequest{MaxMBps: &zero, Speed: &fast}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		if st := e.waitState(n, StateSwitched, 30*time.Second); !st.Switched || st.DCLBytes != 0 {
+			t.Fatalf("pair %s after its re-copy: %+v", n, st)
+		}
+		checkModel(t, n+"'s old volume after the re-copy", e.rawVolume(n+"2"), size, models[n])
+	}
+	if _, err := e.m.Rollback([]string{"b"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("b", StateSynced, time.Second)
+	checkModel(t, "b after the rollback", e.handle(luns["b"]), size, models["b"])
 }

@@ -240,7 +240,10 @@ func (m *Manager) PauseSession(name string) (SessionStatus, error) {
 		}
 		var errs []error
 		for _, p := range ps {
-			if p.state == StateQueued || p.state == StateCopying || p.state == StateSynced {
+			// A switched pair (split --keep-source) pauses too: its
+			// mirroring back stops, host writes are marked in its DCL and
+			// re-copied new → old on resume, when it is switched again.
+			if p.state == StateQueued || p.state == StateCopying || p.state == StateSynced || p.state == StateSwitched {
 				if err := m.pause(byID(p.st.ID)); err != nil && !errors.Is(err, ErrState) {
 					errs = append(errs, err)
 				}

@@ -2,6 +2,7 @@ package lm
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -73,9 +74,17 @@ func (m *Manager) memberCheck(op, name string, force bool) (pairRef, error) {
 		if op == "rollback" || op == "commit" {
 			hint = "" // a session switches back or commits as a whole
 		}
+		verb, flags, _ := strings.Cut(op, " ") // "split --keep-source": the flag after the name
+		if flags != "" {
+			flags = " " + flags
+		}
+		do := verb + " it"
+		if verb == "rollback" {
+			do = "roll it back"
+		}
 		return pairRef{}, refuse(ErrState, pairObject(name),
-			"pair %s → %s belongs to session %s: %s it with `lmtgt session %s %s`%s",
-			p.src.name, p.tgt.name, sname, op, op, sname, hint)
+			"pair %s → %s belongs to session %s: %s with `lmtgt session %s %s%s`%s",
+			p.src.name, p.tgt.name, sname, do, verb, sname, flags, hint)
 	}
 	s.ops.Lock()
 	defer s.ops.Unlock()

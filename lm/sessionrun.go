@@ -335,7 +335,7 @@ func (s *session) step(ctx context.Context) (done, retry bool) {
 	rec := s.record()
 	if rec.Paused {
 		for _, p := range ps {
-			if p.state == StateCopying || p.state == StateSynced {
+			if p.state == StateCopying || p.state == StateSynced || p.state == StateSwitched {
 				if err := s.m.pause(byID(p.st.ID)); err != nil {
 					s.m.log.Warn().Err(err).Str("session", rec.Name).Msg("session paused: cannot pause a pair")
 				}

@@ -37,7 +37,8 @@ import "fmt"
 //	rolling-back → interrupted the old volume failed during the drain
 //	switched    → paused | interrupted | copying   as synced (legs reversed)
 //	copying     → switched     a switched pair's re-copy (new → old) is done
-//	switched|copying|paused|interrupted → split    commit (only a switched pair: Manager.commit checks it)
+//	switched|copying|queued|paused|interrupted → split    commit (only a switched pair: Manager.commit checks it;
+//	                           queued: its re-copy waits for a slot, after max active was lowered)
 //
 // split, cancelled and faulty are final: nothing leaves them.
 type PairState int
@@ -101,7 +102,7 @@ func (s PairState) Final() bool {
 // non-final state allows.
 var transitions = map[PairState][]PairState{
 	StateScheduled:   {StateQueued},
-	StateQueued:      {StateCopying, StatePaused},
+	StateQueued:      {StateCopying, StatePaused, StateSplit},
 	StateCopying:     {StateSynced, StatePaused, StateInterrupted, StateQueued, StateSwitched, StateSplit},
 	StateSynced:      {StateSplitting, StatePaused, StateInterrupted, StateCopying},
 	StatePaused:      {StateCopying, StateQueued, StateSplit},

@@ -48,6 +48,7 @@ func TestTransitions(t *testing.T) {
 		{StateCopying, StateSplit}:           true,
 		{StatePaused, StateSplit}:            true,
 		{StateInterrupted, StateSplit}:       true,
+		{StateQueued, StateSplit}:            true, // commit of a switched pair requeued by max active
 		{StateSwitched, StateCancelled}:      true,
 		{StateRollingBack, StateCancelled}:   true,
 	}

@@ -315,6 +315,9 @@ type SessionStatus struct {
 	DryRun           bool
 	EstimateDuration time.Duration
 	EstimateBytes    int64
+	// EstimateWait is the time until the session's start time (0: it
+	// starts at once); EstimateDuration runs from there.
+	EstimateWait time.Duration
 	// Counts is the number of pairs per pair state.
 	Counts  map[string]int
 	Pairs   []PairStatus

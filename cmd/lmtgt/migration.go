@@ -137,7 +137,7 @@ func migrationList(c *cli.Context) error {
 }
 
 func printMigration(c *cli.Context, m wire.Migration) {
-	limit := limitStr(m.Speed, m.MaxMBps, m.LimitBps, m.LimitedBy)
+	limit := migrationLimitStr(m)
 	var opts []string
 	if m.AutoSplit {
 		opts = append(opts, "auto-split")
@@ -462,15 +462,36 @@ func durStr(sec float64) string {
 	return d.String()
 }
 
-// estimateLine is show's "estimate 3m10s, actual 2m55s" (the actual once
-// the pair has synced).
+// migrationLimitStr is show's "speed" line: the pair's own speed and
+// cap, and, while a daily window is in force, the window's (limit_bps is
+// then the window's: the pair's own limit would mislead).
+func migrationLimitStr(m wire.Migration) string {
+	if m.Window == "" {
+		return limitStr(m.Speed, m.MaxMBps, m.LimitBps, m.LimitedBy)
+	}
+	own := m.Speed
+	if m.MaxMBps > 0 {
+		own += fmt.Sprintf(", max %d MB/s", m.MaxMBps)
+	}
+	note := "unthrottled"
+	if m.LimitBps > 0 {
+		note = "copies at up to " + rateStr(m.LimitBps)
+	}
+	return fmt.Sprintf("%s outside the windows; window %s in force: %s", own, m.Window, note)
+}
+
+// estimateLine is show's "3m10s for 1 GiB, actual 2m55s" (the actual
+// once the pair has synced).
 func estimateLine(est float64, bytes int64, actual float64) string {
 	if est <= 0 && actual <= 0 {
 		return "-"
 	}
-	s := "estimate " + durStr(est)
-	if bytes > 0 {
+	s := durStr(est)
+	switch {
+	case bytes > 0:
 		s += " for " + sizeStr(bytes)
+	case est <= 0:
+		s = "nothing to copy" // the source had no data when created
 	}
 	if actual > 0 {
 		s += ", actual " + durStr(actual)
@@ -503,7 +524,21 @@ func dryRunFields(e wire.Estimate) [][2]string {
 		{"limit", limit},
 		{"source read", read},
 		{"estimate", fmt.Sprintf("%s at %s (%s)", durStr(e.Seconds), rateStr(e.RateBps), e.Basis)},
+		{"start", estimateStart(e.WaitSeconds, e.Start, e.Finish)},
 	}
+}
+
+// estimateStart is the dry run's "start" line: when the copy starts and
+// ends ("at once, done 14:02:10" or "in 1h0m0s (at ...), done ...").
+func estimateStart(wait float64, start time.Time, finish *time.Time) string {
+	s := "at once"
+	if wait > 0 {
+		s = fmt.Sprintf("in %s (at %s)", durStr(wait), start.Local().Format(time.RFC3339))
+	}
+	if finish != nil {
+		s += ", done " + finish.Local().Format(time.RFC3339)
+	}
+	return s
 }
 
 // boundNote is set's "; host p99 kept under 2ms" ("" without a bound).

@@ -333,7 +333,8 @@ func printSessionDryRun(w io.Writer, s wire.MigrationSession) {
 	fmt.Fprintf(w, "dry run: session %s with %d pairs would be created (nothing changed)\n", s.Name, len(s.Pairs))
 	fields(w, [][2]string{
 		{"to copy", fmt.Sprintf("%s of %s (allocated extents)", sizeStr(s.EstimateBytes), sizeStr(s.TotalBytes))},
-		{"estimate", durStr(s.EstimateSeconds) + " (pairs copy max-active at a time)"},
+		{"estimate", durStr(s.EstimateSeconds) + " (pairs copy max-active at a time, through the windows)"},
+		{"start", sessionEstimateStart(s)},
 	})
 	fmt.Fprintln(w)
 	var rows [][]string
@@ -343,4 +344,12 @@ func printSessionDryRun(w io.Writer, s wire.MigrationSession) {
 		}
 	}
 	table(w, []string{"SOURCE", "TARGET", "TO COPY", "VEHICLE", "RATE", "ESTIMATE", "BASIS"}, rows)
+}
+
+// sessionEstimateStart is a session dry run's "start" line.
+func sessionEstimateStart(s wire.MigrationSession) string {
+	if s.EstimateWaitSeconds <= 0 || s.StartAt == nil {
+		return "at once"
+	}
+	return fmt.Sprintf("in %s (at %s)", durStr(s.EstimateWaitSeconds), s.StartAt.Local().Format(time.RFC3339))
 }

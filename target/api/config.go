@@ -155,6 +155,7 @@ func pairOptionsToWire(o lm.PairOptions) wire.ConfigPairOptions {
 	if o.MaxElapsed != 0 {
 		w.MaxElapsed = o.MaxElapsed.String()
 	}
+	w.MaxHostLatency = lm.HostLatencyString(o.MaxHostLatency)
 	return w
 }
 
@@ -184,6 +185,9 @@ func pairOptionsFromWire(obj string, w wire.ConfigPairOptions) (lm.PairOptions, 
 		return o, toWire(err, obj)
 	}
 	o.MaxElapsed = d
+	if o.MaxHostLatency, err = lm.ParseHostLatency(obj, w.MaxHostLatency); err != nil {
+		return o, toWire(err, obj)
+	}
 	return o, nil
 }
 

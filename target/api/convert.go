@@ -145,6 +145,7 @@ func sessionView(st lm.SessionStatus) wire.MigrationSession {
 		Forced: st.Forced, Windows: st.Windows, MaxElapsed: durOrEmpty(st.MaxElapsed),
 		MaxHostLatency: lm.HostLatencyString(st.MaxHostLatency),
 		DryRun:         st.DryRun, EstimateSeconds: st.EstimateDuration.Seconds(), EstimateBytes: st.EstimateBytes,
+		EstimateWaitSeconds: st.EstimateWait.Seconds(),
 	}
 	if v.Counts == nil {
 		v.Counts = map[string]int{}
@@ -157,11 +158,17 @@ func estimateView(e *lm.Estimate) *wire.Estimate {
 	if e == nil {
 		return nil
 	}
-	return &wire.Estimate{
+	w := &wire.Estimate{
 		TotalBytes: e.TotalBytes, Bytes: e.Bytes, Vehicle: e.Vehicle, LimitBps: e.LimitBps, LimitedBy: e.LimitedBy,
 		ReadBps: e.ReadBps, SampleBytes: e.SampleBytes, SampleMS: float64(e.SampleTime) / float64(time.Millisecond),
 		RateBps: e.RateBps, Basis: e.Basis, Seconds: e.Duration.Seconds(),
+		Start: e.Start.UTC(), WaitSeconds: e.Wait.Seconds(), Boundaries: e.Boundaries, AverageBps: e.AverageBps,
 	}
+	if !e.Finish.IsZero() {
+		f := e.Finish.UTC()
+		w.Finish = &f
+	}
+	return w
 }
 
 func splitView(r lm.SplitResult) wire.SplitResult {

@@ -130,6 +130,9 @@ type ConfigPairOptions struct {
 	Windows []string `json:"windows,omitempty"`
 	// MaxElapsed is a Go duration (6h0m0s); absent: no limit.
 	MaxElapsed string `json:"max_elapsed,omitempty"`
+	// MaxHostLatency is the host-latency bound, a Go duration (2ms) or
+	// "off"; absent: the server's (serve --max-host-latency).
+	MaxHostLatency string `json:"max_host_latency,omitempty"`
 }
 
 // ConfigMigration is a pair created alone (its progress is not config).

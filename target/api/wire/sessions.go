@@ -71,12 +71,15 @@ type MigrationSession struct {
 	SplitPauseMS   float64 `json:"split_pause_ms"`
 	// DryRun: a dry run's answer; EstimateSeconds is the session's (its
 	// pairs copying max-active at a time), EstimateBytes the sum to copy.
-	DryRun          bool           `json:"dry_run,omitempty"`
-	EstimateSeconds float64        `json:"estimate_seconds,omitempty"`
-	EstimateBytes   int64          `json:"estimate_bytes,omitempty"`
-	Counts          map[string]int `json:"counts"` // pairs per pair state
-	Pairs           []Migration    `json:"pairs"`
-	Created         time.Time      `json:"created"`
+	DryRun          bool    `json:"dry_run,omitempty"`
+	EstimateSeconds float64 `json:"estimate_seconds,omitempty"`
+	EstimateBytes   int64   `json:"estimate_bytes,omitempty"`
+	// EstimateWaitSeconds: the time until the session's start time;
+	// EstimateSeconds runs from there.
+	EstimateWaitSeconds float64        `json:"estimate_wait_seconds,omitempty"`
+	Counts              map[string]int `json:"counts"` // pairs per pair state
+	Pairs               []Migration    `json:"pairs"`
+	Created             time.Time      `json:"created"`
 	// Priority of its pairs, StartAt (when a scheduled session starts)
 	// and Forced (the lone operations on its pairs forced with --force).
 	Priority     int        `json:"priority"`

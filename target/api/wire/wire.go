@@ -348,7 +348,8 @@ type Migration struct {
 	MaxMBps        int64  `json:"max_mbps"`
 	// LimitBps is the copy rate speed and max_mbps allow together (the
 	// lower one; 0: unlimited) and LimitedBy which one it is: "speed",
-	// "max_mbps" or "" (nothing).
+	// "max_mbps" or "" (nothing); while a daily window is in force
+	// (Window), the window's speed and cap, not the pair's own.
 	LimitBps  int64  `json:"limit_bps"`
 	LimitedBy string `json:"limited_by"`
 	// MaxHostLatency is the pair's own bound ("": the server's, "off")
@@ -411,7 +412,8 @@ type Migration struct {
 // run's answer): the bytes to copy (the source's allocated extents), the
 // vehicle that would run, the rate limit of speed and cap, the source's
 // read rate measured over SampleBytes in SampleMS, the rate the estimate
-// uses and why (Basis), and the duration.
+// uses and why (Basis), and the duration, simulated through the daily
+// windows from the copy's start.
 type Estimate struct {
 	TotalBytes  int64   `json:"total_bytes"`
 	Bytes       int64   `json:"bytes"`
@@ -424,6 +426,15 @@ type Estimate struct {
 	RateBps     int64   `json:"rate_bps"`
 	Basis       string  `json:"basis"`
 	Seconds     float64 `json:"seconds"`
+	// Start is when the copy would start (now, or the start time when
+	// it is ahead), WaitSeconds the time until then; Finish is Start +
+	// Seconds (absent when no rate is known). Boundaries is the number of
+	// window boundaries the copy crosses, AverageBps its average rate.
+	Start       time.Time  `json:"start"`
+	WaitSeconds float64    `json:"wait_seconds,omitempty"`
+	Finish      *time.Time `json:"finish,omitempty"`
+	Boundaries  int        `json:"boundaries,omitempty"`
+	AverageBps  int64      `json:"average_bps,omitempty"`
 }
 
 // Split is the body of POST /v1/migrations/split (and of
