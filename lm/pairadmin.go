@@ -102,7 +102,7 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 		MaxMBps:       req.MaxMBps,
 		AutoSplit:     req.AutoSplit,
 		Verify:        req.Verify,
-		ChunkSize:     m.opts.ChunkSize,
+		ChunkSize:     m.copyChunk(se, te), // rbd.go: a whole RBD object per copy write
 		RegionSize:    m.opts.RegionSize,
 		VehicleWanted: req.Vehicle,
 		Created:       now,
