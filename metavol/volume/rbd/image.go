@@ -121,12 +121,14 @@ static int lm_next_data(rbd_image_t img, uint64_t off, uint64_t len, int64_t *st
 import "C"
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -156,12 +158,19 @@ type image struct {
 	h  C.rbd_image_t
 	ev *os.File // the eventfd librbd notifies
 
-	// mu guards next and waiting, the waiters of the operations in
-	// flight by id. It is never held across a cgo call.
+	// mu guards next, waiting (the waiters of the operations in flight,
+	// by id) and broken. It is never held across a cgo call.
 	mu      sync.Mutex
 	next    uint64
 	waiting map[uint64]*waiter
+	// broken is set when the eventfd fails (it cannot, short of a bug):
+	// the operations in flight and every later one fail with it rather
+	// than wait forever.
+	broken error
 
+	waiters sync.Pool // of *waiter, reused across operations
+
+	stopping atomic.Bool   // set by close before it wakes the poller
 	pollDone chan struct{} // closed when the poller has returned
 }
 
@@ -170,8 +179,6 @@ type waiter struct {
 	done chan int64
 	pin  runtime.Pinner
 }
-
-var waiterPool = sync.Pool{New: func() any { return &waiter{done: make(chan int64, 1)} }}
 
 // rbdError is a negative librbd return value as an error (syscall.Errno
 // unwraps it, so errno() and errors.Is(err, syscall.EXXX) see it).
@@ -199,11 +206,12 @@ func openImage(io *rados.IOContext, name string) (*image, error) {
 		return nil, rbdError("rbd_set_image_notification", int64(r))
 	}
 	img := &image{h: h, ev: os.NewFile(uintptr(fd), "rbd-eventfd"), waiting: map[uint64]*waiter{}, pollDone: make(chan struct{})}
+	img.waiters.New = func() any { return &waiter{done: make(chan int64, 1)} }
 	go img.poll()
 	return img, nil
 }
 
-// poll delivers completions until the eventfd is closed (close).
+// poll delivers completions until close stops it.
 func (img *image) poll() {
 	defer close(img.pollDone)
 	var buf [8]byte
@@ -218,8 +226,18 @@ func (img *image) poll() {
 				continue
 			}
 			// An eventfd read fails only when closed; anything else
-			// would strand the waiters, so fail them loudly.
-			panic(fmt.Sprintf("rbd: completion eventfd: %v", err))
+			// would strand the waiters: fail them and all later calls.
+			img.mu.Lock()
+			img.broken = fmt.Errorf("completion eventfd: %w", err)
+			for id, w := range img.waiting {
+				delete(img.waiting, id)
+				w.done <- -int64(syscall.EIO)
+			}
+			img.mu.Unlock()
+			return
+		}
+		if img.stopping.Load() {
+			return
 		}
 		for {
 			n := int(C.lm_poll(img.h, &ids[0], &rets[0], C.int(len(ids))))
@@ -244,13 +262,19 @@ func (img *image) poll() {
 // aio runs one asynchronous operation and waits for its result (bytes
 // for a read, 0 for the others) or error.
 func (img *image) aio(op C.int, off uint64, p []byte, length uint64, name string) (int64, error) {
-	w := waiterPool.Get().(*waiter)
+	w := img.waiters.Get().(*waiter)
 	var buf *C.char
 	if len(p) > 0 {
 		w.pin.Pin(&p[0])
 		buf = (*C.char)(unsafe.Pointer(&p[0]))
 	}
 	img.mu.Lock()
+	if err := img.broken; err != nil {
+		img.mu.Unlock()
+		w.pin.Unpin()
+		img.waiters.Put(w)
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
 	img.next++
 	id := img.next
 	img.waiting[id] = w
@@ -266,7 +290,7 @@ func (img *image) aio(op C.int, off uint64, p []byte, length uint64, name string
 		ret = <-w.done
 	}
 	w.pin.Unpin()
-	waiterPool.Put(w)
+	img.waiters.Put(w)
 	if ret < 0 {
 		return 0, rbdError(name, ret)
 	}
@@ -399,14 +423,22 @@ func (img *image) nextData(off, length int64) (start, end int64, err error) {
 	return int64(s), int64(e), nil
 }
 
-// close closes the image and stops the poller. Every operation must have
-// completed (Volume.Close waits for its calls first).
+// close stops the poller and closes the image. Every operation must have
+// completed (Volume.Close waits for its calls first). The poller is
+// stopped first: it must not be in rbd_poll_io_events while rbd_close
+// frees the image (a late eventfd count would send it there).
 func (img *image) close() error {
+	img.stopping.Store(true)
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1) // the eventfd counter +1
+	if _, err := img.ev.Write(one[:]); err != nil {
+		img.ev.Close() // fails the poller's read instead
+	}
+	<-img.pollDone
 	var err error
 	if r := C.rbd_close(img.h); r < 0 {
 		err = rbdError("rbd_close", int64(r))
 	}
-	img.ev.Close() // wakes the poller, which returns
-	<-img.pollDone
+	img.ev.Close()
 	return err
 }
