@@ -122,7 +122,7 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 		MaxHostLatencyNS: int64(req.MaxHostLatency),
 		AutoSplit:        req.AutoSplit,
 		Verify:           req.Verify,
-		ChunkSize:        m.opts.ChunkSize,
+		ChunkSize:        m.copyChunk(se, te), // rbd.go: a whole RBD object per copy write
 		RegionSize:       m.opts.RegionSize,
 		VehicleWanted:    req.Vehicle,
 		Created:          now,

@@ -339,3 +339,23 @@ func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 	m.log.Warn().Str("lun", name).Str("rbd", d.rec.RBD.String()).Msg("RBD image taken over: its previous holder is blocklisted")
 	return l, nil
 }
+
+// rbdChunk is the copy chunk of a pair with an RBD leg: one RBD object
+// (4 MiB, rbd's default object size), so that a copy write is one whole
+// object op on the OSD rather than four quarter ones (rbd import writes
+// whole objects too).
+const rbdChunk = 4 << 20
+
+// copyChunk is the copy chunk of a new pair from se to te: the server's
+// ChunkSize, raised to rbdChunk when either leg is an RBD image. It stays
+// a multiple of the region size (the pair record keeps it).
+func (m *Manager) copyChunk(se, te *lunEntry) int64 {
+	c := m.opts.ChunkSize
+	if se.vol.rec.Kind == metavol.VolumeKindRBD || te.vol.rec.Kind == metavol.VolumeKindRBD {
+		c = max(c, rbdChunk)
+	}
+	if r := c % m.opts.RegionSize; r != 0 {
+		c += m.opts.RegionSize - r
+	}
+	return c
+}

@@ -54,6 +54,10 @@ const stateTTL = 2 * time.Second
 
 // errno returns the errno of a go-ceph error, or 0.
 func errno(err error) int {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return int(e)
+	}
 	var c interface{ ErrorCode() int }
 	if errors.As(err, &c) {
 		n := c.ErrorCode()
@@ -253,19 +257,19 @@ func (c *Cluster) Open(ref Ref, opts OpenOptions) (*Volume, error) {
 		conn.Shutdown()
 		return nil, err
 	}
-	img, err := cephrbd.OpenImage(io, ref.Image, cephrbd.NoSnapshot)
+	img, err := openImage(io, ref.Image)
 	if err != nil {
 		io.Destroy()
 		conn.Shutdown()
 		return nil, fmt.Errorf("rbd %s: open: %w", ref, mapErr(err))
 	}
 	fail := func(err error) (*Volume, error) {
-		img.Close()
+		img.close()
 		io.Destroy()
 		conn.Shutdown()
 		return nil, err
 	}
-	feat, err := img.GetFeatures()
+	feat, err := img.features()
 	if err != nil {
 		return fail(fmt.Errorf("rbd %s: features: %w", ref, err))
 	}
@@ -276,14 +280,14 @@ func (c *Cluster) Open(ref Ref, opts OpenOptions) (*Volume, error) {
 		return fail(err)
 	}
 	if opts.Owner != "" {
-		if err := img.SetMetadata(OwnerKey, opts.Owner); err != nil {
-			img.LockRelease()
+		if err := img.metadataSet(OwnerKey, opts.Owner); err != nil {
+			img.lockRelease()
 			return fail(fmt.Errorf("rbd %s: set %s: %w", ref, OwnerKey, err))
 		}
 	}
-	size, err := img.GetSize()
+	size, err := img.size()
 	if err != nil {
-		img.LockRelease()
+		img.lockRelease()
 		return fail(fmt.Errorf("rbd %s: size: %w", ref, err))
 	}
 	v := &Volume{ref: ref, conn: conn, io: io, img: img, zero: make([]byte, 512)}
@@ -292,30 +296,30 @@ func (c *Cluster) Open(ref Ref, opts OpenOptions) (*Volume, error) {
 }
 
 // takeLock takes the exclusive lock of img (see Open).
-func takeLock(img *cephrbd.Image, ref Ref, opts OpenOptions) error {
-	owners, err := img.LockGetOwners()
+func takeLock(img *image, ref Ref, opts OpenOptions) error {
+	owners, err := img.lockOwners()
 	if err != nil {
 		return fmt.Errorf("rbd %s: lock owners: %w", ref, err)
 	}
 	if len(owners) > 0 {
-		recorded, _ := img.GetMetadata(OwnerKey)
+		recorded, _ := img.metadataGet(OwnerKey)
 		ours := opts.Owner != "" && recorded == opts.Owner
 		if !opts.Takeover && !ours {
-			return &LockedError{Ref: ref, Holder: owners[0].Owner, Owner: recorded}
+			return &LockedError{Ref: ref, Holder: owners[0], Owner: recorded}
 		}
 		for _, o := range owners {
-			if err := img.LockBreak(cephrbd.LockModeExclusive, o.Owner); err != nil && errno(err) != int(syscall.ENOENT) {
-				return fmt.Errorf("rbd %s: break the lock of %s: %w", ref, o.Owner, err)
+			if err := img.lockBreak(o); err != nil && errno(err) != int(syscall.ENOENT) {
+				return fmt.Errorf("rbd %s: break the lock of %s: %w", ref, o, err)
 			}
 		}
 	}
-	if err := img.LockAcquire(cephrbd.LockModeExclusive); err != nil {
+	if err := img.lockAcquire(); err != nil {
 		if n := errno(err); n == int(syscall.EROFS) || n == int(syscall.EBUSY) {
 			holder := "another client"
-			if owners, oerr := img.LockGetOwners(); oerr == nil && len(owners) > 0 {
-				holder = owners[0].Owner
+			if owners, oerr := img.lockOwners(); oerr == nil && len(owners) > 0 {
+				holder = owners[0]
 			}
-			recorded, _ := img.GetMetadata(OwnerKey)
+			recorded, _ := img.metadataGet(OwnerKey)
 			return &LockedError{Ref: ref, Holder: holder, Owner: recorded}
 		}
 		return fmt.Errorf("rbd %s: acquire the exclusive lock: %w", ref, err)
@@ -324,13 +328,13 @@ func takeLock(img *cephrbd.Image, ref Ref, opts OpenOptions) error {
 }
 
 // Volume is an open RBD image holding its exclusive lock. Its methods are
-// safe for concurrent use: each is one synchronous librbd call on its own
-// goroutine's thread, so as many commands are in flight as callers.
+// safe for concurrent use: I/O is asynchronous librbd (image.go), so as
+// many commands are in flight as callers, none holding an OS thread.
 type Volume struct {
 	ref  Ref
 	conn *rados.Conn // this volume's own client
 	io   *rados.IOContext
-	img  *cephrbd.Image
+	img  *image
 	size atomic.Int64
 	zero []byte // one zero block for write-same
 
@@ -375,22 +379,14 @@ func (v *Volume) check(op string, off, n int64) error {
 	return nil
 }
 
-// ReadAt reads len(p) bytes at off (rbd_read).
+// ReadAt reads len(p) bytes at off (rbd_aio_read).
 func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
-	return v.inPieces("read", p, off, func(b []byte, o int64) (int, error) {
-		return v.img.ReadAt(b, o)
-	})
+	return v.inPieces("read", p, off, v.img.read)
 }
 
-// WriteAt writes len(p) bytes at off (rbd_write).
+// WriteAt writes len(p) bytes at off (rbd_aio_write).
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
-	return v.inPieces("write", p, off, func(b []byte, o int64) (int, error) {
-		n, err := v.img.WriteAt(b, o)
-		if err == io.EOF {
-			err = io.ErrShortWrite
-		}
-		return n, err
-	})
+	return v.inPieces("write", p, off, v.img.write)
 }
 
 // inPieces runs do (op, "read" or "write") over p at off in pieces of at
@@ -435,11 +431,11 @@ func (v *Volume) Unmap(off, length int64) error {
 		n := min(length, maxOp)
 		var err error
 		if off%bs == 0 && n%bs == 0 {
-			_, err = v.img.WriteSame(uint64(off), uint64(n), v.zero, 0)
+			err = v.img.writeSame(off, n, v.zero)
 		} else {
 			z := make([]byte, min(n, 1<<20))
 			n = int64(len(z))
-			_, err = v.img.WriteAt(z, off)
+			_, err = v.img.write(z, off)
 		}
 		if err != nil {
 			return v.ioErr(fmt.Sprintf("unmap [%d,+%d)", off, n), err)
@@ -449,14 +445,14 @@ func (v *Volume) Unmap(off, length int64) error {
 	return nil
 }
 
-// Sync flushes librbd's cache (rbd_flush): every completed write is then
+// Sync flushes librbd's cache (rbd_aio_flush): every completed write is then
 // on the OSDs.
 func (v *Volume) Sync() error {
 	if err := v.enter(); err != nil {
 		return err
 	}
 	defer v.calls.Done()
-	if err := v.img.Flush(); err != nil {
+	if err := v.img.flush(); err != nil {
 		return v.ioErr("flush", err)
 	}
 	return nil
@@ -474,15 +470,12 @@ func (v *Volume) Resize(size int64) error {
 		return err
 	}
 	defer v.calls.Done()
-	if err := v.img.Resize(uint64(size)); err != nil {
+	if err := v.img.resize(size); err != nil {
 		return v.ioErr(fmt.Sprintf("resize to %d", size), err)
 	}
 	v.size.Store(size)
 	return nil
 }
-
-// errStop ends a diff iteration early (the callback's return value).
-const errStop = -int(syscall.ECANCELED)
 
 // NextData returns [start, end), the first extent at or after off that
 // may hold data, from rbd_diff_iterate2 over the whole image (no
@@ -500,35 +493,8 @@ func (v *Volume) NextData(off int64) (start, end int64, err error) {
 		return 0, 0, err
 	}
 	defer v.calls.Done()
-	start, end = -1, -1
-	stopped := false
-	cb := func(o, l uint64, exists int, _ interface{}) int {
-		s, e := int64(o), int64(o+l)
-		switch {
-		case exists == 0:
-			if start >= 0 {
-				stopped = true
-				return errStop
-			}
-		case start < 0:
-			start, end = s, e
-		case s <= end:
-			end = max(end, e)
-		default:
-			stopped = true
-			return errStop
-		}
-		return 0
-	}
-	err = v.img.DiffIterate(cephrbd.DiffIterateConfig{
-		SnapName:      cephrbd.NoSnapshot,
-		Offset:        uint64(off),
-		Length:        uint64(size - off),
-		IncludeParent: cephrbd.IncludeParent,
-		WholeObject:   cephrbd.EnableWholeObject,
-		Callback:      cb,
-	})
-	if err != nil && !stopped {
+	start, end, err = v.img.nextData(off, size-off)
+	if err != nil {
 		return 0, 0, v.ioErr(fmt.Sprintf("diff from %d", off), err)
 	}
 	if start < 0 {
@@ -545,7 +511,7 @@ func (v *Volume) LockState() string {
 		return "closed"
 	}
 	defer v.calls.Done()
-	ok, err := v.img.LockIsExclusiveOwner()
+	ok, err := v.img.isLockOwner()
 	switch {
 	case errno(err) == 108: // ESHUTDOWN: our client is blocklisted
 		return "lost: this client is blocklisted (another client took the image over)"
@@ -569,13 +535,13 @@ func (v *Volume) Close() error {
 	v.mu.Unlock()
 	v.calls.Wait()
 	var first error
-	if err := v.img.Flush(); err != nil {
+	if err := v.img.flush(); err != nil {
 		first = fmt.Errorf("rbd %s: flush: %w", v.ref, err)
 	}
-	if err := v.img.LockRelease(); err != nil && first == nil && errno(err) != int(syscall.EINVAL) {
+	if err := v.img.lockRelease(); err != nil && first == nil && errno(err) != int(syscall.EINVAL) {
 		first = fmt.Errorf("rbd %s: release the lock: %w", v.ref, err)
 	}
-	if err := v.img.Close(); err != nil && first == nil {
+	if err := v.img.close(); err != nil && first == nil {
 		first = fmt.Errorf("rbd %s: close: %w", v.ref, err)
 	}
 	v.io.Destroy()

@@ -23,14 +23,23 @@
 // rather than hanging). Create makes images with exclusive-lock,
 // object-map and fast-diff; Remove deletes one.
 //
-// Volume: ReadAt/WriteAt are rbd_read/rbd_write, synchronous librbd calls
-// that are safe to make concurrently on one image: each caller (a SCSI
-// command, a copy worker) blocks its own thread, so as many commands are in
-// flight per LUN as the front end issues. Unmap is write-same of a zero
+// Volume: I/O is asynchronous librbd (image.go, our own small cgo layer:
+// go-ceph v0.41 has no rbd_aio_* and does not export its rbd_image_t, so
+// the image is opened with rbd_open on go-ceph's IOContext.Pointer and all
+// image calls go through image.go; go-ceph keeps the librados connection,
+// create and remove). ReadAt/WriteAt/Unmap/Sync start rbd_aio_read/
+// write/writesame/flush (one cgo call) and park the calling goroutine;
+// librbd signals completions on an eventfd (rbd_set_image_notification)
+// and one poller goroutine per image collects them in batches
+// (rbd_poll_io_events) and wakes the waiters. So as many commands are in
+// flight per LUN as the front end issues, and none holds an OS thread
+// while it waits (blocking rbd_read/rbd_write held one thread each: 64
+// commands in flight, 64 threads; TestRBDManyInFlight). Buffers are pinned
+// (runtime.Pinner) while librbd owns them. Unmap is write-same of a zero
 // block, which librbd turns into a discard without granularity (whole
 // objects removed, partial ranges zeroed): rbd_discard would skip pieces
 // below rbd_discard_granularity_bytes and leave old data, breaking the
-// Volume contract that unmapped ranges read as zeros. Sync is rbd_flush.
+// Volume contract that unmapped ranges read as zeros. Sync is rbd_aio_flush.
 // NextData (the contract of volume.File the copier uses to skip holes)
 // comes from rbd_diff_iterate2 over whole objects, which reads the object
 // map when fast-diff is on. Resize is rbd_resize.

@@ -40,7 +40,7 @@ func testMain(m *testing.M) int {
 
 // testClient returns a new client of the test cluster (one librados client
 // per call: two connections are two clients to Ceph).
-func testClient(t *testing.T) *Cluster {
+func testClient(t testing.TB) *Cluster {
 	t.Helper()
 	if cluster == nil {
 		t.Skip(miniceph.ErrMissing)
@@ -55,7 +55,7 @@ func testClient(t *testing.T) *Cluster {
 
 // newImage creates pool rbd image name of size bytes and removes it at
 // the end of the test.
-func newImage(t *testing.T, c *Cluster, size int64) Ref {
+func newImage(t testing.TB, c *Cluster, size int64) Ref {
 	t.Helper()
 	ref := Ref{Pool: "rbd", Image: fmt.Sprintf("t%d-%s", os.Getpid(), t.Name())}
 	if err := c.Create(ref, size); err != nil {
@@ -76,7 +76,7 @@ func newImage(t *testing.T, c *Cluster, size int64) Ref {
 	return ref
 }
 
-func open(t *testing.T, c *Cluster, ref Ref, opts OpenOptions) *Volume {
+func open(t testing.TB, c *Cluster, ref Ref, opts OpenOptions) *Volume {
 	t.Helper()
 	v, err := c.Open(ref, opts)
 	if err != nil {
