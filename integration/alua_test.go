@@ -156,7 +156,7 @@ func TestALUA(t *testing.T) {
 	}
 	d.Fail(1, []string{"relative target port ID", "used by target " + iqnB}, "alua", "port", iqnA, "9")
 	d.Fail(1, []string{"target port group 0"}, "alua", "group", iqnB, "0")
-	d.Fail(1, []string{`access state "offline"`}, "alua", "state", "alua", "2", "offline")
+	d.Fail(2, []string{`STATE "offline"`, "want active-optimized"}, "alua", "state", "alua", "2", "offline")
 	d.Fail(2, []string{"GROUP_ID"}, "alua", "state", "alua", "two", "standby")
 
 	qemuIOOK(t, urlA, "write -P 0x5a 0 64k")

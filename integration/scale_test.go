@@ -636,10 +636,23 @@ func TestScale64Sessions(t *testing.T) {
 		ss[i] = runStream(srcs[i], int64(i), qs[i:i+1], blocks, 201)
 		defer ss[i].stop()
 	}
+	// One pair copies while the 64 are created (the run-time limit), so
+	// pairs are queued however slowly a loaded machine creates them;
+	// then the 4 of --max-active.
+	one, four := 1, 4
+	if _, err := cl.SetLimits(ctx, wire.SetLimits{MaxActive: &one}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range n {
 		if _, err := cl.CreateMigration(ctx, wire.CreateMigration{Source: srcs[i], Target: fmt.Sprintf("g%02d", i), MaxMBps: 8}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if lim, err := cl.Limits(ctx); err != nil || lim.Waiting == 0 {
+		t.Fatalf("no pair waits for a copy slot after creating %d with max active 1: %+v (%v)", n, lim, err)
+	}
+	if _, err := cl.SetLimits(ctx, wire.SetLimits{MaxActive: &four}); err != nil {
+		t.Fatal(err)
 	}
 	// The hosts write while the pairs copy (8 MB/s each, so 4 MiB takes
 	// half a second): at most 4 copying at a time, the others queued.

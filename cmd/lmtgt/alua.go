@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/lmtgt/lmtgt/target"
 	"github.com/lmtgt/lmtgt/target/api/client"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -150,8 +151,8 @@ func aluaState(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkEnum("STATE", a[2], aluaStates()); err != nil {
-		return err
+	if _, err := target.ParseAccessState(a[2]); err != nil { // the daemon's own rule, aliases included
+		return checkEnum("STATE", a[2], aluaStates())
 	}
 	return request(c, func(cl *client.Client) (wire.ALUALUN, error) {
 		return cl.SetALUAState(context.Background(), a[0], g, a[2])

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/lmtgt/lmtgt/target"
 )
 
 // Enumerated flag values are checked by the CLI before anything is sent
@@ -36,9 +38,14 @@ func enumValues(flag string) []string {
 	return nil
 }
 
-// aluaStates are the access states `alua state` sets.
+// aluaStates are the names of the access states `alua state` sets
+// (target.ParseAccessState also takes aliases such as "active").
 func aluaStates() []string {
-	return []string{"active-optimized", "active-nonoptimized", "standby", "unavailable", "transitioning"}
+	var out []string
+	for _, s := range target.AccessStates() {
+		out = append(out, s.String())
+	}
+	return out
 }
 
 // checkEnum refuses value unless it is one of values: what names the flag
