@@ -55,6 +55,7 @@ type rbdLUNView struct {
 		Image   string `json:"image"`
 		Lock    string `json:"lock"`
 		Cluster string `json:"cluster"`
+		Ceph    string `json:"ceph"`
 	} `json:"rbd"`
 }
 

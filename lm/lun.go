@@ -43,6 +43,9 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		}
 		req.AdoptFrom = r
 	}
+	if req.RBD == "" && (req.CephConf != "" || req.CephID != "" || req.CephKeyring != "") {
+		return metavol.LUN{}, refuse(ErrInvalid, lunObject(req.Name), "--ceph-conf, --ceph-id and --ceph-keyring are for --rbd (the cluster of the LUN's image)")
+	}
 	if req.RBD != "" {
 		return m.createRBDLUN(req) // rbd.go
 	}
@@ -424,7 +427,9 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	return m.deleteLUNLocked(name, opts)
+	err := m.deleteLUNLocked(name, opts)
+	m.pruneClusters() // rbd.go: the last LUN of a cluster may have gone
+	return err
 }
 
 // deleteLUNLocked is DeleteLUNWith with admin held (Retire scrubs and

@@ -184,7 +184,7 @@ type Manager struct {
 	splits splitStats
 
 	// ceph is the connection of the RBD data volumes (rbd.go).
-	ceph cephConn
+	ceph rbdvol.Clusters
 
 	// events is the event log and the histories (events.go); its writer
 	// is stopped last by Close.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
@@ -26,37 +25,50 @@ import (
 // holder lets go. An image lmtgt created (Owned) is deleted with its LUN;
 // an attached one only with DeleteLUNOptions.DeleteImage.
 
-// cephConn is the Manager's one connection to the Ceph cluster, made on
-// first use and closed by Manager.Close after every volume.
-type cephConn struct {
-	c atomic.Pointer[rbdvol.Cluster]
+// Clusters: a LUN's image is in the server's default cluster (Options.Ceph)
+// unless its volume record names its own ceph.conf, client id or keyring
+// (lun create --ceph-conf/--ceph-id/--ceph-keyring), each overriding the
+// default. m.ceph (rbdvol.Clusters) keeps one admin connection per
+// distinct configuration, made on first use; pruneClusters closes those no
+// data volume names any more (after a LUN delete), Manager.Close the rest.
+// Each open image has a librados client of its own, so a migration from
+// an image of cluster A to one of cluster B is the generic vehicle
+// between two volumes, as within one cluster.
+
+// rbdConfig is the cluster configuration of an image record.
+func (m *Manager) rbdConfig(img *metavol.RBDImage) rbdvol.Config {
+	return m.opts.Ceph.Override(img.Conf, img.ID, img.Keyring)
 }
 
-// cluster returns the connection, connecting on first use. Concurrent
-// first uses may both connect; one keeps its connection, the other closes
-// its own (no lock is held while connecting).
-func (m *Manager) cluster() (*rbdvol.Cluster, error) {
-	if c := m.ceph.c.Load(); c != nil {
-		return c, nil
-	}
+// cluster returns the connection to the cluster of img, connecting on
+// first use.
+func (m *Manager) cluster(img *metavol.RBDImage) (*rbdvol.Cluster, error) {
 	if m.isClosed() {
 		return nil, fmt.Errorf("ceph: manager closed: %w", ErrState)
 	}
-	c, err := rbdvol.Connect(m.opts.Ceph)
-	if err != nil {
-		return nil, err
-	}
-	if !m.ceph.c.CompareAndSwap(nil, c) {
-		c.Close()
-	}
-	return m.ceph.c.Load(), nil
+	return m.ceph.Get(m.rbdConfig(img))
 }
 
-// closeCluster ends the connection (Manager.Close, after the volumes).
-func (m *Manager) closeCluster() {
-	if c := m.ceph.c.Swap(nil); c != nil {
-		c.Close()
+// pruneClusters closes the connections of clusters no data volume names
+// any more (the last LUN on that cluster went). Called with admin held,
+// so no LUN creation is between its connect and its addLUN.
+func (m *Manager) pruneClusters() {
+	keep := make(map[rbdvol.Config]bool)
+	m.mu.Lock()
+	for _, d := range m.mu.vols {
+		if d.rec.RBD != nil {
+			keep[m.rbdConfig(d.rec.RBD)] = true
+		}
 	}
+	m.mu.Unlock()
+	if n := m.ceph.Retain(keep); n > 0 {
+		m.log.Info().Int("closed", n).Msg("ceph connections closed: no LUN uses their cluster any more")
+	}
+}
+
+// closeCluster ends every connection (Manager.Close, after the volumes).
+func (m *Manager) closeCluster() {
+	m.ceph.Close()
 }
 
 // rbdOwner is what this server records on an image it holds.
@@ -116,7 +128,7 @@ func (m *Manager) openRBD(d *dataVol) error {
 	if d.rec.RBD == nil {
 		return fail(errors.New("rbd volume record without an image"))
 	}
-	c, err := m.cluster()
+	c, err := m.cluster(d.rec.RBD)
 	if err != nil {
 		return fail(err)
 	}
@@ -168,12 +180,15 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, fmt.Errorf("lun %s: %w: %w", req.Name, err, ErrInvalid)
 	}
-	img := metavol.RBDImage{Pool: ref.Pool, Image: ref.Image}
-	err = m.checkNewDataVolume(req.Name, "rbd "+ref.String(), func(v metavol.Volume) bool { return v.RBD != nil && *v.RBD == img })
+	img := metavol.RBDImage{Pool: ref.Pool, Image: ref.Image, Conf: req.CephConf, ID: req.CephID, Keyring: req.CephKeyring}
+	cfg := m.rbdConfig(&img)
+	err = m.checkNewDataVolume(req.Name, "rbd "+ref.String()+" of "+cfg.String(), func(v metavol.Volume) bool {
+		return v.RBD != nil && v.RBD.Pool == img.Pool && v.RBD.Image == img.Image && m.rbdConfig(v.RBD) == cfg
+	})
 	if err != nil {
 		return metavol.LUN{}, err
 	}
-	c, err := m.cluster()
+	c, err := m.cluster(&img)
 	if err != nil {
 		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
 	}
@@ -234,7 +249,7 @@ func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage, h
 			Msg("RBD image left in place: this server no longer held its lock (taken over); lun delete --delete-image removes it")
 		return nil
 	}
-	c, err := m.cluster()
+	c, err := m.cluster(vrec.RBD)
 	if err != nil {
 		return fmt.Errorf("lun %s: delete image %s: %w", lun, vrec.RBD, err)
 	}
@@ -248,7 +263,8 @@ func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage, h
 type RBDStatus struct {
 	Image   string // POOL/IMAGE
 	Lock    string // "held", "lost", "not open: why"
-	Cluster string // the monitors' answer, or why not
+	Cluster string // the monitors' answer (with the fsid), or why not
+	Ceph    string // which cluster: its ceph.conf and client id
 }
 
 // RBDState returns the RBD status of a LUN's current data volume, ok=false
@@ -276,7 +292,8 @@ func (m *Manager) RBDState(lunID string) (st RBDStatus, ok bool) {
 		}
 		st.Lock = "not open: " + why
 	}
-	if c, err := m.cluster(); err != nil {
+	st.Ceph = m.rbdConfig(d.rec.RBD).String()
+	if c, err := m.cluster(d.rec.RBD); err != nil {
 		st.Cluster = "not connected: " + err.Error()
 	} else {
 		st.Cluster = c.State()
@@ -318,7 +335,7 @@ func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 			o.raw.Close()
 		}
 	}
-	c, err := m.cluster()
+	c, err := m.cluster(d.rec.RBD)
 	if err != nil {
 		return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
 	}

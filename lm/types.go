@@ -62,6 +62,11 @@ type CreateLUNRequest struct {
 	// is set, else attached. Takeover breaks another client's lock on it.
 	RBD      string
 	Takeover bool
+	// CephConf, CephID and CephKeyring (with RBD) name the image's
+	// cluster where it is not the server's default (Options.Ceph): each
+	// set one overrides the default's field and is kept in the volume
+	// record (rbd.go "Clusters").
+	CephConf, CephID, CephKeyring string
 	// AdoptFromURL (with RBD, no Size) is the iscsi:// URL of a LUN of
 	// another lmtgt server that serves the same image: its identity and
 	// reservations are adopted and the image is left to it until

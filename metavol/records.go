@@ -48,11 +48,17 @@ const VolumeKindISCSI = "iscsi"
 // VolumeKindRBD is the Kind of a data volume that is a Ceph RBD image.
 const VolumeKindRBD = "rbd"
 
-// RBDImage names a Ceph RBD image. The cluster is the one the server is
-// configured for (serve --ceph-conf); the record holds no credentials.
+// RBDImage names a Ceph RBD image. Its cluster is the server's default
+// (serve --ceph-conf/--ceph-id/--ceph-keyring) where Conf, ID and Keyring
+// are empty; a LUN created with its own --ceph-conf, --ceph-id or
+// --ceph-keyring keeps them here, each overriding the server's. The record
+// holds no credentials (the keyring is a path).
 type RBDImage struct {
-	Pool  string `json:"pool"`
-	Image string `json:"image"`
+	Pool    string `json:"pool"`
+	Image   string `json:"image"`
+	Conf    string `json:"ceph_conf,omitempty"`
+	ID      string `json:"ceph_id,omitempty"`
+	Keyring string `json:"ceph_keyring,omitempty"`
 }
 
 // String is POOL/IMAGE.

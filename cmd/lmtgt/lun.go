@@ -48,6 +48,9 @@ func lunCommand() *cli.Command {
 					&cli.BoolFlag{Name: "force", Usage: "allow a --path in a system location (/etc, /usr, /boot, /proc, /sys, /run, ...), a mounted block device or a non-block file in /dev"},
 					&cli.StringFlag{Name: "rbd", Usage: "POOL/IMAGE: the data volume is a Ceph RBD image (created with --size; without it the existing image is attached)"},
 					&cli.BoolFlag{Name: "takeover", Usage: "with --rbd: break another client's exclusive lock on the image (Ceph blocklists that client) and take it"},
+					&cli.StringFlag{Name: "ceph-conf", Usage: "with --rbd: ceph.conf of the image's cluster when it is not the server's (serve --ceph-conf); kept with the LUN"},
+					&cli.StringFlag{Name: "ceph-id", Usage: "with --rbd: client id (without \"client.\") for the image's cluster, instead of the server's --ceph-id"},
+					&cli.StringFlag{Name: "ceph-keyring", Usage: "with --rbd: keyring file for the image's cluster, instead of the server's --ceph-keyring"},
 					&cli.StringFlag{Name: "adopt-from", Usage: "with --rbd: iscsi://HOST[:PORT]/IQN/LUN of the LUN another lmtgt serves on this image: adopt its identity and reservations, leave it the image until lun takeover --adopt-from (handover without copy)"},
 					outputFlag,
 				},
@@ -164,8 +167,23 @@ func lunCreate(c *cli.Context) error {
 		if c.String("adopt-from") != "" && c.String("rbd") == "" {
 			return wire.LUN{}, usageErr("--adopt-from is for --rbd")
 		}
+		ceph := map[string]string{}
+		for _, f := range []string{"ceph-conf", "ceph-id", "ceph-keyring"} {
+			v := c.String(f)
+			if v != "" && c.String("rbd") == "" {
+				return wire.LUN{}, usageErr("--%s is for --rbd", f)
+			}
+			if v != "" && f != "ceph-id" {
+				// Files: the daemon resolves paths from its own working directory.
+				if v, err = filepath.Abs(v); err != nil {
+					return wire.LUN{}, usageErr("--%s: %v", f, err)
+				}
+			}
+			ceph[f] = v
+		}
 		return cl.CreateLUN(context.Background(), wire.CreateLUN{Name: name, Size: size, BlockSize: uint32(bs), Path: path, Direct: c.Bool("direct"), Force: c.Bool("force"),
-			RBD: c.String("rbd"), Takeover: c.Bool("takeover"), AdoptFrom: c.String("adopt-from")})
+			RBD: c.String("rbd"), Takeover: c.Bool("takeover"), AdoptFrom: c.String("adopt-from"),
+			CephConf: ceph["ceph-conf"], CephID: ceph["ceph-id"], CephKeyring: ceph["ceph-keyring"]})
 	}, func(l wire.LUN) {
 		direct := ""
 		if l.DirectIO {
@@ -302,7 +320,11 @@ func rbdStr(r *wire.LUNRBD) string {
 	if r == nil {
 		return "-"
 	}
-	return fmt.Sprintf("%s, lock %s, cluster %s", r.Image, r.Lock, r.Cluster)
+	s := fmt.Sprintf("%s, lock %s, cluster %s", r.Image, r.Lock, r.Cluster)
+	if r.Ceph != "" {
+		s += " (" + r.Ceph + ")"
+	}
+	return s
 }
 
 func remoteStr(r *wire.LUNRemote) string {

@@ -40,7 +40,7 @@ func lunView(i lm.LUNInfo) wire.LUN {
 		}
 	}
 	if st := i.RBD; st != nil {
-		v.RBD = &wire.LUNRBD{Image: st.Image, Lock: st.Lock, Cluster: st.Cluster}
+		v.RBD = &wire.LUNRBD{Image: st.Image, Lock: st.Lock, Cluster: st.Cluster, Ceph: st.Ceph}
 	}
 	v.Identity = "own"
 	if a := l.Adopted; a != nil {

@@ -87,7 +87,8 @@ func lunObject(name string) string { return "lun " + name }
 // CreateLUN creates a LUN.
 func (s *Service) CreateLUN(req wire.CreateLUN) (wire.LUN, error) {
 	l, err := s.lm.CreateLUN(lm.CreateLUNRequest{Name: req.Name, Size: req.Size, BlockSize: req.BlockSize, Path: req.Path, Direct: req.Direct, Force: req.Force,
-		RBD: req.RBD, Takeover: req.Takeover, AdoptFromURL: req.AdoptFrom})
+		RBD: req.RBD, Takeover: req.Takeover, AdoptFromURL: req.AdoptFrom,
+		CephConf: req.CephConf, CephID: req.CephID, CephKeyring: req.CephKeyring})
 	if err != nil {
 		return wire.LUN{}, toWire(err, lunObject(req.Name))
 	}

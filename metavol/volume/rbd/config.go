@@ -23,6 +23,22 @@ type Config struct {
 	OpTimeout time.Duration
 }
 
+// Override returns c with conf, id and keyring in place of c's fields
+// where they are not empty: a LUN naming its own cluster over the
+// server's default (c). The operation timeout stays c's.
+func (c Config) Override(conf, id, keyring string) Config {
+	if conf != "" {
+		c.Conf = conf
+	}
+	if id != "" {
+		c.ID = id
+	}
+	if keyring != "" {
+		c.Keyring = keyring
+	}
+	return c
+}
+
 // DefaultOpTimeout is Config.OpTimeout when unset.
 const DefaultOpTimeout = 30 * time.Second
 
@@ -95,6 +111,8 @@ var (
 	ErrExists = errors.New("exists")
 	// ErrNoLockFeature: the image lacks the exclusive-lock feature.
 	ErrNoLockFeature = errors.New("image has no exclusive-lock feature")
+	// ErrClosed: the Clusters were closed (the server is stopping).
+	ErrClosed = errors.New("ceph connections closed")
 )
 
 // LockedError is the refusal of an image whose exclusive lock another

@@ -35,6 +35,12 @@ type CreateLUN struct {
 	// Takeover breaks another client's exclusive lock on the RBD image
 	// (Ceph blocklists that client) and takes the image.
 	Takeover bool `json:"takeover,omitempty"`
+	// CephConf, CephID and CephKeyring (with RBD) name the image's
+	// cluster when it is not the server's default (serve --ceph-*): each
+	// one set overrides the server's and is kept with the LUN.
+	CephConf    string `json:"ceph_conf,omitempty"`
+	CephID      string `json:"ceph_id,omitempty"`
+	CephKeyring string `json:"ceph_keyring,omitempty"`
 	// AdoptFrom (with RBD) is iscsi://HOST[:PORT]/IQN/LUN of the LUN
 	// another lmtgt server serves on the same image: a handover without
 	// copy adopts its identity and reservations (docs/design.md "RBD
@@ -110,6 +116,8 @@ type LUNRBD struct {
 	// Cluster is the monitors' answer ("up, fsid F, N% used") or why
 	// there is none.
 	Cluster string `json:"cluster"`
+	// Ceph names the image's cluster: its ceph.conf and client id.
+	Ceph string `json:"ceph,omitempty"`
 }
 
 // LUNRemote says where a remote data volume is (never its secrets).
