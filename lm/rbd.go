@@ -41,17 +41,19 @@ func (m *Manager) rbdConfig(img *metavol.RBDImage) rbdvol.Config {
 }
 
 // cluster returns the connection to the cluster of img, connecting on
-// first use.
-func (m *Manager) cluster(img *metavol.RBDImage) (*rbdvol.Cluster, error) {
+// first use, and done, to call once the caller no longer uses it (a
+// pruned connection is closed after its last user).
+func (m *Manager) cluster(img *metavol.RBDImage) (*rbdvol.Cluster, func(), error) {
 	if m.isClosed() {
-		return nil, fmt.Errorf("ceph: manager closed: %w", ErrState)
+		return nil, nil, fmt.Errorf("ceph: manager closed: %w", ErrState)
 	}
-	return m.ceph.Get(m.rbdConfig(img))
+	return m.ceph.Use(m.rbdConfig(img))
 }
 
 // pruneClusters closes the connections of clusters no data volume names
-// any more (the last LUN on that cluster went). Called with admin held,
-// so no LUN creation is between its connect and its addLUN.
+// any more (the last LUN on that cluster went); one still in use (a
+// `lun show` asking its monitors) is closed by its last user. Called with
+// admin held, so no LUN creation is between its connect and its addLUN.
 func (m *Manager) pruneClusters() {
 	keep := make(map[rbdvol.Config]bool)
 	m.mu.Lock()
@@ -128,10 +130,11 @@ func (m *Manager) openRBD(d *dataVol) error {
 	if d.rec.RBD == nil {
 		return fail(errors.New("rbd volume record without an image"))
 	}
-	c, err := m.cluster(d.rec.RBD)
+	c, done, err := m.cluster(d.rec.RBD)
 	if err != nil {
 		return fail(err)
 	}
+	defer done()
 	v, err := c.Open(rbdRef(d.rec.RBD), rbdvol.OpenOptions{Owner: m.rbdOwner(d.rec.ID)})
 	if err == nil && v.Size() < d.rec.Size {
 		v.Close()
@@ -188,10 +191,11 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if err != nil {
 		return metavol.LUN{}, err
 	}
-	c, err := m.cluster(&img)
+	c, done, err := m.cluster(&img)
 	if err != nil {
 		return metavol.LUN{}, fmt.Errorf("lun %s: %w", req.Name, rbdErr(err))
 	}
+	defer done()
 	if req.AdoptFrom != nil {
 		return m.createRBDHandover(req, c, ref, img) // rbdhandover.go
 	}
@@ -249,10 +253,11 @@ func (m *Manager) removeRBDImage(lun string, vrec metavol.Volume, deleteImage, h
 			Msg("RBD image left in place: this server no longer held its lock (taken over); lun delete --delete-image removes it")
 		return nil
 	}
-	c, err := m.cluster(vrec.RBD)
+	c, done, err := m.cluster(vrec.RBD)
 	if err != nil {
 		return fmt.Errorf("lun %s: delete image %s: %w", lun, vrec.RBD, err)
 	}
+	defer done()
 	if err := c.Remove(rbdRef(vrec.RBD)); err != nil {
 		return fmt.Errorf("lun %s: delete image %s: %w", lun, vrec.RBD, err)
 	}
@@ -293,10 +298,11 @@ func (m *Manager) RBDState(lunID string) (st RBDStatus, ok bool) {
 		st.Lock = "not open: " + why
 	}
 	st.Ceph = m.rbdConfig(d.rec.RBD).String()
-	if c, err := m.cluster(d.rec.RBD); err != nil {
+	if c, done, err := m.cluster(d.rec.RBD); err != nil {
 		st.Cluster = "not connected: " + err.Error()
 	} else {
 		st.Cluster = c.State()
+		done()
 	}
 	return st, true
 }
@@ -335,10 +341,11 @@ func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 			o.raw.Close()
 		}
 	}
-	c, err := m.cluster(d.rec.RBD)
+	c, done, err := m.cluster(d.rec.RBD)
 	if err != nil {
 		return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
 	}
+	defer done()
 	v, err := c.Open(rbdRef(d.rec.RBD), rbdvol.OpenOptions{Owner: m.rbdOwner(d.rec.ID), Takeover: true})
 	if err == nil && v.Size() < d.rec.Size {
 		v.Close()

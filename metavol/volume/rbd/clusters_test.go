@@ -6,14 +6,16 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
-// Clusters keeps one connection per configuration: a second Get of one
+// Clusters keeps one connection per configuration: a second Use of one
 // configuration returns the same connection, another configuration gets
-// its own, a configuration that cannot connect is not kept, Retain closes
-// only the connections not kept (an image opened through one keeps
-// working: it has a client of its own), and after Close Get refuses.
+// its own, a configuration that cannot connect is not kept, Retain
+// retires only the connections not kept, a retired connection still in
+// use answers until its user is done, an image opened through it keeps
+// working (it has a client of its own), and after Close Use refuses.
 func TestClusters(t *testing.T) {
 	if cluster == nil {
 		t.Skip("ceph not installed")
@@ -21,23 +23,27 @@ func TestClusters(t *testing.T) {
 	var cs Clusters
 	a := Config{Conf: cluster.Conf}
 	b := Config{Conf: cluster.Conf, ID: "admin"} // same cluster, another configuration
-	ca, err := cs.Get(a)
+	ca, doneA, err := cs.Use(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := cs.Get(a); err != nil || again != ca {
-		t.Fatalf("second Get of %s: %p, %v; want the first connection %p", a, again, err, ca)
+	again, doneAgain, err := cs.Use(a)
+	if err != nil || again != ca {
+		t.Fatalf("second Use of %s: %p, %v; want the first connection %p", a, again, err, ca)
 	}
-	cb, err := cs.Get(b)
+	doneAgain()
+	doneAgain() // twice counts once
+	cb, doneB, err := cs.Use(b)
 	if err != nil {
 		t.Fatal(err)
 	}
+	doneB()
 	if cb == ca {
-		t.Fatalf("Get of %s returned the connection of %s", b, a)
+		t.Fatalf("Use of %s returned the connection of %s", b, a)
 	}
 	bad := Config{Conf: filepath.Join(t.TempDir(), "missing.conf")}
-	if _, err := cs.Get(bad); err == nil {
-		t.Fatalf("Get of %s (no such file) connected", bad)
+	if _, _, err := cs.Use(bad); err == nil {
+		t.Fatalf("Use of %s (no such file) connected", bad)
 	}
 	if n := len(cs.Open()); n != 2 {
 		t.Fatalf("%d connections open, want 2 (the failed one is not kept): %v", n, cs.Open())
@@ -46,11 +52,16 @@ func TestClusters(t *testing.T) {
 	ref := newImage(t, ca, 8<<20)
 	v := open(t, ca, ref, OpenOptions{Owner: "clusters-test"})
 	if n := cs.Retain(map[Config]bool{b: true}); n != 1 {
-		t.Fatalf("Retain closed %d connections, want 1", n)
+		t.Fatalf("Retain retired %d connections, want 1", n)
 	}
 	if got := cs.Open(); len(got) != 1 || got[0] != b {
 		t.Fatalf("open after Retain: %v, want only %s", got, b)
 	}
+	// Still in use (doneA not called): it answers.
+	if st := ca.State(); !strings.HasPrefix(st, "up") {
+		t.Fatalf("a retired connection still in use: state %q, want up", st)
+	}
+	doneA() // the last user: closed now
 	p := pattern(64<<10, 7)
 	if _, err := v.WriteAt(p, 0); err != nil {
 		t.Fatalf("write to an image whose admin connection was closed: %v", err)
@@ -58,13 +69,15 @@ func TestClusters(t *testing.T) {
 	if got := readBack(t, v, 0, len(p)); !bytes.Equal(got, p) {
 		t.Fatalf("read back after Retain differs")
 	}
-	if ca2, err := cs.Get(a); err != nil || ca2 == ca {
-		t.Fatalf("Get of %s after Retain closed it: %p, %v; want a new connection", a, ca2, err)
+	ca2, done2, err := cs.Use(a)
+	if err != nil || ca2 == ca {
+		t.Fatalf("Use of %s after Retain closed it: %p, %v; want a new connection", a, ca2, err)
 	}
+	done2()
 
 	cs.Close()
-	if _, err := cs.Get(a); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	if _, _, err := cs.Use(a); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Use after Close: %v, want ErrClosed", err)
 	}
 	if n := len(cs.Open()); n != 0 {
 		t.Fatalf("%d connections open after Close", n)
