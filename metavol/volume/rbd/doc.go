@@ -62,6 +62,13 @@
 // call of the old holder fails with an error wrapping volume.ErrOffline
 // (Ceph's EBLOCKLISTED), so its hosts get NOT READY, not a medium error.
 //
+// Clusters (clusters.go) keeps one admin connection per distinct Config,
+// so one server serves images of several clusters (a LUN may name its
+// own ceph.conf, client id and keyring): made on first use, handed out
+// with a done function, retired by Retain when no LUN names that
+// configuration any more and closed by its last user. It never closes an
+// open image: each has its own client.
+//
 // miniceph starts and stops the test cluster of scripts/mini-ceph.sh for
 // the tests of this and the packages above.
 //
