@@ -20,12 +20,17 @@ import (
 // followWait is one long poll of `events --follow`.
 const followWait = 30 * time.Second
 
+// followRetry is how often `events --follow` tries again while the server
+// is away.
+const followRetry = 500 * time.Millisecond
+
 func eventsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "events",
 		Usage: "show the event log: admin changes, iSCSI logins and refused logins, migration transitions, split pauses, volume errors",
 		Description: "Lists the stored events, oldest first (the server keeps the latest 10000).\n" +
-			"--follow then keeps printing new events as they happen until interrupted.\n" +
+			"--follow then keeps printing new events as they happen until interrupted; while the server\n" +
+			"restarts it says so on stderr and goes on with the events after it is back.\n" +
 			"With -o json every event is one JSON object on its own line (JSON lines).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events until interrupted"},
@@ -100,18 +105,48 @@ func eventsAction(c *cli.Context) error {
 		return nil
 	}
 	q.Limit, q.After, q.Wait = 0, l.Last, followWait
+	away := false
 	for {
 		l, err := cl.Events(ctx, q)
 		if ctx.Err() != nil {
 			return nil // interrupted: the normal end of --follow
 		}
+		if err != nil && client.StatusOf(err) == 0 {
+			// The server went away (a restart, a stop): the event log is
+			// persistent, so follow on from the same sequence number
+			// once it is back.
+			if !away {
+				fmt.Fprintf(c.App.ErrWriter, "lmtgt: events: the server went away (%v); following again when it is back (Ctrl-C ends)\n", err)
+				away = true
+			}
+			if !sleepCtx(ctx, followRetry) {
+				return nil
+			}
+			continue
+		}
 		if err != nil {
 			return apiFailed(err)
+		}
+		if away {
+			fmt.Fprintln(c.App.ErrWriter, "lmtgt: events: the server is back")
+			away = false
 		}
 		if err := printEvents(w, l.Events, asJSON); err != nil {
 			return err
 		}
 		q.After = l.Last
+	}
+}
+
+// sleepCtx waits d, or less when ctx ends first (then false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
