@@ -167,8 +167,8 @@ func TestConfigPlanChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLines := []string{
-		"~ lun b: grow from 1048576 to 4194304 bytes",
-		"+ lun new: 2097152 bytes, 512-byte blocks, volume (data dir)",
+		"~ lun b: grow from 1 MiB to 4 MiB",
+		"+ lun new: 2 MiB, 512-byte blocks, volume (data dir)",
 		"~ target " + cfgIQN1 + ": disallow initiator " + cfgInit,
 		"~ target " + cfgIQN1 + ": allow initiator iqn.2026-12.org.lmtgt.test:host2",
 		"~ target " + cfgIQN1 + ": chap user u2, mutual user tgt",
@@ -227,7 +227,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"path", func(c *Config) { lun(c, "a").Path = "/tmp/elsewhere.img" }, ErrInvalid, "lun a", "volume path /tmp/elsewhere.img is (data dir) here"},
 		{"identity", func(c *Config) { lun(c, "a").Serial = "OTHER" }, ErrInvalid, "lun a", "serial OTHER is"},
 		{"shrink", func(c *Config) { lun(c, "b").Size = 512 }, ErrInvalid, "lun b", "LUNs only grow"},
-		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2097152: in migration pair"},
+		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2 MiB: in migration pair"},
 		{"unknown LUN mapped", func(c *Config) {
 			c.Targets[0].LUNs = append(c.Targets[0].LUNs, ConfigMapping{Number: 9, LUN: "ghost"})
 		}, ErrNotFound, "target " + cfgIQN1, "which the file does not define"},
@@ -250,7 +250,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"small pair target", func(c *Config) {
 			c.LUNs = append(c.LUNs, ConfigLUN{Name: "big", Size: 2 << 20})
 			c.Migrations = append(c.Migrations, ConfigPair{Source: "big", Target: "spare"})
-		}, ErrInvalid, "migration big", "target lun spare (1048576 bytes) is smaller than the source (2097152 bytes)"},
+		}, ErrInvalid, "migration big", "target lun spare (1 MiB) is smaller than the source (2 MiB)"},
 		{"pair from a pair's target", func(c *Config) {
 			c.Migrations = append(c.Migrations, ConfigPair{Source: "dst", Target: "spare"})
 		}, ErrInPair, "migration dst", "lun dst is in two pairs of the file"},
@@ -396,7 +396,7 @@ func TestConfigApplyUndo(t *testing.T) {
 	c.LUNs[0].Size = 2 << 20
 	_, err = e.m.ApplyConfig(c, ApplyOptions{})
 	if !errors.As(err, &ae) || !strings.Contains(ae.Failed.String(), "+ lun c:") || len(ae.Applied) != 2 || len(ae.Undone) != 1 ||
-		len(ae.NotUndone) != 1 || !strings.Contains(ae.NotUndone[0], "~ lun a: grow from 1048576 to 2097152 bytes (cannot be undone)") {
+		len(ae.NotUndone) != 1 || !strings.Contains(ae.NotUndone[0], "~ lun a: grow from 1 MiB to 2 MiB (cannot be undone)") {
 		t.Fatalf("apply with a refused path: %v", err)
 	}
 	if !strings.Contains(err.Error(), "2 step(s) had been applied, 1 undone; still applied: ~ lun a: grow") {

@@ -138,7 +138,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return fail(err)
 	}
 	if size > f.Size() {
-		return fail(fmt.Errorf("lun %s: size %d is larger than %s (%d bytes): %w", req.Name, size, path, f.Size(), ErrInvalid))
+		return fail(fmt.Errorf("lun %s: size %s is larger than %s (%s): %w", req.Name, sizeText(size), path, sizeText(f.Size()), ErrInvalid))
 	}
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
@@ -176,11 +176,11 @@ func checkCreateLUN(req *CreateLUNRequest) (uint32, error) {
 	}
 	switch {
 	case req.Size < 0:
-		return 0, refuse(ErrInvalid, obj, "size %d is negative", req.Size)
+		return 0, refuse(ErrInvalid, obj, "size %s is negative", sizeText(req.Size))
 	case req.Size == 0 && req.Path == "":
 		return 0, refuse(ErrInvalid, obj, "a size is required (for example --size 1GiB)")
 	case req.Size != 0 && req.Size < int64(bs):
-		return 0, refuse(ErrInvalid, obj, "size %d is too small: at least one block of %d bytes", req.Size, bs)
+		return 0, refuse(ErrInvalid, obj, "size %s is too small: at least one block of %d bytes", sizeText(req.Size), bs)
 	}
 	if err := checkBlocks(obj, req.Size, bs); err != nil {
 		return 0, err
@@ -200,7 +200,7 @@ func servedBlockSize(bs int64) bool { return bs == 512 || bs == 4096 }
 // checkBlocks refuses a LUN size that is not a whole number of blocks.
 func checkBlocks(obj string, size int64, bs uint32) error {
 	if size%int64(bs) != 0 {
-		return refuse(ErrInvalid, obj, "size %d is not a multiple of the block size %d", size, bs)
+		return refuse(ErrInvalid, obj, "size %s is not a multiple of the block size %d", sizeText(size), bs)
 	}
 	return nil
 }
@@ -367,7 +367,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	case size%int64(l.BlockSize) != 0:
 		return l, checkBlocks(obj, size, l.BlockSize)
 	case size < l.Size:
-		return l, refuse(ErrInvalid, obj, "size %d is smaller than the current %d: LUNs only grow", size, l.Size)
+		return l, refuse(ErrInvalid, obj, "size %s is smaller than the current %s: LUNs only grow", sizeText(size), sizeText(l.Size))
 	case size == l.Size:
 		return l, nil
 	}
@@ -388,7 +388,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 				return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
 			}
 		} else if o.local == nil {
-			return l, fmt.Errorf("lun %s: size %d is larger than its remote data volume %s (%d bytes); grow it there first: %w", name, size, vrec.Remote.URL(), o.raw.Size(), ErrInvalid)
+			return l, fmt.Errorf("lun %s: size %s is larger than its remote data volume %s (%s); grow it there first: %w", name, sizeText(size), vrec.Remote.URL(), sizeText(o.raw.Size()), ErrInvalid)
 		} else if err := o.local.Resize(size); err != nil {
 			return l, fmt.Errorf("lun %s: %w", name, tooLarge(size, err))
 		}
@@ -888,7 +888,7 @@ func mounts() []mount {
 // tooLarge turns EFBIG (a size the filesystem cannot hold) into ErrTooLarge.
 func tooLarge(size int64, err error) error {
 	if errors.Is(err, syscall.EFBIG) {
-		return fmt.Errorf("size %d bytes: %w (%v)", size, ErrTooLarge, err)
+		return fmt.Errorf("size %s: %w (%v)", sizeText(size), ErrTooLarge, err)
 	}
 	return err
 }

@@ -159,7 +159,7 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return metavol.LUN{}, refuse(ErrInvalid, obj, "block size %d: must be 512 or 4096", req.BlockSize)
 	}
 	if req.Size < 0 {
-		return metavol.LUN{}, refuse(ErrInvalid, obj, "size %d is negative", req.Size)
+		return metavol.LUN{}, refuse(ErrInvalid, obj, "size %s is negative", sizeText(req.Size))
 	}
 	if err := checkBlocks(obj, req.Size, bs); err != nil {
 		return metavol.LUN{}, err
