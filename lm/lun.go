@@ -23,7 +23,7 @@ var lunNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // ValidLUNName reports whether name is a valid LUN name.
 func ValidLUNName(name string) error {
 	if !lunNameRE.MatchString(name) {
-		return fmt.Errorf("lun name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", name, ErrInvalid)
+		return refuseAs(ErrInvalid, "lun name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
 	return nil
 }
