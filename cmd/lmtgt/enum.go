@@ -91,14 +91,19 @@ func orList(vs []string) string {
 }
 
 // didYouMean returns " (did you mean X?)" for the candidates closest to
-// s (edit distance at most 2, or s a prefix of one), "" when none is
-// close; format renders a candidate ("--%s" for a flag).
+// s (edit distance at most half of s, and at most 3, or s a prefix of
+// one), "" when none is close; format renders a candidate ("--%s" for a flag).
 func didYouMean(s string, candidates []string, format string) string {
 	best, bestD := []string(nil), 3
 	for _, c := range candidates {
 		d := editDistance(strings.ToLower(s), strings.ToLower(c))
 		if len(s) >= 2 && strings.HasPrefix(c, s) && d > 1 {
 			d = 1 // "hi" for "high": a prefix is as good as one typo
+		}
+		if d > min(3, max(1, len(s)/2)) {
+			// Not close: at most half the word may change ("yaml" is
+			// three edits from "table"; "migrate" three from "migration").
+			continue
 		}
 		switch {
 		case d < bestD:

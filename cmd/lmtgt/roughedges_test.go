@@ -78,6 +78,15 @@ func TestDidYouMean(t *testing.T) {
 	if got := didYouMean("x", []string{"list", "show"}, "%s"); got != "" {
 		t.Errorf("didYouMean(x) = %q, want none", got)
 	}
+	// Three edits away is not close: `-o yaml` suggested "table".
+	for _, c := range []struct {
+		s    string
+		cand []string
+	}{{"yaml", []string{"table", "json"}}, {"fast", []string{"low", "medium", "high", "highest"}}} {
+		if got := didYouMean(c.s, c.cand, "%s"); got != "" {
+			t.Errorf("didYouMean(%q, %q) = %q, want none", c.s, c.cand, got)
+		}
+	}
 }
 
 // TestConnErrorStyle: a daemon that cannot be reached is one line
