@@ -287,9 +287,13 @@ func printPairHistory(w io.Writer, h wire.PairHistory, indent string) {
 		if f.SplitPauseMS > 0 {
 			pause = fmt.Sprintf(", split pause %.2f ms", f.SplitPauseMS)
 		}
-		fmt.Fprintf(w, "%s  %s: copied %s, re-copied %s from the DCL, in %s (%.1f MB/s average), vehicle %s%s%s\n", indent, f.State,
+		copying := ""
+		if f.CopyS > 0 {
+			copying = fmt.Sprintf("copying %s, ", time.Duration(f.CopyS*float64(time.Second)).Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, "%s  %s: copied %s, re-copied %s from the DCL, in %s (%s%.1f MB/s average), vehicle %s%s%s\n", indent, f.State,
 			sizeStr(f.DataBytes), sizeStr(f.RecopiedBytes), time.Duration(f.DurationS*float64(time.Second)).Round(time.Millisecond),
-			f.AvgMBps, orDash(f.Vehicle), pause, est)
+			copying, f.AvgMBps, orDash(f.Vehicle), pause, est)
 	}
 }
 
