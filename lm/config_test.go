@@ -456,7 +456,7 @@ func TestConfigLiveOptions(t *testing.T) {
 		{"portal group set", func(c *Config) { c.Targets[0].Portals = []string{"127.0.0.2:3260"} },
 			"~ target " + cfgIQN1 + ": portals (every portal)→127.0.0.2:3260"},
 		{"pair speed", func(c *Config) { c.Migrations[0].Speed = SpeedHighest }, "~ migration src: speed low→highest"},
-		{"pair max", func(c *Config) { c.Migrations[0].MaxMBps = 0 }, "~ migration src: max 3 MB/s→0 MB/s"},
+		{"pair max", func(c *Config) { c.Migrations[0].MaxMBps = 0 }, "~ migration src: max 3 MB/s→no cap"},
 		{"pair priority", func(c *Config) { c.Migrations[0].Priority = PriorityLow }, "~ migration src: priority 8→low"},
 		{"pair windows", func(c *Config) { c.Migrations[0].Windows = nil }, "~ migration src: windows 22:00-06:00=highest→none"},
 		{"pair max elapsed", func(c *Config) { c.Migrations[0].MaxElapsed = 90 * time.Minute }, "~ migration src: max elapsed 6h0m0s→1h30m0s"},

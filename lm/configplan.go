@@ -881,7 +881,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			source := w.Source
-			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %d MB/s", w.Target, wo.Speed, wo.MaxMBps),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %s", w.Target, wo.Speed, maxMBpsText(wo.MaxMBps)),
 				func() error { _, err := m.CreatePair(req); return err },
 				func() error { return m.Cancel(source) })
 			continue
@@ -969,7 +969,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			name := w.Name
-			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), wo.Speed, wo.MaxMBps, w.MaxActive),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %s, max active %d", len(w.Pairs), wo.Speed, maxMBpsText(wo.MaxMBps), w.MaxActive),
 				func() error { _, err := m.CreateSession(req); return err },
 				func() error { _, err := m.CancelSession(name); return err })
 			for _, sp := range w.Pairs {

@@ -29,3 +29,12 @@ func sizeText(n int64) string {
 	}
 	return s
 }
+
+// maxMBpsText writes a pair's --max-mbps cap: "20 MB/s", or "no cap" for
+// 0 (a plan line "max 0 MB/s" read as a copy that does not move).
+func maxMBpsText(n int64) string {
+	if n == 0 {
+		return "no cap"
+	}
+	return strconv.FormatInt(n, 10) + " MB/s"
+}
