@@ -79,7 +79,7 @@ func eventsAction(c *cli.Context) error {
 				continue
 			}
 			if !slicesContains(lm.EventTypes, x) {
-				return usageErr("--type %q: want one of %s", x, strings.Join(lm.EventTypes, ", "))
+				return usageErr("--type %q: want one of %s%s", x, strings.Join(lm.EventTypes, ", "), didYouMean(x, lm.EventTypes, "%s"))
 			}
 			q.Types = append(q.Types, x)
 		}

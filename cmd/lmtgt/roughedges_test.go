@@ -68,6 +68,7 @@ func TestDidYouMean(t *testing.T) {
 		{[]string{"--admin", sock, "lun", "import", "x", "--from", "iscsi://h/iqn.x/0", "--identity", "adpt"}, `--identity "adpt": want adopt or own (did you mean adopt?)`},
 		{[]string{"--admin", sock, "alua", "state", "lun1", "1", "standy"}, `STATE "standy": want active-optimized, active-nonoptimized, standby, unavailable or transitioning (did you mean standby?)`},
 		{[]string{"serve", "--log-format", "jsn"}, `--log-format "jsn": want console, json or auto (did you mean json?)`},
+		{[]string{"--admin", sock, "events", "--type", "login,admn"}, `--type "admn": want one of admin, login, login-refused, pair, split, volume, offline, events-dropped (did you mean admin?)`},
 	} {
 		var out, errb bytes.Buffer
 		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)
