@@ -58,6 +58,7 @@ func TestDidYouMean(t *testing.T) {
 	}{
 		{[]string{"migrate", "list"}, `unknown command "migrate" (did you mean migration?)`},
 		{[]string{"lun", "lst"}, `unknown command "lst" for lmtgt lun (did you mean list?)`},
+		{[]string{"help", "lnu"}, `lmtgt: help: unknown command "lnu" (did you mean lun?) (see lmtgt --help)`},
 		{[]string{"lun", "create", "x", "--size", "1M", "--blocksize", "512"}, "unknown flag --blocksize (did you mean --block-size?) (see lmtgt lun create --help)"},
 		{[]string{"--admn", sock, "lun", "list"}, "unknown flag --admn (did you mean --admin?)"},
 		{[]string{"--admin", sock, "migration", "create", "--source", "a", "--target", "b", "--speed", "hihg"}, `--speed "hihg": want low, medium, high or highest (did you mean high?)`},
