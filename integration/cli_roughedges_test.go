@@ -5,6 +5,7 @@ import (
 	"github.com/lmtgt/lmtgt/target/api/wire"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -134,7 +135,7 @@ func TestCLIThrottleAndRates(t *testing.T) {
 	if m.State != "paused" || m.RateBps != 0 || m.ETASeconds != 0 {
 		t.Errorf("paused pair: state %s rate %d eta %d, want no rate", m.State, m.RateBps, m.ETASeconds)
 	}
-	if out := d.OK("migration", "show", "tsrc"); !strings.Contains(out, "rate:        -") {
+	if out := d.OK("migration", "show", "tsrc"); !regexp.MustCompile(`(?m)^rate:\s+-$`).MatchString(out) {
 		t.Errorf("paused pair shows a rate:\n%s", out)
 	}
 	d.OK("migration", "resume", "tsrc")
