@@ -38,6 +38,7 @@ func TestCLIDotNames(t *testing.T) {
 		{"lun", "create", "é", "--size", "1MiB"},
 		{"session", "create", "a/b", "--pair", "keep:keep"},
 		{"migration", "create", "--source", "keep", "--target", "small"},
+		{"lun", "create", "dn", "--path", "/dev/null"},
 	} {
 		if args[0] == "migration" {
 			d.OK("lun", "create", "small", "--size", "512KiB")

@@ -75,3 +75,15 @@ func pairObject(source string) string  { return "migration " + source }
 func sessionObject(name string) string { return "session " + name }
 
 const discoveryObject = "discovery"
+
+// ruleError is a rule's refusal of class ErrInvalid whose text is the
+// reason alone: the class is the exit code and the HTTP status, so the
+// message does not end with the sentinel's "invalid argument".
+type ruleError string
+
+func (e ruleError) Error() string { return string(e) }
+func (e ruleError) Unwrap() error { return ErrInvalid }
+
+// invalidf is a ruleError: fmt.Errorf("...: %w", ErrInvalid) without the
+// sentinel's text.
+func invalidf(format string, args ...any) error { return ruleError(fmt.Sprintf(format, args...)) }

@@ -63,7 +63,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if req.Path != "" {
 		p, err := filepath.Abs(req.Path)
 		if err != nil {
-			return metavol.LUN{}, fmt.Errorf("lun %s: path %q: %w", req.Name, req.Path, ErrInvalid)
+			return metavol.LUN{}, invalidf("lun %s: path %q", req.Name, req.Path)
 		}
 		path = p
 	}
@@ -138,7 +138,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return fail(err)
 	}
 	if size > f.Size() {
-		return fail(fmt.Errorf("lun %s: size %s is larger than %s (%s): %w", req.Name, sizeText(size), path, sizeText(f.Size()), ErrInvalid))
+		return fail(invalidf("lun %s: size %s is larger than %s (%s)", req.Name, sizeText(size), path, sizeText(f.Size())))
 	}
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
@@ -252,7 +252,7 @@ func lunSize(name, what string, asked, volSize int64, bs uint32) (int64, error) 
 	}
 	size := volSize / int64(bs) * int64(bs)
 	if size == 0 {
-		return 0, fmt.Errorf("lun %s: %s holds less than one %d-byte block: %w", name, what, bs, ErrInvalid)
+		return 0, invalidf("lun %s: %s holds less than one %d-byte block", name, what, bs)
 	}
 	return size, nil
 }
@@ -388,7 +388,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 				return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
 			}
 		} else if o.local == nil {
-			return l, fmt.Errorf("lun %s: size %s is larger than its remote data volume %s (%s); grow it there first: %w", name, sizeText(size), vrec.Remote.URL(), sizeText(o.raw.Size()), ErrInvalid)
+			return l, invalidf("lun %s: size %s is larger than its remote data volume %s (%s); grow it there first", name, sizeText(size), vrec.Remote.URL(), sizeText(o.raw.Size()))
 		} else if err := o.local.Resize(size); err != nil {
 			return l, fmt.Errorf("lun %s: %w", name, tooLarge(size, err))
 		}
@@ -645,7 +645,7 @@ func (m *Manager) reservedPathRule(c string) error {
 		abs, _ := filepath.Abs(dd)
 		for _, d := range uniq(abs, resolvePath(abs)) {
 			if within(c, d) {
-				return fmt.Errorf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one): %w", d, ErrInvalid)
+				return invalidf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one)", d)
 			}
 		}
 	}
@@ -659,10 +659,10 @@ func (m *Manager) reservedPathRule(c string) error {
 // precise refusals come first.
 func (m *Manager) sameDirRule(p string, dataDir bool) error {
 	if dir := m.db.Dir(); dir != "" && inDir(p, dir) {
-		return fmt.Errorf("is inside the meta volume directory %s (through another mount of it): %w", dir, ErrInvalid)
+		return invalidf("is inside the meta volume directory %s (through another mount of it)", dir)
 	}
 	if dd := m.opts.DataDir; dataDir && dd != "" && inDir(p, dd) {
-		return fmt.Errorf("is inside the data directory %s (through another mount of it), which holds only the volumes lmtgt creates itself (omit --path for one): %w", dd, ErrInvalid)
+		return invalidf("is inside the data directory %s (through another mount of it), which holds only the volumes lmtgt creates itself (omit --path for one)", dd)
 	}
 	return nil
 }
@@ -692,14 +692,14 @@ func (m *Manager) ownFileRule(c string) error {
 	if dir := m.db.Dir(); dir != "" {
 		for _, d := range uniq(filepath.Clean(dir), resolvePath(dir)) {
 			if within(c, d) {
-				return fmt.Errorf("is inside the meta volume directory %s: %w", d, ErrInvalid)
+				return invalidf("is inside the meta volume directory %s", d)
 			}
 		}
 	}
 	if s := m.opts.AdminSocket; s != "" {
 		for _, d := range uniq(filepath.Clean(s), resolvePath(s)) {
 			if c == d {
-				return fmt.Errorf("is the admin API socket: %w", ErrInvalid)
+				return invalidf("is the admin API socket")
 			}
 		}
 	}
@@ -748,7 +748,7 @@ func (m *Manager) holdsDataDir(fi os.FileInfo) error {
 		}
 		for _, h := range blockHolders(uint64(ds.Dev)) {
 			if h == uint64(st.Rdev) {
-				return fmt.Errorf("is the block device holding %s: %w", d, ErrInvalid)
+				return invalidf("is the block device holding %s", d)
 			}
 		}
 	}
@@ -765,12 +765,12 @@ func (m *Manager) systemPathRule(c string, fi os.FileInfo) error {
 	}
 	for _, d := range dirs {
 		if within(c, filepath.Clean(d)) {
-			return fmt.Errorf("is in the system location %s: %w", d, ErrInvalid)
+			return invalidf("is in the system location %s", d)
 		}
 	}
 	block := fi != nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 	if within(c, "/dev") && !within(c, "/dev/shm") && !block {
-		return fmt.Errorf("is in /dev but not a block device: %w", ErrInvalid)
+		return invalidf("is in /dev but not a block device")
 	}
 	if block {
 		st, ok := fi.Sys().(*syscall.Stat_t)
@@ -780,7 +780,7 @@ func (m *Manager) systemPathRule(c string, fi os.FileInfo) error {
 		for _, mt := range mounts() {
 			for _, h := range blockHolders(mt.dev) {
 				if h == uint64(st.Rdev) {
-					return fmt.Errorf("holds the filesystem mounted at %s: %w", mt.dir, ErrInvalid)
+					return invalidf("holds the filesystem mounted at %s", mt.dir)
 				}
 			}
 		}

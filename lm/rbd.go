@@ -305,7 +305,7 @@ func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 	d := e.vol
 	e.gate.exit()
 	if d == nil || d.rec.RBD == nil {
-		return l, fmt.Errorf("lun %s: takeover refused: its data volume is not an RBD image: %w", name, ErrInvalid)
+		return l, invalidf("lun %s: takeover refused: its data volume is not an RBD image", name)
 	}
 	if o := d.cur.Load(); o != nil && o.rbd != nil {
 		if o.rbd.LockState() == "held" {
