@@ -136,7 +136,14 @@ func decodeConfig(b []byte) (wire.Config, error) {
 	j := b
 	var v any
 	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
-		if err := yaml.Unmarshal(b, &v); err != nil {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			return cfg, fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if err := noFloats(&doc, ""); err != nil {
+			return cfg, err
+		}
+		if err := doc.Decode(&v); err != nil {
 			return cfg, fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 		if v == nil {

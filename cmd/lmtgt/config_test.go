@@ -72,6 +72,8 @@ func TestConfigFileMistakes(t *testing.T) {
 		{"version: 1\nluns:\n\t- name: x\n", "not valid YAML: line 3: found character that cannot start any token"},
 		{`{"version": "1"}`, "version: want a whole number, found text"},
 		{`{"version": 1,}`, "not valid JSON at byte"},
+		{"version: 1\nluns:\n  - name: a\n    size: 1e6\n", "line 4: size: want a whole number, found 1e6"},
+		{"version: 1\nluns:\n  - name: a\n    size: 1048576.0\n", "line 4: size: want a whole number, found 1048576.0"},
 	} {
 		_, err := decodeConfig([]byte(c.file))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
 
@@ -158,4 +160,32 @@ func configDecodeError(err error, generic any) error {
 		return fmt.Errorf("not valid JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
 	}
 	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// noFloats refuses a YAML number written as a float (1e6, 1.5, .inf):
+// every number of the file is a whole one (sizes in bytes, LUN numbers,
+// rates), and YAML would otherwise hand 1e9 over as 1000000000 where a
+// JSON file, like the CLI's --size, refuses it. key is the mapping key
+// n is the value of.
+func noFloats(n *yaml.Node, key string) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!float" {
+		where := fmt.Sprintf("line %d", n.Line)
+		if key != "" {
+			where += ": " + key
+		}
+		return fmt.Errorf("%s: want a whole number, found %s", where, n.Value)
+	}
+	for i, c := range n.Content {
+		k := key
+		if n.Kind == yaml.MappingNode {
+			if i%2 == 0 {
+				continue // a key
+			}
+			k = n.Content[i-1].Value
+		}
+		if err := noFloats(c, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
