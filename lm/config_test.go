@@ -227,6 +227,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"path", func(c *Config) { lun(c, "a").Path = "/tmp/elsewhere.img" }, ErrInvalid, "lun a", "volume path /tmp/elsewhere.img is (data dir) here"},
 		{"identity", func(c *Config) { lun(c, "a").Serial = "OTHER" }, ErrInvalid, "lun a", "serial OTHER is"},
 		{"shrink", func(c *Config) { lun(c, "b").Size = 512 }, ErrInvalid, "lun b", "LUNs only grow"},
+		{"negative size", func(c *Config) { c.LUNs = append(c.LUNs, ConfigLUN{Name: "neg", Size: -5}) }, ErrInvalid, "lun neg", "size -5 B is negative"},
 		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2 MiB: in migration pair"},
 		{"unknown LUN mapped", func(c *Config) {
 			c.Targets[0].LUNs = append(c.Targets[0].LUNs, ConfigMapping{Number: 9, LUN: "ghost"})

@@ -438,7 +438,10 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	case w.Kind == "block" && w.Path == "":
 		p.refuse(ErrInvalid, obj, "volume kind block needs the device's path")
 		return
-	case w.Size <= 0:
+	case w.Size < 0:
+		p.refuse(ErrInvalid, obj, "size %s is negative", sizeText(w.Size))
+		return
+	case w.Size == 0:
 		p.refuse(ErrInvalid, obj, "a new LUN needs a size")
 		return
 	case w.Size%int64(bs) != 0:
