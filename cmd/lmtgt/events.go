@@ -184,7 +184,7 @@ func eventLine(e wire.Event) string {
 	if e.Object != "" {
 		b.WriteString("  " + e.Object)
 	}
-	if e.LUN != "" && e.Object != "lun "+e.LUN && e.Object != "pair "+e.LUN {
+	if e.LUN != "" && !strings.HasSuffix(e.Object, " "+e.LUN) {
 		// A change on a target that concerns one LUN (map, unmap,
 		// mapping): the table says which, as the JSON does.
 		b.WriteString("  lun " + e.LUN)

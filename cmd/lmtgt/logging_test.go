@@ -119,6 +119,8 @@ func TestEventLineNamesLUN(t *testing.T) {
 			"2026-12-07 12:00:00.000  admin  target map  target iqn.2026-12.org.x:t  lun l0  by user root"},
 		{wire.Event{Time: at, Type: "admin", Action: "lun create", Object: "lun l0", LUN: "l0", Who: "user root", OK: true},
 			"2026-12-07 12:00:00.000  admin  lun create  lun l0  by user root"},
+		{wire.Event{Time: at, Type: "admin", Action: "config apply", Object: "migration src", LUN: "src", Who: "user root", OK: true, Reason: "change: speed low→high"},
+			"2026-12-07 12:00:00.000  admin  config apply  migration src  by user root: change: speed low→high"},
 		{wire.Event{Time: at, Type: "pair", Action: "state", Object: "pair src", LUN: "src", From: "queued", To: "copying", Who: "system", OK: true, Reason: "copy started"},
 			"2026-12-07 12:00:00.000  pair  state  pair src  queued → copying  by system: copy started"},
 	} {
