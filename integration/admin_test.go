@@ -47,7 +47,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{1, []string{"lun nosuch", "not found"}, []string{"lun", "delete", "nosuch"}},
 		{1, []string{"lun nosuch", "not found"}, []string{"lun", "resize", "nosuch", "--size", "1GiB"}},
 		{1, []string{"good", "exists"}, []string{"lun", "create", "good", "--size", "4MiB"}},
-		{1, []string{"lun tiny", "too small"}, []string{"lun", "create", "tiny", "--size", "100"}},
+		{1, []string{"lun tiny", "size 100 B is too small"}, []string{"lun", "create", "tiny", "--size", "100"}},
+		// Sizes in refusals are human sizes, with the bytes when the unit
+		// would round.
+		{1, []string{"lun spare", "size 2 MiB is smaller than the current 4 MiB"}, []string{"lun", "resize", "spare", "--size", "2MiB"}},
+		{1, []string{"target LUN spare (4 MiB) is smaller than the source (8 MiB)"}, []string{"migration", "create", "--source", "good", "--target", "spare"}},
+		{1, []string{"lun odd", "size 976.56 KiB (1000000 bytes) is not a multiple"}, []string{"lun", "create", "odd", "--size", "1000000"}},
 		{1, []string{"lun odd", "not a multiple of the block size 512"}, []string{"lun", "create", "odd", "--size", "1000000"}},
 		{1, []string{"lun odd4k", "not a multiple of the block size 4096"}, []string{"lun", "create", "odd4k", "--size", "1049088", "--block-size", "4096"}},
 		{1, []string{"lun dev", "/dev/lmtgt-no-such-device", "no such device"}, []string{"lun", "create", "dev", "--path", "/dev/lmtgt-no-such-device"}},

@@ -27,11 +27,30 @@ func TestCLIDotNames(t *testing.T) {
 			if strings.Contains(r.Stderr, "json") || strings.Contains(r.Stderr, "unmarshal") {
 				t.Errorf("lmtgt %q: a decode error: %s", args, r.Stderr)
 			}
+			// The class of the refusal is the exit code and the HTTP
+			// status, not an errno-like suffix.
+			if strings.Contains(r.Stderr, "invalid argument") {
+				t.Errorf("lmtgt %q: the message ends with the sentinel's text: %s", args, r.Stderr)
+			}
+		}
+	}
+	for _, args := range [][]string{
+		{"lun", "create", "é", "--size", "1MiB"},
+		{"session", "create", "a/b", "--pair", "keep:keep"},
+		{"migration", "create", "--source", "keep", "--target", "small"},
+		{"lun", "create", "dn", "--path", "/dev/null"},
+	} {
+		if args[0] == "migration" {
+			d.OK("lun", "create", "small", "--size", "512KiB")
+		}
+		r := d.Run(args...)
+		if r.Code != 1 || strings.Contains(r.Stderr, "invalid argument") {
+			t.Errorf("lmtgt %q: want exit 1 and a message without the sentinel's text: %s", args, r)
 		}
 	}
 	var luns []struct{ Name string }
 	d.JSON(&luns, "lun", "list")
-	if len(luns) != 1 || luns[0].Name != "keep" {
+	if len(luns) != 2 || luns[0].Name != "keep" {
 		t.Errorf("after the refusals: %+v", luns)
 	}
 }

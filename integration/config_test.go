@@ -184,7 +184,7 @@ func TestConfigApplyLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantPlan := []string{
-		"+ lun zextra: 1048576 bytes, 512-byte blocks, volume (data dir)",
+		"+ lun zextra: 1 MiB, 512-byte blocks, volume (data dir)",
 		"~ target " + iqn + ": allow initiator " + testIQN("host9"),
 		"~ target " + iqn + ": chap user admin",
 		"~ target " + iqn + ": map lun zextra as LUN 1",

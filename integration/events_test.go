@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -293,4 +294,90 @@ func TestMigrationHistory(t *testing.T) {
 func eventsJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestEventsFollowAcrossRestart: `lmtgt events --follow` outlives a
+// restart of the daemon (clean stop, then kill -9): it says on stderr that
+// the server went away, waits for it, and goes on with the events recorded
+// after it is back, each printed once.
+func TestEventsFollowAcrossRestart(t *testing.T) {
+	d := StartDaemon(t, "")
+	d.OK("lun", "create", "r0", "--size", "8MiB")
+	cmd := exec.Command(cliBin, "events", "--follow", "-o", "json", "--type", "admin")
+	cmd.Env = append(os.Environ(), "LMTGT_ADMIN="+d.Admin)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	seen := map[string]int{}
+	wait := func(lun string) {
+		t.Helper()
+		deadline := time.After(cmdTimeout)
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					t.Fatalf("events --follow ended before the event of lun %s (%v)\nstderr:\n%s", lun, cmd.ProcessState, stderr.String())
+				}
+				var e wire.Event
+				if err := json.Unmarshal([]byte(line), &e); err != nil {
+					t.Fatalf("events --follow: %q is not one JSON object: %v", line, err)
+				}
+				if e.Action == "lun create" {
+					seen[e.LUN]++
+					if seen[e.LUN] > 1 {
+						t.Fatalf("event of lun %s printed twice", e.LUN)
+					}
+				}
+				if e.Action == "lun create" && e.LUN == lun {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("events --follow: no event of lun %s within %v\nstderr:\n%s", lun, cmdTimeout, stderr.String())
+			}
+		}
+	}
+	wait("r0")
+	for i, kill := range []bool{false, true} {
+		d.Restart(kill)
+		lun := fmt.Sprintf("r%d", i+1)
+		d.OK("lun", "create", lun, "--size", "8MiB")
+		wait(lun)
+	}
+	if !strings.Contains(stderr.String(), "server went away") {
+		t.Errorf("events --follow said nothing of the restart on stderr:\n%s", stderr.String())
+	}
+	select {
+	case <-exited:
+		t.Fatalf("events --follow exited (%v)", cmd.ProcessState)
+	default:
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-exited:
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("events --follow exited %d on an interrupt, want 0", code)
+		}
+	case <-time.After(cmdTimeout):
+		t.Fatal("events --follow did not end on an interrupt")
+	}
 }

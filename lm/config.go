@@ -305,6 +305,9 @@ type ApplyOptions struct {
 	// delete a target with sessions, or a LUN mapped on one: a host must
 	// never lose a disk because a file forgot it.
 	LoggedIn map[string]int
+	// Who asked (the admin API caller): each change applied is an admin
+	// event of its object, by Who.
+	Who string
 }
 
 // ChangeOp is what a configuration change does to its object.
@@ -425,8 +428,25 @@ func (m *Manager) ApplyConfig(want Config, opts ApplyOptions) (ConfigPlan, error
 			return plan, m.undoSteps(steps[:i], s.change, err)
 		}
 		m.log.Info().Str("change", s.change.String()).Msg("config apply")
+		m.events.Record(changeEvent(s.change, opts.Who))
 	}
 	return plan, nil
+}
+
+// changeEvent is the admin event of one change a config apply made: its
+// object, and as the reason what was done ("create: 2 MiB, ...").
+func changeEvent(c ConfigChange, who string) Event {
+	e := Event{Type: EventAdmin, Action: "config apply", Object: c.Object, Who: who, OK: true, Reason: c.Op.String() + ": " + c.Detail}
+	kind, name, _ := strings.Cut(c.Object, " ")
+	switch kind {
+	case "lun", "migration":
+		e.LUN = name
+	case "target":
+		e.Target = name
+	case "session":
+		e.Session = name
+	}
+	return e
 }
 
 // undoSteps undoes done in reverse order after failed failed with err.

@@ -168,8 +168,8 @@ func TestConfigPlanChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLines := []string{
-		"~ lun b: grow from 1048576 to 4194304 bytes",
-		"+ lun new: 2097152 bytes, 512-byte blocks, volume (data dir)",
+		"~ lun b: grow from 1 MiB to 4 MiB",
+		"+ lun new: 2 MiB, 512-byte blocks, volume (data dir)",
 		"~ target " + cfgIQN1 + ": disallow initiator " + cfgInit,
 		"~ target " + cfgIQN1 + ": allow initiator iqn.2026-12.org.lmtgt.test:host2",
 		"~ target " + cfgIQN1 + ": chap user u2, mutual user tgt",
@@ -228,7 +228,8 @@ func TestConfigRefusals(t *testing.T) {
 		{"path", func(c *Config) { lun(c, "a").Path = "/tmp/elsewhere.img" }, ErrInvalid, "lun a", "volume path /tmp/elsewhere.img is (data dir) here"},
 		{"identity", func(c *Config) { lun(c, "a").Serial = "OTHER" }, ErrInvalid, "lun a", "serial OTHER is"},
 		{"shrink", func(c *Config) { lun(c, "b").Size = 512 }, ErrInvalid, "lun b", "LUNs only grow"},
-		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2097152: in migration pair"},
+		{"negative size", func(c *Config) { c.LUNs = append(c.LUNs, ConfigLUN{Name: "neg", Size: -5}) }, ErrInvalid, "lun neg", "size -5 B is negative"},
+		{"grow a pair's LUN", func(c *Config) { lun(c, "src").Size = 2 << 20 }, ErrInPair, "config", "lun src: cannot grow to 2 MiB: in migration pair"},
 		{"unknown LUN mapped", func(c *Config) {
 			c.Targets[0].LUNs = append(c.Targets[0].LUNs, ConfigMapping{Number: 9, LUN: "ghost"})
 		}, ErrNotFound, "target " + cfgIQN1, "which the file does not define"},
@@ -251,7 +252,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"small pair target", func(c *Config) {
 			c.LUNs = append(c.LUNs, ConfigLUN{Name: "big", Size: 2 << 20})
 			c.Migrations = append(c.Migrations, ConfigPair{Source: "big", Target: "spare"})
-		}, ErrInvalid, "migration big", "target lun spare (1048576 bytes) is smaller than the source (2097152 bytes)"},
+		}, ErrInvalid, "migration big", "target lun spare (1 MiB) is smaller than the source (2 MiB)"},
 		{"pair from a pair's target", func(c *Config) {
 			c.Migrations = append(c.Migrations, ConfigPair{Source: "dst", Target: "spare"})
 		}, ErrInPair, "migration dst", "lun dst is in two pairs of the file"},
@@ -397,7 +398,7 @@ func TestConfigApplyUndo(t *testing.T) {
 	c.LUNs[0].Size = 2 << 20
 	_, err = e.m.ApplyConfig(c, ApplyOptions{})
 	if !errors.As(err, &ae) || !strings.Contains(ae.Failed.String(), "+ lun c:") || len(ae.Applied) != 2 || len(ae.Undone) != 1 ||
-		len(ae.NotUndone) != 1 || !strings.Contains(ae.NotUndone[0], "~ lun a: grow from 1048576 to 2097152 bytes (cannot be undone)") {
+		len(ae.NotUndone) != 1 || !strings.Contains(ae.NotUndone[0], "~ lun a: grow from 1 MiB to 2 MiB (cannot be undone)") {
 		t.Fatalf("apply with a refused path: %v", err)
 	}
 	if !strings.Contains(err.Error(), "2 step(s) had been applied, 1 undone; still applied: ~ lun a: grow") {
@@ -457,7 +458,7 @@ func TestConfigLiveOptions(t *testing.T) {
 		{"portal group set", func(c *Config) { c.Targets[0].Portals = []string{"127.0.0.2:3260"} },
 			"~ target " + cfgIQN1 + ": portals (every portal)→127.0.0.2:3260"},
 		{"pair speed", func(c *Config) { c.Migrations[0].Speed = SpeedHighest }, "~ migration src: speed low→highest"},
-		{"pair max", func(c *Config) { c.Migrations[0].MaxMBps = 0 }, "~ migration src: max 3 MB/s→0 MB/s"},
+		{"pair max", func(c *Config) { c.Migrations[0].MaxMBps = 0 }, "~ migration src: max 3 MB/s→no cap"},
 		{"pair priority", func(c *Config) { c.Migrations[0].Priority = PriorityLow }, "~ migration src: priority 8→low"},
 		{"pair windows", func(c *Config) { c.Migrations[0].Windows = nil }, "~ migration src: windows 22:00-06:00=highest→none"},
 		{"pair max elapsed", func(c *Config) { c.Migrations[0].MaxElapsed = 90 * time.Minute }, "~ migration src: max elapsed 6h0m0s→1h30m0s"},

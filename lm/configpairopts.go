@@ -162,7 +162,7 @@ func pairOptionTable() []pairOption {
 		{name: "max",
 			take:   func(dst *PairOptions, src PairOptions) { dst.MaxMBps = src.MaxMBps },
 			equal:  func(a, b PairOptions) bool { return a.MaxMBps == b.MaxMBps },
-			show:   func(o PairOptions) string { return fmt.Sprintf("%d MB/s", o.MaxMBps) },
+			show:   func(o PairOptions) string { return maxMBpsText(o.MaxMBps) },
 			create: func(o PairOptions, r *PairRequest) { r.MaxMBps = o.MaxMBps },
 			set:    func(o PairOptions, r *SetRequest) { v := o.MaxMBps; r.MaxMBps = &v }},
 		{name: "priority",

@@ -375,18 +375,18 @@ func (p *planner) planLUNs(want map[string]*ConfigLUN) {
 		}
 		switch {
 		case w.Size < c.Size:
-			p.refuse(ErrInvalid, obj, "size %d is smaller than the current %d: LUNs only grow", w.Size, c.Size)
+			p.refuse(ErrInvalid, obj, "size %s is smaller than the current %s: LUNs only grow", sizeText(w.Size), sizeText(c.Size))
 		case w.Size > c.Size:
 			if cp, ok := p.cur.pairOf[name]; ok {
-				p.refuse(ErrInPair, obj, "cannot grow to %d: in migration pair %s (%s)", w.Size, cp.rec.ID, cp.rec.State)
+				p.refuse(ErrInPair, obj, "cannot grow to %s: in migration pair %s (%s)", sizeText(w.Size), cp.rec.ID, cp.rec.State)
 				continue
 			}
 			if w.Size%int64(bs) != 0 {
-				p.refuse(ErrInvalid, obj, "size %d is not a whole number of %d-byte blocks", w.Size, bs)
+				p.refuse(ErrInvalid, obj, "size %s is not a whole number of %d-byte blocks", sizeText(w.Size), bs)
 				continue
 			}
 			size := w.Size
-			p.add(phaseLUNs, OpChange, obj, fmt.Sprintf("grow from %d to %d bytes", c.Size, size),
+			p.add(phaseLUNs, OpChange, obj, fmt.Sprintf("grow from %s to %s", sizeText(c.Size), sizeText(size)),
 				func() error { _, err := m.ResizeLUN(name, size); return err }, nil)
 		}
 	}
@@ -438,11 +438,14 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	case w.Kind == "block" && w.Path == "":
 		p.refuse(ErrInvalid, obj, "volume kind block needs the device's path")
 		return
-	case w.Size <= 0:
+	case w.Size < 0:
+		p.refuse(ErrInvalid, obj, "size %s is negative", sizeText(w.Size))
+		return
+	case w.Size == 0:
 		p.refuse(ErrInvalid, obj, "a new LUN needs a size")
 		return
 	case w.Size%int64(bs) != 0:
-		p.refuse(ErrInvalid, obj, "size %d is not a whole number of %d-byte blocks", w.Size, bs)
+		p.refuse(ErrInvalid, obj, "size %s is not a whole number of %d-byte blocks", sizeText(w.Size), bs)
 		return
 	}
 	if w.ID != "" {
@@ -457,7 +460,7 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	}
 	req := CreateLUNRequest{Name: w.Name, Size: w.Size, BlockSize: bs, Path: w.Path, Direct: w.Direct, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
 	name := w.Name
-	p.add(phaseLUNs, OpCreate, obj, fmt.Sprintf("%d bytes, %d-byte blocks, volume %s", w.Size, bs, pathName(w.Path)),
+	p.add(phaseLUNs, OpCreate, obj, fmt.Sprintf("%s, %d-byte blocks, volume %s", sizeText(w.Size), bs, pathName(w.Path)),
 		func() error { _, err := m.CreateLUN(req); return err },
 		func() error { return m.DeleteLUN(name) })
 }
@@ -506,7 +509,7 @@ func (p *planner) planImport(w *ConfigLUN) {
 			}
 			if l.Size != size || l.BlockSize != bs {
 				derr := m.DeleteLUN(name)
-				return errors.Join(refuse(ErrInvalid, obj, "the external LUN has %d bytes in %d-byte blocks, the file says %d in %d-byte blocks", l.Size, l.BlockSize, size, bs), derr)
+				return errors.Join(refuse(ErrInvalid, obj, "the external LUN has %s in %d-byte blocks, the file says %s in %d-byte blocks", sizeText(l.Size), l.BlockSize, sizeText(size), bs), derr)
 			}
 			return nil
 		},
@@ -839,7 +842,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		}
 		if sl, tl := wantLUNs[source], wantLUNs[target]; sl != nil && tl != nil {
 			if tl.Size < sl.Size {
-				p.refuse(ErrInvalid, obj, "target lun %s (%d bytes) is smaller than the source (%d bytes)", target, tl.Size, sl.Size)
+				p.refuse(ErrInvalid, obj, "target lun %s (%s) is smaller than the source (%s)", target, sizeText(tl.Size), sizeText(sl.Size))
 				ok = false
 			}
 			if orZero(tl.BlockSize) != orZero(sl.BlockSize) {
@@ -881,7 +884,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			source := w.Source
-			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %d MB/s", w.Target, wo.Speed, wo.MaxMBps),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("to %s, speed %s, max %s", w.Target, wo.Speed, maxMBpsText(wo.MaxMBps)),
 				func() error { _, err := m.CreatePair(req); return err },
 				func() error { return m.Cancel(source) })
 			continue
@@ -969,7 +972,7 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 				continue
 			}
 			name := w.Name
-			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %d MB/s, max active %d", len(w.Pairs), wo.Speed, wo.MaxMBps, w.MaxActive),
+			p.add(phaseMigrations, OpCreate, obj, fmt.Sprintf("%d pair(s), speed %s, max %s, max active %d", len(w.Pairs), wo.Speed, maxMBpsText(wo.MaxMBps), w.MaxActive),
 				func() error { _, err := m.CreateSession(req); return err },
 				func() error { _, err := m.CancelSession(name); return err })
 			for _, sp := range w.Pairs {

@@ -60,6 +60,14 @@ func refuse(err error, object, format string, args ...any) *Refusal {
 	return &Refusal{Object: object, Reason: fmt.Sprintf(format, args...), Err: err}
 }
 
+// refuseAs is refuse for a reason that names its object itself ("lun
+// name ...", "pair SRC: ..."): the message is the reason alone, without
+// the sentinel's text (the class is the exit code and the HTTP status),
+// and the admin API keeps the object it was asked about.
+func refuseAs(err error, format string, args ...any) *Refusal {
+	return &Refusal{Reason: fmt.Sprintf(format, args...), Err: err}
+}
+
 // Object names, as the admin API says them in errors.
 func lunObject(name string) string     { return "lun " + name }
 func targetObject(iqn string) string   { return "target " + iqn }
@@ -67,3 +75,15 @@ func pairObject(source string) string  { return "migration " + source }
 func sessionObject(name string) string { return "session " + name }
 
 const discoveryObject = "discovery"
+
+// ruleError is a rule's refusal of class ErrInvalid whose text is the
+// reason alone: the class is the exit code and the HTTP status, so the
+// message does not end with the sentinel's "invalid argument".
+type ruleError string
+
+func (e ruleError) Error() string { return string(e) }
+func (e ruleError) Unwrap() error { return ErrInvalid }
+
+// invalidf is a ruleError: fmt.Errorf("...: %w", ErrInvalid) without the
+// sentinel's text.
+func invalidf(format string, args ...any) error { return ruleError(fmt.Sprintf(format, args...)) }

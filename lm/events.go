@@ -564,7 +564,9 @@ func appendBounded(es []metavol.HistoryEntry, dropped int, e metavol.HistoryEntr
 }
 
 // figures are a pair's final figures: the duration runs from its first
-// copy start (else its creation) to end.
+// copy start (else its creation) to end; the average rate is over the
+// time it was copying (its waits while queued, paused or synced are not
+// the copy's speed).
 func figures(h *metavol.PairHistory, rec *metavol.Pair, end time.Time) *metavol.PairFigures {
 	start := rec.Created
 	for _, e := range h.Entries {
@@ -576,8 +578,13 @@ func figures(h *metavol.PairHistory, rec *metavol.Pair, end time.Time) *metavol.
 	d := end.Sub(start)
 	f := &metavol.PairFigures{State: rec.State, Ended: end, DataBytes: rec.DataBytes, RecopiedBytes: rec.RecopiedBytes,
 		DurationNS: int64(d), SplitPauseNS: rec.SplitPauseNS, Vehicle: rec.Vehicle}
-	if d > 0 {
-		f.AvgBytesPerS = float64(rec.DataBytes+rec.RecopiedBytes) / d.Seconds()
+	moved := float64(rec.DataBytes + rec.RecopiedBytes)
+	switch c := time.Duration(rec.CopyElapsedNS); {
+	case c > 0:
+		f.CopyNS = int64(c)
+		f.AvgBytesPerS = moved / c.Seconds()
+	case d > 0:
+		f.AvgBytesPerS = moved / d.Seconds()
 	}
 	if rec.EstimateNS > 0 { // estimate.go: made when the pair was created
 		est := time.Duration(rec.EstimateNS).Seconds()
@@ -658,6 +665,7 @@ func (l *EventLog) logSummary(h *metavol.PairHistory) {
 	l.log.Info().Str("pair", h.ID).Str("lun", h.SourceName).Str("target_lun", h.TargetName).Str("state", f.State).
 		Int64("data_bytes", f.DataBytes).Int64("recopied_bytes", f.RecopiedBytes).
 		Str("duration", time.Duration(f.DurationNS).Round(time.Millisecond).String()).
+		Str("copy_time", time.Duration(f.CopyNS).Round(time.Millisecond).String()).
 		Str("vehicle", f.Vehicle).Float64("avg_mbps", f.AvgBytesPerS/1e6).
 		Float64("split_pause_ms", float64(f.SplitPauseNS)/1e6).Msg("migration summary")
 }

@@ -245,7 +245,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 	}
 	bs := rv.BlockSize()
 	if !servedBlockSize(int64(bs)) {
-		return fail(fmt.Errorf("lun %s: remote %s has %d-byte blocks (lmtgt serves 512 or 4096): %w", req.Name, r.URL(), bs, ErrInvalid))
+		return fail(invalidf("lun %s: remote %s has %d-byte blocks (lmtgt serves 512 or 4096)", req.Name, r.URL(), bs))
 	}
 	vrec.Size = rv.Size()
 	lrec := newLUNRecord(req.Name, rv.Size(), uint32(bs), vrec.ID, now)
@@ -258,7 +258,7 @@ func (m *Manager) ImportLUN(req ImportLUNRequest) (metavol.LUN, error) {
 			return fail(fmt.Errorf("lun %s: %w", req.Name, err))
 		}
 		if len(id.Designators) == 0 {
-			return fail(fmt.Errorf("lun %s: remote %s has no logical-unit designator in VPD 0x83 to adopt (use --identity own): %w", req.Name, r.URL(), ErrInvalid))
+			return fail(invalidf("lun %s: remote %s has no logical-unit designator in VPD 0x83 to adopt (use --identity own)", req.Name, r.URL()))
 		}
 		if id.Serial != "" {
 			lrec.Serial = id.Serial

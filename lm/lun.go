@@ -23,7 +23,7 @@ var lunNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // ValidLUNName reports whether name is a valid LUN name.
 func ValidLUNName(name string) error {
 	if !lunNameRE.MatchString(name) {
-		return fmt.Errorf("lun name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", name, ErrInvalid)
+		return refuseAs(ErrInvalid, "lun name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
 	return nil
 }
@@ -66,7 +66,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 	if req.Path != "" {
 		p, err := filepath.Abs(req.Path)
 		if err != nil {
-			return metavol.LUN{}, fmt.Errorf("lun %s: path %q: %w", req.Name, req.Path, ErrInvalid)
+			return metavol.LUN{}, invalidf("lun %s: path %q", req.Name, req.Path)
 		}
 		path = p
 	}
@@ -141,7 +141,7 @@ func (m *Manager) CreateLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return fail(err)
 	}
 	if size > f.Size() {
-		return fail(fmt.Errorf("lun %s: size %d is larger than %s (%d bytes): %w", req.Name, size, path, f.Size(), ErrInvalid))
+		return fail(invalidf("lun %s: size %s is larger than %s (%s)", req.Name, sizeText(size), path, sizeText(f.Size())))
 	}
 	vrec.Kind = f.Kind()
 	vrec.Size = f.Size()
@@ -179,11 +179,11 @@ func checkCreateLUN(req *CreateLUNRequest) (uint32, error) {
 	}
 	switch {
 	case req.Size < 0:
-		return 0, refuse(ErrInvalid, obj, "size %d is negative", req.Size)
+		return 0, refuse(ErrInvalid, obj, "size %s is negative", sizeText(req.Size))
 	case req.Size == 0 && req.Path == "":
 		return 0, refuse(ErrInvalid, obj, "a size is required (for example --size 1GiB)")
 	case req.Size != 0 && req.Size < int64(bs):
-		return 0, refuse(ErrInvalid, obj, "size %d is too small: at least one block of %d bytes", req.Size, bs)
+		return 0, refuse(ErrInvalid, obj, "size %s is too small: at least one block of %d bytes", sizeText(req.Size), bs)
 	}
 	if err := checkBlocks(obj, req.Size, bs); err != nil {
 		return 0, err
@@ -203,7 +203,7 @@ func servedBlockSize(bs int64) bool { return bs == 512 || bs == 4096 }
 // checkBlocks refuses a LUN size that is not a whole number of blocks.
 func checkBlocks(obj string, size int64, bs uint32) error {
 	if size%int64(bs) != 0 {
-		return refuse(ErrInvalid, obj, "size %d is not a multiple of the block size %d", size, bs)
+		return refuse(ErrInvalid, obj, "size %s is not a multiple of the block size %d", sizeText(size), bs)
 	}
 	return nil
 }
@@ -255,7 +255,7 @@ func lunSize(name, what string, asked, volSize int64, bs uint32) (int64, error) 
 	}
 	size := volSize / int64(bs) * int64(bs)
 	if size == 0 {
-		return 0, fmt.Errorf("lun %s: %s holds less than one %d-byte block: %w", name, what, bs, ErrInvalid)
+		return 0, invalidf("lun %s: %s holds less than one %d-byte block", name, what, bs)
 	}
 	return size, nil
 }
@@ -370,7 +370,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	case size%int64(l.BlockSize) != 0:
 		return l, checkBlocks(obj, size, l.BlockSize)
 	case size < l.Size:
-		return l, refuse(ErrInvalid, obj, "size %d is smaller than the current %d: LUNs only grow", size, l.Size)
+		return l, refuse(ErrInvalid, obj, "size %s is smaller than the current %s: LUNs only grow", sizeText(size), sizeText(l.Size))
 	case size == l.Size:
 		return l, nil
 	}
@@ -391,7 +391,7 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 				return l, fmt.Errorf("lun %s: %w", name, rbdErr(err))
 			}
 		} else if o.local == nil {
-			return l, fmt.Errorf("lun %s: size %d is larger than its remote data volume %s (%d bytes); grow it there first: %w", name, size, vrec.Remote.URL(), o.raw.Size(), ErrInvalid)
+			return l, invalidf("lun %s: size %s is larger than its remote data volume %s (%s); grow it there first", name, sizeText(size), vrec.Remote.URL(), sizeText(o.raw.Size()))
 		} else if err := o.local.Resize(size); err != nil {
 			return l, fmt.Errorf("lun %s: %w", name, tooLarge(size, err))
 		}
@@ -650,7 +650,7 @@ func (m *Manager) reservedPathRule(c string) error {
 		abs, _ := filepath.Abs(dd)
 		for _, d := range uniq(abs, resolvePath(abs)) {
 			if within(c, d) {
-				return fmt.Errorf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one): %w", d, ErrInvalid)
+				return invalidf("is inside the data directory %s, which holds only the volumes lmtgt creates itself (omit --path for one)", d)
 			}
 		}
 	}
@@ -664,10 +664,10 @@ func (m *Manager) reservedPathRule(c string) error {
 // precise refusals come first.
 func (m *Manager) sameDirRule(p string, dataDir bool) error {
 	if dir := m.db.Dir(); dir != "" && inDir(p, dir) {
-		return fmt.Errorf("is inside the meta volume directory %s (through another mount of it): %w", dir, ErrInvalid)
+		return invalidf("is inside the meta volume directory %s (through another mount of it)", dir)
 	}
 	if dd := m.opts.DataDir; dataDir && dd != "" && inDir(p, dd) {
-		return fmt.Errorf("is inside the data directory %s (through another mount of it), which holds only the volumes lmtgt creates itself (omit --path for one): %w", dd, ErrInvalid)
+		return invalidf("is inside the data directory %s (through another mount of it), which holds only the volumes lmtgt creates itself (omit --path for one)", dd)
 	}
 	return nil
 }
@@ -697,14 +697,14 @@ func (m *Manager) ownFileRule(c string) error {
 	if dir := m.db.Dir(); dir != "" {
 		for _, d := range uniq(filepath.Clean(dir), resolvePath(dir)) {
 			if within(c, d) {
-				return fmt.Errorf("is inside the meta volume directory %s: %w", d, ErrInvalid)
+				return invalidf("is inside the meta volume directory %s", d)
 			}
 		}
 	}
 	if s := m.opts.AdminSocket; s != "" {
 		for _, d := range uniq(filepath.Clean(s), resolvePath(s)) {
 			if c == d {
-				return fmt.Errorf("is the admin API socket: %w", ErrInvalid)
+				return invalidf("is the admin API socket")
 			}
 		}
 	}
@@ -753,7 +753,7 @@ func (m *Manager) holdsDataDir(fi os.FileInfo) error {
 		}
 		for _, h := range blockHolders(uint64(ds.Dev)) {
 			if h == uint64(st.Rdev) {
-				return fmt.Errorf("is the block device holding %s: %w", d, ErrInvalid)
+				return invalidf("is the block device holding %s", d)
 			}
 		}
 	}
@@ -770,12 +770,12 @@ func (m *Manager) systemPathRule(c string, fi os.FileInfo) error {
 	}
 	for _, d := range dirs {
 		if within(c, filepath.Clean(d)) {
-			return fmt.Errorf("is in the system location %s: %w", d, ErrInvalid)
+			return invalidf("is in the system location %s", d)
 		}
 	}
 	block := fi != nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 	if within(c, "/dev") && !within(c, "/dev/shm") && !block {
-		return fmt.Errorf("is in /dev but not a block device: %w", ErrInvalid)
+		return invalidf("is in /dev but not a block device")
 	}
 	if block {
 		st, ok := fi.Sys().(*syscall.Stat_t)
@@ -785,7 +785,7 @@ func (m *Manager) systemPathRule(c string, fi os.FileInfo) error {
 		for _, mt := range mounts() {
 			for _, h := range blockHolders(mt.dev) {
 				if h == uint64(st.Rdev) {
-					return fmt.Errorf("holds the filesystem mounted at %s: %w", mt.dir, ErrInvalid)
+					return invalidf("holds the filesystem mounted at %s", mt.dir)
 				}
 			}
 		}
@@ -893,7 +893,7 @@ func mounts() []mount {
 // tooLarge turns EFBIG (a size the filesystem cannot hold) into ErrTooLarge.
 func tooLarge(size int64, err error) error {
 	if errors.Is(err, syscall.EFBIG) {
-		return fmt.Errorf("size %d bytes: %w (%v)", size, ErrTooLarge, err)
+		return fmt.Errorf("size %s: %w (%v)", sizeText(size), ErrTooLarge, err)
 	}
 	return err
 }

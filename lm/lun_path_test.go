@@ -161,7 +161,7 @@ func TestCreateLUNSystemLocations(t *testing.T) {
 	}
 	for _, p := range []string{file, link, filepath.Join(sys, "sub", "new.img")} {
 		_, err := e.m.CreateLUN(CreateLUNRequest{Name: "s", Path: p, Size: 1 << 20})
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "lun s: --path "+p+" is in the system location "+sys+": invalid argument (give --force to use it anyway)") {
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "lun s: --path "+p+" is in the system location "+sys+" (give --force to use it anyway)") {
 			t.Fatalf("CreateLUN(%s) = %v", p, err)
 		}
 	}

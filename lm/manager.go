@@ -335,7 +335,7 @@ func (m *Manager) openVolume(d *dataVol) error {
 // pair is interrupted with the reason.
 func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	if db == nil {
-		return nil, fmt.Errorf("lm: nil meta volume: %w", ErrInvalid)
+		return nil, invalidf("lm: nil meta volume")
 	}
 	opts.fill()
 	m := &Manager{

@@ -78,12 +78,12 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 		return pairPlan{}, fmt.Errorf("pair %s: target %w", req.Source, err)
 	}
 	if tl.Size < sl.Size {
-		return pairPlan{}, fmt.Errorf("pair %s: target LUN %s (%d bytes) is smaller than the source (%d bytes): %w",
-			req.Source, req.Target, tl.Size, sl.Size, ErrInvalid)
+		return pairPlan{}, refuseAs(ErrInvalid, "pair %s: target LUN %s (%s) is smaller than the source (%s)",
+			req.Source, req.Target, sizeText(tl.Size), sizeText(sl.Size))
 	}
 	if tl.BlockSize != sl.BlockSize {
-		return pairPlan{}, fmt.Errorf("pair %s: block sizes differ: source %d, target LUN %s %d: %w",
-			req.Source, sl.BlockSize, req.Target, tl.BlockSize, ErrInvalid)
+		return pairPlan{}, refuseAs(ErrInvalid, "pair %s: block sizes differ: source %d, target LUN %s %d",
+			req.Source, sl.BlockSize, req.Target, tl.BlockSize)
 	}
 	for _, x := range []metavol.LUN{sl, tl} {
 		if err := m.refuseOffline("pair create", x); err != nil {
@@ -105,8 +105,8 @@ func (m *Manager) planPair(req PairRequest, held string) (pairPlan, error) {
 			return pairPlan{}, fmt.Errorf("pair %s: %s LUN %s: %w", req.Source, x.role, x.e.name, err)
 		}
 		if o, _ := x.e.vol.get(); o != nil && o.raw.Size() < sl.Size {
-			return pairPlan{}, fmt.Errorf("pair %s: %s LUN %s: data volume holds %d bytes, need %d: %w",
-				req.Source, x.role, x.e.name, o.raw.Size(), sl.Size, ErrUnavailable)
+			return pairPlan{}, fmt.Errorf("pair %s: %s LUN %s: data volume holds %s, need %s: %w",
+				req.Source, x.role, x.e.name, sizeText(o.raw.Size()), sizeText(sl.Size), ErrUnavailable)
 		}
 	}
 

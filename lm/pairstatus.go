@@ -180,8 +180,10 @@ func (p *pair) status() PairStatus {
 	}
 	s.QueuePos = p.m.queue.position(p)
 	s.MaxActive, _, _ = p.m.queue.counts()
-	if st == StatePaused || st.Final() {
-		// Nothing is copied: the sampler's last window is history.
+	if st != StateCopying {
+		// Only a copying pair moves data (synced, switched, paused,
+		// queued, interrupted ... copy nothing): the sampler's last
+		// window is history.
 		s.RateBps, s.ETASeconds = 0, 0
 	}
 	p.guardStatus(&s)

@@ -174,7 +174,7 @@ func (m *Manager) createRBDLUN(req CreateLUNRequest) (metavol.LUN, error) {
 		return metavol.LUN{}, refuse(ErrInvalid, obj, "block size %d: must be 512 or 4096", req.BlockSize)
 	}
 	if req.Size < 0 {
-		return metavol.LUN{}, refuse(ErrInvalid, obj, "size %d is negative", req.Size)
+		return metavol.LUN{}, refuse(ErrInvalid, obj, "size %s is negative", sizeText(req.Size))
 	}
 	if err := checkBlocks(obj, req.Size, bs); err != nil {
 		return metavol.LUN{}, err
@@ -328,7 +328,7 @@ func (m *Manager) takeoverLocked(name string) (metavol.LUN, error) {
 	d := e.vol
 	e.gate.exit()
 	if d == nil || d.rec.RBD == nil {
-		return l, fmt.Errorf("lun %s: takeover refused: its data volume is not an RBD image: %w", name, ErrInvalid)
+		return l, invalidf("lun %s: takeover refused: its data volume is not an RBD image", name)
 	}
 	if o := d.cur.Load(); o != nil && o.rbd != nil {
 		if o.rbd.LockState() == "held" {

@@ -43,7 +43,7 @@ func adoptFromISIDKey(lunID string) string { return "rbd handover " + lunID }
 // dialAdoptSource logs in to the LUN a handover adopts from.
 func (m *Manager) dialAdoptSource(lunName, lunID string, r metavol.Remote) (*iscsivol.Volume, error) {
 	if r.Portal == "" || r.Target == "" {
-		return nil, fmt.Errorf("lun %s: adopt-from needs a portal and a target name: %w", lunName, ErrInvalid)
+		return nil, invalidf("lun %s: adopt-from needs a portal and a target name", lunName)
 	}
 	cfg := m.remoteConfig(r)
 	cfg.AllowStandby = true // A's path may be standby at the takeover
@@ -61,7 +61,7 @@ func adoptedIdentity(lunName string, r metavol.Remote, src *iscsivol.Volume) (*m
 		return nil, "", fmt.Errorf("lun %s: adopt from %s: %w: %w", lunName, r.URL(), err, ErrUnavailable)
 	}
 	if len(id.Designators) == 0 {
-		return nil, "", fmt.Errorf("lun %s: adopt from %s: no logical-unit designator in VPD 0x83 to adopt: %w", lunName, r.URL(), ErrInvalid)
+		return nil, "", invalidf("lun %s: adopt from %s: no logical-unit designator in VPD 0x83 to adopt", lunName, r.URL())
 	}
 	return &metavol.Identity{Vendor: id.Vendor, Product: id.Product, Revision: id.Revision, Designators: id.Designators}, id.Serial, nil
 }
@@ -71,7 +71,7 @@ func adoptedIdentity(lunName string, r metavol.Remote, src *iscsivol.Volume) (*m
 // cluster, ref and img the image.
 func (m *Manager) createRBDHandover(req CreateLUNRequest, c *rbdvol.Cluster, ref rbdvol.Ref, img metavol.RBDImage) (metavol.LUN, error) {
 	if req.Size != 0 || req.Takeover {
-		return metavol.LUN{}, fmt.Errorf("lun %s: --adopt-from attaches the image A serves: no --size, no --takeover (lun takeover --adopt-from takes it): %w", req.Name, ErrInvalid)
+		return metavol.LUN{}, invalidf("lun %s: --adopt-from attaches the image A serves: no --size, no --takeover (lun takeover --adopt-from takes it)", req.Name)
 	}
 	lrec := metavol.LUN{ID: metavol.NewID(), Name: req.Name, Serial: metavol.NewSerial(), NAA: metavol.NewNAA()}
 	src, err := m.dialAdoptSource(req.Name, lrec.ID, *req.AdoptFrom)
@@ -81,10 +81,10 @@ func (m *Manager) createRBDHandover(req CreateLUNRequest, c *rbdvol.Cluster, ref
 	defer src.Close()
 	bs := src.BlockSize()
 	if bs != 512 && bs != 4096 {
-		return metavol.LUN{}, fmt.Errorf("lun %s: %s has %d-byte blocks (lmtgt serves 512 or 4096): %w", req.Name, req.AdoptFrom.URL(), bs, ErrInvalid)
+		return metavol.LUN{}, invalidf("lun %s: %s has %d-byte blocks (lmtgt serves 512 or 4096)", req.Name, req.AdoptFrom.URL(), bs)
 	}
 	if req.BlockSize != 0 && req.BlockSize != 512 && int64(req.BlockSize) != bs {
-		return metavol.LUN{}, fmt.Errorf("lun %s: block size %d, but %s has %d-byte blocks: %w", req.Name, req.BlockSize, req.AdoptFrom.URL(), bs, ErrInvalid)
+		return metavol.LUN{}, invalidf("lun %s: block size %d, but %s has %d-byte blocks", req.Name, req.BlockSize, req.AdoptFrom.URL(), bs)
 	}
 	adopted, serial, err := adoptedIdentity(req.Name, *req.AdoptFrom, src)
 	if err != nil {
@@ -104,7 +104,7 @@ func (m *Manager) createRBDHandover(req CreateLUNRequest, c *rbdvol.Cluster, ref
 	switch {
 	case err == nil && v.Size() < src.Size():
 		v.Close()
-		return metavol.LUN{}, fmt.Errorf("lun %s: rbd %s has %d bytes, less than the %d of %s: %w", req.Name, ref, v.Size(), src.Size(), req.AdoptFrom.URL(), ErrInvalid)
+		return metavol.LUN{}, invalidf("lun %s: rbd %s has %d bytes, less than the %d of %s", req.Name, ref, v.Size(), src.Size(), req.AdoptFrom.URL())
 	case err == nil:
 		ov = m.rbdVol(vrec.ID, v)
 	case errors.Is(err, rbdvol.ErrLocked):
@@ -155,7 +155,7 @@ func (m *Manager) TakeoverLUNFrom(name, fromURL string) (metavol.LUN, error) {
 		return l, err
 	}
 	if l.Adopted == nil {
-		return l, fmt.Errorf("lun %s: takeover --adopt-from refused: the LUN has no adopted identity (it was not created with --adopt-from): %w", name, ErrInvalid)
+		return l, invalidf("lun %s: takeover --adopt-from refused: the LUN has no adopted identity (it was not created with --adopt-from)", name)
 	}
 	src, err := m.dialAdoptSource(name, l.ID, *from)
 	if err != nil {
@@ -167,7 +167,7 @@ func (m *Manager) TakeoverLUNFrom(name, fromURL string) (metavol.LUN, error) {
 		return l, err
 	}
 	if !bytes.Equal(id.Designators, l.Adopted.Designators) || (serial != "" && serial != l.Serial) {
-		return l, fmt.Errorf("lun %s: takeover --adopt-from refused: %s presents another logical unit than the one this LUN adopted: %w", name, from.URL(), ErrInvalid)
+		return l, invalidf("lun %s: takeover --adopt-from refused: %s presents another logical unit than the one this LUN adopted", name, from.URL())
 	}
 	if err := m.carryPRs(l.ID, name, src.Client(), 0); err != nil {
 		return l, fmt.Errorf("takeover refused (the lock is still the other server's): %w", err)

@@ -61,11 +61,11 @@ func parseClock(s string) (time.Duration, error) {
 	if n != 3 {
 		sec = 0
 		if n, _ = fmt.Sscanf(s, "%d:%d%s", &h, &m, &rest); n != 2 {
-			return 0, fmt.Errorf("clock %q: %w", s, ErrInvalid)
+			return 0, invalidf("clock %q", s)
 		}
 	}
 	if h < 0 || h > 23 || m < 0 || m > 59 || sec < 0 || sec > 59 || len(s) > 8 {
-		return 0, fmt.Errorf("clock %q: %w", s, ErrInvalid)
+		return 0, invalidf("clock %q", s)
 	}
 	return time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(sec)*time.Second, nil
 }

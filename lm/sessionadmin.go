@@ -46,13 +46,13 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		return SessionStatus{}, fmt.Errorf("session %s: manager closed: %w", req.Name, ErrState)
 	}
 	if !lunNameRE.MatchString(req.Name) {
-		return SessionStatus{}, fmt.Errorf("session name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, ErrInvalid)
+		return SessionStatus{}, refuseAs(ErrInvalid, "session name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", req.Name)
 	}
 	used := map[string]string{}
 	for i, p := range req.Pairs {
 		for _, l := range []string{p.Source, p.Target} {
 			if prev, ok := used[l]; ok {
-				return SessionStatus{}, fmt.Errorf("session %s: LUN %s is named twice (pairs %s and %d): %w", req.Name, l, prev, i+1, ErrInvalid)
+				return SessionStatus{}, refuse(ErrInvalid, obj, "LUN %s is named twice (pairs %s and %d)", l, prev, i+1)
 			}
 			used[l] = fmt.Sprint(i + 1)
 		}

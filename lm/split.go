@@ -283,7 +283,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) 
 	releaseAll()
 	if mode.keepsPair() {
 		for _, p := range ps {
-			p.zlog.Info().Dur("pause", pause).Str("state", mode.to().String()).Msg(mode.done())
+			p.zlog.Info().Dur("split_pause_ms", pause).Str("state", mode.to().String()).Msg(mode.done())
 		}
 		return res, nil
 	}
@@ -310,7 +310,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) 
 	}
 	m.mu.Unlock()
 	for _, p := range ps {
-		p.zlog.Info().Dur("pause", pause).Msg("pair split")
+		p.zlog.Info().Dur("split_pause_ms", pause).Msg("pair split")
 	}
 	return res, nil
 }

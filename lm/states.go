@@ -90,7 +90,7 @@ func ParseState(s string) (PairState, error) {
 			return PairState(i), nil
 		}
 	}
-	return 0, fmt.Errorf("pair state %q: %w", s, ErrInvalid)
+	return 0, invalidf("pair state %q", s)
 }
 
 // Final reports whether nothing can leave the state.

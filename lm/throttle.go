@@ -3,7 +3,6 @@ package lm
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -20,7 +19,7 @@ func rateOf(s Speed) (int64, error) {
 	case SpeedHighest:
 		return 0, nil
 	}
-	return 0, fmt.Errorf("speed %q (want low, medium, high or highest): %w", s, ErrInvalid)
+	return 0, invalidf("speed %q (want low, medium, high or highest)", s)
 }
 
 // effectiveRate combines a speed level and an absolute cap in MB/s (0 = none).

@@ -139,7 +139,11 @@ type PairFigures struct {
 	RecopiedBytes int64     `json:"recopied_bytes"`
 	// DurationNS runs from the first copy start (or the creation) to the
 	// end.
-	DurationNS   int64   `json:"duration_ns"`
+	DurationNS int64 `json:"duration_ns"`
+	// CopyNS is the time the pair was copying (the sum of its copy runs;
+	// not its waits: queued, paused, synced); AvgBytesPerS is the bytes
+	// moved over it (over DurationNS when it is not known).
+	CopyNS       int64   `json:"copy_ns,omitempty"`
 	AvgBytesPerS float64 `json:"avg_bytes_per_s"`
 	SplitPauseNS int64   `json:"split_pause_ns,omitempty"`
 	Vehicle      string  `json:"vehicle,omitempty"`

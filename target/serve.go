@@ -137,7 +137,7 @@ func (s *Server) Logout(target, initiator string) int {
 	}
 	n := ts.CloseInitiatorSessions(target, initiator)
 	if n > 0 {
-		s.log.Info().Str("target", target).Str("initiator", initiator).Int("sessions", n).Msg("initiator logged out by the administrator")
+		s.log.Info().Str("iqn", target).Str("initiator", initiator).Int("sessions", n).Msg("initiator logged out by the administrator")
 	}
 	return n
 }

@@ -170,7 +170,7 @@ func (s *Server) Apply(targets []Target) error {
 		}
 		tv := snap.targets[t.IQN]
 		if n := ts.ClosePortalSessions(t.IQN, tv.onPortal); n > 0 {
-			s.log.Info().Str("target", t.IQN).Int("sessions", n).Msg("portal removed from the target: sessions on it closed")
+			s.log.Info().Str("iqn", t.IQN).Int("sessions", n).Msg("portal removed from the target: sessions on it closed")
 		}
 	}
 	return nil

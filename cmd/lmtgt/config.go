@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
@@ -133,10 +134,17 @@ func blockStyle(n *yaml.Node) {
 func decodeConfig(b []byte) (wire.Config, error) {
 	var cfg wire.Config
 	j := b
+	var v any
 	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
-		var v any
-		if err := yaml.Unmarshal(b, &v); err != nil {
-			return cfg, fmt.Errorf("not valid YAML: %w", err)
+		var doc yaml.Node
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			return cfg, fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if err := noFloats(&doc, ""); err != nil {
+			return cfg, err
+		}
+		if err := doc.Decode(&v); err != nil {
+			return cfg, fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 		if v == nil {
 			return cfg, fmt.Errorf("empty file")
@@ -149,7 +157,10 @@ func decodeConfig(b []byte) (wire.Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
-		return cfg, err
+		if v == nil {
+			json.Unmarshal(j, &v) // JSON file: to place an unknown key
+		}
+		return cfg, configDecodeError(err, v)
 	}
 	return cfg, nil
 }

@@ -54,7 +54,36 @@ func TestConfigYAMLRoundTrip(t *testing.T) {
 	if got, err := decodeConfig(j); err != nil || !reflect.DeepEqual(got, cfg) {
 		t.Fatalf("json round trip: %+v %v", got, err)
 	}
-	if _, err := decodeConfig([]byte("version: 1\nlunz: []\n")); err == nil || !strings.Contains(err.Error(), `unknown field "lunz"`) {
+	if _, err := decodeConfig([]byte("version: 1\nlunz: []\n")); err == nil || !strings.Contains(err.Error(), `unknown key "lunz"`) {
 		t.Fatalf("unknown key: %v", err)
+	}
+}
+
+// TestConfigFileMistakes: a hand-edited file's mistakes are told in the
+// file's terms (where, which key, what is wanted), never with the
+// decoder's Go types or a library prefix ("json:", "yaml:").
+func TestConfigFileMistakes(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{"version: 1\nluns:\n  - name: a\n    size: 1M\n", `luns.size: want a whole number of bytes (like 1073741824), found text`},
+		{"version: 1\nluns:\n  - name: a\n    size: 1048576\n    block_sise: 512\n", `luns[0]: unknown key "block_sise" (did you mean block_size?)`},
+		{`{"version": 1, "targets": [{"iqn": "iqn.2026-12.org.x:t", "luns": [{"lun": 0, "name": "a", "readonly": true}]}]}`,
+			`targets[0].luns[0]: unknown key "readonly" (did you mean read_only?)`},
+		{"version: 1\nlunz: []\n", `top level: unknown key "lunz" (did you mean luns?)`},
+		{"version: 1\nluns:\n\t- name: x\n", "not valid YAML: line 3: found character that cannot start any token"},
+		{`{"version": "1"}`, "version: want a whole number, found text"},
+		{`{"version": 1,}`, "not valid JSON at byte"},
+		{"version: 1\nluns:\n  - name: a\n    size: 1e6\n", "line 4: size: want a whole number, found 1e6"},
+		{"version: 1\nluns:\n  - name: a\n    size: 1048576.0\n", "line 4: size: want a whole number, found 1048576.0"},
+	} {
+		_, err := decodeConfig([]byte(c.file))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("file %q:\n got %v\nwant %q", c.file, err, c.want)
+			continue
+		}
+		for _, bad := range []string{"json:", "yaml:", "Go struct", "int64", "wire."} {
+			if strings.Contains(err.Error(), bad) {
+				t.Errorf("file %q: error %q shows %q", c.file, err, bad)
+			}
+		}
 	}
 }

@@ -98,14 +98,19 @@ func orList(vs []string) string {
 }
 
 // didYouMean returns " (did you mean X?)" for the candidates closest to
-// s (edit distance at most 2, or s a prefix of one), "" when none is
-// close; format renders a candidate ("--%s" for a flag).
+// s (edit distance at most half of s, and at most 3, or s a prefix of
+// one), "" when none is close; format renders a candidate ("--%s" for a flag).
 func didYouMean(s string, candidates []string, format string) string {
 	best, bestD := []string(nil), 3
 	for _, c := range candidates {
 		d := editDistance(strings.ToLower(s), strings.ToLower(c))
 		if len(s) >= 2 && strings.HasPrefix(c, s) && d > 1 {
 			d = 1 // "hi" for "high": a prefix is as good as one typo
+		}
+		if d > min(3, max(1, len(s)/2)) {
+			// Not close: at most half the word may change ("yaml" is
+			// three edits from "table"; "migrate" three from "migration").
+			continue
 		}
 		switch {
 		case d < bestD:
@@ -124,25 +129,31 @@ func didYouMean(s string, candidates []string, format string) string {
 	return " (did you mean " + orList(best) + "?)"
 }
 
-// editDistance is the Levenshtein distance of a and b (bytes).
+// editDistance is the optimal string alignment distance of a and b
+// (bytes): Levenshtein's insertions, deletions and substitutions, and a
+// swap of two adjacent letters as one edit ("lnu" is one from "lun").
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // commandNames lists the names and aliases of cmds (for "did you mean").

@@ -20,12 +20,17 @@ import (
 // followWait is one long poll of `events --follow`.
 const followWait = 30 * time.Second
 
+// followRetry is how often `events --follow` tries again while the server
+// is away.
+const followRetry = 500 * time.Millisecond
+
 func eventsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "events",
 		Usage: "show the event log: admin changes, iSCSI logins and refused logins, migration transitions, split pauses, volume errors",
 		Description: "Lists the stored events, oldest first (the server keeps the latest 10000).\n" +
-			"--follow then keeps printing new events as they happen until interrupted.\n" +
+			"--follow then keeps printing new events as they happen until interrupted; while the server\n" +
+			"restarts it says so on stderr and goes on with the events after it is back.\n" +
 			"With -o json every event is one JSON object on its own line (JSON lines).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events until interrupted"},
@@ -74,7 +79,7 @@ func eventsAction(c *cli.Context) error {
 				continue
 			}
 			if !slicesContains(lm.EventTypes, x) {
-				return usageErr("--type %q: want one of %s", x, strings.Join(lm.EventTypes, ", "))
+				return usageErr("--type %q: want one of %s%s", x, strings.Join(lm.EventTypes, ", "), didYouMean(x, lm.EventTypes, "%s"))
 			}
 			q.Types = append(q.Types, x)
 		}
@@ -100,18 +105,48 @@ func eventsAction(c *cli.Context) error {
 		return nil
 	}
 	q.Limit, q.After, q.Wait = 0, l.Last, followWait
+	away := false
 	for {
 		l, err := cl.Events(ctx, q)
 		if ctx.Err() != nil {
 			return nil // interrupted: the normal end of --follow
 		}
+		if err != nil && client.StatusOf(err) == 0 {
+			// The server went away (a restart, a stop): the event log is
+			// persistent, so follow on from the same sequence number
+			// once it is back.
+			if !away {
+				fmt.Fprintf(c.App.ErrWriter, "lmtgt: events: the server went away (%v); following again when it is back (Ctrl-C ends)\n", err)
+				away = true
+			}
+			if !sleepCtx(ctx, followRetry) {
+				return nil
+			}
+			continue
+		}
 		if err != nil {
 			return apiFailed(err)
+		}
+		if away {
+			fmt.Fprintln(c.App.ErrWriter, "lmtgt: events: the server is back")
+			away = false
 		}
 		if err := printEvents(w, l.Events, asJSON); err != nil {
 			return err
 		}
 		q.After = l.Last
+	}
+}
+
+// sleepCtx waits d, or less when ctx ends first (then false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -148,6 +183,11 @@ func eventLine(e wire.Event) string {
 	}
 	if e.Object != "" {
 		b.WriteString("  " + e.Object)
+	}
+	if e.LUN != "" && !strings.HasSuffix(e.Object, " "+e.LUN) {
+		// A change on a target that concerns one LUN (map, unmap,
+		// mapping): the table says which, as the JSON does.
+		b.WriteString("  lun " + e.LUN)
 	}
 	if e.From != "" || e.To != "" {
 		b.WriteString("  " + e.From + " → " + e.To)
@@ -247,9 +287,13 @@ func printPairHistory(w io.Writer, h wire.PairHistory, indent string) {
 		if f.SplitPauseMS > 0 {
 			pause = fmt.Sprintf(", split pause %.2f ms", f.SplitPauseMS)
 		}
-		fmt.Fprintf(w, "%s  %s: copied %s, re-copied %s from the DCL, in %s (%.1f MB/s average), vehicle %s%s%s\n", indent, f.State,
+		copying := ""
+		if f.CopyS > 0 {
+			copying = fmt.Sprintf("copying %s, ", time.Duration(f.CopyS*float64(time.Second)).Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, "%s  %s: copied %s, re-copied %s from the DCL, in %s (%s%.1f MB/s average), vehicle %s%s%s\n", indent, f.State,
 			sizeStr(f.DataBytes), sizeStr(f.RecopiedBytes), time.Duration(f.DurationS*float64(time.Second)).Round(time.Millisecond),
-			f.AvgMBps, orDash(f.Vehicle), pause, est)
+			copying, f.AvgMBps, orDash(f.Vehicle), pause, est)
 	}
 }
 

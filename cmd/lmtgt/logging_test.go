@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
 )
 
 // TestLogMillisecondTimestamps: every JSON log line has a time with
@@ -100,6 +102,30 @@ func TestParseSince(t *testing.T) {
 	for _, bad := range []string{"-5m", "soon", ""} {
 		if _, err := parseSince(bad, now); err == nil {
 			t.Fatalf("--since %q accepted", bad)
+		}
+	}
+}
+
+// TestEventLineNamesLUN: an admin change on a target that concerns one
+// LUN (target map, unmap, mapping) names the LUN in the table, as the
+// JSON line does; a LUN's or pair's own event does not repeat it.
+func TestEventLineNamesLUN(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.Local)
+	for _, c := range []struct {
+		e    wire.Event
+		want string
+	}{
+		{wire.Event{Time: at, Type: "admin", Action: "target map", Object: "target iqn.2026-12.org.x:t", LUN: "l0", Target: "iqn.2026-12.org.x:t", Who: "user root", OK: true},
+			"2026-12-07 12:00:00.000  admin  target map  target iqn.2026-12.org.x:t  lun l0  by user root"},
+		{wire.Event{Time: at, Type: "admin", Action: "lun create", Object: "lun l0", LUN: "l0", Who: "user root", OK: true},
+			"2026-12-07 12:00:00.000  admin  lun create  lun l0  by user root"},
+		{wire.Event{Time: at, Type: "admin", Action: "config apply", Object: "migration src", LUN: "src", Who: "user root", OK: true, Reason: "change: speed low→high"},
+			"2026-12-07 12:00:00.000  admin  config apply  migration src  by user root: change: speed low→high"},
+		{wire.Event{Time: at, Type: "pair", Action: "state", Object: "pair src", LUN: "src", From: "queued", To: "copying", Who: "system", OK: true, Reason: "copy started"},
+			"2026-12-07 12:00:00.000  pair  state  pair src  queued → copying  by system: copy started"},
+	} {
+		if got := eventLine(c.e); got != c.want {
+			t.Errorf("event line\n got %q\nwant %q", got, c.want)
 		}
 	}
 }

@@ -69,6 +69,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		code = ee.code
 	}
 	msg := oneLine(err.Error())
+	if t, ok := strings.CutPrefix(msg, "No help topic for '"); ok {
+		// urfave/cli's own words for `lmtgt help NAME` of no command.
+		name := strings.TrimSuffix(t, "'")
+		msg = fmt.Sprintf("help: unknown command %q%s (see lmtgt --help)", name, didYouMean(name, commandNames(app.Commands), "%s"))
+	}
 	if wantsJSON(args) {
 		// With -o json an error is a JSON object too (one line), so that
 		// a script reads one format; the exit code is the same.

@@ -61,6 +61,10 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"discovery", "chap", "--disable", "--secret", "x"}, 2, "--disable takes no --secret"},
 		{[]string{"--admin-token-file", "/nonexistent/t", "lun", "list"}, 2, "--admin-token-file: open /nonexistent/t"},
 		{[]string{"serve", "--max-write-buffer", "1MiB"}, 2, "--max-write-buffer 1MiB: at least 16 MiB"},
+		// A negative duration is refused (it was taken as "never"); the
+		// bad --max-write-buffer stops a serve that would start anyway.
+		{[]string{"serve", "--progress-interval", "-1s", "--max-write-buffer", "1MiB"}, 2, "--progress-interval -1s: want 0 (never) or a positive duration"},
+		{[]string{"serve", "--ceph-op-timeout", "-5s", "--max-write-buffer", "1MiB"}, 2, "--ceph-op-timeout -5s: want a positive duration"},
 		{[]string{"migration", "split"}, 2, "at least one source"},
 		{[]string{"lun", "creat", "x", "--size", "1M"}, 2, `unknown command "creat" for lmtgt lun`},
 		{[]string{"--admin", sock, "lun", "create", "h", "--size", "1M"}, 1, "cannot reach lmtgt"}, // a LUN named h, not the help

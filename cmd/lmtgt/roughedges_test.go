@@ -58,6 +58,7 @@ func TestDidYouMean(t *testing.T) {
 	}{
 		{[]string{"migrate", "list"}, `unknown command "migrate" (did you mean migration?)`},
 		{[]string{"lun", "lst"}, `unknown command "lst" for lmtgt lun (did you mean list?)`},
+		{[]string{"help", "lnu"}, `lmtgt: help: unknown command "lnu" (did you mean lun?) (see lmtgt --help)`},
 		{[]string{"lun", "create", "x", "--size", "1M", "--blocksize", "512"}, "unknown flag --blocksize (did you mean --block-size?) (see lmtgt lun create --help)"},
 		{[]string{"--admn", sock, "lun", "list"}, "unknown flag --admn (did you mean --admin?)"},
 		{[]string{"--admin", sock, "migration", "create", "--source", "a", "--target", "b", "--speed", "hihg"}, `--speed "hihg": want low, medium, high or highest (did you mean high?)`},
@@ -68,6 +69,7 @@ func TestDidYouMean(t *testing.T) {
 		{[]string{"--admin", sock, "lun", "import", "x", "--from", "iscsi://h/iqn.x/0", "--identity", "adpt"}, `--identity "adpt": want adopt or own (did you mean adopt?)`},
 		{[]string{"--admin", sock, "alua", "state", "lun1", "1", "standy"}, `STATE "standy": want active-optimized, active-nonoptimized, standby, unavailable or transitioning (did you mean standby?)`},
 		{[]string{"serve", "--log-format", "jsn"}, `--log-format "jsn": want console, json or auto (did you mean json?)`},
+		{[]string{"--admin", sock, "events", "--type", "login,admn"}, `--type "admn": want one of admin, login, login-refused, pair, split, volume, offline, events-dropped (did you mean admin?)`},
 	} {
 		var out, errb bytes.Buffer
 		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)
@@ -77,6 +79,15 @@ func TestDidYouMean(t *testing.T) {
 	}
 	if got := didYouMean("x", []string{"list", "show"}, "%s"); got != "" {
 		t.Errorf("didYouMean(x) = %q, want none", got)
+	}
+	// Three edits away is not close: `-o yaml` suggested "table".
+	for _, c := range []struct {
+		s    string
+		cand []string
+	}{{"yaml", []string{"table", "json"}}, {"fast", []string{"low", "medium", "high", "highest"}}} {
+		if got := didYouMean(c.s, c.cand, "%s"); got != "" {
+			t.Errorf("didYouMean(%q, %q) = %q, want none", c.s, c.cand, got)
+		}
 	}
 }
 

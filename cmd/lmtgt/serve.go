@@ -172,6 +172,12 @@ func serveAction(c *cli.Context) error {
 			return err
 		}
 	}
+	if d := c.Duration("progress-interval"); d < 0 {
+		return usageErr("--progress-interval %v: want 0 (never) or a positive duration, like 30s", d)
+	}
+	if d := c.Duration("ceph-op-timeout"); d < 0 {
+		return usageErr("--ceph-op-timeout %v: want a positive duration, like 30s (0: the default)", d)
+	}
 	if qd := c.Int("queue-depth"); c.IsSet("queue-depth") && (qd < 1 || qd > maxQueueDepth) {
 		return usageErr("--queue-depth %d: want 1 to %d commands per session (default 128)", qd, maxQueueDepth)
 	}

@@ -57,7 +57,7 @@ func (s *Server) configRoutes(m *http.ServeMux) {
 		reply(w, http.StatusOK, c, err, configObject)
 	})
 	m.HandleFunc("POST "+v+"/config/apply", withBody(func(w http.ResponseWriter, r *http.Request, req wire.ApplyConfig) {
-		res, err := svc.ApplyConfig(req)
+		res, err := svc.ApplyConfig(req, callerFrom(r))
 		reply(w, http.StatusOK, res, err, configObject)
 	}))
 	m.HandleFunc("GET "+v+"/config/backups", func(w http.ResponseWriter, r *http.Request) {
@@ -324,12 +324,12 @@ func lines(cs []lm.ConfigChange) []string {
 
 // ApplyConfig plans (DryRun) or applies a configuration; before an apply
 // that changes something the current configuration is backed up.
-func (s *Service) ApplyConfig(req wire.ApplyConfig) (wire.ApplyResult, error) {
+func (s *Service) ApplyConfig(req wire.ApplyConfig, who string) (wire.ApplyResult, error) {
 	want, err := configFromWire(req.Config)
 	if err != nil {
 		return wire.ApplyResult{}, err
 	}
-	opts := lm.ApplyOptions{Prune: req.Prune, LoggedIn: map[string]int{}}
+	opts := lm.ApplyOptions{Prune: req.Prune, LoggedIn: map[string]int{}, Who: who}
 	if s.exp != nil {
 		for _, si := range s.exp.Sessions() {
 			opts.LoggedIn[si.Target]++

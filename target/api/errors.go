@@ -73,7 +73,10 @@ func toWire(err error, object string) *wire.Error {
 	e := &wire.Error{Status: http.StatusInternalServerError, Message: err.Error(), Object: object, Reason: err.Error()}
 	var r *lm.Refusal
 	if errors.As(err, &r) {
-		e.Message, e.Object, e.Reason = r.Error(), r.Object, r.Reason
+		e.Message, e.Reason = r.Error(), r.Reason
+		if r.Object != "" {
+			e.Object = r.Object
+		}
 		for _, s := range sentinels {
 			if errors.Is(r, s.err) {
 				e.Status = s.status

@@ -200,7 +200,7 @@ func pairHistoryView(h lm.PairHistory) wire.PairHistory {
 	}
 	if f := h.Final; f != nil {
 		v.Final = &wire.PairFigures{State: f.State, Ended: f.Ended, DataBytes: f.DataBytes, RecopiedBytes: f.RecopiedBytes,
-			DurationS: float64(f.DurationNS) / 1e9, AvgMBps: f.AvgBytesPerS / 1e6, SplitPauseMS: float64(f.SplitPauseNS) / 1e6,
+			DurationS: float64(f.DurationNS) / 1e9, CopyS: float64(f.CopyNS) / 1e9, AvgMBps: f.AvgBytesPerS / 1e6, SplitPauseMS: float64(f.SplitPauseNS) / 1e6,
 			Vehicle: f.Vehicle, EstimateSeconds: f.EstimateSeconds, ActualSeconds: f.ActualSeconds}
 	}
 	return v

@@ -65,7 +65,7 @@ func (a applier) ApplyTargets(cfg lm.TargetConfig) error {
 	for _, t := range targets {
 		for _, p := range t.Portals {
 			if !slices.ContainsFunc(listening, func(l string) bool { return target.SamePortal(l, p) }) && len(listening) > 0 {
-				a.s.log.Warn().Str("target", t.IQN).Str("portal", p).Strs("listening", listening).
+				a.s.log.Warn().Str("iqn", t.IQN).Str("portal", p).Strs("listening", listening).
 					Msg("portal of the target is not among the server's portals (serve --portal): the target is not served there")
 			}
 		}

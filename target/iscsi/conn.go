@@ -74,9 +74,11 @@ type conn struct {
 	discovery bool
 	initiator string
 	target    string
-	isid      [6]byte
-	sess      *session
-	nexus     Nexus
+	// logNamed: log carries initiator and iqn (each key once per line).
+	logNamed bool
+	isid     [6]byte
+	sess     *session
+	nexus    Nexus
 
 	lastRecv atomic.Int64 // unix nanos of the last PDU header received
 	tttGen   atomic.Uint32

@@ -115,8 +115,12 @@ func (c *conn) login() error {
 			var le *loginError
 			if errors.As(err, &le) {
 				c.srv.logins.failures.Add(1)
-				c.log.Info().Str("initiator", c.initiator).Str("iqn", c.target).
-					Str("status", fmt.Sprintf("0x%04x", le.status)).Err(le.err).Msg("login refused")
+				ev := c.log.Info()
+				if !c.logNamed {
+					// Refused before the logger took the names.
+					ev = ev.Str("initiator", c.initiator).Str("iqn", c.target)
+				}
+				ev.Str("status", fmt.Sprintf("0x%04x", le.status)).Err(le.err).Msg("login refused")
 				c.sendLoginResp(lp, &h, 0, nil, le.status)
 				c.reportLogin(false, le.why+": "+le.err.Error())
 			}
@@ -317,6 +321,7 @@ func (c *conn) loginLeading(lp *loginPhase, keys []kv) ([]kv, error) {
 		return nil, refuse(statusSessionType, "SessionType=%.32s", st)
 	}
 	c.log = c.log.With().Str("initiator", name).Str("iqn", c.target).Logger()
+	c.logNamed = true
 	if lp.tsih != 0 && c.srv.lookupTSIH(lp.tsih) == nil {
 		return nil, refuse(statusNoSession, "TSIH %d unknown", lp.tsih)
 	}

@@ -51,9 +51,11 @@ type PairFigures struct {
 	DataBytes     int64     `json:"data_bytes"`
 	RecopiedBytes int64     `json:"recopied_bytes"`
 	DurationS     float64   `json:"duration_s"`
-	AvgMBps       float64   `json:"avg_mbps"`
-	SplitPauseMS  float64   `json:"split_pause_ms,omitempty"`
-	Vehicle       string    `json:"vehicle,omitempty"`
+	// CopyS is the time the pair was copying; AvgMBps the rate over it.
+	CopyS        float64 `json:"copy_s,omitempty"`
+	AvgMBps      float64 `json:"avg_mbps"`
+	SplitPauseMS float64 `json:"split_pause_ms,omitempty"`
+	Vehicle      string  `json:"vehicle,omitempty"`
 	// EstimateSeconds is the estimate the pair was created with, if any,
 	// and ActualSeconds the time its copy took to the first synced.
 	EstimateSeconds *float64 `json:"estimate_seconds,omitempty"`
