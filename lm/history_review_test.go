@@ -1,6 +1,7 @@
 package lm
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +53,25 @@ func TestPairHistoryByTarget(t *testing.T) {
 	}
 	if _, err := e.m.PairHistories("nope"); err == nil {
 		t.Fatal("history of a LUN that was never in a pair: no error")
+	}
+}
+
+// TestResumeRefusedByID: a refused resume of a pair named by its ID names
+// the pair once ("pair pair ID" before).
+func TestResumeRefusedByID(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	e.lun("src", 4<<20)
+	e.lun("tgt", 4<<20)
+	st, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest,
+		StartAt: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.m.Resume(st.ID)
+	if !errors.Is(err, ErrState) {
+		t.Fatalf("resume of a scheduled pair: %v, want ErrState", err)
+	}
+	if strings.Contains(err.Error(), "pair pair") || !strings.Contains(err.Error(), "src") {
+		t.Fatalf("resume by ID refused with %q: want the pair named once, by its source", err)
 	}
 }
