@@ -599,9 +599,10 @@ func figures(h *metavol.PairHistory, rec *metavol.Pair, end time.Time) *metavol.
 // ---- producers ----
 
 // causeOf says who caused a pair transition from its reason: the admin's
-// operations give reasons ending in "by admin" (pairadmin.go).
+// operations give reasons ending in "by admin" (pairadmin.go) or saying
+// "by admin: ..." (split.go, rollback.go).
 func causeOf(reason string) string {
-	if strings.HasSuffix(reason, "by admin") || strings.Contains(reason, "by admin ") {
+	if strings.HasSuffix(reason, "by admin") || strings.Contains(reason, "by admin ") || strings.Contains(reason, "by admin:") {
 		return "admin"
 	}
 	return "system"

@@ -75,3 +75,59 @@ func TestResumeRefusedByID(t *testing.T) {
 		t.Fatalf("resume by ID refused with %q: want the pair named once, by its source", err)
 	}
 }
+
+// TestPairHistoryWhoSplits: the history says who caused a split, a
+// switch, a rollback and a commit: the admin's commands are "admin", an
+// auto-split is "system" and says so (all were "system" before).
+func TestPairHistoryWhoSplits(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	for _, n := range []string{"src", "tgt", "src2", "tgt2"} {
+		e.lun(n, 4<<20)
+	}
+	if _, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSynced, time.Minute)
+	if _, err := e.m.SplitKeepSource([]string{"src"}, time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Rollback([]string{"src"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.SplitKeepSource([]string{"src"}, time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Commit([]string{"src"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreatePair(PairRequest{Source: "src2", Target: "tgt2", Speed: SpeedHighest, AutoSplit: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src2", StateSplit, time.Minute)
+	flushEvents(t, e.m)
+	check := func(src string, want map[string]string) {
+		t.Helper()
+		hs, err := e.m.PairHistories(src)
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("history of %s: %+v, %v", src, hs, err)
+		}
+		got := map[string]bool{}
+		for _, en := range hs[0].Entries {
+			t.Logf("%s: %s → %s: %s (%s)", src, en.From, en.To, en.Reason, en.Who)
+			if w, ok := want[en.From+">"+en.To]; ok {
+				got[en.From+">"+en.To] = true
+				if en.Who != w {
+					t.Errorf("%s: entry %s → %s (%s) caused by %q, want %q", src, en.From, en.To, en.Reason, en.Who, w)
+				}
+			}
+		}
+		for k := range want {
+			if !got[k] {
+				t.Errorf("%s: no entry %s", src, k)
+			}
+		}
+	}
+	check("src", map[string]string{"synced>splitting": "admin", "splitting>switched": "admin",
+		"switched>rolling-back": "admin", "rolling-back>synced": "admin", "switched>split": "admin"})
+	check("src2", map[string]string{"synced>splitting": "system", "splitting>split": "system"})
+}

@@ -121,6 +121,11 @@ func (m *Manager) CancelNamed(name string, force bool) error {
 // SplitNamed is Split of the pairs named (source, target or ID); a
 // session's member is refused unless force.
 func (m *Manager) SplitNamed(names []string, maxPause time.Duration, force bool) (SplitResult, error) {
+	return m.splitNamed(names, maxPause, force, splitByAdmin)
+}
+
+// splitNamed is SplitNamed asked for by by (split.go).
+func (m *Manager) splitNamed(names []string, maxPause time.Duration, force bool, by string) (SplitResult, error) {
 	if err := checkSplitSources(names); err != nil {
 		return SplitResult{}, err
 	}
@@ -132,5 +137,5 @@ func (m *Manager) SplitNamed(names []string, maxPause time.Duration, force bool)
 		}
 		refs[i] = ref
 	}
-	return m.split(refs, maxPause, splitPlain)
+	return m.split(refs, maxPause, splitPlain, by)
 }
