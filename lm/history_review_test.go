@@ -131,3 +131,47 @@ func TestPairHistoryWhoSplits(t *testing.T) {
 		"switched>rolling-back": "admin", "rolling-back>synced": "admin", "switched>split": "admin"})
 	check("src2", map[string]string{"synced>splitting": "system", "splitting>split": "system"})
 }
+
+// TestEndedPairNamedThreeWays: a split pair is shown, retired and deleted
+// by its target's name or its ID too (`migration show|retire|delete`
+// answered "not found" / "no ended migration" for those names).
+func TestEndedPairNamedThreeWays(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	for _, n := range []string{"src", "tgt", "src2", "tgt2"} {
+		e.lun(n, 4<<20)
+	}
+	st, err := e.m.CreatePair(PairRequest{Source: "src", Target: "tgt", Speed: SpeedHighest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2, err := e.m.CreatePair(PairRequest{Source: "src2", Target: "tgt2", Speed: SpeedHighest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("src", StateSynced, time.Minute)
+	e.waitState("src2", StateSynced, time.Minute)
+	if _, err := e.m.Split([]string{"src", "src2"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"src", "tgt", st.ID} {
+		got, err := e.m.Pair(name)
+		if err != nil || got.ID != st.ID || got.State != "split" {
+			t.Errorf("Pair(%q) of the split pair: %+v, %v", name, got, err)
+		}
+	}
+	if _, err := e.m.Retire("tgt", RetireOptions{}); err != nil {
+		t.Errorf("retire by the target's name: %v", err)
+	}
+	if ids, err := e.m.DeletePairRecords(st.ID); err != nil || len(ids) != 1 || ids[0] != st.ID {
+		t.Errorf("delete by the pair ID: %v, %v", ids, err)
+	}
+	if _, err := e.m.Retire(st2.ID, RetireOptions{}); err != nil {
+		t.Errorf("retire by the pair ID: %v", err)
+	}
+	if ids, err := e.m.DeletePairRecords("src2"); err != nil || len(ids) != 1 {
+		t.Errorf("delete by the source's name: %v, %v", ids, err)
+	}
+	if _, err := e.m.DeletePairRecords("src"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delete again: %v, want not found", err)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
 )
 
 // Names and integrity of the pairs of sessions.
@@ -138,4 +140,27 @@ func (m *Manager) splitNamed(names []string, maxPause time.Duration, force bool,
 		refs[i] = ref
 	}
 	return m.split(refs, maxPause, splitPlain, by)
+}
+
+// endedNamed picks the ended pair records named name, as activePair names
+// a pair: those of the source LUN name; else the one whose ID is name;
+// else those of the target LUN name (so that `migration show`, `retire`
+// and `delete` take the three names as every other migration command).
+func (m *Manager) endedNamed(recs []metavol.Pair, name string) []metavol.Pair {
+	var out []metavol.Pair
+	for _, match := range []func(r metavol.Pair) bool{
+		func(r metavol.Pair) bool { return m.lunName(r.SourceLUN) == name },
+		func(r metavol.Pair) bool { return r.ID == name },
+		func(r metavol.Pair) bool { return m.lunName(r.TargetLUN) == name },
+	} {
+		for _, r := range recs {
+			if match(r) {
+				out = append(out, r)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return nil
 }
