@@ -175,3 +175,42 @@ func TestEndedPairNamedThreeWays(t *testing.T) {
 		t.Errorf("delete again: %v, want not found", err)
 	}
 }
+
+// TestSetLimitsAnswerCounts: lowering max active answers with the counts
+// it brought about (the pairs past the limit no longer count as copying),
+// not the ones before it (`config set max-active 1` printed "3 copying, 0
+// queued" with one slot).
+func TestSetLimitsAnswerCounts(t *testing.T) {
+	e := newEnv(t, Options{MaxActive: 3}, false)
+	const size = 16 << 20
+	one := int64(1)
+	names := []string{"p1", "p2", "p3"}
+	for _, n := range names {
+		l := e.lun(n, size)
+		e.lun(n+"t", size)
+		writeSome(t, e.handle(l), size, 256, 1, 61, map[int64]uint64{}) // data all over: seconds at 1 MB/s
+		if _, err := e.m.CreatePair(PairRequest{Source: n, Target: n + "t", Speed: SpeedHighest, MaxMBps: one}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		e.waitState(n, StateCopying, 10*time.Second)
+	}
+	limit := 1
+	got, err := e.m.SetLimits(LimitsRequest{MaxActive: &limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MaxActive != 1 || got.Active != 1 || got.Waiting+got.Active != 3 {
+		t.Fatalf("SetLimits(max active 1) answered %+v, want 1 copying and 2 waiting (or about to wait)", got)
+	}
+	copying := 0
+	for _, n := range names {
+		if st, _ := e.m.Pair(n); st.State == StateCopying.String() {
+			copying++
+		}
+	}
+	if copying != 1 {
+		t.Fatalf("%d pairs copying after max active 1", copying)
+	}
+}
