@@ -676,6 +676,12 @@ func (l *EventLog) logSummary(h *metavol.PairHistory) {
 // sessionSaved records what changed in a session's record: a pause, a
 // resume, its end (split or cancelled, with the reason), its options.
 func (l *EventLog) sessionSaved(old, rec metavol.Session) {
+	if len(rec.Forced) > len(old.Forced) { // sessionref.go: a lone operation forced on a pair
+		for _, f := range rec.Forced[len(old.Forced):] {
+			l.sessionEvent(rec, "forced", f, "admin")
+		}
+		return
+	}
 	switch {
 	case rec.Final != "" && old.Final == "":
 		who := causeOf(rec.Reason)

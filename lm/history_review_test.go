@@ -214,3 +214,52 @@ func TestSetLimitsAnswerCounts(t *testing.T) {
 		t.Fatalf("%d pairs copying after max active 1", copying)
 	}
 }
+
+// TestSessionHistoryTimeline: a session's own timeline has its switch,
+// rollback and commit (by admin) and a forced lone operation on one of
+// its pairs; it had only "created" and "split: committed ... (system)".
+func TestSessionHistoryTimeline(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	for _, n := range []string{"a", "a2", "b", "b2"} {
+		e.lun(n, 4<<20)
+	}
+	if _, err := e.m.CreateSession(SessionRequest{Name: "wave", Speed: SpeedHighest,
+		Pairs: []PairRequest{{Source: "a", Target: "a2"}, {Source: "b", Target: "b2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("a", StateSynced, time.Minute)
+	e.waitState("b", StateSynced, time.Minute)
+	if err := e.m.Pause("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.ResumeNamed("a", true); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("a", StateSynced, time.Minute)
+	if _, err := e.m.SplitKeepSourceSession("wave", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.RollbackSession("wave", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.SplitKeepSourceSession("wave", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CommitSession("wave"); err != nil {
+		t.Fatal(err)
+	}
+	flushEvents(t, e.m)
+	h, err := e.m.SessionHistoryOf("wave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, en := range h.Entries {
+		t.Logf("%s: %s (%s)", en.Event, en.Reason, en.Who)
+		got = append(got, en.Event+"/"+en.Who)
+	}
+	want := []string{"created/admin", "forced/admin", "switched/admin", "rolled-back/admin", "switched/admin", "split/admin"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("session timeline %v, want %v", got, want)
+	}
+}

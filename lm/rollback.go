@@ -370,6 +370,11 @@ func (m *Manager) sessionSwap(name string, maxPause time.Duration, mode splitMod
 			return fmt.Errorf("session %s: %w", name, err)
 		}
 		s.setReason("")
+		event := "switched"
+		if mode == splitRollback {
+			event = "rolled-back"
+		}
+		m.events.sessionEvent(s.record(), event, fmt.Sprintf("%s (host I/O paused %.3f ms)", mode.done(splitByAdmin), res.PauseMS), splitByAdmin)
 		return nil
 	})
 	if err != nil {
@@ -393,7 +398,7 @@ func (m *Manager) CommitSession(name string) (CommitResult, error) {
 			return fmt.Errorf("session %s: %w", name, err)
 		}
 		s.setReason("")
-		s.finish(SessionSplit, "committed: mirroring to the old volumes ended")
+		s.finish(SessionSplit, "committed by admin: mirroring to the old volumes ended")
 		return nil
 	})
 	if err != nil {

@@ -91,7 +91,7 @@ func (m *Manager) memberCheck(op, name string, force bool) (pairRef, error) {
 	s.ops.Lock()
 	defer s.ops.Unlock()
 	rec := s.record()
-	rec.Forced = append(rec.Forced, fmt.Sprintf("%s: lone %s of pair %s (%s → %s) forced by admin",
+	rec.Forced = append(rec.Forced, fmt.Sprintf("%s: lone %s of pair %s (%s → %s) forced by admin", // events.go: an entry of the session's history
 		time.Now().UTC().Format(time.RFC3339), op, p.id, p.src.name, p.tgt.name))
 	if err := s.save(rec); err != nil {
 		return pairRef{}, err
