@@ -207,5 +207,8 @@ func checkOptionFlags(c *cli.Context) error {
 			return usageErr("%v", err)
 		}
 	}
+	if c.IsSet("max-active") && c.Int("max-active") < 0 { // session create and set
+		return usageErr("--max-active %d: want 0 (all pairs at once) or more", c.Int("max-active"))
+	}
 	return nil
 }

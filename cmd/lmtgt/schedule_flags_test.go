@@ -36,6 +36,7 @@ func TestScheduleFlagUsageErrors(t *testing.T) {
 		{append(mset, "--window", "x"), `--window: window "x"`},
 		{append(mset, "--max-elapsed", "-5m"), `--max-elapsed: max elapsed "-5m"`},
 		{append(sset, "--priority", "0"), `--priority: priority "0"`},
+		{append(sset, "--max-active", "-1"), `--max-active -1: want 0 (all pairs at once) or more`},
 	} {
 		var out, errb bytes.Buffer
 		code := run(append([]string{"lmtgt"}, c.args...), &out, &errb)
