@@ -181,7 +181,7 @@ func TestSchedulePriorityMaxActive(t *testing.T) {
 		t.Errorf("pb after set --priority high: position %d, priority %s", m.QueuePos, m.PriorityName)
 	}
 	d.Fail(2, []string{"max-active", "1 or more"}, "config", "set", "max-active", "0")
-	d.Fail(1, []string{"priority", "1 (lowest) to 9"}, "migration", "set", "pa", "--priority", "12")
+	d.Fail(2, []string{"--priority", "1 (lowest) to 9"}, "migration", "set", "pa", "--priority", "12")
 	for _, src := range []string{"pa", "pb", "pc", "pd"} {
 		d.OK("migration", "cancel", src)
 	}

@@ -84,6 +84,9 @@ type histOp struct {
 	tgt  string
 	// seen: ensure the history exists and ends in pair.State.
 	seen bool
+	// fresh (with seen): pair is the record as created, never changed
+	// since, so a history begun here is created in its state.
+	fresh bool
 	// splitPause (ns): the measured pause of the split that ended the
 	// pair, known after its transition (no entry is added).
 	splitPause int64
@@ -510,9 +513,15 @@ func applyHist(tx *metavol.Tx, op *histOp, pairs map[string]*metavol.PairHistory
 			return err
 		}
 		if errors.Is(err, metavol.ErrNotFound) {
+			created := metavol.HistoryEntry{Time: rec.Created, Event: "created", To: StateQueued.String(), Reason: "pair created", Who: "admin"}
+			if op.fresh && rec.State != created.To {
+				// The record as created: a pair created scheduled (a
+				// start time ahead) or held by its session starts there.
+				created.To, created.Reason = rec.State, "pair created: "+rec.Reason
+			}
 			got = metavol.PairHistory{ID: rec.ID, SourceLUN: rec.SourceLUN, TargetLUN: rec.TargetLUN,
 				SourceName: op.src, TargetName: op.tgt, Session: rec.Session, Created: rec.Created,
-				Entries: []metavol.HistoryEntry{{Time: rec.Created, Event: "created", To: StateQueued.String(), Reason: "pair created", Who: "admin"}}}
+				Entries: []metavol.HistoryEntry{created}}
 		}
 		h = &got
 		pairs[rec.ID] = h
@@ -597,9 +606,10 @@ func figures(h *metavol.PairHistory, rec *metavol.Pair, end time.Time) *metavol.
 // ---- producers ----
 
 // causeOf says who caused a pair transition from its reason: the admin's
-// operations give reasons ending in "by admin" (pairadmin.go).
+// operations give reasons ending in "by admin" (pairadmin.go) or saying
+// "by admin: ..." (split.go, rollback.go).
 func causeOf(reason string) string {
-	if strings.HasSuffix(reason, "by admin") || strings.Contains(reason, "by admin ") {
+	if strings.HasSuffix(reason, "by admin") || strings.Contains(reason, "by admin ") || strings.Contains(reason, "by admin:") {
 		return "admin"
 	}
 	return "system"
@@ -641,12 +651,13 @@ func (l *EventLog) splitPaused(ps []*pair, recs []metavol.Pair, pause time.Durat
 }
 
 // pairSeen makes sure a pair loaded or created has a history that ends in
-// its record's state (see above).
-func (l *EventLog) pairSeen(rec metavol.Pair, src, tgt string) {
+// its record's state (see above). fresh: rec was never changed since its
+// creation (its state is the one it was created in).
+func (l *EventLog) pairSeen(rec metavol.Pair, src, tgt string, fresh bool) {
 	if l == nil {
 		return
 	}
-	l.put(eventItem{hist: &histOp{pair: &rec, src: src, tgt: tgt, seen: true, e: metavol.HistoryEntry{Time: time.Now()}}})
+	l.put(eventItem{hist: &histOp{pair: &rec, src: src, tgt: tgt, seen: true, fresh: fresh, e: metavol.HistoryEntry{Time: time.Now()}}})
 }
 
 // SessionEvent appends an entry to a session's history (an admin action
@@ -673,6 +684,12 @@ func (l *EventLog) logSummary(h *metavol.PairHistory) {
 // sessionSaved records what changed in a session's record: a pause, a
 // resume, its end (split or cancelled, with the reason), its options.
 func (l *EventLog) sessionSaved(old, rec metavol.Session) {
+	if len(rec.Forced) > len(old.Forced) { // sessionref.go: a lone operation forced on a pair
+		for _, f := range rec.Forced[len(old.Forced):] {
+			l.sessionEvent(rec, "forced", f, "admin")
+		}
+		return
+	}
 	switch {
 	case rec.Final != "" && old.Final == "":
 		who := causeOf(rec.Reason)

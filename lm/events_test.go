@@ -155,7 +155,7 @@ func TestPairHistory(t *testing.T) {
 		steps = append(steps, en.From+">"+en.To+"/"+en.Who)
 	}
 	want := []string{">queued/admin", "queued>copying/system", "copying>synced/system", "synced>paused/admin",
-		"paused>copying/admin", "copying>synced/system", "synced>splitting/system", "splitting>split/system"}
+		"paused>copying/admin", "copying>synced/system", "synced>splitting/admin", "splitting>split/admin"} // e.m.Split is the admin's split
 	if fmt.Sprint(steps) != fmt.Sprint(want) {
 		t.Fatalf("history entries %v, want %v", steps, want)
 	}

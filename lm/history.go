@@ -22,7 +22,8 @@ type SessionHistory struct {
 }
 
 // PairHistories returns the histories of the pairs whose source is the
-// LUN named source (or whose ID is source), oldest first; "" lists all.
+// LUN named source (or whose ID is source; else whose target is it),
+// oldest first; "" lists all.
 // Pending entries are committed first.
 func (m *Manager) PairHistories(source string) ([]PairHistory, error) {
 	m.events.flushBriefly()
@@ -59,9 +60,19 @@ func (m *Manager) PairHistories(source string) ([]PairHistory, error) {
 			out = append(out, h)
 		}
 	}
+	if source != "" && len(out) == 0 {
+		// A pair is named by its target too (as by every migration
+		// command): the pairs that had this target, when none had it
+		// as source.
+		for _, h := range all {
+			if h.TargetName == source || m.lunName(h.TargetLUN) == source {
+				out = append(out, h)
+			}
+		}
+	}
 	slices.SortStableFunc(out, func(a, b PairHistory) int { return a.Created.Compare(b.Created) })
 	if source != "" && len(out) == 0 {
-		return nil, fmt.Errorf("migration %s: no history: no pair ever had this source: %w", source, ErrNotFound)
+		return nil, fmt.Errorf("migration %s: no history: no pair ever had this source or target: %w", source, ErrNotFound)
 	}
 	return out, nil
 }

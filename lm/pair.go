@@ -270,9 +270,10 @@ func (m *Manager) startPair(p *pair) {
 	// Close marks the Manager closed under mu before it waits for its
 	// goroutines: a goroutine is either counted before that or not started.
 	p.mu.Lock()
+	fresh := p.mu.rec.Updated.Equal(p.mu.rec.Created) // as created (or loaded never changed)
 	rec := p.recordLocked()
 	p.mu.Unlock()
-	m.events.pairSeen(rec, p.src.name, p.tgt.name) // events.go: the history exists and ends in the record's state
+	m.events.pairSeen(rec, p.src.name, p.tgt.name, fresh) // events.go: the history exists and ends in the record's state
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.mu.closed {

@@ -351,7 +351,7 @@ func (m *Manager) resume(ref pairRef) error {
 		return err
 	}
 	if p.getState() != StatePaused {
-		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", ref, p.getState(), ErrState)
+		return fmt.Errorf("pair %s: resume: it is %s, not paused: %w", p.name(), p.getState(), ErrState)
 	}
 	p.mu.Lock()
 	maxEl, el := time.Duration(p.mu.rec.MaxElapsedNS), p.copyElapsedLocked(time.Now())
@@ -475,7 +475,7 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 		rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
 	}
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
-		return PairStatus{}, fmt.Errorf("pair %s: %w", ref, err)
+		return PairStatus{}, fmt.Errorf("pair %s: %w", p.name(), err)
 	}
 	p.mu.Lock()
 	p.mu.rec = rec

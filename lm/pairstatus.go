@@ -51,9 +51,9 @@ func (m *Manager) Pair(source string) (PairStatus, error) {
 		return m.unloadedStatus(u), nil
 	}
 	var best *PairStatus
-	for _, r := range m.finishedRecords() {
+	for _, r := range m.endedNamed(m.finishedRecords(), source) { // sessionref.go: source, ID or target
 		st := m.recordStatus(r)
-		if st.Source == source && (best == nil || st.Created.After(best.Created)) {
+		if best == nil || st.Created.After(best.Created) {
 			best = &st
 		}
 	}

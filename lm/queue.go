@@ -278,9 +278,25 @@ func (q *copyQueue) position(p *pair) int {
 
 // counts is the limit, the holders and the waiters.
 func (q *copyQueue) counts() (limit, active, waiting int) {
+	return q.countsAfter(nil)
+}
+
+// countsAfter is counts with the pairs requeued (sent back to queued by a
+// lowered limit) counted as waiting: their run goroutines give their slots
+// back and wait again only once their copies have stopped.
+func (q *copyQueue) countsAfter(requeued []*pair) (limit, active, waiting int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.mu.limit, len(q.mu.holders), len(q.mu.waiting)
+	active, waiting = len(q.mu.holders), len(q.mu.waiting)
+	for _, p := range requeued {
+		if _, ok := q.mu.holders[p]; ok {
+			active--
+			waiting++
+		} else if _, ok := q.mu.waiting[p]; !ok {
+			waiting++ // between its slot and its wait
+		}
+	}
+	return q.mu.limit, active, waiting
 }
 
 // Limits are the server-wide limits of the copies, as `lmtgt config show`
@@ -301,8 +317,11 @@ type LimitsRequest struct {
 }
 
 // Limits reports the server-wide limits.
-func (m *Manager) Limits() Limits {
-	limit, active, waiting := m.queue.counts()
+func (m *Manager) Limits() Limits { return m.limitsAfter(nil) }
+
+// limitsAfter is Limits with the pairs requeued counted as waiting.
+func (m *Manager) limitsAfter(requeued []*pair) Limits {
+	limit, active, waiting := m.queue.countsAfter(requeued)
 	m.admin.Lock()
 	total := m.totalMBps
 	m.admin.Unlock()
@@ -323,6 +342,7 @@ func (m *Manager) SetLimits(req LimitsRequest) (Limits, error) {
 		return Limits{}, refuse(ErrInvalid, obj, "max-total-mbps %d is negative (0 removes the budget)", *req.MaxTotalMBps)
 	}
 	m.admin.Lock()
+	var requeued []*pair
 	if req.MaxTotalMBps != nil {
 		m.totalMBps = *req.MaxTotalMBps
 		m.budget.setRate(*req.MaxTotalMBps * 1_000_000)
@@ -338,9 +358,11 @@ func (m *Manager) SetLimits(req LimitsRequest) (Limits, error) {
 				// Not copying any more (synced, paused, ...): its slot is
 				// given back by its run goroutine.
 				p.zlog.Debug().Err(err).Msg("max active lowered: pair not requeued")
+				continue
 			}
+			requeued = append(requeued, p)
 		}
 	}
 	m.admin.Unlock()
-	return m.Limits(), nil
+	return m.limitsAfter(requeued), nil // the answer counts the requeued pairs as waiting
 }

@@ -32,7 +32,7 @@ func (m *Manager) recover(recs []metavol.Pair) error {
 		}
 		switch st {
 		case StateCancelled:
-			m.events.pairSeen(rec, m.lunName(rec.SourceLUN), m.lunName(rec.TargetLUN)) // its history ends in cancelled
+			m.events.pairSeen(rec, m.lunName(rec.SourceLUN), m.lunName(rec.TargetLUN), false) // its history ends in cancelled
 			if err := m.db.Update(func(tx *metavol.Tx) error { return tx.DeletePair(rec.ID) }); err != nil {
 				m.log.Warn().Err(err).Str("pair", rec.ID).Msg("could not delete a cancelled pair")
 			}

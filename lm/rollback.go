@@ -106,15 +106,21 @@ func (m splitMode) to() PairState {
 	return StateSplit
 }
 
-// done is the reason recorded with the swap.
-func (m splitMode) done() string {
+// Who asks for a split (Manager.split's by).
+const (
+	splitByAdmin = "admin"      // an admin command
+	splitByAuto  = "auto-split" // a pair's or session's auto-split
+)
+
+// done is the reason recorded with the swap asked for by by.
+func (m splitMode) done(by string) string {
 	switch m {
 	case splitKeepSource:
-		return "switched: the LUN runs on the new volume, host writes are mirrored back to the old one"
+		return "switched by " + by + ": the LUN runs on the new volume, host writes are mirrored back to the old one"
 	case splitRollback:
-		return "rolled back: the LUN runs on the old volume again, host writes are mirrored to the new one"
+		return "rolled back by " + by + ": the LUN runs on the old volume again, host writes are mirrored to the new one"
 	}
-	return "split"
+	return "split by " + by
 }
 
 // keepsPair says whether the pair stays attached after the swap.
@@ -147,7 +153,7 @@ func (m *Manager) SplitKeepSource(sources []string, maxPause time.Duration, forc
 	if err != nil {
 		return SplitResult{}, err
 	}
-	return m.split(refs, maxPause, splitKeepSource)
+	return m.split(refs, maxPause, splitKeepSource, splitByAdmin)
 }
 
 // Rollback switches the LUNs named by sources (their pairs switched) back
@@ -159,7 +165,7 @@ func (m *Manager) Rollback(sources []string, maxPause time.Duration) (SplitResul
 	if err != nil {
 		return SplitResult{}, err
 	}
-	return m.split(refs, maxPause, splitRollback)
+	return m.split(refs, maxPause, splitRollback, splitByAdmin)
 }
 
 // Commit ends the mirroring of the switched pairs of the LUNs named by
@@ -225,7 +231,7 @@ func (m *Manager) commit(refs []pairRef) (CommitResult, error) {
 		if st == StateSplit {
 			continue // committed before, detach pending
 		}
-		rec.State, rec.Reason = StateSplit.String(), "committed: mirroring to the old volume ended"
+		rec.State, rec.Reason = StateSplit.String(), "committed by admin: mirroring to the old volume ended"
 		rec.Switched = false
 		todo, recs = append(todo, p), append(recs, rec)
 	}
@@ -359,11 +365,16 @@ func (m *Manager) sessionSwap(name string, maxPause time.Duration, mode splitMod
 			}
 		}
 		var err error
-		res, err = m.split(activeRefs(ps), maxPause, mode)
+		res, err = m.split(activeRefs(ps), maxPause, mode, splitByAdmin)
 		if err != nil {
 			return fmt.Errorf("session %s: %w", name, err)
 		}
 		s.setReason("")
+		event := "switched"
+		if mode == splitRollback {
+			event = "rolled-back"
+		}
+		m.events.sessionEvent(s.record(), event, fmt.Sprintf("%s (host I/O paused %.3f ms)", mode.done(splitByAdmin), res.PauseMS), splitByAdmin)
 		return nil
 	})
 	if err != nil {
@@ -387,7 +398,7 @@ func (m *Manager) CommitSession(name string) (CommitResult, error) {
 			return fmt.Errorf("session %s: %w", name, err)
 		}
 		s.setReason("")
-		s.finish(SessionSplit, "committed: mirroring to the old volumes ended")
+		s.finish(SessionSplit, "committed by admin: mirroring to the old volumes ended")
 		return nil
 	})
 	if err != nil {

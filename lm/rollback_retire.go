@@ -71,8 +71,8 @@ func (m *Manager) Retire(source string, opts RetireOptions) (RetireResult, error
 		return RetireResult{}, fmt.Errorf("retire refused: %w", err) // a pair that could not be loaded
 	}
 	var last *metavol.Pair
-	for _, r := range m.finishedRecords() {
-		if m.lunName(r.SourceLUN) == source && (last == nil || r.Created.After(last.Created)) {
+	for _, r := range m.endedNamed(m.finishedRecords(), source) { // sessionref.go: source, ID or target
+		if last == nil || r.Created.After(last.Created) {
 			last = &r
 		}
 	}
@@ -217,11 +217,13 @@ func (m *Manager) DeletePairRecords(source string) ([]string, error) {
 		if err != nil {
 			return err
 		}
+		var ended []metavol.Pair
 		for _, r := range ps {
-			st, err := ParseState(r.State)
-			if err != nil || !st.Final() || st == StateFaulty || m.lunName(r.SourceLUN) != source {
-				continue
+			if st, err := ParseState(r.State); err == nil && st.Final() && st != StateFaulty {
+				ended = append(ended, r)
 			}
+		}
+		for _, r := range m.endedNamed(ended, source) { // sessionref.go: source, ID or target
 			if err := tx.DeletePair(r.ID); err != nil {
 				return err
 			}

@@ -376,7 +376,7 @@ func (m *Manager) SplitSession(name string, maxPause time.Duration) (SplitResult
 			return fmt.Errorf("session %s is %s: nothing to split: %w", name, st, ErrState)
 		}
 		var err error
-		res, err = m.split(activeRefs(ps), maxPause, splitPlain)
+		res, err = m.split(activeRefs(ps), maxPause, splitPlain, splitByAdmin)
 		if err != nil {
 			return fmt.Errorf("session %s: %w", name, err)
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
 )
 
 // Names and integrity of the pairs of sessions.
@@ -89,7 +91,7 @@ func (m *Manager) memberCheck(op, name string, force bool) (pairRef, error) {
 	s.ops.Lock()
 	defer s.ops.Unlock()
 	rec := s.record()
-	rec.Forced = append(rec.Forced, fmt.Sprintf("%s: lone %s of pair %s (%s → %s) forced by admin",
+	rec.Forced = append(rec.Forced, fmt.Sprintf("%s: lone %s of pair %s (%s → %s) forced by admin", // events.go: an entry of the session's history
 		time.Now().UTC().Format(time.RFC3339), op, p.id, p.src.name, p.tgt.name))
 	if err := s.save(rec); err != nil {
 		return pairRef{}, err
@@ -121,6 +123,11 @@ func (m *Manager) CancelNamed(name string, force bool) error {
 // SplitNamed is Split of the pairs named (source, target or ID); a
 // session's member is refused unless force.
 func (m *Manager) SplitNamed(names []string, maxPause time.Duration, force bool) (SplitResult, error) {
+	return m.splitNamed(names, maxPause, force, splitByAdmin)
+}
+
+// splitNamed is SplitNamed asked for by by (split.go).
+func (m *Manager) splitNamed(names []string, maxPause time.Duration, force bool, by string) (SplitResult, error) {
 	if err := checkSplitSources(names); err != nil {
 		return SplitResult{}, err
 	}
@@ -132,5 +139,28 @@ func (m *Manager) SplitNamed(names []string, maxPause time.Duration, force bool)
 		}
 		refs[i] = ref
 	}
-	return m.split(refs, maxPause, splitPlain)
+	return m.split(refs, maxPause, splitPlain, by)
+}
+
+// endedNamed picks the ended pair records named name, as activePair names
+// a pair: those of the source LUN name; else the one whose ID is name;
+// else those of the target LUN name (so that `migration show`, `retire`
+// and `delete` take the three names as every other migration command).
+func (m *Manager) endedNamed(recs []metavol.Pair, name string) []metavol.Pair {
+	var out []metavol.Pair
+	for _, match := range []func(r metavol.Pair) bool{
+		func(r metavol.Pair) bool { return m.lunName(r.SourceLUN) == name },
+		func(r metavol.Pair) bool { return r.ID == name },
+		func(r metavol.Pair) bool { return m.lunName(r.TargetLUN) == name },
+	} {
+		for _, r := range recs {
+			if match(r) {
+				out = append(out, r)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return nil
 }

@@ -351,7 +351,7 @@ func (s *session) step(ctx context.Context) (done, retry bool) {
 	if !rec.AutoSplit || s.splitBlocked {
 		return false, false
 	}
-	res, err := s.m.split(activeRefs(ps), 0, splitPlain)
+	res, err := s.m.split(activeRefs(ps), 0, splitPlain, splitByAuto)
 	switch {
 	case err == nil:
 		s.setReason("")

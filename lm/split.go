@@ -29,7 +29,10 @@ const DefaultMaxPause = 100 * time.Millisecond
 // reversed) or a rollback (switched pairs swap back and are synced again).
 // The three share every step; only the states, whether the DCLs are
 // deleted and whether the pairs stay attached differ.
-func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) (SplitResult, error) {
+//
+// by says who asked for it (splitByAdmin, splitByAuto): the pairs'
+// reasons say so, and so their histories (events.go, causeOf).
+func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, by string) (SplitResult, error) {
 	m.admin.Lock()
 	defer m.admin.Unlock()
 	if m.isClosed() {
@@ -106,7 +109,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) 
 			return SplitResult{}, fmt.Errorf("%s: %w", mode, err)
 		}
 		recs[i].State = during.String()
-		recs[i].Reason = mode.String() + " started"
+		recs[i].Reason = mode.String() + " started by " + by
 	}
 	if err := m.putPairs(recs); err != nil {
 		return SplitResult{}, fmt.Errorf("%s: persist %s: %w", mode, during, err)
@@ -144,7 +147,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) 
 		recs[i] = p.recordLocked()
 		p.mu.Unlock()
 		recs[i].State = mode.to().String()
-		recs[i].Reason = mode.done()
+		recs[i].Reason = mode.done(by)
 		recs[i].Cursor, recs[i].CopiedBytes = p.size, p.size
 		recs[i].Switched = mode == splitKeepSource
 		if mode == splitRollback {
@@ -283,7 +286,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode) 
 	releaseAll()
 	if mode.keepsPair() {
 		for _, p := range ps {
-			p.zlog.Info().Dur("split_pause_ms", pause).Str("state", mode.to().String()).Msg(mode.done())
+			p.zlog.Info().Dur("split_pause_ms", pause).Str("state", mode.to().String()).Msg(mode.done(by))
 		}
 		return res, nil
 	}
@@ -505,7 +508,7 @@ func (m *Manager) goAutoSplit(p *pair) {
 		defer m.wg.Done()
 		d := 50 * time.Millisecond
 		for m.ctx.Err() == nil && p.getState() == StateSynced {
-			_, err := m.Split([]string{p.name()}, 0)
+			_, err := m.splitNamed([]string{p.name()}, 0, false, splitByAuto)
 			if err == nil {
 				return
 			}

@@ -89,6 +89,9 @@ func migrationCreate(c *cli.Context) error {
 	if err := args0(c); err != nil {
 		return err
 	}
+	if err := checkOptionFlags(c); err != nil { // schedule.go
+		return err
+	}
 	return request(c, func(cl *client.Client) (wire.Migration, error) {
 		if c.String("source") == "" || c.String("target") == "" {
 			return wire.Migration{}, usageErr("migration create: --source and --target are required")
@@ -369,6 +372,9 @@ func hostLatencyFlag() cli.Flag {
 // throttleRequest reads throttleFlags; cmd names the command in the error.
 func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
 	var req wire.SetMigration
+	if err := checkOptionFlags(c); err != nil { // schedule.go
+		return req, err
+	}
 	if c.IsSet("speed") {
 		s := c.String("speed")
 		req.Speed = &s

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/lmtgt/lmtgt/lm"
 	"github.com/lmtgt/lmtgt/target/api/client"
 	"github.com/lmtgt/lmtgt/target/api/wire"
 )
@@ -173,4 +174,41 @@ func sessionScheduleFields(s wire.MigrationSession) [][2]string {
 		kv = append(kv, [2]string{"forced", strings.Join(s.Forced, "; ")})
 	}
 	return kv
+}
+
+// checkOptionFlags refuses a malformed --start-at, --window, --max-elapsed,
+// --priority or --max-host-latency before anything is sent: a usage error
+// (exit 2) naming the flag, with the rule lm applies (the daemon checks
+// again: an HH:MM start time is placed in the server's local time there).
+func checkOptionFlags(c *cli.Context) error {
+	check := func(flag string, parse func(obj, s string) error) error {
+		if !c.IsSet(flag) {
+			return nil
+		}
+		if err := parse("--"+flag, c.String(flag)); err != nil {
+			return usageErr("%v", err)
+		}
+		return nil
+	}
+	if err := check("start-at", func(obj, s string) error { _, err := lm.ParseStartAt(obj, s, time.Now()); return err }); err != nil {
+		return err
+	}
+	if err := check("priority", func(obj, s string) error { _, err := lm.ParsePriority(obj, s); return err }); err != nil {
+		return err
+	}
+	if err := check("max-elapsed", func(obj, s string) error { _, err := lm.ParseMaxElapsed(obj, s); return err }); err != nil {
+		return err
+	}
+	if err := check("max-host-latency", func(obj, s string) error { _, err := lm.ParseHostLatency(obj, s); return err }); err != nil {
+		return err
+	}
+	if c.IsSet("window") {
+		if _, err := lm.ParseWindows("--window", windows(c)); err != nil {
+			return usageErr("%v", err)
+		}
+	}
+	if c.IsSet("max-active") && c.Int("max-active") < 0 { // session create and set
+		return usageErr("--max-active %d: want 0 (all pairs at once) or more", c.Int("max-active"))
+	}
+	return nil
 }

@@ -126,6 +126,9 @@ func sessionCreate(c *cli.Context) error {
 	if c.Int("max-active") < 0 {
 		return usageErr("--max-active %d: want 0 (all pairs at once) or more", c.Int("max-active"))
 	}
+	if err := checkOptionFlags(c); err != nil { // schedule.go
+		return err
+	}
 	return request(c, func(cl *client.Client) (wire.MigrationSession, error) {
 		return cl.CreateSession(context.Background(), wire.CreateSession{
 			Name: name, Pairs: pairs, Speed: c.String("speed"), MaxMBps: c.Int64("max-mbps"),
