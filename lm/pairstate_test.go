@@ -155,13 +155,18 @@ func TestFaultDuringRecoveryStays(t *testing.T) {
 	if err := p.recovered("test: recovered"); err != nil {
 		t.Fatal(err)
 	}
-	if armed.Load() != nil {
-		t.Fatal("the recovery's commit did not run the hook")
+	// The hook sets the new fault inside the recovery's commit. On a
+	// loaded machine the run goroutine's own probe of the failing target
+	// may get there first (between the fault's drop and the commit): the
+	// same case, with the probe's fault instead of the hook's.
+	want := "target failed: during the commit"
+	if armed.Swap(nil) != nil {
+		want = ""
 	}
 	// Copying with the new fault, or interrupted again by it already.
 	v := p.view()
-	if (v.state != StateCopying && v.state != StateInterrupted) || v.fault != "target failed: during the commit" || !v.sourceOnly() {
-		t.Fatalf("after the recovery: %+v, want copying or interrupted with the new fault, writing the source only", *v)
+	if (v.state != StateCopying && v.state != StateInterrupted) || v.fault == "" || (want != "" && v.fault != want) || !v.sourceOnly() {
+		t.Fatalf("after the recovery: %+v, want copying or interrupted with the new fault (%q), writing the source only", *v, want)
 	}
 	e.waitState("src", StateInterrupted, 30*time.Second)
 	f.Heal()
