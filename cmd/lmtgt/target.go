@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,10 +74,8 @@ func targetCommand() *cli.Command {
 				Call: mapLUN,
 				Done: func(lun string, t wire.Target) string {
 					n := "?"
-					for _, l := range t.LUNs {
-						if l.Name == lun {
-							n = strconv.FormatUint(l.LUN, 10)
-						}
+					if l, ok := mappedLUN(t, lun); ok {
+						n = strconv.FormatUint(l.LUN, 10)
 					}
 					return fmt.Sprintf("LUN %s mapped on %s at LUN %s", lun, t.IQN, n)
 				},
@@ -92,10 +91,8 @@ func targetCommand() *cli.Command {
 				},
 				Call: setMapping,
 				Done: func(lun string, t wire.Target) string {
-					for _, l := range t.LUNs {
-						if l.Name == lun {
-							return fmt.Sprintf("LUN %s on %s: %s", lun, t.IQN, mappingMode(l))
-						}
+					if l, ok := mappedLUN(t, lun); ok {
+						return fmt.Sprintf("LUN %s on %s: %s", lun, t.IQN, mappingMode(l))
 					}
 					return fmt.Sprintf("LUN %s on %s changed", lun, t.IQN)
 				},
@@ -384,10 +381,7 @@ func mapLUN(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, er
 // --all-initiators.
 func setMapping(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
 	var req wire.SetMapping
-	if c.IsSet("read-only") {
-		ro := c.Bool("read-only")
-		req.ReadOnly = &ro
-	}
+	req.ReadOnly = flagPtr(c, "read-only", c.Bool) // schedule.go
 	switch {
 	case c.IsSet("initiator") && c.Bool("all-initiators"):
 		return wire.Target{}, usageErr("target mapping: give --initiator or --all-initiators, not both")
@@ -402,6 +396,15 @@ func setMapping(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target
 		return wire.Target{}, usageErr("target mapping: nothing to change (--read-only[=false], --initiator or --all-initiators)")
 	}
 	return cl.SetMapping(context.Background(), iqn, lun, req)
+}
+
+// mappedLUN finds the LUN called name among t's mapped LUNs.
+func mappedLUN(t wire.Target, name string) (wire.TargetLUN, bool) {
+	i := slices.IndexFunc(t.LUNs, func(l wire.TargetLUN) bool { return l.Name == name })
+	if i < 0 {
+		return wire.TargetLUN{}, false
+	}
+	return t.LUNs[i], true
 }
 
 // mappingMode describes a mapping's write protection and mask.
