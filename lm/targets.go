@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -197,15 +196,7 @@ func (m *Manager) CreateTargetOn(iqn string, portals []string) error {
 		}
 	}
 	slices.Sort(group)
-	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
-		if _, err := tx.GetTarget(iqn); err == nil {
-			return nil, refuse(ErrExists, obj, "already exists")
-		} else if !errors.Is(err, metavol.ErrNotFound) {
-			return nil, err
-		}
-		undo := func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }
-		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC(), Portals: group})
-	})
+	return m.createTargetWith(iqn, 0, 0, group) // configplan.go
 }
 
 // DeleteTarget deletes a target; with LUNs mapped only when force is set
