@@ -101,9 +101,7 @@ func targetCommand() *cli.Command {
 				Name:  "unmap",
 				Usage: "remove a LUN from a target",
 				Arg:   "LUN-NAME",
-				Call: func(_ *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
-					return cl.Unmap(context.Background(), iqn, lun)
-				},
+				Call:  clientCall((*client.Client).Unmap),
 				Done: func(lun string, t wire.Target) string {
 					return fmt.Sprintf("LUN %s unmapped from %s", lun, t.IQN)
 				},
@@ -112,9 +110,7 @@ func targetCommand() *cli.Command {
 				Name:  "allow",
 				Usage: "let an initiator (or ALL initiators) log in",
 				Arg:   "INITIATOR-IQN|ALL",
-				Call: func(_ *cli.Context, cl *client.Client, iqn, initiator string) (wire.Target, error) {
-					return cl.Allow(context.Background(), iqn, initiator)
-				},
+				Call:  clientCall((*client.Client).Allow),
 				Done: func(initiator string, t wire.Target) string {
 					return fmt.Sprintf("%s may log in to %s (initiators: %s)", initiator, t.IQN, aclStr(t))
 				},
@@ -123,9 +119,7 @@ func targetCommand() *cli.Command {
 				Name:  "disallow",
 				Usage: "remove an initiator (or ALL) from a target's ACL",
 				Arg:   "INITIATOR-IQN|ALL",
-				Call: func(_ *cli.Context, cl *client.Client, iqn, initiator string) (wire.Target, error) {
-					return cl.Disallow(context.Background(), iqn, initiator)
-				},
+				Call:  clientCall((*client.Client).Disallow),
 				Done: func(initiator string, t wire.Target) string {
 					return fmt.Sprintf("%s removed from %s (initiators: %s)", initiator, t.IQN, aclStr(t))
 				},
@@ -138,23 +132,15 @@ func targetCommand() *cli.Command {
 						Name:  "add",
 						Usage: "serve the target on this portal too (ip:port, one of serve --portal); a target with no portal group is then served only there",
 						Arg:   "IP:PORT",
-						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
-							return cl.AddPortal(context.Background(), iqn, portal)
-						},
-						Done: func(portal string, t wire.Target) string {
-							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
-						},
+						Call:  clientCall((*client.Client).AddPortal),
+						Done:  servedOn,
 					}.command(),
 					targetChange{
 						Name:  "remove",
 						Usage: "stop serving the target on this portal (its sessions there end); ALL empties the group: every portal",
 						Arg:   "IP:PORT|ALL",
-						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
-							return cl.RemovePortal(context.Background(), iqn, portal)
-						},
-						Done: func(portal string, t wire.Target) string {
-							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
-						},
+						Call:  clientCall((*client.Client).RemovePortal),
+						Done:  servedOn,
 					}.command(),
 				},
 			},
@@ -322,6 +308,19 @@ func targetResult(c *cli.Context, asJSON bool, t wire.Target, msg string) error 
 	}
 	fmt.Fprintln(c.App.Writer, msg)
 	return nil
+}
+
+// clientCall is a targetChange.Call that hands IQN and ARG to one client
+// method (a method expression such as (*client.Client).Allow).
+func clientCall(f func(cl *client.Client, ctx context.Context, iqn, arg string) (wire.Target, error)) func(*cli.Context, *client.Client, string, string) (wire.Target, error) {
+	return func(_ *cli.Context, cl *client.Client, iqn, arg string) (wire.Target, error) {
+		return f(cl, context.Background(), iqn, arg)
+	}
+}
+
+// servedOn is the sentence of a portal group change.
+func servedOn(_ string, t wire.Target) string {
+	return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
 }
 
 // targetChange is a subcommand "IQN ARG" that changes a target with one
