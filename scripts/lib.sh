@@ -152,3 +152,37 @@ tgt_ctl_port() {
 json_field() {
   sed -n -e "s/^  \"$1\": *\"\(.*\)\",\{0,1\}\$/\1/p" -e "s/^  \"$1\": *\([^\",]*\),\{0,1\}\$/\1/p" | head -n 1
 }
+
+# The shared parts of the VM guest scripts (guest_script of vm-test.sh and
+# vm-multipath.sh): text written into the script the guest runs (POSIX sh).
+# guest_prelude: the step helpers up, step, bad (sets WHY) and run.
+guest_prelude() {
+  cat <<'EOF'
+up() { cut -d' ' -f1 /proc/uptime; }
+step() { echo "VMTEST-STEP [$(up)s] $*"; }
+WHY=""
+bad() { WHY="$*"; echo "VMTEST-STEP [$(up)s] FAILED: $*"; return 1; }
+run() { echo "+ $*"; "$@"; }
+EOF
+}
+
+# guest_runner: the end of a guest script: runs sc_NAME for every NAME of
+# $SCENARIOS (comma-separated), one "VMTEST-RESULT: NAME PASS|FAIL" line
+# each (after a failure the guest script's scenario_failed: its logs and
+# cleanup), a last overall VMTEST-RESULT line; exits 1 if one failed.
+guest_runner() {
+  cat <<'EOF'
+FAILED=0
+for s in $(echo "$SCENARIOS" | tr ',' ' '); do
+  WHY=""; T=$(up)
+  if sc_$s; then
+    echo "VMTEST-RESULT: $s PASS ($(awk -v a="$T" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')s)"
+  else
+    echo "VMTEST-RESULT: $s FAIL ($WHY)"
+    FAILED=1; scenario_failed
+  fi
+done
+if [ $FAILED = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL"; fi
+exit $FAILED
+EOF
+}

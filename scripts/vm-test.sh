@@ -219,11 +219,9 @@ guest_script() {
 #!/bin/sh
 # runs in the guest; /test.env: PORTAL SCENARIOS IQN_PLAIN IQN_CHAP IQN_MUTUAL
 # IQN_MIGRATE MIGRATE_DONE CHAP_USER CHAP_SECRET MUTUAL_USER MUTUAL_SECRET TGT_USER TGT_SECRET
-up() { cut -d' ' -f1 /proc/uptime; }
-step() { echo "VMTEST-STEP [$(up)s] $*"; }
-WHY=""
-bad() { WHY="$*"; echo "VMTEST-STEP [$(up)s] FAILED: $*"; return 1; }
-run() { echo "+ $*"; "$@"; }
+EOF
+  guest_prelude # lib.sh
+  cat <<'EOF'
 DEV=""
 
 iscsid -f > /tmp/iscsid.log 2>&1 &
@@ -445,21 +443,14 @@ sc_migrate() {
   step "migrate: logout"; logout "$IQN_MIGRATE"
 }
 
-FAILED=0
-for s in $(echo "$SCENARIOS" | tr ',' ' '); do
-  WHY=""; T=$(up)
-  if sc_$s; then
-    echo "VMTEST-RESULT: $s PASS ($(awk -v a="$T" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')s)"
-  else
-    echo "VMTEST-RESULT: $s FAIL ($WHY)"
-    echo "---- iscsid log"; tail -n 30 /tmp/iscsid.log
-    echo "---- dmesg"; dmesg | tail -n 30
-    FAILED=1; logout_all
-  fi
-done
-if [ $FAILED = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL"; fi
-exit $FAILED
+# after a failed scenario (guest_runner): its logs, then a clean slate
+scenario_failed() {
+  echo "---- iscsid log"; tail -n 30 /tmp/iscsid.log
+  echo "---- dmesg"; dmesg | tail -n 30
+  logout_all
+}
 EOF
+  guest_runner # lib.sh
 }
 
 # ================================================================ main (host)
