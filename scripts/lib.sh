@@ -1,4 +1,4 @@
-# scripts/lib.sh - shell helpers shared by conformance.sh, vm-test.sh and bench.
+# scripts/lib.sh - shell helpers shared by conformance.sh, the vm-*.sh scripts and bench.
 # Source it; it defines functions only (no side effects).
 
 # REPO: the repository root (this file lives in REPO/scripts).
@@ -184,5 +184,26 @@ for s in $(echo "$SCENARIOS" | tr ',' ' '); do
 done
 if [ $FAILED = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL"; fi
 exit $FAILED
+EOF
+}
+
+# guest_kernel_hook W KERNEL_META: the start of the mmdebstrap customize
+# hook (sh; the rootfs is its $1) that the VM guest builds write to
+# W/kernel.sh: resolve KERNEL_META to its linux-image package, download
+# it, unpack it into W/kernel (no initramfs-tools, no bootloader) and set
+# KV to its version. The caller appends where the modules and the kernel
+# go.
+guest_kernel_hook() {
+  local W=$1 meta=$2
+  cat <<EOF
+#!/bin/sh
+set -e
+R="\$1"
+K=\$(chroot "\$R" apt-cache depends $meta | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
+[ -n "\$K" ] || { echo "cannot resolve $meta" >&2; exit 1; }
+chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
+dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
+rm -f "\$R"/tmp/*.deb
+KV=\${K#linux-image-}
 EOF
 }

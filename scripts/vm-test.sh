@@ -144,22 +144,15 @@ build_guest() {
   log "building the guest: mmdebstrap $SUITE with $GUEST_PKGS and $KERNEL_META (about 1.5 min)"
   # the kernel package is only downloaded and unpacked on the side (no
   # initramfs-tools, no bootloader); its modules go into the rootfs for depmod
-  cat > "$W/kernel.sh" <<EOF
-#!/bin/sh
-set -e
-R="\$1"
-K=\$(chroot "\$R" apt-cache depends $KERNEL_META | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
-[ -n "\$K" ] || { echo "cannot resolve $KERNEL_META" >&2; exit 1; }
-chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
-dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
-rm -f "\$R"/tmp/*.deb
-KV=\${K#linux-image-}
+  { guest_kernel_hook "$W" "$KERNEL_META" # lib.sh
+    cat <<EOF
 mkdir -p "\$R/usr/lib/modules"
 cp -a "$W/kernel/lib/modules/\$KV" "\$R/usr/lib/modules/"
 cp "$W/kernel/boot/vmlinuz-\$KV" "\$R/boot/"
 chroot "\$R" depmod "\$KV"
 echo "\$KV" > "\$R/KVERSION"
 EOF
+  } > "$W/kernel.sh"
   chmod +x "$W/kernel.sh"
   mmdebstrap --quiet --variant=apt --include="$GUEST_PKGS" \
     --customize-hook="$W/kernel.sh \"\$1\"" "$SUITE" "$R" >"$W/mmdebstrap.log" 2>&1 \
