@@ -143,10 +143,7 @@ type qio struct {
 	t    testing.TB
 	name string
 	url  string
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-
-	exited chan struct{}
+	qemuIOProc
 
 	mu     sync.Mutex
 	lines  []string      // every output line, prompts stripped
@@ -164,25 +161,8 @@ func startQIO(t testing.TB, name, url string) *qio {
 // startQIOArgs starts qemu-io with args (url names the image in messages).
 func startQIOArgs(t testing.TB, name, url string, args ...string) *qio {
 	t.Helper()
-	q := &qio{t: t, name: name, url: url, exited: make(chan struct{}), notify: make(chan struct{}, 1)}
-	cmd := exec.Command("qemu-io", args...)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start qemu-io %s: %v", url, err)
-	}
-	pw.Close()
-	q.cmd, q.in = cmd, in
-	readDone := make(chan struct{})
-	go func() { // owned by q: ends at EOF of the pipe, after the process is gone
-		defer close(readDone)
+	q := &qio{t: t, name: name, url: url, notify: make(chan struct{}, 1)}
+	q.start(t, url, args, func(pr io.Reader) {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -200,24 +180,76 @@ func startQIOArgs(t testing.TB, name, url string, args ...string) *qio {
 				q.failed = append(q.failed, line)
 			}
 			q.mu.Unlock()
-			select {
-			case q.notify <- struct{}{}:
-			default:
-			}
+			q.wake()
 		}
-		pr.Close()
+	}, q.wake)
+	return q
+}
+
+// wake tells a waiter that a line came or the process ended.
+func (q *qio) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// qemuIOProc is an interactive qemu-io process fed through a stdin pipe,
+// the part qio and rcQemu (reconnect_test.go) share: they differ in how
+// they read its output.
+type qemuIOProc struct {
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	exited chan struct{} // closed once the process is reaped and its output read
+}
+
+// start starts qemu-io with args (url names the image in messages).
+// read gets its output (stdout and stderr) on a goroutine the process
+// owns, until EOF; once the process is gone and read returned, exited
+// closes and ended runs. The process is killed at the end of the test if
+// still running.
+func (p *qemuIOProc) start(t testing.TB, url string, args []string, read func(io.Reader), ended func()) {
+	t.Helper()
+	p.exited = make(chan struct{})
+	cmd := exec.Command("qemu-io", args...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start qemu-io %s: %v", url, err)
+	}
+	pw.Close()
+	p.cmd, p.in = cmd, in
+	readDone := make(chan struct{})
+	go func() { // owned by p: ends at EOF of the pipe, after the process is gone
+		defer close(readDone)
+		defer pr.Close()
+		read(pr)
 	}()
-	go func() { // owned by q: reaps the process
+	go func() { // owned by p: reaps the process
 		cmd.Wait()
 		<-readDone
-		close(q.exited)
-		select {
-		case q.notify <- struct{}{}:
-		default:
-		}
+		close(p.exited)
+		ended()
 	}()
-	t.Cleanup(q.kill)
-	return q
+	t.Cleanup(p.kill)
+}
+
+// kill ends the process (if it still runs) and waits until it is reaped.
+func (p *qemuIOProc) kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	<-p.exited
 }
 
 func isQIOError(line string) bool {
@@ -298,16 +330,6 @@ func (q *qio) close() {
 }
 
 // kill kills qemu-io (kill -9) and waits until its output is drained.
-func (q *qio) kill() {
-	select {
-	case <-q.exited:
-		return
-	default:
-	}
-	q.cmd.Process.Kill()
-	<-q.exited
-}
-
 // errors returns the output lines that reported an I/O error.
 func (q *qio) errors() []string {
 	q.mu.Lock()
@@ -348,6 +370,19 @@ type stream struct {
 // runStream starts a stream writing random blocks of its set with a new
 // pattern each time (1..255, never 0 so a write is never all zeros), until
 // stop or the first error.
+// evenOddBlocks splits the nblocks blocks of one LUN (LUN index 0) into
+// the even and the odd ones: two host streams over disjoint block sets.
+func evenOddBlocks(nblocks int) (even, odd [][2]int) {
+	for b := 0; b < nblocks; b++ {
+		if b%2 == 0 {
+			even = append(even, [2]int{0, b})
+		} else {
+			odd = append(odd, [2]int{0, b})
+		}
+	}
+	return even, odd
+}
+
 func runStream(name string, seed int64, qs []*qio, blocks [][2]int, firstPat int) *stream {
 	s := &stream{name: name, qs: qs, blocks: blocks, stopc: make(chan struct{}), done: make(chan struct{}), seq: firstPat}
 	rng := rand.New(rand.NewSource(seed))

@@ -38,14 +38,7 @@ func TestMigrationRollbackUnderWrites(t *testing.T) {
 	q0 := startQIO(t, "prefill", url)
 	prefill(t, q0, base[0], 0, nblocks/2, 0x22)
 	q0.close()
-	var even, odd [][2]int
-	for b := 0; b < nblocks; b++ {
-		if b%2 == 0 {
-			even = append(even, [2]int{0, b})
-		} else {
-			odd = append(odd, [2]int{0, b})
-		}
-	}
+	even, odd := evenOddBlocks(nblocks)
 	q1, q2 := startQIO(t, "host1", url), startQIO(t, "host2", url)
 	s1 := runStream("host1", 11, []*qio{q1}, even, 0)
 	s2 := runStream("host2", 12, []*qio{q2}, odd, 100)

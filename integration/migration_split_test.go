@@ -34,14 +34,7 @@ func TestMigrationLiveSplit(t *testing.T) {
 	prefill(t, q0, base[0], 0, nblocks*3/4, 0x11)
 	q0.close()
 
-	var even, odd [][2]int
-	for b := 0; b < nblocks; b++ {
-		if b%2 == 0 {
-			even = append(even, [2]int{0, b})
-		} else {
-			odd = append(odd, [2]int{0, b})
-		}
-	}
+	even, odd := evenOddBlocks(nblocks)
 	q1, q2 := startQIO(t, "host1", url), startQIO(t, "host2", url)
 	s1 := runStream("host1", 1, []*qio{q1}, even, 0)
 	s2 := runStream("host2", 2, []*qio{q2}, odd, 100)

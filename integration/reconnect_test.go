@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -34,13 +32,10 @@ const (
 // (its "wrote" line). qemu-io flushes stdout only when it prints a prompt,
 // so a completion line becomes visible after the next command returns.
 type rcQemu struct {
-	t    testing.TB
-	url  string
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	sent int // commands written to stdin (only the test goroutine touches it)
-
-	exited chan struct{}
+	t          testing.TB
+	url        string
+	qemuIOProc     // migration_helpers_test.go
+	sent       int // commands written to stdin (only the test goroutine touches it)
 
 	mu      sync.Mutex
 	prompts int      // prompts seen: command k (1-based) returned when prompts > k
@@ -60,26 +55,8 @@ const rcPrompt = "qemu-io> "
 
 func startRCQemu(t testing.TB, url string) *rcQemu {
 	t.Helper()
-	q := &rcQemu{t: t, url: url, exited: make(chan struct{}), changed: make(chan struct{})}
-	cmd := exec.Command("qemu-io", "-f", "raw", "-t", "none", url)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start qemu-io %s: %v", url, err)
-	}
-	pw.Close()
-	q.cmd, q.in = cmd, in
-	readDone := make(chan struct{})
-	go func() { // owned by q: ends at EOF of the pipe, after the process is gone
-		defer close(readDone)
-		defer pr.Close()
+	q := &rcQemu{t: t, url: url, changed: make(chan struct{})}
+	q.start(t, url, []string{"-f", "raw", "-t", "none", url}, func(pr io.Reader) {
 		buf := make([]byte, 64<<10)
 		var pending string
 		for {
@@ -95,14 +72,7 @@ func startRCQemu(t testing.TB, url string) *rcQemu {
 				return
 			}
 		}
-	}()
-	go func() { // owned by q: reaps the process
-		cmd.Wait()
-		<-readDone
-		close(q.exited)
-		q.signal()
-	}()
-	t.Cleanup(q.kill)
+	}, q.signal)
 	// qemu-io prints its first prompt once the image is open.
 	q.waitPrompts(1, rcCmdTimeout, "qemu-io opened the LUN")
 	return q
@@ -286,16 +256,6 @@ func (q *rcQemu) quit() {
 	if code := q.cmd.ProcessState.ExitCode(); code != 0 {
 		q.t.Errorf("qemu-io on %s exited with code %d\n%s", q.url, code, q.output())
 	}
-}
-
-func (q *rcQemu) kill() {
-	select {
-	case <-q.exited:
-		return
-	default:
-	}
-	q.cmd.Process.Kill()
-	<-q.exited
 }
 
 // rcWrite is one host write: [off, off+n) all bytes pat.

@@ -448,14 +448,7 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 		p.refuse(ErrInvalid, obj, "size %s is not a whole number of %d-byte blocks", sizeText(w.Size), bs)
 		return
 	}
-	if w.ID != "" {
-		if other, ok := p.cur.ids[w.ID]; ok {
-			p.refuse(ErrExists, obj, "id %s is already lun %s's", w.ID, other)
-			return
-		}
-	}
-	if err := checkIdentity(obj, w.ID, w.NAA, w.Serial); err != nil {
-		p.refused = append(p.refused, err)
+	if !p.newIdentityOK(obj, w) {
 		return
 	}
 	req := CreateLUNRequest{Name: w.Name, Size: w.Size, BlockSize: bs, Path: w.Path, Direct: w.Direct, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
@@ -463,6 +456,22 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	p.add(phaseLUNs, OpCreate, obj, fmt.Sprintf("%s, %d-byte blocks, volume %s", sizeText(w.Size), bs, pathName(w.Path)),
 		func() error { _, err := m.CreateLUN(req); return err },
 		func() error { return m.DeleteLUN(name) })
+}
+
+// newIdentityOK checks the identity a new LUN w is given (its ID free,
+// ID, NAA and serial well formed); a refusal is noted and false returned.
+func (p *planner) newIdentityOK(obj string, w *ConfigLUN) bool {
+	if w.ID != "" {
+		if other, ok := p.cur.ids[w.ID]; ok {
+			p.refuse(ErrExists, obj, "id %s is already lun %s's", w.ID, other)
+			return false
+		}
+	}
+	if err := checkIdentity(obj, w.ID, w.NAA, w.Serial); err != nil {
+		p.refused = append(p.refused, err)
+		return false
+	}
+	return true
 }
 
 // planImport plans a new LUN whose data volume is a LUN on another iSCSI
@@ -481,14 +490,7 @@ func (p *planner) planImport(w *ConfigLUN) {
 		p.refuse(ErrInvalid, obj, "remote: the CHAP secret is %s (an export without --with-secrets): give the secret to import it", SecretPlaceholder)
 		return
 	}
-	if w.ID != "" {
-		if other, ok := p.cur.ids[w.ID]; ok {
-			p.refuse(ErrExists, obj, "id %s is already lun %s's", w.ID, other)
-			return
-		}
-	}
-	if err := checkIdentity(obj, w.ID, w.NAA, w.Serial); err != nil {
-		p.refused = append(p.refused, err)
+	if !p.newIdentityOK(obj, w) {
 		return
 	}
 	req := ImportLUNRequest{Name: w.Name, From: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: r.CHAPSecret,

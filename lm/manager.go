@@ -416,13 +416,37 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}()
 	m.startProgress() // progress.go
 	if opts.VerifyInterval > 0 {
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.verifyLoop()
-		}()
+		m.every(opts.VerifyInterval, m.VerifyVolumes) // offline.go
 	}
 	return m, nil
+}
+
+// every calls f every iv until the Manager closes: a goroutine the
+// Manager owns (it ends with m.ctx; Close waits for it). The periodic
+// volume check and the progress logger run on it.
+func (m *Manager) every(iv time.Duration, f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+}
+
+// activePairs returns the loaded pairs (m.mu.pairs) in no order, taken
+// under m.mu and returned without it: callers act on them lock-free.
+func (m *Manager) activePairs() []*pair {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Collect(maps.Values(m.mu.pairs))
 }
 
 func (m *Manager) newEntry(l metavol.LUN) *lunEntry {
@@ -456,12 +480,7 @@ func (m *Manager) Close() error {
 	defer m.events.close()
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	m.mu.Lock()
-	pairs := make([]*pair, 0, len(m.mu.pairs))
-	for _, p := range m.mu.pairs {
-		pairs = append(pairs, p)
-	}
-	m.mu.Unlock()
+	pairs := m.activePairs()
 	for _, p := range pairs {
 		p.checkpoint(true)
 	}

@@ -3,8 +3,9 @@ package lm
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
-	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 	"github.com/lmtgt/lmtgt/metavol/volume"
@@ -134,10 +135,7 @@ func (m *Manager) cancelUnloaded(source string) error {
 // state "offline", the reason saying why.
 func (m *Manager) unloadedStatuses() []PairStatus {
 	m.mu.Lock()
-	us := make([]*unloadedPair, 0, len(m.mu.unloaded))
-	for _, u := range m.mu.unloaded {
-		us = append(us, u)
-	}
+	us := slices.Collect(maps.Values(m.mu.unloaded))
 	m.mu.Unlock()
 	out := make([]PairStatus, 0, len(us))
 	for _, u := range us {
@@ -227,12 +225,7 @@ func (m *Manager) volumeLost(d *dataVol, err error) {
 	m.events.Record(Event{Type: EventVolume, Action: "lost", Object: "volume " + d.rec.ID, Reason: s + " (" + d.where() + ")"})
 	m.log.Error().Err(err).Str("volume", d.rec.ID).Str("path", d.rec.Path).
 		Msg("data volume changed underneath lmtgt: its LUN is OFFLINE (host I/O fails NOT READY); restore the file and restart, or delete the LUN")
-	m.mu.Lock()
-	pairs := make([]*pair, 0, len(m.mu.pairs))
-	for _, p := range m.mu.pairs {
-		pairs = append(pairs, p)
-	}
-	m.mu.Unlock()
+	pairs := m.activePairs()
 	for _, p := range pairs {
 		if p.legs().tgt == d {
 			p.setFault("target data volume lost: " + s)
@@ -280,30 +273,12 @@ func (m *Manager) ioFailed(d *dataVol, err error) {
 	}
 }
 
-// verifyLoop checks every open data volume every VerifyInterval (owned by
-// the Manager, ended by Close).
-func (m *Manager) verifyLoop() {
-	t := time.NewTicker(m.opts.VerifyInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-t.C:
-		}
-		m.VerifyVolumes()
-	}
-}
-
 // VerifyVolumes checks every open data volume now (the periodic check
 // does the same every Options.VerifyInterval) and takes the LUNs of those
 // that shrank, vanished or were replaced offline.
 func (m *Manager) VerifyVolumes() {
 	m.mu.Lock()
-	vols := make([]*dataVol, 0, len(m.mu.vols))
-	for _, d := range m.mu.vols {
-		vols = append(vols, d)
-	}
+	vols := slices.Collect(maps.Values(m.mu.vols))
 	m.mu.Unlock()
 	for _, d := range vols {
 		if d.cur.Load() == nil || d.lost.Load() != nil {

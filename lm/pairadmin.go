@@ -450,30 +450,8 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	if req.AutoSplit != nil && rec.Session != "" {
 		return PairStatus{}, refuse(ErrInvalid, pairObject(ref.String()), "the pair belongs to session %s, which splits its pairs together: set auto-split on the session (session set --auto-split)", m.sessionName(rec.Session))
 	}
-	if req.Speed != nil {
-		rec.Speed = string(*req.Speed)
-	}
-	if req.MaxMBps != nil {
-		rec.MaxMBps = *req.MaxMBps
-	}
-	if req.Priority != nil {
-		rec.Priority = *req.Priority
-	}
-	if req.AutoSplit != nil {
-		rec.AutoSplit = *req.AutoSplit
-	}
-	if req.Verify != nil {
-		rec.Verify = *req.Verify
-	}
-	if req.Windows != nil {
-		rec.Windows = windowStrings(*req.Windows)
-	}
-	if req.MaxElapsed != nil {
-		rec.MaxElapsedNS = int64(*req.MaxElapsed)
-	}
-	if req.MaxHostLatency != nil {
-		rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
-	}
+	req.apply(setFields{Speed: &rec.Speed, MaxMBps: &rec.MaxMBps, Priority: &rec.Priority, AutoSplit: &rec.AutoSplit,
+		Verify: &rec.Verify, Windows: &rec.Windows, MaxElapsedNS: &rec.MaxElapsedNS, MaxHostLatencyNS: &rec.MaxHostLatencyNS})
 	if err := m.db.Update(func(tx *metavol.Tx) error { return tx.PutPair(rec) }); err != nil {
 		return PairStatus{}, fmt.Errorf("pair %s: %w", p.name(), err)
 	}

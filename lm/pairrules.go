@@ -66,9 +66,58 @@ func checkSpeed(obj string, s Speed) (Speed, error) {
 
 // checkSetRequest checks a throttle change of obj (a pair or a session)
 // and fills in the default speed level.
+// empty says whether a SetRequest changes nothing.
+func (req SetRequest) empty() bool {
+	return req == SetRequest{}
+}
+
+// setFields points at the option fields of a pair or session record
+// (metavol.Pair, metavol.Session) that a SetRequest writes; a nil field
+// is one the record does not have (MaxActive of a pair).
+type setFields struct {
+	Speed                          *string
+	MaxMBps                        *int64
+	Priority, MaxActive            *int
+	AutoSplit, Verify              *bool
+	Windows                        *[]string
+	MaxElapsedNS, MaxHostLatencyNS *int64
+}
+
+// apply writes what req sets (a checked request: checkSetRequest) into
+// the record fields f points at: the one place `migration set` and
+// `session set` turn a request into record fields.
+func (req SetRequest) apply(f setFields) {
+	if req.Speed != nil {
+		*f.Speed = string(*req.Speed)
+	}
+	if req.MaxMBps != nil {
+		*f.MaxMBps = *req.MaxMBps
+	}
+	if req.Priority != nil {
+		*f.Priority = *req.Priority
+	}
+	if req.AutoSplit != nil {
+		*f.AutoSplit = *req.AutoSplit
+	}
+	if req.Verify != nil {
+		*f.Verify = *req.Verify
+	}
+	if req.MaxActive != nil && f.MaxActive != nil {
+		*f.MaxActive = *req.MaxActive
+	}
+	if req.Windows != nil {
+		*f.Windows = windowStrings(*req.Windows)
+	}
+	if req.MaxElapsed != nil {
+		*f.MaxElapsedNS = int64(*req.MaxElapsed)
+	}
+	if req.MaxHostLatency != nil {
+		*f.MaxHostLatencyNS = int64(*req.MaxHostLatency)
+	}
+}
+
 func checkSetRequest(obj string, req *SetRequest) error {
-	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
-		req.Windows == nil && req.MaxElapsed == nil && req.MaxHostLatency == nil {
+	if req.empty() {
 		return refuse(ErrInvalid, obj, "nothing to set: give a speed, max_mbps, priority, auto_split, verify, windows, max_elapsed, max_host_latency or (a session) max_active")
 	}
 	if req.MaxHostLatency != nil {

@@ -11,12 +11,7 @@ import (
 // Pairs lists the active pairs and the finished (split) ones, by source
 // name then creation time.
 func (m *Manager) Pairs() []PairStatus {
-	m.mu.Lock()
-	active := make([]*pair, 0, len(m.mu.pairs))
-	for _, p := range m.mu.pairs {
-		active = append(active, p)
-	}
-	m.mu.Unlock()
+	active := m.activePairs()
 	seen := map[string]bool{}
 	var out []PairStatus
 	for _, p := range active {

@@ -20,30 +20,12 @@ func (m *Manager) startProgress() {
 	if iv < 0 {
 		return
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		t := time.NewTicker(iv)
-		defer t.Stop()
-		for {
-			select {
-			case <-m.ctx.Done():
-				return
-			case <-t.C:
-				m.logProgress()
-			}
-		}
-	}()
+	m.every(iv, m.logProgress)
 }
 
 // logProgress logs one line per pair that is copying.
 func (m *Manager) logProgress() {
-	m.mu.Lock()
-	ps := make([]*pair, 0, len(m.mu.pairs))
-	for _, p := range m.mu.pairs {
-		ps = append(ps, p)
-	}
-	m.mu.Unlock()
+	ps := m.activePairs()
 	for _, p := range ps {
 		if p.getState() != StateCopying {
 			continue

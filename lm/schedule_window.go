@@ -290,12 +290,7 @@ func (m *Manager) wakeSchedule() {
 func (m *Manager) scheduleLoop() {
 	for {
 		now := time.Now()
-		m.mu.Lock()
-		ps := make([]*pair, 0, len(m.mu.pairs))
-		for _, p := range m.mu.pairs {
-			ps = append(ps, p)
-		}
-		m.mu.Unlock()
+		ps := m.activePairs()
 		wake := now.Add(time.Minute)
 		for _, p := range ps {
 			if p.getState().Final() {

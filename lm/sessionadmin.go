@@ -303,33 +303,11 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 			return fmt.Errorf("session %s is %s: nothing to throttle: %w", name, st, ErrState)
 		}
 		rec := s.record()
-		if req.Speed != nil {
-			rec.Speed = string(*req.Speed)
-		}
-		if req.MaxMBps != nil {
-			rec.MaxMBps = *req.MaxMBps
-		}
-		if req.Priority != nil {
-			rec.Priority = *req.Priority
-		}
+		req.apply(setFields{Speed: &rec.Speed, MaxMBps: &rec.MaxMBps, Priority: &rec.Priority, AutoSplit: &rec.AutoSplit,
+			Verify: &rec.Verify, Windows: &rec.Windows, MaxElapsedNS: &rec.MaxElapsedNS, MaxHostLatencyNS: &rec.MaxHostLatencyNS,
+			MaxActive: &rec.MaxActive})
 		if req.AutoSplit != nil {
-			rec.AutoSplit = *req.AutoSplit
 			s.splitBlocked = false
-		}
-		if req.Verify != nil {
-			rec.Verify = *req.Verify
-		}
-		if req.MaxActive != nil {
-			rec.MaxActive = *req.MaxActive
-		}
-		if req.Windows != nil {
-			rec.Windows = windowStrings(*req.Windows)
-		}
-		if req.MaxElapsed != nil {
-			rec.MaxElapsedNS = int64(*req.MaxElapsed)
-		}
-		if req.MaxHostLatency != nil {
-			rec.MaxHostLatencyNS = int64(*req.MaxHostLatency)
 		}
 		if err := s.save(rec); err != nil {
 			return err
@@ -340,8 +318,7 @@ func (m *Manager) SetSession(name string, req SetRequest) (SessionStatus, error)
 			Windows: req.Windows, MaxElapsed: req.MaxElapsed, MaxHostLatency: req.MaxHostLatency}
 		var errs []error
 		for _, p := range ps {
-			if !p.active() || (preq.Speed == nil && preq.MaxMBps == nil && preq.Priority == nil && preq.Verify == nil &&
-				preq.Windows == nil && preq.MaxElapsed == nil && preq.MaxHostLatency == nil) {
+			if !p.active() || preq.empty() {
 				continue
 			}
 			if _, err := m.set(byID(p.st.ID), preq); err != nil && !errors.Is(err, ErrNotFound) {

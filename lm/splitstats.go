@@ -1,6 +1,8 @@
 package lm
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -62,14 +64,8 @@ type PairCounters struct {
 // not grow with the history: metrics call it on every scrape.
 func (m *Manager) LivePairs() []PairCounters {
 	m.mu.Lock()
-	active := make([]*pair, 0, len(m.mu.pairs))
-	for _, p := range m.mu.pairs {
-		active = append(active, p)
-	}
-	unloaded := make([]*unloadedPair, 0, len(m.mu.unloaded))
-	for _, u := range m.mu.unloaded {
-		unloaded = append(unloaded, u)
-	}
+	active := slices.Collect(maps.Values(m.mu.pairs))
+	unloaded := slices.Collect(maps.Values(m.mu.unloaded))
 	m.mu.Unlock()
 	out := make([]PairCounters, 0, len(active)+len(unloaded))
 	for _, p := range active {

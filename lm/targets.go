@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/lmtgt/lmtgt/metavol"
 )
@@ -197,15 +196,7 @@ func (m *Manager) CreateTargetOn(iqn string, portals []string) error {
 		}
 	}
 	slices.Sort(group)
-	return m.commitApply(obj, func(tx *metavol.Tx) (func(*metavol.Tx) error, error) {
-		if _, err := tx.GetTarget(iqn); err == nil {
-			return nil, refuse(ErrExists, obj, "already exists")
-		} else if !errors.Is(err, metavol.ErrNotFound) {
-			return nil, err
-		}
-		undo := func(tx *metavol.Tx) error { return tx.DeleteTarget(iqn) }
-		return undo, tx.PutTarget(metavol.Target{IQN: iqn, Created: time.Now().UTC(), Portals: group})
-	})
+	return m.createTargetWith(iqn, 0, 0, group) // configplan.go
 }
 
 // DeleteTarget deletes a target; with LUNs mapped only when force is set
@@ -431,13 +422,9 @@ func (m *Manager) SetMapping(iqn, lun string, ch MappingChange) error {
 		return refuse(ErrInvalid, obj, "nothing to change: give the write protection or the initiators")
 	}
 	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
-		l, err := tx.LUNByName(lun)
+		i, err := mappingIndex(tx, t, lun)
 		if err != nil {
-			return orNotFound(err, lunObject(lun))
-		}
-		i := slices.IndexFunc(t.Mappings, func(mp metavol.Mapping) bool { return mp.LUNID == l.ID })
-		if i < 0 {
-			return refuse(ErrNotFound, lunObject(lun), "not mapped on %s", iqn)
+			return err
 		}
 		if ch.ReadOnly != nil {
 			t.Mappings[i].ReadOnly = *ch.ReadOnly
@@ -447,6 +434,21 @@ func (m *Manager) SetMapping(iqn, lun string, ch MappingChange) error {
 		}
 		return nil
 	})
+}
+
+// mappingIndex finds the mapping of the LUN called lun in target t (in
+// the caller's transaction); a LUN that does not exist or is not mapped
+// there is not found.
+func mappingIndex(tx *metavol.Tx, t *metavol.Target, lun string) (int, error) {
+	l, err := tx.LUNByName(lun)
+	if err != nil {
+		return -1, orNotFound(err, lunObject(lun))
+	}
+	i := slices.IndexFunc(t.Mappings, func(mp metavol.Mapping) bool { return mp.LUNID == l.ID })
+	if i < 0 {
+		return -1, refuse(ErrNotFound, lunObject(lun), "not mapped on %s", t.IQN)
+	}
+	return i, nil
 }
 
 // maskInitiators checks the initiator names of a mapping mask and
@@ -508,13 +510,9 @@ func refuseMappedPairTarget(tx *metavol.Tx, source string, tl metavol.LUN) error
 // UnmapLUN removes the LUN called lun from a target.
 func (m *Manager) UnmapLUN(iqn, lun string) error {
 	return m.changeTarget(iqn, func(tx *metavol.Tx, t *metavol.Target) error {
-		l, err := tx.LUNByName(lun)
+		i, err := mappingIndex(tx, t, lun)
 		if err != nil {
-			return orNotFound(err, lunObject(lun))
-		}
-		i := slices.IndexFunc(t.Mappings, func(mp metavol.Mapping) bool { return mp.LUNID == l.ID })
-		if i < 0 {
-			return refuse(ErrNotFound, lunObject(lun), "not mapped on %s", iqn)
+			return err
 		}
 		t.Mappings = slices.Delete(t.Mappings, i, i+1)
 		return nil

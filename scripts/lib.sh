@@ -1,4 +1,4 @@
-# scripts/lib.sh - shell helpers shared by conformance.sh, vm-test.sh and bench.
+# scripts/lib.sh - shell helpers shared by conformance.sh, the vm-*.sh scripts and bench.
 # Source it; it defines functions only (no side effects).
 
 # REPO: the repository root (this file lives in REPO/scripts).
@@ -151,4 +151,59 @@ tgt_ctl_port() {
 # lmtgt's `-o json` prints on stdin (strings without quotes); no jq needed.
 json_field() {
   sed -n -e "s/^  \"$1\": *\"\(.*\)\",\{0,1\}\$/\1/p" -e "s/^  \"$1\": *\([^\",]*\),\{0,1\}\$/\1/p" | head -n 1
+}
+
+# The shared parts of the VM guest scripts (guest_script of vm-test.sh and
+# vm-multipath.sh): text written into the script the guest runs (POSIX sh).
+# guest_prelude: the step helpers up, step, bad (sets WHY) and run.
+guest_prelude() {
+  cat <<'EOF'
+up() { cut -d' ' -f1 /proc/uptime; }
+step() { echo "VMTEST-STEP [$(up)s] $*"; }
+WHY=""
+bad() { WHY="$*"; echo "VMTEST-STEP [$(up)s] FAILED: $*"; return 1; }
+run() { echo "+ $*"; "$@"; }
+EOF
+}
+
+# guest_runner: the end of a guest script: runs sc_NAME for every NAME of
+# $SCENARIOS (comma-separated), one "VMTEST-RESULT: NAME PASS|FAIL" line
+# each (after a failure the guest script's scenario_failed: its logs and
+# cleanup), a last overall VMTEST-RESULT line; exits 1 if one failed.
+guest_runner() {
+  cat <<'EOF'
+FAILED=0
+for s in $(echo "$SCENARIOS" | tr ',' ' '); do
+  WHY=""; T=$(up)
+  if sc_$s; then
+    echo "VMTEST-RESULT: $s PASS ($(awk -v a="$T" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')s)"
+  else
+    echo "VMTEST-RESULT: $s FAIL ($WHY)"
+    FAILED=1; scenario_failed
+  fi
+done
+if [ $FAILED = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL"; fi
+exit $FAILED
+EOF
+}
+
+# guest_kernel_hook W KERNEL_META: the start of the mmdebstrap customize
+# hook (sh; the rootfs is its $1) that the VM guest builds write to
+# W/kernel.sh: resolve KERNEL_META to its linux-image package, download
+# it, unpack it into W/kernel (no initramfs-tools, no bootloader) and set
+# KV to its version. The caller appends where the modules and the kernel
+# go.
+guest_kernel_hook() {
+  local W=$1 meta=$2
+  cat <<EOF
+#!/bin/sh
+set -e
+R="\$1"
+K=\$(chroot "\$R" apt-cache depends $meta | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
+[ -n "\$K" ] || { echo "cannot resolve $meta" >&2; exit 1; }
+chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
+dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
+rm -f "\$R"/tmp/*.deb
+KV=\${K#linux-image-}
+EOF
 }

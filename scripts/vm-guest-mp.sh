@@ -78,16 +78,8 @@ mp_build_guest() {
   # the kernel package is downloaded and unpacked on the side (no
   # initramfs-tools, no bootloader); its modules go into the rootfs, less
   # the drivers a VM never needs
-  cat > "$W/kernel.sh" <<EOF
-#!/bin/sh
-set -e
-R="\$1"
-K=\$(chroot "\$R" apt-cache depends $MP_KERNEL_META | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
-[ -n "\$K" ] || { echo "cannot resolve $MP_KERNEL_META" >&2; exit 1; }
-chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
-dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
-rm -f "\$R"/tmp/*.deb
-KV=\${K#linux-image-}
+  { guest_kernel_hook "$W" "$MP_KERNEL_META" # lib.sh
+    cat <<EOF
 M="$W/kernel/lib/modules/\$KV/kernel"
 rm -rf "\$M"/sound "\$M"/drivers/gpu "\$M"/drivers/media "\$M"/drivers/net/wireless "\$M"/drivers/net/ethernet \\
   "\$M"/drivers/infiniband "\$M"/drivers/staging "\$M"/drivers/usb "\$M"/drivers/bluetooth "\$M"/drivers/iio \\
@@ -108,6 +100,7 @@ sed -i -e 's|^iscsid.startup = .*|iscsid.startup = /usr/sbin/iscsid|' \\
 echo "InitiatorName=iqn.2026-12.org.lmtgt:vm-multipath" > "\$R/etc/iscsi/initiatorname.iscsi"
 rm -rf "\$R"/usr/share/doc/* "\$R"/usr/share/man/* "\$R"/usr/share/locale/* "\$R"/var/cache/apt/*.bin
 EOF
+  } > "$W/kernel.sh"
   chmod +x "$W/kernel.sh"
   mmdebstrap --quiet --variant=apt --include="$MP_GUEST_PKGS" \
     --customize-hook="$W/kernel.sh \"\$1\"" "$MP_SUITE" "$R" >"$W/mmdebstrap.log" 2>&1 \

@@ -168,11 +168,9 @@ guest_script() {
 #!/bin/bash
 # runs in the guest; /vmmp/test.env holds HOST, SCENARIOS and what the
 # scenarios' setup_ functions exported
-up() { cut -d' ' -f1 /proc/uptime; }
-step() { echo "VMTEST-STEP [$(up)s] $*"; }
-WHY=""
-bad() { WHY="$*"; echo "VMTEST-STEP [$(up)s] FAILED: $*"; return 1; }
-run() { echo "+ $*"; "$@"; }
+EOF
+  guest_prelude # lib.sh
+  cat <<'EOF'
 
 # ---- the channel to the host: requests on the console, answers on ttyS1
 exec 4<>/dev/ttyS1
@@ -650,22 +648,15 @@ cleanup_all() {
   return 0
 }
 
-FAILED=0
-for s in $(echo "$SCENARIOS" | tr ',' ' '); do
-  WHY=""; T=$(up)
-  if sc_$s; then
-    echo "VMTEST-RESULT: $s PASS ($(awk -v a="$T" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')s)"
-  else
-    echo "VMTEST-RESULT: $s FAIL ($WHY)"
-    echo "---- iscsid log"; tail -n 20 /tmp/iscsid.log
-    echo "---- multipathd log"; tail -n 30 /tmp/multipathd.log
-    echo "---- dmesg"; dmesg | tail -n 30
-    FAILED=1; cleanup_all
-  fi
-done
-if [ $FAILED = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL"; fi
-exit $FAILED
+# after a failed scenario (guest_runner): its logs, then a clean slate
+scenario_failed() {
+  echo "---- iscsid log"; tail -n 20 /tmp/iscsid.log
+  echo "---- multipathd log"; tail -n 30 /tmp/multipathd.log
+  echo "---- dmesg"; dmesg | tail -n 30
+  cleanup_all
+}
 EOF
+  guest_runner # lib.sh
 }
 
 # ================================================================ host side

@@ -72,16 +72,8 @@ build_guest() {
   local W; W=$(mktemp -d "$CACHE_DIR/sdbuild.XXXXXX")
   local R=$W/rootfs O=$W/out t0=$SECONDS
   log "building the guest: mmdebstrap $SUITE with $GUEST_PKGS and $KERNEL_META"
-  cat > "$W/kernel.sh" <<EOF
-#!/bin/sh
-set -e
-R="\$1"
-K=\$(chroot "\$R" apt-cache depends $KERNEL_META | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
-[ -n "\$K" ] || { echo "cannot resolve $KERNEL_META" >&2; exit 1; }
-chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
-dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
-rm -f "\$R"/tmp/*.deb
-KV=\${K#linux-image-}
+  { guest_kernel_hook "$W" "$KERNEL_META" # lib.sh
+    cat <<EOF
 cp "$W/kernel/boot/vmlinuz-\$KV" "$W/vmlinuz"
 mkdir -p "\$R/usr/lib/modules"
 cp -a "$W/kernel/lib/modules/\$KV" "\$R/usr/lib/modules/"
@@ -93,6 +85,7 @@ find "\$R/usr/lib/modules/\$KV" -name '*.ko*' | sed "s|^\$R||" | sort | comm -23
 chroot "\$R" depmod "\$KV"
 echo "\$KV" > "$W/KVERSION"
 EOF
+  } > "$W/kernel.sh"
   chmod +x "$W/kernel.sh"
   mmdebstrap --quiet --variant=apt --include="$GUEST_PKGS" \
     --customize-hook="$W/kernel.sh \"\$1\"" \

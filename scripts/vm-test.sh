@@ -144,22 +144,15 @@ build_guest() {
   log "building the guest: mmdebstrap $SUITE with $GUEST_PKGS and $KERNEL_META (about 1.5 min)"
   # the kernel package is only downloaded and unpacked on the side (no
   # initramfs-tools, no bootloader); its modules go into the rootfs for depmod
-  cat > "$W/kernel.sh" <<EOF
-#!/bin/sh
-set -e
-R="\$1"
-K=\$(chroot "\$R" apt-cache depends $KERNEL_META | sed -n 's/^ *Depends: \\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n1)
-[ -n "\$K" ] || { echo "cannot resolve $KERNEL_META" >&2; exit 1; }
-chroot "\$R" sh -c "cd /tmp && apt-get download -q \$K >/dev/null 2>&1"
-dpkg-deb -x "\$R"/tmp/\${K}_*.deb "$W/kernel"
-rm -f "\$R"/tmp/*.deb
-KV=\${K#linux-image-}
+  { guest_kernel_hook "$W" "$KERNEL_META" # lib.sh
+    cat <<EOF
 mkdir -p "\$R/usr/lib/modules"
 cp -a "$W/kernel/lib/modules/\$KV" "\$R/usr/lib/modules/"
 cp "$W/kernel/boot/vmlinuz-\$KV" "\$R/boot/"
 chroot "\$R" depmod "\$KV"
 echo "\$KV" > "\$R/KVERSION"
 EOF
+  } > "$W/kernel.sh"
   chmod +x "$W/kernel.sh"
   mmdebstrap --quiet --variant=apt --include="$GUEST_PKGS" \
     --customize-hook="$W/kernel.sh \"\$1\"" "$SUITE" "$R" >"$W/mmdebstrap.log" 2>&1 \
@@ -219,11 +212,9 @@ guest_script() {
 #!/bin/sh
 # runs in the guest; /test.env: PORTAL SCENARIOS IQN_PLAIN IQN_CHAP IQN_MUTUAL
 # IQN_MIGRATE MIGRATE_DONE CHAP_USER CHAP_SECRET MUTUAL_USER MUTUAL_SECRET TGT_USER TGT_SECRET
-up() { cut -d' ' -f1 /proc/uptime; }
-step() { echo "VMTEST-STEP [$(up)s] $*"; }
-WHY=""
-bad() { WHY="$*"; echo "VMTEST-STEP [$(up)s] FAILED: $*"; return 1; }
-run() { echo "+ $*"; "$@"; }
+EOF
+  guest_prelude # lib.sh
+  cat <<'EOF'
 DEV=""
 
 iscsid -f > /tmp/iscsid.log 2>&1 &
@@ -445,21 +436,14 @@ sc_migrate() {
   step "migrate: logout"; logout "$IQN_MIGRATE"
 }
 
-FAILED=0
-for s in $(echo "$SCENARIOS" | tr ',' ' '); do
-  WHY=""; T=$(up)
-  if sc_$s; then
-    echo "VMTEST-RESULT: $s PASS ($(awk -v a="$T" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')s)"
-  else
-    echo "VMTEST-RESULT: $s FAIL ($WHY)"
-    echo "---- iscsid log"; tail -n 30 /tmp/iscsid.log
-    echo "---- dmesg"; dmesg | tail -n 30
-    FAILED=1; logout_all
-  fi
-done
-if [ $FAILED = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL"; fi
-exit $FAILED
+# after a failed scenario (guest_runner): its logs, then a clean slate
+scenario_failed() {
+  echo "---- iscsid log"; tail -n 30 /tmp/iscsid.log
+  echo "---- dmesg"; dmesg | tail -n 30
+  logout_all
+}
 EOF
+  guest_runner # lib.sh
 }
 
 # ================================================================ main (host)

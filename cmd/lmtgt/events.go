@@ -250,7 +250,7 @@ func sessionHistoryCommand() *cli.Command {
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{outputFlag},
 		Action: func(c *cli.Context) error {
-			name, err := args1(c, "NAME (the session's name)")
+			name, err := sessionArg(c)
 			if err != nil {
 				return err
 			}

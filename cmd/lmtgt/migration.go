@@ -371,25 +371,16 @@ func hostLatencyFlag() cli.Flag {
 
 // throttleRequest reads throttleFlags; cmd names the command in the error.
 func throttleRequest(c *cli.Context, cmd string) (wire.SetMigration, error) {
-	var req wire.SetMigration
 	if err := checkOptionFlags(c); err != nil { // schedule.go
-		return req, err
+		return wire.SetMigration{}, err
 	}
-	if c.IsSet("speed") {
-		s := c.String("speed")
-		req.Speed = &s
-	}
-	if c.IsSet("max-mbps") {
-		n := c.Int64("max-mbps")
-		req.MaxMBps = &n
+	req := wire.SetMigration{
+		Speed:          flagPtr(c, "speed", c.String), // schedule.go
+		MaxMBps:        flagPtr(c, "max-mbps", c.Int64),
+		MaxHostLatency: flagPtr(c, "max-host-latency", c.String),
 	}
 	setOptions(c, &req) // schedule.go
-	if c.IsSet("max-host-latency") {
-		s := c.String("max-host-latency")
-		req.MaxHostLatency = &s
-	}
-	if req.Speed == nil && req.MaxMBps == nil && req.Priority == nil && req.AutoSplit == nil && req.Verify == nil && req.MaxActive == nil &&
-		req.Windows == nil && req.MaxElapsed == nil && req.MaxHostLatency == nil {
+	if req == (wire.SetMigration{}) {
 		return req, usageErr("%s: give --speed and/or --max-mbps, or --priority, --auto-split, --verify, --window, --max-elapsed, --max-host-latency (session: --max-active)", cmd)
 	}
 	return req, nil

@@ -140,7 +140,7 @@ func sessionRollbackCommands() []*cli.Command {
 			ArgsUsage: "NAME",
 			Flags:     []cli.Flag{maxPauseFlag(), outputFlag},
 			Action: func(c *cli.Context) error {
-				name, err := args1(c, "NAME (the session's name)")
+				name, err := sessionArg(c)
 				if err != nil {
 					return err
 				}
@@ -160,7 +160,7 @@ func sessionRollbackCommands() []*cli.Command {
 			ArgsUsage: "NAME",
 			Flags:     append([]cli.Flag{outputFlag}, retireFlags("after the commit")...),
 			Action: func(c *cli.Context) error {
-				name, err := args1(c, "NAME (the session's name)")
+				name, err := sessionArg(c)
 				if err != nil {
 					return err
 				}

@@ -66,30 +66,23 @@ func setOptionFlags() []cli.Flag {
 
 // setOptions reads setOptionFlags (and a session's --max-active) into req.
 func setOptions(c *cli.Context, req *wire.SetMigration) {
-	if c.IsSet("priority") {
-		s := c.String("priority")
-		req.Priority = &s
+	req.Priority = flagPtr(c, "priority", c.String)
+	req.AutoSplit = flagPtr(c, "auto-split", c.Bool)
+	req.Verify = flagPtr(c, "verify", c.Bool)
+	req.Windows = flagPtr(c, "window", func(string) []string { return windows(c) })
+	req.MaxElapsed = flagPtr(c, "max-elapsed", c.String)
+	req.MaxActive = flagPtr(c, "max-active", c.Int)
+}
+
+// flagPtr is the value of flag name (read by get) when the command line
+// sets it, nil when it does not: the "change only what is given" fields
+// of a request.
+func flagPtr[T any](c *cli.Context, name string, get func(name string) T) *T {
+	if !c.IsSet(name) {
+		return nil
 	}
-	if c.IsSet("auto-split") {
-		b := c.Bool("auto-split")
-		req.AutoSplit = &b
-	}
-	if c.IsSet("verify") {
-		b := c.Bool("verify")
-		req.Verify = &b
-	}
-	if c.IsSet("window") {
-		ws := windows(c)
-		req.Windows = &ws
-	}
-	if c.IsSet("max-elapsed") {
-		s := c.String("max-elapsed")
-		req.MaxElapsed = &s
-	}
-	if c.IsSet("max-active") {
-		n := c.Int("max-active")
-		req.MaxActive = &n
-	}
+	v := get(name)
+	return &v
 }
 
 // forceAction is `migration resume|cancel NAME [--force]`: the pair is

@@ -77,7 +77,7 @@ func sessionCommand() *cli.Command {
 				ArgsUsage: "NAME",
 				Flags:     []cli.Flag{outputFlag},
 				Action: func(c *cli.Context) error {
-					name, err := args1(c, "NAME (the session's name)")
+					name, err := sessionArg(c)
 					if err != nil {
 						return err
 					}
@@ -93,7 +93,7 @@ func sessionCommand() *cli.Command {
 
 // sessionAction is the subcommand "name NAME" that makes one call on a session.
 func sessionAction(name, usage string, call func(*client.Client, context.Context, string) (wire.MigrationSession, error)) *cli.Command {
-	return stateAction(name, usage, "NAME", "NAME (the session's name)", "session", call,
+	return stateAction(name, usage, "NAME", sessionNameWhat, "session", call,
 		func(s wire.MigrationSession) string { return s.State })
 }
 
@@ -115,7 +115,7 @@ func parsePairs(vals []string) ([]wire.SessionPair, error) {
 }
 
 func sessionCreate(c *cli.Context) error {
-	name, err := args1(c, "NAME (the session's name)")
+	name, err := sessionArg(c)
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func sessionProgress(s wire.MigrationSession) string {
 }
 
 func sessionShow(c *cli.Context) error {
-	name, err := args1(c, "NAME (the session's name)")
+	name, err := sessionArg(c)
 	if err != nil {
 		return err
 	}
@@ -307,7 +307,7 @@ func watchSession(c *cli.Context, cl *client.Client, name string, asJSON bool) e
 }
 
 func sessionSet(c *cli.Context) error {
-	name, err := args1(c, "NAME (the session's name)")
+	name, err := sessionArg(c)
 	if err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func sessionSet(c *cli.Context) error {
 }
 
 func sessionSplit(c *cli.Context) error {
-	name, err := args1(c, "NAME (the session's name)")
+	name, err := sessionArg(c)
 	if err != nil {
 		return err
 	}
@@ -356,3 +356,10 @@ func sessionEstimateStart(s wire.MigrationSession) string {
 	}
 	return fmt.Sprintf("in %s (at %s)", durStr(s.EstimateWaitSeconds), s.StartAt.Local().Format(time.RFC3339))
 }
+
+// sessionNameWhat is how a usage error names a session command's argument.
+const sessionNameWhat = "NAME (the session's name)"
+
+// sessionArg returns the session name, the one argument of a session
+// command.
+func sessionArg(c *cli.Context) (string, error) { return args1(c, sessionNameWhat) }

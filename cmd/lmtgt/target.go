@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,10 +74,8 @@ func targetCommand() *cli.Command {
 				Call: mapLUN,
 				Done: func(lun string, t wire.Target) string {
 					n := "?"
-					for _, l := range t.LUNs {
-						if l.Name == lun {
-							n = strconv.FormatUint(l.LUN, 10)
-						}
+					if l, ok := mappedLUN(t, lun); ok {
+						n = strconv.FormatUint(l.LUN, 10)
 					}
 					return fmt.Sprintf("LUN %s mapped on %s at LUN %s", lun, t.IQN, n)
 				},
@@ -92,10 +91,8 @@ func targetCommand() *cli.Command {
 				},
 				Call: setMapping,
 				Done: func(lun string, t wire.Target) string {
-					for _, l := range t.LUNs {
-						if l.Name == lun {
-							return fmt.Sprintf("LUN %s on %s: %s", lun, t.IQN, mappingMode(l))
-						}
+					if l, ok := mappedLUN(t, lun); ok {
+						return fmt.Sprintf("LUN %s on %s: %s", lun, t.IQN, mappingMode(l))
 					}
 					return fmt.Sprintf("LUN %s on %s changed", lun, t.IQN)
 				},
@@ -104,9 +101,7 @@ func targetCommand() *cli.Command {
 				Name:  "unmap",
 				Usage: "remove a LUN from a target",
 				Arg:   "LUN-NAME",
-				Call: func(_ *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
-					return cl.Unmap(context.Background(), iqn, lun)
-				},
+				Call:  clientCall((*client.Client).Unmap),
 				Done: func(lun string, t wire.Target) string {
 					return fmt.Sprintf("LUN %s unmapped from %s", lun, t.IQN)
 				},
@@ -115,9 +110,7 @@ func targetCommand() *cli.Command {
 				Name:  "allow",
 				Usage: "let an initiator (or ALL initiators) log in",
 				Arg:   "INITIATOR-IQN|ALL",
-				Call: func(_ *cli.Context, cl *client.Client, iqn, initiator string) (wire.Target, error) {
-					return cl.Allow(context.Background(), iqn, initiator)
-				},
+				Call:  clientCall((*client.Client).Allow),
 				Done: func(initiator string, t wire.Target) string {
 					return fmt.Sprintf("%s may log in to %s (initiators: %s)", initiator, t.IQN, aclStr(t))
 				},
@@ -126,9 +119,7 @@ func targetCommand() *cli.Command {
 				Name:  "disallow",
 				Usage: "remove an initiator (or ALL) from a target's ACL",
 				Arg:   "INITIATOR-IQN|ALL",
-				Call: func(_ *cli.Context, cl *client.Client, iqn, initiator string) (wire.Target, error) {
-					return cl.Disallow(context.Background(), iqn, initiator)
-				},
+				Call:  clientCall((*client.Client).Disallow),
 				Done: func(initiator string, t wire.Target) string {
 					return fmt.Sprintf("%s removed from %s (initiators: %s)", initiator, t.IQN, aclStr(t))
 				},
@@ -141,23 +132,15 @@ func targetCommand() *cli.Command {
 						Name:  "add",
 						Usage: "serve the target on this portal too (ip:port, one of serve --portal); a target with no portal group is then served only there",
 						Arg:   "IP:PORT",
-						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
-							return cl.AddPortal(context.Background(), iqn, portal)
-						},
-						Done: func(portal string, t wire.Target) string {
-							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
-						},
+						Call:  clientCall((*client.Client).AddPortal),
+						Done:  servedOn,
 					}.command(),
 					targetChange{
 						Name:  "remove",
 						Usage: "stop serving the target on this portal (its sessions there end); ALL empties the group: every portal",
 						Arg:   "IP:PORT|ALL",
-						Call: func(_ *cli.Context, cl *client.Client, iqn, portal string) (wire.Target, error) {
-							return cl.RemovePortal(context.Background(), iqn, portal)
-						},
-						Done: func(portal string, t wire.Target) string {
-							return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
-						},
+						Call:  clientCall((*client.Client).RemovePortal),
+						Done:  servedOn,
 					}.command(),
 				},
 			},
@@ -327,6 +310,19 @@ func targetResult(c *cli.Context, asJSON bool, t wire.Target, msg string) error 
 	return nil
 }
 
+// clientCall is a targetChange.Call that hands IQN and ARG to one client
+// method (a method expression such as (*client.Client).Allow).
+func clientCall(f func(cl *client.Client, ctx context.Context, iqn, arg string) (wire.Target, error)) func(*cli.Context, *client.Client, string, string) (wire.Target, error) {
+	return func(_ *cli.Context, cl *client.Client, iqn, arg string) (wire.Target, error) {
+		return f(cl, context.Background(), iqn, arg)
+	}
+}
+
+// servedOn is the sentence of a portal group change.
+func servedOn(_ string, t wire.Target) string {
+	return fmt.Sprintf("%s served on %s", t.IQN, portalsStr(t))
+}
+
 // targetChange is a subcommand "IQN ARG" that changes a target with one
 // API call and prints the changed target: as JSON, or the sentence Done
 // makes; warnings go to stderr either way.
@@ -384,10 +380,7 @@ func mapLUN(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, er
 // --all-initiators.
 func setMapping(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target, error) {
 	var req wire.SetMapping
-	if c.IsSet("read-only") {
-		ro := c.Bool("read-only")
-		req.ReadOnly = &ro
-	}
+	req.ReadOnly = flagPtr(c, "read-only", c.Bool) // schedule.go
 	switch {
 	case c.IsSet("initiator") && c.Bool("all-initiators"):
 		return wire.Target{}, usageErr("target mapping: give --initiator or --all-initiators, not both")
@@ -402,6 +395,15 @@ func setMapping(c *cli.Context, cl *client.Client, iqn, lun string) (wire.Target
 		return wire.Target{}, usageErr("target mapping: nothing to change (--read-only[=false], --initiator or --all-initiators)")
 	}
 	return cl.SetMapping(context.Background(), iqn, lun, req)
+}
+
+// mappedLUN finds the LUN called name among t's mapped LUNs.
+func mappedLUN(t wire.Target, name string) (wire.TargetLUN, bool) {
+	i := slices.IndexFunc(t.LUNs, func(l wire.TargetLUN) bool { return l.Name == name })
+	if i < 0 {
+		return wire.TargetLUN{}, false
+	}
+	return t.LUNs[i], true
 }
 
 // mappingMode describes a mapping's write protection and mask.

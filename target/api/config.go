@@ -44,13 +44,9 @@ func (s *Server) configRoutes(m *http.ServeMux) {
 	svc := s.svc
 	v := wire.Version
 	m.HandleFunc("GET "+v+"/config", func(w http.ResponseWriter, r *http.Request) {
-		secrets := false
-		switch q := r.URL.Query().Get("secrets"); q {
-		case "", "false", "0":
-		case "true", "1":
-			secrets = true
-		default:
-			writeError(w, invalid(configObject, "secrets=%q: want true or false", q))
+		secrets, e := boolQuery(r, "secrets", configObject)
+		if e != nil {
+			writeError(w, e)
 			return
 		}
 		c, err := svc.ExportConfig(secrets)

@@ -26,33 +26,19 @@ func (s *Server) rollbackRoutes(m *http.ServeMux) {
 		res, err := svc.Commit(req)
 		reply(w, http.StatusOK, res, err, pairObject(strings.Join(req.Sources, ",")))
 	}))
-	m.HandleFunc("POST "+v+"/migrations/{source}/retire", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("POST "+v+"/migrations/{source}/retire", withOptionalBody(func(w http.ResponseWriter, r *http.Request, req wire.Retire) {
 		src := r.PathValue("source")
-		var req wire.Retire
-		if r.ContentLength != 0 { // the body is optional
-			if e := decode(w, r, &req); e != nil {
-				writeError(w, e)
-				return
-			}
-		}
 		res, err := svc.Retire(src, req)
 		reply(w, http.StatusOK, res, err, pairObject(src))
-	})
+	}))
 	m.HandleFunc("DELETE "+v+"/migrations/{source}", func(w http.ResponseWriter, r *http.Request) {
 		src := r.PathValue("source")
 		res, err := svc.DeleteMigrations(src)
 		reply(w, http.StatusOK, res, err, pairObject(src))
 	})
 	for _, action := range []string{"rollback", "commit"} {
-		m.HandleFunc("POST "+v+"/sessions/{name}/"+action, func(w http.ResponseWriter, r *http.Request) {
+		m.HandleFunc("POST "+v+"/sessions/{name}/"+action, withOptionalBody(func(w http.ResponseWriter, r *http.Request, req wire.SplitSession) {
 			name := r.PathValue("name")
-			var req wire.SplitSession
-			if r.ContentLength != 0 { // the body is optional
-				if e := decode(w, r, &req); e != nil {
-					writeError(w, e)
-					return
-				}
-			}
 			var res wire.SplitResult
 			var err error
 			if action == "rollback" {
@@ -61,7 +47,7 @@ func (s *Server) rollbackRoutes(m *http.ServeMux) {
 				res, err = svc.CommitSession(name, req)
 			}
 			reply(w, http.StatusOK, res, err, sessionObject(name))
-		})
+		}))
 	}
 }
 

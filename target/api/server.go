@@ -381,6 +381,54 @@ func withBody[T any](h func(w http.ResponseWriter, r *http.Request, req T)) http
 	}
 }
 
+// withOptionalBody is withBody for a route whose JSON body may be left
+// out: without one, h gets the zero T.
+func withOptionalBody[T any](h func(w http.ResponseWriter, r *http.Request, req T)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req T
+		if r.ContentLength != 0 {
+			if e := decode(w, r, &req); e != nil {
+				writeError(w, e)
+				return
+			}
+		}
+		h(w, r, req)
+	}
+}
+
+// boolQuery reads the strict boolean query parameter name ("", false, 0,
+// true, 1; absent is false); anything else is refused for object.
+func boolQuery(r *http.Request, name, object string) (bool, *wire.Error) {
+	switch q := r.URL.Query().Get(name); q {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	default:
+		return false, invalid(object, "%s=%q: want true or false", name, q)
+	}
+}
+
+// targetArg serves a route on one target that names a second object in
+// its path (.../{iqn}/.../{param}): f gets both and its target is the
+// answer.
+func targetArg(f func(iqn, arg string) (wire.Target, error), param string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		iqn := r.PathValue("iqn")
+		t, err := f(iqn, r.PathValue(param))
+		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	}
+}
+
+// targetBody serves a route on one target with a JSON body of type T.
+func targetBody[T any](f func(iqn string, req T) (wire.Target, error)) http.HandlerFunc {
+	return withBody(func(w http.ResponseWriter, r *http.Request, req T) {
+		iqn := r.PathValue("iqn")
+		t, err := f(iqn, req)
+		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	})
+}
+
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	s.mux = m
@@ -446,32 +494,18 @@ func (s *Server) routes() {
 	})
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}", func(w http.ResponseWriter, r *http.Request) {
 		iqn := r.PathValue("iqn")
-		force := false
-		switch f := r.URL.Query().Get("force"); f {
-		case "", "false", "0":
-		case "true", "1":
-			force = true
-		default:
-			writeError(w, invalid(targetObject(iqn), "force=%q: want true or false", f))
+		force, e := boolQuery(r, "force", targetObject(iqn))
+		if e != nil {
+			writeError(w, e)
 			return
 		}
 		reply(w, 0, nil, svc.DeleteTarget(iqn, force), targetObject(iqn))
 	})
-	m.HandleFunc("POST "+v+"/targets/{iqn}/luns", withBody(func(w http.ResponseWriter, r *http.Request, req wire.MapLUN) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.Map(iqn, req)
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	m.HandleFunc("POST "+v+"/targets/{iqn}/luns", targetBody(svc.Map))
+	m.HandleFunc("POST "+v+"/targets/{iqn}/portals", targetBody(func(iqn string, req wire.Portal) (wire.Target, error) {
+		return svc.AddPortal(iqn, req.Portal)
 	}))
-	m.HandleFunc("POST "+v+"/targets/{iqn}/portals", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Portal) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.AddPortal(iqn, req.Portal)
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	}))
-	m.HandleFunc("DELETE "+v+"/targets/{iqn}/portals/{portal}", func(w http.ResponseWriter, r *http.Request) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.RemovePortal(iqn, r.PathValue("portal"))
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	})
+	m.HandleFunc("DELETE "+v+"/targets/{iqn}/portals/{portal}", targetArg(svc.RemovePortal, "portal"))
 	m.HandleFunc("POST "+v+"/targets/{iqn}/logout", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Logout) {
 		iqn := r.PathValue("iqn")
 		out, err := svc.Logout(iqn, req.Initiator)
@@ -482,26 +516,12 @@ func (s *Server) routes() {
 		t, err := svc.SetMapping(iqn, r.PathValue("name"), req)
 		reply(w, http.StatusOK, t, err, targetObject(iqn))
 	}))
-	m.HandleFunc("DELETE "+v+"/targets/{iqn}/luns/{name}", func(w http.ResponseWriter, r *http.Request) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.Unmap(iqn, r.PathValue("name"))
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	})
-	m.HandleFunc("POST "+v+"/targets/{iqn}/initiators", withBody(func(w http.ResponseWriter, r *http.Request, req wire.Allow) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.Allow(iqn, req.Initiator)
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
+	m.HandleFunc("DELETE "+v+"/targets/{iqn}/luns/{name}", targetArg(svc.Unmap, "name"))
+	m.HandleFunc("POST "+v+"/targets/{iqn}/initiators", targetBody(func(iqn string, req wire.Allow) (wire.Target, error) {
+		return svc.Allow(iqn, req.Initiator)
 	}))
-	m.HandleFunc("DELETE "+v+"/targets/{iqn}/initiators/{name}", func(w http.ResponseWriter, r *http.Request) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.Disallow(iqn, r.PathValue("name"))
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	})
-	m.HandleFunc("PUT "+v+"/targets/{iqn}/chap", withBody(func(w http.ResponseWriter, r *http.Request, req wire.SetCHAP) {
-		iqn := r.PathValue("iqn")
-		t, err := svc.SetCHAP(iqn, req)
-		reply(w, http.StatusOK, t, err, targetObject(iqn))
-	}))
+	m.HandleFunc("DELETE "+v+"/targets/{iqn}/initiators/{name}", targetArg(svc.Disallow, "name"))
+	m.HandleFunc("PUT "+v+"/targets/{iqn}/chap", targetBody(svc.SetCHAP))
 	m.HandleFunc("DELETE "+v+"/targets/{iqn}/chap", func(w http.ResponseWriter, r *http.Request) {
 		iqn := r.PathValue("iqn")
 		t, err := svc.ClearCHAP(iqn)

@@ -150,18 +150,11 @@ func (s *Server) sessionRoutes(m *http.ServeMux) {
 	})
 	m.HandleFunc("PATCH "+v+"/sessions/{name}", set)
 	m.HandleFunc("POST "+v+"/sessions/{name}/set", set)
-	m.HandleFunc("POST "+v+"/sessions/{name}/split", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("POST "+v+"/sessions/{name}/split", withOptionalBody(func(w http.ResponseWriter, r *http.Request, req wire.SplitSession) {
 		name := r.PathValue("name")
-		var req wire.SplitSession
-		if r.ContentLength != 0 { // the body is optional
-			if e := decode(w, r, &req); e != nil {
-				writeError(w, e)
-				return
-			}
-		}
 		res, err := svc.SplitSession(name, req)
 		reply(w, http.StatusOK, res, err, sessionObject(name))
-	})
+	}))
 	m.HandleFunc("POST "+v+"/sessions/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		st, err := svc.SessionAction(name, r.PathValue("action"))

@@ -3,7 +3,11 @@ package wire
 import "time"
 
 // Event is one entry of the event log (GET /v1/events). Empty fields are
-// left out; Seq orders the events.
+// left out; Seq orders the events. It is the API's shape of the stored
+// record (metavol.Event, lm.Event), kept a type of its own on purpose:
+// wire stays free of the server's packages for clients, and the API
+// gives the duration in ms (the record keeps ns); target/api eventView
+// converts.
 type Event struct {
 	Seq       uint64    `json:"seq"`
 	Time      time.Time `json:"time"`
