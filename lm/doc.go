@@ -102,14 +102,20 @@
 //     ends the pair: the split's swap, the cancel's record delete
 //     (dcl.Store.Forget runs that transaction with no DCL group commit in
 //     flight and then forgets the logs). There is no state "swapped (or
-//     cancelled) but DCL still there" to recover from.
+//     cancelled) but DCL still there" to recover from. The split's
+//     transaction deletes only the headers (metavol.Tx.DeleteDCLHeaders,
+//     one delete per pair): pages without a header are garbage that is
+//     never loaded, purged right after the pause (dcl.Store.Purge) or by
+//     the sweep at the next start, so the pause does no work per page.
 //   - What the split does with host I/O held (the pause) is only: the
 //     drain, a re-check of each pair's fault and DCL count and of its
 //     open files, one transaction of records prepared and encoded before
-//     the pause (metavol.Batch) plus the DCL deletes, and the route swap.
-//     Target syncs, record reads, path checks and allocations come before
-//     it; recording the measured pause and stopping the run goroutines
-//     (all signalled at once) after it. No sync is needed inside: the
+//     the pause (metavol.Batch) plus the DCL header deletes, and the route
+//     swap. Target syncs, record reads, path checks and allocations come
+//     before it; the in-memory state changes (applyLocked: events,
+//     wake-ups; no host write depends on them), recording the measured
+//     pause and stopping the run goroutines (all signalled at once) after
+//     it. No sync is needed inside: the
 //     copier is idle from the splitting transition, so the sync before the
 //     pause covers every copy write; a host write after it reaches both
 //     legs' page caches and is durable once the host syncs (a host sync

@@ -218,9 +218,12 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 	}
 
 	// One transaction: swap the data volume IDs, mark the pairs split,
-	// delete their DCLs (DESIGN §5 steps 3-4: every header, and the pages
-	// the transaction has room for); dcl forgets the logs without a
-	// second delete. A pair that stays attached (switched, or synced
+	// delete their DCLs (DESIGN §5 steps 3-4): only the headers, which
+	// make a DCL exist; the pages are garbage from then on and are purged
+	// after the pause (m.dcl.Purge below, or the sweep at the next start),
+	// so the pause has no iterator and no work per page (issue 13: at
+	// 2048 pairs deleting the pages took ~16 ms of it). dcl forgets the
+	// logs: none of their pages is written after this transaction. A pair that stays attached (switched, or synced
 	// again after a rollback) keeps its DCL: it still tracks where the
 	// secondary may differ (after the drain only intent marks of writes
 	// that reached both legs, cleared lazily).
@@ -234,7 +237,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 					return err
 				}
 				var err error
-				rest, err = tx.DeleteDCLs(ids)
+				rest, err = tx.DeleteDCLHeaders(ids)
 				return err
 			})
 			return rest, err
@@ -261,13 +264,22 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 		}
 		p.src.size.Store(sw.srcSize[i])
 		p.tgt.size.Store(sw.tgtSize[i])
-		p.mu.Lock()
-		p.applyLocked(recs[i], mode.to())
-		p.mu.Unlock()
 	}
 	openGates()
 	pause := time.Since(t0)
 	m.splits.observeSplit(pause)
+	// The in-memory states follow the committed ones right after the
+	// pause (each queues an event and wakes runners: microseconds per
+	// pair, kept out of the pause). No host write depends on them: a
+	// split pair is detached already, and a pair that stays attached
+	// writes in the mode it had while splitting (modeIn keeps dual for
+	// switched and synced). Every other change of these pairs waits for
+	// their persist locks, still held.
+	for i, p := range ps {
+		p.mu.Lock()
+		p.applyLocked(recs[i], mode.to())
+		p.mu.Unlock()
+	}
 
 	// After the pause, batched: the measured pause in one transaction,
 	// every run goroutine told to stop at once, then waited for.

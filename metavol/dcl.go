@@ -101,6 +101,29 @@ func (tx *Tx) DeleteDCL(pairID string) error {
 	return err
 }
 
+// DeleteDCLHeaders deletes only the header of every pair's DCL, which is
+// what makes a DCL exist, and returns every pair named as rest: their
+// pages are garbage for DeleteDCLs in later transactions (dcl.Store.Purge)
+// or for the stray-DCL sweep at the next start. A consistent split calls
+// it inside its pause: no iterator and one delete per pair, so the work
+// inside the pause does not grow with the pages (lm/split.go).
+func (tx *Tx) DeleteDCLHeaders(pairIDs []string) (rest []string, err error) {
+	ids := slices.Clone(pairIDs)
+	for _, id := range ids {
+		if err := needPairID(id); err != nil {
+			return nil, err
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for _, id := range ids {
+		if err := tx.txn.Delete([]byte(dclPrefix(id) + "meta")); err != nil {
+			return nil, fmt.Errorf("dcl %q: delete: %w", id, err)
+		}
+	}
+	return ids, nil
+}
+
 // DeleteDCLs deletes the DCL of every pair named, with one iterator for
 // all of them (a consistent split deletes thousands in its one
 // transaction): first every header, which is what makes a DCL exist (a

@@ -3,6 +3,8 @@ package metavol
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -241,6 +243,69 @@ func TestDeleteDCLsTooBig(t *testing.T) {
 		ids, err := tx.DCLPairIDs()
 		if err == nil && len(ids) != 0 {
 			t.Errorf("keys left of %v", ids)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeleteDCLHeaders: only the headers go (the DCLs no longer exist),
+// the pages stay as garbage and every pair is in rest; DeleteDCLs of rest
+// then removes the pages (what dcl.Store.Purge does after a split).
+func TestDeleteDCLHeaders(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, id := range []string{"a", "b"} {
+		if err := db.UpdateDCL(func(tx *Tx) error {
+			if err := tx.PutDCLInfo(id, DCLInfo{RegionSize: 1 << 20, Size: 1 << 30}); err != nil {
+				return err
+			}
+			return tx.PutDCLPage(id, 0, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rest []string
+	if err := db.Update(func(tx *Tx) error {
+		var err error
+		rest, err = tx.DeleteDCLHeaders([]string{"b", "a", "b"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rest, []string{"a", "b"}) {
+		t.Fatalf("rest %v, want [a b]", rest)
+	}
+	if err := db.View(func(tx *Tx) error {
+		for _, id := range rest {
+			if _, err := tx.GetDCLInfo(id); !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("header of %s after DeleteDCLHeaders: %v, want ErrNotFound", id, err)
+			}
+			if pg, err := tx.DCLPages(id); err != nil || len(pg) != 1 {
+				return fmt.Errorf("pages of %s after DeleteDCLHeaders: %d, %v; want the 1 page left", id, len(pg), err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *Tx) error {
+		left, err := tx.DeleteDCLs(rest)
+		if err == nil && len(left) > 0 {
+			err = fmt.Errorf("DeleteDCLs of the garbage left %v", left)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.View(func(tx *Tx) error {
+		ids, err := tx.DCLPairIDs()
+		if err == nil && len(ids) > 0 {
+			err = fmt.Errorf("DCL keys of %v left after the purge", ids)
 		}
 		return err
 	}); err != nil {
