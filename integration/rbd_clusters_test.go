@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"github.com/lmtgt/lmtgt/target/api/wire"
 	"strings"
 	"testing"
 )
@@ -41,6 +42,14 @@ func TestRBDCrossCluster(t *testing.T) {
 	}
 	onCluster("created", "xa", cephA.Conf, fsidA)
 	onCluster("created", "xb", cephB.Conf, fsidB)
+	// The configuration file names the LUN's own cluster (and only its).
+	var cfg wire.Config
+	d.JSON(&cfg, "config", "export") // -o json
+	for _, l := range cfg.LUNs {
+		if want := map[string]string{"xa": "", "xb": cephB.Conf}[l.Name]; l.Volume.CephConf != want {
+			t.Fatalf("config export: LUN %s ceph_conf %q, want %q", l.Name, l.Volume.CephConf, want)
+		}
+	}
 
 	url := d.URL(d.exportLUN("xa"), 0)
 	m := prefilledModel(t, url, nblocks)

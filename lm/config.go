@@ -70,12 +70,19 @@ type ConfigLUN struct {
 	Direct bool
 	Remote *ConfigRemote // Kind iscsi
 	RBD    string        // Kind rbd: POOL/IMAGE
+	// RBDCluster is the LUN's own Ceph cluster (lun create --ceph-conf,
+	// --ceph-id, --ceph-keyring; empty: the server's).
+	RBDCluster RBDCluster
 	// Adopted: the LUN presents an imported LUN's identity.
 	Adopted bool
 	// ALUA holds the LUN's stored access states by target port group
 	// (only those that are not the default; names are package target's).
 	ALUA map[uint16]string
 }
+
+// RBDCluster names a Ceph cluster by its client configuration: the
+// ceph.conf, the client name and the keyring path (each "": the server's).
+type RBDCluster struct{ Conf, ID, Keyring string }
 
 // ConfigRemote is where a remote data volume is and its login secrets.
 type ConfigRemote struct {
@@ -180,6 +187,7 @@ func (m *Manager) readConfig(tx *metavol.Tx) (Config, error) {
 			cl.Remote = &ConfigRemote{URL: r.URL(), CHAPUser: r.CHAPUser, CHAPSecret: r.CHAPSecret, MutualUser: r.MutualUser, MutualSecret: r.MutualSecret}
 		case v.RBD != nil:
 			cl.RBD = v.RBD.String()
+			cl.RBDCluster = RBDCluster{Conf: v.RBD.Conf, ID: v.RBD.ID, Keyring: v.RBD.Keyring}
 		case !v.Owned || v.Path != m.volumePath(v.ID):
 			cl.Path = v.Path
 		}

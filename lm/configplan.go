@@ -365,6 +365,8 @@ func (p *planner) planLUNs(want map[string]*ConfigLUN) {
 		}
 		if w.RBD != c.RBD {
 			bad = append(bad, fmt.Sprintf("rbd image %q is %q here", w.RBD, c.RBD))
+		} else if w.RBDCluster != c.RBDCluster {
+			bad = append(bad, fmt.Sprintf("the rbd image's Ceph cluster %+v is %+v here", w.RBDCluster, c.RBDCluster))
 		}
 		if (w.Remote == nil) != (c.Remote == nil) || (w.Remote != nil && !remoteMatches(*w.Remote, *c.Remote)) {
 			bad = append(bad, "its remote data volume (url or credentials) differs")

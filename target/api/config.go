@@ -91,7 +91,8 @@ func configToWire(c lm.Config, show bool) wire.Config {
 		LUNs: []wire.ConfigLUN{}, Targets: []wire.ConfigTarget{}, Migrations: []wire.ConfigMigration{}, Sessions: []wire.ConfigSession{}}
 	for _, l := range c.LUNs {
 		wl := wire.ConfigLUN{Name: l.Name, ID: l.ID, NAA: l.NAA, Serial: l.Serial, Size: l.Size, BlockSize: l.BlockSize,
-			Volume: wire.ConfigVolume{Kind: l.Kind, Path: l.Path, Direct: l.Direct, RBD: l.RBD}}
+			Volume: wire.ConfigVolume{Kind: l.Kind, Path: l.Path, Direct: l.Direct, RBD: l.RBD,
+				CephConf: l.RBDCluster.Conf, CephID: l.RBDCluster.ID, CephKeyring: l.RBDCluster.Keyring}}
 		if r := l.Remote; r != nil {
 			wl.Volume.Remote = &wire.ConfigRemote{URL: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: hide(r.CHAPSecret, show),
 				MutualUser: r.MutualUser, MutualSecret: hide(r.MutualSecret, show)}
@@ -209,7 +210,8 @@ func configFromWire(c wire.Config) (lm.Config, error) {
 	for _, l := range c.LUNs {
 		obj := lunObject(l.Name)
 		cl := lm.ConfigLUN{Name: l.Name, ID: l.ID, NAA: l.NAA, Serial: l.Serial, Size: l.Size, BlockSize: l.BlockSize,
-			Kind: l.Volume.Kind, Path: l.Volume.Path, Direct: l.Volume.Direct, RBD: l.Volume.RBD}
+			Kind: l.Volume.Kind, Path: l.Volume.Path, Direct: l.Volume.Direct, RBD: l.Volume.RBD,
+			RBDCluster: lm.RBDCluster{Conf: l.Volume.CephConf, ID: l.Volume.CephID, Keyring: l.Volume.CephKeyring}}
 		switch l.Volume.Kind {
 		case "", "file", "block", metavol.VolumeKindISCSI, metavol.VolumeKindRBD:
 		default:

@@ -67,6 +67,11 @@ type ConfigVolume struct {
 	Direct bool          `json:"direct,omitempty"`
 	Remote *ConfigRemote `json:"remote,omitempty"`
 	RBD    string        `json:"rbd,omitempty"` // POOL/IMAGE
+	// The RBD image's own Ceph cluster (lun create --ceph-conf, --ceph-id,
+	// --ceph-keyring); absent: the server's.
+	CephConf    string `json:"ceph_conf,omitempty"`
+	CephID      string `json:"ceph_id,omitempty"`
+	CephKeyring string `json:"ceph_keyring,omitempty"`
 }
 
 // ConfigRemote is a data volume on another iSCSI target.
