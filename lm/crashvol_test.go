@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -516,6 +517,51 @@ func (w *cvWorld) ensurePairs() error {
 	return nil
 }
 
+// waitGroupState polls the pairs of the world's source LUNs names until
+// each is in one of the states accept and all are in the same one (a
+// consistent group), and returns that state. It returns at once, with no
+// error, when the power is cut (the caller asks w.set.Crashed()); it fails
+// when a pair cannot be read, when two pairs are in different accepted
+// states, or when deadline passes first.
+func (w *cvWorld) waitGroupState(names []string, deadline time.Time, accept ...PairState) (PairState, error) {
+	var st0 PairState
+	var last PairStatus
+	var perr error
+	ok := poll(time.Until(deadline), func() bool {
+		if w.set.Crashed() {
+			return true
+		}
+		for i, name := range names {
+			st, err := w.m.Pair(name)
+			if err != nil {
+				perr = fmt.Errorf("pair %s: %w", name, err)
+				return true
+			}
+			s, _ := ParseState(st.State)
+			if !slices.Contains(accept, s) {
+				last = st
+				return false
+			}
+			if i == 0 {
+				st0 = s
+			} else if s != st0 {
+				perr = fmt.Errorf("consistent group not in one state: %s is %s, %s is %s", names[0], st0, name, s)
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case w.set.Crashed():
+		return 0, nil
+	case perr != nil:
+		return 0, perr
+	case !ok:
+		return 0, fmt.Errorf("pair %s not in %v by the deadline: %+v", last.Source, accept, last)
+	}
+	return st0, nil
+}
+
 // controller: pairs s(i)→t(i), waits for both synced, splits both in one
 // consistent split, again. With final it stops the writers before the
 // split and checks the result; else it runs until the power is cut.
@@ -541,39 +587,17 @@ func (w *cvWorld) controller(final bool, stopWriters func()) error {
 		if !final {
 			deadline = time.Now().Add(60 * time.Second)
 		}
-		var perr error
-		var last PairStatus
-		synced := poll(time.Until(deadline), func() bool {
-			if w.set.Crashed() {
-				return true
-			}
-			for i := range w.src {
-				st, err := w.m.Pair(names[i])
-				if err != nil {
-					perr = fmt.Errorf("pair %s: %w", names[i], err)
-					return true
-				}
-				if st.State != StateSynced.String() {
-					last = st
-					return false
-				}
-			}
-			return true
-		})
+		_, err := w.waitGroupState(names, deadline, StateSynced)
 		if w.set.Crashed() {
 			return nil
 		}
-		if perr != nil {
-			return perr
-		}
-		if !synced {
-			return fmt.Errorf("pair %s not synced within 60s: %+v", last.Source, last)
+		if err != nil {
+			return err
 		}
 		if final {
 			stopWriters()
 		}
-		_, err := w.m.Split(names, cvMaxPause)
-		if err != nil {
+		if _, err := w.m.Split(names, cvMaxPause); err != nil {
 			if w.set.Crashed() {
 				return nil
 			}
@@ -607,43 +631,63 @@ func (w *cvWorld) controller(final bool, stopWriters func()) error {
 // and the LUNs compared.
 func TestVolumePowerLoss(t *testing.T) {
 	points := cvCrashPoints(t, 400)
-	chain := 50 // crash points per world (a world ages: DCL, records)
+	// A full migration and split take some 700-1500 operations.
+	r := cvLives(t, "cvWorld", points, 50, 1500, false)
+	t.Logf("%d crash points over %d volume operations; %d lives changed the split state", r.crashes, r.ops, r.flips)
+}
+
+// cvLivesResult counts what cvLives did.
+type cvLivesResult struct {
+	crashes int64 // lives cut
+	ops     int64 // volume operations of the cut lives
+	flips   int64 // lives after which the LUNs ran on the other volumes
+}
+
+// cvLives runs chains of lives of fresh worlds (named kind in failures;
+// switching ones with switching) until points lives were cut: each world
+// lives up to chain lives (a world ages: DCL, records), each cut at a
+// random volume operation, half the time early in the life (recovery, the
+// copy's start: below 400), else below kMax (past a whole cycle); after
+// each cut the world is reopened and checked, and its last life runs to
+// the end without a cut. The random draws come from one seed
+// (LMTGT_VOLUME_SEED replays it).
+func cvLives(t *testing.T, kind string, points, chain int, kMax int64, switching bool) cvLivesResult {
+	t.Helper()
 	seed := cvSeed(t)
 	t.Logf("seed %d (LMTGT_VOLUME_SEED replays it), %d crash points", seed, points)
 	rnd := rand.New(rand.NewSource(seed))
-	var ops, crashes, splits int64
+	var r cvLivesResult
 	for done := 0; done < points; {
 		ws := rnd.Int63()
 		w := newCVWorld(t, ws, nil)
+		w.switching = switching
 		w.kill(true) // nothing armed: a clean stop
 		n := min(chain, points-done)
 		prev := false
 		for c := 0; c < n; c++ {
-			co := volume.CrashOptions{Partial: rnd.Intn(2) == 0, Seed: rnd.Int63()}
-			w.open(co)
-			swapped := w.check(fmt.Sprintf("cvWorld %d after crash %d", ws, c))
+			w.label = fmt.Sprintf("%s %d, life %d", kind, ws, c)
+			w.open(volume.CrashOptions{Partial: rnd.Intn(2) == 0, Seed: rnd.Int63()})
+			swapped := w.check(fmt.Sprintf("%s %d after crash %d", kind, ws, c))
 			if c > 0 && swapped != prev {
-				splits++
+				r.flips++
 			}
 			prev = swapped
-			// Half the cuts early in the life (recovery, the copy's
-			// start), half anywhere up to past a whole cycle (a full
-			// migration and split take some 700-1500 operations).
-			k := rnd.Int63n(1500)
+			k := rnd.Int63n(kMax)
 			if rnd.Intn(2) == 0 {
 				k = rnd.Int63n(400)
 			}
 			w.set.CrashAt(k)
 			w.life(false)
-			ops += w.set.Ops()
-			crashes++
+			r.ops += w.set.Ops()
+			r.crashes++
 			w.kill(c%10 == 9)
 		}
 		w.open(volume.CrashOptions{})
-		w.check(fmt.Sprintf("cvWorld %d final (after reopen)", ws))
+		w.label = fmt.Sprintf("%s %d final", kind, ws)
+		w.check(w.label + " (after reopen)")
 		w.life(true)
 		w.kill(true)
 		done += n
 	}
-	t.Logf("%d crash points over %d volume operations; %d lives changed the split state", crashes, ops, splits)
+	return r
 }

@@ -3,11 +3,8 @@ package lm
 import (
 	"errors"
 	"fmt"
-	"math/rand"
 	"testing"
 	"time"
-
-	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 // switchController is the controller of a switching world: with both
@@ -23,42 +20,6 @@ func (w *cvWorld) switchController(final bool, stopWriters func()) error {
 		names[i] = w.src[i].Name
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	inSync := func() (PairState, error) {
-		var st0 PairState
-		var last PairStatus
-		var perr error
-		ok := poll(time.Until(deadline), func() bool {
-			if w.set.Crashed() {
-				return true
-			}
-			for i := range w.src {
-				st, err := w.m.Pair(names[i])
-				if err != nil {
-					perr = fmt.Errorf("pair %s: %w", names[i], err)
-					return true
-				}
-				s, _ := ParseState(st.State)
-				if s != StateSynced && s != StateSwitched {
-					last = st
-					return false
-				}
-				if i == 0 {
-					st0 = s
-				} else if s != st0 {
-					perr = fmt.Errorf("consistent group not in one state: %s is %s, %s is %s", names[0], st0, names[i], s)
-					return true
-				}
-			}
-			return true
-		})
-		switch {
-		case perr != nil:
-			return 0, perr
-		case !ok:
-			return 0, fmt.Errorf("pair %s not in sync within 60s: %+v", last.Source, last)
-		}
-		return st0, nil
-	}
 	step := func(st PairState) error {
 		var err error
 		if st == StateSwitched {
@@ -84,7 +45,7 @@ func (w *cvWorld) switchController(final bool, stopWriters func()) error {
 		if !final {
 			deadline = time.Now().Add(60 * time.Second)
 		}
-		st, err := inSync()
+		st, err := w.waitGroupState(names, deadline, StateSynced, StateSwitched)
 		if w.set.Crashed() {
 			return nil
 		}
@@ -126,42 +87,6 @@ func (w *cvWorld) switchController(final bool, stopWriters func()) error {
 // last life commits and compares each LUN with its old volume. Unsynced
 // data of the secondary (as of the primary) disappears at each cut.
 func TestVolumePowerLossSwitched(t *testing.T) {
-	points := cvCrashPoints(t, 60)
-	chain := 30
-	seed := cvSeed(t)
-	t.Logf("seed %d (LMTGT_VOLUME_SEED replays it), %d crash points", seed, points)
-	rnd := rand.New(rand.NewSource(seed))
-	var crashes, flips int64
-	for done := 0; done < points; {
-		ws := rnd.Int63()
-		w := newCVWorld(t, ws, nil)
-		w.switching = true
-		w.kill(true)
-		n := min(chain, points-done)
-		prev := false
-		for c := 0; c < n; c++ {
-			w.label = fmt.Sprintf("switching world %d, life %d", ws, c)
-			w.open(volume.CrashOptions{Partial: rnd.Intn(2) == 0, Seed: rnd.Int63()})
-			swapped := w.check(fmt.Sprintf("switching world %d after crash %d", ws, c))
-			if c > 0 && swapped != prev {
-				flips++
-			}
-			prev = swapped
-			k := rnd.Int63n(2000)
-			if rnd.Intn(2) == 0 {
-				k = rnd.Int63n(400)
-			}
-			w.set.CrashAt(k)
-			w.life(false)
-			crashes++
-			w.kill(c%10 == 9)
-		}
-		w.open(volume.CrashOptions{})
-		w.label = fmt.Sprintf("switching world %d final", ws)
-		w.check(w.label + " (after reopen)")
-		w.life(true)
-		w.kill(true)
-		done += n
-	}
-	t.Logf("%d crash points; %d lives changed which volume the LUNs run on", crashes, flips)
+	r := cvLives(t, "switching world", cvCrashPoints(t, 60), 30, 2000, true)
+	t.Logf("%d crash points; %d lives changed which volume the LUNs run on", r.crashes, r.flips)
 }
