@@ -2,13 +2,13 @@ package integration
 
 import (
 	"bufio"
-	"encoding/json"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lmtgt/lmtgt/target/api/wire"
+	"github.com/lmtgt/lmtgt/target/iscsi/logtest"
 )
 
 // TestLogFieldNames: the daemon's JSON log keeps one name per thing
@@ -55,7 +55,7 @@ func TestLogFieldNames(t *testing.T) {
 			if !strings.HasPrefix(line, "{") {
 				continue
 			}
-			fields, dup := logKeys(t, line)
+			fields, dup := logtest.Fields(t, line)
 			if len(dup) > 0 {
 				t.Errorf("keys %v twice in %s", dup, line)
 			}
@@ -76,31 +76,4 @@ func TestLogFieldNames(t *testing.T) {
 			t.Errorf("no %q line in the daemon log", m)
 		}
 	}
-}
-
-// logKeys decodes a JSON log line and lists its keys that occur twice.
-func logKeys(t *testing.T, line string) (map[string]any, []string) {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(line))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		t.Fatalf("log line is not a JSON object: %q", line)
-	}
-	fields := map[string]any{}
-	var dup []string
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		k := tok.(string)
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if _, ok := fields[k]; ok {
-			dup = append(dup, k)
-		}
-		fields[k] = v
-	}
-	return fields, dup
 }

@@ -3,12 +3,12 @@ package iscsi
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lmtgt/lmtgt/target/iscsi/logtest"
 	"github.com/rs/zerolog"
 )
 
@@ -29,34 +29,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// duplicateKeys lists the top-level keys that occur more than once in the
-// JSON object line.
-func duplicateKeys(t *testing.T, line string) []string {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(line))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		t.Fatalf("log line is not a JSON object: %q", line)
-	}
-	seen := map[string]bool{}
-	var dup []string
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		k := tok.(string)
-		if seen[k] {
-			dup = append(dup, k)
-		}
-		seen[k] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-	}
-	return dup
 }
 
 // TestLoginRefusedLogLine: the "login refused" line names the initiator
@@ -88,12 +60,9 @@ func TestLoginRefusedLogLine(t *testing.T) {
 		return len(refused) >= 2
 	})
 	for _, l := range refused {
-		if dup := duplicateKeys(t, l); len(dup) > 0 {
+		m, dup := logtest.Fields(t, l)
+		if len(dup) > 0 {
 			t.Errorf("keys %v twice in %s", dup, l)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatal(err)
 		}
 		if m["initiator"] == nil || m["initiator"] == "" || m["iqn"] == nil || m["iqn"] == "" {
 			t.Errorf("login refused line without the initiator or target: %s", l)
