@@ -131,53 +131,87 @@ func eventLines(evs []wire.Event) []string {
 func TestEventsFollow(t *testing.T) {
 	d := StartDaemon(t, "")
 	d.OK("lun", "create", "f1", "--size", "8MiB")
-	cmd := exec.Command(cliBin, "events", "--follow", "-o", "json")
-	cmd.Env = append(os.Environ(), "LMTGT_ADMIN="+d.Admin)
-	out, err := cmd.StdoutPipe()
+	f := startFollow(t, d, "events", "--follow", "-o", "json")
+	f.wait("stored event of lun f1", func(e wire.Event) bool { return e.Action == "lun create" && e.LUN == "f1" })
+	d.OK("lun", "create", "f2", "--size", "8MiB")
+	f.wait("new event of lun f2", func(e wire.Event) bool { return e.Action == "lun create" && e.LUN == "f2" })
+	d.OK("lun", "delete", "f1")
+	f.wait("new event of the delete of f1", func(e wire.Event) bool { return e.Action == "lun delete" && e.LUN == "f1" })
+	if len(f.notices) > 0 || f.stderr.String() != "" {
+		t.Errorf("events --follow: notices %q, stderr %q, want none (no restart)", f.notices, f.stderr.String())
+	}
+}
+
+// follow is a running `lmtgt events --follow -o json` (killed at the end
+// of the test) whose JSON lines the test reads with wait.
+type follow struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	stderr  *lockedBuffer
+	lines   chan string
+	exited  chan struct{}
+	notices []string // the messages of its notices, in order
+}
+
+// startFollow starts `lmtgt ARGS` (events --follow -o json ...) on d.
+func startFollow(t *testing.T, d *Daemon, args ...string) *follow {
+	t.Helper()
+	f := &follow{t: t, cmd: exec.Command(cliBin, args...), stderr: &lockedBuffer{}, lines: make(chan string), exited: make(chan struct{})}
+	f.cmd.Env = append(os.Environ(), "LMTGT_ADMIN="+d.Admin)
+	f.cmd.Stderr = f.stderr
+	out, err := f.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { f.cmd.Wait(); close(f.exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		f.cmd.Process.Kill()
+		<-f.exited
 	})
-	lines := make(chan string)
 	go func() {
-		defer close(lines)
+		defer close(f.lines)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			lines <- sc.Text()
+			f.lines <- sc.Text()
 		}
 	}()
-	wait := func(what string, match func(wire.Event) bool) {
-		t.Helper()
-		deadline := time.After(cmdTimeout)
-		for {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					t.Fatalf("events --follow ended before %s", what)
-				}
-				var e wire.Event
-				if err := json.Unmarshal([]byte(line), &e); err != nil {
-					t.Fatalf("events --follow: %q is not one JSON object: %v", line, err)
-				}
-				if match(e) {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("events --follow: no %s within %v", what, cmdTimeout)
+	return f
+}
+
+// wait reads lines until an event matches (what names it in failures).
+// Every line must be one JSON object: an event, or a notice (type
+// "notice", with a time and a message), which it records in f.notices.
+func (f *follow) wait(what string, match func(wire.Event) bool) {
+	f.t.Helper()
+	deadline := time.After(cmdTimeout)
+	for {
+		select {
+		case line, ok := <-f.lines:
+			if !ok {
+				f.t.Fatalf("events --follow ended before %s (%v)\nstderr:\n%s", what, f.cmd.ProcessState, f.stderr.String())
 			}
+			var e wire.Event
+			if err := json.Unmarshal([]byte(line), &e); err != nil || !strings.HasPrefix(line, "{") {
+				f.t.Fatalf("events --follow -o json: %q is not one JSON object: %v", line, err)
+			}
+			if e.Type == "notice" {
+				var n struct{ Message string }
+				if err := json.Unmarshal([]byte(line), &n); err != nil || n.Message == "" || e.Time.IsZero() {
+					f.t.Fatalf("events --follow -o json: notice %q without a time or a message (%v)", line, err)
+				}
+				f.notices = append(f.notices, n.Message)
+				continue
+			}
+			if match(e) {
+				return
+			}
+		case <-deadline:
+			f.t.Fatalf("events --follow: no %s within %v\nstderr:\n%s", what, cmdTimeout, f.stderr.String())
 		}
 	}
-	wait("stored event of lun f1", func(e wire.Event) bool { return e.Action == "lun create" && e.LUN == "f1" })
-	d.OK("lun", "create", "f2", "--size", "8MiB")
-	wait("new event of lun f2", func(e wire.Event) bool { return e.Action == "lun create" && e.LUN == "f2" })
-	d.OK("lun", "delete", "f1")
-	wait("new event of the delete of f1", func(e wire.Event) bool { return e.Action == "lun delete" && e.LUN == "f1" })
 }
 
 // pairHistory returns the history of the pairs of src.
@@ -297,64 +331,27 @@ func eventsJSON(v any) string {
 }
 
 // TestEventsFollowAcrossRestart: `lmtgt events --follow` outlives a
-// restart of the daemon (clean stop, then kill -9): it says on stderr that
-// the server went away, waits for it, and goes on with the events recorded
-// after it is back, each printed once.
+// restart of the daemon (clean stop, then kill -9): it says that the server
+// went away, waits for it, and goes on with the events recorded after it is
+// back, each printed once. With -o json every line it prints is a JSON
+// object, the notices too (type "notice", among the events on stdout: they
+// were plain text on stderr), and stderr stays empty.
 func TestEventsFollowAcrossRestart(t *testing.T) {
 	d := StartDaemon(t, "")
 	d.OK("lun", "create", "r0", "--size", "8MiB")
-	cmd := exec.Command(cliBin, "events", "--follow", "-o", "json", "--type", "admin")
-	cmd.Env = append(os.Environ(), "LMTGT_ADMIN="+d.Admin)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	f := startFollow(t, d, "events", "--follow", "-o", "json", "--type", "admin")
 	seen := map[string]int{}
 	wait := func(lun string) {
 		t.Helper()
-		deadline := time.After(cmdTimeout)
-		for {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					t.Fatalf("events --follow ended before the event of lun %s (%v)\nstderr:\n%s", lun, cmd.ProcessState, stderr.String())
-				}
-				var e wire.Event
-				if err := json.Unmarshal([]byte(line), &e); err != nil {
-					t.Fatalf("events --follow: %q is not one JSON object: %v", line, err)
-				}
-				if e.Action == "lun create" {
-					seen[e.LUN]++
-					if seen[e.LUN] > 1 {
-						t.Fatalf("event of lun %s printed twice", e.LUN)
-					}
-				}
-				if e.Action == "lun create" && e.LUN == lun {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("events --follow: no event of lun %s within %v\nstderr:\n%s", lun, cmdTimeout, stderr.String())
+		f.wait("the event of lun "+lun, func(e wire.Event) bool {
+			if e.Action != "lun create" {
+				return false
 			}
-		}
+			if seen[e.LUN]++; seen[e.LUN] > 1 {
+				t.Fatalf("event of lun %s printed twice", e.LUN)
+			}
+			return e.LUN == lun
+		})
 	}
 	wait("r0")
 	for i, kill := range []bool{false, true} {
@@ -363,18 +360,34 @@ func TestEventsFollowAcrossRestart(t *testing.T) {
 		d.OK("lun", "create", lun, "--size", "8MiB")
 		wait(lun)
 	}
-	if !strings.Contains(stderr.String(), "server went away") {
-		t.Errorf("events --follow said nothing of the restart on stderr:\n%s", stderr.String())
+	// Each restart: one "went away", then one "is back" before the
+	// events recorded after it.
+	var away, back int
+	for _, m := range f.notices {
+		switch {
+		case strings.HasPrefix(m, "the server went away") && away == back:
+			away++
+		case m == "the server is back" && back < away:
+			back++
+		default:
+			t.Errorf("events --follow -o json: notice %q out of place in %q", m, f.notices)
+		}
+	}
+	if away != 2 || back != 2 {
+		t.Errorf("events --follow -o json: notices %q, want went away and is back for each of the 2 restarts", f.notices)
+	}
+	if f.stderr.String() != "" {
+		t.Errorf("events --follow -o json wrote on stderr (not JSON):\n%s", f.stderr.String())
 	}
 	select {
-	case <-exited:
-		t.Fatalf("events --follow exited (%v)", cmd.ProcessState)
+	case <-f.exited:
+		t.Fatalf("events --follow exited (%v)", f.cmd.ProcessState)
 	default:
 	}
-	cmd.Process.Signal(os.Interrupt)
+	f.cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-exited:
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
+	case <-f.exited:
+		if code := f.cmd.ProcessState.ExitCode(); code != 0 {
 			t.Fatalf("events --follow exited %d on an interrupt, want 0", code)
 		}
 	case <-time.After(cmdTimeout):

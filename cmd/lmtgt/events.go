@@ -31,7 +31,8 @@ func eventsCommand() *cli.Command {
 		Description: "Lists the stored events, oldest first (the server keeps the latest 10000).\n" +
 			"--follow then keeps printing new events as they happen until interrupted; while the server\n" +
 			"restarts it says so on stderr and goes on with the events after it is back.\n" +
-			"With -o json every event is one JSON object on its own line (JSON lines).",
+			"With -o json every event is one JSON object on its own line (JSON lines), and so is each\n" +
+			"notice of --follow (type \"notice\", in the same stream, instead of the text on stderr).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events until interrupted"},
 			&cli.StringFlag{Name: "since", Usage: "only events since DURATION ago (10m, 2h) or since an RFC 3339 TIME"},
@@ -105,6 +106,13 @@ func eventsAction(c *cli.Context) error {
 		return nil
 	}
 	q.Limit, q.After, q.Wait = 0, l.Last, followWait
+	note := func(msg string) error {
+		if asJSON {
+			return printJSONLine(w, followNotice{Time: time.Now().UTC(), Type: "notice", Message: msg})
+		}
+		fmt.Fprintln(c.App.ErrWriter, "lmtgt: events: "+msg)
+		return nil
+	}
 	away := false
 	for {
 		l, err := cl.Events(ctx, q)
@@ -116,7 +124,9 @@ func eventsAction(c *cli.Context) error {
 			// persistent, so follow on from the same sequence number
 			// once it is back.
 			if !away {
-				fmt.Fprintf(c.App.ErrWriter, "lmtgt: events: the server went away (%v); following again when it is back (Ctrl-C ends)\n", err)
+				if err := note(fmt.Sprintf("the server went away (%v); following again when it is back (Ctrl-C ends)", err)); err != nil {
+					return err
+				}
 				away = true
 			}
 			if !sleepCtx(ctx, followRetry) {
@@ -128,7 +138,9 @@ func eventsAction(c *cli.Context) error {
 			return apiFailed(err)
 		}
 		if away {
-			fmt.Fprintln(c.App.ErrWriter, "lmtgt: events: the server is back")
+			if err := note("the server is back"); err != nil {
+				return err
+			}
 			away = false
 		}
 		if err := printEvents(w, l.Events, asJSON); err != nil {
@@ -136,6 +148,17 @@ func eventsAction(c *cli.Context) error {
 		}
 		q.After = l.Last
 	}
+}
+
+// followNotice is what `events --follow -o json` prints, as one JSON line
+// among the events, where the table mode says something on stderr (the
+// server went away, it is back): a script reading the JSON lines sees
+// every line as an object, and the gap where it happened. Type "notice"
+// is never an event type.
+type followNotice struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Message string    `json:"message"`
 }
 
 // sleepCtx waits d, or less when ctx ends first (then false).
