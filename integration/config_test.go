@@ -200,13 +200,18 @@ func TestConfigApplyLive(t *testing.T) {
 		t.Fatalf("--dry-run changed the configuration:\n%s", now)
 	}
 
-	// A refused change (block size) in the same file: nothing changes,
-	// and the error names the object and the reason.
+	// Refused changes in the same file (two on lun vol: its block size
+	// and a shrink; one on lun other: a volume kind lmtgt does not know):
+	// nothing changes, and the error lists every refusal, each with the
+	// object and the condition.
 	bad := cfg
 	bad.LUNs = append([]wire.ConfigLUN(nil), cfg.LUNs...)
 	for i := range bad.LUNs {
-		if bad.LUNs[i].Name == "vol" {
-			bad.LUNs[i].BlockSize = 4096
+		switch bad.LUNs[i].Name {
+		case "vol":
+			bad.LUNs[i].BlockSize, bad.LUNs[i].Size = 4096, 1<<20
+		case "other":
+			bad.LUNs[i].Volume.Kind = "tape"
 		}
 	}
 	badFile := filepath.Join(work, "bad.json")
@@ -214,7 +219,8 @@ func TestConfigApplyLive(t *testing.T) {
 	if err := os.WriteFile(badFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.Fail(1, []string{"lun vol", "cannot be changed live", "block size 4096 is 512 here"}, "config", "apply", badFile)
+	d.Fail(1, []string{"3 changes refused", `lun other: volume kind "tape"`, "lun vol: cannot be changed live: block size 4096 is 512 here",
+		"lun vol: size 1 MiB is smaller than the current 8 MiB"}, "config", "apply", badFile)
 	if now := d.exportFile(filepath.Join(work, "after-bad.json"), "-o", "json", "--with-secrets"); !bytes.Equal(now, orig) {
 		t.Fatalf("a refused apply changed the configuration:\n%s", now)
 	}

@@ -2,6 +2,7 @@ package lm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"sort"
@@ -268,7 +269,7 @@ func TestConfigRefusals(t *testing.T) {
 			c.LUNs = append(c.LUNs, ConfigLUN{Name: "zz-valid", Size: 1 << 20})
 			tc.change(&c)
 			_, err := e.m.ApplyConfig(c, ApplyOptions{})
-			wantRefusal(t, tc.name, err, tc.class, tc.object, tc.reason)
+			wantRefusalIn(t, tc.name, err, tc.class, tc.object, tc.reason)
 			if got := export(t, e.m); !reflect.DeepEqual(got, before) {
 				t.Fatalf("refused apply changed the server:\n got %+v\nwant %+v", got, before)
 			}
@@ -279,10 +280,75 @@ func TestConfigRefusals(t *testing.T) {
 	lun(&c, "a").BlockSize = 4096
 	lun(&c, "b").Size = 512
 	_, err := e.m.PlanConfig(c, ApplyOptions{})
-	wantRefusal(t, "two refusals", err, ErrInvalid, "config", "2 changes refused: lun a: ")
+	wantRefusal(t, "two refusals", err, ErrInvalid, "config", "2 changes refused: (1) lun a: ")
 	if !strings.Contains(err.Error(), "lun b: size 512") {
 		t.Fatalf("combined refusal misses lun b: %v", err)
 	}
+}
+
+// TestConfigEveryRefusal: a refused plan lists every refusal, each with
+// its object and condition, not only the first of each object: lun a
+// changes its block size and shrinks; a new LUN has no size and a bad
+// NAA; a pair asks for a priority and a cap out of range; the session
+// for a negative max active and a priority out of range; and a mapping
+// names a LUN the file lacks (a check of the names, which used to stop
+// the plan before the rest was checked). Nothing changes.
+func TestConfigEveryRefusal(t *testing.T) {
+	e := newEnv(t, Options{}, false)
+	buildConfigServer(t, e)
+	before := export(t, e.m)
+	c := export(t, e.m)
+	for i := range c.LUNs {
+		if c.LUNs[i].Name == "a" {
+			c.LUNs[i].BlockSize, c.LUNs[i].Size = 4096, 512
+		}
+	}
+	c.LUNs = append(c.LUNs, ConfigLUN{Name: "new", NAA: "7abc"}, ConfigLUN{Name: "zz-valid", Size: 1 << 20})
+	c.Migrations[0].Priority, c.Migrations[0].MaxMBps = 10, -1
+	c.Sessions[0].MaxActive, c.Sessions[0].Priority = -1, 11
+	c.Targets[0].LUNs = append(c.Targets[0].LUNs, ConfigMapping{Number: 9, LUN: "ghost"})
+	_, err := e.m.ApplyConfig(c, ApplyOptions{})
+	want := []struct {
+		class          error
+		object, reason string
+	}{
+		{ErrNotFound, "target " + cfgIQN1, "LUN 9 names lun ghost, which the file does not define"},
+		{ErrInvalid, "lun a", "cannot be changed live: block size 4096 is 512 here"},
+		{ErrInvalid, "lun a", "size 512 B is smaller than the current 1 MiB"},
+		{ErrInvalid, "lun new", "a new LUN needs a size"},
+		{ErrInvalid, "lun new", `naa "7abc"`},
+		{ErrInvalid, "migration src", "max MB/s -1 is negative"},
+		{ErrInvalid, "migration src", "priority 10"},
+		{ErrInvalid, "session wave1", "priority 11"},
+		{ErrInvalid, "session wave1", "max active -1 is negative"},
+	}
+	wantRefusal(t, "every refusal", err, ErrNotFound, "config", fmt.Sprintf("%d changes refused: (1) target %s: LUN 9 names lun ghost", len(want), cfgIQN1))
+	var r *Refusal
+	errors.As(err, &r)
+	if len(r.Each) != len(want) {
+		t.Errorf("%d refusals, want %d: %v", len(r.Each), len(want), err)
+	}
+	for _, w := range want {
+		wantRefusalIn(t, "every refusal", err, w.class, w.object, w.reason)
+	}
+	if got := export(t, e.m); !reflect.DeepEqual(got, before) {
+		t.Fatalf("refused apply changed the server:\n got %+v\nwant %+v", got, before)
+	}
+}
+
+// wantRefusalIn is wantRefusal for a plan that may be refused for more
+// than one reason: err, or one of the refusals it combines, is the one.
+func wantRefusalIn(t *testing.T, what string, err error, class error, object, reason string) {
+	t.Helper()
+	var r *Refusal
+	if errors.As(err, &r) {
+		for _, x := range append([]*Refusal{r}, r.Each...) {
+			if errors.Is(x, class) && x.Object == object && strings.Contains(x.Reason, reason) {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s: got %v, want a refusal %v about %q containing %q (alone or among others)", what, err, class, object, reason)
 }
 
 // TestConfigPrune: objects the file does not name are kept and listed

@@ -103,21 +103,29 @@ func hostLatencyNormal(d time.Duration) time.Duration {
 	return d
 }
 
-// check refuses an option out of range for obj (speed, cap, priority,
-// max elapsed; windows were parsed by the caller).
-func (o PairOptions) check(obj string) error {
-	if _, err := checkSpeed(obj, o.Speed); err != nil {
-		return err
+// check refuses each option out of range for obj (speed, cap, priority,
+// max elapsed, max host latency; windows were parsed by the caller): one
+// refusal per bad option, none when all are good.
+func (o PairOptions) check(obj string) []*Refusal {
+	var out []*Refusal
+	add := func(err error) {
+		if err != nil {
+			out = append(out, asRefusal(err, obj))
+		}
 	}
-	switch {
-	case o.MaxMBps < 0:
-		return refuse(ErrInvalid, obj, "max MB/s %d is negative (0: no cap)", o.MaxMBps)
-	case o.Priority < 0 || o.Priority > 9:
-		return refuse(ErrInvalid, obj, "priority %d: want 1 (lowest) to 9 (highest)", o.Priority)
-	case o.MaxElapsed < 0:
-		return refuse(ErrInvalid, obj, "max elapsed %v is negative (0: no limit)", o.MaxElapsed)
+	_, err := checkSpeed(obj, o.Speed)
+	add(err)
+	if o.MaxMBps < 0 {
+		out = append(out, refuse(ErrInvalid, obj, "max MB/s %d is negative (0: no cap)", o.MaxMBps))
 	}
-	return checkHostLatency(obj, o.MaxHostLatency)
+	if o.Priority < 0 || o.Priority > 9 {
+		out = append(out, refuse(ErrInvalid, obj, "priority %d: want 1 (lowest) to 9 (highest)", o.Priority))
+	}
+	if o.MaxElapsed < 0 {
+		out = append(out, refuse(ErrInvalid, obj, "max elapsed %v is negative (0: no limit)", o.MaxElapsed))
+	}
+	add(checkHostLatency(obj, o.MaxHostLatency))
+	return out
 }
 
 // same reports whether o and p are equal in every option.

@@ -155,25 +155,18 @@ func (m *Manager) planConfig(want Config, opts ApplyOptions) ([]configStep, []Co
 		return nil, nil, err
 	}
 	p := &planner{m: m, cur: cur, want: want, opts: opts}
+	// Every check runs, whatever the ones before found: a refused plan
+	// lists every refusal, each with its object and condition, so that
+	// one edit of the file can fix them all.
 	wantLUNs := p.checkNames()
-	if len(p.refused) == 0 {
-		p.planDiscovery()
-		p.planLUNs(wantLUNs)
-		p.planTargets(wantLUNs)
-		p.planALUA()
-		p.planMigrations(wantLUNs)
-		p.planPrune(wantLUNs)
-	}
-	switch len(p.refused) {
-	case 0:
-	case 1:
-		return nil, nil, p.refused[0]
-	default:
-		msgs := make([]string, len(p.refused))
-		for i, r := range p.refused {
-			msgs[i] = r.Error()
-		}
-		return nil, nil, refuse(p.refused[0].Err, "config", "%d changes refused: %s", len(p.refused), strings.Join(msgs, "; "))
+	p.planDiscovery()
+	p.planLUNs(wantLUNs)
+	p.planTargets(wantLUNs)
+	p.planALUA()
+	p.planMigrations(wantLUNs)
+	p.planPrune(wantLUNs)
+	if err := JoinRefusals("config", p.refused); err != nil {
+		return nil, nil, err
 	}
 	var steps []configStep
 	for _, ph := range p.steps {
@@ -261,19 +254,23 @@ func (p *planner) resolveCHAP(obj string, want, cur *metavol.CHAP) *metavol.CHAP
 		return nil
 	}
 	c := *want
+	n := len(p.refused)
 	if c.Secret == SecretPlaceholder {
 		if cur == nil || cur.Secret == "" {
 			p.refuse(ErrInvalid, obj, "chap: the secret is %s (an export without --with-secrets) and there is no current secret to keep: give the secret", SecretPlaceholder)
-			return nil
+		} else {
+			c.Secret = cur.Secret
 		}
-		c.Secret = cur.Secret
 	}
 	if c.MutualSecret == SecretPlaceholder {
 		if cur == nil || cur.MutualSecret == "" {
 			p.refuse(ErrInvalid, obj, "chap: the mutual secret is %s and there is no current mutual secret to keep: give the secret", SecretPlaceholder)
-			return nil
+		} else {
+			c.MutualSecret = cur.MutualSecret
 		}
-		c.MutualSecret = cur.MutualSecret
+	}
+	if len(p.refused) > n {
+		return nil
 	}
 	if _, err := checkCHAP(obj, c); err != nil {
 		var r *Refusal
@@ -371,9 +368,9 @@ func (p *planner) planLUNs(want map[string]*ConfigLUN) {
 		if (w.Remote == nil) != (c.Remote == nil) || (w.Remote != nil && !remoteMatches(*w.Remote, *c.Remote)) {
 			bad = append(bad, "its remote data volume (url or credentials) differs")
 		}
-		if len(bad) > 0 {
+		refused := len(bad) > 0
+		if refused {
 			p.refuse(ErrInvalid, obj, "cannot be changed live: %s (a LUN's identity, block size and data volume are fixed: delete and re-create it)", strings.Join(bad, "; "))
-			continue
 		}
 		switch {
 		case w.Size < c.Size:
@@ -381,10 +378,13 @@ func (p *planner) planLUNs(want map[string]*ConfigLUN) {
 		case w.Size > c.Size:
 			if cp, ok := p.cur.pairOf[name]; ok {
 				p.refuse(ErrInPair, obj, "cannot grow to %s: in migration pair %s (%s)", sizeText(w.Size), cp.rec.ID, cp.rec.State)
-				continue
+				refused = true
 			}
 			if w.Size%int64(bs) != 0 {
 				p.refuse(ErrInvalid, obj, "size %s is not a whole number of %d-byte blocks", sizeText(w.Size), bs)
+				refused = true
+			}
+			if refused {
 				continue
 			}
 			size := w.Size
@@ -427,30 +427,29 @@ func remoteMatches(w, c ConfigRemote) bool {
 func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 	m := p.m
 	obj := lunObject(w.Name)
-	switch {
-	case w.Remote != nil || w.Kind == metavol.VolumeKindISCSI:
+	if w.Remote != nil || w.Kind == metavol.VolumeKindISCSI {
 		p.planImport(w)
 		return
-	case w.RBD != "" || w.Kind == metavol.VolumeKindRBD:
+	}
+	n := len(p.refused)
+	if w.RBD != "" || w.Kind == metavol.VolumeKindRBD {
 		p.refuse(ErrInvalid, obj, "apply does not create RBD LUNs: create it with `lmtgt lun create --rbd` first")
-		return
-	case w.Adopted:
+	}
+	if w.Adopted {
 		p.refuse(ErrInvalid, obj, "only an imported LUN (volume kind iscsi) can have an adopted identity")
-		return
-	case w.Kind == "block" && w.Path == "":
+	}
+	if w.Kind == "block" && w.Path == "" {
 		p.refuse(ErrInvalid, obj, "volume kind block needs the device's path")
-		return
+	}
+	switch {
 	case w.Size < 0:
 		p.refuse(ErrInvalid, obj, "size %s is negative", sizeText(w.Size))
-		return
 	case w.Size == 0:
 		p.refuse(ErrInvalid, obj, "a new LUN needs a size")
-		return
 	case w.Size%int64(bs) != 0:
 		p.refuse(ErrInvalid, obj, "size %s is not a whole number of %d-byte blocks", sizeText(w.Size), bs)
-		return
 	}
-	if !p.newIdentityOK(obj, w) {
+	if !p.newIdentityOK(obj, w) || len(p.refused) > n {
 		return
 	}
 	req := CreateLUNRequest{Name: w.Name, Size: w.Size, BlockSize: bs, Path: w.Path, Direct: w.Direct, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
@@ -463,17 +462,19 @@ func (p *planner) planNewLUN(w *ConfigLUN, bs uint32) {
 // newIdentityOK checks the identity a new LUN w is given (its ID free,
 // ID, NAA and serial well formed); a refusal is noted and false returned.
 func (p *planner) newIdentityOK(obj string, w *ConfigLUN) bool {
+	n := len(p.refused)
 	if w.ID != "" {
 		if other, ok := p.cur.ids[w.ID]; ok {
 			p.refuse(ErrExists, obj, "id %s is already lun %s's", w.ID, other)
-			return false
 		}
 	}
-	if err := checkIdentity(obj, w.ID, w.NAA, w.Serial); err != nil {
-		p.refused = append(p.refused, err)
-		return false
+	// Each part on its own, so that every bad one is said.
+	for _, part := range [][3]string{{w.ID, "", ""}, {"", w.NAA, ""}, {"", "", w.Serial}} {
+		if err := checkIdentity(obj, part[0], part[1], part[2]); err != nil {
+			p.refused = append(p.refused, err)
+		}
 	}
-	return true
+	return len(p.refused) == n
 }
 
 // planImport plans a new LUN whose data volume is a LUN on another iSCSI
@@ -484,24 +485,25 @@ func (p *planner) planImport(w *ConfigLUN) {
 	m := p.m
 	obj := lunObject(w.Name)
 	r := w.Remote
-	switch {
-	case r == nil || r.URL == "":
+	n := len(p.refused)
+	if r == nil || r.URL == "" {
 		p.refuse(ErrInvalid, obj, "volume kind iscsi needs remote.url")
-		return
-	case r.CHAPSecret == SecretPlaceholder || r.MutualSecret == SecretPlaceholder:
+	}
+	if r != nil && (r.CHAPSecret == SecretPlaceholder || r.MutualSecret == SecretPlaceholder) {
 		p.refuse(ErrInvalid, obj, "remote: the CHAP secret is %s (an export without --with-secrets): give the secret to import it", SecretPlaceholder)
-		return
 	}
-	if !p.newIdentityOK(obj, w) {
-		return
+	var req ImportLUNRequest
+	if r != nil && r.URL != "" {
+		req = ImportLUNRequest{Name: w.Name, From: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: r.CHAPSecret,
+			MutualUser: r.MutualUser, MutualSecret: r.MutualSecret, Identity: IdentityOwn, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
+		if w.Adopted {
+			req.Identity = IdentityAdopt
+		}
+		if _, err := checkImport(req); err != nil {
+			p.refused = append(p.refused, asRefusal(err, obj))
+		}
 	}
-	req := ImportLUNRequest{Name: w.Name, From: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: r.CHAPSecret,
-		MutualUser: r.MutualUser, MutualSecret: r.MutualSecret, Identity: IdentityOwn, ID: w.ID, NAA: w.NAA, Serial: w.Serial}
-	if w.Adopted {
-		req.Identity = IdentityAdopt
-	}
-	if _, err := checkImport(req); err != nil {
-		p.refused = append(p.refused, asRefusal(err, obj))
+	if !p.newIdentityOK(obj, w) || len(p.refused) > n {
 		return
 	}
 	name, size, bs := w.Name, w.Size, orZero(w.BlockSize)
@@ -528,17 +530,15 @@ func (p *planner) planTargets(wantLUNs map[string]*ConfigLUN) {
 		w := &p.want.Targets[i]
 		iqn := w.IQN
 		obj := targetObject(iqn)
+		// A refusal here does not end the target's checks: its mappings,
+		// ACL and CHAP are checked too (the plan is refused as a whole).
 		if w.Port != 0 {
 			if holder, ok := p.cur.ports[w.Port]; ok && holder != iqn {
 				p.refuse(ErrExists, obj, "relative port ID %d is held by target %s here: change that one first (in a separate apply)", w.Port, holder)
-				continue
 			}
 		}
 		c := p.cur.targets[iqn]
-		portals, ok := p.wantPortals(obj, w.Portals, c)
-		if !ok {
-			continue
-		}
+		portals, _ := p.wantPortals(obj, w.Portals, c)
 		if c == nil {
 			c = &ConfigTarget{IQN: iqn}
 			group, port := w.Group, w.Port
@@ -863,28 +863,28 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 	now := time.Now()
 	for _, w := range p.want.Migrations {
 		obj := pairObject(w.Source)
-		if !checkLUNs(obj, w.Source, w.Target) {
-			continue
-		}
-		if err := w.PairOptions.check(obj); err != nil {
-			p.refused = append(p.refused, asRefusal(err, obj))
-			continue
-		}
+		// Each check runs whatever the others found; the pair is
+		// planned only when none refused it.
+		n := len(p.refused)
+		lunsOK := checkLUNs(obj, w.Source, w.Target)
+		optsOK := p.checkOptions(obj, w.PairOptions)
 		wo := w.PairOptions.normalized(now)
 		vehicle := orDefault(w.Vehicle, VehicleAuto)
 		c, exists := p.cur.pairs[w.Source]
 		if !exists {
 			if cp, busy := p.cur.pairOf[w.Source]; busy {
 				p.refuse(ErrInPair, obj, "its source lun %s is the target of migration pair %s here", w.Source, cp.rec.ID)
-				continue
 			}
 			if cp, busy := p.cur.pairOf[w.Target]; busy {
 				p.refuse(ErrInPair, obj, "its target lun %s is in migration pair %s here", w.Target, cp.rec.ID)
-				continue
 			}
 			req := wo.pairRequest(w.Source, w.Target, vehicle)
-			if err := checkPairRequest(&req); err != nil {
-				p.refused = append(p.refused, asRefusal(err, obj))
+			if lunsOK && optsOK {
+				if err := checkPairRequest(&req); err != nil {
+					p.refused = append(p.refused, asRefusal(err, obj))
+				}
+			}
+			if len(p.refused) > n {
 				continue
 			}
 			source := w.Source
@@ -912,6 +912,8 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		bad = append(bad, fixed...)
 		if len(bad) > 0 {
 			p.refuse(ErrState, obj, "cannot be changed live: %s (cancel and re-create the pair for that)", strings.Join(bad, "; "))
+		}
+		if len(p.refused) > n {
 			continue
 		}
 		if line != "" {
@@ -937,42 +939,34 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 			continue
 		}
 		wantSess[w.Name] = true
-		if err := w.PairOptions.check(obj); err != nil {
-			p.refused = append(p.refused, asRefusal(err, obj))
-			continue
-		}
+		// Each check runs whatever the others found; the session is
+		// planned only when none refused it.
+		n := len(p.refused)
+		p.checkOptions(obj, w.PairOptions)
 		if w.MaxActive < 0 {
 			p.refuse(ErrInvalid, obj, "max active %d is negative (0: every pair copies at once)", w.MaxActive)
-			continue
 		}
 		wo := w.PairOptions.normalized(now)
-		ok := true
 		for _, sp := range w.Pairs {
-			ok = checkLUNs(obj, sp.Source, sp.Target) && ok
-		}
-		if !ok {
-			continue
+			checkLUNs(obj, sp.Source, sp.Target)
 		}
 		c, exists := curSess[w.Name]
 		if !exists {
 			if p.cur.sessions[w.Name] {
 				p.refuse(ErrExists, obj, "a finished session of that name exists here: delete it first (lmtgt session delete)")
-				continue
 			}
 			req := wo.sessionRequest(w.Name)
 			req.MaxActive = w.MaxActive
 			for _, sp := range w.Pairs {
 				if cp, busy := p.cur.pairOf[sp.Source]; busy {
 					p.refuse(ErrInPair, obj, "lun %s is in migration pair %s here", sp.Source, cp.rec.ID)
-					ok = false
 				}
 				if cp, busy := p.cur.pairOf[sp.Target]; busy {
 					p.refuse(ErrInPair, obj, "lun %s is in migration pair %s here", sp.Target, cp.rec.ID)
-					ok = false
 				}
 				req.Pairs = append(req.Pairs, PairRequest{Source: sp.Source, Target: sp.Target, Vehicle: orDefault(sp.Vehicle, VehicleAuto)})
 			}
-			if !ok {
+			if len(p.refused) > n {
 				continue
 			}
 			name := w.Name
@@ -994,6 +988,8 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 		bad = append(bad, fixed...)
 		if len(bad) > 0 {
 			p.refuse(ErrState, obj, "cannot be changed live: %s (cancel the session and create it again for that)", strings.Join(bad, "; "))
+		}
+		if len(p.refused) > n {
 			continue
 		}
 		if w.MaxActive != c.MaxActive {
@@ -1041,14 +1037,21 @@ func (p *planner) planMigrations(wantLUNs map[string]*ConfigLUN) {
 	}
 }
 
+// checkOptions notes every refusal of the pair options o of obj and
+// reports whether there was none.
+func (p *planner) checkOptions(obj string, o PairOptions) bool {
+	rs := o.check(obj)
+	p.refused = append(p.refused, rs...)
+	return len(rs) == 0
+}
+
 // planMember plans the change of a session's pair sp to its own options
 // (sp.Options; nil: the session's, wo) from cur, its options once the
 // session's change is done, through `migration set` on the pair.
 func (p *planner) planMember(obj string, sp ConfigSessionPair, wo, cur PairOptions, now time.Time) {
 	want := wo
 	if sp.Options != nil {
-		if err := sp.Options.check(obj); err != nil {
-			p.refused = append(p.refused, asRefusal(err, obj))
+		if !p.checkOptions(obj, *sp.Options) {
 			return
 		}
 		want = sp.Options.normalized(now)

@@ -3,6 +3,7 @@ package lm
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/lmtgt/lmtgt/metavol/volume"
 )
@@ -44,6 +45,9 @@ type Refusal struct {
 	Object string
 	Reason string
 	Err    error
+	// Each lists the refusals a combined one stands for (JoinRefusals):
+	// one per object and condition, in the order they were found.
+	Each []*Refusal
 }
 
 func (r *Refusal) Error() string {
@@ -54,6 +58,40 @@ func (r *Refusal) Error() string {
 }
 
 func (r *Refusal) Unwrap() error { return r.Err }
+
+// JoinRefusals combines every refusal of one request (a configuration
+// plan: several objects, several conditions each) into one, about object:
+// its reason counts and numbers them ("3 changes refused: (1) lun a: ...;
+// (2) ..."), Each lists them, and its class is the first one's. Combined
+// refusals in rs are flattened and a refusal said twice is said once.
+// No refusal is nil, one is itself.
+func JoinRefusals(object string, rs []*Refusal) error {
+	var each []*Refusal
+	said := map[string]bool{}
+	for _, r := range rs {
+		parts := r.Each
+		if len(parts) == 0 {
+			parts = []*Refusal{r}
+		}
+		for _, x := range parts {
+			if msg := x.Error(); !said[msg] {
+				said[msg] = true
+				each = append(each, x)
+			}
+		}
+	}
+	switch len(each) {
+	case 0:
+		return nil
+	case 1:
+		return each[0]
+	}
+	msgs := make([]string, len(each))
+	for i, r := range each {
+		msgs[i] = fmt.Sprintf("(%d) %s", i+1, r.Error())
+	}
+	return &Refusal{Object: object, Reason: fmt.Sprintf("%d changes refused: %s", len(each), strings.Join(msgs, "; ")), Err: each[0].Err, Each: each}
+}
 
 // refuse builds a Refusal of class err about object.
 func refuse(err error, object, format string, args ...any) *Refusal {

@@ -156,36 +156,55 @@ func pairOptionsToWire(o lm.PairOptions) wire.ConfigPairOptions {
 	return w
 }
 
+// refusals collects every refusal of a file's conversion (package
+// target's rules, the wire forms), each naming its object; lm's plan adds
+// its own and lm.JoinRefusals says them all.
+type refusals []*lm.Refusal
+
+func (rs *refusals) add(obj, format string, args ...any) {
+	*rs = append(*rs, &lm.Refusal{Object: obj, Reason: fmt.Sprintf(format, args...), Err: lm.ErrInvalid})
+}
+
+// addErr notes err (a refusal of lm's parsers, or another error) about obj.
+func (rs *refusals) addErr(obj string, err error) {
+	var r *lm.Refusal
+	if errors.As(err, &r) {
+		*rs = append(*rs, r)
+		return
+	}
+	rs.add(obj, "%v", err)
+}
+
 // pairOptionsFromWire reads a pair's options from the file for obj; the
 // start time must be RFC 3339 (a clock time alone would mean another
-// moment at each apply).
-func pairOptionsFromWire(obj string, w wire.ConfigPairOptions) (lm.PairOptions, error) {
+// moment at each apply). Each option it cannot read is noted in rs and
+// left at its default.
+func pairOptionsFromWire(obj string, w wire.ConfigPairOptions, rs *refusals) lm.PairOptions {
 	o := lm.PairOptions{Speed: lm.Speed(w.Speed), MaxMBps: w.MaxMBps, AutoSplit: w.AutoSplit, Verify: w.Verify, Priority: w.Priority}
 	if w.StartAt != "" {
 		t, err := time.Parse(time.RFC3339, w.StartAt)
 		if err != nil {
-			return o, invalid(obj, "start_at %q: want an RFC 3339 time (2026-12-24T22:00:00+01:00)", w.StartAt)
+			rs.add(obj, "start_at %q: want an RFC 3339 time (2026-12-24T22:00:00+01:00)", w.StartAt)
+		} else {
+			o.StartAt = t.UTC()
 		}
-		o.StartAt = t.UTC()
 	}
 	if len(w.Windows) > 0 {
 		ws, err := lm.ParseWindows(obj, w.Windows)
 		if err != nil {
-			return o, toWire(err, obj)
-		}
-		if len(ws) > 0 {
+			rs.addErr(obj, err)
+		} else if len(ws) > 0 {
 			o.Windows = ws
 		}
 	}
-	d, err := lm.ParseMaxElapsed(obj, w.MaxElapsed)
-	if err != nil {
-		return o, toWire(err, obj)
+	var err error
+	if o.MaxElapsed, err = lm.ParseMaxElapsed(obj, w.MaxElapsed); err != nil {
+		rs.addErr(obj, err)
 	}
-	o.MaxElapsed = d
 	if o.MaxHostLatency, err = lm.ParseHostLatency(obj, w.MaxHostLatency); err != nil {
-		return o, toWire(err, obj)
+		rs.addErr(obj, err)
 	}
-	return o, nil
+	return o
 }
 
 // unhide maps the wire placeholder to lm's.
@@ -204,8 +223,12 @@ func chapFromWire(c *wire.ConfigCHAP) *metavol.CHAP {
 }
 
 // configFromWire converts a file to lm's Config, checking what is package
-// target's rule (ALUA group and port IDs, access state names).
-func configFromWire(c wire.Config) (lm.Config, error) {
+// target's rule (ALUA group and port IDs, access state names). Every
+// value it refuses is noted in the refusals it returns, and left out of
+// the Config (unchanged, or the default), so that lm's plan can still
+// find its own refusals of the rest.
+func configFromWire(c wire.Config) (lm.Config, refusals) {
+	var rs refusals
 	out := lm.Config{Version: c.Version, Discovery: chapFromWire(c.DiscoveryCHAP)}
 	for _, l := range c.LUNs {
 		obj := lunObject(l.Name)
@@ -215,57 +238,62 @@ func configFromWire(c wire.Config) (lm.Config, error) {
 		switch l.Volume.Kind {
 		case "", "file", "block", metavol.VolumeKindISCSI, metavol.VolumeKindRBD:
 		default:
-			return lm.Config{}, invalid(obj, "volume kind %q: want file, block, iscsi or rbd", l.Volume.Kind)
+			rs.add(obj, "volume kind %q: want file, block, iscsi or rbd", l.Volume.Kind)
+			cl.Kind = ""
 		}
 		switch l.Identity {
 		case "", "own":
 		case "adopted":
 			cl.Adopted = true
 		default:
-			return lm.Config{}, invalid(obj, "identity %q: want adopted or nothing", l.Identity)
+			rs.add(obj, "identity %q: want adopted or nothing", l.Identity)
 		}
 		if r := l.Volume.Remote; r != nil {
 			cl.Remote = &lm.ConfigRemote{URL: r.URL, CHAPUser: r.CHAPUser, CHAPSecret: unhide(r.CHAPSecret),
 				MutualUser: r.MutualUser, MutualSecret: unhide(r.MutualSecret)}
 		}
+		groups := map[uint16]bool{}
 		for _, a := range l.ALUA {
 			if err := target.CheckGroupID(int(a.Group)); err != nil {
-				return lm.Config{}, invalid(obj, "alua: %v", err)
+				rs.add(obj, "alua: %v", err)
+				continue
 			}
 			st, err := target.ParseAccessState(a.State)
 			if err != nil {
-				return lm.Config{}, invalid(obj, "alua group %d: %v", a.Group, err)
+				rs.add(obj, "alua group %d: %v", a.Group, err)
+				continue
+			}
+			if groups[a.Group] {
+				rs.add(obj, "alua group %d is listed twice", a.Group)
+				continue
+			}
+			groups[a.Group] = true
+			if st == target.ActiveOptimized {
+				continue // the default is not stored (as `alua state` does)
 			}
 			if cl.ALUA == nil {
 				cl.ALUA = map[uint16]string{}
 			}
-			if _, dup := cl.ALUA[a.Group]; dup {
-				return lm.Config{}, invalid(obj, "alua group %d is listed twice", a.Group)
-			}
-			if st == target.ActiveOptimized {
-				continue // the default is not stored (as `alua state` does)
-			}
 			cl.ALUA[a.Group] = st.String()
-		}
-		if len(cl.ALUA) == 0 {
-			cl.ALUA = nil
 		}
 		out.LUNs = append(out.LUNs, cl)
 	}
 	sort.Slice(out.LUNs, func(i, j int) bool { return out.LUNs[i].Name < out.LUNs[j].Name })
 	for _, t := range c.Targets {
 		obj := targetObject(t.IQN)
+		ct := lm.ConfigTarget{IQN: t.IQN, Group: t.Group, Port: t.Port, AllowAll: t.AllowAll, CHAP: chapFromWire(t.CHAP)}
 		if t.Group != 0 {
 			if err := target.CheckGroupID(int(t.Group)); err != nil {
-				return lm.Config{}, invalid(obj, "%v", err)
+				rs.add(obj, "%v", err)
+				ct.Group = 0
 			}
 		}
 		if t.Port != 0 {
 			if err := target.CheckPortID(int(t.Port)); err != nil {
-				return lm.Config{}, invalid(obj, "%v", err)
+				rs.add(obj, "%v", err)
+				ct.Port = 0
 			}
 		}
-		ct := lm.ConfigTarget{IQN: t.IQN, Group: t.Group, Port: t.Port, AllowAll: t.AllowAll, CHAP: chapFromWire(t.CHAP)}
 		for _, in := range t.Initiators {
 			if in == wire.AllInitiators {
 				ct.AllowAll = true
@@ -280,36 +308,28 @@ func configFromWire(c wire.Config) (lm.Config, error) {
 		out.Targets = append(out.Targets, ct)
 	}
 	for _, p := range c.Migrations {
-		opts, err := pairOptionsFromWire(pairObject(p.Source), p.ConfigPairOptions)
-		if err != nil {
-			return lm.Config{}, err
-		}
+		opts := pairOptionsFromWire(pairObject(p.Source), p.ConfigPairOptions, &rs)
 		out.Migrations = append(out.Migrations, lm.ConfigPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle, PairOptions: opts})
 	}
 	for _, ss := range c.Sessions {
-		opts, err := pairOptionsFromWire(sessionObject(ss.Name), ss.ConfigPairOptions)
-		if err != nil {
-			return lm.Config{}, err
-		}
+		obj := sessionObject(ss.Name)
+		opts := pairOptionsFromWire(obj, ss.ConfigPairOptions, &rs)
 		cs := lm.ConfigSession{Name: ss.Name, MaxActive: ss.MaxActive, PairOptions: opts}
 		for _, p := range ss.Pairs {
 			sp := lm.ConfigSessionPair{Source: p.Source, Target: p.Target, Vehicle: p.Vehicle}
 			if p.Options != nil {
-				obj := sessionObject(ss.Name)
 				if p.Options.AutoSplit {
-					return lm.Config{}, invalid(obj, "pair %s: auto_split is the session's: set it on the session", p.Source)
+					rs.add(obj, "pair %s: auto_split is the session's: set it on the session", p.Source)
 				}
-				o, err := pairOptionsFromWire(obj, *p.Options)
-				if err != nil {
-					return lm.Config{}, err
-				}
+				o := pairOptionsFromWire(obj, *p.Options, &rs)
+				o.AutoSplit = false
 				sp.Options = &o
 			}
 			cs.Pairs = append(cs.Pairs, sp)
 		}
 		out.Sessions = append(out.Sessions, cs)
 	}
-	return out, nil
+	return out, rs
 }
 
 func lines(cs []lm.ConfigChange) []string {
@@ -323,10 +343,7 @@ func lines(cs []lm.ConfigChange) []string {
 // ApplyConfig plans (DryRun) or applies a configuration; before an apply
 // that changes something the current configuration is backed up.
 func (s *Service) ApplyConfig(req wire.ApplyConfig, who string) (wire.ApplyResult, error) {
-	want, err := configFromWire(req.Config)
-	if err != nil {
-		return wire.ApplyResult{}, err
-	}
+	want, refused := configFromWire(req.Config)
 	opts := lm.ApplyOptions{Prune: req.Prune, LoggedIn: map[string]int{}, Who: who}
 	if s.exp != nil {
 		for _, si := range s.exp.Sessions() {
@@ -334,6 +351,19 @@ func (s *Service) ApplyConfig(req wire.ApplyConfig, who string) (wire.ApplyResul
 		}
 	}
 	plan, err := s.lm.PlanConfig(want, opts)
+	if len(refused) > 0 {
+		// Every refusal of the file: the conversion's, then the plan's
+		// (lm plans what could be read, and changes nothing).
+		var r *lm.Refusal
+		switch {
+		case err == nil:
+		case errors.As(err, &r):
+			refused = append(refused, r)
+		default:
+			return wire.ApplyResult{}, toWire(err, configObject)
+		}
+		return wire.ApplyResult{}, toWire(lm.JoinRefusals(configObject, refused), configObject)
+	}
 	if err != nil {
 		return wire.ApplyResult{}, toWire(err, configObject)
 	}

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"reflect"
 	"strings"
@@ -58,6 +57,23 @@ func TestConfigAPI(t *testing.T) {
 	bad.LUNs[0].ALUA = []wire.ConfigALUA{{Group: 0, State: "standby"}}
 	_, err = cl.ApplyConfig(ctx, wire.ApplyConfig{Config: bad})
 	wantStatus(t, err, 400, "lun a: alua:")
+	// Every refusal of the file is said, each with its object: the
+	// conversion's (two on lun n, one on lun a) and lm's plan's (lun a
+	// shrinks); nothing changes.
+	bad.LUNs = []wire.ConfigLUN{
+		{Name: "a", Size: 512, ALUA: []wire.ConfigALUA{{Group: 2, State: "asleep"}}},
+		{Name: "n", Size: 1 << 20, Volume: wire.ConfigVolume{Kind: "tape"}, Identity: "borrowed"},
+	}
+	_, err = cl.ApplyConfig(ctx, wire.ApplyConfig{Config: bad})
+	wantStatus(t, err, 400, "4 changes refused: (1) lun a: alua group 2: ")
+	for _, want := range []string{`(2) lun n: volume kind "tape"`, `(3) lun n: identity "borrowed"`, "(4) lun a: size 512 B is smaller than the current 1 MiB"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("apply with four refusals: %v, want %q in it", err, want)
+		}
+	}
+	if now, err := cl.ExportConfig(ctx, true); err != nil || !reflect.DeepEqual(now, full) {
+		t.Fatalf("a refused apply changed the configuration: %+v %v", now, err)
+	}
 	var out any
 	err = cl.DoRaw(ctx, "POST", wire.Version+"/config/apply", strings.NewReader(`{"config":{"version":1,"lunz":[]}}`), &out)
 	wantStatus(t, err, 400, "unknown field")
@@ -132,9 +148,10 @@ func TestConfigPairOptionsWire(t *testing.T) {
 	if !reflect.DeepEqual(w, want) {
 		t.Fatalf("to wire: %+v, want %+v", w, want)
 	}
-	back, err := pairOptionsFromWire("migration a", w)
-	if err != nil || !reflect.DeepEqual(back, o) {
-		t.Fatalf("from wire: %+v, %v; want %+v", back, err, o)
+	var rs refusals
+	back := pairOptionsFromWire("migration a", w, &rs)
+	if len(rs) > 0 || !reflect.DeepEqual(back, o) {
+		t.Fatalf("from wire: %+v, %v; want %+v", back, rs, o)
 	}
 	if z := pairOptionsToWire(lm.PairOptions{}); !reflect.DeepEqual(z, wire.ConfigPairOptions{}) {
 		t.Fatalf("defaults to wire: %+v, want nothing written", z)
@@ -142,13 +159,13 @@ func TestConfigPairOptionsWire(t *testing.T) {
 	// A session's pair may have options of its own, but not auto_split.
 	c := wire.Config{Version: 1, Sessions: []wire.ConfigSession{{Name: "w", Pairs: []wire.ConfigSessionPair{
 		{Source: "a", Target: "b", Options: &wire.ConfigPairOptions{Priority: 7}}}}}}
-	lc, err := configFromWire(c)
-	if err != nil || lc.Sessions[0].Pairs[0].Options == nil || lc.Sessions[0].Pairs[0].Options.Priority != 7 {
-		t.Fatalf("session pair options from wire: %+v, %v", lc.Sessions, err)
+	lc, rs := configFromWire(c)
+	if len(rs) > 0 || lc.Sessions[0].Pairs[0].Options == nil || lc.Sessions[0].Pairs[0].Options.Priority != 7 {
+		t.Fatalf("session pair options from wire: %+v, %v", lc.Sessions, rs)
 	}
 	c.Sessions[0].Pairs[0].Options.AutoSplit = true
-	if _, err := configFromWire(c); err == nil || !strings.Contains(err.Error(), "session w: pair a: auto_split is the session's") {
-		t.Fatalf("auto_split on a session's pair: %v", err)
+	if _, rs := configFromWire(c); len(rs) != 1 || rs[0].Error() != "session w: pair a: auto_split is the session's: set it on the session" {
+		t.Fatalf("auto_split on a session's pair: %v", rs)
 	}
 	for _, tc := range []struct {
 		w      wire.ConfigPairOptions
@@ -158,10 +175,11 @@ func TestConfigPairOptionsWire(t *testing.T) {
 		{wire.ConfigPairOptions{Windows: []string{"22:00-06:00"}}, `window "22:00-06:00": no =SPEED`},
 		{wire.ConfigPairOptions{MaxElapsed: "6 hours"}, `max elapsed "6 hours"`},
 	} {
-		_, err := pairOptionsFromWire("migration a", tc.w)
-		var we *wire.Error
-		if !errors.As(err, &we) || we.Status != 400 || !strings.Contains(err.Error(), tc.reason) {
-			t.Errorf("%+v: %v, want a 400 containing %q", tc.w, err, tc.reason)
+		var rs refusals
+		pairOptionsFromWire("migration a", tc.w, &rs)
+		we := toWire(lm.JoinRefusals(configObject, rs), configObject)
+		if len(rs) != 1 || we.Status != 400 || !strings.Contains(we.Error(), tc.reason) {
+			t.Errorf("%+v: %v, want one 400 containing %q", tc.w, rs, tc.reason)
 		}
 	}
 }
