@@ -381,72 +381,148 @@ fileset_check() {  # DIR: the files read back from the device (page cache droppe
   echo "file set: $(wc -l < /tmp/fileset.md5) files intact"
 }
 
+# ---- the steps the scenarios share. WHAT (the scenario) starts each step
+# and names its files in /tmp; a VAR argument is the name of the caller's
+# variable to set (as wait_session_disk and wait_map do). The workload
+# runs on /mnt (ext4 on the map) and /mnt/fio.
+
+# first_path WHAT PORTAL IQN SDVAR MAPVAR: log in to the LUN's first path,
+# wait for its disk and its map (one path); keep the map's dm uuid and the
+# identity seen through it (/tmp/WHAT-dmuuid.0, /tmp/WHAT-ident.0)
+first_path() {
+  local _w=$1 _sd _m
+  step "$_w: login to $3 at $2"
+  login "$2" "$3" && wait_session_disk "$3" _sd && wait_map "$_sd" 1 _m || return 1
+  mp_check "$_m" 1 || return 1
+  dm_uuid "$_m" | tee "/tmp/$_w-dmuuid.0"
+  ident "/dev/mapper/$_m" > "/tmp/$_w-ident.0" || { cat "/tmp/$_w-ident.0"; bad "sg_vpd on the map"; return 1; }
+  printf -v "$4" '%s' "$_sd"; printf -v "$5" '%s' "$_m"
+}
+# pr_reserve WHAT DEV KEY: register KEY and reserve WRITE EXCLUSIVE -
+# REGISTRANTS ONLY through DEV (as a cluster does); pr_release DEV KEY
+# undoes it (at the end: errors ignored)
+pr_reserve() {
+  step "$1: register key $3 and reserve WRITE EXCLUSIVE - REGISTRANTS ONLY through $2 (sg_persist)"
+  run sg_persist --out --register --param-sark="$3" "$2" >/dev/null &&
+    run sg_persist --out --reserve --param-rk="$3" --prout-type=5 "$2" >/dev/null || { bad "sg_persist register/reserve on $2"; return 1; }
+  pr_check "$2" "$3"
+}
+pr_release() {
+  run sg_persist --out --release --param-rk="$2" --prout-type=5 "$1" >/dev/null || true
+  run sg_persist --out --register --param-rk="$2" --param-sark=0 "$1" >/dev/null || true
+}
+# workload_start WHAT MAP: ext4 on the map, a file set, fio write+verify
+# rounds from now to the end (workload_end)
+workload_start() {
+  step "$1: ext4 on /dev/mapper/$2, a file set, fio write+verify rounds from now to the end"
+  run mkfs.ext4 -F -q "/dev/mapper/$2" && run mount -t ext4 "/dev/mapper/$2" /mnt || { bad "mkfs/mount"; return 1; }
+  fileset_write /mnt/set 8 && fio_start /mnt/fio
+}
+# second_path WHAT PORTAL IQN SDVAR MAP WHO: log in to the LUN's second
+# path (WHO names it in messages): it presents the identity of the first
+# and joins MAP as its second path
+second_path() {
+  local _w=$1 _sd _m
+  step "$_w: login to $3 at $2"
+  login "$2" "$3" && wait_session_disk "$3" _sd || return 1
+  ident "/dev/$_sd" > "/tmp/$_w-ident.2"
+  cmp -s "/tmp/$_w-ident.0" "/tmp/$_w-ident.2" || { diff "/tmp/$_w-ident.0" "/tmp/$_w-ident.2"; bad "$6 does not present the first path's identity"; return 1; }
+  echo "$6 $_sd presents the identity of the first path (LU designators, serial, vendor/product)"
+  wait_map "$_sd" 2 _m || return 1
+  [ "$_m" = "$5" ] || { bad "$6 joined map $_m, not $5"; return 1; }
+  printf -v "$4" '%s' "$_sd"
+}
+# drop_path PORTAL IQN DEV LEFT MAP: remove the path DEV (multipathd del
+# path, iSCSI logout); MAP is left with one path, LEFT
+drop_path() {
+  local _m
+  run multipathd del path "$3" || { bad "multipathd del path $3"; return 1; }
+  logout "$1" "$2" || return 1
+  wait_map "$4" 1 _m && mp_check "$5" 1
+}
+# fio_running WHEN: fio has failed no round and still runs (else it is
+# stopped and WHEN says when it ended)
+fio_running() {
+  [ -e /mnt/fio/failed ] && { fio_stop /mnt/fio; return 1; }
+  kill -0 "$FIO_PID" 2>/dev/null || { fio_stop /mnt/fio; bad "fio ended $1"; return 1; }
+}
+# fio_wait_round N: until fio finished round N (at most 2 min, or a failed round)
+fio_wait_round() {
+  local i=0
+  while [ "$(fio_round /mnt/fio)" -lt "$1" ] && [ ! -e /mnt/fio/failed ]; do
+    i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1
+  done
+}
+# workload_end WHAT MAP N WHERE: stop fio (every round verified, at least
+# N of them: WHERE says where the last whole one had to run), check the
+# file set, and that the map's dm uuid and identity are those first_path
+# kept
+workload_end() {
+  local _w=$1
+  step "$_w: fio verify, file set, identity, kernel log"
+  fio_stop /mnt/fio || return 1
+  [ "$(fio_round /mnt/fio)" -ge "$3" ] || { bad "fio made no whole round $4"; return 1; }
+  fileset_check /mnt/set || return 1
+  dm_uuid "$2" | tee "/tmp/$_w-dmuuid.1"
+  cmp -s "/tmp/$_w-dmuuid.0" "/tmp/$_w-dmuuid.1" || { bad "the map's dm uuid or by-id link changed"; return 1; }
+  ident "/dev/mapper/$2" > "/tmp/$_w-ident.1"
+  cmp -s "/tmp/$_w-ident.0" "/tmp/$_w-ident.1" || { diff "/tmp/$_w-ident.0" "/tmp/$_w-ident.1"; bad "the identity seen through the map changed"; return 1; }
+  echo "WWID $2, dm uuid, LU designators, serial, vendor/product: unchanged"
+}
+# no_ioerr SINCE: no I/O error line in the kernel log beyond the SINCE first
+no_ioerr() {
+  local n=$(( $(ioerr_count) - $1 ))
+  [ "$n" = 0 ] || { dmesg | grep -E "$IOERR_RE" | tail -n 10; bad "$n I/O error lines in the kernel log"; return 1; }
+  echo "kernel log: no I/O error"
+}
+# fs_check WHAT MAP: umount, e2fsck -fn clean
+fs_check() {
+  step "$1: umount, e2fsck -fn"
+  run umount /mnt || { bad "umount"; return 1; }
+  run e2fsck -fn "/dev/mapper/$2" > /tmp/fsck.txt 2>&1 || { cat /tmp/fsck.txt; bad "e2fsck -fn found problems"; return 1; }
+  tail -n 1 /tmp/fsck.txt
+}
+# teardown MAP PORTAL IQN: flush the map, log out of the path left
+teardown() {
+  run multipath -f "$1" || { bad "multipath -f $1"; return 1; }
+  logout "$2" "$3"
+}
+
 # ================================================================ scenario tgt
 sc_tgt() {
-  local OLD=$HOST:$TGT_PORT NEW=$HOST:$LM_A_PORT SD_OLD SD_NEW MAP MAP2 R0 R1 IOERR0 n
+  local OLD=$HOST:$TGT_PORT NEW=$HOST:$LM_A_PORT SD_OLD SD_NEW MAP R0 R1 IOERR0 n
   IOERR0=$(ioerr_count)
-  step "tgt: login to the old array (Linux tgt) at $OLD"
-  login "$OLD" "$TGT_IQN" && wait_session_disk "$TGT_IQN" SD_OLD && wait_map "$SD_OLD" 1 MAP || return 1
-  mp_check "$MAP" 1 || return 1
-  dm_uuid "$MAP" | tee /tmp/dmuuid.0
-  ident "/dev/mapper/$MAP" > /tmp/ident.0 || { cat /tmp/ident.0; bad "sg_vpd on the map"; return 1; }
-  cat /tmp/ident.0
-  step "tgt: ext4 on /dev/mapper/$MAP, a file set, fio write+verify rounds from now to the end"
-  run mkfs.ext4 -F -q "/dev/mapper/$MAP" && run mount -t ext4 "/dev/mapper/$MAP" /mnt || { bad "mkfs/mount"; return 1; }
-  fileset_write /mnt/set 8 && fio_start /mnt/fio || return 1
+  first_path tgt "$OLD" "$TGT_IQN" SD_OLD MAP || return 1
+  cat /tmp/tgt-ident.0
+  workload_start tgt "$MAP" || return 1
 
   step "tgt: the host imports the tgt LUN into lmtgt (identity adopt) and maps it"
   ask tgt-import || { fio_stop /mnt/fio; return 1; }
-  step "tgt: login to lmtgt at $NEW"
-  login "$NEW" "$LM_IQN" && wait_session_disk "$LM_IQN" SD_NEW || { fio_stop /mnt/fio; return 1; }
-  ident "/dev/$SD_NEW" > /tmp/ident.new; ident "/dev/$SD_OLD" > /tmp/ident.old
-  cmp -s /tmp/ident.0 /tmp/ident.new || { diff /tmp/ident.0 /tmp/ident.new; fio_stop /mnt/fio; bad "lmtgt's path does not present the old array's identity"; return 1; }
-  echo "lmtgt's path $SD_NEW presents the identity of tgt's path $SD_OLD (LU designators, serial, vendor/product)"
-  wait_map "$SD_NEW" 2 MAP2 || { fio_stop /mnt/fio; return 1; }
-  [ "$MAP2" = "$MAP" ] || { fio_stop /mnt/fio; bad "lmtgt's path joined map $MAP2, not $MAP"; return 1; }
+  second_path tgt "$NEW" "$LM_IQN" SD_NEW "$MAP" "lmtgt's path" || { fio_stop /mnt/fio; return 1; }
   step "tgt: one map, two paths"
   mp_check "$MAP" 2 || { fio_stop /mnt/fio; return 1; }
 
   step "tgt: remove the old array's path ($SD_OLD): multipathd del path, then log out of tgt"
-  run multipathd del path "$SD_OLD" || { fio_stop /mnt/fio; bad "multipathd del path $SD_OLD"; return 1; }
-  logout "$OLD" "$TGT_IQN" || { fio_stop /mnt/fio; return 1; }
-  wait_map "$SD_NEW" 1 MAP2 && mp_check "$MAP" 1 || { fio_stop /mnt/fio; return 1; }
+  drop_path "$OLD" "$TGT_IQN" "$SD_OLD" "$SD_NEW" "$MAP" || { fio_stop /mnt/fio; return 1; }
   R0=$(fio_round /mnt/fio)
 
   step "tgt: the host migrates the LUN onto a local file under the running fio, splits, and stops tgt"
   ask tgt-migrate 600 || { fio_stop /mnt/fio; return 1; }
   R1=$(fio_round /mnt/fio)
-  [ -e /mnt/fio/failed ] && { fio_stop /mnt/fio; return 1; }
-  kill -0 "$FIO_PID" 2>/dev/null || { fio_stop /mnt/fio; bad "fio ended before the split"; return 1; }
+  fio_running "before the split" || return 1
   echo "fio rounds finished: $R0 when the migration began, $R1 when tgt was stopped"
   # one more whole round after tgt is gone: the LUN lives on lmtgt alone
-  n=$((R1 + 2)); i=0
-  while [ "$(fio_round /mnt/fio)" -lt "$n" ] && [ ! -e /mnt/fio/failed ]; do
-    i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1
-  done
-  step "tgt: fio verify, file set, identity, kernel log"
-  fio_stop /mnt/fio || return 1
-  [ "$(fio_round /mnt/fio)" -ge "$n" ] || { bad "fio made no whole round after tgt was stopped"; return 1; }
-  fileset_check /mnt/set || return 1
+  n=$((R1 + 2))
+  fio_wait_round "$n"
+  workload_end tgt "$MAP" "$n" "after tgt was stopped" || return 1
   mp_check "$MAP" 1 || return 1
-  dm_uuid "$MAP" | tee /tmp/dmuuid.1
-  cmp -s /tmp/dmuuid.0 /tmp/dmuuid.1 || { bad "the map's dm uuid or by-id link changed"; return 1; }
-  ident "/dev/mapper/$MAP" > /tmp/ident.1
-  cmp -s /tmp/ident.0 /tmp/ident.1 || { diff /tmp/ident.0 /tmp/ident.1; bad "the identity seen through the map changed"; return 1; }
-  echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from tgt to lmtgt's local file"
   echo "sg_inq -p 0x83 through the map now (the target port designators are lmtgt's, the LU ones tgt's):"
   sg_inq -p 0x83 "/dev/mapper/$MAP" 2>&1 | sed 's/^/    /'
   dmesg | grep -E 'multipath|sd[a-z]+\]|dm-[0-9]' | tail -n 20
-  n=$(( $(ioerr_count) - IOERR0 ))
-  [ "$n" = 0 ] || { dmesg | grep -E "$IOERR_RE" | tail -n 10; bad "$n I/O error lines in the kernel log"; return 1; }
-  echo "kernel log: no I/O error"
-  step "tgt: umount, e2fsck -fn"
-  run umount /mnt || { bad "umount"; return 1; }
-  run e2fsck -fn "/dev/mapper/$MAP" > /tmp/fsck.txt 2>&1 || { cat /tmp/fsck.txt; bad "e2fsck -fn found problems"; return 1; }
-  tail -n 1 /tmp/fsck.txt
+  no_ioerr "$IOERR0" || return 1
+  fs_check tgt "$MAP" || return 1
   step "tgt: tear down (flush the map, log out of lmtgt)"
-  run multipath -f "$MAP" || { bad "multipath -f $MAP"; return 1; }
-  logout "$NEW" "$LM_IQN"
+  teardown "$MAP" "$NEW" "$LM_IQN"
 }
 
 # ================================================================ scenario handover
@@ -486,29 +562,15 @@ wait_prio_below() {
   done
 }
 sc_handover() {
-  local A=$HOST:$HA_PORT B=$HOST:$HB_PORT SD_A SD_B MAP MAP2 R0 R1 IOERR0 n KEY=0x1ab2c3
+  local A=$HOST:$HA_PORT B=$HOST:$HB_PORT SD_A SD_B MAP R0 R1 IOERR0 n KEY=0x1ab2c3
   IOERR0=$(ioerr_count)
-  step "handover: login to lmtgt server A at $A"
-  login "$A" "$HA_IQN" && wait_session_disk "$HA_IQN" SD_A && wait_map "$SD_A" 1 MAP || return 1
-  mp_check "$MAP" 1 || return 1
-  dm_uuid "$MAP" | tee /tmp/ho-dmuuid.0
-  ident "/dev/mapper/$MAP" > /tmp/ho-ident.0 || { cat /tmp/ho-ident.0; bad "sg_vpd on the map"; return 1; }
-  step "handover: register key $KEY and reserve WRITE EXCLUSIVE - REGISTRANTS ONLY through A's path (sg_persist)"
-  run sg_persist --out --register --param-sark=$KEY "/dev/$SD_A" >/dev/null &&
-    run sg_persist --out --reserve --param-rk=$KEY --prout-type=5 "/dev/$SD_A" >/dev/null || { bad "sg_persist register/reserve on A"; return 1; }
-  pr_check "/dev/$SD_A" "$KEY" || return 1
-  step "handover: ext4 on /dev/mapper/$MAP, a file set, fio write+verify rounds from now to the end"
-  run mkfs.ext4 -F -q "/dev/mapper/$MAP" && run mount -t ext4 "/dev/mapper/$MAP" /mnt || { bad "mkfs/mount"; return 1; }
-  fileset_write /mnt/set 8 && fio_start /mnt/fio || return 1
+  first_path handover "$A" "$HA_IQN" SD_A MAP || return 1
+  pr_reserve handover "/dev/$SD_A" "$KEY" || return 1
+  workload_start handover "$MAP" || return 1
 
   step "handover: B imports the LUN from A's peer target (identity adopt, PRs carried over) and maps it"
   ask handover-import || { fio_stop /mnt/fio; return 1; }
-  step "handover: login to lmtgt server B at $B"
-  login "$B" "$HB_IQN" && wait_session_disk "$HB_IQN" SD_B || { fio_stop /mnt/fio; return 1; }
-  ident "/dev/$SD_B" > /tmp/ho-ident.b
-  cmp -s /tmp/ho-ident.0 /tmp/ho-ident.b || { diff /tmp/ho-ident.0 /tmp/ho-ident.b; fio_stop /mnt/fio; bad "B's path does not present A's identity"; return 1; }
-  wait_map "$SD_B" 2 MAP2 || { fio_stop /mnt/fio; return 1; }
-  [ "$MAP2" = "$MAP" ] || { fio_stop /mnt/fio; bad "B's path joined map $MAP2, not $MAP"; return 1; }
+  second_path handover "$B" "$HB_IQN" SD_B "$MAP" "B's path" || { fio_stop /mnt/fio; return 1; }
   step "handover: one map, two paths; the reservation is on B too"
   mp_check "$MAP" 2 || { fio_stop /mnt/fio; return 1; }
   pr_check "/dev/$SD_B" "$KEY" || { fio_stop /mnt/fio; return 1; }
@@ -528,99 +590,52 @@ sc_handover() {
   step "handover: B fences A's LUN (migration create --preempt), migrates under fio, splits; A's group unavailable; B deletes the remote LUN"
   ask handover-migrate 600 || { fio_stop /mnt/fio; return 1; }
   R1=$(fio_round /mnt/fio)
-  [ -e /mnt/fio/failed ] && { fio_stop /mnt/fio; return 1; }
-  kill -0 "$FIO_PID" 2>/dev/null || { fio_stop /mnt/fio; bad "fio ended before the split"; return 1; }
+  fio_running "before the split" || return 1
   echo "fio rounds finished: $R0 when the migration began, $R1 after the split"
   step "handover: the reservation is still on B after the split"
   pr_check "/dev/$SD_B" "$KEY" || { fio_stop /mnt/fio; return 1; }
   step "handover: drop A's path ($SD_A): multipathd del path, log out of A"
-  run multipathd del path "$SD_A" || { fio_stop /mnt/fio; bad "multipathd del path $SD_A"; return 1; }
-  logout "$A" "$HA_IQN" || { fio_stop /mnt/fio; return 1; }
-  wait_map "$SD_B" 1 MAP2 && mp_check "$MAP" 1 || { fio_stop /mnt/fio; return 1; }
-  n=$((R1 + 2)); i=0
-  while [ "$(fio_round /mnt/fio)" -lt "$n" ] && [ ! -e /mnt/fio/failed ]; do
-    i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1
-  done
-  step "handover: fio verify, file set, identity, kernel log"
-  fio_stop /mnt/fio || return 1
-  [ "$(fio_round /mnt/fio)" -ge "$n" ] || { bad "fio made no whole round on B alone"; return 1; }
-  fileset_check /mnt/set || return 1
-  dm_uuid "$MAP" | tee /tmp/ho-dmuuid.1
-  cmp -s /tmp/ho-dmuuid.0 /tmp/ho-dmuuid.1 || { bad "the map's dm uuid or by-id link changed"; return 1; }
-  ident "/dev/mapper/$MAP" > /tmp/ho-ident.1
-  cmp -s /tmp/ho-ident.0 /tmp/ho-ident.1 || { diff /tmp/ho-ident.0 /tmp/ho-ident.1; bad "the identity seen through the map changed"; return 1; }
-  echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from A to B's local file"
-  n=$(( $(ioerr_count) - IOERR0 ))
-  [ "$n" = 0 ] || { dmesg | grep -E "$IOERR_RE" | tail -n 10; bad "$n I/O error lines in the kernel log"; return 1; }
-  echo "kernel log: no I/O error"
-  step "handover: umount, e2fsck -fn"
-  run umount /mnt || { bad "umount"; return 1; }
-  run e2fsck -fn "/dev/mapper/$MAP" > /tmp/fsck.txt 2>&1 || { cat /tmp/fsck.txt; bad "e2fsck -fn found problems"; return 1; }
-  tail -n 1 /tmp/fsck.txt
+  drop_path "$A" "$HA_IQN" "$SD_A" "$SD_B" "$MAP" || { fio_stop /mnt/fio; return 1; }
+  n=$((R1 + 2))
+  fio_wait_round "$n"
+  workload_end handover "$MAP" "$n" "on B alone" || return 1
+  no_ioerr "$IOERR0" || return 1
+  fs_check handover "$MAP" || return 1
   step "handover: release the reservation, tear down"
-  run sg_persist --out --release --param-rk=$KEY --prout-type=5 "/dev/$SD_B" >/dev/null || true
-  run sg_persist --out --register --param-rk=$KEY --param-sark=0 "/dev/$SD_B" >/dev/null || true
-  run multipath -f "$MAP" || { bad "multipath -f $MAP"; return 1; }
-  logout "$B" "$HB_IQN"
+  pr_release "/dev/$SD_B" "$KEY"
+  teardown "$MAP" "$B" "$HB_IQN"
 }
 
 # ================================================================ scenario rbd
 sc_rbd() {
-  local A=$HOST:$RA_PORT B=$HOST:$RB_PORT SD_A SD_B MAP MAP2 R0 R1 IOERR0 n pa PA0 KEY=0x2bd2c3
+  local A=$HOST:$RA_PORT B=$HOST:$RB_PORT SD_A SD_B MAP R0 R1 IOERR0 n pa PA0 KEY=0x2bd2c3
   IOERR0=$(ioerr_count)
-  step "rbd: login to lmtgt server A at $A (LUN on RBD image $RBD_IMAGE)"
-  login "$A" "$RA_IQN" && wait_session_disk "$RA_IQN" SD_A && wait_map "$SD_A" 1 MAP || return 1
+  first_path rbd "$A" "$RA_IQN" SD_A MAP || return 1
   PA0=$(dmesg | grep -cE "I/O error, dev $SD_A, ")
-  mp_check "$MAP" 1 || return 1
-  dm_uuid "$MAP" | tee /tmp/rbd-dmuuid.0
-  ident "/dev/mapper/$MAP" > /tmp/rbd-ident.0 || { cat /tmp/rbd-ident.0; bad "sg_vpd on the map"; return 1; }
-  step "rbd: register key $KEY and reserve WRITE EXCLUSIVE - REGISTRANTS ONLY through A's path (sg_persist)"
-  run sg_persist --out --register --param-sark=$KEY "/dev/$SD_A" >/dev/null &&
-    run sg_persist --out --reserve --param-rk=$KEY --prout-type=5 "/dev/$SD_A" >/dev/null || { bad "sg_persist register/reserve on A"; return 1; }
-  pr_check "/dev/$SD_A" "$KEY" || return 1
-  step "rbd: ext4 on /dev/mapper/$MAP, a file set, fio write+verify rounds from now to the end"
-  run mkfs.ext4 -F -q "/dev/mapper/$MAP" && run mount -t ext4 "/dev/mapper/$MAP" /mnt || { bad "mkfs/mount"; return 1; }
-  fileset_write /mnt/set 8 && fio_start /mnt/fio || return 1
+  pr_reserve rbd "/dev/$SD_A" "$KEY" || return 1
+  workload_start rbd "$MAP" || return 1
 
   step "rbd: B creates the LUN on the same image, adopting A's identity and reservations (lun create --rbd --adopt-from); B's group standby"
   ask rbd-adopt || { fio_stop /mnt/fio; return 1; }
   R0=$(fio_round /mnt/fio)
   step "rbd: the handover without copy under fio: A transitioning, B takes the lock over (lun takeover --adopt-from), B active, A standby"
   ask rbd-handover || { fio_stop /mnt/fio; return 1; }
-  step "rbd: login to lmtgt server B at $B: the map's second path"
-  login "$B" "$RB_IQN" && wait_session_disk "$RB_IQN" SD_B || { fio_stop /mnt/fio; return 1; }
-  ident "/dev/$SD_B" > /tmp/rbd-ident.b
-  cmp -s /tmp/rbd-ident.0 /tmp/rbd-ident.b || { diff /tmp/rbd-ident.0 /tmp/rbd-ident.b; fio_stop /mnt/fio; bad "B's path does not present A's identity"; return 1; }
-  wait_map "$SD_B" 2 MAP2 || { fio_stop /mnt/fio; return 1; }
-  [ "$MAP2" = "$MAP" ] || { fio_stop /mnt/fio; bad "B's path joined map $MAP2, not $MAP"; return 1; }
+  second_path rbd "$B" "$RB_IQN" SD_B "$MAP" "B's path" || { fio_stop /mnt/fio; return 1; }
   wait_path "$SD_B" %T ready 60 || { fio_stop /mnt/fio; return 1; }
   wait_path "$SD_A" %T ghost 60 || { fio_stop /mnt/fio; return 1; }
   step "rbd: one map, two paths (A's a ghost: standby), I/O on B"
   multipath -ll
-  [ -e /mnt/fio/failed ] && { fio_stop /mnt/fio; return 1; }
-  kill -0 "$FIO_PID" 2>/dev/null || { fio_stop /mnt/fio; bad "fio ended during the handover"; return 1; }
+  fio_running "during the handover" || return 1
   step "rbd: the reservation is on B after the takeover"
   pr_check "/dev/$SD_B" "$KEY" || { fio_stop /mnt/fio; return 1; }
   step "rbd: drop A's path ($SD_A): multipathd del path, log out of A; A retires its LUN"
-  run multipathd del path "$SD_A" || { fio_stop /mnt/fio; bad "multipathd del path $SD_A"; return 1; }
-  logout "$A" "$RA_IQN" || { fio_stop /mnt/fio; return 1; }
-  wait_map "$SD_B" 1 MAP2 && mp_check "$MAP" 1 || { fio_stop /mnt/fio; return 1; }
+  drop_path "$A" "$RA_IQN" "$SD_A" "$SD_B" "$MAP" || { fio_stop /mnt/fio; return 1; }
   ask rbd-retire || { fio_stop /mnt/fio; return 1; }
   R1=$(fio_round /mnt/fio)
   echo "fio rounds finished: $R0 before the handover, $R1 after A retired"
-  n=$((R1 + 1)); i=0
-  while [ "$(fio_round /mnt/fio)" -lt "$n" ] && [ ! -e /mnt/fio/failed ]; do
-    i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1
-  done
-  step "rbd: fio verify, file set, identity, kernel log"
-  fio_stop /mnt/fio || return 1
-  [ "$(fio_round /mnt/fio)" -ge "$n" ] || { bad "fio made no whole round on B alone"; return 1; }
-  fileset_check /mnt/set || return 1
-  dm_uuid "$MAP" | tee /tmp/rbd-dmuuid.1
-  cmp -s /tmp/rbd-dmuuid.0 /tmp/rbd-dmuuid.1 || { bad "the map's dm uuid or by-id link changed"; return 1; }
-  ident "/dev/mapper/$MAP" > /tmp/rbd-ident.1
-  cmp -s /tmp/rbd-ident.0 /tmp/rbd-ident.1 || { diff /tmp/rbd-ident.0 /tmp/rbd-ident.1; bad "the identity seen through the map changed"; return 1; }
-  echo "WWID $MAP, dm uuid, LU designators, serial, vendor/product: unchanged from A to B"
+  n=$((R1 + 1))
+  fio_wait_round "$n"
+  workload_end rbd "$MAP" "$n" "on B alone" || return 1
   # Commands dm-multipath had sent down A's path when A stopped serving
   # fail there ("I/O error, dev $SD_A": a path error that dm-multipath
   # retries on B's path, queued meanwhile); nothing else may fail: no
@@ -630,15 +645,10 @@ sc_rbd() {
   dmesg | grep -E "$IOERR_RE" | tail -n 12
   echo "kernel log: $pa path errors on A's path $SD_A at the switch (retried by dm-multipath), $((n - pa)) other I/O error lines"
   [ "$((n - pa))" = 0 ] || { bad "$((n - pa)) I/O error lines in the kernel log besides A's path errors"; return 1; }
-  step "rbd: umount, e2fsck -fn"
-  run umount /mnt || { bad "umount"; return 1; }
-  run e2fsck -fn "/dev/mapper/$MAP" > /tmp/fsck.txt 2>&1 || { cat /tmp/fsck.txt; bad "e2fsck -fn found problems"; return 1; }
-  tail -n 1 /tmp/fsck.txt
+  fs_check rbd "$MAP" || return 1
   step "rbd: release the reservation, tear down"
-  run sg_persist --out --release --param-rk=$KEY --prout-type=5 "/dev/$SD_B" >/dev/null || true
-  run sg_persist --out --register --param-rk=$KEY --param-sark=0 "/dev/$SD_B" >/dev/null || true
-  run multipath -f "$MAP" || { bad "multipath -f $MAP"; return 1; }
-  logout "$B" "$RB_IQN"
+  pr_release "/dev/$SD_B" "$KEY"
+  teardown "$MAP" "$B" "$RB_IQN"
 }
 
 cleanup_all() {
