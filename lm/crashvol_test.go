@@ -517,6 +517,30 @@ func (w *cvWorld) ensurePairs() error {
 	return nil
 }
 
+// sourceNames lists the names of the world's source LUNs (its pairs).
+func (w *cvWorld) sourceNames() []string {
+	names := make([]string, len(w.src))
+	for i := range w.src {
+		names[i] = w.src[i].Name
+	}
+	return names
+}
+
+// groupReady begins a round of a controller: the pairs of the source LUNs
+// names are created where they are not (ensurePairs), then awaited in one
+// of the states accept (waitGroupState). cut: the power was cut meanwhile
+// (the controller's life is over: it returns nil, whatever err says).
+func (w *cvWorld) groupReady(names []string, deadline time.Time, accept ...PairState) (st PairState, cut bool, err error) {
+	if w.set.Crashed() {
+		return 0, true, nil
+	}
+	if err := w.ensurePairs(); err != nil {
+		return 0, w.set.Crashed(), err
+	}
+	st, err = w.waitGroupState(names, deadline, accept...)
+	return st, w.set.Crashed(), err
+}
+
 // waitGroupState polls the pairs of the world's source LUNs names until
 // each is in one of the states accept and all are in the same one (a
 // consistent group), and returns that state. It returns at once, with no
@@ -569,26 +593,14 @@ func (w *cvWorld) controller(final bool, stopWriters func()) error {
 	if w.switching {
 		return w.switchController(final, stopWriters)
 	}
-	names := make([]string, len(w.src))
-	for i := range w.src {
-		names[i] = w.src[i].Name
-	}
+	names := w.sourceNames()
 	deadline := time.Now().Add(60 * time.Second) // no hang
 	for {
-		if w.set.Crashed() {
-			return nil
-		}
-		if err := w.ensurePairs(); err != nil {
-			if w.set.Crashed() {
-				return nil
-			}
-			return err
-		}
 		if !final {
 			deadline = time.Now().Add(60 * time.Second)
 		}
-		_, err := w.waitGroupState(names, deadline, StateSynced)
-		if w.set.Crashed() {
+		_, cut, err := w.groupReady(names, deadline, StateSynced)
+		if cut {
 			return nil
 		}
 		if err != nil {

@@ -15,10 +15,7 @@ import (
 // commits, then checks that the LUNs hold every acknowledged write and
 // that the old volumes (the targets) hold the same bytes.
 func (w *cvWorld) switchController(final bool, stopWriters func()) error {
-	names := make([]string, len(w.src))
-	for i := range w.src {
-		names[i] = w.src[i].Name
-	}
+	names := w.sourceNames()
 	deadline := time.Now().Add(60 * time.Second)
 	step := func(st PairState) error {
 		var err error
@@ -33,20 +30,11 @@ func (w *cvWorld) switchController(final bool, stopWriters func()) error {
 		stopWriters()
 	}
 	for n := 0; ; n++ {
-		if w.set.Crashed() {
-			return nil
-		}
-		if err := w.ensurePairs(); err != nil {
-			if w.set.Crashed() {
-				return nil
-			}
-			return err
-		}
 		if !final {
 			deadline = time.Now().Add(60 * time.Second)
 		}
-		st, err := w.waitGroupState(names, deadline, StateSynced, StateSwitched)
-		if w.set.Crashed() {
+		st, cut, err := w.groupReady(names, deadline, StateSynced, StateSwitched)
+		if cut {
 			return nil
 		}
 		if err != nil {
