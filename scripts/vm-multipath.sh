@@ -59,7 +59,10 @@
 #         it is skipped otherwise, asked for by name it is an error.
 #
 # Adding a scenario NAME: a guest function sc_NAME in guest_script (it asks
-# the host for actions with `ask ACTION`), host functions setup_NAME (before
+# the host for actions with `ask ACTION`, and is built of the steps the
+# scenarios share: first_path, pr_reserve, workload_start, second_path,
+# drop_path, fio_running, fio_wait_round, workload_end, no_ioerr, fs_check,
+# pr_release, teardown), host functions setup_NAME (before
 # the boot: start servers with lm_start/tgt instances, export guest variables
 # with guest_env), act_ACTION for each action the guest asks for (return 0
 # or 1, set ACT_MSG), and optionally verdict_NAME (after the VM: return 1 on
