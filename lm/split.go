@@ -408,29 +408,42 @@ func (m *Manager) applySwap(ps []*pair, sw *swapPlan, recs []metavol.Pair, ids [
 			return nil, err
 		}
 	}
-	apply := func(tx *metavol.Tx) error {
-		if err := tx.Apply(&b); err != nil {
-			return err
+	// One transaction with the records prepared here; should it fail,
+	// one more that rolls the journal forward (the same records, read
+	// and set in it): a lone failed commit does not leave the records
+	// behind the routes.
+	commit := func() (rest []string, err error) {
+		err = m.db.Update(func(tx *metavol.Tx) error {
+			if err := tx.Apply(&b); err != nil {
+				return err
+			}
+			if !mode.keepsPair() {
+				var err error
+				if rest, err = tx.DeleteDCLHeaders(ids); err != nil {
+					return err
+				}
+			}
+			return tx.DeleteSplitJournal()
+		})
+		if err == nil {
+			return rest, nil
 		}
-		return tx.DeleteSplitJournal()
+		m.log.Warn().Err(err).Msg(mode.String() + ": writing the records after the pause failed: rolling the split journal forward")
+		if err2 := m.db.Update(func(tx *metavol.Tx) error { _, err := tx.RollForwardSplit(); return err }); err2 != nil {
+			return nil, errors.Join(err, err2)
+		}
+		if !mode.keepsPair() {
+			rest = ids
+		}
+		return rest, nil
 	}
 	if mode.keepsPair() {
-		return nil, m.db.Update(apply)
+		return commit()
 	}
 	// dcl forgets the logs: none of their pages is written after this
 	// transaction. Only the headers go in it, which make a DCL exist;
 	// the pages are purged after it (or swept at the next start).
-	return m.dcl.Forget(ids, func() (rest []string, err error) {
-		err = m.db.Update(func(tx *metavol.Tx) error {
-			if err := apply(tx); err != nil {
-				return err
-			}
-			var err error
-			rest, err = tx.DeleteDCLHeaders(ids)
-			return err
-		})
-		return rest, err
-	})
+	return m.dcl.Forget(ids, commit)
 }
 
 // rollForwardSplit applies a split journal left in the meta volume by a
