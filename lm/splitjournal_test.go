@@ -3,6 +3,7 @@ package lm
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,4 +256,38 @@ func TestSplitJournalLeftIsRolledForwardByTheNextSplit(t *testing.T) {
 	}
 	j.restart()
 	jcCheck(j, "after a restart", srcs, newVols, models, size, StateSplit, false)
+}
+
+// A leg truncated inside the pause is found by the fstat re-check that
+// runs while the journal commits: the split is refused and the journal
+// deleted again, so neither the next split nor a restart rolls the
+// refused swap forward.
+func TestSplitJournalOfARefusedSwapIsDeleted(t *testing.T) {
+	e := newEnv(t, Options{VerifyInterval: -1}, false)
+	const size = 4 << 20
+	src, _, model, _ := offlinePair(e, size)
+	old := lunRecord(t, e.db, src.Name).VolumeID
+	path := volumePath(t, e.db, "dst")
+	e.m.hooks.splitDrained = func() {
+		if err := os.Truncate(path, size/2); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := e.m.Split([]string{"src"}, 10*time.Second); !errors.Is(err, ErrNotSynced) {
+		t.Fatalf("split with the target truncated inside the pause: %v, want refused", err)
+	}
+	if err := e.db.View(func(tx *metavol.Tx) error {
+		j, err := tx.SplitJournal()
+		if j != nil {
+			t.Errorf("the journal of the refused swap is still there: %+v", j)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	if got := lunRecord(t, e.db, src.Name).VolumeID; got != old {
+		t.Fatalf("after a restart the source LUN is on %s, want its own volume %s: the refused swap was rolled forward", got, old)
+	}
+	checkModel(t, "source after the refused split and a restart", e.handle(src), size, model)
 }
