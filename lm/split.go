@@ -41,7 +41,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 	if maxPause <= 0 {
 		maxPause = DefaultMaxPause
 	}
-	if err := m.rollForwardSplit(); err != nil {
+	if err := m.settleSplitJournal(); err != nil {
 		return SplitResult{}, fmt.Errorf("%s: %w", mode, err)
 	}
 	var ps []*pair
@@ -223,6 +223,12 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 		}
 	}
 	if err := <-jerr; err != nil {
+		// Nothing swapped. Should the failed commit have landed all
+		// the same, the journal goes (or the next split finds that its
+		// swap never happened: settleSplitJournal).
+		if derr := m.db.Update(func(tx *metavol.Tx) error { return tx.DeleteSplitJournal() }); derr != nil {
+			m.log.Warn().Err(derr).Msg(mode.String() + ": delete of the split journal whose commit failed")
+		}
 		openGates()
 		back(mode.String() + " failed: " + err.Error())
 		return SplitResult{}, fmt.Errorf("%s of %s: commit the split journal: %w", mode, names(ps), err)
@@ -429,7 +435,7 @@ func (m *Manager) applySwap(ps []*pair, sw *swapPlan, recs []metavol.Pair, ids [
 			return rest, nil
 		}
 		m.log.Warn().Err(err).Msg(mode.String() + ": writing the records after the pause failed: rolling the split journal forward")
-		if err2 := m.db.Update(func(tx *metavol.Tx) error { _, err := tx.RollForwardSplit(); return err }); err2 != nil {
+		if err2 := m.db.Update(func(tx *metavol.Tx) error { _, _, err := tx.RollForwardSplit(); return err }); err2 != nil {
 			return nil, errors.Join(err, err2)
 		}
 		if !mode.keepsPair() {
@@ -446,16 +452,71 @@ func (m *Manager) applySwap(ps []*pair, sw *swapPlan, recs []metavol.Pair, ids [
 	return m.dcl.Forget(ids, commit)
 }
 
+// settleSplitJournal deals, at the start of a split (admin held), with a
+// journal still in the meta volume: there is one journal key, so a new
+// one must not replace one not yet applied. A journal whose swap the
+// routes in memory show (its records were not written after the pause: a
+// failed commit) is rolled forward; one whose swap they do not show (its
+// commit reported a failure yet landed: the split was refused, nothing
+// swapped) is deleted, since rolling it forward would move the LUNs to
+// volumes that missed the host's writes since. Anything in between is
+// refused, naming the pair.
+func (m *Manager) settleSplitJournal() error {
+	var j *metavol.SplitJournal
+	if err := m.db.View(func(tx *metavol.Tx) error {
+		var err error
+		j, err = tx.SplitJournal()
+		return err
+	}); err != nil || j == nil {
+		return err
+	}
+	swapped, kept := 0, 0
+	for _, e := range j.Pairs {
+		m.mu.Lock()
+		se, te := m.mu.luns[e.SourceLUN], m.mu.luns[e.TargetLUN]
+		m.mu.Unlock()
+		// A LUN deleted since says nothing (the roll-forward skips it).
+		var sv, tv string
+		if se != nil && se.vol != nil {
+			sv = se.vol.rec.ID
+		}
+		if te != nil && te.vol != nil {
+			tv = te.vol.rec.ID
+		}
+		switch {
+		case (sv == "" || sv == e.SourceVolume) && (tv == "" || tv == e.TargetVolume) && sv+tv != "":
+			swapped++
+		case (sv == "" || sv == e.TargetVolume) && (tv == "" || tv == e.SourceVolume) && sv+tv != "":
+			kept++
+		case sv+tv == "":
+		default:
+			return fmt.Errorf("split journal: pair %s: its LUNs are on neither the volumes before nor after its swap: %w", e.Pair, ErrState)
+		}
+	}
+	switch {
+	case kept == 0:
+		return m.rollForwardSplit()
+	case swapped == 0:
+		if err := m.db.Update(func(tx *metavol.Tx) error { return tx.DeleteSplitJournal() }); err != nil {
+			return fmt.Errorf("delete the journal of a swap that did not happen: %w", err)
+		}
+		m.log.Warn().Int("pairs", len(j.Pairs)).Msg("split journal of a swap that did not happen deleted")
+		return nil
+	}
+	return fmt.Errorf("split journal: %d of its pairs swapped, %d not: %w", swapped, kept, ErrState)
+}
+
 // rollForwardSplit applies a split journal left in the meta volume by a
 // split whose records were not written after its pause (a crash, or a
 // failed commit): at Open, before anything is loaded, and at the start of
-// every split (the journal has one key: a new one must not replace one
-// not yet applied). Called with admin held, or before the Manager serves.
+// a split whose routes show that swap (settleSplitJournal). Called with
+// admin held, or before the Manager serves.
 func (m *Manager) rollForwardSplit() error {
 	var j *metavol.SplitJournal
+	var missing []string
 	err := m.db.Update(func(tx *metavol.Tx) error {
 		var err error
-		j, err = tx.RollForwardSplit()
+		j, missing, err = tx.RollForwardSplit()
 		return err
 	})
 	if err != nil {
@@ -466,7 +527,7 @@ func (m *Manager) rollForwardSplit() error {
 		for i, e := range j.Pairs {
 			ids[i] = e.Pair
 		}
-		m.log.Warn().Strs("pairs", ids).Str("state", j.State).Msg("split journal rolled forward: the swap committed in the pause is now in the records")
+		m.log.Warn().Strs("pairs", ids).Str("state", j.State).Strs("skipped", missing).Msg("split journal rolled forward: the swap committed in the pause is now in the records")
 	}
 	return nil
 }

@@ -291,3 +291,42 @@ func TestSplitJournalOfARefusedSwapIsDeleted(t *testing.T) {
 	}
 	checkModel(t, "source after the refused split and a restart", e.handle(src), size, model)
 }
+
+// A journal whose swap the routes do not show (a journal commit reported
+// failed that landed all the same: the split was refused, nothing swapped,
+// host writes went on to the old volume) is deleted by the next split,
+// never rolled forward: that would move the LUN to the volume that missed
+// those writes.
+func TestSplitJournalOfASwapThatDidNotHappenIsDeleted(t *testing.T) {
+	const size = 2 << 20
+	j := newJCEnv(t)
+	srcs, tgts, models := jcPairs(j, 2, size)
+	oldVol, newVol := lunRecord(t, j.db, srcs[0].Name).VolumeID, lunRecord(t, j.db, tgts[0].Name).VolumeID
+	st, err := j.m.Pair(srcs[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b metavol.Batch
+	if err := b.PutSplitJournal(&metavol.SplitJournal{State: "split", Reason: "split by admin", DropDCL: true, Time: time.Now().UTC(),
+		Pairs: []metavol.SplitJournalPair{{Pair: st.ID, Size: size,
+			SourceLUN: srcs[0].ID, SourceVolume: newVol, SourceSize: size,
+			TargetLUN: tgts[0].ID, TargetVolume: oldVol, TargetSize: size}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.db.Update(func(tx *metavol.Tx) error { return tx.Apply(&b) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.m.Split([]string{srcs[1].Name}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := lunRecord(t, j.db, srcs[0].Name).VolumeID; got != oldVol {
+		t.Fatalf("%s was moved to %s by a journal of a swap that did not happen", srcs[0].Name, got)
+	}
+	jcWrite(j, srcs[:1], models[:1], 17, 400)
+	j.restart()
+	if got := lunRecord(t, j.db, srcs[0].Name).VolumeID; got != oldVol {
+		t.Fatalf("after a restart %s is on %s, want %s", srcs[0].Name, got, oldVol)
+	}
+	j.waitState(srcs[0].Name, StateSynced, 30*time.Second)
+	checkModel(t, srcs[0].Name, j.handle(srcs[0]), size, models[0])
+}

@@ -2,6 +2,7 @@ package metavol
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -116,49 +117,70 @@ func (tx *Tx) DeleteSplitJournal() error {
 // RollForwardSplit applies the split journal, if there is one, to the
 // records it names (the LUNs' data volumes and sizes, the pairs' fields,
 // the DCL headers when DropDCL) and deletes it, in this transaction. It
-// returns the journal applied (nil if none). A LUN or pair the journal
-// names that is missing fails it (ErrNotFound): the split took them all,
-// and nothing deletes them while its journal exists.
-func (tx *Tx) RollForwardSplit() (*SplitJournal, error) {
-	j, err := tx.SplitJournal()
+// returns the journal applied (nil if none) and what it names that no
+// longer exists ("lun ID", "pair ID"): those are skipped (a LUN deleted
+// since has no route to set), never recreated.
+func (tx *Tx) RollForwardSplit() (j *SplitJournal, missing []string, err error) {
+	j, err = tx.SplitJournal()
 	if err != nil || j == nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ids := make([]string, 0, len(j.Pairs))
 	for _, e := range j.Pairs {
-		sl, err := tx.GetLUN(e.SourceLUN)
-		if err != nil {
-			return nil, fmt.Errorf("split journal: pair %s: %w", e.Pair, err)
+		var src, tgt *LUN
+		for _, l := range []struct {
+			id  string
+			dst **LUN
+		}{{e.SourceLUN, &src}, {e.TargetLUN, &tgt}} {
+			r, err := tx.GetLUN(l.id)
+			switch {
+			case err == nil:
+				*l.dst = &r
+			case errors.Is(err, ErrNotFound):
+				missing = append(missing, "lun "+l.id)
+			default:
+				return nil, nil, fmt.Errorf("split journal: pair %s: %w", e.Pair, err)
+			}
 		}
-		tl, err := tx.GetLUN(e.TargetLUN)
-		if err != nil {
-			return nil, fmt.Errorf("split journal: pair %s: %w", e.Pair, err)
+		var gone LUN // what SetLUNs sets for a missing LUN is dropped
+		s, t := src, tgt
+		if s == nil {
+			s = &gone
+		}
+		if t == nil {
+			t = &gone
+		}
+		e.SetLUNs(s, t)
+		// The names do not change: the name index stays as it is.
+		for _, l := range []*LUN{src, tgt} {
+			if l == nil {
+				continue
+			}
+			if err := tx.putJSON(prefixLUN+l.ID, "lun", l.Name, *l); err != nil {
+				return nil, nil, err
+			}
 		}
 		p, err := tx.GetPair(e.Pair)
-		if err != nil {
-			return nil, fmt.Errorf("split journal: %w", err)
-		}
-		e.SetLUNs(&sl, &tl)
-		j.SetPair(e, &p)
-		// The names do not change: the name index stays as it is.
-		if err := tx.putJSON(prefixLUN+sl.ID, "lun", sl.Name, sl); err != nil {
-			return nil, err
-		}
-		if err := tx.putJSON(prefixLUN+tl.ID, "lun", tl.Name, tl); err != nil {
-			return nil, err
-		}
-		if err := tx.PutPair(p); err != nil {
-			return nil, err
+		switch {
+		case err == nil:
+			j.SetPair(e, &p)
+			if err := tx.PutPair(p); err != nil {
+				return nil, nil, err
+			}
+		case errors.Is(err, ErrNotFound):
+			missing = append(missing, "pair "+e.Pair)
+		default:
+			return nil, nil, fmt.Errorf("split journal: %w", err)
 		}
 		ids = append(ids, e.Pair)
 	}
 	if j.DropDCL {
 		if _, err := tx.DeleteDCLHeaders(ids); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := tx.DeleteSplitJournal(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return j, nil
+	return j, missing, nil
 }

@@ -124,7 +124,11 @@ func TestSplitJournalRollForward(t *testing.T) {
 			var got *SplitJournal
 			if err := db.Update(func(tx *Tx) error {
 				var err error
-				got, err = tx.RollForwardSplit()
+				var missing []string
+				got, missing, err = tx.RollForwardSplit()
+				if len(missing) > 0 {
+					t.Errorf("missing %v", missing)
+				}
 				return err
 			}); err != nil {
 				t.Fatal(err)
@@ -138,13 +142,13 @@ func TestSplitJournalRollForward(t *testing.T) {
 			if err := db.Update(func(tx *Tx) error { return tx.Apply(&b) }); err != nil {
 				t.Fatal(err)
 			}
-			if err := db.Update(func(tx *Tx) error { _, err := tx.RollForwardSplit(); return err }); err != nil {
+			if err := db.Update(func(tx *Tx) error { _, _, err := tx.RollForwardSplit(); return err }); err != nil {
 				t.Fatal(err)
 			}
 			sjCheck(t, db, n, drop)
 			// No journal: nothing to do.
 			if err := db.Update(func(tx *Tx) error {
-				j, err := tx.RollForwardSplit()
+				j, _, err := tx.RollForwardSplit()
 				if j != nil {
 					t.Errorf("rolled forward %+v without a journal", j)
 				}
@@ -156,38 +160,53 @@ func TestSplitJournalRollForward(t *testing.T) {
 	}
 }
 
-// A journal naming a LUN that does not exist fails the roll-forward and
-// changes nothing; an incomplete journal is refused before it is written.
-func TestSplitJournalRefused(t *testing.T) {
+// A journal naming a LUN or pair that no longer exists (deleted after a
+// split whose records were not written) rolls forward the rest, reports
+// what it skipped and recreates nothing; an incomplete journal is refused
+// before it is written.
+func TestSplitJournalMissingRecords(t *testing.T) {
 	db, err := Open(t.TempDir(), Options{Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	sjWorld(t, db, 2)
-	j := sjJournal(2, true)
-	j.Pairs[1].TargetLUN = "nope"
-	var b Batch
-	if err := b.PutSplitJournal(j); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *Tx) error { return tx.Apply(&b) }); err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *Tx) error { _, err := tx.RollForwardSplit(); return err })
-	if !errors.Is(err, ErrNotFound) {
-		t.Fatalf("roll-forward of a journal naming a missing LUN: %v, want ErrNotFound", err)
-	}
-	if err := db.View(func(tx *Tx) error {
-		s, err := tx.LUNByName("s0")
-		if err != nil {
+	if err := db.Update(func(tx *Tx) error {
+		if err := tx.DeleteLUN("lt1"); err != nil {
 			return err
 		}
-		if s.VolumeID != "vs0" {
-			t.Errorf("a failed roll-forward moved s0 to %s", s.VolumeID)
+		return tx.DeletePair("p1")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var b Batch
+	if err := b.PutSplitJournal(sjJournal(2, true)); err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	if err := db.Update(func(tx *Tx) error {
+		if err := tx.Apply(&b); err != nil {
+			return err
 		}
-		if j, err := tx.SplitJournal(); j == nil || err != nil {
-			t.Errorf("a failed roll-forward lost the journal: %v, %v", j, err)
+		var err error
+		_, missing, err = tx.RollForwardSplit()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"lun lt1", "pair p1"}; fmt.Sprint(missing) != fmt.Sprint(want) {
+		t.Fatalf("skipped %v, want %v", missing, want)
+	}
+	sjCheck(t, db, 1, true)
+	if err := db.View(func(tx *Tx) error {
+		if s, err := tx.LUNByName("s1"); err != nil || s.VolumeID != "vt1" {
+			t.Errorf("s1 (its target LUN gone): %+v, %v; want on vt1", s, err)
+		}
+		if _, err := tx.GetLUN("lt1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the deleted LUN came back: %v", err)
+		}
+		if _, err := tx.GetPair("p1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the deleted pair came back: %v", err)
 		}
 		return nil
 	}); err != nil {
