@@ -95,27 +95,37 @@
 //   - The split verifies both data volumes of every pair (identity and
 //     size; files only: a remote volume's loss is its replacement timeout)
 //     before it starts, again after its syncs just before the pause,
-//     and inside the pause after the drain, before the swap (there one
-//     fstat per leg: truncated or deleted); a checkpoint is persisted only
+//     and inside the pause after the drain, while the split journal
+//     commits (there one fstat per leg: truncated or deleted; a failure
+//     deletes the journal again and refuses the split); a checkpoint is
+//     persisted only
 //     after both legs verified too.
 //   - The DCL of a pair is deleted in the meta volume transaction that
-//     ends the pair: the split's swap, the cancel's record delete
-//     (dcl.Store.Forget runs that transaction with no DCL group commit in
-//     flight and then forgets the logs). There is no state "swapped (or
-//     cancelled) but DCL still there" to recover from. The split's
+//     ends the pair: the one that writes the split's records right after
+//     its pause (or the roll-forward of its journal at the next start),
+//     the cancel's record delete (dcl.Store.Forget runs that transaction
+//     with no DCL group commit in flight and then forgets the logs). The
+//     split journal says whether the headers go, so "swapped but DCL
+//     still there" is rolled forward, never loaded. The split's
 //     transaction deletes only the headers (metavol.Tx.DeleteDCLHeaders,
 //     one delete per pair): pages without a header are garbage that is
 //     never loaded, purged right after the pause (dcl.Store.Purge) or by
 //     the sweep at the next start, so the pause does no work per page.
 //   - What the split does with host I/O held (the pause) is only: the
-//     drain, a re-check of each pair's fault and DCL count and of its
-//     open files, one transaction of records prepared and encoded before
-//     the pause (metavol.Batch) plus the DCL header deletes, and the route
-//     swap. Target syncs, record reads, path checks and allocations come
-//     before it; the in-memory state changes (applyLocked: events,
-//     wake-ups; no host write depends on them), recording the measured
-//     pause and stopping the run goroutines (all signalled at once) after
-//     it. No sync is needed inside: the
+//     drain, a re-check of each pair's fault and DCL count, the commit of
+//     the split journal (metavol.SplitJournal: one key whatever the pair
+//     count, encoded before the pause) with the fstat of every open leg
+//     meanwhile, and the route swap. Target syncs, record reads, path
+//     checks and allocations come before it; after it, still holding
+//     admin and every persist lock, one transaction writes the records
+//     the journal describes (with the measured pause), deletes the DCL
+//     headers of ended pairs and the journal; then the in-memory state
+//     changes (applyLocked: events, wake-ups; no host write depends on
+//     them) and stopping the run goroutines (all signalled at once). The
+//     journal's commit is the decision: Open rolls a journal left by a
+//     crash forward before it loads anything (rollForwardSplit), and so
+//     does every split before it writes its own (one key). No sync is
+//     needed inside: the
 //     copier is idle from the splitting transition, so the sync before the
 //     pause covers every copy write; a host write after it reaches both
 //     legs' page caches and is durable once the host syncs (a host sync
@@ -205,10 +215,9 @@
 //     at open (against the recorded size) and at the split.
 //   - Cancel deletes the pair record (with its DCL, in one transaction); a
 //     split pair's record is kept (state "split", with the measured pause)
-//     so `migration show` can report it. The split's transaction writes
-//     the record with a pause of 0 (encoded before the pause); the next
-//     transaction, right after the gates reopen, records the measured
-//     pause (a crash between the two leaves 0).
+//     so `migration show` can report it. The transaction right after the
+//     pause writes the record with the measured pause (a journal rolled
+//     forward after a crash leaves the previous value).
 //   - copy_file_range does not read the data, so it skips holes but copies
 //     allocated all-zero extents; the generic vehicle writes zero chunks as
 //     holes (Unmap). The status's Vehicle says which ran.

@@ -198,8 +198,14 @@ type hooks struct {
 	beforeJob func(p *pair, j job)
 	// dispatched runs in the dispatcher after job j went to a worker.
 	dispatched func(p *pair, j job)
-	// splitCommitted runs in Split after the swap is committed, before the
-	// in-memory routes change (the gates are closed).
+	// splitJournaled runs in Split once the split journal is committed,
+	// before the in-memory routes change (the gates are closed).
+	splitJournaled func()
+	// splitReopened runs in Split after the pause (routes swapped, gates
+	// open), before the records the journal describes are written.
+	splitReopened func()
+	// splitCommitted runs in Split once those records are committed (the
+	// journal deleted), after the pause.
 	splitCommitted func()
 	// createStep runs at the steps of createPairs ("pair k ready",
 	// "committed", "undo"); an error fails that step.
@@ -360,6 +366,12 @@ func Open(db *metavol.DB, opts Options) (*Manager, error) {
 	}
 	m.events = ev
 
+	// A split whose records were not written after its pause (a crash)
+	// left its journal: everything loaded below sees the swap it made.
+	if err := m.rollForwardSplit(); err != nil {
+		m.events.close()
+		return nil, fmt.Errorf("lm: %w", err)
+	}
 	var vols []metavol.Volume
 	var luns []metavol.LUN
 	var pairs []metavol.Pair

@@ -20,6 +20,12 @@ import (
 // loads at a later start or the admin cancels it. Serving its source
 // plainly would stop tracking writes that the pair, loaded again later,
 // would then miss at the split.
+//
+// A split cut after the commit of its journal (split.go) is not seen here
+// as cut short: Open rolled the journal forward before loading anything,
+// so its pairs arrive split (switched, or synced after a rollback) with
+// their LUNs on the swapped volumes, and the DCL pages of the ended ones
+// are swept below as stray.
 func (m *Manager) recover(recs []metavol.Pair) error {
 	active := map[string]bool{}
 	var started []*pair

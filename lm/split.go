@@ -41,6 +41,9 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 	if maxPause <= 0 {
 		maxPause = DefaultMaxPause
 	}
+	if err := m.settleSplitJournal(); err != nil {
+		return SplitResult{}, fmt.Errorf("%s: %w", mode, err)
+	}
 	var ps []*pair
 	seen := map[string]bool{}
 	for _, r := range refs {
@@ -139,29 +142,23 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 		}
 	}
 
-	// Everything the pause needs is prepared before it: the swapped LUN
-	// records and the split pair records, encoded (the measured pause is
-	// recorded right after it), the gates and the DCLs to delete.
+	// Everything the pause needs is prepared before it: the split
+	// journal (one key saying what the swap sets for every pair),
+	// encoded; the swapped LUN records and the pairs' final records,
+	// written right after the pause; the gates.
 	for i, p := range ps {
 		p.mu.Lock()
 		recs[i] = p.recordLocked()
 		p.mu.Unlock()
-		recs[i].State = mode.to().String()
-		recs[i].Reason = mode.done(by)
-		recs[i].Cursor, recs[i].CopiedBytes = p.size, p.size
-		recs[i].Switched = mode == splitKeepSource
-		if mode == splitRollback {
-			recs[i].AutoSplit = false // rollback.go: no switch again on its own
-		}
 	}
-	sw, err := m.prepareSwap(ps, recs)
+	sw, err := m.prepareSwap(ps, recs, mode, by)
 	if err != nil {
 		back(mode.String() + " refused: " + err.Error())
 		return SplitResult{}, fmt.Errorf("%s of %s: %w", mode, names(ps), err)
 	}
 	// The full check of both legs (path and open file) again, now that
 	// the syncs are done: inside the pause only the open files are
-	// re-checked.
+	// re-checked, while the journal commits.
 	for _, p := range ps {
 		if err := p.verifyLegs(mode.String()); err != nil {
 			back(mode.String() + " refused: " + err.Error())
@@ -175,7 +172,8 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 		ids[i] = p.id
 	}
 
-	// The pause: drain, a cheap re-check, one transaction, the route swap.
+	// The pause: drain, cheap checks, the journal's commit (one key)
+	// with the open files re-checked meanwhile, the route swap.
 	t0 := time.Now()
 	if !closeGates(gates, maxPause) {
 		m.splits.deferrals.Add(1)
@@ -197,8 +195,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 		h()
 	}
 	// Drained: no write is in flight. A failure during the drain shows in
-	// the fault or the DCL; a leg truncated or deleted since the check
-	// before the pause shows in an fstat (volume.File.VerifyOpen).
+	// the fault or the DCL.
 	for _, p := range ps {
 		if f := p.view().fault; f != "" {
 			openGates()
@@ -210,45 +207,45 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 			back(mode.String() + " refused: the DCL is not empty after the drain")
 			return SplitResult{}, fmt.Errorf("%s: pair %s: DCL holds %d regions after the drain: %w", mode, p.name(), d, ErrNotSynced)
 		}
-		if err := p.recheckLegs(mode.String()); err != nil {
-			openGates()
-			back(mode.String() + " refused: " + err.Error())
-			return SplitResult{}, err
+	}
+	// The journal commits (an fsync: the CPU is free) while this
+	// goroutine re-checks every leg's open file (an fstat each: a leg
+	// truncated or deleted since the check before the pause). A failed
+	// re-check deletes the journal again before anything else sees it.
+	jerr := make(chan error, 1)
+	go func() { // owned here: always received below
+		jerr <- m.db.Update(func(tx *metavol.Tx) error { return tx.Apply(&sw.journal) })
+	}()
+	var recheck error
+	for _, p := range ps {
+		if recheck = p.recheckLegs(mode.String()); recheck != nil {
+			break
 		}
 	}
-
-	// One transaction: swap the data volume IDs, mark the pairs split,
-	// delete their DCLs (DESIGN §5 steps 3-4): only the headers, which
-	// make a DCL exist; the pages are garbage from then on and are purged
-	// after the pause (m.dcl.Purge below, or the sweep at the next start),
-	// so the pause has no iterator and no work per page (issue 13: at
-	// 2048 pairs deleting the pages took ~16 ms of it). dcl forgets the
-	// logs: none of their pages is written after this transaction. A pair that stays attached (switched, or synced
-	// again after a rollback) keeps its DCL: it still tracks where the
-	// secondary may differ (after the drain only intent marks of writes
-	// that reached both legs, cleared lazily).
-	var garbage []string
-	if mode.keepsPair() {
-		err = m.db.Update(func(tx *metavol.Tx) error { return tx.Apply(&sw.batch) })
-	} else {
-		garbage, err = m.dcl.Forget(ids, func() (rest []string, err error) {
-			err = m.db.Update(func(tx *metavol.Tx) error {
-				if err := tx.Apply(&sw.batch); err != nil {
-					return err
-				}
-				var err error
-				rest, err = tx.DeleteDCLHeaders(ids)
-				return err
-			})
-			return rest, err
-		})
-	}
-	if err != nil {
+	if err := <-jerr; err != nil {
+		// Nothing swapped. Should the failed commit have landed all
+		// the same, the journal goes (or the next split finds that its
+		// swap never happened: settleSplitJournal).
+		if derr := m.db.Update(func(tx *metavol.Tx) error { return tx.DeleteSplitJournal() }); derr != nil {
+			m.log.Warn().Err(derr).Msg(mode.String() + ": delete of the split journal whose commit failed")
+		}
 		openGates()
 		back(mode.String() + " failed: " + err.Error())
-		return SplitResult{}, fmt.Errorf("%s of %s: swap: %w", mode, names(ps), err)
+		return SplitResult{}, fmt.Errorf("%s of %s: commit the split journal: %w", mode, names(ps), err)
 	}
-	if h := m.hooks.splitCommitted; h != nil {
+	if recheck != nil {
+		if err := m.db.Update(func(tx *metavol.Tx) error { return tx.DeleteSplitJournal() }); err != nil {
+			// The journal stays: the swap it describes is committed
+			// and goes on (the lost leg is offline, its data is on
+			// the other LUN); see docs/design.md "Split journal".
+			m.log.Error().Err(err).AnErr("recheck", recheck).Msg(mode.String() + ": the journal of a refused swap could not be deleted: the swap goes on")
+		} else {
+			openGates()
+			back(mode.String() + " refused: " + recheck.Error())
+			return SplitResult{}, recheck
+		}
+	}
+	if h := m.hooks.splitJournaled; h != nil {
 		h()
 	}
 	for i, p := range ps {
@@ -268,31 +265,38 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 	openGates()
 	pause := time.Since(t0)
 	m.splits.observeSplit(pause)
-	// The in-memory states follow the committed ones right after the
-	// pause (each queues an event and wakes runners: microseconds per
-	// pair, kept out of the pause). No host write depends on them: a
-	// split pair is detached already, and a pair that stays attached
-	// writes in the mode it had while splitting (modeIn keeps dual for
-	// switched and synced). Every other change of these pairs waits for
-	// their persist locks, still held.
-	for i, p := range ps {
-		p.mu.Lock()
-		p.applyLocked(recs[i], mode.to())
-		p.mu.Unlock()
+	if h := m.hooks.splitReopened; h != nil {
+		h()
 	}
-
-	// After the pause, batched: the measured pause in one transaction,
-	// every run goroutine told to stop at once, then waited for.
+	// After the pause, still holding admin and every pair's persist
+	// lock: the records the journal describes (with the measured pause),
+	// the DCL headers of the pairs that end, the journal deleted, in one
+	// transaction. A crash before it commits is rolled forward from the
+	// journal at the next start (m.rollForwardSplit).
 	res := SplitResult{Pause: pause, PauseMS: float64(pause) / 1e6}
 	for i, p := range ps {
 		res.Pairs = append(res.Pairs, p.name())
 		recs[i].SplitPauseNS = int64(pause)
-		p.mu.Lock()
-		p.mu.rec.SplitPauseNS = int64(pause)
-		p.mu.Unlock()
 	}
-	if err := m.putPairs(recs); err != nil {
-		m.log.Warn().Err(err).Msg(mode.String() + ": could not record the measured pause")
+	garbage, applyErr := m.applySwap(ps, sw, recs, ids, mode)
+	if applyErr != nil {
+		m.log.Error().Err(applyErr).Msg(mode.String() + ": the records of the swap were not written (the journal is rolled forward later)")
+		applyErr = fmt.Errorf("%s of %s: done, but its records were not written (its journal is applied at the next split or start): %w", mode, names(ps), applyErr)
+	} else if h := m.hooks.splitCommitted; h != nil {
+		h()
+	}
+	// The in-memory states follow the records (each queues an event and
+	// wakes runners: microseconds per pair, kept out of the pause), so
+	// that whoever sees a pair split finds its records written. No host
+	// write depends on them: a split pair is detached already, and a
+	// pair that stays attached writes in the mode it had while splitting
+	// (modeIn keeps dual for switched and synced). Every other change of
+	// these pairs waits for their persist locks, still held. A failed
+	// write of the records changes nothing here: the journal decided.
+	for i, p := range ps {
+		p.mu.Lock()
+		p.applyLocked(recs[i], mode.to())
+		p.mu.Unlock()
 	}
 	m.events.splitPaused(ps, recs, pause) // events.go
 	releaseAll()
@@ -300,7 +304,7 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 		for _, p := range ps {
 			p.zlog.Info().Dur("split_pause_ms", pause).Str("state", mode.to().String()).Msg(mode.done(by))
 		}
-		return res, nil
+		return res, applyErr
 	}
 	if len(garbage) > 0 {
 		// DCL pages the swap transaction had no room for: their headers
@@ -327,22 +331,38 @@ func (m *Manager) split(refs []pairRef, maxPause time.Duration, mode splitMode, 
 	for _, p := range ps {
 		p.zlog.Info().Dur("split_pause_ms", pause).Msg("pair split")
 	}
-	return res, nil
+	return res, applyErr
 }
 
 // swapPlan is the meta volume side of a split, prepared before the pause:
-// the LUN records with their data volume IDs swapped and the pairs'
-// records, encoded, and the LUNs' new sizes.
+// the split journal, encoded (committed inside the pause), the LUN records
+// with their data volume IDs swapped (written after it), and the LUNs' new
+// sizes.
 type swapPlan struct {
-	batch            metavol.Batch
+	journal          metavol.Batch
+	jrn              *metavol.SplitJournal
+	luns             []metavol.LUN // source, target of every pair, in order
 	srcSize, tgtSize []int64
 }
 
-// prepareSwap reads the LUN records of every pair, swaps their data volume
-// IDs and encodes them with the pairs' split records. Called with admin
-// held: nothing else writes LUN records until the swap.
-func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair) (*swapPlan, error) {
-	sw := &swapPlan{srcSize: make([]int64, len(ps)), tgtSize: make([]int64, len(ps))}
+// prepareSwap reads the LUN records of every pair and writes down in a
+// split journal what the swap sets: the data volume and size of each LUN,
+// the pairs' final fields, which it also sets in recs (the records the
+// pairs get; metavol.SplitJournal.SetPair is the one rule for both, here
+// and in the roll-forward at a start). Called with admin held: nothing
+// else writes LUN records until the swap.
+func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair, mode splitMode, by string) (*swapPlan, error) {
+	j := &metavol.SplitJournal{
+		State:       mode.to().String(),
+		Reason:      mode.done(by),
+		Switched:    mode == splitKeepSource,
+		NoAutoSplit: mode == splitRollback, // rollback.go: no switch again on its own
+		DropDCL:     !mode.keepsPair(),
+		Time:        time.Now().UTC(),
+		Pairs:       make([]metavol.SplitJournalPair, len(ps)),
+	}
+	sw := &swapPlan{jrn: j, luns: make([]metavol.LUN, 0, 2*len(ps)),
+		srcSize: make([]int64, len(ps)), tgtSize: make([]int64, len(ps))}
 	err := m.db.View(func(tx *metavol.Tx) error {
 		for i, p := range ps {
 			sl, err := tx.GetLUN(p.src.id)
@@ -353,26 +373,163 @@ func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair) (*swapPlan, error
 			if err != nil {
 				return err
 			}
-			sl.VolumeID, tl.VolumeID = tl.VolumeID, sl.VolumeID
+			e := metavol.SplitJournalPair{Pair: p.id, Size: p.size,
+				SourceLUN: sl.ID, SourceVolume: tl.VolumeID, SourceSize: sl.Size,
+				TargetLUN: tl.ID, TargetVolume: sl.VolumeID, TargetSize: tl.Size}
 			// The target LUN now holds the old source's data volume,
 			// which may be smaller than the target LUN was.
 			if o, err := p.legs().src.get(); err == nil && o.raw.Size() < tl.Size {
-				tl.Size = sl.Size
+				e.TargetSize = sl.Size
 			}
+			e.SetLUNs(&sl, &tl)
+			j.SetPair(e, &recs[i])
+			j.Pairs[i] = e
+			sw.luns = append(sw.luns, sl, tl)
 			sw.srcSize[i], sw.tgtSize[i] = sl.Size, tl.Size
-			if err := sw.batch.ReplaceLUN(sl); err != nil {
-				return err
-			}
-			if err := sw.batch.ReplaceLUN(tl); err != nil {
-				return err
-			}
-			if err := sw.batch.PutPair(recs[i]); err != nil {
-				return err
-			}
 		}
 		return nil
 	})
-	return sw, err
+	if err != nil {
+		return nil, err
+	}
+	if err := sw.journal.PutSplitJournal(j); err != nil {
+		return nil, err
+	}
+	return sw, nil
+}
+
+// applySwap writes, after the pause, the records the split journal
+// describes (the swapped LUN records, the pairs' records recs), deletes the
+// DCL headers of pairs that end and the journal, in one transaction. It
+// returns the pairs whose DCL pages are garbage (dcl.Store.Purge).
+func (m *Manager) applySwap(ps []*pair, sw *swapPlan, recs []metavol.Pair, ids []string, mode splitMode) (garbage []string, err error) {
+	var b metavol.Batch
+	for i := range ps {
+		for _, l := range sw.luns[2*i : 2*i+2] {
+			if err := b.ReplaceLUN(l); err != nil {
+				return nil, err
+			}
+		}
+		if err := b.PutPair(recs[i]); err != nil {
+			return nil, err
+		}
+	}
+	// One transaction with the records prepared here; should it fail,
+	// one more that rolls the journal forward (the same records, read
+	// and set in it): a lone failed commit does not leave the records
+	// behind the routes.
+	commit := func() (rest []string, err error) {
+		err = m.db.Update(func(tx *metavol.Tx) error {
+			if err := tx.Apply(&b); err != nil {
+				return err
+			}
+			if !mode.keepsPair() {
+				var err error
+				if rest, err = tx.DeleteDCLHeaders(ids); err != nil {
+					return err
+				}
+			}
+			return tx.DeleteSplitJournal()
+		})
+		if err == nil {
+			return rest, nil
+		}
+		m.log.Warn().Err(err).Msg(mode.String() + ": writing the records after the pause failed: rolling the split journal forward")
+		if err2 := m.db.Update(func(tx *metavol.Tx) error { _, _, err := tx.RollForwardSplit(); return err }); err2 != nil {
+			return nil, errors.Join(err, err2)
+		}
+		if !mode.keepsPair() {
+			rest = ids
+		}
+		return rest, nil
+	}
+	if mode.keepsPair() {
+		return commit()
+	}
+	// dcl forgets the logs: none of their pages is written after this
+	// transaction. Only the headers go in it, which make a DCL exist;
+	// the pages are purged after it (or swept at the next start).
+	return m.dcl.Forget(ids, commit)
+}
+
+// settleSplitJournal deals, at the start of a split (admin held), with a
+// journal still in the meta volume: there is one journal key, so a new
+// one must not replace one not yet applied. A journal whose swap the
+// routes in memory show (its records were not written after the pause: a
+// failed commit) is rolled forward; one whose swap they do not show (its
+// commit reported a failure yet landed: the split was refused, nothing
+// swapped) is deleted, since rolling it forward would move the LUNs to
+// volumes that missed the host's writes since. Anything in between is
+// refused, naming the pair.
+func (m *Manager) settleSplitJournal() error {
+	var j *metavol.SplitJournal
+	if err := m.db.View(func(tx *metavol.Tx) error {
+		var err error
+		j, err = tx.SplitJournal()
+		return err
+	}); err != nil || j == nil {
+		return err
+	}
+	swapped, kept := 0, 0
+	for _, e := range j.Pairs {
+		m.mu.Lock()
+		se, te := m.mu.luns[e.SourceLUN], m.mu.luns[e.TargetLUN]
+		m.mu.Unlock()
+		// A LUN deleted since says nothing (the roll-forward skips it).
+		var sv, tv string
+		if se != nil && se.vol != nil {
+			sv = se.vol.rec.ID
+		}
+		if te != nil && te.vol != nil {
+			tv = te.vol.rec.ID
+		}
+		switch {
+		case (sv == "" || sv == e.SourceVolume) && (tv == "" || tv == e.TargetVolume) && sv+tv != "":
+			swapped++
+		case (sv == "" || sv == e.TargetVolume) && (tv == "" || tv == e.SourceVolume) && sv+tv != "":
+			kept++
+		case sv+tv == "":
+		default:
+			return fmt.Errorf("split journal: pair %s: its LUNs are on neither the volumes before nor after its swap: %w", e.Pair, ErrState)
+		}
+	}
+	switch {
+	case kept == 0:
+		return m.rollForwardSplit()
+	case swapped == 0:
+		if err := m.db.Update(func(tx *metavol.Tx) error { return tx.DeleteSplitJournal() }); err != nil {
+			return fmt.Errorf("delete the journal of a swap that did not happen: %w", err)
+		}
+		m.log.Warn().Int("pairs", len(j.Pairs)).Msg("split journal of a swap that did not happen deleted")
+		return nil
+	}
+	return fmt.Errorf("split journal: %d of its pairs swapped, %d not: %w", swapped, kept, ErrState)
+}
+
+// rollForwardSplit applies a split journal left in the meta volume by a
+// split whose records were not written after its pause (a crash, or a
+// failed commit): at Open, before anything is loaded, and at the start of
+// a split whose routes show that swap (settleSplitJournal). Called with
+// admin held, or before the Manager serves.
+func (m *Manager) rollForwardSplit() error {
+	var j *metavol.SplitJournal
+	var missing []string
+	err := m.db.Update(func(tx *metavol.Tx) error {
+		var err error
+		j, missing, err = tx.RollForwardSplit()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("roll forward the split journal: %w", err)
+	}
+	if j != nil {
+		ids := make([]string, len(j.Pairs))
+		for i, e := range j.Pairs {
+			ids[i] = e.Pair
+		}
+		m.log.Warn().Strs("pairs", ids).Str("state", j.State).Strs("skipped", missing).Msg("split journal rolled forward: the swap committed in the pause is now in the records")
+	}
+	return nil
 }
 
 // putPairs writes the records of a split's pairs in one transaction:

@@ -29,7 +29,7 @@ func BenchmarkSplitPause(b *testing.B) {
 }
 
 // splitPauseOnce returns the pause and when, from the split's start, the
-// gates were drained and the swap committed.
+// gates were drained and the split journal committed.
 func splitPauseOnce(b *testing.B, n int) (pause, drained, committed time.Duration) {
 	e := newEnv(b, Options{MaxActive: 64}, false)
 	const size = mib
@@ -76,7 +76,7 @@ func splitPauseOnce(b *testing.B, n int) (pause, drained, committed time.Duratio
 	}
 	var t0, td, tc time.Time
 	e.m.hooks.splitDrained = func() { td = time.Now() }
-	e.m.hooks.splitCommitted = func() { tc = time.Now() }
+	e.m.hooks.splitJournaled = func() { tc = time.Now() }
 	t0 = time.Now()
 	res, err := e.m.Split(names, 10*time.Second)
 	close(stop)

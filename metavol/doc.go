@@ -19,7 +19,10 @@
 // written before they existed); a LUN's access states by group live under
 // "alua/LUNID" and are deleted with the LUN. The event log and the
 // histories (events.go, owned by lm) live under "ev/" (one key per event,
-// big-endian sequence numbers) and "hist/pair/", "hist/sess/". Missing records give ErrNotFound wrapped
+// big-endian sequence numbers) and "hist/pair/", "hist/sess/". The key
+// "splitjournal" holds at most one split journal (splitjournal.go: what a
+// split sets, committed inside its pause, deleted with the records it
+// describes; Tx.RollForwardSplit applies one left by a crash). Missing records give ErrNotFound wrapped
 // with the object's kind and name. "meta/schema" holds SchemaVersion; Open
 // refuses a newer one (ErrSchemaTooNew). badger's log goes to zerolog.
 //
