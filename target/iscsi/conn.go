@@ -56,6 +56,7 @@ var (
 type conn struct {
 	srv    *Server
 	nc     net.Conn
+	sock   *pdu.Sock // the socket I/O of br and of writes (pdu/sock.go)
 	br     *bufio.Reader
 	log    zerolog.Logger
 	remote string
@@ -101,10 +102,9 @@ type conn struct {
 	w   struct {
 		statSN   uint32
 		iov      net.Buffers
-		bufs     net.Buffers // consumed by WriteTo
-		slots    []byte      // per-PDU header/digest scratch
-		err      error       // first write error: later writes fail fast
-		deadline time.Time   // write deadline last set on nc
+		slots    []byte    // per-PDU header/digest scratch
+		err      error     // first write error: later writes fail fast
+		deadline time.Time // write deadline last set on nc
 	}
 
 	// mu guards the command window and the task table. Lock order: wmu, mu.
@@ -156,10 +156,11 @@ func newConn(s *Server, nc net.Conn, portal string) *conn {
 		srv:    s,
 		nc:     nc,
 		portal: portal,
-		br:     bufio.NewReaderSize(nc, 64<<10),
+		sock:   pdu.NewSock(nc),
 		remote: nc.RemoteAddr().String(),
 		done:   make(chan struct{}),
 	}
+	c.br = bufio.NewReaderSize(c.sock, 64<<10)
 	c.log = s.log.With().Str("remote", c.remote).Logger()
 	c.mu.tasks = make(map[uint32]*task)
 	c.mu.taskDone = sync.NewCond(&c.mu.Mutex)
@@ -439,7 +440,6 @@ func (c *conn) writeBatch(reqs []*sendReq) error {
 		}
 	}
 	c.w.iov = iov[:0]
-	c.w.bufs = iov
 	// An initiator that stops reading its socket would block this send,
 	// and with it the pinger (it waits for its turn), forever, while the
 	// command keeps its Data-In buffer reserved: a few such sessions hold
@@ -454,8 +454,7 @@ func (c *conn) writeBatch(reqs []*sendReq) error {
 		c.nc.SetWriteDeadline(c.w.deadline)
 	}
 	c.writes.Add(1)
-	_, err := c.w.bufs.WriteTo(c.nc)
-	c.w.bufs = nil
+	_, err := c.sock.Writev(iov)
 	// drop references to caller data
 	clear(iov)
 	if err != nil {

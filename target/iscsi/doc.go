@@ -15,7 +15,9 @@
 // in flight, on the reader itself) and writes
 // its Data-In and status with one writev; responses that complete while
 // another is being written are queued and the next writer sends them all
-// in one writev (flat combining, conn.send).
+// in one writev (flat combining, conn.send). The connection's reads (under
+// its bufio.Reader) and writevs go through pdu.Sock: raw system calls on
+// the non-blocking socket, waits through the netpoller.
 // Data buffers come from a per-Server pool by size class, tasks and send
 // requests from per-connection free lists: no heap allocation per READ or
 // WRITE in steady state (alloc_test.go). Error recovery

@@ -21,6 +21,7 @@ import (
 type conn struct {
 	cl   *Client
 	nc   net.Conn
+	sock *pdu.Sock // the hot path's reads (through br) and writes
 	br   *bufio.Reader
 	p    Params
 	errc chan error    // first reader/writer failure (cap 1)
@@ -47,14 +48,13 @@ type conn struct {
 type wbatch struct {
 	arena []byte
 	bufs  net.Buffers
-	out   net.Buffers // what WriteTo consumes (kept here so it does not escape per write)
 }
 
 func newConn(li *loggedIn, cl *Client) *conn {
 	if tc, ok := li.nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true) // Go's default, stated: a PDU must not wait for an ACK
 	}
-	c := &conn{cl: cl, nc: li.nc, br: li.br, p: li.p, errc: make(chan error, 1),
+	c := &conn{cl: cl, nc: li.nc, sock: li.sock, br: li.br, p: li.p, errc: make(chan error, 1),
 		quit: make(chan struct{}), wsig: make(chan struct{}, 1),
 		wq:    &wbatch{arena: make([]byte, 0, 4096)},
 		spare: &wbatch{arena: make([]byte, 0, 4096)}}
@@ -178,10 +178,9 @@ func (c *conn) writeLoop() {
 		out := c.wq
 		c.wq, c.spare = c.spare, nil
 		c.wmu.Unlock()
-		out.out = out.bufs
-		_, err := out.out.WriteTo(c.nc)
+		_, err := c.sock.Writev(out.bufs)
 		clear(out.bufs) // drop the references to callers' buffers
-		out.bufs, out.arena, out.out = out.bufs[:0], out.arena[:0], nil
+		out.bufs, out.arena = out.bufs[:0], out.arena[:0]
 		c.wmu.Lock()
 		c.spare = out
 		if err != nil {

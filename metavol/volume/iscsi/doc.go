@@ -52,7 +52,13 @@
 // and a caller's write in progress), so a caller's buffer is never touched
 // after its call returns. A login attempt runs on its own goroutine that
 // the owner waits for (and cancels on Close). TCP_NODELAY is set on every
-// connection.
+// connection. The connection's reads and writevs go through pdu.Sock (raw
+// system calls on the non-blocking socket, waits through the netpoller:
+// no sysmon wake-up per command at queue depth 1). A read larger than
+// 512 KiB goes to the target as 512 KiB READs in flight together, issued
+// by the caller itself (Volume.readPieces: Client.issue for each piece,
+// then Client.await for each), because Linux tgt serves them faster than
+// one large READ.
 //
 // Failure rules:
 //   - Target pings (NOP-In with a TTT) are answered; after NopInterval

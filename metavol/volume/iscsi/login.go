@@ -43,6 +43,7 @@ type Params struct {
 // and writer start.
 type loggedIn struct {
 	nc                         net.Conn
+	sock                       *pdu.Sock // br reads through it; the connection's writes use it
 	br                         *bufio.Reader
 	p                          Params
 	cmdSN, maxCmdSN, expStatSN uint32
@@ -95,6 +96,7 @@ type loginConn struct {
 	isid      [6]byte
 	discovery bool
 	nc        net.Conn
+	sock      *pdu.Sock
 	br        *bufio.Reader
 	itt       uint32
 	cmdSN     uint32
@@ -123,7 +125,8 @@ func dialLogin(ctx context.Context, cfg Config, isid [6]byte, discovery bool) (*
 	}
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	l := &loginConn{cfg: cfg, isid: isid, discovery: discovery, nc: nc, br: bufio.NewReaderSize(nc, 64<<10), itt: 1}
+	sock := pdu.NewSock(nc)
+	l := &loginConn{cfg: cfg, isid: isid, discovery: discovery, nc: nc, sock: sock, br: bufio.NewReaderSize(sock, 64<<10), itt: 1}
 	out, err := l.run()
 	stop()
 	if err != nil {
@@ -149,7 +152,7 @@ func (l *loginConn) run() (*loggedIn, error) {
 		return nil, err
 	}
 	p.TSIH = l.tsih
-	return &loggedIn{nc: l.nc, br: l.br, p: p, cmdSN: l.cmdSN, maxCmdSN: l.maxCmdSN, expStatSN: l.expStatSN}, nil
+	return &loggedIn{nc: l.nc, sock: l.sock, br: l.br, p: p, cmdSN: l.cmdSN, maxCmdSN: l.maxCmdSN, expStatSN: l.expStatSN}, nil
 }
 
 // exchange sends one login request and returns the (reassembled) answer.

@@ -261,6 +261,21 @@ func (c *Client) Do(cmd Command) (Response, error) {
 }
 
 func (c *Client) do(req request) (Response, error) {
+	t, cn, err := c.issue(req)
+	if err != nil {
+		return Response{}, err
+	}
+	if cn != nil {
+		cn.flush() // write it ourselves unless a write is under way
+	}
+	return c.await(t)
+}
+
+// issue accepts req and queues its PDUs (or queues the task while the
+// session is down or the window is closed); the caller writes the queue
+// (cn.flush, when cn is not nil) and then must await the task: its
+// buffer is the target's until then.
+func (c *Client) issue(req request) (*task, *conn, error) {
 	t, _ := c.pool.Get().(*task)
 	if t == nil {
 		t = &task{done: make(chan struct{}, 1)}
@@ -283,7 +298,7 @@ func (c *Client) do(req request) (Response, error) {
 	if refused != nil {
 		c.mu.Unlock()
 		c.pool.Put(t)
-		return Response{}, fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, req.cdb[0], refused)
+		return nil, nil, fmt.Errorf("iscsi %s: scsi op 0x%02x: %w", c.cfg, req.cdb[0], refused)
 	}
 	t.seq = c.seq.Add(1)
 	var cn *conn
@@ -300,9 +315,12 @@ func (c *Client) do(req request) (Response, error) {
 		cn = c.issueLocked()
 	}
 	c.mu.Unlock()
-	if cn != nil {
-		cn.flush() // write it ourselves unless a write is under way
-	}
+	return t, cn, nil
+}
+
+// await waits for t to finish, returns its results and puts it back in
+// the pool.
+func (c *Client) await(t *task) (Response, error) {
 	<-t.done
 	var r Response
 	err := t.err

@@ -267,10 +267,74 @@ func (v *Volume) rw(write bool, p []byte, off int64) error {
 	if write {
 		op = opWrite16
 	}
+	if !write && int64(len(p)) > readPiece && int64(len(p)) <= min(v.maxXfer, maxReadPieces*readPiece) {
+		return v.readPieces(p, off)
+	}
 	if int64(len(p)) <= v.maxXfer {
 		return v.rwOne(op, write, p, off)
 	}
 	return v.rwMany(op, write, p, off)
+}
+
+// A read larger than readPiece goes to the target as READs of readPiece
+// bytes, all in flight at once (readPieces). Linux tgt moved 1.3-1.6x more
+// data as 512 KiB reads at depth 16 (or 256 KiB at 32) than as 1 MiB reads
+// at depth 8 (qemu-img bench, same LUN), and the pieces' Data-In arrives
+// while the target still prepares the next piece: 1 MiB sequential reads
+// through an imported LUN went from 0.70 to 0.96 of direct tgt (512 KiB
+// pieces; 256 KiB: the same rate for 3% more CPU; 128 KiB: 0.78).
+// Writes stay whole: tgt took 1 MiB writes as fast as pieces.
+const (
+	readPiece     = 512 << 10
+	maxReadPieces = 32
+)
+
+// readPieces reads p (aligned, at most maxReadPieces pieces) as pieces in
+// flight together, issued from this goroutine (no goroutine per piece and
+// no allocation). A piece that did not end GOOD (or a transport error) is
+// read again alone through rwOne, which owns the retry rules; every piece
+// is waited for before it returns, so p is never touched afterwards.
+func (v *Volume) readPieces(p []byte, off int64) error {
+	c := v.c
+	if c.fence.key.Load() != 0 || c.fence.reg.Load() != 0 {
+		c.renewAfterLogin(opRead16)
+	}
+	var ts [maxReadPieces]*task
+	var redo [maxReadPieces]bool
+	var firstErr error
+	n := 0
+	for at := int64(0); at < int64(len(p)); at += readPiece {
+		piece := p[at:min(at+readPiece, int64(len(p)))]
+		req := request{cdb: cdbRW16(opRead16, uint64((off+at)/v.blockSize), uint32(int64(len(piece))/v.blockSize)),
+			cdbLen: 16, data: piece, read: true}
+		t, cn, err := c.issue(req)
+		if err != nil {
+			firstErr = fmt.Errorf("remote volume %s: read [%d,+%d): %w", v.name, off+at, len(piece), err)
+			break
+		}
+		if cn != nil {
+			cn.flush()
+		}
+		ts[n] = t
+		n++
+	}
+	for i := range n {
+		r, err := c.await(ts[i])
+		redo[i] = err != nil || r.Status != statusGood || r.Underrun && r.Residual > 0 || r.Overrun
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	for i := range n {
+		if !redo[i] {
+			continue
+		}
+		at := int64(i) * readPiece
+		if err := v.rwOne(opRead16, false, p[at:min(at+readPiece, int64(len(p)))], off+at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rwMany is rw of more than maxXfer bytes: the pieces in flight together.

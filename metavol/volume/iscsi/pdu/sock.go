@@ -1,0 +1,151 @@
+package pdu
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// Sock is the hot path's socket I/O of one iSCSI connection, shared by the
+// target transport and the initiator: read(2) and writev(2) on the
+// connection's non-blocking descriptor issued with syscall.RawSyscall,
+// waiting through the runtime's netpoller (syscall.RawConn) only when the
+// socket answers EAGAIN. net.Conn's Read and net.Buffers' WriteTo go
+// through the scheduler's system call hooks instead (entersyscall and
+// exitsyscall), and the first of those after every moment with all Ps idle
+// wakes the runtime's sysmon thread from its deep sleep and resets its
+// polling to 20 us: at queue depth 1 every command has such a moment (the
+// process waits for the host, then for the remote target), so each one
+// paid a sysmon wake-up and a few of its 20 us sleeps (futex and
+// nanosleep calls, context switches: docs/benchmarks.md, "The
+// pass-through hop"). A non-blocking socket call never blocks, so it
+// needs no hand-off of the P. Deadlines and Close work as for net.Conn
+// (the wait is the netpoller's). A connection that is not a
+// syscall.Conn (a test's net.Pipe) uses its own Read and WriteTo.
+//
+// One goroutine reads and one writes at a time (each side's owner
+// serialises them); Read and Writev may run concurrently.
+type Sock struct {
+	nc net.Conn
+	rc syscall.RawConn // nil: plain nc
+
+	// The functions handed to rc, made once (a closure per call would be
+	// an allocation per call), and their arguments and results.
+	readFn, writeFn func(fd uintptr) bool
+	rbuf            []byte
+	rn              uintptr
+	rerr            syscall.Errno
+	iov             []syscall.Iovec // Writev's, reused
+	wn              int64
+	werr            syscall.Errno
+}
+
+// iovMax is the most iovecs one writev takes (Linux UIO_MAXIOV).
+const iovMax = 1024
+
+// NewSock wraps nc.
+func NewSock(nc net.Conn) *Sock {
+	s := &Sock{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.rc = rc
+		}
+	}
+	s.readFn, s.writeFn = s.readOnce, s.writeAll
+	return s
+}
+
+// Read is io.Reader: one read(2) of at most len(p) bytes, waiting for data
+// when there is none yet.
+func (s *Sock) Read(p []byte) (int, error) {
+	if s.rc == nil {
+		return s.nc.Read(p)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rbuf = p
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
+	n, errno := s.rn, s.rerr
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: s.nc.LocalAddr(), Addr: s.nc.RemoteAddr(), Err: errno}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return int(n), nil
+}
+
+// readOnce is rc.Read's function: false (wait and call again) on EAGAIN.
+func (s *Sock) readOnce(fd uintptr) bool {
+	p := s.rbuf
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == syscall.EINTR {
+			continue
+		}
+		s.rn, s.rerr = n, e
+		if e != 0 {
+			s.rn = 0
+		}
+		return e != syscall.EAGAIN
+	}
+}
+
+// Writev writes every byte of bufs (writev(2), as many calls as it takes)
+// and returns how many it wrote.
+func (s *Sock) Writev(bufs [][]byte) (int64, error) {
+	if s.rc == nil {
+		b := net.Buffers(bufs)
+		return b.WriteTo(s.nc)
+	}
+	iov := s.iov[:0]
+	for _, b := range bufs {
+		if len(b) > 0 {
+			iov = append(iov, syscall.Iovec{Base: &b[0], Len: uint64(len(b))})
+		}
+	}
+	s.iov, s.wn, s.werr = iov, 0, 0
+	err := s.rc.Write(s.writeFn)
+	clear(iov) // drop the references to the callers' buffers
+	s.iov = iov[:0]
+	if err == nil && s.werr != 0 {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: s.nc.LocalAddr(), Addr: s.nc.RemoteAddr(), Err: s.werr}
+	}
+	return s.wn, err
+}
+
+// writeAll is rc.Write's function: it writes s.iov until it is empty or
+// the socket answers EAGAIN (false: wait and call again) or fails.
+func (s *Sock) writeAll(fd uintptr) bool {
+	iov := s.iov
+	defer func() { s.iov = iov }()
+	for len(iov) > 0 {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(min(len(iov), iovMax)))
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werr = e
+			return true
+		}
+		s.wn += int64(n)
+		for n > 0 {
+			if uint64(n) < iov[0].Len {
+				iov[0].Base = (*byte)(unsafe.Add(unsafe.Pointer(iov[0].Base), n))
+				iov[0].Len -= uint64(n)
+				break
+			}
+			n -= uintptr(iov[0].Len)
+			iov = iov[1:]
+		}
+	}
+	return true
+}
