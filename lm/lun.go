@@ -360,6 +360,9 @@ func (m *Manager) ResizeLUN(name string, size int64) (metavol.LUN, error) {
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("lun " + name + ": resize"); err != nil {
+		return metavol.LUN{}, err
+	}
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return l, err
@@ -436,6 +439,9 @@ func (m *Manager) DeleteLUNWith(name string, opts DeleteLUNOptions) error {
 // deletes under one hold).
 func (m *Manager) deleteLUNLocked(name string, opts DeleteLUNOptions) error {
 	obj := lunObject(name)
+	if err := m.settled("lun " + name + ": delete"); err != nil {
+		return err
+	}
 	e, l, err := m.entryByName(name)
 	if err != nil {
 		return err

@@ -30,6 +30,9 @@ func (m *Manager) CreatePair(req PairRequest) (PairStatus, error) {
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("pair " + req.Source); err != nil {
+		return PairStatus{}, err
+	}
 	pl, err := m.planPair(req, "")
 	if err != nil {
 		return PairStatus{}, err
@@ -329,6 +332,9 @@ func (m *Manager) activePair(source string) (*pair, error) {
 func (m *Manager) pause(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("pair " + ref.String() + ": pause"); err != nil {
+		return err
+	}
 	p, err := m.findPair(ref)
 	if err != nil {
 		return err
@@ -346,6 +352,9 @@ func (m *Manager) pause(ref pairRef) error {
 func (m *Manager) resume(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("pair " + ref.String() + ": resume"); err != nil {
+		return err
+	}
 	p, err := m.findPair(ref)
 	if err != nil {
 		return err
@@ -373,6 +382,9 @@ func (m *Manager) resume(ref pairRef) error {
 func (m *Manager) cancelPair(ref pairRef) error {
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("pair " + ref.String() + ": cancel"); err != nil {
+		return err
+	}
 	p, err := m.findPair(ref)
 	if errors.Is(err, ErrOffline) {
 		return m.cancelUnloaded(ref.key())
@@ -438,6 +450,9 @@ func (m *Manager) set(ref pairRef, req SetRequest) (PairStatus, error) {
 	}
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("pair " + ref.String() + ": set"); err != nil {
+		return PairStatus{}, err
+	}
 	p, err := m.findPair(ref)
 	if err != nil {
 		return PairStatus{}, err

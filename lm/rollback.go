@@ -195,6 +195,9 @@ func (m *Manager) commit(refs []pairRef) (CommitResult, error) {
 	if m.isClosed() {
 		return CommitResult{}, fmt.Errorf("commit: manager closed: %w", ErrState)
 	}
+	if err := m.settled("commit"); err != nil {
+		return CommitResult{}, err
+	}
 	var ps []*pair
 	seen := map[string]bool{}
 	for _, r := range refs {

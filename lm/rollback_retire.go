@@ -64,6 +64,9 @@ func (m *Manager) Retire(source string, opts RetireOptions) (RetireResult, error
 	if m.isClosed() {
 		return RetireResult{}, fmt.Errorf("retire %s: manager closed: %w", source, ErrState)
 	}
+	if err := m.settled("retire " + source); err != nil {
+		return RetireResult{}, err
+	}
 	switch p, err := m.activePair(source); {
 	case err == nil:
 		return RetireResult{}, refuse(ErrState, obj, "retire refused: pair %s is %s (retire follows a split or a commit)", p.id, p.getState())
@@ -211,6 +214,9 @@ func (m *Manager) DeletePairRecords(source string) ([]string, error) {
 	obj := pairObject(source)
 	m.admin.Lock()
 	defer m.admin.Unlock()
+	if err := m.settled("pair records of " + source + ": delete"); err != nil {
+		return nil, err
+	}
 	var ids []string
 	err := m.db.Update(func(tx *metavol.Tx) error {
 		ps, err := tx.Pairs()

@@ -79,6 +79,10 @@ func (m *Manager) CreateSession(req SessionRequest) (SessionStatus, error) {
 		rec.StartAt = req.StartAt.UTC()
 	}
 	m.admin.Lock()
+	if err := m.settled("session " + req.Name); err != nil {
+		m.admin.Unlock()
+		return SessionStatus{}, err
+	}
 	plans := make([]pairPlan, 0, len(req.Pairs))
 	for i, pr := range req.Pairs {
 		held := ""

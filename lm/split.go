@@ -506,6 +506,24 @@ func (m *Manager) settleSplitJournal() error {
 	return fmt.Errorf("split journal: %d of its pairs swapped, %d not: %w", swapped, kept, ErrState)
 }
 
+// settled is the first step, admin held, of every admin operation other
+// than a split that changes LUN or pair records or acts on a LUN's data
+// volume by its record (resize, delete, retire, commit, cancel, set,
+// pause, resume, pair and session creation, forgetting pair records): a
+// split journal left by a split whose records were not written after its
+// pause (the server still running) is settled first (settleSplitJournal).
+// Until then the LUN records name the volumes before the swap while the
+// routes use the swapped ones: a resize would be undone by the later
+// roll-forward, a retire after a commit would delete the volume the
+// source LUN serves. One that cannot be settled refuses the operation,
+// nothing changed.
+func (m *Manager) settled(op string) error {
+	if err := m.settleSplitJournal(); err != nil {
+		return fmt.Errorf("%s refused: the records of a split are not written yet: %w", op, err)
+	}
+	return nil
+}
+
 // rollForwardSplit applies a split journal left in the meta volume by a
 // split whose records were not written after its pause (a crash, or a
 // failed commit): at Open, before anything is loaded, and at the start of
