@@ -169,3 +169,45 @@ func TestSockPlainConn(t *testing.T) {
 		t.Fatalf("read %q, %v", got, err)
 	}
 }
+
+// TestSockWriterParkedDeadlineClose (review): a Writev parked on EAGAIN
+// (the peer reads nothing) ends at its write deadline with the bytes it
+// wrote counted, and a second one parked ends at Close with net.ErrClosed;
+// sockets opened right after the Close (which may get the same descriptor
+// number) receive nothing from the parked writer.
+func TestSockWriterParkedDeadlineClose(t *testing.T) {
+	a, b := tcpPair(t)
+	s := NewSock(a)
+	big := bytes.Repeat([]byte{0xa5}, 16<<20) // more than both socket buffers
+	a.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	n, err := s.Writev([][]byte{big[:1<<20], big[1<<20:]})
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n <= 0 || n >= int64(len(big)) {
+		t.Fatalf("writev past the deadline: %d bytes, %v; want a partial write and os.ErrDeadlineExceeded", n, err)
+	}
+	a.SetWriteDeadline(time.Time{})
+	errc := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		_, err := s.Writev([][]byte{big})
+		errc <- err
+	}()
+	<-started
+	a.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("writev ended by Close: %v, want net.ErrClosed", err)
+	}
+	// New connections (descriptor numbers reused) carry only their own bytes.
+	for range 4 {
+		c, d := tcpPair(t)
+		if _, err := c.Write([]byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		got, err := io.ReadAll(d)
+		if err != nil || string(got) != "ok" {
+			t.Fatalf("a connection opened after the Close received %d bytes (%v), want just \"ok\"", len(got), err)
+		}
+	}
+	_ = b
+}
