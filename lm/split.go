@@ -355,6 +355,7 @@ func (m *Manager) prepareSwap(ps []*pair, recs []metavol.Pair, mode splitMode, b
 	j := &metavol.SplitJournal{
 		State:       mode.to().String(),
 		Reason:      mode.done(by),
+		During:      mode.during().String(),
 		Switched:    mode == splitKeepSource,
 		NoAutoSplit: mode == splitRollback, // rollback.go: no switch again on its own
 		DropDCL:     !mode.keepsPair(),

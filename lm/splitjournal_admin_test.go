@@ -1,8 +1,12 @@
 package lm
 
 import (
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lmtgt/lmtgt/metavol"
 )
 
 // A split whose records could not be written after the pause (both
@@ -81,5 +85,47 @@ func TestSplitJournalLeftThenCommitRetire(t *testing.T) {
 	checkModel(t, srcs[0].Name+" after commit, retire and a restart", j.handle(srcs[0]), size, models[0])
 	if st, err := j.m.Pair(srcs[0].Name); err == nil && st.State != StateSplit.String() {
 		t.Fatalf("after a restart the committed pair of %s is %s again", srcs[0].Name, st.State)
+	}
+}
+
+// A keep-source pair whose split records were not written keeps running;
+// its run goroutine then writes newer records (here: faulty, its old
+// volume failing). Settling the journal afterwards (any admin operation)
+// must not set the pair's record back to the journal's synced/switched:
+// memory says faulty, and so must the meta volume.
+func TestSplitJournalLeftKeepsNewerPairRecord(t *testing.T) {
+	const size = 2 << 20
+	var dead atomic.Bool
+	e := newEnvMeta(t, Options{VerifyInterval: -1, RetryBudget: 100 * time.Millisecond}, true, "", metavol.Options{BeforeCommit: func() error {
+		if dead.Load() {
+			return errPowerCut
+		}
+		return nil
+	}})
+	src, _, _, st := offlinePair(e, size)
+	oldVol := lunRecord(t, e.db, src.Name).VolumeID
+	e.m.hooks.splitReopened = func() { dead.Store(true) }
+	_, err := e.m.SplitKeepSource([]string{src.Name}, 10*time.Second, false)
+	e.m.hooks.splitReopened = nil
+	dead.Store(false)
+	if err == nil {
+		t.Fatal("a split whose records could not be written reported no error")
+	}
+	// The old volume is now the target leg: it fails, the pair goes faulty.
+	e.fmu.Lock()
+	f := e.faulty[oldVol]
+	e.fmu.Unlock()
+	f.FailWrites(errors.New("test: old volume fails"))
+	if err := hostWrite(t, e.handle(src), map[int64]uint64{}, 7, 77); err != nil {
+		t.Fatalf("host write with the old volume failing: %v", err)
+	}
+	e.waitState(src.Name, StateFaulty, 30*time.Second)
+	// Any admin operation settles the journal (here a refused pause).
+	_ = e.m.Pause(src.Name)
+	if _, rec := dclOf(t, e.db, st.ID); rec == nil || rec.State != StateFaulty.String() {
+		t.Fatalf("pair record after the journal was settled: %+v, want faulty (as in memory)", rec)
+	}
+	if got, want := lunRecord(t, e.db, src.Name).VolumeID, lunRecord(t, e.db, "dst").VolumeID; got == oldVol || got == want {
+		t.Fatalf("LUN records after the journal was settled: src on %s, dst on %s; want swapped (src not on %s)", got, want, oldVol)
 	}
 }

@@ -24,8 +24,15 @@ const splitJournalKey = "splitjournal"
 // State, Reason, Switched, AutoSplit (cleared by NoAutoSplit), Cursor and
 // CopiedBytes (set to the pair's Size), Updated (Time).
 type SplitJournal struct {
-	State       string `json:"state"`
-	Reason      string `json:"reason"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	// During is the state the split wrote to its pairs' records before
+	// its pause (splitting, rolling back). A pair record in another state
+	// was written after the swap, from the swapped pair in memory (its run
+	// goroutine went on: interrupted, faulty; a commit): newer than the
+	// journal, so the roll-forward keeps it. "" (an older journal): every
+	// pair record is set.
+	During      string `json:"during,omitempty"`
 	Switched    bool   `json:"switched,omitempty"`
 	NoAutoSplit bool   `json:"no_auto_split,omitempty"`
 	// DropDCL: the pairs' DCL headers are deleted (a plain split: the
@@ -162,6 +169,8 @@ func (tx *Tx) RollForwardSplit() (j *SplitJournal, missing []string, err error) 
 		}
 		p, err := tx.GetPair(e.Pair)
 		switch {
+		case err == nil && j.During != "" && p.State != j.During:
+			// Written after the swap: newer than the journal.
 		case err == nil:
 			j.SetPair(e, &p)
 			if err := tx.PutPair(p); err != nil {
