@@ -190,8 +190,12 @@ func (m *Manager) LUNStatus(id string) LUNStatus {
 	if u := e.fence.Load(); u != nil {
 		return LUNStatus{State: LUNOffline, Reason: u.reason()}
 	}
-	// The route (e.vol) changes only inside the gate; the record says the
-	// same outside it (the split commits it first).
+	// The route (e.vol) changes only inside the gate. The record follows
+	// right after a split's pause (the split journal commits inside it,
+	// the LUN records just after, under admin): for those few
+	// milliseconds, or until a left journal is settled, this status names
+	// the volume from before the swap. Host I/O follows the route, not
+	// this record.
 	var l metavol.LUN
 	if err := m.db.View(func(tx *metavol.Tx) error {
 		var err error
