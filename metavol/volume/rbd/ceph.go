@@ -132,15 +132,6 @@ func connect(cfg Config) (*rados.Conn, error) {
 		// when the OSDs have it, as a write to a file is in the kernel's
 		// page cache.
 		{"rbd_cache", "false"},
-		// Zero-copy writes: librbd sends our buffer instead of copying
-		// it into a bufferlist first (a 1 MiB write copied 1 MiB). Safe
-		// here: the buffer is pinned and unchanged until the write's
-		// completion, and librbd holds the completion back until it
-		// has dropped its last reference to the buffer. The default
-		// (true) guards callers that change a buffer while it is being
-		// written; rbd bench's C++ API hands librbd a bufferlist and
-		// never copies either.
-		{"rbd_disable_zero_copy_writes", "false"},
 	}
 	if cfg.Keyring != "" {
 		opts = append(opts, [2]string{"keyring", cfg.Keyring})

@@ -35,10 +35,7 @@
 // flight per LUN as the front end issues, and none holds an OS thread
 // while it waits (blocking rbd_read/rbd_write held one thread each: 64
 // commands in flight, 64 threads; TestRBDManyInFlight). Buffers are pinned
-// (runtime.Pinner) while librbd owns them, which lets writes be zero-copy
-// (rbd_disable_zero_copy_writes=false: librbd sends our buffer rather than
-// a copy of it, and holds the completion back until it has let go of the
-// buffer; TestRBDWriteBufferReuse). Unmap is write-same of a zero
+// (runtime.Pinner) while librbd owns them. Unmap is write-same of a zero
 // block, which librbd turns into a discard without granularity (whole
 // objects removed, partial ranges zeroed): rbd_discard would skip pieces
 // below rbd_discard_granularity_bytes and leave old data, breaking the
