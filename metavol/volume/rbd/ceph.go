@@ -132,6 +132,9 @@ func connect(cfg Config) (*rados.Conn, error) {
 		// when the OSDs have it, as a write to a file is in the kernel's
 		// page cache.
 		{"rbd_cache", "false"},
+		// rbd_disable_zero_copy_writes and rbd_non_blocking_aio keep
+		// their defaults (true): either speed-up leaves the write of a
+		// client fenced by a takeover waiting forever (TestRBDClientOptions).
 	}
 	if cfg.Keyring != "" {
 		opts = append(opts, [2]string{"keyring", cfg.Keyring})
