@@ -190,23 +190,22 @@ func TestRBDAsyncOSDDown(t *testing.T) {
 }
 
 // The librados options each volume's client runs with (ceph.go connect).
-// No writeback cache: acknowledged writes survive a kill -9. Two librbd
-// speed-ups stay off, because with either one the write of a client whose
-// lock was taken over (blocklisted) never completes, where it must fail
-// with volume.ErrOffline (TestRBDExclusiveLockAndTakeover hangs there):
-// zero-copy writes (rbd_disable_zero_copy_writes=false: librbd holds the
-// completion until the messenger lets go of the caller's buffer, which a
-// fenced client's messenger keeps) and submission in the caller's thread
-// (rbd_non_blocking_aio=false). Measured in issue 10: zero-copy cut a
-// 1 MiB write's CPU by ~13%, caller-thread submission 4 KiB QD1 CPU by
-// ~25%; neither is worth a write that hangs.
+// No writeback cache: acknowledged writes survive a kill -9. Submission
+// in the caller's thread (rbd_non_blocking_aio=false: no hand-off to
+// librbd's dispatch thread). Zero-copy writes stay off: with
+// rbd_disable_zero_copy_writes=false the write of a client whose lock was
+// taken over (blocklisted) never completes, where it must fail with
+// volume.ErrOffline (TestRBDExclusiveLockAndTakeover hangs there): librbd
+// holds the completion until the messenger lets go of the caller's
+// buffer, which a fenced client's messenger keeps. Measured in issue 10:
+// zero-copy cut a 1 MiB write's CPU by ~13%; not worth a write that hangs.
 func TestRBDClientOptions(t *testing.T) {
 	c := testClient(t)
 	v := open(t, c, newImage(t, c, 4*mib), OpenOptions{Owner: "test"})
 	for opt, want := range map[string]string{
 		"rbd_cache":                    "false",
 		"rbd_disable_zero_copy_writes": "true",
-		"rbd_non_blocking_aio":         "true",
+		"rbd_non_blocking_aio":         "false",
 	} {
 		got, err := v.conn.GetConfigOption(opt)
 		if err != nil {
