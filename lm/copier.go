@@ -281,7 +281,7 @@ func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
-	for i := 0; i < p.m.opts.InFlight; i++ {
+	for i := 0; i < p.copyWorkers(); i++ { // rbd.go: more for RBD legs
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

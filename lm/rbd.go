@@ -383,3 +383,21 @@ func (m *Manager) copyChunk(se, te *lunEntry) int64 {
 	}
 	return c
 }
+
+// rbdInFlight is the number of copy workers (chunks in flight) of a pair
+// with an RBD leg: an RBD write completes when its object is on the OSDs,
+// a round trip through the messenger, so a copy keeps more of them in
+// flight than a file copy needs (rbd import keeps 10 objects in flight,
+// rbd_concurrent_management_ops).
+const rbdInFlight = 8
+
+// copyWorkers is the number of chunks the initial copy keeps in flight:
+// the server's InFlight, raised to rbdInFlight when either leg is an RBD
+// image.
+func (p *pair) copyWorkers() int {
+	n := p.m.opts.InFlight
+	if lv := p.legs(); lv != nil && (lv.src.rec.Kind == metavol.VolumeKindRBD || lv.tgt.rec.Kind == metavol.VolumeKindRBD) {
+		n = max(n, rbdInFlight)
+	}
+	return n
+}

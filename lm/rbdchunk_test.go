@@ -34,3 +34,30 @@ func TestCopyChunkRBDLegs(t *testing.T) {
 		}
 	}
 }
+
+// A pair with an RBD leg keeps rbdInFlight chunks in flight in its
+// initial copy, whatever the direction; file -> file keeps the server's
+// InFlight; a larger server InFlight is kept.
+func TestCopyWorkersRBDLegs(t *testing.T) {
+	vol := func(kind string) *dataVol { return &dataVol{rec: metavol.Volume{Kind: kind}} }
+	file, rbd := vol(""), vol(metavol.VolumeKindRBD)
+	for _, c := range []struct {
+		name     string
+		opts     Options
+		src, tgt *dataVol
+		want     int
+	}{
+		{"file to file", Options{}, file, file, 4},
+		{"file to rbd", Options{}, file, rbd, rbdInFlight},
+		{"rbd to file", Options{}, rbd, file, rbdInFlight},
+		{"rbd to rbd", Options{}, rbd, rbd, rbdInFlight},
+		{"larger server InFlight kept", Options{InFlight: 16}, file, rbd, 16},
+	} {
+		c.opts.fill()
+		p := &pair{m: &Manager{opts: c.opts}}
+		p.vols.Store(&legVols{src: c.src, tgt: c.tgt})
+		if got := p.copyWorkers(); got != c.want {
+			t.Errorf("%s: %d copy workers, want %d", c.name, got, c.want)
+		}
+	}
+}

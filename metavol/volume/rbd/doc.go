@@ -35,7 +35,11 @@
 // flight per LUN as the front end issues, and none holds an OS thread
 // while it waits (blocking rbd_read/rbd_write held one thread each: 64
 // commands in flight, 64 threads; TestRBDManyInFlight). Buffers are pinned
-// (runtime.Pinner) while librbd owns them. Unmap is write-same of a zero
+// (runtime.Pinner) while librbd owns them. librbd submits each operation
+// in the calling thread (rbd_non_blocking_aio=false: no wake-up of its
+// dispatch thread); writes are copied by librbd (zero-copy writes would
+// leave a fenced client's write waiting forever; TestRBDClientOptions).
+// Unmap is write-same of a zero
 // block, which librbd turns into a discard without granularity (whole
 // objects removed, partial ranges zeroed): rbd_discard would skip pieces
 // below rbd_discard_granularity_bytes and leave old data, breaking the
