@@ -3,9 +3,12 @@
 package integration
 
 import (
-	"github.com/lmtgt/lmtgt/target/api/wire"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/lmtgt/lmtgt/target/api/wire"
 )
 
 // A LUN moves from an image of Ceph cluster A (the server's default,
@@ -63,6 +66,12 @@ func TestRBDCrossCluster(t *testing.T) {
 		d.OK(append([]string{"migration", "create", "--source", "xa", "--target", "xb"}, args...)...)
 	}
 	newPair("--max-mbps", "8")
+	// The vehicle is chosen when the copy starts, not at create: wait
+	// for it (empty before the run goroutine's first job).
+	waitFor(t, 60*time.Second, "pair xa's vehicle is chosen", func() (bool, string) {
+		v := d.mig("xa").Vehicle
+		return v != "", fmt.Sprintf("vehicle %q", v)
+	})
 	if st := d.mig("xa"); st.Vehicle != "generic" {
 		t.Errorf("vehicle %q, want generic", st.Vehicle)
 	}
