@@ -64,8 +64,10 @@ func TestMigrationLiveSplit(t *testing.T) {
 	if !slices.Equal(sr.Pairs, []string{"la"}) {
 		t.Errorf("split result names pairs %v, want [la]", sr.Pairs)
 	}
-	if sr.PauseMS <= 0 || sr.PauseMS > 100 {
-		t.Errorf("split pause %.3f ms: want measured and within the 100 ms budget", sr.PauseMS)
+	// Measured, not timed: --max-pause bounds only the drain, and a
+	// pause's length is a benchmark figure (scripts/bench migration).
+	if sr.PauseMS <= 0 {
+		t.Errorf("split pause %.3f ms: want it measured", sr.PauseMS)
 	}
 	s1.waitAcked(t, 30, "after the split")
 	s2.waitAcked(t, 30, "after the split")
