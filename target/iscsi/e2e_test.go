@@ -212,7 +212,7 @@ func TestManyOutstanding(t *testing.T) {
 func TestConcurrentExecution(t *testing.T) {
 	b := newFileBackend(t, 1<<20)
 	var mu sync.Mutex
-	inside := 0
+	inside, met := 0, 0
 	both := make(chan struct{})
 	b.hook = func(c *Command) {
 		if c.CDB[0] != 0x28 {
@@ -226,21 +226,25 @@ func TestConcurrentExecution(t *testing.T) {
 		mu.Unlock()
 		select {
 		case <-both:
-		case <-time.After(10 * time.Second):
+			mu.Lock()
+			met++ // this command saw the other one inside Execute
+			mu.Unlock()
+		case <-time.After(10 * time.Second): // the deadline of a serial run
 		}
 	}
 	s := startServer(t, b, nil)
 	s.noInline = true // the first READ may otherwise run on the reader
 	i := dialIni(t, addrOf(s))
 	i.mustLogin(loginOpts{})
-	start := time.Now()
 	c1 := &icmd{cdb: read10(0, 1), read: true, edtl: 512}
 	c2 := &icmd{cdb: read10(1, 1), read: true, edtl: 512}
 	if err := i.run(c1, c2); err != nil {
 		t.Fatal(err)
 	}
-	if time.Since(start) > 5*time.Second {
-		t.Fatal("commands of one session did not run concurrently")
+	mu.Lock()
+	defer mu.Unlock()
+	if met != 2 {
+		t.Fatalf("commands of one session did not run concurrently: %d of 2 saw the other inside Execute", met)
 	}
 }
 
