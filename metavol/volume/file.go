@@ -63,7 +63,21 @@ type File struct {
 	rmw sync.RWMutex
 	// bounce holds aligned buffers of bounceSize bytes for direct I/O.
 	bounce sync.Pool
+
+	// dataHint is the last data extent NextData found (nil: none). An
+	// offset inside it is answered without SEEK_DATA/SEEK_HOLE: on tmpfs
+	// SEEK_HOLE walks every page up to the next hole, so a copier asking
+	// once per chunk of a fully allocated file paid O(size) per call
+	// (a 1 GiB LUN copied at 68 MB/s). Data turns into a hole only by
+	// Unmap (which drops the hint) or by someone else punching the file:
+	// then the hint errs on the safe side (data that reads as zeros is
+	// copied, or reported mapped), never the other way.
+	dataHint atomic.Pointer[extent]
+	seeks    atomic.Int64 // SEEK_DATA/SEEK_HOLE pairs NextData made (tests)
 }
+
+// extent is a byte range [start, end) of a volume.
+type extent struct{ start, end int64 }
 
 // bounceSize is the size of a pooled direct I/O bounce buffer; larger
 // unaligned requests are split into pieces of at most this size.
@@ -541,6 +555,11 @@ func (f *File) Unmap(off, length int64) error {
 	if f.kind == KindBlock {
 		return f.zeroDevice(off, length)
 	}
+	// The range may become a hole: NextData must look again (dropped
+	// before and after the punch, so a NextData running meanwhile cannot
+	// leave a hint that covers it).
+	f.dataHint.Store(nil)
+	defer f.dataHint.Store(nil)
 	for {
 		err := unix.Fallocate(f.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
 		if err == unix.EINTR {
@@ -700,6 +719,10 @@ func (f *File) NextData(off int64) (start, end int64, err error) {
 	if st.Size < size {
 		return 0, 0, fmt.Errorf("volume %s: next data at %d: the file holds %d bytes, the volume %d: %w", f.path, off, st.Size, size, ErrShrunk)
 	}
+	if h := f.dataHint.Load(); h != nil && h.start <= off && off < h.end {
+		return off, min(h.end, size), nil
+	}
+	f.seeks.Add(1)
 	start, err = seekRetry(f.fd, off, unix.SEEK_DATA)
 	if err == unix.ENXIO {
 		return 0, 0, io.EOF
@@ -717,7 +740,9 @@ func (f *File) NextData(off int64) (start, end int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("volume %s: seek hole at %d: %w", f.path, start, err)
 	}
-	return start, min(end, size), nil
+	end = min(end, size)
+	f.dataHint.Store(&extent{start: start, end: end})
+	return start, end, nil
 }
 
 func seekRetry(fd int, off int64, whence int) (int64, error) {

@@ -442,3 +442,48 @@ func TestIsZero(t *testing.T) {
 		b[i] = 0
 	}
 }
+
+// A copier asks NextData once per chunk, in order. On tmpfs SEEK_HOLE walks
+// every page to the next hole, so each call on a fully allocated file cost
+// O(size): a 1 GiB LUN copied at 68 MB/s. Offsets inside the last extent
+// found are answered from it; Unmap drops it, and data written past it is
+// found by the next look.
+func TestNextDataHint(t *testing.T) {
+	const mb = 1 << 20
+	f := create(t, 16*mb, Options{})
+	if _, err := f.WriteAt(pattern(1, 8*mb), 0); err != nil {
+		t.Fatal(err)
+	}
+	if s, e, err := f.NextData(0); err != nil || s != 0 || e != 8*mb {
+		t.Fatalf("NextData(0) = [%d, %d) %v, want [0, %d)", s, e, err, 8*mb)
+	}
+	before := f.seeks.Load()
+	for off := int64(mb); off < 8*mb; off += mb {
+		if s, e, err := f.NextData(off); err != nil || s != off || e != 8*mb {
+			t.Fatalf("NextData(%d) = [%d, %d) %v, want [%d, %d)", off, s, e, err, off, 8*mb)
+		}
+	}
+	if n := f.seeks.Load() - before; n != 0 {
+		t.Fatalf("%d seeks for offsets inside the extent found, want 0", n)
+	}
+	// Unmap punches a hole inside the extent: the next look finds it.
+	if err := f.Unmap(2*mb, mb); err != nil {
+		t.Fatal(err)
+	}
+	if s, e, err := f.NextData(mb); err != nil || s != mb || e != 2*mb {
+		t.Fatalf("after unmap: NextData(%d) = [%d, %d) %v, want [%d, %d)", mb, s, e, err, mb, 2*mb)
+	}
+	if s, e, err := f.NextData(2 * mb); err != nil || s != 3*mb || e != 8*mb {
+		t.Fatalf("after unmap: NextData(%d) = [%d, %d) %v, want [%d, %d)", 2*mb, s, e, err, 3*mb, 8*mb)
+	}
+	// Data written into the hole after the extent is found at its end.
+	if _, err := f.WriteAt(pattern(2, mb), 8*mb); err != nil {
+		t.Fatal(err)
+	}
+	if s, e, err := f.NextData(7 * mb); err != nil || s != 7*mb || e < 8*mb {
+		t.Fatalf("NextData(%d) = [%d, %d) %v", 7*mb, s, e, err)
+	}
+	if s, e, err := f.NextData(8 * mb); err != nil || s != 8*mb || e != 9*mb {
+		t.Fatalf("NextData(%d) = [%d, %d) %v, want [%d, %d)", 8*mb, s, e, err, 8*mb, 9*mb)
+	}
+}
