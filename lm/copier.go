@@ -296,6 +296,19 @@ func (p *pair) initialCopy(ctx context.Context, stop func() bool) error {
 			}
 		}()
 	}
+	// The checkpoint (a sync of both legs and a record write) runs in its
+	// own goroutine, so the dispatcher keeps the workers fed while the
+	// target's disk takes the last 64 MiB: in the dispatcher it stalled
+	// the copy for every sync (design.md "Copy checkpoints off the
+	// dispatch path"). At most one runs; a request while one runs is kept.
+	ckpt := make(chan struct{}, 1)
+	ckptDone := make(chan struct{})
+	go func() {
+		defer close(ckptDone)
+		for range ckpt {
+			p.checkpoint(false)
+		}
+	}()
 	pos := start
 	var derr error
 dispatch:
@@ -319,10 +332,15 @@ dispatch:
 			break dispatch
 		}
 		pos = j.end
-		p.checkpoint(false)
+		select {
+		case ckpt <- struct{}{}:
+		default: // one is pending already
+		}
 	}
 	close(jobs)
 	wg.Wait()
+	close(ckpt)
+	<-ckptDone
 	if derr != nil || p.done.Load() < p.size {
 		return errStopped
 	}
