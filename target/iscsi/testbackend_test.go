@@ -30,7 +30,7 @@ type fileBackend struct {
 	vol        atomic.Pointer[volume.File]
 	noFileRefs atomic.Bool
 	size       int64
-	targets []string
+	targets    []string
 
 	mu        sync.Mutex
 	allow     map[string]bool // nil: everyone
