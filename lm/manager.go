@@ -641,15 +641,17 @@ func (e *lunEntry) ReadRef(off, n int64) (volume.FileRef, error) {
 	if err := e.fenced("read"); err != nil {
 		return volume.FileRef{}, err
 	}
+	// ErrNoRef is a per-READ signal (the caller copies), never shown to
+	// anyone: not wrapped, so answering it allocates nothing.
 	if e.pair != nil || e.targetOf != nil {
-		return volume.FileRef{}, fmt.Errorf("lun %s: in a migration: %w", e.name, volume.ErrNoRef)
+		return volume.FileRef{}, volume.ErrNoRef
 	}
 	o, err := e.vol.get()
 	if err != nil {
 		return volume.FileRef{}, fmt.Errorf("lun %s: read: %w", e.name, err)
 	}
-	if o.file == nil {
-		return volume.FileRef{}, fmt.Errorf("lun %s: not a local file: %w", e.name, volume.ErrNoRef)
+	if o.file == nil { // remote, RBD or wrapped
+		return volume.FileRef{}, volume.ErrNoRef
 	}
 	r, err := o.file.ReadRef(off, n)
 	if err != nil && !errors.Is(err, volume.ErrNoRef) {

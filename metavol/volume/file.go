@@ -773,7 +773,7 @@ const refClosed = 1 << 62
 // relies on, and is not verified here.
 func (f *File) ReadRef(off, n int64) (FileRef, error) {
 	if f.direct {
-		return FileRef{}, fmt.Errorf("volume %s: opened with O_DIRECT: %w", f.path, ErrNoRef)
+		return FileRef{}, ErrNoRef // a signal, not wrapped: no allocation per READ
 	}
 	if err := f.rlock(); err != nil {
 		return FileRef{}, err
