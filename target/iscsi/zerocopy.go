@@ -34,15 +34,17 @@ import (
 // Ordering and StatSN are those of every other PDU: a file PDU is one PDU
 // of the batch, its header written in the same place of the stream.
 
-// zeroCopyMin is the smallest READ sent with sendfile. Below it the copy
-// is cheaper than the system calls the zero-copy path adds (a sendmsg
-// for the header and a sendfile per Data-In PDU instead of one writev
-// per batch) and the page references it takes. Measured here (tmpfs
-// LUN, qemu-img bench, daemon CPU per read, docs/benchmarks.md
-// "Zero-copy Data-In"): at 64 KiB sendfile already costs less CPU per
-// read than the copy; below, the saving is within noise while small
-// reads batch many responses in one writev, which the file path breaks.
-const zeroCopyMin = 64 << 10
+// zeroCopyMin is the smallest READ sent with sendfile, chosen by
+// measurement (docs/benchmarks.md "Zero-copy Data-In": same-run A/B of
+// the daemon's CPU per READ against the copy, tmpfs LUN, qemu-img bench
+// at depth 8, 256 KiB segments): sendfile cost more CPU than the copy at
+// 64 KiB (+6 %), 128 KiB (+13 %), 256 KiB (+18 %) and 512 KiB (+7 %),
+// and less from 1 MiB (-9 %) and 2 MiB (-21 %). Per READ it adds a
+// fixed cost the copy does not have (a sendmsg for each header and a
+// sendfile for each Data-In PDU instead of one writev per batch of
+// responses, the page references the splice takes and the socket drops)
+// and saves the two copies, which only pay for it from about 1 MiB.
+const zeroCopyMin = 1 << 20
 
 // zeroCopyMinSeg is the smallest negotiated data segment with which
 // zero-copy is used: with smaller segments the two system calls per PDU
