@@ -581,7 +581,11 @@ type lunEntry struct {
 	targetOf *pair // the pair this LUN is the target of
 }
 
-var _ volume.Volume = (*lunEntry)(nil)
+var (
+	_ volume.Volume    = (*lunEntry)(nil)
+	_ volume.RefReader = (*lunEntry)(nil)
+	_ volume.RefReader = (*volume.File)(nil)
+)
 
 func (e *lunEntry) check(op string, off, n int64) error {
 	if e.closed.Load() {
@@ -614,6 +618,46 @@ func (e *lunEntry) ReadAt(p []byte, off int64) (int, error) {
 		e.m.ioFailed(e.vol, err)
 	}
 	return n, err
+}
+
+// ReadRef is ReadAt for a zero-copy send (volume.RefReader): the same
+// checks (range, closed, fence, the open volume) under the gate, then a
+// reference to the bytes in the route's file instead of a copy. Only a
+// LUN that is in no pair and whose volume is an unwrapped local file
+// hands one out; anything else answers volume.ErrNoRef and the caller
+// reads with ReadAt. A LUN in a pair is excluded because the referenced
+// pages are read by the host after the gate is left: a split could then
+// give this volume to the other LUN of the pair, whose writes would be
+// seen through this READ (docs/design.md "Zero-copy Data-In").
+func (e *lunEntry) ReadRef(off, n int64) (volume.FileRef, error) {
+	if err := e.check("read", off, n); err != nil {
+		return volume.FileRef{}, err
+	}
+	e.gate.enter()
+	defer e.gate.exit()
+	if e.closed.Load() {
+		return volume.FileRef{}, fmt.Errorf("lun %s: read: %w", e.name, volume.ErrClosed)
+	}
+	if err := e.fenced("read"); err != nil {
+		return volume.FileRef{}, err
+	}
+	// ErrNoRef is a per-READ signal (the caller copies), never shown to
+	// anyone: not wrapped, so answering it allocates nothing.
+	if e.pair != nil || e.targetOf != nil {
+		return volume.FileRef{}, volume.ErrNoRef
+	}
+	o, err := e.vol.get()
+	if err != nil {
+		return volume.FileRef{}, fmt.Errorf("lun %s: read: %w", e.name, err)
+	}
+	if o.file == nil { // remote, RBD or wrapped
+		return volume.FileRef{}, volume.ErrNoRef
+	}
+	r, err := o.file.ReadRef(off, n)
+	if err != nil && !errors.Is(err, volume.ErrNoRef) {
+		e.m.ioFailed(e.vol, err)
+	}
+	return r, err
 }
 
 func (e *lunEntry) WriteAt(p []byte, off int64) (int, error) {

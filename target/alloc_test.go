@@ -1,6 +1,13 @@
 package target
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lmtgt/lmtgt/target/iscsi"
+)
 
 // TestReadWriteDoNotAllocate guards the hot path: READ/WRITE serve the
 // transport's buffers without per-command heap allocation.
@@ -50,5 +57,54 @@ func BenchmarkExecuteWrite4K(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		nx.Execute(c)
+	}
+}
+
+// TestReadZeroCopy: a READ offered FileOK is answered with a reference
+// into the LUN's file (the bytes the copy would have given), counted in
+// the LUN's statistics as a copied READ is, without allocating; one not
+// offered it is copied.
+func TestReadZeroCopy(t *testing.T) {
+	s, v := oneLUN(t, 4<<20, 512)
+	want := pattern(128<<10, 5)
+	if _, err := v.WriteAt(want, 8*512); err != nil {
+		t.Fatal(err)
+	}
+	n := openNexus(t, s, "iqn.test:a", 1)
+	rd := cdb10(0x28, 8, 256, 0)
+	c := &iscsi.Command{LUN: 0, CDB: rd, DataIn: make([]byte, 0, len(want)), ExpectedReadLength: uint32(len(want)), FileOK: true}
+	n.Execute(c)
+	mustGood(t, c)
+	f := c.DataInFile
+	if f.Owner == nil || c.DataInLen != len(want) || f.Len != int64(len(want)) || f.Off != 8*512 {
+		t.Fatalf("DataInFile %+v, DataInLen %d", f, c.DataInLen)
+	}
+	got := make([]byte, f.Len)
+	if _, err := unix.Pread(f.Fd, got, f.Off); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("bytes through the reference differ (%v)", err)
+	}
+	if v.Refs() != 1 {
+		t.Fatalf("%d references out, want 1", v.Refs())
+	}
+	f.Owner.Release()
+	allocs := testing.AllocsPerRun(200, func() {
+		c.DataIn, c.DataInFile = c.DataIn[:0], iscsi.FileData{}
+		n.Execute(c)
+		c.DataInFile.Owner.Release()
+	})
+	if allocs > 0 {
+		t.Errorf("zero-copy read: %.1f allocations per command, want 0", allocs)
+	}
+	c2 := exec(n, 0, rd, nil, len(want)) // not offered: copied
+	mustGood(t, c2)
+	if c2.DataInFile.Owner != nil || !bytes.Equal(data(c2), want) {
+		t.Fatal("a READ not offered FileOK did not get the bytes copied")
+	}
+	if v.Refs() != 0 {
+		t.Fatalf("%d references out after every release", v.Refs())
+	}
+	st := s.Stats().LUNs[0]
+	if reads := uint64(1 + 201 + 1); st.Reads != reads || st.ReadBytes != reads*uint64(len(want)) {
+		t.Fatalf("reads %d (%d bytes), want %d of %d bytes: counted as copied reads are", st.Reads, st.ReadBytes, reads, len(want))
 	}
 }

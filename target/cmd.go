@@ -1,6 +1,10 @@
 package target
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
+)
 
 // Cmd is one SCSI command as lmtgt's SCSI layer sees it, from dispatch to
 // completion. Execute fills it from the transport's iscsi.Command, a
@@ -22,6 +26,11 @@ type Cmd struct {
 	// readOnly: the mapping the command came through is write-protected
 	// (dispatch.go answers medium changes with DATA PROTECT).
 	readOnly bool
+	// fileOK: the transport can send this command's Data-In from a file
+	// (iscsi.Command.FileOK); file, when its Owner is set, is that
+	// Data-In (read answers so; nexus.finish hands it over).
+	fileOK bool
+	file   volume.FileRef
 
 	// Set by the handler (through the methods below).
 	Sense []byte // fixed-format sense data with CHECK CONDITION

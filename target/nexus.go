@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lmtgt/lmtgt/metavol/volume"
 	"github.com/lmtgt/lmtgt/target/iscsi"
 )
 
@@ -172,7 +173,7 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 	// READ/WRITE still allocate nothing (alloc_test.go).
 	c := n.srv.cmds.Get().(*Cmd)
 	*c = Cmd{CDB: ic.CDB, LUN: ic.LUN, Out: ic.DataOut, In: ic.DataIn[:cap(ic.DataIn)], nexus: n, tv: tv,
-		readOnly: tv.readOnly[ic.LUN]}
+		readOnly: tv.readOnly[ic.LUN], fileOK: ic.FileOK}
 	if len(c.CDB) < len(c.cdb) {
 		copy(c.cdb[:], c.CDB)
 		c.CDB = c.cdb[:]
@@ -211,6 +212,16 @@ func (n *nexus) Execute(ic *iscsi.Command) {
 func (n *nexus) finish(ic *iscsi.Command, c *Cmd, status samStatus) {
 	ic.Status = byte(status)
 	ic.TransferLength, ic.HasTransferLength = c.TransferLength, c.HasTransferLength
+	if c.file.Owner != nil {
+		// Data-In in a file (sbc.go read): the transport sends and
+		// releases it; on any other status it is released here.
+		if status == statusGood {
+			ic.DataInFile = iscsi.FileData{Fd: c.file.Fd, Off: c.file.Off, Len: c.file.Len, Owner: c.file.Owner}
+		} else {
+			c.file.Release()
+		}
+		c.file = volume.FileRef{}
+	}
 	switch status {
 	case statusGood, 0x04: // GOOD, CONDITION MET
 		ic.DataInLen = min(c.InLen, cap(ic.DataIn))

@@ -106,6 +106,22 @@ func (st *luState) read(c *Cmd) samStatus {
 		return c.produced(0)
 	}
 	// No st.dev.io: a read modifies nothing (see lunDev.io).
+	if c.fileOK {
+		if rr, ok := st.vol.(volume.RefReader); ok {
+			// Zero-copy (docs/design.md "Zero-copy Data-In"): a
+			// reference to the bytes in the volume's file, sent by
+			// the transport with sendfile; ErrNoRef: read below.
+			ref, err := rr.ReadRef(int64(lba<<st.shift), int64(len(buf)))
+			if err == nil {
+				c.file = ref
+				st.dev.stats.read(len(buf))
+				return c.produced(len(buf))
+			}
+			if !errors.Is(err, volume.ErrNoRef) {
+				return ioError(c, err, false)
+			}
+		}
+	}
 	_, err := st.vol.ReadAt(buf, int64(lba<<st.shift))
 	if err != nil && err != io.EOF {
 		return ioError(c, err, false)

@@ -145,6 +145,7 @@ type Stats struct {
 	Targets  []TargetStats
 	Sessions []iscsi.SessionInfo // nil before Start
 	Logins   iscsi.LoginStats
+	ZeroCopy iscsi.ZeroCopyStats
 }
 
 // Stats snapshots the LUN counters and the transport's sessions and login
@@ -188,6 +189,7 @@ func (s *Server) Stats() Stats {
 	if ts != nil {
 		st.Sessions = ts.Sessions()
 		st.Logins = ts.LoginStats()
+		st.ZeroCopy = ts.ZeroCopyStats()
 	}
 	count := map[string]int{}
 	for _, iqn := range s.snap.Load().order {

@@ -23,6 +23,12 @@
 // ErrOffline is the sentinel the layers above use for a logical unit
 // that must not be served (the SCSI front end answers NOT READY).
 //
+// ReadRef (a RefReader) hands out a FileRef, the descriptor, offset and
+// length of bytes to send without a copy (sendfile); the File counts the
+// references it handed out and Close leaves the real close to the last
+// Release, so a descriptor being sent from is never closed (and its number
+// never reused) under the sender.
+//
 // Faulty wraps any Volume to inject write/read failures and latency in tests
 // of the packages above; it never fakes success. It can fail exactly the
 // k-th write or sync (error-at-every-step loops).

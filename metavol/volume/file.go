@@ -56,6 +56,12 @@ type File struct {
 	// serialises Resize against itself.
 	mu     sync.RWMutex
 	closed bool // guarded by mu
+	// refs counts the FileRefs handed out and not yet released, plus
+	// refClosed once Close ran: whoever brings it to exactly refClosed
+	// (Close with no reference out, or the last Release after Close)
+	// closes fd. New references are taken under mu.RLock and only while
+	// !closed, so none is taken after Close added refClosed.
+	refs atomic.Int64
 
 	// rmw: shared by aligned direct writes, exclusive for unaligned
 	// direct writes (read-modify-write of the enclosing aligned blocks),
@@ -755,8 +761,46 @@ func seekRetry(fd int, off int64, whence int) (int64, error) {
 	}
 }
 
-// Close releases the descriptor after in-flight calls finish. Closing again
-// is a no-op; every other call after Close returns ErrClosed.
+// refClosed is the flag Close adds to File.refs.
+const refClosed = 1 << 62
+
+// ReadRef hands out a reference to [off, off+n) of the file for a
+// zero-copy send (volume.RefReader): the range is checked as ReadAt
+// checks it, and the descriptor stays open until the reference is
+// released, whatever Close does meanwhile (Close returns at once; the
+// last Release closes the descriptor). Refused (ErrNoRef) with O_DIRECT:
+// a splice from a direct-I/O file bypasses the page cache the feature
+// relies on, and is not verified here.
+func (f *File) ReadRef(off, n int64) (FileRef, error) {
+	if f.direct {
+		return FileRef{}, ErrNoRef // a signal, not wrapped: no allocation per READ
+	}
+	if err := f.rlock(); err != nil {
+		return FileRef{}, err
+	}
+	defer f.mu.RUnlock()
+	if err := f.checkRange("read", off, n); err != nil {
+		return FileRef{}, err
+	}
+	f.refs.Add(1)
+	return FileRef{Fd: f.fd, Off: off, Len: n, Owner: f}, nil
+}
+
+// Release gives back one reference of ReadRef (volume.Releaser); the last
+// one after Close closes the descriptor.
+func (f *File) Release() {
+	if f.refs.Add(-1) == refClosed {
+		unix.Close(f.fd)
+	}
+}
+
+// Refs is the number of references out (tests).
+func (f *File) Refs() int64 { return f.refs.Load() &^ refClosed }
+
+// Close releases the descriptor after in-flight calls finish and every
+// reference handed out by ReadRef is released (without waiting for
+// those: the last Release closes it). Closing again is a no-op; every
+// other call after Close returns ErrClosed.
 func (f *File) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -764,6 +808,9 @@ func (f *File) Close() error {
 		return nil
 	}
 	f.closed = true
+	if f.refs.Add(refClosed) != refClosed {
+		return nil // the last Release closes fd
+	}
 	if err := unix.Close(f.fd); err != nil {
 		return fmt.Errorf("volume %s: close: %w", f.path, err)
 	}

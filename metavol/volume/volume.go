@@ -43,3 +43,42 @@ var (
 func IsZero(b []byte) bool {
 	return len(b) == 0 || b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1])
 }
+
+// FileRef is a reference to bytes of a data volume's file, handed out so
+// that they can be sent without a copy (sendfile(2) from Fd at Off). Fd
+// stays open until Release is called, even if the volume is closed
+// meanwhile: a descriptor number sent from after its close could name
+// another file by then. The holder calls Release exactly once, when it
+// no longer uses Fd.
+type FileRef struct {
+	Fd  int
+	Off int64
+	Len int64
+	// Owner is what Release gives the reference back to (the *File:
+	// an interface holding a pointer, so handing one out allocates
+	// nothing).
+	Owner Releaser
+}
+
+// Releaser gives back a FileRef.
+type Releaser interface{ Release() }
+
+// Release gives the reference back (a FileRef with no Owner: nothing).
+func (r FileRef) Release() {
+	if r.Owner != nil {
+		r.Owner.Release()
+	}
+}
+
+// RefReader is implemented by a volume that can hand out its bytes by
+// descriptor (a *File, and lm's LUN handle when its route is an unwrapped
+// file). ReadRef returns a reference to [off, off+n) with the same checks
+// as ReadAt, or an error wrapping ErrNoRef when it cannot (the caller
+// reads with ReadAt instead).
+type RefReader interface {
+	ReadRef(off, n int64) (FileRef, error)
+}
+
+// ErrNoRef: the volume cannot hand out a descriptor reference for this
+// read (not a file, opened with O_DIRECT, wrapped); read with ReadAt.
+var ErrNoRef = errors.New("no file reference for this volume")

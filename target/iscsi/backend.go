@@ -101,11 +101,22 @@ type Command struct {
 	// Arrived is when the transport read the command's PDU: the backend
 	// times the command from there (its wait for data, a slot, a CPU).
 	Arrived time.Time
+	// FileOK says the transport can send this command's Data-In straight
+	// from a file (zerocopy.go): the backend may then answer with
+	// DataInFile instead of filling DataIn.
+	FileOK bool
 
 	// Set by the backend.
 	Status    byte   // SAM status: 0x00 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT ...
 	Sense     []byte // fixed-format sense data when Status is CHECK CONDITION
 	DataInLen int    // bytes of DataIn produced (may be less than its capacity)
+	// DataInFile, when its Owner is set (only allowed with FileOK and
+	// GOOD status), is where the Data-In is instead of DataIn: DataInLen
+	// bytes (at most DataInFile.Len) of file DataInFile.Fd from
+	// DataInFile.Off. The transport calls DataInFile.Owner.Release()
+	// exactly once, after the bytes are sent or will not be; the
+	// descriptor must stay open until then.
+	DataInFile FileData
 
 	// Optional, set by the backend so residuals can be reported
 	// (RFC 7143 §11.4.5): TransferLength is the number of bytes the CDB

@@ -231,9 +231,17 @@ func (c *conn) complete(t *task, exec bool) {
 		} else {
 			cmd.DataIn = t.cdb[:0:0] // empty, not nil, no allocation
 		}
+		cmd.FileOK = c.fileOK(t)
 		c.execute(cmd)
 	}
 	n := min(max(cmd.DataInLen, 0), int(t.readLen))
+	file := c.fileDataIn(t, n) // zerocopy.go
+	if file != nil {
+		// Sent from the file: no buffer held during the send.
+		c.srv.pool.put(rbuf)
+		c.srv.budget.release(c, rres)
+		rbuf, rres = nil, 0
+	}
 	c.mu.Lock()
 	aborted := t.aborted
 	c.slotDoneLocked(t.imm)
@@ -244,9 +252,18 @@ func (c *conn) complete(t *task, exec bool) {
 		if n > 0 {
 			in = cmd.DataIn[:n]
 		}
-		if err := c.respond(t, in); err != nil {
+		var err error
+		if file != nil {
+			err = c.respondData(t, n, nil, file)
+		} else {
+			err = c.respond(t, in)
+		}
+		if err != nil {
 			c.log.Debug().Err(err).Uint32("itt", t.itt).Msg("response not sent")
 		}
+	}
+	if file != nil {
+		file.Owner.Release()
 	}
 	if rbuf != nil {
 		c.srv.pool.put(rbuf)

@@ -293,11 +293,16 @@ const (
 	statTake                 // this PDU carries a status: StatSN++
 )
 
-// outPDU is one PDU to send: a BHS and an optional data segment.
+// outPDU is one PDU to send: a BHS and an optional data segment, from
+// memory (data) or, when flen > 0, flen bytes of file fd at foff sent
+// with sendfile (zerocopy.go; never with a data digest).
 type outPDU struct {
 	hdr  [pdu.BHSLen]byte
 	data []byte
 	stat statMode
+	fd   int32
+	flen uint32
+	foff int64
 }
 
 const slotLen = pdu.BHSLen + 2*pdu.DigestLen // header, header digest, data digest
@@ -414,7 +419,9 @@ func (c *conn) writeQueued() {
 	}
 }
 
-// writeBatch writes the PDUs of reqs in one writev. wmu held.
+// writeBatch writes the PDUs of reqs in one writev; a PDU whose data is
+// in a file (outPDU.flen) ends the writev before it with its header, sent
+// with MSG_MORE, then its data goes with sendfile (zerocopy.go). wmu held.
 func (c *conn) writeBatch(reqs []*sendReq) error {
 	if c.w.err != nil {
 		return c.w.err
@@ -431,15 +438,6 @@ func (c *conn) writeBatch(reqs []*sendReq) error {
 	c.mu.Lock()
 	exp, maxSN := c.windowLocked()
 	c.mu.Unlock()
-	i := 0
-	for _, r := range reqs {
-		for j := range r.pdus {
-			slot := slots[i*slotLen : (i+1)*slotLen]
-			i++
-			iov = c.appendPDU(iov, slot, &r.pdus[j], exp, maxSN)
-		}
-	}
-	c.w.iov = iov[:0]
 	// An initiator that stops reading its socket would block this send,
 	// and with it the pinger (it waits for its turn), forever, while the
 	// command keeps its Data-In buffer reserved: a few such sessions hold
@@ -454,9 +452,25 @@ func (c *conn) writeBatch(reqs []*sendReq) error {
 		c.nc.SetWriteDeadline(c.w.deadline)
 	}
 	c.writes.Add(1)
-	_, err := c.sock.Writev(iov)
+	var err error
+	i := 0
+	for _, r := range reqs {
+		for j := range r.pdus {
+			slot := slots[i*slotLen : (i+1)*slotLen]
+			i++
+			p := &r.pdus[j]
+			iov = c.appendPDU(iov, slot, p, exp, maxSN)
+			if p.flen > 0 && err == nil {
+				iov, err = c.sendFilePDU(iov, p)
+			}
+		}
+	}
+	if err == nil && len(iov) > 0 {
+		_, err = c.sock.Writev(iov)
+	}
 	// drop references to caller data
 	clear(iov)
+	c.w.iov = iov[:0]
 	if err != nil {
 		c.w.err = fmt.Errorf("write: %w", err)
 		c.closeNow()
@@ -471,6 +485,9 @@ func (c *conn) appendPDU(iov net.Buffers, slot []byte, p *outPDU, exp, maxSN uin
 	h := slot[:pdu.BHSLen]
 	copy(h, p.hdr[:])
 	dl := uint32(len(p.data))
+	if p.flen > 0 {
+		dl = p.flen
+	}
 	h[5], h[6], h[7] = byte(dl>>16), byte(dl>>8), byte(dl)
 	op := h[0] & 0x3f
 	if op != pdu.OpLoginResp {
@@ -489,6 +506,9 @@ func (c *conn) appendPDU(iov net.Buffers, slot []byte, p *outPDU, exp, maxSN uin
 		d := slot[pdu.BHSLen : pdu.BHSLen+pdu.DigestLen]
 		binary.LittleEndian.PutUint32(d, pdu.CRC32C(h))
 		iov = append(iov, d)
+	}
+	if p.flen > 0 {
+		return iov // the data, its pad: sendFilePDU
 	}
 	if dl > 0 {
 		iov = append(iov, p.data)

@@ -28,8 +28,9 @@
 // and its states), command.go (SCSI Command PDUs: admission, immediate
 // and unsolicited data, running a task on the Backend), dataout.go (R2T
 // and Data-Out), respond.go (residuals, Data-In and SCSI Response),
-// tmf.go (task management), worker.go (the connection's command workers);
-// conn.go holds the batched writer (send).
+// tmf.go (task management), worker.go (the connection's command workers),
+// zerocopy.go (Data-In sent from a file with sendfile: Command.FileOK and
+// DataInFile); conn.go holds the batched writer (send).
 //
 // Bounds: the CmdSN window is enforced for every non-immediate PDU and
 // immediate SCSI commands are capped per session (ffp.go); write buffers

@@ -41,16 +41,22 @@ func residual(t *task, dataIn int) (flags byte, count uint32) {
 // respond sends Data-In (split at the initiator's MaxRecvDataSegmentLength
 // and MaxBurstLength) and the status, in the last Data-In when possible.
 func (c *conn) respond(t *task, in []byte) error {
+	return c.respondData(t, len(in), in, nil)
+}
+
+// respondData is respond for size bytes of Data-In, taken from in, or
+// from file f when f is not nil (zerocopy.go).
+func (c *conn) respondData(t *task, size int, in []byte, f *FileData) error {
 	cmd := &t.cmd
-	rflags, rcount := residual(t, len(in))
-	statusInData := len(in) > 0 && cmd.Status == 0 && len(cmd.Sense) == 0
+	rflags, rcount := residual(t, size)
+	statusInData := size > 0 && cmd.Status == 0 && len(cmd.Sense) == 0
 	seg := max(c.p.MaxXmitDSL, 512)
 	burst := max(c.p.MaxBurst, seg)
 	npdu := 0
-	if len(in) > 0 {
-		npdu = (len(in) + int(seg) - 1) / int(seg)
+	if size > 0 {
+		npdu = (size + int(seg) - 1) / int(seg)
 		// bursts end early only if the burst is not a multiple of seg
-		npdu += len(in) / int(burst)
+		npdu += size / int(burst)
 	}
 	var stack [8]outPDU
 	pdus := stack[:0]
@@ -58,11 +64,15 @@ func (c *conn) respond(t *task, in []byte) error {
 		pdus = make([]outPDU, 0, npdu+1)
 	}
 	var off, inBurst, dataSN uint32
-	total := uint32(len(in))
+	total := uint32(size)
 	for off < total {
 		n := min(seg, total-off, burst-inBurst)
 		last := off+n == total
-		pdus = append(pdus, outPDU{data: in[off : off+n]})
+		if f != nil {
+			pdus = append(pdus, outPDU{fd: int32(f.Fd), foff: f.Off + int64(off), flen: n})
+		} else {
+			pdus = append(pdus, outPDU{data: in[off : off+n]})
+		}
 		b := &pdus[len(pdus)-1].hdr
 		b[0] = pdu.OpDataIn
 		if last || inBurst+n == burst {

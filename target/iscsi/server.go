@@ -181,6 +181,10 @@ type Server struct {
 	logins loginCounters
 	// noInline makes every command run on its own goroutine (tests).
 	noInline bool
+	// noZeroCopy sends every Data-In from a buffer (tests; zerocopy.go).
+	noZeroCopy bool
+	// zc counts zero-copy Data-In (zerocopy.go).
+	zc zeroCopyCounters
 	// wg counts accept loops and connection goroutines.
 	wg sync.WaitGroup
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lmtgt/lmtgt/metavol/volume"
 )
 
 const (
@@ -22,9 +24,13 @@ const (
 // fileBackend is a loopback Backend storing one LUN (LUN 0) in a real
 // sparse temp file. It implements just enough SCSI for libiscsi and QEMU.
 type fileBackend struct {
-	f       *os.File
-	size    int64
-	targets []string
+	f *os.File
+	// vol is the same file as a data volume: READs offered FileOK are
+	// answered with a reference into it (zero-copy), unless noFileRefs.
+	vol        atomic.Pointer[volume.File]
+	noFileRefs atomic.Bool
+	size       int64
+	targets    []string
 
 	mu        sync.Mutex
 	allow     map[string]bool // nil: everyone
@@ -48,7 +54,14 @@ func newFileBackend(t testing.TB, size int64) *fileBackend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &fileBackend{f: f, size: size, targets: []string{testIQN}}
+	vol, err := volume.Open(path, volume.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vol.Close() })
+	b := &fileBackend{f: f, size: size, targets: []string{testIQN}}
+	b.vol.Store(vol)
+	return b
 }
 
 func (b *fileBackend) Targets(initiator string) []TargetInfo {
@@ -214,6 +227,16 @@ func (n *fileNexus) Execute(c *Command) {
 		off := int64(lba) * testBlock
 		if cdb[0] == 0x28 || cdb[0] == 0x88 {
 			n := min(bytes, len(c.DataIn))
+			if vol := b.vol.Load(); c.FileOK && vol != nil && !b.noFileRefs.Load() {
+				ref, err := vol.ReadRef(off, int64(n))
+				if err != nil {
+					checkCond(c, 0x03, 0x11, 0x00)
+					return
+				}
+				c.DataInFile = FileData{Fd: ref.Fd, Off: ref.Off, Len: ref.Len, Owner: ref.Owner}
+				c.DataInLen = n
+				return
+			}
 			if _, err := b.f.ReadAt(c.DataIn[:n], off); err != nil {
 				checkCond(c, 0x03, 0x11, 0x00)
 				return

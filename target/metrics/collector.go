@@ -27,6 +27,7 @@ type Snapshot struct {
 	Targets  []target.TargetStats
 	Sessions []iscsi.SessionInfo
 	Logins   iscsi.LoginStats
+	ZeroCopy iscsi.ZeroCopyStats
 	LUNs     []LUN
 	// Pairs: the live pairs only (lm.Manager.LivePairs): a pair that
 	// ended has no series.
@@ -39,6 +40,7 @@ type Snapshot struct {
 type descs struct {
 	buildInfo                            *prometheus.Desc
 	logins, loginFailures                *prometheus.Desc
+	zeroCopyReads, zeroCopyBytes         *prometheus.Desc
 	targetSessions                       *prometheus.Desc
 	sessions, connections, discovery     *prometheus.Desc
 	lunSize, lunOps, lunBytes, lunErrors *prometheus.Desc
@@ -57,6 +59,8 @@ func newDescs() descs {
 		buildInfo:      d("lmtgt_build_info", "lmtgt build information; the value is always 1.", "version"),
 		logins:         d("lmtgt_iscsi_logins_total", "iSCSI logins that reached full feature phase, by session type (normal, discovery).", "type"),
 		loginFailures:  d("lmtgt_iscsi_login_failures_total", "iSCSI logins the target refused (authentication, authorization, unknown target)."),
+		zeroCopyReads:  d("lmtgt_iscsi_zero_copy_reads_total", "READs whose Data-In the target sent straight from the data volume's file (sendfile), without copying it."),
+		zeroCopyBytes:  d("lmtgt_iscsi_zero_copy_bytes_total", "Data-In bytes the target sent straight from data volume files (the READs of lmtgt_iscsi_zero_copy_reads_total)."),
 		targetSessions: d("lmtgt_iscsi_target_sessions", "iSCSI normal sessions logged in to a target (every configured target, zero too).", "iqn"),
 		sessions:       d("lmtgt_iscsi_sessions", "iSCSI normal sessions logged in, by target and initiator.", "iqn", "initiator"),
 		connections:    d("lmtgt_iscsi_connections", "TCP connections of the iSCSI normal sessions, by target and initiator.", "iqn", "initiator"),
@@ -79,7 +83,7 @@ func newDescs() descs {
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, x := range []*prometheus.Desc{
-		d.buildInfo, d.logins, d.loginFailures, d.targetSessions, d.sessions, d.connections, d.discovery,
+		d.buildInfo, d.logins, d.loginFailures, d.zeroCopyReads, d.zeroCopyBytes, d.targetSessions, d.sessions, d.connections, d.discovery,
 		d.lunSize, d.lunOps, d.lunBytes, d.lunErrors, d.lunLatency,
 		d.pairState, d.copied, d.recopied, d.progress, d.pairSize, d.dcl,
 		d.splitPause, d.splitDeferrals,
@@ -132,6 +136,8 @@ func (d *descs) collect(s Snapshot, ch chan<- prometheus.Metric) {
 	counter(d.logins, float64(s.Logins.Normal), "normal")
 	counter(d.logins, float64(s.Logins.Discovery), "discovery")
 	counter(d.loginFailures, float64(s.Logins.Failures))
+	counter(d.zeroCopyReads, float64(s.ZeroCopy.Reads))
+	counter(d.zeroCopyBytes, float64(s.ZeroCopy.Bytes))
 	for _, t := range s.Targets {
 		gauge(d.targetSessions, float64(t.Sessions), t.IQN)
 	}

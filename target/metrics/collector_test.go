@@ -80,7 +80,8 @@ func goldenSnapshot() Snapshot {
 			{Target: "iqn.2026-11.org.lmtgt:a", Initiator: "iqn.1994-05.com.redhat:h1", ISID: "000000000002"},
 			{Initiator: "iqn.1994-05.com.redhat:h2", Discovery: true},
 		},
-		Logins: iscsi.LoginStats{Normal: 7, Discovery: 3, Failures: 1},
+		Logins:   iscsi.LoginStats{Normal: 7, Discovery: 3, Failures: 1},
+		ZeroCopy: iscsi.ZeroCopyStats{Reads: 5, Bytes: 5 << 20, Copied: 2},
 		LUNs: []LUN{
 			{Name: "db", ID: "0001", SizeBytes: 1 << 30, IO: dbIO},
 			{Name: `odd"name\x`, ID: "0002", SizeBytes: 4096},

@@ -1,6 +1,8 @@
 package pdu
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -39,6 +41,15 @@ type Sock struct {
 	iov             []syscall.Iovec // Writev's, reused
 	wn              int64
 	werr            syscall.Errno
+	// more: writeAll uses sendmsg(MSG_MORE) instead of writev (WritevMore).
+	more bool
+	msg  syscall.Msghdr
+
+	// SendFile's function and its arguments.
+	fileFn     func(fd uintptr) bool
+	ffd        int
+	foff, flen int64
+	feof       bool
 }
 
 // iovMax is the most iovecs one writev takes (Linux UIO_MAXIOV).
@@ -52,7 +63,7 @@ func NewSock(nc net.Conn) *Sock {
 			s.rc = rc
 		}
 	}
-	s.readFn, s.writeFn = s.readOnce, s.writeAll
+	s.readFn, s.writeFn, s.fileFn = s.readOnce, s.writeAll, s.sendFileAll
 	return s
 }
 
@@ -125,7 +136,15 @@ func (s *Sock) writeAll(fd uintptr) bool {
 	iov := s.iov
 	defer func() { s.iov = iov }()
 	for len(iov) > 0 {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(min(len(iov), iovMax)))
+		var n uintptr
+		var e syscall.Errno
+		if s.more {
+			s.msg.Iov, s.msg.Iovlen = &iov[0], uint64(min(len(iov), iovMax))
+			n, _, e = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.msg)), syscall.MSG_MORE)
+			s.msg.Iov = nil
+		} else {
+			n, _, e = syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(min(len(iov), iovMax)))
+		}
 		switch e {
 		case 0:
 		case syscall.EINTR:
@@ -146,6 +165,72 @@ func (s *Sock) writeAll(fd uintptr) bool {
 			n -= uintptr(iov[0].Len)
 			iov = iov[1:]
 		}
+	}
+	return true
+}
+
+// WritevMore is Writev with MSG_MORE (sendmsg(2)): the kernel keeps the
+// bytes back to go out with what is written next (the file data SendFile
+// sends behind a Data-In header), instead of pushing a segment of its
+// own. A connection that is not a syscall.Conn writes them as Writev.
+func (s *Sock) WritevMore(bufs [][]byte) (int64, error) {
+	s.more = true
+	n, err := s.Writev(bufs)
+	s.more = false
+	return n, err
+}
+
+// CanSendFile reports whether SendFile sends from the file without a
+// copy through user space (the connection is a real socket).
+func (s *Sock) CanSendFile() bool { return s.rc != nil }
+
+// SendFile sends n bytes of the file fd from offset off (sendfile(2): page
+// cache pages go to the socket by reference), as many calls as it takes,
+// waiting through the netpoller when the socket is full, so the write
+// deadline and Close work as for Writev. The file's offset is not used.
+// A file that ends before off+n is an error (io.ErrUnexpectedEOF), never
+// a short send reported as success. Unlike Writev it uses syscall.Syscall,
+// not RawSyscall: sendfile reads the file, and a page not in the cache
+// blocks it on the disk, which must release the P. A connection that is
+// not a syscall.Conn cannot (CanSendFile).
+func (s *Sock) SendFile(fd int, off, n int64) (int64, error) {
+	if s.rc == nil {
+		return 0, errors.New("sendfile: not a socket")
+	}
+	s.ffd, s.foff, s.flen, s.feof, s.wn, s.werr = fd, off, n, false, 0, 0
+	err := s.rc.Write(s.fileFn)
+	switch {
+	case err != nil:
+	case s.werr != 0:
+		err = &net.OpError{Op: "sendfile", Net: "tcp", Source: s.nc.LocalAddr(), Addr: s.nc.RemoteAddr(), Err: s.werr}
+	case s.feof:
+		err = fmt.Errorf("sendfile at %d: the file ends before %d: %w", s.foff, off+n, io.ErrUnexpectedEOF)
+	}
+	return s.wn, err
+}
+
+// sendFileAll is rc.Write's function for SendFile: false (wait and call
+// again) on EAGAIN.
+func (s *Sock) sendFileAll(fd uintptr) bool {
+	for s.flen > 0 {
+		// The kernel advances foff by what it sent.
+		n, _, e := syscall.Syscall6(syscall.SYS_SENDFILE, fd, uintptr(s.ffd), uintptr(unsafe.Pointer(&s.foff)), uintptr(min(s.flen, 1<<30)), 0, 0)
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werr = e
+			return true
+		}
+		if n == 0 {
+			s.feof = true
+			return true
+		}
+		s.wn += int64(n)
+		s.flen -= int64(n)
 	}
 	return true
 }
