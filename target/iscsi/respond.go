@@ -106,5 +106,9 @@ func (c *conn) respond(t *task, in []byte) error {
 		}
 		pdus[len(pdus)-1].data = sense
 	}
+	if c.holding {
+		c.hold(pdus) // rtc.go: sent with the batch
+		return nil
+	}
 	return c.sendMayYield(max(t.readLen, t.writeLen) <= yieldMax, pdus...)
 }
