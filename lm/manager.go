@@ -597,6 +597,32 @@ func (e *lunEntry) check(op string, off, n int64) error {
 	return nil
 }
 
+// Quick reports whether a host write of the LUN completes in memory right
+// now (target.QuickVolume): the LUN is open, not fenced, not the source of
+// a pair (a dual write goes to a second volume, maybe remote), not the
+// target of one, and its volume is a local file or device written through
+// the page cache (not O_DIRECT, not iSCSI, not RBD). A hint: false sends
+// the write to a worker, true lets it run on the connection's reader.
+// Never blocks: the route is read under the gate's mutex, and a gate
+// closed for a route change answers false.
+func (e *lunEntry) Quick() bool {
+	if e.closed.Load() || e.fence.Load() != nil {
+		return false
+	}
+	g := &e.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || e.pair != nil || e.targetOf != nil {
+		return false
+	}
+	o := e.vol.cur.Load()
+	if o == nil {
+		return false
+	}
+	f, ok := o.v.(*volume.File)
+	return ok && !f.Direct()
+}
+
 func (e *lunEntry) ReadAt(p []byte, off int64) (int, error) {
 	if err := e.check("read", off, int64(len(p))); err != nil {
 		return 0, err

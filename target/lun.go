@@ -49,6 +49,16 @@ type luState struct {
 	gt     gotgtLU             // MODE SENSE/SELECT, SEND DIAGNOSTIC (gotgt.go)
 	id     presented           // identityOf(cfg)
 	lat    HostLatencyObserver // vol's, or nil (latency.go)
+	quick  QuickVolume         // vol's, or nil
+}
+
+// QuickVolume is an optional Volume extension: Quick reports whether a
+// buffered write completes in memory (a local file's page cache) rather
+// than waiting for a device or the network. The transport runs such
+// writes on the connection's reader even at queue depth (iscsi.QuickNexus).
+// It must be cheap and never block.
+type QuickVolume interface {
+	Quick() bool
 }
 
 func newLunDev(s *Server, l LUN) (*lunDev, error) {
@@ -107,8 +117,9 @@ func (d *lunDev) rebuild(l LUN, _ bool) error {
 		return err
 	}
 	lat, _ := l.Volume.(HostLatencyObserver)
+	quick, _ := l.Volume.(QuickVolume)
 	d.st.Store(&luState{dev: d, cfg: l, vol: l.Volume, shift: shift, bs: bs, blocks: uint64(size) >> shift,
-		gt: gt, id: identityOf(l), lat: lat})
+		gt: gt, id: identityOf(l), lat: lat, quick: quick})
 	return nil
 }
 

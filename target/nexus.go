@@ -117,6 +117,25 @@ func (n *nexus) clearUA(code asc) {
 // Execute runs one SCSI command: it resolves the LUN in the Server's
 // snapshot, reports a pending unit attention or a reservation conflict,
 // and otherwise hands a Cmd to the LUN's dispatch table (dispatch.go).
+var _ iscsi.QuickNexus = (*nexus)(nil)
+
+// Quick reports whether a WRITE of lun, as this nexus sees it, completes
+// in memory (iscsi.QuickNexus): its volume says so (QuickVolume). A LUN
+// this initiator cannot see is not quick (its command fails on a worker).
+func (n *nexus) Quick(lun uint64) bool {
+	sn := n.srv.snap.Load()
+	tv := sn.targets[n.info.Target]
+	if tv == nil || !tv.cfg.AllowAll && !tv.allow[n.info.Initiator] {
+		return false
+	}
+	dev := tv.lun(lun, n.info.Initiator)
+	if dev == nil {
+		return false
+	}
+	st := dev.cur()
+	return st.quick != nil && st.quick.Quick()
+}
+
 func (n *nexus) Execute(ic *iscsi.Command) {
 	ic.Status, ic.Sense, ic.DataInLen = statusGood, nil, 0
 	defer func() {

@@ -166,27 +166,31 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 
 // run starts executing a task whose data is complete. A READ or WRITE
 // that is the only command in flight runs on the reader goroutine itself:
-// no hand-off, which is what queue depth 1 latency is made of. Anything
-// else, or any command while others are in flight, goes to one of the
+// no hand-off, which is what queue depth 1 latency is made of. A small
+// WRITE served from memory runs there even with others in flight, its
+// response held for a batch (rtc.go). Anything else goes to one of the
 // connection's workers (worker.go) so commands of one session run
 // concurrently.
 func (c *conn) run(t *task) {
 	c.mu.Lock()
 	t.state = taskRunning
-	inline := c.mu.inflight == 1 && c.br.Buffered() == 0 && !c.srv.noInline && isReadWrite(t.cdb[0])
-	if inline {
-		c.mu.inlineBusy = true
-	}
+	rw := !c.srv.noInline && isReadWrite(t.cdb[0])
+	alone := rw && c.mu.inflight == 1 && c.br.Buffered() == 0
 	c.mu.Unlock()
-	c.cmdWG.Add(1)
-	if inline {
-		c.complete(t, true)
-		c.mu.Lock()
-		c.mu.inlineBusy = false
-		c.mu.Unlock()
+	held := rw && !alone && c.quickWrite(t)
+	if !alone && !held {
+		c.cmdWG.Add(1)
+		c.toWorker(t, true)
 		return
 	}
-	c.toWorker(t, true)
+	c.mu.Lock()
+	c.mu.inlineBusy = true
+	c.mu.Unlock()
+	c.cmdWG.Add(1)
+	c.runInline(t, held)
+	c.mu.Lock()
+	c.mu.inlineBusy = false
+	c.mu.Unlock()
 }
 
 // isReadWrite reports READ/WRITE (6/10/12/16): the commands worth running

@@ -12,9 +12,15 @@ import (
 func (c *conn) fullFeature() error {
 	c.pending = make(map[uint32]*queuedPDU)
 	var h header
+	defer c.flushHeld() // responses held when the loop ends (rtc.go)
 	for {
 		if c.draining.Load() {
 			return errDraining
+		}
+		if c.flushDue(nil) {
+			if err := c.flushHeld(); err != nil {
+				return err
+			}
 		}
 		if err := pdu.ReadHeader(c.br, &h, c.lim); err != nil {
 			if errors.Is(err, pdu.ErrPDU) && h.DataLen() > c.lim.MaxData {
@@ -23,6 +29,11 @@ func (c *conn) fullFeature() error {
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
+		if c.flushDue(&h) {
+			if err := c.flushHeld(); err != nil {
+				return err
+			}
+		}
 		var err error
 		switch op := h.Opcode(); op {
 		case pdu.OpSCSICmd, pdu.OpNopOut, pdu.OpTMFReq, pdu.OpTextReq, pdu.OpLogoutReq:

@@ -116,5 +116,9 @@ func (c *conn) respondData(t *task, size int, in []byte, f *FileData) error {
 		}
 		pdus[len(pdus)-1].data = sense
 	}
+	if c.holding {
+		c.hold(pdus) // rtc.go: sent with the batch
+		return nil
+	}
 	return c.sendMayYield(max(t.readLen, t.writeLen) <= yieldMax, pdus...)
 }

@@ -185,6 +185,9 @@ type Server struct {
 	noZeroCopy bool
 	// zc counts zero-copy Data-In (zerocopy.go).
 	zc zeroCopyCounters
+	// rtcSlow: an inline command that took longer turns held writes off
+	// for a while (rtc.go; tests set 0).
+	rtcSlow time.Duration
 	// wg counts accept loops and connection goroutines.
 	wg sync.WaitGroup
 }
@@ -215,6 +218,7 @@ func NewServer(opts Options) (*Server, error) {
 			opts.MaxWriteBuffer, opts.MaxTransferLength)
 	}
 	s := &Server{opts: opts, log: opts.Log.With().Str("component", "iscsi").Logger()}
+	s.rtcSlow = rtcSlowDefault
 	s.pool = newBufPool(int(opts.MaxTransferLength))
 	s.budget = newWriteBudget(opts.MaxWriteBuffer, int64(opts.MaxTransferLength))
 	s.authLimit = newAuthLimiter(opts.now)

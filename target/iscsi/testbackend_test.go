@@ -41,6 +41,10 @@ type fileBackend struct {
 	// hook, when set, runs at the start of every Execute (tests that need
 	// a command to stay busy).
 	hook func(c *Command)
+	// quick: what the nexus answers to Quick (rtc.go); quickAsked counts
+	// the questions.
+	quick      atomic.Bool
+	quickAsked atomic.Int32
 }
 
 func newFileBackend(t testing.TB, size int64) *fileBackend {
@@ -112,6 +116,11 @@ func (b *fileBackend) tmfLog() []TMFunction {
 type fileNexus struct {
 	b      *fileBackend
 	closed atomic.Bool
+}
+
+func (n *fileNexus) Quick(lun uint64) bool {
+	n.b.quickAsked.Add(1)
+	return n.b.quick.Load()
 }
 
 func (n *fileNexus) Close() {
