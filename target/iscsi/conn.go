@@ -130,13 +130,11 @@ type conn struct {
 		// task and not yet handed one (worker.go).
 		workers, idle int
 	}
-	// Run-to-completion at depth (rtc.go), reader goroutine only:
-	// holding while the reader runs a command whose response it holds,
-	// held the responses not sent yet, rtcOff the commands left before
-	// a quick write runs on the reader again.
-	holding bool
-	held    []outPDU
-	rtcOff  int
+	// Run-to-completion at depth (rtc.go), reader goroutine only: held
+	// the responses not sent yet (of tasks with task.hold), rtcOff the
+	// commands left before a quick write runs on the reader again.
+	held   []outPDU
+	rtcOff int
 	// work hands tasks to the connection's workers (worker.go).
 	work chan *task
 	// workerWG counts the worker goroutines.

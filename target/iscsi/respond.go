@@ -116,7 +116,7 @@ func (c *conn) respondData(t *task, size int, in []byte, f *FileData) error {
 		}
 		pdus[len(pdus)-1].data = sense
 	}
-	if c.holding {
+	if t.hold {
 		c.hold(pdus) // rtc.go: sent with the batch
 		return nil
 	}

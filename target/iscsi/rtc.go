@@ -78,9 +78,8 @@ func fuaBit(cdb []byte) bool {
 // batch. Reader only.
 func (c *conn) runInline(t *task, held bool) {
 	start := time.Now()
-	c.holding = held
+	t.hold = held // complete owns t from now on: set before
 	c.complete(t, true)
-	c.holding = false
 	if time.Since(start) > c.srv.rtcSlow {
 		c.rtcOff = rtcBackoff
 	}

@@ -60,6 +60,7 @@ type task struct {
 	state   taskState
 	aborted bool
 	exec    bool   // run by a worker: execute it (false: only respond)
+	hold    bool   // run on the reader, response held for a batch (rtc.go)
 	gen     uint64 // use count of this task struct
 }
 
