@@ -116,8 +116,11 @@ func (c *conn) respondData(t *task, size int, in []byte, f *FileData) error {
 		}
 		pdus[len(pdus)-1].data = sense
 	}
-	if t.hold {
-		c.hold(pdus) // rtc.go: sent with the batch
+	if t.hold && f == nil && len(in) == 0 {
+		// rtc.go: sent with the batch. Only a response that refers to no
+		// buffer or file its caller frees after this returns (today only
+		// WRITEs are held: quickWrite).
+		c.hold(pdus)
 		return nil
 	}
 	return c.sendMayYield(max(t.readLen, t.writeLen) <= yieldMax, pdus...)

@@ -181,8 +181,13 @@ type Server struct {
 	logins loginCounters
 	// noInline makes every command run on its own goroutine (tests).
 	noInline bool
-	// noZeroCopy sends every Data-In from a buffer (tests; zerocopy.go).
-	noZeroCopy bool
+	// zeroCopy lets large READs go out with sendfile (zerocopy.go). Off:
+	// not enabled in the daemon until a referenced page's lifetime ends
+	// with the initiator's acknowledgement, not with the send (the
+	// socket keeps referring to the pages, and a split can hand the file
+	// to another LUN meanwhile: docs/design.md "Zero-copy Data-In").
+	// Tests turn it on.
+	zeroCopy bool
 	// zc counts zero-copy Data-In (zerocopy.go).
 	zc zeroCopyCounters
 	// rtcSlow: an inline command that took longer turns held writes off

@@ -87,7 +87,7 @@ func (s *Server) ZeroCopyStats() ZeroCopyStats {
 // fileOK reports whether t's Data-In may be sent from a file.
 func (c *conn) fileOK(t *task) bool {
 	return t.readLen >= zeroCopyMin && t.writeLen == 0 && !c.lim.DataDigest &&
-		c.p.MaxXmitDSL >= zeroCopyMinSeg && !c.srv.noZeroCopy && c.sock.CanSendFile()
+		c.p.MaxXmitDSL >= zeroCopyMinSeg && c.srv.zeroCopy && c.sock.CanSendFile()
 }
 
 // fileDataIn returns the file t's backend answered with for its n bytes

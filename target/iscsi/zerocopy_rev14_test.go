@@ -20,6 +20,7 @@ func TestZeroCopyTruncatedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startServer(t, b, nil)
+	s.zeroCopy = true
 	i := dialIni(t, addrOf(s))
 	i.nc.SetDeadline(time.Now().Add(time.Minute))
 	i.mustLogin(loginOpts{})

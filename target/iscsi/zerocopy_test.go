@@ -41,6 +41,7 @@ func TestZeroCopyDataIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startServer(t, b, nil)
+	s.zeroCopy = true
 	cases := []struct {
 		mrdsl, burst int
 		hd, dd       bool
@@ -106,6 +107,7 @@ func TestZeroCopyFallback(t *testing.T) {
 	}
 	b.noFileRefs.Store(true)
 	s := startServer(t, b, nil)
+	s.zeroCopy = true
 	i := dialIni(t, addrOf(s))
 	i.mustLogin(loginOpts{})
 	r := i.readBlocks(0, len(data)/testBlock)
@@ -142,6 +144,7 @@ func TestZeroCopyLifetime(t *testing.T) {
 	vol := b.vol.Load()
 	path := vol.Path()
 	s := startServer(t, b, func(o *Options) { o.NopInterval = -1; o.NopTimeout = time.Minute })
+	s.zeroCopy = true
 	i := dialIni(t, addrOf(s))
 	i.nc.SetDeadline(time.Now().Add(2 * time.Minute))
 	i.mustLogin(loginOpts{})
