@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -211,27 +210,8 @@ func TestManyOutstanding(t *testing.T) {
 // time: two commands must both be inside Execute before either finishes.
 func TestConcurrentExecution(t *testing.T) {
 	b := newFileBackend(t, 1<<20)
-	var mu sync.Mutex
-	inside, met := 0, 0
-	both := make(chan struct{})
-	b.hook = func(c *Command) {
-		if c.CDB[0] != 0x28 {
-			return
-		}
-		mu.Lock()
-		inside++
-		if inside == 2 {
-			close(both)
-		}
-		mu.Unlock()
-		select {
-		case <-both:
-			mu.Lock()
-			met++ // this command saw the other one inside Execute
-			mu.Unlock()
-		case <-time.After(10 * time.Second): // the deadline of a serial run
-		}
-	}
+	var met func() int
+	b.hook, met = meeting(0x28)
 	s := startServer(t, b, nil)
 	s.noInline = true // the first READ may otherwise run on the reader
 	i := dialIni(t, addrOf(s))
@@ -241,10 +221,8 @@ func TestConcurrentExecution(t *testing.T) {
 	if err := i.run(c1, c2); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if met != 2 {
-		t.Fatalf("commands of one session did not run concurrently: %d of 2 saw the other inside Execute", met)
+	if n := met(); n != 2 {
+		t.Fatalf("commands of one session did not run concurrently: %d of 2 saw the other inside Execute", n)
 	}
 }
 

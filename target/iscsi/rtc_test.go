@@ -145,28 +145,9 @@ func TestSlowInlineCommandSendsWritesToWorkers(t *testing.T) {
 	i.mustLogin(loginOpts{})
 	i.writeBlocks(0, make([]byte, 4096)) // alone: runs on the reader, slow
 
-	var mu sync.Mutex
-	inside, met := 0, 0
-	both := make(chan struct{})
+	hook, met := meeting(0x2a)
 	b.mu.Lock() // the server is running
-	b.hook = func(c *Command) {
-		if c.CDB[0] != 0x2a {
-			return
-		}
-		mu.Lock()
-		inside++
-		if inside == 2 {
-			close(both)
-		}
-		mu.Unlock()
-		select {
-		case <-both:
-			mu.Lock()
-			met++
-			mu.Unlock()
-		case <-time.After(10 * time.Second): // the deadline of a serial run
-		}
-	}
+	b.hook = hook
 	b.mu.Unlock()
 	c1 := &icmd{cdb: write10(8, 8), edtl: 4096, out: make([]byte, 4096)}
 	c2 := &icmd{cdb: write10(16, 8), edtl: 4096, out: make([]byte, 4096)}
@@ -186,9 +167,7 @@ func TestSlowInlineCommandSendsWritesToWorkers(t *testing.T) {
 			t.Fatalf("status %#x", p.h.B[3])
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if met != 2 {
-		t.Fatalf("after a slow inline command, writes did not go to workers: %d of 2 saw the other inside Execute", met)
+	if n := met(); n != 2 {
+		t.Fatalf("after a slow inline command, writes did not go to workers: %d of 2 saw the other inside Execute", n)
 	}
 }

@@ -308,3 +308,36 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 }
 
 var _ net.Addr = (*net.TCPAddr)(nil)
+
+// meeting returns a hook that keeps each command with opcode op inside
+// Execute until a second one is inside too (at most 10 s, the deadline of
+// a serial run), and a count of the commands that met another there.
+func meeting(op byte) (hook func(*Command), met func() int) {
+	var mu sync.Mutex
+	inside, n := 0, 0
+	both := make(chan struct{})
+	hook = func(c *Command) {
+		if c.CDB[0] != op {
+			return
+		}
+		mu.Lock()
+		inside++
+		if inside == 2 {
+			close(both)
+		}
+		mu.Unlock()
+		select {
+		case <-both:
+			mu.Lock()
+			n++
+			mu.Unlock()
+		case <-time.After(10 * time.Second):
+		}
+	}
+	met = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+	return hook, met
+}
