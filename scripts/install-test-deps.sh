@@ -4,12 +4,13 @@
 # and what scripts/vm-test.sh needs to build and boot a guest (and
 # scripts/vm-powercut.sh to make its ext4 data disk: e2fsprogs), and for Ceph RBD
 # volumes librbd-dev, librados-dev (building) and ceph-mon, ceph-osd, ceph-common
-# (scripts/mini-ceph.sh, the test cluster), and promtool (package prometheus) to
+# (scripts/mini-ceph.sh, the test cluster), tgt-rbd (Linux tgt's rbd backing
+# store, a peer of scripts/bench rbd), and promtool (package prometheus) to
 # check the /metrics exposition (target/metrics, integration). Does nothing
 # when every command is already there, so it is cheap to run every time.
 set -euo pipefail
 
-PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux e2fsprogs librbd-dev librados-dev ceph-mon ceph-osd ceph-common prometheus"
+PKGS="libiscsi-bin qemu-utils qemu-block-extra tgt fio jq qemu-system-x86 mmdebstrap cpio zstd socat iproute2 util-linux e2fsprogs librbd-dev librados-dev ceph-mon ceph-osd ceph-common tgt-rbd prometheus"
 # command -> package (qemu-block-extra: the iscsi block driver module of qemu-img)
 CHECKS="iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin
 iscsi-readcapacity16:libiscsi-bin qemu-img:qemu-utils qemu-io:qemu-utils qemu-nbd:qemu-utils
@@ -29,6 +30,9 @@ fi
 # scripts/mini-ceph.sh runs the test cluster from ceph-mon, ceph-osd, ceph-common.
 [ -f /usr/include/rbd/librbd.h ] || missing="$missing librbd-dev"
 [ -f /usr/include/rados/librados.h ] || missing="$missing librados-dev"
+# tgt's rbd backing store (tgtd --bstype rbd): the tgt-rbd peer of scripts/bench rbd
+compgen -G "/usr/lib/tgt/backing-store/bs_rbd.so" >/dev/null || compgen -G "/usr/lib/*/tgt/backing-store/bs_rbd.so" >/dev/null ||
+  missing="$missing tgt-rbd"
 if [ -z "$missing" ]; then
   echo "install-test-deps: all test tools present"
   exit 0
