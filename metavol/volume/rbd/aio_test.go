@@ -4,6 +4,7 @@ package rbd
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"runtime/pprof"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmtgt/lmtgt/metavol/volume"
 	"github.com/lmtgt/lmtgt/metavol/volume/rbd/miniceph"
 )
 
@@ -213,6 +215,154 @@ func TestRBDClientOptions(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("option %s = %q, want %q", opt, got, want)
+		}
+	}
+}
+
+// A read or write alone in flight runs direct (rbd_read/rbd_write in the
+// caller's thread); with others in flight it is asynchronous. Serial I/O,
+// bursts of concurrent I/O and serial I/O again, every block checked: both
+// paths carry data, the count of I/O in flight returns to zero after a
+// burst (serial I/O runs direct again), and a direct write of a client
+// whose lock was taken over fails with ErrOffline (TestRBDExclusiveLock-
+// AndTakeover); Close meanwhile is TestRBDCloseDuringIO.
+func TestRBDDirectAndAsync(t *testing.T) {
+	c := testClient(t)
+	const blocks, bs = 256, 4096
+	v := open(t, c, newImage(t, c, blocks*bs), OpenOptions{Owner: "test"})
+	check := func(i int, seed byte) error {
+		got := make([]byte, bs)
+		if _, err := v.ReadAt(got, int64(i)*bs); err != nil {
+			return fmt.Errorf("block %d: %w", i, err)
+		}
+		if !bytes.Equal(got, pattern(bs, seed)) {
+			return fmt.Errorf("block %d reads back differently", i)
+		}
+		return nil
+	}
+	serial := func(seed byte) {
+		t.Helper()
+		d0 := v.img.direct.Load()
+		for i := range blocks {
+			if _, err := v.WriteAt(pattern(bs, seed+byte(i)), int64(i)*bs); err != nil {
+				t.Fatalf("serial write of block %d: %v", i, err)
+			}
+			if err := check(i, seed+byte(i)); err != nil {
+				t.Fatalf("serial: %v", err)
+			}
+		}
+		if d := v.img.direct.Load() - d0; d < 2*blocks {
+			t.Fatalf("%d of %d serial reads and writes ran direct, want all (I/O in flight: %d)", d, 2*blocks, v.img.inflight.Load())
+		}
+	}
+	serial(1)
+	const workers = 16
+	for round := range 3 {
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		start := make(chan struct{})
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := w; i < blocks; i += workers {
+					seed := byte(round*50 + i)
+					if _, err := v.WriteAt(pattern(bs, seed), int64(i)*bs); err != nil {
+						errs <- fmt.Errorf("worker %d: %w", w, err)
+						return
+					}
+					if err := check(i, seed); err != nil {
+						errs <- fmt.Errorf("worker %d: %w", w, err)
+						return
+					}
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if n := v.img.inflight.Load(); n != 0 {
+			t.Fatalf("after burst %d: %d reads and writes counted in flight, want 0", round, n)
+		}
+		serial(byte(round*50 + 7))
+	}
+	all := readBack(t, v, 0, blocks*bs)
+	for i := range blocks {
+		if !bytes.Equal(all[i*bs:(i+1)*bs], pattern(bs, byte(2*50+7)+byte(i))) {
+			t.Fatalf("block %d differs in the full read", i)
+		}
+	}
+}
+
+// Close while reads and writes are in flight, direct and asynchronous:
+// every call ends (done, or refused with volume.ErrClosed once Close has
+// begun), Close returns, and a new open reads what each goroutine last
+// wrote successfully.
+func TestRBDCloseDuringIO(t *testing.T) {
+	c := testClient(t)
+	const workers, bs = 8, 4096
+	ref := newImage(t, c, workers*bs)
+	for round := range 3 {
+		v, err := c.Open(ref, OpenOptions{Owner: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// round 0: one writer (direct); then several (mostly asynchronous)
+		n := 1 + round*(workers-1)/2
+		last := make([]int, n)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		var started sync.WaitGroup
+		for w := range n {
+			wg.Add(1)
+			started.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 1; ; i++ {
+					if _, err := v.WriteAt(pattern(bs, byte(round*40+w*4+i%4)), int64(w)*bs); err != nil {
+						if !errors.Is(err, volume.ErrClosed) {
+							errs <- fmt.Errorf("worker %d write %d: %w", w, i, err)
+						}
+						if i == 1 {
+							started.Done()
+						}
+						return
+					}
+					last[w] = i
+					if i == 1 {
+						started.Done()
+					}
+					if _, err := v.ReadAt(make([]byte, bs), int64(w)*bs); err != nil && !errors.Is(err, volume.ErrClosed) {
+						errs <- fmt.Errorf("worker %d read %d: %w", w, i, err)
+						return
+					}
+				}
+			}()
+		}
+		started.Wait() // every worker has written once: I/O is under way
+		if err := v.Close(); err != nil {
+			t.Fatalf("round %d: Close during I/O: %v", round, err)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if n := v.img.inflight.Load(); n != 0 {
+			t.Fatalf("round %d: %d reads and writes counted in flight after Close, want 0", round, n)
+		}
+		v2 := open(t, c, ref, OpenOptions{Owner: "test"})
+		for w := range n {
+			if got := readBack(t, v2, int64(w)*bs, bs); !bytes.Equal(got, pattern(bs, byte(round*40+w*4+last[w]%4))) {
+				t.Fatalf("round %d: worker %d's last acknowledged write (%d) not what a new open reads", round, w, last[w])
+			}
+		}
+		if err := v2.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -34,6 +34,19 @@ static int lm_aio(rbd_image_t img, int op, uint64_t id, uint64_t off, size_t len
 	return r;
 }
 
+// lm_sync runs one read or write synchronously (rbd_read, rbd_write) in
+// the calling thread: librbd completes it on its io_context thread by
+// waking this one directly, with no eventfd (a synchronous call is no
+// native aio, so it is never queued to the image's event notification).
+// It returns bytes or a negative errno.
+static int64_t lm_sync(rbd_image_t img, int op, uint64_t off, size_t len, char *buf) {
+	switch (op) {
+	case LM_READ: return rbd_read(img, off, len, buf);
+	case LM_WRITE: return rbd_write(img, off, len, buf);
+	}
+	return -EINVAL;
+}
+
 // lm_poll takes up to n completed operations off the image's queue,
 // stores their ids and return values, and releases them. It returns how
 // many it took, or a negative errno.
@@ -170,6 +183,12 @@ type image struct {
 
 	waiters sync.Pool // of *waiter, reused across operations
 
+	// inflight counts the reads and writes in flight (direct or
+	// asynchronous): one that starts alone runs direct. direct counts
+	// the ones that ran direct (tests look at it).
+	inflight atomic.Int64
+	direct   atomic.Int64
+
 	stopping atomic.Bool   // set by close before it wakes the poller
 	pollDone chan struct{} // closed when the poller has returned
 }
@@ -297,8 +316,27 @@ func (img *image) aio(op C.int, off uint64, p []byte, length uint64, name string
 	return ret, nil
 }
 
+// rw runs a read or write: direct (lm_sync, blocking this thread in C)
+// when no other read or write is in flight, asynchronous otherwise. A
+// lone operation, the queue-depth-1 case, so skips the eventfd, the
+// poller goroutine and the hand-over to its waiter (several thread
+// wake-ups per I/O); at depth the asynchronous path keeps threads free.
+func (img *image) rw(op C.int, p []byte, off int64, aioName, syncName string) (int64, error) {
+	if img.inflight.Add(1) != 1 || len(p) == 0 {
+		defer img.inflight.Add(-1)
+		return img.aio(op, uint64(off), p, uint64(len(p)), aioName)
+	}
+	img.direct.Add(1)
+	r := C.lm_sync(img.h, op, C.uint64_t(off), C.size_t(len(p)), (*C.char)(unsafe.Pointer(&p[0])))
+	img.inflight.Add(-1)
+	if r < 0 {
+		return 0, rbdError(syncName, int64(r))
+	}
+	return int64(r), nil
+}
+
 func (img *image) read(p []byte, off int64) (int, error) {
-	n, err := img.aio(C.LM_READ, uint64(off), p, uint64(len(p)), "rbd_aio_read")
+	n, err := img.rw(C.LM_READ, p, off, "rbd_aio_read", "rbd_read")
 	if err == nil && int(n) != len(p) {
 		err = fmt.Errorf("rbd_aio_read: %d of %d bytes: %w", n, len(p), syscall.EIO)
 	}
@@ -307,7 +345,7 @@ func (img *image) read(p []byte, off int64) (int, error) {
 
 func (img *image) write(p []byte, off int64) (int, error) {
 	// A write's return value is 0 on success (all of it written).
-	if _, err := img.aio(C.LM_WRITE, uint64(off), p, uint64(len(p)), "rbd_aio_write"); err != nil {
+	if _, err := img.rw(C.LM_WRITE, p, off, "rbd_aio_write", "rbd_write"); err != nil {
 		return 0, err
 	}
 	return len(p), nil
