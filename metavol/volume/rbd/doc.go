@@ -34,7 +34,13 @@
 // (rbd_poll_io_events) and wakes the waiters. So as many commands are in
 // flight per LUN as the front end issues, and none holds an OS thread
 // while it waits (blocking rbd_read/rbd_write held one thread each: 64
-// commands in flight, 64 threads; TestRBDManyInFlight). Buffers are pinned
+// commands in flight, 64 threads; TestRBDManyInFlight). The exception is
+// a read or write alone in flight on the image (queue depth 1): it runs
+// direct, rbd_read/rbd_write blocking the caller's thread, which
+// librbd's completing thread wakes itself; the eventfd, the poller and
+// the hand-over to the waiter cost several thread wake-ups per I/O when
+// nothing else is in flight (TestRBDDirectAndAsync, TestRBDCloseDuringIO;
+// docs/benchmarks.md "Direct lone I/O"). Buffers are pinned
 // (runtime.Pinner) while librbd owns them. librbd submits each operation
 // in the calling thread (rbd_non_blocking_aio=false: no wake-up of its
 // dispatch thread); writes are copied by librbd (zero-copy writes would

@@ -161,7 +161,12 @@ import (
 // one poller goroutine per image, owned by the image, wakes on it through
 // Go's netpoller, takes the completions off librbd's queue in batches
 // (rbd_poll_io_events: one cgo call for up to 64) and hands each return
-// value to its waiter. No C-to-Go callback is made per I/O.
+// value to its waiter. No C-to-Go callback is made per I/O. A read or
+// write that starts while no other is in flight runs direct instead (rw:
+// rbd_read/rbd_write in the caller's cgo call, woken by librbd's
+// completing thread; a synchronous call is never queued to the eventfd),
+// so queue depth 1 pays one wake-up where the asynchronous path pays the
+// eventfd, the poller and the hand-over to its waiter.
 //
 // Go memory: a buffer librbd reads or writes after lm_aio returns is
 // pinned (runtime.Pinner) from before the call until its completion is
