@@ -33,6 +33,7 @@ func (s *Server) Start() error {
 		Log:            s.opts.Log,
 		QueueDepth:     s.opts.QueueDepth,
 		MaxWriteBuffer: s.opts.MaxWriteBuffer,
+		IdlePoll:       s.opts.IdlePoll,
 		TPGT:           tpgt,
 		OnLogin:        s.opts.OnLogin,
 	})

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -26,6 +27,10 @@ type Options struct {
 	// MaxWriteBuffer caps write buffers reserved by outstanding commands
 	// across all sessions (transport default when 0).
 	MaxWriteBuffer int64
+	// IdlePoll: how long a connection polls for the host's next command
+	// after one that ran alone (iscsi.Options; 0: the transport's default,
+	// negative: never).
+	IdlePoll time.Duration
 	// OnLogin is told of every login and refused login (iscsi.Options);
 	// lmtgt serve records them in lm's event log.
 	OnLogin func(iscsi.LoginEvent)

@@ -146,6 +146,7 @@ type Stats struct {
 	Sessions []iscsi.SessionInfo // nil before Start
 	Logins   iscsi.LoginStats
 	ZeroCopy iscsi.ZeroCopyStats
+	IdlePoll iscsi.IdlePollStats
 }
 
 // Stats snapshots the LUN counters and the transport's sessions and login
@@ -190,6 +191,7 @@ func (s *Server) Stats() Stats {
 		st.Sessions = ts.Sessions()
 		st.Logins = ts.LoginStats()
 		st.ZeroCopy = ts.ZeroCopyStats()
+		st.IdlePoll = ts.IdlePollStats()
 	}
 	count := map[string]int{}
 	for _, iqn := range s.snap.Load().order {

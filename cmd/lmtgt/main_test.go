@@ -65,6 +65,8 @@ func TestExitCodes(t *testing.T) {
 		// bad --max-write-buffer stops a serve that would start anyway.
 		{[]string{"serve", "--progress-interval", "-1s", "--max-write-buffer", "1MiB"}, 2, "--progress-interval -1s: want 0 (never) or a positive duration"},
 		{[]string{"serve", "--ceph-op-timeout", "-5s", "--max-write-buffer", "1MiB"}, 2, "--ceph-op-timeout -5s: want a positive duration"},
+		{[]string{"serve", "--idle-poll", "-1us", "--max-write-buffer", "1MiB"}, 2, "--idle-poll -1µs: want 0 (never) or a duration up to 1ms"},
+		{[]string{"serve", "--idle-poll", "2ms", "--max-write-buffer", "1MiB"}, 2, "--idle-poll 2ms: want 0 (never) or a duration up to 1ms"},
 		{[]string{"migration", "split"}, 2, "at least one source"},
 		{[]string{"lun", "creat", "x", "--size", "1M"}, 2, `unknown command "creat" for lmtgt lun`},
 		{[]string{"--admin", sock, "lun", "create", "h", "--size", "1M"}, 1, "cannot reach lmtgt"}, // a LUN named h, not the help

@@ -62,6 +62,7 @@ func serveCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-total-mbps", EnvVars: []string{"LMTGT_MAX_TOTAL_MBPS"}, Usage: "bandwidth budget of all migration copies together in MB/s (0: none; config set max-total-mbps)"},
 			&cli.StringFlag{Name: "max-host-latency", EnvVars: []string{"LMTGT_MAX_HOST_LATENCY"}, Usage: "default bound on the hosts' p99 command latency on a copying pair's LUNs, e.g. 2ms: the copy slows down to keep it (default: none; a pair's or session's own bound wins)"},
 			&cli.DurationFlag{Name: "remote-replacement-timeout", Value: defaultReplacementTimeout, EnvVars: []string{"LMTGT_REMOTE_REPLACEMENT_TIMEOUT"}, Usage: "how long I/O to an imported (remote iSCSI) data volume waits for a lost path to come back before it fails, 1s to 1h"},
+			&cli.DurationFlag{Name: "idle-poll", Value: 100 * time.Microsecond, EnvVars: []string{"LMTGT_IDLE_POLL"}, Usage: "after answering a command with nothing else in flight, how long a connection polls for the host's next command before it sleeps (0: never; at most 1ms)"},
 			&cli.DurationFlag{Name: "progress-interval", Value: lm.DefaultProgressInterval, EnvVars: []string{"LMTGT_PROGRESS_INTERVAL"}, Usage: "log a progress line per copying migration pair this often (0: never)"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"LMTGT_METRICS"}, Usage: "serve Prometheus metrics at http://ADDR/metrics (host:port; default off)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"LMTGT_PPROF"}, Usage: "also serve Go's profiler (net/http/pprof) at http://ADDR/debug/pprof/ on the --metrics listener (default off; needs --metrics)"},
@@ -171,6 +172,9 @@ func serveAction(c *cli.Context) error {
 		if err := checkPortal(p); err != nil {
 			return err
 		}
+	}
+	if d := c.Duration("idle-poll"); d < 0 || d > maxIdlePoll {
+		return usageErr("--idle-poll %v: want 0 (never) or a duration up to %v, like 100us", d, maxIdlePoll)
 	}
 	if d := c.Duration("progress-interval"); d < 0 {
 		return usageErr("--progress-interval %v: want 0 (never) or a positive duration, like 30s", d)
@@ -295,6 +299,7 @@ func (d *daemon) run(ctx context.Context, c *cli.Context) (err error) {
 		Reservations:   d.db,
 		QueueDepth:     c.Int("queue-depth"),
 		MaxWriteBuffer: d.maxWB,
+		IdlePoll:       idlePoll(c.Duration("idle-poll")),
 		OnLogin:        loginRecorder(d.mgr.Events()), // logging.go
 	})
 	if err != nil {
@@ -526,4 +531,17 @@ func physicalMemory() int64 {
 		return 0
 	}
 	return int64(si.Totalram) * int64(si.Unit)
+}
+
+// maxIdlePoll bounds --idle-poll: polling longer than a millisecond would
+// burn a processor for hosts that are not in a tight loop.
+const maxIdlePoll = time.Millisecond
+
+// idlePoll maps --idle-poll to target.Options.IdlePoll (0 there is the
+// transport's default, negative is never).
+func idlePoll(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

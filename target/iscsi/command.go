@@ -1,8 +1,6 @@
 package iscsi
 
 import (
-	"time"
-
 	"github.com/lmtgt/lmtgt/metavol/volume/iscsi/pdu"
 )
 
@@ -55,7 +53,8 @@ func (c *conn) scsiCommand(h *header, data []byte, queued bool) error {
 	t.state = taskReceiving
 	t.itt, t.lunField, t.edtl, t.imm = h.ITT(), h.LUNField(), edtl, h.Immediate()
 	t.lun = DecodeLUN(t.lunField)
-	t.cmd.Arrived = time.Now()
+	t.expStatSN = h.ExpStatSN()
+	t.cmd.Arrived = c.rxAt
 	if rd && !wr {
 		t.readLen = edtl
 	}
@@ -178,6 +177,14 @@ func (c *conn) run(t *task) {
 	alone := rw && c.mu.inflight == 1 && c.br.Buffered() == 0
 	c.mu.Unlock()
 	held := rw && !alone && c.quickWrite(t)
+	// The host is at queue depth 1: nothing else in flight, and it had
+	// seen every status when it sent this command (at depth it sends on
+	// before reading what was answered). Then the reader polls for its
+	// next command (idlepoll.go).
+	qd1 := alone && t.expStatSN == c.statNext.Load()
+	if !qd1 {
+		c.disarmIdlePoll()
+	}
 	if !alone && !held {
 		c.cmdWG.Add(1)
 		c.toWorker(t, true)
@@ -191,6 +198,9 @@ func (c *conn) run(t *task) {
 	c.mu.Lock()
 	c.mu.inlineBusy = false
 	c.mu.Unlock()
+	if qd1 {
+		c.armIdlePoll()
+	}
 }
 
 // isReadWrite reports READ/WRITE (6/10/12/16): the commands worth running

@@ -82,7 +82,23 @@ type conn struct {
 	nexus    Nexus
 
 	lastRecv atomic.Int64 // unix nanos of the last PDU header received
-	tttGen   atomic.Uint32
+	// rxAt is when the reader read the header of the PDU it is handling
+	// (one clock read per PDU, shared by lastRecv, the command's Arrived
+	// and the idle poll's activity count). Reader only.
+	rxAt time.Time
+	// The idle poll (idlepoll.go), reader only: polls that missed in a
+	// row, commands to go without polling after them, and the functions
+	// handed to pdu.Sock (made once: no allocation per command).
+	pollMisses int
+	pollOff    int
+	// pollPDU: the poll is armed for the next PDU (its header, then once
+	// for its data: armDataPoll); seenEpoch: the activity epoch this
+	// connection was last counted in. Reader only.
+	pollPDU   bool
+	seenEpoch int64
+	pollTry   func() bool
+	pollDone  func(caught bool)
+	tttGen    atomic.Uint32
 
 	// wq is the queue of PDUs waiting to be written (send, flat
 	// combining): one sender at a time is the writer and writes every
@@ -96,6 +112,9 @@ type conn struct {
 	}
 	// writes counts writev calls (batches) on nc.
 	writes atomic.Uint64
+	// statNext mirrors w.statSN, the StatSN the next status will carry,
+	// for the reader (idlepoll.go: has the host seen every status?).
+	statNext atomic.Uint32
 	// wmu serializes writes to nc; it guards the fields in w. Only the
 	// writer of wq (and login, before there are others) takes it.
 	wmu sync.Mutex
@@ -166,6 +185,7 @@ func newConn(s *Server, nc net.Conn, portal string) *conn {
 		done:   make(chan struct{}),
 	}
 	c.br = bufio.NewReaderSize(c.sock, 64<<10)
+	c.pollTry, c.pollDone = c.tryPoll, c.pollEnded
 	c.log = s.log.With().Str("remote", c.remote).Logger()
 	c.mu.tasks = make(map[uint32]*task)
 	c.mu.taskDone = sync.NewCond(&c.mu.Mutex)
@@ -502,6 +522,7 @@ func (c *conn) appendPDU(iov net.Buffers, slot []byte, p *outPDU, exp, maxSN uin
 		case statTake:
 			pdu.Put32(h[24:], c.w.statSN)
 			c.w.statSN++
+			c.statNext.Store(c.w.statSN)
 		}
 		pdu.Put32(h[28:], exp)
 		pdu.Put32(h[32:], maxSN)

@@ -28,7 +28,13 @@ func (c *conn) fullFeature() error {
 			}
 			return err
 		}
-		c.lastRecv.Store(time.Now().UnixNano())
+		if c.draining.Load() {
+			return errDraining // a poll may have read past the drain
+		}
+		c.rxAt = time.Now()
+		c.lastRecv.Store(c.rxAt.UnixNano())
+		c.noteActivity(c.rxAt)
+		c.armDataPoll(&h)
 		if c.flushDue(&h) {
 			if err := c.flushHeld(); err != nil {
 				return err

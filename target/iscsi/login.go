@@ -158,6 +158,7 @@ func (c *conn) loginStep(lp *loginPhase, h *header, data []byte) (bool, error) {
 		lp.cmdSN = h.CmdSN()
 		c.wmu.Lock()
 		c.w.statSN = h.ExpStatSN()
+		c.statNext.Store(c.w.statSN)
 		c.wmu.Unlock()
 		if h.B[3] > 0 { // VersionMin
 			return false, refuse(statusUnsupportedVer, "version min %d", h.B[3])
@@ -468,6 +469,7 @@ func (c *conn) sendLoginResp(lp *loginPhase, req *header, flags byte, keys []kv,
 	c.wmu.Lock()
 	pdu.Put32(b[24:], c.w.statSN)
 	c.w.statSN++
+	c.statNext.Store(c.w.statSN)
 	c.wmu.Unlock()
 	pdu.Put32(b[28:], req.CmdSN())
 	pdu.Put32(b[32:], req.CmdSN()+uint32(c.srv.opts.QueueDepth)-1)

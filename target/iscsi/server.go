@@ -27,6 +27,10 @@ type Options struct {
 	// (default 10s, negative disables). NopTimeout: how long a ping may go
 	// unanswered before the connection is dropped (default 30s).
 	NopInterval, NopTimeout time.Duration
+	// IdlePoll: after a command that ran with nothing else in flight, how
+	// long the connection polls its socket for the host's next command
+	// before it sleeps (idlepoll.go; default 100us, negative disables).
+	IdlePoll time.Duration
 
 	// MaxRecvDataSegmentLength the target declares (default 256 KiB).
 	MaxRecvDataSegmentLength uint32
@@ -114,6 +118,9 @@ func (o *Options) setDefaults() {
 	if o.NopTimeout <= 0 {
 		o.NopTimeout = 30 * time.Second
 	}
+	if o.IdlePoll == 0 {
+		o.IdlePoll = defaultIdlePoll
+	}
 	if o.MaxRecvDataSegmentLength == 0 {
 		o.MaxRecvDataSegmentLength = 256 << 10
 	}
@@ -193,6 +200,12 @@ type Server struct {
 	// rtcSlow: an inline command that took longer turns held writes off
 	// for a while (rtc.go; tests set 0).
 	rtcSlow time.Duration
+	// idle counts idle polls; spinMax, when a test sets it, caps how
+	// many run at once (idlepoll.go pollMax).
+	idle    idlePollCounters
+	spinMax int32
+	// activity counts the connections receiving PDUs (idlepoll.go).
+	activity activity
 	// wg counts accept loops and connection goroutines.
 	wg sync.WaitGroup
 }

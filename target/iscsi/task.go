@@ -40,22 +40,25 @@ type dataSeq struct {
 // tells a task from its later uses, so a waiter (task management) that
 // holds a pointer waits for "this use is done" (taskDoneLocked).
 type task struct {
-	itt      uint32
-	lunField [8]byte
-	lun      uint64
-	cdb      [16]byte
-	edtl     uint32
-	readLen  uint32
-	writeLen uint32
-	wbuf     *[]byte
-	reserved int64 // write budget bytes held (budget.go); set under conn.mu
-	imm      bool  // immediate command: counts against maxImmediate
-	received uint32
-	unsol    dataSeq
-	nextR2T  uint32
-	r2ts     []dataSeq
-	r2tSN    uint32
-	cmd      Command
+	itt uint32
+	// expStatSN is the ExpStatSN of the command's PDU: the host had seen
+	// every status before it when it equals conn.statNext (idlepoll.go).
+	expStatSN uint32
+	lunField  [8]byte
+	lun       uint64
+	cdb       [16]byte
+	edtl      uint32
+	readLen   uint32
+	writeLen  uint32
+	wbuf      *[]byte
+	reserved  int64 // write budget bytes held (budget.go); set under conn.mu
+	imm       bool  // immediate command: counts against maxImmediate
+	received  uint32
+	unsol     dataSeq
+	nextR2T   uint32
+	r2ts      []dataSeq
+	r2tSN     uint32
+	cmd       Command
 
 	state   taskState
 	aborted bool

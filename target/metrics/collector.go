@@ -28,6 +28,7 @@ type Snapshot struct {
 	Sessions []iscsi.SessionInfo
 	Logins   iscsi.LoginStats
 	ZeroCopy iscsi.ZeroCopyStats
+	IdlePoll iscsi.IdlePollStats
 	LUNs     []LUN
 	// Pairs: the live pairs only (lm.Manager.LivePairs): a pair that
 	// ended has no series.
@@ -41,6 +42,7 @@ type descs struct {
 	buildInfo                            *prometheus.Desc
 	logins, loginFailures                *prometheus.Desc
 	zeroCopyReads, zeroCopyBytes         *prometheus.Desc
+	idlePolls                            *prometheus.Desc
 	targetSessions                       *prometheus.Desc
 	sessions, connections, discovery     *prometheus.Desc
 	lunSize, lunOps, lunBytes, lunErrors *prometheus.Desc
@@ -61,6 +63,7 @@ func newDescs() descs {
 		loginFailures:  d("lmtgt_iscsi_login_failures_total", "iSCSI logins the target refused (authentication, authorization, unknown target)."),
 		zeroCopyReads:  d("lmtgt_iscsi_zero_copy_reads_total", "READs whose Data-In the target sent straight from the data volume's file (sendfile), without copying it."),
 		zeroCopyBytes:  d("lmtgt_iscsi_zero_copy_bytes_total", "Data-In bytes the target sent straight from data volume files (the READs of lmtgt_iscsi_zero_copy_reads_total)."),
+		idlePolls:      d("lmtgt_iscsi_idle_polls_total", "Polls of a connection's socket for the host's next command after a command at queue depth 1 (serve --idle-poll), by result: caught (it came), missed (the budget ran out first), refused (as many connections were polling as allowed), others_active (not started: other connections were receiving commands).", "result"),
 		targetSessions: d("lmtgt_iscsi_target_sessions", "iSCSI normal sessions logged in to a target (every configured target, zero too).", "iqn"),
 		sessions:       d("lmtgt_iscsi_sessions", "iSCSI normal sessions logged in, by target and initiator.", "iqn", "initiator"),
 		connections:    d("lmtgt_iscsi_connections", "TCP connections of the iSCSI normal sessions, by target and initiator.", "iqn", "initiator"),
@@ -83,7 +86,7 @@ func newDescs() descs {
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, x := range []*prometheus.Desc{
-		d.buildInfo, d.logins, d.loginFailures, d.zeroCopyReads, d.zeroCopyBytes, d.targetSessions, d.sessions, d.connections, d.discovery,
+		d.buildInfo, d.logins, d.loginFailures, d.zeroCopyReads, d.zeroCopyBytes, d.idlePolls, d.targetSessions, d.sessions, d.connections, d.discovery,
 		d.lunSize, d.lunOps, d.lunBytes, d.lunErrors, d.lunLatency,
 		d.pairState, d.copied, d.recopied, d.progress, d.pairSize, d.dcl,
 		d.splitPause, d.splitDeferrals,
@@ -138,6 +141,10 @@ func (d *descs) collect(s Snapshot, ch chan<- prometheus.Metric) {
 	counter(d.loginFailures, float64(s.Logins.Failures))
 	counter(d.zeroCopyReads, float64(s.ZeroCopy.Reads))
 	counter(d.zeroCopyBytes, float64(s.ZeroCopy.Bytes))
+	counter(d.idlePolls, float64(s.IdlePoll.Caught), "caught")
+	counter(d.idlePolls, float64(s.IdlePoll.Missed), "missed")
+	counter(d.idlePolls, float64(s.IdlePoll.Refused), "refused")
+	counter(d.idlePolls, float64(s.IdlePoll.OthersActive), "others_active")
 	for _, t := range s.Targets {
 		gauge(d.targetSessions, float64(t.Sessions), t.IQN)
 	}

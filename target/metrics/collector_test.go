@@ -82,6 +82,7 @@ func goldenSnapshot() Snapshot {
 		},
 		Logins:   iscsi.LoginStats{Normal: 7, Discovery: 3, Failures: 1},
 		ZeroCopy: iscsi.ZeroCopyStats{Reads: 5, Bytes: 5 << 20, Copied: 2},
+		IdlePoll: iscsi.IdlePollStats{Caught: 90, Missed: 3, Refused: 1, OthersActive: 4},
 		LUNs: []LUN{
 			{Name: "db", ID: "0001", SizeBytes: 1 << 30, IO: dbIO},
 			{Name: `odd"name\x`, ID: "0002", SizeBytes: 4096},

@@ -31,7 +31,7 @@ type Sources struct {
 func (c Sources) Snapshot() (Snapshot, error) {
 	s := Snapshot{Version: c.Version}
 	ts := c.Target.Stats()
-	s.Targets, s.Sessions, s.Logins, s.ZeroCopy = ts.Targets, ts.Sessions, ts.Logins, ts.ZeroCopy
+	s.Targets, s.Sessions, s.Logins, s.ZeroCopy, s.IdlePoll = ts.Targets, ts.Sessions, ts.Logins, ts.ZeroCopy, ts.IdlePoll
 	io := map[string]target.LUNStats{}
 	for _, l := range ts.LUNs {
 		io[l.ID] = l
