@@ -24,10 +24,7 @@ import (
 func TestIdlePollNeverTakesTheOnlyProcessor(t *testing.T) {
 	old := runtime.GOMAXPROCS(1)
 	t.Cleanup(func() { runtime.GOMAXPROCS(old) })
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = time.Minute })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
+	s, i, _ := pollingIni(t, time.Minute)
 	qd1(t, i, 2)
 	if n := s.idle.caught.Load() + s.idle.missed.Load() + int64(s.idle.active.Load()); n != 0 {
 		t.Fatalf("%d polls with GOMAXPROCS=1 (caught %d, missed %d, active %d): a poll holds the only P",
@@ -44,10 +41,7 @@ func TestIdlePollNeverTakesTheOnlyProcessor(t *testing.T) {
 // (A broken check is caught when the reader starts its poll before the
 // host's next READ comes, as it nearly always does.)
 func TestIdlePollNotForAHostAtDepth(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = time.Minute })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
+	s, i, _ := pollingIni(t, time.Minute)
 	read := func(k int, behind bool) {
 		t.Helper()
 		if behind {
@@ -78,12 +72,8 @@ func TestIdlePollNotForAHostAtDepth(t *testing.T) {
 // by drain's read deadline at once; a polling reader ignores the deadline
 // until the poll ends and runs whatever it caught meanwhile.
 func TestIdlePollDrainRunsNoLaterCommand(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = time.Minute })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
-	qd1(t, i, 1)
-	waitFor(t, "the poll after the last command", 10*time.Second, func() bool { return s.idle.active.Load() == 1 })
+	s, i, b := pollingIni(t, time.Minute)
+	pollingAfter(t, s, i)
 	onlyConn(t, s).drain()
 
 	data := bytes.Repeat([]byte{0xee}, 4096)
@@ -127,12 +117,8 @@ func readerParked() bool {
 // once the reader took the one before and waits for more (polling or
 // parked): at most two polls (the header, the rest) should catch.
 func TestIdlePollNotForEverySegment(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = time.Minute })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
-	qd1(t, i, 1)
-	waitFor(t, "the poll after the last command", 10*time.Second, func() bool { return s.idle.active.Load() == 1 })
+	s, i, _ := pollingIni(t, time.Minute)
+	pollingAfter(t, s, i)
 
 	data := bytes.Repeat([]byte{0x5a}, 4096)
 	real := i.nc

@@ -7,6 +7,25 @@ import (
 	"time"
 )
 
+// pollingIni starts a server with IdlePoll budget on a 1 MiB file LUN
+// and logs a test initiator in.
+func pollingIni(t *testing.T, budget time.Duration) (*Server, *ini, *fileBackend) {
+	t.Helper()
+	b := newFileBackend(t, 1<<20)
+	s := startServer(t, b, func(o *Options) { o.IdlePoll = budget })
+	i := dialIni(t, addrOf(s))
+	i.mustLogin(loginOpts{})
+	return s, i, b
+}
+
+// pollingAfter runs a WRITE and a READ at queue depth 1 and waits for
+// the reader's poll after them.
+func pollingAfter(t *testing.T, s *Server, i *ini) {
+	t.Helper()
+	qd1(t, i, 1)
+	waitFor(t, "the poll after the last command", 10*time.Second, func() bool { return s.idle.active.Load() == 1 })
+}
+
 // qd1 runs n WRITE+READ pairs one command at a time and checks the data.
 func qd1(t *testing.T, i *ini, n int) {
 	t.Helper()
@@ -29,10 +48,7 @@ func qd1(t *testing.T, i *ini, n int) {
 // (a long budget: every poll catches the next command), and stops polling
 // when none is in flight.
 func TestIdlePollCatchesTheNextCommand(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = time.Minute })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
+	s, i, _ := pollingIni(t, time.Minute)
 	qd1(t, i, 10)
 	// 20 commands ran alone. After each the reader polled, unless the
 	// next command was there before it read again; the poll after the
@@ -99,10 +115,7 @@ func TestIdlePollBackoffPolicy(t *testing.T) {
 // budget), and polling goes on after it (the back-off's rules are
 // TestIdlePollBackoffPolicy's).
 func TestIdlePollMisses(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = 20 * time.Millisecond })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
+	s, i, _ := pollingIni(t, 20*time.Millisecond)
 	qd1(t, i, 1)
 	waitFor(t, "a poll to miss", 10*time.Second, func() bool { return s.idle.missed.Load() >= 1 })
 	qd1(t, i, 1)
@@ -148,10 +161,7 @@ func TestIdlePollLimits(t *testing.T) {
 // others_active); polls are back a couple of milliseconds after it
 // stops.
 func TestIdlePollNotWhileOthersActive(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	s := startServer(t, b, func(o *Options) { o.IdlePoll = time.Minute })
-	i := dialIni(t, addrOf(s))
-	i.mustLogin(loginOpts{})
+	s, i, _ := pollingIni(t, time.Minute)
 	other := &conn{srv: s} // another connection receiving PDUs
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
