@@ -40,15 +40,12 @@ func onReader() bool {
 	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("(*conn).fullFeature"))
 }
 
-// Writes the backend calls quick run on the reader at queue depth, their
-// responses held and sent before anything the reader answers after them
-// (here a NOP-Out sent behind them), in StatSN order, with the data
-// written.
-func TestQuickWritesRunOnTheReaderAtDepth(t *testing.T) {
-	b := newFileBackend(t, 1<<20)
-	b.quick.Store(true)
+// countOnReader sets b's hook to count the WRITEs b executes and those of
+// them that ran on a connection's reader; counts reads both.
+func countOnReader(b *fileBackend) (counts func() (reader, writes int)) {
 	var mu sync.Mutex
 	reader, writes := 0, 0
+	b.mu.Lock() // the server may be running
 	b.hook = func(c *Command) {
 		if c.CDB[0] != 0x2a {
 			return
@@ -60,6 +57,22 @@ func TestQuickWritesRunOnTheReaderAtDepth(t *testing.T) {
 		}
 		mu.Unlock()
 	}
+	b.mu.Unlock()
+	return func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return reader, writes
+	}
+}
+
+// Writes the backend calls quick run on the reader at queue depth, their
+// responses held and sent before anything the reader answers after them
+// (here a NOP-Out sent behind them), in StatSN order, with the data
+// written.
+func TestQuickWritesRunOnTheReaderAtDepth(t *testing.T) {
+	b := newFileBackend(t, 1<<20)
+	b.quick.Store(true)
+	counts := countOnReader(b)
 	s := startServer(t, b, nil)
 	s.rtcSlow = time.Hour // no back-off: every quick write stays inline
 	i := dialIni(t, addrOf(s))
@@ -119,11 +132,9 @@ func TestQuickWritesRunOnTheReaderAtDepth(t *testing.T) {
 	if err != nil || p.h.Opcode() != pdu.OpNopIn || p.h.ITT() != nopITT {
 		t.Fatalf("after the writes: %v opcode %#x, want the NOP-In", err, p.h.Opcode())
 	}
-	mu.Lock()
-	if writes != n || reader != n {
+	if reader, writes := counts(); writes != n || reader != n {
 		t.Fatalf("%d of %d writes ran on the reader, want all (quick, no back-off)", reader, writes)
 	}
-	mu.Unlock()
 	if b.quickAsked.Load() == 0 {
 		t.Fatal("no write was run at depth (the nexus was never asked Quick)")
 	}

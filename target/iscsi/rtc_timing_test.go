@@ -2,7 +2,6 @@ package iscsi
 
 import (
 	"bytes"
-	"sync"
 	"testing"
 	"time"
 
@@ -67,21 +66,7 @@ func TestInlineTimingExcludesTheWaitForData(t *testing.T) {
 
 	// Two quick writes sent together: both run on the reader unless the
 	// first write turned run-to-completion off.
-	var mu sync.Mutex
-	reader, writes := 0, 0
-	b.mu.Lock()
-	b.hook = func(c *Command) {
-		if c.CDB[0] != 0x2a {
-			return
-		}
-		mu.Lock()
-		writes++
-		if onReader() {
-			reader++
-		}
-		mu.Unlock()
-	}
-	b.mu.Unlock()
+	counts := countOnReader(b)
 	together(t, i, func() {
 		for k := range 2 {
 			if err := i.sendCmd(&icmd{cdb: write10(uint32(8+8*k), 8), edtl: 4096, out: data}); err != nil {
@@ -94,9 +79,7 @@ func TestInlineTimingExcludesTheWaitForData(t *testing.T) {
 			t.Fatalf("a quick write: %v", err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if writes != 2 || reader != 2 {
+	if reader, writes := counts(); writes != 2 || reader != 2 {
 		t.Fatalf("%d of %d quick writes ran on the reader, want both: the wait for the first write's data counted as its run time", reader, writes)
 	}
 }
