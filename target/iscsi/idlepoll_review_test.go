@@ -41,6 +41,7 @@ func TestIdlePollNeverTakesTheOnlyProcessor(t *testing.T) {
 // (A broken check is caught when the reader starts its poll before the
 // host's next READ comes, as it nearly always does.)
 func TestIdlePollNotForAHostAtDepth(t *testing.T) {
+	wantPolls(t)
 	s, i, _ := pollingIni(t, time.Minute)
 	read := func(k int, behind bool) {
 		t.Helper()
@@ -72,6 +73,7 @@ func TestIdlePollNotForAHostAtDepth(t *testing.T) {
 // by drain's read deadline at once; a polling reader ignores the deadline
 // until the poll ends and runs whatever it caught meanwhile.
 func TestIdlePollDrainRunsNoLaterCommand(t *testing.T) {
+	wantPolls(t)
 	s, i, b := pollingIni(t, time.Minute)
 	pollingAfter(t, s, i)
 	onlyConn(t, s).drain()
@@ -117,6 +119,7 @@ func readerParked() bool {
 // once the reader took the one before and waits for more (polling or
 // parked): at most two polls (the header, the rest) should catch.
 func TestIdlePollNotForEverySegment(t *testing.T) {
+	wantPolls(t)
 	s, i, _ := pollingIni(t, time.Minute)
 	pollingAfter(t, s, i)
 
